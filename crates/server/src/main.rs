@@ -1,1 +1,286 @@
-fn main(){}
+//! The `seatkeeper` command line.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use seatkeeper::clock::{SharedClock, SystemClock};
+use seatkeeper::config::Config;
+use seatkeeper::store::{Store, StoreOptions};
+
+#[derive(Parser)]
+#[command(name = "seatkeeper", version, about = "SCIM 2.0 provisioning joined to licensing")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct DbArgs {
+    /// Database URL: sqlite://PATH (embedded) or postgres://USER:PASS@HOST/DB.
+    #[arg(long, env = "SEATKEEPER_DATABASE", default_value = "sqlite://seatkeeper.db")]
+    database: String,
+}
+
+#[derive(clap::Args, Clone)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed as `listening on http://ADDR`).
+    #[arg(long, env = "SEATKEEPER_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Public base URL for `meta.location` (default: from the Host header).
+    #[arg(long, env = "SEATKEEPER_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Sustained SCIM requests per second per tenant.
+    #[arg(long, env = "SEATKEEPER_RATE_LIMIT", default_value_t = 100)]
+    rate_limit: u32,
+    /// Burst of SCIM requests per tenant above the sustained rate.
+    #[arg(long, env = "SEATKEEPER_RATE_BURST", default_value_t = 1000)]
+    rate_burst: u32,
+    /// Largest request body in bytes (Bulk: --bulk-max-payload).
+    #[arg(long, env = "SEATKEEPER_MAX_BODY", default_value_t = 1024 * 1024)]
+    max_body: usize,
+    /// Largest Bulk request body in bytes.
+    #[arg(long, env = "SEATKEEPER_BULK_MAX_PAYLOAD", default_value_t = 4 * 1024 * 1024)]
+    bulk_max_payload: usize,
+    /// Most operations in one Bulk request.
+    #[arg(long, env = "SEATKEEPER_BULK_MAX_OPERATIONS", default_value_t = 1000)]
+    bulk_max_operations: usize,
+    /// Seconds before a request is abandoned with 503.
+    #[arg(long, env = "SEATKEEPER_REQUEST_TIMEOUT", default_value_t = 30)]
+    request_timeout: u64,
+    /// Database connections (read pool on SQLite; the whole pool on PostgreSQL).
+    #[arg(long, env = "SEATKEEPER_MAX_CONNECTIONS", default_value_t = 8)]
+    max_connections: u32,
+    /// SQLite synchronous mode: NORMAL (survives process crashes) or FULL (also power loss).
+    #[arg(long, env = "SEATKEEPER_SQLITE_SYNCHRONOUS", default_value = "NORMAL")]
+    sqlite_synchronous: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the server.
+    Serve {
+        #[command(flatten)]
+        db: DbArgs,
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Runs the server on a temporary SQLite file with a demo tenant, users and groups.
+    Demo {
+        #[command(flatten)]
+        serve: ServeArgs,
+        /// How many demo users to create.
+        #[arg(long, default_value_t = 200)]
+        users: usize,
+    },
+    /// Manages tenants.
+    Tenant {
+        #[command(subcommand)]
+        action: TenantCmd,
+    },
+    /// Manages SCIM bearer tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenCmd,
+    },
+    /// Checks the audit trail.
+    Audit {
+        #[command(subcommand)]
+        action: AuditCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCmd {
+    /// Creates a tenant and prints its id alone on stdout.
+    Create {
+        /// Display name.
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Lists tenants (id, name) as tab-separated lines.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Creates a SCIM token for a tenant and prints it alone on stdout.
+    Create {
+        /// The tenant's id.
+        #[arg(long)]
+        tenant: String,
+        /// A name for the token; it is the actor in the audit trail.
+        #[arg(long, default_value = "scim")]
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Verifies the hash chain of every tenant (or one) and names the first broken link.
+    Verify {
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+fn init_logging(to_stdout: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SEATKEEPER_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let json = std::env::var("SEATKEEPER_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    match (to_stdout, json) {
+        (true, true) => builder.json().with_writer(std::io::stdout).init(),
+        (true, false) => builder.with_writer(std::io::stdout).init(),
+        (false, true) => builder.json().with_writer(std::io::stderr).init(),
+        (false, false) => builder.with_writer(std::io::stderr).init(),
+    }
+}
+
+fn config_from(args: &ServeArgs) -> Config {
+    Config {
+        public_url: args.public_url.clone(),
+        max_body_bytes: args.max_body,
+        bulk_max_payload: args.bulk_max_payload,
+        bulk_max_operations: args.bulk_max_operations,
+        rate_per_second: args.rate_limit,
+        rate_burst: args.rate_burst,
+        request_timeout: Duration::from_secs(args.request_timeout.max(1)),
+    }
+}
+
+async fn open(url: &str, args: Option<&ServeArgs>) -> anyhow::Result<Store> {
+    let mut opts = StoreOptions::default();
+    if let Some(a) = args {
+        opts.max_connections = a.max_connections;
+        opts.sqlite_synchronous = a.sqlite_synchronous.clone();
+    }
+    Store::connect(url, &opts).await.with_context(|| format!("opening database {url}"))
+}
+
+async fn serve(store: Store, clock: SharedClock, args: &ServeArgs, admin_from_env: Option<String>) -> anyhow::Result<()> {
+    let (admin_hash, generated) = seatkeeper::ops::admin_token_hash(&store, admin_from_env.as_deref()).await?;
+    if let Some(token) = generated {
+        tracing::warn!("generated admin token (shown once; set SEATKEEPER_ADMIN_TOKEN to choose your own): {token}");
+    }
+    let app = seatkeeper::app(store.clone(), clock, config_from(args), admin_hash, seatkeeper::install_metrics());
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(backend = ?store.backend(), "listening on http://{addr}");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let clock: SharedClock = Arc::new(SystemClock);
+    let admin_env = std::env::var("SEATKEEPER_ADMIN_TOKEN").ok();
+    match cli.command {
+        Command::Serve { db, serve: args } => {
+            init_logging(true);
+            let store = open(&db.database, Some(&args)).await?;
+            serve(store, clock, &args, admin_env).await
+        }
+        Command::Demo { serve: args, users } => {
+            init_logging(true);
+            let dir = tempfile::tempdir()?;
+            let url = format!("sqlite://{}", dir.path().join("demo.db").display());
+            let store = open(&url, Some(&args)).await?;
+            let admin = admin_env.unwrap_or_else(|| seatkeeper::auth::generate_token("ska_"));
+            let demo = seatkeeper::demo::load(&store, clock.clone(), users).await?;
+            let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
+            let addr = listener.local_addr()?;
+            drop(listener);
+            let mut args = args;
+            args.listen = addr;
+            println!("\nseatkeeper demo — {users} users in {} groups, on {url}\n", demo.groups);
+            println!("  SCIM base URL : http://{addr}/scim/v2");
+            println!("  SCIM token    : {}", demo.token);
+            println!("  tenant id     : {}", demo.tenant);
+            println!("  admin API     : http://{addr}/api/v1   (admin token: {admin})");
+            println!("  metrics       : http://{addr}/metrics\n");
+            println!("  try: curl -H 'Authorization: Bearer {}' 'http://{addr}/scim/v2/Users?filter=userName%20sw%20%22a%22&count=3'\n", demo.token);
+            let result = serve(store, clock, &args, Some(admin)).await;
+            drop(dir);
+            result
+        }
+        Command::Tenant { action } => {
+            init_logging(false);
+            match action {
+                TenantCmd::Create { name, db } => {
+                    let store = open(&db.database, None).await?;
+                    let t = seatkeeper::ops::create_tenant(&store, &*clock, &name).await?;
+                    println!("{}", t.id);
+                    store.close().await;
+                }
+                TenantCmd::List { db } => {
+                    let store = open(&db.database, None).await?;
+                    for t in store.tenants().await? {
+                        println!("{}\t{}", t.id, t.name);
+                    }
+                    store.close().await;
+                }
+            }
+            Ok(())
+        }
+        Command::Token { action: TokenCmd::Create { tenant, name, db } } => {
+            init_logging(false);
+            let store = open(&db.database, None).await?;
+            let created = seatkeeper::ops::create_scim_token(&store, &*clock, &tenant, &name)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", created.token);
+            store.close().await;
+            Ok(())
+        }
+        Command::Audit { action: AuditCmd::Verify { tenant, db } } => {
+            init_logging(false);
+            let store = open(&db.database, None).await?;
+            let results = seatkeeper::verify_audit(&store, tenant.as_deref()).await?;
+            store.close().await;
+            let mut broken = false;
+            for (t, n, r) in results {
+                match r {
+                    Ok(()) => println!("ok      tenant {t}: {n} records, chain intact"),
+                    Err(b) => {
+                        broken = true;
+                        println!("BROKEN  tenant {t}: first broken link at record {}: {}", b.seq, b.reason);
+                    }
+                }
+            }
+            if broken {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}

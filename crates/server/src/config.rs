@@ -1,0 +1,37 @@
+//! Server configuration: flags and `SEATKEEPER_*` environment variables (see `main.rs`).
+
+use std::time::Duration;
+
+/// Limits and knobs of a running server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Public base URL (scheme://host[:port]) used in `meta.location`; derived from the
+    /// `Host` header when unset.
+    pub public_url: Option<String>,
+    /// Largest request body, in bytes (Bulk has its own limit).
+    pub max_body_bytes: usize,
+    /// Largest Bulk request body, in bytes (advertised as `bulk.maxPayloadSize`).
+    pub bulk_max_payload: usize,
+    /// Most operations in one Bulk request (advertised as `bulk.maxOperations`).
+    pub bulk_max_operations: usize,
+    /// Sustained SCIM requests per second per tenant.
+    pub rate_per_second: u32,
+    /// Burst of SCIM requests per tenant.
+    pub rate_burst: u32,
+    /// Longest a request may take before it is answered 503.
+    pub request_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            public_url: None,
+            max_body_bytes: 1024 * 1024,
+            bulk_max_payload: 4 * 1024 * 1024,
+            bulk_max_operations: 1000,
+            rate_per_second: 100,
+            rate_burst: 1000,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}

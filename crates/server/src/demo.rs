@@ -1,0 +1,76 @@
+//! The demo tenant: users in departments and nested groups, created through the engine so
+//! the audit trail and outbox are filled exactly as a real IdP sync would fill them.
+
+use serde_json::json;
+
+use crate::clock::SharedClock;
+use crate::engine::{Ctx, Engine};
+use crate::store::Store;
+use crate::store::directory::Kind;
+
+/// What the demo created.
+pub struct Demo {
+    /// Tenant id.
+    pub tenant: String,
+    /// A SCIM token for it.
+    pub token: String,
+    /// Number of groups.
+    pub groups: usize,
+}
+
+const FIRST: &[&str] = &[
+    "Ada", "Alan", "Barbara", "Claude", "Dennis", "Edsger", "Frances", "Grace", "Hedy", "Ivan", "Joan", "Ken",
+    "Linus", "Margaret", "Niklaus", "Radia", "Sophie", "Tim", "Whitfield", "Yukihiro",
+];
+const LAST: &[&str] = &[
+    "Lovelace", "Turing", "Liskov", "Shannon", "Ritchie", "Dijkstra", "Allen", "Hopper", "Lamarr", "Sutherland",
+];
+const DEPARTMENTS: &[&str] = &["Engineering", "Sales", "Support", "Marketing", "Finance"];
+
+/// Loads the demo tenant.
+pub async fn load(store: &Store, clock: SharedClock, users: usize) -> anyhow::Result<Demo> {
+    let tenant = crate::ops::create_tenant(store, &*clock, "Demo Corp").await?;
+    let token = crate::ops::create_scim_token(store, &*clock, &tenant.id, "demo-idp")
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let engine = Engine::new(store.clone(), clock);
+    let ctx = Ctx { tenant: tenant.id.clone(), actor: "demo-loader".into(), request_id: "demo".into(), base_url: String::new() };
+    let mut by_dept: Vec<Vec<String>> = vec![Vec::new(); DEPARTMENTS.len()];
+    for i in 0..users {
+        let (first, last) = (FIRST[i % FIRST.len()], LAST[(i / FIRST.len()) % LAST.len()]);
+        let dept = i % DEPARTMENTS.len();
+        let user_name = format!("{}.{}{}@demo.example", first.to_lowercase(), last.to_lowercase(), if i >= FIRST.len() * LAST.len() { i.to_string() } else { String::new() });
+        let body = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+            "userName": user_name,
+            "externalId": format!("emp-{:05}", i + 1),
+            "name": {"givenName": first, "familyName": last},
+            "displayName": format!("{first} {last}"),
+            "title": if i % 10 == 0 { "Manager" } else { "Staff" },
+            "active": i % 25 != 24,
+            "emails": [{"value": user_name, "type": "work", "primary": true}],
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {
+                "department": DEPARTMENTS[dept],
+                "employeeNumber": format!("{}", 1000 + i),
+            }
+        });
+        let r = engine.create(&ctx, Kind::User, &body).await?;
+        if let Some(id) = r.body.get("id").and_then(|v| v.as_str()) {
+            by_dept[dept].push(id.to_string());
+        }
+    }
+    let mut dept_ids = Vec::new();
+    for (dept, members) in DEPARTMENTS.iter().zip(&by_dept) {
+        let members: Vec<_> = members.iter().map(|id| json!({"value": id, "type": "User"})).collect();
+        let g = engine
+            .create(&ctx, Kind::Group, &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": dept, "members": members}))
+            .await?;
+        if let Some(id) = g.body.get("id").and_then(|v| v.as_str()) {
+            dept_ids.push(json!({"value": id, "type": "Group"}));
+        }
+    }
+    engine
+        .create(&ctx, Kind::Group, &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "All Staff", "members": dept_ids}))
+        .await?;
+    Ok(Demo { tenant: tenant.id, token: token.token, groups: DEPARTMENTS.len() + 1 })
+}

@@ -1,0 +1,74 @@
+//! seatkeeper: SCIM 2.0 provisioning joined to licensing. See `ARCHITECTURE.md` for the map.
+
+pub mod audit;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod error;
+pub mod http;
+pub mod ops;
+pub mod store;
+
+use std::sync::Arc;
+
+use clock::SharedClock;
+use config::Config;
+use engine::Engine;
+use store::Store;
+
+/// Builds the HTTP application over a store.
+pub fn app(store: Store, clock: SharedClock, config: Config, admin_hash: String, metrics: Option<metrics_exporter_prometheus::PrometheusHandle>) -> axum::Router {
+    let engine = Engine::new(store, clock);
+    let state = Arc::new(http::AppState::new(engine, config, admin_hash, metrics));
+    http::router(state)
+}
+
+/// Installs the Prometheus recorder (once per process).
+pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&buckets)
+        .ok()?
+        .install_recorder()
+        .ok()
+}
+
+/// Verifies every tenant's audit chain (or one); returns `(tenant, records, Ok | first broken link)`.
+pub async fn verify_audit(store: &Store, tenant: Option<&str>) -> Result<Vec<(String, i64, Result<(), audit::BrokenLink>)>, store::StoreError> {
+    let tenants: Vec<String> = match tenant {
+        Some(t) => vec![t.to_string()],
+        None => store.tenants().await?.into_iter().map(|t| t.id).collect(),
+    };
+    let mut out = Vec::new();
+    for t in tenants {
+        let mut pos = (0i64, audit::GENESIS.to_string());
+        let mut result = Ok(());
+        loop {
+            let rows = store.audit_rows(&t, pos.0, 5000).await?;
+            if rows.is_empty() {
+                break;
+            }
+            match audit::verify_chain((pos.0, &pos.1), &rows) {
+                Ok(next) => pos = next,
+                Err(broken) => {
+                    result = Err(broken);
+                    break;
+                }
+            }
+        }
+        if result.is_ok() {
+            if let Some((seq, hash)) = store.audit_head(&t).await? {
+                if seq != pos.0 || hash != pos.1 {
+                    result = Err(audit::BrokenLink {
+                        seq: pos.0 + 1,
+                        reason: format!("the chain ends at record {} but its tip says {seq}", pos.0),
+                    });
+                }
+            }
+        }
+        out.push((t, pos.0, result));
+    }
+    Ok(out)
+}

@@ -1,0 +1,68 @@
+//! Versioned migrations, applied at start. The schema is written once and specialised per
+//! dialect; on PostgreSQL an advisory lock keeps several nodes from migrating at once.
+
+use sqlx::{AnyPool, Executor, Row};
+
+use super::{Backend, StoreResult};
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial schema", include_str!("schema.sql"))];
+
+/// An arbitrary constant naming seatkeeper's migration lock.
+const PG_MIGRATION_LOCK: i64 = 0x5ea7_6ee9;
+
+fn specialise(sql: &str, backend: Backend) -> String {
+    let (text, id_pk, json) = match backend {
+        Backend::Sqlite => ("TEXT", "INTEGER PRIMARY KEY AUTOINCREMENT", "TEXT"),
+        Backend::Postgres => ("TEXT COLLATE \"C\"", "BIGSERIAL PRIMARY KEY", "TEXT"),
+    };
+    sql.replace("{TEXT}", text).replace("{ID_PK}", id_pk).replace("{JSON}", json)
+}
+
+fn statements(sql: &str) -> Vec<String> {
+    // Comments go first: they may contain semicolons.
+    let body: String = sql
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    body.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
+pub(super) async fn run(pool: &AnyPool, backend: Backend) -> StoreResult<()> {
+    let mut conn = pool.acquire().await?;
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_lock($1)").bind(PG_MIGRATION_LOCK).execute(&mut *conn).await?;
+    }
+    let result = async {
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL)")
+            .await?;
+        let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|r| r.get::<i64, _>(0))
+            .collect();
+        for (version, description, sql) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            for stmt in statements(&specialise(sql, backend)) {
+                tx.execute(stmt.as_str()).await?;
+            }
+            sqlx::query("INSERT INTO schema_migrations (version, description) VALUES ($1, $2)")
+                .bind(*version)
+                .bind(*description)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        Ok::<_, sqlx::Error>(())
+    }
+    .await;
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_unlock($1)").bind(PG_MIGRATION_LOCK).execute(&mut *conn).await?;
+    }
+    result?;
+    Ok(())
+}
