@@ -15,7 +15,7 @@ use crate::resource::Projection;
 use crate::schema::{AttrType, LIST_RESPONSE_SCHEMA, ResourceType};
 
 /// Page size used when `count` is not given.
-pub const DEFAULT_PAGE_SIZE: usize = 100;
+pub const DEFAULT_PAGE_SIZE: usize = 1000;
 /// Largest page a client can ask for; larger `count`s are lowered to it (RFC 7644 §3.4.2.4).
 pub const MAX_PAGE_SIZE: usize = 1000;
 

@@ -501,7 +501,6 @@ pub static GROUP: LazyLock<Schema> = LazyLock::new(|| Schema {
             .subs(vec![
                 AttributeDef::new("value", String).case_exact().mutability(Immutable).describe("The id of the member User or Group."),
                 AttributeDef::new("$ref", Reference).refs(&["User", "Group"]).mutability(Immutable),
-                AttributeDef::new("display", String).mutability(ReadOnly),
                 AttributeDef::new("type", String).canonical(&["User", "Group"]).mutability(Immutable),
             ]),
     ],

@@ -193,15 +193,12 @@ impl Engine {
             .into_iter()
             .map(|m| {
                 let endpoint = if m.kind == "Group" { "Groups" } else { "Users" };
-                let mut v = json!({
+                // RFC 7643 §8.7.1 defines value, $ref and type for members; no display.
+                json!({
                     "value": m.id,
                     "$ref": format!("{}/{endpoint}/{}", ctx.base_url, m.id),
                     "type": m.kind,
-                });
-                if let Some(d) = m.display {
-                    v["display"] = Value::String(d);
-                }
-                v
+                })
             })
             .collect())
     }

@@ -51,15 +51,13 @@ pub struct StoredResource {
     pub version: i64,
 }
 
-/// A group member, with what is needed to render it.
+/// A group member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     /// The member's id.
     pub id: String,
     /// `User` or `Group`.
     pub kind: String,
-    /// Display name of the member, if it has one.
-    pub display: Option<String>,
 }
 
 /// A group a user belongs to.
@@ -284,17 +282,13 @@ impl Store {
     /// The members of a group, with display names.
     pub async fn group_members(&self, tenant: &str, group_id: &str) -> StoreResult<Vec<Member>> {
         let rows = sqlx::query(
-            "SELECT m.member_id, m.member_type, COALESCE(u.display_name, u.user_name, g.display_name) \
-             FROM scim_group_members m \
-             LEFT JOIN scim_users u ON m.member_type = 'User' AND u.tenant_id = m.tenant_id AND u.id = m.member_id \
-             LEFT JOIN scim_groups g ON m.member_type = 'Group' AND g.tenant_id = m.tenant_id AND g.id = m.member_id \
-             WHERE m.tenant_id = $1 AND m.group_id = $2 ORDER BY m.member_id",
+            "SELECT member_id, member_type FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 ORDER BY member_id",
         )
         .bind(tenant)
         .bind(group_id)
         .fetch_all(self.reader())
         .await?;
-        Ok(rows.iter().map(|r| Member { id: r.get(0), kind: r.get(1), display: r.get(2) }).collect())
+        Ok(rows.iter().map(|r| Member { id: r.get(0), kind: r.get(1) }).collect())
     }
 
     /// The groups of each user, direct and through nested groups.
