@@ -490,8 +490,8 @@ impl<'a> Parser<'a> {
                 return Err(self.error("unterminated string"));
             }
             let literal = &rest[..=i];
-            let s: String = serde_json::from_str(literal)
-                .map_err(|_| self.error("invalid string literal"))?;
+            let s: String =
+                serde_json::from_str(literal).map_err(|_| self.error("invalid string literal"))?;
             self.pos += i + 1;
             return Ok(CompValue::Str(s));
         }
@@ -549,9 +549,10 @@ pub fn resolve(rt: &'static ResourceType, path: &AttrPath) -> Result<Resolved> {
         .resolve(path.urn.as_deref(), &path.name)
         .ok_or_else(|| Error::InvalidFilter(format!("unknown attribute '{path}'")))?;
     let sub = match &path.sub {
-        Some(s) => Some(top.sub(s).ok_or_else(|| {
-            Error::InvalidFilter(format!("unknown sub-attribute '{path}'"))
-        })?),
+        Some(s) => Some(
+            top.sub(s)
+                .ok_or_else(|| Error::InvalidFilter(format!("unknown sub-attribute '{path}'")))?,
+        ),
         None if top.ty == AttrType::Complex => top.sub("value"),
         None => None,
     };
@@ -719,9 +720,7 @@ pub fn get_ci<'v>(obj: &'v Value, key: &str) -> Option<&'v Value> {
 
 fn lookup<'v>(node: &'v Value, r: &Resolved, scope: Scope) -> Option<&'v Value> {
     match (scope, r.location) {
-        (Scope::Resource(_), Location::Extension(urn)) => {
-            get_ci(get_ci(node, urn)?, r.top.name)
-        }
+        (Scope::Resource(_), Location::Extension(urn)) => get_ci(get_ci(node, urn)?, r.top.name),
         _ => get_ci(node, r.top.name),
     }
 }
@@ -744,13 +743,11 @@ fn for_each_value(node: &Value, r: &Resolved, descend: bool, f: &mut dyn FnMut(&
     };
     for item in items {
         match (r.sub, descend) {
-            (Some(sub), true) if item.is_object() => {
-                match get_ci(item, sub.name) {
-                    Some(Value::Array(a)) => a.iter().for_each(&mut *f),
-                    Some(v) => f(v),
-                    None => {}
-                }
-            }
+            (Some(sub), true) if item.is_object() => match get_ci(item, sub.name) {
+                Some(Value::Array(a)) => a.iter().for_each(&mut *f),
+                Some(v) => f(v),
+                None => {}
+            },
             (Some(_), true) => f(item), // a bare value where a complex was expected
             _ => f(item),
         }
@@ -772,7 +769,11 @@ pub fn parse_datetime(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &Rfc3339).ok()
 }
 
-fn check_operand(t: &AttributeDef, op: CompareOp, v: &CompValue) -> std::result::Result<(), String> {
+fn check_operand(
+    t: &AttributeDef,
+    op: CompareOp,
+    v: &CompValue,
+) -> std::result::Result<(), String> {
     if matches!(v, CompValue::Null) {
         return if matches!(op, CompareOp::Eq | CompareOp::Ne) {
             Ok(())
@@ -787,14 +788,18 @@ fn check_operand(t: &AttributeDef, op: CompareOp, v: &CompValue) -> std::result:
             }
             match v {
                 CompValue::Bool(_) => Ok(()),
-                CompValue::Str(s) if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") => Ok(()),
+                CompValue::Str(s)
+                    if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") =>
+                {
+                    Ok(())
+                }
                 _ => Err("a boolean attribute needs true or false".into()),
             }
         }
-        AttrType::Binary if op.is_ordering() => {
-            Err("a binary attribute cannot be ordered".into())
+        AttrType::Binary if op.is_ordering() => Err("a binary attribute cannot be ordered".into()),
+        AttrType::Complex => {
+            Err("a complex attribute cannot be compared; name a sub-attribute".into())
         }
-        AttrType::Complex => Err("a complex attribute cannot be compared; name a sub-attribute".into()),
         AttrType::Integer | AttrType::Decimal => {
             if op.is_substring() {
                 return Err("a number cannot be compared with co, sw or ew".into());
@@ -957,7 +962,10 @@ mod tests {
 
     #[test]
     fn keywords_are_case_insensitive() {
-        assert_eq!(p(r#"userName EQ "x" AND active Eq TRUE"#), p(r#"userName eq "x" and active eq true"#));
+        assert_eq!(
+            p(r#"userName EQ "x" AND active Eq TRUE"#),
+            p(r#"userName eq "x" and active eq true"#)
+        );
         assert_eq!(p("not(title pr)"), p("not (title pr)"));
     }
 
@@ -1013,7 +1021,8 @@ mod tests {
 
     fn eval(s: &str) -> bool {
         let f = p(s);
-        f.validate(&USER_TYPE).unwrap_or_else(|e| panic!("{s}: {e}"));
+        f.validate(&USER_TYPE)
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
         f.matches(&USER_TYPE, &user())
     }
 
@@ -1022,8 +1031,12 @@ mod tests {
         assert!(eval(r#"userName eq "bjensen@EXAMPLE.com""#));
         assert!(!eval(r#"id eq "2819C223""#), "id is caseExact");
         assert!(eval(r#"name.familyName co "ens""#));
-        assert!(eval(r#"emails[type eq "work" and value co "@example.com"]"#));
-        assert!(!eval(r#"emails[type eq "home" and value co "@example.com"]"#));
+        assert!(eval(
+            r#"emails[type eq "work" and value co "@example.com"]"#
+        ));
+        assert!(!eval(
+            r#"emails[type eq "home" and value co "@example.com"]"#
+        ));
         assert!(eval(r#"emails co "jensen.org""#));
         assert!(eval(r#"emails.type eq "home""#));
         assert!(eval("title pr and not (nickName pr)"));
@@ -1033,7 +1046,9 @@ mod tests {
         assert!(eval(r#"active eq "True""#));
         assert!(eval("nickName eq null"));
         assert!(eval(r#"department eq "tour operations""#));
-        assert!(eval(r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value eq "m-1""#));
+        assert!(eval(
+            r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value eq "m-1""#
+        ));
         assert!(eval(r#"userType ne "Intern""#));
         assert!(!eval(r#"userType ne "employee""#));
         assert!(eval(r#"userName gt "a" and userName lt "c""#));

@@ -73,7 +73,12 @@ impl CursorPos {
 
     /// Decodes a cursor produced by [`CursorPos::encode`].
     pub fn decode(s: &str) -> Result<CursorPos> {
-        let bad = || Error::InvalidCursor(format!("cursor '{}' is not valid", s.chars().take(40).collect::<String>()));
+        let bad = || {
+            Error::InvalidCursor(format!(
+                "cursor '{}' is not valid",
+                s.chars().take(40).collect::<String>()
+            ))
+        };
         if s.len() % 2 != 0 || s.len() > 8192 {
             return Err(bad());
         }
@@ -164,7 +169,9 @@ impl RawListParams {
     /// Collects parameters from a SearchRequest body (RFC 7644 §3.4.3).
     pub fn from_search_body(body: &Value) -> Result<RawListParams> {
         if !body.is_object() {
-            return Err(Error::InvalidSyntax("the search request must be a JSON object".into()));
+            return Err(Error::InvalidSyntax(
+                "the search request must be a JSON object".into(),
+            ));
         }
         let text = |name: &str| -> Result<Option<String>> {
             match get_ci(body, name) {
@@ -172,7 +179,10 @@ impl RawListParams {
                 Some(Value::String(s)) => Ok(Some(s.clone())),
                 Some(Value::Number(n)) => Ok(Some(n.to_string())),
                 Some(Value::Array(a)) if a.iter().all(Value::is_string) => Ok(Some(
-                    a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","),
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","),
                 )),
                 Some(_) => Err(Error::InvalidSyntax(format!("'{name}' has the wrong type"))),
             }
@@ -204,15 +214,23 @@ impl RawListParams {
             Some(s) => {
                 let p = AttrPath::parse(s)
                     .map_err(|_| Error::InvalidParameter(format!("invalid sortBy '{s}'")))?;
-                let r = filter::resolve(rt, &p)
-                    .map_err(|_| Error::InvalidParameter(format!("unknown sortBy attribute '{s}'")))?;
+                let r = filter::resolve(rt, &p).map_err(|_| {
+                    Error::InvalidParameter(format!("unknown sortBy attribute '{s}'"))
+                })?;
                 if r.target().ty == AttrType::Complex {
-                    return Err(Error::InvalidParameter(format!("cannot sort by complex attribute '{s}'")));
+                    return Err(Error::InvalidParameter(format!(
+                        "cannot sort by complex attribute '{s}'"
+                    )));
                 }
                 Some(p)
             }
         };
-        let sort_order = match self.sort_order.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        let sort_order = match self
+            .sort_order
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("") | Some("ascending") => SortOrder::Ascending,
             Some("descending") => SortOrder::Descending,
             Some(other) => {
@@ -255,7 +273,14 @@ impl RawListParams {
             self.attributes.as_deref(),
             self.excluded_attributes.as_deref(),
         )?;
-        Ok(ListQuery { filter, sort_by, sort_order, paging, count, projection })
+        Ok(ListQuery {
+            filter,
+            sort_by,
+            sort_order,
+            paging,
+            count,
+            projection,
+        })
     }
 }
 
@@ -264,7 +289,9 @@ impl RawListParams {
 pub fn sort_key(rt: &'static ResourceType, resource: &Value, path: &AttrPath) -> Option<SortKey> {
     let r = filter::resolve(rt, path).ok()?;
     let top = match r.location {
-        crate::schema::Location::Extension(urn) => get_ci(resource, urn).and_then(|e| get_ci(e, r.top.name)),
+        crate::schema::Location::Extension(urn) => {
+            get_ci(resource, urn).and_then(|e| get_ci(e, r.top.name))
+        }
         crate::schema::Location::Core => get_ci(resource, r.top.name),
     }?;
     let item = match top {
@@ -282,9 +309,11 @@ pub fn sort_key(rt: &'static ResourceType, resource: &Value, path: &AttrPath) ->
     Some(match value {
         Value::Bool(b) => SortKey::Bool(*b),
         Value::Number(n) => SortKey::Number(order_f64(n.as_f64()?)),
-        Value::String(s) if def.ty == AttrType::DateTime => {
-            SortKey::Text(filter::parse_datetime(s).map(crate::sql::format_timestamp).unwrap_or_else(|| s.clone()))
-        }
+        Value::String(s) if def.ty == AttrType::DateTime => SortKey::Text(
+            filter::parse_datetime(s)
+                .map(crate::sql::format_timestamp)
+                .unwrap_or_else(|| s.clone()),
+        ),
         Value::String(s) => SortKey::Text(filter::fold(def, s)),
         _ => return None,
     })
@@ -296,14 +325,22 @@ fn order_f64(f: f64) -> i64 {
 }
 
 /// Orders two resources: by key (absent keys last, RFC 7644 §3.4.2.3), then by id.
-pub fn compare_keys(a: (&Option<SortKey>, &str), b: (&Option<SortKey>, &str), order: SortOrder) -> Ordering {
+pub fn compare_keys(
+    a: (&Option<SortKey>, &str),
+    b: (&Option<SortKey>, &str),
+    order: SortOrder,
+) -> Ordering {
     let by_key = match (a.0, b.0) {
         (Some(x), Some(y)) => x.cmp(y),
         (Some(_), None) => Ordering::Less,
         (None, Some(_)) => Ordering::Greater,
         (None, None) => Ordering::Equal,
     };
-    let by_key = if order == SortOrder::Descending { by_key.reverse() } else { by_key };
+    let by_key = if order == SortOrder::Descending {
+        by_key.reverse()
+    } else {
+        by_key
+    };
     by_key.then_with(|| a.1.cmp(b.1))
 }
 
@@ -340,26 +377,55 @@ mod tests {
 
     #[test]
     fn cursor_round_trip_and_garbage() {
-        for key in [None, Some(SortKey::Text("a\"b".into())), Some(SortKey::Number(-3)), Some(SortKey::Bool(true))] {
-            let c = CursorPos { key, id: "0190-x".into() };
+        for key in [
+            None,
+            Some(SortKey::Text("a\"b".into())),
+            Some(SortKey::Number(-3)),
+            Some(SortKey::Bool(true)),
+        ] {
+            let c = CursorPos {
+                key,
+                id: "0190-x".into(),
+            };
             assert_eq!(CursorPos::decode(&c.encode()).unwrap(), c);
         }
         for bad in ["zz", "abc", "00", "5b5d"] {
-            assert!(matches!(CursorPos::decode(bad), Err(Error::InvalidCursor(_))), "{bad}");
+            assert!(
+                matches!(CursorPos::decode(bad), Err(Error::InvalidCursor(_))),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn params() {
-        let q = RawListParams::from_pairs([("Count", "5000"), ("startIndex", "-3"), ("sortBy", "name.familyName")])
-            .parse(&USER_TYPE)
-            .unwrap();
+        let q = RawListParams::from_pairs([
+            ("Count", "5000"),
+            ("startIndex", "-3"),
+            ("sortBy", "name.familyName"),
+        ])
+        .parse(&USER_TYPE)
+        .unwrap();
         assert_eq!(q.count, MAX_PAGE_SIZE);
         assert_eq!(q.paging, Paging::Index(1));
-        assert!(RawListParams::from_pairs([("sortBy", "nosuch")]).parse(&USER_TYPE).is_err());
-        assert!(RawListParams::from_pairs([("count", "x")]).parse(&USER_TYPE).is_err());
-        assert!(RawListParams::from_pairs([("filter", "userName eq")]).parse(&USER_TYPE).is_err());
-        let q = RawListParams::from_pairs([("cursor", "")]).parse(&USER_TYPE).unwrap();
+        assert!(
+            RawListParams::from_pairs([("sortBy", "nosuch")])
+                .parse(&USER_TYPE)
+                .is_err()
+        );
+        assert!(
+            RawListParams::from_pairs([("count", "x")])
+                .parse(&USER_TYPE)
+                .is_err()
+        );
+        assert!(
+            RawListParams::from_pairs([("filter", "userName eq")])
+                .parse(&USER_TYPE)
+                .is_err()
+        );
+        let q = RawListParams::from_pairs([("cursor", "")])
+            .parse(&USER_TYPE)
+            .unwrap();
         assert_eq!(q.paging, Paging::Cursor(None));
     }
 

@@ -64,7 +64,11 @@ impl PatchPath {
         }
         if let Some(ext) = rt.extension(text) {
             return Ok(PatchPath {
-                attr: AttrPath { urn: Some(ext.id.to_string()), name: String::new(), sub: None },
+                attr: AttrPath {
+                    urn: Some(ext.id.to_string()),
+                    name: String::new(),
+                    sub: None,
+                },
                 filter: None,
                 sub: None,
                 extension: Some(ext.id),
@@ -81,7 +85,14 @@ impl PatchPath {
                 let inner = filter::parse_value_filter(&text[open + 1..close])?;
                 let after = &text[close + 1..];
                 let sub = match after.strip_prefix('.') {
-                    Some(s) if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '$') => Some(s.to_string()),
+                    Some(s)
+                        if !s.is_empty()
+                            && s.chars().all(|c| {
+                                c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '$'
+                            }) =>
+                    {
+                        Some(s.to_string())
+                    }
                     None if after.is_empty() => None,
                     _ => return Err(bad()),
                 };
@@ -103,10 +114,17 @@ impl PatchPath {
         }
         if let Some(s) = attr.sub.as_ref().or(sub.as_ref()) {
             if def.sub(s).is_none() {
-                return Err(Error::InvalidPath(format!("unknown sub-attribute '{text}'")));
+                return Err(Error::InvalidPath(format!(
+                    "unknown sub-attribute '{text}'"
+                )));
             }
         }
-        Ok(PatchPath { attr, filter, sub, extension: None })
+        Ok(PatchPath {
+            attr,
+            filter,
+            sub,
+            extension: None,
+        })
     }
 }
 
@@ -124,11 +142,16 @@ pub struct PatchOperation {
 /// Parses a PatchOp request body (RFC 7644 §3.5.2).
 pub fn parse_request(rt: &'static ResourceType, body: &Value) -> Result<Vec<PatchOperation>> {
     if !body.is_object() {
-        return Err(Error::InvalidSyntax("the PATCH body must be a JSON object".into()));
+        return Err(Error::InvalidSyntax(
+            "the PATCH body must be a JSON object".into(),
+        ));
     }
     if let Some(schemas) = get_ci(body, "schemas") {
         let ok = schemas.as_array().is_some_and(|a| {
-            a.iter().any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(crate::schema::PATCH_OP_SCHEMA)))
+            a.iter().any(|s| {
+                s.as_str()
+                    .is_some_and(|s| s.eq_ignore_ascii_case(crate::schema::PATCH_OP_SCHEMA))
+            })
         });
         if !ok {
             return Err(Error::InvalidSyntax(format!(
@@ -151,7 +174,9 @@ pub fn parse_request(rt: &'static ResourceType, body: &Value) -> Result<Vec<Patc
     let mut out = Vec::with_capacity(ops.len());
     for (i, op) in ops.iter().enumerate() {
         let kind = get_ci(op, "op").and_then(Value::as_str).ok_or_else(|| {
-            Error::InvalidSyntax(format!("operation {i}: 'op' must be add, replace or remove"))
+            Error::InvalidSyntax(format!(
+                "operation {i}: 'op' must be add, replace or remove"
+            ))
         })?;
         // Entra ID capitalises the op ("Replace"); RFC 7644 names are lower case.
         let kind = match kind.to_ascii_lowercase().as_str() {
@@ -167,15 +192,28 @@ pub fn parse_request(rt: &'static ResourceType, body: &Value) -> Result<Vec<Patc
         let path = match get_ci(op, "path") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(PatchPath::parse(rt, s)?),
-            Some(_) => return Err(Error::InvalidPath(format!("operation {i}: 'path' must be a string"))),
+            Some(_) => {
+                return Err(Error::InvalidPath(format!(
+                    "operation {i}: 'path' must be a string"
+                )));
+            }
         };
         let value = get_ci(op, "value").cloned();
         match (kind, &path, &value) {
             (OpKind::Remove, None, _) => {
-                return Err(Error::NoTarget(format!("operation {i}: remove needs a path")));
+                return Err(Error::NoTarget(format!(
+                    "operation {i}: remove needs a path"
+                )));
             }
             (OpKind::Add | OpKind::Replace, _, None) => {
-                return Err(Error::InvalidValue(format!("operation {i}: {} needs a value", if kind == OpKind::Add { "add" } else { "replace" })));
+                return Err(Error::InvalidValue(format!(
+                    "operation {i}: {} needs a value",
+                    if kind == OpKind::Add {
+                        "add"
+                    } else {
+                        "replace"
+                    }
+                )));
             }
             (OpKind::Add | OpKind::Replace, None, Some(v)) if !v.is_object() => {
                 return Err(Error::InvalidValue(format!(
@@ -184,7 +222,11 @@ pub fn parse_request(rt: &'static ResourceType, body: &Value) -> Result<Vec<Patc
             }
             _ => {}
         }
-        out.push(PatchOperation { op: kind, path, value });
+        out.push(PatchOperation {
+            op: kind,
+            path,
+            value,
+        });
     }
     Ok(out)
 }
@@ -204,9 +246,16 @@ pub fn apply(rt: &'static ResourceType, doc: &mut Value, ops: &[PatchOperation])
     Ok(())
 }
 
-fn apply_no_path(rt: &'static ResourceType, map: &mut Map<String, Value>, op: OpKind, value: &Value) -> Result<()> {
+fn apply_no_path(
+    rt: &'static ResourceType,
+    map: &mut Map<String, Value>,
+    op: OpKind,
+    value: &Value,
+) -> Result<()> {
     let Value::Object(obj) = value else {
-        return Err(Error::InvalidValue("without a path, the value must be an object".into()));
+        return Err(Error::InvalidValue(
+            "without a path, the value must be an object".into(),
+        ));
     };
     for (key, v) in obj {
         if key.eq_ignore_ascii_case("schemas") {
@@ -214,12 +263,19 @@ fn apply_no_path(rt: &'static ResourceType, map: &mut Map<String, Value>, op: Op
         }
         if let Some(ext) = rt.extension(key) {
             let Value::Object(ext_obj) = v else {
-                return Err(Error::InvalidValue(format!("'{}' must be an object", ext.id)));
+                return Err(Error::InvalidValue(format!(
+                    "'{}' must be an object",
+                    ext.id
+                )));
             };
             for (k, ev) in ext_obj {
                 let Some(def) = ext.attr(k) else { continue };
                 let path = PatchPath {
-                    attr: AttrPath { urn: Some(ext.id.to_string()), name: def.name.to_string(), sub: None },
+                    attr: AttrPath {
+                        urn: Some(ext.id.to_string()),
+                        name: def.name.to_string(),
+                        sub: None,
+                    },
                     filter: None,
                     sub: None,
                     extension: None,
@@ -239,7 +295,11 @@ fn apply_no_path(rt: &'static ResourceType, map: &mut Map<String, Value>, op: Op
     Ok(())
 }
 
-fn container<'m>(map: &'m mut Map<String, Value>, loc: Location, create: bool) -> Option<&'m mut Map<String, Value>> {
+fn container<'m>(
+    map: &'m mut Map<String, Value>,
+    loc: Location,
+    create: bool,
+) -> Option<&'m mut Map<String, Value>> {
     match loc {
         Location::Core => Some(map),
         Location::Extension(urn) => {
@@ -289,16 +349,25 @@ fn apply_path(
     if let Some(sd) = sub_def {
         if sd.mutability == Mutability::ReadOnly {
             if explicit {
-                return Err(Error::Mutability(format!("'{}.{}' is readOnly", def.name, sd.name)));
+                return Err(Error::Mutability(format!(
+                    "'{}.{}' is readOnly",
+                    def.name, sd.name
+                )));
             }
             return Ok(());
         }
         if sd.mutability == Mutability::Immutable && op != OpKind::Add && path.filter.is_some() {
-            return Err(Error::Mutability(format!("'{}.{}' is immutable", def.name, sd.name)));
+            return Err(Error::Mutability(format!(
+                "'{}.{}' is immutable",
+                def.name, sd.name
+            )));
         }
     }
     if def.required && op == OpKind::Remove && sub_def.is_none() {
-        return Err(Error::Mutability(format!("'{}' is required and cannot be removed", def.name)));
+        return Err(Error::Mutability(format!(
+            "'{}' is required and cannot be removed",
+            def.name
+        )));
     }
     let create = op != OpKind::Remove;
     let Some(target) = container(map, loc, create) else {
@@ -311,7 +380,11 @@ fn apply_path(
     };
     // Drop an extension left empty.
     if let Location::Extension(urn) = loc {
-        if map.get(urn).and_then(Value::as_object).is_some_and(Map::is_empty) {
+        if map
+            .get(urn)
+            .and_then(Value::as_object)
+            .is_some_and(Map::is_empty)
+        {
             map.remove(urn);
         }
     }
@@ -351,7 +424,12 @@ fn merge_into(dst: &mut Map<String, Value>, src: Value) {
     }
 }
 
-fn apply_whole(target: &mut Map<String, Value>, def: &AttributeDef, op: OpKind, value: Option<&Value>) -> Result<()> {
+fn apply_whole(
+    target: &mut Map<String, Value>,
+    def: &AttributeDef,
+    op: OpKind,
+    value: Option<&Value>,
+) -> Result<()> {
     match op {
         OpKind::Remove => {
             let Some(value) = value.filter(|v| !v.is_null()) else {
@@ -363,7 +441,9 @@ fn apply_whole(target: &mut Map<String, Value>, def: &AttributeDef, op: OpKind, 
                 return Ok(());
             }
             // Entra ID: remove listed values ({"op":"Remove","path":"members","value":[{"value":"id"}]}).
-            let Some(remove) = norm(def, Some(value))? else { return Ok(()) };
+            let Some(remove) = norm(def, Some(value))? else {
+                return Ok(());
+            };
             let remove = remove.as_array().cloned().unwrap_or_default();
             if let Some(Value::Array(items)) = target.get_mut(def.name) {
                 items.retain(|item| !remove.iter().any(|r| same_value(def, item, r)));
@@ -449,7 +529,11 @@ fn apply_sub_everywhere(
     op: OpKind,
     value: Option<&Value>,
 ) -> Result<()> {
-    let new = if op == OpKind::Remove { None } else { norm(sd, value)? };
+    let new = if op == OpKind::Remove {
+        None
+    } else {
+        norm(sd, value)?
+    };
     if def.multi_valued {
         let mut touched = Vec::new();
         match target.get_mut(def.name) {
@@ -475,7 +559,11 @@ fn apply_sub_everywhere(
                 }
             }
         }
-        if target.get(def.name).and_then(Value::as_array).is_some_and(Vec::is_empty) {
+        if target
+            .get(def.name)
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
+        {
             target.remove(def.name);
         }
         return Ok(());
@@ -513,7 +601,9 @@ fn set_or_remove(obj: &mut Map<String, Value>, key: &str, value: Option<Value>) 
 fn eq_seed(f: &Filter, def: &AttributeDef, out: &mut Map<String, Value>) -> bool {
     match f {
         Filter::Compare(p, CompareOp::Eq, v) => {
-            let Some(sd) = def.sub(&p.name) else { return false };
+            let Some(sd) = def.sub(&p.name) else {
+                return false;
+            };
             let json = match v {
                 CompValue::Str(s) => Value::String(s.clone()),
                 CompValue::Bool(b) => Value::Bool(*b),
@@ -543,7 +633,10 @@ fn apply_filtered(
     };
     let new_whole = match (op, sd) {
         (OpKind::Add | OpKind::Replace, None) => {
-            let single = AttributeDef { multi_valued: false, ..def.clone() };
+            let single = AttributeDef {
+                multi_valued: false,
+                ..def.clone()
+            };
             Some(norm(&single, value)?)
         }
         _ => None,
@@ -565,7 +658,10 @@ fn apply_filtered(
             let mut seed = Map::new();
             if !eq_seed(f, def, &mut seed) {
                 target.insert(def.name.to_string(), Value::Array(items));
-                return Err(Error::NoTarget(format!("no value of '{}' matches the filter '{f}'", def.name)));
+                return Err(Error::NoTarget(format!(
+                    "no value of '{}' matches the filter '{f}'",
+                    def.name
+                )));
             }
             match (sd, new_sub, new_whole) {
                 (Some(sd), Some(Some(v)), _) => {
@@ -598,7 +694,9 @@ fn apply_filtered(
                     touched.push(i);
                 }
                 (_, None) => {
-                    if let (Some(obj), Some(Some(v))) = (items[i].as_object_mut(), new_whole.clone()) {
+                    if let (Some(obj), Some(Some(v))) =
+                        (items[i].as_object_mut(), new_whole.clone())
+                    {
                         merge_into(obj, v);
                     }
                     touched.push(i);
@@ -640,42 +738,86 @@ mod tests {
 
     #[test]
     fn entra_deactivate_with_string_boolean() {
-        let out = run(&USER_TYPE, user(), json!([{"op": "Replace", "path": "active", "value": "False"}])).unwrap();
+        let out = run(
+            &USER_TYPE,
+            user(),
+            json!([{"op": "Replace", "path": "active", "value": "False"}]),
+        )
+        .unwrap();
         assert_eq!(out["active"], json!(false));
-        let out = run(&USER_TYPE, user(), json!([{"op": "replace", "value": {"active": false}}])).unwrap();
+        let out = run(
+            &USER_TYPE,
+            user(),
+            json!([{"op": "replace", "value": {"active": false}}]),
+        )
+        .unwrap();
         assert_eq!(out["active"], json!(false));
     }
 
     #[test]
     fn entra_no_path_replace_with_path_keys() {
-        let out = run(&USER_TYPE, user(), json!([{"op": "Replace", "value": {
-            "name.givenName": "Alicia",
-            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department": "R&D",
-            "emails[type eq \"work\"].value": "alicia@work",
-            "id": "ignored"
-        }}])).unwrap();
-        assert_eq!(out["name"], json!({"givenName": "Alicia", "familyName": "A"}));
-        assert_eq!(out["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"], json!("R&D"));
+        let out = run(
+            &USER_TYPE,
+            user(),
+            json!([{"op": "Replace", "value": {
+                "name.givenName": "Alicia",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department": "R&D",
+                "emails[type eq \"work\"].value": "alicia@work",
+                "id": "ignored"
+            }}]),
+        )
+        .unwrap();
+        assert_eq!(
+            out["name"],
+            json!({"givenName": "Alicia", "familyName": "A"})
+        );
+        assert_eq!(
+            out["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"],
+            json!("R&D")
+        );
         assert_eq!(out["emails"][0]["value"], json!("alicia@work"));
     }
 
     #[test]
     fn manager_as_plain_string() {
         let out = run(&USER_TYPE, user(), json!([{"op": "Add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "value": "boss-id"}])).unwrap();
-        assert_eq!(out["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["manager"], json!({"value": "boss-id"}));
+        assert_eq!(
+            out["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["manager"],
+            json!({"value": "boss-id"})
+        );
     }
 
     #[test]
     fn filtered_paths() {
         let out = run(&USER_TYPE, user(), json!([{"op": "replace", "path": "emails[type eq \"home\"].value", "value": "new@home"}])).unwrap();
         assert_eq!(out["emails"][1]["value"], json!("new@home"));
-        let out = run(&USER_TYPE, user(), json!([{"op": "remove", "path": "emails[type eq \"home\"]"}])).unwrap();
+        let out = run(
+            &USER_TYPE,
+            user(),
+            json!([{"op": "remove", "path": "emails[type eq \"home\"]"}]),
+        )
+        .unwrap();
         assert_eq!(out["emails"].as_array().unwrap().len(), 1);
-        let out = run(&USER_TYPE, user(), json!([{"op": "add", "path": "emails[type eq \"other\"].value", "value": "o@x"}])).unwrap();
+        let out = run(
+            &USER_TYPE,
+            user(),
+            json!([{"op": "add", "path": "emails[type eq \"other\"].value", "value": "o@x"}]),
+        )
+        .unwrap();
         assert_eq!(out["emails"][2], json!({"type": "other", "value": "o@x"}));
-        let e = run(&USER_TYPE, user(), json!([{"op": "replace", "path": "emails[value co \"zzz\"].type", "value": "x"}])).unwrap_err();
+        let e = run(
+            &USER_TYPE,
+            user(),
+            json!([{"op": "replace", "path": "emails[value co \"zzz\"].type", "value": "x"}]),
+        )
+        .unwrap_err();
         assert!(matches!(e, Error::NoTarget(_)));
-        let out = run(&USER_TYPE, user(), json!([{"op": "replace", "path": "emails[type eq \"home\"].primary", "value": true}])).unwrap();
+        let out = run(
+            &USER_TYPE,
+            user(),
+            json!([{"op": "replace", "path": "emails[type eq \"home\"].primary", "value": true}]),
+        )
+        .unwrap();
         assert_eq!(out["emails"][0].get("primary"), None);
         assert_eq!(out["emails"][1]["primary"], json!(true));
     }
@@ -683,11 +825,26 @@ mod tests {
     #[test]
     fn group_members_add_and_entra_remove_list() {
         let g = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "G", "members": [{"value": "u1"}, {"value": "u2"}]});
-        let out = run(&GROUP_TYPE, g.clone(), json!([{"op": "Add", "path": "members", "value": [{"value": "u3"}, {"value": "u1"}]}])).unwrap();
+        let out = run(
+            &GROUP_TYPE,
+            g.clone(),
+            json!([{"op": "Add", "path": "members", "value": [{"value": "u3"}, {"value": "u1"}]}]),
+        )
+        .unwrap();
         assert_eq!(out["members"].as_array().unwrap().len(), 3);
-        let out = run(&GROUP_TYPE, g.clone(), json!([{"op": "Remove", "path": "members", "value": [{"value": "u1"}]}])).unwrap();
+        let out = run(
+            &GROUP_TYPE,
+            g.clone(),
+            json!([{"op": "Remove", "path": "members", "value": [{"value": "u1"}]}]),
+        )
+        .unwrap();
         assert_eq!(out["members"], json!([{"value": "u2"}]));
-        let out = run(&GROUP_TYPE, g.clone(), json!([{"op": "remove", "path": "members[value eq \"u2\"]"}])).unwrap();
+        let out = run(
+            &GROUP_TYPE,
+            g.clone(),
+            json!([{"op": "remove", "path": "members[value eq \"u2\"]"}]),
+        )
+        .unwrap();
         assert_eq!(out["members"], json!([{"value": "u1"}]));
         let out = run(&GROUP_TYPE, g, json!([{"op": "remove", "path": "members"}])).unwrap();
         assert!(out.get("members").is_none());
@@ -695,18 +852,68 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert!(matches!(run(&USER_TYPE, user(), json!([{"op": "remove"}])), Err(Error::NoTarget(_))));
-        assert!(matches!(run(&USER_TYPE, user(), json!([{"op": "replace", "path": "groups", "value": []}])), Err(Error::Mutability(_))));
-        assert!(matches!(run(&USER_TYPE, user(), json!([{"op": "replace", "path": "nosuch", "value": 1}])), Err(Error::InvalidPath(_))));
-        assert!(matches!(run(&USER_TYPE, user(), json!([{"op": "replace", "path": "emails[type eq", "value": 1}])), Err(Error::InvalidPath(_) | Error::InvalidFilter(_))));
-        assert!(matches!(run(&USER_TYPE, user(), json!([{"op": "jump", "path": "active"}])), Err(Error::InvalidSyntax(_))));
-        assert!(matches!(run(&USER_TYPE, user(), json!([{"op": "replace", "path": "active", "value": "maybe"}])), Err(Error::InvalidValue(_))));
-        assert!(matches!(run(&USER_TYPE, user(), json!([{"op": "remove", "path": "userName"}])), Err(Error::Mutability(_))));
+        assert!(matches!(
+            run(&USER_TYPE, user(), json!([{"op": "remove"}])),
+            Err(Error::NoTarget(_))
+        ));
+        assert!(matches!(
+            run(
+                &USER_TYPE,
+                user(),
+                json!([{"op": "replace", "path": "groups", "value": []}])
+            ),
+            Err(Error::Mutability(_))
+        ));
+        assert!(matches!(
+            run(
+                &USER_TYPE,
+                user(),
+                json!([{"op": "replace", "path": "nosuch", "value": 1}])
+            ),
+            Err(Error::InvalidPath(_))
+        ));
+        assert!(matches!(
+            run(
+                &USER_TYPE,
+                user(),
+                json!([{"op": "replace", "path": "emails[type eq", "value": 1}])
+            ),
+            Err(Error::InvalidPath(_) | Error::InvalidFilter(_))
+        ));
+        assert!(matches!(
+            run(
+                &USER_TYPE,
+                user(),
+                json!([{"op": "jump", "path": "active"}])
+            ),
+            Err(Error::InvalidSyntax(_))
+        ));
+        assert!(matches!(
+            run(
+                &USER_TYPE,
+                user(),
+                json!([{"op": "replace", "path": "active", "value": "maybe"}])
+            ),
+            Err(Error::InvalidValue(_))
+        ));
+        assert!(matches!(
+            run(
+                &USER_TYPE,
+                user(),
+                json!([{"op": "remove", "path": "userName"}])
+            ),
+            Err(Error::Mutability(_))
+        ));
     }
 
     #[test]
     fn noop_patch_leaves_document_equal() {
-        let out = run(&USER_TYPE, user(), json!([{"op": "replace", "path": "active", "value": true}])).unwrap();
+        let out = run(
+            &USER_TYPE,
+            user(),
+            json!([{"op": "replace", "path": "active", "value": true}]),
+        )
+        .unwrap();
         assert_eq!(out, user());
     }
 }

@@ -9,9 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::filter::{AttrPath, get_ci, parse_datetime};
-use crate::schema::{
-    AttrType, AttributeDef, COMMON, Mutability, ResourceType, Returned,
-};
+use crate::schema::{AttrType, AttributeDef, COMMON, Mutability, ResourceType, Returned};
 
 /// What a normalisation is for: input from a client, or a stored document being re-checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,16 +152,24 @@ fn kind_of(v: &Value) -> &'static str {
 /// `schemas` list naming exactly the core schema and the extensions present. Unknown
 /// attributes and unknown extension URNs are dropped, because IdPs send vendor extensions
 /// (Okta's custom attributes) that a service provider is expected to ignore.
-pub fn normalize_resource(rt: &'static ResourceType, input: &Value, source: Source) -> Result<Value> {
+pub fn normalize_resource(
+    rt: &'static ResourceType,
+    input: &Value,
+    source: Source,
+) -> Result<Value> {
     let Value::Object(obj) = input else {
-        return Err(Error::InvalidSyntax("the resource must be a JSON object".into()));
+        return Err(Error::InvalidSyntax(
+            "the resource must be a JSON object".into(),
+        ));
     };
     if let Some(schemas) = get_ci(input, "schemas") {
         let ok = schemas
             .as_array()
             .is_some_and(|a| a.iter().all(Value::is_string));
         if !ok {
-            return Err(Error::InvalidSyntax("'schemas' must be a list of URNs".into()));
+            return Err(Error::InvalidSyntax(
+                "'schemas' must be a list of URNs".into(),
+            ));
         }
     }
     let mut core = Map::new();
@@ -177,7 +183,10 @@ pub fn normalize_resource(rt: &'static ResourceType, input: &Value, source: Sour
                 if value.is_null() {
                     continue;
                 }
-                return Err(Error::InvalidValue(format!("'{}' must be an object", ext.id)));
+                return Err(Error::InvalidValue(format!(
+                    "'{}' must be an object",
+                    ext.id
+                )));
             };
             let mut out = Map::new();
             for (k, v) in ext_obj {
@@ -222,7 +231,11 @@ pub fn normalize_resource(rt: &'static ResourceType, input: &Value, source: Sour
     }
     let mut out = Map::new();
     let mut schemas = vec![Value::String(rt.schema.id.to_string())];
-    schemas.extend(extensions.iter().map(|(urn, _)| Value::String(urn.to_string())));
+    schemas.extend(
+        extensions
+            .iter()
+            .map(|(urn, _)| Value::String(urn.to_string())),
+    );
     out.insert("schemas".into(), Value::Array(schemas));
     out.extend(core);
     for (urn, ext) in extensions {
@@ -271,17 +284,24 @@ impl Projection {
                     continue;
                 }
                 if rt.extension(part).is_some() || part.eq_ignore_ascii_case(rt.schema.id) {
-                    out.push(AttrPath { urn: Some(part.to_string()), name: String::new(), sub: None });
+                    out.push(AttrPath {
+                        urn: Some(part.to_string()),
+                        name: String::new(),
+                        sub: None,
+                    });
                     continue;
                 }
-                let path = AttrPath::parse(part)
-                    .map_err(|_| Error::InvalidParameter(format!("invalid attribute name '{part}'")))?;
-                let (def, _) = rt
-                    .resolve(path.urn.as_deref(), &path.name)
-                    .ok_or_else(|| Error::InvalidParameter(format!("unknown attribute '{part}'")))?;
+                let path = AttrPath::parse(part).map_err(|_| {
+                    Error::InvalidParameter(format!("invalid attribute name '{part}'"))
+                })?;
+                let (def, _) = rt.resolve(path.urn.as_deref(), &path.name).ok_or_else(|| {
+                    Error::InvalidParameter(format!("unknown attribute '{part}'"))
+                })?;
                 if let Some(sub) = &path.sub {
                     if def.sub(sub).is_none() {
-                        return Err(Error::InvalidParameter(format!("unknown attribute '{part}'")));
+                        return Err(Error::InvalidParameter(format!(
+                            "unknown attribute '{part}'"
+                        )));
                     }
                 }
                 out.push(path);
@@ -321,12 +341,19 @@ impl Projection {
             }
             if let Some(ext) = rt.extension(key) {
                 let whole_named = |list: &[AttrPath]| {
-                    list.iter().any(|p| p.name.is_empty() && p.urn.as_deref().is_some_and(|u| u.eq_ignore_ascii_case(ext.id)))
+                    list.iter().any(|p| {
+                        p.name.is_empty()
+                            && p.urn
+                                .as_deref()
+                                .is_some_and(|u| u.eq_ignore_ascii_case(ext.id))
+                    })
                 };
                 if whole_named(&self.excluded) {
                     continue;
                 }
-                let Value::Object(ext_obj) = value else { continue };
+                let Value::Object(ext_obj) = value else {
+                    continue;
+                };
                 let whole = whole_named(&self.attributes);
                 let mut ext_out = Map::new();
                 for (k, v) in ext_obj {
@@ -334,7 +361,8 @@ impl Projection {
                     let filtered = if whole && def.returned != Returned::Never {
                         Some(v.clone())
                     } else {
-                        include_attr(rt, self, def, Some(ext.id)).and_then(|subs| select_subs(def, v, &subs))
+                        include_attr(rt, self, def, Some(ext.id))
+                            .and_then(|subs| select_subs(def, v, &subs))
                     };
                     if let Some(v) = filtered {
                         ext_out.insert(k.clone(), v);
@@ -396,7 +424,12 @@ fn path_names(p: &AttrPath, rt: &ResourceType, def: &AttributeDef, urn: Option<&
     }
 }
 
-fn include_attr(rt: &ResourceType, proj: &Projection, def: &AttributeDef, urn: Option<&str>) -> Option<SubSel> {
+fn include_attr(
+    rt: &ResourceType,
+    proj: &Projection,
+    def: &AttributeDef,
+    urn: Option<&str>,
+) -> Option<SubSel> {
     match def.returned {
         Returned::Never => return None,
         Returned::Always => return Some(SubSel::All),
@@ -414,7 +447,9 @@ fn include_attr(rt: &ResourceType, proj: &Projection, def: &AttributeDef, urn: O
         if named.iter().any(|p| p.sub.is_none()) {
             return Some(SubSel::All);
         }
-        return Some(SubSel::Only(named.iter().filter_map(|p| p.sub.clone()).collect()));
+        return Some(SubSel::Only(
+            named.iter().filter_map(|p| p.sub.clone()).collect(),
+        ));
     }
     if def.returned == Returned::Request {
         return None;
@@ -430,7 +465,9 @@ fn include_attr(rt: &ResourceType, proj: &Projection, def: &AttributeDef, urn: O
     if excluded.is_empty() {
         Some(SubSel::All)
     } else {
-        Some(SubSel::AllBut(excluded.iter().filter_map(|p| p.sub.clone()).collect()))
+        Some(SubSel::AllBut(
+            excluded.iter().filter_map(|p| p.sub.clone()).collect(),
+        ))
     }
 }
 
@@ -517,9 +554,15 @@ mod tests {
             json!({"userName": "a", "displayName": ["x"]}),
         ];
         for c in cases {
-            assert!(normalize_resource(&USER_TYPE, &c, Source::Client).is_err(), "{c}");
+            assert!(
+                normalize_resource(&USER_TYPE, &c, Source::Client).is_err(),
+                "{c}"
+            );
         }
-        assert!(matches!(normalize_resource(&USER_TYPE, &json!([]), Source::Client), Err(Error::InvalidSyntax(_))));
+        assert!(matches!(
+            normalize_resource(&USER_TYPE, &json!([]), Source::Client),
+            Err(Error::InvalidSyntax(_))
+        ));
     }
 
     #[test]
@@ -537,13 +580,26 @@ mod tests {
             p.apply(&USER_TYPE, &user),
             json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": "1", "userName": "a", "name": {"givenName": "G"}})
         );
-        let p = Projection::parse(&USER_TYPE, None, Some("emails,name.familyName,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User")).unwrap();
+        let p = Projection::parse(
+            &USER_TYPE,
+            None,
+            Some(
+                "emails,name.familyName,urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+            ),
+        )
+        .unwrap();
         let out = p.apply(&USER_TYPE, &user);
         assert!(out.get("emails").is_none());
         assert_eq!(out["name"], json!({"givenName": "G"}));
-        assert!(out.get("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User").is_none());
+        assert!(
+            out.get("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User")
+                .is_none()
+        );
         let p = Projection::parse(&USER_TYPE, Some("department"), None).unwrap();
-        assert_eq!(p.apply(&USER_TYPE, &user)["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"], json!({"department": "D"}));
+        assert_eq!(
+            p.apply(&USER_TYPE, &user)["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+            json!({"department": "D"})
+        );
         assert!(Projection::parse(&USER_TYPE, Some("nosuch"), None).is_err());
         let p = Projection::parse(&GROUP_TYPE, None, Some("members")).unwrap();
         assert!(!p.wants(&GROUP_TYPE, "members"));

@@ -346,9 +346,9 @@ impl ResourceType {
                 ext.attr(name).map(|a| (a, Location::Extension(ext.id)))
             }
             None => self.resolve_core(name).or_else(|| {
-                self.extensions.iter().find_map(|(s, _)| {
-                    s.attr(name).map(|a| (a, Location::Extension(s.id)))
-                })
+                self.extensions
+                    .iter()
+                    .find_map(|(s, _)| s.attr(name).map(|a| (a, Location::Extension(s.id))))
             }),
         }
     }
@@ -372,12 +372,18 @@ fn multi_complex(
     types: &'static [&'static str],
     value_ty: AttrType,
 ) -> AttributeDef {
-    AttributeDef::new(name, Complex).multi().describe(description).subs(vec![
-        AttributeDef::new("value", value_ty).describe("The value."),
-        AttributeDef::new("display", String).describe("A human-readable name, primarily used for display purposes."),
-        AttributeDef::new("type", String).canonical(types).describe("A label indicating the attribute's function."),
-        AttributeDef::new("primary", Boolean).describe("Whether this is the primary value."),
-    ])
+    AttributeDef::new(name, Complex)
+        .multi()
+        .describe(description)
+        .subs(vec![
+            AttributeDef::new("value", value_ty).describe("The value."),
+            AttributeDef::new("display", String)
+                .describe("A human-readable name, primarily used for display purposes."),
+            AttributeDef::new("type", String)
+                .canonical(types)
+                .describe("A label indicating the attribute's function."),
+            AttributeDef::new("primary", Boolean).describe("Whether this is the primary value."),
+        ])
 }
 
 /// The common attributes of every resource (RFC 7643 §3.1): `id`, `externalId`, `meta`.
@@ -396,17 +402,24 @@ pub static COMMON: LazyLock<Vec<AttributeDef>> = LazyLock::new(|| {
             .mutability(ReadOnly)
             .describe("Resource metadata.")
             .subs(vec![
-                AttributeDef::new("resourceType", String).case_exact().mutability(ReadOnly),
+                AttributeDef::new("resourceType", String)
+                    .case_exact()
+                    .mutability(ReadOnly),
                 AttributeDef::new("created", DateTime).mutability(ReadOnly),
                 AttributeDef::new("lastModified", DateTime).mutability(ReadOnly),
-                AttributeDef::new("location", Reference).case_exact().mutability(ReadOnly),
-                AttributeDef::new("version", String).case_exact().mutability(ReadOnly),
+                AttributeDef::new("location", Reference)
+                    .case_exact()
+                    .mutability(ReadOnly),
+                AttributeDef::new("version", String)
+                    .case_exact()
+                    .mutability(ReadOnly),
             ]),
     ]
 });
 
 /// The core User schema (RFC 7643 §4.1).
-pub static USER: LazyLock<Schema> = LazyLock::new(|| Schema {
+pub static USER: LazyLock<Schema> = LazyLock::new(|| {
+    Schema {
     id: USER_SCHEMA,
     name: "User",
     description: "User Account",
@@ -464,6 +477,7 @@ pub static USER: LazyLock<Schema> = LazyLock::new(|| Schema {
         multi_complex("roles", "A list of roles for the user.", &[], String),
         multi_complex("x509Certificates", "A list of certificates issued to the user.", &[], Binary),
     ],
+}
 });
 
 /// The Enterprise User extension (RFC 7643 §4.3).
@@ -472,21 +486,26 @@ pub static ENTERPRISE_USER: LazyLock<Schema> = LazyLock::new(|| Schema {
     name: "EnterpriseUser",
     description: "Enterprise User",
     attributes: vec![
-        AttributeDef::new("employeeNumber", String).describe("Numeric or alphanumeric identifier assigned to a person."),
+        AttributeDef::new("employeeNumber", String)
+            .describe("Numeric or alphanumeric identifier assigned to a person."),
         AttributeDef::new("costCenter", String).describe("Identifies the name of a cost center."),
-        AttributeDef::new("organization", String).describe("Identifies the name of an organization."),
+        AttributeDef::new("organization", String)
+            .describe("Identifies the name of an organization."),
         AttributeDef::new("division", String).describe("Identifies the name of a division."),
         AttributeDef::new("department", String).describe("Identifies the name of a department."),
-        AttributeDef::new("manager", Complex).describe("The user's manager. Entra ID may send the manager's id as a plain string.").subs(vec![
-            AttributeDef::new("value", String).describe("The id of the manager's User."),
-            AttributeDef::new("$ref", Reference).refs(&["User"]),
-            AttributeDef::new("displayName", String).mutability(ReadOnly),
-        ]),
+        AttributeDef::new("manager", Complex)
+            .describe("The user's manager. Entra ID may send the manager's id as a plain string.")
+            .subs(vec![
+                AttributeDef::new("value", String).describe("The id of the manager's User."),
+                AttributeDef::new("$ref", Reference).refs(&["User"]),
+                AttributeDef::new("displayName", String).mutability(ReadOnly),
+            ]),
     ],
 });
 
 /// The core Group schema (RFC 7643 §4.2).
-pub static GROUP: LazyLock<Schema> = LazyLock::new(|| Schema {
+pub static GROUP: LazyLock<Schema> = LazyLock::new(|| {
+    Schema {
     id: GROUP_SCHEMA,
     name: "Group",
     description: "Group",
@@ -504,6 +523,7 @@ pub static GROUP: LazyLock<Schema> = LazyLock::new(|| Schema {
                 AttributeDef::new("type", String).canonical(&["User", "Group"]).mutability(Immutable),
             ]),
     ],
+}
 });
 
 /// The User resource type: core User plus the Enterprise extension.

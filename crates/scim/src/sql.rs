@@ -81,11 +81,29 @@ pub fn format_timestamp(t: time::OffsetDateTime) -> String {
 }
 
 /// Translates a validated filter. Parameters are numbered from `first_param`.
-pub fn translate(f: &Filter, rt: &'static ResourceType, map: &dyn ColumnMap, first_param: usize) -> SqlWhere {
-    let mut t = Translator { rt, map, params: Vec::new(), first: first_param };
+pub fn translate(
+    f: &Filter,
+    rt: &'static ResourceType,
+    map: &dyn ColumnMap,
+    first_param: usize,
+) -> SqlWhere {
+    let mut t = Translator {
+        rt,
+        map,
+        params: Vec::new(),
+        first: first_param,
+    };
     match t.node(f) {
-        Some((sql, exact)) => SqlWhere { sql, params: t.params, exact },
-        None => SqlWhere { sql: "1=1".into(), params: Vec::new(), exact: false },
+        Some((sql, exact)) => SqlWhere {
+            sql,
+            params: t.params,
+            exact,
+        },
+        None => SqlWhere {
+            sql: "1=1".into(),
+            params: Vec::new(),
+            exact: false,
+        },
     }
 }
 
@@ -110,7 +128,9 @@ impl Translator<'_> {
                 let l = self.node(l);
                 let r = self.node(r);
                 match (l, r) {
-                    (Some((ls, le)), Some((rs, re))) => Some((format!("({ls} AND {rs})"), le && re)),
+                    (Some((ls, le)), Some((rs, re))) => {
+                        Some((format!("({ls} AND {rs})"), le && re))
+                    }
                     (Some((s, _)), None) | (None, Some((s, _))) => Some((s, false)),
                     (None, None) => {
                         self.params.truncate(mark);
@@ -141,9 +161,15 @@ impl Translator<'_> {
             Filter::ValuePath(p, inner) => {
                 // `emails[value eq "x"]` is `emails.value eq "x"`; conjunctions over one value
                 // cannot be split across side-table rows, so only single tests translate.
-                let as_sub = |q: &AttrPath| AttrPath { urn: p.urn.clone(), name: p.name.clone(), sub: Some(q.name.clone()) };
+                let as_sub = |q: &AttrPath| AttrPath {
+                    urn: p.urn.clone(),
+                    name: p.name.clone(),
+                    sub: Some(q.name.clone()),
+                };
                 match &**inner {
-                    Filter::Compare(q, op, v) => self.node(&Filter::Compare(as_sub(q), *op, v.clone())),
+                    Filter::Compare(q, op, v) => {
+                        self.node(&Filter::Compare(as_sub(q), *op, v.clone()))
+                    }
                     Filter::Present(q) => self.node(&Filter::Present(as_sub(q))),
                     _ => None,
                 }
@@ -151,7 +177,9 @@ impl Translator<'_> {
             Filter::Present(p) => {
                 let col = self.column(p)?;
                 let cond = match col.kind {
-                    ColumnKind::Text { .. } => format!("({e} IS NOT NULL AND {e} <> '')", e = col.expr),
+                    ColumnKind::Text { .. } => {
+                        format!("({e} IS NOT NULL AND {e} <> '')", e = col.expr)
+                    }
                     _ => format!("({} IS NOT NULL)", col.expr),
                 };
                 Some((wrap_exists(&col, cond, false), true))
@@ -281,11 +309,19 @@ mod tests {
                 ("externalId", None) => ("u.external_id", ColumnKind::Text { folded: false }, None),
                 ("active", None) => ("u.active", ColumnKind::Bool, None),
                 ("meta", Some("lastModified")) => ("u.last_modified", ColumnKind::Timestamp, None),
-                ("emails", Some("value")) => ("e.value_lc", ColumnKind::Text { folded: true }, Some("EXISTS (SELECT 1 FROM emails e WHERE e.user_id = u.id AND {})")),
+                ("emails", Some("value")) => (
+                    "e.value_lc",
+                    ColumnKind::Text { folded: true },
+                    Some("EXISTS (SELECT 1 FROM emails e WHERE e.user_id = u.id AND {})"),
+                ),
                 _ => return None,
             };
             let _ = t;
-            Some(Column { expr: expr.into(), kind, exists: exists.map(str::to_string) })
+            Some(Column {
+                expr: expr.into(),
+                kind,
+                exists: exists.map(str::to_string),
+            })
         }
     }
 
@@ -298,15 +334,24 @@ mod tests {
     #[test]
     fn exact_translations() {
         let w = tr(r#"userName eq "Alice""#);
-        assert_eq!(w.sql, "(u.user_name_lc IS NOT NULL AND u.user_name_lc = $2)");
+        assert_eq!(
+            w.sql,
+            "(u.user_name_lc IS NOT NULL AND u.user_name_lc = $2)"
+        );
         assert_eq!(w.params, vec![SqlParam::Text("alice".into())]);
         assert!(w.exact);
         let w = tr(r#"emails[value sw "a_"] or active eq false"#);
         assert!(w.exact);
         assert!(w.sql.contains("EXISTS"), "{}", w.sql);
-        assert_eq!(w.params, vec![SqlParam::Text("a\\_%".into()), SqlParam::Int(0)]);
+        assert_eq!(
+            w.params,
+            vec![SqlParam::Text("a\\_%".into()), SqlParam::Int(0)]
+        );
         let w = tr(r#"meta.lastModified gt "2026-01-01T01:00:00+01:00""#);
-        assert_eq!(w.params, vec![SqlParam::Text("2026-01-01T00:00:00.000000Z".into())]);
+        assert_eq!(
+            w.params,
+            vec![SqlParam::Text("2026-01-01T00:00:00.000000Z".into())]
+        );
         assert!(tr(r#"not (externalId eq "x")"#).exact);
     }
 

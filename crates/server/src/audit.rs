@@ -78,13 +78,22 @@ pub fn verify_chain(start: (i64, &str), rows: &[AuditRow]) -> Result<(i64, Strin
     let (mut seq, mut prev) = (start.0, start.1.to_string());
     for row in rows {
         if row.seq != seq + 1 {
-            return Err(BrokenLink { seq: seq + 1, reason: format!("record {} is missing (found {})", seq + 1, row.seq) });
+            return Err(BrokenLink {
+                seq: seq + 1,
+                reason: format!("record {} is missing (found {})", seq + 1, row.seq),
+            });
         }
         if row.prev_hash != prev {
-            return Err(BrokenLink { seq: row.seq, reason: "prev_hash does not match the previous record".into() });
+            return Err(BrokenLink {
+                seq: row.seq,
+                reason: "prev_hash does not match the previous record".into(),
+            });
         }
         if row.compute_hash() != row.hash {
-            return Err(BrokenLink { seq: row.seq, reason: "content does not match its hash (edited)".into() });
+            return Err(BrokenLink {
+                seq: row.seq,
+                reason: "content does not match its hash (edited)".into(),
+            });
         }
         seq = row.seq;
         prev = row.hash.clone();

@@ -28,19 +28,23 @@ pub struct ManualClock(Arc<AtomicI64>);
 impl ManualClock {
     /// A clock at the given time.
     pub fn at(t: OffsetDateTime) -> ManualClock {
-        ManualClock(Arc::new(AtomicI64::new((t.unix_timestamp_nanos() / 1000) as i64)))
+        ManualClock(Arc::new(AtomicI64::new(
+            (t.unix_timestamp_nanos() / 1000) as i64,
+        )))
     }
 
     /// Moves the clock forward.
     pub fn advance(&self, d: time::Duration) {
-        self.0.fetch_add(d.whole_microseconds() as i64, Ordering::SeqCst);
+        self.0
+            .fetch_add(d.whole_microseconds() as i64, Ordering::SeqCst);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> OffsetDateTime {
         let micros = self.0.load(Ordering::SeqCst);
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 }
 

@@ -19,11 +19,38 @@ pub struct Demo {
 }
 
 const FIRST: &[&str] = &[
-    "Ada", "Alan", "Barbara", "Claude", "Dennis", "Edsger", "Frances", "Grace", "Hedy", "Ivan", "Joan", "Ken",
-    "Linus", "Margaret", "Niklaus", "Radia", "Sophie", "Tim", "Whitfield", "Yukihiro",
+    "Ada",
+    "Alan",
+    "Barbara",
+    "Claude",
+    "Dennis",
+    "Edsger",
+    "Frances",
+    "Grace",
+    "Hedy",
+    "Ivan",
+    "Joan",
+    "Ken",
+    "Linus",
+    "Margaret",
+    "Niklaus",
+    "Radia",
+    "Sophie",
+    "Tim",
+    "Whitfield",
+    "Yukihiro",
 ];
 const LAST: &[&str] = &[
-    "Lovelace", "Turing", "Liskov", "Shannon", "Ritchie", "Dijkstra", "Allen", "Hopper", "Lamarr", "Sutherland",
+    "Lovelace",
+    "Turing",
+    "Liskov",
+    "Shannon",
+    "Ritchie",
+    "Dijkstra",
+    "Allen",
+    "Hopper",
+    "Lamarr",
+    "Sutherland",
 ];
 const DEPARTMENTS: &[&str] = &["Engineering", "Sales", "Support", "Marketing", "Finance"];
 
@@ -34,12 +61,26 @@ pub async fn load(store: &Store, clock: SharedClock, users: usize) -> anyhow::Re
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let engine = Engine::new(store.clone(), clock);
-    let ctx = Ctx { tenant: tenant.id.clone(), actor: "demo-loader".into(), request_id: "demo".into(), base_url: String::new() };
+    let ctx = Ctx {
+        tenant: tenant.id.clone(),
+        actor: "demo-loader".into(),
+        request_id: "demo".into(),
+        base_url: String::new(),
+    };
     let mut by_dept: Vec<Vec<String>> = vec![Vec::new(); DEPARTMENTS.len()];
     for i in 0..users {
         let (first, last) = (FIRST[i % FIRST.len()], LAST[(i / FIRST.len()) % LAST.len()]);
         let dept = i % DEPARTMENTS.len();
-        let user_name = format!("{}.{}{}@demo.example", first.to_lowercase(), last.to_lowercase(), if i >= FIRST.len() * LAST.len() { i.to_string() } else { String::new() });
+        let user_name = format!(
+            "{}.{}{}@demo.example",
+            first.to_lowercase(),
+            last.to_lowercase(),
+            if i >= FIRST.len() * LAST.len() {
+                i.to_string()
+            } else {
+                String::new()
+            }
+        );
         let body = json!({
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
             "userName": user_name,
@@ -61,7 +102,10 @@ pub async fn load(store: &Store, clock: SharedClock, users: usize) -> anyhow::Re
     }
     let mut dept_ids = Vec::new();
     for (dept, members) in DEPARTMENTS.iter().zip(&by_dept) {
-        let members: Vec<_> = members.iter().map(|id| json!({"value": id, "type": "User"})).collect();
+        let members: Vec<_> = members
+            .iter()
+            .map(|id| json!({"value": id, "type": "User"}))
+            .collect();
         let g = engine
             .create(&ctx, Kind::Group, &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": dept, "members": members}))
             .await?;
@@ -72,5 +116,9 @@ pub async fn load(store: &Store, clock: SharedClock, users: usize) -> anyhow::Re
     engine
         .create(&ctx, Kind::Group, &json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "All Staff", "members": dept_ids}))
         .await?;
-    Ok(Demo { tenant: tenant.id, token: token.token, groups: DEPARTMENTS.len() + 1 })
+    Ok(Demo {
+        tenant: tenant.id,
+        token: token.token,
+        groups: DEPARTMENTS.len() + 1,
+    })
 }

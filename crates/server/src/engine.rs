@@ -144,11 +144,15 @@ fn unique_message(kind: Kind, doc: &Value) -> ApiError {
     match kind {
         Kind::User => ApiError::Uniqueness(format!(
             "userName '{}' is already taken in this tenant",
-            doc.get("userName").and_then(Value::as_str).unwrap_or_default()
+            doc.get("userName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
         )),
         Kind::Group => ApiError::Uniqueness(format!(
             "a group named '{}' already exists in this tenant",
-            doc.get("displayName").and_then(Value::as_str).unwrap_or_default()
+            doc.get("displayName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
         )),
     }
 }
@@ -175,10 +179,21 @@ impl Engine {
 
     /// Renders a stored resource with its server-owned parts. `with_related` loads a user's
     /// groups or a group's members.
-    async fn render(&self, ctx: &Ctx, kind: Kind, res: &StoredResource, with_related: bool) -> ApiResult<Rendered> {
+    async fn render(
+        &self,
+        ctx: &Ctx,
+        kind: Kind,
+        res: &StoredResource,
+        with_related: bool,
+    ) -> ApiResult<Rendered> {
         let related = if with_related {
             match kind {
-                Kind::User => Some(self.user_groups(ctx, &[res.id.clone()]).await?.remove(&res.id).unwrap_or_default()),
+                Kind::User => Some(
+                    self.user_groups(ctx, &[res.id.clone()])
+                        .await?
+                        .remove(&res.id)
+                        .unwrap_or_default(),
+                ),
                 Kind::Group => Some(self.members_json(ctx, &res.id).await?),
             }
         } else {
@@ -203,7 +218,11 @@ impl Engine {
             .collect())
     }
 
-    async fn user_groups(&self, ctx: &Ctx, users: &[String]) -> ApiResult<BTreeMap<String, Vec<Value>>> {
+    async fn user_groups(
+        &self,
+        ctx: &Ctx,
+        users: &[String],
+    ) -> ApiResult<BTreeMap<String, Vec<Value>>> {
         let refs = self.store.groups_of_users(&ctx.tenant, users).await?;
         let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         for g in refs {
@@ -218,7 +237,13 @@ impl Engine {
     }
 
     /// GET one resource.
-    pub async fn get(&self, ctx: &Ctx, kind: Kind, id: &str, with_related: bool) -> ApiResult<Rendered> {
+    pub async fn get(
+        &self,
+        ctx: &Ctx,
+        kind: Kind,
+        id: &str,
+        with_related: bool,
+    ) -> ApiResult<Rendered> {
         let res = self
             .store
             .get_resource(kind, &ctx.tenant, id)
@@ -231,7 +256,11 @@ impl Engine {
     pub async fn create(&self, ctx: &Ctx, kind: Kind, body: &Value) -> ApiResult<Rendered> {
         let rt = resource_type(kind);
         let mut doc = normalize_resource(rt, body, Source::Client)?;
-        let members = if kind == Kind::Group { take_members(&mut doc) } else { Vec::new() };
+        let members = if kind == Kind::Group {
+            take_members(&mut doc)
+        } else {
+            Vec::new()
+        };
         if kind == Kind::User && doc.get("active").is_none() {
             // An IdP that omits `active` creates an active user; storing it keeps the filter
             // engine and the index column in agreement.
@@ -246,10 +275,12 @@ impl Engine {
             version: 1,
         };
         let mut tx = self.store.begin().await?;
-        tx.insert_resource(kind, &ctx.tenant, &res).await.map_err(|e| match e {
-            crate::store::StoreError::Unique(_) => unique_message(kind, &res.doc),
-            other => other.into(),
-        })?;
+        tx.insert_resource(kind, &ctx.tenant, &res)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Unique(_) => unique_message(kind, &res.doc),
+                other => other.into(),
+            })?;
         let mut added = Vec::new();
         if !members.is_empty() {
             added = self.check_members(&mut tx, ctx, &res.id, &members).await?;
@@ -263,7 +294,18 @@ impl Engine {
             Kind::User => ("user.create", "user.created"),
             Kind::Group => ("group.create", "group.created"),
         };
-        self.record(&mut tx, ctx, kind, &res.id, action, None, Some(&after), event, &now).await?;
+        self.record(
+            &mut tx,
+            ctx,
+            kind,
+            &res.id,
+            action,
+            None,
+            Some(&after),
+            event,
+            &now,
+        )
+        .await?;
         tx.commit().await?;
         let related = match kind {
             Kind::User => Some(Vec::new()),
@@ -284,17 +326,28 @@ impl Engine {
         group: &str,
         members: &[(String, Option<String>)],
     ) -> ApiResult<Vec<(String, String)>> {
-        let ids: Vec<String> = members.iter().map(|(id, _)| id.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+        let ids: Vec<String> = members
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let found = tx.classify_ids(&ctx.tenant, &ids).await?;
         let mut out = Vec::with_capacity(ids.len());
         let mut nested = Vec::new();
         for (id, declared) in members {
             let Some(actual) = found.get(id) else {
-                return Err(scim::Error::InvalidValue(format!("member '{id}' is not a user or group of this tenant")).into());
+                return Err(scim::Error::InvalidValue(format!(
+                    "member '{id}' is not a user or group of this tenant"
+                ))
+                .into());
             };
             if let Some(d) = declared {
                 if !d.eq_ignore_ascii_case(actual) {
-                    return Err(scim::Error::InvalidValue(format!("member '{id}' is a {actual}, not a {d}")).into());
+                    return Err(scim::Error::InvalidValue(format!(
+                        "member '{id}' is a {actual}, not a {d}"
+                    ))
+                    .into());
                 }
             }
             if out.iter().any(|(seen, _): &(String, String)| seen == id) {
@@ -351,23 +404,52 @@ impl Engine {
             "request_id": ctx.request_id,
             "data": after,
         });
-        tx.outbox(&ctx.tenant, event, kind.name(), id, &payload.to_string(), now).await?;
+        tx.outbox(
+            &ctx.tenant,
+            event,
+            kind.name(),
+            id,
+            &payload.to_string(),
+            now,
+        )
+        .await?;
         Ok(())
     }
 
     /// PUT: replaces a resource.
-    pub async fn replace(&self, ctx: &Ctx, kind: Kind, id: &str, body: &Value, if_match: Option<&str>) -> ApiResult<Rendered> {
+    pub async fn replace(
+        &self,
+        ctx: &Ctx,
+        kind: Kind,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+    ) -> ApiResult<Rendered> {
         let rt = resource_type(kind);
         let mut doc = normalize_resource(rt, body, Source::Client)?;
-        let members = if kind == Kind::Group { Some(take_members(&mut doc)) } else { None };
+        let members = if kind == Kind::Group {
+            Some(take_members(&mut doc))
+        } else {
+            None
+        };
         if kind == Kind::User && doc.get("active").is_none() {
             doc["active"] = Value::Bool(true);
         }
-        self.write_existing(ctx, kind, id, if_match, move |_current| Ok((doc.clone(), members.clone()))).await
+        self.write_existing(ctx, kind, id, if_match, move |_current| {
+            Ok((doc.clone(), members.clone()))
+        })
+        .await
     }
 
     /// PATCH: applies operations.
-    pub async fn patch(&self, ctx: &Ctx, kind: Kind, id: &str, body: &Value, if_match: Option<&str>) -> ApiResult<Rendered> {
+    pub async fn patch(
+        &self,
+        ctx: &Ctx,
+        kind: Kind,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+    ) -> ApiResult<Rendered> {
         let rt = resource_type(kind);
         let ops = patch::parse_request(rt, body)?;
         let touches_members = kind == Kind::Group;
@@ -384,20 +466,34 @@ impl Engine {
             }
             patch::apply(rt, &mut doc, &ops)?;
             let mut doc = normalize_resource(rt, &doc, Source::Patched)?;
-            let members = if touches_members { Some(take_members(&mut doc)) } else { None };
+            let members = if touches_members {
+                Some(take_members(&mut doc))
+            } else {
+                None
+            };
             Ok((doc, members))
         })
         .await
     }
 
     /// Runs a read-modify-write on an existing resource, retrying lost races.
-    async fn write_existing<F>(&self, ctx: &Ctx, kind: Kind, id: &str, if_match: Option<&str>, change: F) -> ApiResult<Rendered>
+    async fn write_existing<F>(
+        &self,
+        ctx: &Ctx,
+        kind: Kind,
+        id: &str,
+        if_match: Option<&str>,
+        change: F,
+    ) -> ApiResult<Rendered>
     where
         F: Fn(&Current) -> ApiResult<(Value, Option<Vec<(String, Option<String>)>>)>,
     {
         for _ in 0..WRITE_RETRIES {
             let mut tx = self.store.begin().await?;
-            let stored = tx.get_resource(kind, &ctx.tenant, id).await?.ok_or_else(|| not_found(kind, id))?;
+            let stored = tx
+                .get_resource(kind, &ctx.tenant, id)
+                .await?
+                .ok_or_else(|| not_found(kind, id))?;
             if let Some(h) = if_match {
                 if !etag_matches(h, stored.version) {
                     return Err(ApiError::PreconditionFailed(format!(
@@ -406,8 +502,15 @@ impl Engine {
                     )));
                 }
             }
-            let members = if kind == Kind::Group { tx.member_ids(&ctx.tenant, id).await? } else { Vec::new() };
-            let current = Current { doc: stored.doc.clone(), members };
+            let members = if kind == Kind::Group {
+                tx.member_ids(&ctx.tenant, id).await?
+            } else {
+                Vec::new()
+            };
+            let current = Current {
+                doc: stored.doc.clone(),
+                members,
+            };
             let (new_doc, new_members) = change(&current)?;
 
             // Member changes as a diff, so a 1,000-member PATCH touches only what changed.
@@ -415,8 +518,15 @@ impl Engine {
             if let Some(new_members) = &new_members {
                 let old: BTreeSet<&String> = current.members.iter().map(|(id, _)| id).collect();
                 let new: BTreeSet<&String> = new_members.iter().map(|(id, _)| id).collect();
-                let to_add: Vec<(String, Option<String>)> = new_members.iter().filter(|(id, _)| !old.contains(id)).cloned().collect();
-                removed = old.difference(&new).map(|s| (*s).clone()).collect::<Vec<_>>();
+                let to_add: Vec<(String, Option<String>)> = new_members
+                    .iter()
+                    .filter(|(id, _)| !old.contains(id))
+                    .cloned()
+                    .collect();
+                removed = old
+                    .difference(&new)
+                    .map(|s| (*s).clone())
+                    .collect::<Vec<_>>();
                 if !to_add.is_empty() {
                     added = self.check_members(&mut tx, ctx, id, &to_add).await?;
                 }
@@ -434,10 +544,13 @@ impl Engine {
                 last_modified: now.clone(),
                 version: stored.version + 1,
             };
-            let updated = tx.update_resource(kind, &ctx.tenant, &next, stored.version).await.map_err(|e| match e {
-                crate::store::StoreError::Unique(_) => unique_message(kind, &next.doc),
-                other => other.into(),
-            })?;
+            let updated = tx
+                .update_resource(kind, &ctx.tenant, &next, stored.version)
+                .await
+                .map_err(|e| match e {
+                    crate::store::StoreError::Unique(_) => unique_message(kind, &next.doc),
+                    other => other.into(),
+                })?;
             if !updated {
                 continue; // someone else wrote in between: re-read and re-apply
             }
@@ -455,30 +568,62 @@ impl Engine {
                         UserTransition::Reactivated => "user.reactivate",
                         _ => "user.update",
                     };
-                    (action, format!("user.{}", t.name()), stored.doc.clone(), next.doc.clone())
+                    (
+                        action,
+                        format!("user.{}", t.name()),
+                        stored.doc.clone(),
+                        next.doc.clone(),
+                    )
                 }
                 Kind::Group => {
                     let mut before = stored.doc.clone();
                     let mut after = next.doc.clone();
                     before["members_removed"] = json!(removed);
-                    after["members_added"] = json!(added.iter().map(|(id, _)| id).collect::<Vec<_>>());
+                    after["members_added"] =
+                        json!(added.iter().map(|(id, _)| id).collect::<Vec<_>>());
                     ("group.update", "group.updated".to_string(), before, after)
                 }
             };
-            self.record(&mut tx, ctx, kind, id, action, Some(&before), Some(&after), &event, &now).await?;
+            self.record(
+                &mut tx,
+                ctx,
+                kind,
+                id,
+                action,
+                Some(&before),
+                Some(&after),
+                &event,
+                &now,
+            )
+            .await?;
             tx.commit().await?;
             return self.render(ctx, kind, &next, true).await;
         }
-        Err(ApiError::Internal(format!("{} {id}: too many concurrent writes", kind.name())))
+        Err(ApiError::Internal(format!(
+            "{} {id}: too many concurrent writes",
+            kind.name()
+        )))
     }
 
     /// DELETE.
-    pub async fn delete(&self, ctx: &Ctx, kind: Kind, id: &str, if_match: Option<&str>) -> ApiResult<()> {
+    pub async fn delete(
+        &self,
+        ctx: &Ctx,
+        kind: Kind,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> ApiResult<()> {
         let mut tx = self.store.begin().await?;
-        let stored = tx.get_resource(kind, &ctx.tenant, id).await?.ok_or_else(|| not_found(kind, id))?;
+        let stored = tx
+            .get_resource(kind, &ctx.tenant, id)
+            .await?
+            .ok_or_else(|| not_found(kind, id))?;
         if let Some(h) = if_match {
             if !etag_matches(h, stored.version) {
-                return Err(ApiError::PreconditionFailed(format!("If-Match {h} does not match {}", etag(stored.version))));
+                return Err(ApiError::PreconditionFailed(format!(
+                    "If-Match {h} does not match {}",
+                    etag(stored.version)
+                )));
             }
         }
         if !tx.delete_resource(kind, &ctx.tenant, id).await? {
@@ -489,7 +634,18 @@ impl Engine {
             Kind::User => ("user.delete", "user.deleted"),
             Kind::Group => ("group.delete", "group.deleted"),
         };
-        self.record(&mut tx, ctx, kind, id, action, Some(&stored.doc), None, event, &now).await?;
+        self.record(
+            &mut tx,
+            ctx,
+            kind,
+            id,
+            action,
+            Some(&stored.doc),
+            None,
+            event,
+            &now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -501,7 +657,11 @@ impl Engine {
         let columns = Columns(kind);
         let filter_sql = match &q.filter {
             Some(f) => sql::translate(f, rt, &columns, 2),
-            None => SqlWhere { sql: "1=1".into(), params: Vec::new(), exact: true },
+            None => SqlWhere {
+                sql: "1=1".into(),
+                params: Vec::new(),
+                exact: true,
+            },
         };
         let sort_column = match &q.sort_by {
             None => Some(None),
@@ -517,78 +677,172 @@ impl Engine {
         };
         let count = q.count;
         if let (true, Some(column)) = (filter_sql.exact, sort_column.clone()) {
-            let order = Order { column: column.clone(), descending: q.sort_order == list::SortOrder::Descending };
+            let order = Order {
+                column: column.clone(),
+                descending: q.sort_order == list::SortOrder::Descending,
+            };
             match &q.paging {
                 Paging::Index(start) => {
-                    let page = Page::Offset { offset: (*start as i64) - 1, limit: count as i64 };
-                    let (rows, total) = self.store.list_resources(kind, &ctx.tenant, &filter_sql, &order, &page, true).await?;
+                    let page = Page::Offset {
+                        offset: (*start as i64) - 1,
+                        limit: count as i64,
+                    };
+                    let (rows, total) = self
+                        .store
+                        .list_resources(kind, &ctx.tenant, &filter_sql, &order, &page, true)
+                        .await?;
                     let resources = self.render_page(ctx, kind, &rows, wants_related, q).await?;
-                    return Ok(ListPage { total: total.unwrap_or(0) as usize, resources, next_cursor: None, start_index: Some(*start) });
+                    return Ok(ListPage {
+                        total: total.unwrap_or(0) as usize,
+                        resources,
+                        next_cursor: None,
+                        start_index: Some(*start),
+                    });
                 }
                 Paging::Cursor(pos) if column.is_none() => {
-                    let page = Page::After { after: pos.as_ref().map(|p| p.id.clone()), limit: count as i64 + 1 };
-                    let (mut rows, total) = self.store.list_resources(kind, &ctx.tenant, &filter_sql, &order, &page, true).await?;
+                    let page = Page::After {
+                        after: pos.as_ref().map(|p| p.id.clone()),
+                        limit: count as i64 + 1,
+                    };
+                    let (mut rows, total) = self
+                        .store
+                        .list_resources(kind, &ctx.tenant, &filter_sql, &order, &page, true)
+                        .await?;
                     let more = rows.len() > count;
                     rows.truncate(count);
                     let next_cursor = (more && count > 0)
-                        .then(|| rows.last().map(|r| CursorPos { key: None, id: r.id.clone() }.encode()))
+                        .then(|| {
+                            rows.last().map(|r| {
+                                CursorPos {
+                                    key: None,
+                                    id: r.id.clone(),
+                                }
+                                .encode()
+                            })
+                        })
                         .flatten();
                     let resources = self.render_page(ctx, kind, &rows, wants_related, q).await?;
-                    return Ok(ListPage { total: total.unwrap_or(0) as usize, resources, next_cursor, start_index: None });
+                    return Ok(ListPage {
+                        total: total.unwrap_or(0) as usize,
+                        resources,
+                        next_cursor,
+                        start_index: None,
+                    });
                 }
                 Paging::Cursor(_) => {}
             }
         }
         // In memory: fetch the SQL superset, render fully, filter, sort, page.
-        let order = Order { column: None, descending: false };
-        let (rows, _) = self.store.list_resources(kind, &ctx.tenant, &filter_sql, &order, &Page::All, false).await?;
+        let order = Order {
+            column: None,
+            descending: false,
+        };
+        let (rows, _) = self
+            .store
+            .list_resources(kind, &ctx.tenant, &filter_sql, &order, &Page::All, false)
+            .await?;
         let needs_groups = kind == Kind::User
-            && (q.filter.as_ref().is_some_and(|f| f.paths().iter().any(|p| p.name.eq_ignore_ascii_case("groups")))
-                || q.sort_by.as_ref().is_some_and(|p| p.name.eq_ignore_ascii_case("groups")));
+            && (q.filter.as_ref().is_some_and(|f| {
+                f.paths()
+                    .iter()
+                    .any(|p| p.name.eq_ignore_ascii_case("groups"))
+            }) || q
+                .sort_by
+                .as_ref()
+                .is_some_and(|p| p.name.eq_ignore_ascii_case("groups")));
         let needs_members = kind == Kind::Group
-            && (q.filter.as_ref().is_some_and(|f| f.paths().iter().any(|p| p.name.eq_ignore_ascii_case("members")))
-                || q.sort_by.as_ref().is_some_and(|p| p.name.eq_ignore_ascii_case("members")));
-        let mut full = self.render_many(ctx, kind, &rows, needs_groups || needs_members).await?;
+            && (q.filter.as_ref().is_some_and(|f| {
+                f.paths()
+                    .iter()
+                    .any(|p| p.name.eq_ignore_ascii_case("members"))
+            }) || q
+                .sort_by
+                .as_ref()
+                .is_some_and(|p| p.name.eq_ignore_ascii_case("members")));
+        let mut full = self
+            .render_many(ctx, kind, &rows, needs_groups || needs_members)
+            .await?;
         if let Some(f) = &q.filter {
             full.retain(|r| f.matches(rt, &r.body));
         }
         let keyed: Vec<(Option<SortKey>, Rendered)> = full
             .into_iter()
-            .map(|r| (q.sort_by.as_ref().and_then(|p| list::sort_key(rt, &r.body, p)), r))
+            .map(|r| {
+                (
+                    q.sort_by
+                        .as_ref()
+                        .and_then(|p| list::sort_key(rt, &r.body, p)),
+                    r,
+                )
+            })
             .collect();
         let mut keyed = keyed;
-        keyed.sort_by(|a, b| list::compare_keys((&a.0, id_of(&a.1)), (&b.0, id_of(&b.1)), q.sort_order));
+        keyed.sort_by(|a, b| {
+            list::compare_keys((&a.0, id_of(&a.1)), (&b.0, id_of(&b.1)), q.sort_order)
+        });
         let total = keyed.len();
-        let (slice, next_cursor, start_index): (Vec<(Option<SortKey>, Rendered)>, Option<String>, Option<usize>) = match &q.paging {
-            Paging::Index(start) => (keyed.into_iter().skip(start - 1).take(count).collect(), None, Some(*start)),
+        let (slice, next_cursor, start_index): (
+            Vec<(Option<SortKey>, Rendered)>,
+            Option<String>,
+            Option<usize>,
+        ) = match &q.paging {
+            Paging::Index(start) => (
+                keyed.into_iter().skip(start - 1).take(count).collect(),
+                None,
+                Some(*start),
+            ),
             Paging::Cursor(pos) => {
                 let skip = match pos {
                     None => 0,
                     Some(p) => keyed
                         .iter()
                         .position(|(k, r)| {
-                            list::compare_keys((k, id_of(r)), (&p.key, &p.id), q.sort_order) == std::cmp::Ordering::Greater
+                            list::compare_keys((k, id_of(r)), (&p.key, &p.id), q.sort_order)
+                                == std::cmp::Ordering::Greater
                         })
                         .unwrap_or(total),
                 };
                 let page: Vec<_> = keyed.into_iter().skip(skip).take(count).collect();
                 let more = skip + page.len() < total;
                 let next = (more && count > 0)
-                    .then(|| page.last().map(|(k, r)| CursorPos { key: k.clone(), id: id_of(r).to_string() }.encode()))
+                    .then(|| {
+                        page.last().map(|(k, r)| {
+                            CursorPos {
+                                key: k.clone(),
+                                id: id_of(r).to_string(),
+                            }
+                            .encode()
+                        })
+                    })
                     .flatten();
                 (page, next, None)
             }
         };
         let page_rows: Vec<StoredResource> = slice.iter().map(|(_, r)| stored_of(r)).collect();
         let resources = if needs_groups || needs_members || !wants_related {
-            slice.into_iter().map(|(_, r)| q.projection.apply(rt, &r.body)).collect()
+            slice
+                .into_iter()
+                .map(|(_, r)| q.projection.apply(rt, &r.body))
+                .collect()
         } else {
-            self.render_page(ctx, kind, &page_rows, wants_related, q).await?
+            self.render_page(ctx, kind, &page_rows, wants_related, q)
+                .await?
         };
-        Ok(ListPage { total, resources, next_cursor, start_index })
+        Ok(ListPage {
+            total,
+            resources,
+            next_cursor,
+            start_index,
+        })
     }
 
-    async fn render_many(&self, ctx: &Ctx, kind: Kind, rows: &[StoredResource], related: bool) -> ApiResult<Vec<Rendered>> {
+    async fn render_many(
+        &self,
+        ctx: &Ctx,
+        kind: Kind,
+        rows: &[StoredResource],
+        related: bool,
+    ) -> ApiResult<Vec<Rendered>> {
         if !related {
             return Ok(rows.iter().map(|r| assemble(ctx, kind, r, None)).collect());
         }
@@ -596,19 +850,34 @@ impl Engine {
             Kind::User => {
                 let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
                 let mut groups = self.user_groups(ctx, &ids).await?;
-                Ok(rows.iter().map(|r| assemble(ctx, kind, r, Some(groups.remove(&r.id).unwrap_or_default()))).collect())
+                Ok(rows
+                    .iter()
+                    .map(|r| assemble(ctx, kind, r, Some(groups.remove(&r.id).unwrap_or_default())))
+                    .collect())
             }
             Kind::Group => {
                 let mut out = Vec::with_capacity(rows.len());
                 for r in rows {
-                    out.push(assemble(ctx, kind, r, Some(self.members_json(ctx, &r.id).await?)));
+                    out.push(assemble(
+                        ctx,
+                        kind,
+                        r,
+                        Some(self.members_json(ctx, &r.id).await?),
+                    ));
                 }
                 Ok(out)
             }
         }
     }
 
-    async fn render_page(&self, ctx: &Ctx, kind: Kind, rows: &[StoredResource], related: bool, q: &ListQuery) -> ApiResult<Vec<Value>> {
+    async fn render_page(
+        &self,
+        ctx: &Ctx,
+        kind: Kind,
+        rows: &[StoredResource],
+        related: bool,
+        q: &ListQuery,
+    ) -> ApiResult<Vec<Value>> {
         let rt = resource_type(kind);
         Ok(self
             .render_many(ctx, kind, rows, related)
@@ -639,7 +908,13 @@ fn stored_of(r: &Rendered) -> StoredResource {
         o.remove("members");
         o.remove("meta")
     });
-    let field = |k: &str| meta.as_ref().and_then(|m| m.get(k)).and_then(Value::as_str).unwrap_or_default().to_string();
+    let field = |k: &str| {
+        meta.as_ref()
+            .and_then(|m| m.get(k))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     StoredResource {
         id: id_of(r).to_string(),
         doc,
@@ -669,7 +944,11 @@ fn assemble(ctx: &Ctx, kind: Kind, res: &StoredResource, related: Option<Vec<Val
     }
     if let Some(related) = related {
         if !related.is_empty() {
-            let key = if kind == Kind::User { "groups" } else { "members" };
+            let key = if kind == Kind::User {
+                "groups"
+            } else {
+                "members"
+            };
             out.insert(key.into(), Value::Array(related));
         }
     }
@@ -683,7 +962,11 @@ fn assemble(ctx: &Ctx, kind: Kind, res: &StoredResource, related: Option<Vec<Val
             "version": etag(res.version),
         }),
     );
-    Rendered { body: Value::Object(out), version: res.version, location }
+    Rendered {
+        body: Value::Object(out),
+        version: res.version,
+        location,
+    }
 }
 
 #[cfg(test)]

@@ -56,7 +56,9 @@ pub enum ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unique(_) => ApiError::Uniqueness("a resource with this unique value already exists".into()),
+            StoreError::Unique(_) => {
+                ApiError::Uniqueness("a resource with this unique value already exists".into())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -78,7 +80,9 @@ impl ApiError {
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, None),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, None),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, None),
-            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("invalidSyntax")),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("invalidSyntax"))
+            }
             ApiError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, None),
             ApiError::Timeout => (StatusCode::SERVICE_UNAVAILABLE, None),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
@@ -127,8 +131,16 @@ mod tests {
     #[test]
     fn every_error_maps_to_a_status() {
         let cases = [
-            (ApiError::Scim(scim::Error::InvalidFilter("x".into())), 400, Some("invalidFilter")),
-            (ApiError::Scim(scim::Error::InvalidCursor("x".into())), 400, Some("invalidCursor")),
+            (
+                ApiError::Scim(scim::Error::InvalidFilter("x".into())),
+                400,
+                Some("invalidFilter"),
+            ),
+            (
+                ApiError::Scim(scim::Error::InvalidCursor("x".into())),
+                400,
+                Some("invalidCursor"),
+            ),
             (ApiError::NotFound("x".into()), 404, None),
             (ApiError::Uniqueness("x".into()), 409, Some("uniqueness")),
             (ApiError::PreconditionFailed("x".into()), 412, None),
@@ -138,10 +150,18 @@ mod tests {
             (ApiError::Internal("secret detail".into()), 500, None),
         ];
         for (e, status, ty) in cases {
-            assert_eq!(e.status_and_type(), (StatusCode::from_u16(status).unwrap(), ty));
+            assert_eq!(
+                e.status_and_type(),
+                (StatusCode::from_u16(status).unwrap(), ty)
+            );
             let body = e.body();
             assert_eq!(body["status"], serde_json::json!(status.to_string()));
         }
-        assert!(!ApiError::Internal("secret detail".into()).body().to_string().contains("secret"));
+        assert!(
+            !ApiError::Internal("secret detail".into())
+                .body()
+                .to_string()
+                .contains("secret")
+        );
     }
 }

@@ -19,7 +19,13 @@ use engine::Engine;
 use store::Store;
 
 /// Builds the HTTP application over a store.
-pub fn app(store: Store, clock: SharedClock, config: Config, admin_hash: String, metrics: Option<metrics_exporter_prometheus::PrometheusHandle>) -> axum::Router {
+pub fn app(
+    store: Store,
+    clock: SharedClock,
+    config: Config,
+    admin_hash: String,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> axum::Router {
     let engine = Engine::new(store, clock);
     let state = Arc::new(http::AppState::new(engine, config, admin_hash, metrics));
     http::router(state)
@@ -27,7 +33,9 @@ pub fn app(store: Store, clock: SharedClock, config: Config, admin_hash: String,
 
 /// Installs the Prometheus recorder (once per process).
 pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
-    let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+    let buckets = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ];
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&buckets)
         .ok()?
@@ -36,7 +44,10 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
 }
 
 /// Verifies every tenant's audit chain (or one); returns `(tenant, records, Ok | first broken link)`.
-pub async fn verify_audit(store: &Store, tenant: Option<&str>) -> Result<Vec<(String, i64, Result<(), audit::BrokenLink>)>, store::StoreError> {
+pub async fn verify_audit(
+    store: &Store,
+    tenant: Option<&str>,
+) -> Result<Vec<(String, i64, Result<(), audit::BrokenLink>)>, store::StoreError> {
     let tenants: Vec<String> = match tenant {
         Some(t) => vec![t.to_string()],
         None => store.tenants().await?.into_iter().map(|t| t.id).collect(),
@@ -63,7 +74,10 @@ pub async fn verify_audit(store: &Store, tenant: Option<&str>) -> Result<Vec<(St
                 if seq != pos.0 || hash != pos.1 {
                     result = Err(audit::BrokenLink {
                         seq: pos.0 + 1,
-                        reason: format!("the chain ends at record {} but its tip says {seq}", pos.0),
+                        reason: format!(
+                            "the chain ends at record {} but its tip says {seq}",
+                            pos.0
+                        ),
                     });
                 }
             }

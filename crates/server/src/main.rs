@@ -11,7 +11,11 @@ use seatkeeper::config::Config;
 use seatkeeper::store::{Store, StoreOptions};
 
 #[derive(Parser)]
-#[command(name = "seatkeeper", version, about = "SCIM 2.0 provisioning joined to licensing")]
+#[command(
+    name = "seatkeeper",
+    version,
+    about = "SCIM 2.0 provisioning joined to licensing"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,7 +24,11 @@ struct Cli {
 #[derive(clap::Args, Clone)]
 struct DbArgs {
     /// Database URL: sqlite://PATH (embedded) or postgres://USER:PASS@HOST/DB.
-    #[arg(long, env = "SEATKEEPER_DATABASE", default_value = "sqlite://seatkeeper.db")]
+    #[arg(
+        long,
+        env = "SEATKEEPER_DATABASE",
+        default_value = "sqlite://seatkeeper.db"
+    )]
     database: String,
 }
 
@@ -137,9 +145,12 @@ enum AuditCmd {
 
 fn init_logging(to_stdout: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("SEATKEEPER_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter = EnvFilter::try_from_env("SEATKEEPER_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let json = std::env::var("SEATKEEPER_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     match (to_stdout, json) {
         (true, true) => builder.json().with_writer(std::io::stdout).init(),
         (true, false) => builder.with_writer(std::io::stdout).init(),
@@ -166,19 +177,39 @@ async fn open(url: &str, args: Option<&ServeArgs>) -> anyhow::Result<Store> {
         opts.max_connections = a.max_connections;
         opts.sqlite_synchronous = a.sqlite_synchronous.clone();
     }
-    Store::connect(url, &opts).await.with_context(|| format!("opening database {url}"))
+    Store::connect(url, &opts)
+        .await
+        .with_context(|| format!("opening database {url}"))
 }
 
-async fn serve(store: Store, clock: SharedClock, args: &ServeArgs, admin_from_env: Option<String>) -> anyhow::Result<()> {
-    let (admin_hash, generated) = seatkeeper::ops::admin_token_hash(&store, admin_from_env.as_deref()).await?;
+async fn serve(
+    store: Store,
+    clock: SharedClock,
+    args: &ServeArgs,
+    admin_from_env: Option<String>,
+) -> anyhow::Result<()> {
+    let (admin_hash, generated) =
+        seatkeeper::ops::admin_token_hash(&store, admin_from_env.as_deref()).await?;
     if let Some(token) = generated {
-        tracing::warn!("generated admin token (shown once; set SEATKEEPER_ADMIN_TOKEN to choose your own): {token}");
+        tracing::warn!(
+            "generated admin token (shown once; set SEATKEEPER_ADMIN_TOKEN to choose your own): {token}"
+        );
     }
-    let app = seatkeeper::app(store.clone(), clock, config_from(args), admin_hash, seatkeeper::install_metrics());
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let app = seatkeeper::app(
+        store.clone(),
+        clock,
+        config_from(args),
+        admin_hash,
+        seatkeeper::install_metrics(),
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(backend = ?store.backend(), "listening on http://{addr}");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown())
+        .await?;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -190,7 +221,8 @@ async fn shutdown() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };
@@ -217,18 +249,25 @@ async fn main() -> anyhow::Result<()> {
             let store = open(&url, Some(&args)).await?;
             let admin = admin_env.unwrap_or_else(|| seatkeeper::auth::generate_token("ska_"));
             let demo = seatkeeper::demo::load(&store, clock.clone(), users).await?;
-            let listener = std::net::TcpListener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
+            let listener = std::net::TcpListener::bind(args.listen)
+                .with_context(|| format!("binding {}", args.listen))?;
             let addr = listener.local_addr()?;
             drop(listener);
             let mut args = args;
             args.listen = addr;
-            println!("\nseatkeeper demo — {users} users in {} groups, on {url}\n", demo.groups);
+            println!(
+                "\nseatkeeper demo — {users} users in {} groups, on {url}\n",
+                demo.groups
+            );
             println!("  SCIM base URL : http://{addr}/scim/v2");
             println!("  SCIM token    : {}", demo.token);
             println!("  tenant id     : {}", demo.tenant);
             println!("  admin API     : http://{addr}/api/v1   (admin token: {admin})");
             println!("  metrics       : http://{addr}/metrics\n");
-            println!("  try: curl -H 'Authorization: Bearer {}' 'http://{addr}/scim/v2/Users?filter=userName%20sw%20%22a%22&count=3'\n", demo.token);
+            println!(
+                "  try: curl -H 'Authorization: Bearer {}' 'http://{addr}/scim/v2/Users?filter=userName%20sw%20%22a%22&count=3'\n",
+                demo.token
+            );
             let result = serve(store, clock, &args, Some(admin)).await;
             drop(dir);
             result
@@ -252,7 +291,9 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Token { action: TokenCmd::Create { tenant, name, db } } => {
+        Command::Token {
+            action: TokenCmd::Create { tenant, name, db },
+        } => {
             init_logging(false);
             let store = open(&db.database, None).await?;
             let created = seatkeeper::ops::create_scim_token(&store, &*clock, &tenant, &name)
@@ -262,7 +303,9 @@ async fn main() -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
-        Command::Audit { action: AuditCmd::Verify { tenant, db } } => {
+        Command::Audit {
+            action: AuditCmd::Verify { tenant, db },
+        } => {
             init_logging(false);
             let store = open(&db.database, None).await?;
             let results = seatkeeper::verify_audit(&store, tenant.as_deref()).await?;
@@ -273,7 +316,10 @@ async fn main() -> anyhow::Result<()> {
                     Ok(()) => println!("ok      tenant {t}: {n} records, chain intact"),
                     Err(b) => {
                         broken = true;
-                        println!("BROKEN  tenant {t}: first broken link at record {}: {}", b.seq, b.reason);
+                        println!(
+                            "BROKEN  tenant {t}: first broken link at record {}: {}",
+                            b.seq, b.reason
+                        );
                     }
                 }
             }

@@ -17,23 +17,39 @@ pub async fn create_tenant(store: &Store, clock: &dyn Clock, name: &str) -> Stor
     let id = uuid::Uuid::now_v7().to_string();
     let now = stamp(clock.now());
     store.create_tenant(&id, name, &now).await?;
-    Ok(TenantRow { id, name: name.to_string(), created: now })
+    Ok(TenantRow {
+        id,
+        name: name.to_string(),
+        created: now,
+    })
 }
 
 /// Creates a SCIM token for an existing tenant.
-pub async fn create_scim_token(store: &Store, clock: &dyn Clock, tenant: &str, name: &str) -> Result<CreatedToken, crate::error::ApiError> {
+pub async fn create_scim_token(
+    store: &Store,
+    clock: &dyn Clock,
+    tenant: &str,
+    name: &str,
+) -> Result<CreatedToken, crate::error::ApiError> {
     if store.tenant(tenant).await?.is_none() {
-        return Err(crate::error::ApiError::NotFound(format!("tenant {tenant} not found")));
+        return Err(crate::error::ApiError::NotFound(format!(
+            "tenant {tenant} not found"
+        )));
     }
     let token = generate_token("skt_");
     let id = uuid::Uuid::now_v7().to_string();
-    store.create_scim_token(&id, tenant, name, &hash_token(&token), &stamp(clock.now())).await?;
+    store
+        .create_scim_token(&id, tenant, name, &hash_token(&token), &stamp(clock.now()))
+        .await?;
     Ok(CreatedToken { id, token })
 }
 
 /// The admin token's hash: from `SEATKEEPER_ADMIN_TOKEN` if set, else the one generated on
 /// first start (returned in clear that one time, so the caller can print it).
-pub async fn admin_token_hash(store: &Store, from_env: Option<&str>) -> StoreResult<(String, Option<String>)> {
+pub async fn admin_token_hash(
+    store: &Store,
+    from_env: Option<&str>,
+) -> StoreResult<(String, Option<String>)> {
     if let Some(t) = from_env.filter(|t| !t.is_empty()) {
         return Ok((hash_token(t), None));
     }
@@ -46,6 +62,9 @@ pub async fn admin_token_hash(store: &Store, from_env: Option<&str>) -> StoreRes
         Ok((hash, Some(token)))
     } else {
         // Another node won the race; use its token.
-        Ok((store.setting("admin_token_hash").await?.unwrap_or(hash), None))
+        Ok((
+            store.setting("admin_token_hash").await?.unwrap_or(hash),
+            None,
+        ))
     }
 }

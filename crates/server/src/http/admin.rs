@@ -23,12 +23,21 @@ pub fn routes() -> Router<Shared> {
 fn name_field(body: &Value, field: &str, required: bool) -> ApiResult<Option<String>> {
     match body.get(field) {
         None | Some(Value::Null) if !required => Ok(None),
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => Ok(Some(s.trim().to_string())),
-        _ => Err(scim::Error::InvalidValue(format!("'{field}' must be a non-empty string of at most 200 characters")).into()),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => {
+            Ok(Some(s.trim().to_string()))
+        }
+        _ => Err(scim::Error::InvalidValue(format!(
+            "'{field}' must be a non-empty string of at most 200 characters"
+        ))
+        .into()),
     }
 }
 
-async fn create_tenant(State(state): State<Shared>, _auth: AdminAuth, req: Request) -> ApiResult<Response> {
+async fn create_tenant(
+    State(state): State<Shared>,
+    _auth: AdminAuth,
+    req: Request,
+) -> ApiResult<Response> {
     let body = read_json(req, state.config.max_body_bytes).await?;
     let name = name_field(&body, "name", true)?.unwrap_or_default();
     let t = ops::create_tenant(&state.store, &*state.engine_clock(), &name).await?;
@@ -40,14 +49,34 @@ async fn list_tenants(State(state): State<Shared>, _auth: AdminAuth) -> ApiResul
     Ok(ScimJson(json!({"tenants": tenants})).into_response())
 }
 
-async fn get_tenant(State(state): State<Shared>, _auth: AdminAuth, Path(id): Path<String>) -> ApiResult<Response> {
-    let t = state.store.tenant(&id).await?.ok_or_else(|| ApiError::NotFound(format!("tenant {id} not found")))?;
+async fn get_tenant(
+    State(state): State<Shared>,
+    _auth: AdminAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let t = state
+        .store
+        .tenant(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("tenant {id} not found")))?;
     Ok(ScimJson(json!(t)).into_response())
 }
 
-async fn create_token(State(state): State<Shared>, _auth: AdminAuth, Path(id): Path<String>, req: Request) -> ApiResult<Response> {
-    let has_body = req.headers().get(axum::http::header::CONTENT_LENGTH).is_some_and(|v| v != "0");
-    let body = if has_body { read_json(req, state.config.max_body_bytes).await? } else { json!({}) };
+async fn create_token(
+    State(state): State<Shared>,
+    _auth: AdminAuth,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let has_body = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .is_some_and(|v| v != "0");
+    let body = if has_body {
+        read_json(req, state.config.max_body_bytes).await?
+    } else {
+        json!({})
+    };
     let name = name_field(&body, "name", false)?.unwrap_or_else(|| "scim".into());
     let created = ops::create_scim_token(&state.store, &*state.engine_clock(), &id, &name).await?;
     Ok(with_status(
@@ -56,10 +85,16 @@ async fn create_token(State(state): State<Shared>, _auth: AdminAuth, Path(id): P
     ))
 }
 
-async fn revoke_token(State(state): State<Shared>, _auth: AdminAuth, Path((id, token_id)): Path<(String, String)>) -> ApiResult<Response> {
+async fn revoke_token(
+    State(state): State<Shared>,
+    _auth: AdminAuth,
+    Path((id, token_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
     let now = crate::clock::stamp(state.engine_clock().now());
     if !state.store.revoke_scim_token(&id, &token_id, &now).await? {
-        return Err(ApiError::NotFound(format!("token {token_id} not found in tenant {id}")));
+        return Err(ApiError::NotFound(format!(
+            "token {token_id} not found in tenant {id}"
+        )));
     }
     state.tokens.forget_all();
     Ok(empty(StatusCode::NO_CONTENT))

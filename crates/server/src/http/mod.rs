@@ -50,7 +50,12 @@ impl AppState {
     }
 
     /// Builds the state.
-    pub fn new(engine: Engine, config: Config, admin_hash: String, metrics: Option<PrometheusHandle>) -> AppState {
+    pub fn new(
+        engine: Engine,
+        config: Config,
+        admin_hash: String,
+        metrics: Option<PrometheusHandle>,
+    ) -> AppState {
         let rate = NonZeroU32::new(config.rate_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.rate_burst.max(1)).unwrap_or(NonZeroU32::MIN);
         AppState {
@@ -75,7 +80,9 @@ pub fn router(state: Shared) -> Router {
         .nest("/api/v1", admin::routes())
         .merge(ops::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed("method not allowed on this endpoint".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
+        })
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .layer(middleware::from_fn(observe))
         .with_state(state)
@@ -131,7 +138,10 @@ impl IntoResponse for ScimJson {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.0).unwrap_or_default();
         (
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/scim+json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/scim+json"),
+            )],
             body,
         )
             .into_response()
@@ -152,17 +162,23 @@ pub async fn read_json(req: Request, limit: usize) -> ApiResult<Value> {
     }
     let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit)
         .await
-        .map_err(|_| ApiError::PayloadTooLarge(format!("the request body exceeds {limit} bytes")))?;
+        .map_err(|_| {
+            ApiError::PayloadTooLarge(format!("the request body exceeds {limit} bytes"))
+        })?;
     if bytes.is_empty() {
         return Err(scim::Error::InvalidSyntax("the request body is empty".into()).into());
     }
-    serde_json::from_slice(&bytes).map_err(|e| scim::Error::InvalidSyntax(format!("the body is not valid JSON: {e}")).into())
+    serde_json::from_slice(&bytes)
+        .map_err(|e| scim::Error::InvalidSyntax(format!("the body is not valid JSON: {e}")).into())
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// The base URL for `meta.location`.
@@ -173,7 +189,10 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .filter(|h| h.chars().all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c)))
+        .filter(|h| {
+            h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        })
         .unwrap_or("localhost");
     format!("http://{host}")
 }
@@ -184,19 +203,31 @@ pub struct ScimAuth(pub Ctx);
 impl FromRequestParts<Shared> for ScimAuth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
-        let token = bearer(&parts.headers).ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Shared,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(&parts.headers)
+            .ok_or_else(|| ApiError::Unauthorized("a bearer token is required".into()))?;
         let row = state
             .tokens
             .verify(&state.store, token)
             .await?
             .ok_or_else(|| ApiError::Unauthorized("the bearer token is not valid".into()))?;
         if let Err(not_until) = state.limiter.check_key(&row.tenant_id) {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
             metrics::counter!("seatkeeper_rate_limited_total").increment(1);
-            return Err(ApiError::RateLimited { retry_after: wait.as_secs().max(1) });
+            return Err(ApiError::RateLimited {
+                retry_after: wait.as_secs().max(1),
+            });
         }
-        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+        let request_id = parts
+            .extensions
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
         Ok(ScimAuth(Ctx {
             tenant: row.tenant_id,
             actor: row.name,
@@ -215,12 +246,22 @@ pub struct AdminAuth {
 impl FromRequestParts<Shared> for AdminAuth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
-        let token = bearer(&parts.headers).ok_or_else(|| ApiError::Unauthorized("the admin bearer token is required".into()))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Shared,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(&parts.headers)
+            .ok_or_else(|| ApiError::Unauthorized("the admin bearer token is required".into()))?;
         if !hashes_equal(&hash_token(token), &state.admin_hash) {
-            return Err(ApiError::Unauthorized("the admin token is not valid".into()));
+            return Err(ApiError::Unauthorized(
+                "the admin token is not valid".into(),
+            ));
         }
-        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+        let request_id = parts
+            .extensions
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
         Ok(AdminAuth { request_id })
     }
 }

@@ -25,11 +25,19 @@ async fn readyz(State(state): State<Shared>) -> Response {
     if state.store.ping().await {
         axum::Json(json!({"status": "ready"})).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "database unavailable"}))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "database unavailable"})),
+        )
+            .into_response()
     }
 }
 
 async fn metrics_text(State(state): State<Shared>) -> Response {
-    let body = state.metrics.as_ref().map(|m| m.render()).unwrap_or_default();
+    let body = state
+        .metrics
+        .as_ref()
+        .map(|m| m.render())
+        .unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -43,10 +43,22 @@ pub fn routes() -> Router<Shared> {
         .route("/ResourceTypes/{name}", get(resource_type_by_name))
         .route("/Users", get(list_resources::<U>).post(create::<U>))
         .route("/Users/.search", post(search::<U>))
-        .route("/Users/{id}", get(get_one::<U>).put(replace::<U>).patch(patch::<U>).delete(delete::<U>))
+        .route(
+            "/Users/{id}",
+            get(get_one::<U>)
+                .put(replace::<U>)
+                .patch(patch::<U>)
+                .delete(delete::<U>),
+        )
         .route("/Groups", get(list_resources::<G>).post(create::<G>))
         .route("/Groups/.search", post(search::<G>))
-        .route("/Groups/{id}", get(get_one::<G>).put(replace::<G>).patch(patch::<G>).delete(delete::<G>))
+        .route(
+            "/Groups/{id}",
+            get(get_one::<G>)
+                .put(replace::<G>)
+                .patch(patch::<G>)
+                .delete(delete::<G>),
+        )
         .route("/.search", post(search_all))
         .route("/Bulk", post(bulk))
         .route("/Me", axum::routing::any(me))
@@ -59,16 +71,25 @@ fn query_pairs(raw: &Option<String>) -> ApiResult<Vec<(String, String)>> {
 
 fn list_params(raw: &Option<String>) -> ApiResult<RawListParams> {
     let pairs = query_pairs(raw)?;
-    Ok(RawListParams::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))))
+    Ok(RawListParams::from_pairs(
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    ))
 }
 
 fn projection(kind: Kind, raw: &Option<String>) -> ApiResult<Projection> {
     let p = list_params(raw)?;
-    Ok(Projection::parse(resource_type(kind), p.attributes.as_deref(), p.excluded_attributes.as_deref())?)
+    Ok(Projection::parse(
+        resource_type(kind),
+        p.attributes.as_deref(),
+        p.excluded_attributes.as_deref(),
+    )?)
 }
 
 fn if_match(headers: &HeaderMap) -> Option<String> {
-    headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_string)
+    headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 fn resource_response(status: StatusCode, kind: Kind, r: &Rendered, proj: &Projection) -> Response {
@@ -93,22 +114,48 @@ fn related_wanted(kind: Kind, proj: &Projection) -> bool {
     }
 }
 
-async fn list_resources<K: KindMarker>(State(state): State<Shared>, ScimAuth(ctx): ScimAuth, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+async fn list_resources<K: KindMarker>(
+    State(state): State<Shared>,
+    ScimAuth(ctx): ScimAuth,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
     let q = list_params(&raw)?.parse(resource_type(K::KIND))?;
     let page = state.engine.list(&ctx, K::KIND, &q).await?;
-    Ok(ScimJson(list::list_response(page.total, page.start_index, page.resources, page.next_cursor, None)).into_response())
+    Ok(ScimJson(list::list_response(
+        page.total,
+        page.start_index,
+        page.resources,
+        page.next_cursor,
+        None,
+    ))
+    .into_response())
 }
 
-async fn search<K: KindMarker>(State(state): State<Shared>, ScimAuth(ctx): ScimAuth, req: Request) -> ApiResult<Response> {
+async fn search<K: KindMarker>(
+    State(state): State<Shared>,
+    ScimAuth(ctx): ScimAuth,
+    req: Request,
+) -> ApiResult<Response> {
     let body = read_json(req, state.config.max_body_bytes).await?;
     let q = RawListParams::from_search_body(&body)?.parse(resource_type(K::KIND))?;
     let page = state.engine.list(&ctx, K::KIND, &q).await?;
-    Ok(ScimJson(list::list_response(page.total, page.start_index, page.resources, page.next_cursor, None)).into_response())
+    Ok(ScimJson(list::list_response(
+        page.total,
+        page.start_index,
+        page.resources,
+        page.next_cursor,
+        None,
+    ))
+    .into_response())
 }
 
 /// `POST /.search`: searches Users and Groups together (RFC 7644 §3.4.3). The filter is
 /// applied to each type it is valid for; results are ordered by type, then as asked.
-async fn search_all(State(state): State<Shared>, ScimAuth(ctx): ScimAuth, req: Request) -> ApiResult<Response> {
+async fn search_all(
+    State(state): State<Shared>,
+    ScimAuth(ctx): ScimAuth,
+    req: Request,
+) -> ApiResult<Response> {
     let body = read_json(req, state.config.max_body_bytes).await?;
     let raw = RawListParams::from_search_body(&body)?;
     let mut parsed = Vec::new();
@@ -120,7 +167,9 @@ async fn search_all(State(state): State<Shared>, ScimAuth(ctx): ScimAuth, req: R
         }
     }
     if parsed.is_empty() {
-        return Err(first_err.map(ApiError::from).unwrap_or_else(|| ApiError::Internal("no resource type".into())));
+        return Err(first_err
+            .map(ApiError::from)
+            .unwrap_or_else(|| ApiError::Internal("no resource type".into())));
     }
     let (start, count) = match parsed[0].1.paging {
         list::Paging::Index(s) => (s, parsed[0].1.count),
@@ -136,7 +185,9 @@ async fn search_all(State(state): State<Shared>, ScimAuth(ctx): ScimAuth, req: R
             let page = state.engine.list(&ctx, kind, &q).await?;
             let n = page.resources.len();
             all.extend(page.resources);
-            let list::Paging::Index(s) = q.paging else { break };
+            let list::Paging::Index(s) = q.paging else {
+                break;
+            };
             if n < q.count || s + n > page.total {
                 break;
             }
@@ -159,8 +210,14 @@ async fn get_one<K: KindMarker>(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let proj = projection(K::KIND, &raw)?;
-    let r = state.engine.get(&ctx, K::KIND, &id, related_wanted(K::KIND, &proj)).await?;
-    if let Some(inm) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+    let r = state
+        .engine
+        .get(&ctx, K::KIND, &id, related_wanted(K::KIND, &proj))
+        .await?;
+    if let Some(inm) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
         if etag_matches(inm, r.version) {
             let mut resp = empty(StatusCode::NOT_MODIFIED);
             if let Ok(v) = HeaderValue::from_str(&etag(r.version)) {
@@ -172,7 +229,11 @@ async fn get_one<K: KindMarker>(
     Ok(resource_response(StatusCode::OK, K::KIND, &r, &proj))
 }
 
-async fn create<K: KindMarker>(State(state): State<Shared>, ScimAuth(ctx): ScimAuth, req: Request) -> ApiResult<Response> {
+async fn create<K: KindMarker>(
+    State(state): State<Shared>,
+    ScimAuth(ctx): ScimAuth,
+    req: Request,
+) -> ApiResult<Response> {
     let raw = req.uri().query().map(str::to_string);
     let proj = projection(K::KIND, &raw)?;
     let body = read_json(req, state.config.max_body_bytes).await?;
@@ -180,31 +241,57 @@ async fn create<K: KindMarker>(State(state): State<Shared>, ScimAuth(ctx): ScimA
     Ok(resource_response(StatusCode::CREATED, K::KIND, &r, &proj))
 }
 
-async fn replace<K: KindMarker>(State(state): State<Shared>, ScimAuth(ctx): ScimAuth, Path(id): Path<String>, req: Request) -> ApiResult<Response> {
+async fn replace<K: KindMarker>(
+    State(state): State<Shared>,
+    ScimAuth(ctx): ScimAuth,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
     let raw = req.uri().query().map(str::to_string);
     let proj = projection(K::KIND, &raw)?;
     let im = if_match(req.headers());
     let body = read_json(req, state.config.max_body_bytes).await?;
-    let r = state.engine.replace(&ctx, K::KIND, &id, &body, im.as_deref()).await?;
+    let r = state
+        .engine
+        .replace(&ctx, K::KIND, &id, &body, im.as_deref())
+        .await?;
     Ok(resource_response(StatusCode::OK, K::KIND, &r, &proj))
 }
 
-async fn patch<K: KindMarker>(State(state): State<Shared>, ScimAuth(ctx): ScimAuth, Path(id): Path<String>, req: Request) -> ApiResult<Response> {
+async fn patch<K: KindMarker>(
+    State(state): State<Shared>,
+    ScimAuth(ctx): ScimAuth,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
     let raw = req.uri().query().map(str::to_string);
     let proj = projection(K::KIND, &raw)?;
     let im = if_match(req.headers());
     let body = read_json(req, state.config.max_body_bytes).await?;
-    let r = state.engine.patch(&ctx, K::KIND, &id, &body, im.as_deref()).await?;
+    let r = state
+        .engine
+        .patch(&ctx, K::KIND, &id, &body, im.as_deref())
+        .await?;
     Ok(resource_response(StatusCode::OK, K::KIND, &r, &proj))
 }
 
-async fn delete<K: KindMarker>(State(state): State<Shared>, ScimAuth(ctx): ScimAuth, Path(id): Path<String>, headers: HeaderMap) -> ApiResult<Response> {
-    state.engine.delete(&ctx, K::KIND, &id, if_match(&headers).as_deref()).await?;
+async fn delete<K: KindMarker>(
+    State(state): State<Shared>,
+    ScimAuth(ctx): ScimAuth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    state
+        .engine
+        .delete(&ctx, K::KIND, &id, if_match(&headers).as_deref())
+        .await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
 async fn me() -> ApiError {
-    ApiError::NotImplemented("/Me is not offered: SCIM clients here are identity providers, not end users".into())
+    ApiError::NotImplemented(
+        "/Me is not offered: SCIM clients here are identity providers, not end users".into(),
+    )
 }
 
 // ---- discovery (RFC 7644 §4): served without authentication; nothing tenant-specific ----
@@ -215,7 +302,9 @@ fn discovery_base(state: &Shared, headers: &HeaderMap) -> String {
 
 fn reject_filter(raw: &Option<String>) -> ApiResult<()> {
     if list_params(raw)?.filter.is_some() {
-        return Err(ApiError::Forbidden("filtering is not supported on discovery endpoints (RFC 7644 §4)".into()));
+        return Err(ApiError::Forbidden(
+            "filtering is not supported on discovery endpoints (RFC 7644 §4)".into(),
+        ));
     }
     Ok(())
 }
@@ -260,14 +349,25 @@ async fn service_provider_config(State(state): State<Shared>, headers: HeaderMap
     ScimJson(service_provider_config_doc(&state, &base)).into_response()
 }
 
-async fn schemas(State(state): State<Shared>, headers: HeaderMap, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+async fn schemas(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
     reject_filter(&raw)?;
     let base = discovery_base(&state, &headers);
-    let docs: Vec<Value> = schema::all_schemas().iter().map(|s| s.to_json(&base)).collect();
+    let docs: Vec<Value> = schema::all_schemas()
+        .iter()
+        .map(|s| s.to_json(&base))
+        .collect();
     Ok(ScimJson(list::list_response(docs.len(), Some(1), docs, None, None)).into_response())
 }
 
-async fn schema_by_id(State(state): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult<Response> {
+async fn schema_by_id(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
     let base = discovery_base(&state, &headers);
     let s = schema::all_schemas()
         .into_iter()
@@ -276,14 +376,25 @@ async fn schema_by_id(State(state): State<Shared>, headers: HeaderMap, Path(id):
     Ok(ScimJson(s.to_json(&base)).into_response())
 }
 
-async fn resource_types(State(state): State<Shared>, headers: HeaderMap, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+async fn resource_types(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Response> {
     reject_filter(&raw)?;
     let base = discovery_base(&state, &headers);
-    let docs: Vec<Value> = [&*schema::USER_TYPE, &*schema::GROUP_TYPE].iter().map(|r| r.to_json(&base)).collect();
+    let docs: Vec<Value> = [&*schema::USER_TYPE, &*schema::GROUP_TYPE]
+        .iter()
+        .map(|r| r.to_json(&base))
+        .collect();
     Ok(ScimJson(list::list_response(docs.len(), Some(1), docs, None, None)).into_response())
 }
 
-async fn resource_type_by_name(State(state): State<Shared>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult<Response> {
+async fn resource_type_by_name(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
     let base = discovery_base(&state, &headers);
     let rt = [&*schema::USER_TYPE, &*schema::GROUP_TYPE]
         .into_iter()
@@ -304,8 +415,12 @@ fn substitute_bulk_ids(v: &mut Value, ids: &HashMap<String, String>, missing: &m
                 }
             }
         }
-        Value::Array(a) => a.iter_mut().for_each(|x| substitute_bulk_ids(x, ids, missing)),
-        Value::Object(o) => o.values_mut().for_each(|x| substitute_bulk_ids(x, ids, missing)),
+        Value::Array(a) => a
+            .iter_mut()
+            .for_each(|x| substitute_bulk_ids(x, ids, missing)),
+        Value::Object(o) => o
+            .values_mut()
+            .for_each(|x| substitute_bulk_ids(x, ids, missing)),
         _ => {}
     }
 }
@@ -319,45 +434,98 @@ struct BulkOp {
 }
 
 fn parse_bulk_op(i: usize, op: &Value) -> ApiResult<BulkOp> {
-    let s = |k: &str| scim::filter::get_ci(op, k).and_then(Value::as_str).map(str::to_string);
-    let method = s("method").ok_or_else(|| scim::Error::InvalidSyntax(format!("operation {i}: 'method' is required")))?.to_ascii_uppercase();
-    let path = s("path").ok_or_else(|| scim::Error::InvalidSyntax(format!("operation {i}: 'path' is required")))?;
+    let s = |k: &str| {
+        scim::filter::get_ci(op, k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let method = s("method")
+        .ok_or_else(|| scim::Error::InvalidSyntax(format!("operation {i}: 'method' is required")))?
+        .to_ascii_uppercase();
+    let path = s("path")
+        .ok_or_else(|| scim::Error::InvalidSyntax(format!("operation {i}: 'path' is required")))?;
     let bulk_id = s("bulkId");
     if method == "POST" && bulk_id.is_none() {
-        return Err(scim::Error::InvalidSyntax(format!("operation {i}: POST needs a 'bulkId'")).into());
+        return Err(
+            scim::Error::InvalidSyntax(format!("operation {i}: POST needs a 'bulkId'")).into(),
+        );
     }
-    Ok(BulkOp { method, bulk_id, path, data: scim::filter::get_ci(op, "data").cloned().unwrap_or(Value::Null), version: s("version") })
+    Ok(BulkOp {
+        method,
+        bulk_id,
+        path,
+        data: scim::filter::get_ci(op, "data")
+            .cloned()
+            .unwrap_or(Value::Null),
+        version: s("version"),
+    })
 }
 
-async fn run_bulk_op(state: &Shared, ctx: &Ctx, op: &BulkOp) -> ApiResult<(StatusCode, Option<Rendered>)> {
+async fn run_bulk_op(
+    state: &Shared,
+    ctx: &Ctx,
+    op: &BulkOp,
+) -> ApiResult<(StatusCode, Option<Rendered>)> {
     let path = op.path.trim_end_matches('/');
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let kind = match parts.next().unwrap_or_default() {
         "Users" => Kind::User,
         "Groups" => Kind::Group,
-        other => return Err(scim::Error::InvalidValue(format!("unsupported bulk path '/{other}'")).into()),
+        other => {
+            return Err(
+                scim::Error::InvalidValue(format!("unsupported bulk path '/{other}'")).into(),
+            );
+        }
     };
     let id = parts.next();
     let engine = &state.engine;
     match (op.method.as_str(), id) {
-        ("POST", None) => Ok((StatusCode::CREATED, Some(engine.create(ctx, kind, &op.data).await?))),
-        ("PUT", Some(id)) => Ok((StatusCode::OK, Some(engine.replace(ctx, kind, id, &op.data, op.version.as_deref()).await?))),
-        ("PATCH", Some(id)) => Ok((StatusCode::OK, Some(engine.patch(ctx, kind, id, &op.data, op.version.as_deref()).await?))),
+        ("POST", None) => Ok((
+            StatusCode::CREATED,
+            Some(engine.create(ctx, kind, &op.data).await?),
+        )),
+        ("PUT", Some(id)) => Ok((
+            StatusCode::OK,
+            Some(
+                engine
+                    .replace(ctx, kind, id, &op.data, op.version.as_deref())
+                    .await?,
+            ),
+        )),
+        ("PATCH", Some(id)) => Ok((
+            StatusCode::OK,
+            Some(
+                engine
+                    .patch(ctx, kind, id, &op.data, op.version.as_deref())
+                    .await?,
+            ),
+        )),
         ("DELETE", Some(id)) => {
             engine.delete(ctx, kind, id, op.version.as_deref()).await?;
             Ok((StatusCode::NO_CONTENT, None))
         }
-        (m, _) => Err(scim::Error::InvalidValue(format!("method {m} is not valid for bulk path '{}'", op.path)).into()),
+        (m, _) => Err(scim::Error::InvalidValue(format!(
+            "method {m} is not valid for bulk path '{}'",
+            op.path
+        ))
+        .into()),
     }
 }
 
-async fn bulk(State(state): State<Shared>, ScimAuth(ctx): ScimAuth, req: Request) -> ApiResult<Response> {
+async fn bulk(
+    State(state): State<Shared>,
+    ScimAuth(ctx): ScimAuth,
+    req: Request,
+) -> ApiResult<Response> {
     let body = read_json(req, state.config.bulk_max_payload).await?;
     let schemas_ok = scim::filter::get_ci(&body, "schemas")
         .and_then(Value::as_array)
         .is_some_and(|a| a.iter().any(|s| s.as_str() == Some(BULK_REQUEST_SCHEMA)));
     if !schemas_ok {
-        return Err(scim::Error::InvalidSyntax(format!("'schemas' must contain {BULK_REQUEST_SCHEMA}")).into());
+        return Err(scim::Error::InvalidSyntax(format!(
+            "'schemas' must contain {BULK_REQUEST_SCHEMA}"
+        ))
+        .into());
     }
     let raw_ops = scim::filter::get_ci(&body, "Operations")
         .and_then(Value::as_array)
@@ -371,10 +539,20 @@ async fn bulk(State(state): State<Shared>, ScimAuth(ctx): ScimAuth, req: Request
     }
     let fail_on_errors = match scim::filter::get_ci(&body, "failOnErrors") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_u64().filter(|n| *n >= 1).ok_or_else(|| scim::Error::InvalidSyntax("'failOnErrors' must be an integer >= 1".into()))? as usize),
+        Some(v) => Some(v.as_u64().filter(|n| *n >= 1).ok_or_else(|| {
+            scim::Error::InvalidSyntax("'failOnErrors' must be an integer >= 1".into())
+        })? as usize),
     };
-    let ops = raw_ops.iter().enumerate().map(|(i, op)| parse_bulk_op(i, op)).collect::<ApiResult<Vec<_>>>()?;
-    let declared: Vec<String> = ops.iter().filter(|o| o.method == "POST").filter_map(|o| o.bulk_id.clone()).collect();
+    let ops = raw_ops
+        .iter()
+        .enumerate()
+        .map(|(i, op)| parse_bulk_op(i, op))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let declared: Vec<String> = ops
+        .iter()
+        .filter(|o| o.method == "POST")
+        .filter_map(|o| o.bulk_id.clone())
+        .collect();
 
     let mut results: Vec<Option<Value>> = vec![None; ops.len()];
     let mut ids: HashMap<String, String> = HashMap::new();
@@ -389,7 +567,13 @@ async fn bulk(State(state): State<Shared>, ScimAuth(ctx): ScimAuth, req: Request
         let mut still = Vec::new();
         for &i in &pending {
             let op = &ops[i];
-            let mut resolved = BulkOp { method: op.method.clone(), bulk_id: op.bulk_id.clone(), path: op.path.clone(), data: op.data.clone(), version: op.version.clone() };
+            let mut resolved = BulkOp {
+                method: op.method.clone(),
+                bulk_id: op.bulk_id.clone(),
+                path: op.path.clone(),
+                data: op.data.clone(),
+                version: op.version.clone(),
+            };
             let mut missing = Vec::new();
             substitute_bulk_ids(&mut resolved.data, &ids, &mut missing);
             let mut path_v = Value::String(resolved.path.clone());
@@ -399,7 +583,9 @@ async fn bulk(State(state): State<Shared>, ScimAuth(ctx): ScimAuth, req: Request
                 path_v = Value::String(format!("{head}/{}", t.as_str().unwrap_or_default()));
             }
             resolved.path = path_v.as_str().unwrap_or_default().to_string();
-            let waiting = missing.iter().any(|m| declared.contains(m) && !results_failed_for(&results, &ops, m));
+            let waiting = missing
+                .iter()
+                .any(|m| declared.contains(m) && !results_failed_for(&results, &ops, m));
             if !missing.is_empty() && waiting {
                 still.push(i);
                 continue;
@@ -408,7 +594,11 @@ async fn bulk(State(state): State<Shared>, ScimAuth(ctx): ScimAuth, req: Request
             let outcome = if missing.is_empty() {
                 run_bulk_op(&state, &ctx, &resolved).await
             } else {
-                Err(scim::Error::InvalidValue(format!("bulkId reference(s) {} cannot be resolved", missing.join(", "))).into())
+                Err(scim::Error::InvalidValue(format!(
+                    "bulkId reference(s) {} cannot be resolved",
+                    missing.join(", ")
+                ))
+                .into())
             };
             results[i] = Some(match outcome {
                 Ok((status, rendered)) => {
@@ -417,7 +607,9 @@ async fn bulk(State(state): State<Shared>, ScimAuth(ctx): ScimAuth, req: Request
                         r["bulkId"] = json!(b);
                     }
                     if let Some(rendered) = rendered {
-                        if let (Some(b), Some(id)) = (&op.bulk_id, rendered.body.get("id").and_then(Value::as_str)) {
+                        if let (Some(b), Some(id)) =
+                            (&op.bulk_id, rendered.body.get("id").and_then(Value::as_str))
+                        {
                             ids.insert(b.clone(), id.to_string());
                         }
                         r["location"] = json!(rendered.location);
@@ -442,7 +634,9 @@ async fn bulk(State(state): State<Shared>, ScimAuth(ctx): ScimAuth, req: Request
         if !progressed {
             // Circular or unresolvable references (RFC 7644 §3.7.1).
             for &i in &still {
-                let e: ApiError = scim::Error::InvalidValue("circular or unresolvable bulkId reference".into()).into();
+                let e: ApiError =
+                    scim::Error::InvalidValue("circular or unresolvable bulkId reference".into())
+                        .into();
                 results[i] = Some(error_result(&ops[i], &e));
             }
             break;
@@ -456,6 +650,9 @@ async fn bulk(State(state): State<Shared>, ScimAuth(ctx): ScimAuth, req: Request
 fn results_failed_for(results: &[Option<Value>], ops: &[BulkOp], bulk_id: &str) -> bool {
     ops.iter().zip(results).any(|(op, r)| {
         op.bulk_id.as_deref() == Some(bulk_id)
-            && r.as_ref().and_then(|r| r.get("status")).and_then(Value::as_str).is_some_and(|s| !s.starts_with('2'))
+            && r.as_ref()
+                .and_then(|r| r.get("status"))
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.starts_with('2'))
     })
 }

@@ -131,7 +131,11 @@ impl ColumnMap for Columns {
         if path.location != scim::schema::Location::Core {
             return None;
         }
-        let text = |expr: &str, folded: bool| Column { expr: expr.into(), kind: ColumnKind::Text { folded }, exists: None };
+        let text = |expr: &str, folded: bool| Column {
+            expr: expr.into(),
+            kind: ColumnKind::Text { folded },
+            exists: None,
+        };
         let sub = path.sub.map(|s| s.name);
         Some(match (self.0, path.top.name, sub) {
             (_, "id", None) => text("r.id", false),
@@ -210,14 +214,29 @@ fn resource_from_row(r: &AnyRow) -> StoreResult<StoredResource> {
 }
 
 fn placeholders(start: usize, n: usize) -> String {
-    (start..start + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Store {
     /// One resource by id, within the tenant.
-    pub async fn get_resource(&self, kind: Kind, tenant: &str, id: &str) -> StoreResult<Option<StoredResource>> {
-        let sql = format!("SELECT id, doc, created, last_modified, version FROM {} WHERE tenant_id = $1 AND id = $2", kind.table());
-        let row = sqlx::query(&sql).bind(tenant).bind(id).fetch_optional(self.reader()).await?;
+    pub async fn get_resource(
+        &self,
+        kind: Kind,
+        tenant: &str,
+        id: &str,
+    ) -> StoreResult<Option<StoredResource>> {
+        let sql = format!(
+            "SELECT id, doc, created, last_modified, version FROM {} WHERE tenant_id = $1 AND id = $2",
+            kind.table()
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(self.reader())
+            .await?;
         row.as_ref().map(resource_from_row).transpose()
     }
 
@@ -234,13 +253,19 @@ impl Store {
         let table = kind.table();
         let n = filter.params.len();
         let total = if with_total {
-            let sql = format!("SELECT COUNT(*) FROM {table} r WHERE r.tenant_id = $1 AND {}", filter.sql);
+            let sql = format!(
+                "SELECT COUNT(*) FROM {table} r WHERE r.tenant_id = $1 AND {}",
+                filter.sql
+            );
             let q = bind_params(sqlx::query(&sql).bind(tenant), &filter.params);
             Some(q.fetch_one(self.reader()).await?.get::<i64, _>(0))
         } else {
             None
         };
-        if matches!(page, Page::Offset { limit: 0, .. } | Page::After { limit: 0, .. }) {
+        if matches!(
+            page,
+            Page::Offset { limit: 0, .. } | Page::After { limit: 0, .. }
+        ) {
             return Ok((Vec::new(), total));
         }
         let dir = if order.descending { "DESC" } else { "ASC" };
@@ -256,7 +281,9 @@ impl Store {
             Page::All => {
                 sql.push(' ');
                 sql.push_str(&order_sql);
-                bind_params(sqlx::query(&sql).bind(tenant), &filter.params).fetch_all(self.reader()).await?
+                bind_params(sqlx::query(&sql).bind(tenant), &filter.params)
+                    .fetch_all(self.reader())
+                    .await?
             }
             Page::Offset { offset, limit } => {
                 sql.push_str(&format!(" {order_sql} LIMIT ${} OFFSET ${}", n + 2, n + 3));
@@ -267,7 +294,11 @@ impl Store {
                     .await?
             }
             Page::After { after, limit } => {
-                sql.push_str(&format!(" AND r.id > ${} ORDER BY r.id LIMIT ${}", n + 2, n + 3));
+                sql.push_str(&format!(
+                    " AND r.id > ${} ORDER BY r.id LIMIT ${}",
+                    n + 2,
+                    n + 3
+                ));
                 bind_params(sqlx::query(&sql).bind(tenant), &filter.params)
                     .bind(after.clone().unwrap_or_default())
                     .bind(*limit)
@@ -275,7 +306,10 @@ impl Store {
                     .await?
             }
         };
-        let list = rows.iter().map(resource_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let list = rows
+            .iter()
+            .map(resource_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
         Ok((list, total))
     }
 
@@ -288,11 +322,21 @@ impl Store {
         .bind(group_id)
         .fetch_all(self.reader())
         .await?;
-        Ok(rows.iter().map(|r| Member { id: r.get(0), kind: r.get(1) }).collect())
+        Ok(rows
+            .iter()
+            .map(|r| Member {
+                id: r.get(0),
+                kind: r.get(1),
+            })
+            .collect())
     }
 
     /// The groups of each user, direct and through nested groups.
-    pub async fn groups_of_users(&self, tenant: &str, users: &[String]) -> StoreResult<Vec<GroupRef>> {
+    pub async fn groups_of_users(
+        &self,
+        tenant: &str,
+        users: &[String],
+    ) -> StoreResult<Vec<GroupRef>> {
         let mut out = Vec::new();
         for chunk in users.chunks(500) {
             let sql = format!(
@@ -325,14 +369,31 @@ impl Store {
 
 impl Tx {
     /// Reads a resource inside the transaction.
-    pub async fn get_resource(&mut self, kind: Kind, tenant: &str, id: &str) -> StoreResult<Option<StoredResource>> {
-        let sql = format!("SELECT id, doc, created, last_modified, version FROM {} WHERE tenant_id = $1 AND id = $2", kind.table());
-        let row = sqlx::query(&sql).bind(tenant).bind(id).fetch_optional(&mut *self.tx).await?;
+    pub async fn get_resource(
+        &mut self,
+        kind: Kind,
+        tenant: &str,
+        id: &str,
+    ) -> StoreResult<Option<StoredResource>> {
+        let sql = format!(
+            "SELECT id, doc, created, last_modified, version FROM {} WHERE tenant_id = $1 AND id = $2",
+            kind.table()
+        );
+        let row = sqlx::query(&sql)
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
         row.as_ref().map(resource_from_row).transpose()
     }
 
     /// Inserts a new resource. A duplicate userName/displayName is [`StoreError::Unique`].
-    pub async fn insert_resource(&mut self, kind: Kind, tenant: &str, res: &StoredResource) -> StoreResult<()> {
+    pub async fn insert_resource(
+        &mut self,
+        kind: Kind,
+        tenant: &str,
+        res: &StoredResource,
+    ) -> StoreResult<()> {
         let cols = IndexCols::of(kind, &res.doc);
         let doc = res.doc.to_string();
         match kind {
@@ -381,7 +442,12 @@ impl Tx {
         Ok(())
     }
 
-    async fn write_emails(&mut self, tenant: &str, user: &str, emails: &[String]) -> StoreResult<()> {
+    async fn write_emails(
+        &mut self,
+        tenant: &str,
+        user: &str,
+        emails: &[String],
+    ) -> StoreResult<()> {
         if emails.is_empty() {
             return Ok(());
         }
@@ -389,7 +455,8 @@ impl Tx {
             .map(|i| format!("($1, $2, ${})", i + 3))
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!("INSERT INTO scim_user_emails (tenant_id, user_id, value_lc) VALUES {values}");
+        let sql =
+            format!("INSERT INTO scim_user_emails (tenant_id, user_id, value_lc) VALUES {values}");
         let mut q = sqlx::query(&sql).bind(tenant).bind(user);
         for e in emails {
             q = q.bind(e.as_str());
@@ -400,7 +467,13 @@ impl Tx {
 
     /// Replaces a resource's document if its version is still `expected`; returns whether it
     /// was (optimistic concurrency: a lost race is retried by the engine).
-    pub async fn update_resource(&mut self, kind: Kind, tenant: &str, res: &StoredResource, expected: i64) -> StoreResult<bool> {
+    pub async fn update_resource(
+        &mut self,
+        kind: Kind,
+        tenant: &str,
+        res: &StoredResource,
+        expected: i64,
+    ) -> StoreResult<bool> {
         let cols = IndexCols::of(kind, &res.doc);
         let doc = res.doc.to_string();
         let r = match kind {
@@ -456,9 +529,21 @@ impl Tx {
     }
 
     /// Deletes a resource and every membership that names it; returns whether it existed.
-    pub async fn delete_resource(&mut self, kind: Kind, tenant: &str, id: &str) -> StoreResult<bool> {
-        let sql = format!("DELETE FROM {} WHERE tenant_id = $1 AND id = $2", kind.table());
-        let r = sqlx::query(&sql).bind(tenant).bind(id).execute(&mut *self.tx).await?;
+    pub async fn delete_resource(
+        &mut self,
+        kind: Kind,
+        tenant: &str,
+        id: &str,
+    ) -> StoreResult<bool> {
+        let sql = format!(
+            "DELETE FROM {} WHERE tenant_id = $1 AND id = $2",
+            kind.table()
+        );
+        let r = sqlx::query(&sql)
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
         if r.rows_affected() == 0 {
             return Ok(false);
         }
@@ -476,11 +561,13 @@ impl Tx {
                     .await?;
             }
             Kind::Group => {
-                sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2")
-                    .bind(tenant)
-                    .bind(id)
-                    .execute(&mut *self.tx)
-                    .await?;
+                sqlx::query(
+                    "DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2",
+                )
+                .bind(tenant)
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?;
             }
         }
         Ok(true)
@@ -488,16 +575,22 @@ impl Tx {
 
     /// Groups that contain `id` as a member (so their `lastModified` can move).
     pub async fn groups_containing(&mut self, tenant: &str, id: &str) -> StoreResult<Vec<String>> {
-        let rows = sqlx::query("SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2")
-            .bind(tenant)
-            .bind(id)
-            .fetch_all(&mut *self.tx)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2",
+        )
+        .bind(tenant)
+        .bind(id)
+        .fetch_all(&mut *self.tx)
+        .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// Current member ids of a group.
-    pub async fn member_ids(&mut self, tenant: &str, group: &str) -> StoreResult<Vec<(String, String)>> {
+    pub async fn member_ids(
+        &mut self,
+        tenant: &str,
+        group: &str,
+    ) -> StoreResult<Vec<(String, String)>> {
         let rows = sqlx::query("SELECT member_id, member_type FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 ORDER BY member_id")
             .bind(tenant)
             .bind(group)
@@ -507,11 +600,18 @@ impl Tx {
     }
 
     /// Which of these ids are users and which are groups of the tenant.
-    pub async fn classify_ids(&mut self, tenant: &str, ids: &[String]) -> StoreResult<HashMap<String, &'static str>> {
+    pub async fn classify_ids(
+        &mut self,
+        tenant: &str,
+        ids: &[String],
+    ) -> StoreResult<HashMap<String, &'static str>> {
         let mut out = HashMap::new();
         for chunk in ids.chunks(500) {
             for (table, kind) in [("scim_users", "User"), ("scim_groups", "Group")] {
-                let sql = format!("SELECT id FROM {table} WHERE tenant_id = $1 AND id IN ({})", placeholders(2, chunk.len()));
+                let sql = format!(
+                    "SELECT id FROM {table} WHERE tenant_id = $1 AND id IN ({})",
+                    placeholders(2, chunk.len())
+                );
                 let mut q = sqlx::query(&sql).bind(tenant);
                 for id in chunk {
                     q = q.bind(id.as_str());
@@ -527,7 +627,8 @@ impl Tx {
     /// The group and every group that contains it, directly or not.
     pub async fn group_ancestors(&mut self, tenant: &str, group: &str) -> StoreResult<Vec<String>> {
         let rows = sqlx::query(
-            "WITH RECURSIVE anc(id) AS (SELECT $2 UNION \
+            // Seeded from stored rows (not a bare parameter) so both dialects type it alike.
+            "WITH RECURSIVE anc(id) AS (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2 UNION \
              SELECT m.group_id FROM scim_group_members m JOIN anc ON m.tenant_id = $1 AND m.member_id = anc.id) \
              SELECT id FROM anc",
         )
@@ -535,11 +636,18 @@ impl Tx {
         .bind(group)
         .fetch_all(&mut *self.tx)
         .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        let mut out: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        out.push(group.to_string());
+        Ok(out)
     }
 
     /// Adds members (id, type) to a group.
-    pub async fn add_members(&mut self, tenant: &str, group: &str, members: &[(String, String)]) -> StoreResult<()> {
+    pub async fn add_members(
+        &mut self,
+        tenant: &str,
+        group: &str,
+        members: &[(String, String)],
+    ) -> StoreResult<()> {
         for chunk in members.chunks(300) {
             let values = (0..chunk.len())
                 .map(|i| format!("($1, $2, ${}, ${})", 3 + 2 * i, 4 + 2 * i))
@@ -559,7 +667,12 @@ impl Tx {
     }
 
     /// Removes members from a group.
-    pub async fn remove_members(&mut self, tenant: &str, group: &str, ids: &[String]) -> StoreResult<()> {
+    pub async fn remove_members(
+        &mut self,
+        tenant: &str,
+        group: &str,
+        ids: &[String],
+    ) -> StoreResult<()> {
         for chunk in ids.chunks(500) {
             let sql = format!(
                 "DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 AND member_id IN ({})",
@@ -575,9 +688,23 @@ impl Tx {
     }
 
     /// Moves a resource's `lastModified` and version without changing its document.
-    pub async fn touch(&mut self, kind: Kind, tenant: &str, id: &str, now: &str) -> StoreResult<()> {
-        let sql = format!("UPDATE {} SET last_modified = $3, version = version + 1 WHERE tenant_id = $1 AND id = $2", kind.table());
-        sqlx::query(&sql).bind(tenant).bind(id).bind(now).execute(&mut *self.tx).await?;
+    pub async fn touch(
+        &mut self,
+        kind: Kind,
+        tenant: &str,
+        id: &str,
+        now: &str,
+    ) -> StoreResult<()> {
+        let sql = format!(
+            "UPDATE {} SET last_modified = $3, version = version + 1 WHERE tenant_id = $1 AND id = $2",
+            kind.table()
+        );
+        sqlx::query(&sql)
+            .bind(tenant)
+            .bind(id)
+            .bind(now)
+            .execute(&mut *self.tx)
+            .await?;
         Ok(())
     }
 }

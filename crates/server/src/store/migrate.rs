@@ -15,7 +15,9 @@ fn specialise(sql: &str, backend: Backend) -> String {
         Backend::Sqlite => ("TEXT", "INTEGER PRIMARY KEY AUTOINCREMENT", "TEXT"),
         Backend::Postgres => ("TEXT COLLATE \"C\"", "BIGSERIAL PRIMARY KEY", "TEXT"),
     };
-    sql.replace("{TEXT}", text).replace("{ID_PK}", id_pk).replace("{JSON}", json)
+    sql.replace("{TEXT}", text)
+        .replace("{ID_PK}", id_pk)
+        .replace("{JSON}", json)
 }
 
 fn statements(sql: &str) -> Vec<String> {
@@ -25,13 +27,20 @@ fn statements(sql: &str) -> Vec<String> {
         .filter(|l| !l.trim_start().starts_with("--"))
         .collect::<Vec<_>>()
         .join("\n");
-    body.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+    body.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 pub(super) async fn run(pool: &AnyPool, backend: Backend) -> StoreResult<()> {
     let mut conn = pool.acquire().await?;
     if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_lock($1)").bind(PG_MIGRATION_LOCK).execute(&mut *conn).await?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(PG_MIGRATION_LOCK)
+            .execute(&mut *conn)
+            .await?;
     }
     let result = async {
         conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL)")
@@ -61,7 +70,10 @@ pub(super) async fn run(pool: &AnyPool, backend: Backend) -> StoreResult<()> {
     }
     .await;
     if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_unlock($1)").bind(PG_MIGRATION_LOCK).execute(&mut *conn).await?;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(PG_MIGRATION_LOCK)
+            .execute(&mut *conn)
+            .await?;
     }
     result?;
     Ok(())

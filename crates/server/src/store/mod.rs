@@ -132,7 +132,6 @@ impl Store {
                     .max_connections(1)
                     .min_connections(1)
                     .acquire_timeout(Duration::from_secs(30))
-                    
                     .after_connect(move |c, _| apply_pragmas(c, pragmas.clone()))
                     .connect(&url)
                     .await?;
@@ -143,7 +142,11 @@ impl Store {
                     .after_connect(move |c, _| apply_pragmas(c, p2.clone()))
                     .connect(&url)
                     .await?;
-                Store { backend, read, write }
+                Store {
+                    backend,
+                    read,
+                    write,
+                }
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -152,7 +155,11 @@ impl Store {
                     .connect(url)
                     .await?;
                 migrate::run(&pool, backend).await?;
-                Store { backend, read: pool.clone(), write: pool }
+                Store {
+                    backend,
+                    read: pool.clone(),
+                    write: pool,
+                }
             }
         };
         Ok(store)
@@ -170,7 +177,9 @@ impl Store {
 
     /// Starts a write transaction.
     pub async fn begin(&self) -> StoreResult<Tx> {
-        Ok(Tx { tx: self.write.begin().await? })
+        Ok(Tx {
+            tx: self.write.begin().await?,
+        })
     }
 
     pub(crate) fn reader(&self) -> &AnyPool {
@@ -196,11 +205,13 @@ impl Store {
 
     /// Writes a setting if it is not set yet; returns whether it was written.
     pub async fn init_setting(&self, key: &str, value: &str) -> StoreResult<bool> {
-        let r = sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
-            .bind(key)
-            .bind(value)
-            .execute(&self.write)
-            .await?;
+        let r = sqlx::query(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.write)
+        .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -230,7 +241,11 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.read)
             .await?;
-        Ok(row.map(|r| TenantRow { id: r.get(0), name: r.get(1), created: r.get(2) }))
+        Ok(row.map(|r| TenantRow {
+            id: r.get(0),
+            name: r.get(1),
+            created: r.get(2),
+        }))
     }
 
     /// All tenants.
@@ -238,11 +253,25 @@ impl Store {
         let rows = sqlx::query("SELECT id, name, created FROM tenants ORDER BY created, id")
             .fetch_all(&self.read)
             .await?;
-        Ok(rows.into_iter().map(|r| TenantRow { id: r.get(0), name: r.get(1), created: r.get(2) }).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| TenantRow {
+                id: r.get(0),
+                name: r.get(1),
+                created: r.get(2),
+            })
+            .collect())
     }
 
     /// Stores a SCIM token (by hash only).
-    pub async fn create_scim_token(&self, id: &str, tenant: &str, name: &str, hash: &str, now: &str) -> StoreResult<()> {
+    pub async fn create_scim_token(
+        &self,
+        id: &str,
+        tenant: &str,
+        name: &str,
+        hash: &str,
+        now: &str,
+    ) -> StoreResult<()> {
         sqlx::query("INSERT INTO scim_tokens (id, tenant_id, name, token_hash, created) VALUES ($1, $2, $3, $4, $5)")
             .bind(id)
             .bind(tenant)
@@ -272,13 +301,23 @@ impl Store {
             .bind(hash)
             .fetch_optional(&self.read)
             .await?;
-        Ok(row.map(|r| TokenRow { id: r.get(0), tenant_id: r.get(1), name: r.get(2), hash: r.get(3) }))
+        Ok(row.map(|r| TokenRow {
+            id: r.get(0),
+            tenant_id: r.get(1),
+            name: r.get(2),
+            hash: r.get(3),
+        }))
     }
 
     // ---- audit (read side) ----
 
     /// Audit rows of a tenant from `after_seq` on, oldest first.
-    pub async fn audit_rows(&self, tenant: &str, after_seq: i64, limit: i64) -> StoreResult<Vec<crate::audit::AuditRow>> {
+    pub async fn audit_rows(
+        &self,
+        tenant: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::audit::AuditRow>> {
         let rows = sqlx::query(
             "SELECT tenant_id, seq, at, actor, action, resource_type, resource_id, request_id, \
              before_doc, after_doc, prev_hash, hash FROM audit_log \
@@ -302,7 +341,12 @@ impl Store {
     }
 
     /// Outbox events of a tenant after an id, oldest first.
-    pub async fn outbox_after(&self, tenant: &str, after: i64, limit: i64) -> StoreResult<Vec<OutboxRow>> {
+    pub async fn outbox_after(
+        &self,
+        tenant: &str,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<OutboxRow>> {
         let rows = sqlx::query(
             "SELECT id, tenant_id, event_type, resource_type, resource_id, payload, created FROM outbox \
              WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
@@ -327,7 +371,10 @@ impl Store {
     }
 }
 
-fn apply_pragmas(conn: &mut sqlx::AnyConnection, pragmas: Arc<Vec<String>>) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+fn apply_pragmas(
+    conn: &mut sqlx::AnyConnection,
+    pragmas: Arc<Vec<String>>,
+) -> BoxFuture<'_, Result<(), sqlx::Error>> {
     Box::pin(async move {
         for p in pragmas.iter() {
             conn.execute(p.as_str()).await?;
@@ -429,10 +476,12 @@ impl Tx {
     pub async fn audit(&mut self, entry: NewAudit<'_>) -> StoreResult<i64> {
         // Advancing the tip first takes the tip's row lock (PostgreSQL) for the rest of the
         // transaction, so concurrent writers of one tenant chain one after another.
-        let row = sqlx::query("UPDATE audit_heads SET seq = seq + 1 WHERE tenant_id = $1 RETURNING seq, hash")
-            .bind(entry.tenant_id)
-            .fetch_one(&mut *self.tx)
-            .await?;
+        let row = sqlx::query(
+            "UPDATE audit_heads SET seq = seq + 1 WHERE tenant_id = $1 RETURNING seq, hash",
+        )
+        .bind(entry.tenant_id)
+        .fetch_one(&mut *self.tx)
+        .await?;
         let seq: i64 = row.get(0);
         let prev: String = row.get(1);
         let mut rec = crate::audit::AuditRow {

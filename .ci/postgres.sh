@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Starts a throwaway PostgreSQL for the tests and prints its URL on the last line.
+# Installs PostgreSQL with apt-get when the machine has none. Usage: .ci/postgres.sh start|stop
+set -euo pipefail
+
+PGPORT="${SEATKEEPER_TEST_PGPORT:-55432}"
+PGDATA="${SEATKEEPER_TEST_PGDATA:-/tmp/seatkeeper-ci-pg}"
+PGUSER_OS=postgres
+
+find_bin() {
+  for d in /usr/lib/postgresql/*/bin /usr/local/pgsql/bin /usr/bin; do
+    if [ -x "$d/pg_ctl" ] && [ -x "$d/initdb" ]; then echo "$d"; return 0; fi
+  done
+  return 1
+}
+
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then
+    su "$PGUSER_OS" -s /bin/bash -c "$*"
+  else
+    bash -c "$*"
+  fi
+}
+
+case "${1:-start}" in
+  start)
+    if ! BIN=$(find_bin); then
+      echo "installing PostgreSQL with apt-get" >&2
+      SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+      $SUDO apt-get update -qq >&2
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >&2
+      BIN=$(find_bin)
+    fi
+    if [ "$(id -u)" = 0 ]; then
+      id "$PGUSER_OS" >/dev/null 2>&1 || useradd --system --home /var/lib/postgresql --shell /bin/bash "$PGUSER_OS"
+    else
+      PGUSER_OS=$(id -un)
+    fi
+    if ! as_pg "$BIN/pg_ctl -D $PGDATA status" >/dev/null 2>&1; then
+      rm -rf "$PGDATA"
+      mkdir -p "$PGDATA"
+      [ "$(id -u)" = 0 ] && chown "$PGUSER_OS" "$PGDATA"
+      as_pg "$BIN/initdb -D $PGDATA -U postgres -A trust --encoding=UTF8 --locale=C.UTF-8 >/dev/null"
+      as_pg "$BIN/pg_ctl -D $PGDATA -l $PGDATA/server.log -o '-p $PGPORT -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300' -w start >/dev/null"
+    fi
+    for _ in $(seq 1 30); do
+      if "$BIN/pg_isready" -h 127.0.0.1 -p "$PGPORT" >/dev/null 2>&1; then break; fi
+      sleep 1
+    done
+    "$BIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'seatkeeper_test'" | grep -q 1 \
+      || "$BIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -qc "CREATE DATABASE seatkeeper_test" >/dev/null
+    echo "postgres://postgres@127.0.0.1:$PGPORT/seatkeeper_test"
+    ;;
+  stop)
+    BIN=$(find_bin)
+    as_pg "$BIN/pg_ctl -D $PGDATA -m fast stop" >/dev/null 2>&1 || true
+    ;;
+esac

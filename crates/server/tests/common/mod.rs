@@ -1,0 +1,220 @@
+//! Shared test support: stores on both backends, an in-process app, and a request helper.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use seatkeeper::clock::{ManualClock, SharedClock};
+use seatkeeper::config::Config;
+use seatkeeper::store::{Store, StoreOptions};
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// The backends a test runs on.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL URL for tests. `.ci/run` always sets it; without it the PostgreSQL
+/// variants fail (they are never silently skipped).
+pub fn postgres_url() -> String {
+    std::env::var("SEATKEEPER_TEST_POSTGRES_URL").expect(
+        "SEATKEEPER_TEST_POSTGRES_URL is not set: run `bash .ci/run`, or point it at a PostgreSQL database, \
+         or exclude these tests with `cargo nextest run -E 'not test(/postgres/)'`",
+    )
+}
+
+pub struct TestStore {
+    pub store: Store,
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub async fn store(backend: Backend) -> TestStore {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("test.db").display());
+            let store = Store::connect(&url, &StoreOptions::default())
+                .await
+                .unwrap();
+            TestStore {
+                store,
+                url,
+                _dir: Some(dir),
+            }
+        }
+        Backend::Postgres => {
+            let url = postgres_url();
+            let store = Store::connect(
+                &url,
+                &StoreOptions {
+                    max_connections: 4,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            TestStore {
+                store,
+                url,
+                _dir: None,
+            }
+        }
+    }
+}
+
+pub fn clock() -> ManualClock {
+    ManualClock::at(time::macros::datetime!(2026-11-22 10:00:00 UTC))
+}
+
+pub const ADMIN: &str = "test-admin-token";
+
+pub struct TestApp {
+    pub router: Router,
+    pub store: Store,
+    pub tenant: String,
+    pub token: String,
+    pub clock: ManualClock,
+    _db: TestStore,
+}
+
+pub async fn app_with(backend: Backend, config: Config) -> TestApp {
+    let db = store(backend).await;
+    let clock = clock();
+    let shared: SharedClock = Arc::new(clock.clone());
+    let tenant = seatkeeper::ops::create_tenant(&db.store, &*shared, "Test")
+        .await
+        .unwrap();
+    let token = seatkeeper::ops::create_scim_token(&db.store, &*shared, &tenant.id, "test-idp")
+        .await
+        .unwrap();
+    let router = seatkeeper::app(
+        db.store.clone(),
+        shared,
+        config,
+        seatkeeper::auth::hash_token(ADMIN),
+        None,
+    );
+    TestApp {
+        router,
+        store: db.store.clone(),
+        tenant: tenant.id,
+        token: token.token,
+        clock,
+        _db: db,
+    }
+}
+
+pub async fn app(backend: Backend) -> TestApp {
+    app_with(
+        backend,
+        Config {
+            rate_per_second: 100_000,
+            rate_burst: 100_000,
+            ..Config::default()
+        },
+    )
+    .await
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub raw: String,
+}
+
+impl TestApp {
+    pub async fn req(&self, method: &str, uri: &str, body: Option<Value>) -> Resp {
+        let token = self.token.clone();
+        self.req_as(&token, method, uri, body, &[]).await
+    }
+
+    pub async fn req_h(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let token = self.token.clone();
+        self.req_as(&token, method, uri, body, headers).await
+    }
+
+    pub async fn req_as(
+        &self,
+        token: &str,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut b = Request::builder()
+            .method(Method::from_bytes(method.as_bytes()).unwrap())
+            .uri(uri)
+            .header("host", "scim.test");
+        if !token.is_empty() {
+            b = b.header("authorization", format!("Bearer {token}"));
+        }
+        let body = match body {
+            Some(v) => {
+                b = b.header("content-type", "application/scim+json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        self.send(b.body(body).unwrap()).await
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Resp {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let raw = String::from_utf8_lossy(&bytes).to_string();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            body,
+            raw,
+        }
+    }
+
+    /// Creates a user and returns its id.
+    pub async fn user(&self, user_name: &str) -> String {
+        let r = self
+            .req("POST", "/scim/v2/Users", Some(serde_json::json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": user_name})))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+        r.body["id"].as_str().unwrap().to_string()
+    }
+}
+
+/// Generates `mod name { sqlite, postgres }` tests from one async body taking a `Backend`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name(crate::common::Backend::Sqlite).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name(crate::common::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
