@@ -69,7 +69,11 @@ impl AttrPath {
     /// Parses `[URN ":"] name ["." sub]`.
     pub fn parse(text: &str) -> Result<AttrPath> {
         let bad = || Error::InvalidFilter(format!("invalid attribute path '{text}'"));
-        let (urn, rest) = if text.len() > 4 && text.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:")) {
+        let (urn, rest) = if text.len() > 4
+            && text
+                .get(..4)
+                .is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
+        {
             let idx = text.rfind(':').ok_or_else(bad)?;
             (Some(text[..idx].to_string()), &text[idx + 1..])
         } else {

@@ -79,7 +79,7 @@ impl CursorPos {
                 s.chars().take(40).collect::<String>()
             ))
         };
-        if s.len() % 2 != 0 || s.len() > 8192 {
+        if !s.len().is_multiple_of(2) || s.len() > 8192 {
             return Err(bad());
         }
         let bytes: Vec<u8> = (0..s.len())

@@ -112,12 +112,12 @@ impl PatchPath {
             }
             f.validate_in(Scope::Complex(def))?;
         }
-        if let Some(s) = attr.sub.as_ref().or(sub.as_ref()) {
-            if def.sub(s).is_none() {
-                return Err(Error::InvalidPath(format!(
-                    "unknown sub-attribute '{text}'"
-                )));
-            }
+        if let Some(s) = attr.sub.as_ref().or(sub.as_ref())
+            && def.sub(s).is_none()
+        {
+            return Err(Error::InvalidPath(format!(
+                "unknown sub-attribute '{text}'"
+            )));
         }
         Ok(PatchPath {
             attr,
@@ -295,11 +295,11 @@ fn apply_no_path(
     Ok(())
 }
 
-fn container<'m>(
-    map: &'m mut Map<String, Value>,
+fn container(
+    map: &mut Map<String, Value>,
     loc: Location,
     create: bool,
-) -> Option<&'m mut Map<String, Value>> {
+) -> Option<&mut Map<String, Value>> {
     match loc {
         Location::Core => Some(map),
         Location::Extension(urn) => {
@@ -379,14 +379,13 @@ fn apply_path(
         (Some(f), sd) => apply_filtered(target, def, f, sd, op, value),
     };
     // Drop an extension left empty.
-    if let Location::Extension(urn) = loc {
-        if map
+    if let Location::Extension(urn) = loc
+        && map
             .get(urn)
             .and_then(Value::as_object)
             .is_some_and(Map::is_empty)
-        {
-            map.remove(urn);
-        }
+    {
+        map.remove(urn);
     }
     result
 }
@@ -398,12 +397,11 @@ fn norm(def: &AttributeDef, value: Option<&Value>) -> Result<Option<Value>> {
 /// Clears `primary` on every element but `keep` (RFC 7643 §2.4: at most one primary).
 fn enforce_primary(items: &mut [Value], keep: usize) {
     for (i, item) in items.iter_mut().enumerate() {
-        if i != keep {
-            if let Some(obj) = item.as_object_mut() {
-                if obj.get("primary") == Some(&Value::Bool(true)) {
-                    obj.remove("primary");
-                }
-            }
+        if i != keep
+            && let Some(obj) = item.as_object_mut()
+            && obj.get("primary") == Some(&Value::Bool(true))
+        {
+            obj.remove("primary");
         }
     }
 }
@@ -545,10 +543,10 @@ fn apply_sub_everywhere(
                     }
                 }
                 items.retain(|i| i.as_object().is_none_or(|o| !o.is_empty()));
-                if sd.name == "primary" {
-                    if let Some(keep) = last_primary(items, &touched) {
-                        enforce_primary(items, keep);
-                    }
+                if sd.name == "primary"
+                    && let Some(keep) = last_primary(items, &touched)
+                {
+                    enforce_primary(items, keep);
                 }
             }
             _ => {

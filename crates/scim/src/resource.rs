@@ -38,10 +38,10 @@ pub fn normalize_value(def: &AttributeDef, value: &Value, source: Source) -> Res
         };
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            if let Some(v) = normalize_single(def, item, source)? {
-                if !out.contains(&v) {
-                    out.push(v);
-                }
+            if let Some(v) = normalize_single(def, item, source)?
+                && !out.contains(&v)
+            {
+                out.push(v);
             }
         }
         if out.is_empty() {
@@ -297,12 +297,12 @@ impl Projection {
                 let (def, _) = rt.resolve(path.urn.as_deref(), &path.name).ok_or_else(|| {
                     Error::InvalidParameter(format!("unknown attribute '{part}'"))
                 })?;
-                if let Some(sub) = &path.sub {
-                    if def.sub(sub).is_none() {
-                        return Err(Error::InvalidParameter(format!(
-                            "unknown attribute '{part}'"
-                        )));
-                    }
+                if let Some(sub) = &path.sub
+                    && def.sub(sub).is_none()
+                {
+                    return Err(Error::InvalidParameter(format!(
+                        "unknown attribute '{part}'"
+                    )));
                 }
                 out.push(path);
             }
@@ -376,10 +376,10 @@ impl Projection {
             let Some((def, _)) = rt.resolve(Some(rt.schema.id), key) else {
                 continue;
             };
-            if let Some(subs) = include_attr(rt, self, def, None) {
-                if let Some(v) = select_subs(def, value, &subs) {
-                    out.insert(key.clone(), v);
-                }
+            if let Some(subs) = include_attr(rt, self, def, None)
+                && let Some(v) = select_subs(def, value, &subs)
+            {
+                out.insert(key.clone(), v);
             }
         }
         // Keep `schemas` honest: only name extensions still present.

@@ -531,7 +531,7 @@ pub static USER_TYPE: LazyLock<ResourceType> = LazyLock::new(|| ResourceType {
     name: "User",
     endpoint: "/Users",
     description: "User Account",
-    schema: &*USER,
+    schema: &USER,
     extensions: vec![(&*ENTERPRISE_USER, false)],
 });
 
@@ -540,7 +540,7 @@ pub static GROUP_TYPE: LazyLock<ResourceType> = LazyLock::new(|| ResourceType {
     name: "Group",
     endpoint: "/Groups",
     description: "Group",
-    schema: &*GROUP,
+    schema: &GROUP,
     extensions: vec![],
 });
 

@@ -14,7 +14,10 @@ fn name() -> impl Strategy<Value = String> + Clone {
         Just("$ref".to_string()),
         "[a-zA-Z][a-zA-Z0-9_-]{0,8}",
     ]
-    .prop_filter("not a keyword", |s| !["not", "and", "or", "pr", "eq", "true", "false", "null"].contains(&s.to_ascii_lowercase().as_str()))
+    .prop_filter("not a keyword", |s| {
+        !["not", "and", "or", "pr", "eq", "true", "false", "null"]
+            .contains(&s.to_ascii_lowercase().as_str())
+    })
 }
 
 fn path() -> impl Strategy<Value = AttrPath> + Clone {
@@ -30,7 +33,11 @@ fn path() -> impl Strategy<Value = AttrPath> + Clone {
 }
 
 fn simple_path() -> impl Strategy<Value = AttrPath> + Clone {
-    name().prop_map(|name| AttrPath { urn: None, name, sub: None })
+    name().prop_map(|name| AttrPath {
+        urn: None,
+        name,
+        sub: None,
+    })
 }
 
 fn value() -> impl Strategy<Value = CompValue> + Clone {
@@ -44,8 +51,15 @@ fn value() -> impl Strategy<Value = CompValue> + Clone {
 
 fn op() -> impl Strategy<Value = CompareOp> + Clone {
     prop_oneof![
-        Just(CompareOp::Eq), Just(CompareOp::Ne), Just(CompareOp::Co), Just(CompareOp::Sw), Just(CompareOp::Ew),
-        Just(CompareOp::Gt), Just(CompareOp::Ge), Just(CompareOp::Lt), Just(CompareOp::Le),
+        Just(CompareOp::Eq),
+        Just(CompareOp::Ne),
+        Just(CompareOp::Co),
+        Just(CompareOp::Sw),
+        Just(CompareOp::Ew),
+        Just(CompareOp::Gt),
+        Just(CompareOp::Ge),
+        Just(CompareOp::Lt),
+        Just(CompareOp::Le),
     ]
 }
 
@@ -56,7 +70,10 @@ fn leaf(p: impl Strategy<Value = AttrPath> + Clone) -> impl Strategy<Value = Fil
     ]
 }
 
-fn tree(p: impl Strategy<Value = AttrPath> + Clone + 'static, depth: u32) -> impl Strategy<Value = Filter> {
+fn tree(
+    p: impl Strategy<Value = AttrPath> + Clone + 'static,
+    depth: u32,
+) -> impl Strategy<Value = Filter> {
     leaf(p).prop_recursive(depth, 24, 2, |inner| {
         prop_oneof![
             inner.clone().prop_map(|f| Filter::Not(Box::new(f))),
@@ -69,7 +86,14 @@ fn tree(p: impl Strategy<Value = AttrPath> + Clone + 'static, depth: u32) -> imp
 fn full_filter() -> impl Strategy<Value = Filter> {
     prop_oneof![
         tree(path(), 4),
-        (name(), tree(simple_path(), 2)).prop_map(|(n, f)| Filter::ValuePath(AttrPath { urn: None, name: n, sub: None }, Box::new(f))),
+        (name(), tree(simple_path(), 2)).prop_map(|(n, f)| Filter::ValuePath(
+            AttrPath {
+                urn: None,
+                name: n,
+                sub: None
+            },
+            Box::new(f)
+        )),
     ]
     .prop_recursive(2, 8, 2, |inner| {
         (inner.clone(), inner).prop_map(|(a, b)| Filter::And(Box::new(a), Box::new(b)))

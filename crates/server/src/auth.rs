@@ -46,12 +46,12 @@ impl TokenVerifier {
     /// The token's row if the token is live.
     pub async fn verify(&self, store: &Store, token: &str) -> StoreResult<Option<TokenRow>> {
         let hash = hash_token(token);
-        if let Ok(cache) = self.cache.read() {
-            if let Some((row, at)) = cache.get(&hash) {
-                if at.elapsed() < TOKEN_CACHE_TTL && hashes_equal(&row.hash, &hash) {
-                    return Ok(Some(row.clone()));
-                }
-            }
+        if let Ok(cache) = self.cache.read()
+            && let Some((row, at)) = cache.get(&hash)
+            && at.elapsed() < TOKEN_CACHE_TTL
+            && hashes_equal(&row.hash, &hash)
+        {
+            return Ok(Some(row.clone()));
         }
         let Some(row) = store.find_scim_token(&hash).await? else {
             return Ok(None);

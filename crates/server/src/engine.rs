@@ -189,7 +189,7 @@ impl Engine {
         let related = if with_related {
             match kind {
                 Kind::User => Some(
-                    self.user_groups(ctx, &[res.id.clone()])
+                    self.user_groups(ctx, std::slice::from_ref(&res.id))
                         .await?
                         .remove(&res.id)
                         .unwrap_or_default(),
@@ -342,13 +342,13 @@ impl Engine {
                 ))
                 .into());
             };
-            if let Some(d) = declared {
-                if !d.eq_ignore_ascii_case(actual) {
-                    return Err(scim::Error::InvalidValue(format!(
-                        "member '{id}' is a {actual}, not a {d}"
-                    ))
-                    .into());
-                }
+            if let Some(d) = declared
+                && !d.eq_ignore_ascii_case(actual)
+            {
+                return Err(scim::Error::InvalidValue(format!(
+                    "member '{id}' is a {actual}, not a {d}"
+                ))
+                .into());
             }
             if out.iter().any(|(seen, _): &(String, String)| seen == id) {
                 continue;
@@ -494,13 +494,13 @@ impl Engine {
                 .get_resource(kind, &ctx.tenant, id)
                 .await?
                 .ok_or_else(|| not_found(kind, id))?;
-            if let Some(h) = if_match {
-                if !etag_matches(h, stored.version) {
-                    return Err(ApiError::PreconditionFailed(format!(
-                        "If-Match {h} does not match the current version {}",
-                        etag(stored.version)
-                    )));
-                }
+            if let Some(h) = if_match
+                && !etag_matches(h, stored.version)
+            {
+                return Err(ApiError::PreconditionFailed(format!(
+                    "If-Match {h} does not match the current version {}",
+                    etag(stored.version)
+                )));
             }
             let members = if kind == Kind::Group {
                 tx.member_ids(&ctx.tenant, id).await?
@@ -618,13 +618,13 @@ impl Engine {
             .get_resource(kind, &ctx.tenant, id)
             .await?
             .ok_or_else(|| not_found(kind, id))?;
-        if let Some(h) = if_match {
-            if !etag_matches(h, stored.version) {
-                return Err(ApiError::PreconditionFailed(format!(
-                    "If-Match {h} does not match {}",
-                    etag(stored.version)
-                )));
-            }
+        if let Some(h) = if_match
+            && !etag_matches(h, stored.version)
+        {
+            return Err(ApiError::PreconditionFailed(format!(
+                "If-Match {h} does not match {}",
+                etag(stored.version)
+            )));
         }
         if !tx.delete_resource(kind, &ctx.tenant, id).await? {
             return Err(not_found(kind, id));
@@ -781,43 +781,40 @@ impl Engine {
             list::compare_keys((&a.0, id_of(&a.1)), (&b.0, id_of(&b.1)), q.sort_order)
         });
         let total = keyed.len();
-        let (slice, next_cursor, start_index): (
-            Vec<(Option<SortKey>, Rendered)>,
-            Option<String>,
-            Option<usize>,
-        ) = match &q.paging {
-            Paging::Index(start) => (
-                keyed.into_iter().skip(start - 1).take(count).collect(),
-                None,
-                Some(*start),
-            ),
-            Paging::Cursor(pos) => {
-                let skip = match pos {
-                    None => 0,
-                    Some(p) => keyed
-                        .iter()
-                        .position(|(k, r)| {
-                            list::compare_keys((k, id_of(r)), (&p.key, &p.id), q.sort_order)
-                                == std::cmp::Ordering::Greater
+        let (slice, next_cursor, start_index): (Vec<Keyed>, Option<String>, Option<usize>) =
+            match &q.paging {
+                Paging::Index(start) => (
+                    keyed.into_iter().skip(start - 1).take(count).collect(),
+                    None,
+                    Some(*start),
+                ),
+                Paging::Cursor(pos) => {
+                    let skip = match pos {
+                        None => 0,
+                        Some(p) => keyed
+                            .iter()
+                            .position(|(k, r)| {
+                                list::compare_keys((k, id_of(r)), (&p.key, &p.id), q.sort_order)
+                                    == std::cmp::Ordering::Greater
+                            })
+                            .unwrap_or(total),
+                    };
+                    let page: Vec<_> = keyed.into_iter().skip(skip).take(count).collect();
+                    let more = skip + page.len() < total;
+                    let next = (more && count > 0)
+                        .then(|| {
+                            page.last().map(|(k, r)| {
+                                CursorPos {
+                                    key: k.clone(),
+                                    id: id_of(r).to_string(),
+                                }
+                                .encode()
+                            })
                         })
-                        .unwrap_or(total),
-                };
-                let page: Vec<_> = keyed.into_iter().skip(skip).take(count).collect();
-                let more = skip + page.len() < total;
-                let next = (more && count > 0)
-                    .then(|| {
-                        page.last().map(|(k, r)| {
-                            CursorPos {
-                                key: k.clone(),
-                                id: id_of(r).to_string(),
-                            }
-                            .encode()
-                        })
-                    })
-                    .flatten();
-                (page, next, None)
-            }
-        };
+                        .flatten();
+                    (page, next, None)
+                }
+            };
         let page_rows: Vec<StoredResource> = slice.iter().map(|(_, r)| stored_of(r)).collect();
         let resources = if needs_groups || needs_members || !wants_related {
             slice
@@ -888,6 +885,9 @@ impl Engine {
     }
 }
 
+/// A resource with its sort key, for in-memory ordering.
+type Keyed = (Option<SortKey>, Rendered);
+
 /// What a change function sees of the current resource.
 pub struct Current {
     /// The stored document.
@@ -942,15 +942,15 @@ fn assemble(ctx: &Ctx, kind: Kind, res: &StoredResource, related: Option<Vec<Val
             out.insert(k, v);
         }
     }
-    if let Some(related) = related {
-        if !related.is_empty() {
-            let key = if kind == Kind::User {
-                "groups"
-            } else {
-                "members"
-            };
-            out.insert(key.into(), Value::Array(related));
-        }
+    if let Some(related) = related
+        && !related.is_empty()
+    {
+        let key = if kind == Kind::User {
+            "groups"
+        } else {
+            "members"
+        };
+        out.insert(key.into(), Value::Array(related));
     }
     out.insert(
         "meta".into(),

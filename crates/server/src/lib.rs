@@ -69,18 +69,14 @@ pub async fn verify_audit(
                 }
             }
         }
-        if result.is_ok() {
-            if let Some((seq, hash)) = store.audit_head(&t).await? {
-                if seq != pos.0 || hash != pos.1 {
-                    result = Err(audit::BrokenLink {
-                        seq: pos.0 + 1,
-                        reason: format!(
-                            "the chain ends at record {} but its tip says {seq}",
-                            pos.0
-                        ),
-                    });
-                }
-            }
+        if result.is_ok()
+            && let Some((seq, hash)) = store.audit_head(&t).await?
+            && (seq != pos.0 || hash != pos.1)
+        {
+            result = Err(audit::BrokenLink {
+                seq: pos.0 + 1,
+                reason: format!("the chain ends at record {} but its tip says {seq}", pos.0),
+            });
         }
         out.push((t, pos.0, result));
     }

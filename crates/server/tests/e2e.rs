@@ -15,8 +15,16 @@ const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
 fn cli(db: &str, args: &[&str]) -> String {
-    let out = Command::new(BIN).args(args).env("SEATKEEPER_DATABASE", db).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(args)
+        .env("SEATKEEPER_DATABASE", db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -29,11 +37,21 @@ struct Server {
 impl Server {
     fn start(db: &str, admin: Option<&str>) -> Server {
         let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--database", db, "--rate-limit", "100000", "--rate-burst", "100000"])
-            .env("SEATKEEPER_LOG_FORMAT", "text")
-            .env_remove("SEATKEEPER_ADMIN_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            db,
+            "--rate-limit",
+            "100000",
+            "--rate-burst",
+            "100000",
+        ])
+        .env("SEATKEEPER_LOG_FORMAT", "text")
+        .env_remove("SEATKEEPER_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
         if let Some(a) = admin {
             cmd.env("SEATKEEPER_ADMIN_TOKEN", a);
         }
@@ -42,15 +60,25 @@ impl Server {
         let mut stdout = Vec::new();
         let base = loop {
             let mut line = String::new();
-            assert!(reader.read_line(&mut line).unwrap() > 0, "server exited early: {stdout:?}");
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "server exited early: {stdout:?}"
+            );
             stdout.push(line.clone());
             if let Some(idx) = line.find("listening on http://") {
-                let addr: String = line[idx + "listening on http://".len()..].chars().take_while(|c| !c.is_whitespace()).collect();
+                let addr: String = line[idx + "listening on http://".len()..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
                 break format!("http://{addr}");
             }
         };
         std::thread::spawn(move || for _ in reader.lines() {});
-        Server { child, base, stdout }
+        Server {
+            child,
+            base,
+            stdout,
+        }
     }
 
     fn kill(&mut self) {
@@ -75,15 +103,25 @@ impl Client {
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self
             .http
-            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", self.base))
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", self.base),
+            )
             .bearer_auth(&self.token);
         if let Some(b) = body {
-            req = req.header("content-type", "application/scim+json").body(b.to_string());
+            req = req
+                .header("content-type", "application/scim+json")
+                .body(b.to_string());
         }
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         if status != 204 {
-            assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/scim+json"));
+            assert!(
+                resp.headers()["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("application/scim+json")
+            );
         }
         let text = resp.text().await.unwrap();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
@@ -102,26 +140,60 @@ async fn provisioning_through_the_binary(b: Backend) {
     let db = database(b, &dir);
     let tenant = cli(&db, &["tenant", "create", "Contoso"]);
     let tenant = tenant.trim();
-    assert_eq!(tenant.len(), 36, "tenant create prints the id alone: {tenant:?}");
-    let token = cli(&db, &["token", "create", "--tenant", tenant, "--name", "entra"]);
+    assert_eq!(
+        tenant.len(),
+        36,
+        "tenant create prints the id alone: {tenant:?}"
+    );
+    let token = cli(
+        &db,
+        &["token", "create", "--tenant", tenant, "--name", "entra"],
+    );
     let token = token.trim();
     assert!(token.starts_with("skt_") && !token.contains('\n'));
     let server = Server::start(&db, Some("e2e-admin"));
-    let c = Client { http: reqwest::Client::new(), base: format!("{}/scim/v2", server.base), token: token.to_string() };
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: format!("{}/scim/v2", server.base),
+        token: token.to_string(),
+    };
 
     // Entra ID: look up, create, update, deactivate.
-    let (s, found) = c.call("GET", "/Users?filter=userName%20eq%20%22e2e%40contoso.com%22", None).await;
+    let (s, found) = c
+        .call(
+            "GET",
+            "/Users?filter=userName%20eq%20%22e2e%40contoso.com%22",
+            None,
+        )
+        .await;
     assert_eq!((s, found["totalResults"].clone()), (200, json!(0)));
     let (s, user) = c.call("POST", "/Users", Some(json!({"schemas": [USER], "userName": "e2e@contoso.com", "active": true, "externalId": "x1"}))).await;
     assert_eq!(s, 201, "{user}");
     let id = user["id"].as_str().unwrap().to_string();
-    assert!(user["meta"]["location"].as_str().unwrap().starts_with(&server.base));
-    let (s, _) = c.call("POST", "/Users", Some(json!({"schemas": [USER], "userName": "E2E@contoso.com"}))).await;
+    assert!(
+        user["meta"]["location"]
+            .as_str()
+            .unwrap()
+            .starts_with(&server.base)
+    );
+    let (s, _) = c
+        .call(
+            "POST",
+            "/Users",
+            Some(json!({"schemas": [USER], "userName": "E2E@contoso.com"})),
+        )
+        .await;
     assert_eq!(s, 409);
     let (s, off) = c.call("PATCH", &format!("/Users/{id}"), Some(json!({"schemas": [PATCH], "Operations": [{"op": "Replace", "path": "active", "value": "False"}]}))).await;
     assert_eq!((s, off["active"].clone()), (200, json!(false)));
     // Groups: create, add and remove members.
-    let (s, g) = c.call("POST", "/Groups", Some(json!({"schemas": [GROUP], "displayName": "E2E"}))).await;
+    let (s, g) = c
+        .call(
+            "POST",
+            "/Groups",
+            Some(json!({"schemas": [GROUP], "displayName": "E2E"})),
+        )
+        .await;
     assert_eq!(s, 201);
     let gid = g["id"].as_str().unwrap();
     let (s, g) = c.call("PATCH", &format!("/Groups/{gid}"), Some(json!({"schemas": [PATCH], "Operations": [{"op": "Add", "path": "members", "value": [{"value": id}]}]}))).await;
@@ -131,10 +203,24 @@ async fn provisioning_through_the_binary(b: Backend) {
     let (s, _) = c.call("DELETE", &format!("/Users/{id}"), None).await;
     assert_eq!(s, 204);
     // Operations endpoints.
-    let metrics = reqwest::get(format!("{}/metrics", server.base)).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("seatkeeper_http_requests_total"), "{metrics}");
+    let metrics = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("seatkeeper_http_requests_total"),
+        "{metrics}"
+    );
     assert!(metrics.contains("seatkeeper_http_request_duration_seconds"));
-    assert_eq!(reqwest::get(format!("{}/readyz", server.base)).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(format!("{}/readyz", server.base))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     // The admin API creates tenants too.
     let t = reqwest::Client::new()
         .post(format!("{}/api/v1/tenants", server.base))
@@ -154,18 +240,34 @@ async fn committed_writes_survive_sigkill(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let db = database(b, &dir);
     let tenant = cli(&db, &["tenant", "create", "Crash"]).trim().to_string();
-    let token = cli(&db, &["token", "create", "--tenant", &tenant]).trim().to_string();
+    let token = cli(&db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
     let mut server = Server::start(&db, Some("x"));
-    let c = Client { http: reqwest::Client::new(), base: format!("{}/scim/v2", server.base), token: token.clone() };
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: format!("{}/scim/v2", server.base),
+        token: token.clone(),
+    };
     let mut ids = Vec::new();
     for i in 0..50 {
-        let (s, u) = c.call("POST", "/Users", Some(json!({"schemas": [USER], "userName": format!("crash{i}")}))).await;
+        let (s, u) = c
+            .call(
+                "POST",
+                "/Users",
+                Some(json!({"schemas": [USER], "userName": format!("crash{i}")})),
+            )
+            .await;
         assert_eq!(s, 201);
         ids.push(u["id"].as_str().unwrap().to_string());
     }
     server.kill(); // SIGKILL
     let server = Server::start(&db, Some("x"));
-    let c = Client { http: reqwest::Client::new(), base: format!("{}/scim/v2", server.base), token };
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: format!("{}/scim/v2", server.base),
+        token,
+    };
     for id in &ids {
         let (s, _) = c.call("GET", &format!("/Users/{id}"), None).await;
         assert_eq!(s, 200, "user {id} was answered 201 but lost");
@@ -188,12 +290,22 @@ async fn admin_token_is_generated_once() {
         .and_then(|rest| rest.split_whitespace().find(|w| w.starts_with("ska_")))
         .expect("the first start prints the admin token")
         .to_string();
-    let ok = reqwest::Client::new().get(format!("{}/api/v1/tenants", first.base)).bearer_auth(&token).send().await.unwrap();
+    let ok = reqwest::Client::new()
+        .get(format!("{}/api/v1/tenants", first.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     first.kill();
     let second = Server::start(&db, None);
     assert!(!second.stdout.join("").contains("generated admin token"));
-    let still = reqwest::Client::new().get(format!("{}/api/v1/tenants", second.base)).bearer_auth(&token).send().await.unwrap();
+    let still = reqwest::Client::new()
+        .get(format!("{}/api/v1/tenants", second.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(still.status(), 200);
 }
 
@@ -203,22 +315,45 @@ async fn audit_verify_catches_tampering() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("audit.db").display());
     let tenant = cli(&db, &["tenant", "create", "Audit"]).trim().to_string();
-    let token = cli(&db, &["token", "create", "--tenant", &tenant]).trim().to_string();
+    let token = cli(&db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
     let server = Server::start(&db, Some("x"));
-    let c = Client { http: reqwest::Client::new(), base: format!("{}/scim/v2", server.base), token };
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: format!("{}/scim/v2", server.base),
+        token,
+    };
     for i in 0..3 {
-        c.call("POST", "/Users", Some(json!({"schemas": [USER], "userName": format!("a{i}")}))).await;
+        c.call(
+            "POST",
+            "/Users",
+            Some(json!({"schemas": [USER], "userName": format!("a{i}")})),
+        )
+        .await;
     }
     drop(server);
     assert!(cli(&db, &["audit", "verify"]).contains("3 records, chain intact"));
     sqlx::any::install_default_drivers();
     let pool = sqlx::AnyPool::connect(&db).await.unwrap();
-    sqlx::query("UPDATE audit_log SET after_doc = '{\"userName\":\"evil\"}' WHERE seq = 2").execute(&pool).await.unwrap();
+    sqlx::query("UPDATE audit_log SET after_doc = '{\"userName\":\"evil\"}' WHERE seq = 2")
+        .execute(&pool)
+        .await
+        .unwrap();
     pool.close().await;
-    let out = Command::new(BIN).args(["audit", "verify", "--database", &db]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["audit", "verify", "--database", &db])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("BROKEN") && text.contains("record 2"), "{text}");
+    assert!(
+        text.contains("BROKEN") && text.contains("record 2"),
+        "{text}"
+    );
 }
 
-both_backends!(provisioning_through_the_binary, committed_writes_survive_sigkill);
+both_backends!(
+    provisioning_through_the_binary,
+    committed_writes_survive_sigkill
+);

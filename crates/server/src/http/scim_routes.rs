@@ -98,10 +98,10 @@ fn resource_response(status: StatusCode, kind: Kind, r: &Rendered, proj: &Projec
     if let Ok(v) = HeaderValue::from_str(&etag(r.version)) {
         resp.headers_mut().insert(header::ETAG, v);
     }
-    if status == StatusCode::CREATED {
-        if let Ok(v) = HeaderValue::from_str(&r.location) {
-            resp.headers_mut().insert(header::LOCATION, v);
-        }
+    if status == StatusCode::CREATED
+        && let Ok(v) = HeaderValue::from_str(&r.location)
+    {
+        resp.headers_mut().insert(header::LOCATION, v);
     }
     resp
 }
@@ -217,14 +217,13 @@ async fn get_one<K: KindMarker>(
     if let Some(inm) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
+        && etag_matches(inm, r.version)
     {
-        if etag_matches(inm, r.version) {
-            let mut resp = empty(StatusCode::NOT_MODIFIED);
-            if let Ok(v) = HeaderValue::from_str(&etag(r.version)) {
-                resp.headers_mut().insert(header::ETAG, v);
-            }
-            return Ok(resp);
+        let mut resp = empty(StatusCode::NOT_MODIFIED);
+        if let Ok(v) = HeaderValue::from_str(&etag(r.version)) {
+            resp.headers_mut().insert(header::ETAG, v);
         }
+        return Ok(resp);
     }
     Ok(resource_response(StatusCode::OK, K::KIND, &r, &proj))
 }

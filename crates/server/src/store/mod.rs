@@ -80,10 +80,10 @@ pub struct Tx {
 }
 
 fn map_db_err(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &e {
-        if db.is_unique_violation() {
-            return StoreError::Unique(db.message().to_string());
-        }
+    if let sqlx::Error::Database(db) = &e
+        && db.is_unique_violation()
+    {
+        return StoreError::Unique(db.message().to_string());
     }
     StoreError::Db(e)
 }
