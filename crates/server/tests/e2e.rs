@@ -334,13 +334,17 @@ async fn audit_verify_catches_tampering() {
     }
     drop(server);
     assert!(cli(&db, &["audit", "verify"]).contains("3 records, chain intact"));
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::AnyPool::connect(&db).await.unwrap();
-    sqlx::query("UPDATE audit_log SET after_doc = '{\"userName\":\"evil\"}' WHERE seq = 2")
-        .execute(&pool)
+    let store = seatkeeper::store::Store::connect(&db, &Default::default())
         .await
         .unwrap();
-    pool.close().await;
+    store
+        .execute_unchecked(
+            "UPDATE audit_log SET after_doc = '{\"userName\":\"evil\"}' WHERE seq = 2",
+            vec![],
+        )
+        .await
+        .unwrap();
+    store.close().await;
     let out = Command::new(BIN)
         .args(["audit", "verify", "--database", &db])
         .output()

@@ -312,25 +312,27 @@ async fn audit_chain_detects_tampering(b: Backend) {
     let ok = seatkeeper::verify_audit(s, Some(&t)).await.unwrap();
     assert_eq!((ok[0].1, ok[0].2.is_ok()), (5, true));
     // Edit one stored row by hand, as an attacker with database access would.
-    let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
-    sqlx::query("UPDATE audit_log SET actor = 'mallory' WHERE tenant_id = $1 AND seq = 3")
-        .bind(&t)
-        .execute(&pool)
-        .await
-        .unwrap();
+    s.execute_unchecked(
+        "UPDATE audit_log SET actor = 'mallory' WHERE tenant_id = $1 AND seq = 3",
+        seatkeeper::params![&t],
+    )
+    .await
+    .unwrap();
     let broken = seatkeeper::verify_audit(s, Some(&t)).await.unwrap();
     assert_eq!(broken[0].2.as_ref().unwrap_err().seq, 3);
     // Deleting the last row is caught by the chain's tip.
-    sqlx::query("UPDATE audit_log SET actor = 'idp' WHERE tenant_id = $1 AND seq = 3")
-        .bind(&t)
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM audit_log WHERE tenant_id = $1 AND seq = 5")
-        .bind(&t)
-        .execute(&pool)
-        .await
-        .unwrap();
+    s.execute_unchecked(
+        "UPDATE audit_log SET actor = 'idp' WHERE tenant_id = $1 AND seq = 3",
+        seatkeeper::params![&t],
+    )
+    .await
+    .unwrap();
+    s.execute_unchecked(
+        "DELETE FROM audit_log WHERE tenant_id = $1 AND seq = 5",
+        seatkeeper::params![&t],
+    )
+    .await
+    .unwrap();
     let truncated = seatkeeper::verify_audit(s, Some(&t)).await.unwrap();
     assert!(truncated[0].2.is_err());
 }

@@ -2,12 +2,12 @@
 
 use std::collections::HashMap;
 
-use scim::sql::{Column, ColumnKind, ColumnMap, SqlParam, SqlWhere};
+use scim::sql::{Column, ColumnKind, ColumnMap, SqlWhere};
 use serde_json::Value;
-use sqlx::any::AnyRow;
-use sqlx::{Any, Row};
 
-use super::{Store, StoreError, StoreResult, Tx, map_db_err};
+use super::db::{P, Row};
+use super::{Store, StoreError, StoreResult, Tx};
+use crate::params;
 
 /// The two SCIM resource kinds the directory holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -190,26 +190,13 @@ pub struct Order {
     pub descending: bool,
 }
 
-type Q<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>;
-
-fn bind_params<'q>(mut q: Q<'q>, params: &'q [SqlParam]) -> Q<'q> {
-    for p in params {
-        q = match p {
-            SqlParam::Text(s) => q.bind(s.as_str()),
-            SqlParam::Int(i) => q.bind(*i),
-        };
-    }
-    q
-}
-
-fn resource_from_row(r: &AnyRow) -> StoreResult<StoredResource> {
-    let doc: String = r.get(1);
+fn resource_from_row(r: &Row) -> StoreResult<StoredResource> {
     Ok(StoredResource {
-        id: r.get(0),
-        doc: serde_json::from_str(&doc).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        created: r.get(2),
-        last_modified: r.get(3),
-        version: r.get(4),
+        id: r.text(0),
+        doc: serde_json::from_str(&r.text(1)).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        created: r.text(2),
+        last_modified: r.text(3),
+        version: r.int(4),
     })
 }
 
@@ -220,6 +207,17 @@ fn placeholders(start: usize, n: usize) -> String {
         .join(", ")
 }
 
+fn select_sql(kind: Kind) -> &'static str {
+    match kind {
+        Kind::User => {
+            "SELECT id, doc, created, last_modified, version FROM scim_users WHERE tenant_id = $1 AND id = $2"
+        }
+        Kind::Group => {
+            "SELECT id, doc, created, last_modified, version FROM scim_groups WHERE tenant_id = $1 AND id = $2"
+        }
+    }
+}
+
 impl Store {
     /// One resource by id, within the tenant.
     pub async fn get_resource(
@@ -228,16 +226,12 @@ impl Store {
         tenant: &str,
         id: &str,
     ) -> StoreResult<Option<StoredResource>> {
-        let sql = format!(
-            "SELECT id, doc, created, last_modified, version FROM {} WHERE tenant_id = $1 AND id = $2",
-            kind.table()
-        );
-        let row = sqlx::query(&sql)
-            .bind(tenant)
-            .bind(id)
-            .fetch_optional(self.reader())
-            .await?;
-        row.as_ref().map(resource_from_row).transpose()
+        self.pool()
+            .fetch_opt(select_sql(kind), &params![tenant, id])
+            .await?
+            .as_ref()
+            .map(resource_from_row)
+            .transpose()
     }
 
     /// A page of resources matching a translated filter, and the total count when asked.
@@ -252,13 +246,20 @@ impl Store {
     ) -> StoreResult<(Vec<StoredResource>, Option<i64>)> {
         let table = kind.table();
         let n = filter.params.len();
+        let mut params: Vec<P> = vec![P::from(tenant)];
+        params.extend(filter.params.iter().map(P::from));
         let total = if with_total {
             let sql = format!(
                 "SELECT COUNT(*) FROM {table} r WHERE r.tenant_id = $1 AND {}",
                 filter.sql
             );
-            let q = bind_params(sqlx::query(&sql).bind(tenant), &filter.params);
-            Some(q.fetch_one(self.reader()).await?.get::<i64, _>(0))
+            Some(
+                self.pool()
+                    .fetch_opt(&sql, &params)
+                    .await?
+                    .map(|r| r.int(0))
+                    .unwrap_or(0),
+            )
         } else {
             None
         };
@@ -277,21 +278,15 @@ impl Store {
             "SELECT r.id, r.doc, r.created, r.last_modified, r.version FROM {table} r WHERE r.tenant_id = $1 AND {}",
             filter.sql
         );
-        let rows = match page {
+        match page {
             Page::All => {
                 sql.push(' ');
                 sql.push_str(&order_sql);
-                bind_params(sqlx::query(&sql).bind(tenant), &filter.params)
-                    .fetch_all(self.reader())
-                    .await?
             }
             Page::Offset { offset, limit } => {
                 sql.push_str(&format!(" {order_sql} LIMIT ${} OFFSET ${}", n + 2, n + 3));
-                bind_params(sqlx::query(&sql).bind(tenant), &filter.params)
-                    .bind(*limit)
-                    .bind(*offset)
-                    .fetch_all(self.reader())
-                    .await?
+                params.push(P::Int(*limit));
+                params.push(P::Int(*offset));
             }
             Page::After { after, limit } => {
                 sql.push_str(&format!(
@@ -299,13 +294,11 @@ impl Store {
                     n + 2,
                     n + 3
                 ));
-                bind_params(sqlx::query(&sql).bind(tenant), &filter.params)
-                    .bind(after.clone().unwrap_or_default())
-                    .bind(*limit)
-                    .fetch_all(self.reader())
-                    .await?
+                params.push(P::Text(after.clone().unwrap_or_default()));
+                params.push(P::Int(*limit));
             }
-        };
+        }
+        let rows = self.pool().fetch(&sql, &params).await?;
         let list = rows
             .iter()
             .map(resource_from_row)
@@ -313,20 +306,20 @@ impl Store {
         Ok((list, total))
     }
 
-    /// The members of a group, with display names.
+    /// The members of a group.
     pub async fn group_members(&self, tenant: &str, group_id: &str) -> StoreResult<Vec<Member>> {
-        let rows = sqlx::query(
-            "SELECT member_id, member_type FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 ORDER BY member_id",
-        )
-        .bind(tenant)
-        .bind(group_id)
-        .fetch_all(self.reader())
-        .await?;
+        let rows = self
+            .pool()
+            .fetch(
+                "SELECT member_id, member_type FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 ORDER BY member_id",
+                &params![tenant, group_id],
+            )
+            .await?;
         Ok(rows
             .iter()
             .map(|r| Member {
-                id: r.get(0),
-                kind: r.get(1),
+                id: r.text(0),
+                kind: r.text(1),
             })
             .collect())
     }
@@ -350,16 +343,14 @@ impl Store {
                  GROUP BY anc.user_id, anc.group_id, g.display_name ORDER BY anc.user_id, g.display_name",
                 placeholders(2, chunk.len())
             );
-            let mut q = sqlx::query(&sql).bind(tenant);
-            for u in chunk {
-                q = q.bind(u.as_str());
-            }
-            for r in q.fetch_all(self.reader()).await? {
+            let mut params = vec![P::from(tenant)];
+            params.extend(chunk.iter().map(P::from));
+            for r in self.pool().fetch(&sql, &params).await? {
                 out.push(GroupRef {
-                    user_id: r.get(0),
-                    group_id: r.get(1),
-                    direct: r.get::<i64, _>(2) == 0,
-                    display: r.get(3),
+                    user_id: r.text(0),
+                    group_id: r.text(1),
+                    direct: r.int(2) == 0,
+                    display: r.text(3),
                 });
             }
         }
@@ -375,16 +366,12 @@ impl Tx {
         tenant: &str,
         id: &str,
     ) -> StoreResult<Option<StoredResource>> {
-        let sql = format!(
-            "SELECT id, doc, created, last_modified, version FROM {} WHERE tenant_id = $1 AND id = $2",
-            kind.table()
-        );
-        let row = sqlx::query(&sql)
-            .bind(tenant)
-            .bind(id)
-            .fetch_optional(&mut *self.tx)
-            .await?;
-        row.as_ref().map(resource_from_row).transpose()
+        self.db
+            .fetch_opt(select_sql(kind), &params![tenant, id])
+            .await?
+            .as_ref()
+            .map(resource_from_row)
+            .transpose()
     }
 
     /// Inserts a new resource. A duplicate userName/displayName is [`StoreError::Unique`].
@@ -398,45 +385,28 @@ impl Tx {
         let doc = res.doc.to_string();
         match kind {
             Kind::User => {
-                sqlx::query(
-                    "INSERT INTO scim_users (tenant_id, id, user_name, user_name_lc, external_id, display_name, \
-                     display_name_lc, active, created, last_modified, version, doc) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .bind(tenant)
-                .bind(&res.id)
-                .bind(&cols.name)
-                .bind(cols.name.to_lowercase())
-                .bind(&cols.external_id)
-                .bind(&cols.display_name)
-                .bind(cols.display_name.as_ref().map(|d| d.to_lowercase()))
-                .bind(i64::from(cols.active))
-                .bind(&res.created)
-                .bind(&res.last_modified)
-                .bind(res.version)
-                .bind(&doc)
-                .execute(&mut *self.tx)
-                .await
-                .map_err(map_db_err)?;
+                self.db
+                    .execute(
+                        "INSERT INTO scim_users (tenant_id, id, user_name, user_name_lc, external_id, display_name, \
+                         display_name_lc, active, created, last_modified, version, doc) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                        &params![
+                            tenant, &res.id, &cols.name, cols.name.to_lowercase(), &cols.external_id, &cols.display_name,
+                            cols.display_name.as_ref().map(|d| d.to_lowercase()), i64::from(cols.active), &res.created,
+                            &res.last_modified, res.version, doc
+                        ],
+                    )
+                    .await?;
                 self.write_emails(tenant, &res.id, &cols.emails).await?;
             }
             Kind::Group => {
-                sqlx::query(
-                    "INSERT INTO scim_groups (tenant_id, id, display_name, display_name_lc, external_id, \
-                     created, last_modified, version, doc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(tenant)
-                .bind(&res.id)
-                .bind(&cols.name)
-                .bind(cols.name.to_lowercase())
-                .bind(&cols.external_id)
-                .bind(&res.created)
-                .bind(&res.last_modified)
-                .bind(res.version)
-                .bind(&doc)
-                .execute(&mut *self.tx)
-                .await
-                .map_err(map_db_err)?;
+                self.db
+                    .execute(
+                        "INSERT INTO scim_groups (tenant_id, id, display_name, display_name_lc, external_id, \
+                         created, last_modified, version, doc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                        &params![tenant, &res.id, &cols.name, cols.name.to_lowercase(), &cols.external_id, &res.created, &res.last_modified, res.version, doc],
+                    )
+                    .await?;
             }
         }
         Ok(())
@@ -457,11 +427,9 @@ impl Tx {
             .join(", ");
         let sql =
             format!("INSERT INTO scim_user_emails (tenant_id, user_id, value_lc) VALUES {values}");
-        let mut q = sqlx::query(&sql).bind(tenant).bind(user);
-        for e in emails {
-            q = q.bind(e.as_str());
-        }
-        q.execute(&mut *self.tx).await?;
+        let mut params = params![tenant, user];
+        params.extend(emails.iter().map(P::from));
+        self.db.execute(&sql, &params).await?;
         Ok(())
     }
 
@@ -476,52 +444,40 @@ impl Tx {
     ) -> StoreResult<bool> {
         let cols = IndexCols::of(kind, &res.doc);
         let doc = res.doc.to_string();
-        let r = match kind {
-            Kind::User => sqlx::query(
-                "UPDATE scim_users SET user_name = $3, user_name_lc = $4, external_id = $5, display_name = $6, \
-                 display_name_lc = $7, active = $8, last_modified = $9, version = $10, doc = $11 \
-                 WHERE tenant_id = $1 AND id = $2 AND version = $12",
-            )
-            .bind(tenant)
-            .bind(&res.id)
-            .bind(&cols.name)
-            .bind(cols.name.to_lowercase())
-            .bind(&cols.external_id)
-            .bind(&cols.display_name)
-            .bind(cols.display_name.as_ref().map(|d| d.to_lowercase()))
-            .bind(i64::from(cols.active))
-            .bind(&res.last_modified)
-            .bind(res.version)
-            .bind(&doc)
-            .bind(expected)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(map_db_err)?,
-            Kind::Group => sqlx::query(
-                "UPDATE scim_groups SET display_name = $3, display_name_lc = $4, external_id = $5, \
-                 last_modified = $6, version = $7, doc = $8 WHERE tenant_id = $1 AND id = $2 AND version = $9",
-            )
-            .bind(tenant)
-            .bind(&res.id)
-            .bind(&cols.name)
-            .bind(cols.name.to_lowercase())
-            .bind(&cols.external_id)
-            .bind(&res.last_modified)
-            .bind(res.version)
-            .bind(&doc)
-            .bind(expected)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(map_db_err)?,
+        let n = match kind {
+            Kind::User => {
+                self.db
+                    .execute(
+                        "UPDATE scim_users SET user_name = $3, user_name_lc = $4, external_id = $5, display_name = $6, \
+                         display_name_lc = $7, active = $8, last_modified = $9, version = $10, doc = $11 \
+                         WHERE tenant_id = $1 AND id = $2 AND version = $12",
+                        &params![
+                            tenant, &res.id, &cols.name, cols.name.to_lowercase(), &cols.external_id, &cols.display_name,
+                            cols.display_name.as_ref().map(|d| d.to_lowercase()), i64::from(cols.active), &res.last_modified,
+                            res.version, doc, expected
+                        ],
+                    )
+                    .await?
+            }
+            Kind::Group => {
+                self.db
+                    .execute(
+                        "UPDATE scim_groups SET display_name = $3, display_name_lc = $4, external_id = $5, \
+                         last_modified = $6, version = $7, doc = $8 WHERE tenant_id = $1 AND id = $2 AND version = $9",
+                        &params![tenant, &res.id, &cols.name, cols.name.to_lowercase(), &cols.external_id, &res.last_modified, res.version, doc, expected],
+                    )
+                    .await?
+            }
         };
-        if r.rows_affected() != 1 {
+        if n != 1 {
             return Ok(false);
         }
         if kind == Kind::User {
-            sqlx::query("DELETE FROM scim_user_emails WHERE tenant_id = $1 AND user_id = $2")
-                .bind(tenant)
-                .bind(&res.id)
-                .execute(&mut *self.tx)
+            self.db
+                .execute(
+                    "DELETE FROM scim_user_emails WHERE tenant_id = $1 AND user_id = $2",
+                    &params![tenant, &res.id],
+                )
                 .await?;
             self.write_emails(tenant, &res.id, &cols.emails).await?;
         }
@@ -539,64 +495,50 @@ impl Tx {
             "DELETE FROM {} WHERE tenant_id = $1 AND id = $2",
             kind.table()
         );
-        let r = sqlx::query(&sql)
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *self.tx)
-            .await?;
-        if r.rows_affected() == 0 {
+        if self.db.execute(&sql, &params![tenant, id]).await? == 0 {
             return Ok(false);
         }
-        sqlx::query("DELETE FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2")
-            .bind(tenant)
-            .bind(id)
-            .execute(&mut *self.tx)
+        self.db
+            .execute(
+                "DELETE FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2",
+                &params![tenant, id],
+            )
             .await?;
         match kind {
             Kind::User => {
-                sqlx::query("DELETE FROM scim_user_emails WHERE tenant_id = $1 AND user_id = $2")
-                    .bind(tenant)
-                    .bind(id)
-                    .execute(&mut *self.tx)
-                    .await?;
+                self.db
+                    .execute(
+                        "DELETE FROM scim_user_emails WHERE tenant_id = $1 AND user_id = $2",
+                        &params![tenant, id],
+                    )
+                    .await?
             }
             Kind::Group => {
-                sqlx::query(
-                    "DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2",
-                )
-                .bind(tenant)
-                .bind(id)
-                .execute(&mut *self.tx)
-                .await?;
+                self.db
+                    .execute(
+                        "DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2",
+                        &params![tenant, id],
+                    )
+                    .await?
             }
-        }
+        };
         Ok(true)
     }
 
-    /// Groups that contain `id` as a member (so their `lastModified` can move).
-    pub async fn groups_containing(&mut self, tenant: &str, id: &str) -> StoreResult<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2",
-        )
-        .bind(tenant)
-        .bind(id)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
-    }
-
-    /// Current member ids of a group.
+    /// Current member (id, type) pairs of a group.
     pub async fn member_ids(
         &mut self,
         tenant: &str,
         group: &str,
     ) -> StoreResult<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT member_id, member_type FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 ORDER BY member_id")
-            .bind(tenant)
-            .bind(group)
-            .fetch_all(&mut *self.tx)
+        let rows = self
+            .db
+            .fetch(
+                "SELECT member_id, member_type FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 ORDER BY member_id",
+                &params![tenant, group],
+            )
             .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(rows.iter().map(|r| (r.text(0), r.text(1))).collect())
     }
 
     /// Which of these ids are users and which are groups of the tenant.
@@ -612,12 +554,10 @@ impl Tx {
                     "SELECT id FROM {table} WHERE tenant_id = $1 AND id IN ({})",
                     placeholders(2, chunk.len())
                 );
-                let mut q = sqlx::query(&sql).bind(tenant);
-                for id in chunk {
-                    q = q.bind(id.as_str());
-                }
-                for r in q.fetch_all(&mut *self.tx).await? {
-                    out.insert(r.get::<String, _>(0), kind);
+                let mut params = vec![P::from(tenant)];
+                params.extend(chunk.iter().map(P::from));
+                for r in self.db.fetch(&sql, &params).await? {
+                    out.insert(r.text(0), kind);
                 }
             }
         }
@@ -626,17 +566,17 @@ impl Tx {
 
     /// The group and every group that contains it, directly or not.
     pub async fn group_ancestors(&mut self, tenant: &str, group: &str) -> StoreResult<Vec<String>> {
-        let rows = sqlx::query(
-            // Seeded from stored rows (not a bare parameter) so both dialects type it alike.
-            "WITH RECURSIVE anc(id) AS (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2 UNION \
-             SELECT m.group_id FROM scim_group_members m JOIN anc ON m.tenant_id = $1 AND m.member_id = anc.id) \
-             SELECT id FROM anc",
-        )
-        .bind(tenant)
-        .bind(group)
-        .fetch_all(&mut *self.tx)
-        .await?;
-        let mut out: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let rows = self
+            .db
+            .fetch(
+                // Seeded from stored rows (not a bare parameter) so both dialects type it alike.
+                "WITH RECURSIVE anc(id) AS (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2 UNION \
+                 SELECT m.group_id FROM scim_group_members m JOIN anc ON m.tenant_id = $1 AND m.member_id = anc.id) \
+                 SELECT id FROM anc",
+                &params![tenant, group],
+            )
+            .await?;
+        let mut out: Vec<String> = rows.iter().map(|r| r.text(0)).collect();
         out.push(group.to_string());
         Ok(out)
     }
@@ -657,11 +597,12 @@ impl Tx {
                 "INSERT INTO scim_group_members (tenant_id, group_id, member_id, member_type) VALUES {values} \
                  ON CONFLICT (tenant_id, group_id, member_id) DO NOTHING"
             );
-            let mut q = sqlx::query(&sql).bind(tenant).bind(group);
+            let mut params = params![tenant, group];
             for (id, ty) in chunk {
-                q = q.bind(id.as_str()).bind(ty.as_str());
+                params.push(P::from(id));
+                params.push(P::from(ty));
             }
-            q.execute(&mut *self.tx).await?;
+            self.db.execute(&sql, &params).await?;
         }
         Ok(())
     }
@@ -678,33 +619,10 @@ impl Tx {
                 "DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 AND member_id IN ({})",
                 placeholders(3, chunk.len())
             );
-            let mut q = sqlx::query(&sql).bind(tenant).bind(group);
-            for id in chunk {
-                q = q.bind(id.as_str());
-            }
-            q.execute(&mut *self.tx).await?;
+            let mut params = params![tenant, group];
+            params.extend(chunk.iter().map(P::from));
+            self.db.execute(&sql, &params).await?;
         }
-        Ok(())
-    }
-
-    /// Moves a resource's `lastModified` and version without changing its document.
-    pub async fn touch(
-        &mut self,
-        kind: Kind,
-        tenant: &str,
-        id: &str,
-        now: &str,
-    ) -> StoreResult<()> {
-        let sql = format!(
-            "UPDATE {} SET last_modified = $3, version = version + 1 WHERE tenant_id = $1 AND id = $2",
-            kind.table()
-        );
-        sqlx::query(&sql)
-            .bind(tenant)
-            .bind(id)
-            .bind(now)
-            .execute(&mut *self.tx)
-            .await?;
         Ok(())
     }
 }

@@ -1,8 +1,7 @@
 //! Versioned migrations, applied at start. The schema is written once and specialised per
 //! dialect; on PostgreSQL an advisory lock keeps several nodes from migrating at once.
 
-use sqlx::{AnyPool, Executor, Row};
-
+use super::db::{P, Pool};
 use super::{Backend, StoreResult};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial schema", include_str!("schema.sql"))];
@@ -34,47 +33,35 @@ fn statements(sql: &str) -> Vec<String> {
         .collect()
 }
 
-pub(super) async fn run(pool: &AnyPool, backend: Backend) -> StoreResult<()> {
-    let mut conn = pool.acquire().await?;
+pub(super) async fn run(pool: &Pool, backend: Backend) -> StoreResult<()> {
+    let mut tx = pool.begin().await?;
     if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_lock($1)")
-            .bind(PG_MIGRATION_LOCK)
-            .execute(&mut *conn)
-            .await?;
+        // Held until this transaction ends: other nodes wait here, then see the new version.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[P::Int(PG_MIGRATION_LOCK)],
+        )
+        .await?;
     }
-    let result = async {
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL)")
-            .await?;
-        let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
-            .fetch_all(&mut *conn)
-            .await?
-            .iter()
-            .map(|r| r.get::<i64, _>(0))
-            .collect();
-        for (version, description, sql) in MIGRATIONS {
-            if applied.contains(version) {
-                continue;
-            }
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            for stmt in statements(&specialise(sql, backend)) {
-                tx.execute(stmt.as_str()).await?;
-            }
-            sqlx::query("INSERT INTO schema_migrations (version, description) VALUES ($1, $2)")
-                .bind(*version)
-                .bind(*description)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
+    tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL)", &[]).await?;
+    let applied: Vec<i64> = tx
+        .fetch("SELECT version FROM schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|r| r.int(0))
+        .collect();
+    for (version, description, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
         }
-        Ok::<_, sqlx::Error>(())
+        for stmt in statements(&specialise(sql, backend)) {
+            tx.execute(&stmt, &[]).await?;
+        }
+        tx.execute(
+            "INSERT INTO schema_migrations (version, description) VALUES ($1, $2)",
+            &[P::Int(*version), P::Text((*description).into())],
+        )
+        .await?;
     }
-    .await;
-    if backend == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(PG_MIGRATION_LOCK)
-            .execute(&mut *conn)
-            .await?;
-    }
-    result?;
-    Ok(())
+    tx.commit().await
 }

@@ -1,21 +1,19 @@
 //! The store: SQLite (embedded, default) or PostgreSQL, behind one implementation.
 //!
-//! Both backends are reached through sqlx's `Any` driver with SQL written once (`$n`
-//! placeholders, `ON CONFLICT`, `RETURNING`, recursive CTEs all work on both). What differs —
-//! connection setup, DDL types, single-writer pooling on SQLite — is decided here, at
-//! connect time, and nowhere else: no call site branches on the backend.
+//! SQL is written once (`$n` placeholders, `ON CONFLICT`, `RETURNING` and recursive CTEs
+//! work on both). What differs — drivers, connection setup, DDL types — lives in [`db`] and
+//! [`migrate`], decided at connect time; no call site branches on the backend.
 
+pub mod db;
 pub mod directory;
 mod migrate;
 
-use std::str::FromStr;
-use std::sync::Arc;
+use std::path::PathBuf;
 
-use futures::future::BoxFuture;
-use std::time::Duration;
+use db::{DbTx, P, Pool, Row};
+use sqlx::postgres::PgPoolOptions;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use crate::params;
 
 pub use directory::{GroupRef, Member, StoredResource};
 
@@ -25,9 +23,12 @@ pub enum StoreError {
     /// A unique constraint was violated (userName, displayName…).
     #[error("unique constraint violated: {0}")]
     Unique(String),
-    /// The database failed.
+    /// PostgreSQL failed.
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+    /// SQLite failed.
+    #[error("sqlite error: {0}")]
+    Sqlite(String),
     /// A stored document could not be read back.
     #[error("corrupt stored document: {0}")]
     Corrupt(String),
@@ -36,6 +37,7 @@ pub enum StoreError {
     BadUrl(String),
 }
 
+/// Result of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Which database is behind the store.
@@ -50,7 +52,7 @@ pub enum Backend {
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// Most connections in the read pool (and, on PostgreSQL, the only pool).
+    /// Most pooled connections (SQLite readers, or PostgreSQL connections).
     pub max_connections: u32,
     /// SQLite `synchronous` mode: `NORMAL` (default: durable across process crashes) or
     /// `FULL` (also across power loss).
@@ -70,98 +72,54 @@ impl Default for StoreOptions {
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
-    read: AnyPool,
-    write: AnyPool,
+    pool: Pool,
 }
 
-/// A write transaction.
+/// A write transaction: dropped without [`Tx::commit`], nothing it did remains.
 pub struct Tx {
-    pub(crate) tx: Transaction<'static, Any>,
+    pub(crate) db: DbTx,
 }
 
-fn map_db_err(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &e
-        && db.is_unique_violation()
-    {
-        return StoreError::Unique(db.message().to_string());
+fn sqlite_path(url: &str) -> StoreResult<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| StoreError::BadUrl(url.into()))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() {
+        return Err(StoreError::BadUrl(url.into()));
     }
-    StoreError::Db(e)
+    Ok(PathBuf::from(path))
 }
 
 impl Store {
     /// Connects, creating the SQLite file if needed, and applies pending migrations.
     pub async fn connect(url: &str, opts: &StoreOptions) -> StoreResult<Store> {
-        sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
+        let store = if url.starts_with("sqlite:") {
+            let sync = match opts.sqlite_synchronous.to_ascii_uppercase().as_str() {
+                "FULL" => "FULL",
+                "EXTRA" => "EXTRA",
+                _ => "NORMAL",
+            };
+            let sqlite = db::Sqlite::open(sqlite_path(url)?, sync, opts.max_connections as usize)?;
+            Store {
+                backend: Backend::Sqlite,
+                pool: Pool::Sqlite(std::sync::Arc::new(sqlite)),
+            }
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres
+            let pg = PgPoolOptions::new()
+                .max_connections(opts.max_connections.max(2))
+                .acquire_timeout(std::time::Duration::from_secs(30))
+                .connect(url)
+                .await?;
+            Store {
+                backend: Backend::Postgres,
+                pool: Pool::Postgres(pg),
+            }
         } else {
             return Err(StoreError::BadUrl(url.to_string()));
         };
-        let store = match backend {
-            Backend::Sqlite => {
-                let url = if url.contains("mode=") {
-                    url.to_string()
-                } else if url.contains('?') {
-                    format!("{url}&mode=rwc")
-                } else {
-                    format!("{url}?mode=rwc")
-                };
-                let sync = match opts.sqlite_synchronous.to_ascii_uppercase().as_str() {
-                    "FULL" => "FULL",
-                    "EXTRA" => "EXTRA",
-                    _ => "NORMAL",
-                };
-                let pragmas: Arc<Vec<String>> = Arc::new(
-                    [
-                        "PRAGMA journal_mode = WAL".to_string(),
-                        format!("PRAGMA synchronous = {sync}"),
-                        "PRAGMA busy_timeout = 10000".into(),
-                        "PRAGMA foreign_keys = ON".into(),
-                        "PRAGMA case_sensitive_like = ON".into(),
-                        "PRAGMA cache_size = -65536".into(),
-                        "PRAGMA temp_store = MEMORY".into(),
-                    ]
-                    .to_vec(),
-                );
-                let p2 = pragmas.clone();
-                // One writer connection: SQLite has one writer at a time anyway, and a single
-                // connection avoids busy-retry storms and upgrade deadlocks between writers.
-                let write = AnyPoolOptions::new()
-                    .max_connections(1)
-                    .min_connections(1)
-                    .acquire_timeout(Duration::from_secs(30))
-                    .after_connect(move |c, _| apply_pragmas(c, pragmas.clone()))
-                    .connect(&url)
-                    .await?;
-                migrate::run(&write, backend).await?;
-                let read = AnyPoolOptions::new()
-                    .max_connections(opts.max_connections.max(1))
-                    .acquire_timeout(Duration::from_secs(30))
-                    .after_connect(move |c, _| apply_pragmas(c, p2.clone()))
-                    .connect(&url)
-                    .await?;
-                Store {
-                    backend,
-                    read,
-                    write,
-                }
-            }
-            Backend::Postgres => {
-                let pool = AnyPoolOptions::new()
-                    .max_connections(opts.max_connections.max(2))
-                    .acquire_timeout(Duration::from_secs(30))
-                    .connect(url)
-                    .await?;
-                migrate::run(&pool, backend).await?;
-                Store {
-                    backend,
-                    read: pool.clone(),
-                    write: pool,
-                }
-            }
-        };
+        migrate::run(&store.pool, store.backend).await?;
         Ok(store)
     }
 
@@ -172,47 +130,53 @@ impl Store {
 
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").fetch_one(&self.read).await.is_ok()
+        self.pool.fetch("SELECT 1", &[]).await.is_ok()
     }
 
     /// Starts a write transaction.
     pub async fn begin(&self) -> StoreResult<Tx> {
         Ok(Tx {
-            tx: self.write.begin().await?,
+            db: self.pool.begin().await?,
         })
     }
 
-    pub(crate) fn reader(&self) -> &AnyPool {
-        &self.read
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Runs one statement outside the engine, as a database console would: for operators'
+    /// repairs and for tests that play an attacker editing rows by hand. Never used by the
+    /// request path.
+    pub async fn execute_unchecked(&self, sql: &str, params: Vec<P>) -> StoreResult<u64> {
+        self.pool.execute(sql, &params).await
     }
 
     /// Closes all connections.
     pub async fn close(&self) {
-        self.write.close().await;
-        self.read.close().await;
+        self.pool.close().await;
     }
 
     // ---- settings ----
 
     /// Reads a setting.
     pub async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
-        let row = sqlx::query("SELECT value FROM settings WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.write)
-            .await?;
-        Ok(row.map(|r| r.get::<String, _>(0)))
+        Ok(self
+            .pool
+            .fetch_opt("SELECT value FROM settings WHERE key = $1", &params![key])
+            .await?
+            .map(|r| r.text(0)))
     }
 
     /// Writes a setting if it is not set yet; returns whether it was written.
     pub async fn init_setting(&self, key: &str, value: &str) -> StoreResult<bool> {
-        let r = sqlx::query(
-            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(key)
-        .bind(value)
-        .execute(&self.write)
-        .await?;
-        Ok(r.rows_affected() == 1)
+        let n = self
+            .pool
+            .execute(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &params![key, value],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     // ---- tenants and tokens ----
@@ -220,45 +184,52 @@ impl Store {
     /// Creates a tenant and the tip of its audit chain.
     pub async fn create_tenant(&self, id: &str, name: &str, now: &str) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("INSERT INTO tenants (id, name, created) VALUES ($1, $2, $3)")
-            .bind(id)
-            .bind(name)
-            .bind(now)
-            .execute(&mut *tx.tx)
-            .await
-            .map_err(map_db_err)?;
-        sqlx::query("INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2)")
-            .bind(id)
-            .bind(crate::audit::GENESIS)
-            .execute(&mut *tx.tx)
+        tx.db
+            .execute(
+                "INSERT INTO tenants (id, name, created) VALUES ($1, $2, $3)",
+                &params![id, name, now],
+            )
+            .await?;
+        tx.db
+            .execute(
+                "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2)",
+                &params![id, crate::audit::GENESIS],
+            )
             .await?;
         tx.commit().await
     }
 
-    /// A tenant's name, if it exists.
+    /// A tenant, if it exists.
     pub async fn tenant(&self, id: &str) -> StoreResult<Option<TenantRow>> {
-        let row = sqlx::query("SELECT id, name, created FROM tenants WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.read)
+        let row = self
+            .pool
+            .fetch_opt(
+                "SELECT id, name, created FROM tenants WHERE id = $1",
+                &params![id],
+            )
             .await?;
         Ok(row.map(|r| TenantRow {
-            id: r.get(0),
-            name: r.get(1),
-            created: r.get(2),
+            id: r.text(0),
+            name: r.text(1),
+            created: r.text(2),
         }))
     }
 
     /// All tenants.
     pub async fn tenants(&self) -> StoreResult<Vec<TenantRow>> {
-        let rows = sqlx::query("SELECT id, name, created FROM tenants ORDER BY created, id")
-            .fetch_all(&self.read)
+        let rows = self
+            .pool
+            .fetch(
+                "SELECT id, name, created FROM tenants ORDER BY created, id",
+                &[],
+            )
             .await?;
         Ok(rows
             .into_iter()
             .map(|r| TenantRow {
-                id: r.get(0),
-                name: r.get(1),
-                created: r.get(2),
+                id: r.text(0),
+                name: r.text(1),
+                created: r.text(2),
             })
             .collect())
     }
@@ -272,72 +243,69 @@ impl Store {
         hash: &str,
         now: &str,
     ) -> StoreResult<()> {
-        sqlx::query("INSERT INTO scim_tokens (id, tenant_id, name, token_hash, created) VALUES ($1, $2, $3, $4, $5)")
-            .bind(id)
-            .bind(tenant)
-            .bind(name)
-            .bind(hash)
-            .bind(now)
-            .execute(&self.write)
-            .await
-            .map_err(map_db_err)?;
+        self.pool
+            .execute(
+                "INSERT INTO scim_tokens (id, tenant_id, name, token_hash, created) VALUES ($1, $2, $3, $4, $5)",
+                &params![id, tenant, name, hash, now],
+            )
+            .await?;
         Ok(())
     }
 
     /// Revokes a token of a tenant; returns whether one was revoked.
     pub async fn revoke_scim_token(&self, tenant: &str, id: &str, now: &str) -> StoreResult<bool> {
-        let r = sqlx::query("UPDATE scim_tokens SET revoked = $3 WHERE tenant_id = $1 AND id = $2 AND revoked IS NULL")
-            .bind(tenant)
-            .bind(id)
-            .bind(now)
-            .execute(&self.write)
+        let n = self
+            .pool
+            .execute("UPDATE scim_tokens SET revoked = $3 WHERE tenant_id = $1 AND id = $2 AND revoked IS NULL", &params![tenant, id, now])
             .await?;
-        Ok(r.rows_affected() == 1)
+        Ok(n == 1)
     }
 
     /// Looks a live token up by its hash.
     pub async fn find_scim_token(&self, hash: &str) -> StoreResult<Option<TokenRow>> {
-        let row = sqlx::query("SELECT id, tenant_id, name, token_hash FROM scim_tokens WHERE token_hash = $1 AND revoked IS NULL")
-            .bind(hash)
-            .fetch_optional(&self.read)
+        let row = self
+            .pool
+            .fetch_opt("SELECT id, tenant_id, name, token_hash FROM scim_tokens WHERE token_hash = $1 AND revoked IS NULL", &params![hash])
             .await?;
         Ok(row.map(|r| TokenRow {
-            id: r.get(0),
-            tenant_id: r.get(1),
-            name: r.get(2),
-            hash: r.get(3),
+            id: r.text(0),
+            tenant_id: r.text(1),
+            name: r.text(2),
+            hash: r.text(3),
         }))
     }
 
-    // ---- audit (read side) ----
+    // ---- audit and outbox (read side) ----
 
-    /// Audit rows of a tenant from `after_seq` on, oldest first.
+    /// Audit rows of a tenant after `after_seq`, oldest first.
     pub async fn audit_rows(
         &self,
         tenant: &str,
         after_seq: i64,
         limit: i64,
     ) -> StoreResult<Vec<crate::audit::AuditRow>> {
-        let rows = sqlx::query(
-            "SELECT tenant_id, seq, at, actor, action, resource_type, resource_id, request_id, \
-             before_doc, after_doc, prev_hash, hash FROM audit_log \
-             WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-        )
-        .bind(tenant)
-        .bind(after_seq)
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
+        let rows = self
+            .pool
+            .fetch(
+                "SELECT tenant_id, seq, at, actor, action, resource_type, resource_id, request_id, \
+                 before_doc, after_doc, prev_hash, hash FROM audit_log \
+                 WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                &params![tenant, after_seq, limit],
+            )
+            .await?;
         Ok(rows.iter().map(audit_from_row).collect())
     }
 
     /// The tip of a tenant's audit chain.
     pub async fn audit_head(&self, tenant: &str) -> StoreResult<Option<(i64, String)>> {
-        let row = sqlx::query("SELECT seq, hash FROM audit_heads WHERE tenant_id = $1")
-            .bind(tenant)
-            .fetch_optional(&self.read)
+        let row = self
+            .pool
+            .fetch_opt(
+                "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1",
+                &params![tenant],
+            )
             .await?;
-        Ok(row.map(|r| (r.get(0), r.get(1))))
+        Ok(row.map(|r| (r.int(0), r.text(1))))
     }
 
     /// Outbox events of a tenant after an id, oldest first.
@@ -347,56 +315,43 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> StoreResult<Vec<OutboxRow>> {
-        let rows = sqlx::query(
-            "SELECT id, tenant_id, event_type, resource_type, resource_id, payload, created FROM outbox \
-             WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-        )
-        .bind(tenant)
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.read)
-        .await?;
+        let rows = self
+            .pool
+            .fetch(
+                "SELECT id, tenant_id, event_type, resource_type, resource_id, payload, created FROM outbox \
+                 WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                &params![tenant, after, limit],
+            )
+            .await?;
         Ok(rows
             .iter()
             .map(|r| OutboxRow {
-                id: r.get(0),
-                tenant_id: r.get(1),
-                event_type: r.get(2),
-                resource_type: r.get(3),
-                resource_id: r.get(4),
-                payload: r.get(5),
-                created: r.get(6),
+                id: r.int(0),
+                tenant_id: r.text(1),
+                event_type: r.text(2),
+                resource_type: r.text(3),
+                resource_id: r.text(4),
+                payload: r.text(5),
+                created: r.text(6),
             })
             .collect())
     }
 }
 
-fn apply_pragmas(
-    conn: &mut sqlx::AnyConnection,
-    pragmas: Arc<Vec<String>>,
-) -> BoxFuture<'_, Result<(), sqlx::Error>> {
-    Box::pin(async move {
-        for p in pragmas.iter() {
-            conn.execute(p.as_str()).await?;
-        }
-        Ok(())
-    })
-}
-
-fn audit_from_row(r: &AnyRow) -> crate::audit::AuditRow {
+fn audit_from_row(r: &Row) -> crate::audit::AuditRow {
     crate::audit::AuditRow {
-        tenant_id: r.get(0),
-        seq: r.get(1),
-        at: r.get(2),
-        actor: r.get(3),
-        action: r.get(4),
-        resource_type: r.get(5),
-        resource_id: r.get(6),
-        request_id: r.get(7),
-        before: r.get(8),
-        after: r.get(9),
-        prev_hash: r.get(10),
-        hash: r.get(11),
+        tenant_id: r.text(0),
+        seq: r.int(1),
+        at: r.text(2),
+        actor: r.text(3),
+        action: r.text(4),
+        resource_type: r.text(5),
+        resource_id: r.text(6),
+        request_id: r.text(7),
+        before: r.opt_text(8),
+        after: r.opt_text(9),
+        prev_hash: r.text(10),
+        hash: r.text(11),
     }
 }
 
@@ -469,24 +424,26 @@ pub struct NewAudit<'a> {
 impl Tx {
     /// Commits.
     pub async fn commit(self) -> StoreResult<()> {
-        self.tx.commit().await.map_err(map_db_err)
+        self.db.commit().await
     }
 
     /// Appends an audit record to the tenant's hash chain.
     pub async fn audit(&mut self, entry: NewAudit<'_>) -> StoreResult<i64> {
         // Advancing the tip first takes the tip's row lock (PostgreSQL) for the rest of the
         // transaction, so concurrent writers of one tenant chain one after another.
-        let row = sqlx::query(
-            "UPDATE audit_heads SET seq = seq + 1 WHERE tenant_id = $1 RETURNING seq, hash",
-        )
-        .bind(entry.tenant_id)
-        .fetch_one(&mut *self.tx)
-        .await?;
-        let seq: i64 = row.get(0);
-        let prev: String = row.get(1);
+        let row = self
+            .db
+            .fetch_opt(
+                "UPDATE audit_heads SET seq = seq + 1 WHERE tenant_id = $1 RETURNING seq, hash",
+                &params![entry.tenant_id],
+            )
+            .await?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("tenant {} has no audit chain", entry.tenant_id))
+            })?;
         let mut rec = crate::audit::AuditRow {
             tenant_id: entry.tenant_id.to_string(),
-            seq,
+            seq: row.int(0),
             at: entry.at.to_string(),
             actor: entry.actor.to_string(),
             action: entry.action.to_string(),
@@ -495,35 +452,28 @@ impl Tx {
             request_id: entry.request_id.to_string(),
             before: entry.before,
             after: entry.after,
-            prev_hash: prev,
+            prev_hash: row.text(1),
             hash: String::new(),
         };
         rec.hash = rec.compute_hash();
-        sqlx::query(
-            "INSERT INTO audit_log (tenant_id, seq, at, actor, action, resource_type, resource_id, \
-             request_id, before_doc, after_doc, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&rec.tenant_id)
-        .bind(rec.seq)
-        .bind(&rec.at)
-        .bind(&rec.actor)
-        .bind(&rec.action)
-        .bind(&rec.resource_type)
-        .bind(&rec.resource_id)
-        .bind(&rec.request_id)
-        .bind(&rec.before)
-        .bind(&rec.after)
-        .bind(&rec.prev_hash)
-        .bind(&rec.hash)
-        .execute(&mut *self.tx)
-        .await?;
-        sqlx::query("UPDATE audit_heads SET hash = $2 WHERE tenant_id = $1")
-            .bind(entry.tenant_id)
-            .bind(&rec.hash)
-            .execute(&mut *self.tx)
+        self.db
+            .execute(
+                "INSERT INTO audit_log (tenant_id, seq, at, actor, action, resource_type, resource_id, \
+                 request_id, before_doc, after_doc, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                &params![
+                    &rec.tenant_id, rec.seq, &rec.at, &rec.actor, &rec.action, &rec.resource_type,
+                    &rec.resource_id, &rec.request_id, &rec.before, &rec.after, &rec.prev_hash, &rec.hash
+                ],
+            )
             .await?;
-        Ok(seq)
+        self.db
+            .execute(
+                "UPDATE audit_heads SET hash = $2 WHERE tenant_id = $1",
+                &params![entry.tenant_id, &rec.hash],
+            )
+            .await?;
+        Ok(rec.seq)
     }
 
     /// Writes an outbox event.
@@ -536,29 +486,13 @@ impl Tx {
         payload: &str,
         now: &str,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO outbox (tenant_id, event_type, resource_type, resource_id, payload, created) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(tenant)
-        .bind(event_type)
-        .bind(resource_type)
-        .bind(resource_id)
-        .bind(payload)
-        .bind(now)
-        .execute(&mut *self.tx)
-        .await?;
+        self.db
+            .execute(
+                "INSERT INTO outbox (tenant_id, event_type, resource_type, resource_id, payload, created) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &params![tenant, event_type, resource_type, resource_id, payload, now],
+            )
+            .await?;
         Ok(())
-    }
-}
-
-impl FromStr for Backend {
-    type Err = StoreError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "sqlite" => Ok(Backend::Sqlite),
-            "postgres" => Ok(Backend::Postgres),
-            other => Err(StoreError::BadUrl(other.to_string())),
-        }
     }
 }
