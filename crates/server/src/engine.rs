@@ -274,146 +274,47 @@ impl Engine {
             last_modified: now.clone(),
             version: 1,
         };
-        let mut tx = self.store.begin().await?;
-        tx.insert_resource(kind, &ctx.tenant, &res)
-            .await
-            .map_err(|e| match e {
-                crate::store::StoreError::Unique(_) => unique_message(kind, &res.doc),
-                other => other.into(),
-            })?;
-        let mut added = Vec::new();
-        if !members.is_empty() {
-            added = self.check_members(&mut tx, ctx, &res.id, &members).await?;
-            tx.add_members(&ctx.tenant, &res.id, &added).await?;
-        }
-        let mut after = res.doc.clone();
-        if kind == Kind::Group {
-            after["members"] = json!(added.iter().map(|(id, _)| id).collect::<Vec<_>>());
-        }
-        let (action, event) = match kind {
-            Kind::User => ("user.create", "user.created"),
-            Kind::Group => ("group.create", "group.created"),
-        };
-        self.record(
-            &mut tx,
-            ctx,
-            kind,
-            &res.id,
-            action,
-            None,
-            Some(&after),
-            event,
-            &now,
-        )
-        .await?;
-        tx.commit().await?;
-        let related = match kind {
-            Kind::User => Some(Vec::new()),
-            Kind::Group => None,
-        };
+        let (ctx2, res2) = (ctx.clone(), res.clone());
+        let added = self
+            .store
+            .write(move |tx| -> ApiResult<Vec<(String, String)>> {
+                let (ctx, res) = (ctx2, res2);
+                tx.insert_resource(kind, &ctx.tenant, &res)
+                    .map_err(|e| match e {
+                        crate::store::StoreError::Unique(_) => unique_message(kind, &res.doc),
+                        other => other.into(),
+                    })?;
+                let mut added = Vec::new();
+                if !members.is_empty() {
+                    added = check_members(tx, &ctx, &res.id, &members)?;
+                    tx.add_members(&ctx.tenant, &res.id, &added)?;
+                }
+                let mut after = res.doc.clone();
+                if kind == Kind::Group {
+                    after["members"] = json!(added.iter().map(|(id, _)| id).collect::<Vec<_>>());
+                }
+                let (action, event) = match kind {
+                    Kind::User => ("user.create", "user.created"),
+                    Kind::Group => ("group.create", "group.created"),
+                };
+                record(
+                    tx,
+                    &ctx,
+                    kind,
+                    &res.id,
+                    action,
+                    None,
+                    Some(&after),
+                    event,
+                    &now,
+                )?;
+                Ok(added)
+            })
+            .await?;
         if kind == Kind::Group && !added.is_empty() {
             return self.render(ctx, kind, &res, true).await;
         }
-        Ok(assemble(ctx, kind, &res, related.or(Some(Vec::new()))))
-    }
-
-    /// Validates new members: each must be a user or group of this tenant, its declared type
-    /// must match, and no group may end up containing itself.
-    async fn check_members(
-        &self,
-        tx: &mut Tx,
-        ctx: &Ctx,
-        group: &str,
-        members: &[(String, Option<String>)],
-    ) -> ApiResult<Vec<(String, String)>> {
-        let ids: Vec<String> = members
-            .iter()
-            .map(|(id, _)| id.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let found = tx.classify_ids(&ctx.tenant, &ids).await?;
-        let mut out = Vec::with_capacity(ids.len());
-        let mut nested = Vec::new();
-        for (id, declared) in members {
-            let Some(actual) = found.get(id) else {
-                return Err(scim::Error::InvalidValue(format!(
-                    "member '{id}' is not a user or group of this tenant"
-                ))
-                .into());
-            };
-            if let Some(d) = declared
-                && !d.eq_ignore_ascii_case(actual)
-            {
-                return Err(scim::Error::InvalidValue(format!(
-                    "member '{id}' is a {actual}, not a {d}"
-                ))
-                .into());
-            }
-            if out.iter().any(|(seen, _): &(String, String)| seen == id) {
-                continue;
-            }
-            if *actual == "Group" {
-                nested.push(id.clone());
-            }
-            out.push((id.clone(), actual.to_string()));
-        }
-        if !nested.is_empty() {
-            let ancestors = tx.group_ancestors(&ctx.tenant, group).await?;
-            if let Some(cycle) = nested.iter().find(|g| ancestors.contains(g)) {
-                return Err(scim::Error::InvalidValue(format!(
-                    "adding group '{cycle}' would make a group contain itself"
-                ))
-                .into());
-            }
-        }
-        Ok(out)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn record(
-        &self,
-        tx: &mut Tx,
-        ctx: &Ctx,
-        kind: Kind,
-        id: &str,
-        action: &str,
-        before: Option<&Value>,
-        after: Option<&Value>,
-        event: &str,
-        now: &str,
-    ) -> ApiResult<()> {
-        tx.audit(NewAudit {
-            tenant_id: &ctx.tenant,
-            at: now,
-            actor: &ctx.actor,
-            action,
-            resource_type: kind.name(),
-            resource_id: id,
-            request_id: &ctx.request_id,
-            before: before.map(Value::to_string),
-            after: after.map(Value::to_string),
-        })
-        .await?;
-        let payload = json!({
-            "type": event,
-            "tenant": ctx.tenant,
-            "resource_type": kind.name(),
-            "id": id,
-            "at": now,
-            "request_id": ctx.request_id,
-            "data": after,
-        });
-        tx.outbox(
-            &ctx.tenant,
-            event,
-            kind.name(),
-            id,
-            &payload.to_string(),
-            now,
-        )
-        .await?;
-        Ok(())
+        Ok(assemble(ctx, kind, &res, Some(Vec::new())))
     }
 
     /// PUT: replaces a resource.
@@ -476,7 +377,7 @@ impl Engine {
         .await
     }
 
-    /// Runs a read-modify-write on an existing resource, retrying lost races.
+    /// Runs a read-modify-write on an existing resource in one transaction.
     async fn write_existing<F>(
         &self,
         ctx: &Ctx,
@@ -486,123 +387,131 @@ impl Engine {
         change: F,
     ) -> ApiResult<Rendered>
     where
-        F: Fn(&Current) -> ApiResult<(Value, Option<Vec<(String, Option<String>)>>)>,
+        F: Fn(&Current) -> ApiResult<(Value, Option<Vec<(String, Option<String>)>>)>
+            + Send
+            + 'static,
     {
-        for _ in 0..WRITE_RETRIES {
-            let mut tx = self.store.begin().await?;
-            let stored = tx
-                .get_resource(kind, &ctx.tenant, id)
-                .await?
-                .ok_or_else(|| not_found(kind, id))?;
-            if let Some(h) = if_match
-                && !etag_matches(h, stored.version)
-            {
-                return Err(ApiError::PreconditionFailed(format!(
-                    "If-Match {h} does not match the current version {}",
-                    etag(stored.version)
-                )));
-            }
-            let members = if kind == Kind::Group {
-                tx.member_ids(&ctx.tenant, id).await?
-            } else {
-                Vec::new()
-            };
-            let current = Current {
-                doc: stored.doc.clone(),
-                members,
-            };
-            let (new_doc, new_members) = change(&current)?;
-
-            // Member changes as a diff, so a 1,000-member PATCH touches only what changed.
-            let (mut added, mut removed) = (Vec::new(), Vec::new());
-            if let Some(new_members) = &new_members {
-                let old: BTreeSet<&String> = current.members.iter().map(|(id, _)| id).collect();
-                let new: BTreeSet<&String> = new_members.iter().map(|(id, _)| id).collect();
-                let to_add: Vec<(String, Option<String>)> = new_members
-                    .iter()
-                    .filter(|(id, _)| !old.contains(id))
-                    .cloned()
-                    .collect();
-                removed = old
-                    .difference(&new)
-                    .map(|s| (*s).clone())
-                    .collect::<Vec<_>>();
-                if !to_add.is_empty() {
-                    added = self.check_members(&mut tx, ctx, id, &to_add).await?;
-                }
-            }
-            if new_doc == stored.doc && added.is_empty() && removed.is_empty() {
-                // RFC 7644 §3.5.2: a PATCH that changes nothing succeeds without a new version.
-                drop(tx);
-                return self.render(ctx, kind, &stored, true).await;
-            }
-            let now = self.now();
-            let next = StoredResource {
-                id: stored.id.clone(),
-                doc: new_doc,
-                created: stored.created.clone(),
-                last_modified: now.clone(),
-                version: stored.version + 1,
-            };
-            let updated = tx
-                .update_resource(kind, &ctx.tenant, &next, stored.version)
-                .await
-                .map_err(|e| match e {
-                    crate::store::StoreError::Unique(_) => unique_message(kind, &next.doc),
-                    other => other.into(),
-                })?;
-            if !updated {
-                continue; // someone else wrote in between: re-read and re-apply
-            }
-            if !added.is_empty() {
-                tx.add_members(&ctx.tenant, id, &added).await?;
-            }
-            if !removed.is_empty() {
-                tx.remove_members(&ctx.tenant, id, &removed).await?;
-            }
-            let (action, event, before, after) = match kind {
-                Kind::User => {
-                    let t = UserTransition::between(is_active(&stored.doc), is_active(&next.doc));
-                    let action = match t {
-                        UserTransition::Deactivated => "user.deactivate",
-                        UserTransition::Reactivated => "user.reactivate",
-                        _ => "user.update",
+        let (ctx2, id2, if_match) = (ctx.clone(), id.to_string(), if_match.map(str::to_string));
+        let now = self.now();
+        let outcome = self
+            .store
+            .write(move |tx| -> ApiResult<StoredResource> {
+                let (ctx, id) = (ctx2, id2);
+                for _ in 0..WRITE_RETRIES {
+                    let stored = tx
+                        .get_resource(kind, &ctx.tenant, &id)?
+                        .ok_or_else(|| not_found(kind, &id))?;
+                    if let Some(h) = &if_match
+                        && !etag_matches(h, stored.version)
+                    {
+                        return Err(ApiError::PreconditionFailed(format!(
+                            "If-Match {h} does not match the current version {}",
+                            etag(stored.version)
+                        )));
+                    }
+                    let members = if kind == Kind::Group {
+                        tx.member_ids(&ctx.tenant, &id)?
+                    } else {
+                        Vec::new()
                     };
-                    (
+                    let current = Current {
+                        doc: stored.doc.clone(),
+                        members,
+                    };
+                    let (new_doc, new_members) = change(&current)?;
+
+                    // Member changes as a diff, so a 1,000-member PATCH touches only what changed.
+                    let (mut added, mut removed) = (Vec::new(), Vec::new());
+                    if let Some(new_members) = &new_members {
+                        let old: BTreeSet<&String> =
+                            current.members.iter().map(|(id, _)| id).collect();
+                        let new: BTreeSet<&String> = new_members.iter().map(|(id, _)| id).collect();
+                        let to_add: Vec<(String, Option<String>)> = new_members
+                            .iter()
+                            .filter(|(id, _)| !old.contains(id))
+                            .cloned()
+                            .collect();
+                        removed = old
+                            .difference(&new)
+                            .map(|s| (*s).clone())
+                            .collect::<Vec<_>>();
+                        if !to_add.is_empty() {
+                            added = check_members(tx, &ctx, &id, &to_add)?;
+                        }
+                    }
+                    if new_doc == stored.doc && added.is_empty() && removed.is_empty() {
+                        // RFC 7644 §3.5.2: a PATCH that changes nothing succeeds without a new version.
+                        return Ok(stored);
+                    }
+                    let next = StoredResource {
+                        id: stored.id.clone(),
+                        doc: new_doc,
+                        created: stored.created.clone(),
+                        last_modified: now.clone(),
+                        version: stored.version + 1,
+                    };
+                    let updated = tx
+                        .update_resource(kind, &ctx.tenant, &next, stored.version)
+                        .map_err(|e| match e {
+                            crate::store::StoreError::Unique(_) => unique_message(kind, &next.doc),
+                            other => other.into(),
+                        })?;
+                    if !updated {
+                        continue; // another node wrote in between: re-read and re-apply
+                    }
+                    if !added.is_empty() {
+                        tx.add_members(&ctx.tenant, &id, &added)?;
+                    }
+                    if !removed.is_empty() {
+                        tx.remove_members(&ctx.tenant, &id, &removed)?;
+                    }
+                    let (action, event, before, after) = match kind {
+                        Kind::User => {
+                            let t = UserTransition::between(
+                                is_active(&stored.doc),
+                                is_active(&next.doc),
+                            );
+                            let action = match t {
+                                UserTransition::Deactivated => "user.deactivate",
+                                UserTransition::Reactivated => "user.reactivate",
+                                _ => "user.update",
+                            };
+                            (
+                                action,
+                                format!("user.{}", t.name()),
+                                stored.doc.clone(),
+                                next.doc.clone(),
+                            )
+                        }
+                        Kind::Group => {
+                            let mut before = stored.doc.clone();
+                            let mut after = next.doc.clone();
+                            before["members_removed"] = json!(removed);
+                            after["members_added"] =
+                                json!(added.iter().map(|(id, _)| id).collect::<Vec<_>>());
+                            ("group.update", "group.updated".to_string(), before, after)
+                        }
+                    };
+                    record(
+                        tx,
+                        &ctx,
+                        kind,
+                        &id,
                         action,
-                        format!("user.{}", t.name()),
-                        stored.doc.clone(),
-                        next.doc.clone(),
-                    )
+                        Some(&before),
+                        Some(&after),
+                        &event,
+                        &now,
+                    )?;
+                    return Ok(next);
                 }
-                Kind::Group => {
-                    let mut before = stored.doc.clone();
-                    let mut after = next.doc.clone();
-                    before["members_removed"] = json!(removed);
-                    after["members_added"] =
-                        json!(added.iter().map(|(id, _)| id).collect::<Vec<_>>());
-                    ("group.update", "group.updated".to_string(), before, after)
-                }
-            };
-            self.record(
-                &mut tx,
-                ctx,
-                kind,
-                id,
-                action,
-                Some(&before),
-                Some(&after),
-                &event,
-                &now,
-            )
+                Err(ApiError::Internal(format!(
+                    "{} {id}: too many concurrent writes",
+                    kind.name()
+                )))
+            })
             .await?;
-            tx.commit().await?;
-            return self.render(ctx, kind, &next, true).await;
-        }
-        Err(ApiError::Internal(format!(
-            "{} {id}: too many concurrent writes",
-            kind.name()
-        )))
+        self.render(ctx, kind, &outcome, true).await
     }
 
     /// DELETE.
@@ -613,41 +522,41 @@ impl Engine {
         id: &str,
         if_match: Option<&str>,
     ) -> ApiResult<()> {
-        let mut tx = self.store.begin().await?;
-        let stored = tx
-            .get_resource(kind, &ctx.tenant, id)
-            .await?
-            .ok_or_else(|| not_found(kind, id))?;
-        if let Some(h) = if_match
-            && !etag_matches(h, stored.version)
-        {
-            return Err(ApiError::PreconditionFailed(format!(
-                "If-Match {h} does not match {}",
-                etag(stored.version)
-            )));
-        }
-        if !tx.delete_resource(kind, &ctx.tenant, id).await? {
-            return Err(not_found(kind, id));
-        }
+        let (ctx, id, if_match) = (ctx.clone(), id.to_string(), if_match.map(str::to_string));
         let now = self.now();
-        let (action, event) = match kind {
-            Kind::User => ("user.delete", "user.deleted"),
-            Kind::Group => ("group.delete", "group.deleted"),
-        };
-        self.record(
-            &mut tx,
-            ctx,
-            kind,
-            id,
-            action,
-            Some(&stored.doc),
-            None,
-            event,
-            &now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        self.store
+            .write(move |tx| -> ApiResult<()> {
+                let stored = tx
+                    .get_resource(kind, &ctx.tenant, &id)?
+                    .ok_or_else(|| not_found(kind, &id))?;
+                if let Some(h) = &if_match
+                    && !etag_matches(h, stored.version)
+                {
+                    return Err(ApiError::PreconditionFailed(format!(
+                        "If-Match {h} does not match {}",
+                        etag(stored.version)
+                    )));
+                }
+                if !tx.delete_resource(kind, &ctx.tenant, &id)? {
+                    return Err(not_found(kind, &id));
+                }
+                let (action, event) = match kind {
+                    Kind::User => ("user.delete", "user.deleted"),
+                    Kind::Group => ("group.delete", "group.deleted"),
+                };
+                record(
+                    tx,
+                    &ctx,
+                    kind,
+                    &id,
+                    action,
+                    Some(&stored.doc),
+                    None,
+                    event,
+                    &now,
+                )
+            })
+            .await
     }
 
     /// Lists resources: SQL decides what it can exactly; anything else is evaluated in memory
@@ -883,6 +792,103 @@ impl Engine {
             .map(|r| q.projection.apply(rt, &r.body))
             .collect())
     }
+}
+
+/// Validates new members: each must be a user or group of this tenant, its declared type
+/// must match, and no group may end up containing itself.
+fn check_members(
+    tx: &mut Tx<'_>,
+    ctx: &Ctx,
+    group: &str,
+    members: &[(String, Option<String>)],
+) -> ApiResult<Vec<(String, String)>> {
+    let ids: Vec<String> = members
+        .iter()
+        .map(|(id, _)| id.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let found = tx.classify_ids(&ctx.tenant, &ids)?;
+    let mut out: Vec<(String, String)> = Vec::with_capacity(ids.len());
+    let mut seen = BTreeSet::new();
+    let mut nested = Vec::new();
+    for (id, declared) in members {
+        let Some(actual) = found.get(id) else {
+            return Err(scim::Error::InvalidValue(format!(
+                "member '{id}' is not a user or group of this tenant"
+            ))
+            .into());
+        };
+        if let Some(d) = declared
+            && !d.eq_ignore_ascii_case(actual)
+        {
+            return Err(scim::Error::InvalidValue(format!(
+                "member '{id}' is a {actual}, not a {d}"
+            ))
+            .into());
+        }
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        if *actual == "Group" {
+            nested.push(id.clone());
+        }
+        out.push((id.clone(), actual.to_string()));
+    }
+    if !nested.is_empty() {
+        let ancestors = tx.group_ancestors(&ctx.tenant, group)?;
+        if let Some(cycle) = nested.iter().find(|g| ancestors.contains(g)) {
+            return Err(scim::Error::InvalidValue(format!(
+                "adding group '{cycle}' would make a group contain itself"
+            ))
+            .into());
+        }
+    }
+    Ok(out)
+}
+
+/// Writes the audit record and the outbox event of a change, in the change's transaction.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    tx: &mut Tx<'_>,
+    ctx: &Ctx,
+    kind: Kind,
+    id: &str,
+    action: &str,
+    before: Option<&Value>,
+    after: Option<&Value>,
+    event: &str,
+    now: &str,
+) -> ApiResult<()> {
+    tx.audit(NewAudit {
+        tenant_id: &ctx.tenant,
+        at: now,
+        actor: &ctx.actor,
+        action,
+        resource_type: kind.name(),
+        resource_id: id,
+        request_id: &ctx.request_id,
+        before: before.map(Value::to_string),
+        after: after.map(Value::to_string),
+    })?;
+    let payload = json!({
+        "type": event,
+        "tenant": ctx.tenant,
+        "resource_type": kind.name(),
+        "id": id,
+        "at": now,
+        "request_id": ctx.request_id,
+        "data": after,
+    });
+    tx.outbox(
+        &ctx.tenant,
+        event,
+        kind.name(),
+        id,
+        &payload.to_string(),
+        now,
+    )?;
+    Ok(())
 }
 
 /// A resource with its sort key, for in-memory ordering.

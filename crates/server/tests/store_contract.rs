@@ -43,18 +43,19 @@ async fn resources_round_trip_and_uniqueness(b: Backend) {
     let (t1, t2) = (unique_id("t1"), unique_id("t2"));
     tenant(s, &t1).await;
     tenant(s, &t2).await;
-    let mut tx = s.begin().await.unwrap();
-    tx.insert_resource(
-        Kind::User,
-        &t1,
-        &res(
-            "u1",
-            json!({"userName": "Alice", "emails": [{"value": "A@x.com"}]}),
-        ),
-    )
+    let tt = t1.clone();
+    s.write(move |tx| {
+        tx.insert_resource(
+            Kind::User,
+            &tt,
+            &res(
+                "u1",
+                json!({"userName": "Alice", "emails": [{"value": "A@x.com"}]}),
+            ),
+        )
+    })
     .await
     .unwrap();
-    tx.commit().await.unwrap();
     let got = s
         .get_resource(Kind::User, &t1, "u1")
         .await
@@ -68,25 +69,33 @@ async fn resources_round_trip_and_uniqueness(b: Backend) {
             .is_none(),
         "tenants never see each other"
     );
-    let mut tx = s.begin().await.unwrap();
-    let dup = tx
-        .insert_resource(Kind::User, &t1, &res("u2", json!({"userName": "ALICE"})))
+    let tt = t1.clone();
+    let dup = s
+        .write(move |tx| {
+            tx.insert_resource(Kind::User, &tt, &res("u2", json!({"userName": "ALICE"})))
+        })
         .await;
     assert!(matches!(dup, Err(StoreError::Unique(_))), "{dup:?}");
-    drop(tx);
-    let mut tx = s.begin().await.unwrap();
-    tx.insert_resource(Kind::User, &t2, &res("u1", json!({"userName": "alice"})))
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let tt = t2.clone();
+    s.write(move |tx| {
+        tx.insert_resource(Kind::User, &tt, &res("u1", json!({"userName": "alice"})))
+    })
+    .await
+    .unwrap();
     // Optimistic update: the expected version must match.
     let mut next = got.clone();
     next.doc["userName"] = json!("alice2");
     next.version = 2;
-    let mut tx = s.begin().await.unwrap();
-    assert!(!tx.update_resource(Kind::User, &t1, &next, 5).await.unwrap());
-    assert!(tx.update_resource(Kind::User, &t1, &next, 1).await.unwrap());
-    tx.commit().await.unwrap();
+    let tt = t1.clone();
+    let (stale, fresh) = s
+        .write(move |tx| -> Result<(bool, bool), StoreError> {
+            let stale = tx.update_resource(Kind::User, &tt, &next, 5)?;
+            let fresh = tx.update_resource(Kind::User, &tt, &next, 1)?;
+            Ok((stale, fresh))
+        })
+        .await
+        .unwrap();
+    assert_eq!((stale, fresh), (false, true));
     assert_eq!(
         s.get_resource(Kind::User, &t1, "u1")
             .await
@@ -95,10 +104,17 @@ async fn resources_round_trip_and_uniqueness(b: Backend) {
             .version,
         2
     );
-    let mut tx = s.begin().await.unwrap();
-    assert!(tx.delete_resource(Kind::User, &t1, "u1").await.unwrap());
-    assert!(!tx.delete_resource(Kind::User, &t1, "u1").await.unwrap());
-    tx.commit().await.unwrap();
+    let tt = t1.clone();
+    let deleted = s
+        .write(move |tx| -> Result<(bool, bool), StoreError> {
+            Ok((
+                tx.delete_resource(Kind::User, &tt, "u1")?,
+                tx.delete_resource(Kind::User, &tt, "u1")?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(deleted, (true, false));
     assert!(
         s.get_resource(Kind::User, &t2, "u1")
             .await
@@ -107,32 +123,31 @@ async fn resources_round_trip_and_uniqueness(b: Backend) {
     );
 }
 
-async fn rollback_leaves_nothing(b: Backend) {
+async fn failed_work_leaves_nothing(b: Backend) {
     let db = common::store(b).await;
     let s = &db.store;
     let t = unique_id("t");
     tenant(s, &t).await;
-    let mut tx = s.begin().await.unwrap();
-    tx.insert_resource(Kind::User, &t, &res("u1", json!({"userName": "x"})))
-        .await
-        .unwrap();
-    tx.audit(NewAudit {
-        tenant_id: &t,
-        at: "now",
-        actor: "a",
-        action: "user.create",
-        resource_type: "User",
-        resource_id: "u1",
-        request_id: "r",
-        before: None,
-        after: Some("{}".into()),
-    })
-    .await
-    .unwrap();
-    tx.outbox(&t, "user.created", "User", "u1", "{}", "now")
-        .await
-        .unwrap();
-    drop(tx); // no commit
+    let tt = t.clone();
+    let r: Result<(), StoreError> = s
+        .write(move |tx| {
+            tx.insert_resource(Kind::User, &tt, &res("u1", json!({"userName": "x"})))?;
+            tx.audit(NewAudit {
+                tenant_id: &tt,
+                at: "now",
+                actor: "a",
+                action: "user.create",
+                resource_type: "User",
+                resource_id: "u1",
+                request_id: "r",
+                before: None,
+                after: Some("{}".into()),
+            })?;
+            tx.outbox(&tt, "user.created", "User", "u1", "{}", "now")?;
+            Err(StoreError::Corrupt("fail after writing".into()))
+        })
+        .await;
+    assert!(r.is_err());
     assert!(
         s.get_resource(Kind::User, &t, "u1")
             .await
@@ -144,22 +159,77 @@ async fn rollback_leaves_nothing(b: Backend) {
     assert_eq!(s.audit_head(&t).await.unwrap().unwrap().0, 0);
 }
 
+/// Many concurrent writes, some failing: the failures change nothing, the rest all land
+/// (on SQLite they share commits; a failing job must not take its batch down with it).
+async fn concurrent_writes_fail_alone(b: Backend) {
+    let db = common::store(b).await;
+    let s = db.store.clone();
+    let t = unique_id("t");
+    tenant(&s, &t).await;
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let (s, t) = (s.clone(), t.clone());
+        tasks.push(tokio::spawn(async move {
+            s.write(move |tx| -> Result<(), StoreError> {
+                tx.insert_resource(
+                    Kind::User,
+                    &t,
+                    &res(&format!("u{i}"), json!({"userName": format!("n{i}")})),
+                )?;
+                if i % 3 == 0 {
+                    return Err(StoreError::Corrupt("planned failure".into()));
+                }
+                Ok(())
+            })
+            .await
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        if task.await.unwrap().is_ok() {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 40);
+    let (rows, total) = s
+        .list_resources(
+            Kind::User,
+            &t,
+            &all(),
+            &Order {
+                column: None,
+                descending: false,
+            },
+            &Page::All,
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!((rows.len(), total), (40, Some(40)));
+    assert!(
+        rows.iter()
+            .all(|r| r.id[1..].parse::<usize>().unwrap() % 3 != 0)
+    );
+}
+
 async fn listing_pages(b: Backend) {
     let db = common::store(b).await;
     let s = &db.store;
     let t = unique_id("t");
     tenant(s, &t).await;
-    let mut tx = s.begin().await.unwrap();
-    for i in 0..10 {
-        tx.insert_resource(
-            Kind::User,
-            &t,
-            &res(&format!("u{i}"), json!({"userName": format!("n{}", 9 - i)})),
-        )
-        .await
-        .unwrap();
-    }
-    tx.commit().await.unwrap();
+    let tt = t.clone();
+    s.write(move |tx| -> Result<(), StoreError> {
+        for i in 0..10 {
+            tx.insert_resource(
+                Kind::User,
+                &tt,
+                &res(&format!("u{i}"), json!({"userName": format!("n{}", 9 - i)})),
+            )?;
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
     let by_id = Order {
         column: None,
         descending: false,
@@ -240,50 +310,67 @@ async fn memberships_and_nesting(b: Backend) {
     let s = &db.store;
     let t = unique_id("t");
     tenant(s, &t).await;
-    let mut tx = s.begin().await.unwrap();
-    tx.insert_resource(Kind::User, &t, &res("u1", json!({"userName": "u1"})))
-        .await
-        .unwrap();
-    tx.insert_resource(Kind::Group, &t, &res("g1", json!({"displayName": "Inner"})))
-        .await
-        .unwrap();
-    tx.insert_resource(Kind::Group, &t, &res("g2", json!({"displayName": "Outer"})))
-        .await
-        .unwrap();
-    tx.add_members(&t, "g1", &[("u1".into(), "User".into())])
-        .await
-        .unwrap();
-    tx.add_members(&t, "g2", &[("g1".into(), "Group".into())])
-        .await
-        .unwrap();
-    tx.add_members(&t, "g2", &[("g1".into(), "Group".into())])
-        .await
-        .unwrap(); // idempotent
-    let kinds = tx
-        .classify_ids(&t, &["u1".into(), "g1".into(), "zz".into()])
+    let tt = t.clone();
+    let (kinds, mut anc) = s
+        .write(move |tx| -> Result<_, StoreError> {
+            let t = tt;
+            tx.insert_resource(Kind::User, &t, &res("u1", json!({"userName": "u1"})))?;
+            tx.insert_resource(Kind::Group, &t, &res("g1", json!({"displayName": "Inner"})))?;
+            tx.insert_resource(Kind::Group, &t, &res("g2", json!({"displayName": "Outer"})))?;
+            tx.add_members(&t, "g1", &[("u1".into(), "User".into())])?;
+            tx.add_members(&t, "g2", &[("g1".into(), "Group".into())])?;
+            tx.add_members(&t, "g2", &[("g1".into(), "Group".into())])?; // idempotent
+            let kinds = tx.classify_ids(&t, &["u1".into(), "g1".into(), "zz".into()])?;
+            let anc = tx.group_ancestors(&t, "g1")?;
+            Ok((kinds, anc))
+        })
         .await
         .unwrap();
     assert_eq!(kinds.get("u1"), Some(&"User"));
     assert_eq!(kinds.get("g1"), Some(&"Group"));
     assert!(!kinds.contains_key("zz"));
-    let mut anc = tx.group_ancestors(&t, "g1").await.unwrap();
     anc.sort();
     assert_eq!(anc, ["g1", "g2"]);
-    tx.commit().await.unwrap();
     let groups = s.groups_of_users(&t, &["u1".into()]).await.unwrap();
     let summary: Vec<(&str, bool)> = groups
         .iter()
         .map(|g| (g.display.as_str(), g.direct))
         .collect();
     assert_eq!(summary, [("Inner", true), ("Outer", false)]);
-    let mut tx = s.begin().await.unwrap();
-    tx.remove_members(&t, "g2", &["g1".into()]).await.unwrap();
-    tx.commit().await.unwrap();
+    let tt = t.clone();
+    s.write(move |tx| tx.remove_members(&tt, "g2", &["g1".into()]))
+        .await
+        .unwrap();
     assert_eq!(
         s.groups_of_users(&t, &["u1".into()]).await.unwrap().len(),
         1
     );
     assert_eq!(s.group_members(&t, "g1").await.unwrap().len(), 1);
+}
+
+fn audit_one(
+    s: &seatkeeper::store::Store,
+    t: &str,
+    i: usize,
+) -> impl std::future::Future<Output = Result<i64, StoreError>> + use<> {
+    let (s, t) = (s.clone(), t.to_string());
+    async move {
+        s.write(move |tx| {
+            let id = format!("u{i}");
+            tx.audit(NewAudit {
+                tenant_id: &t,
+                at: "2026-01-01T00:00:00.000000Z",
+                actor: "idp",
+                action: "user.create",
+                resource_type: "User",
+                resource_id: &id,
+                request_id: "r",
+                before: None,
+                after: Some(format!("{{\"i\":{i}}}")),
+            })
+        })
+        .await
+    }
 }
 
 async fn audit_chain_detects_tampering(b: Backend) {
@@ -292,22 +379,7 @@ async fn audit_chain_detects_tampering(b: Backend) {
     let t = unique_id("t");
     tenant(s, &t).await;
     for i in 0..5 {
-        let mut tx = s.begin().await.unwrap();
-        let id = format!("u{i}");
-        tx.audit(NewAudit {
-            tenant_id: &t,
-            at: "2026-01-01T00:00:00.000000Z",
-            actor: "idp",
-            action: "user.create",
-            resource_type: "User",
-            resource_id: &id,
-            request_id: "r",
-            before: None,
-            after: Some(format!("{{\"i\":{i}}}")),
-        })
-        .await
-        .unwrap();
-        tx.commit().await.unwrap();
+        audit_one(s, &t, i).await.unwrap();
     }
     let ok = seatkeeper::verify_audit(s, Some(&t)).await.unwrap();
     assert_eq!((ok[0].1, ok[0].2.is_ok()), (5, true));
@@ -327,6 +399,11 @@ async fn audit_chain_detects_tampering(b: Backend) {
     )
     .await
     .unwrap();
+    assert!(
+        seatkeeper::verify_audit(s, Some(&t)).await.unwrap()[0]
+            .2
+            .is_ok()
+    );
     s.execute_unchecked(
         "DELETE FROM audit_log WHERE tenant_id = $1 AND seq = 5",
         seatkeeper::params![&t],
@@ -342,31 +419,11 @@ async fn concurrent_audit_writers_keep_one_chain(b: Backend) {
     let s = db.store.clone();
     let t = unique_id("t");
     tenant(&s, &t).await;
-    let mut tasks = Vec::new();
-    for i in 0..40 {
-        let s = s.clone();
-        let t = t.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tx = s.begin().await.unwrap();
-            let id = format!("u{i}");
-            tx.audit(NewAudit {
-                tenant_id: &t,
-                at: "now",
-                actor: "idp",
-                action: "x",
-                resource_type: "User",
-                resource_id: &id,
-                request_id: "r",
-                before: None,
-                after: None,
-            })
-            .await
-            .unwrap();
-            tx.commit().await.unwrap();
-        }));
-    }
+    let tasks: Vec<_> = (0..40)
+        .map(|i| tokio::spawn(audit_one(&s, &t, i)))
+        .collect();
     for task in tasks {
-        task.await.unwrap();
+        task.await.unwrap().unwrap();
     }
     let v = seatkeeper::verify_audit(&s, Some(&t)).await.unwrap();
     assert_eq!(v[0].1, 40);
@@ -407,7 +464,8 @@ async fn tokens_and_settings(b: Backend) {
 
 both_backends!(
     resources_round_trip_and_uniqueness,
-    rollback_leaves_nothing,
+    failed_work_leaves_nothing,
+    concurrent_writes_fail_alone,
     listing_pages,
     memberships_and_nesting,
     audit_chain_detects_tampering,

@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use rusqlite::types::ValueRef;
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Column, Postgres, Row as _, TypeInfo};
-use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::{StoreError, StoreResult};
 
@@ -179,11 +178,24 @@ fn sqlite_exec(conn: &rusqlite::Connection, sql: &str, params: &[P]) -> StoreRes
     stmt.raw_execute().map(|n| n as u64).map_err(map_sqlite)
 }
 
-/// The SQLite side: one writer, a pool of readers.
+/// A unit of work for the SQLite writer thread: it runs inside a savepoint and returns
+/// whether it succeeded and how to deliver its result once the batch's commit is known.
+type Job = Box<dyn FnOnce(&rusqlite::Connection) -> (bool, Deliver) + Send>;
+type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// Most jobs committed together by one SQLite transaction.
+const MAX_BATCH: usize = 256;
+
+/// The SQLite side: one writer thread with group commit, a pool of readers.
+///
+/// Writes are jobs sent to a dedicated thread that owns the only writer connection. The
+/// thread takes every job waiting, runs each in its own savepoint (a failing job rolls back
+/// alone), commits them in one transaction, and only then answers them: every answered write
+/// is committed, and under load many writes share one commit.
 pub struct Sqlite {
     path: PathBuf,
     pragmas: Vec<String>,
-    writer: Arc<AsyncMutex<rusqlite::Connection>>,
+    jobs: std::sync::mpsc::Sender<Job>,
     readers: Mutex<Vec<rusqlite::Connection>>,
     max_readers: usize,
 }
@@ -202,10 +214,15 @@ impl Sqlite {
             "PRAGMA temp_store = MEMORY".into(),
         ];
         let writer = Self::connect(&path, &pragmas)?;
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(writer, rx))
+            .map_err(|e| StoreError::Sqlite(format!("cannot start the writer thread: {e}")))?;
         Ok(Sqlite {
             path,
             pragmas,
-            writer: Arc::new(AsyncMutex::new(writer)),
+            jobs,
             readers: Mutex::new(Vec::new()),
             max_readers: max_readers.max(1),
         })
@@ -233,13 +250,95 @@ impl Sqlite {
             None => Self::connect(&self.path, &self.pragmas)?,
         };
         let result = f(&conn);
-        if let Ok(mut pool) = self.readers.lock() {
-            if pool.len() < self.max_readers {
-                pool.push(conn);
-            }
+        if let Ok(mut pool) = self.readers.lock()
+            && pool.len() < self.max_readers
+        {
+            pool.push(conn);
         }
         result
     }
+
+    async fn submit<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
+    {
+        let (send, recv) = tokio::sync::oneshot::channel::<Result<T, E>>();
+        let job: Job = Box::new(move |conn| {
+            let result = f(&mut Tx(TxRef::Sqlite(conn)));
+            let ok = result.is_ok();
+            let deliver: Deliver = Box::new(move |commit| {
+                let out = match (result, commit) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Ok(_), Err(e)) => Err(E::from(e)),
+                    (Err(e), _) => Err(e),
+                };
+                let _ = send.send(out);
+            });
+            (ok, deliver)
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| E::from(StoreError::Sqlite("the writer thread has stopped".into())))?;
+        recv.await
+            .map_err(|_| E::from(StoreError::Sqlite("the writer thread dropped a job".into())))?
+    }
+}
+
+fn writer_loop(conn: rusqlite::Connection, rx: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = sqlite_exec(&conn, "BEGIN IMMEDIATE", &[]) {
+            for job in batch {
+                // Nothing ran: answer every job with the error.
+                let (_, deliver) = fail_job(job, &conn);
+                deliver(Err(StoreError::Sqlite(e.to_string())));
+            }
+            continue;
+        }
+        let mut delivers = Vec::with_capacity(batch.len());
+        for job in batch {
+            let savepoint = sqlite_exec(&conn, "SAVEPOINT job", &[]);
+            if savepoint.is_err() {
+                let (_, deliver) = fail_job(job, &conn);
+                delivers.push((deliver, false));
+                continue;
+            }
+            let (ok, deliver) = job(&conn);
+            if !ok {
+                let _ = conn.execute_batch("ROLLBACK TO job");
+            }
+            let _ = conn.execute_batch("RELEASE job");
+            delivers.push((deliver, ok));
+        }
+        let commit = sqlite_exec(&conn, "COMMIT", &[]).map(|_| ());
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for (deliver, _) in delivers {
+            deliver(match &commit {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Sqlite(e.to_string())),
+            });
+        }
+    }
+}
+
+/// Answers a job that could not run, without running its work.
+fn fail_job(job: Job, conn: &rusqlite::Connection) -> (bool, Deliver) {
+    // The job must still be consumed to reach its sender; run it inside a savepoint that is
+    // always rolled back, so it changes nothing, then report failure.
+    let _ = conn.execute_batch("SAVEPOINT failed");
+    let (_, deliver) = job(conn);
+    let _ = conn.execute_batch("ROLLBACK TO failed; RELEASE failed");
+    (false, deliver)
 }
 
 // ---------------------------------------------------------------- PostgreSQL
@@ -321,31 +420,53 @@ impl Pool {
 
     /// Runs one write statement in its own transaction.
     pub async fn execute(&self, sql: &str, params: &[P]) -> StoreResult<u64> {
-        match self {
-            Pool::Sqlite(s) => {
-                let w = s.writer.lock().await;
-                sqlite_exec(&w, sql, params)
-            }
-            Pool::Postgres(pg) => Ok(pg_bind(sql, params)
-                .execute(pg)
-                .await
-                .map_err(map_pg)?
-                .rows_affected()),
-        }
+        let (sql, params) = (sql.to_string(), params.to_vec());
+        self.write(move |tx| tx.execute(&sql, &params)).await
     }
 
-    /// Starts a write transaction.
-    pub async fn begin(&self) -> StoreResult<DbTx> {
+    /// Runs `f` in one write transaction: committed if it returns `Ok`, rolled back if not.
+    /// On SQLite the work runs on the writer thread (and may share its commit with other
+    /// writes); on PostgreSQL it runs on a blocking thread with its own transaction.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
+    {
         match self {
-            Pool::Sqlite(s) => {
-                let guard = s.writer.clone().lock_owned().await;
-                // IMMEDIATE takes the write lock now, so the transaction never has to upgrade.
-                sqlite_exec(&guard, "BEGIN IMMEDIATE", &[])?;
-                Ok(DbTx(Some(TxInner::Sqlite(guard))))
+            Pool::Sqlite(s) => s.submit(f).await,
+            Pool::Postgres(pg) => {
+                let pg = pg.clone();
+                let handle = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || {
+                    let tx = handle
+                        .block_on(pg.begin())
+                        .map_err(|e| E::from(map_pg(e)))?;
+                    let mut pgtx = PgTx {
+                        tx: Some(tx),
+                        handle: handle.clone(),
+                    };
+                    let result = f(&mut Tx(TxRef::Postgres(&mut pgtx)));
+                    let tx = pgtx.tx.take();
+                    match (result, tx) {
+                        (Ok(v), Some(tx)) => {
+                            handle
+                                .block_on(tx.commit())
+                                .map_err(|e| E::from(map_pg(e)))?;
+                            Ok(v)
+                        }
+                        (Ok(_), None) => Err(E::from(finished())),
+                        (Err(e), tx) => {
+                            if let Some(tx) = tx {
+                                let _ = handle.block_on(tx.rollback());
+                            }
+                            Err(e)
+                        }
+                    }
+                })
+                .await
+                .map_err(|e| E::from(StoreError::Sqlite(format!("write task failed: {e}"))))?
             }
-            Pool::Postgres(pg) => Ok(DbTx(Some(TxInner::Postgres(
-                pg.begin().await.map_err(map_pg)?,
-            )))),
         }
     }
 
@@ -362,71 +483,59 @@ impl Pool {
     }
 }
 
-/// A write transaction. Dropped without [`DbTx::commit`], it rolls back.
-pub struct DbTx(Option<TxInner>);
-
-enum TxInner {
-    /// SQLite: the writer connection, held for the transaction's life, inside `BEGIN IMMEDIATE`.
-    Sqlite(OwnedMutexGuard<rusqlite::Connection>),
-    /// PostgreSQL.
-    Postgres(sqlx::Transaction<'static, Postgres>),
+/// A PostgreSQL transaction driven from a blocking thread.
+pub struct PgTx {
+    tx: Option<sqlx::Transaction<'static, Postgres>>,
+    handle: tokio::runtime::Handle,
 }
+
+enum TxRef<'a> {
+    Sqlite(&'a rusqlite::Connection),
+    Postgres(&'a mut PgTx),
+}
+
+/// The open write transaction a unit of work runs in. Its calls are synchronous: on SQLite
+/// they run on the writer thread, on PostgreSQL they block a blocking-pool thread.
+pub struct Tx<'a>(TxRef<'a>);
 
 fn finished() -> StoreError {
     StoreError::Sqlite("transaction already finished".into())
 }
 
-impl DbTx {
+impl Tx<'_> {
     /// Runs a query in the transaction.
-    pub async fn fetch(&mut self, sql: &str, params: &[P]) -> StoreResult<Vec<Row>> {
-        match self.0.as_mut().ok_or_else(finished)? {
-            TxInner::Sqlite(c) => sqlite_fetch(c, sql, params),
-            TxInner::Postgres(tx) => pg_bind(sql, params)
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(map_pg)?
-                .iter()
-                .map(pg_row)
-                .collect(),
+    pub fn fetch(&mut self, sql: &str, params: &[P]) -> StoreResult<Vec<Row>> {
+        match &mut self.0 {
+            TxRef::Sqlite(c) => sqlite_fetch(c, sql, params),
+            TxRef::Postgres(pg) => {
+                let tx = pg.tx.as_mut().ok_or_else(finished)?;
+                pg.handle
+                    .block_on(pg_bind(sql, params).fetch_all(&mut **tx))
+                    .map_err(map_pg)?
+                    .iter()
+                    .map(pg_row)
+                    .collect()
+            }
         }
     }
 
     /// Runs a query expecting at most one row.
-    pub async fn fetch_opt(&mut self, sql: &str, params: &[P]) -> StoreResult<Option<Row>> {
-        Ok(self.fetch(sql, params).await?.into_iter().next())
+    pub fn fetch_opt(&mut self, sql: &str, params: &[P]) -> StoreResult<Option<Row>> {
+        Ok(self.fetch(sql, params)?.into_iter().next())
     }
 
     /// Runs a statement in the transaction.
-    pub async fn execute(&mut self, sql: &str, params: &[P]) -> StoreResult<u64> {
-        match self.0.as_mut().ok_or_else(finished)? {
-            TxInner::Sqlite(c) => sqlite_exec(c, sql, params),
-            TxInner::Postgres(tx) => Ok(pg_bind(sql, params)
-                .execute(&mut **tx)
-                .await
-                .map_err(map_pg)?
-                .rows_affected()),
-        }
-    }
-
-    /// Commits.
-    pub async fn commit(mut self) -> StoreResult<()> {
-        match self.0.take().ok_or_else(finished)? {
-            TxInner::Sqlite(c) => {
-                if let Err(e) = sqlite_exec(&c, "COMMIT", &[]) {
-                    let _ = c.execute_batch("ROLLBACK");
-                    return Err(e);
-                }
-                Ok(())
+    pub fn execute(&mut self, sql: &str, params: &[P]) -> StoreResult<u64> {
+        match &mut self.0 {
+            TxRef::Sqlite(c) => sqlite_exec(c, sql, params),
+            TxRef::Postgres(pg) => {
+                let tx = pg.tx.as_mut().ok_or_else(finished)?;
+                Ok(pg
+                    .handle
+                    .block_on(pg_bind(sql, params).execute(&mut **tx))
+                    .map_err(map_pg)?
+                    .rows_affected())
             }
-            TxInner::Postgres(tx) => tx.commit().await.map_err(map_pg),
-        }
-    }
-}
-
-impl Drop for DbTx {
-    fn drop(&mut self) {
-        if let Some(TxInner::Sqlite(c)) = &self.0 {
-            let _ = c.execute_batch("ROLLBACK");
         }
     }
 }

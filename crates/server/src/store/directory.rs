@@ -358,24 +358,22 @@ impl Store {
     }
 }
 
-impl Tx {
+impl Tx<'_> {
     /// Reads a resource inside the transaction.
-    pub async fn get_resource(
+    pub fn get_resource(
         &mut self,
         kind: Kind,
         tenant: &str,
         id: &str,
     ) -> StoreResult<Option<StoredResource>> {
-        self.db
-            .fetch_opt(select_sql(kind), &params![tenant, id])
-            .await?
+        self.fetch_opt(select_sql(kind), &params![tenant, id])?
             .as_ref()
             .map(resource_from_row)
             .transpose()
     }
 
     /// Inserts a new resource. A duplicate userName/displayName is [`StoreError::Unique`].
-    pub async fn insert_resource(
+    pub fn insert_resource(
         &mut self,
         kind: Kind,
         tenant: &str,
@@ -385,7 +383,7 @@ impl Tx {
         let doc = res.doc.to_string();
         match kind {
             Kind::User => {
-                self.db
+                self
                     .execute(
                         "INSERT INTO scim_users (tenant_id, id, user_name, user_name_lc, external_id, display_name, \
                          display_name_lc, active, created, last_modified, version, doc) \
@@ -396,28 +394,23 @@ impl Tx {
                             &res.last_modified, res.version, doc
                         ],
                     )
-                    .await?;
-                self.write_emails(tenant, &res.id, &cols.emails).await?;
+                    ?;
+                self.write_emails(tenant, &res.id, &cols.emails)?;
             }
             Kind::Group => {
-                self.db
+                self
                     .execute(
                         "INSERT INTO scim_groups (tenant_id, id, display_name, display_name_lc, external_id, \
                          created, last_modified, version, doc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                         &params![tenant, &res.id, &cols.name, cols.name.to_lowercase(), &cols.external_id, &res.created, &res.last_modified, res.version, doc],
                     )
-                    .await?;
+                    ?;
             }
         }
         Ok(())
     }
 
-    async fn write_emails(
-        &mut self,
-        tenant: &str,
-        user: &str,
-        emails: &[String],
-    ) -> StoreResult<()> {
+    fn write_emails(&mut self, tenant: &str, user: &str, emails: &[String]) -> StoreResult<()> {
         if emails.is_empty() {
             return Ok(());
         }
@@ -429,13 +422,13 @@ impl Tx {
             format!("INSERT INTO scim_user_emails (tenant_id, user_id, value_lc) VALUES {values}");
         let mut params = params![tenant, user];
         params.extend(emails.iter().map(P::from));
-        self.db.execute(&sql, &params).await?;
+        self.execute(&sql, &params)?;
         Ok(())
     }
 
     /// Replaces a resource's document if its version is still `expected`; returns whether it
     /// was (optimistic concurrency: a lost race is retried by the engine).
-    pub async fn update_resource(
+    pub fn update_resource(
         &mut self,
         kind: Kind,
         tenant: &str,
@@ -446,7 +439,7 @@ impl Tx {
         let doc = res.doc.to_string();
         let n = match kind {
             Kind::User => {
-                self.db
+                self
                     .execute(
                         "UPDATE scim_users SET user_name = $3, user_name_lc = $4, external_id = $5, display_name = $6, \
                          display_name_lc = $7, active = $8, last_modified = $9, version = $10, doc = $11 \
@@ -457,92 +450,70 @@ impl Tx {
                             res.version, doc, expected
                         ],
                     )
-                    .await?
+                    ?
             }
             Kind::Group => {
-                self.db
+                self
                     .execute(
                         "UPDATE scim_groups SET display_name = $3, display_name_lc = $4, external_id = $5, \
                          last_modified = $6, version = $7, doc = $8 WHERE tenant_id = $1 AND id = $2 AND version = $9",
                         &params![tenant, &res.id, &cols.name, cols.name.to_lowercase(), &cols.external_id, &res.last_modified, res.version, doc, expected],
                     )
-                    .await?
+                    ?
             }
         };
         if n != 1 {
             return Ok(false);
         }
         if kind == Kind::User {
-            self.db
-                .execute(
-                    "DELETE FROM scim_user_emails WHERE tenant_id = $1 AND user_id = $2",
-                    &params![tenant, &res.id],
-                )
-                .await?;
-            self.write_emails(tenant, &res.id, &cols.emails).await?;
+            self.execute(
+                "DELETE FROM scim_user_emails WHERE tenant_id = $1 AND user_id = $2",
+                &params![tenant, &res.id],
+            )?;
+            self.write_emails(tenant, &res.id, &cols.emails)?;
         }
         Ok(true)
     }
 
     /// Deletes a resource and every membership that names it; returns whether it existed.
-    pub async fn delete_resource(
-        &mut self,
-        kind: Kind,
-        tenant: &str,
-        id: &str,
-    ) -> StoreResult<bool> {
+    pub fn delete_resource(&mut self, kind: Kind, tenant: &str, id: &str) -> StoreResult<bool> {
         let sql = format!(
             "DELETE FROM {} WHERE tenant_id = $1 AND id = $2",
             kind.table()
         );
-        if self.db.execute(&sql, &params![tenant, id]).await? == 0 {
+        if self.execute(&sql, &params![tenant, id])? == 0 {
             return Ok(false);
         }
-        self.db
-            .execute(
-                "DELETE FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2",
-                &params![tenant, id],
-            )
-            .await?;
+        self.execute(
+            "DELETE FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2",
+            &params![tenant, id],
+        )?;
         match kind {
-            Kind::User => {
-                self.db
-                    .execute(
-                        "DELETE FROM scim_user_emails WHERE tenant_id = $1 AND user_id = $2",
-                        &params![tenant, id],
-                    )
-                    .await?
-            }
-            Kind::Group => {
-                self.db
-                    .execute(
-                        "DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2",
-                        &params![tenant, id],
-                    )
-                    .await?
-            }
+            Kind::User => self.execute(
+                "DELETE FROM scim_user_emails WHERE tenant_id = $1 AND user_id = $2",
+                &params![tenant, id],
+            )?,
+            Kind::Group => self.execute(
+                "DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2",
+                &params![tenant, id],
+            )?,
         };
         Ok(true)
     }
 
     /// Current member (id, type) pairs of a group.
-    pub async fn member_ids(
-        &mut self,
-        tenant: &str,
-        group: &str,
-    ) -> StoreResult<Vec<(String, String)>> {
+    pub fn member_ids(&mut self, tenant: &str, group: &str) -> StoreResult<Vec<(String, String)>> {
         let rows = self
-            .db
             .fetch(
                 "SELECT member_id, member_type FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 ORDER BY member_id",
                 &params![tenant, group],
             )
-            .await?;
+            ?;
         Ok(rows.iter().map(|r| (r.text(0), r.text(1))).collect())
     }
 
     /// Which of these ids are users and which are groups of the tenant.
-    pub async fn classify_ids(
+    pub fn classify_ids(
         &mut self,
         tenant: &str,
         ids: &[String],
@@ -556,7 +527,7 @@ impl Tx {
                 );
                 let mut params = vec![P::from(tenant)];
                 params.extend(chunk.iter().map(P::from));
-                for r in self.db.fetch(&sql, &params).await? {
+                for r in self.fetch(&sql, &params)? {
                     out.insert(r.text(0), kind);
                 }
             }
@@ -565,9 +536,8 @@ impl Tx {
     }
 
     /// The group and every group that contains it, directly or not.
-    pub async fn group_ancestors(&mut self, tenant: &str, group: &str) -> StoreResult<Vec<String>> {
+    pub fn group_ancestors(&mut self, tenant: &str, group: &str) -> StoreResult<Vec<String>> {
         let rows = self
-            .db
             .fetch(
                 // Seeded from stored rows (not a bare parameter) so both dialects type it alike.
                 "WITH RECURSIVE anc(id) AS (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2 UNION \
@@ -575,14 +545,14 @@ impl Tx {
                  SELECT id FROM anc",
                 &params![tenant, group],
             )
-            .await?;
+            ?;
         let mut out: Vec<String> = rows.iter().map(|r| r.text(0)).collect();
         out.push(group.to_string());
         Ok(out)
     }
 
     /// Adds members (id, type) to a group.
-    pub async fn add_members(
+    pub fn add_members(
         &mut self,
         tenant: &str,
         group: &str,
@@ -602,18 +572,13 @@ impl Tx {
                 params.push(P::from(id));
                 params.push(P::from(ty));
             }
-            self.db.execute(&sql, &params).await?;
+            self.execute(&sql, &params)?;
         }
         Ok(())
     }
 
     /// Removes members from a group.
-    pub async fn remove_members(
-        &mut self,
-        tenant: &str,
-        group: &str,
-        ids: &[String],
-    ) -> StoreResult<()> {
+    pub fn remove_members(&mut self, tenant: &str, group: &str, ids: &[String]) -> StoreResult<()> {
         for chunk in ids.chunks(500) {
             let sql = format!(
                 "DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 AND member_id IN ({})",
@@ -621,7 +586,7 @@ impl Tx {
             );
             let mut params = params![tenant, group];
             params.extend(chunk.iter().map(P::from));
-            self.db.execute(&sql, &params).await?;
+            self.execute(&sql, &params)?;
         }
         Ok(())
     }

@@ -34,34 +34,23 @@ fn statements(sql: &str) -> Vec<String> {
 }
 
 pub(super) async fn run(pool: &Pool, backend: Backend) -> StoreResult<()> {
-    let mut tx = pool.begin().await?;
-    if backend == Backend::Postgres {
-        // Held until this transaction ends: other nodes wait here, then see the new version.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1)",
-            &[P::Int(PG_MIGRATION_LOCK)],
-        )
-        .await?;
-    }
-    tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL)", &[]).await?;
-    let applied: Vec<i64> = tx
-        .fetch("SELECT version FROM schema_migrations", &[])
-        .await?
-        .iter()
-        .map(|r| r.int(0))
-        .collect();
-    for (version, description, sql) in MIGRATIONS {
-        if applied.contains(version) {
-            continue;
+    pool.write(move |tx| {
+        if backend == Backend::Postgres {
+            // Held until this transaction ends: other nodes wait here, then see the new version.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[P::Int(PG_MIGRATION_LOCK)])?;
         }
-        for stmt in statements(&specialise(sql, backend)) {
-            tx.execute(&stmt, &[]).await?;
+        tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL)", &[])?;
+        let applied: Vec<i64> = tx.fetch("SELECT version FROM schema_migrations", &[])?.iter().map(|r| r.int(0)).collect();
+        for (version, description, sql) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            for stmt in statements(&specialise(sql, backend)) {
+                tx.execute(&stmt, &[])?;
+            }
+            tx.execute("INSERT INTO schema_migrations (version, description) VALUES ($1, $2)", &[P::Int(*version), P::Text((*description).into())])?;
         }
-        tx.execute(
-            "INSERT INTO schema_migrations (version, description) VALUES ($1, $2)",
-            &[P::Int(*version), P::Text((*description).into())],
-        )
-        .await?;
-    }
-    tx.commit().await
+        Ok(())
+    })
+    .await
 }

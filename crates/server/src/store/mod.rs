@@ -10,7 +10,8 @@ mod migrate;
 
 use std::path::PathBuf;
 
-use db::{DbTx, P, Pool, Row};
+pub use db::Tx;
+use db::{P, Pool, Row};
 use sqlx::postgres::PgPoolOptions;
 
 use crate::params;
@@ -75,11 +76,6 @@ pub struct Store {
     pool: Pool,
 }
 
-/// A write transaction: dropped without [`Tx::commit`], nothing it did remains.
-pub struct Tx {
-    pub(crate) db: DbTx,
-}
-
 fn sqlite_path(url: &str) -> StoreResult<PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
@@ -133,11 +129,15 @@ impl Store {
         self.pool.fetch("SELECT 1", &[]).await.is_ok()
     }
 
-    /// Starts a write transaction.
-    pub async fn begin(&self) -> StoreResult<Tx> {
-        Ok(Tx {
-            db: self.pool.begin().await?,
-        })
+    /// Runs `f` in one write transaction: committed if it returns `Ok`, rolled back if not.
+    /// Every engine command is one call to this.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
+    {
+        self.pool.write(f).await
     }
 
     pub(crate) fn pool(&self) -> &Pool {
@@ -183,20 +183,19 @@ impl Store {
 
     /// Creates a tenant and the tip of its audit chain.
     pub async fn create_tenant(&self, id: &str, name: &str, now: &str) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        tx.db
-            .execute(
+        let (id, name, now) = (id.to_string(), name.to_string(), now.to_string());
+        self.write(move |tx| {
+            tx.execute(
                 "INSERT INTO tenants (id, name, created) VALUES ($1, $2, $3)",
-                &params![id, name, now],
-            )
-            .await?;
-        tx.db
-            .execute(
+                &params![&id, &name, &now],
+            )?;
+            tx.execute(
                 "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2)",
-                &params![id, crate::audit::GENESIS],
-            )
-            .await?;
-        tx.commit().await
+                &params![&id, crate::audit::GENESIS],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     /// A tenant, if it exists.
@@ -421,23 +420,16 @@ pub struct NewAudit<'a> {
     pub after: Option<String>,
 }
 
-impl Tx {
-    /// Commits.
-    pub async fn commit(self) -> StoreResult<()> {
-        self.db.commit().await
-    }
-
+impl Tx<'_> {
     /// Appends an audit record to the tenant's hash chain.
-    pub async fn audit(&mut self, entry: NewAudit<'_>) -> StoreResult<i64> {
+    pub fn audit(&mut self, entry: NewAudit<'_>) -> StoreResult<i64> {
         // Advancing the tip first takes the tip's row lock (PostgreSQL) for the rest of the
         // transaction, so concurrent writers of one tenant chain one after another.
         let row = self
-            .db
             .fetch_opt(
                 "UPDATE audit_heads SET seq = seq + 1 WHERE tenant_id = $1 RETURNING seq, hash",
                 &params![entry.tenant_id],
-            )
-            .await?
+            )?
             .ok_or_else(|| {
                 StoreError::Corrupt(format!("tenant {} has no audit chain", entry.tenant_id))
             })?;
@@ -456,28 +448,34 @@ impl Tx {
             hash: String::new(),
         };
         rec.hash = rec.compute_hash();
-        self.db
-            .execute(
-                "INSERT INTO audit_log (tenant_id, seq, at, actor, action, resource_type, resource_id, \
+        self.execute(
+            "INSERT INTO audit_log (tenant_id, seq, at, actor, action, resource_type, resource_id, \
                  request_id, before_doc, after_doc, prev_hash, hash) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                &params![
-                    &rec.tenant_id, rec.seq, &rec.at, &rec.actor, &rec.action, &rec.resource_type,
-                    &rec.resource_id, &rec.request_id, &rec.before, &rec.after, &rec.prev_hash, &rec.hash
-                ],
-            )
-            .await?;
-        self.db
-            .execute(
-                "UPDATE audit_heads SET hash = $2 WHERE tenant_id = $1",
-                &params![entry.tenant_id, &rec.hash],
-            )
-            .await?;
+            &params![
+                &rec.tenant_id,
+                rec.seq,
+                &rec.at,
+                &rec.actor,
+                &rec.action,
+                &rec.resource_type,
+                &rec.resource_id,
+                &rec.request_id,
+                &rec.before,
+                &rec.after,
+                &rec.prev_hash,
+                &rec.hash
+            ],
+        )?;
+        self.execute(
+            "UPDATE audit_heads SET hash = $2 WHERE tenant_id = $1",
+            &params![entry.tenant_id, &rec.hash],
+        )?;
         Ok(rec.seq)
     }
 
     /// Writes an outbox event.
-    pub async fn outbox(
+    pub fn outbox(
         &mut self,
         tenant: &str,
         event_type: &str,
@@ -486,13 +484,12 @@ impl Tx {
         payload: &str,
         now: &str,
     ) -> StoreResult<()> {
-        self.db
+        self
             .execute(
                 "INSERT INTO outbox (tenant_id, event_type, resource_type, resource_id, payload, created) \
                  VALUES ($1, $2, $3, $4, $5, $6)",
                 &params![tenant, event_type, resource_type, resource_id, payload, now],
-            )
-            .await?;
+            )?;
         Ok(())
     }
 }
