@@ -226,12 +226,9 @@ impl Engine {
         let refs = self.store.groups_of_users(&ctx.tenant, users).await?;
         let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         for g in refs {
-            out.entry(g.user_id).or_default().push(json!({
-                "value": g.group_id,
-                "$ref": format!("{}/Groups/{}", ctx.base_url, g.group_id),
-                "display": g.display,
-                "type": if g.direct { "direct" } else { "indirect" },
-            }));
+            out.entry(g.user_id.clone())
+                .or_default()
+                .push(group_ref_json(ctx, g));
         }
         Ok(out)
     }
@@ -244,6 +241,16 @@ impl Engine {
         id: &str,
         with_related: bool,
     ) -> ApiResult<Rendered> {
+        if kind == Kind::User && with_related {
+            // One statement for the user and its groups: the hot path of IdP reads.
+            let (res, groups) = self
+                .store
+                .get_user_with_groups(&ctx.tenant, id)
+                .await?
+                .ok_or_else(|| not_found(kind, id))?;
+            let groups = groups.into_iter().map(|g| group_ref_json(ctx, g)).collect();
+            return Ok(assemble(ctx, kind, &res, Some(groups)));
+        }
         let res = self
             .store
             .get_resource(kind, &ctx.tenant, id)
@@ -889,6 +896,16 @@ fn record(
         now,
     )?;
     Ok(())
+}
+
+/// A user's `groups` value (RFC 7643 §4.1.2: direct and indirect memberships).
+fn group_ref_json(ctx: &Ctx, g: crate::store::GroupRef) -> Value {
+    json!({
+        "value": g.group_id,
+        "$ref": format!("{}/Groups/{}", ctx.base_url, g.group_id),
+        "display": g.display,
+        "type": if g.direct { "direct" } else { "indirect" },
+    })
 }
 
 /// A resource with its sort key, for in-memory ordering.

@@ -248,25 +248,19 @@ impl Store {
         let n = filter.params.len();
         let mut params: Vec<P> = vec![P::from(tenant)];
         params.extend(filter.params.iter().map(P::from));
-        let total = if with_total {
-            let sql = format!(
-                "SELECT COUNT(*) FROM {table} r WHERE r.tenant_id = $1 AND {}",
-                filter.sql
-            );
-            Some(
-                self.pool()
-                    .fetch_opt(&sql, &params)
-                    .await?
-                    .map(|r| r.int(0))
-                    .unwrap_or(0),
-            )
-        } else {
-            None
-        };
+        let unfiltered = filter.sql == "1=1";
         if matches!(
             page,
             Page::Offset { limit: 0, .. } | Page::After { limit: 0, .. }
         ) {
+            let total = if with_total {
+                Some(
+                    self.count(kind, tenant, filter, &params, unfiltered)
+                        .await?,
+                )
+            } else {
+                None
+            };
             return Ok((Vec::new(), total));
         }
         let dir = if order.descending { "DESC" } else { "ASC" };
@@ -303,7 +297,104 @@ impl Store {
             .iter()
             .map(resource_from_row)
             .collect::<StoreResult<Vec<_>>>()?;
+        let total = match page {
+            _ if !with_total => None,
+            // A page that is not full, and not past the end, tells the total by itself.
+            Page::Offset { offset, limit }
+                if (list.len() as i64) < *limit && (*offset == 0 || !list.is_empty()) =>
+            {
+                Some(offset + list.len() as i64)
+            }
+            Page::All => Some(list.len() as i64),
+            _ => {
+                let count_params: Vec<P> = params[..n + 1].to_vec();
+                Some(
+                    self.count(kind, tenant, filter, &count_params, unfiltered)
+                        .await?,
+                )
+            }
+        };
         Ok((list, total))
+    }
+
+    async fn count(
+        &self,
+        kind: Kind,
+        tenant: &str,
+        filter: &SqlWhere,
+        params: &[P],
+        unfiltered: bool,
+    ) -> StoreResult<i64> {
+        if unfiltered {
+            let row = self
+                .pool()
+                .fetch_opt(
+                    "SELECT n FROM resource_counts WHERE tenant_id = $1 AND kind = $2",
+                    &params![tenant, kind.name()],
+                )
+                .await?;
+            return Ok(row.map(|r| r.int(0)).unwrap_or(0));
+        }
+        let sql = format!(
+            "SELECT COUNT(*) FROM {} r WHERE r.tenant_id = $1 AND {}",
+            kind.table(),
+            filter.sql
+        );
+        Ok(self
+            .pool()
+            .fetch_opt(&sql, params)
+            .await?
+            .map(|r| r.int(0))
+            .unwrap_or(0))
+    }
+
+    /// A user and its groups (direct and nested) in one statement.
+    pub async fn get_user_with_groups(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> StoreResult<Option<(StoredResource, Vec<GroupRef>)>> {
+        let rows = self
+            .pool()
+            .fetch(
+                "WITH RECURSIVE anc(group_id, depth) AS ( \
+                   SELECT group_id, 0 FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2 \
+                   UNION \
+                   SELECT m.group_id, 1 FROM scim_group_members m JOIN anc ON m.tenant_id = $1 AND m.member_id = anc.group_id) \
+                 SELECT 0, id, doc, created, last_modified, version FROM scim_users WHERE tenant_id = $1 AND id = $2 \
+                 UNION ALL \
+                 SELECT 1, g.id, g.display_name, '', '', MIN(anc.depth) FROM anc \
+                 JOIN scim_groups g ON g.tenant_id = $1 AND g.id = anc.group_id GROUP BY g.id, g.display_name",
+                &params![tenant, id],
+            )
+            .await?;
+        let Some(user_row) = rows.iter().find(|r| r.int(0) == 0) else {
+            return Ok(None);
+        };
+        let user = StoredResource {
+            id: user_row.text(1),
+            doc: serde_json::from_str(&user_row.text(2))
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            created: user_row.text(3),
+            last_modified: user_row.text(4),
+            version: user_row.int(5),
+        };
+        let mut groups: Vec<GroupRef> = rows
+            .iter()
+            .filter(|r| r.int(0) == 1)
+            .map(|r| GroupRef {
+                user_id: id.to_string(),
+                group_id: r.text(1),
+                display: r.text(2),
+                direct: r.int(5) == 0,
+            })
+            .collect();
+        groups.sort_by(|a, b| {
+            a.display
+                .cmp(&b.display)
+                .then_with(|| a.group_id.cmp(&b.group_id))
+        });
+        Ok(Some((user, groups)))
     }
 
     /// The members of a group.
@@ -407,6 +498,11 @@ impl Tx<'_> {
                     ?;
             }
         }
+        self.execute(
+            "INSERT INTO resource_counts (tenant_id, kind, n) VALUES ($1, $2, 1) \
+             ON CONFLICT (tenant_id, kind) DO UPDATE SET n = resource_counts.n + 1",
+            &params![tenant, kind.name()],
+        )?;
         Ok(())
     }
 
@@ -484,6 +580,10 @@ impl Tx<'_> {
         if self.execute(&sql, &params![tenant, id])? == 0 {
             return Ok(false);
         }
+        self.execute(
+            "UPDATE resource_counts SET n = n - 1 WHERE tenant_id = $1 AND kind = $2",
+            &params![tenant, kind.name()],
+        )?;
         self.execute(
             "DELETE FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2",
             &params![tenant, id],

@@ -77,6 +77,15 @@ CREATE TABLE scim_group_members (
 );
 CREATE INDEX scim_group_members_member ON scim_group_members (tenant_id, member_id);
 
+-- How many users and groups each tenant holds, kept in the writing transaction, so an
+-- unfiltered list knows its total without counting.
+CREATE TABLE resource_counts (
+    tenant_id {TEXT} NOT NULL,
+    kind {TEXT} NOT NULL,
+    n BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, kind)
+);
+
 -- Append-only, hash-chained per tenant. audit_heads holds each chain's tip; updating it in
 -- the writing transaction serialises a tenant's writers, so the chain never forks.
 CREATE TABLE audit_log (
