@@ -1059,7 +1059,10 @@ async fn audit_and_outbox_are_atomic(b: Backend) {
     app.req("DELETE", &format!("/scim/v2/Users/{id}"), None)
         .await;
     let after_delete = app.req("GET", "/scim/v2/Users?count=0", None).await;
-    assert_eq!(after_delete.body["totalResults"], 0, "the kept count follows deletes");
+    assert_eq!(
+        after_delete.body["totalResults"], 0,
+        "the kept count follows deletes"
+    );
     let rows = app.store.audit_rows(&app.tenant, 0, 100).await.unwrap();
     let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
     assert_eq!(

@@ -386,7 +386,7 @@ async fn audit_chain_detects_tampering(b: Backend) {
     // Edit one stored row by hand, as an attacker with database access would.
     s.execute_unchecked(
         "UPDATE audit_log SET actor = 'mallory' WHERE tenant_id = $1 AND seq = 3",
-        seatkeeper::params![&t],
+        seatkeeper::params![&t].to_vec(),
     )
     .await
     .unwrap();
@@ -395,7 +395,7 @@ async fn audit_chain_detects_tampering(b: Backend) {
     // Deleting the last row is caught by the chain's tip.
     s.execute_unchecked(
         "UPDATE audit_log SET actor = 'idp' WHERE tenant_id = $1 AND seq = 3",
-        seatkeeper::params![&t],
+        seatkeeper::params![&t].to_vec(),
     )
     .await
     .unwrap();
@@ -406,7 +406,7 @@ async fn audit_chain_detects_tampering(b: Backend) {
     );
     s.execute_unchecked(
         "DELETE FROM audit_log WHERE tenant_id = $1 AND seq = 5",
-        seatkeeper::params![&t],
+        seatkeeper::params![&t].to_vec(),
     )
     .await
     .unwrap();

@@ -68,10 +68,10 @@ impl From<&scim::sql::SqlParam> for P {
     }
 }
 
-/// Builds a parameter list: `params![a, b, c]`.
+/// Builds a parameter array: `params![a, b, c]`.
 #[macro_export]
 macro_rules! params {
-    ($($p:expr),* $(,)?) => { vec![$($crate::store::db::P::from($p)),*] };
+    ($($p:expr),* $(,)?) => { [$($crate::store::db::P::from($p)),*] };
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -379,10 +379,10 @@ fn pg_row(r: &PgRow) -> StoreResult<Row> {
 }
 
 fn map_pg(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &e {
-        if db.is_unique_violation() {
-            return StoreError::Unique(db.message().to_string());
-        }
+    if let sqlx::Error::Database(db) = &e
+        && db.is_unique_violation()
+    {
+        return StoreError::Unique(db.message().to_string());
     }
     StoreError::Db(e)
 }

@@ -516,7 +516,7 @@ impl Tx<'_> {
             .join(", ");
         let sql =
             format!("INSERT INTO scim_user_emails (tenant_id, user_id, value_lc) VALUES {values}");
-        let mut params = params![tenant, user];
+        let mut params = Vec::from(params![tenant, user]);
         params.extend(emails.iter().map(P::from));
         self.execute(&sql, &params)?;
         Ok(())
@@ -667,7 +667,7 @@ impl Tx<'_> {
                 "INSERT INTO scim_group_members (tenant_id, group_id, member_id, member_type) VALUES {values} \
                  ON CONFLICT (tenant_id, group_id, member_id) DO NOTHING"
             );
-            let mut params = params![tenant, group];
+            let mut params = Vec::from(params![tenant, group]);
             for (id, ty) in chunk {
                 params.push(P::from(id));
                 params.push(P::from(ty));
@@ -684,7 +684,7 @@ impl Tx<'_> {
                 "DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 AND member_id IN ({})",
                 placeholders(3, chunk.len())
             );
-            let mut params = params![tenant, group];
+            let mut params = Vec::from(params![tenant, group]);
             params.extend(chunk.iter().map(P::from));
             self.execute(&sql, &params)?;
         }
