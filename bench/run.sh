@@ -51,7 +51,7 @@ for start in range(0, n, 1000):
 PY
 SEED_END=$(date +%s.%N)
 SEED_RATE=$(python3 -c "print(f'{$USERS / ($SEED_END - $SEED_START):.0f}')")
-curl -s -H "Authorization: Bearer $TOKEN" "$BASE/scim/v2/Users?count=1000&attributes=id" \
+curl -s -H "Authorization: Bearer $TOKEN" "$BASE/scim/v2/Users?count=1000&startIndex=$((USERS / 2))&attributes=id" \
   | python3 -c "import json,sys; [print(r['id']) for r in json.load(sys.stdin)['Resources']]" >"$WORK/ids.txt"
 
 run() { # name connections script args...
@@ -66,17 +66,18 @@ run() { # name connections script args...
 RESULTS=()
 RESULTS+=("$(run "create user (POST /Users)" 32 create.lua "$TOKEN" bench)")
 RESULTS+=("$(run "get by id (GET /Users/{id})" 64 get.lua "$TOKEN" "$WORK/ids.txt")")
-RESULTS+=("$(run "filter userName eq (100k users)" 50 filter.lua "$TOKEN" "$USERS")")
+RESULTS+=("$(run "filter userName eq (in $USERS seeded)" 50 filter.lua "$TOKEN" "$USERS")")
 RESULTS+=("$(run "PATCH active (Entra deprovision)" 32 patch.lua "$TOKEN" "$WORK/ids.txt")")
-RESULTS+=("$(run "list page of 100" 16 list.lua "$TOKEN" "$USERS")")
+RESULTS+=("$(run "list page of 100 (random startIndex)" 16 list.lua "$TOKEN" "$USERS")")
+RESULTS+=("$(run "list page of 100 (cursor, RFC 9865)" 16 cursor.lua "$TOKEN" "$WORK/ids.txt")")
 TOTAL=$(curl -s -H "Authorization: Bearer $TOKEN" "$BASE/scim/v2/Users?count=0" | python3 -c "import json,sys; print(json.load(sys.stdin)['totalResults'])")
 
 echo
 echo "seatkeeper SCIM benchmark — $(date -u +%Y-%m-%d), $(nproc) cores, release build, SQLite synchronous=$SYNC, wrk -t$THREADS -d${DURATION}s over loopback"
 echo "tenant size at the end: $TOTAL users; seeding through /Bulk: $SEED_RATE users/s"
 echo
-printf '| %-34s | %5s | %10s | %9s | %9s | %7s |\n' "scenario" "conns" "req/s" "p50 ms" "p99 ms" "errors"
-printf '|%s|%s|%s|%s|%s|%s|\n' "------------------------------------" "-------" "------------" "-----------" "-----------" "---------"
+printf '| %-38s | %5s | %10s | %9s | %9s | %7s |\n' "scenario" "conns" "req/s" "p50 ms" "p99 ms" "errors"
+printf '|%s|%s|%s|%s|%s|%s|\n' "----------------------------------------" "-------" "------------" "-----------" "-----------" "---------"
 for r in "${RESULTS[@]}"; do
   name=$(echo "$r" | sed 's/ [0-9]* RESULT.*//')
   conns=$(echo "$r" | grep -o ' [0-9]* RESULT' | awk '{print $1}')
@@ -84,5 +85,5 @@ for r in "${RESULTS[@]}"; do
   p50=$(echo "$r" | grep -o 'p50_ms=[0-9.]*' | cut -d= -f2)
   p99=$(echo "$r" | grep -o 'p99_ms=[0-9.]*' | cut -d= -f2)
   err=$(echo "$r" | grep -o 'errors=[-0-9]*' | cut -d= -f2)
-  printf '| %-34s | %5s | %10.0f | %9.2f | %9.2f | %7s |\n' "$name" "$conns" "$rps" "$p50" "$p99" "$err"
+  printf '| %-38s | %5s | %10.0f | %9.2f | %9.2f | %7s |\n' "$name" "$conns" "$rps" "$p50" "$p99" "$err"
 done

@@ -10,6 +10,10 @@ use seatkeeper::clock::{SharedClock, SystemClock};
 use seatkeeper::config::Config;
 use seatkeeper::store::{Store, StoreOptions};
 
+// mimalloc: malloc was a tenth of the request path's CPU in profiles (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "seatkeeper",
