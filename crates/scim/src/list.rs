@@ -324,7 +324,8 @@ fn order_f64(f: f64) -> i64 {
     if bits < 0 { bits ^ i64::MAX } else { bits }
 }
 
-/// Orders two resources: by key (absent keys last, RFC 7644 §3.4.2.3), then by id.
+/// Orders two resources: by key, then by id. RFC 7644 §3.4.2.3: resources without a value
+/// are ordered last when ascending and first when descending.
 pub fn compare_keys(
     a: (&Option<SortKey>, &str),
     b: (&Option<SortKey>, &str),

@@ -603,11 +603,12 @@ impl Engine {
                         offset: (*start as i64) - 1,
                         limit: count as i64,
                     };
-                    let (rows, total) = self
-                        .store
-                        .list_resources(kind, &ctx.tenant, &filter_sql, &order, &page, true)
+                    let (rows, total, groups) = self
+                        .sql_page(ctx, kind, &filter_sql, &order, &page, wants_related)
                         .await?;
-                    let resources = self.render_page(ctx, kind, &rows, wants_related, q).await?;
+                    let resources = self
+                        .render_rows(ctx, kind, &rows, groups, wants_related, q)
+                        .await?;
                     return Ok(ListPage {
                         total: total.unwrap_or(0) as usize,
                         resources,
@@ -620,9 +621,8 @@ impl Engine {
                         after: pos.as_ref().map(|p| p.id.clone()),
                         limit: count as i64 + 1,
                     };
-                    let (mut rows, total) = self
-                        .store
-                        .list_resources(kind, &ctx.tenant, &filter_sql, &order, &page, true)
+                    let (mut rows, total, groups) = self
+                        .sql_page(ctx, kind, &filter_sql, &order, &page, wants_related)
                         .await?;
                     let more = rows.len() > count;
                     rows.truncate(count);
@@ -637,7 +637,9 @@ impl Engine {
                             })
                         })
                         .flatten();
-                    let resources = self.render_page(ctx, kind, &rows, wants_related, q).await?;
+                    let resources = self
+                        .render_rows(ctx, kind, &rows, groups, wants_related, q)
+                        .await?;
                     return Ok(ListPage {
                         total: total.unwrap_or(0) as usize,
                         resources,
@@ -747,6 +749,67 @@ impl Engine {
             next_cursor,
             start_index,
         })
+    }
+
+    /// One SQL page; for users whose groups are wanted, the groups come in the same statement.
+    async fn sql_page(
+        &self,
+        ctx: &Ctx,
+        kind: Kind,
+        filter: &SqlWhere,
+        order: &Order,
+        page: &Page,
+        wants_related: bool,
+    ) -> ApiResult<(
+        Vec<StoredResource>,
+        Option<i64>,
+        Option<BTreeMap<String, Vec<Value>>>,
+    )> {
+        if kind == Kind::User && wants_related {
+            let listing = self
+                .store
+                .list_users_with_groups(&ctx.tenant, filter, order, page, true)
+                .await?;
+            let mut map: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+            for g in listing.groups {
+                map.entry(g.user_id.clone())
+                    .or_default()
+                    .push(group_ref_json(ctx, g));
+            }
+            return Ok((listing.rows, listing.total, Some(map)));
+        }
+        let (rows, total) = self
+            .store
+            .list_resources(kind, &ctx.tenant, filter, order, page, true)
+            .await?;
+        Ok((rows, total, None))
+    }
+
+    async fn render_rows(
+        &self,
+        ctx: &Ctx,
+        kind: Kind,
+        rows: &[StoredResource],
+        groups: Option<BTreeMap<String, Vec<Value>>>,
+        wants_related: bool,
+        q: &ListQuery,
+    ) -> ApiResult<Vec<Value>> {
+        match groups {
+            Some(mut map) => {
+                let rt = resource_type(kind);
+                Ok(rows
+                    .iter()
+                    .map(|r| {
+                        q.projection.apply(
+                            rt,
+                            &assemble(ctx, kind, r, Some(map.remove(&r.id).unwrap_or_default()))
+                                .body,
+                        )
+                    })
+                    .collect())
+            }
+            None => self.render_page(ctx, kind, rows, wants_related, q).await,
+        }
     }
 
     async fn render_many(

@@ -187,7 +187,13 @@ async fn provisioning_through_the_binary(b: Backend) {
     let (s, off) = c.call("PATCH", &format!("/Users/{id}"), Some(json!({"schemas": [PATCH], "Operations": [{"op": "Replace", "path": "active", "value": "False"}]}))).await;
     assert_eq!((s, off["active"].clone()), (200, json!(false)));
     // Groups: create, add and remove members.
-    let (s, g) = c.call("POST", "/Groups", Some(json!({"schemas": [GROUP], "displayName": "E2E"}))).await;
+    let (s, g) = c
+        .call(
+            "POST",
+            "/Groups",
+            Some(json!({"schemas": [GROUP], "displayName": "E2E"})),
+        )
+        .await;
     assert_eq!(s, 201);
     let gid = g["id"].as_str().unwrap().to_string();
     let (s, g) = c
@@ -209,7 +215,10 @@ async fn provisioning_through_the_binary(b: Backend) {
         .call("PUT", &format!("/Users/{oid}"), Some(json!({"schemas": [USER], "id": oid, "userName": "okta@contoso.com", "name": {"givenName": "Okta"}, "active": false})))
         .await;
     assert_eq!(s, 200, "{put}");
-    assert_eq!((put["active"].clone(), put["name"].clone()), (json!(false), json!({"givenName": "Okta"})));
+    assert_eq!(
+        (put["active"].clone(), put["name"].clone()),
+        (json!(false), json!({"givenName": "Okta"}))
+    );
     let (s, _) = c.call("GET", "/Groups/not-a-real-id", None).await;
     assert_eq!(s, 404);
     let (s, _) = c.call("GET", "/Users/not-a-real-id", None).await;

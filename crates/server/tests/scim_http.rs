@@ -860,6 +860,43 @@ async fn sql_and_memory_filters_agree(b: Backend) {
             "{f}"
         );
     }
+    // Orders decided by SQL (indexed columns) equal the evaluator's order, nulls last.
+    for sort_by in ["userName", "displayName", "externalId", "meta.lastModified"] {
+        for order in ["ascending", "descending"] {
+            let path = scim::filter::AttrPath::parse(sort_by).unwrap();
+            let so = if order == "descending" {
+                scim::list::SortOrder::Descending
+            } else {
+                scim::list::SortOrder::Ascending
+            };
+            let mut want: Vec<(Option<scim::list::SortKey>, String, String)> = all
+                .iter()
+                .map(|r| {
+                    (
+                        scim::list::sort_key(&scim::schema::USER_TYPE, r, &path),
+                        r["id"].as_str().unwrap().to_string(),
+                        r["userName"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            want.sort_by(|a, b| scim::list::compare_keys((&a.0, &a.1), (&b.0, &b.1), so));
+            let want: Vec<String> = want.into_iter().map(|w| w.2).collect();
+            let got = app
+                .req(
+                    "GET",
+                    &format!("/scim/v2/Users?sortBy={sort_by}&sortOrder={order}"),
+                    None,
+                )
+                .await;
+            let got: Vec<String> = got.body["Resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["userName"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(got, want, "sortBy={sort_by} {order}");
+        }
+    }
     // Sanity: the expectations are not trivially empty or full.
     let one = app
         .req(
@@ -897,6 +934,17 @@ async fn nested_groups_and_cycles(b: Backend) {
             ("Inner".to_string(), "direct".to_string()),
             ("Outer".to_string(), "indirect".to_string())
         ]
+    );
+    let listed = app
+        .req(
+            "GET",
+            &format!("/scim/v2/Users?filter={}", enc(r#"userName eq "nested@x""#)),
+            None,
+        )
+        .await;
+    assert_eq!(
+        listed.body["Resources"][0]["groups"], user.body["groups"],
+        "lists carry the same groups as reads"
     );
     let by_group = app
         .req(

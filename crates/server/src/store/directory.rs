@@ -160,6 +160,17 @@ impl ColumnMap for Columns {
     }
 }
 
+/// A page of a list.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    /// The resources, in order.
+    pub rows: Vec<StoredResource>,
+    /// The total number of matches, when asked.
+    pub total: Option<i64>,
+    /// Groups of the listed users, when asked.
+    pub groups: Vec<GroupRef>,
+}
+
 /// Which slice of a list to fetch.
 #[derive(Debug, Clone)]
 pub enum Page {
@@ -244,6 +255,36 @@ impl Store {
         page: &Page,
         with_total: bool,
     ) -> StoreResult<(Vec<StoredResource>, Option<i64>)> {
+        let listing = self
+            .list(kind, tenant, filter, order, page, with_total, false)
+            .await?;
+        Ok((listing.rows, listing.total))
+    }
+
+    /// A page of users with their groups (direct and nested), fetched in one statement.
+    pub async fn list_users_with_groups(
+        &self,
+        tenant: &str,
+        filter: &SqlWhere,
+        order: &Order,
+        page: &Page,
+        with_total: bool,
+    ) -> StoreResult<Listing> {
+        self.list(Kind::User, tenant, filter, order, page, with_total, true)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        kind: Kind,
+        tenant: &str,
+        filter: &SqlWhere,
+        order: &Order,
+        page: &Page,
+        with_total: bool,
+        with_groups: bool,
+    ) -> StoreResult<Listing> {
         let table = kind.table();
         let n = filter.params.len();
         let mut params: Vec<P> = vec![P::from(tenant)];
@@ -261,15 +302,21 @@ impl Store {
             } else {
                 None
             };
-            return Ok((Vec::new(), total));
+            return Ok(Listing {
+                rows: Vec::new(),
+                total,
+                groups: Vec::new(),
+            });
         }
         let dir = if order.descending { "DESC" } else { "ASC" };
         let order_sql = match &order.column {
-            Some(c) => format!("ORDER BY ({c} IS NULL), {c} {dir}, r.id"),
+            // RFC 7644 §3.4.2.3: resources without a value sort last ascending, first descending.
+            Some(c) => format!("ORDER BY ({c} IS NULL) {dir}, {c} {dir}, r.id"),
             None => format!("ORDER BY r.id {dir}"),
         };
+        let sort_key = order.column.clone().unwrap_or_else(|| "r.id".into());
         let mut sql = format!(
-            "SELECT r.id, r.doc, r.created, r.last_modified, r.version FROM {table} r WHERE r.tenant_id = $1 AND {}",
+            "SELECT r.id, r.doc, r.created, r.last_modified, r.version, {sort_key} AS sortkey FROM {table} r WHERE r.tenant_id = $1 AND {}",
             filter.sql
         );
         match page {
@@ -292,11 +339,71 @@ impl Store {
                 params.push(P::Int(*limit));
             }
         }
-        let rows = self.pool().fetch(&sql, &params).await?;
-        let list = rows
-            .iter()
-            .map(resource_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
+        let (list, groups) = if with_groups {
+            // The page and its users' groups in one statement; the page is re-sorted here by
+            // the same key the SQL ordered it by, since UNION ALL promises no order.
+            let sql = format!(
+                "WITH RECURSIVE page AS MATERIALIZED ({sql}), \
+                 anc(user_id, group_id, depth) AS ( \
+                   SELECT m.member_id, m.group_id, 0 FROM scim_group_members m WHERE m.tenant_id = $1 AND m.member_id IN (SELECT id FROM page) \
+                   UNION \
+                   SELECT anc.user_id, m.group_id, 1 FROM scim_group_members m JOIN anc ON m.tenant_id = $1 AND m.member_id = anc.group_id) \
+                 SELECT 0, id, doc, created, last_modified, version, sortkey FROM page \
+                 UNION ALL \
+                 SELECT 1, anc.user_id, g.id, g.display_name, '', MIN(anc.depth), NULL FROM anc \
+                 JOIN scim_groups g ON g.tenant_id = $1 AND g.id = anc.group_id GROUP BY anc.user_id, g.id, g.display_name"
+            );
+            let rows = self.pool().fetch(&sql, &params).await?;
+            let mut keyed = Vec::new();
+            let mut groups = Vec::new();
+            for r in &rows {
+                if r.int(0) == 0 {
+                    let res = StoredResource {
+                        id: r.text(1),
+                        doc: serde_json::from_str(&r.text(2))
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        created: r.text(3),
+                        last_modified: r.text(4),
+                        version: r.int(5),
+                    };
+                    keyed.push((r.opt_text(6), res));
+                } else {
+                    groups.push(GroupRef {
+                        user_id: r.text(1),
+                        group_id: r.text(2),
+                        display: r.text(3),
+                        direct: r.int(5) == 0,
+                    });
+                }
+            }
+            keyed.sort_by(|(ka, a), (kb, b)| {
+                let by_key = match (ka, kb) {
+                    (Some(x), Some(y)) => x.cmp(y),
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (None, None) => std::cmp::Ordering::Equal,
+                };
+                let by_key = if order.descending { by_key.reverse() } else { by_key };
+                by_key.then_with(|| a.id.cmp(&b.id))
+            });
+            groups.sort_by(|a, b| {
+                a.user_id
+                    .cmp(&b.user_id)
+                    .then_with(|| a.display.cmp(&b.display))
+            });
+            (
+                keyed.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
+                groups,
+            )
+        } else {
+            let rows = self.pool().fetch(&sql, &params).await?;
+            (
+                rows.iter()
+                    .map(resource_from_row)
+                    .collect::<StoreResult<Vec<_>>>()?,
+                Vec::new(),
+            )
+        };
         let total = match page {
             _ if !with_total => None,
             // A page that is not full, and not past the end, tells the total by itself.
@@ -314,7 +421,11 @@ impl Store {
                 )
             }
         };
-        Ok((list, total))
+        Ok(Listing {
+            rows: list,
+            total,
+            groups,
+        })
     }
 
     async fn count(
