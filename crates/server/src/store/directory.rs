@@ -383,7 +383,11 @@ impl Store {
                     (None, Some(_)) => std::cmp::Ordering::Greater,
                     (None, None) => std::cmp::Ordering::Equal,
                 };
-                let by_key = if order.descending { by_key.reverse() } else { by_key };
+                let by_key = if order.descending {
+                    by_key.reverse()
+                } else {
+                    by_key
+                };
                 by_key.then_with(|| a.id.cmp(&b.id))
             });
             groups.sort_by(|a, b| {
