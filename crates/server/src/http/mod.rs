@@ -83,7 +83,10 @@ pub fn router(state: Shared) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
         })
-        .layer(middleware::from_fn_with_state(state.clone(), timeout))
+        .layer(middleware::from_fn_with_state(
+            state.config.request_timeout,
+            timeout,
+        ))
         .layer(middleware::from_fn(observe))
         .with_state(state)
 }
@@ -124,8 +127,8 @@ async fn observe(mut req: Request, next: Next) -> Response {
     resp
 }
 
-async fn timeout(State(state): State<Shared>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(state.config.request_timeout, next.run(req)).await {
+async fn timeout(State(limit): State<std::time::Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::Timeout.into_response(),
     }
@@ -278,4 +281,45 @@ pub fn empty(status: StatusCode) -> Response {
     let mut r = Response::new(Body::empty());
     *r.status_mut() = status;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn slow_requests_are_answered_503_in_scim_form() {
+        let app = Router::new()
+            .route(
+                "/slow",
+                get(|| async { tokio::time::sleep(std::time::Duration::from_secs(5)).await }),
+            )
+            .route("/fast", get(|| async { "ok" }))
+            .layer(middleware::from_fn_with_state(
+                std::time::Duration::from_millis(20),
+                timeout,
+            ));
+        let slow = app
+            .clone()
+            .oneshot(Request::builder().uri("/slow").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(slow.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            slow.headers()[header::CONTENT_TYPE],
+            "application/scim+json"
+        );
+        let body: Value =
+            serde_json::from_slice(&slow.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(body["status"], "503");
+        assert_eq!(body["detail"], "the request timed out");
+        let fast = app
+            .oneshot(Request::builder().uri("/fast").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(fast.status(), StatusCode::OK);
+    }
 }
