@@ -380,6 +380,64 @@ async fn audit_verify_catches_tampering() {
     );
 }
 
+/// Two `seatkeeper` processes on one PostgreSQL: racing creates of one userName give exactly
+/// one user, every other create lands, and the tenant's audit chain stays one unbroken chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_postgres_keep_uniqueness_and_one_audit_chain() {
+    let db = common::postgres_url();
+    let tenant = cli(&db, &["tenant", "create", "TwoNodes"])
+        .trim()
+        .to_string();
+    let token = cli(&db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    let (a, b) = (Server::start(&db, Some("x")), Server::start(&db, Some("x")));
+    let http = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let base = if i % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.base.clone()
+        };
+        let (http, token) = (http.clone(), token.clone());
+        // Every third request races for the same userName; the rest are distinct.
+        let user_name = if i % 3 == 0 {
+            "contended@x".to_string()
+        } else {
+            format!("distinct{i}@x")
+        };
+        tasks.push(tokio::spawn(async move {
+            http.post(format!("{base}/scim/v2/Users"))
+                .bearer_auth(token)
+                .header("content-type", "application/scim+json")
+                .body(json!({"schemas": [USER], "userName": user_name}).to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    let created = statuses.iter().filter(|s| **s == 201).count();
+    let conflicts = statuses.iter().filter(|s| **s == 409).count();
+    assert_eq!((created, conflicts), (41, 19), "{statuses:?}");
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: format!("{}/scim/v2", b.base),
+        token,
+    };
+    let (_, list) = c.call("GET", "/Users?count=0", None).await;
+    assert_eq!(list["totalResults"], 41);
+    drop((a, b));
+    let verify = cli(&db, &["audit", "verify", "--tenant", &tenant]);
+    assert!(verify.contains("41 records, chain intact"), "{verify}");
+}
+
 both_backends!(
     provisioning_through_the_binary,
     committed_writes_survive_sigkill

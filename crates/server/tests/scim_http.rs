@@ -1339,6 +1339,20 @@ async fn rate_limit_answers_429(b: Backend) {
     );
 }
 
+/// What discovery advertises is a contract with IdPs: any change to it must be deliberate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_documents_snapshot() {
+    let app = app(Backend::Sqlite).await;
+    let spc = app
+        .req_as("", "GET", "/scim/v2/ServiceProviderConfig", None, &[])
+        .await;
+    insta::assert_json_snapshot!("service_provider_config", spc.body);
+    let rts = app
+        .req_as("", "GET", "/scim/v2/ResourceTypes", None, &[])
+        .await;
+    insta::assert_json_snapshot!("resource_types", rts.body);
+}
+
 both_backends!(
     create_get_and_duplicate,
     entra_sequence,

@@ -312,7 +312,6 @@ fn reject_filter(raw: &Option<String>) -> ApiResult<()> {
 pub fn service_provider_config_doc(state: &Shared, base: &str) -> Value {
     json!({
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
-        "documentationUri": "https://github.com/seatkeeper/seatkeeper#readme",
         "patch": {"supported": true},
         "bulk": {
             "supported": true,
