@@ -366,29 +366,30 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// `or` binds loosest: `andExp *( SP "or" SP andExp )`, left-associative.
     fn parse_or(&mut self, in_value_path: bool) -> Result<Filter> {
-        let mut left = self.parse_and(in_value_path)?;
-        loop {
-            let save = self.pos;
-            self.skip_ws();
-            if self.pos > save && self.keyword("or") {
-                let right = self.parse_and(in_value_path)?;
-                left = Filter::Or(Box::new(left), Box::new(right));
-            } else {
-                self.pos = save;
-                return Ok(left);
-            }
-        }
+        self.parse_chain(in_value_path, "or", Self::parse_and, Filter::Or)
     }
 
+    /// `unary *( SP "and" SP unary )`, left-associative.
     fn parse_and(&mut self, in_value_path: bool) -> Result<Filter> {
-        let mut left = self.parse_unary(in_value_path)?;
+        self.parse_chain(in_value_path, "and", Self::parse_unary, Filter::And)
+    }
+
+    fn parse_chain(
+        &mut self,
+        in_value_path: bool,
+        keyword: &str,
+        operand: fn(&mut Self, bool) -> Result<Filter>,
+        join: fn(Box<Filter>, Box<Filter>) -> Filter,
+    ) -> Result<Filter> {
+        let mut left = operand(self, in_value_path)?;
         loop {
             let save = self.pos;
             self.skip_ws();
-            if self.pos > save && self.keyword("and") {
-                let right = self.parse_unary(in_value_path)?;
-                left = Filter::And(Box::new(left), Box::new(right));
+            if self.pos > save && self.keyword(keyword) {
+                let right = operand(self, in_value_path)?;
+                left = join(Box::new(left), Box::new(right));
             } else {
                 self.pos = save;
                 return Ok(left);

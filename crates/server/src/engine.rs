@@ -405,17 +405,7 @@ impl Engine {
             .write(move |tx| -> ApiResult<StoredResource> {
                 let (ctx, id) = (ctx2, id2);
                 for _ in 0..WRITE_RETRIES {
-                    let stored = tx
-                        .get_resource(kind, &ctx.tenant, &id)?
-                        .ok_or_else(|| not_found(kind, &id))?;
-                    if let Some(h) = &if_match
-                        && !etag_matches(h, stored.version)
-                    {
-                        return Err(ApiError::PreconditionFailed(format!(
-                            "If-Match {h} does not match the current version {}",
-                            etag(stored.version)
-                        )));
-                    }
+                    let stored = current_version(tx, &ctx, kind, &id, if_match.as_deref())?;
                     let members = if kind == Kind::Group {
                         tx.member_ids(&ctx.tenant, &id)?
                     } else {
@@ -533,17 +523,7 @@ impl Engine {
         let now = self.now();
         self.store
             .write(move |tx| -> ApiResult<()> {
-                let stored = tx
-                    .get_resource(kind, &ctx.tenant, &id)?
-                    .ok_or_else(|| not_found(kind, &id))?;
-                if let Some(h) = &if_match
-                    && !etag_matches(h, stored.version)
-                {
-                    return Err(ApiError::PreconditionFailed(format!(
-                        "If-Match {h} does not match {}",
-                        etag(stored.version)
-                    )));
-                }
+                let stored = current_version(tx, &ctx, kind, &id, if_match.as_deref())?;
                 if !tx.delete_resource(kind, &ctx.tenant, &id)? {
                     return Err(not_found(kind, &id));
                 }
@@ -862,6 +842,28 @@ impl Engine {
             .map(|r| q.projection.apply(rt, &r.body))
             .collect())
     }
+}
+
+/// Reads a resource for a write, checking `If-Match` against its version (412 on mismatch).
+fn current_version(
+    tx: &mut Tx<'_>,
+    ctx: &Ctx,
+    kind: Kind,
+    id: &str,
+    if_match: Option<&str>,
+) -> ApiResult<StoredResource> {
+    let stored = tx
+        .get_resource(kind, &ctx.tenant, id)?
+        .ok_or_else(|| not_found(kind, id))?;
+    if let Some(h) = if_match
+        && !etag_matches(h, stored.version)
+    {
+        return Err(ApiError::PreconditionFailed(format!(
+            "If-Match {h} does not match the current version {}",
+            etag(stored.version)
+        )));
+    }
+    Ok(stored)
 }
 
 /// Validates new members: each must be a user or group of this tenant, its declared type

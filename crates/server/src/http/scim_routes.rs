@@ -240,21 +240,48 @@ async fn create<K: KindMarker>(
     Ok(resource_response(StatusCode::CREATED, K::KIND, &r, &proj))
 }
 
+/// PUT and PATCH: both take a body and `If-Match`, and answer the resource.
+#[derive(Clone, Copy)]
+enum Change {
+    Replace,
+    Patch,
+}
+
+async fn change<K: KindMarker>(
+    state: Shared,
+    ctx: Ctx,
+    id: String,
+    req: Request,
+    how: Change,
+) -> ApiResult<Response> {
+    let raw = req.uri().query().map(str::to_string);
+    let proj = projection(K::KIND, &raw)?;
+    let im = if_match(req.headers());
+    let body = read_json(req, state.config.max_body_bytes).await?;
+    let r = match how {
+        Change::Replace => {
+            state
+                .engine
+                .replace(&ctx, K::KIND, &id, &body, im.as_deref())
+                .await?
+        }
+        Change::Patch => {
+            state
+                .engine
+                .patch(&ctx, K::KIND, &id, &body, im.as_deref())
+                .await?
+        }
+    };
+    Ok(resource_response(StatusCode::OK, K::KIND, &r, &proj))
+}
+
 async fn replace<K: KindMarker>(
     State(state): State<Shared>,
     ScimAuth(ctx): ScimAuth,
     Path(id): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    let raw = req.uri().query().map(str::to_string);
-    let proj = projection(K::KIND, &raw)?;
-    let im = if_match(req.headers());
-    let body = read_json(req, state.config.max_body_bytes).await?;
-    let r = state
-        .engine
-        .replace(&ctx, K::KIND, &id, &body, im.as_deref())
-        .await?;
-    Ok(resource_response(StatusCode::OK, K::KIND, &r, &proj))
+    change::<K>(state, ctx, id, req, Change::Replace).await
 }
 
 async fn patch<K: KindMarker>(
@@ -263,15 +290,7 @@ async fn patch<K: KindMarker>(
     Path(id): Path<String>,
     req: Request,
 ) -> ApiResult<Response> {
-    let raw = req.uri().query().map(str::to_string);
-    let proj = projection(K::KIND, &raw)?;
-    let im = if_match(req.headers());
-    let body = read_json(req, state.config.max_body_bytes).await?;
-    let r = state
-        .engine
-        .patch(&ctx, K::KIND, &id, &body, im.as_deref())
-        .await?;
-    Ok(resource_response(StatusCode::OK, K::KIND, &r, &proj))
+    change::<K>(state, ctx, id, req, Change::Patch).await
 }
 
 async fn delete<K: KindMarker>(
