@@ -639,27 +639,21 @@ impl Engine {
             .store
             .list_resources(kind, &ctx.tenant, &filter_sql, &order, &Page::All, false)
             .await?;
-        let needs_groups = kind == Kind::User
-            && (q.filter.as_ref().is_some_and(|f| {
-                f.paths()
-                    .iter()
-                    .any(|p| p.name.eq_ignore_ascii_case("groups"))
-            }) || q
-                .sort_by
-                .as_ref()
-                .is_some_and(|p| p.name.eq_ignore_ascii_case("groups")));
-        let needs_members = kind == Kind::Group
-            && (q.filter.as_ref().is_some_and(|f| {
-                f.paths()
-                    .iter()
-                    .any(|p| p.name.eq_ignore_ascii_case("members"))
-            }) || q
-                .sort_by
-                .as_ref()
-                .is_some_and(|p| p.name.eq_ignore_ascii_case("members")));
-        let mut full = self
-            .render_many(ctx, kind, &rows, needs_groups || needs_members)
-            .await?;
+        // Related resources are loaded for every candidate only when the filter or the sort needs them.
+        let related_name = if kind == Kind::User {
+            "groups"
+        } else {
+            "members"
+        };
+        let needs_related = q.filter.as_ref().is_some_and(|f| {
+            f.paths()
+                .iter()
+                .any(|p| p.name.eq_ignore_ascii_case(related_name))
+        }) || q
+            .sort_by
+            .as_ref()
+            .is_some_and(|p| p.name.eq_ignore_ascii_case(related_name));
+        let mut full = self.render_many(ctx, kind, &rows, needs_related).await?;
         if let Some(f) = &q.filter {
             full.retain(|r| f.matches(rt, &r.body));
         }
@@ -714,7 +708,7 @@ impl Engine {
                 }
             };
         let page_rows: Vec<StoredResource> = slice.iter().map(|(_, r)| stored_of(r)).collect();
-        let resources = if needs_groups || needs_members || !wants_related {
+        let resources = if needs_related || !wants_related {
             slice
                 .into_iter()
                 .map(|(_, r)| q.projection.apply(rt, &r.body))
