@@ -905,6 +905,27 @@ mod tests {
     }
 
     #[test]
+    fn immutable_member_values_cannot_be_rewritten() {
+        let g = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "G", "members": [{"value": "u1"}]});
+        let e = run(
+            &GROUP_TYPE,
+            g.clone(),
+            json!([{"op": "replace", "path": "members[value eq \"u1\"].value", "value": "u2"}]),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Mutability(_)), "{e:?}");
+        // Adding and removing members is not a rewrite.
+        assert!(
+            run(
+                &GROUP_TYPE,
+                g,
+                json!([{"op": "add", "path": "members", "value": [{"value": "u2"}]}])
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn noop_patch_leaves_document_equal() {
         let out = run(
             &USER_TYPE,

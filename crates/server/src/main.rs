@@ -152,9 +152,16 @@ fn init_logging(to_stdout: bool) {
     let filter = EnvFilter::try_from_env("SEATKEEPER_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let json = std::env::var("SEATKEEPER_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    use std::io::IsTerminal;
+    let ansi = if to_stdout {
+        std::io::stdout().is_terminal()
+    } else {
+        std::io::stderr().is_terminal()
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(ansi);
     match (to_stdout, json) {
         (true, true) => builder.json().with_writer(std::io::stdout).init(),
         (true, false) => builder.with_writer(std::io::stdout).init(),
