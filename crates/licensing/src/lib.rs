@@ -5,6 +5,7 @@
 //! - [`rules`]: which plan each user should hold (rules are SCIM filters over the user).
 //! - [`seats`]: who holds an active seat and who waits, under hard or soft enforcement.
 //! - [`lifecycle`]: terms, trials, grace and expiry as functions of time.
+//! - [`spec`]: the model as code (TOML or JSON), validated, and the diff between two versions.
 //!
 //! Status: this is the first step of issue 3; the engine that persists these decisions in the
 //! server is not wired in yet.
@@ -15,5 +16,6 @@ pub mod lifecycle;
 pub mod model;
 pub mod rules;
 pub mod seats;
+pub mod spec;
 
 pub use error::{Error, Result};
