@@ -276,6 +276,16 @@ impl Rule {
         parsed
             .validate(&scim::schema::USER_TYPE)
             .map_err(|e| Error::BadFilter(format!("rule {name}: {e}")))?;
+        let reads_licenses = parsed.paths().iter().any(|p| {
+            scim::filter::resolve(&scim::schema::USER_TYPE, p).is_ok_and(|r| {
+                r.location == scim::schema::Location::Extension(scim::schema::LICENSING_USER_SCHEMA)
+            })
+        });
+        if reads_licenses {
+            return Err(Error::BadFilter(format!(
+                "rule {name}: a rule cannot read the licensing extension it decides"
+            )));
+        }
         Ok(Rule {
             name,
             filter: parsed,

@@ -29,6 +29,59 @@ pub struct Desired {
     pub because: Because,
 }
 
+/// What a user should hold for one product once the subscription's term is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    /// The plan in force.
+    pub plan: Key,
+    /// Why the user should hold the product.
+    pub because: Because,
+    /// The plan the rule asked for, when the term lowered it (expiry with `downgrade`).
+    pub capped_from: Option<Key>,
+}
+
+/// The plan per product a user should hold at `now`: [`desired`], then the subscription's
+/// term. A rule never grants more than the plan the subscription grants at that instant: after
+/// expiry with `downgrade:free`, a rule for `pro` gives `free`; with `revoke` (or before the
+/// term starts) it gives nothing.
+pub fn decide(
+    user: &Value,
+    active: bool,
+    rules: &[Rule],
+    subscriptions: &[Subscription],
+    products: &[Product],
+    now: time::OffsetDateTime,
+) -> BTreeMap<Key, Decided> {
+    let mut out = BTreeMap::new();
+    for (product, want) in desired(user, active, rules, subscriptions, products) {
+        let Some(sub) = subscriptions.iter().find(|s| s.product == product) else {
+            continue;
+        };
+        let Some(prod) = products.iter().find(|p| p.key == product) else {
+            continue;
+        };
+        let granted = match crate::lifecycle::grant(sub, now) {
+            crate::lifecycle::Grant::Plan(p) => p,
+            crate::lifecycle::Grant::Nothing(_) => continue,
+        };
+        let rank = |k: &Key| prod.plan(k).map_or(i32::MIN, |p| p.rank);
+        let (plan, capped_from) = if rank(&want.plan) > rank(&granted) {
+            (granted, Some(want.plan))
+        } else {
+            (want.plan, None)
+        };
+        out.insert(
+            product,
+            Decided {
+                plan,
+                because: want.because,
+                capped_from,
+            },
+        );
+    }
+    out
+}
+
 /// The desired plan per product for one user.
 ///
 /// `user` is the SCIM User resource as the filter engine sees it (with `groups`, including

@@ -67,6 +67,40 @@ pub fn allocate(seats: u32, hard: bool, claims: &[Claim]) -> Allocation {
     }
 }
 
+/// How to bring a subscription back to a fixed point of [`allocate`] after a change, knowing
+/// only counts: a store applies it with two indexed queries instead of loading every claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rebalance {
+    /// Promote this many waiting users, first in queue order.
+    pub promote: usize,
+    /// Demote this many seat holders, most recently assigned first.
+    pub demote: usize,
+}
+
+/// The moves that turn a state with `active` seat holders and `waiting` users into the
+/// outcome of [`allocate`]. Valid when the holders are ordered as `allocate` orders them
+/// (which every state this crate produces is).
+pub fn rebalance(seats: u32, hard: bool, active: usize, waiting: usize) -> Rebalance {
+    let seats = seats as usize;
+    if !hard {
+        return Rebalance {
+            promote: waiting,
+            demote: 0,
+        };
+    }
+    if active > seats {
+        Rebalance {
+            promote: 0,
+            demote: active - seats,
+        }
+    } else {
+        Rebalance {
+            promote: waiting.min(seats - active),
+            demote: 0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

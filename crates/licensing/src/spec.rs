@@ -187,49 +187,11 @@ impl Spec {
             let mut subscriptions: Vec<Subscription> = Vec::new();
             for (j, s) in t.subscriptions.into_iter().enumerate() {
                 let spath = format!("{path}.subscriptions[{j}]");
-                let product_key = Key::new("product", &s.product).map_err(|e| at(&spath, e))?;
-                let product = products
-                    .iter()
-                    .find(|p| p.key == product_key)
-                    .ok_or_else(|| {
-                        Error::Invalid(format!(
-                            "{spath}.product: no product {product_key} is declared"
-                        ))
-                    })?;
-                if s.seats < 0 || s.seats > i64::from(u32::MAX) {
-                    return Err(Error::Invalid(format!(
-                        "{spath}.seats: {} is not a seat count (0 or more)",
-                        s.seats
-                    )));
-                }
-                if s.grace_days < 0 || s.grace_days > 3650 {
-                    return Err(Error::Invalid(format!(
-                        "{spath}.grace_days: {} must be between 0 and 3650",
-                        s.grace_days
-                    )));
-                }
-                let sub = Subscription {
-                    product: product_key.clone(),
-                    plan: Key::new("plan", &s.plan).map_err(|e| at(&spath, e))?,
-                    seats: s.seats as u32,
-                    starts_at: date(&format!("{spath}.starts_at"), &s.starts_at)?,
-                    ends_at: s
-                        .ends_at
-                        .as_deref()
-                        .map(|d| date(&format!("{spath}.ends_at"), d))
-                        .transpose()?,
-                    status: Status::parse(s.status.as_deref().unwrap_or("active"))
-                        .map_err(|e| at(&spath, e))?,
-                    grace_days: s.grace_days as u32,
-                    on_expiry: OnExpiry::parse(s.on_expiry.as_deref().unwrap_or("revoke"))
-                        .map_err(|e| at(&spath, e))?,
-                    enforcement: Enforcement::parse(s.enforcement.as_deref().unwrap_or("hard"))
-                        .map_err(|e| at(&spath, e))?,
-                };
-                sub.validate(product).map_err(|e| at(&spath, e))?;
+                let sub = build_subscription(&spath, s, &products)?;
                 if subscriptions.iter().any(|x| x.product == sub.product) {
                     return Err(Error::Invalid(format!(
-                        "{spath}: a tenant holds one subscription per product; {product_key} appears twice"
+                        "{spath}: a tenant holds one subscription per product; {} appears twice",
+                        sub.product
                     )));
                 }
                 subscriptions.push(sub);
@@ -237,29 +199,7 @@ impl Spec {
             let mut rules: Vec<Rule> = Vec::new();
             for (j, r) in t.rules.into_iter().enumerate() {
                 let rpath = format!("{path}.rules[{j}]");
-                let product_key = Key::new("product", &r.product).map_err(|e| at(&rpath, e))?;
-                let product = products
-                    .iter()
-                    .find(|p| p.key == product_key)
-                    .ok_or_else(|| {
-                        Error::Invalid(format!(
-                            "{rpath}.product: no product {product_key} is declared"
-                        ))
-                    })?;
-                let plan = Key::new("plan", &r.plan).map_err(|e| at(&rpath, e))?;
-                if product.plan(&plan).is_none() {
-                    return Err(Error::Invalid(format!(
-                        "{rpath}.plan: product {product_key} has no plan {plan}"
-                    )));
-                }
-                let rule = Rule::new(
-                    Key::new("rule", &r.name).map_err(|e| at(&rpath, e))?,
-                    &r.filter,
-                    product_key,
-                    plan,
-                    r.priority,
-                )
-                .map_err(|e| at(&rpath, e))?;
+                let rule = build_rule(&rpath, r, &products)?;
                 if rules.iter().any(|x| x.name == rule.name) {
                     return Err(Error::Invalid(format!(
                         "{rpath}: rule {} is declared twice",
@@ -276,6 +216,123 @@ impl Spec {
         }
         Ok(Spec { products, tenants })
     }
+}
+
+fn build_subscription(
+    spath: &str,
+    s: RawSubscription,
+    products: &[Product],
+) -> Result<Subscription> {
+    let product_key = Key::new("product", &s.product).map_err(|e| at(spath, e))?;
+    let product = products
+        .iter()
+        .find(|p| p.key == product_key)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "{spath}.product: no product {product_key} is declared"
+            ))
+        })?;
+    if s.seats < 0 || s.seats > i64::from(u32::MAX) {
+        return Err(Error::Invalid(format!(
+            "{spath}.seats: {} is not a seat count (0 or more)",
+            s.seats
+        )));
+    }
+    if s.grace_days < 0 || s.grace_days > 3650 {
+        return Err(Error::Invalid(format!(
+            "{spath}.grace_days: {} must be between 0 and 3650",
+            s.grace_days
+        )));
+    }
+    let sub = Subscription {
+        product: product_key.clone(),
+        plan: Key::new("plan", &s.plan).map_err(|e| at(spath, e))?,
+        seats: s.seats as u32,
+        starts_at: date(&format!("{spath}.starts_at"), &s.starts_at)?,
+        ends_at: s
+            .ends_at
+            .as_deref()
+            .map(|d| date(&format!("{spath}.ends_at"), d))
+            .transpose()?,
+        status: Status::parse(s.status.as_deref().unwrap_or("active")).map_err(|e| at(spath, e))?,
+        grace_days: s.grace_days as u32,
+        on_expiry: OnExpiry::parse(s.on_expiry.as_deref().unwrap_or("revoke"))
+            .map_err(|e| at(spath, e))?,
+        enforcement: Enforcement::parse(s.enforcement.as_deref().unwrap_or("hard"))
+            .map_err(|e| at(spath, e))?,
+    };
+    sub.validate(product).map_err(|e| at(spath, e))?;
+    Ok(sub)
+}
+
+fn build_rule(rpath: &str, r: RawRule, products: &[Product]) -> Result<Rule> {
+    let product_key = Key::new("product", &r.product).map_err(|e| at(rpath, e))?;
+    let product = products
+        .iter()
+        .find(|p| p.key == product_key)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "{rpath}.product: no product {product_key} is declared"
+            ))
+        })?;
+    let plan = Key::new("plan", &r.plan).map_err(|e| at(rpath, e))?;
+    if product.plan(&plan).is_none() {
+        return Err(Error::Invalid(format!(
+            "{rpath}.plan: product {product_key} has no plan {plan}"
+        )));
+    }
+    Rule::new(
+        Key::new("rule", &r.name).map_err(|e| at(rpath, e))?,
+        &r.filter,
+        product_key,
+        plan,
+        r.priority,
+    )
+    .map_err(|e| at(rpath, e))
+}
+
+/// Parses one subscription as the admin API takes it (`PUT …/subscriptions/{product}`): the
+/// same keys as in a model file, without `product`, which the path gives.
+pub fn subscription_from_json(
+    product: &str,
+    body: &serde_json::Value,
+    products: &[Product],
+) -> Result<Subscription> {
+    let mut body = body.clone();
+    let Some(obj) = body.as_object_mut() else {
+        return Err(Error::Invalid(
+            "a subscription must be a JSON object".into(),
+        ));
+    };
+    if obj.contains_key("product")
+        && obj.get("product") != Some(&serde_json::Value::String(product.into()))
+    {
+        return Err(Error::Invalid(format!(
+            "product: the body names another product than the path ({product})"
+        )));
+    }
+    obj.insert("product".into(), product.into());
+    let raw: RawSubscription =
+        serde_json::from_value(body).map_err(|e| Error::Invalid(format!("subscription: {e}")))?;
+    build_subscription("subscription", raw, products)
+}
+
+/// Parses one rule as the admin API takes it (`PUT …/rules/{name}`).
+pub fn rule_from_json(name: &str, body: &serde_json::Value, products: &[Product]) -> Result<Rule> {
+    let mut body = body.clone();
+    let Some(obj) = body.as_object_mut() else {
+        return Err(Error::Invalid("a rule must be a JSON object".into()));
+    };
+    if obj.contains_key("name") && obj.get("name") != Some(&serde_json::Value::String(name.into()))
+    {
+        return Err(Error::Invalid(format!(
+            "name: the body names another rule than the path ({name})"
+        )));
+    }
+    obj.insert("name".into(), name.into());
+    let raw: RawRule =
+        serde_json::from_value(body).map_err(|e| Error::Invalid(format!("rule: {e}")))?;
+    build_rule("rule", raw, products)
 }
 
 /// One difference between two declarations.

@@ -14,6 +14,9 @@ pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 /// URN of the Enterprise User extension.
 pub const ENTERPRISE_USER_SCHEMA: &str =
     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+/// URN of seatkeeper's read-only licensing extension on User.
+pub const LICENSING_USER_SCHEMA: &str =
+    "urn:seatkeeper:params:scim:schemas:extension:licensing:2.0:User";
 /// URN of the core Group schema.
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 /// URN of list responses.
@@ -503,6 +506,57 @@ pub static ENTERPRISE_USER: LazyLock<Schema> = LazyLock::new(|| Schema {
     ],
 });
 
+/// seatkeeper's licensing extension on User: the licenses a user holds and what they grant.
+/// Every attribute is read-only: licenses follow the directory and the licensing model, and
+/// clients can read and filter them (`…:licenses.state eq "waitlisted"`) but never write them.
+pub static LICENSING_USER: LazyLock<Schema> = LazyLock::new(|| Schema {
+    id: LICENSING_USER_SCHEMA,
+    name: "LicensingUser",
+    description: "Licenses and entitlements seatkeeper decided for the user",
+    attributes: vec![
+        AttributeDef::new("licenses", Complex)
+            .multi()
+            .mutability(ReadOnly)
+            .describe("One license per product the user should hold.")
+            .subs(vec![
+                AttributeDef::new("product", String)
+                    .case_exact()
+                    .mutability(ReadOnly)
+                    .describe("The product's key."),
+                AttributeDef::new("plan", String)
+                    .case_exact()
+                    .mutability(ReadOnly)
+                    .describe("The plan's key."),
+                AttributeDef::new("state", String)
+                    .case_exact()
+                    .canonical(&["active", "waitlisted"])
+                    .mutability(ReadOnly)
+                    .describe("active: holds a seat; waitlisted: waits for one."),
+                AttributeDef::new("reason", String)
+                    .mutability(ReadOnly)
+                    .describe("Why the license is in its state."),
+                AttributeDef::new("since", DateTime)
+                    .mutability(ReadOnly)
+                    .describe("When the license entered its state."),
+            ]),
+        AttributeDef::new("features", String)
+            .multi()
+            .case_exact()
+            .mutability(ReadOnly)
+            .describe("Features the user's active licenses grant."),
+        AttributeDef::new("limits", Complex)
+            .multi()
+            .mutability(ReadOnly)
+            .describe("Limits the user's active licenses grant (the largest per name).")
+            .subs(vec![
+                AttributeDef::new("name", String)
+                    .case_exact()
+                    .mutability(ReadOnly),
+                AttributeDef::new("value", Integer).mutability(ReadOnly),
+            ]),
+    ],
+});
+
 /// The core Group schema (RFC 7643 §4.2).
 pub static GROUP: LazyLock<Schema> = LazyLock::new(|| {
     Schema {
@@ -526,13 +580,13 @@ pub static GROUP: LazyLock<Schema> = LazyLock::new(|| {
 }
 });
 
-/// The User resource type: core User plus the Enterprise extension.
+/// The User resource type: core User plus the Enterprise and licensing extensions.
 pub static USER_TYPE: LazyLock<ResourceType> = LazyLock::new(|| ResourceType {
     name: "User",
     endpoint: "/Users",
     description: "User Account",
     schema: &USER,
-    extensions: vec![(&*ENTERPRISE_USER, false)],
+    extensions: vec![(&*ENTERPRISE_USER, false), (&*LICENSING_USER, false)],
 });
 
 /// The Group resource type.
@@ -545,6 +599,6 @@ pub static GROUP_TYPE: LazyLock<ResourceType> = LazyLock::new(|| ResourceType {
 });
 
 /// Every schema this crate defines, as served at `/Schemas`.
-pub fn all_schemas() -> [&'static Schema; 3] {
-    [&USER, &ENTERPRISE_USER, &GROUP]
+pub fn all_schemas() -> [&'static Schema; 4] {
+    [&USER, &ENTERPRISE_USER, &LICENSING_USER, &GROUP]
 }

@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::clock::{SharedClock, stamp};
 use crate::error::{ApiError, ApiResult};
+use crate::licensing::{Cause, Scope, relicense};
 use crate::store::directory::{Columns, Kind, Order, Page};
 use crate::store::{NewAudit, Store, StoredResource, Tx};
 
@@ -177,6 +178,97 @@ impl Engine {
         stamp(self.clock.now())
     }
 
+    fn cause(&self, ctx: &Ctx, action: &str) -> Cause {
+        Cause {
+            tenant: ctx.tenant.clone(),
+            actor: ctx.actor.clone(),
+            request_id: ctx.request_id.clone(),
+            action: action.to_string(),
+            now: self.clock.now(),
+        }
+    }
+
+    /// Adds the read-only licensing extension to rendered users that hold licenses: each
+    /// license (product, plan, state, reason, since) and the effective entitlements.
+    async fn attach_licenses(&self, ctx: &Ctx, users: &mut [&mut Value]) -> ApiResult<()> {
+        if users.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = users
+            .iter()
+            .filter_map(|u| u.get("id").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        let rows = self.store.licenses_of(&ctx.tenant, &ids).await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let products = self.store.products().await?;
+        let mut by_user: BTreeMap<&str, Vec<&crate::store::licensing::LicenseRow>> =
+            BTreeMap::new();
+        for r in &rows {
+            by_user.entry(r.user_id.as_str()).or_default().push(r);
+        }
+        for user in users.iter_mut() {
+            let Some(id) = user.get("id").and_then(Value::as_str).map(str::to_string) else {
+                continue;
+            };
+            let Some(mine) = by_user.get(id.as_str()) else {
+                continue;
+            };
+            let held: Vec<licensing::entitlements::Held> = mine
+                .iter()
+                .filter_map(|l| {
+                    Some(licensing::entitlements::Held {
+                        product: licensing::model::Key::new("product", &l.product).ok()?,
+                        plan: licensing::model::Key::new("plan", &l.plan).ok()?,
+                        state: if l.state == "active" {
+                            licensing::entitlements::LicenseState::Active
+                        } else {
+                            licensing::entitlements::LicenseState::Waitlisted
+                        },
+                    })
+                })
+                .collect();
+            let ent = licensing::entitlements::effective(&held, &products);
+            let ext = json!({
+                "licenses": mine.iter().map(|l| json!({
+                    "product": l.product,
+                    "plan": l.plan,
+                    "state": l.state,
+                    "reason": l.reason,
+                    "since": l.changed,
+                })).collect::<Vec<_>>(),
+                "features": ent.features.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
+                "limits": ent.limits.iter().map(|(k, v)| json!({"name": k.as_str(), "value": v})).collect::<Vec<_>>(),
+            });
+            if let Some(obj) = user.as_object_mut() {
+                if let Some(Value::Array(schemas)) = obj.get_mut("schemas") {
+                    schemas.push(Value::String(scim::schema::LICENSING_USER_SCHEMA.into()));
+                }
+                // Keep `meta` last, as everywhere else.
+                let meta = obj.remove("meta");
+                obj.insert(scim::schema::LICENSING_USER_SCHEMA.into(), ext);
+                if let Some(meta) = meta {
+                    obj.insert("meta".into(), meta);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn attach_rendered(
+        &self,
+        ctx: &Ctx,
+        kind: Kind,
+        items: &mut [Rendered],
+    ) -> ApiResult<()> {
+        if kind != Kind::User {
+            return Ok(());
+        }
+        let mut bodies: Vec<&mut Value> = items.iter_mut().map(|r| &mut r.body).collect();
+        self.attach_licenses(ctx, &mut bodies).await
+    }
+
     /// Renders a stored resource with its server-owned parts. `with_related` loads a user's
     /// groups or a group's members.
     async fn render(
@@ -199,7 +291,10 @@ impl Engine {
         } else {
             None
         };
-        Ok(assemble(ctx, kind, res, related))
+        let mut out = [assemble(ctx, kind, res, related)];
+        self.attach_rendered(ctx, kind, &mut out).await?;
+        let [out] = out;
+        Ok(out)
     }
 
     async fn members_json(&self, ctx: &Ctx, group: &str) -> ApiResult<Vec<Value>> {
@@ -249,7 +344,10 @@ impl Engine {
                 .await?
                 .ok_or_else(|| not_found(kind, id))?;
             let groups = groups.into_iter().map(|g| group_ref_json(ctx, g)).collect();
-            return Ok(assemble(ctx, kind, &res, Some(groups)));
+            let mut out = [assemble(ctx, kind, &res, Some(groups))];
+            self.attach_rendered(ctx, kind, &mut out).await?;
+            let [out] = out;
+            return Ok(out);
         }
         let res = self
             .store
@@ -282,10 +380,12 @@ impl Engine {
             version: 1,
         };
         let (ctx2, res2) = (ctx.clone(), res.clone());
+        let cause = self.cause(ctx, &format!("{}.create", kind.name().to_ascii_lowercase()));
         let added = self
             .store
             .write(move |tx| -> ApiResult<Vec<(String, String)>> {
                 let (ctx, res) = (ctx2, res2);
+                tx.lock_tenant(&ctx.tenant)?;
                 tx.insert_resource(kind, &ctx.tenant, &res)
                     .map_err(|e| match e {
                         crate::store::StoreError::Unique(_) => unique_message(kind, &res.doc),
@@ -315,13 +415,29 @@ impl Engine {
                     event,
                     &now,
                 )?;
+                let affected = match kind {
+                    Kind::User => vec![res.id.clone()],
+                    Kind::Group
+                        if !added.is_empty()
+                            && crate::licensing::groups_matter(tx, &ctx.tenant)? =>
+                    {
+                        tx.users_under(&ctx.tenant, &res.id)?
+                    }
+                    Kind::Group => Vec::new(),
+                };
+                if !affected.is_empty() {
+                    relicense(tx, &cause, Scope::Users(affected))?;
+                }
                 Ok(added)
             })
             .await?;
         if kind == Kind::Group && !added.is_empty() {
             return self.render(ctx, kind, &res, true).await;
         }
-        Ok(assemble(ctx, kind, &res, Some(Vec::new())))
+        let mut out = [assemble(ctx, kind, &res, Some(Vec::new()))];
+        self.attach_rendered(ctx, kind, &mut out).await?;
+        let [out] = out;
+        Ok(out)
     }
 
     /// PUT: replaces a resource.
@@ -400,10 +516,19 @@ impl Engine {
     {
         let (ctx2, id2, if_match) = (ctx.clone(), id.to_string(), if_match.map(str::to_string));
         let now = self.now();
+        let cause = self.cause(ctx, &format!("{}.update", kind.name().to_ascii_lowercase()));
         let outcome = self
             .store
             .write(move |tx| -> ApiResult<StoredResource> {
                 let (ctx, id) = (ctx2, id2);
+                tx.lock_tenant(&ctx.tenant)?;
+                let groups_matter =
+                    kind == Kind::Group && crate::licensing::groups_matter(tx, &ctx.tenant)?;
+                let before_under = if groups_matter {
+                    tx.users_under(&ctx.tenant, &id)?
+                } else {
+                    Vec::new()
+                };
                 for _ in 0..WRITE_RETRIES {
                     let stored = current_version(tx, &ctx, kind, &id, if_match.as_deref())?;
                     let members = if kind == Kind::Group {
@@ -500,6 +625,20 @@ impl Engine {
                         &event,
                         &now,
                     )?;
+                    let mut cause = cause.clone();
+                    cause.action = action.to_string();
+                    let affected = match kind {
+                        Kind::User => vec![id.clone()],
+                        Kind::Group if groups_matter => {
+                            let mut all: BTreeSet<String> = before_under.iter().cloned().collect();
+                            all.extend(tx.users_under(&ctx.tenant, &id)?);
+                            all.into_iter().collect()
+                        }
+                        Kind::Group => Vec::new(),
+                    };
+                    if !affected.is_empty() {
+                        relicense(tx, &cause, Scope::Users(affected))?;
+                    }
                     return Ok(next);
                 }
                 Err(ApiError::Internal(format!(
@@ -519,11 +658,20 @@ impl Engine {
         id: &str,
         if_match: Option<&str>,
     ) -> ApiResult<()> {
+        let cause = self.cause(ctx, &format!("{}.delete", kind.name().to_ascii_lowercase()));
         let (ctx, id, if_match) = (ctx.clone(), id.to_string(), if_match.map(str::to_string));
         let now = self.now();
         self.store
             .write(move |tx| -> ApiResult<()> {
+                tx.lock_tenant(&ctx.tenant)?;
                 let stored = current_version(tx, &ctx, kind, &id, if_match.as_deref())?;
+                let affected = match kind {
+                    Kind::User => vec![id.clone()],
+                    Kind::Group if crate::licensing::groups_matter(tx, &ctx.tenant)? => {
+                        tx.users_under(&ctx.tenant, &id)?
+                    }
+                    Kind::Group => Vec::new(),
+                };
                 if !tx.delete_resource(kind, &ctx.tenant, &id)? {
                     return Err(not_found(kind, &id));
                 }
@@ -541,7 +689,11 @@ impl Engine {
                     None,
                     event,
                     &now,
-                )
+                )?;
+                if !affected.is_empty() {
+                    relicense(tx, &cause, Scope::Users(affected))?;
+                }
+                Ok(())
             })
             .await
     }
@@ -771,15 +923,14 @@ impl Engine {
         match groups {
             Some(mut map) => {
                 let rt = resource_type(kind);
-                Ok(rows
+                let mut full: Vec<Rendered> = rows
                     .iter()
-                    .map(|r| {
-                        q.projection.apply(
-                            rt,
-                            &assemble(ctx, kind, r, Some(map.remove(&r.id).unwrap_or_default()))
-                                .body,
-                        )
-                    })
+                    .map(|r| assemble(ctx, kind, r, Some(map.remove(&r.id).unwrap_or_default())))
+                    .collect();
+                self.attach_rendered(ctx, kind, &mut full).await?;
+                Ok(full
+                    .iter()
+                    .map(|r| q.projection.apply(rt, &r.body))
                     .collect())
             }
             None => self.render_page(ctx, kind, rows, wants_related, q).await,
@@ -794,16 +945,21 @@ impl Engine {
         related: bool,
     ) -> ApiResult<Vec<Rendered>> {
         if !related {
-            return Ok(rows.iter().map(|r| assemble(ctx, kind, r, None)).collect());
+            let mut out: Vec<Rendered> =
+                rows.iter().map(|r| assemble(ctx, kind, r, None)).collect();
+            self.attach_rendered(ctx, kind, &mut out).await?;
+            return Ok(out);
         }
         match kind {
             Kind::User => {
                 let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
                 let mut groups = self.user_groups(ctx, &ids).await?;
-                Ok(rows
+                let mut out: Vec<Rendered> = rows
                     .iter()
                     .map(|r| assemble(ctx, kind, r, Some(groups.remove(&r.id).unwrap_or_default())))
-                    .collect())
+                    .collect();
+                self.attach_rendered(ctx, kind, &mut out).await?;
+                Ok(out)
             }
             Kind::Group => {
                 let mut out = Vec::with_capacity(rows.len());
@@ -988,6 +1144,10 @@ fn stored_of(r: &Rendered) -> StoredResource {
         o.remove("id");
         o.remove("groups");
         o.remove("members");
+        o.remove(scim::schema::LICENSING_USER_SCHEMA);
+        if let Some(Value::Array(schemas)) = o.get_mut("schemas") {
+            schemas.retain(|s| s.as_str() != Some(scim::schema::LICENSING_USER_SCHEMA));
+        }
         o.remove("meta")
     });
     let field = |k: &str| {

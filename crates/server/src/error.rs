@@ -12,6 +12,9 @@ pub enum ApiError {
     /// A protocol error from the SCIM library.
     #[error(transparent)]
     Scim(#[from] scim::Error),
+    /// The licensing model refused a value (bad key, unknown plan, bad rule filter…).
+    #[error("{0}")]
+    Model(#[from] licensing::Error),
     /// No such resource in this tenant (also for resources of other tenants).
     #[error("{0}")]
     NotFound(String),
@@ -72,6 +75,10 @@ impl ApiError {
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
                 e.scim_type_str(),
             ),
+            ApiError::Model(licensing::Error::BadFilter(_)) => {
+                (StatusCode::BAD_REQUEST, Some("invalidFilter"))
+            }
+            ApiError::Model(_) => (StatusCode::BAD_REQUEST, Some("invalidValue")),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, None),
             ApiError::Uniqueness(_) => (StatusCode::CONFLICT, Some("uniqueness")),
             ApiError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, None),

@@ -8,6 +8,8 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod licensing;
+pub mod model;
 pub mod ops;
 pub mod store;
 

@@ -41,6 +41,9 @@ pub struct AppState {
     pub admin_hash: String,
     /// Prometheus renderer.
     pub metrics: Option<PrometheusHandle>,
+    /// The test clock, when the server runs on one (`--test-clock`): `POST /api/v1/clock`
+    /// moves it.
+    pub manual_clock: Option<crate::clock::ManualClock>,
 }
 
 impl AppState {
@@ -66,6 +69,7 @@ impl AppState {
             config,
             admin_hash,
             metrics,
+            manual_clock: None,
         }
     }
 }

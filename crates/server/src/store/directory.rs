@@ -128,6 +128,21 @@ pub struct Columns(pub Kind);
 
 impl ColumnMap for Columns {
     fn column(&self, path: &scim::filter::Resolved) -> Option<Column> {
+        if path.location == scim::schema::Location::Extension(scim::schema::LICENSING_USER_SCHEMA) {
+            // Licenses live in their own table: `licenses.state eq "waitlisted"` is an
+            // indexed EXISTS, not a scan of rendered users.
+            let column = match (path.top.name, path.sub.map(|s| s.name)) {
+                ("licenses", Some("product")) => "l.product",
+                ("licenses", Some("plan")) => "l.plan",
+                ("licenses", Some("state")) => "l.state",
+                _ => return None,
+            };
+            return Some(Column {
+                expr: column.into(),
+                kind: ColumnKind::Text { folded: false },
+                exists: Some("EXISTS (SELECT 1 FROM licenses l WHERE l.tenant_id = r.tenant_id AND l.user_id = r.id AND {})".into()),
+            });
+        }
         if path.location != scim::schema::Location::Core {
             return None;
         }

@@ -4,7 +4,10 @@
 use super::db::{P, Pool};
 use super::{Backend, StoreResult};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial schema", include_str!("schema.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial schema", include_str!("schema.sql")),
+    (2, "licensing", include_str!("licensing.sql")),
+];
 
 /// An arbitrary constant naming seatkeeper's migration lock.
 const PG_MIGRATION_LOCK: i64 = 0x5ea7_6ee9;

@@ -6,6 +6,7 @@
 
 pub mod db;
 pub mod directory;
+pub mod licensing;
 mod migrate;
 
 use std::path::PathBuf;
@@ -292,6 +293,31 @@ impl Store {
                 &params![tenant, after_seq, limit],
             )
             .await?;
+        Ok(rows.iter().map(audit_from_row).collect())
+    }
+
+    /// The audit records of some resources, oldest first.
+    pub async fn audit_of(
+        &self,
+        tenant: &str,
+        resource_type: &str,
+        ids: &[String],
+    ) -> StoreResult<Vec<crate::audit::AuditRow>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = (3..3 + ids.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT tenant_id, seq, at, actor, action, resource_type, resource_id, request_id, \
+             before_doc, after_doc, prev_hash, hash FROM audit_log \
+             WHERE tenant_id = $1 AND resource_type = $2 AND resource_id IN ({list}) ORDER BY seq LIMIT 1000"
+        );
+        let mut params = vec![P::from(tenant), P::from(resource_type)];
+        params.extend(ids.iter().map(P::from));
+        let rows = self.pool.fetch(&sql, &params).await?;
         Ok(rows.iter().map(audit_from_row).collect())
     }
 

@@ -1,0 +1,542 @@
+//! The licensing engine: re-decides the licenses of the users a change affects, inside the
+//! change's own transaction, and records every license change with an audit entry and an
+//! outbox event.
+//!
+//! Each call first takes the tenant's lock ([`Tx::lock_tenant`]), then counts seats: two
+//! requests of one tenant never count at the same time, on SQLite (one writer) or on
+//! PostgreSQL (a row lock held to commit), so a hard subscription is never oversold, even
+//! with several processes.
+//!
+//! The decisions themselves come from `crates/licensing`: [`licensing::rules::decide`] says
+//! which plan a user should hold, [`licensing::seats::rebalance`] how many users to promote
+//! or demote, in queue order. Rows change only where the decision differs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use licensing::lifecycle::{self, Phase};
+use licensing::model::{Enforcement, Key, Product, Rule, Subscription};
+use licensing::rules::{Because, Decided};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::error::ApiResult;
+use crate::store::licensing::{LicenseRow, RuleRow, rule_of, time_text};
+use crate::store::{NewAudit, Tx};
+
+/// Which users a change affects.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// These users (missing ones count as gone: their licenses are freed).
+    Users(Vec<String>),
+    /// Every user of the tenant (subscription, rule and model changes; the scheduler).
+    All,
+}
+
+/// What caused a re-decision: recorded in every audit entry and explanation.
+#[derive(Debug, Clone)]
+pub struct Cause {
+    /// Tenant.
+    pub tenant: String,
+    /// Who (token name, `admin`, `scheduler`).
+    pub actor: String,
+    /// The request id.
+    pub request_id: String,
+    /// What happened, e.g. `user.create`, `subscription.put`, `term.expired`.
+    pub action: String,
+    /// When.
+    pub now: OffsetDateTime,
+}
+
+/// How many licenses changed, by kind of change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Outcome {
+    /// New licenses holding a seat.
+    pub assigned: usize,
+    /// New licenses waiting, or holders moved to the waitlist by a seat cut.
+    pub waitlisted: usize,
+    /// Waiting licenses given a seat.
+    pub promoted: usize,
+    /// Licenses removed.
+    pub revoked: usize,
+    /// Licenses whose plan changed.
+    pub changed: usize,
+}
+
+impl Outcome {
+    /// Total license changes.
+    pub fn total(&self) -> usize {
+        self.assigned + self.waitlisted + self.promoted + self.revoked + self.changed
+    }
+
+    /// Adds another outcome.
+    pub fn add(&mut self, o: &Outcome) {
+        self.assigned += o.assigned;
+        self.waitlisted += o.waitlisted;
+        self.promoted += o.promoted;
+        self.revoked += o.revoked;
+        self.changed += o.changed;
+    }
+}
+
+/// A tenant's licensing model as one transaction sees it.
+pub struct Model {
+    /// The catalogue.
+    pub products: Vec<Product>,
+    /// The tenant's subscriptions.
+    pub subscriptions: Vec<Subscription>,
+    /// The tenant's rules, validated.
+    pub rules: Vec<Rule>,
+    /// The same rules as stored (for explanations).
+    pub rule_rows: Vec<RuleRow>,
+}
+
+impl Model {
+    /// Loads the model of a tenant.
+    pub fn load(tx: &mut Tx<'_>, tenant: &str) -> ApiResult<Model> {
+        let products = tx.products()?;
+        let subscriptions = tx.subscriptions(tenant)?;
+        let rule_rows = tx.rule_rows(tenant)?;
+        let rules = rule_rows
+            .iter()
+            .map(rule_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Model {
+            products,
+            subscriptions,
+            rules,
+            rule_rows,
+        })
+    }
+
+    /// Whether any rule reads the user's groups (only then are memberships loaded).
+    pub fn reads_groups(&self) -> bool {
+        self.rules.iter().any(|r| {
+            r.filter
+                .paths()
+                .iter()
+                .any(|p| p.name.eq_ignore_ascii_case("groups"))
+        })
+    }
+
+    fn subscription(&self, product: &str) -> Option<&Subscription> {
+        self.subscriptions
+            .iter()
+            .find(|s| s.product.as_str() == product)
+    }
+
+    fn rule_row(&self, name: &Key) -> Option<&RuleRow> {
+        self.rule_rows.iter().find(|r| r.name == name.as_str())
+    }
+}
+
+/// Whether group changes of this tenant can change licenses: only when it subscribes to
+/// something and a rule reads `groups`.
+pub fn groups_matter(tx: &mut Tx<'_>, tenant: &str) -> ApiResult<bool> {
+    if tx.subscriptions(tenant)?.is_empty() {
+        return Ok(false);
+    }
+    let rows = tx.rule_rows(tenant)?;
+    Ok(rows
+        .iter()
+        .any(|r| r.filter.to_ascii_lowercase().contains("groups")))
+}
+
+/// Whether a stored user document is active (absent `active` means active).
+pub fn is_active(doc: &Value) -> bool {
+    doc.get("active").and_then(Value::as_bool).unwrap_or(true)
+}
+
+/// A license change about to be recorded.
+struct Event {
+    kind: &'static str,
+    before: Option<LicenseRow>,
+    after: Option<LicenseRow>,
+}
+
+fn phase_text(sub: &Subscription, now: OffsetDateTime) -> String {
+    match lifecycle::phase(sub, now) {
+        Phase::NotStarted => "not started".into(),
+        Phase::InTerm => "in term".into(),
+        Phase::InGrace(until) => format!("in grace until {}", time_text(until)),
+        Phase::Over => format!("over: on_expiry {}", sub.on_expiry),
+    }
+}
+
+fn seat_words(sub: &Subscription, plan: &str, in_use: usize) -> String {
+    match sub.enforcement {
+        Enforcement::Hard => format!("{plan} {in_use}/{} seats (hard)", sub.seats),
+        Enforcement::Soft if in_use > sub.seats as usize => format!(
+            "{plan} {in_use}/{} seats (soft: {} over)",
+            sub.seats,
+            in_use - sub.seats as usize
+        ),
+        Enforcement::Soft => format!("{plan} {in_use}/{} seats (soft)", sub.seats),
+    }
+}
+
+fn because_words(model: &Model, d: &Decided) -> String {
+    let mut s = match &d.because {
+        Because::Rule(name) => format!("rule {name} matched"),
+        Because::NoRules => "no rules: every active user holds the subscription's plan".into(),
+    };
+    if let Some(from) = &d.capped_from {
+        let _ = model;
+        s.push_str(&format!(
+            "; lowered from {from} to {} by the subscription's term",
+            d.plan
+        ));
+    }
+    s
+}
+
+/// The explanation chain of a license: rule, subscription, seats, and the causing event.
+fn explain(
+    model: &Model,
+    c: &Cause,
+    sub: &Subscription,
+    d: &Decided,
+    state: &str,
+    in_use: usize,
+    note: &str,
+) -> String {
+    let rule = match &d.because {
+        Because::Rule(name) => model.rule_row(name).map(
+            |r| json!({"name": r.name, "filter": r.filter, "plan": r.plan, "priority": r.priority}),
+        ),
+        Because::NoRules => None,
+    };
+    json!({
+        "decision": because_words(model, d),
+        "rule": rule,
+        "plan": d.plan.as_str(),
+        "requested_plan": d.capped_from.as_ref().map(Key::as_str),
+        "subscription": {
+            "product": sub.product.as_str(),
+            "plan": sub.plan.as_str(),
+            "status": sub.status.as_str(),
+            "phase": phase_text(sub, c.now),
+            "seats": sub.seats,
+            "enforcement": match sub.enforcement { Enforcement::Hard => "hard", Enforcement::Soft => "soft" },
+            "on_expiry": sub.on_expiry.to_string(),
+        },
+        "seat": {"state": state, "in_use": in_use, "seats": sub.seats, "note": note},
+        "event": {"action": c.action, "actor": c.actor, "request_id": c.request_id, "at": time_text(c.now)},
+    })
+    .to_string()
+}
+
+/// Re-decides the licenses of `scope` at `cause.now`, in the caller's transaction.
+pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome> {
+    let tenant = c.tenant.as_str();
+    tx.lock_tenant(tenant)?;
+    let model = Model::load(tx, tenant)?;
+    let ids: Option<Vec<String>> = match &scope {
+        Scope::Users(ids) => Some(ids.clone()),
+        Scope::All => None,
+    };
+    if model.subscriptions.is_empty() && ids.is_some() {
+        // Nothing to hold; a user of such a tenant can only have licenses if a subscription
+        // was removed, and removing one re-decides the whole tenant.
+        return Ok(Outcome::default());
+    }
+    let subjects = tx.rule_subjects(tenant, ids.as_deref(), model.reads_groups())?;
+    let existing = tx.licenses(tenant, ids.as_deref())?;
+    let now_text = time_text(c.now);
+
+    let mut held: BTreeMap<String, BTreeMap<String, LicenseRow>> = BTreeMap::new();
+    for l in existing {
+        held.entry(l.user_id.clone())
+            .or_default()
+            .insert(l.product.clone(), l);
+    }
+    let mut everyone: BTreeSet<String> = match &ids {
+        Some(ids) => ids.iter().cloned().collect(),
+        None => subjects.keys().cloned().collect(),
+    };
+    everyone.extend(held.keys().cloned());
+
+    let mut events: Vec<Event> = Vec::new();
+    // Users who should newly hold a product, per product, with their decision.
+    let mut arrivals: BTreeMap<String, Vec<(String, Decided)>> = BTreeMap::new();
+    let mut touched: BTreeSet<String> = BTreeSet::new();
+    for user in &everyone {
+        let decided = match subjects.get(user) {
+            Some(doc) => licensing::rules::decide(
+                doc,
+                is_active(doc),
+                &model.rules,
+                &model.subscriptions,
+                &model.products,
+                c.now,
+            ),
+            None => BTreeMap::new(),
+        };
+        let mine = held.remove(user).unwrap_or_default();
+        for (product, row) in &mine {
+            if !decided.keys().any(|k| k.as_str() == product) {
+                tx.delete_license(tenant, user, product)?;
+                touched.insert(product.clone());
+                events.push(Event {
+                    kind: "revoked",
+                    before: Some(row.clone()),
+                    after: None,
+                });
+            }
+        }
+        for (product, d) in decided {
+            let product = product.to_string();
+            match mine.get(&product) {
+                None => arrivals
+                    .entry(product.clone())
+                    .or_default()
+                    .push((user.clone(), d)),
+                Some(row) => {
+                    let plan_changed = row.plan != d.plan.as_str();
+                    let Some(sub) = model.subscription(&product) else {
+                        continue;
+                    };
+                    if plan_changed || decided_of(&model, row).because != d.because {
+                        // A plan swap keeps the seat and its place in line: no gap in access.
+                        let mut next = row.clone();
+                        next.plan = d.plan.to_string();
+                        if row.state == "active" {
+                            next.reason = format!("{}; holds a seat", because_words(&model, &d));
+                        }
+                        next.explain =
+                            explain(&model, c, sub, &d, &row.state, 0, "plan changed, seat kept");
+                        if plan_changed {
+                            next.changed = now_text.clone();
+                        }
+                        tx.update_license(tenant, &next)?;
+                        if plan_changed {
+                            events.push(Event {
+                                kind: "changed",
+                                before: Some(row.clone()),
+                                after: Some(next),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    let mut products: BTreeSet<String> = touched;
+    products.extend(arrivals.keys().cloned());
+    if ids.is_none() {
+        products.extend(model.subscriptions.iter().map(|s| s.product.to_string()));
+    }
+    for product in products {
+        let Some(sub) = model.subscription(&product) else {
+            continue;
+        };
+        let hard = sub.enforcement == Enforcement::Hard;
+        let line = tx.line(tenant, &product)?;
+        let mut newcomers = arrivals.remove(&product).unwrap_or_default();
+        // Arrival order: the order of the change (user ids break ties deterministically).
+        newcomers.sort_by(|a, b| a.0.cmp(&b.0));
+        let moves = licensing::seats::rebalance(
+            sub.seats,
+            hard,
+            line.active,
+            line.waiting + newcomers.len(),
+        );
+        let mut in_use = line.active + moves.promote - moves.demote;
+        if !hard {
+            in_use = line.active + line.waiting + newcomers.len();
+        }
+        let seat_text = |plan: &str| seat_words(sub, plan, in_use);
+        // Seat cut: the most recently assigned wait first, keeping their place in line.
+        if moves.demote > 0 {
+            for row in tx.line_slice(tenant, &product, "active", moves.demote, true)? {
+                let d = decided_of(&model, &row);
+                let mut next = row.clone();
+                next.state = "waitlisted".into();
+                next.changed = now_text.clone();
+                next.reason = format!(
+                    "seat limit reached: {}; seats cut, the most recently assigned wait first",
+                    seat_text(&row.plan)
+                );
+                next.explain = explain(
+                    &model,
+                    c,
+                    sub,
+                    &d,
+                    "waitlisted",
+                    in_use,
+                    "demoted by a seat cut",
+                );
+                tx.update_license(tenant, &next)?;
+                events.push(Event {
+                    kind: "waitlisted",
+                    before: Some(row),
+                    after: Some(next),
+                });
+            }
+        }
+        // Free seats go first to those already waiting, in queue order, then to newcomers.
+        let mut promote = moves.promote;
+        let waiting_first = promote.min(line.waiting);
+        if waiting_first > 0 {
+            for row in tx.line_slice(tenant, &product, "waitlisted", waiting_first, false)? {
+                let d = decided_of(&model, &row);
+                let mut next = row.clone();
+                next.state = "active".into();
+                next.changed = now_text.clone();
+                next.reason = format!(
+                    "{}; promoted from the waitlist: {}",
+                    because_words(&model, &d),
+                    seat_text(&row.plan)
+                );
+                next.explain = explain(
+                    &model,
+                    c,
+                    sub,
+                    &d,
+                    "active",
+                    in_use,
+                    "promoted in queue order",
+                );
+                tx.update_license(tenant, &next)?;
+                events.push(Event {
+                    kind: "promoted",
+                    before: Some(row),
+                    after: Some(next),
+                });
+            }
+        }
+        promote -= waiting_first;
+        if !newcomers.is_empty() {
+            let mut queue = tx.next_queue(tenant, &product)?;
+            for (user, d) in newcomers {
+                let active = promote > 0;
+                if active {
+                    promote -= 1;
+                }
+                let state = if active { "active" } else { "waitlisted" };
+                let reason = if active {
+                    format!(
+                        "{}; {}",
+                        because_words(&model, &d),
+                        seat_text(d.plan.as_str())
+                    )
+                } else {
+                    format!("seat limit reached: {}", seat_text(d.plan.as_str()))
+                };
+                let row = LicenseRow {
+                    user_id: user,
+                    product: product.clone(),
+                    plan: d.plan.to_string(),
+                    state: state.into(),
+                    queue,
+                    changed: now_text.clone(),
+                    reason,
+                    explain: explain(
+                        &model,
+                        c,
+                        sub,
+                        &d,
+                        state,
+                        in_use,
+                        if active {
+                            "seat free"
+                        } else {
+                            "no seat free: waiting in arrival order"
+                        },
+                    ),
+                };
+                queue += 1;
+                tx.insert_license(tenant, &row)?;
+                events.push(Event {
+                    kind: if active { "assigned" } else { "waitlisted" },
+                    before: None,
+                    after: Some(row),
+                });
+            }
+        }
+    }
+
+    let mut outcome = Outcome::default();
+    for e in &events {
+        match e.kind {
+            "assigned" => outcome.assigned += 1,
+            "waitlisted" => outcome.waitlisted += 1,
+            "promoted" => outcome.promoted += 1,
+            "revoked" => outcome.revoked += 1,
+            _ => outcome.changed += 1,
+        }
+        record(tx, c, e)?;
+    }
+    Ok(outcome)
+}
+
+/// The decision behind an existing row, for explanations of seat moves.
+fn decided_of(model: &Model, row: &LicenseRow) -> Decided {
+    let because = serde_json::from_str::<Value>(&row.explain)
+        .ok()
+        .and_then(|e| e["rule"]["name"].as_str().map(str::to_string))
+        .and_then(|n| Key::new("rule", &n).ok())
+        .filter(|k| model.rule_row(k).is_some())
+        .map_or(Because::NoRules, Because::Rule);
+    Decided {
+        plan: Key::new("plan", &row.plan).unwrap_or_else(|_| because_placeholder_plan()),
+        because,
+        capped_from: None,
+    }
+}
+
+fn because_placeholder_plan() -> Key {
+    Key::new("plan", "unknown").expect("a valid key")
+}
+
+fn license_json(l: &LicenseRow) -> Value {
+    json!({
+        "user": l.user_id,
+        "product": l.product,
+        "plan": l.plan,
+        "state": l.state,
+        "reason": l.reason,
+        "since": l.changed,
+    })
+}
+
+fn record(tx: &mut Tx<'_>, c: &Cause, e: &Event) -> ApiResult<()> {
+    let Some(row) = e.after.as_ref().or(e.before.as_ref()) else {
+        return Ok(());
+    };
+    let at = time_text(c.now);
+    let before = e.before.as_ref().map(license_json);
+    let after = e.after.as_ref().map(license_json);
+    tx.audit(NewAudit {
+        tenant_id: &c.tenant,
+        at: &at,
+        actor: &c.actor,
+        action: &format!("license.{}", e.kind),
+        resource_type: "License",
+        resource_id: &format!("{}/{}", row.user_id, row.product),
+        request_id: &c.request_id,
+        before: before.as_ref().map(Value::to_string),
+        after: after.as_ref().map(Value::to_string),
+    })?;
+    let event = format!("license.{}", e.kind);
+    let payload = json!({
+        "type": event,
+        "tenant": c.tenant,
+        "resource_type": "License",
+        "id": format!("{}/{}", row.user_id, row.product),
+        "user": row.user_id,
+        "at": at,
+        "request_id": c.request_id,
+        "cause": c.action,
+        "data": {"before": before, "after": after},
+    });
+    tx.outbox(
+        &c.tenant,
+        &event,
+        "License",
+        &row.user_id,
+        &payload.to_string(),
+        &at,
+    )?;
+    Ok(())
+}

@@ -1,0 +1,62 @@
+-- seatkeeper schema, version 2: the licensing model and the licenses it decides.
+
+-- The product catalogue (global: the vendor's products). Plans are kept as one JSON list
+-- [{key, rank, features, limits}], read and written whole.
+CREATE TABLE lic_products (
+    key {TEXT} PRIMARY KEY,
+    name {TEXT} NOT NULL,
+    plans {JSON} NOT NULL,
+    updated {TEXT} NOT NULL
+);
+
+-- A tenant's purchase of one product. next_check is the next instant at which the term
+-- changes what the subscription grants (start, end, end of grace): the scheduler's index.
+CREATE TABLE lic_subscriptions (
+    tenant_id {TEXT} NOT NULL REFERENCES tenants(id),
+    product {TEXT} NOT NULL,
+    plan {TEXT} NOT NULL,
+    seats BIGINT NOT NULL,
+    starts_at {TEXT} NOT NULL,
+    ends_at {TEXT},
+    status {TEXT} NOT NULL,
+    grace_days BIGINT NOT NULL,
+    on_expiry {TEXT} NOT NULL,
+    enforcement {TEXT} NOT NULL,
+    next_check {TEXT},
+    updated {TEXT} NOT NULL,
+    PRIMARY KEY (tenant_id, product)
+);
+CREATE INDEX lic_subscriptions_next_check ON lic_subscriptions (next_check);
+
+-- Assignment rules: a SCIM filter over the user, a target plan, a priority.
+CREATE TABLE lic_rules (
+    tenant_id {TEXT} NOT NULL REFERENCES tenants(id),
+    name {TEXT} NOT NULL,
+    filter {TEXT} NOT NULL,
+    product {TEXT} NOT NULL,
+    plan {TEXT} NOT NULL,
+    priority BIGINT NOT NULL,
+    updated {TEXT} NOT NULL,
+    PRIMARY KEY (tenant_id, name)
+);
+
+-- One row per user and product the user should hold. state is active (holds a seat) or
+-- waitlisted. queue orders the seat line: when the seat was assigned, or when waiting began;
+-- a demoted holder keeps its value and so is first to get a seat back. explain is the chain
+-- that says why (rule, subscription, seat count, the event that changed it).
+CREATE TABLE licenses (
+    tenant_id {TEXT} NOT NULL,
+    user_id {TEXT} NOT NULL,
+    product {TEXT} NOT NULL,
+    plan {TEXT} NOT NULL,
+    state {TEXT} NOT NULL,
+    queue BIGINT NOT NULL,
+    changed {TEXT} NOT NULL,
+    reason {TEXT} NOT NULL,
+    explain {JSON} NOT NULL,
+    PRIMARY KEY (tenant_id, user_id, product)
+);
+CREATE INDEX licenses_line ON licenses (tenant_id, product, state, queue, user_id);
+
+-- A resource's audit history (a user's license changes) without scanning the tenant's chain.
+CREATE INDEX audit_log_resource ON audit_log (tenant_id, resource_id);
