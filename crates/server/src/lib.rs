@@ -33,6 +33,43 @@ pub fn app(
     http::router(state)
 }
 
+/// Builds the HTTP application on a test clock that `POST /api/v1/clock` moves.
+pub fn app_on_test_clock(
+    store: Store,
+    clock: clock::ManualClock,
+    config: Config,
+    admin_hash: String,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> axum::Router {
+    let engine = Engine::new(store, Arc::new(clock.clone()));
+    let mut state = http::AppState::new(engine, config, admin_hash, metrics);
+    state.manual_clock = Some(clock);
+    http::router(Arc::new(state))
+}
+
+/// Runs due term transitions (trial and term ends, grace ends) now and then every
+/// `every`, for as long as the process lives. Catches up at start: whatever fell due while
+/// the server was down is applied on the first tick.
+pub fn spawn_scheduler(
+    store: Store,
+    clock: SharedClock,
+    every: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            match model::run_due(&store, &*clock).await {
+                Ok(done) => {
+                    for (tenant, outcome) in done {
+                        tracing::info!(%tenant, changed = outcome.total(), "term transitions applied");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "scheduler tick failed; retrying"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
 /// Installs the Prometheus recorder (once per process).
 pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
     let buckets = [

@@ -68,6 +68,13 @@ struct ServeArgs {
     /// SQLite synchronous mode: NORMAL (survives process crashes) or FULL (also power loss).
     #[arg(long, env = "SEATKEEPER_SQLITE_SYNCHRONOUS", default_value = "NORMAL")]
     sqlite_synchronous: String,
+    /// Seconds between scheduler ticks (term and grace transitions).
+    #[arg(long, env = "SEATKEEPER_SCHEDULER_INTERVAL", default_value_t = 5)]
+    scheduler_interval: u64,
+    /// For tests only: run on a clock that starts at this RFC 3339 instant and moves only
+    /// through `POST /api/v1/clock`.
+    #[arg(long)]
+    test_clock: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -96,6 +103,17 @@ enum Command {
     Token {
         #[command(subcommand)]
         action: TokenCmd,
+    },
+    /// Applies a licensing model file (TOML): prints the plan, then applies it in one
+    /// transaction (or only prints it, with --dry-run).
+    Apply {
+        /// The model file.
+        file: std::path::PathBuf,
+        /// Print what would change and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        db: DbArgs,
     },
     /// Checks the audit trail.
     Audit {
@@ -206,12 +224,39 @@ async fn serve(
             "generated admin token (shown once; set SEATKEEPER_ADMIN_TOKEN to choose your own): {token}"
         );
     }
-    let app = seatkeeper::app(
+    let (app, clock): (axum::Router, SharedClock) = match &args.test_clock {
+        Some(start) => {
+            let start =
+                time::OffsetDateTime::parse(start, &time::format_description::well_known::Rfc3339)
+                    .with_context(|| format!("--test-clock {start} is not an RFC 3339 instant"))?;
+            let manual = seatkeeper::clock::ManualClock::at(start);
+            tracing::warn!("running on a test clock that only POST /api/v1/clock moves");
+            (
+                seatkeeper::app_on_test_clock(
+                    store.clone(),
+                    manual.clone(),
+                    config_from(args),
+                    admin_hash,
+                    seatkeeper::install_metrics(),
+                ),
+                Arc::new(manual),
+            )
+        }
+        None => (
+            seatkeeper::app(
+                store.clone(),
+                clock.clone(),
+                config_from(args),
+                admin_hash,
+                seatkeeper::install_metrics(),
+            ),
+            clock,
+        ),
+    };
+    let scheduler = seatkeeper::spawn_scheduler(
         store.clone(),
         clock,
-        config_from(args),
-        admin_hash,
-        seatkeeper::install_metrics(),
+        Duration::from_secs(args.scheduler_interval.max(1)),
     );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -221,6 +266,7 @@ async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await?;
+    scheduler.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -312,6 +358,23 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}", created.token);
             store.close().await;
+            Ok(())
+        }
+        Command::Apply { file, dry_run, db } => {
+            init_logging(false);
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let spec = licensing::spec::Spec::from_toml(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let store = open(&db.database, None).await?;
+            let actor = seatkeeper::model::Actor {
+                name: "cli".into(),
+                request_id: format!("apply-{}", uuid::Uuid::new_v4()),
+            };
+            let applied = seatkeeper::model::apply(&store, &*clock, actor, spec, dry_run).await;
+            store.close().await;
+            let applied = applied.map_err(|e| anyhow::anyhow!("{e}"))?;
+            print!("{}", seatkeeper::model::plan_text(&applied));
             Ok(())
         }
         Command::Audit {

@@ -367,9 +367,13 @@ pub async fn delete_rule(
     .await
 }
 
-/// The model as stored, for the declared tenants (and the whole catalogue).
-fn current_spec(tx: &mut Tx<'_>, tenants: &[String]) -> ApiResult<Spec> {
-    let products = tx.products()?;
+/// The model as stored, for the declared products and tenants.
+fn current_spec(tx: &mut Tx<'_>, products: &[String], tenants: &[String]) -> ApiResult<Spec> {
+    let products = tx
+        .products()?
+        .into_iter()
+        .filter(|p| products.iter().any(|k| k == p.key.as_str()))
+        .collect();
     let mut out = Vec::new();
     for t in tenants {
         let rules = tx
@@ -389,9 +393,11 @@ fn current_spec(tx: &mut Tx<'_>, tenants: &[String]) -> ApiResult<Spec> {
     })
 }
 
-/// Applies a declared model in one transaction (or plans it, with `dry_run`): the catalogue
-/// becomes exactly the declared products; each declared tenant's subscriptions and rules
-/// become exactly the declared ones; then every tenant with subscriptions is re-decided.
+/// Applies a declared model in one transaction (or plans it, with `dry_run`): each declared
+/// product becomes exactly as declared (plans added, changed, removed); each declared
+/// tenant's subscriptions and rules become exactly the declared ones; products and tenants
+/// the file does not mention are left alone. Then every tenant the change can reach is
+/// re-decided.
 pub async fn apply(
     store: &Store,
     clock: &dyn Clock,
@@ -409,28 +415,17 @@ pub async fn apply(
                 )))
             })?;
         }
-        let old = current_spec(tx, &declared)?;
-        let changes: Vec<String> = spec::diff(&old, &spec).iter().map(ToString::to_string).collect();
+        let declared_products: Vec<String> =
+            spec.products.iter().map(|p| p.key.to_string()).collect();
+        let old = current_spec(tx, &declared_products, &declared)?;
+        let changes: Vec<String> = spec::diff(&old, &spec)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         let now_text = time_text(now);
 
-        // Catalogue: write the declared products, remove the others unless still subscribed.
-        let keep: BTreeSet<&str> = spec.products.iter().map(|p| p.key.as_str()).collect();
-        for p in &old.products {
-            if !keep.contains(p.key.as_str()) {
-                let users: Vec<String> = tx
-                    .subscribers(p.key.as_str())?
-                    .into_iter()
-                    .filter(|t| !spec.tenants.iter().any(|d| &d.id == t && d.subscriptions.iter().all(|s| s.product != p.key)))
-                    .collect();
-                if !users.is_empty() {
-                    return Err(ApiError::Model(licensing::Error::Invalid(format!(
-                        "product {} is removed from the file but tenant {} still subscribes to it; remove the subscription too",
-                        p.key, users[0]
-                    ))));
-                }
-                tx.delete_product(p.key.as_str())?;
-            }
-        }
+        // Catalogue: the declared products are written whole; products the file does not
+        // mention stay as they are (one file need not carry every product).
         for p in &spec.products {
             check_plans_in_use(tx, p, &spec)?;
             tx.put_product(p, &now_text)?;
@@ -442,7 +437,17 @@ pub async fn apply(
             for s in &old_subs {
                 if !t.subscriptions.iter().any(|n| n.product == s.product) {
                     tx.delete_subscription(&t.id, s.product.as_str())?;
-                    audit_model(tx, &t.id, &actor, &now_text, "subscription.delete", "Subscription", s.product.as_str(), Some(subscription_json(s)), None)?;
+                    audit_model(
+                        tx,
+                        &t.id,
+                        &actor,
+                        &now_text,
+                        "subscription.delete",
+                        "Subscription",
+                        s.product.as_str(),
+                        Some(subscription_json(s)),
+                        None,
+                    )?;
                 }
             }
             for s in &t.subscriptions {
@@ -450,9 +455,19 @@ pub async fn apply(
                 if prev != Some(s) {
                     tx.put_subscription(&t.id, s, None, &now_text)?;
                     audit_model(
-                        tx, &t.id, &actor, &now_text,
-                        if prev.is_some() { "subscription.update" } else { "subscription.create" },
-                        "Subscription", s.product.as_str(), prev.map(subscription_json), Some(subscription_json(s)),
+                        tx,
+                        &t.id,
+                        &actor,
+                        &now_text,
+                        if prev.is_some() {
+                            "subscription.update"
+                        } else {
+                            "subscription.create"
+                        },
+                        "Subscription",
+                        s.product.as_str(),
+                        prev.map(subscription_json),
+                        Some(subscription_json(s)),
                     )?;
                 }
             }
@@ -460,7 +475,17 @@ pub async fn apply(
             for r in &old_rules {
                 if !t.rules.iter().any(|n| n.name.as_str() == r.name) {
                     tx.delete_rule(&t.id, &r.name)?;
-                    audit_model(tx, &t.id, &actor, &now_text, "rule.delete", "Rule", &r.name, Some(json!(r)), None)?;
+                    audit_model(
+                        tx,
+                        &t.id,
+                        &actor,
+                        &now_text,
+                        "rule.delete",
+                        "Rule",
+                        &r.name,
+                        Some(json!(r)),
+                        None,
+                    )?;
                 }
             }
             for r in &t.rules {
@@ -475,9 +500,19 @@ pub async fn apply(
                 if prev != Some(&row) {
                     tx.put_rule(&t.id, &row, &now_text)?;
                     audit_model(
-                        tx, &t.id, &actor, &now_text,
-                        if prev.is_some() { "rule.update" } else { "rule.create" },
-                        "Rule", &row.name, prev.map(|p| json!(p)), Some(json!(row)),
+                        tx,
+                        &t.id,
+                        &actor,
+                        &now_text,
+                        if prev.is_some() {
+                            "rule.update"
+                        } else {
+                            "rule.create"
+                        },
+                        "Rule",
+                        &row.name,
+                        prev.map(|p| json!(p)),
+                        Some(json!(row)),
                     )?;
                 }
             }
@@ -661,4 +696,36 @@ pub async fn user_licenses(store: &Store, tenant: &str, user: &str) -> ApiResult
         })
         .collect();
     Ok(json!({"tenant": tenant, "user": user, "licenses": licenses, "history": history}))
+}
+
+/// The plan of an apply, as the CLI prints it.
+pub fn plan_text(a: &Applied) -> String {
+    let mut out = String::new();
+    if a.changes.is_empty() {
+        out.push_str("model: no changes\n");
+    } else {
+        out.push_str("model:\n");
+        for c in &a.changes {
+            out.push_str(&format!("  {c}\n"));
+        }
+    }
+    out.push_str("licenses:\n");
+    if a.licenses.values().all(|o| o.total() == 0) {
+        out.push_str("  no license changes\n");
+    }
+    for (tenant, o) in &a.licenses {
+        if o.total() == 0 {
+            continue;
+        }
+        out.push_str(&format!(
+            "  tenant {tenant}: {} assigned, {} waitlisted, {} promoted, {} changed plan, {} revoked\n",
+            o.assigned, o.waitlisted, o.promoted, o.changed, o.revoked
+        ));
+    }
+    out.push_str(if a.dry_run {
+        "dry run: nothing was applied\n"
+    } else {
+        "applied in one transaction\n"
+    });
+    out
 }

@@ -1202,7 +1202,7 @@ async fn discovery_search_and_admin(b: Backend) {
     assert_eq!(spc.body["pagination"]["cursor"], true);
     assert_eq!(spc.body["changePassword"]["supported"], false);
     let schemas = app.req("GET", "/scim/v2/Schemas", None).await;
-    assert_eq!(schemas.body["totalResults"], 3);
+    assert_eq!(schemas.body["totalResults"], 4);
     let one = app
         .req("GET", &format!("/scim/v2/Schemas/{ENT}"), None)
         .await;

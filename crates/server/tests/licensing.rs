@@ -1,0 +1,694 @@
+//! The licensing engine through the HTTP API, on SQLite and PostgreSQL: licenses follow the
+//! directory in the same transaction, seats are never oversold, terms expire on schedule,
+//! and every decision can be explained.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+use common::{ADMIN, Backend, TestApp};
+use serde_json::{Value, json};
+
+const EXT: &str = "urn:seatkeeper:params:scim:schemas:extension:licensing:2.0:User";
+
+/// A product key of this test alone: the catalogue is shared by every tenant of a database.
+fn product(app: &TestApp) -> String {
+    format!("ws-{}", &app.tenant[app.tenant.len() - 12..])
+}
+
+fn model(app: &TestApp, seats: u32, extra_sub: Value, rules: Value) -> Value {
+    let mut sub = json!({
+        "product": product(app), "plan": "pro", "seats": seats,
+        "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2027-06-01T00:00:00Z",
+        "grace_days": 7, "on_expiry": "downgrade:free", "enforcement": "hard",
+    });
+    if let (Some(s), Some(extra)) = (sub.as_object_mut(), extra_sub.as_object()) {
+        for (k, v) in extra {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    json!({
+        "products": [{
+            "key": product(app), "name": "Workspace",
+            "plans": [
+                {"key": "free", "rank": 0, "features": ["docs.read"], "limits": {"projects": 3}},
+                {"key": "pro", "rank": 1, "features": ["docs.read", "docs.write", "export"], "limits": {"projects": 100}},
+                {"key": "enterprise", "rank": 2, "features": ["docs.read", "docs.write", "export", "sso"], "limits": {"projects": 1000}},
+            ],
+        }],
+        "tenants": [{"id": app.tenant, "subscriptions": [sub], "rules": rules}],
+    })
+}
+
+async fn admin(app: &TestApp, method: &str, uri: &str, body: Option<Value>) -> common::Resp {
+    app.req_as(ADMIN, method, uri, body, &[]).await
+}
+
+async fn apply(app: &TestApp, m: Value) -> Value {
+    let r = admin(app, "PUT", "/api/v1/model", Some(m)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    r.body
+}
+
+/// (state, plan) of every license of the test's product, by userName.
+async fn licenses(app: &TestApp) -> BTreeMap<String, (String, String)> {
+    let mut out = BTreeMap::new();
+    let r = app.req("GET", "/scim/v2/Users?count=1000", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    for u in r.body["Resources"].as_array().unwrap() {
+        for l in u[EXT]["licenses"].as_array().into_iter().flatten() {
+            if l["product"] == json!(product(app)) {
+                out.insert(
+                    u["userName"].as_str().unwrap().to_string(),
+                    (
+                        l["state"].as_str().unwrap().to_string(),
+                        l["plan"].as_str().unwrap().to_string(),
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn count(l: &BTreeMap<String, (String, String)>, state: &str) -> usize {
+    l.values().filter(|(s, _)| s == state).count()
+}
+
+async fn usage(app: &TestApp) -> Value {
+    let r = admin(
+        app,
+        "GET",
+        &format!("/api/v1/tenants/{}/usage", app.tenant),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    r.body["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["product"] == json!(product(app)))
+        .cloned()
+        .unwrap()
+}
+
+async fn set_active(app: &TestApp, id: &str, active: bool) {
+    let r = app
+        .req(
+            "PATCH",
+            &format!("/scim/v2/Users/{id}"),
+            Some(
+                json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "value": {"active": active}}]}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+}
+
+async fn seats_follow_the_directory(b: Backend) {
+    let app = common::app(b).await;
+    apply(&app, model(&app, 2, json!({}), json!([]))).await;
+    let a = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let r = app
+        .req("POST", "/scim/v2/Users", Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "carol",
+            EXT: {"licenses": [{"product": product(&app), "plan": "enterprise", "state": "active"}]}})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    // The SCIM create succeeds and answers with the decision; the client's own licensing
+    // value (read-only) is ignored.
+    let carol_license = &r.body[EXT]["licenses"][0];
+    assert_eq!(carol_license["state"], "waitlisted", "{}", r.raw);
+    assert_eq!(carol_license["plan"], "pro");
+    assert_eq!(
+        carol_license["reason"],
+        "seat limit reached: pro 2/2 seats (hard)"
+    );
+    let carol = r.body["id"].as_str().unwrap().to_string();
+
+    let l = licenses(&app).await;
+    assert_eq!(l["alice"], ("active".into(), "pro".into()));
+    assert_eq!(l["bob"], ("active".into(), "pro".into()));
+    let got = app.req("GET", &format!("/scim/v2/Users/{a}"), None).await;
+    assert_eq!(
+        got.body[EXT]["features"],
+        json!(["docs.read", "docs.write", "export"])
+    );
+    assert!(
+        got.body["schemas"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(EXT))
+    );
+
+    // Everyone waitlisted, by SCIM filter.
+    let r = app
+        .req(
+            "GET",
+            &format!(
+                "/scim/v2/Users?filter={}",
+                urlencoding(&format!("{EXT}:licenses.state eq \"waitlisted\""))
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["totalResults"], 1);
+    assert_eq!(r.body["Resources"][0]["userName"], "carol");
+
+    // Deactivating alice frees her seat before the request returns: carol is promoted.
+    set_active(&app, &a, false).await;
+    let l = licenses(&app).await;
+    assert!(!l.contains_key("alice"));
+    assert_eq!(l["carol"].0, "active");
+    // Reactivation goes through the seat check: no seat, so alice waits.
+    set_active(&app, &a, true).await;
+    let l = licenses(&app).await;
+    assert_eq!(l["alice"].0, "waitlisted");
+    assert_eq!((count(&l, "active"), count(&l, "waitlisted")), (2, 1));
+    // Deleting bob promotes alice.
+    assert_eq!(
+        app.req("DELETE", &format!("/scim/v2/Users/{bob}"), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let l = licenses(&app).await;
+    assert_eq!(l["alice"].0, "active");
+    let u = usage(&app).await;
+    assert_eq!(
+        (
+            u["seats"].clone(),
+            u["active"].clone(),
+            u["waitlisted"].clone()
+        ),
+        (json!(2), json!(2), json!(0))
+    );
+
+    // The explanation chain and the history of carol's license.
+    let r = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/tenants/{}/users/{carol}/licenses", app.tenant),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let lic = &r.body["licenses"][0];
+    assert_eq!(lic["explanation"]["seat"]["seats"], 2);
+    assert_eq!(lic["explanation"]["event"]["action"], "user.deactivate");
+    assert!(
+        lic["explanation"]["decision"]
+            .as_str()
+            .unwrap()
+            .contains("no rules")
+    );
+    let actions: Vec<&str> = r.body["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["license.waitlisted", "license.promoted"]);
+
+    // Every license change has its audit record and outbox event.
+    let events = app
+        .store
+        .outbox_after(&app.tenant, 0, 10_000)
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e.event_type.as_str())
+        .filter(|t| t.starts_with("license."))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "license.assigned",
+            "license.assigned",
+            "license.waitlisted",
+            "license.revoked",
+            "license.promoted",
+            "license.waitlisted",
+            "license.revoked",
+            "license.promoted"
+        ]
+    );
+    let audit = app.store.audit_rows(&app.tenant, 0, 10_000).await.unwrap();
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|a| a.action.starts_with("license."))
+            .count(),
+        kinds.len()
+    );
+    assert!(
+        seatkeeper::verify_audit(&app.store, Some(&app.tenant))
+            .await
+            .unwrap()[0]
+            .2
+            .is_ok()
+    );
+}
+
+fn urlencoding(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn concurrent_creates_never_oversell(b: Backend) {
+    let app = std::sync::Arc::new(common::app(b).await);
+    apply(&app, model(&app, 50, json!({}), json!([]))).await;
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            app.user(&format!("user{i:03}")).await
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    let l = licenses(&app).await;
+    assert_eq!((count(&l, "active"), count(&l, "waitlisted")), (50, 150));
+
+    // Deactivating 10 seat holders at once promotes exactly 10, the first 10 in line.
+    let r = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/tenants/{}/usage", app.tenant),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let active: Vec<String> = l
+        .iter()
+        .filter(|(_, v)| v.0 == "active")
+        .map(|(k, _)| k.clone())
+        .take(10)
+        .collect();
+    let mut queue: Vec<(i64, String)> = Vec::new();
+    for id in &ids {
+        let r = admin(
+            &app,
+            "GET",
+            &format!("/api/v1/tenants/{}/users/{id}/licenses", app.tenant),
+            None,
+        )
+        .await;
+        let lic = &r.body["licenses"][0];
+        if lic["state"] == "waitlisted" {
+            queue.push((lic["queue"].as_i64().unwrap(), id.clone()));
+        }
+    }
+    queue.sort();
+    let first_in_line: Vec<String> = queue.iter().take(10).map(|(_, id)| id.clone()).collect();
+    let by_name: BTreeMap<String, String> = {
+        let r = app
+            .req("GET", "/scim/v2/Users?count=1000&attributes=userName", None)
+            .await;
+        r.body["Resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| {
+                (
+                    u["userName"].as_str().unwrap().to_string(),
+                    u["id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let mut tasks = Vec::new();
+    for name in &active {
+        let app = app.clone();
+        let id = by_name[name].clone();
+        tasks.push(tokio::spawn(
+            async move { set_active(&app, &id, false).await },
+        ));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let after = licenses(&app).await;
+    assert_eq!(
+        (count(&after, "active"), count(&after, "waitlisted")),
+        (50, 140)
+    );
+    for id in &first_in_line {
+        let name = by_name.iter().find(|(_, v)| *v == id).unwrap().0;
+        assert_eq!(
+            after[name].0, "active",
+            "{name} was among the first 10 in line"
+        );
+    }
+    let events = app
+        .store
+        .outbox_after(&app.tenant, 0, 100_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.event_type == "license.promoted")
+            .count(),
+        10
+    );
+}
+
+async fn seat_cut_plan_swap_and_more_seats(b: Backend) {
+    let app = common::app(b).await;
+    apply(&app, model(&app, 5, json!({}), json!([]))).await;
+    for n in ["u1", "u2", "u3", "u4", "u5"] {
+        app.user(n).await;
+        app.clock.advance(time::Duration::seconds(1));
+    }
+    let path = format!(
+        "/api/v1/tenants/{}/subscriptions/{}",
+        app.tenant,
+        product(&app)
+    );
+    let sub = |seats: u32, plan: &str| {
+        json!({"plan": plan, "seats": seats, "starts_at": "2026-01-01T00:00:00Z",
+        "ends_at": "2027-06-01T00:00:00Z", "grace_days": 7, "on_expiry": "downgrade:free", "enforcement": "hard"})
+    };
+    // Seats cut from 5 to 3: the two most recently assigned wait.
+    let r = admin(&app, "PUT", &path, Some(sub(3, "pro"))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["licenses"]["waitlisted"], 2);
+    let l = licenses(&app).await;
+    assert_eq!(l["u4"].0, "waitlisted");
+    assert_eq!(l["u5"].0, "waitlisted");
+    assert_eq!(l["u1"].0, "active");
+    // Plan swap: every license moves to the new plan at once, seats and line kept.
+    let r = admin(&app, "PUT", &path, Some(sub(3, "enterprise"))).await;
+    assert_eq!(r.body["licenses"]["changed"], 5, "{}", r.raw);
+    let l = licenses(&app).await;
+    assert_eq!(l["u1"], ("active".into(), "enterprise".into()));
+    assert_eq!(l["u5"], ("waitlisted".into(), "enterprise".into()));
+    // More seats: the demoted get theirs back, in their original order.
+    let r = admin(&app, "PUT", &path, Some(sub(4, "enterprise"))).await;
+    assert_eq!(r.body["licenses"]["promoted"], 1, "{}", r.raw);
+    let l = licenses(&app).await;
+    assert_eq!(l["u4"].0, "active");
+    assert_eq!(l["u5"].0, "waitlisted");
+    // Applying the same state again changes nothing.
+    let r = admin(&app, "PUT", &path, Some(sub(4, "enterprise"))).await;
+    assert_eq!(
+        r.body["licenses"],
+        json!({"assigned": 0, "waitlisted": 0, "promoted": 0, "revoked": 0, "changed": 0})
+    );
+}
+
+async fn rules_follow_nested_groups(b: Backend) {
+    let app = common::app(b).await;
+    let rules = json!([
+        {"name": "engineering", "filter": "groups.display eq \"Engineering\"", "product": product(&app), "plan": "pro", "priority": 10},
+        {"name": "managers", "filter": "title co \"Manager\"", "product": product(&app), "plan": "enterprise", "priority": 10},
+        {"name": "everyone", "filter": "userName pr and not (userType eq \"Contractor\")", "product": product(&app), "plan": "free", "priority": 1},
+    ]);
+    // The tenant bought enterprise seats; rules hand out enterprise, pro or free.
+    apply(&app, model(&app, 100, json!({"plan": "enterprise"}), rules)).await;
+    let alice = app.user("alice").await;
+    app.user("bob").await;
+    let r = app.req("POST", "/scim/v2/Users", Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "carl", "userType": "Contractor"}))).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let r = app.req("POST", "/scim/v2/Users", Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "mia", "title": "Engineering Manager"}))).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let l = licenses(&app).await;
+    assert_eq!(l["alice"].1, "free");
+    assert!(!l.contains_key("carl"), "no rule matches a contractor");
+    assert_eq!(l["mia"].1, "enterprise");
+
+    // alice is in Platform, which is inside Engineering: the nested membership counts.
+    let platform = app.req("POST", "/scim/v2/Groups", Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Platform", "members": [{"value": alice}]}))).await;
+    assert_eq!(platform.status, StatusCode::CREATED, "{}", platform.raw);
+    let platform = platform.body["id"].as_str().unwrap().to_string();
+    let eng = app.req("POST", "/scim/v2/Groups", Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Engineering", "members": [{"value": platform, "type": "Group"}]}))).await;
+    assert_eq!(eng.status, StatusCode::CREATED, "{}", eng.raw);
+    let eng = eng.body["id"].as_str().unwrap().to_string();
+    assert_eq!(licenses(&app).await["alice"].1, "pro");
+    let r = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/tenants/{}/users/{alice}/licenses", app.tenant),
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.body["licenses"][0]["explanation"]["rule"]["name"], "engineering",
+        "{}",
+        r.raw
+    );
+    assert_eq!(
+        r.body["licenses"][0]["explanation"]["event"]["action"],
+        "group.create"
+    );
+
+    // Platform leaves Engineering: alice falls back to the lower-priority rule.
+    let r = app
+        .req(
+            "PATCH",
+            &format!("/scim/v2/Groups/{eng}"),
+            Some(
+                json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "remove", "path": format!("members[value eq \"{platform}\"]")}]}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(licenses(&app).await["alice"].1, "free");
+    // A rule change re-decides everyone; removing the rule frees the seats it gave.
+    let r = admin(
+        &app,
+        "DELETE",
+        &format!("/api/v1/tenants/{}/rules/everyone", app.tenant),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["licenses"]["revoked"], 2, "{}", r.raw);
+    let l = licenses(&app).await;
+    assert_eq!(l.keys().collect::<Vec<_>>(), ["mia"]);
+}
+
+async fn terms_expire_on_schedule(b: Backend) {
+    let app = common::app(b).await;
+    // A 14-day trial from now that turns into the free plan.
+    let m = model(
+        &app,
+        10,
+        json!({"status": "trialing", "starts_at": "2026-11-01T00:00:00Z", "ends_at": "2026-12-06T10:00:00Z", "grace_days": 0}),
+        json!([]),
+    );
+    apply(&app, m).await;
+    app.user("ann").await;
+    assert_eq!(licenses(&app).await["ann"].1, "pro");
+    let clock: seatkeeper::clock::SharedClock = std::sync::Arc::new(app.clock.clone());
+    app.clock.advance(time::Duration::days(13));
+    assert!(
+        seatkeeper::model::run_due(&app.store, &*clock)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing is due yet"
+    );
+    app.clock.advance(time::Duration::days(2));
+    let done = seatkeeper::model::run_due(&app.store, &*clock)
+        .await
+        .unwrap();
+    assert_eq!(done[&app.tenant].changed, 1);
+    assert_eq!(licenses(&app).await["ann"].1, "free");
+    let u = usage(&app).await;
+    assert_eq!(
+        (u["status"].clone(), u["plan_in_force"].clone()),
+        (json!("expired"), json!("free"))
+    );
+    // Running again changes nothing: each transition applies once.
+    assert!(
+        seatkeeper::model::run_due(&app.store, &*clock)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A term that revokes after a 7-day grace period.
+    let path = format!(
+        "/api/v1/tenants/{}/subscriptions/{}",
+        app.tenant,
+        product(&app)
+    );
+    let r = admin(
+        &app,
+        "PUT",
+        &path,
+        Some(
+            json!({"plan": "pro", "seats": 10, "starts_at": "2026-01-01T00:00:00Z",
+        "ends_at": "2026-12-10T00:00:00Z", "grace_days": 7, "on_expiry": "revoke"}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(licenses(&app).await["ann"].1, "pro");
+    app.clock.advance(time::Duration::days(3)); // past ends_at, within grace
+    seatkeeper::model::run_due(&app.store, &*clock)
+        .await
+        .unwrap();
+    assert_eq!(licenses(&app).await["ann"], ("active".into(), "pro".into()));
+    assert_eq!(usage(&app).await["phase"], "in_grace");
+    app.clock.advance(time::Duration::days(7)); // grace over
+    let done = seatkeeper::model::run_due(&app.store, &*clock)
+        .await
+        .unwrap();
+    assert_eq!(done[&app.tenant].revoked, 1);
+    assert!(licenses(&app).await.is_empty());
+}
+
+async fn bad_model_input_is_refused_and_writes_nothing(b: Backend) {
+    let app = common::app(b).await;
+    apply(&app, model(&app, 5, json!({}), json!([]))).await;
+    app.user("ann").await;
+    let path = format!(
+        "/api/v1/tenants/{}/subscriptions/{}",
+        app.tenant,
+        product(&app)
+    );
+    let base = json!({"plan": "pro", "seats": 5, "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2027-01-01T00:00:00Z"});
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    let cases = [
+        (with("seats", json!(-1)), "seats"),
+        (with("plan", json!("gold")), "no plan gold"),
+        (
+            with("ends_at", json!("2025-01-01T00:00:00Z")),
+            "ends_at must be after starts_at",
+        ),
+        (with("on_expiry", json!("downgrade:nope")), "no plan nope"),
+        (with("enforcement", json!("maybe")), "hard or soft"),
+        (with("starts_at", json!("yesterday")), "RFC 3339"),
+        (with("seatz", json!(5)), "seatz"),
+    ];
+    for (body, needle) in cases {
+        let r = admin(&app, "PUT", &path, Some(body)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+        assert_eq!(r.body["scimType"], "invalidValue", "{}", r.raw);
+        assert!(
+            r.body["detail"].as_str().unwrap().contains(needle),
+            "{needle}: {}",
+            r.raw
+        );
+    }
+    let rule = format!("/api/v1/tenants/{}/rules/eng", app.tenant);
+    for (body, ty) in [
+        (
+            json!({"filter": "groups.display eq", "product": product(&app), "plan": "pro"}),
+            "invalidFilter",
+        ),
+        (
+            json!({"filter": format!("{EXT}:licenses.state eq \"active\""), "product": product(&app), "plan": "pro"}),
+            "invalidFilter",
+        ),
+        (
+            json!({"filter": "title pr", "product": product(&app), "plan": "gold"}),
+            "invalidValue",
+        ),
+        (
+            json!({"filter": "title pr", "product": "nope", "plan": "pro"}),
+            "invalidValue",
+        ),
+    ] {
+        let r = admin(&app, "PUT", &rule, Some(body)).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+        assert_eq!(r.body["scimType"], ty, "{}", r.raw);
+    }
+    let r = admin(
+        &app,
+        "PUT",
+        &format!("/api/v1/tenants/nope/subscriptions/{}", product(&app)),
+        Some(base.clone()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Nothing changed.
+    let u = usage(&app).await;
+    assert_eq!(
+        (u["seats"].clone(), u["active"].clone()),
+        (json!(5), json!(1))
+    );
+
+    // A dry run reports the plan and writes nothing.
+    let r = admin(
+        &app,
+        "PUT",
+        "/api/v1/model?dry_run=true",
+        Some(model(&app, 0, json!({}), json!([]))),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["dry_run"], true);
+    assert_eq!(
+        r.body["licenses"][&app.tenant]["waitlisted"], 1,
+        "{}",
+        r.raw
+    );
+    assert!(
+        r.body["changes"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("~ subscription"),
+        "{}",
+        r.raw
+    );
+    assert_eq!(licenses(&app).await["ann"].0, "active");
+    assert_eq!(usage(&app).await["seats"], 5);
+    // A model that fails part-way (an unknown tenant) applies nothing.
+    let mut bad = model(&app, 0, json!({}), json!([]));
+    bad["tenants"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "no-such-tenant"}));
+    let r = admin(&app, "PUT", "/api/v1/model", Some(bad)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+    assert!(r.raw.contains("tenants[1].id"), "{}", r.raw);
+    assert_eq!(usage(&app).await["seats"], 5);
+}
+
+async fn the_extension_is_advertised(b: Backend) {
+    let app = common::app(b).await;
+    let r = app
+        .req("GET", &format!("/scim/v2/Schemas/{EXT}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["attributes"][0]["name"], "licenses");
+    assert_eq!(r.body["attributes"][0]["mutability"], "readOnly");
+    let r = app.req("GET", "/scim/v2/ResourceTypes/User", None).await;
+    assert!(r.raw.contains(EXT), "{}", r.raw);
+    // A user of a tenant without subscriptions has no licensing extension.
+    let id = app.user("plain").await;
+    let r = app.req("GET", &format!("/scim/v2/Users/{id}"), None).await;
+    assert!(r.body.get(EXT).is_none());
+}
+
+both_backends!(
+    seats_follow_the_directory,
+    concurrent_creates_never_oversell,
+    seat_cut_plan_swap_and_more_seats,
+    rules_follow_nested_groups,
+    terms_expire_on_schedule,
+    bad_model_input_is_refused_and_writes_nothing,
+    the_extension_is_advertised,
+);
