@@ -407,8 +407,8 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
         }
         promote -= waiting_first;
         if !newcomers.is_empty() {
-            let mut queue = tx.next_queue(tenant, &product)?;
-            for (user, d) in newcomers {
+            let first = tx.next_queue(tenant, &product)?;
+            for (queue, (user, d)) in (first..).zip(newcomers) {
                 let active = promote > 0;
                 if active {
                     promote -= 1;
@@ -445,7 +445,6 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
                         },
                     ),
                 };
-                queue += 1;
                 tx.insert_license(tenant, &row)?;
                 events.push(Event {
                     kind: if active { "assigned" } else { "waitlisted" },

@@ -36,6 +36,10 @@ struct Server {
 
 impl Server {
     fn start(db: &str, admin: Option<&str>) -> Server {
+        Server::start_with(db, admin, &[])
+    }
+
+    fn start_with(db: &str, admin: Option<&str>, extra: &[&str]) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.args([
             "serve",
@@ -52,6 +56,7 @@ impl Server {
         .env_remove("SEATKEEPER_ADMIN_TOKEN")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
+        cmd.args(extra);
         if let Some(a) = admin {
             cmd.env("SEATKEEPER_ADMIN_TOKEN", a);
         }

@@ -1,0 +1,497 @@
+//! End to end: licenses following the directory through the real `seatkeeper` binary — the
+//! model applied with `seatkeeper apply`, users and groups pushed over SCIM, subscriptions
+//! changed over the admin API, time moved on the server's test clock.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use common::Backend;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_seatkeeper");
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const EXT: &str = "urn:seatkeeper:params:scim:schemas:extension:licensing:2.0:User";
+const ADMIN: &str = "e2e-admin";
+
+fn cli(db: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("SEATKEEPER_DATABASE", db)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn cli_ok(db: &str, args: &[&str]) -> String {
+    let (ok, out, err) = cli(db, args);
+    assert!(ok, "{args:?}: {err}");
+    out
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(db: &str, extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--database", db])
+            .args(["--rate-limit", "100000", "--rate-burst", "100000"])
+            .args(extra)
+            .env("SEATKEEPER_ADMIN_TOKEN", ADMIN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let base = loop {
+            let mut line = String::new();
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "server exited early"
+            );
+            if let Some(idx) = line.find("listening on http://") {
+                let addr: String = line[idx + "listening on http://".len()..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                break format!("http://{addr}");
+            }
+        };
+        std::thread::spawn(move || for _ in reader.lines() {});
+        Server { child, base }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Clone)]
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    scim_token: String,
+    tenant: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", self.base),
+            )
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/scim+json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn scim(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(&self.scim_token, method, &format!("/scim/v2{path}"), body)
+            .await
+    }
+
+    async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self
+            .call(ADMIN, method, &format!("/api/v1{path}"), body)
+            .await;
+        assert_eq!(status, 200, "{method} {path}: {v}");
+        v
+    }
+
+    async fn user(&self, name: &str, extra: Value) -> String {
+        let mut body = json!({"schemas": [USER], "userName": name});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            body[k] = v.clone();
+        }
+        let (status, v) = self.scim("POST", "/Users", Some(body)).await;
+        assert_eq!(status, 201, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    async fn set_active(&self, id: &str, active: bool) {
+        let (status, v) = self
+            .scim("PATCH", &format!("/Users/{id}"), Some(json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": active}]})))
+            .await;
+        assert_eq!(status, 200, "{v}");
+    }
+
+    async fn usage(&self, product: &str) -> Value {
+        let u = self
+            .admin("GET", &format!("/tenants/{}/usage", self.tenant), None)
+            .await;
+        u["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["product"] == json!(product))
+            .cloned()
+            .unwrap()
+    }
+
+    /// (state, plan) of a user's license of `product`, if any.
+    async fn license(&self, id: &str, product: &str) -> Option<(String, String)> {
+        let (status, v) = self.scim("GET", &format!("/Users/{id}"), None).await;
+        assert_eq!(status, 200);
+        v[EXT]["licenses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["product"] == json!(product))
+            .map(|l| {
+                (
+                    l["state"].as_str().unwrap().to_string(),
+                    l["plan"].as_str().unwrap().to_string(),
+                )
+            })
+    }
+
+    async fn advance_days(&self, days: i64) -> Value {
+        self.admin(
+            "POST",
+            "/clock",
+            Some(json!({"advance_seconds": days * 86_400})),
+        )
+        .await
+    }
+}
+
+fn database(b: Backend, dir: &tempfile::TempDir) -> String {
+    match b {
+        Backend::Sqlite => format!("sqlite://{}", dir.path().join("e2e.db").display()),
+        Backend::Postgres => common::postgres_url(),
+    }
+}
+
+fn model_file(
+    dir: &tempfile::TempDir,
+    tenant: &str,
+    product: &str,
+    sub: &str,
+    rules: &str,
+) -> String {
+    let text = format!(
+        r#"
+[[products]]
+key = "{product}"
+name = "Workspace"
+[[products.plans]]
+key = "free"
+rank = 0
+features = ["docs.read"]
+limits = {{ projects = 3 }}
+[[products.plans]]
+key = "pro"
+rank = 1
+features = ["docs.read", "docs.write", "export"]
+limits = {{ projects = 100 }}
+[[products.plans]]
+key = "enterprise"
+rank = 2
+features = ["docs.read", "docs.write", "export", "sso"]
+limits = {{ projects = 1000 }}
+
+[[tenants]]
+id = "{tenant}"
+[[tenants.subscriptions]]
+product = "{product}"
+{sub}
+{rules}
+"#
+    );
+    let path = dir.path().join(format!("model-{product}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn setup(db: &str) -> (String, String, String) {
+    let tenant = cli_ok(db, &["tenant", "create", "Licensing"])
+        .trim()
+        .to_string();
+    let token = cli_ok(db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    let product = format!("ws-{}", &tenant[tenant.len() - 12..]);
+    (tenant, token, product)
+}
+
+/// 200 concurrent SCIM creates against a 50-seat hard subscription give exactly 50 active and
+/// 150 waitlisted; deactivating 10 promotes exactly 10. On PostgreSQL the requests are spread
+/// over two `seatkeeper` processes sharing the database.
+async fn seats_are_never_oversold(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(b, &dir);
+    let (tenant, token, product) = setup(&db);
+    let sub = r#"plan = "pro"
+seats = 50
+starts_at = "2026-01-01T00:00:00Z"
+enforcement = "hard""#;
+    cli_ok(
+        &db,
+        &["apply", &model_file(&dir, &tenant, &product, sub, "")],
+    );
+    let servers: Vec<Server> = match b {
+        Backend::Sqlite => vec![Server::start(&db, &[])],
+        Backend::Postgres => vec![Server::start(&db, &[]), Server::start(&db, &[])],
+    };
+    let apis: Vec<Api> = servers
+        .iter()
+        .map(|s| Api {
+            http: reqwest::Client::new(),
+            base: s.base.clone(),
+            scim_token: token.clone(),
+            tenant: tenant.clone(),
+        })
+        .collect();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let api = apis[i % apis.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            api.user(&format!("u{i:03}"), json!({})).await
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    let u = apis[0].usage(&product).await;
+    assert_eq!(
+        (u["active"].clone(), u["waitlisted"].clone()),
+        (json!(50), json!(150)),
+        "{u}"
+    );
+
+    let mut holders = Vec::new();
+    for id in &ids {
+        if apis[0].license(id, &product).await.unwrap().0 == "active" {
+            holders.push(id.clone());
+        }
+    }
+    assert_eq!(holders.len(), 50);
+    let mut tasks = Vec::new();
+    for (i, id) in holders.iter().take(10).enumerate() {
+        let (api, id) = (apis[i % apis.len()].clone(), id.clone());
+        tasks.push(tokio::spawn(
+            async move { api.set_active(&id, false).await },
+        ));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let u = apis[0].usage(&product).await;
+    assert_eq!(
+        (u["active"].clone(), u["waitlisted"].clone()),
+        (json!(50), json!(140)),
+        "{u}"
+    );
+    let (_, promoted) = apis[0]
+        .scim(
+            "GET",
+            &format!(
+                "/Users?count=0&filter={}",
+                enc(&format!("{EXT}:licenses.state eq \"active\""))
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(promoted["totalResults"], 50);
+    drop(servers);
+    let verify = cli_ok(&db, &["audit", "verify", "--tenant", &tenant]);
+    assert!(verify.contains("chain intact"), "{verify}");
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The scenarios of a subscription's life through the binary: a nested-group rule, a trial
+/// that ends into `downgrade`, seats cut from 50 to 30, a plan swap, and a grace period
+/// running out.
+async fn a_subscription_lifecycle(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(b, &dir);
+    let (tenant, token, product) = setup(&db);
+    // A 14-day enterprise trial that becomes free; engineers (nested groups count) get
+    // enterprise, everyone else free.
+    let sub = r#"plan = "enterprise"
+seats = 50
+status = "trialing"
+starts_at = "2026-11-22T00:00:00Z"
+ends_at = "2026-12-06T00:00:00Z"
+on_expiry = "downgrade:free"
+enforcement = "hard""#;
+    let rules = format!(
+        r#"[[tenants.rules]]
+name = "engineering"
+filter = 'groups.display eq "Engineering"'
+product = "{product}"
+plan = "enterprise"
+priority = 10
+[[tenants.rules]]
+name = "everyone"
+filter = 'userName pr'
+product = "{product}"
+plan = "free"
+priority = 1"#
+    );
+    let file = model_file(&dir, &tenant, &product, sub, &rules);
+    let plan = cli_ok(&db, &["apply", &file, "--dry-run"]);
+    assert!(
+        plan.contains(&format!(
+            "+ subscription {tenant}:{product}: plan enterprise, 50 seats (hard)"
+        )),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(&format!("+ rule {tenant}:engineering")),
+        "{plan}"
+    );
+    assert!(plan.contains("dry run: nothing was applied"), "{plan}");
+    // A broken file is refused with the place of the mistake, and applies nothing.
+    let broken = file.replace(".toml", "-broken.toml");
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("seats = 50", "seats = -3"),
+    )
+    .unwrap();
+    let (ok, _, err) = cli(&db, &["apply", &broken]);
+    assert!(
+        !ok && err.contains("tenants[0].subscriptions[0].seats"),
+        "{err}"
+    );
+    cli_ok(&db, &["apply", &file]);
+
+    let server = Server::start(&db, &["--test-clock", "2026-11-22T10:00:00Z"]);
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: server.base.clone(),
+        scim_token: token,
+        tenant: tenant.clone(),
+    };
+    let alice = api.user("alice", json!({})).await;
+    let bob = api.user("bob", json!({})).await;
+    let (_, platform) = api.scim("POST", "/Groups", Some(json!({"schemas": [GROUP], "displayName": "Platform", "members": [{"value": alice}]}))).await;
+    let platform = platform["id"].as_str().unwrap().to_string();
+    let (status, _) = api.scim("POST", "/Groups", Some(json!({"schemas": [GROUP], "displayName": "Engineering", "members": [{"value": platform, "type": "Group"}]}))).await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        api.license(&alice, &product).await,
+        Some(("active".into(), "enterprise".into()))
+    );
+    assert_eq!(
+        api.license(&bob, &product).await,
+        Some(("active".into(), "free".into()))
+    );
+    let why = api
+        .admin(
+            "GET",
+            &format!("/tenants/{tenant}/users/{alice}/licenses"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        why["licenses"][0]["explanation"]["rule"]["name"], "engineering",
+        "{why}"
+    );
+
+    // The trial ends: on the scheduler's next run, enterprise becomes free.
+    let moved = api.advance_days(15).await;
+    assert_eq!(moved["tenants"][&tenant]["changed"], 1, "{moved}");
+    assert_eq!(
+        api.license(&alice, &product).await,
+        Some(("active".into(), "free".into()))
+    );
+    assert_eq!(api.usage(&product).await["status"], "expired");
+
+    // Without rules, every active user holds the subscription's plan.
+    for rule in ["engineering", "everyone"] {
+        api.admin("DELETE", &format!("/tenants/{tenant}/rules/{rule}"), None)
+            .await;
+    }
+    // A paid term: 50 pro seats, 50 users; seats cut to 30 put the last 20 on the waitlist.
+    let path = format!("/tenants/{tenant}/subscriptions/{product}");
+    let term = |seats: u32, plan: &str| {
+        json!({"plan": plan, "seats": seats, "starts_at": "2026-12-07T00:00:00Z",
+        "ends_at": "2027-01-01T00:00:00Z", "grace_days": 3, "on_expiry": "revoke", "enforcement": "hard"})
+    };
+    let r = api.admin("PUT", &path, Some(term(50, "pro"))).await;
+    assert_eq!(r["licenses"]["changed"], 2, "{r}");
+    let mut ids = vec![alice.clone(), bob.clone()];
+    for i in 0..48 {
+        ids.push(api.user(&format!("worker{i:02}"), json!({})).await);
+    }
+    assert_eq!(api.usage(&product).await["active"], 50);
+    let r = api.admin("PUT", &path, Some(term(30, "pro"))).await;
+    assert_eq!(r["licenses"]["waitlisted"], 20, "{r}");
+    let u = api.usage(&product).await;
+    assert_eq!(
+        (u["active"].clone(), u["waitlisted"].clone()),
+        (json!(30), json!(20))
+    );
+    assert_eq!(
+        api.license(ids.last().unwrap(), &product).await.unwrap().0,
+        "waitlisted"
+    );
+    assert_eq!(api.license(&bob, &product).await.unwrap().0, "active");
+
+    // A plan swap moves every license at once, seats kept.
+    let r = api.admin("PUT", &path, Some(term(30, "enterprise"))).await;
+    assert_eq!(r["licenses"]["changed"], 50, "{r}");
+    assert_eq!(
+        api.license(&bob, &product).await,
+        Some(("active".into(), "enterprise".into()))
+    );
+    assert_eq!(
+        api.license(ids.last().unwrap(), &product).await,
+        Some(("waitlisted".into(), "enterprise".into()))
+    );
+
+    // The term ends; access holds through 3 days of grace, then is revoked.
+    api.advance_days(26).await; // 2027-01-02: in grace
+    assert_eq!(api.usage(&product).await["phase"], "in_grace");
+    assert_eq!(api.license(&alice, &product).await.unwrap().0, "active");
+    let moved = api.advance_days(3).await; // 2027-01-05: grace over
+    assert_eq!(moved["tenants"][&tenant]["revoked"], 50, "{moved}");
+    assert_eq!(api.license(&alice, &product).await, None);
+    drop(server);
+    let verify = cli_ok(&db, &["audit", "verify", "--tenant", &tenant]);
+    assert!(verify.contains("chain intact"), "{verify}");
+}
+
+both_backends!(seats_are_never_oversold, a_subscription_lifecycle);
