@@ -54,12 +54,56 @@ const LAST: &[&str] = &[
 ];
 const DEPARTMENTS: &[&str] = &["Engineering", "Sales", "Support", "Marketing", "Finance"];
 
+/// The demo's licensing model: a workspace product in three tiers bought with a hard seat
+/// limit (so some users wait), and an analytics add-on with a soft limit (so it shows
+/// overage).
+fn demo_model(tenant: &str, seats: usize) -> serde_json::Value {
+    json!({
+        "products": [
+            {"key": "workspace", "name": "Workspace", "plans": [
+                {"key": "free", "rank": 0, "features": ["docs.read"], "limits": {"projects": 3}},
+                {"key": "pro", "rank": 1, "features": ["docs.read", "docs.write", "export"], "limits": {"projects": 100}},
+                {"key": "enterprise", "rank": 2, "features": ["docs.read", "docs.write", "export", "sso", "audit.export"], "limits": {"projects": 1000}},
+            ]},
+            {"key": "analytics", "name": "Analytics", "plans": [
+                {"key": "basic", "rank": 0, "features": ["dashboards"], "limits": {"reports": 10}},
+            ]},
+        ],
+        "tenants": [{
+            "id": tenant,
+            "subscriptions": [
+                {"product": "workspace", "plan": "enterprise", "seats": seats,
+                 "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2028-01-01T00:00:00Z",
+                 "grace_days": 14, "on_expiry": "downgrade:free", "enforcement": "hard"},
+                {"product": "analytics", "plan": "basic", "seats": 20,
+                 "starts_at": "2026-01-01T00:00:00Z", "enforcement": "soft"},
+            ],
+            "rules": [
+                {"name": "managers", "filter": "title eq \"Manager\"", "product": "workspace", "plan": "enterprise", "priority": 20},
+                {"name": "engineering", "filter": "groups.display eq \"Engineering\"", "product": "workspace", "plan": "pro", "priority": 10},
+                {"name": "everyone", "filter": "userName pr", "product": "workspace", "plan": "free", "priority": 1},
+                {"name": "sales-analytics", "filter": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq \"Sales\"", "product": "analytics", "plan": "basic", "priority": 1},
+            ],
+        }],
+    })
+}
+
 /// Loads the demo tenant.
 pub async fn load(store: &Store, clock: SharedClock, users: usize) -> anyhow::Result<Demo> {
     let tenant = crate::ops::create_tenant(store, &*clock, "Demo Corp").await?;
     let token = crate::ops::create_scim_token(store, &*clock, &tenant.id, "demo-idp")
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let seats = (users * 3 / 4).max(1);
+    let spec = licensing::spec::Spec::from_json(&demo_model(&tenant.id, seats))
+        .map_err(|e| anyhow::anyhow!("demo model: {e}"))?;
+    let actor = crate::model::Actor {
+        name: "demo-loader".into(),
+        request_id: "demo".into(),
+    };
+    crate::model::apply(store, &*clock, actor, spec, false)
+        .await
+        .map_err(|e| anyhow::anyhow!("demo model: {e}"))?;
     let engine = Engine::new(store.clone(), clock);
     let ctx = Ctx {
         tenant: tenant.id.clone(),

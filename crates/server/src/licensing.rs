@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::error::ApiResult;
-use crate::store::licensing::{LicenseRow, RuleRow, rule_of, time_text};
-use crate::store::{NewAudit, Tx};
+use crate::store::licensing::{LicenseRow, Line, RuleRow, rule_of, time_text};
+use crate::store::{AuditEntry, Tx};
 
 /// Which users a change affects.
 #[derive(Debug, Clone)]
@@ -256,6 +256,8 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
     everyone.extend(held.keys().cloned());
 
     let mut events: Vec<Event> = Vec::new();
+    // Each touched product line's counts, kept in memory and written once at the end.
+    let mut lines: BTreeMap<String, Line> = BTreeMap::new();
     // Users who should newly hold a product, per product, with their decision.
     let mut arrivals: BTreeMap<String, Vec<(String, Decided)>> = BTreeMap::new();
     let mut touched: BTreeSet<String> = BTreeSet::new();
@@ -275,6 +277,12 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
         for (product, row) in &mine {
             if !decided.keys().any(|k| k.as_str() == product) {
                 tx.delete_license(tenant, user, product)?;
+                let line = line_of(tx, &mut lines, tenant, product)?;
+                if row.state == "active" {
+                    line.active = line.active.saturating_sub(1);
+                } else {
+                    line.waiting = line.waiting.saturating_sub(1);
+                }
                 touched.insert(product.clone());
                 events.push(Event {
                     kind: "revoked",
@@ -331,7 +339,7 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
             continue;
         };
         let hard = sub.enforcement == Enforcement::Hard;
-        let line = tx.line(tenant, &product)?;
+        let line = *line_of(tx, &mut lines, tenant, &product)?;
         let mut newcomers = arrivals.remove(&product).unwrap_or_default();
         // Arrival order: the order of the change (user ids break ties deterministically).
         newcomers.sort_by(|a, b| a.0.cmp(&b.0));
@@ -367,6 +375,9 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
                     "demoted by a seat cut",
                 );
                 tx.update_license(tenant, &next)?;
+                let l = line_of(tx, &mut lines, tenant, &product)?;
+                l.active = l.active.saturating_sub(1);
+                l.waiting += 1;
                 events.push(Event {
                     kind: "waitlisted",
                     before: Some(row),
@@ -398,6 +409,9 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
                     "promoted in queue order",
                 );
                 tx.update_license(tenant, &next)?;
+                let l = line_of(tx, &mut lines, tenant, &product)?;
+                l.active += 1;
+                l.waiting = l.waiting.saturating_sub(1);
                 events.push(Event {
                     kind: "promoted",
                     before: Some(row),
@@ -407,7 +421,7 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
         }
         promote -= waiting_first;
         if !newcomers.is_empty() {
-            let first = tx.next_queue(tenant, &product)?;
+            let first = line.next_queue;
             for (queue, (user, d)) in (first..).zip(newcomers) {
                 let active = promote > 0;
                 if active {
@@ -446,6 +460,13 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
                     ),
                 };
                 tx.insert_license(tenant, &row)?;
+                let l = line_of(tx, &mut lines, tenant, &product)?;
+                if active {
+                    l.active += 1;
+                } else {
+                    l.waiting += 1;
+                }
+                l.next_queue = queue + 1;
                 events.push(Event {
                     kind: if active { "assigned" } else { "waitlisted" },
                     before: None,
@@ -455,6 +476,9 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
         }
     }
 
+    for (product, line) in &lines {
+        tx.put_line(tenant, product, *line)?;
+    }
     let mut outcome = Outcome::default();
     for e in &events {
         match e.kind {
@@ -464,8 +488,8 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
             "revoked" => outcome.revoked += 1,
             _ => outcome.changed += 1,
         }
-        record(tx, c, e)?;
     }
+    record_all(tx, c, &events)?;
     Ok(outcome)
 }
 
@@ -484,6 +508,20 @@ fn decided_of(model: &Model, row: &LicenseRow) -> Decided {
     }
 }
 
+/// A product line's counts as this transaction has them (read once, then kept in memory).
+fn line_of<'a>(
+    tx: &mut Tx<'_>,
+    lines: &'a mut BTreeMap<String, Line>,
+    tenant: &str,
+    product: &str,
+) -> ApiResult<&'a mut Line> {
+    if !lines.contains_key(product) {
+        let line = tx.line(tenant, product)?;
+        lines.insert(product.to_string(), line);
+    }
+    Ok(lines.entry(product.to_string()).or_default())
+}
+
 fn because_placeholder_plan() -> Key {
     Key::new("plan", "unknown").expect("a valid key")
 }
@@ -499,43 +537,52 @@ fn license_json(l: &LicenseRow) -> Value {
     })
 }
 
-fn record(tx: &mut Tx<'_>, c: &Cause, e: &Event) -> ApiResult<()> {
-    let Some(row) = e.after.as_ref().or(e.before.as_ref()) else {
+/// Writes the audit entries (one batch on the tenant's chain) and outbox events of the
+/// license changes.
+fn record_all(tx: &mut Tx<'_>, c: &Cause, events: &[Event]) -> ApiResult<()> {
+    if events.is_empty() {
         return Ok(());
-    };
+    }
     let at = time_text(c.now);
-    let before = e.before.as_ref().map(license_json);
-    let after = e.after.as_ref().map(license_json);
-    tx.audit(NewAudit {
-        tenant_id: &c.tenant,
-        at: &at,
-        actor: &c.actor,
-        action: &format!("license.{}", e.kind),
-        resource_type: "License",
-        resource_id: &format!("{}/{}", row.user_id, row.product),
-        request_id: &c.request_id,
-        before: before.as_ref().map(Value::to_string),
-        after: after.as_ref().map(Value::to_string),
-    })?;
-    let event = format!("license.{}", e.kind);
-    let payload = json!({
-        "type": event,
-        "tenant": c.tenant,
-        "resource_type": "License",
-        "id": format!("{}/{}", row.user_id, row.product),
-        "user": row.user_id,
-        "at": at,
-        "request_id": c.request_id,
-        "cause": c.action,
-        "data": {"before": before, "after": after},
-    });
-    tx.outbox(
+    let mut audits = Vec::with_capacity(events.len());
+    let mut outbox = Vec::with_capacity(events.len());
+    for e in events {
+        let Some(row) = e.after.as_ref().or(e.before.as_ref()) else {
+            continue;
+        };
+        let before = e.before.as_ref().map(license_json);
+        let after = e.after.as_ref().map(license_json);
+        let id = format!("{}/{}", row.user_id, row.product);
+        let event = format!("license.{}", e.kind);
+        let payload = json!({
+            "type": event,
+            "tenant": c.tenant,
+            "resource_type": "License",
+            "id": id,
+            "user": row.user_id,
+            "at": at,
+            "request_id": c.request_id,
+            "cause": c.action,
+            "data": {"before": before, "after": after},
+        });
+        audits.push(AuditEntry {
+            action: event.clone(),
+            resource_id: id,
+            before: before.map(|v| v.to_string()),
+            after: after.map(|v| v.to_string()),
+        });
+        outbox.push((event, row.user_id.clone(), payload.to_string()));
+    }
+    tx.audit_batch(
         &c.tenant,
-        &event,
-        "License",
-        &row.user_id,
-        &payload.to_string(),
         &at,
+        &c.actor,
+        &c.request_id,
+        "License",
+        audits,
     )?;
+    for (event, user, payload) in outbox {
+        tx.outbox(&c.tenant, &event, "License", &user, &payload, &at)?;
+    }
     Ok(())
 }

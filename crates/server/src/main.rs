@@ -322,7 +322,18 @@ async fn main() -> anyhow::Result<()> {
             println!("  admin API     : http://{addr}/api/v1   (admin token: {admin})");
             println!("  metrics       : http://{addr}/metrics\n");
             println!(
-                "  try: curl -H 'Authorization: Bearer {}' 'http://{addr}/scim/v2/Users?filter=userName%20sw%20%22a%22&count=3'\n",
+                "  licensing     : workspace (enterprise, hard seat limit) and analytics (soft), 4 rules\n"
+            );
+            println!(
+                "  try: curl -H 'Authorization: Bearer {}' 'http://{addr}/scim/v2/Users?filter=userName%20sw%20%22a%22&count=3'",
+                demo.token
+            );
+            println!(
+                "       curl -H 'Authorization: Bearer {admin}' http://{addr}/api/v1/tenants/{}/usage",
+                demo.tenant
+            );
+            println!(
+                "       curl -H 'Authorization: Bearer {}' 'http://{addr}/scim/v2/Users?count=5&attributes=userName&filter=urn:seatkeeper:params:scim:schemas:extension:licensing:2.0:User:licenses.state%20eq%20%22waitlisted%22'\n",
                 demo.token
             );
             let result = serve(store, clock, &args, Some(admin)).await;

@@ -53,6 +53,7 @@ async fn apply(app: &TestApp, m: Value) -> Value {
 
 /// (state, plan) of every license of the test's product, by userName.
 async fn licenses(app: &TestApp) -> BTreeMap<String, (String, String)> {
+    assert_counts_agree(app).await;
     let mut out = BTreeMap::new();
     let r = app.req("GET", "/scim/v2/Users?count=1000", None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
@@ -70,6 +71,19 @@ async fn licenses(app: &TestApp) -> BTreeMap<String, (String, String)> {
         }
     }
     out
+}
+
+/// The seat counts the engine keeps agree with the license rows.
+async fn assert_counts_agree(app: &TestApp) {
+    let kept = app.store.lines(&app.tenant).await.unwrap();
+    let counted = app.store.count_licenses(&app.tenant).await.unwrap();
+    for (product, line) in &kept {
+        let (a, w) = counted.get(product).copied().unwrap_or_default();
+        assert_eq!((line.active, line.waiting), (a, w), "kept counts of {product} drifted");
+    }
+    for product in counted.keys() {
+        assert!(kept.contains_key(product), "no kept counts for {product}");
+    }
 }
 
 fn count(l: &BTreeMap<String, (String, String)>, state: &str) -> usize {

@@ -50,13 +50,15 @@ pub struct RuleRow {
     pub priority: i64,
 }
 
-/// Seat counts of one subscription.
+/// Seat counts of one product line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Line {
     /// Licenses holding a seat.
     pub active: usize,
     /// Licenses waiting.
     pub waiting: usize,
+    /// The queue position the next newcomer takes.
+    pub next_queue: i64,
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -410,18 +412,32 @@ impl Tx<'_> {
 
     /// Seat counts of a product's line, as the database holds them now.
     pub fn line(&mut self, tenant: &str, product: &str) -> StoreResult<Line> {
-        let mut line = Line::default();
-        for r in self.fetch(
-            "SELECT state, COUNT(*) FROM licenses WHERE tenant_id = $1 AND product = $2 GROUP BY state",
-            &params![tenant, product],
-        )? {
-            let n = usize::try_from(r.int(1)).unwrap_or_default();
-            match r.text(0).as_str() {
-                "active" => line.active = n,
-                _ => line.waiting += n,
-            }
-        }
-        Ok(line)
+        Ok(self
+            .fetch_opt(
+                "SELECT active, waiting, next_queue FROM lic_lines WHERE tenant_id = $1 AND product = $2",
+                &params![tenant, product],
+            )?
+            .map(|r| Line {
+                active: usize::try_from(r.int(0)).unwrap_or_default(),
+                waiting: usize::try_from(r.int(1)).unwrap_or_default(),
+                next_queue: r.int(2),
+            })
+            .unwrap_or(Line {
+                active: 0,
+                waiting: 0,
+                next_queue: 1,
+            }))
+    }
+
+    /// Writes a product line's counts (as absolute values).
+    pub fn put_line(&mut self, tenant: &str, product: &str, line: Line) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO lic_lines (tenant_id, product, active, waiting, next_queue) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (tenant_id, product) DO UPDATE SET active = excluded.active, waiting = excluded.waiting, \
+             next_queue = excluded.next_queue",
+            &params![tenant, product, line.active as i64, line.waiting as i64, line.next_queue],
+        )?;
+        Ok(())
     }
 
     /// The first `n` licenses in a state, in queue order (`last` reverses it: most recent first).
@@ -448,18 +464,6 @@ impl Tx<'_> {
             .iter()
             .map(license_from_row)
             .collect())
-    }
-
-    /// The next queue position of a product's line.
-    pub fn next_queue(&mut self, tenant: &str, product: &str) -> StoreResult<i64> {
-        Ok(self
-            .fetch_opt(
-                "SELECT MAX(queue) FROM licenses WHERE tenant_id = $1 AND product = $2",
-                &params![tenant, product],
-            )?
-            .map(|r| r.int(0))
-            .unwrap_or(0)
-            + 1)
     }
 
     /// Users as the rules see them: the stored document with `id` and, when asked, `groups`
@@ -639,7 +643,30 @@ impl Store {
 
     /// Seat counts per product of a tenant.
     pub async fn lines(&self, tenant: &str) -> StoreResult<BTreeMap<String, Line>> {
-        let mut out: BTreeMap<String, Line> = BTreeMap::new();
+        Ok(self
+            .pool()
+            .fetch(
+                "SELECT product, active, waiting, next_queue FROM lic_lines WHERE tenant_id = $1",
+                &params![tenant],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                (
+                    r.text(0),
+                    Line {
+                        active: usize::try_from(r.int(1)).unwrap_or_default(),
+                        waiting: usize::try_from(r.int(2)).unwrap_or_default(),
+                        next_queue: r.int(3),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Counts a tenant's licenses row by row (for checks that the kept counts are right).
+    pub async fn count_licenses(&self, tenant: &str) -> StoreResult<BTreeMap<String, (usize, usize)>> {
+        let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         for r in self
             .pool()
             .fetch(
@@ -649,10 +676,11 @@ impl Store {
             .await?
         {
             let n = usize::try_from(r.int(2)).unwrap_or_default();
-            let line = out.entry(r.text(0)).or_default();
-            match r.text(1).as_str() {
-                "active" => line.active = n,
-                _ => line.waiting += n,
+            let e = out.entry(r.text(0)).or_default();
+            if r.text(1) == "active" {
+                e.0 = n;
+            } else {
+                e.1 = n;
             }
         }
         Ok(out)

@@ -58,5 +58,16 @@ CREATE TABLE licenses (
 );
 CREATE INDEX licenses_line ON licenses (tenant_id, product, state, queue, user_id);
 
+-- Each product line's counts and next queue position, kept by the transaction that changes
+-- licenses, so a seat decision reads one row instead of counting the line.
+CREATE TABLE lic_lines (
+    tenant_id {TEXT} NOT NULL,
+    product {TEXT} NOT NULL,
+    active BIGINT NOT NULL,
+    waiting BIGINT NOT NULL,
+    next_queue BIGINT NOT NULL,
+    PRIMARY KEY (tenant_id, product)
+);
+
 -- A resource's audit history (a user's license changes) without scanning the tenant's chain.
 CREATE INDEX audit_log_resource ON audit_log (tenant_id, resource_id);

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Licensing benchmark: the release binary on a temporary SQLite file over loopback.
+#  1. SCIM create throughput (wrk, POST /Users) for a tenant without licensing and for a
+#     tenant whose every create is licensed in the same transaction (a hard subscription and
+#     three rules, one reading nested groups).
+#  2. Changes that re-decide every license of a 10,000-user tenant — a plan swap, a seat cut
+#     to zero, seats bought back — each timed end to end (HTTP request to committed licenses,
+#     audit entries and outbox events).
+# Usage: bash bench/licensing.sh [seconds] [users]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+USERS=${2:-10000}
+THREADS=${BENCH_WRK_THREADS:-2}
+command -v wrk >/dev/null || { SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo; $SUDO apt-get install -y -qq wrk >/dev/null || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wrk >/dev/null; }; }
+cargo build --release --bin seatkeeper >/dev/null 2>&1 || cargo build --release --bin seatkeeper
+BIN=target/release/seatkeeper
+WORK=$(mktemp -d)
+DB="sqlite://$WORK/bench.db"
+ADMIN=bench-admin
+PLAIN=$($BIN tenant create plain --database "$DB")
+PLAIN_TOKEN=$($BIN token create --tenant "$PLAIN" --database "$DB")
+LICENSED=$($BIN tenant create licensed --database "$DB")
+LICENSED_TOKEN=$($BIN token create --tenant "$LICENSED" --database "$DB")
+BIG=$($BIN tenant create big --database "$DB")
+BIG_TOKEN=$($BIN token create --tenant "$BIG" --database "$DB")
+cat >"$WORK/model.toml" <<TOML
+[[products]]
+key = "workspace"
+name = "Workspace"
+[[products.plans]]
+key = "free"
+rank = 0
+features = ["docs.read"]
+[[products.plans]]
+key = "pro"
+rank = 1
+features = ["docs.read", "docs.write", "export"]
+limits = { projects = 100 }
+[[products.plans]]
+key = "enterprise"
+rank = 2
+features = ["docs.read", "docs.write", "export", "sso"]
+limits = { projects = 1000 }
+
+[[tenants]]
+id = "$LICENSED"
+[[tenants.subscriptions]]
+product = "workspace"
+plan = "enterprise"
+seats = 100000000
+starts_at = "2026-01-01T00:00:00Z"
+enforcement = "hard"
+[[tenants.rules]]
+name = "engineering"
+filter = 'groups.display eq "Engineering"'
+product = "workspace"
+plan = "enterprise"
+priority = 20
+[[tenants.rules]]
+name = "managers"
+filter = 'title co "Manager"'
+product = "workspace"
+plan = "pro"
+priority = 10
+[[tenants.rules]]
+name = "everyone"
+filter = 'userName pr'
+product = "workspace"
+plan = "free"
+priority = 1
+
+[[tenants]]
+id = "$BIG"
+[[tenants.subscriptions]]
+product = "workspace"
+plan = "pro"
+seats = $USERS
+starts_at = "2026-01-01T00:00:00Z"
+enforcement = "hard"
+TOML
+$BIN apply "$WORK/model.toml" --database "$DB" >/dev/null
+LOG="$WORK/server.log"
+SEATKEEPER_ADMIN_TOKEN=$ADMIN SEATKEEPER_LOG=info $BIN serve --listen 127.0.0.1:0 --database "$DB" \
+  --rate-limit 100000000 --rate-burst 100000000 >"$LOG" 2>&1 &
+PID=$!
+trap 'kill $PID 2>/dev/null; rm -rf "$WORK"' EXIT
+for _ in $(seq 1 100); do grep -q "listening on" "$LOG" 2>/dev/null && break; sleep 0.1; done
+BASE="http://$(grep -o 'listening on http://[0-9.:]*' "$LOG" | head -1 | sed 's|listening on http://||')"
+echo "server pid $PID at $BASE, database $WORK/bench.db" >&2
+
+run() { # tenant-token prefix
+  local out
+  out=$(wrk -t"$THREADS" -c32 -d"${DURATION}s" --timeout 5s -s bench/create.lua "$BASE" -- "$1" "$2" 2>&1)
+  echo "$out" | grep '^RESULT' || { echo "$out" >&2; echo "RESULT rps=0 p50_ms=0 p99_ms=0 requests=0 errors=-1"; }
+}
+field() { echo "$1" | grep -o "$2=[-0-9.]*" | cut -d= -f2; }
+
+echo "create without licensing…" >&2
+PLAIN_R=$(run "$PLAIN_TOKEN" plain)
+echo "create with licensing…" >&2
+LIC_R=$(run "$LICENSED_TOKEN" licensed)
+
+echo "seeding $USERS licensed users through /Bulk…" >&2
+SEED_START=$(date +%s.%N)
+python3 - "$BASE" "$BIG_TOKEN" "$USERS" <<'PY'
+import json, sys, urllib.request
+base, token, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for start in range(0, n, 1000):
+    ops = [{"method": "POST", "path": "/Users", "bulkId": f"b{i}",
+            "data": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": f"seed{i}@bench.example", "active": True}}
+           for i in range(start, min(start + 1000, n))]
+    body = json.dumps({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops}).encode()
+    req = urllib.request.Request(f"{base}/scim/v2/Bulk", data=body, method="POST",
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"})
+    with urllib.request.urlopen(req) as r:
+        bad = [o for o in json.load(r)["Operations"] if o["status"] != "201"]
+        if bad:
+            sys.exit(f"seed failed: {bad[:2]}")
+PY
+SEED_END=$(date +%s.%N)
+SEED_RATE=$(python3 -c "print(f'{$USERS / ($SEED_END - $SEED_START):.0f}')")
+
+change() { # label plan seats
+  local body out
+  body=$(printf '{"plan":"%s","seats":%s,"starts_at":"2026-01-01T00:00:00Z","enforcement":"hard"}' "$2" "$3")
+  out=$(curl -s -o "$WORK/change.json" -w '%{time_total}' -X PUT -H "Authorization: Bearer $ADMIN" \
+    -H 'Content-Type: application/json' -d "$body" "$BASE/api/v1/tenants/$BIG/subscriptions/workspace")
+  local n
+  n=$(python3 -c "import json; o=json.load(open('$WORK/change.json'))['licenses']; print(sum(o.values()))")
+  printf '| %-44s | %8s | %9.0f |\n' "$1" "$n" "$(python3 -c "print($out * 1000)")"
+}
+
+echo
+echo "seatkeeper licensing benchmark — $(date -u +%Y-%m-%d), $(nproc) cores, release build, SQLite, loopback"
+echo
+echo "SCIM create throughput (wrk -t$THREADS -c32 -d${DURATION}s, POST /Users):"
+echo
+printf '| %-44s | %9s | %8s | %8s | %7s |\n' "tenant" "req/s" "p50 ms" "p99 ms" "errors"
+printf '|%s|%s|%s|%s|%s|\n' "----------------------------------------------" "-----------" "----------" "----------" "---------"
+printf '| %-44s | %9.0f | %8.2f | %8.2f | %7s |\n' "without licensing" "$(field "$PLAIN_R" rps)" "$(field "$PLAIN_R" p50_ms)" "$(field "$PLAIN_R" p99_ms)" "$(field "$PLAIN_R" errors)"
+printf '| %-44s | %9.0f | %8.2f | %8.2f | %7s |\n' "with licensing (hard seats, 3 rules)" "$(field "$LIC_R" rps)" "$(field "$LIC_R" p50_ms)" "$(field "$LIC_R" p99_ms)" "$(field "$LIC_R" errors)"
+python3 -c "print(f'\nwith licensing keeps {100 * $(field "$LIC_R" rps) / $(field "$PLAIN_R" rps):.0f}% of the create throughput without (target: at least 80%)')"
+echo
+echo "Re-deciding every license of a $USERS-user tenant (seeded at $SEED_RATE users/s, each licensed on create),"
+echo "timed from request to commit of licenses, audit entries and outbox events:"
+echo
+printf '| %-44s | %8s | %9s |\n' "change (PUT …/subscriptions/workspace)" "licenses" "ms"
+printf '|%s|%s|%s|\n' "----------------------------------------------" "----------" "-----------"
+change "plan swap pro → enterprise" enterprise "$USERS"
+change "seat cut $USERS → 0 (everyone waitlisted)" enterprise 0
+change "seats bought back 0 → $USERS (all promoted)" enterprise "$USERS"
+change "plan swap enterprise → pro" pro "$USERS"
