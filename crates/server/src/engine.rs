@@ -415,18 +415,20 @@ impl Engine {
                     event,
                     &now,
                 )?;
-                let affected = match kind {
-                    Kind::User => vec![res.id.clone()],
+                match kind {
+                    Kind::User => {
+                        relicense(tx, &cause, Scope::Created(res.id.clone(), res.doc.clone()))?;
+                    }
                     Kind::Group
                         if !added.is_empty()
                             && crate::licensing::groups_matter(tx, &ctx.tenant)? =>
                     {
-                        tx.users_under(&ctx.tenant, &res.id)?
+                        let affected = tx.users_under(&ctx.tenant, &res.id)?;
+                        if !affected.is_empty() {
+                            relicense(tx, &cause, Scope::Users(affected))?;
+                        }
                     }
-                    Kind::Group => Vec::new(),
-                };
-                if !affected.is_empty() {
-                    relicense(tx, &cause, Scope::Users(affected))?;
+                    Kind::Group => {}
                 }
                 Ok(added)
             })

@@ -11,7 +11,8 @@
 //! which plan a user should hold, [`licensing::seats::rebalance`] how many users to promote
 //! or demote, in queue order. Rows change only where the decision differs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use licensing::lifecycle::{self, Phase};
 use licensing::model::{Enforcement, Key, Product, Rule, Subscription};
@@ -26,6 +27,8 @@ use crate::store::{AuditEntry, Tx};
 /// Which users a change affects.
 #[derive(Debug, Clone)]
 pub enum Scope {
+    /// A user created in this transaction (no groups, no licenses yet), with its document.
+    Created(String, Value),
     /// These users (missing ones count as gone: their licenses are freed).
     Users(Vec<String>),
     /// Every user of the tenant (subscription, rule and model changes; the scheduler).
@@ -90,7 +93,27 @@ pub struct Model {
     pub rule_rows: Vec<RuleRow>,
 }
 
+/// Parsed models by tenant, with the version they were read at.
+static MODELS: std::sync::LazyLock<std::sync::Mutex<HashMap<String, (i64, Arc<Model>)>>> =
+    std::sync::LazyLock::new(Default::default);
+
 impl Model {
+    /// The model of a tenant, from the cache when `version` (read under the tenant's lock)
+    /// says it is current, else loaded and cached.
+    pub fn current(tx: &mut Tx<'_>, tenant: &str, version: i64) -> ApiResult<Arc<Model>> {
+        if let Ok(cache) = MODELS.lock()
+            && let Some((v, m)) = cache.get(tenant)
+            && *v == version
+        {
+            return Ok(m.clone());
+        }
+        let model = Arc::new(Model::load(tx, tenant)?);
+        if let Ok(mut cache) = MODELS.lock() {
+            cache.insert(tenant.to_string(), (version, model.clone()));
+        }
+        Ok(model)
+    }
+
     /// Loads the model of a tenant.
     pub fn load(tx: &mut Tx<'_>, tenant: &str) -> ApiResult<Model> {
         let products = tx.products()?;
@@ -228,9 +251,11 @@ fn explain(
 /// Re-decides the licenses of `scope` at `cause.now`, in the caller's transaction.
 pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome> {
     let tenant = c.tenant.as_str();
-    tx.lock_tenant(tenant)?;
-    let model = Model::load(tx, tenant)?;
+    let version = tx.lock_tenant(tenant)?;
+    let model = Model::current(tx, tenant, version)?;
+    let model = &*model;
     let ids: Option<Vec<String>> = match &scope {
+        Scope::Created(id, _) => Some(vec![id.clone()]),
         Scope::Users(ids) => Some(ids.clone()),
         Scope::All => None,
     };
@@ -239,8 +264,18 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
         // was removed, and removing one re-decides the whole tenant.
         return Ok(Outcome::default());
     }
-    let subjects = tx.rule_subjects(tenant, ids.as_deref(), model.reads_groups())?;
-    let existing = tx.licenses(tenant, ids.as_deref())?;
+    let (subjects, existing) = match &scope {
+        // A user created in this transaction is in no group and holds nothing yet.
+        Scope::Created(id, doc) => {
+            let mut doc = doc.clone();
+            doc["id"] = Value::String(id.clone());
+            (BTreeMap::from([(id.clone(), doc)]), Vec::new())
+        }
+        _ => (
+            tx.rule_subjects(tenant, ids.as_deref(), model.reads_groups())?,
+            tx.licenses(tenant, ids.as_deref())?,
+        ),
+    };
     let now_text = time_text(c.now);
 
     let mut held: BTreeMap<String, BTreeMap<String, LicenseRow>> = BTreeMap::new();
@@ -303,15 +338,15 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
                     let Some(sub) = model.subscription(&product) else {
                         continue;
                     };
-                    if plan_changed || decided_of(&model, row).because != d.because {
+                    if plan_changed || decided_of(model, row).because != d.because {
                         // A plan swap keeps the seat and its place in line: no gap in access.
                         let mut next = row.clone();
                         next.plan = d.plan.to_string();
                         if row.state == "active" {
-                            next.reason = format!("{}; holds a seat", because_words(&model, &d));
+                            next.reason = format!("{}; holds a seat", because_words(model, &d));
                         }
                         next.explain =
-                            explain(&model, c, sub, &d, &row.state, 0, "plan changed, seat kept");
+                            explain(model, c, sub, &d, &row.state, 0, "plan changed, seat kept");
                         if plan_changed {
                             next.changed = now_text.clone();
                         }
@@ -357,7 +392,7 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
         // Seat cut: the most recently assigned wait first, keeping their place in line.
         if moves.demote > 0 {
             for row in tx.line_slice(tenant, &product, "active", moves.demote, true)? {
-                let d = decided_of(&model, &row);
+                let d = decided_of(model, &row);
                 let mut next = row.clone();
                 next.state = "waitlisted".into();
                 next.changed = now_text.clone();
@@ -366,7 +401,7 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
                     seat_text(&row.plan)
                 );
                 next.explain = explain(
-                    &model,
+                    model,
                     c,
                     sub,
                     &d,
@@ -390,17 +425,17 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
         let waiting_first = promote.min(line.waiting);
         if waiting_first > 0 {
             for row in tx.line_slice(tenant, &product, "waitlisted", waiting_first, false)? {
-                let d = decided_of(&model, &row);
+                let d = decided_of(model, &row);
                 let mut next = row.clone();
                 next.state = "active".into();
                 next.changed = now_text.clone();
                 next.reason = format!(
                     "{}; promoted from the waitlist: {}",
-                    because_words(&model, &d),
+                    because_words(model, &d),
                     seat_text(&row.plan)
                 );
                 next.explain = explain(
-                    &model,
+                    model,
                     c,
                     sub,
                     &d,
@@ -431,7 +466,7 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
                 let reason = if active {
                     format!(
                         "{}; {}",
-                        because_words(&model, &d),
+                        because_words(model, &d),
                         seat_text(d.plan.as_str())
                     )
                 } else {
@@ -446,7 +481,7 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
                     changed: now_text.clone(),
                     reason,
                     explain: explain(
-                        &model,
+                        model,
                         c,
                         sub,
                         &d,

@@ -199,6 +199,7 @@ pub async fn put_subscription(
     transact(store, false, move |tx| {
         require_tenant(tx, &tenant)?;
         tx.lock_tenant(&tenant)?;
+        tx.bump_model(&tenant)?;
         let products = tx.products()?;
         if !products.iter().any(|p| p.key.as_str() == product) {
             return Err(ApiError::Model(licensing::Error::Invalid(format!(
@@ -250,6 +251,7 @@ pub async fn delete_subscription(
     transact(store, false, move |tx| {
         require_tenant(tx, &tenant)?;
         tx.lock_tenant(&tenant)?;
+        tx.bump_model(&tenant)?;
         let before = tx
             .subscriptions(&tenant)?
             .into_iter()
@@ -293,6 +295,7 @@ pub async fn put_rule(
     transact(store, false, move |tx| {
         require_tenant(tx, &tenant)?;
         tx.lock_tenant(&tenant)?;
+        tx.bump_model(&tenant)?;
         let products = tx.products()?;
         let rule = spec::rule_from_json(&name, &body, &products)?;
         let row = RuleRow {
@@ -344,6 +347,7 @@ pub async fn delete_rule(
     transact(store, false, move |tx| {
         require_tenant(tx, &tenant)?;
         tx.lock_tenant(&tenant)?;
+        tx.bump_model(&tenant)?;
         let before = tx
             .rule_rows(&tenant)?
             .into_iter()
@@ -432,6 +436,7 @@ pub async fn apply(
         }
         for t in &spec.tenants {
             tx.lock_tenant(&t.id)?;
+            tx.bump_model(&t.id)?;
             let before = old.tenants.iter().find(|o| o.id == t.id);
             let old_subs = before.map(|b| b.subscriptions.clone()).unwrap_or_default();
             for s in &old_subs {
@@ -525,6 +530,7 @@ pub async fn apply(
         let mut licenses = BTreeMap::new();
         for t in tenants {
             tx.lock_tenant(&t)?;
+            tx.bump_model(&t)?;
             settle_terms(tx, &t, &actor, now)?;
             let outcome = relicense(tx, &cause(&t, &actor, "model.apply", now), Scope::All)?;
             licenses.insert(t, outcome);
@@ -586,6 +592,7 @@ pub async fn run_due(store: &Store, clock: &dyn Clock) -> ApiResult<BTreeMap<Str
         let outcome = store
             .write(move |tx| -> ApiResult<Option<Outcome>> {
                 tx.lock_tenant(&t)?;
+                tx.bump_model(&t)?;
                 let still_due = tx
                     .due_subscriptions(&now_text)?
                     .iter()

@@ -193,16 +193,25 @@ pub fn time_text(t: OffsetDateTime) -> String {
 impl Tx<'_> {
     /// Serialises every licensing decision of a tenant: takes the row lock of the tenant's
     /// audit chain tip (PostgreSQL; SQLite has one writer anyway) before anything is counted.
-    pub fn lock_tenant(&mut self, tenant: &str) -> StoreResult<()> {
-        let n = self.execute(
-            "UPDATE audit_heads SET seq = seq WHERE tenant_id = $1",
+    /// Returns the version of the tenant's licensing model.
+    pub fn lock_tenant(&mut self, tenant: &str) -> StoreResult<i64> {
+        let row = self.fetch_opt(
+            "UPDATE audit_heads SET seq = seq WHERE tenant_id = $1 RETURNING model_version",
             &params![tenant],
         )?;
-        if n == 0 {
-            return Err(StoreError::Corrupt(format!(
-                "tenant {tenant} has no audit chain"
-            )));
-        }
+        row.map(|r| r.int(0))
+            .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant} has no audit chain")))
+    }
+
+    /// Marks a tenant's licensing model as changed (cached copies are then reloaded). The
+    /// new version is random, not a counter: a rolled-back change (a dry run) must never
+    /// leave a cached model under a version that a later change could take again.
+    pub fn bump_model(&mut self, tenant: &str) -> StoreResult<()> {
+        let version = (uuid::Uuid::new_v4().as_u128() as i64) & i64::MAX;
+        self.execute(
+            "UPDATE audit_heads SET model_version = $2 WHERE tenant_id = $1",
+            &params![tenant, version],
+        )?;
         Ok(())
     }
 

@@ -1,5 +1,10 @@
 -- seatkeeper schema, version 2: the licensing model and the licenses it decides.
 
+-- Set to a new random value by every change to a tenant's model (subscriptions, rules, the products it buys),
+-- so a node can keep the parsed model in memory and know, under the tenant's lock, whether
+-- it is still current.
+ALTER TABLE audit_heads ADD COLUMN model_version BIGINT NOT NULL DEFAULT 0;
+
 -- The product catalogue (global: the vendor's products). Plans are kept as one JSON list
 -- [{key, rank, features, limits}], read and written whole.
 CREATE TABLE lic_products (
