@@ -608,14 +608,7 @@ fn record_all(tx: &mut Tx<'_>, c: &Cause, events: &[Event]) -> ApiResult<()> {
         });
         outbox.push((event, row.user_id.clone(), payload.to_string()));
     }
-    tx.audit_batch(
-        &c.tenant,
-        &at,
-        &c.actor,
-        &c.request_id,
-        "License",
-        audits,
-    )?;
+    tx.audit_batch(&c.tenant, &at, &c.actor, &c.request_id, "License", audits)?;
     for (event, user, payload) in outbox {
         tx.outbox(&c.tenant, &event, "License", &user, &payload, &at)?;
     }

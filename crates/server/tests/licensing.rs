@@ -79,7 +79,11 @@ async fn assert_counts_agree(app: &TestApp) {
     let counted = app.store.count_licenses(&app.tenant).await.unwrap();
     for (product, line) in &kept {
         let (a, w) = counted.get(product).copied().unwrap_or_default();
-        assert_eq!((line.active, line.waiting), (a, w), "kept counts of {product} drifted");
+        assert_eq!(
+            (line.active, line.waiting),
+            (a, w),
+            "kept counts of {product} drifted"
+        );
     }
     for product in counted.keys() {
         assert!(kept.contains_key(product), "no kept counts for {product}");

@@ -266,7 +266,7 @@ impl Sqlite {
     {
         let (send, recv) = tokio::sync::oneshot::channel::<Result<T, E>>();
         let job: Job = Box::new(move |conn| {
-            let result = f(&mut Tx(TxRef::Sqlite(conn)));
+            let result = f(&mut Tx::new(TxRef::Sqlite(conn)));
             let ok = result.is_ok();
             let deliver: Deliver = Box::new(move |commit| {
                 let out = match (result, commit) {
@@ -446,7 +446,7 @@ impl Pool {
                         tx: Some(tx),
                         handle: handle.clone(),
                     };
-                    let result = f(&mut Tx(TxRef::Postgres(&mut pgtx)));
+                    let result = f(&mut Tx::new(TxRef::Postgres(&mut pgtx)));
                     let tx = pgtx.tx.take();
                     match (result, tx) {
                         (Ok(v), Some(tx)) => {
@@ -496,16 +496,36 @@ enum TxRef<'a> {
 
 /// The open write transaction a unit of work runs in. Its calls are synchronous: on SQLite
 /// they run on the writer thread, on PostgreSQL they block a blocking-pool thread.
-pub struct Tx<'a>(TxRef<'a>);
+pub struct Tx<'a> {
+    conn: TxRef<'a>,
+    /// The tip of the audit chain of the tenant this transaction has locked, as this
+    /// transaction last left it (see `lock_tenant`).
+    pub(crate) tip: Option<ChainTip>,
+}
+
+/// A tenant's audit chain tip and model version, held under the tenant's lock.
+#[derive(Debug, Clone)]
+pub(crate) struct ChainTip {
+    pub tenant: String,
+    pub seq: i64,
+    pub hash: String,
+    pub model_version: i64,
+}
 
 fn finished() -> StoreError {
     StoreError::Sqlite("transaction already finished".into())
 }
 
+impl<'a> Tx<'a> {
+    fn new(conn: TxRef<'a>) -> Tx<'a> {
+        Tx { conn, tip: None }
+    }
+}
+
 impl Tx<'_> {
     /// Runs a query in the transaction.
     pub fn fetch(&mut self, sql: &str, params: &[P]) -> StoreResult<Vec<Row>> {
-        match &mut self.0 {
+        match &mut self.conn {
             TxRef::Sqlite(c) => sqlite_fetch(c, sql, params),
             TxRef::Postgres(pg) => {
                 let tx = pg.tx.as_mut().ok_or_else(finished)?;
@@ -526,7 +546,7 @@ impl Tx<'_> {
 
     /// Runs a statement in the transaction.
     pub fn execute(&mut self, sql: &str, params: &[P]) -> StoreResult<u64> {
-        match &mut self.0 {
+        match &mut self.conn {
             TxRef::Sqlite(c) => sqlite_exec(c, sql, params),
             TxRef::Postgres(pg) => {
                 let tx = pg.tx.as_mut().ok_or_else(finished)?;

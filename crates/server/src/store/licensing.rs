@@ -193,25 +193,42 @@ pub fn time_text(t: OffsetDateTime) -> String {
 impl Tx<'_> {
     /// Serialises every licensing decision of a tenant: takes the row lock of the tenant's
     /// audit chain tip (PostgreSQL; SQLite has one writer anyway) before anything is counted.
-    /// Returns the version of the tenant's licensing model.
+    /// Returns the version of the tenant's licensing model. The lock is taken once per
+    /// transaction; the chain tip it returns is kept for the audit records that follow.
     pub fn lock_tenant(&mut self, tenant: &str) -> StoreResult<i64> {
-        let row = self.fetch_opt(
-            "UPDATE audit_heads SET seq = seq WHERE tenant_id = $1 RETURNING model_version",
-            &params![tenant],
-        )?;
-        row.map(|r| r.int(0))
-            .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant} has no audit chain")))
+        if let Some(tip) = &self.tip
+            && tip.tenant == tenant
+        {
+            return Ok(tip.model_version);
+        }
+        let row = self
+            .fetch_opt(
+                "UPDATE audit_heads SET seq = seq WHERE tenant_id = $1 RETURNING model_version, seq, hash",
+                &params![tenant],
+            )?
+            .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant} has no audit chain")))?;
+        self.tip = Some(super::db::ChainTip {
+            tenant: tenant.to_string(),
+            seq: row.int(1),
+            hash: row.text(2),
+            model_version: row.int(0),
+        });
+        Ok(row.int(0))
     }
 
     /// Marks a tenant's licensing model as changed (cached copies are then reloaded). The
     /// new version is random, not a counter: a rolled-back change (a dry run) must never
     /// leave a cached model under a version that a later change could take again.
     pub fn bump_model(&mut self, tenant: &str) -> StoreResult<()> {
+        self.lock_tenant(tenant)?;
         let version = (uuid::Uuid::new_v4().as_u128() as i64) & i64::MAX;
         self.execute(
             "UPDATE audit_heads SET model_version = $2 WHERE tenant_id = $1",
             &params![tenant, version],
         )?;
+        if let Some(tip) = &mut self.tip {
+            tip.model_version = version;
+        }
         Ok(())
     }
 
@@ -674,7 +691,10 @@ impl Store {
     }
 
     /// Counts a tenant's licenses row by row (for checks that the kept counts are right).
-    pub async fn count_licenses(&self, tenant: &str) -> StoreResult<BTreeMap<String, (usize, usize)>> {
+    pub async fn count_licenses(
+        &self,
+        tenant: &str,
+    ) -> StoreResult<BTreeMap<String, (usize, usize)>> {
         let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
         for r in self
             .pool()

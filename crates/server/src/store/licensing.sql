@@ -1,7 +1,7 @@
 -- seatkeeper schema, version 2: the licensing model and the licenses it decides.
 
--- Set to a new random value by every change to a tenant's model (subscriptions, rules, the products it buys),
--- so a node can keep the parsed model in memory and know, under the tenant's lock, whether
+-- Set to a new random value by every change to a tenant's model (subscriptions, rules, the
+-- products it buys), so a node can keep the parsed model in memory and know, under the tenant's lock, whether
 -- it is still current.
 ALTER TABLE audit_heads ADD COLUMN model_version BIGINT NOT NULL DEFAULT 0;
 
@@ -60,7 +60,7 @@ CREATE TABLE licenses (
     reason {TEXT} NOT NULL,
     explain {JSON} NOT NULL,
     PRIMARY KEY (tenant_id, user_id, product)
-);
+) {WITHOUT_ROWID};
 CREATE INDEX licenses_line ON licenses (tenant_id, product, state, queue, user_id);
 
 -- Each product line's counts and next queue position, kept by the transaction that changes
@@ -72,7 +72,8 @@ CREATE TABLE lic_lines (
     waiting BIGINT NOT NULL,
     next_queue BIGINT NOT NULL,
     PRIMARY KEY (tenant_id, product)
-);
+) {WITHOUT_ROWID};
 
--- A resource's audit history (a user's license changes) without scanning the tenant's chain.
-CREATE INDEX audit_log_resource ON audit_log (tenant_id, resource_id);
+-- A user's license history without scanning the tenant's chain (only license records are
+-- indexed: the other writes pay nothing for it).
+CREATE INDEX audit_log_license ON audit_log (tenant_id, resource_id) WHERE resource_type = 'License';

@@ -13,13 +13,19 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 const PG_MIGRATION_LOCK: i64 = 0x5ea7_6ee9;
 
 fn specialise(sql: &str, backend: Backend) -> String {
-    let (text, id_pk, json) = match backend {
-        Backend::Sqlite => ("TEXT", "INTEGER PRIMARY KEY AUTOINCREMENT", "TEXT"),
-        Backend::Postgres => ("TEXT COLLATE \"C\"", "BIGSERIAL PRIMARY KEY", "TEXT"),
+    let (text, id_pk, json, without_rowid) = match backend {
+        Backend::Sqlite => (
+            "TEXT",
+            "INTEGER PRIMARY KEY AUTOINCREMENT",
+            "TEXT",
+            "WITHOUT ROWID",
+        ),
+        Backend::Postgres => ("TEXT COLLATE \"C\"", "BIGSERIAL PRIMARY KEY", "TEXT", ""),
     };
     sql.replace("{TEXT}", text)
         .replace("{ID_PK}", id_pk)
         .replace("{JSON}", json)
+        .replace("{WITHOUT_ROWID}", without_rowid)
 }
 
 fn statements(sql: &str) -> Vec<String> {

@@ -475,15 +475,7 @@ impl Tx<'_> {
         if entries.is_empty() {
             return Ok(());
         }
-        let n = entries.len() as i64;
-        let row = self
-            .fetch_opt(
-                "UPDATE audit_heads SET seq = seq + $2 WHERE tenant_id = $1 RETURNING seq, hash",
-                &params![tenant, n],
-            )?
-            .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant} has no audit chain")))?;
-        let mut seq = row.int(0) - n;
-        let mut prev = row.text(1);
+        let (mut seq, mut prev) = self.chain_tip(tenant)?;
         for e in entries {
             seq += 1;
             let mut rec = crate::audit::AuditRow {
@@ -522,28 +514,43 @@ impl Tx<'_> {
             )?;
             prev = rec.hash;
         }
+        self.set_chain_tip(tenant, seq, prev)
+    }
+
+    /// The tip of a tenant's chain, taking the tenant's lock if this transaction has not.
+    fn chain_tip(&mut self, tenant: &str) -> StoreResult<(i64, String)> {
+        self.lock_tenant(tenant)?;
+        match &self.tip {
+            Some(tip) if tip.tenant == tenant => Ok((tip.seq, tip.hash.clone())),
+            _ => Err(StoreError::Corrupt(format!(
+                "tenant {tenant}: audit chain tip not held"
+            ))),
+        }
+    }
+
+    /// Moves a tenant's chain tip (in the database and in this transaction).
+    fn set_chain_tip(&mut self, tenant: &str, seq: i64, hash: String) -> StoreResult<()> {
         self.execute(
-            "UPDATE audit_heads SET hash = $2 WHERE tenant_id = $1",
-            &params![tenant, &prev],
+            "UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1",
+            &params![tenant, seq, &hash],
         )?;
+        if let Some(tip) = &mut self.tip
+            && tip.tenant == tenant
+        {
+            tip.seq = seq;
+            tip.hash = hash;
+        }
         Ok(())
     }
 
     /// Appends an audit record to the tenant's hash chain.
     pub fn audit(&mut self, entry: NewAudit<'_>) -> StoreResult<i64> {
-        // Advancing the tip first takes the tip's row lock (PostgreSQL) for the rest of the
-        // transaction, so concurrent writers of one tenant chain one after another.
-        let row = self
-            .fetch_opt(
-                "UPDATE audit_heads SET seq = seq + 1 WHERE tenant_id = $1 RETURNING seq, hash",
-                &params![entry.tenant_id],
-            )?
-            .ok_or_else(|| {
-                StoreError::Corrupt(format!("tenant {} has no audit chain", entry.tenant_id))
-            })?;
+        // The tenant's lock (taken here if not yet) serialises a tenant's writers, so the
+        // chain never forks.
+        let (seq, prev) = self.chain_tip(entry.tenant_id)?;
         let mut rec = crate::audit::AuditRow {
             tenant_id: entry.tenant_id.to_string(),
-            seq: row.int(0),
+            seq: seq + 1,
             at: entry.at.to_string(),
             actor: entry.actor.to_string(),
             action: entry.action.to_string(),
@@ -552,7 +559,7 @@ impl Tx<'_> {
             request_id: entry.request_id.to_string(),
             before: entry.before,
             after: entry.after,
-            prev_hash: row.text(1),
+            prev_hash: prev,
             hash: String::new(),
         };
         rec.hash = rec.compute_hash();
@@ -575,10 +582,7 @@ impl Tx<'_> {
                 &rec.hash
             ],
         )?;
-        self.execute(
-            "UPDATE audit_heads SET hash = $2 WHERE tenant_id = $1",
-            &params![entry.tenant_id, &rec.hash],
-        )?;
+        self.set_chain_tip(entry.tenant_id, rec.seq, rec.hash)?;
         Ok(rec.seq)
     }
 
