@@ -94,8 +94,8 @@ pub struct Model {
 }
 
 /// Parsed models by tenant, with the version they were read at.
-static MODELS: std::sync::LazyLock<std::sync::Mutex<HashMap<String, (i64, Arc<Model>)>>> =
-    std::sync::LazyLock::new(Default::default);
+type ModelCache = std::sync::Mutex<HashMap<String, (i64, Arc<Model>)>>;
+static MODELS: std::sync::LazyLock<ModelCache> = std::sync::LazyLock::new(Default::default);
 
 impl Model {
     /// The model of a tenant, from the cache when `version` (read under the tenant's lock)
