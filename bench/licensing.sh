@@ -16,15 +16,23 @@ command -v wrk >/dev/null || { SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo; $SUDO a
 cargo build --release --bin seatkeeper >/dev/null 2>&1 || cargo build --release --bin seatkeeper
 BIN=target/release/seatkeeper
 WORK=$(mktemp -d)
-DB="sqlite://$WORK/bench.db"
 ADMIN=bench-admin
-PLAIN=$($BIN tenant create plain --database "$DB")
-PLAIN_TOKEN=$($BIN token create --tenant "$PLAIN" --database "$DB")
-LICENSED=$($BIN tenant create licensed --database "$DB")
-LICENSED_TOKEN=$($BIN token create --tenant "$LICENSED" --database "$DB")
-BIG=$($BIN tenant create big --database "$DB")
-BIG_TOKEN=$($BIN token create --tenant "$BIG" --database "$DB")
-cat >"$WORK/model.toml" <<TOML
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$WORK"' EXIT
+
+# Each measurement gets its own database and server, so neither run reads a file the other
+# has grown.
+start_server() { # database-url log -> sets BASE
+  SEATKEEPER_ADMIN_TOKEN=$ADMIN SEATKEEPER_LOG=info $BIN serve --listen 127.0.0.1:0 --database "$1" \
+    --rate-limit 100000000 --rate-burst 100000000 >"$2" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do grep -q "listening on" "$2" 2>/dev/null && break; sleep 0.1; done
+  BASE="http://$(grep -o 'listening on http://[0-9.:]*' "$2" | head -1 | sed 's|listening on http://||')"
+}
+stop_server() { kill "${PIDS[-1]}" 2>/dev/null; wait "${PIDS[-1]}" 2>/dev/null || true; }
+
+model() { # tenant seats plan rules(yes|no)
+  cat <<TOML
 [[products]]
 key = "workspace"
 name = "Workspace"
@@ -44,13 +52,15 @@ features = ["docs.read", "docs.write", "export", "sso"]
 limits = { projects = 1000 }
 
 [[tenants]]
-id = "$LICENSED"
+id = "$1"
 [[tenants.subscriptions]]
 product = "workspace"
-plan = "enterprise"
-seats = 100000000
+plan = "$3"
+seats = $2
 starts_at = "2026-01-01T00:00:00Z"
 enforcement = "hard"
+TOML
+  if [ "$4" = yes ]; then cat <<TOML
 [[tenants.rules]]
 name = "engineering"
 filter = 'groups.display eq "Engineering"'
@@ -69,25 +79,9 @@ filter = 'userName pr'
 product = "workspace"
 plan = "free"
 priority = 1
-
-[[tenants]]
-id = "$BIG"
-[[tenants.subscriptions]]
-product = "workspace"
-plan = "pro"
-seats = $USERS
-starts_at = "2026-01-01T00:00:00Z"
-enforcement = "hard"
 TOML
-$BIN apply "$WORK/model.toml" --database "$DB" >/dev/null
-LOG="$WORK/server.log"
-SEATKEEPER_ADMIN_TOKEN=$ADMIN SEATKEEPER_LOG=info $BIN serve --listen 127.0.0.1:0 --database "$DB" \
-  --rate-limit 100000000 --rate-burst 100000000 >"$LOG" 2>&1 &
-PID=$!
-trap 'kill $PID 2>/dev/null; rm -rf "$WORK"' EXIT
-for _ in $(seq 1 100); do grep -q "listening on" "$LOG" 2>/dev/null && break; sleep 0.1; done
-BASE="http://$(grep -o 'listening on http://[0-9.:]*' "$LOG" | head -1 | sed 's|listening on http://||')"
-echo "server pid $PID at $BASE, database $WORK/bench.db" >&2
+  fi
+}
 
 run() { # tenant-token prefix
   local out
@@ -97,10 +91,29 @@ run() { # tenant-token prefix
 field() { echo "$1" | grep -o "$2=[-0-9.]*" | cut -d= -f2; }
 
 echo "create without licensing…" >&2
+DB="sqlite://$WORK/plain.db"
+PLAIN=$($BIN tenant create plain --database "$DB")
+PLAIN_TOKEN=$($BIN token create --tenant "$PLAIN" --database "$DB")
+start_server "$DB" "$WORK/plain.log"
 PLAIN_R=$(run "$PLAIN_TOKEN" plain)
-echo "create with licensing…" >&2
-LIC_R=$(run "$LICENSED_TOKEN" licensed)
+stop_server
 
+echo "create with licensing…" >&2
+DB="sqlite://$WORK/licensed.db"
+LICENSED=$($BIN tenant create licensed --database "$DB")
+LICENSED_TOKEN=$($BIN token create --tenant "$LICENSED" --database "$DB")
+model "$LICENSED" 100000000 enterprise yes >"$WORK/licensed.toml"
+$BIN apply "$WORK/licensed.toml" --database "$DB" >/dev/null
+start_server "$DB" "$WORK/licensed.log"
+LIC_R=$(run "$LICENSED_TOKEN" licensed)
+stop_server
+
+DB="sqlite://$WORK/big.db"
+BIG=$($BIN tenant create big --database "$DB")
+BIG_TOKEN=$($BIN token create --tenant "$BIG" --database "$DB")
+model "$BIG" "$USERS" pro no >"$WORK/big.toml"
+$BIN apply "$WORK/big.toml" --database "$DB" >/dev/null
+start_server "$DB" "$WORK/big.log"
 echo "seeding $USERS licensed users through /Bulk…" >&2
 SEED_START=$(date +%s.%N)
 python3 - "$BASE" "$BIG_TOKEN" "$USERS" <<'PY'

@@ -14,6 +14,7 @@ use crate::clock::{SharedClock, stamp};
 use crate::error::{ApiError, ApiResult};
 use crate::licensing::{Cause, Scope, relicense};
 use crate::store::directory::{Columns, Kind, Order, Page};
+use crate::store::licensing::LicenseRow;
 use crate::store::{NewAudit, Store, StoredResource, Tx};
 
 /// Who is acting, for which tenant, in which request.
@@ -203,8 +204,7 @@ impl Engine {
             return Ok(());
         }
         let products = self.store.products().await?;
-        let mut by_user: BTreeMap<&str, Vec<&crate::store::licensing::LicenseRow>> =
-            BTreeMap::new();
+        let mut by_user: BTreeMap<&str, Vec<&LicenseRow>> = BTreeMap::new();
         for r in &rows {
             by_user.entry(r.user_id.as_str()).or_default().push(r);
         }
@@ -215,43 +215,7 @@ impl Engine {
             let Some(mine) = by_user.get(id.as_str()) else {
                 continue;
             };
-            let held: Vec<licensing::entitlements::Held> = mine
-                .iter()
-                .filter_map(|l| {
-                    Some(licensing::entitlements::Held {
-                        product: licensing::model::Key::new("product", &l.product).ok()?,
-                        plan: licensing::model::Key::new("plan", &l.plan).ok()?,
-                        state: if l.state == "active" {
-                            licensing::entitlements::LicenseState::Active
-                        } else {
-                            licensing::entitlements::LicenseState::Waitlisted
-                        },
-                    })
-                })
-                .collect();
-            let ent = licensing::entitlements::effective(&held, &products);
-            let ext = json!({
-                "licenses": mine.iter().map(|l| json!({
-                    "product": l.product,
-                    "plan": l.plan,
-                    "state": l.state,
-                    "reason": l.reason,
-                    "since": l.changed,
-                })).collect::<Vec<_>>(),
-                "features": ent.features.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
-                "limits": ent.limits.iter().map(|(k, v)| json!({"name": k.as_str(), "value": v})).collect::<Vec<_>>(),
-            });
-            if let Some(obj) = user.as_object_mut() {
-                if let Some(Value::Array(schemas)) = obj.get_mut("schemas") {
-                    schemas.push(Value::String(scim::schema::LICENSING_USER_SCHEMA.into()));
-                }
-                // Keep `meta` last, as everywhere else.
-                let meta = obj.remove("meta");
-                obj.insert(scim::schema::LICENSING_USER_SCHEMA.into(), ext);
-                if let Some(meta) = meta {
-                    obj.insert("meta".into(), meta);
-                }
-            }
+            insert_extension(user, licensing_extension(mine, &products));
         }
         Ok(())
     }
@@ -381,64 +345,74 @@ impl Engine {
         };
         let (ctx2, res2) = (ctx.clone(), res.clone());
         let cause = self.cause(ctx, &format!("{}.create", kind.name().to_ascii_lowercase()));
-        let added = self
+        let (added, licensed) = self
             .store
-            .write(move |tx| -> ApiResult<Vec<(String, String)>> {
-                let (ctx, res) = (ctx2, res2);
-                tx.lock_tenant(&ctx.tenant)?;
-                tx.insert_resource(kind, &ctx.tenant, &res)
-                    .map_err(|e| match e {
-                        crate::store::StoreError::Unique(_) => unique_message(kind, &res.doc),
-                        other => other.into(),
-                    })?;
-                let mut added = Vec::new();
-                if !members.is_empty() {
-                    added = check_members(tx, &ctx, &res.id, &members)?;
-                    tx.add_members(&ctx.tenant, &res.id, &added)?;
-                }
-                let mut after = res.doc.clone();
-                if kind == Kind::Group {
-                    after["members"] = json!(added.iter().map(|(id, _)| id).collect::<Vec<_>>());
-                }
-                let (action, event) = match kind {
-                    Kind::User => ("user.create", "user.created"),
-                    Kind::Group => ("group.create", "group.created"),
-                };
-                record(
-                    tx,
-                    &ctx,
-                    kind,
-                    &res.id,
-                    action,
-                    None,
-                    Some(&after),
-                    event,
-                    &now,
-                )?;
-                match kind {
-                    Kind::User => {
-                        relicense(tx, &cause, Scope::Created(res.id.clone(), res.doc.clone()))?;
+            .write(
+                move |tx| -> ApiResult<(Vec<(String, String)>, Option<Value>)> {
+                    let (ctx, res) = (ctx2, res2);
+                    tx.lock_tenant(&ctx.tenant)?;
+                    tx.insert_resource(kind, &ctx.tenant, &res)
+                        .map_err(|e| match e {
+                            crate::store::StoreError::Unique(_) => unique_message(kind, &res.doc),
+                            other => other.into(),
+                        })?;
+                    let mut added = Vec::new();
+                    if !members.is_empty() {
+                        added = check_members(tx, &ctx, &res.id, &members)?;
+                        tx.add_members(&ctx.tenant, &res.id, &added)?;
                     }
-                    Kind::Group
-                        if !added.is_empty()
-                            && crate::licensing::groups_matter(tx, &ctx.tenant)? =>
-                    {
-                        let affected = tx.users_under(&ctx.tenant, &res.id)?;
-                        if !affected.is_empty() {
-                            relicense(tx, &cause, Scope::Users(affected))?;
+                    let mut after = res.doc.clone();
+                    if kind == Kind::Group {
+                        after["members"] =
+                            json!(added.iter().map(|(id, _)| id).collect::<Vec<_>>());
+                    }
+                    let (action, event) = match kind {
+                        Kind::User => ("user.create", "user.created"),
+                        Kind::Group => ("group.create", "group.created"),
+                    };
+                    record(
+                        tx,
+                        &ctx,
+                        kind,
+                        &res.id,
+                        action,
+                        None,
+                        Some(&after),
+                        event,
+                        &now,
+                    )?;
+                    let mut licensed = None;
+                    match kind {
+                        Kind::User => {
+                            let (rows, model) =
+                                crate::licensing::license_created(tx, &cause, &res.id, &res.doc)?;
+                            if !rows.is_empty() {
+                                let rows: Vec<&LicenseRow> = rows.iter().collect();
+                                licensed = Some(licensing_extension(&rows, &model.products));
+                            }
                         }
+                        Kind::Group
+                            if !added.is_empty()
+                                && crate::licensing::groups_matter(tx, &ctx.tenant)? =>
+                        {
+                            let affected = tx.users_under(&ctx.tenant, &res.id)?;
+                            if !affected.is_empty() {
+                                relicense(tx, &cause, Scope::Users(affected))?;
+                            }
+                        }
+                        Kind::Group => {}
                     }
-                    Kind::Group => {}
-                }
-                Ok(added)
-            })
+                    Ok((added, licensed))
+                },
+            )
             .await?;
         if kind == Kind::Group && !added.is_empty() {
             return self.render(ctx, kind, &res, true).await;
         }
-        let mut out = [assemble(ctx, kind, &res, Some(Vec::new()))];
-        self.attach_rendered(ctx, kind, &mut out).await?;
-        let [out] = out;
+        let mut out = assemble(ctx, kind, &res, Some(Vec::new()));
+        if let Some(ext) = licensed {
+            insert_extension(&mut out.body, ext);
+        }
         Ok(out)
     }
 
@@ -993,6 +967,50 @@ impl Engine {
             .into_iter()
             .map(|r| q.projection.apply(rt, &r.body))
             .collect())
+    }
+}
+
+/// The licensing extension of a user: each license and the entitlements the active ones grant.
+fn licensing_extension(mine: &[&LicenseRow], products: &[licensing::model::Product]) -> Value {
+    let held: Vec<licensing::entitlements::Held> = mine
+        .iter()
+        .filter_map(|l| {
+            Some(licensing::entitlements::Held {
+                product: licensing::model::Key::new("product", &l.product).ok()?,
+                plan: licensing::model::Key::new("plan", &l.plan).ok()?,
+                state: if l.state == "active" {
+                    licensing::entitlements::LicenseState::Active
+                } else {
+                    licensing::entitlements::LicenseState::Waitlisted
+                },
+            })
+        })
+        .collect();
+    let ent = licensing::entitlements::effective(&held, products);
+    json!({
+        "licenses": mine.iter().map(|l| json!({
+            "product": l.product,
+            "plan": l.plan,
+            "state": l.state,
+            "reason": l.reason,
+            "since": l.changed,
+        })).collect::<Vec<_>>(),
+        "features": ent.features.iter().map(|f| f.as_str()).collect::<Vec<_>>(),
+        "limits": ent.limits.iter().map(|(k, v)| json!({"name": k.as_str(), "value": v})).collect::<Vec<_>>(),
+    })
+}
+
+/// Puts the licensing extension into a rendered user (before `meta`, URN in `schemas`).
+fn insert_extension(user: &mut Value, ext: Value) {
+    if let Some(obj) = user.as_object_mut() {
+        if let Some(Value::Array(schemas)) = obj.get_mut("schemas") {
+            schemas.push(Value::String(scim::schema::LICENSING_USER_SCHEMA.into()));
+        }
+        let meta = obj.remove("meta");
+        obj.insert(scim::schema::LICENSING_USER_SCHEMA.into(), ext);
+        if let Some(meta) = meta {
+            obj.insert("meta".into(), meta);
+        }
     }
 }
 

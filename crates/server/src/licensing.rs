@@ -212,48 +212,113 @@ fn because_words(model: &Model, d: &Decided) -> String {
     s
 }
 
-/// The explanation chain of a license: rule, subscription, seats, and the causing event.
+/// The explanation chain of a license as stored: only what cannot be read back later (the
+/// rule's name, the seat count and phase that applied, the causing event).
+/// [`expand_explanation`] joins it with the rule and subscription for operators.
 fn explain(
-    model: &Model,
+    _model: &Model,
     c: &Cause,
     sub: &Subscription,
     d: &Decided,
-    state: &str,
+    _state: &str,
     in_use: usize,
     note: &str,
 ) -> String {
     let rule = match &d.because {
-        Because::Rule(name) => model.rule_row(name).map(
-            |r| json!({"name": r.name, "filter": r.filter, "plan": r.plan, "priority": r.priority}),
-        ),
+        Because::Rule(name) => Some(name.as_str()),
         Because::NoRules => None,
     };
     json!({
-        "decision": because_words(model, d),
         "rule": rule,
-        "plan": d.plan.as_str(),
-        "requested_plan": d.capped_from.as_ref().map(Key::as_str),
-        "subscription": {
-            "product": sub.product.as_str(),
-            "plan": sub.plan.as_str(),
-            "status": sub.status.as_str(),
-            "phase": phase_text(sub, c.now),
-            "seats": sub.seats,
-            "enforcement": match sub.enforcement { Enforcement::Hard => "hard", Enforcement::Soft => "soft" },
-            "on_expiry": sub.on_expiry.to_string(),
-        },
-        "seat": {"state": state, "in_use": in_use, "seats": sub.seats, "note": note},
-        "event": {"action": c.action, "actor": c.actor, "request_id": c.request_id, "at": time_text(c.now)},
+        "asked": d.capped_from.as_ref().map(Key::as_str),
+        "seats": sub.seats,
+        "in_use": in_use,
+        "enforcement": match sub.enforcement { Enforcement::Hard => "hard", Enforcement::Soft => "soft" },
+        "phase": phase_text(sub, c.now),
+        "note": note,
+        "action": c.action,
+        "actor": c.actor,
+        "request_id": c.request_id,
+        "at": time_text(c.now),
     })
     .to_string()
 }
 
+/// The explanation chain of a license for an operator: which rule matched (with its filter
+/// and priority as they are now), which plan and seat count applied, what the subscription
+/// was doing, and which event changed the license.
+pub fn expand_explanation(
+    row: &LicenseRow,
+    rules: &[RuleRow],
+    subscriptions: &[Subscription],
+) -> Value {
+    let e: Value = serde_json::from_str(&row.explain).unwrap_or(Value::Null);
+    let rule_name = e["rule"].as_str();
+    let rule = rule_name.map(|name| match rules.iter().find(|r| r.name == name) {
+        Some(r) => {
+            json!({"name": r.name, "filter": r.filter, "plan": r.plan, "priority": r.priority})
+        }
+        None => json!({"name": name, "removed": true}),
+    });
+    let mut decision = match rule_name {
+        Some(name) => format!("rule {name} matched"),
+        None => "no rules: every active user holds the subscription's plan".to_string(),
+    };
+    if let Some(asked) = e["asked"].as_str() {
+        decision.push_str(&format!(
+            "; lowered from {asked} to {} by the subscription's term",
+            row.plan
+        ));
+    }
+    let sub = subscriptions
+        .iter()
+        .find(|s| s.product.as_str() == row.product);
+    json!({
+        "decision": decision,
+        "rule": rule,
+        "plan": row.plan,
+        "requested_plan": e["asked"],
+        "subscription": {
+            "product": row.product,
+            "plan": sub.map(|s| s.plan.as_str()),
+            "status": sub.map(|s| s.status.as_str()),
+            "on_expiry": sub.map(|s| s.on_expiry.to_string()),
+            "phase_at_decision": e["phase"],
+            "seats_at_decision": e["seats"],
+            "enforcement_at_decision": e["enforcement"],
+        },
+        "seat": {"state": row.state, "in_use": e["in_use"], "seats": e["seats"], "note": e["note"], "queue": row.queue},
+        "event": {"action": e["action"], "actor": e["actor"], "request_id": e["request_id"], "at": e["at"]},
+    })
+}
+
 /// Re-decides the licenses of `scope` at `cause.now`, in the caller's transaction.
 pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome> {
+    Ok(decide_and_write(tx, c, scope)?.0)
+}
+
+/// Decides the licenses of a user created in this transaction; returns them with the model
+/// they were decided under, so the response can show them without reading them back.
+pub fn license_created(
+    tx: &mut Tx<'_>,
+    c: &Cause,
+    id: &str,
+    doc: &Value,
+) -> ApiResult<(Vec<LicenseRow>, Arc<Model>)> {
+    let (_, inserted, model) =
+        decide_and_write(tx, c, Scope::Created(id.to_string(), doc.clone()))?;
+    Ok((inserted, model))
+}
+
+fn decide_and_write(
+    tx: &mut Tx<'_>,
+    c: &Cause,
+    scope: Scope,
+) -> ApiResult<(Outcome, Vec<LicenseRow>, Arc<Model>)> {
     let tenant = c.tenant.as_str();
     let version = tx.lock_tenant(tenant)?;
-    let model = Model::current(tx, tenant, version)?;
-    let model = &*model;
+    let shared = Model::current(tx, tenant, version)?;
+    let model = &*shared;
     let ids: Option<Vec<String>> = match &scope {
         Scope::Created(id, _) => Some(vec![id.clone()]),
         Scope::Users(ids) => Some(ids.clone()),
@@ -262,7 +327,7 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
     if model.subscriptions.is_empty() && ids.is_some() {
         // Nothing to hold; a user of such a tenant can only have licenses if a subscription
         // was removed, and removing one re-decides the whole tenant.
-        return Ok(Outcome::default());
+        return Ok((Outcome::default(), Vec::new(), shared.clone()));
     }
     let (subjects, existing) = match &scope {
         // A user created in this transaction is in no group and holds nothing yet.
@@ -291,6 +356,7 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
     everyone.extend(held.keys().cloned());
 
     let mut events: Vec<Event> = Vec::new();
+    let mut inserted: Vec<LicenseRow> = Vec::new();
     // Each touched product line's counts, kept in memory and written once at the end.
     let mut lines: BTreeMap<String, Line> = BTreeMap::new();
     // Users who should newly hold a product, per product, with their decision.
@@ -495,6 +561,7 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
                     ),
                 };
                 tx.insert_license(tenant, &row)?;
+                inserted.push(row.clone());
                 let l = line_of(tx, &mut lines, tenant, &product)?;
                 if active {
                     l.active += 1;
@@ -525,14 +592,14 @@ pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome>
         }
     }
     record_all(tx, c, &events)?;
-    Ok(outcome)
+    Ok((outcome, inserted, shared.clone()))
 }
 
 /// The decision behind an existing row, for explanations of seat moves.
 fn decided_of(model: &Model, row: &LicenseRow) -> Decided {
     let because = serde_json::from_str::<Value>(&row.explain)
         .ok()
-        .and_then(|e| e["rule"]["name"].as_str().map(str::to_string))
+        .and_then(|e| e["rule"].as_str().map(str::to_string))
         .and_then(|n| Key::new("rule", &n).ok())
         .filter(|k| model.rule_row(k).is_some())
         .map_or(Because::NoRules, Because::Rule);
@@ -563,12 +630,10 @@ fn because_placeholder_plan() -> Key {
 
 fn license_json(l: &LicenseRow) -> Value {
     json!({
-        "user": l.user_id,
         "product": l.product,
         "plan": l.plan,
         "state": l.state,
         "reason": l.reason,
-        "since": l.changed,
     })
 }
 

@@ -672,6 +672,8 @@ pub async fn user_licenses(store: &Store, tenant: &str, user: &str) -> ApiResult
         return Err(ApiError::NotFound(format!("User {user} not found")));
     }
     let products = store.products().await?;
+    let rules = store.rule_rows(tenant).await?;
+    let subscriptions = store.subscriptions(tenant).await?;
     let ids: Vec<String> = products
         .iter()
         .map(|p| format!("{user}/{}", p.key))
@@ -687,7 +689,7 @@ pub async fn user_licenses(store: &Store, tenant: &str, user: &str) -> ApiResult
                 "reason": l.reason,
                 "since": l.changed,
                 "queue": l.queue,
-                "explanation": serde_json::from_str::<Value>(&l.explain).unwrap_or(Value::Null),
+                "explanation": crate::licensing::expand_explanation(l, &rules, &subscriptions),
             })
         })
         .collect();

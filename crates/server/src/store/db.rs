@@ -266,7 +266,8 @@ impl Sqlite {
     {
         let (send, recv) = tokio::sync::oneshot::channel::<Result<T, E>>();
         let job: Job = Box::new(move |conn| {
-            let result = f(&mut Tx::new(TxRef::Sqlite(conn)));
+            let mut tx = Tx::new(TxRef::Sqlite(conn));
+            let result = f(&mut tx).and_then(|v| tx.flush().map(|()| v).map_err(E::from));
             let ok = result.is_ok();
             let deliver: Deliver = Box::new(move |commit| {
                 let out = match (result, commit) {
@@ -446,7 +447,9 @@ impl Pool {
                         tx: Some(tx),
                         handle: handle.clone(),
                     };
-                    let result = f(&mut Tx::new(TxRef::Postgres(&mut pgtx)));
+                    let mut tx = Tx::new(TxRef::Postgres(&mut pgtx));
+                    let result = f(&mut tx).and_then(|v| tx.flush().map(|()| v).map_err(E::from));
+                    drop(tx);
                     let tx = pgtx.tx.take();
                     match (result, tx) {
                         (Ok(v), Some(tx)) => {
@@ -498,9 +501,19 @@ enum TxRef<'a> {
 /// they run on the writer thread, on PostgreSQL they block a blocking-pool thread.
 pub struct Tx<'a> {
     conn: TxRef<'a>,
-    /// The tip of the audit chain of the tenant this transaction has locked, as this
-    /// transaction last left it (see `lock_tenant`).
-    pub(crate) tip: Option<ChainTip>,
+    /// The audit chain tips of the tenants this transaction has locked, as this transaction
+    /// last left them (see `lock_tenant`).
+    pub(crate) tips: Vec<ChainTip>,
+    /// Audit records and outbox events written by this unit of work, inserted together
+    /// (multi-row statements) just before it commits.
+    pub(crate) pending: Pending,
+}
+
+/// Rows a unit of work appends to the audit log and the outbox, written by [`Tx::flush`].
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    pub audit: Vec<crate::audit::AuditRow>,
+    pub outbox: Vec<[String; 6]>,
 }
 
 /// A tenant's audit chain tip and model version, held under the tenant's lock.
@@ -510,6 +523,8 @@ pub(crate) struct ChainTip {
     pub seq: i64,
     pub hash: String,
     pub model_version: i64,
+    /// The tip moved in this transaction and must be stored.
+    pub moved: bool,
 }
 
 fn finished() -> StoreError {
@@ -518,7 +533,11 @@ fn finished() -> StoreError {
 
 impl<'a> Tx<'a> {
     fn new(conn: TxRef<'a>) -> Tx<'a> {
-        Tx { conn, tip: None }
+        Tx {
+            conn,
+            tips: Vec::new(),
+            pending: Pending::default(),
+        }
     }
 }
 

@@ -196,9 +196,7 @@ impl Tx<'_> {
     /// Returns the version of the tenant's licensing model. The lock is taken once per
     /// transaction; the chain tip it returns is kept for the audit records that follow.
     pub fn lock_tenant(&mut self, tenant: &str) -> StoreResult<i64> {
-        if let Some(tip) = &self.tip
-            && tip.tenant == tenant
-        {
+        if let Some(tip) = self.tips.iter().find(|t| t.tenant == tenant) {
             return Ok(tip.model_version);
         }
         let row = self
@@ -207,11 +205,12 @@ impl Tx<'_> {
                 &params![tenant],
             )?
             .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant} has no audit chain")))?;
-        self.tip = Some(super::db::ChainTip {
+        self.tips.push(super::db::ChainTip {
             tenant: tenant.to_string(),
             seq: row.int(1),
             hash: row.text(2),
             model_version: row.int(0),
+            moved: false,
         });
         Ok(row.int(0))
     }
@@ -226,7 +225,7 @@ impl Tx<'_> {
             "UPDATE audit_heads SET model_version = $2 WHERE tenant_id = $1",
             &params![tenant, version],
         )?;
-        if let Some(tip) = &mut self.tip {
+        if let Some(tip) = self.tips.iter_mut().find(|t| t.tenant == tenant) {
             tip.model_version = version;
         }
         Ok(())

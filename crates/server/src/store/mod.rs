@@ -493,11 +493,64 @@ impl Tx<'_> {
                 hash: String::new(),
             };
             rec.hash = rec.compute_hash();
-            self.execute(
+            prev = rec.hash.clone();
+            self.pending.audit.push(rec);
+        }
+        self.move_chain_tip(tenant, seq, prev);
+        Ok(())
+    }
+
+    /// The tip of a tenant's chain, taking the tenant's lock if this transaction has not.
+    fn chain_tip(&mut self, tenant: &str) -> StoreResult<(i64, String)> {
+        self.lock_tenant(tenant)?;
+        match self.tips.iter().find(|t| t.tenant == tenant) {
+            Some(tip) => Ok((tip.seq, tip.hash.clone())),
+            None => Err(StoreError::Corrupt(format!(
+                "tenant {tenant}: audit chain tip not held"
+            ))),
+        }
+    }
+
+    /// Moves a tenant's chain tip in this transaction; [`Tx::flush`] stores it.
+    fn move_chain_tip(&mut self, tenant: &str, seq: i64, hash: String) {
+        if let Some(tip) = self.tips.iter_mut().find(|t| t.tenant == tenant) {
+            tip.seq = seq;
+            tip.hash = hash;
+            tip.moved = true;
+        }
+    }
+
+    /// Writes what the unit of work appended to the audit log and the outbox — multi-row
+    /// inserts, then the chain tip once — just before it commits.
+    pub(crate) fn flush(&mut self) -> StoreResult<()> {
+        let pending = std::mem::take(&mut self.pending);
+        for chunk in pending.audit.chunks(100) {
+            let mut sql = String::from(
                 "INSERT INTO audit_log (tenant_id, seq, at, actor, action, resource_type, resource_id, \
-                     request_id, before_doc, after_doc, prev_hash, hash) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                &params![
+                 request_id, before_doc, after_doc, prev_hash, hash) VALUES ",
+            );
+            let mut params: Vec<P> = Vec::with_capacity(chunk.len() * 12);
+            for (i, rec) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                let b = i * 12;
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8,
+                    b + 9,
+                    b + 10,
+                    b + 11,
+                    b + 12
+                ));
+                params.extend(params![
                     &rec.tenant_id,
                     rec.seq,
                     &rec.at,
@@ -510,35 +563,47 @@ impl Tx<'_> {
                     &rec.after,
                     &rec.prev_hash,
                     &rec.hash
-                ],
+                ]);
+            }
+            self.execute(&sql, &params)?;
+        }
+        for chunk in pending.outbox.chunks(100) {
+            let mut sql = String::from(
+                "INSERT INTO outbox (tenant_id, event_type, resource_type, resource_id, payload, created) VALUES ",
+            );
+            let mut params: Vec<P> = Vec::with_capacity(chunk.len() * 6);
+            for (i, row) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                let b = i * 6;
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6
+                ));
+                params.extend(row.iter().map(P::from));
+            }
+            self.execute(&sql, &params)?;
+        }
+        let moved: Vec<(String, i64, String)> = self
+            .tips
+            .iter_mut()
+            .filter(|t| t.moved)
+            .map(|t| {
+                t.moved = false;
+                (t.tenant.clone(), t.seq, t.hash.clone())
+            })
+            .collect();
+        for (tenant, seq, hash) in moved {
+            self.execute(
+                "UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1",
+                &params![&tenant, seq, &hash],
             )?;
-            prev = rec.hash;
-        }
-        self.set_chain_tip(tenant, seq, prev)
-    }
-
-    /// The tip of a tenant's chain, taking the tenant's lock if this transaction has not.
-    fn chain_tip(&mut self, tenant: &str) -> StoreResult<(i64, String)> {
-        self.lock_tenant(tenant)?;
-        match &self.tip {
-            Some(tip) if tip.tenant == tenant => Ok((tip.seq, tip.hash.clone())),
-            _ => Err(StoreError::Corrupt(format!(
-                "tenant {tenant}: audit chain tip not held"
-            ))),
-        }
-    }
-
-    /// Moves a tenant's chain tip (in the database and in this transaction).
-    fn set_chain_tip(&mut self, tenant: &str, seq: i64, hash: String) -> StoreResult<()> {
-        self.execute(
-            "UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1",
-            &params![tenant, seq, &hash],
-        )?;
-        if let Some(tip) = &mut self.tip
-            && tip.tenant == tenant
-        {
-            tip.seq = seq;
-            tip.hash = hash;
         }
         Ok(())
     }
@@ -563,30 +628,13 @@ impl Tx<'_> {
             hash: String::new(),
         };
         rec.hash = rec.compute_hash();
-        self.execute(
-            "INSERT INTO audit_log (tenant_id, seq, at, actor, action, resource_type, resource_id, \
-                 request_id, before_doc, after_doc, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            &params![
-                &rec.tenant_id,
-                rec.seq,
-                &rec.at,
-                &rec.actor,
-                &rec.action,
-                &rec.resource_type,
-                &rec.resource_id,
-                &rec.request_id,
-                &rec.before,
-                &rec.after,
-                &rec.prev_hash,
-                &rec.hash
-            ],
-        )?;
-        self.set_chain_tip(entry.tenant_id, rec.seq, rec.hash)?;
-        Ok(rec.seq)
+        let seq = rec.seq;
+        self.move_chain_tip(entry.tenant_id, seq, rec.hash.clone());
+        self.pending.audit.push(rec);
+        Ok(seq)
     }
 
-    /// Writes an outbox event.
+    /// Writes an outbox event (inserted with the unit of work's other events before commit).
     pub fn outbox(
         &mut self,
         tenant: &str,
@@ -596,12 +644,14 @@ impl Tx<'_> {
         payload: &str,
         now: &str,
     ) -> StoreResult<()> {
-        self
-            .execute(
-                "INSERT INTO outbox (tenant_id, event_type, resource_type, resource_id, payload, created) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                &params![tenant, event_type, resource_type, resource_id, payload, now],
-            )?;
+        self.pending.outbox.push([
+            tenant.to_string(),
+            event_type.to_string(),
+            resource_type.to_string(),
+            resource_id.to_string(),
+            payload.to_string(),
+            now.to_string(),
+        ]);
         Ok(())
     }
 }
