@@ -77,6 +77,9 @@ pub fn etag(version: i64) -> String {
     format!("W/\"{version}\"")
 }
 
+/// What a create committed: the group members added, and the user's licensing extension.
+type CreateOutcome = (Vec<(String, String)>, Option<Value>);
+
 /// The state change a write makes to a user: licensing and events hang off it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserTransition {
@@ -347,64 +350,61 @@ impl Engine {
         let cause = self.cause(ctx, &format!("{}.create", kind.name().to_ascii_lowercase()));
         let (added, licensed) = self
             .store
-            .write(
-                move |tx| -> ApiResult<(Vec<(String, String)>, Option<Value>)> {
-                    let (ctx, res) = (ctx2, res2);
-                    tx.lock_tenant(&ctx.tenant)?;
-                    tx.insert_resource(kind, &ctx.tenant, &res)
-                        .map_err(|e| match e {
-                            crate::store::StoreError::Unique(_) => unique_message(kind, &res.doc),
-                            other => other.into(),
-                        })?;
-                    let mut added = Vec::new();
-                    if !members.is_empty() {
-                        added = check_members(tx, &ctx, &res.id, &members)?;
-                        tx.add_members(&ctx.tenant, &res.id, &added)?;
-                    }
-                    let mut after = res.doc.clone();
-                    if kind == Kind::Group {
-                        after["members"] =
-                            json!(added.iter().map(|(id, _)| id).collect::<Vec<_>>());
-                    }
-                    let (action, event) = match kind {
-                        Kind::User => ("user.create", "user.created"),
-                        Kind::Group => ("group.create", "group.created"),
-                    };
-                    record(
-                        tx,
-                        &ctx,
-                        kind,
-                        &res.id,
-                        action,
-                        None,
-                        Some(&after),
-                        event,
-                        &now,
-                    )?;
-                    let mut licensed = None;
-                    match kind {
-                        Kind::User => {
-                            let (rows, model) =
-                                crate::licensing::license_created(tx, &cause, &res.id, &res.doc)?;
-                            if !rows.is_empty() {
-                                let rows: Vec<&LicenseRow> = rows.iter().collect();
-                                licensed = Some(licensing_extension(&rows, &model.products));
-                            }
+            .write(move |tx| -> ApiResult<CreateOutcome> {
+                let (ctx, res) = (ctx2, res2);
+                tx.lock_tenant(&ctx.tenant)?;
+                tx.insert_resource(kind, &ctx.tenant, &res)
+                    .map_err(|e| match e {
+                        crate::store::StoreError::Unique(_) => unique_message(kind, &res.doc),
+                        other => other.into(),
+                    })?;
+                let mut added = Vec::new();
+                if !members.is_empty() {
+                    added = check_members(tx, &ctx, &res.id, &members)?;
+                    tx.add_members(&ctx.tenant, &res.id, &added)?;
+                }
+                let mut after = res.doc.clone();
+                if kind == Kind::Group {
+                    after["members"] = json!(added.iter().map(|(id, _)| id).collect::<Vec<_>>());
+                }
+                let (action, event) = match kind {
+                    Kind::User => ("user.create", "user.created"),
+                    Kind::Group => ("group.create", "group.created"),
+                };
+                record(
+                    tx,
+                    &ctx,
+                    kind,
+                    &res.id,
+                    action,
+                    None,
+                    Some(&after),
+                    event,
+                    &now,
+                )?;
+                let mut licensed = None;
+                match kind {
+                    Kind::User => {
+                        let (rows, model) =
+                            crate::licensing::license_created(tx, &cause, &res.id, &res.doc)?;
+                        if !rows.is_empty() {
+                            let rows: Vec<&LicenseRow> = rows.iter().collect();
+                            licensed = Some(licensing_extension(&rows, &model.products));
                         }
-                        Kind::Group
-                            if !added.is_empty()
-                                && crate::licensing::groups_matter(tx, &ctx.tenant)? =>
-                        {
-                            let affected = tx.users_under(&ctx.tenant, &res.id)?;
-                            if !affected.is_empty() {
-                                relicense(tx, &cause, Scope::Users(affected))?;
-                            }
-                        }
-                        Kind::Group => {}
                     }
-                    Ok((added, licensed))
-                },
-            )
+                    Kind::Group
+                        if !added.is_empty()
+                            && crate::licensing::groups_matter(tx, &ctx.tenant)? =>
+                    {
+                        let affected = tx.users_under(&ctx.tenant, &res.id)?;
+                        if !affected.is_empty() {
+                            relicense(tx, &cause, Scope::Users(affected))?;
+                        }
+                    }
+                    Kind::Group => {}
+                }
+                Ok((added, licensed))
+            })
             .await?;
         if kind == Kind::Group && !added.is_empty() {
             return self.render(ctx, kind, &res, true).await;
