@@ -629,12 +629,7 @@ fn because_placeholder_plan() -> Key {
 }
 
 fn license_json(l: &LicenseRow) -> Value {
-    json!({
-        "product": l.product,
-        "plan": l.plan,
-        "state": l.state,
-        "reason": l.reason,
-    })
+    json!({"plan": l.plan, "state": l.state, "reason": l.reason})
 }
 
 /// Writes the audit entries (one batch on the tenant's chain) and outbox events of the
@@ -654,16 +649,16 @@ fn record_all(tx: &mut Tx<'_>, c: &Cause, events: &[Event]) -> ApiResult<()> {
         let after = e.after.as_ref().map(license_json);
         let id = format!("{}/{}", row.user_id, row.product);
         let event = format!("license.{}", e.kind);
+        // The outbox row's columns carry the type, tenant, resource type and time; the
+        // payload carries the rest.
         let payload = json!({
-            "type": event,
-            "tenant": c.tenant,
-            "resource_type": "License",
             "id": id,
             "user": row.user_id,
-            "at": at,
+            "product": row.product,
             "request_id": c.request_id,
             "cause": c.action,
-            "data": {"before": before, "after": after},
+            "before": before,
+            "after": after,
         });
         audits.push(AuditEntry {
             action: event.clone(),
