@@ -5,8 +5,9 @@
 //! - no inactive user holds a license;
 //! - seats go by queue order: the state is exactly what `seats::allocate` decides from the
 //!   claims (nobody waits while a seat is free, the earliest in line hold the seats);
-//! - deciding again changes nothing;
-//! and the outcome does not depend on how arrivals and seat moves are batched: settling after
+//! - deciding again changes nothing.
+//!
+//! The outcome does not depend on how arrivals and seat moves are batched: settling after
 //! every step or after several gives the same licenses (each step has its own instant, and a
 //! user who stops qualifying loses the license with that step).
 

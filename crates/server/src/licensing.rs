@@ -645,6 +645,7 @@ fn record_all(tx: &mut Tx<'_>, c: &Cause, events: &[Event]) -> ApiResult<()> {
         let Some(row) = e.after.as_ref().or(e.before.as_ref()) else {
             continue;
         };
+        metrics::counter!("seatkeeper_license_changes_total", "change" => e.kind).increment(1);
         let before = e.before.as_ref().map(license_json);
         let after = e.after.as_ref().map(license_json);
         let id = format!("{}/{}", row.user_id, row.product);

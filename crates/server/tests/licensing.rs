@@ -695,10 +695,23 @@ async fn the_extension_is_advertised(b: Backend) {
     assert_eq!(r.body["attributes"][0]["mutability"], "readOnly");
     let r = app.req("GET", "/scim/v2/ResourceTypes/User", None).await;
     assert!(r.raw.contains(EXT), "{}", r.raw);
-    // A user of a tenant without subscriptions has no licensing extension.
+    // A user without licenses carries the extension empty.
     let id = app.user("plain").await;
     let r = app.req("GET", &format!("/scim/v2/Users/{id}"), None).await;
-    assert!(r.body.get(EXT).is_none());
+    assert_eq!(r.body[EXT], json!({}), "{}", r.raw);
+    assert!(r.body["schemas"].as_array().unwrap().contains(&json!(EXT)));
+    // Writing it is ignored (read-only), on create, replace and PATCH alike.
+    let r = app
+        .req("PATCH", &format!("/scim/v2/Users/{id}"), Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "add", "path": EXT, "value": {"licenses": [{"product": "x", "plan": "y", "state": "active"}]}}]})))
+        .await;
+    assert!(
+        r.status == StatusCode::OK || r.status == StatusCode::BAD_REQUEST,
+        "{}",
+        r.raw
+    );
+    let r = app.req("GET", &format!("/scim/v2/Users/{id}"), None).await;
+    assert_eq!(r.body[EXT], json!({}), "{}", r.raw);
 }
 
 both_backends!(
