@@ -1001,8 +1001,6 @@ fn licensing_extension(mine: &[&LicenseRow], products: &[licensing::model::Produ
 }
 
 /// Puts the licensing extension into a rendered user (before `meta`, URN in `schemas`).
-/// Every user carries it; a user without licenses carries it empty (`{}`: RFC 7643 §2.5
-/// treats unassigned and empty alike), so clients always find it in the same place.
 fn insert_extension(user: &mut Value, ext: Value) {
     if let Some(obj) = user.as_object_mut() {
         if let Some(Value::Array(schemas)) = obj.get_mut("schemas")
@@ -1219,15 +1217,6 @@ fn assemble(ctx: &Ctx, kind: Kind, res: &StoredResource, related: Option<Vec<Val
             "members"
         };
         out.insert(key.into(), Value::Array(related));
-    }
-    if kind == Kind::User {
-        out.insert(
-            scim::schema::LICENSING_USER_SCHEMA.into(),
-            Value::Object(Map::new()),
-        );
-        if let Some(Value::Array(schemas)) = out.get_mut("schemas") {
-            schemas.push(Value::String(scim::schema::LICENSING_USER_SCHEMA.into()));
-        }
     }
     out.insert(
         "meta".into(),
