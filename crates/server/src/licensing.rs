@@ -213,8 +213,8 @@ fn because_words(model: &Model, d: &Decided) -> String {
 }
 
 /// The explanation chain of a license as stored: only what cannot be read back later (the
-/// rule's name, the seat count and phase that applied, the causing event).
-/// [`expand_explanation`] joins it with the rule and subscription for operators.
+/// rule's name, the seat count and phase that applied). The causing event is the license's
+/// own audit record; [`expand_explanation`] joins them with the rule and subscription.
 fn explain(
     _model: &Model,
     c: &Cause,
@@ -236,10 +236,6 @@ fn explain(
         "enforcement": match sub.enforcement { Enforcement::Hard => "hard", Enforcement::Soft => "soft" },
         "phase": phase_text(sub, c.now),
         "note": note,
-        "action": c.action,
-        "actor": c.actor,
-        "request_id": c.request_id,
-        "at": time_text(c.now),
     })
     .to_string()
 }
@@ -251,6 +247,7 @@ pub fn expand_explanation(
     row: &LicenseRow,
     rules: &[RuleRow],
     subscriptions: &[Subscription],
+    last_change: Option<&crate::audit::AuditRow>,
 ) -> Value {
     let e: Value = serde_json::from_str(&row.explain).unwrap_or(Value::Null);
     let rule_name = e["rule"].as_str();
@@ -288,7 +285,13 @@ pub fn expand_explanation(
             "enforcement_at_decision": e["enforcement"],
         },
         "seat": {"state": row.state, "in_use": e["in_use"], "seats": e["seats"], "note": e["note"], "queue": row.queue},
-        "event": {"action": e["action"], "actor": e["actor"], "request_id": e["request_id"], "at": e["at"]},
+        "event": last_change.map(|a| {
+            let cause = a.after.as_deref().or(a.before.as_deref())
+                .and_then(|d| serde_json::from_str::<Value>(d).ok())
+                .map(|d| d["cause"].clone())
+                .unwrap_or(Value::Null);
+            json!({"action": cause, "change": a.action, "actor": a.actor, "request_id": a.request_id, "at": a.at, "seq": a.seq})
+        }),
     })
 }
 
@@ -632,6 +635,14 @@ fn license_json(l: &LicenseRow) -> Value {
     json!({"plan": l.plan, "state": l.state, "reason": l.reason})
 }
 
+/// A license change as its audit record keeps it: the license before and after, and the
+/// action that caused the change (which the explanation shows).
+fn audit_doc(l: Option<&LicenseRow>, cause: &str) -> Option<String> {
+    l.map(|l| {
+        json!({"plan": l.plan, "state": l.state, "reason": l.reason, "cause": cause}).to_string()
+    })
+}
+
 /// Writes the audit entries (one batch on the tenant's chain) and outbox events of the
 /// license changes.
 fn record_all(tx: &mut Tx<'_>, c: &Cause, events: &[Event]) -> ApiResult<()> {
@@ -646,26 +657,22 @@ fn record_all(tx: &mut Tx<'_>, c: &Cause, events: &[Event]) -> ApiResult<()> {
             continue;
         };
         metrics::counter!("seatkeeper_license_changes_total", "change" => e.kind).increment(1);
-        let before = e.before.as_ref().map(license_json);
-        let after = e.after.as_ref().map(license_json);
         let id = format!("{}/{}", row.user_id, row.product);
         let event = format!("license.{}", e.kind);
-        // The outbox row's columns carry the type, tenant, resource type and time; the
-        // payload carries the rest.
+        // The outbox row's columns carry the type, tenant, user and time; the payload
+        // carries the rest.
         let payload = json!({
-            "id": id,
             "user": row.user_id,
             "product": row.product,
-            "request_id": c.request_id,
             "cause": c.action,
-            "before": before,
-            "after": after,
+            "before": e.before.as_ref().map(license_json),
+            "after": e.after.as_ref().map(license_json),
         });
         audits.push(AuditEntry {
             action: event.clone(),
             resource_id: id,
-            before: before.map(|v| v.to_string()),
-            after: after.map(|v| v.to_string()),
+            before: audit_doc(e.before.as_ref(), &c.action),
+            after: audit_doc(e.after.as_ref(), &c.action),
         });
         outbox.push((event, row.user_id.clone(), payload.to_string()));
     }

@@ -689,7 +689,12 @@ pub async fn user_licenses(store: &Store, tenant: &str, user: &str) -> ApiResult
                 "reason": l.reason,
                 "since": l.changed,
                 "queue": l.queue,
-                "explanation": crate::licensing::expand_explanation(l, &rules, &subscriptions),
+                "explanation": crate::licensing::expand_explanation(
+                    l,
+                    &rules,
+                    &subscriptions,
+                    history.iter().rev().find(|a| a.resource_id == format!("{user}/{}", l.product)),
+                ),
             })
         })
         .collect();

@@ -296,7 +296,7 @@ impl Store {
         Ok(rows.iter().map(audit_from_row).collect())
     }
 
-    /// The audit records of some resources, oldest first.
+    /// The latest 1,000 audit records of some resources, oldest first.
     pub async fn audit_of(
         &self,
         tenant: &str,
@@ -313,12 +313,12 @@ impl Store {
         let sql = format!(
             "SELECT tenant_id, seq, at, actor, action, resource_type, resource_id, request_id, \
              before_doc, after_doc, prev_hash, hash FROM audit_log \
-             WHERE tenant_id = $1 AND resource_type = $2 AND resource_id IN ({list}) ORDER BY seq LIMIT 1000"
+             WHERE tenant_id = $1 AND resource_type = $2 AND resource_id IN ({list}) ORDER BY seq DESC LIMIT 1000"
         );
         let mut params = vec![P::from(tenant), P::from(resource_type)];
         params.extend(ids.iter().map(P::from));
         let rows = self.pool.fetch(&sql, &params).await?;
-        Ok(rows.iter().map(audit_from_row).collect())
+        Ok(rows.iter().rev().map(audit_from_row).collect())
     }
 
     /// The tip of a tenant's audit chain.
