@@ -18,7 +18,15 @@ BIN=target/release/seatkeeper
 WORK=$(mktemp -d)
 ADMIN=bench-admin
 PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$WORK"' EXIT
+stop_all() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null || true
+  done
+  [ -n "${BENCH_KEEP:-}" ] && echo "kept $WORK" >&2 || rm -rf "$WORK"
+}
+trap stop_all EXIT
 
 # Each measurement gets its own database and server, so neither run reads a file the other
 # has grown.
@@ -90,23 +98,36 @@ run() { # tenant-token prefix
 }
 field() { echo "$1" | grep -o "$2=[-0-9.]*" | cut -d= -f2; }
 
-echo "create without licensing…" >&2
-DB="sqlite://$WORK/plain.db"
-PLAIN=$($BIN tenant create plain --database "$DB")
-PLAIN_TOKEN=$($BIN token create --tenant "$PLAIN" --database "$DB")
-start_server "$DB" "$WORK/plain.log"
-PLAIN_R=$(run "$PLAIN_TOKEN" plain)
-stop_server
-
-echo "create with licensing…" >&2
-DB="sqlite://$WORK/licensed.db"
-LICENSED=$($BIN tenant create licensed --database "$DB")
-LICENSED_TOKEN=$($BIN token create --tenant "$LICENSED" --database "$DB")
-model "$LICENSED" 100000000 enterprise yes >"$WORK/licensed.toml"
-$BIN apply "$WORK/licensed.toml" --database "$DB" >/dev/null
-start_server "$DB" "$WORK/licensed.log"
-LIC_R=$(run "$LICENSED_TOKEN" licensed)
-stop_server
+# Creates with and without licensing, alternated ROUNDS times, each run on a fresh database
+# and server; the medians are compared (single runs on this machine vary by ±15 %).
+ROUNDS=${BENCH_ROUNDS:-3}
+create_run() { # label licensed(yes|no) -> RESULT line
+  local db="sqlite://$WORK/$1.db" t tok
+  t=$($BIN tenant create "$1" --database "$db")
+  tok=$($BIN token create --tenant "$t" --database "$db")
+  if [ "$2" = yes ]; then
+    model "$t" 100000000 enterprise yes >"$WORK/$1.toml"
+    $BIN apply "$WORK/$1.toml" --database "$db" >/dev/null
+  fi
+  start_server "$db" "$WORK/$1.log"
+  run "$tok" "$1"
+  stop_server
+}
+PLAIN_RS=(); LIC_RS=()
+for i in $(seq 1 "$ROUNDS"); do
+  echo "create without licensing ($i/$ROUNDS)…" >&2
+  PLAIN_RS+=("$(create_run "plain$i" no)")
+  echo "create with licensing ($i/$ROUNDS)…" >&2
+  LIC_RS+=("$(create_run "licensed$i" yes)")
+done
+median_run() { # RESULT lines -> the one with the median rps
+  printf '%s\n' "$@" | awk '{for(i=1;i<=NF;i++) if ($i ~ /^rps=/) {split($i,a,"="); print a[2], $0}}' \
+    | sort -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}' | cut -d' ' -f2-
+}
+PLAIN_R=$(median_run "${PLAIN_RS[@]}")
+LIC_R=$(median_run "${LIC_RS[@]}")
+ALL_PLAIN=$(for r in "${PLAIN_RS[@]}"; do printf '%.0f ' "$(field "$r" rps)"; done)
+ALL_LIC=$(for r in "${LIC_RS[@]}"; do printf '%.0f ' "$(field "$r" rps)"; done)
 
 DB="sqlite://$WORK/big.db"
 BIG=$($BIN tenant create big --database "$DB")
@@ -147,12 +168,14 @@ change() { # label plan seats
 echo
 echo "seatkeeper licensing benchmark — $(date -u +%Y-%m-%d), $(nproc) cores, release build, SQLite, loopback"
 echo
-echo "SCIM create throughput (wrk -t$THREADS -c32 -d${DURATION}s, POST /Users):"
+echo "SCIM create throughput (wrk -t$THREADS -c32 -d${DURATION}s, POST /Users; median of $ROUNDS runs each):"
 echo
 printf '| %-44s | %9s | %8s | %8s | %7s |\n' "tenant" "req/s" "p50 ms" "p99 ms" "errors"
 printf '|%s|%s|%s|%s|%s|\n' "----------------------------------------------" "-----------" "----------" "----------" "---------"
 printf '| %-44s | %9.0f | %8.2f | %8.2f | %7s |\n' "without licensing" "$(field "$PLAIN_R" rps)" "$(field "$PLAIN_R" p50_ms)" "$(field "$PLAIN_R" p99_ms)" "$(field "$PLAIN_R" errors)"
 printf '| %-44s | %9.0f | %8.2f | %8.2f | %7s |\n' "with licensing (hard seats, 3 rules)" "$(field "$LIC_R" rps)" "$(field "$LIC_R" p50_ms)" "$(field "$LIC_R" p99_ms)" "$(field "$LIC_R" errors)"
+echo
+echo "runs without licensing: $ALL_PLAIN req/s; with licensing: $ALL_LIC req/s"
 python3 -c "print(f'\nwith licensing keeps {100 * $(field "$LIC_R" rps) / $(field "$PLAIN_R" rps):.0f}% of the create throughput without (target: at least 80%)')"
 echo
 echo "Re-deciding every license of a $USERS-user tenant (seeded at $SEED_RATE users/s, each licensed on create),"

@@ -263,14 +263,29 @@ async fn serve(
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(backend = ?store.backend(), "listening on http://{addr}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown())
-        .await?;
+    // On SIGTERM or Ctrl-C, stop accepting and let requests in flight finish, for at most
+    // SHUTDOWN_GRACE: a client that holds a connection open must not keep a stopped server
+    // alive (answered writes are committed either way).
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown().await;
+        let _ = stopping.send(());
+    });
+    tokio::select! {
+        served = server => served?,
+        () = async {
+            let _ = stopped.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!("requests still open after {SHUTDOWN_GRACE:?}; stopping anyway"),
+    }
     scheduler.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long a stopping server waits for requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 async fn shutdown() {
     let ctrl_c = async {

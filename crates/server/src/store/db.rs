@@ -214,16 +214,6 @@ impl Sqlite {
             "PRAGMA temp_store = MEMORY".into(),
         ];
         let writer = Self::connect(&path, &pragmas)?;
-        // Checkpoints (copying the WAL back into the database file, with an fsync) run on
-        // their own thread and connection, so the writer spends its time on writes only.
-        writer
-            .execute_batch("PRAGMA wal_autocheckpoint = 0")
-            .map_err(map_sqlite)?;
-        let checkpointer = Self::connect(&path, &pragmas)?;
-        std::thread::Builder::new()
-            .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer))
-            .map_err(|e| StoreError::Sqlite(format!("cannot start the checkpoint thread: {e}")))?;
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -339,21 +329,6 @@ fn writer_loop(conn: rusqlite::Connection, rx: std::sync::mpsc::Receiver<Job>) {
                 Err(e) => Err(StoreError::Sqlite(e.to_string())),
             });
         }
-    }
-}
-
-/// Copies the WAL into the database file every 100 ms (a passive checkpoint never blocks
-/// the writer or readers); the writer restarts the WAL from the top once a checkpoint has
-/// caught up, so the file stays small. Stops when the database is closed.
-fn checkpoint_loop(conn: rusqlite::Connection) {
-    loop {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let mut stmt = match conn.prepare_cached("PRAGMA wal_checkpoint(PASSIVE)") {
-            Ok(s) => s,
-            Err(_) => return,
-        };
-        let mut rows = stmt.raw_query();
-        while let Ok(Some(_)) = rows.next() {}
     }
 }
 
