@@ -20,6 +20,12 @@ pub struct Config {
     pub rate_burst: u32,
     /// Longest a request may take before it is answered 503.
     pub request_timeout: Duration,
+    /// Secret of the generic billing endpoint (Standard Webhooks), besides stored ones.
+    pub billing_secret: Option<String>,
+    /// Signing secret of the Stripe endpoint, besides a stored one.
+    pub stripe_secret: Option<String>,
+    /// Largest distance, in seconds, between a signed event's timestamp and now.
+    pub signature_tolerance: i64,
 }
 
 impl Default for Config {
@@ -32,6 +38,9 @@ impl Default for Config {
             rate_per_second: 100,
             rate_burst: 1000,
             request_timeout: Duration::from_secs(30),
+            billing_secret: None,
+            stripe_secret: None,
+            signature_tolerance: 300,
         }
     }
 }

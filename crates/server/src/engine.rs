@@ -1117,15 +1117,25 @@ fn record(
         before: before.map(Value::to_string),
         after: after.map(Value::to_string),
     })?;
-    let payload = json!({
-        "type": event,
-        "tenant": ctx.tenant,
-        "resource_type": kind.name(),
-        "id": id,
-        "at": now,
-        "request_id": ctx.request_id,
-        "data": after,
-    });
+    // The outbox row's columns carry the type, tenant, resource and time; the payload is
+    // the event's data: the resource as it now is (as it was, once deleted), and for users
+    // whether it gained or lost access and why.
+    let (event, reason) = match event {
+        "user.created" => ("user.provisioned", Some("created")),
+        "user.reactivated" => ("user.provisioned", Some("reactivated")),
+        "user.deactivated" => ("user.deprovisioned", Some("deactivated")),
+        "user.deleted" => ("user.deprovisioned", Some("deleted")),
+        other => (other, None),
+    };
+    let mut resource = after.or(before).cloned().unwrap_or(Value::Null);
+    if let Some(obj) = resource.as_object_mut() {
+        obj.insert("id".into(), Value::String(id.to_string()));
+    }
+    let mut payload = json!({"request_id": ctx.request_id});
+    payload[kind.name().to_ascii_lowercase()] = resource;
+    if let Some(r) = reason {
+        payload["reason"] = Value::String(r.into());
+    }
     tx.outbox(
         &ctx.tenant,
         event,

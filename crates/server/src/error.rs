@@ -15,6 +15,9 @@ pub enum ApiError {
     /// The licensing model refused a value (bad key, unknown plan, bad rule filter…).
     #[error("{0}")]
     Model(#[from] licensing::Error),
+    /// Well-formed, but it cannot be applied (a billing event naming an unknown plan…).
+    #[error("{0}")]
+    Unprocessable(String),
     /// No such resource in this tenant (also for resources of other tenants).
     #[error("{0}")]
     NotFound(String),
@@ -79,6 +82,7 @@ impl ApiError {
                 (StatusCode::BAD_REQUEST, Some("invalidFilter"))
             }
             ApiError::Model(_) => (StatusCode::BAD_REQUEST, Some("invalidValue")),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, Some("invalidValue")),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, None),
             ApiError::Uniqueness(_) => (StatusCode::CONFLICT, Some("uniqueness")),
             ApiError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, None),

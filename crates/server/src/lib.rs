@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod billing;
 pub mod clock;
 pub mod config;
 pub mod demo;
@@ -11,7 +12,9 @@ pub mod http;
 pub mod licensing;
 pub mod model;
 pub mod ops;
+pub mod signing;
 pub mod store;
+pub mod webhooks;
 
 use std::sync::Arc;
 

@@ -362,6 +362,7 @@ fn decide_and_write(
     let mut inserted: Vec<LicenseRow> = Vec::new();
     // Each touched product line's counts, kept in memory and written once at the end.
     let mut lines: BTreeMap<String, Line> = BTreeMap::new();
+    let mut lines_before: BTreeMap<String, Line> = BTreeMap::new();
     // Users who should newly hold a product, per product, with their decision.
     let mut arrivals: BTreeMap<String, Vec<(String, Decided)>> = BTreeMap::new();
     let mut touched: BTreeSet<String> = BTreeSet::new();
@@ -444,6 +445,7 @@ fn decide_and_write(
         };
         let hard = sub.enforcement == Enforcement::Hard;
         let line = *line_of(tx, &mut lines, tenant, &product)?;
+        lines_before.entry(product.clone()).or_insert(line);
         let mut newcomers = arrivals.remove(&product).unwrap_or_default();
         // Arrival order: the order of the change (user ids break ties deterministically).
         newcomers.sort_by(|a, b| a.0.cmp(&b.0));
@@ -583,6 +585,35 @@ fn decide_and_write(
 
     for (product, line) in &lines {
         tx.put_line(tenant, product, *line)?;
+    }
+    // A hard line that this change filled, or in which someone now waits for lack of a
+    // seat, is announced once per change.
+    for (product, before) in &lines_before {
+        let (Some(sub), Some(after)) = (model.subscription(product), lines.get(product)) else {
+            continue;
+        };
+        let seats = sub.seats as usize;
+        let newly_waiting = events.iter().any(|e| {
+            e.kind == "waitlisted" && e.after.as_ref().is_some_and(|a| &a.product == product)
+        });
+        if sub.enforcement == Enforcement::Hard
+            && after.active >= seats
+            && (before.active < seats || newly_waiting)
+        {
+            let payload = json!({
+                "product": product, "plan": sub.plan.as_str(), "seats": sub.seats,
+                "active": after.active, "waitlisted": after.waiting,
+                "cause": c.action, "request_id": c.request_id,
+            });
+            tx.outbox(
+                tenant,
+                "seats.exhausted",
+                "Subscription",
+                product,
+                &payload.to_string(),
+                &now_text,
+            )?;
+        }
     }
     let mut outcome = Outcome::default();
     for e in &events {

@@ -71,6 +71,28 @@ struct ServeArgs {
     /// Seconds between scheduler ticks (term and grace transitions).
     #[arg(long, env = "SEATKEEPER_SCHEDULER_INTERVAL", default_value_t = 5)]
     scheduler_interval: u64,
+    /// Secret of the generic billing endpoint (Standard Webhooks `whsec_…`); more can be
+    /// stored and rotated with `POST /api/v1/billing/secret`.
+    #[arg(long, env = "SEATKEEPER_BILLING_SECRET", hide_env_values = true)]
+    billing_secret: Option<String>,
+    /// Signing secret of the Stripe endpoint (`whsec_…` from Stripe's dashboard).
+    #[arg(long, env = "SEATKEEPER_STRIPE_SECRET", hide_env_values = true)]
+    stripe_secret: Option<String>,
+    /// Seconds a signed billing event's timestamp may be away from now.
+    #[arg(long, env = "SEATKEEPER_SIGNATURE_TOLERANCE", default_value_t = 300)]
+    signature_tolerance: i64,
+    /// Attempts of one webhook delivery before it is dead-lettered.
+    #[arg(long, env = "SEATKEEPER_WEBHOOK_MAX_ATTEMPTS", default_value_t = 12)]
+    webhook_max_attempts: u32,
+    /// Milliseconds before the first webhook retry (doubling each attempt, up to an hour).
+    #[arg(long, env = "SEATKEEPER_WEBHOOK_RETRY_BASE_MS", default_value_t = 5000)]
+    webhook_retry_base_ms: u64,
+    /// Seconds one webhook request may take.
+    #[arg(long, env = "SEATKEEPER_WEBHOOK_TIMEOUT", default_value_t = 10)]
+    webhook_timeout: u64,
+    /// Days before a term ends that `subscription.expiring` is sent.
+    #[arg(long, env = "SEATKEEPER_EXPIRY_NOTICE_DAYS", default_value_t = 7)]
+    expiry_notice_days: u32,
     /// For tests only: run on a clock that starts at this RFC 3339 instant and moves only
     /// through `POST /api/v1/clock`.
     #[arg(long)]
@@ -197,6 +219,9 @@ fn config_from(args: &ServeArgs) -> Config {
         rate_per_second: args.rate_limit,
         rate_burst: args.rate_burst,
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
+        billing_secret: args.billing_secret.clone().filter(|s| !s.is_empty()),
+        stripe_secret: args.stripe_secret.clone().filter(|s| !s.is_empty()),
+        signature_tolerance: args.signature_tolerance.max(1),
     }
 }
 
@@ -258,6 +283,22 @@ async fn serve(
         clock,
         Duration::from_secs(args.scheduler_interval.max(1)),
     );
+    store
+        .put_setting(
+            seatkeeper::model::EXPIRY_NOTICE_DAYS,
+            &args.expiry_notice_days.min(3650).to_string(),
+        )
+        .await?;
+    let _listener_task = store.listen_other_nodes();
+    let dispatcher = seatkeeper::webhooks::spawn(
+        store.clone(),
+        seatkeeper::webhooks::DispatchConfig {
+            max_attempts: args.webhook_max_attempts.max(1),
+            retry_base: Duration::from_millis(args.webhook_retry_base_ms.max(10)),
+            timeout: Duration::from_secs(args.webhook_timeout.max(1)),
+            ..Default::default()
+        },
+    );
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -279,6 +320,7 @@ async fn serve(
         } => tracing::warn!("requests still open after {SHUTDOWN_GRACE:?}; stopping anyway"),
     }
     scheduler.abort();
+    dispatcher.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -55,7 +55,7 @@ impl<T> From<ApiError> for Abort<T> {
 }
 
 /// Runs `f` in one transaction; a dry run rolls everything back and still returns the result.
-async fn transact<T, F>(store: &Store, dry_run: bool, f: F) -> ApiResult<T>
+pub(crate) async fn transact<T, F>(store: &Store, dry_run: bool, f: F) -> ApiResult<T>
 where
     T: Send + 'static,
     F: FnOnce(&mut Tx<'_>) -> ApiResult<T> + Send + 'static,
@@ -76,7 +76,7 @@ where
     }
 }
 
-fn cause(tenant: &str, actor: &Actor, action: &str, now: OffsetDateTime) -> Cause {
+pub(crate) fn cause(tenant: &str, actor: &Actor, action: &str, now: OffsetDateTime) -> Cause {
     Cause {
         tenant: tenant.to_string(),
         actor: actor.name.clone(),
@@ -102,7 +102,7 @@ pub fn subscription_json(s: &Subscription) -> Value {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn audit_model(
+pub(crate) fn audit_model(
     tx: &mut Tx<'_>,
     tenant: &str,
     actor: &Actor,
@@ -130,8 +130,7 @@ fn audit_model(
         "rule.changed"
     };
     let payload = json!({
-        "type": event, "tenant": tenant, "resource_type": kind, "id": id, "at": now,
-        "request_id": actor.request_id, "data": {"before": before, "after": after},
+        "request_id": actor.request_id, "action": action, "before": before, "after": after,
     });
     tx.outbox(tenant, event, kind, id, &payload.to_string(), now)?;
     Ok(())
@@ -146,6 +145,7 @@ pub fn settle_terms(
     now: OffsetDateTime,
 ) -> ApiResult<()> {
     let now_text = time_text(now);
+    let notice = expiry_notice(tx)?;
     for sub in tx.subscriptions(tenant)? {
         let mut status = sub.status;
         if lifecycle::phase(&sub, now) == Phase::Over && status != Status::Expired {
@@ -164,17 +164,67 @@ pub fn settle_terms(
                 Some(subscription_json(&after)),
             )?;
         }
+        // `subscription.expiring`, once per term end, `notice` before it.
+        let mut notice_at = None;
+        if status != Status::Expired
+            && let Some(end) = sub.ends_at
+        {
+            let end_text = time_text(end);
+            let sent = tx.expiring_sent(tenant, sub.product.as_str())?;
+            if sent.as_deref() != Some(end_text.as_str()) {
+                if now >= end - notice && lifecycle::phase(&sub, now) != Phase::Over {
+                    let payload = json!({
+                        "product": sub.product.as_str(), "plan": sub.plan.as_str(),
+                        "status": status.as_str(), "ends_at": end_text,
+                        "access_ends_at": lifecycle::access_ends(&sub).map(time_text),
+                        "on_expiry": sub.on_expiry.to_string(),
+                        "request_id": actor.request_id,
+                    });
+                    tx.outbox(
+                        tenant,
+                        "subscription.expiring",
+                        "Subscription",
+                        sub.product.as_str(),
+                        &payload.to_string(),
+                        &now_text,
+                    )?;
+                    tx.set_expiring_sent(tenant, sub.product.as_str(), &end_text)?;
+                } else if now < end - notice {
+                    notice_at = Some(end - notice);
+                }
+            }
+        }
         let next = if status == Status::Expired {
             None
         } else {
-            lifecycle::next_transition(&sub, now).map(time_text)
+            [lifecycle::next_transition(&sub, now), notice_at]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(time_text)
         };
         tx.set_next_check(tenant, sub.product.as_str(), next, status.as_str())?;
     }
     Ok(())
 }
 
-fn require_tenant(tx: &mut Tx<'_>, tenant: &str) -> ApiResult<()> {
+/// Settings key: days before a term ends that `subscription.expiring` is sent.
+pub const EXPIRY_NOTICE_DAYS: &str = "events.expiry_notice_days";
+
+/// How long before a term's end `subscription.expiring` is sent (7 days unless set).
+fn expiry_notice(tx: &mut Tx<'_>) -> ApiResult<time::Duration> {
+    let days = tx
+        .fetch_opt(
+            "SELECT value FROM settings WHERE key = $1",
+            &crate::params![EXPIRY_NOTICE_DAYS],
+        )?
+        .and_then(|r| r.text(0).parse::<i64>().ok())
+        .unwrap_or(7)
+        .clamp(0, 3650);
+    Ok(time::Duration::days(days))
+}
+
+pub(crate) fn require_tenant(tx: &mut Tx<'_>, tenant: &str) -> ApiResult<()> {
     let found = tx.fetch_opt(
         "SELECT id FROM tenants WHERE id = $1",
         &crate::params![tenant],

@@ -514,14 +514,41 @@ async fn terms_expire_on_schedule(b: Backend) {
     app.user("ann").await;
     assert_eq!(licenses(&app).await["ann"].1, "pro");
     let clock: seatkeeper::clock::SharedClock = std::sync::Arc::new(app.clock.clone());
-    app.clock.advance(time::Duration::days(13));
+    let expiring = |app: &common::TestApp| {
+        let (store, tenant) = (app.store.clone(), app.tenant.clone());
+        async move {
+            store
+                .outbox_after(&tenant, 0, 10_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.event_type == "subscription.expiring")
+                .count()
+        }
+    };
+    // Eight days before the end: nothing yet.
+    app.clock.advance(time::Duration::days(6));
     assert!(
         seatkeeper::model::run_due(&app.store, &*clock)
             .await
             .unwrap()
-            .is_empty(),
-        "nothing is due yet"
+            .is_empty()
     );
+    assert_eq!(expiring(&app).await, 0);
+    // Within the 7-day notice: `subscription.expiring` once, and no license changes.
+    app.clock.advance(time::Duration::days(7));
+    let done = seatkeeper::model::run_due(&app.store, &*clock)
+        .await
+        .unwrap();
+    assert!(done.values().all(|o| o.total() == 0), "{done:?}");
+    assert_eq!(expiring(&app).await, 1);
+    assert!(
+        seatkeeper::model::run_due(&app.store, &*clock)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(expiring(&app).await, 1, "sent once per term end");
     app.clock.advance(time::Duration::days(2));
     let done = seatkeeper::model::run_due(&app.store, &*clock)
         .await

@@ -254,7 +254,7 @@ async fn entra_sequence(b: Backend) {
     assert!(
         outbox_types(&app)
             .await
-            .contains(&"user.deactivated".to_string())
+            .contains(&"user.deprovisioned".to_string())
     );
     // A PATCH that changes nothing succeeds and keeps the version.
     let again = app
@@ -1143,10 +1143,10 @@ async fn audit_and_outbox_are_atomic(b: Backend) {
     assert_eq!(
         outbox_types(&app).await,
         [
-            "user.created",
-            "user.deactivated",
-            "user.reactivated",
-            "user.deleted"
+            "user.provisioned",
+            "user.deprovisioned",
+            "user.provisioned",
+            "user.deprovisioned"
         ]
     );
     let verified = seatkeeper::verify_audit(&app.store, Some(&app.tenant))

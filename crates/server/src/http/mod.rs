@@ -1,6 +1,7 @@
 //! HTTP: routing, middleware (request ids, metrics, timeouts), extractors and responses.
 
 pub mod admin;
+pub mod events;
 pub mod ops;
 pub mod scim_routes;
 
@@ -81,7 +82,7 @@ pub type Shared = Arc<AppState>;
 pub fn router(state: Shared) -> Router {
     Router::new()
         .nest("/scim/v2", scim_routes::routes())
-        .nest("/api/v1", admin::routes())
+        .nest("/api/v1", admin::routes().merge(events::routes()))
         .merge(ops::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {

@@ -542,6 +542,26 @@ impl<'a> Tx<'a> {
 }
 
 impl Tx<'_> {
+    /// ` FOR UPDATE OF {table} SKIP LOCKED` on PostgreSQL, where several nodes claim rows;
+    /// nothing on SQLite, where the one writer already excludes everyone else.
+    pub fn skip_locked_clause(&self, table: &str) -> String {
+        match self.conn {
+            TxRef::Sqlite(_) => String::new(),
+            TxRef::Postgres(_) => format!(" FOR UPDATE OF {table} SKIP LOCKED"),
+        }
+    }
+
+    /// Tells other nodes, when this transaction commits, that it wrote events (PostgreSQL
+    /// `NOTIFY`, transactional; on SQLite there are no other nodes).
+    pub(crate) fn notify_other_nodes(&mut self) -> StoreResult<()> {
+        match self.conn {
+            TxRef::Sqlite(_) => Ok(()),
+            TxRef::Postgres(_) => self
+                .execute("SELECT pg_notify('seatkeeper_events', '')", &[])
+                .map(|_| ()),
+        }
+    }
+
     /// Runs a query in the transaction.
     pub fn fetch(&mut self, sql: &str, params: &[P]) -> StoreResult<Vec<Row>> {
         match &mut self.conn {

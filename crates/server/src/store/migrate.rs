@@ -7,6 +7,7 @@ use super::{Backend, StoreResult};
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial schema", include_str!("schema.sql")),
     (2, "licensing", include_str!("licensing.sql")),
+    (3, "billing and webhooks", include_str!("billing.sql")),
 ];
 
 /// An arbitrary constant naming seatkeeper's migration lock.

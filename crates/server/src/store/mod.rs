@@ -6,6 +6,7 @@
 
 pub mod db;
 pub mod directory;
+pub mod events;
 pub mod licensing;
 mod migrate;
 
@@ -75,6 +76,9 @@ impl Default for StoreOptions {
 pub struct Store {
     backend: Backend,
     pool: Pool,
+    /// Counts commits that wrote events (on this node, and on others via PostgreSQL
+    /// `LISTEN`): the dispatcher and event streams wait on it instead of polling.
+    events: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 fn sqlite_path(url: &str) -> StoreResult<PathBuf> {
@@ -102,6 +106,7 @@ impl Store {
             Store {
                 backend: Backend::Sqlite,
                 pool: Pool::Sqlite(std::sync::Arc::new(sqlite)),
+                events: Default::default(),
             }
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pg = PgPoolOptions::new()
@@ -112,6 +117,7 @@ impl Store {
             Store {
                 backend: Backend::Postgres,
                 pool: Pool::Postgres(pg),
+                events: Default::default(),
             }
         } else {
             return Err(StoreError::BadUrl(url.to_string()));
@@ -138,7 +144,53 @@ impl Store {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
     {
-        self.pool.write(f).await
+        let wrote_events = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = wrote_events.clone();
+        let out = self
+            .pool
+            .write(move |tx| {
+                let out = f(tx);
+                if !tx.pending.outbox.is_empty() {
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                out
+            })
+            .await;
+        if out.is_ok() && wrote_events.load(std::sync::atomic::Ordering::Relaxed) {
+            self.events.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        out
+    }
+
+    /// A receiver that changes after every commit that wrote events.
+    pub fn event_commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events.subscribe()
+    }
+
+    /// On PostgreSQL, listens for other nodes' commits of events (`NOTIFY`) and passes them
+    /// on to [`Store::event_commits`]; reconnects after a lost connection (and then counts
+    /// one commit, since notifications may have been missed). Nothing to do on SQLite.
+    pub fn listen_other_nodes(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let Pool::Postgres(pg) = &self.pool else {
+            return None;
+        };
+        let (pg, events) = (pg.clone(), self.events.clone());
+        Some(tokio::spawn(async move {
+            loop {
+                match sqlx::postgres::PgListener::connect_with(&pg).await {
+                    Ok(mut listener) => {
+                        if listener.listen("seatkeeper_events").await.is_ok() {
+                            events.send_modify(|n| *n = n.wrapping_add(1));
+                            while listener.recv().await.is_ok() {
+                                events.send_modify(|n| *n = n.wrapping_add(1));
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "LISTEN failed; retrying"),
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }))
     }
 
     pub(crate) fn pool(&self) -> &Pool {
@@ -166,6 +218,17 @@ impl Store {
             .fetch_opt("SELECT value FROM settings WHERE key = $1", &params![key])
             .await?
             .map(|r| r.text(0)))
+    }
+
+    /// Writes a setting (insert or replace).
+    pub async fn put_setting(&self, key: &str, value: &str) -> StoreResult<()> {
+        self.pool
+            .execute(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &params![key, value],
+            )
+            .await?;
+        Ok(())
     }
 
     /// Writes a setting if it is not set yet; returns whether it was written.
@@ -524,6 +587,9 @@ impl Tx<'_> {
     /// inserts, then the chain tip once — just before it commits.
     pub(crate) fn flush(&mut self) -> StoreResult<()> {
         let pending = std::mem::take(&mut self.pending);
+        if !pending.outbox.is_empty() {
+            self.notify_other_nodes()?;
+        }
         for chunk in pending.audit.chunks(100) {
             let mut sql = String::from(
                 "INSERT INTO audit_log (tenant_id, seq, at, actor, action, resource_type, resource_id, \
@@ -644,6 +710,8 @@ impl Tx<'_> {
         payload: &str,
         now: &str,
     ) -> StoreResult<()> {
+        // A tenant's outbox ids must grow in commit order (see `events`): drawn under its lock.
+        self.lock_for_outbox(tenant)?;
         self.pending.outbox.push([
             tenant.to_string(),
             event_type.to_string(),
