@@ -152,8 +152,23 @@ fn merged(
     };
     if let Some(obj) = body.as_object_mut() {
         obj.remove("product");
+        let started = obj.get("starts_at").cloned();
         for (k, v) in fields {
             obj.insert(k.clone(), v.clone());
+        }
+        // A renewal or update extends a subscription; its start never moves later (billing
+        // systems send the new period's start), or access would stop until then.
+        if current.is_some()
+            && kind != "subscription.created"
+            && let (Some(Value::String(old)), Some(Value::String(new))) =
+                (&started, obj.get("starts_at"))
+            && let (Ok(o), Ok(n)) = (
+                OffsetDateTime::parse(old, &Rfc3339),
+                OffsetDateTime::parse(new, &Rfc3339),
+            )
+            && n > o
+        {
+            obj.insert("starts_at".into(), Value::String(old.clone()));
         }
         let status = match kind {
             "subscription.canceled" => Some("canceled"),

@@ -1,0 +1,650 @@
+//! Billing events in, through the HTTP API on SQLite and PostgreSQL: signatures are
+//! checked, each event applies exactly once, late events are ignored, failures apply
+//! nothing; and the event feed and webhook registration that carry changes out.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{ADMIN, Backend, TestApp};
+use seatkeeper::config::Config;
+use serde_json::{Value, json};
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const STRIPE_SECRET: &str = "whsec_stripe_test_secret";
+
+async fn app(b: Backend) -> TestApp {
+    common::app_with(
+        b,
+        Config {
+            rate_per_second: 100_000,
+            rate_burst: 100_000,
+            billing_secret: Some(SECRET.into()),
+            stripe_secret: Some(STRIPE_SECRET.into()),
+            ..Config::default()
+        },
+    )
+    .await
+}
+
+fn product(app: &TestApp) -> String {
+    format!("bl-{}", &app.tenant[app.tenant.len() - 12..])
+}
+
+async fn admin(app: &TestApp, method: &str, uri: &str, body: Option<Value>) -> common::Resp {
+    app.req_as(ADMIN, method, uri, body, &[]).await
+}
+
+/// A catalogue product (free < pro < enterprise) and a hard subscription of `seats` pro seats.
+async fn setup(app: &TestApp, seats: u32) {
+    let m = json!({
+        "products": [{"key": product(app), "name": "Billed", "plans": [
+            {"key": "free", "rank": 0, "features": ["read"]},
+            {"key": "pro", "rank": 1, "features": ["read", "write"]},
+            {"key": "enterprise", "rank": 2, "features": ["read", "write", "sso"]},
+        ]}],
+        "tenants": [{"id": app.tenant, "subscriptions": [{
+            "product": product(app), "plan": "pro", "seats": seats,
+            "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2027-01-01T00:00:00Z",
+            "on_expiry": "downgrade:free", "enforcement": "hard"}], "rules": []}],
+    });
+    let r = admin(app, "PUT", "/api/v1/model", Some(m)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+}
+
+fn now() -> i64 {
+    use seatkeeper::clock::Clock;
+    seatkeeper::clock::SystemClock.now().unix_timestamp()
+}
+
+/// Posts a generic billing event signed with `secret` (Standard Webhooks).
+async fn post_event(app: &TestApp, secret: &str, event: &Value) -> common::Resp {
+    let body = event.to_string();
+    let ts = now();
+    let msg = format!("msg_{}", event["id"].as_str().unwrap_or("x"));
+    let sig = seatkeeper::signing::standard_sign(secret, &msg, ts, body.as_bytes());
+    let ts = ts.to_string();
+    app.req_as(
+        "",
+        "POST",
+        "/api/v1/billing/events",
+        Some(event.clone()),
+        &[
+            ("webhook-id", &msg),
+            ("webhook-timestamp", &ts),
+            ("webhook-signature", &sig),
+        ],
+    )
+    .await
+}
+
+fn event(app: &TestApp, id: &str, kind: &str, created: &str, sub: Value) -> Value {
+    let mut s = json!({"product": product(app)});
+    for (k, v) in sub.as_object().unwrap() {
+        s[k] = v.clone();
+    }
+    // Event ids are unique per source across tenants (and across runs on one PostgreSQL).
+    let id = format!("{id}-{}", product(app));
+    json!({"id": id, "type": kind, "created_at": created, "tenant": app.tenant, "subscription": s})
+}
+
+async fn subscription(app: &TestApp) -> Value {
+    let r = admin(
+        app,
+        "GET",
+        &format!("/api/v1/tenants/{}/subscriptions", app.tenant),
+        None,
+    )
+    .await;
+    r.body["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["product"] == json!(product(app)))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+async fn states(app: &TestApp) -> (usize, usize) {
+    let line = app.store.lines(&app.tenant).await.unwrap();
+    let l = line.get(&product(app)).copied().unwrap_or_default();
+    (l.active, l.waiting)
+}
+
+async fn events(app: &TestApp) -> Vec<String> {
+    app.store
+        .outbox_after(&app.tenant, 0, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect()
+}
+
+async fn audit_len(app: &TestApp) -> i64 {
+    app.store.audit_head(&app.tenant).await.unwrap().unwrap().0
+}
+
+async fn an_event_applies_exactly_once(b: Backend) {
+    let app = app(b).await;
+    setup(&app, 2).await;
+    for u in ["ann", "bob", "cid"] {
+        app.user(u).await;
+    }
+    assert_eq!(states(&app).await, (2, 1));
+    let ev = event(
+        &app,
+        "evt_seats_3",
+        "subscription.updated",
+        "2026-11-22T10:00:00Z",
+        json!({"seats": 3}),
+    );
+    let r = post_event(&app, SECRET, &ev).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["outcome"], "applied", "{}", r.raw);
+    assert_eq!(r.body["licenses"]["promoted"], 1, "{}", r.raw);
+    assert_eq!(states(&app).await, (3, 0));
+    assert_eq!(subscription(&app).await["seats"], 3);
+    let promoted = events(&app)
+        .await
+        .iter()
+        .filter(|e| *e == "license.promoted")
+        .count();
+    assert_eq!(promoted, 1);
+    // The same event twice more: 200, and nothing changes: no audit record, no event.
+    let (audit, outbox) = (audit_len(&app).await, events(&app).await.len());
+    for _ in 0..2 {
+        let r = post_event(&app, SECRET, &ev).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+        assert_eq!(r.body["outcome"], "duplicate", "{}", r.raw);
+    }
+    assert_eq!(audit_len(&app).await, audit);
+    assert_eq!(events(&app).await.len(), outbox);
+    // The audit trail names the source and the event.
+    let rows = app.store.audit_rows(&app.tenant, 0, 10_000).await.unwrap();
+    let billed = rows
+        .iter()
+        .find(|r| r.action == "billing.updated")
+        .expect("audited");
+    assert_eq!(billed.actor, "billing:generic");
+    assert!(billed.after.as_deref().unwrap().contains("evt_seats_3"));
+}
+
+async fn late_events_are_recorded_and_ignored(b: Backend) {
+    let app = app(b).await;
+    setup(&app, 5).await;
+    let newer = event(
+        &app,
+        "evt_new",
+        "subscription.updated",
+        "2026-11-22T12:00:00Z",
+        json!({"seats": 8}),
+    );
+    let older = event(
+        &app,
+        "evt_old",
+        "subscription.updated",
+        "2026-11-22T11:00:00Z",
+        json!({"seats": 6}),
+    );
+    assert_eq!(
+        post_event(&app, SECRET, &newer).await.body["outcome"],
+        "applied"
+    );
+    let r = post_event(&app, SECRET, &older).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["outcome"], "stale", "{}", r.raw);
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("evt_new"),
+        "{}",
+        r.raw
+    );
+    assert_eq!(subscription(&app).await["seats"], 8);
+    let log = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/tenants/{}/billing/events", app.tenant),
+        None,
+    )
+    .await;
+    let outcomes: Vec<&str> = log.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert!(
+        outcomes.contains(&"stale") && outcomes.contains(&"applied"),
+        "{}",
+        log.raw
+    );
+}
+
+async fn a_failing_event_applies_nothing(b: Backend) {
+    let app = app(b).await;
+    setup(&app, 2).await;
+    app.user("ann").await;
+    let before = (
+        subscription(&app).await,
+        audit_len(&app).await,
+        events(&app).await.len(),
+    );
+    let bad = event(
+        &app,
+        "evt_plat",
+        "subscription.updated",
+        "2026-11-22T10:00:00Z",
+        json!({"plan": "platinum", "seats": 9}),
+    );
+    let r = post_event(&app, SECRET, &bad).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.raw);
+    assert_eq!(r.body["status"], "422");
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("platinum"),
+        "{}",
+        r.raw
+    );
+    let after = (
+        subscription(&app).await,
+        audit_len(&app).await,
+        events(&app).await.len(),
+    );
+    assert_eq!(before, after, "nothing applied");
+    // Unknown product and unknown tenant are refused the same way.
+    let mut p = bad.clone();
+    p["id"] = json!(format!("evt_prod-{}", product(&app)));
+    p["subscription"] = json!({"product": "no-such-product", "plan": "pro"});
+    assert_eq!(
+        post_event(&app, SECRET, &p).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let mut t = bad.clone();
+    t["id"] = json!(format!("evt_tenant-{}", product(&app)));
+    t["tenant"] = "no-such-tenant".into();
+    assert_eq!(
+        post_event(&app, SECRET, &t).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    // Negative seats are a bad value.
+    let mut n = bad.clone();
+    n["id"] = json!(format!("evt_neg-{}", product(&app)));
+    n["subscription"]["plan"] = "pro".into();
+    n["subscription"]["seats"] = json!(-3);
+    assert_eq!(
+        post_event(&app, SECRET, &n).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    // Once the sender fixes it, the same event id is processed.
+    let mut fixed = bad.clone();
+    fixed["subscription"]["plan"] = "enterprise".into();
+    let r = post_event(&app, SECRET, &fixed).await;
+    assert_eq!(r.body["outcome"], "applied", "{}", r.raw);
+    assert_eq!(subscription(&app).await["plan"], "enterprise");
+    // Malformed events: 400 with a SCIM error body.
+    for body in [json!({"id": "x"}), json!([1, 2])] {
+        let r = post_event(&app, SECRET, &body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+        assert_eq!(r.body["scimType"], "invalidValue", "{}", r.raw);
+    }
+}
+
+async fn signatures_are_required(b: Backend) {
+    let app = app(b).await;
+    setup(&app, 2).await;
+    let ev = event(
+        &app,
+        "evt_sig",
+        "subscription.updated",
+        "2026-11-22T10:00:00Z",
+        json!({"seats": 4}),
+    );
+    let r = post_event(&app, "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", &ev).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.raw);
+    let r = app
+        .req_as("", "POST", "/api/v1/billing/events", Some(ev.clone()), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.raw);
+    // A valid signature over another body.
+    let body = ev.to_string();
+    let ts = now();
+    let sig = seatkeeper::signing::standard_sign(SECRET, "m1", ts, b"{}");
+    let ts_text = ts.to_string();
+    let r = app
+        .req_as(
+            "",
+            "POST",
+            "/api/v1/billing/events",
+            Some(ev.clone()),
+            &[
+                ("webhook-id", "m1"),
+                ("webhook-timestamp", &ts_text),
+                ("webhook-signature", &sig),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.raw);
+    // A replay from an hour ago.
+    let old = (ts - 3600).to_string();
+    let sig = seatkeeper::signing::standard_sign(SECRET, "m1", ts - 3600, body.as_bytes());
+    let r = app
+        .req_as(
+            "",
+            "POST",
+            "/api/v1/billing/events",
+            Some(ev.clone()),
+            &[
+                ("webhook-id", "m1"),
+                ("webhook-timestamp", &old),
+                ("webhook-signature", &sig),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.raw);
+    assert_eq!(subscription(&app).await["seats"], 2, "nothing applied");
+    let log = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/tenants/{}/billing/events", app.tenant),
+        None,
+    )
+    .await;
+    assert_eq!(log.body["events"], json!([]), "{}", log.raw);
+}
+
+async fn lifecycle_events(b: Backend) {
+    let app = app(b).await;
+    setup(&app, 5).await;
+    let ann = app.user("ann").await;
+    // A failed payment keeps access (past_due until the term and grace end).
+    let r = post_event(
+        &app,
+        SECRET,
+        &event(
+            &app,
+            "evt_pf",
+            "subscription.payment_failed",
+            "2026-11-22T10:00:00Z",
+            json!({}),
+        ),
+    )
+    .await;
+    assert_eq!(r.body["outcome"], "applied", "{}", r.raw);
+    assert_eq!(subscription(&app).await["status"], "past_due");
+    assert_eq!(states(&app).await, (1, 0));
+    // A renewal makes it active again with a new term; the start stays where it was, so
+    // access never pauses until the new period begins.
+    let r = post_event(
+        &app,
+        SECRET,
+        &event(
+            &app,
+            "evt_rn",
+            "subscription.renewed",
+            "2026-11-22T10:01:00Z",
+            json!({"starts_at": "2027-01-01T00:00:00Z", "ends_at": "2028-01-01T00:00:00Z"}),
+        ),
+    )
+    .await;
+    assert_eq!(r.body["outcome"], "applied", "{}", r.raw);
+    let s = subscription(&app).await;
+    assert_eq!(
+        (s["status"].as_str(), s["ends_at"].as_str()),
+        (Some("active"), Some("2028-01-01T00:00:00.000000Z"))
+    );
+    // Expired: on_expiry (downgrade to free) applies at once.
+    let r = post_event(
+        &app,
+        SECRET,
+        &event(
+            &app,
+            "evt_ex",
+            "subscription.expired",
+            "2026-11-22T10:02:00Z",
+            json!({}),
+        ),
+    )
+    .await;
+    assert_eq!(r.body["outcome"], "applied", "{}", r.raw);
+    assert_eq!(r.body["licenses"]["changed"], 1, "{}", r.raw);
+    let lic = app.store.licenses_of(&app.tenant, &[ann]).await.unwrap();
+    assert_eq!(lic[0].plan, "free");
+    assert!(events(&app).await.contains(&"license.changed".to_string()));
+}
+
+async fn stripe_events(b: Backend) {
+    let app = app(b).await;
+    setup(&app, 1).await;
+    for u in ["ann", "bob"] {
+        app.user(u).await;
+    }
+    let price = format!("price_{}", product(&app));
+    let r = admin(
+        &app,
+        "PUT",
+        &format!("/api/v1/billing/stripe/prices/{price}"),
+        Some(json!({"product": product(&app), "plan": "enterprise"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let r = admin(
+        &app,
+        "PUT",
+        "/api/v1/billing/stripe/prices/price_bad",
+        Some(json!({"product": "nope", "plan": "x"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+    let ev = json!({"id": format!("evt_{}", product(&app)), "object": "event", "type": "customer.subscription.updated",
+        "created": 1_795_000_000,
+        "data": {"object": {"id": "sub_1", "object": "subscription", "customer": "cus_1", "status": "active",
+            "metadata": {"seatkeeper_tenant": app.tenant},
+            "items": {"data": [{"quantity": 2, "current_period_start": 1_790_000_000, "current_period_end": 1_800_000_000,
+                "price": {"id": price, "product": "prod_1"}}]}}}});
+    let body = ev.to_string();
+    let header = seatkeeper::signing::stripe_sign(STRIPE_SECRET, now(), body.as_bytes());
+    let r = app
+        .req_as(
+            "",
+            "POST",
+            "/api/v1/billing/stripe",
+            Some(ev.clone()),
+            &[("stripe-signature", &header)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["outcome"], "applied", "{}", r.raw);
+    let s = subscription(&app).await;
+    assert_eq!(
+        (s["plan"].as_str(), s["seats"].as_u64()),
+        (Some("enterprise"), Some(2)),
+        "{s}"
+    );
+    assert_eq!(states(&app).await, (2, 0));
+    // Redelivered: nothing changes. Wrong secret: 401.
+    let r = app
+        .req_as(
+            "",
+            "POST",
+            "/api/v1/billing/stripe",
+            Some(ev.clone()),
+            &[("stripe-signature", &header)],
+        )
+        .await;
+    assert_eq!(r.body["outcome"], "duplicate", "{}", r.raw);
+    let forged = seatkeeper::signing::stripe_sign("whsec_other", now(), body.as_bytes());
+    let r = app
+        .req_as(
+            "",
+            "POST",
+            "/api/v1/billing/stripe",
+            Some(ev.clone()),
+            &[("stripe-signature", &forged)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.raw);
+    // Other event types are accepted and recorded without effect.
+    let inv = json!({"id": format!("evt_inv_{}", product(&app)), "type": "invoice.paid", "created": 1_795_000_001, "data": {"object": {}}});
+    let h = seatkeeper::signing::stripe_sign(STRIPE_SECRET, now(), inv.to_string().as_bytes());
+    let r = app
+        .req_as(
+            "",
+            "POST",
+            "/api/v1/billing/stripe",
+            Some(inv),
+            &[("stripe-signature", &h)],
+        )
+        .await;
+    assert_eq!(r.body["outcome"], "ignored", "{}", r.raw);
+    // Deleted: the subscription is canceled and ended (here, days before the server's
+    // clock, without grace): on_expiry applies at once, everyone moves to free.
+    let mut del = ev.clone();
+    del["id"] = json!(format!("evt_del_{}", product(&app)));
+    del["type"] = "customer.subscription.deleted".into();
+    del["created"] = json!(1_795_000_002);
+    del["data"]["object"]["status"] = "canceled".into();
+    del["data"]["object"]["ended_at"] = json!(1_795_000_002);
+    let h = seatkeeper::signing::stripe_sign(STRIPE_SECRET, now(), del.to_string().as_bytes());
+    let r = app
+        .req_as(
+            "",
+            "POST",
+            "/api/v1/billing/stripe",
+            Some(del),
+            &[("stripe-signature", &h)],
+        )
+        .await;
+    assert_eq!(r.body["outcome"], "applied", "{}", r.raw);
+    assert_eq!(r.body["licenses"]["changed"], 2, "{}", r.raw);
+    assert_eq!(subscription(&app).await["status"], "expired");
+}
+
+async fn webhooks_and_the_feed(b: Backend) {
+    let app = app(b).await;
+    let base = format!("/api/v1/tenants/{}/webhooks", app.tenant);
+    for bad in [
+        json!({"url": "not a url"}),
+        json!({"url": "ftp://x.example/"}),
+        json!({"url": "https://x.example/", "events": ["user.exploded"]}),
+        json!({"url": "https://x.example/", "events": []}),
+    ] {
+        let r = admin(&app, "POST", &base, Some(bad.clone())).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.raw);
+    }
+    let r = admin(
+        &app,
+        "POST",
+        &base,
+        Some(
+            json!({"url": "https://hooks.example/in", "events": ["license.*", "user.provisioned"]}),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    assert!(r.body["secret"].as_str().unwrap().starts_with("whsec_"));
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let list = admin(&app, "GET", &base, None).await;
+    assert_eq!(list.body["webhooks"][0]["id"], json!(id));
+    assert!(
+        list.body["webhooks"][0].get("secret").is_none(),
+        "the secret is shown once"
+    );
+    // SCIM tokens cannot manage webhooks.
+    let r = app
+        .req("POST", &base, Some(json!({"url": "https://x.example/"})))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // The feed pages through a tenant's events with a cursor.
+    for u in ["a1", "a2", "a3"] {
+        app.user(u).await;
+    }
+    let r = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/events?tenant={}&limit=2", app.tenant),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["events"].as_array().unwrap().len(), 2);
+    assert_eq!(r.body["events"][0]["type"], "user.provisioned");
+    assert_eq!(r.body["events"][0]["data"]["user"]["userName"], "a1");
+    assert_eq!(r.body["has_more"], true);
+    let cursor = r.body["next_cursor"].as_str().unwrap().to_string();
+    let r = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/events?tenant={}&after={cursor}", app.tenant),
+        None,
+    )
+    .await;
+    assert_eq!(r.body["events"].as_array().unwrap().len(), 1, "{}", r.raw);
+    assert_eq!(r.body["events"][0]["data"]["user"]["userName"], "a3");
+    let r = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/events?tenant={}&after=nonsense", app.tenant),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = admin(&app, "GET", "/api/v1/events", None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // Another tenant's feed holds none of these.
+    let other =
+        seatkeeper::ops::create_tenant(&app.store, &seatkeeper::clock::SystemClock, "Other")
+            .await
+            .unwrap();
+    let r = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/events?tenant={}", other.id),
+        None,
+    )
+    .await;
+    assert_eq!(r.body["events"], json!([]), "{}", r.raw);
+    // The endpoint received deliveries for the events it asked for, once fanned out.
+    let hooks = app.store.active_webhooks().await.unwrap();
+    let stamp = "2026-11-22T10:00:00.000000Z".to_string();
+    let n = app
+        .store
+        .write(move |tx| {
+            let mut n = 0;
+            for (t, w) in &hooks {
+                n += tx.fan_out(t, w, &stamp, 1000)?;
+            }
+            Ok::<_, seatkeeper::store::StoreError>(n)
+        })
+        .await
+        .unwrap();
+    assert!(n >= 3, "three user.provisioned at least, got {n}");
+    let log = admin(&app, "GET", &format!("{base}/{id}/deliveries"), None).await;
+    let types: Vec<&str> = log.body["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["event_type"].as_str().unwrap())
+        .collect();
+    assert!(
+        types
+            .iter()
+            .all(|t| *t == "user.provisioned" || t.starts_with("license.")),
+        "{types:?}"
+    );
+    assert_eq!(
+        types.iter().filter(|t| **t == "user.provisioned").count(),
+        3
+    );
+    let r = admin(&app, "DELETE", &format!("{base}/{id}"), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = admin(&app, "GET", &format!("{base}/{id}"), None).await;
+    assert!(r.body["disabled"].is_string(), "{}", r.raw);
+}
+
+both_backends!(
+    an_event_applies_exactly_once,
+    late_events_are_recorded_and_ignored,
+    a_failing_event_applies_nothing,
+    signatures_are_required,
+    lifecycle_events,
+    stripe_events,
+    webhooks_and_the_feed,
+);
