@@ -47,8 +47,8 @@ impl Default for DispatchConfig {
             retry_base: Duration::from_secs(5),
             retry_max: Duration::from_secs(3600),
             timeout: Duration::from_secs(10),
-            batch: 256,
-            concurrency: 64,
+            batch: 128,
+            concurrency: 128,
         }
     }
 }
@@ -144,8 +144,11 @@ pub async fn tick(
             Ok::<usize, crate::store::StoreError>(n)
         })
         .await?;
-    let lease = (cfg.timeout.as_millis() as i64) * 3 + 5_000;
-    let batch = cfg.batch;
+    // One batch is sent in one round (no more than `concurrency` requests), so its lease
+    // only needs to outlast one request: a node that dies holding it delays those
+    // deliveries by at most the lease.
+    let lease = cfg.timeout.as_millis() as i64 + 5_000;
+    let batch = cfg.batch.min(cfg.concurrency as i64).max(1);
     let claimed = store
         .write(move |tx| tx.claim_deliveries(now_ms(), lease, batch))
         .await?;
@@ -200,6 +203,7 @@ async fn send(client: &reqwest::Client, cfg: &DispatchConfig, c: Claimed) -> Att
     let attempts = u32::try_from(c.attempts + 1).unwrap_or(u32::MAX);
     let retry_at = (attempts < cfg.max_attempts)
         .then(|| now_ms() + backoff(cfg, attempts - 1).as_millis() as i64);
+    let clean = |s: String| -> String { s.chars().filter(|c| !c.is_control()).take(300).collect() };
     match sent {
         Ok(resp) if resp.status().is_success() => Attempt {
             id: c.id,
@@ -211,20 +215,20 @@ async fn send(client: &reqwest::Client, cfg: &DispatchConfig, c: Claimed) -> Att
         Ok(resp) => Attempt {
             id: c.id,
             status: Some(i64::from(resp.status().as_u16())),
-            error: Some(format!("the endpoint answered {}", resp.status())),
+            error: Some(clean(format!("the endpoint answered {}", resp.status()))),
             ok: false,
             retry_at,
         },
         Err(e) => Attempt {
             id: c.id,
             status: None,
-            error: Some(if e.is_timeout() {
+            error: Some(clean(if e.is_timeout() {
                 format!("no answer within {:?}", cfg.timeout)
             } else if e.is_connect() {
                 "cannot connect to the endpoint".to_string()
             } else {
                 format!("request failed: {e}")
-            }),
+            })),
             ok: false,
             retry_at,
         },

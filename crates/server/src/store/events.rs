@@ -445,12 +445,14 @@ impl Tx<'_> {
             };
             self.execute(
                 "UPDATE deliveries SET state = $2, attempts = attempts + 1, next_attempt = $3, lease_until = 0, \
-                 last_status = $4, last_error = $5, updated = $6 WHERE id = $1",
+                 last_status = NULLIF($4, -1), last_error = $5, updated = $6 WHERE id = $1",
                 &[
                     P::Int(a.id),
                     P::from(state),
                     P::Int(next),
-                    a.status.map_or(P::Null, P::Int),
+                    // Always an integer: a NULL would be bound as text, and PostgreSQL keeps
+                    // one prepared statement per SQL text, typed by its first use.
+                    P::Int(a.status.unwrap_or(-1)),
                     P::from(a.error.clone()),
                     P::from(now),
                 ],

@@ -1,0 +1,539 @@
+//! End to end: events out of the real `seatkeeper` binary to a real HTTP receiver on
+//! loopback — signed webhooks that survive a receiver outage and a SIGKILL of the server,
+//! billing events in, and term events at the right (test-clock) time.
+
+mod common;
+
+#[path = "common/binary.rs"]
+mod binary;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use binary::{ADMIN, Server, cli_ok, database};
+use common::Backend;
+use seatkeeper::clock::Clock;
+use serde_json::{Value, json};
+
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+/// What the receiver got: (webhook-id, verified, body).
+type Inbox = Arc<Mutex<Vec<(String, bool, Value)>>>;
+
+/// A webhook receiver on `port` that checks each delivery's signature with `secret`.
+async fn receiver(
+    port: u16,
+    secret: Arc<Mutex<String>>,
+    inbox: Inbox,
+) -> tokio::task::JoinHandle<()> {
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let (secret, inbox) = (secret.clone(), inbox.clone());
+            async move {
+                let h = |n: &str| {
+                    headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                };
+                let now = seatkeeper::clock::SystemClock.now().unix_timestamp();
+                let key = secret.lock().unwrap().clone();
+                let ok = seatkeeper::signing::standard_verify(
+                    &[key],
+                    h("webhook-id").as_deref(),
+                    h("webhook-timestamp").as_deref(),
+                    h("webhook-signature").as_deref(),
+                    &body,
+                    now,
+                    300,
+                )
+                .is_ok();
+                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                inbox
+                    .lock()
+                    .unwrap()
+                    .push((h("webhook-id").unwrap_or_default(), ok, v));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    tenant: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", self.base),
+            )
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        match req.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let text = resp.text().await.unwrap_or_default();
+                (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self
+            .call(ADMIN, method, &format!("/api/v1{path}"), body)
+            .await;
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {v}"
+        );
+        v
+    }
+
+    async fn create_user(&self, name: &str) -> (u16, Value) {
+        self.call(
+            &self.token,
+            "POST",
+            "/scim/v2/Users",
+            Some(json!({"schemas": [USER], "userName": name})),
+        )
+        .await
+    }
+
+    /// Every event of the tenant, from the pull feed.
+    async fn feed(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let v = self
+                .admin(
+                    "GET",
+                    &format!("/events?tenant={}&after={after}&limit=1000", self.tenant),
+                    None,
+                )
+                .await;
+            out.extend(v["events"].as_array().unwrap().iter().cloned());
+            after = v["next_cursor"].as_str().unwrap().to_string();
+            if v["has_more"] != json!(true) {
+                return out;
+            }
+        }
+    }
+}
+
+fn setup(db: &str, base: &str) -> Api {
+    let tenant = cli_ok(db, &["tenant", "create", "Events"])
+        .trim()
+        .to_string();
+    let token = cli_ok(db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    Api {
+        http: reqwest::Client::new(),
+        base: base.to_string(),
+        token,
+        tenant,
+    }
+}
+
+fn model(tenant: &str, product: &str, seats: u32, ends_at: &str) -> Value {
+    json!({
+        "products": [{"key": product, "name": "Events", "plans": [
+            {"key": "free", "rank": 0, "features": ["read"]},
+            {"key": "pro", "rank": 1, "features": ["read", "write"]}]}],
+        "tenants": [{"id": tenant, "subscriptions": [{"product": product, "plan": "pro", "seats": seats,
+            "starts_at": "2026-01-01T00:00:00Z", "ends_at": ends_at, "grace_days": 0,
+            "on_expiry": "downgrade:free", "enforcement": "hard"}], "rules": []}],
+    })
+}
+
+async fn wait_for(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    for _ in 0..secs * 20 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Received events by id (duplicates only ever carry the same id and body), all verified.
+fn received(inbox: &Inbox) -> BTreeMap<String, Value> {
+    let got = inbox.lock().unwrap();
+    let mut out = BTreeMap::new();
+    for (id, ok, body) in got.iter() {
+        assert!(ok, "a delivery with a bad signature: {body}");
+        assert_eq!(body["id"], json!(id), "webhook-id is the event id");
+        if let Some(prev) = out.insert(id.clone(), body.clone()) {
+            assert_eq!(prev, *body, "a duplicate carries the same event");
+        }
+    }
+    out
+}
+
+/// A receiver that is down at first gets every event once it is back: valid signatures,
+/// none lost, duplicates only with the same id, one user's events in order. A seat bought
+/// through a billing event promotes the waiting user and fires `license.promoted`.
+async fn webhooks_survive_an_outage(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(b, &dir);
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let server = Server::start(
+        &db,
+        &[
+            "--webhook-retry-base-ms",
+            "100",
+            "--webhook-timeout",
+            "2",
+            "--billing-secret",
+            secret,
+        ],
+    );
+    let api = setup(&db, &server.base);
+    let product = format!("ev-{}", &api.tenant[api.tenant.len() - 12..]);
+    api.admin(
+        "PUT",
+        "/model",
+        Some(model(&api.tenant, &product, 3, "2027-01-01T00:00:00Z")),
+    )
+    .await;
+    let port = free_port();
+    let hook = api
+        .admin("POST", &format!("/tenants/{}/webhooks", api.tenant),
+            Some(json!({"url": format!("http://127.0.0.1:{port}/hook"), "events": ["user.*", "license.*"]})))
+        .await;
+    let hook_secret = Arc::new(Mutex::new(hook["secret"].as_str().unwrap().to_string()));
+    // The receiver is down while 4 users arrive (one waits for a seat) and one leaves.
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let (status, v) = api.create_user(&format!("u{i}")).await;
+        assert_eq!(status, 201, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    let (status, _) = api
+        .call(&api.token, "PATCH", &format!("/scim/v2/Users/{}", ids[0]),
+            Some(json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": false}]})))
+        .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let log = api
+        .admin(
+            "GET",
+            &format!(
+                "/tenants/{}/webhooks/{}/deliveries?state=pending",
+                api.tenant,
+                hook["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    let attempts: Vec<i64> = log["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["attempts"].as_i64().unwrap())
+        .collect();
+    assert!(
+        attempts.iter().any(|a| *a >= 2),
+        "retried while down: {log}"
+    );
+    // Only each user's oldest event is tried; the rest wait behind it, in order.
+    assert!(attempts.contains(&0), "{log}");
+    // Back up: everything arrives.
+    let inbox: Inbox = Default::default();
+    let _rx = receiver(port, hook_secret.clone(), inbox.clone()).await;
+    let wanted: BTreeSet<String> = api
+        .feed()
+        .await
+        .iter()
+        .filter(|e| {
+            let t = e["type"].as_str().unwrap();
+            t.starts_with("user.") || t.starts_with("license.")
+        })
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        wanted.len() >= 4 + 4 + 2,
+        "provisioned ×4, licenses ×4, deprovisioned, revoked/promoted: {wanted:?}"
+    );
+    wait_for("every event", 30, || {
+        received(&inbox).keys().cloned().collect::<BTreeSet<_>>() == wanted
+    })
+    .await;
+    // One user's events arrive in the order they happened.
+    let order: Vec<(String, i64)> = inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(id, _, body)| {
+            let user = body["data"]["user"]["id"]
+                .as_str()
+                .or(body["data"]["user"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            (user, id.trim_start_matches("evt_").parse::<i64>().unwrap())
+        })
+        .collect();
+    for u in &ids {
+        let seq: Vec<i64> = order
+            .iter()
+            .filter(|(x, _)| x == u)
+            .map(|(_, n)| *n)
+            .collect();
+        let mut sorted = seq.clone();
+        sorted.sort();
+        sorted.dedup();
+        let mut firsts = seq.clone();
+        firsts.dedup();
+        assert_eq!(firsts, sorted, "events of user {u} out of order: {seq:?}");
+    }
+    // One more user waits (u1–u3 hold the 3 seats); a billing event buys a fourth seat:
+    // the waiting user is promoted and the endpoint hears it.
+    let (status, v) = api.create_user("u4").await;
+    assert_eq!(status, 201, "{v}");
+    let promoted = |inbox: &Inbox| {
+        received(inbox)
+            .values()
+            .filter(|e| e["type"] == "license.promoted")
+            .count()
+    };
+    wait_for("u4 waiting", 10, || {
+        received(&inbox)
+            .values()
+            .any(|e| e["type"] == "license.waitlisted" && e["data"]["user"] == json!(v["id"]))
+    })
+    .await;
+    let before = promoted(&inbox);
+    let product_ = product.clone();
+    let ev = json!({"id": format!("evt-buy-{product_}"), "type": "subscription.updated", "created_at": "2026-11-25T10:00:00Z",
+        "tenant": api.tenant, "subscription": {"product": product_, "seats": 4}});
+    let body = ev.to_string();
+    let ts = seatkeeper::clock::SystemClock.now().unix_timestamp();
+    let sig = seatkeeper::signing::standard_sign(secret, "m-buy", ts, body.as_bytes());
+    for _ in 0..3 {
+        let resp = api
+            .http
+            .post(format!("{}/api/v1/billing/events", api.base))
+            .header("content-type", "application/json")
+            .header("webhook-id", "m-buy")
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", &sig)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+    }
+    wait_for("license.promoted", 10, || promoted(&inbox) > before).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        promoted(&inbox),
+        before + 1,
+        "three deliveries of one billing event promote once"
+    );
+}
+
+/// SIGKILL in the middle of a burst: after a restart every committed change's events are
+/// delivered, and nothing is delivered that was not committed.
+async fn events_survive_sigkill(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(b, &dir);
+    let mut server = Server::start(
+        &db,
+        &["--webhook-retry-base-ms", "100", "--webhook-timeout", "2"],
+    );
+    let api = setup(&db, &server.base);
+    let port = free_port();
+    let inbox: Inbox = Default::default();
+    let hook = api
+        .admin("POST", &format!("/tenants/{}/webhooks", api.tenant),
+            Some(json!({"url": format!("http://127.0.0.1:{port}/hook"), "events": ["user.provisioned"]})))
+        .await;
+    let _rx = receiver(
+        port,
+        Arc::new(Mutex::new(hook["secret"].as_str().unwrap().to_string())),
+        inbox.clone(),
+    )
+    .await;
+    let base = server.base.clone();
+    let burst: Vec<_> = (0..4)
+        .map(|t| {
+            let api = Api {
+                http: reqwest::Client::new(),
+                base: base.clone(),
+                token: api.token.clone(),
+                tenant: api.tenant.clone(),
+            };
+            tokio::spawn(async move {
+                for i in 0..400 {
+                    if api.create_user(&format!("k{t}-{i}")).await.0 == 0 {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    server.kill();
+    for t in burst {
+        let _ = t.await;
+    }
+    let server = Server::start(
+        &db,
+        &["--webhook-retry-base-ms", "100", "--webhook-timeout", "2"],
+    );
+    let api = Api {
+        base: server.base.clone(),
+        ..api
+    };
+    let committed: BTreeSet<String> = api
+        .feed()
+        .await
+        .iter()
+        .filter(|e| e["type"] == "user.provisioned")
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!committed.is_empty());
+    wait_for("every committed event", 60, || {
+        received(&inbox).keys().cloned().collect::<BTreeSet<_>>() == committed
+    })
+    .await;
+    // Each delivered user exists: nothing was sent for an uncommitted create.
+    let got = received(&inbox);
+    for e in got.values().take(50) {
+        let id = e["data"]["user"]["id"].as_str().unwrap();
+        let (status, _) = api
+            .call(&api.token, "GET", &format!("/scim/v2/Users/{id}"), None)
+            .await;
+        assert_eq!(status, 200);
+    }
+}
+
+/// On the test clock, a subscription sends `subscription.expiring` inside the notice window
+/// and, at the end of the term, moves everyone to the fallback plan (`license.changed`).
+async fn term_events_on_the_test_clock(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(b, &dir);
+    let server = Server::start(
+        &db,
+        &[
+            "--test-clock",
+            "2026-11-01T00:00:00Z",
+            "--scheduler-interval",
+            "3600",
+            "--expiry-notice-days",
+            "7",
+        ],
+    );
+    let api = setup(&db, &server.base);
+    let product = format!("tm-{}", &api.tenant[api.tenant.len() - 12..]);
+    api.admin(
+        "PUT",
+        "/model",
+        Some(model(&api.tenant, &product, 5, "2026-11-20T00:00:00Z")),
+    )
+    .await;
+    let (status, _) = api.create_user("ann").await;
+    assert_eq!(status, 201);
+    let types = |api: &Api| {
+        let api = Api {
+            http: api.http.clone(),
+            base: api.base.clone(),
+            token: api.token.clone(),
+            tenant: api.tenant.clone(),
+        };
+        async move {
+            api.feed()
+                .await
+                .iter()
+                .map(|e| e["type"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    // Nov 10: ten days left, no notice yet.
+    api.admin(
+        "POST",
+        "/clock",
+        Some(json!({"advance_seconds": 9 * 86_400})),
+    )
+    .await;
+    api.admin("POST", "/scheduler/run", None).await;
+    assert!(
+        !types(&api)
+            .await
+            .contains(&"subscription.expiring".to_string())
+    );
+    // Nov 14: inside the 7-day notice.
+    api.admin(
+        "POST",
+        "/clock",
+        Some(json!({"advance_seconds": 4 * 86_400})),
+    )
+    .await;
+    api.admin("POST", "/scheduler/run", None).await;
+    let t = types(&api).await;
+    assert_eq!(
+        t.iter().filter(|x| *x == "subscription.expiring").count(),
+        1,
+        "{t:?}"
+    );
+    assert!(!t.contains(&"license.changed".to_string()));
+    // Nov 21: the term is over; ann moves to free.
+    api.admin(
+        "POST",
+        "/clock",
+        Some(json!({"advance_seconds": 7 * 86_400})),
+    )
+    .await;
+    api.admin("POST", "/scheduler/run", None).await;
+    let t = types(&api).await;
+    assert!(t.contains(&"license.changed".to_string()), "{t:?}");
+    assert!(t.contains(&"subscription.changed".to_string()), "{t:?}");
+    assert_eq!(
+        t.iter().filter(|x| *x == "subscription.expiring").count(),
+        1,
+        "sent once: {t:?}"
+    );
+}
+
+both_backends!(
+    webhooks_survive_an_outage,
+    events_survive_sigkill,
+    term_events_on_the_test_clock
+);
