@@ -359,6 +359,49 @@ impl Store {
         Ok(rows.iter().map(audit_from_row).collect())
     }
 
+    /// Audit records of a tenant after `after_seq` that match a query, oldest first.
+    pub async fn audit_query(
+        &self,
+        tenant: &str,
+        q: &AuditQuery,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::audit::AuditRow>> {
+        // An action ending in `.*` matches by prefix (`license.*`).
+        let (action, action_prefix) = match q.action.as_deref() {
+            Some(a) if a.ends_with(".*") => (String::new(), format!("{}.%", &a[..a.len() - 2])),
+            Some(a) => (a.to_string(), String::new()),
+            None => (String::new(), String::new()),
+        };
+        let rows = self
+            .pool
+            .fetch(
+                "SELECT tenant_id, seq, at, actor, action, resource_type, resource_id, request_id, \
+                 before_doc, after_doc, prev_hash, hash FROM audit_log \
+                 WHERE tenant_id = $1 AND seq > $2 \
+                 AND ($3 = '' OR at >= $3) AND ($4 = '' OR at <= $4) \
+                 AND ($5 = '' OR actor = $5) AND ($6 = '' OR action = $6) AND ($7 = '' OR action LIKE $7) \
+                 AND ($8 = '' OR resource_type = $8) AND ($9 = '' OR resource_id = $9) \
+                 AND ($10 = '' OR request_id = $10) \
+                 ORDER BY seq LIMIT $11",
+                &params![
+                    tenant,
+                    after_seq,
+                    q.from.as_deref().unwrap_or(""),
+                    q.to.as_deref().unwrap_or(""),
+                    q.actor.as_deref().unwrap_or(""),
+                    &action,
+                    &action_prefix,
+                    q.resource_type.as_deref().unwrap_or(""),
+                    q.resource_id.as_deref().unwrap_or(""),
+                    q.request_id.as_deref().unwrap_or(""),
+                    limit
+                ],
+            )
+            .await?;
+        Ok(rows.iter().map(audit_from_row).collect())
+    }
+
     /// The latest 1,000 audit records of some resources, oldest first.
     pub async fn audit_of(
         &self,
@@ -441,6 +484,26 @@ fn audit_from_row(r: &Row) -> crate::audit::AuditRow {
         prev_hash: r.text(10),
         hash: r.text(11),
     }
+}
+
+/// What to select from a tenant's audit trail (every part optional; times are stored
+/// stamps, compared as text).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct AuditQuery {
+    /// At or after this instant.
+    pub from: Option<String>,
+    /// At or before this instant.
+    pub to: Option<String>,
+    /// Who.
+    pub actor: Option<String>,
+    /// What (`license.*` matches by prefix).
+    pub action: Option<String>,
+    /// `User`, `Group`, `License`, `Subscription`, `Rule`.
+    pub resource_type: Option<String>,
+    /// Which.
+    pub resource_id: Option<String>,
+    /// The request that did it.
+    pub request_id: Option<String>,
 }
 
 /// A tenant.
