@@ -101,9 +101,111 @@ pub fn verify_chain(start: (i64, &str), rows: &[AuditRow]) -> Result<(i64, Strin
     Ok((seq, prev))
 }
 
+/// Where a tenant's chain begins after its older records were pruned: the last pruned
+/// record's `seq` and `hash`, signed with the server's audit key (Ed25519).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Checkpoint {
+    /// Tenant.
+    pub tenant_id: String,
+    /// The last pruned record.
+    pub seq: i64,
+    /// Its hash: the `prev_hash` of the first kept record.
+    pub hash: String,
+    /// When that record was written.
+    pub at: String,
+    /// When the pruning happened.
+    pub pruned: String,
+    /// Ed25519 signature (base64) over [`Checkpoint::message`].
+    pub signature: String,
+}
+
+impl Checkpoint {
+    /// The signed text.
+    pub fn message(&self) -> String {
+        format!(
+            "seatkeeper audit checkpoint v1\n{}\n{}\n{}\n{}\n{}",
+            self.tenant_id, self.seq, self.hash, self.at, self.pruned
+        )
+    }
+
+    /// Signs it.
+    pub fn sign(&mut self, key: &ed25519_dalek::SigningKey) {
+        use base64::Engine as _;
+        use ed25519_dalek::Signer;
+        let sig = key.sign(self.message().as_bytes());
+        self.signature = base64::engine::general_purpose::STANDARD.encode(sig.to_bytes());
+    }
+
+    /// Whether the signature is valid for `key`.
+    pub fn verify(&self, key: &ed25519_dalek::VerifyingKey) -> bool {
+        use base64::Engine as _;
+        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&self.signature) else {
+            return false;
+        };
+        let Ok(sig) = ed25519_dalek::Signature::from_slice(&bytes) else {
+            return false;
+        };
+        key.verify_strict(self.message().as_bytes(), &sig).is_ok()
+    }
+}
+
+/// The audit signing key from its stored form (base64 of the 32-byte seed).
+pub fn signing_key(stored: &str) -> Option<ed25519_dalek::SigningKey> {
+    use base64::Engine as _;
+    let seed = base64::engine::general_purpose::STANDARD
+        .decode(stored)
+        .ok()?;
+    let seed: [u8; 32] = seed.try_into().ok()?;
+    Some(ed25519_dalek::SigningKey::from_bytes(&seed))
+}
+
+/// A new audit signing key in its stored form.
+pub fn new_signing_key() -> String {
+    use base64::Engine as _;
+    let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+    base64::engine::general_purpose::STANDARD.encode(key.to_bytes())
+}
+
+/// A public key as operators pin it: base64 of its 32 bytes.
+pub fn public_key_text(key: &ed25519_dalek::SigningKey) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes())
+}
+
+/// A pinned public key from its text form.
+pub fn public_key(text: &str) -> Option<ed25519_dalek::VerifyingKey> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()?;
+    let bytes: [u8; 32] = bytes.try_into().ok()?;
+    ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkpoints_are_signed() {
+        let key = signing_key(&new_signing_key()).unwrap();
+        let mut cp = Checkpoint {
+            tenant_id: "t".into(),
+            seq: 10,
+            hash: "ab".repeat(32),
+            at: "2026-01-01T00:00:00.000000Z".into(),
+            pruned: "2026-06-01T00:00:00.000000Z".into(),
+            signature: String::new(),
+        };
+        cp.sign(&key);
+        let public = public_key(&public_key_text(&key)).unwrap();
+        assert!(cp.verify(&public));
+        let mut moved = cp.clone();
+        moved.seq = 11;
+        assert!(!moved.verify(&public));
+        let other = signing_key(&new_signing_key()).unwrap();
+        assert!(!cp.verify(&other.verifying_key()));
+    }
 
     fn chain(n: i64) -> Vec<AuditRow> {
         let mut prev = GENESIS.to_string();

@@ -90,6 +90,10 @@ struct ServeArgs {
     /// Seconds one webhook request may take.
     #[arg(long, env = "SEATKEEPER_WEBHOOK_TIMEOUT", default_value_t = 10)]
     webhook_timeout: u64,
+    /// Days of audit records to keep (older ones are pruned hourly behind a signed
+    /// checkpoint); 0 keeps everything.
+    #[arg(long, env = "SEATKEEPER_AUDIT_RETENTION_DAYS", default_value_t = 0)]
+    audit_retention_days: u32,
     /// Days before a term ends that `subscription.expiring` is sent.
     #[arg(long, env = "SEATKEEPER_EXPIRY_NOTICE_DAYS", default_value_t = 7)]
     expiry_notice_days: u32,
@@ -182,6 +186,27 @@ enum AuditCmd {
         /// Only this tenant.
         #[arg(long)]
         tenant: Option<String>,
+        /// Check retention checkpoints against this public key (from `audit public-key`,
+        /// kept outside the database) instead of the database's own key.
+        #[arg(long)]
+        public_key: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Removes audit records older than a limit; the kept chain stays verifiable from a
+    /// signed checkpoint.
+    Prune {
+        /// Remove records written more than this many days ago.
+        #[arg(long)]
+        older_than_days: u32,
+        /// Only this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Prints the public key that verifies retention checkpoints (keep a copy elsewhere).
+    PublicKey {
         #[command(flatten)]
         db: DbArgs,
     },
@@ -290,6 +315,24 @@ async fn serve(
         )
         .await?;
     let _listener_task = store.listen_other_nodes();
+    let _retention = (args.audit_retention_days > 0).then(|| {
+        let (store, days) = (store.clone(), args.audit_retention_days);
+        tokio::spawn(async move {
+            loop {
+                match seatkeeper::prune_audit(&store, &seatkeeper::clock::SystemClock, days, None).await {
+                    Ok(done) => {
+                        for (t, cp) in done {
+                            if let Some(cp) = cp {
+                                tracing::info!(tenant = %t, through = cp.seq, "audit records pruned");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "audit pruning failed; retrying"),
+                }
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+        })
+    });
     let dispatcher = seatkeeper::webhooks::spawn(
         store.clone(),
         seatkeeper::webhooks::DispatchConfig {
@@ -446,11 +489,24 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit {
-            action: AuditCmd::Verify { tenant, db },
+            action:
+                AuditCmd::Verify {
+                    tenant,
+                    public_key,
+                    db,
+                },
         } => {
             init_logging(false);
+            let pinned = match &public_key {
+                Some(k) => Some(
+                    seatkeeper::audit::public_key(k)
+                        .context("--public-key is not a base64 Ed25519 public key")?,
+                ),
+                None => None,
+            };
             let store = open(&db.database, None).await?;
-            let results = seatkeeper::verify_audit(&store, tenant.as_deref()).await?;
+            let results =
+                seatkeeper::verify_audit(&store, tenant.as_deref(), pinned.as_ref()).await?;
             store.close().await;
             let mut broken = false;
             for (t, n, r) in results {
@@ -468,6 +524,42 @@ async fn main() -> anyhow::Result<()> {
             if broken {
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        Command::Audit {
+            action:
+                AuditCmd::Prune {
+                    older_than_days,
+                    tenant,
+                    db,
+                },
+        } => {
+            init_logging(false);
+            let store = open(&db.database, None).await?;
+            let done =
+                seatkeeper::prune_audit(&store, &*clock, older_than_days, tenant.as_deref()).await;
+            store.close().await;
+            for (t, cp) in done? {
+                match cp {
+                    Some(cp) => println!(
+                        "pruned  tenant {t}: records 1..={} removed; the chain now starts from a signed checkpoint",
+                        cp.seq
+                    ),
+                    None => {
+                        println!("kept    tenant {t}: nothing older than {older_than_days} days")
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Audit {
+            action: AuditCmd::PublicKey { db },
+        } => {
+            init_logging(false);
+            let store = open(&db.database, None).await?;
+            let key = store.audit_key().await?;
+            store.close().await;
+            println!("{}", seatkeeper::audit::public_key_text(&key));
             Ok(())
         }
     }

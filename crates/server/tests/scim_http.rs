@@ -1149,7 +1149,7 @@ async fn audit_and_outbox_are_atomic(b: Backend) {
             "user.deprovisioned"
         ]
     );
-    let verified = seatkeeper::verify_audit(&app.store, Some(&app.tenant))
+    let verified = seatkeeper::verify_audit(&app.store, Some(&app.tenant), None)
         .await
         .unwrap();
     assert!(verified[0].2.is_ok(), "{:?}", verified);

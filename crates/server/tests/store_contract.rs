@@ -381,7 +381,7 @@ async fn audit_chain_detects_tampering(b: Backend) {
     for i in 0..5 {
         audit_one(s, &t, i).await.unwrap();
     }
-    let ok = seatkeeper::verify_audit(s, Some(&t)).await.unwrap();
+    let ok = seatkeeper::verify_audit(s, Some(&t), None).await.unwrap();
     assert_eq!((ok[0].1, ok[0].2.is_ok()), (5, true));
     // Edit one stored row by hand, as an attacker with database access would.
     s.execute_unchecked(
@@ -390,7 +390,7 @@ async fn audit_chain_detects_tampering(b: Backend) {
     )
     .await
     .unwrap();
-    let broken = seatkeeper::verify_audit(s, Some(&t)).await.unwrap();
+    let broken = seatkeeper::verify_audit(s, Some(&t), None).await.unwrap();
     assert_eq!(broken[0].2.as_ref().unwrap_err().seq, 3);
     // Deleting the last row is caught by the chain's tip.
     s.execute_unchecked(
@@ -400,7 +400,7 @@ async fn audit_chain_detects_tampering(b: Backend) {
     .await
     .unwrap();
     assert!(
-        seatkeeper::verify_audit(s, Some(&t)).await.unwrap()[0]
+        seatkeeper::verify_audit(s, Some(&t), None).await.unwrap()[0]
             .2
             .is_ok()
     );
@@ -410,8 +410,102 @@ async fn audit_chain_detects_tampering(b: Backend) {
     )
     .await
     .unwrap();
-    let truncated = seatkeeper::verify_audit(s, Some(&t)).await.unwrap();
+    let truncated = seatkeeper::verify_audit(s, Some(&t), None).await.unwrap();
     assert!(truncated[0].2.is_err());
+}
+
+async fn pruned_chains_verify_from_a_signed_checkpoint(b: Backend) {
+    let db = common::store(b).await;
+    let s = &db.store;
+    let t = unique_id("t");
+    tenant(s, &t).await;
+    for i in 0..6 {
+        audit_one(s, &t, i).await.unwrap(); // written 2026-01-01
+    }
+    let key = s.audit_key().await.unwrap();
+    // Nothing is older than 2025: nothing pruned.
+    let none = s
+        .prune_audit(
+            &t,
+            "2025-01-01T00:00:00.000000Z",
+            "2026-06-01T00:00:00.000000Z",
+            key.clone(),
+        )
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    let cp = s
+        .prune_audit(
+            &t,
+            "2026-02-01T00:00:00.000000Z",
+            "2026-06-01T00:00:00.000000Z",
+            key.clone(),
+        )
+        .await
+        .unwrap()
+        .expect("pruned");
+    assert_eq!(cp.seq, 6);
+    let rows = s.audit_rows(&t, 0, 100).await.unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
+        ["audit.prune"]
+    );
+    let ok = seatkeeper::verify_audit(s, Some(&t), None).await.unwrap();
+    assert!(ok[0].2.is_ok(), "{ok:?}");
+    // Pinned to the right public key: still fine; to another key: the checkpoint fails.
+    let public = key.verifying_key();
+    assert!(
+        seatkeeper::verify_audit(s, Some(&t), Some(&public))
+            .await
+            .unwrap()[0]
+            .2
+            .is_ok()
+    );
+    let other = seatkeeper::audit::signing_key(&seatkeeper::audit::new_signing_key()).unwrap();
+    let wrong = seatkeeper::verify_audit(s, Some(&t), Some(&other.verifying_key()))
+        .await
+        .unwrap();
+    assert!(
+        wrong[0]
+            .2
+            .as_ref()
+            .unwrap_err()
+            .reason
+            .contains("signature")
+    );
+    // Moving the checkpoint by hand (to hide a forged history) breaks it.
+    s.execute_unchecked(
+        "UPDATE audit_checkpoints SET seq = 5 WHERE tenant_id = $1",
+        seatkeeper::params![&t].to_vec(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        seatkeeper::verify_audit(s, Some(&t), None).await.unwrap()[0]
+            .2
+            .is_err()
+    );
+    s.execute_unchecked(
+        "UPDATE audit_checkpoints SET seq = 6 WHERE tenant_id = $1",
+        seatkeeper::params![&t].to_vec(),
+    )
+    .await
+    .unwrap();
+    // An edit after the checkpoint is still caught.
+    s.execute_unchecked(
+        "UPDATE audit_log SET actor = 'mallory' WHERE tenant_id = $1 AND seq = 7",
+        seatkeeper::params![&t].to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        seatkeeper::verify_audit(s, Some(&t), None).await.unwrap()[0]
+            .2
+            .as_ref()
+            .unwrap_err()
+            .seq,
+        7
+    );
 }
 
 async fn concurrent_audit_writers_keep_one_chain(b: Backend) {
@@ -425,7 +519,7 @@ async fn concurrent_audit_writers_keep_one_chain(b: Backend) {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    let v = seatkeeper::verify_audit(&s, Some(&t)).await.unwrap();
+    let v = seatkeeper::verify_audit(&s, Some(&t), None).await.unwrap();
     assert_eq!(v[0].1, 40);
     assert!(v[0].2.is_ok());
 }
@@ -469,6 +563,7 @@ both_backends!(
     listing_pages,
     memberships_and_nesting,
     audit_chain_detects_tampering,
+    pruned_chains_verify_from_a_signed_checkpoint,
     concurrent_audit_writers_keep_one_chain,
     tokens_and_settings,
 );

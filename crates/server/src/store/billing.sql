@@ -76,3 +76,15 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_due ON deliveries (state, next_attempt);
 CREATE INDEX deliveries_webhook ON deliveries (tenant_id, webhook_id, id);
 CREATE INDEX deliveries_order ON deliveries (webhook_id, order_key, id);
+
+-- Where a tenant's audit chain now begins after pruning: the last pruned record's seq and
+-- hash, signed (Ed25519) with the server's audit key, so the remaining chain still verifies
+-- from a point nobody can move without the key.
+CREATE TABLE audit_checkpoints (
+    tenant_id {TEXT} PRIMARY KEY,
+    seq BIGINT NOT NULL,
+    hash {TEXT} NOT NULL,
+    at {TEXT} NOT NULL,
+    pruned {TEXT} NOT NULL,
+    signature {TEXT} NOT NULL
+);

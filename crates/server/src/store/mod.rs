@@ -359,6 +359,95 @@ impl Store {
         Ok(rows.iter().map(audit_from_row).collect())
     }
 
+    /// The audit signing key, created on first use.
+    pub async fn audit_key(&self) -> StoreResult<ed25519_dalek::SigningKey> {
+        const KEY: &str = "audit.signing_key";
+        self.init_setting(KEY, &crate::audit::new_signing_key())
+            .await?;
+        let stored = self.setting(KEY).await?.unwrap_or_default();
+        crate::audit::signing_key(&stored)
+            .ok_or_else(|| StoreError::Corrupt("the audit signing key is not readable".into()))
+    }
+
+    /// A tenant's audit checkpoint, if its chain was pruned.
+    pub async fn audit_checkpoint(
+        &self,
+        tenant: &str,
+    ) -> StoreResult<Option<crate::audit::Checkpoint>> {
+        Ok(self
+            .pool
+            .fetch_opt(
+                "SELECT tenant_id, seq, hash, at, pruned, signature FROM audit_checkpoints WHERE tenant_id = $1",
+                &params![tenant],
+            )
+            .await?
+            .map(|r| crate::audit::Checkpoint {
+                tenant_id: r.text(0),
+                seq: r.int(1),
+                hash: r.text(2),
+                at: r.text(3),
+                pruned: r.text(4),
+                signature: r.text(5),
+            }))
+    }
+
+    /// Removes a tenant's audit records written before `before` (a stored stamp), in one
+    /// transaction with a signed checkpoint where the kept chain now begins and an
+    /// `audit.prune` record saying so. Returns the checkpoint, or `None` if nothing was
+    /// old enough.
+    pub async fn prune_audit(
+        &self,
+        tenant: &str,
+        before: &str,
+        now: &str,
+        key: ed25519_dalek::SigningKey,
+    ) -> StoreResult<Option<crate::audit::Checkpoint>> {
+        let (tenant, before, now) = (tenant.to_string(), before.to_string(), now.to_string());
+        self.write(move |tx| {
+            tx.lock_tenant(&tenant)?;
+            let Some(last) = tx.fetch_opt(
+                "SELECT seq, hash, at FROM audit_log WHERE tenant_id = $1 AND at < $2 ORDER BY seq DESC LIMIT 1",
+                &params![&tenant, &before],
+            )?
+            else {
+                return Ok(None);
+            };
+            let mut cp = crate::audit::Checkpoint {
+                tenant_id: tenant.clone(),
+                seq: last.int(0),
+                hash: last.text(1),
+                at: last.text(2),
+                pruned: now.clone(),
+                signature: String::new(),
+            };
+            cp.sign(&key);
+            let removed = tx.execute(
+                "DELETE FROM audit_log WHERE tenant_id = $1 AND seq <= $2",
+                &params![&tenant, cp.seq],
+            )?;
+            tx.execute(
+                "INSERT INTO audit_checkpoints (tenant_id, seq, hash, at, pruned, signature) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at = excluded.at, \
+                 pruned = excluded.pruned, signature = excluded.signature",
+                &params![&tenant, cp.seq, &cp.hash, &cp.at, &cp.pruned, &cp.signature],
+            )?;
+            let after = serde_json::json!({"through_seq": cp.seq, "before": before, "removed": removed, "checkpoint_hash": cp.hash});
+            tx.audit(NewAudit {
+                tenant_id: &tenant,
+                at: &now,
+                actor: "retention",
+                action: "audit.prune",
+                resource_type: "AuditLog",
+                resource_id: &tenant,
+                request_id: "retention",
+                before: None,
+                after: Some(after.to_string()),
+            })?;
+            Ok(Some(cp))
+        })
+        .await
+    }
+
     /// Audit records of a tenant after `after_seq` that match a query, oldest first.
     pub async fn audit_query(
         &self,
