@@ -491,7 +491,8 @@ impl Store {
         Ok(rows.iter().map(audit_from_row).collect())
     }
 
-    /// The latest 1,000 audit records of some resources, oldest first.
+    /// The latest 100 audit records of some resources, oldest first (the full history is
+    /// in the audit API).
     pub async fn audit_of(
         &self,
         tenant: &str,
@@ -508,7 +509,7 @@ impl Store {
         let sql = format!(
             "SELECT tenant_id, seq, at, actor, action, resource_type, resource_id, request_id, \
              before_doc, after_doc, prev_hash, hash FROM audit_log \
-             WHERE tenant_id = $1 AND resource_type = $2 AND resource_id IN ({list}) ORDER BY seq DESC LIMIT 1000"
+             WHERE tenant_id = $1 AND resource_type = $2 AND resource_id IN ({list}) ORDER BY seq DESC LIMIT 100"
         );
         let mut params = vec![P::from(tenant), P::from(resource_type)];
         params.extend(ids.iter().map(P::from));
