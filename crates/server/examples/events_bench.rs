@@ -251,6 +251,7 @@ async fn main() {
     let last = inbox.lock().unwrap().last().map(|x| x.0).unwrap();
     let delivering = last.duration_since(t0 + committed).as_secs_f64();
     let _ = child.kill();
+    let _ = child.wait();
 
     println!(
         "seatkeeper events benchmark — {} cores, release build, SQLite, loopback",
