@@ -331,7 +331,18 @@ fn apply_path(
             _ => {
                 let mut obj = Map::new();
                 obj.insert(urn.to_string(), value.cloned().unwrap_or(Value::Null));
-                apply_no_path(rt, map, op, &Value::Object(obj))
+                apply_no_path(rt, map, op, &Value::Object(obj))?;
+                // A read-only extension keeps the (empty) container the client wrote, as
+                // normalisation does; its values stay the server's.
+                let read_only = rt.extension(urn).is_some_and(|e| {
+                    e.attributes
+                        .iter()
+                        .all(|a| a.mutability == Mutability::ReadOnly)
+                });
+                if read_only && value.is_some_and(Value::is_object) && !map.contains_key(urn) {
+                    map.insert(urn.to_string(), Value::Object(Map::new()));
+                }
+                Ok(())
             }
         };
     }

@@ -198,7 +198,14 @@ pub fn normalize_resource(
                     out.insert(def.name.to_string(), v);
                 }
             }
-            if !out.is_empty() {
+            // A read-only extension (all its attributes server-owned) keeps the empty
+            // container a client sends, and loses it when the client removes it, so the
+            // client reads back what it wrote; its values always come from the server.
+            let read_only = ext
+                .attributes
+                .iter()
+                .all(|a| a.mutability == Mutability::ReadOnly);
+            if !out.is_empty() || read_only {
                 extensions.push((ext.id, out));
             }
             continue;
@@ -368,7 +375,10 @@ impl Projection {
                         ext_out.insert(k.clone(), v);
                     }
                 }
-                if !ext_out.is_empty() {
+                // An extension the server sends empty on purpose stays, unless the
+                // client named only other attributes.
+                let keep_empty = ext_obj.is_empty() && (self.attributes.is_empty() || whole);
+                if !ext_out.is_empty() || keep_empty {
                     out.insert(key.clone(), Value::Object(ext_out));
                 }
                 continue;

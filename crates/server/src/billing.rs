@@ -251,6 +251,19 @@ pub async fn apply(
         }
         if let Some(why) = &ev.ignored {
             tx.put_billing_event(&record("ignored", why.clone()))?;
+            if !ev.tenant.is_empty() {
+                tx.audit(crate::store::NewAudit {
+                    tenant_id: &ev.tenant,
+                    at: &now_text,
+                    actor: &actor.name,
+                    action: "billing.ignored",
+                    resource_type: "Subscription",
+                    resource_id: &first_product,
+                    request_id: &actor.request_id,
+                    before: None,
+                    after: Some(json!({"event": ev.id, "type": ev.kind, "ignored": why}).to_string()),
+                })?;
+            }
             return Ok(Applied {
                 event: ev.id.clone(),
                 outcome: "ignored".into(),
@@ -270,17 +283,21 @@ pub async fn apply(
                     c.product
                 );
                 tx.put_billing_event(&record("stale", why.clone()))?;
-                audit_model(
-                    tx,
-                    &ev.tenant,
-                    &actor,
-                    &now_text,
-                    "billing.stale",
-                    "Subscription",
-                    &c.product,
-                    None,
-                    Some(json!({"event": ev.id, "type": ev.kind, "created_at": created_text, "ignored": why})),
-                )?;
+                // Accepted, so audited; nothing changed, so no event goes out.
+                tx.audit(crate::store::NewAudit {
+                    tenant_id: &ev.tenant,
+                    at: &now_text,
+                    actor: &actor.name,
+                    action: "billing.stale",
+                    resource_type: "Subscription",
+                    resource_id: &c.product,
+                    request_id: &actor.request_id,
+                    before: None,
+                    after: Some(
+                        json!({"event": ev.id, "type": ev.kind, "created_at": created_text, "ignored": why})
+                            .to_string(),
+                    ),
+                })?;
                 return Ok(Applied {
                     event: ev.id.clone(),
                     outcome: "stale".into(),

@@ -1000,7 +1000,7 @@ fn licensing_extension(mine: &[&LicenseRow], products: &[licensing::model::Produ
     })
 }
 
-/// Puts the licensing extension into a rendered user (before `meta`, URN in `schemas`).
+/// Puts the licensing extension into a rendered user (before `meta`, URN in `schemas` once).
 fn insert_extension(user: &mut Value, ext: Value) {
     if let Some(obj) = user.as_object_mut() {
         if let Some(Value::Array(schemas)) = obj.get_mut("schemas")

@@ -129,21 +129,22 @@ pub async fn tick(
     client: &reqwest::Client,
     cfg: &DispatchConfig,
 ) -> Result<usize, crate::store::StoreError> {
-    let hooks = store.active_webhooks().await?;
-    if hooks.is_empty() {
+    if !store.any_webhook().await? {
         return Ok(0);
     }
-    let now_text = crate::clock::stamp(SystemClock.now());
-    let stamp = now_text.clone();
-    store
-        .write(move |tx| {
-            let mut n = 0;
-            for (tenant, id) in &hooks {
-                n += tx.fan_out(tenant, id, &stamp, 1000)?;
-            }
-            Ok::<usize, crate::store::StoreError>(n)
-        })
-        .await?;
+    let hooks = store.active_webhooks().await?;
+    if !hooks.is_empty() {
+        let stamp = crate::clock::stamp(SystemClock.now());
+        store
+            .write(move |tx| {
+                let mut n = 0;
+                for (tenant, id) in &hooks {
+                    n += tx.fan_out(tenant, id, &stamp, 1000)?;
+                }
+                Ok::<usize, crate::store::StoreError>(n)
+            })
+            .await?;
+    }
     // One batch is sent in one round (no more than `concurrency` requests), so its lease
     // only needs to outlast one request: a node that dies holding it delays those
     // deliveries by at most the lease.

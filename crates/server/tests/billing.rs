@@ -190,9 +190,13 @@ async fn late_events_are_recorded_and_ignored(b: Backend) {
         post_event(&app, SECRET, &newer).await.body["outcome"],
         "applied"
     );
+    let (outbox, audit) = (events(&app).await.len(), audit_len(&app).await);
     let r = post_event(&app, SECRET, &older).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     assert_eq!(r.body["outcome"], "stale", "{}", r.raw);
+    // Audited (accepted) but nothing changed: no event goes out.
+    assert_eq!(events(&app).await.len(), outbox);
+    assert_eq!(audit_len(&app).await, audit + 1);
     assert!(
         r.body["detail"].as_str().unwrap().contains("evt_new"),
         "{}",

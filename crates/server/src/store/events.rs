@@ -657,12 +657,23 @@ impl Store {
             .collect())
     }
 
-    /// Every enabled endpoint, for the dispatcher: `(tenant, id)`.
+    /// Whether any endpoint is enabled (the dispatcher idles when none is).
+    pub async fn any_webhook(&self) -> StoreResult<bool> {
+        Ok(self
+            .pool()
+            .fetch_opt("SELECT 1 FROM webhooks WHERE disabled IS NULL LIMIT 1", &[])
+            .await?
+            .is_some())
+    }
+
+    /// The enabled endpoints whose tenant has events they have not fanned out yet:
+    /// `(tenant, id)`. One indexed probe per endpoint, so idle endpoints cost little.
     pub async fn active_webhooks(&self) -> StoreResult<Vec<(String, String)>> {
         Ok(self
             .pool()
             .fetch(
-                "SELECT tenant_id, id FROM webhooks WHERE disabled IS NULL",
+                "SELECT w.tenant_id, w.id FROM webhooks w WHERE w.disabled IS NULL AND EXISTS \
+                 (SELECT 1 FROM outbox o WHERE o.tenant_id = w.tenant_id AND o.id > w.cursor)",
                 &[],
             )
             .await?
