@@ -583,8 +583,65 @@ async fn term_events_on_the_test_clock(b: Backend) {
     );
 }
 
+/// Retention through the CLI: `audit prune` removes old records behind a signed checkpoint,
+/// `audit verify` passes from it (also pinned to `audit public-key`), and fails once the
+/// checkpoint is edited by hand.
+async fn audit_retention_through_the_cli(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(b, &dir);
+    let server = Server::start(&db, &[]);
+    let api = setup(&db, &server.base);
+    for i in 0..3 {
+        assert_eq!(api.create_user(&format!("r{i}")).await.0, 201);
+    }
+    drop(server);
+    let key = cli_ok(&db, &["audit", "public-key"]);
+    let out = cli_ok(
+        &db,
+        &[
+            "audit",
+            "prune",
+            "--older-than-days",
+            "0",
+            "--tenant",
+            &api.tenant,
+        ],
+    );
+    assert!(out.contains("pruned"), "{out}");
+    let out = cli_ok(
+        &db,
+        &[
+            "audit",
+            "verify",
+            "--tenant",
+            &api.tenant,
+            "--public-key",
+            key.trim(),
+        ],
+    );
+    assert!(out.starts_with("ok"), "{out}");
+    let store = seatkeeper::store::Store::connect(&db, &Default::default())
+        .await
+        .unwrap();
+    store
+        .execute_unchecked(
+            "UPDATE audit_checkpoints SET hash = $2 WHERE tenant_id = $1",
+            seatkeeper::params![&api.tenant, "00"].to_vec(),
+        )
+        .await
+        .unwrap();
+    let out = std::process::Command::new(binary::BIN)
+        .args(["audit", "verify", "--tenant", &api.tenant])
+        .env("SEATKEEPER_DATABASE", &db)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("BROKEN"));
+}
+
 both_backends!(
     webhooks_survive_an_outage,
     events_survive_sigkill,
-    term_events_on_the_test_clock
+    term_events_on_the_test_clock,
+    audit_retention_through_the_cli
 );
