@@ -56,25 +56,29 @@ fn now() -> i64 {
     seatkeeper::clock::SystemClock.now().unix_timestamp()
 }
 
-/// Posts a generic billing event signed with `secret` (Standard Webhooks).
-async fn post_event(app: &TestApp, secret: &str, event: &Value) -> common::Resp {
-    let body = event.to_string();
-    let ts = now();
-    let msg = format!("msg_{}", event["id"].as_str().unwrap_or("x"));
-    let sig = seatkeeper::signing::standard_sign(secret, &msg, ts, body.as_bytes());
-    let ts = ts.to_string();
+/// Posts a generic billing event with these Standard Webhooks headers (id, timestamp, signature).
+async fn post_signed(app: &TestApp, event: &Value, id: &str, ts: &str, sig: &str) -> common::Resp {
     app.req_as(
         "",
         "POST",
         "/api/v1/billing/events",
         Some(event.clone()),
         &[
-            ("webhook-id", &msg),
-            ("webhook-timestamp", &ts),
-            ("webhook-signature", &sig),
+            ("webhook-id", id),
+            ("webhook-timestamp", ts),
+            ("webhook-signature", sig),
         ],
     )
     .await
+}
+
+/// Posts a generic billing event signed with `secret` (Standard Webhooks).
+async fn post_event(app: &TestApp, secret: &str, event: &Value) -> common::Resp {
+    let body = event.to_string();
+    let ts = now();
+    let msg = format!("msg_{}", event["id"].as_str().unwrap_or("x"));
+    let sig = seatkeeper::signing::standard_sign(secret, &msg, ts, body.as_bytes());
+    post_signed(app, event, &msg, &ts.to_string(), &sig).await
 }
 
 fn event(app: &TestApp, id: &str, kind: &str, created: &str, sub: Value) -> Value {
@@ -312,36 +316,12 @@ async fn signatures_are_required(b: Backend) {
     let ts = now();
     let sig = seatkeeper::signing::standard_sign(SECRET, "m1", ts, b"{}");
     let ts_text = ts.to_string();
-    let r = app
-        .req_as(
-            "",
-            "POST",
-            "/api/v1/billing/events",
-            Some(ev.clone()),
-            &[
-                ("webhook-id", "m1"),
-                ("webhook-timestamp", &ts_text),
-                ("webhook-signature", &sig),
-            ],
-        )
-        .await;
+    let r = post_signed(&app, &ev, "m1", &ts_text, &sig).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.raw);
     // A replay from an hour ago.
     let old = (ts - 3600).to_string();
     let sig = seatkeeper::signing::standard_sign(SECRET, "m1", ts - 3600, body.as_bytes());
-    let r = app
-        .req_as(
-            "",
-            "POST",
-            "/api/v1/billing/events",
-            Some(ev.clone()),
-            &[
-                ("webhook-id", "m1"),
-                ("webhook-timestamp", &old),
-                ("webhook-signature", &sig),
-            ],
-        )
-        .await;
+    let r = post_signed(&app, &ev, "m1", &old, &sig).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.raw);
     assert_eq!(subscription(&app).await["seats"], 2, "nothing applied");
     let log = admin(

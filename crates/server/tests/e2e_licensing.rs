@@ -4,80 +4,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+#[path = "common/binary.rs"]
+mod binary;
+
+use binary::{ADMIN, BIN, Server, cli_ok, database};
 
 use common::Backend;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_seatkeeper");
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 const EXT: &str = "urn:seatkeeper:params:scim:schemas:extension:licensing:2.0:User";
-const ADMIN: &str = "e2e-admin";
-
-fn cli(db: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("SEATKEEPER_DATABASE", db)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
-fn cli_ok(db: &str, args: &[&str]) -> String {
-    let (ok, out, err) = cli(db, args);
-    assert!(ok, "{args:?}: {err}");
-    out
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start(db: &str, extra: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--database", db])
-            .args(["--rate-limit", "100000", "--rate-burst", "100000"])
-            .args(extra)
-            .env("SEATKEEPER_ADMIN_TOKEN", ADMIN)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut reader = BufReader::new(child.stdout.take().unwrap());
-        let base = loop {
-            let mut line = String::new();
-            assert!(
-                reader.read_line(&mut line).unwrap() > 0,
-                "server exited early"
-            );
-            if let Some(idx) = line.find("listening on http://") {
-                let addr: String = line[idx + "listening on http://".len()..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace())
-                    .collect();
-                break format!("http://{addr}");
-            }
-        };
-        std::thread::spawn(move || for _ in reader.lines() {});
-        Server { child, base }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[derive(Clone)]
 struct Api {
@@ -180,13 +118,6 @@ impl Api {
             Some(json!({"advance_seconds": days * 86_400})),
         )
         .await
-    }
-}
-
-fn database(b: Backend, dir: &tempfile::TempDir) -> String {
-    match b {
-        Backend::Sqlite => format!("sqlite://{}", dir.path().join("e2e.db").display()),
-        Backend::Postgres => common::postgres_url(),
     }
 }
 
@@ -390,7 +321,15 @@ priority = 1"#
             .replace("seats = 50", "seats = -3"),
     )
     .unwrap();
-    let (ok, _, err) = cli(&db, &["apply", &broken]);
+    let out = std::process::Command::new(BIN)
+        .args(["apply", &broken])
+        .env("SEATKEEPER_DATABASE", &db)
+        .output()
+        .unwrap();
+    let (ok, err) = (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    );
     assert!(
         !ok && err.contains("tenants[0].subscriptions[0].seats"),
         "{err}"

@@ -611,14 +611,7 @@ async fn feed(
             "tenant is required: ?tenant=ID".into(),
         ))
     })?;
-    let after = parse_cursor(q.after.as_deref())?;
-    page(
-        &state,
-        &tenant,
-        after,
-        q.limit.unwrap_or(100).clamp(1, MAX_PAGE),
-    )
-    .await
+    feed_page(&state, &tenant, &q).await
 }
 
 async fn feed_of(
@@ -627,10 +620,14 @@ async fn feed_of(
     Path(id): Path<String>,
     Query(q): Query<FeedQuery>,
 ) -> ApiResult<Response> {
+    feed_page(&state, &id, &q).await
+}
+
+async fn feed_page(state: &Shared, tenant: &str, q: &FeedQuery) -> ApiResult<Response> {
     let after = parse_cursor(q.after.as_deref())?;
     page(
-        &state,
-        &id,
+        state,
+        tenant,
         after,
         q.limit.unwrap_or(100).clamp(1, MAX_PAGE),
     )
