@@ -72,6 +72,18 @@ async fn post_signed(app: &TestApp, event: &Value, id: &str, ts: &str, sig: &str
     .await
 }
 
+/// Posts a Stripe event with this `Stripe-Signature`.
+async fn post_stripe(app: &TestApp, event: &Value, signature: &str) -> common::Resp {
+    app.req_as(
+        "",
+        "POST",
+        "/api/v1/billing/stripe",
+        Some(event.clone()),
+        &[("stripe-signature", signature)],
+    )
+    .await
+}
+
 /// Posts a generic billing event signed with `secret` (Standard Webhooks).
 async fn post_event(app: &TestApp, secret: &str, event: &Value) -> common::Resp {
     let body = event.to_string();
@@ -425,15 +437,7 @@ async fn stripe_events(b: Backend) {
                 "price": {"id": price, "product": "prod_1"}}]}}}});
     let body = ev.to_string();
     let header = seatkeeper::signing::stripe_sign(STRIPE_SECRET, now(), body.as_bytes());
-    let r = app
-        .req_as(
-            "",
-            "POST",
-            "/api/v1/billing/stripe",
-            Some(ev.clone()),
-            &[("stripe-signature", &header)],
-        )
-        .await;
+    let r = post_stripe(&app, &ev, &header).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     assert_eq!(r.body["outcome"], "applied", "{}", r.raw);
     let s = subscription(&app).await;
@@ -444,39 +448,15 @@ async fn stripe_events(b: Backend) {
     );
     assert_eq!(states(&app).await, (2, 0));
     // Redelivered: nothing changes. Wrong secret: 401.
-    let r = app
-        .req_as(
-            "",
-            "POST",
-            "/api/v1/billing/stripe",
-            Some(ev.clone()),
-            &[("stripe-signature", &header)],
-        )
-        .await;
+    let r = post_stripe(&app, &ev, &header).await;
     assert_eq!(r.body["outcome"], "duplicate", "{}", r.raw);
     let forged = seatkeeper::signing::stripe_sign("whsec_other", now(), body.as_bytes());
-    let r = app
-        .req_as(
-            "",
-            "POST",
-            "/api/v1/billing/stripe",
-            Some(ev.clone()),
-            &[("stripe-signature", &forged)],
-        )
-        .await;
+    let r = post_stripe(&app, &ev, &forged).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.raw);
     // Other event types are accepted and recorded without effect.
     let inv = json!({"id": format!("evt_inv_{}", product(&app)), "type": "invoice.paid", "created": 1_795_000_001, "data": {"object": {}}});
     let h = seatkeeper::signing::stripe_sign(STRIPE_SECRET, now(), inv.to_string().as_bytes());
-    let r = app
-        .req_as(
-            "",
-            "POST",
-            "/api/v1/billing/stripe",
-            Some(inv),
-            &[("stripe-signature", &h)],
-        )
-        .await;
+    let r = post_stripe(&app, &inv, &h).await;
     assert_eq!(r.body["outcome"], "ignored", "{}", r.raw);
     // Deleted: the subscription is canceled and ended (here, days before the server's
     // clock, without grace): on_expiry applies at once, everyone moves to free.
@@ -487,15 +467,7 @@ async fn stripe_events(b: Backend) {
     del["data"]["object"]["status"] = "canceled".into();
     del["data"]["object"]["ended_at"] = json!(1_795_000_002);
     let h = seatkeeper::signing::stripe_sign(STRIPE_SECRET, now(), del.to_string().as_bytes());
-    let r = app
-        .req_as(
-            "",
-            "POST",
-            "/api/v1/billing/stripe",
-            Some(del),
-            &[("stripe-signature", &h)],
-        )
-        .await;
+    let r = post_stripe(&app, &del, &h).await;
     assert_eq!(r.body["outcome"], "applied", "{}", r.raw);
     assert_eq!(r.body["licenses"]["changed"], 2, "{}", r.raw);
     assert_eq!(subscription(&app).await["status"], "expired");
