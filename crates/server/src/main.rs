@@ -433,8 +433,12 @@ async fn main() -> anyhow::Result<()> {
                 demo.tenant
             );
             println!(
-                "       curl -H 'Authorization: Bearer {}' 'http://{addr}/scim/v2/Users?count=5&attributes=userName&filter=urn:seatkeeper:params:scim:schemas:extension:licensing:2.0:User:licenses.state%20eq%20%22waitlisted%22'\n",
+                "       curl -H 'Authorization: Bearer {}' 'http://{addr}/scim/v2/Users?count=5&attributes=userName&filter=urn:seatkeeper:params:scim:schemas:extension:licensing:2.0:User:licenses.state%20eq%20%22waitlisted%22'",
                 demo.token
+            );
+            println!(
+                "       curl -H 'Authorization: Bearer {admin}' 'http://{addr}/api/v1/events?tenant={}&limit=5'      # events\n",
+                demo.tenant
             );
             let result = serve(store, clock, &args, Some(admin)).await;
             drop(dir);
