@@ -639,6 +639,74 @@ async fn audit_retention_through_the_cli(b: Backend) {
     assert!(String::from_utf8_lossy(&out.stdout).contains("BROKEN"));
 }
 
+/// Two `seatkeeper` processes on one PostgreSQL database of their own, one endpoint: every
+/// event is delivered exactly once — each delivery is claimed by one node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_deliver_each_event_once_postgres() {
+    // A database of this test alone, so no other test's server claims its deliveries.
+    let base_url = common::postgres_url();
+    let (prefix, _) = base_url.rsplit_once('/').unwrap();
+    let name = format!("sk_two_nodes_{}", std::process::id());
+    let admin_db = sqlx::PgPool::connect(&base_url).await.unwrap();
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute(&admin_db)
+        .await;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin_db)
+        .await
+        .unwrap();
+    let db = format!("{prefix}/{name}");
+    let one = Server::start(&db, &["--webhook-timeout", "2"]);
+    let two = Server::start(&db, &["--webhook-timeout", "2"]);
+    let api = setup(&db, &one.base);
+    let port = free_port();
+    let inbox: Inbox = Default::default();
+    let hook = api
+        .admin("POST", &format!("/tenants/{}/webhooks", api.tenant),
+            Some(json!({"url": format!("http://127.0.0.1:{port}/hook"), "events": ["user.provisioned"]})))
+        .await;
+    let _rx = receiver(
+        port,
+        Arc::new(Mutex::new(hook["secret"].as_str().unwrap().to_string())),
+        inbox.clone(),
+    )
+    .await;
+    let tasks: Vec<_> = (0..4)
+        .map(|t| {
+            let base = if t % 2 == 0 {
+                one.base.clone()
+            } else {
+                two.base.clone()
+            };
+            let api = Api {
+                http: reqwest::Client::new(),
+                base,
+                token: api.token.clone(),
+                tenant: api.tenant.clone(),
+            };
+            tokio::spawn(async move {
+                for i in 0..75 {
+                    assert_eq!(api.create_user(&format!("n{t}-{i}")).await.0, 201);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    wait_for("300 deliveries", 30, || received(&inbox).len() == 300).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got = inbox.lock().unwrap().len();
+    assert_eq!(
+        got, 300,
+        "each event delivered once, by one of the two nodes"
+    );
+    drop((one, two));
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin_db)
+        .await;
+}
+
 both_backends!(
     webhooks_survive_an_outage,
     events_survive_sigkill,
