@@ -216,17 +216,7 @@ pub async fn apply(
         let now_text = time_text(now);
         let created_text = time_text(ev.created_at);
         let first_product = ev.changes.first().map(|c| c.product.clone()).unwrap_or_default();
-        let record = |outcome: &str, detail: String| BillingRecord {
-            source: ev.source.to_string(),
-            event_id: ev.id.clone(),
-            tenant: ev.tenant.clone(),
-            product: first_product.clone(),
-            event_type: ev.kind.clone(),
-            created_at: created_text.clone(),
-            received: now_text.clone(),
-            outcome: outcome.to_string(),
-            detail,
-        };
+        let record = |outcome: &str, detail: String| record_of(&ev, outcome, detail, &now_text);
         let current = |tx: &mut crate::store::Tx<'_>| -> ApiResult<Vec<Value>> {
             if ev.changes.is_empty() {
                 return Ok(Vec::new());
@@ -362,21 +352,7 @@ pub async fn apply(
         Err(e @ (ApiError::Unprocessable(_) | ApiError::Model(_) | ApiError::Scim(_))) => {
             // Nothing was applied; the attempt is recorded so an operator can see why, and
             // a later delivery of the same id is processed again.
-            let rec = BillingRecord {
-                source: ev.source.to_string(),
-                event_id: ev.id.clone(),
-                tenant: ev.tenant.clone(),
-                product: ev
-                    .changes
-                    .first()
-                    .map(|c| c.product.clone())
-                    .unwrap_or_default(),
-                event_type: ev.kind.clone(),
-                created_at: time_text(ev.created_at),
-                received: time_text(now),
-                outcome: "rejected".into(),
-                detail: e.to_string(),
-            };
+            let rec = record_of(&ev, "rejected", e.to_string(), &time_text(now));
             let _ = store.write(move |tx| tx.put_billing_event(&rec)).await;
             Err(match e {
                 ApiError::Unprocessable(_) => e,
@@ -384,6 +360,25 @@ pub async fn apply(
             })
         }
         other => other,
+    }
+}
+
+/// How an event is recorded (`received` is now).
+fn record_of(ev: &Incoming, outcome: &str, detail: String, received: &str) -> BillingRecord {
+    BillingRecord {
+        source: ev.source.to_string(),
+        event_id: ev.id.clone(),
+        tenant: ev.tenant.clone(),
+        product: ev
+            .changes
+            .first()
+            .map(|c| c.product.clone())
+            .unwrap_or_default(),
+        event_type: ev.kind.clone(),
+        created_at: time_text(ev.created_at),
+        received: received.to_string(),
+        outcome: outcome.to_string(),
+        detail,
     }
 }
 

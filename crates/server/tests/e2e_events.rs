@@ -126,6 +126,26 @@ impl Api {
         v
     }
 
+    /// The same tenant and token through another server.
+    fn via(&self, base: &str) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: base.to_string(),
+            token: self.token.clone(),
+            tenant: self.tenant.clone(),
+        }
+    }
+
+    /// Registers an endpoint on a local receiver's port; returns the registration.
+    async fn webhook(&self, port: u16, events: Value) -> Value {
+        self.admin(
+            "POST",
+            &format!("/tenants/{}/webhooks", self.tenant),
+            Some(json!({"url": format!("http://127.0.0.1:{port}/hook"), "events": events})),
+        )
+        .await
+    }
+
     async fn create_user(&self, name: &str) -> (u16, Value) {
         self.call(
             &self.token,
@@ -234,10 +254,7 @@ async fn webhooks_survive_an_outage(b: Backend) {
     )
     .await;
     let port = free_port();
-    let hook = api
-        .admin("POST", &format!("/tenants/{}/webhooks", api.tenant),
-            Some(json!({"url": format!("http://127.0.0.1:{port}/hook"), "events": ["user.*", "license.*"]})))
-        .await;
+    let hook = api.webhook(port, json!(["user.*", "license.*"])).await;
     let hook_secret = Arc::new(Mutex::new(hook["secret"].as_str().unwrap().to_string()));
     // The receiver is down while 4 users arrive (one waits for a seat) and one leaves.
     let mut ids = Vec::new();
@@ -432,10 +449,7 @@ async fn events_survive_sigkill(b: Backend) {
     let api = setup(&db, &server.base);
     let port = free_port();
     let inbox: Inbox = Default::default();
-    let hook = api
-        .admin("POST", &format!("/tenants/{}/webhooks", api.tenant),
-            Some(json!({"url": format!("http://127.0.0.1:{port}/hook"), "events": ["user.provisioned"]})))
-        .await;
+    let hook = api.webhook(port, json!(["user.provisioned"])).await;
     let _rx = receiver(
         port,
         Arc::new(Mutex::new(hook["secret"].as_str().unwrap().to_string())),
@@ -445,12 +459,7 @@ async fn events_survive_sigkill(b: Backend) {
     let base = server.base.clone();
     let burst: Vec<_> = (0..4)
         .map(|t| {
-            let api = Api {
-                http: reqwest::Client::new(),
-                base: base.clone(),
-                token: api.token.clone(),
-                tenant: api.tenant.clone(),
-            };
+            let api = api.via(&base);
             tokio::spawn(async move {
                 for i in 0..400 {
                     if api.create_user(&format!("k{t}-{i}")).await.0 == 0 {
@@ -469,10 +478,7 @@ async fn events_survive_sigkill(b: Backend) {
         &db,
         &["--webhook-retry-base-ms", "100", "--webhook-timeout", "2"],
     );
-    let api = Api {
-        base: server.base.clone(),
-        ..api
-    };
+    let api = api.via(&server.base);
     let committed: BTreeSet<String> = api
         .feed()
         .await
@@ -523,12 +529,7 @@ async fn term_events_on_the_test_clock(b: Backend) {
     let (status, _) = api.create_user("ann").await;
     assert_eq!(status, 201);
     let types = |api: &Api| {
-        let api = Api {
-            http: api.http.clone(),
-            base: api.base.clone(),
-            token: api.token.clone(),
-            tenant: api.tenant.clone(),
-        };
+        let api = api.via(&api.base);
         async move {
             api.feed()
                 .await
@@ -661,10 +662,7 @@ async fn two_nodes_deliver_each_event_once_postgres() {
     let api = setup(&db, &one.base);
     let port = free_port();
     let inbox: Inbox = Default::default();
-    let hook = api
-        .admin("POST", &format!("/tenants/{}/webhooks", api.tenant),
-            Some(json!({"url": format!("http://127.0.0.1:{port}/hook"), "events": ["user.provisioned"]})))
-        .await;
+    let hook = api.webhook(port, json!(["user.provisioned"])).await;
     let _rx = receiver(
         port,
         Arc::new(Mutex::new(hook["secret"].as_str().unwrap().to_string())),
@@ -678,12 +676,7 @@ async fn two_nodes_deliver_each_event_once_postgres() {
             } else {
                 two.base.clone()
             };
-            let api = Api {
-                http: reqwest::Client::new(),
-                base,
-                token: api.token.clone(),
-                tenant: api.tenant.clone(),
-            };
+            let api = api.via(&base);
             tokio::spawn(async move {
                 for i in 0..75 {
                     assert_eq!(api.create_user(&format!("n{t}-{i}")).await.0, 201);

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 
-use super::{AdminAuth, RequestId, ScimJson, Shared, with_status};
+use super::{AdminAuth, RequestId, ScimJson, Shared, json_from_bytes, read_json, with_status};
 use crate::billing;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{ApiError, ApiResult};
@@ -75,14 +75,14 @@ fn bad_signature(e: SignatureError) -> ApiError {
     ApiError::Unauthorized(format!("the billing event's signature is not valid: {e}"))
 }
 
+/// A signed billing body, checked against the size limit after its signature.
 fn parse_body(body: &Bytes, limit: usize) -> ApiResult<Value> {
     if body.len() > limit {
         return Err(ApiError::PayloadTooLarge(format!(
             "the request body exceeds {limit} bytes"
         )));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| scim::Error::InvalidSyntax(format!("the body is not valid JSON: {e}")).into())
+    json_from_bytes(body)
 }
 
 /// The secrets a generic billing event may be signed with: the configured one, the stored
@@ -176,9 +176,9 @@ async fn rotate_secret(State(state): State<Shared>, _auth: AdminAuth) -> ApiResu
 async fn set_secret(
     State(state): State<Shared>,
     _auth: AdminAuth,
-    body: Bytes,
+    req: axum::extract::Request,
 ) -> ApiResult<Response> {
-    let v = parse_body(&body, 64 * 1024)?;
+    let v = read_json(req, 64 * 1024).await?;
     let secret = v
         .get("secret")
         .and_then(Value::as_str)
@@ -215,9 +215,9 @@ async fn store_billing_secret(state: &Shared, secret: &str) -> ApiResult<Respons
 async fn set_stripe_secret(
     State(state): State<Shared>,
     _auth: AdminAuth,
-    body: Bytes,
+    req: axum::extract::Request,
 ) -> ApiResult<Response> {
-    let v = parse_body(&body, 64 * 1024)?;
+    let v = read_json(req, 64 * 1024).await?;
     let secret = v
         .get("secret")
         .and_then(Value::as_str)
@@ -235,9 +235,9 @@ async fn map_price(
     State(state): State<Shared>,
     _auth: AdminAuth,
     Path(price): Path<String>,
-    body: Bytes,
+    req: axum::extract::Request,
 ) -> ApiResult<Response> {
-    let v = parse_body(&body, 64 * 1024)?;
+    let v = read_json(req, 64 * 1024).await?;
     let (product, plan) = (
         v.get("product").and_then(Value::as_str).unwrap_or_default(),
         v.get("plan").and_then(Value::as_str).unwrap_or_default(),
@@ -272,9 +272,9 @@ async fn map_customer(
     State(state): State<Shared>,
     _auth: AdminAuth,
     Path(customer): Path<String>,
-    body: Bytes,
+    req: axum::extract::Request,
 ) -> ApiResult<Response> {
-    let v = parse_body(&body, 64 * 1024)?;
+    let v = read_json(req, 64 * 1024).await?;
     let tenant = v.get("tenant").and_then(Value::as_str).unwrap_or_default();
     if state.store.tenant(tenant).await?.is_none() {
         return Err(scim::Error::InvalidValue(format!("no tenant '{tenant}'")).into());
@@ -353,10 +353,10 @@ async fn create_webhook(
     State(state): State<Shared>,
     _auth: AdminAuth,
     Path(id): Path<String>,
-    body: Bytes,
+    req: axum::extract::Request,
 ) -> ApiResult<Response> {
     require_tenant(&state, &id).await?;
-    let v = parse_body(&body, 64 * 1024)?;
+    let v = read_json(req, 64 * 1024).await?;
     let url = v.get("url").and_then(Value::as_str).unwrap_or_default();
     let parsed = url::Url::parse(url).map_err(|_| {
         ApiError::Scim(scim::Error::InvalidValue(format!(
@@ -531,10 +531,10 @@ async fn replay_range(
     State(state): State<Shared>,
     _auth: AdminAuth,
     Path((id, wid)): Path<(String, String)>,
-    body: Bytes,
+    req: axum::extract::Request,
 ) -> ApiResult<Response> {
     find_webhook(&state, &id, &wid).await?;
-    let v = parse_body(&body, 64 * 1024)?;
+    let v = read_json(req, 64 * 1024).await?;
     let range: Range = serde_json::from_value(v).map_err(|_| {
         ApiError::Scim(scim::Error::InvalidValue(
             "the body must be {\"from\": RFC 3339, \"to\": RFC 3339}".into(),
@@ -590,7 +590,7 @@ fn parse_cursor(after: Option<&str>) -> ApiResult<i64> {
 
 async fn page(state: &Shared, tenant: &str, after: i64, limit: i64) -> ApiResult<Response> {
     require_tenant(state, tenant).await?;
-    let rows = state.store.events_after(tenant, after, limit).await?;
+    let rows = state.store.outbox_after(tenant, after, limit).await?;
     let next = rows.last().map_or(after, |r| r.id);
     let events: Vec<Value> = rows.iter().map(crate::webhooks::envelope).collect();
     Ok(ScimJson(json!({
@@ -686,7 +686,7 @@ fn async_stream(
                 return Some((Ok(e), st));
             }
             st.commits.borrow_and_update();
-            match st.store.events_after(&st.tenant, st.cursor, 500).await {
+            match st.store.outbox_after(&st.tenant, st.cursor, 500).await {
                 Ok(rows) if !rows.is_empty() => {
                     for r in rows {
                         st.cursor = r.id;

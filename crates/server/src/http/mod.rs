@@ -173,10 +173,16 @@ pub async fn read_json(req: Request, limit: usize) -> ApiResult<Value> {
         .map_err(|_| {
             ApiError::PayloadTooLarge(format!("the request body exceeds {limit} bytes"))
         })?;
+    json_from_bytes(&bytes)
+}
+
+/// Parses a body already read (endpoints that verify a signature over the raw bytes first):
+/// malformed JSON is SCIM `invalidSyntax`.
+pub fn json_from_bytes(bytes: &[u8]) -> ApiResult<Value> {
     if bytes.is_empty() {
         return Err(scim::Error::InvalidSyntax("the request body is empty".into()).into());
     }
-    serde_json::from_slice(&bytes)
+    serde_json::from_slice(bytes)
         .map_err(|e| scim::Error::InvalidSyntax(format!("the body is not valid JSON: {e}")).into())
 }
 

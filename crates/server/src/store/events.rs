@@ -408,7 +408,7 @@ impl Tx<'_> {
             &format!("UPDATE deliveries SET lease_until = $1 WHERE id IN ({list})"),
             &ps,
         )?;
-        let mut ps: Vec<P> = ids.iter().map(|i| P::Int(*i)).collect();
+        let ps: Vec<P> = ids.iter().map(|i| P::Int(*i)).collect();
         let list = (1..=ids.len())
             .map(|i| format!("${i}"))
             .collect::<Vec<_>>()
@@ -422,7 +422,6 @@ impl Tx<'_> {
             ),
             &ps,
         )?;
-        ps.clear();
         Ok(rows
             .iter()
             .map(|r| Claimed {
@@ -485,11 +484,6 @@ impl Tx<'_> {
             ),
             (None, None) => Ok(0),
         }
-    }
-
-    /// Takes the tenant's lock for an outbox write (see the module docs).
-    pub(crate) fn lock_for_outbox(&mut self, tenant: &str) -> StoreResult<()> {
-        self.lock_tenant(tenant).map(|_| ())
     }
 }
 
@@ -618,7 +612,7 @@ impl Store {
     pub async fn create_webhook(&self, w: &WebhookRow) -> StoreResult<()> {
         let w = w.clone();
         self.write(move |tx| {
-            tx.lock_for_outbox(&w.tenant)?;
+            tx.lock_tenant(&w.tenant)?;
             let cursor = tx
                 .fetch_opt(
                     "SELECT MAX(id) FROM outbox WHERE tenant_id = $1",
@@ -748,15 +742,5 @@ impl Store {
             out.insert(r.text(0), Value::from(r.int(1)));
         }
         Ok(Value::Object(out))
-    }
-
-    /// Events of a tenant after a cursor (an outbox id), oldest first, optionally by type.
-    pub async fn events_after(
-        &self,
-        tenant: &str,
-        after: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<OutboxRow>> {
-        self.outbox_after(tenant, after, limit).await
     }
 }

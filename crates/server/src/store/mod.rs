@@ -144,22 +144,14 @@ impl Store {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
     {
-        let wrote_events = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = wrote_events.clone();
-        let out = self
+        let (out, wrote_events) = self
             .pool
-            .write(move |tx| {
-                let out = f(tx);
-                if !tx.pending.outbox.is_empty() {
-                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-                out
-            })
-            .await;
-        if out.is_ok() && wrote_events.load(std::sync::atomic::Ordering::Relaxed) {
+            .write(move |tx| f(tx).map(|v| (v, !tx.pending.outbox.is_empty())))
+            .await?;
+        if wrote_events {
             self.events.send_modify(|n| *n = n.wrapping_add(1));
         }
-        out
+        Ok(out)
     }
 
     /// A receiver that changes after every commit that wrote events.
@@ -864,7 +856,7 @@ impl Tx<'_> {
         now: &str,
     ) -> StoreResult<()> {
         // A tenant's outbox ids must grow in commit order (see `events`): drawn under its lock.
-        self.lock_for_outbox(tenant)?;
+        self.lock_tenant(tenant)?;
         self.pending.outbox.push([
             tenant.to_string(),
             event_type.to_string(),
