@@ -332,12 +332,11 @@ fn decide_and_write(
         // was removed, and removing one re-decides the whole tenant.
         return Ok((Outcome::default(), Vec::new(), shared.clone()));
     }
-    let (subjects, existing) = match &scope {
+    let (subjects, existing) = match scope {
         // A user created in this transaction is in no group and holds nothing yet.
-        Scope::Created(id, doc) => {
-            let mut doc = doc.clone();
+        Scope::Created(id, mut doc) => {
             doc["id"] = Value::String(id.clone());
-            (BTreeMap::from([(id.clone(), doc)]), Vec::new())
+            (BTreeMap::from([(id, doc)]), Vec::new())
         }
         _ => (
             tx.rule_subjects(tenant, ids.as_deref(), model.reads_groups())?,
@@ -345,6 +344,10 @@ fn decide_and_write(
         ),
     };
     let now_text = time_text(c.now);
+    // Each license change gets the next audit record of the tenant's chain (written by
+    // `record_all`, in `events` order); a changed row points at its record.
+    let first_seq = tx.next_audit_seq(tenant)?;
+    let seq_of = |events: &Vec<Event>| Some(first_seq + events.len() as i64);
 
     let mut held: BTreeMap<String, BTreeMap<String, LicenseRow>> = BTreeMap::new();
     for l in existing {
@@ -419,6 +422,7 @@ fn decide_and_write(
                             explain(model, c, sub, &d, &row.state, 0, "plan changed, seat kept");
                         if plan_changed {
                             next.changed = now_text.clone();
+                            next.audit_seq = seq_of(&events);
                         }
                         tx.update_license(tenant, &next)?;
                         if plan_changed {
@@ -462,7 +466,7 @@ fn decide_and_write(
         let seat_text = |plan: &str| seat_words(sub, plan, in_use);
         // Seat cut: the most recently assigned wait first, keeping their place in line.
         if moves.demote > 0 {
-            for row in tx.line_slice(tenant, &product, "active", moves.demote, true)? {
+            for row in tx.last_holders(tenant, &product, moves.demote)? {
                 let d = decided_of(model, &row);
                 let mut next = row.clone();
                 next.state = "waitlisted".into();
@@ -480,6 +484,7 @@ fn decide_and_write(
                     in_use,
                     "demoted by a seat cut",
                 );
+                next.audit_seq = seq_of(&events);
                 tx.update_license(tenant, &next)?;
                 let l = line_of(tx, &mut lines, tenant, &product)?;
                 l.active = l.active.saturating_sub(1);
@@ -495,7 +500,7 @@ fn decide_and_write(
         let mut promote = moves.promote;
         let waiting_first = promote.min(line.waiting);
         if waiting_first > 0 {
-            for row in tx.line_slice(tenant, &product, "waitlisted", waiting_first, false)? {
+            for row in tx.first_waiting(tenant, &product, waiting_first)? {
                 let d = decided_of(model, &row);
                 let mut next = row.clone();
                 next.state = "active".into();
@@ -514,6 +519,7 @@ fn decide_and_write(
                     in_use,
                     "promoted in queue order",
                 );
+                next.audit_seq = seq_of(&events);
                 tx.update_license(tenant, &next)?;
                 let l = line_of(tx, &mut lines, tenant, &product)?;
                 l.active += 1;
@@ -564,6 +570,7 @@ fn decide_and_write(
                             "no seat free: waiting in arrival order"
                         },
                     ),
+                    audit_seq: seq_of(&events),
                 };
                 tx.insert_license(tenant, &row)?;
                 inserted.push(row.clone());
@@ -625,7 +632,7 @@ fn decide_and_write(
             _ => outcome.changed += 1,
         }
     }
-    record_all(tx, c, &events)?;
+    record_all(tx, c, first_seq, &events)?;
     Ok((outcome, inserted, shared.clone()))
 }
 
@@ -666,17 +673,34 @@ fn license_json(l: &LicenseRow) -> Value {
     json!({"plan": l.plan, "state": l.state, "reason": l.reason})
 }
 
-/// A license change as its audit record keeps it: the license before and after, and the
-/// action that caused the change (which the explanation shows).
-fn audit_doc(l: Option<&LicenseRow>, cause: &str) -> Option<String> {
+/// A license change as its audit record keeps it: the license before and after, the action
+/// that caused the change (which the explanation shows), and `prev`, the license's previous
+/// record (its history is read by following them).
+#[derive(serde::Serialize)]
+struct AuditDoc<'a> {
+    plan: &'a str,
+    state: &'a str,
+    reason: &'a str,
+    cause: &'a str,
+    prev: Option<i64>,
+}
+
+fn audit_doc(l: Option<&LicenseRow>, cause: &str, prev: Option<i64>) -> Option<String> {
     l.map(|l| {
-        json!({"plan": l.plan, "state": l.state, "reason": l.reason, "cause": cause}).to_string()
+        let doc = AuditDoc {
+            plan: &l.plan,
+            state: &l.state,
+            reason: &l.reason,
+            cause,
+            prev,
+        };
+        serde_json::to_string(&doc).unwrap_or_default()
     })
 }
 
-/// Writes the audit entries (one batch on the tenant's chain) and outbox events of the
-/// license changes.
-fn record_all(tx: &mut Tx<'_>, c: &Cause, events: &[Event]) -> ApiResult<()> {
+/// Writes the audit entries (one batch on the tenant's chain, numbered from `first_seq` as
+/// the rows were told) and outbox events of the license changes.
+fn record_all(tx: &mut Tx<'_>, c: &Cause, first_seq: i64, events: &[Event]) -> ApiResult<()> {
     if events.is_empty() {
         return Ok(());
     }
@@ -685,7 +709,10 @@ fn record_all(tx: &mut Tx<'_>, c: &Cause, events: &[Event]) -> ApiResult<()> {
     let mut outbox = Vec::with_capacity(events.len());
     for e in events {
         let Some(row) = e.after.as_ref().or(e.before.as_ref()) else {
-            continue;
+            return Err(crate::store::StoreError::Corrupt(
+                "a license change without a license".into(),
+            )
+            .into());
         };
         metrics::counter!("seatkeeper_license_changes_total", "change" => e.kind).increment(1);
         let id = format!("{}/{}", row.user_id, row.product);
@@ -699,15 +726,22 @@ fn record_all(tx: &mut Tx<'_>, c: &Cause, events: &[Event]) -> ApiResult<()> {
             "before": e.before.as_ref().map(license_json),
             "after": e.after.as_ref().map(license_json),
         });
+        let prev = e.before.as_ref().and_then(|b| b.audit_seq);
         audits.push(AuditEntry {
             action: event.clone(),
             resource_id: id,
-            before: audit_doc(e.before.as_ref(), &c.action),
-            after: audit_doc(e.after.as_ref(), &c.action),
+            before: audit_doc(e.before.as_ref(), &c.action, prev),
+            after: audit_doc(e.after.as_ref(), &c.action, prev),
         });
         outbox.push((event, row.user_id.clone(), payload.to_string()));
     }
-    tx.audit_batch(&c.tenant, &at, &c.actor, &c.request_id, "License", audits)?;
+    let first = tx.audit_batch(&c.tenant, &at, &c.actor, &c.request_id, "License", audits)?;
+    if first != first_seq {
+        return Err(crate::store::StoreError::Corrupt(format!(
+            "license records numbered from {first}, rows point from {first_seq}"
+        ))
+        .into());
+    }
     for (event, user, payload) in outbox {
         tx.outbox(&c.tenant, &event, "License", &user, &payload, &at)?;
     }

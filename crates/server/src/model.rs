@@ -724,11 +724,11 @@ pub async fn user_licenses(store: &Store, tenant: &str, user: &str) -> ApiResult
     let products = store.products().await?;
     let rules = store.rule_rows(tenant).await?;
     let subscriptions = store.subscriptions(tenant).await?;
-    let ids: Vec<String> = products
-        .iter()
-        .map(|p| format!("{user}/{}", p.key))
-        .collect();
-    let history = store.audit_of(tenant, "License", &ids).await?;
+    let keys: Vec<String> = products.iter().map(|p| p.key.to_string()).collect();
+    let heads: Vec<i64> = rows.iter().filter_map(|l| l.audit_seq).collect();
+    let history = store
+        .license_history(tenant, user, &keys, &heads, 100)
+        .await?;
     let licenses: Vec<Value> = rows
         .iter()
         .map(|l| {
@@ -743,7 +743,7 @@ pub async fn user_licenses(store: &Store, tenant: &str, user: &str) -> ApiResult
                     l,
                     &rules,
                     &subscriptions,
-                    history.iter().rev().find(|a| a.resource_id == format!("{user}/{}", l.product)),
+                    history.iter().find(|a| Some(a.seq) == l.audit_seq),
                 ),
             })
         })

@@ -232,6 +232,30 @@ async fn seats_follow_the_directory(b: Backend) {
         .collect();
     assert_eq!(actions, ["license.waitlisted", "license.promoted"]);
 
+    // Alice's history spans the license she lost (deactivated) and the one she got back.
+    let history = |b: &Value| -> Vec<String> {
+        b["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["action"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let alice_uri = format!("/api/v1/tenants/{}/users/{a}/licenses", app.tenant);
+    let r = admin(&app, "GET", &alice_uri, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let alice_history = [
+        "license.assigned",
+        "license.revoked",
+        "license.waitlisted",
+        "license.promoted",
+    ];
+    assert_eq!(history(&r.body), alice_history);
+    assert_eq!(
+        r.body["licenses"][0]["explanation"]["event"]["change"],
+        "license.promoted"
+    );
+
     // Every license change has its audit record and outbox event.
     let events = app
         .store
@@ -271,6 +295,21 @@ async fn seats_follow_the_directory(b: Backend) {
             .2
             .is_ok()
     );
+
+    // Last, as it edits the audit rows: records written before records named their predecessor are still found.
+    let strip = match b {
+        Backend::Sqlite => "json_remove(after_doc, '$.prev')",
+        Backend::Postgres => "((after_doc::jsonb) - 'prev')::text",
+    };
+    app.store
+        .execute_unchecked(
+            &format!("UPDATE audit_log SET after_doc = {strip} WHERE resource_type = 'License' AND after_doc IS NOT NULL"),
+            vec![],
+        )
+        .await
+        .unwrap();
+    let r = admin(&app, "GET", &alice_uri, None).await;
+    assert_eq!(history(&r.body), alice_history);
 }
 
 fn urlencoding(s: &str) -> String {

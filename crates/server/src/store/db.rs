@@ -81,6 +81,14 @@ enum V {
     Text(String),
 }
 
+/// `$start, $start+1, …`: the placeholders of an `IN` list of `n` parameters.
+pub fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A result row.
 #[derive(Debug, Clone)]
 pub struct Row(Vec<V>);
@@ -96,6 +104,15 @@ impl Row {
         match self.0.get(i) {
             Some(V::Text(s)) => Some(s.clone()),
             Some(V::Int(n)) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Column `i` as an optional integer.
+    pub fn opt_int(&self, i: usize) -> Option<i64> {
+        match self.0.get(i) {
+            Some(V::Int(n)) => Some(*n),
+            Some(V::Text(s)) => s.parse().ok(),
             _ => None,
         }
     }

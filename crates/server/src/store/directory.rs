@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use scim::sql::{Column, ColumnKind, ColumnMap, SqlWhere};
 use serde_json::Value;
 
-use super::db::{P, Row};
+use super::db::{P, Row, placeholders};
 use super::{Store, StoreError, StoreResult, Tx};
 use crate::params;
 
@@ -224,13 +224,6 @@ fn resource_from_row(r: &Row) -> StoreResult<StoredResource> {
         last_modified: r.text(3),
         version: r.int(4),
     })
-}
-
-fn placeholders(start: usize, n: usize) -> String {
-    (start..start + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn select_sql(kind: Kind) -> &'static str {

@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::db::{P, Row};
+use super::db::{P, Row, placeholders};
 use super::{OutboxRow, Store, StoreResult, Tx};
 use crate::params;
 
@@ -398,10 +398,7 @@ impl Tx<'_> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let list = (2..2 + ids.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = placeholders(2, ids.len());
         let mut ps = vec![P::Int(now_ms + lease_ms)];
         ps.extend(ids.iter().map(|i| P::Int(*i)));
         self.execute(
@@ -409,10 +406,7 @@ impl Tx<'_> {
             &ps,
         )?;
         let ps: Vec<P> = ids.iter().map(|i| P::Int(*i)).collect();
-        let list = (1..=ids.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = placeholders(1, ids.len());
         let rows = self.fetch(
             &format!(
                 "SELECT d.id, d.attempts, w.url, w.secret, o.id, o.tenant_id, o.event_type, o.resource_type, \

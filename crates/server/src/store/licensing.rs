@@ -10,7 +10,7 @@ use licensing::model::{Enforcement, Key, OnExpiry, Plan, Product, Rule, Status, 
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::db::{P, Row};
+use super::db::{P, Row, placeholders};
 use super::{Store, StoreError, StoreResult, Tx};
 use crate::params;
 
@@ -33,6 +33,9 @@ pub struct LicenseRow {
     pub reason: String,
     /// The explanation chain (JSON).
     pub explain: String,
+    /// The tenant's audit record of the license's latest change (each license record names
+    /// the one before it, so a history is read without an index).
+    pub audit_seq: Option<i64>,
 }
 
 /// A rule as stored (the filter as text).
@@ -173,16 +176,17 @@ fn license_from_row(r: &Row) -> LicenseRow {
         changed: r.text(5),
         reason: r.text(6),
         explain: r.text(7),
+        audit_seq: r.opt_int(8),
     }
 }
 
-const LICENSE_COLUMNS: &str = "user_id, product, plan, state, queue, changed, reason, explain";
+const LICENSE_COLUMNS: &str =
+    "user_id, product, plan, state, queue, changed, reason, explain, audit_seq";
 
-fn in_list(start: usize, n: usize) -> String {
-    (start..start + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// A license's audit pointer as a parameter: -1 for none (`NULLIF` turns it back into NULL;
+/// a NULL parameter would fix the prepared statement's type to text on PostgreSQL).
+fn audit_seq_param(l: &LicenseRow) -> i64 {
+    l.audit_seq.unwrap_or(-1)
 }
 
 /// The stored text of an instant.
@@ -394,7 +398,7 @@ impl Tx<'_> {
                 for chunk in users.chunks(500) {
                     let sql = format!(
                         "SELECT {LICENSE_COLUMNS} FROM licenses WHERE tenant_id = $1 AND user_id IN ({})",
-                        in_list(2, chunk.len())
+                        placeholders(2, chunk.len())
                     );
                     let mut params = vec![P::from(tenant)];
                     params.extend(chunk.iter().map(P::from));
@@ -410,8 +414,8 @@ impl Tx<'_> {
     /// Inserts a license.
     pub fn insert_license(&mut self, tenant: &str, l: &LicenseRow) -> StoreResult<()> {
         self.execute(
-            &format!("INSERT INTO licenses (tenant_id, {LICENSE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
-            &params![tenant, &l.user_id, &l.product, &l.plan, &l.state, l.queue, &l.changed, &l.reason, &l.explain],
+            &format!("INSERT INTO licenses (tenant_id, {LICENSE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, -1))"),
+            &params![tenant, &l.user_id, &l.product, &l.plan, &l.state, l.queue, &l.changed, &l.reason, &l.explain, audit_seq_param(l)],
         )?;
         Ok(())
     }
@@ -419,9 +423,9 @@ impl Tx<'_> {
     /// Rewrites a license.
     pub fn update_license(&mut self, tenant: &str, l: &LicenseRow) -> StoreResult<()> {
         self.execute(
-            "UPDATE licenses SET plan = $4, state = $5, queue = $6, changed = $7, reason = $8, explain = $9 \
-             WHERE tenant_id = $1 AND user_id = $2 AND product = $3",
-            &params![tenant, &l.user_id, &l.product, &l.plan, &l.state, l.queue, &l.changed, &l.reason, &l.explain],
+            "UPDATE licenses SET plan = $4, state = $5, queue = $6, changed = $7, reason = $8, explain = $9, \
+             audit_seq = NULLIF($10, -1) WHERE tenant_id = $1 AND user_id = $2 AND product = $3",
+            &params![tenant, &l.user_id, &l.product, &l.plan, &l.state, l.queue, &l.changed, &l.reason, &l.explain, audit_seq_param(l)],
         )?;
         Ok(())
     }
@@ -465,26 +469,53 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// The first `n` licenses in a state, in queue order (`last` reverses it: most recent first).
-    pub fn line_slice(
+    /// The first `n` waiting licenses of a line, in queue order (they are indexed: a seat
+    /// that frees up reaches the head of the line in one read).
+    pub fn first_waiting(
         &mut self,
         tenant: &str,
         product: &str,
-        state: &str,
         n: usize,
-        last: bool,
     ) -> StoreResult<Vec<LicenseRow>> {
-        let order = if last {
-            "queue DESC, user_id DESC"
-        } else {
-            "queue, user_id"
-        };
+        self.line_slice(
+            "state = 'waitlisted' ORDER BY queue, user_id",
+            tenant,
+            product,
+            n,
+        )
+    }
+
+    /// The `n` most recently assigned seat holders of a line. Only a seat cut asks, so
+    /// holders are not indexed by queue (a create would pay for it); this reads the tenant's
+    /// licenses.
+    pub fn last_holders(
+        &mut self,
+        tenant: &str,
+        product: &str,
+        n: usize,
+    ) -> StoreResult<Vec<LicenseRow>> {
+        self.line_slice(
+            "state = 'active' ORDER BY queue DESC, user_id DESC",
+            tenant,
+            product,
+            n,
+        )
+    }
+
+    /// The state condition and order are literal, so the planner can use the partial index.
+    fn line_slice(
+        &mut self,
+        state_and_order: &str,
+        tenant: &str,
+        product: &str,
+        n: usize,
+    ) -> StoreResult<Vec<LicenseRow>> {
         Ok(self
             .fetch(
                 &format!(
-                    "SELECT {LICENSE_COLUMNS} FROM licenses WHERE tenant_id = $1 AND product = $2 AND state = $3 ORDER BY {order} LIMIT $4"
+                    "SELECT {LICENSE_COLUMNS} FROM licenses WHERE tenant_id = $1 AND product = $2 AND {state_and_order} LIMIT $3"
                 ),
-                &params![tenant, product, state, n as i64],
+                &params![tenant, product, n as i64],
             )?
             .iter()
             .map(license_from_row)
@@ -527,7 +558,7 @@ impl Tx<'_> {
             Some(users) => {
                 let sql = format!(
                     "SELECT id, doc FROM scim_users WHERE tenant_id = $1 AND id IN ({})",
-                    in_list(2, users.len())
+                    placeholders(2, users.len())
                 );
                 let mut params = vec![P::from(tenant)];
                 params.extend(users.iter().map(P::from));
@@ -541,7 +572,7 @@ impl Tx<'_> {
             None => "SELECT member_id, group_id, 0 FROM scim_group_members WHERE tenant_id = $1 AND member_type = 'User'".to_string(),
             Some(u) => format!(
                 "SELECT member_id, group_id, 0 FROM scim_group_members WHERE tenant_id = $1 AND member_id IN ({})",
-                in_list(2, u.len())
+                placeholders(2, u.len())
             ),
         };
         let sql = format!(
@@ -651,7 +682,7 @@ impl Store {
         for chunk in users.chunks(500) {
             let sql = format!(
                 "SELECT {LICENSE_COLUMNS} FROM licenses WHERE tenant_id = $1 AND user_id IN ({}) ORDER BY user_id, product",
-                in_list(2, chunk.len())
+                placeholders(2, chunk.len())
             );
             let mut params = vec![P::from(tenant)];
             params.extend(chunk.iter().map(P::from));

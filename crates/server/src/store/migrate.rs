@@ -8,6 +8,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial schema", include_str!("schema.sql")),
     (2, "licensing", include_str!("licensing.sql")),
     (3, "billing and webhooks", include_str!("billing.sql")),
+    (4, "license history by chain", include_str!("history.sql")),
 ];
 
 /// An arbitrary constant naming seatkeeper's migration lock.

@@ -13,7 +13,7 @@ mod migrate;
 use std::path::PathBuf;
 
 pub use db::Tx;
-use db::{P, Pool, Row};
+use db::{P, Pool, Row, placeholders};
 use sqlx::postgres::PgPoolOptions;
 
 use crate::params;
@@ -483,30 +483,84 @@ impl Store {
         Ok(rows.iter().map(audit_from_row).collect())
     }
 
-    /// The latest 100 audit records of some resources, oldest first (the full history is
-    /// in the audit API).
-    pub async fn audit_of(
+    /// The latest `limit` license records of a user, oldest first. A license's records form
+    /// a chain (each names the one before it in `prev`): chains start at the current
+    /// licenses' latest records (`heads`) and at the user's revocations (indexed), and are
+    /// read a link at a time for all of them at once. Records written before the chains
+    /// existed (no `prev`) are found by scanning the tenant's older license records.
+    pub async fn license_history(
         &self,
         tenant: &str,
-        resource_type: &str,
-        ids: &[String],
+        user: &str,
+        products: &[String],
+        heads: &[i64],
+        limit: usize,
     ) -> StoreResult<Vec<crate::audit::AuditRow>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        const COLUMNS: &str = "tenant_id, seq, at, actor, action, resource_type, resource_id, \
+                               request_id, before_doc, after_doc, prev_hash, hash";
+        let ids: Vec<String> = products.iter().map(|p| format!("{user}/{p}")).collect();
+        let mut frontier: Vec<i64> = heads.to_vec();
+        if !ids.is_empty() {
+            // Literal conditions: the planner uses the partial index on revocations.
+            let sql = format!(
+                "SELECT seq FROM audit_log WHERE tenant_id = $1 AND resource_type = 'License' \
+                 AND action = 'license.revoked' AND resource_id IN ({}) ORDER BY seq DESC LIMIT {limit}",
+                placeholders(2, ids.len())
+            );
+            let mut params = vec![P::from(tenant)];
+            params.extend(ids.iter().map(P::from));
+            frontier.extend(
+                self.pool
+                    .fetch(&sql, &params)
+                    .await?
+                    .iter()
+                    .map(|r| r.int(0)),
+            );
         }
-        let list = (3..3 + ids.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT tenant_id, seq, at, actor, action, resource_type, resource_id, request_id, \
-             before_doc, after_doc, prev_hash, hash FROM audit_log \
-             WHERE tenant_id = $1 AND resource_type = $2 AND resource_id IN ({list}) ORDER BY seq DESC LIMIT 100"
-        );
-        let mut params = vec![P::from(tenant), P::from(resource_type)];
-        params.extend(ids.iter().map(P::from));
-        let rows = self.pool.fetch(&sql, &params).await?;
-        Ok(rows.iter().rev().map(audit_from_row).collect())
+        let mut found = std::collections::BTreeMap::<i64, crate::audit::AuditRow>::new();
+        while !frontier.is_empty() && found.len() < limit {
+            frontier.sort_unstable();
+            frontier.dedup();
+            frontier.retain(|s| !found.contains_key(s));
+            if frontier.is_empty() {
+                break;
+            }
+            let sql = format!(
+                "SELECT {COLUMNS} FROM audit_log WHERE tenant_id = $1 AND seq IN ({})",
+                placeholders(2, frontier.len())
+            );
+            let mut params = vec![P::from(tenant)];
+            params.extend(frontier.iter().map(|s| P::Int(*s)));
+            let mut next = Vec::new();
+            for row in self.pool.fetch(&sql, &params).await? {
+                let rec = audit_from_row(&row);
+                if rec.resource_type != "License" || !ids.contains(&rec.resource_id) {
+                    continue;
+                }
+                match license_prev(&rec) {
+                    Some(Some(prev)) => next.push(prev),
+                    Some(None) => {}
+                    None => {
+                        let sql = format!(
+                            "SELECT {COLUMNS} FROM audit_log WHERE tenant_id = $1 AND seq < $2 \
+                             AND resource_type = 'License' AND resource_id = $3 ORDER BY seq DESC LIMIT {limit}"
+                        );
+                        let older = self
+                            .pool
+                            .fetch(&sql, &params![tenant, rec.seq, rec.resource_id.as_str()])
+                            .await?;
+                        for r in older {
+                            let r = audit_from_row(&r);
+                            found.insert(r.seq, r);
+                        }
+                    }
+                }
+                found.insert(rec.seq, rec);
+            }
+            frontier = next;
+        }
+        let skip = found.len().saturating_sub(limit);
+        Ok(found.into_values().skip(skip).collect())
     }
 
     /// The tip of a tenant's audit chain.
@@ -549,6 +603,14 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// The previous record a license record names: `Some(None)` for the first of its chain,
+/// `None` for a record written before records named their predecessor.
+fn license_prev(rec: &crate::audit::AuditRow) -> Option<Option<i64>> {
+    let doc = rec.after.as_deref().or(rec.before.as_deref())?;
+    let doc: serde_json::Value = serde_json::from_str(doc).ok()?;
+    doc.get("prev").map(serde_json::Value::as_i64)
 }
 
 fn audit_from_row(r: &Row) -> crate::audit::AuditRow {
@@ -670,7 +732,7 @@ pub struct AuditEntry {
 impl Tx<'_> {
     /// Appends many records of one cause to the tenant's hash chain: the tip is advanced once
     /// and the links are computed in memory, so a change of 10,000 licenses costs one
-    /// statement per record instead of three.
+    /// statement per record instead of three. Returns the sequence number of the first record.
     pub fn audit_batch(
         &mut self,
         tenant: &str,
@@ -679,11 +741,12 @@ impl Tx<'_> {
         request_id: &str,
         resource_type: &str,
         entries: Vec<AuditEntry>,
-    ) -> StoreResult<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
+    ) -> StoreResult<i64> {
         let (mut seq, mut prev) = self.chain_tip(tenant)?;
+        let first = seq + 1;
+        if entries.is_empty() {
+            return Ok(first);
+        }
         for e in entries {
             seq += 1;
             let mut rec = crate::audit::AuditRow {
@@ -705,7 +768,13 @@ impl Tx<'_> {
             self.pending.audit.push(rec);
         }
         self.move_chain_tip(tenant, seq, prev);
-        Ok(())
+        Ok(first)
+    }
+
+    /// The sequence number the tenant's next audit record takes (the tenant's lock is taken:
+    /// it stays true until this transaction audits something).
+    pub fn next_audit_seq(&mut self, tenant: &str) -> StoreResult<i64> {
+        Ok(self.chain_tip(tenant)?.0 + 1)
     }
 
     /// The tip of a tenant's chain, taking the tenant's lock if this transaction has not.
