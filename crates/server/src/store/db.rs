@@ -154,8 +154,15 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[P]) -> rusqlite::Result<()
                 owned.as_str()
             }
         };
-        let Some(idx) = stmt.parameter_index(name)? else {
-            continue;
+        // `$n` is usually the n-th parameter (the SQL names them in order); asking SQLite
+        // for that one's name is cheaper than a lookup by name.
+        let idx = if stmt.parameter_name(i + 1) == Some(name) {
+            i + 1
+        } else {
+            match stmt.parameter_index(name)? {
+                Some(idx) => idx,
+                None => continue,
+            }
         };
         match p {
             P::Null => stmt.raw_bind_parameter(idx, rusqlite::types::Null)?,
