@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{Key, Product};
+use crate::model::{Key, Plan, Product};
 
 /// The state of one license.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,47 +59,133 @@ pub fn effective(held: &[Held], products: &[Product]) -> Entitlements {
     out
 }
 
-/// The answer to "may this user use this feature?", with a reason a person can act on.
+/// What an application asks about a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Question<'a> {
+    /// May the user use this feature?
+    Feature(&'a str),
+    /// What is the user's value of this limit?
+    Limit(&'a str),
+}
+
+/// A license as a check reads it: the plan itself, resolved once when the license is loaded,
+/// so a check looks nothing up but the feature or limit.
+#[derive(Debug, Clone, Copy)]
+pub struct Grant<'a> {
+    /// The plan.
+    pub plan: &'a Plan,
+    /// Its state.
+    pub state: LicenseState,
+}
+
+/// The answer to a check, with a reason a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    /// Allowed or not.
+pub struct Answer {
+    /// Allowed or not (for a limit: the user holds it with a value above zero).
     pub allowed: bool,
-    /// Why: `licensed`, `not licensed`, `waitlisted: seat limit reached`,
-    /// `plan free lacks feature export`.
+    /// The plan that answered (allowed), or the plan held that did not.
+    pub plan: Option<Key>,
+    /// A limit's value.
+    pub value: Option<i64>,
+    /// Why: `plan pro grants feature export`, `plan free lacks feature export`,
+    /// `waitlisted: seat limit reached`, `subscription expired`, `not licensed`,
+    /// `user inactive`.
     pub reason: String,
 }
 
-/// Decides a feature check.
-pub fn check_feature(held: &[Held], products: &[Product], feature: &Key) -> Verdict {
-    let ent = effective(held, products);
-    if ent.features.contains(feature) {
-        return Verdict {
-            allowed: true,
-            reason: "licensed".into(),
-        };
-    }
-    if let Some(plan) = ent.plans.values().next() {
-        return Verdict {
-            allowed: false,
-            reason: format!("plan {plan} lacks feature {feature}"),
-        };
-    }
-    if held.iter().any(|h| h.state == LicenseState::Waitlisted) {
-        return Verdict {
-            allowed: false,
-            reason: "waitlisted: seat limit reached".into(),
-        };
-    }
-    Verdict {
+fn deny(plan: Option<Key>, reason: String) -> Answer {
+    Answer {
         allowed: false,
-        reason: "not licensed".into(),
+        plan,
+        value: None,
+        reason,
     }
+}
+
+/// Answers a check for a user from the licenses they hold. `lapsed` is asked only when the
+/// user holds nothing: whether a product that would answer has a subscription whose term is
+/// over (then the reason is `subscription expired` rather than `not licensed`).
+pub fn answer(
+    active: bool,
+    grants: &[Grant<'_>],
+    question: Question<'_>,
+    lapsed: impl FnOnce() -> bool,
+) -> Answer {
+    if !active {
+        return deny(None, "user inactive".into());
+    }
+    let held = || grants.iter().filter(|g| g.state == LicenseState::Active);
+    // The best active plan that answers: highest rank for a feature, largest value for a limit.
+    let mut best: Option<(&Plan, Option<i64>)> = None;
+    for g in held() {
+        let found = match question {
+            Question::Feature(f) => g.plan.features.contains(f).then_some(None),
+            Question::Limit(l) => g.plan.limits.get(l).map(|v| Some(*v)),
+        };
+        if let Some(value) = found {
+            let better = match best {
+                None => true,
+                Some((p, v)) => value > v || (value == v && g.plan.rank > p.rank),
+            };
+            if better {
+                best = Some((g.plan, value));
+            }
+        }
+    }
+    if let Some((plan, value)) = best {
+        return match (question, value) {
+            (Question::Feature(f), _) => Answer {
+                allowed: true,
+                plan: Some(plan.key.clone()),
+                value: None,
+                reason: format!("plan {} grants feature {f}", plan.key),
+            },
+            (Question::Limit(l), value) => {
+                let v = value.unwrap_or_default();
+                Answer {
+                    allowed: v > 0,
+                    plan: Some(plan.key.clone()),
+                    value: Some(v),
+                    reason: format!("plan {} sets limit {l} to {v}", plan.key),
+                }
+            }
+        };
+    }
+    let plans: Vec<&str> = held().map(|g| g.plan.key.as_str()).collect();
+    if let Some(first) = plans.first() {
+        let (noun, verb) = if plans.len() == 1 {
+            ("plan", "lacks")
+        } else {
+            ("plans", "lack")
+        };
+        let what = match question {
+            Question::Feature(f) => format!("feature {f}"),
+            Question::Limit(l) => format!("limit {l}"),
+        };
+        let plan = Key::new("plan", first).ok();
+        return deny(plan, format!("{noun} {} {verb} {what}", plans.join(", ")));
+    }
+    if grants.iter().any(|g| g.state == LicenseState::Waitlisted) {
+        return deny(None, "waitlisted: seat limit reached".into());
+    }
+    if lapsed() {
+        return deny(None, "subscription expired".into());
+    }
+    deny(None, "not licensed".into())
+}
+
+/// Whether a plan of a product would answer a question (a feature it grants, a limit it
+/// sets): which products matter for `subscription expired`.
+pub fn answers(product: &Product, question: Question<'_>) -> bool {
+    product.plans.iter().any(|p| match question {
+        Question::Feature(f) => p.features.contains(f),
+        Question::Limit(l) => p.limits.contains_key(l),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Plan;
 
     fn k(s: &str) -> Key {
         Key::new("key", s).unwrap()
@@ -158,28 +244,51 @@ mod tests {
     #[test]
     fn reasons_are_specific() {
         let p = products();
-        let free = [Held {
-            product: k("workspace"),
-            plan: k("free"),
+        let free = p[0].plan(&k("free")).unwrap();
+        let pro = p[0].plan(&k("pro")).unwrap();
+        let basic = p[1].plan(&k("basic")).unwrap();
+        let active = |plan| Grant {
+            plan,
             state: LicenseState::Active,
-        }];
+        };
+        let ask = |grants: &[Grant<'_>], q| answer(true, grants, q, || false);
+        let a = ask(&[active(free)], Question::Feature("export"));
         assert_eq!(
-            check_feature(&free, &p, &k("export")).reason,
-            "plan free lacks feature export"
+            (a.allowed, a.reason.as_str()),
+            (false, "plan free lacks feature export")
         );
-        assert!(check_feature(&free, &p, &k("docs.read")).allowed);
-        let waiting = [Held {
-            product: k("workspace"),
-            plan: k("pro"),
+        assert_eq!(a.plan, Some(k("free")));
+        let a = ask(&[active(free), active(pro)], Question::Feature("export"));
+        assert_eq!((a.allowed, a.plan), (true, Some(k("pro"))));
+        assert_eq!(a.reason, "plan pro grants feature export");
+        let a = ask(&[active(free), active(basic)], Question::Feature("export"));
+        assert_eq!(a.reason, "plans free, basic lack feature export");
+        let a = ask(&[active(free), active(pro)], Question::Limit("projects"));
+        assert_eq!(
+            (a.allowed, a.value, a.plan),
+            (true, Some(100), Some(k("pro")))
+        );
+        assert_eq!(a.reason, "plan pro sets limit projects to 100");
+        let a = ask(&[active(basic)], Question::Limit("seats"));
+        assert_eq!(
+            (a.allowed, a.reason.as_str()),
+            (false, "plan basic lacks limit seats")
+        );
+        let waiting = [Grant {
+            plan: pro,
             state: LicenseState::Waitlisted,
         }];
+        let a = ask(&waiting, Question::Feature("export"));
         assert_eq!(
-            check_feature(&waiting, &p, &k("export")),
-            Verdict {
-                allowed: false,
-                reason: "waitlisted: seat limit reached".into()
-            }
+            (a.allowed, a.reason.as_str()),
+            (false, "waitlisted: seat limit reached")
         );
-        assert_eq!(check_feature(&[], &p, &k("export")).reason, "not licensed");
+        assert_eq!(ask(&[], Question::Feature("export")).reason, "not licensed");
+        let a = answer(true, &[], Question::Feature("export"), || true);
+        assert_eq!(a.reason, "subscription expired");
+        let a = answer(false, &[active(pro)], Question::Feature("export"), || false);
+        assert_eq!((a.allowed, a.reason.as_str()), (false, "user inactive"));
+        assert!(answers(&p[0], Question::Feature("export")));
+        assert!(!answers(&p[1], Question::Feature("export")));
     }
 }

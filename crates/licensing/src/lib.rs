@@ -5,11 +5,12 @@
 //! - [`rules`]: which plan each user should hold (rules are SCIM filters over the user).
 //! - [`seats`]: who holds an active seat and who waits, under hard or soft enforcement.
 //! - [`lifecycle`]: terms, trials, grace and expiry as functions of time.
-//! - [`entitlements`]: effective features and limits, and feature checks with reasons.
+//! - [`entitlements`]: effective features and limits, and the answer to an application's
+//!   check (feature or limit) with a reason.
 //! - [`spec`]: the model as code (TOML or JSON), validated, and the diff between two versions.
 //!
-//! Status: this is the first step of issue 3; the engine that persists these decisions in the
-//! server is not wired in yet.
+//! The server persists these decisions (`crates/server/src/licensing.rs`) and answers checks
+//! from an in-memory snapshot built on [`entitlements::answer`].
 #![warn(missing_docs)]
 
 pub mod entitlements;

@@ -13,6 +13,13 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Key(String);
 
+// Keys compare as their text, so sets and maps of keys are searched by `&str`.
+impl std::borrow::Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl Key {
     /// Validates a key.
     pub fn new(what: &str, s: &str) -> Result<Key> {

@@ -10,13 +10,13 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::store::{Store, StoreResult, TokenRow};
+use crate::store::{Credential, Store, StoreResult, TokenRow};
 
 /// How long a verified token is trusted from memory. A revoked token stops working on the
 /// node that revoked it at once, and on other nodes within this bound.
 pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
 
-/// A new random token with a recognisable prefix (`skt_` SCIM, `ska_` admin).
+/// A new random token with a recognisable prefix (`skt_` SCIM, `skp_` app, `ska_` admin).
 pub fn generate_token(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
@@ -36,13 +36,21 @@ pub fn hashes_equal(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// Verifies SCIM tokens against the store, with a short-lived cache.
-#[derive(Default)]
+/// Verifies one kind of credential against the store, with a short-lived cache.
 pub struct TokenVerifier {
+    kind: Credential,
     cache: RwLock<HashMap<String, (TokenRow, Instant)>>,
 }
 
 impl TokenVerifier {
+    /// A verifier of one kind of credential.
+    pub fn new(kind: Credential) -> TokenVerifier {
+        TokenVerifier {
+            kind,
+            cache: RwLock::default(),
+        }
+    }
+
     /// The token's row if the token is live.
     pub async fn verify(&self, store: &Store, token: &str) -> StoreResult<Option<TokenRow>> {
         let hash = hash_token(token);
@@ -53,7 +61,7 @@ impl TokenVerifier {
         {
             return Ok(Some(row.clone()));
         }
-        let Some(row) = store.find_scim_token(&hash).await? else {
+        let Some(row) = store.find_credential(self.kind, &hash).await? else {
             return Ok(None);
         };
         if !hashes_equal(&row.hash, &hash) {

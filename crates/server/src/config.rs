@@ -26,6 +26,10 @@ pub struct Config {
     pub stripe_secret: Option<String>,
     /// Largest distance, in seconds, between a signed event's timestamp and now.
     pub signature_tolerance: i64,
+    /// How long a signed entitlement token lives.
+    pub token_ttl: Duration,
+    /// How often users seen by applications are written (`last_seen`).
+    pub activity_flush: Duration,
 }
 
 impl Default for Config {
@@ -41,6 +45,8 @@ impl Default for Config {
             billing_secret: None,
             stripe_secret: None,
             signature_tolerance: 300,
+            token_ttl: Duration::from_secs(300),
+            activity_flush: Duration::from_secs(5),
         }
     }
 }

@@ -91,9 +91,15 @@ fn demo_model(tenant: &str, seats: usize) -> serde_json::Value {
 /// Loads the demo tenant.
 pub async fn load(store: &Store, clock: SharedClock, users: usize) -> anyhow::Result<Demo> {
     let tenant = crate::ops::create_tenant(store, &*clock, "Demo Corp").await?;
-    let token = crate::ops::create_scim_token(store, &*clock, &tenant.id, "demo-idp")
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let token = crate::ops::create_credential(
+        store,
+        &*clock,
+        crate::store::Credential::Scim,
+        &tenant.id,
+        "demo-idp",
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let seats = (users * 3 / 4).max(1);
     let spec = licensing::spec::Spec::from_json(&demo_model(&tenant.id, seats))
         .map_err(|e| anyhow::anyhow!("demo model: {e}"))?;

@@ -9,10 +9,12 @@ pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod jwt;
 pub mod licensing;
 pub mod model;
 pub mod ops;
 pub mod signing;
+pub mod snapshot;
 pub mod store;
 pub mod webhooks;
 

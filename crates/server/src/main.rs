@@ -97,6 +97,12 @@ struct ServeArgs {
     /// Days before a term ends that `subscription.expiring` is sent.
     #[arg(long, env = "SEATKEEPER_EXPIRY_NOTICE_DAYS", default_value_t = 7)]
     expiry_notice_days: u32,
+    /// Seconds a signed entitlement token lives (1 to 86400).
+    #[arg(long, env = "SEATKEEPER_TOKEN_TTL", default_value_t = 300)]
+    token_ttl: u64,
+    /// Seconds between writes of users seen by applications (`last_seen`).
+    #[arg(long, env = "SEATKEEPER_ACTIVITY_FLUSH", default_value_t = 5)]
+    activity_flush: u64,
     /// For tests only: run on a clock that starts at this RFC 3339 instant and moves only
     /// through `POST /api/v1/clock`.
     #[arg(long)]
@@ -129,6 +135,11 @@ enum Command {
     Token {
         #[command(subcommand)]
         action: TokenCmd,
+    },
+    /// Manages application keys (entitlement checks and tokens only).
+    AppKey {
+        #[command(subcommand)]
+        action: AppKeyCmd,
     },
     /// Applies a licensing model file (TOML): prints the plan, then applies it in one
     /// transaction (or only prints it, with --dry-run).
@@ -173,6 +184,21 @@ enum TokenCmd {
         tenant: String,
         /// A name for the token; it is the actor in the audit trail.
         #[arg(long, default_value = "scim")]
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AppKeyCmd {
+    /// Creates an app key for a tenant and prints it alone on stdout.
+    Create {
+        /// The tenant's id.
+        #[arg(long)]
+        tenant: String,
+        /// A name for the key (which application holds it).
+        #[arg(long, default_value = "app")]
         name: String,
         #[command(flatten)]
         db: DbArgs,
@@ -247,6 +273,8 @@ fn config_from(args: &ServeArgs) -> Config {
         billing_secret: args.billing_secret.clone().filter(|s| !s.is_empty()),
         stripe_secret: args.stripe_secret.clone().filter(|s| !s.is_empty()),
         signature_tolerance: args.signature_tolerance.max(1),
+        token_ttl: Duration::from_secs(args.token_ttl.clamp(1, 86_400)),
+        activity_flush: Duration::from_secs(args.activity_flush.max(1)),
     }
 }
 
@@ -468,9 +496,33 @@ async fn main() -> anyhow::Result<()> {
         } => {
             init_logging(false);
             let store = open(&db.database, None).await?;
-            let created = seatkeeper::ops::create_scim_token(&store, &*clock, &tenant, &name)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let created = seatkeeper::ops::create_credential(
+                &store,
+                &*clock,
+                seatkeeper::store::Credential::Scim,
+                &tenant,
+                &name,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{}", created.token);
+            store.close().await;
+            Ok(())
+        }
+        Command::AppKey {
+            action: AppKeyCmd::Create { tenant, name, db },
+        } => {
+            init_logging(false);
+            let store = open(&db.database, None).await?;
+            let created = seatkeeper::ops::create_credential(
+                &store,
+                &*clock,
+                seatkeeper::store::Credential::App,
+                &tenant,
+                &name,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}", created.token);
             store.close().await;
             Ok(())

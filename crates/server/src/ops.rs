@@ -2,9 +2,9 @@
 
 use crate::auth::{generate_token, hash_token};
 use crate::clock::{Clock, stamp};
-use crate::store::{Store, StoreResult, TenantRow};
+use crate::store::{Credential, Store, StoreResult, TenantRow};
 
-/// A new SCIM token; `token` is shown once and never stored.
+/// A new credential; `token` is shown once and never stored.
 pub struct CreatedToken {
     /// Token id (for revocation).
     pub id: String,
@@ -24,10 +24,11 @@ pub async fn create_tenant(store: &Store, clock: &dyn Clock, name: &str) -> Stor
     })
 }
 
-/// Creates a SCIM token for an existing tenant.
-pub async fn create_scim_token(
+/// Creates a SCIM token or an app key for an existing tenant.
+pub async fn create_credential(
     store: &Store,
     clock: &dyn Clock,
+    kind: Credential,
     tenant: &str,
     name: &str,
 ) -> Result<CreatedToken, crate::error::ApiError> {
@@ -36,10 +37,17 @@ pub async fn create_scim_token(
             "tenant {tenant} not found"
         )));
     }
-    let token = generate_token("skt_");
+    let token = generate_token(kind.prefix());
     let id = uuid::Uuid::now_v7().to_string();
     store
-        .create_scim_token(&id, tenant, name, &hash_token(&token), &stamp(clock.now()))
+        .create_credential(
+            kind,
+            &id,
+            tenant,
+            name,
+            &hash_token(&token),
+            &stamp(clock.now()),
+        )
         .await?;
     Ok(CreatedToken { id, token })
 }

@@ -553,10 +553,16 @@ async fn tenant_isolation(b: Backend) {
     let t2 = seatkeeper::ops::create_tenant(&app.store, &clock, "Other")
         .await
         .unwrap();
-    let tok2 = seatkeeper::ops::create_scim_token(&app.store, &clock, &t2.id, "other-idp")
-        .await
-        .unwrap()
-        .token;
+    let tok2 = seatkeeper::ops::create_credential(
+        &app.store,
+        &clock,
+        seatkeeper::store::Credential::Scim,
+        &t2.id,
+        "other-idp",
+    )
+    .await
+    .unwrap()
+    .token;
     for (method, body) in [
         ("GET", None),
         ("PUT", Some(json!({"schemas": [USER], "userName": "x"}))),

@@ -5,7 +5,7 @@ mod common;
 use common::Backend;
 use scim::sql::SqlWhere;
 use seatkeeper::store::directory::{Kind, Order, Page};
-use seatkeeper::store::{NewAudit, StoreError, StoredResource};
+use seatkeeper::store::{Credential, NewAudit, StoreError, StoredResource};
 use serde_json::json;
 
 fn res(id: &str, doc: serde_json::Value) -> StoredResource {
@@ -531,11 +531,18 @@ async fn tokens_and_settings(b: Backend) {
     tenant(s, &t).await;
     let hash = unique_id("hash");
     let tok_id = unique_id("tok");
-    s.create_scim_token(&tok_id, &t, "okta", &format!("{hash}-2"), "now")
-        .await
-        .unwrap();
+    s.create_credential(
+        Credential::Scim,
+        &tok_id,
+        &t,
+        "okta",
+        &format!("{hash}-2"),
+        "now",
+    )
+    .await
+    .unwrap();
     let row = s
-        .find_scim_token(&format!("{hash}-2"))
+        .find_credential(Credential::Scim, &format!("{hash}-2"))
         .await
         .unwrap()
         .unwrap();
@@ -543,9 +550,13 @@ async fn tokens_and_settings(b: Backend) {
         (row.tenant_id.as_str(), row.name.as_str()),
         (t.as_str(), "okta")
     );
-    assert!(s.revoke_scim_token(&t, &tok_id, "later").await.unwrap());
     assert!(
-        s.find_scim_token(&format!("{hash}-2"))
+        s.revoke_credential(Credential::Scim, &t, &tok_id, "later")
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.find_credential(Credential::Scim, &format!("{hash}-2"))
             .await
             .unwrap()
             .is_none()

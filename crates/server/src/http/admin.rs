@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::{AdminAuth, ScimJson, Shared, empty, read_json, with_status};
 use crate::error::{ApiError, ApiResult};
+use crate::store::Credential;
 use crate::{model, ops};
 
 /// The admin routes.
@@ -311,7 +312,14 @@ async fn create_token(
         json!({})
     };
     let name = name_field(&body, "name", false)?.unwrap_or_else(|| "scim".into());
-    let created = ops::create_scim_token(&state.store, &*state.engine_clock(), &id, &name).await?;
+    let created = ops::create_credential(
+        &state.store,
+        &*state.engine_clock(),
+        Credential::Scim,
+        &id,
+        &name,
+    )
+    .await?;
     Ok(with_status(
         StatusCode::CREATED,
         ScimJson(json!({"id": created.id, "tenant": id, "name": name, "token": created.token})),
@@ -324,7 +332,11 @@ async fn revoke_token(
     Path((id, token_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let now = crate::clock::stamp(state.engine_clock().now());
-    if !state.store.revoke_scim_token(&id, &token_id, &now).await? {
+    if !state
+        .store
+        .revoke_credential(Credential::Scim, &id, &token_id, &now)
+        .await?
+    {
         return Err(ApiError::NotFound(format!(
             "token {token_id} not found in tenant {id}"
         )));

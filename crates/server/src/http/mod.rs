@@ -1,6 +1,7 @@
 //! HTTP: routing, middleware (request ids, metrics, timeouts), extractors and responses.
 
 pub mod admin;
+pub mod apps;
 pub mod events;
 pub mod ops;
 pub mod scim_routes;
@@ -34,6 +35,12 @@ pub struct AppState {
     pub store: Store,
     /// SCIM token verification.
     pub tokens: TokenVerifier,
+    /// App key verification.
+    pub apps: TokenVerifier,
+    /// Entitlement snapshots, for checks.
+    pub snapshots: std::sync::Arc<crate::snapshot::Snapshots>,
+    /// Signs entitlement tokens.
+    pub signer: crate::jwt::Signer,
     /// Per-tenant rate limiter.
     pub limiter: DefaultKeyedRateLimiter<String>,
     /// Limits and knobs.
@@ -62,10 +69,21 @@ impl AppState {
     ) -> AppState {
         let rate = NonZeroU32::new(config.rate_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(config.rate_burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        let store = engine.store().clone();
+        let snapshots = crate::snapshot::Snapshots::new(store.clone(), engine.clock().clone());
+        store.set_after_commit(snapshots.clone());
+        snapshots.spawn(config.activity_flush);
         AppState {
-            store: engine.store().clone(),
+            signer: crate::jwt::Signer::new(
+                store.clone(),
+                engine.clock().clone(),
+                config.token_ttl,
+            ),
+            snapshots,
+            store,
             engine,
-            tokens: TokenVerifier::default(),
+            tokens: TokenVerifier::new(crate::store::Credential::Scim),
+            apps: TokenVerifier::new(crate::store::Credential::App),
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
             config,
             admin_hash,
@@ -82,8 +100,14 @@ pub type Shared = Arc<AppState>;
 pub fn router(state: Shared) -> Router {
     Router::new()
         .nest("/scim/v2", scim_routes::routes())
-        .nest("/api/v1", admin::routes().merge(events::routes()))
+        .nest(
+            "/api/v1",
+            admin::routes()
+                .merge(events::routes())
+                .merge(apps::routes()),
+        )
         .merge(ops::routes())
+        .merge(apps::public_routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
@@ -186,7 +210,7 @@ pub fn json_from_bytes(bytes: &[u8]) -> ApiResult<Value> {
         .map_err(|e| scim::Error::InvalidSyntax(format!("the body is not valid JSON: {e}")).into())
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme

@@ -9,6 +9,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "licensing", include_str!("licensing.sql")),
     (3, "billing and webhooks", include_str!("billing.sql")),
     (4, "license history by chain", include_str!("history.sql")),
+    (
+        5,
+        "app keys, activity, signing keys",
+        include_str!("apps.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming seatkeeper's migration lock.

@@ -4,6 +4,7 @@
 //! work on both). What differs — drivers, connection setup, DDL types — lives in [`db`] and
 //! [`migrate`], decided at connect time; no call site branches on the backend.
 
+pub mod apps;
 pub mod db;
 pub mod directory;
 pub mod events;
@@ -79,6 +80,18 @@ pub struct Store {
     /// Counts commits that wrote events (on this node, and on others via PostgreSQL
     /// `LISTEN`): the dispatcher and event streams wait on it instead of polling.
     events: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Counts (re)connections of the PostgreSQL listener: after one, notifications may have
+    /// been missed.
+    listens: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Told, before a write returns, which tenants the commit changed.
+    after_commit: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn AfterCommit>>>,
+}
+
+/// Something that must see a tenant's commits before the writer's response leaves (the
+/// entitlement snapshots: an app that triggered a change sees it on its next call).
+pub trait AfterCommit: Send + Sync {
+    /// The commit that changed these tenants is durable.
+    fn committed(&self, tenants: Vec<String>) -> futures::future::BoxFuture<'_, ()>;
 }
 
 fn sqlite_path(url: &str) -> StoreResult<PathBuf> {
@@ -107,6 +120,8 @@ impl Store {
                 backend: Backend::Sqlite,
                 pool: Pool::Sqlite(std::sync::Arc::new(sqlite)),
                 events: Default::default(),
+                listens: Default::default(),
+                after_commit: Default::default(),
             }
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pg = PgPoolOptions::new()
@@ -118,6 +133,8 @@ impl Store {
                 backend: Backend::Postgres,
                 pool: Pool::Postgres(pg),
                 events: Default::default(),
+                listens: Default::default(),
+                after_commit: Default::default(),
             }
         } else {
             return Err(StoreError::BadUrl(url.to_string()));
@@ -144,14 +161,34 @@ impl Store {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
     {
-        let (out, wrote_events) = self
+        let (out, wrote_events, tenants) = self
             .pool
-            .write(move |tx| f(tx).map(|v| (v, !tx.pending.outbox.is_empty())))
+            .write(move |tx| {
+                f(tx).map(|v| {
+                    let tenants: Vec<String> = tx.tips.iter().map(|t| t.tenant.clone()).collect();
+                    (v, !tx.pending.outbox.is_empty(), tenants)
+                })
+            })
             .await?;
         if wrote_events {
             self.events.send_modify(|n| *n = n.wrapping_add(1));
         }
+        if let Some(hook) = self.after_commit.get()
+            && !tenants.is_empty()
+        {
+            hook.committed(tenants).await;
+        }
         Ok(out)
+    }
+
+    /// Sets what sees every commit before its write returns (once).
+    pub fn set_after_commit(&self, hook: std::sync::Arc<dyn AfterCommit>) {
+        let _ = self.after_commit.set(hook);
+    }
+
+    /// A receiver that changes each time the PostgreSQL listener (re)connects.
+    pub fn listener_connects(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.listens.subscribe()
     }
 
     /// A receiver that changes after every commit that wrote events.
@@ -161,19 +198,32 @@ impl Store {
 
     /// On PostgreSQL, listens for other nodes' commits of events (`NOTIFY`) and passes them
     /// on to [`Store::event_commits`]; reconnects after a lost connection (and then counts
-    /// one commit, since notifications may have been missed). Nothing to do on SQLite.
+    /// one commit and one [`Store::listener_connects`], since notifications may have been
+    /// missed). Nothing to do on SQLite.
     pub fn listen_other_nodes(&self) -> Option<tokio::task::JoinHandle<()>> {
         let Pool::Postgres(pg) = &self.pool else {
             return None;
         };
-        let (pg, events) = (pg.clone(), self.events.clone());
+        let (pg, events, listens) = (pg.clone(), self.events.clone(), self.listens.clone());
         Some(tokio::spawn(async move {
             loop {
                 match sqlx::postgres::PgListener::connect_with(&pg).await {
                     Ok(mut listener) => {
                         if listener.listen("seatkeeper_events").await.is_ok() {
+                            listens.send_modify(|n| *n = n.wrapping_add(1));
                             events.send_modify(|n| *n = n.wrapping_add(1));
-                            while listener.recv().await.is_ok() {
+                            // `Ok(None)`: the connection was lost (the next call reconnects and
+                            // listens again); whatever was sent meanwhile is lost, so it counts
+                            // as a new connection.
+                            loop {
+                                match listener.try_recv().await {
+                                    Ok(Some(_)) => {}
+                                    Ok(None) => {
+                                        tracing::warn!("LISTEN connection lost; reconnecting");
+                                        listens.send_modify(|n| *n = n.wrapping_add(1));
+                                    }
+                                    Err(_) => break,
+                                }
                                 events.send_modify(|n| *n = n.wrapping_add(1));
                             }
                         }
@@ -289,45 +339,80 @@ impl Store {
             .collect())
     }
 
-    /// Stores a SCIM token (by hash only).
-    pub async fn create_scim_token(
+    /// Stores a credential (by hash only).
+    pub async fn create_credential(
         &self,
+        kind: Credential,
         id: &str,
         tenant: &str,
         name: &str,
         hash: &str,
         now: &str,
     ) -> StoreResult<()> {
+        let sql = format!(
+            "INSERT INTO {} (id, tenant_id, name, token_hash, created) VALUES ($1, $2, $3, $4, $5)",
+            kind.table()
+        );
         self.pool
-            .execute(
-                "INSERT INTO scim_tokens (id, tenant_id, name, token_hash, created) VALUES ($1, $2, $3, $4, $5)",
-                &params![id, tenant, name, hash, now],
-            )
+            .execute(&sql, &params![id, tenant, name, hash, now])
             .await?;
         Ok(())
     }
 
-    /// Revokes a token of a tenant; returns whether one was revoked.
-    pub async fn revoke_scim_token(&self, tenant: &str, id: &str, now: &str) -> StoreResult<bool> {
-        let n = self
-            .pool
-            .execute("UPDATE scim_tokens SET revoked = $3 WHERE tenant_id = $1 AND id = $2 AND revoked IS NULL", &params![tenant, id, now])
-            .await?;
+    /// Revokes a credential of a tenant; returns whether one was revoked.
+    pub async fn revoke_credential(
+        &self,
+        kind: Credential,
+        tenant: &str,
+        id: &str,
+        now: &str,
+    ) -> StoreResult<bool> {
+        let sql = format!(
+            "UPDATE {} SET revoked = $3 WHERE tenant_id = $1 AND id = $2 AND revoked IS NULL",
+            kind.table()
+        );
+        let n = self.pool.execute(&sql, &params![tenant, id, now]).await?;
         Ok(n == 1)
     }
 
-    /// Looks a live token up by its hash.
-    pub async fn find_scim_token(&self, hash: &str) -> StoreResult<Option<TokenRow>> {
-        let row = self
-            .pool
-            .fetch_opt("SELECT id, tenant_id, name, token_hash FROM scim_tokens WHERE token_hash = $1 AND revoked IS NULL", &params![hash])
-            .await?;
+    /// Looks a live credential up by its hash.
+    pub async fn find_credential(
+        &self,
+        kind: Credential,
+        hash: &str,
+    ) -> StoreResult<Option<TokenRow>> {
+        let sql = format!(
+            "SELECT id, tenant_id, name, token_hash FROM {} WHERE token_hash = $1 AND revoked IS NULL",
+            kind.table()
+        );
+        let row = self.pool.fetch_opt(&sql, &params![hash]).await?;
         Ok(row.map(|r| TokenRow {
             id: r.text(0),
             tenant_id: r.text(1),
             name: r.text(2),
             hash: r.text(3),
         }))
+    }
+
+    /// A tenant's credentials of one kind (id, name, created, revoked), oldest first.
+    pub async fn credentials(
+        &self,
+        kind: Credential,
+        tenant: &str,
+    ) -> StoreResult<Vec<serde_json::Value>> {
+        let sql = format!(
+            "SELECT id, name, created, revoked FROM {} WHERE tenant_id = $1 ORDER BY created, id",
+            kind.table()
+        );
+        Ok(self
+            .pool
+            .fetch(&sql, &params![tenant])
+            .await?
+            .iter()
+            .map(|r| {
+                serde_json::json!({"id": r.text(0), "name": r.text(1), "created": r.text(2), "revoked": r.opt_text(3)})
+            })
+            .collect())
     }
 
     // ---- audit and outbox (read side) ----
@@ -672,6 +757,33 @@ pub struct TokenRow {
     pub name: String,
     /// SHA-256 of the token, hex.
     pub hash: String,
+}
+
+/// The kinds of bearer credential a tenant has, each in a table of its own: a credential of
+/// one kind is never found when another kind is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// SCIM tokens (`skt_`): the identity provider's, for `/scim/v2`.
+    Scim,
+    /// Application keys (`skp_`): read-only, for entitlement checks and tokens.
+    App,
+}
+
+impl Credential {
+    fn table(self) -> &'static str {
+        match self {
+            Credential::Scim => "scim_tokens",
+            Credential::App => "app_keys",
+        }
+    }
+
+    /// The prefix of its secrets.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Credential::Scim => "skt_",
+            Credential::App => "skp_",
+        }
+    }
 }
 
 /// One outbox event.

@@ -91,9 +91,15 @@ pub async fn app_with(backend: Backend, config: Config) -> TestApp {
     let tenant = seatkeeper::ops::create_tenant(&db.store, &*shared, "Test")
         .await
         .unwrap();
-    let token = seatkeeper::ops::create_scim_token(&db.store, &*shared, &tenant.id, "test-idp")
-        .await
-        .unwrap();
+    let token = seatkeeper::ops::create_credential(
+        &db.store,
+        &*shared,
+        seatkeeper::store::Credential::Scim,
+        &tenant.id,
+        "test-idp",
+    )
+    .await
+    .unwrap();
     let router = seatkeeper::app(
         db.store.clone(),
         shared,

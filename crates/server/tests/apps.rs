@@ -1,0 +1,392 @@
+//! The application API on SQLite and PostgreSQL: app keys, checks answered from the
+//! snapshot (a deprovisioned user is denied on the very next call), signed entitlement
+//! tokens verified with a standard JWT library from the JWKS alone, and activity.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{ADMIN, Backend, TestApp};
+use serde_json::{Value, json};
+
+fn product(app: &TestApp) -> String {
+    format!("ap-{}", &app.tenant[app.tenant.len() - 12..])
+}
+
+async fn admin(app: &TestApp, method: &str, uri: &str, body: Option<Value>) -> common::Resp {
+    app.req_as(ADMIN, method, uri, body, &[]).await
+}
+
+/// Two seats of `pro` for the tenant; everyone active gets it.
+async fn setup(app: &TestApp) -> String {
+    let m = json!({
+        "products": [{
+            "key": product(app), "name": "Workspace",
+            "plans": [
+                {"key": "free", "rank": 0, "features": ["docs.read"], "limits": {"projects": 3}},
+                {"key": "pro", "rank": 1, "features": ["docs.read", "export"], "limits": {"projects": 100}},
+            ],
+        }],
+        "tenants": [{"id": app.tenant, "subscriptions": [{
+            "product": product(app), "plan": "pro", "seats": 2,
+            "starts_at": "2026-01-01T00:00:00Z", "enforcement": "hard",
+        }]}],
+    });
+    let r = admin(app, "PUT", "/api/v1/model", Some(m)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let r = admin(
+        app,
+        "POST",
+        &format!("/api/v1/tenants/{}/app-keys", app.tenant),
+        Some(json!({"name": "billing-app"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    let key = r.body["key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("skp_"));
+    key
+}
+
+async fn check(app: &TestApp, key: &str, body: Value) -> Value {
+    let r = app
+        .req_as(key, "POST", "/api/v1/check", Some(body), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    r.body
+}
+
+async fn set_active(app: &TestApp, id: &str, active: bool) {
+    let r = app
+        .req(
+            "PATCH",
+            &format!("/scim/v2/Users/{id}"),
+            Some(
+                json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "active", "value": active}]}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+}
+
+async fn checks_follow_the_directory(b: Backend) {
+    let app = common::app(b).await;
+    let key = setup(&app).await;
+    let alice = app.user("alice@example.com").await;
+    let _bob = app.user("bob@example.com").await;
+    let _carol = app.user("carol@example.com").await;
+
+    // Named by id, userName (any case) or externalId: the same answer.
+    let a = check(&app, &key, json!({"user": alice, "feature": "export"})).await;
+    assert_eq!(a["allowed"], true, "{a}");
+    assert_eq!(a["plan"], "pro");
+    assert_eq!(a["reason"], "plan pro grants feature export");
+    let a = check(
+        &app,
+        &key,
+        json!({"user": "ALICE@example.com", "feature": "export"}),
+    )
+    .await;
+    assert_eq!(a["allowed"], true, "{a}");
+    let a = check(&app, &key, json!({"user": alice, "limit": "projects"})).await;
+    assert_eq!(
+        (a["allowed"].clone(), a["value"].clone()),
+        (json!(true), json!(100))
+    );
+    let a = check(&app, &key, json!({"user": alice, "feature": "sso"})).await;
+    assert_eq!(a["reason"], "plan pro lacks feature sso");
+    // Two seats: carol waits.
+    let a = check(
+        &app,
+        &key,
+        json!({"user": "carol@example.com", "feature": "export"}),
+    )
+    .await;
+    assert_eq!(
+        (a["allowed"].clone(), a["reason"].clone()),
+        (json!(false), json!("waitlisted: seat limit reached"))
+    );
+
+    // Deactivating alice: denied on the very next call; carol gets the seat at once.
+    set_active(&app, &alice, false).await;
+    let a = check(&app, &key, json!({"user": alice, "feature": "export"})).await;
+    assert_eq!(
+        (a["allowed"].clone(), a["reason"].clone()),
+        (json!(false), json!("user inactive"))
+    );
+    let a = check(
+        &app,
+        &key,
+        json!({"user": "carol@example.com", "feature": "export"}),
+    )
+    .await;
+    assert_eq!(a["allowed"], true, "{a}");
+    // A user created after the snapshot loaded is known at once.
+    let dave = app.user("dave@example.com").await;
+    let a = check(&app, &key, json!({"user": dave, "feature": "docs.read"})).await;
+    assert_eq!(a["reason"], "waitlisted: seat limit reached");
+    // Deleted: unknown.
+    let r = app
+        .req("DELETE", &format!("/scim/v2/Users/{dave}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let a = check(&app, &key, json!({"user": dave, "feature": "docs.read"})).await;
+    assert_eq!(a["reason"], "unknown user");
+
+    // A batch.
+    let r = check(
+        &app,
+        &key,
+        json!({"checks": [
+            {"user": "bob@example.com", "feature": "export"},
+            {"user": "nobody", "feature": "export"},
+            {"user": "carol@example.com", "limit": "projects"},
+        ]}),
+    )
+    .await;
+    let results: Vec<(Value, Value)> = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["allowed"].clone(), x["reason"].clone()))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            (json!(true), json!("plan pro grants feature export")),
+            (json!(false), json!("unknown user")),
+            (json!(true), json!("plan pro sets limit projects to 100")),
+        ]
+    );
+
+    // The whole set.
+    let r = app
+        .req_as(
+            &key,
+            "GET",
+            "/api/v1/users/bob@example.com/entitlements",
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["features"], json!(["docs.read", "export"]));
+    assert_eq!(r.body["limits"], json!({"projects": 100}));
+
+    // Bad input: clear 400s, never a 500.
+    for bad in [
+        json!({"user": alice}),
+        json!({"user": alice, "feature": "a", "limit": "b"}),
+        json!({"feature": "export"}),
+        json!({"user": 7, "feature": "export"}),
+        json!({"checks": []}),
+        json!({"checks": [{"user": "x"}]}),
+        json!([1, 2]),
+    ] {
+        let r = app
+            .req_as(&key, "POST", "/api/v1/check", Some(bad.clone()), &[])
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.raw);
+        assert_eq!(r.body["scimType"], "invalidValue", "{bad}");
+    }
+    let many: Vec<Value> = (0..1001)
+        .map(|_| json!({"user": "x", "feature": "y"}))
+        .collect();
+    let r = app
+        .req_as(
+            &key,
+            "POST",
+            "/api/v1/check",
+            Some(json!({ "checks": many })),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // Activity: the users asked about are written in a batch.
+    let mut seen = None;
+    for _ in 0..200 {
+        seen = app.store.last_seen(&app.tenant, &alice).await.unwrap();
+        if seen.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(seen.is_some(), "alice's last_seen was never written");
+}
+
+async fn credentials_stay_in_their_lane(b: Backend) {
+    let app = common::app(b).await;
+    let key = setup(&app).await;
+    let alice = app.user("alice@example.com").await;
+    // App keys reach neither SCIM nor admin routes.
+    for (method, uri) in [
+        ("GET", "/scim/v2/Users".to_string()),
+        ("GET", format!("/api/v1/tenants/{}/usage", app.tenant)),
+        ("GET", format!("/api/v1/tenants/{}/app-keys", app.tenant)),
+    ] {
+        let r = app.req_as(&key, method, &uri, None, &[]).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{uri}");
+    }
+    // SCIM tokens and the admin token do not reach checks.
+    for token in [app.token.as_str(), ADMIN] {
+        let r = app
+            .req_as(
+                token,
+                "POST",
+                "/api/v1/check",
+                Some(json!({"user": alice, "feature": "export"})),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    // Another tenant's key: the same words as for nobody.
+    let other =
+        seatkeeper::ops::create_tenant(&app.store, &seatkeeper::clock::SystemClock, "Other")
+            .await
+            .unwrap();
+    let r = admin(
+        &app,
+        "POST",
+        &format!("/api/v1/tenants/{}/app-keys", other.id),
+        Some(json!({"name": "x"})),
+    )
+    .await;
+    let other_key = r.body["key"].as_str().unwrap().to_string();
+    let a = check(
+        &app,
+        &other_key,
+        json!({"user": alice, "feature": "export"}),
+    )
+    .await;
+    assert_eq!(a["reason"], "unknown user");
+    let a = check(
+        &app,
+        &other_key,
+        json!({"user": "alice@example.com", "feature": "export"}),
+    )
+    .await;
+    assert_eq!(a["reason"], "unknown user");
+    let r = app
+        .req_as(
+            &other_key,
+            "GET",
+            &format!("/api/v1/users/{alice}/entitlements"),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // A revoked key stops working.
+    let r = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/tenants/{}/app-keys", app.tenant),
+        None,
+    )
+    .await;
+    let id = r.body["app_keys"][0]["id"].as_str().unwrap().to_string();
+    let r = admin(
+        &app,
+        "DELETE",
+        &format!("/api/v1/tenants/{}/app-keys/{id}", app.tenant),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = app
+        .req_as(
+            &key,
+            "POST",
+            "/api/v1/check",
+            Some(json!({"user": alice, "feature": "export"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+async fn issue(app: &TestApp, key: &str) -> String {
+    let r = app
+        .req_as(
+            key,
+            "POST",
+            "/api/v1/tokens/entitlements",
+            Some(json!({"user": "alice@example.com"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    r.body["token"].as_str().unwrap().to_string()
+}
+
+async fn jwks(app: &TestApp) -> Value {
+    let r = app
+        .req_as("", "GET", "/.well-known/jwks.json", None, &[])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    r.body
+}
+
+fn verify(token: &str, jwks: &Value) -> Result<Value, String> {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks.clone()).unwrap();
+    let jwk = set
+        .find(header.kid.as_deref().unwrap_or_default())
+        .ok_or("no published key with this kid")?;
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    v.leeway = 0;
+    v.set_issuer(&["seatkeeper"]);
+    jsonwebtoken::decode::<Value>(token, &key, &v)
+        .map(|d| d.claims)
+        .map_err(|e| e.to_string())
+}
+
+async fn tokens_verify_from_the_jwks_alone(b: Backend) {
+    let app = common::app(b).await;
+    let key = setup(&app).await;
+    let alice = app.user("alice@example.com").await;
+    // The test clock is days behind the wall clock that JWT libraries use: a token issued
+    // now by it has already expired.
+    let stale = issue(&app, &key).await;
+    let err = verify(&stale, &jwks(&app).await).unwrap_err();
+    assert!(err.contains("Expired"), "{err}");
+    // Bring the clock to the wall clock: the token verifies and carries the entitlements.
+    let lag = seatkeeper::clock::Clock::now(&seatkeeper::clock::SystemClock)
+        - seatkeeper::clock::Clock::now(&app.clock);
+    app.clock.advance(lag);
+    let token = issue(&app, &key).await;
+    let claims = verify(&token, &jwks(&app).await).unwrap();
+    assert_eq!(claims["sub"], json!(alice));
+    assert_eq!(claims["tenant"], json!(app.tenant));
+    assert_eq!(claims["plans"][product(&app)], "pro");
+    assert_eq!(claims["features"], json!(["docs.read", "export"]));
+    assert_eq!(claims["limits"]["projects"], 100);
+    // Tampered: rejected.
+    let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+    parts[1] = parts[1].chars().rev().collect();
+    assert!(verify(&parts.join("."), &jwks(&app).await).is_err());
+    // Rotation: the old key stays published until its tokens expire, then leaves.
+    let r = admin(&app, "POST", "/api/v1/signing-keys/rotate", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert!(verify(&token, &jwks(&app).await).is_ok());
+    let fresh = issue(&app, &key).await;
+    assert_ne!(
+        jsonwebtoken::decode_header(&fresh).unwrap().kid,
+        jsonwebtoken::decode_header(&token).unwrap().kid
+    );
+    app.clock.advance(time::Duration::hours(1));
+    let set = jwks(&app).await;
+    assert_eq!(set["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        verify(&token, &set).unwrap_err(),
+        "no published key with this kid"
+    );
+}
+
+both_backends!(
+    checks_follow_the_directory,
+    credentials_stay_in_their_lane,
+    tokens_verify_from_the_jwks_alone,
+);
