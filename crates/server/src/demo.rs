@@ -14,6 +14,10 @@ pub struct Demo {
     pub tenant: String,
     /// A SCIM token for it.
     pub token: String,
+    /// An app key for it (entitlement checks and tokens).
+    pub app_key: String,
+    /// The first demo user's userName.
+    pub first_user: String,
     /// Number of groups.
     pub groups: usize,
 }
@@ -100,7 +104,17 @@ pub async fn load(store: &Store, clock: SharedClock, users: usize) -> anyhow::Re
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let app_key = crate::ops::create_credential(
+        store,
+        &*clock,
+        crate::store::Credential::App,
+        &tenant.id,
+        "demo-app",
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let seats = (users * 3 / 4).max(1);
+    let mut first_user = String::new();
     let spec = licensing::spec::Spec::from_json(&demo_model(&tenant.id, seats))
         .map_err(|e| anyhow::anyhow!("demo model: {e}"))?;
     let actor = crate::model::Actor {
@@ -131,6 +145,9 @@ pub async fn load(store: &Store, clock: SharedClock, users: usize) -> anyhow::Re
                 String::new()
             }
         );
+        if first_user.is_empty() {
+            first_user.clone_from(&user_name);
+        }
         let body = json!({
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
             "userName": user_name,
@@ -169,6 +186,8 @@ pub async fn load(store: &Store, clock: SharedClock, users: usize) -> anyhow::Re
     Ok(Demo {
         tenant: tenant.id,
         token: token.token,
+        app_key: app_key.token,
+        first_user,
         groups: DEPARTMENTS.len() + 1,
     })
 }

@@ -448,6 +448,11 @@ async fn main() -> anyhow::Result<()> {
             println!("  SCIM token    : {}", demo.token);
             println!("  tenant id     : {}", demo.tenant);
             println!("  admin API     : http://{addr}/api/v1   (admin token: {admin})");
+            println!(
+                "  app key       : {}   (checks, entitlement tokens)",
+                demo.app_key
+            );
+            println!("  JWKS          : http://{addr}/.well-known/jwks.json");
             println!("  metrics       : http://{addr}/metrics\n");
             println!(
                 "  licensing     : workspace (enterprise, hard seat limit) and analytics (soft), 4 rules\n"
@@ -465,8 +470,12 @@ async fn main() -> anyhow::Result<()> {
                 demo.token
             );
             println!(
-                "       curl -H 'Authorization: Bearer {admin}' 'http://{addr}/api/v1/events?tenant={}&limit=5'      # events\n",
+                "       curl -H 'Authorization: Bearer {admin}' 'http://{addr}/api/v1/events?tenant={}&limit=5'      # events",
                 demo.tenant
+            );
+            println!(
+                "       curl -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' -d '{{\"user\":\"{}\",\"feature\":\"export\"}}' http://{addr}/api/v1/check\n",
+                demo.app_key, demo.first_user
             );
             let result = serve(store, clock, &args, Some(admin)).await;
             drop(dir);

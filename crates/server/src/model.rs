@@ -759,7 +759,11 @@ pub async fn user_licenses(store: &Store, tenant: &str, user: &str) -> ApiResult
             })
         })
         .collect();
-    Ok(json!({"tenant": tenant, "user": user, "licenses": licenses, "history": history}))
+    let last_seen = store.last_seen(tenant, user).await?;
+    Ok(json!({
+        "tenant": tenant, "user": user, "last_seen": last_seen,
+        "licenses": licenses, "history": history,
+    }))
 }
 
 /// The plan of an apply, as the CLI prints it.

@@ -212,6 +212,14 @@ async fn checks_follow_the_directory(b: Backend) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(seen.is_some(), "alice's last_seen was never written");
+    let r = admin(
+        &app,
+        "GET",
+        &format!("/api/v1/tenants/{}/users/{alice}/licenses", app.tenant),
+        None,
+    )
+    .await;
+    assert_eq!(r.body["last_seen"], json!(seen));
 }
 
 async fn credentials_stay_in_their_lane(b: Backend) {
