@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use seatkeeper::clock::{SharedClock, SystemClock};
 use seatkeeper::config::Config;
-use seatkeeper::store::{Store, StoreOptions};
+use seatkeeper::store::{Credential, Store, StoreOptions};
 
 // mimalloc: malloc was a tenth of the request path's CPU in profiles (BENCHMARKS.md).
 #[global_allocator]
@@ -397,6 +397,24 @@ async fn serve(
     Ok(())
 }
 
+/// Creates a SCIM token or app key and prints it alone on stdout.
+async fn print_new_credential(
+    db: &DbArgs,
+    clock: &dyn seatkeeper::clock::Clock,
+    kind: Credential,
+    tenant: &str,
+    name: &str,
+) -> anyhow::Result<()> {
+    init_logging(false);
+    let store = open(&db.database, None).await?;
+    let created = seatkeeper::ops::create_credential(&store, clock, kind, tenant, name)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{}", created.token);
+    store.close().await;
+    Ok(())
+}
+
 /// How long a stopping server waits for requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -502,40 +520,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Token {
             action: TokenCmd::Create { tenant, name, db },
-        } => {
-            init_logging(false);
-            let store = open(&db.database, None).await?;
-            let created = seatkeeper::ops::create_credential(
-                &store,
-                &*clock,
-                seatkeeper::store::Credential::Scim,
-                &tenant,
-                &name,
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("{}", created.token);
-            store.close().await;
-            Ok(())
-        }
+        } => print_new_credential(&db, &*clock, Credential::Scim, &tenant, &name).await,
         Command::AppKey {
             action: AppKeyCmd::Create { tenant, name, db },
-        } => {
-            init_logging(false);
-            let store = open(&db.database, None).await?;
-            let created = seatkeeper::ops::create_credential(
-                &store,
-                &*clock,
-                seatkeeper::store::Credential::App,
-                &tenant,
-                &name,
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("{}", created.token);
-            store.close().await;
-            Ok(())
-        }
+        } => print_new_credential(&db, &*clock, Credential::App, &tenant, &name).await,
         Command::Apply { file, dry_run, db } => {
             init_logging(false);
             let text = std::fs::read_to_string(&file)
