@@ -106,12 +106,7 @@ impl Snapshot {
     /// in `users` are gone.
     fn replace_users(&mut self, ids: &[String], users: Vec<SnapUser>, licenses: Vec<SnapLicense>) {
         for id in ids {
-            if let Some(old) = self.users.remove(id.as_str()) {
-                self.by_name.remove(old.user_name.as_ref());
-                if let Some(e) = &old.external_id {
-                    self.by_external.remove(e.as_ref());
-                }
-            }
+            self.forget(id);
         }
         let mut held: HashMap<String, Vec<Held>> = HashMap::new();
         for l in &licenses {
@@ -120,12 +115,7 @@ impl Snapshot {
             }
         }
         for u in users {
-            if let Some(old) = self.users.remove(u.id.as_str()) {
-                self.by_name.remove(old.user_name.as_ref());
-                if let Some(e) = &old.external_id {
-                    self.by_external.remove(e.as_ref());
-                }
-            }
+            self.forget(&u.id);
             let id: Box<str> = u.id.as_str().into();
             self.by_name
                 .insert(u.user_name.to_lowercase().into(), id.clone());
@@ -143,6 +133,16 @@ impl Snapshot {
         }
     }
 
+    /// Removes a user and its names.
+    fn forget(&mut self, id: &str) {
+        if let Some(old) = self.users.remove(id) {
+            self.by_name.remove(old.user_name.as_ref());
+            if let Some(e) = &old.external_id {
+                self.by_external.remove(e.as_ref());
+            }
+        }
+    }
+
     /// The user named by id, userName (any case) or externalId.
     fn find(&self, user: &str) -> Option<&User> {
         if let Some(u) = self.users.get(user) {
@@ -155,18 +155,13 @@ impl Snapshot {
         self.users.get(id)
     }
 
-    /// The id of the user named by id, userName or externalId.
-    pub fn user_id(&self, user: &str) -> Option<&str> {
-        self.find(user).map(|u| u.id.as_ref())
-    }
-
-    /// Answers a check; `None` for a user this tenant does not have.
+    /// Answers a check, with the user's id; `None` for a user this tenant does not have.
     pub fn answer(
         &self,
         user: &str,
         question: Question<'_>,
         now: OffsetDateTime,
-    ) -> Option<Answer> {
+    ) -> Option<(&str, Answer)> {
         let u = self.find(user)?;
         let mut grants = Vec::with_capacity(u.held.len());
         for h in &u.held {
@@ -185,9 +180,8 @@ impl Snapshot {
                 });
             }
         }
-        Some(answer(u.active, &grants, question, || {
-            self.lapsed(question, now)
-        }))
+        let a = answer(u.active, &grants, question, || self.lapsed(question, now));
+        Some((u.id.as_ref(), a))
     }
 
     /// Whether a product that would answer has a subscription that is over.
@@ -201,8 +195,9 @@ impl Snapshot {
         })
     }
 
-    /// A user's whole effective set: plans per product (with state), features, limits.
-    pub fn entitlements(&self, user: &str) -> Option<Value> {
+    /// A user's whole effective set: plans per product (with state), features, limits; with
+    /// the user's id.
+    pub fn entitlements(&self, user: &str) -> Option<(&str, Value)> {
         let u = self.find(user)?;
         let mut licenses = Vec::new();
         let mut features = std::collections::BTreeSet::new();
@@ -228,13 +223,14 @@ impl Snapshot {
                 *slot = (*slot).max(*v);
             }
         }
-        Some(json!({
+        let set = json!({
             "id": u.id.as_ref(),
             "active": u.active,
             "licenses": licenses,
             "features": features,
             "limits": limits,
-        }))
+        });
+        Some((u.id.as_ref(), set))
     }
 
     /// How many users it holds.
@@ -419,44 +415,41 @@ impl Snapshots {
         }
     }
 
-    /// Answers a check (`None`: unknown user or tenant), and notes the user as seen.
+    /// Asks the tenant's snapshot something about a user (`None`: unknown user or tenant);
+    /// a user found is noted as seen.
+    async fn ask<T>(
+        &self,
+        tenant: &str,
+        ask: impl FnOnce(&Snapshot, OffsetDateTime) -> Option<(&str, T)>,
+    ) -> StoreResult<Option<T>> {
+        let Some(snap) = self.get(tenant).await? else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let found = {
+            let s = snap.read().unwrap_or_else(|e| e.into_inner());
+            ask(&s, now).map(|(id, out)| (id.to_string(), out))
+        };
+        Ok(found.map(|(id, out)| {
+            self.seen(tenant, id, now);
+            out
+        }))
+    }
+
+    /// Answers a check (`None`: unknown user or tenant).
     pub async fn check(
         &self,
         tenant: &str,
         user: &str,
         question: Question<'_>,
     ) -> StoreResult<Option<Answer>> {
-        let Some(snap) = self.get(tenant).await? else {
-            return Ok(None);
-        };
-        let now = self.clock.now();
-        let (answer, id) = {
-            let s = snap.read().unwrap_or_else(|e| e.into_inner());
-            (
-                s.answer(user, question, now),
-                s.user_id(user).map(str::to_string),
-            )
-        };
-        if let Some(id) = id {
-            self.seen(tenant, id, now);
-        }
-        Ok(answer)
+        self.ask(tenant, |s, now| s.answer(user, question, now))
+            .await
     }
 
-    /// A user's whole effective set (`None`: unknown user or tenant), noting the user as seen.
+    /// A user's whole effective set (`None`: unknown user or tenant).
     pub async fn entitlements(&self, tenant: &str, user: &str) -> StoreResult<Option<Value>> {
-        let Some(snap) = self.get(tenant).await? else {
-            return Ok(None);
-        };
-        let now = self.clock.now();
-        let (set, id) = {
-            let s = snap.read().unwrap_or_else(|e| e.into_inner());
-            (s.entitlements(user), s.user_id(user).map(str::to_string))
-        };
-        if let Some(id) = id {
-            self.seen(tenant, id, now);
-        }
-        Ok(set)
+        self.ask(tenant, |s, _| s.entitlements(user)).await
     }
 
     fn seen(&self, tenant: &str, user: String, now: OffsetDateTime) {

@@ -12,10 +12,6 @@ fn product(app: &TestApp) -> String {
     format!("ap-{}", &app.tenant[app.tenant.len() - 12..])
 }
 
-async fn admin(app: &TestApp, method: &str, uri: &str, body: Option<Value>) -> common::Resp {
-    app.req_as(ADMIN, method, uri, body, &[]).await
-}
-
 /// Two seats of `pro` for the tenant; everyone active gets it.
 async fn setup(app: &TestApp) -> String {
     let m = json!({
@@ -31,15 +27,15 @@ async fn setup(app: &TestApp) -> String {
             "starts_at": "2026-01-01T00:00:00Z", "enforcement": "hard",
         }]}],
     });
-    let r = admin(app, "PUT", "/api/v1/model", Some(m)).await;
+    let r = app.admin("PUT", "/api/v1/model", Some(m)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
-    let r = admin(
-        app,
-        "POST",
-        &format!("/api/v1/tenants/{}/app-keys", app.tenant),
-        Some(json!({"name": "billing-app"})),
-    )
-    .await;
+    let r = app
+        .admin(
+            "POST",
+            &format!("/api/v1/tenants/{}/app-keys", app.tenant),
+            Some(json!({"name": "billing-app"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
     let key = r.body["key"].as_str().unwrap().to_string();
     assert!(key.starts_with("skp_"));
@@ -52,20 +48,6 @@ async fn check(app: &TestApp, key: &str, body: Value) -> Value {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     r.body
-}
-
-async fn set_active(app: &TestApp, id: &str, active: bool) {
-    let r = app
-        .req(
-            "PATCH",
-            &format!("/scim/v2/Users/{id}"),
-            Some(
-                json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                "Operations": [{"op": "replace", "path": "active", "value": active}]}),
-            ),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
 }
 
 async fn checks_follow_the_directory(b: Backend) {
@@ -107,7 +89,7 @@ async fn checks_follow_the_directory(b: Backend) {
     );
 
     // Deactivating alice: denied on the very next call; carol gets the seat at once.
-    set_active(&app, &alice, false).await;
+    app.set_active(&alice, false).await;
     let a = check(&app, &key, json!({"user": alice, "feature": "export"})).await;
     assert_eq!(
         (a["allowed"].clone(), a["reason"].clone()),
@@ -212,13 +194,13 @@ async fn checks_follow_the_directory(b: Backend) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(seen.is_some(), "alice's last_seen was never written");
-    let r = admin(
-        &app,
-        "GET",
-        &format!("/api/v1/tenants/{}/users/{alice}/licenses", app.tenant),
-        None,
-    )
-    .await;
+    let r = app
+        .admin(
+            "GET",
+            &format!("/api/v1/tenants/{}/users/{alice}/licenses", app.tenant),
+            None,
+        )
+        .await;
     assert_eq!(r.body["last_seen"], json!(seen));
 }
 
@@ -253,13 +235,13 @@ async fn credentials_stay_in_their_lane(b: Backend) {
         seatkeeper::ops::create_tenant(&app.store, &seatkeeper::clock::SystemClock, "Other")
             .await
             .unwrap();
-    let r = admin(
-        &app,
-        "POST",
-        &format!("/api/v1/tenants/{}/app-keys", other.id),
-        Some(json!({"name": "x"})),
-    )
-    .await;
+    let r = app
+        .admin(
+            "POST",
+            &format!("/api/v1/tenants/{}/app-keys", other.id),
+            Some(json!({"name": "x"})),
+        )
+        .await;
     let other_key = r.body["key"].as_str().unwrap().to_string();
     let a = check(
         &app,
@@ -286,21 +268,21 @@ async fn credentials_stay_in_their_lane(b: Backend) {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     // A revoked key stops working.
-    let r = admin(
-        &app,
-        "GET",
-        &format!("/api/v1/tenants/{}/app-keys", app.tenant),
-        None,
-    )
-    .await;
+    let r = app
+        .admin(
+            "GET",
+            &format!("/api/v1/tenants/{}/app-keys", app.tenant),
+            None,
+        )
+        .await;
     let id = r.body["app_keys"][0]["id"].as_str().unwrap().to_string();
-    let r = admin(
-        &app,
-        "DELETE",
-        &format!("/api/v1/tenants/{}/app-keys/{id}", app.tenant),
-        None,
-    )
-    .await;
+    let r = app
+        .admin(
+            "DELETE",
+            &format!("/api/v1/tenants/{}/app-keys/{id}", app.tenant),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     let r = app
         .req_as(
@@ -376,7 +358,7 @@ async fn tokens_verify_from_the_jwks_alone(b: Backend) {
     parts[1] = parts[1].chars().rev().collect();
     assert!(verify(&parts.join("."), &jwks(&app).await).is_err());
     // Rotation: the old key stays published until its tokens expire, then leaves.
-    let r = admin(&app, "POST", "/api/v1/signing-keys/rotate", None).await;
+    let r = app.admin("POST", "/api/v1/signing-keys/rotate", None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     assert!(verify(&token, &jwks(&app).await).is_ok());
     let fresh = issue(&app, &key).await;

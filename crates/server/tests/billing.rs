@@ -5,7 +5,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{ADMIN, Backend, TestApp};
+use common::{Backend, TestApp};
 use seatkeeper::config::Config;
 use serde_json::{Value, json};
 
@@ -30,10 +30,6 @@ fn product(app: &TestApp) -> String {
     format!("bl-{}", &app.tenant[app.tenant.len() - 12..])
 }
 
-async fn admin(app: &TestApp, method: &str, uri: &str, body: Option<Value>) -> common::Resp {
-    app.req_as(ADMIN, method, uri, body, &[]).await
-}
-
 /// A catalogue product (free < pro < enterprise) and a hard subscription of `seats` pro seats.
 async fn setup(app: &TestApp, seats: u32) {
     let m = json!({
@@ -47,7 +43,7 @@ async fn setup(app: &TestApp, seats: u32) {
             "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2027-01-01T00:00:00Z",
             "on_expiry": "downgrade:free", "enforcement": "hard"}], "rules": []}],
     });
-    let r = admin(app, "PUT", "/api/v1/model", Some(m)).await;
+    let r = app.admin("PUT", "/api/v1/model", Some(m)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
 }
 
@@ -104,13 +100,13 @@ fn event(app: &TestApp, id: &str, kind: &str, created: &str, sub: Value) -> Valu
 }
 
 async fn subscription(app: &TestApp) -> Value {
-    let r = admin(
-        app,
-        "GET",
-        &format!("/api/v1/tenants/{}/subscriptions", app.tenant),
-        None,
-    )
-    .await;
+    let r = app
+        .admin(
+            "GET",
+            &format!("/api/v1/tenants/{}/subscriptions", app.tenant),
+            None,
+        )
+        .await;
     r.body["subscriptions"]
         .as_array()
         .unwrap()
@@ -219,13 +215,13 @@ async fn late_events_are_recorded_and_ignored(b: Backend) {
         r.raw
     );
     assert_eq!(subscription(&app).await["seats"], 8);
-    let log = admin(
-        &app,
-        "GET",
-        &format!("/api/v1/tenants/{}/billing/events", app.tenant),
-        None,
-    )
-    .await;
+    let log = app
+        .admin(
+            "GET",
+            &format!("/api/v1/tenants/{}/billing/events", app.tenant),
+            None,
+        )
+        .await;
     let outcomes: Vec<&str> = log.body["events"]
         .as_array()
         .unwrap()
@@ -336,13 +332,13 @@ async fn signatures_are_required(b: Backend) {
     let r = post_signed(&app, &ev, "m1", &old, &sig).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.raw);
     assert_eq!(subscription(&app).await["seats"], 2, "nothing applied");
-    let log = admin(
-        &app,
-        "GET",
-        &format!("/api/v1/tenants/{}/billing/events", app.tenant),
-        None,
-    )
-    .await;
+    let log = app
+        .admin(
+            "GET",
+            &format!("/api/v1/tenants/{}/billing/events", app.tenant),
+            None,
+        )
+        .await;
     assert_eq!(log.body["events"], json!([]), "{}", log.raw);
 }
 
@@ -413,21 +409,21 @@ async fn stripe_events(b: Backend) {
         app.user(u).await;
     }
     let price = format!("price_{}", product(&app));
-    let r = admin(
-        &app,
-        "PUT",
-        &format!("/api/v1/billing/stripe/prices/{price}"),
-        Some(json!({"product": product(&app), "plan": "enterprise"})),
-    )
-    .await;
+    let r = app
+        .admin(
+            "PUT",
+            &format!("/api/v1/billing/stripe/prices/{price}"),
+            Some(json!({"product": product(&app), "plan": "enterprise"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
-    let r = admin(
-        &app,
-        "PUT",
-        "/api/v1/billing/stripe/prices/price_bad",
-        Some(json!({"product": "nope", "plan": "x"})),
-    )
-    .await;
+    let r = app
+        .admin(
+            "PUT",
+            "/api/v1/billing/stripe/prices/price_bad",
+            Some(json!({"product": "nope", "plan": "x"})),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
     let ev = json!({"id": format!("evt_{}", product(&app)), "object": "event", "type": "customer.subscription.updated",
         "created": 1_795_000_000,
@@ -482,12 +478,10 @@ async fn webhooks_and_the_feed(b: Backend) {
         json!({"url": "https://x.example/", "events": ["user.exploded"]}),
         json!({"url": "https://x.example/", "events": []}),
     ] {
-        let r = admin(&app, "POST", &base, Some(bad.clone())).await;
+        let r = app.admin("POST", &base, Some(bad.clone())).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.raw);
     }
-    let r = admin(
-        &app,
-        "POST",
+    let r = app.admin("POST",
         &base,
         Some(
             json!({"url": "https://hooks.example/in", "events": ["license.*", "user.provisioned"]}),
@@ -497,7 +491,7 @@ async fn webhooks_and_the_feed(b: Backend) {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
     assert!(r.body["secret"].as_str().unwrap().starts_with("whsec_"));
     let id = r.body["id"].as_str().unwrap().to_string();
-    let list = admin(&app, "GET", &base, None).await;
+    let list = app.admin("GET", &base, None).await;
     assert_eq!(list.body["webhooks"][0]["id"], json!(id));
     assert!(
         list.body["webhooks"][0].get("secret").is_none(),
@@ -512,50 +506,46 @@ async fn webhooks_and_the_feed(b: Backend) {
     for u in ["a1", "a2", "a3"] {
         app.user(u).await;
     }
-    let r = admin(
-        &app,
-        "GET",
-        &format!("/api/v1/events?tenant={}&limit=2", app.tenant),
-        None,
-    )
-    .await;
+    let r = app
+        .admin(
+            "GET",
+            &format!("/api/v1/events?tenant={}&limit=2", app.tenant),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     assert_eq!(r.body["events"].as_array().unwrap().len(), 2);
     assert_eq!(r.body["events"][0]["type"], "user.provisioned");
     assert_eq!(r.body["events"][0]["data"]["user"]["userName"], "a1");
     assert_eq!(r.body["has_more"], true);
     let cursor = r.body["next_cursor"].as_str().unwrap().to_string();
-    let r = admin(
-        &app,
-        "GET",
-        &format!("/api/v1/events?tenant={}&after={cursor}", app.tenant),
-        None,
-    )
-    .await;
+    let r = app
+        .admin(
+            "GET",
+            &format!("/api/v1/events?tenant={}&after={cursor}", app.tenant),
+            None,
+        )
+        .await;
     assert_eq!(r.body["events"].as_array().unwrap().len(), 1, "{}", r.raw);
     assert_eq!(r.body["events"][0]["data"]["user"]["userName"], "a3");
-    let r = admin(
-        &app,
-        "GET",
-        &format!("/api/v1/events?tenant={}&after=nonsense", app.tenant),
-        None,
-    )
-    .await;
+    let r = app
+        .admin(
+            "GET",
+            &format!("/api/v1/events?tenant={}&after=nonsense", app.tenant),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let r = admin(&app, "GET", "/api/v1/events", None).await;
+    let r = app.admin("GET", "/api/v1/events", None).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     // Another tenant's feed holds none of these.
     let other =
         seatkeeper::ops::create_tenant(&app.store, &seatkeeper::clock::SystemClock, "Other")
             .await
             .unwrap();
-    let r = admin(
-        &app,
-        "GET",
-        &format!("/api/v1/events?tenant={}", other.id),
-        None,
-    )
-    .await;
+    let r = app
+        .admin("GET", &format!("/api/v1/events?tenant={}", other.id), None)
+        .await;
     assert_eq!(r.body["events"], json!([]), "{}", r.raw);
     // The endpoint received deliveries for the events it asked for, once fanned out.
     let hooks = app.store.active_webhooks().await.unwrap();
@@ -572,7 +562,9 @@ async fn webhooks_and_the_feed(b: Backend) {
         .await
         .unwrap();
     assert!(n >= 3, "three user.provisioned at least, got {n}");
-    let log = admin(&app, "GET", &format!("{base}/{id}/deliveries"), None).await;
+    let log = app
+        .admin("GET", &format!("{base}/{id}/deliveries"), None)
+        .await;
     let types: Vec<&str> = log.body["deliveries"]
         .as_array()
         .unwrap()
@@ -589,15 +581,15 @@ async fn webhooks_and_the_feed(b: Backend) {
         types.iter().filter(|t| **t == "user.provisioned").count(),
         3
     );
-    let r = admin(&app, "DELETE", &format!("{base}/{id}"), None).await;
+    let r = app.admin("DELETE", &format!("{base}/{id}"), None).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    let r = admin(&app, "GET", &format!("{base}/{id}"), None).await;
+    let r = app.admin("GET", &format!("{base}/{id}"), None).await;
     assert!(r.body["disabled"].is_string(), "{}", r.raw);
 }
 
 async fn audit_get(app: &TestApp, q: &str) -> common::Resp {
     let uri = format!("/api/v1/tenants/{}/audit?{q}", app.tenant);
-    admin(app, "GET", &uri, None).await
+    app.admin("GET", &uri, None).await
 }
 
 async fn the_audit_trail_is_searchable_and_exportable(b: Backend) {
@@ -669,7 +661,8 @@ async fn the_audit_trail_is_searchable_and_exportable(b: Backend) {
     let r = audit_get(&app, "format=csv").await;
     let mut rows = r.raw.split("\r\n").filter(|l| !l.is_empty());
     assert!(rows.next().unwrap().starts_with("seq,at,actor,action"));
-    let total = admin(&app, "GET", &format!("{base}?limit=1000"), None)
+    let total = app
+        .admin("GET", &format!("{base}?limit=1000"), None)
         .await
         .body["records"]
         .as_array()

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use axum::http::StatusCode;
-use common::{ADMIN, Backend, TestApp};
+use common::{Backend, TestApp};
 use serde_json::{Value, json};
 
 const EXT: &str = "urn:seatkeeper:params:scim:schemas:extension:licensing:2.0:User";
@@ -41,12 +41,8 @@ fn model(app: &TestApp, seats: u32, extra_sub: Value, rules: Value) -> Value {
     })
 }
 
-async fn admin(app: &TestApp, method: &str, uri: &str, body: Option<Value>) -> common::Resp {
-    app.req_as(ADMIN, method, uri, body, &[]).await
-}
-
 async fn apply(app: &TestApp, m: Value) -> Value {
-    let r = admin(app, "PUT", "/api/v1/model", Some(m)).await;
+    let r = app.admin("PUT", "/api/v1/model", Some(m)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     r.body
 }
@@ -95,13 +91,13 @@ fn count(l: &BTreeMap<String, (String, String)>, state: &str) -> usize {
 }
 
 async fn usage(app: &TestApp) -> Value {
-    let r = admin(
-        app,
-        "GET",
-        &format!("/api/v1/tenants/{}/usage", app.tenant),
-        None,
-    )
-    .await;
+    let r = app
+        .admin(
+            "GET",
+            &format!("/api/v1/tenants/{}/usage", app.tenant),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     r.body["subscriptions"]
         .as_array()
@@ -110,20 +106,6 @@ async fn usage(app: &TestApp) -> Value {
         .find(|s| s["product"] == json!(product(app)))
         .cloned()
         .unwrap()
-}
-
-async fn set_active(app: &TestApp, id: &str, active: bool) {
-    let r = app
-        .req(
-            "PATCH",
-            &format!("/scim/v2/Users/{id}"),
-            Some(
-                json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                "Operations": [{"op": "replace", "value": {"active": active}}]}),
-            ),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
 }
 
 async fn seats_follow_the_directory(b: Backend) {
@@ -178,12 +160,12 @@ async fn seats_follow_the_directory(b: Backend) {
     assert_eq!(r.body["Resources"][0]["userName"], "carol");
 
     // Deactivating alice frees her seat before the request returns: carol is promoted.
-    set_active(&app, &a, false).await;
+    app.set_active(&a, false).await;
     let l = licenses(&app).await;
     assert!(!l.contains_key("alice"));
     assert_eq!(l["carol"].0, "active");
     // Reactivation goes through the seat check: no seat, so alice waits.
-    set_active(&app, &a, true).await;
+    app.set_active(&a, true).await;
     let l = licenses(&app).await;
     assert_eq!(l["alice"].0, "waitlisted");
     assert_eq!((count(&l, "active"), count(&l, "waitlisted")), (2, 1));
@@ -207,13 +189,13 @@ async fn seats_follow_the_directory(b: Backend) {
     );
 
     // The explanation chain and the history of carol's license.
-    let r = admin(
-        &app,
-        "GET",
-        &format!("/api/v1/tenants/{}/users/{carol}/licenses", app.tenant),
-        None,
-    )
-    .await;
+    let r = app
+        .admin(
+            "GET",
+            &format!("/api/v1/tenants/{}/users/{carol}/licenses", app.tenant),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     let lic = &r.body["licenses"][0];
     assert_eq!(lic["explanation"]["seat"]["seats"], 2);
@@ -242,7 +224,7 @@ async fn seats_follow_the_directory(b: Backend) {
             .collect()
     };
     let alice_uri = format!("/api/v1/tenants/{}/users/{a}/licenses", app.tenant);
-    let r = admin(&app, "GET", &alice_uri, None).await;
+    let r = app.admin("GET", &alice_uri, None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     let alice_history = [
         "license.assigned",
@@ -308,7 +290,7 @@ async fn seats_follow_the_directory(b: Backend) {
         )
         .await
         .unwrap();
-    let r = admin(&app, "GET", &alice_uri, None).await;
+    let r = app.admin("GET", &alice_uri, None).await;
     assert_eq!(history(&r.body), alice_history);
 }
 
@@ -341,13 +323,13 @@ async fn concurrent_creates_never_oversell(b: Backend) {
     assert_eq!((count(&l, "active"), count(&l, "waitlisted")), (50, 150));
 
     // Deactivating 10 seat holders at once promotes exactly 10, the first 10 in line.
-    let r = admin(
-        &app,
-        "GET",
-        &format!("/api/v1/tenants/{}/usage", app.tenant),
-        None,
-    )
-    .await;
+    let r = app
+        .admin(
+            "GET",
+            &format!("/api/v1/tenants/{}/usage", app.tenant),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     let active: Vec<String> = l
         .iter()
@@ -357,13 +339,13 @@ async fn concurrent_creates_never_oversell(b: Backend) {
         .collect();
     let mut queue: Vec<(i64, String)> = Vec::new();
     for id in &ids {
-        let r = admin(
-            &app,
-            "GET",
-            &format!("/api/v1/tenants/{}/users/{id}/licenses", app.tenant),
-            None,
-        )
-        .await;
+        let r = app
+            .admin(
+                "GET",
+                &format!("/api/v1/tenants/{}/users/{id}/licenses", app.tenant),
+                None,
+            )
+            .await;
         let lic = &r.body["licenses"][0];
         if lic["state"] == "waitlisted" {
             queue.push((lic["queue"].as_i64().unwrap(), id.clone()));
@@ -392,7 +374,7 @@ async fn concurrent_creates_never_oversell(b: Backend) {
         let app = app.clone();
         let id = by_name[name].clone();
         tasks.push(tokio::spawn(
-            async move { set_active(&app, &id, false).await },
+            async move { app.set_active(&id, false).await },
         ));
     }
     for t in tasks {
@@ -441,7 +423,7 @@ async fn seat_cut_plan_swap_and_more_seats(b: Backend) {
         "ends_at": "2027-06-01T00:00:00Z", "grace_days": 7, "on_expiry": "downgrade:free", "enforcement": "hard"})
     };
     // Seats cut from 5 to 3: the two most recently assigned wait.
-    let r = admin(&app, "PUT", &path, Some(sub(3, "pro"))).await;
+    let r = app.admin("PUT", &path, Some(sub(3, "pro"))).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     assert_eq!(r.body["licenses"]["waitlisted"], 2);
     let l = licenses(&app).await;
@@ -449,19 +431,19 @@ async fn seat_cut_plan_swap_and_more_seats(b: Backend) {
     assert_eq!(l["u5"].0, "waitlisted");
     assert_eq!(l["u1"].0, "active");
     // Plan swap: every license moves to the new plan at once, seats and line kept.
-    let r = admin(&app, "PUT", &path, Some(sub(3, "enterprise"))).await;
+    let r = app.admin("PUT", &path, Some(sub(3, "enterprise"))).await;
     assert_eq!(r.body["licenses"]["changed"], 5, "{}", r.raw);
     let l = licenses(&app).await;
     assert_eq!(l["u1"], ("active".into(), "enterprise".into()));
     assert_eq!(l["u5"], ("waitlisted".into(), "enterprise".into()));
     // More seats: the demoted get theirs back, in their original order.
-    let r = admin(&app, "PUT", &path, Some(sub(4, "enterprise"))).await;
+    let r = app.admin("PUT", &path, Some(sub(4, "enterprise"))).await;
     assert_eq!(r.body["licenses"]["promoted"], 1, "{}", r.raw);
     let l = licenses(&app).await;
     assert_eq!(l["u4"].0, "active");
     assert_eq!(l["u5"].0, "waitlisted");
     // Applying the same state again changes nothing.
-    let r = admin(&app, "PUT", &path, Some(sub(4, "enterprise"))).await;
+    let r = app.admin("PUT", &path, Some(sub(4, "enterprise"))).await;
     assert_eq!(
         r.body["licenses"],
         json!({"assigned": 0, "waitlisted": 0, "promoted": 0, "revoked": 0, "changed": 0})
@@ -496,13 +478,13 @@ async fn rules_follow_nested_groups(b: Backend) {
     assert_eq!(eng.status, StatusCode::CREATED, "{}", eng.raw);
     let eng = eng.body["id"].as_str().unwrap().to_string();
     assert_eq!(licenses(&app).await["alice"].1, "pro");
-    let r = admin(
-        &app,
-        "GET",
-        &format!("/api/v1/tenants/{}/users/{alice}/licenses", app.tenant),
-        None,
-    )
-    .await;
+    let r = app
+        .admin(
+            "GET",
+            &format!("/api/v1/tenants/{}/users/{alice}/licenses", app.tenant),
+            None,
+        )
+        .await;
     assert_eq!(
         r.body["licenses"][0]["explanation"]["rule"]["name"], "engineering",
         "{}",
@@ -527,13 +509,13 @@ async fn rules_follow_nested_groups(b: Backend) {
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     assert_eq!(licenses(&app).await["alice"].1, "free");
     // A rule change re-decides everyone; removing the rule frees the seats it gave.
-    let r = admin(
-        &app,
-        "DELETE",
-        &format!("/api/v1/tenants/{}/rules/everyone", app.tenant),
-        None,
-    )
-    .await;
+    let r = app
+        .admin(
+            "DELETE",
+            &format!("/api/v1/tenants/{}/rules/everyone", app.tenant),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     assert_eq!(r.body["licenses"]["revoked"], 2, "{}", r.raw);
     let l = licenses(&app).await;
@@ -613,16 +595,16 @@ async fn terms_expire_on_schedule(b: Backend) {
         app.tenant,
         product(&app)
     );
-    let r = admin(
-        &app,
-        "PUT",
-        &path,
-        Some(
-            json!({"plan": "pro", "seats": 10, "starts_at": "2026-01-01T00:00:00Z",
+    let r = app
+        .admin(
+            "PUT",
+            &path,
+            Some(
+                json!({"plan": "pro", "seats": 10, "starts_at": "2026-01-01T00:00:00Z",
         "ends_at": "2026-12-10T00:00:00Z", "grace_days": 7, "on_expiry": "revoke"}),
-        ),
-    )
-    .await;
+            ),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     assert_eq!(licenses(&app).await["ann"].1, "pro");
     app.clock.advance(time::Duration::days(3)); // past ends_at, within grace
@@ -667,7 +649,7 @@ async fn bad_model_input_is_refused_and_writes_nothing(b: Backend) {
         (with("seatz", json!(5)), "seatz"),
     ];
     for (body, needle) in cases {
-        let r = admin(&app, "PUT", &path, Some(body)).await;
+        let r = app.admin("PUT", &path, Some(body)).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
         assert_eq!(r.body["scimType"], "invalidValue", "{}", r.raw);
         assert!(
@@ -695,17 +677,17 @@ async fn bad_model_input_is_refused_and_writes_nothing(b: Backend) {
             "invalidValue",
         ),
     ] {
-        let r = admin(&app, "PUT", &rule, Some(body)).await;
+        let r = app.admin("PUT", &rule, Some(body)).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
         assert_eq!(r.body["scimType"], ty, "{}", r.raw);
     }
-    let r = admin(
-        &app,
-        "PUT",
-        &format!("/api/v1/tenants/nope/subscriptions/{}", product(&app)),
-        Some(base.clone()),
-    )
-    .await;
+    let r = app
+        .admin(
+            "PUT",
+            &format!("/api/v1/tenants/nope/subscriptions/{}", product(&app)),
+            Some(base.clone()),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     // Nothing changed.
     let u = usage(&app).await;
@@ -715,13 +697,13 @@ async fn bad_model_input_is_refused_and_writes_nothing(b: Backend) {
     );
 
     // A dry run reports the plan and writes nothing.
-    let r = admin(
-        &app,
-        "PUT",
-        "/api/v1/model?dry_run=true",
-        Some(model(&app, 0, json!({}), json!([]))),
-    )
-    .await;
+    let r = app
+        .admin(
+            "PUT",
+            "/api/v1/model?dry_run=true",
+            Some(model(&app, 0, json!({}), json!([]))),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     assert_eq!(r.body["dry_run"], true);
     assert_eq!(
@@ -745,7 +727,7 @@ async fn bad_model_input_is_refused_and_writes_nothing(b: Backend) {
         .as_array_mut()
         .unwrap()
         .push(json!({"id": "no-such-tenant"}));
-    let r = admin(&app, "PUT", "/api/v1/model", Some(bad)).await;
+    let r = app.admin("PUT", "/api/v1/model", Some(bad)).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
     assert!(r.raw.contains("tenants[1].id"), "{}", r.raw);
     assert_eq!(usage(&app).await["seats"], 5);

@@ -254,7 +254,7 @@ async fn require_tenant(state: &Shared, id: &str) -> ApiResult<()> {
     Ok(())
 }
 
-fn name_field(body: &Value, field: &str, required: bool) -> ApiResult<Option<String>> {
+pub(super) fn name_field(body: &Value, field: &str, required: bool) -> ApiResult<Option<String>> {
     match body.get(field) {
         None | Some(Value::Null) if !required => Ok(None),
         Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => {
@@ -331,16 +331,30 @@ async fn revoke_token(
     _auth: AdminAuth,
     Path((id, token_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
+    revoke_credential(&state, Credential::Scim, &id, &token_id).await
+}
+
+/// Revokes a SCIM token or app key of a tenant; it stops working on this node at once.
+pub(super) async fn revoke_credential(
+    state: &Shared,
+    kind: Credential,
+    tenant: &str,
+    id: &str,
+) -> ApiResult<Response> {
     let now = crate::clock::stamp(state.engine_clock().now());
     if !state
         .store
-        .revoke_credential(Credential::Scim, &id, &token_id, &now)
+        .revoke_credential(kind, tenant, id, &now)
         .await?
     {
         return Err(ApiError::NotFound(format!(
-            "token {token_id} not found in tenant {id}"
+            "{} {id} not found in tenant {tenant}",
+            kind.noun()
         )));
     }
-    state.tokens.forget_all();
+    match kind {
+        Credential::Scim => state.tokens.forget_all(),
+        Credential::App => state.apps.forget_all(),
+    }
     Ok(empty(StatusCode::NO_CONTENT))
 }

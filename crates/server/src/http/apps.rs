@@ -10,7 +10,7 @@ use axum::routing::{delete, get, post};
 use licensing::entitlements::{Answer, Question};
 use serde_json::{Value, json};
 
-use super::{AdminAuth, Shared, bearer, empty, read_json, with_status};
+use super::{AdminAuth, Shared, bearer, read_json, with_status};
 use crate::error::{ApiError, ApiResult};
 use crate::ops;
 use crate::store::Credential;
@@ -214,15 +214,7 @@ async fn create_key(
     req: Request,
 ) -> ApiResult<Response> {
     let body = read_json(req, state.config.max_body_bytes).await?;
-    let name = match body.get("name") {
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => s.trim().to_string(),
-        _ => {
-            return Err(scim::Error::InvalidValue(
-                "'name' must be a non-empty string of at most 200 characters".into(),
-            )
-            .into());
-        }
-    };
+    let name = super::admin::name_field(&body, "name", true)?.unwrap_or_default();
     let created = ops::create_credential(
         &state.store,
         &*state.engine_clock(),
@@ -254,18 +246,7 @@ async fn revoke_key(
     _auth: AdminAuth,
     Path((id, key_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let now = crate::clock::stamp(state.engine_clock().now());
-    if !state
-        .store
-        .revoke_credential(Credential::App, &id, &key_id, &now)
-        .await?
-    {
-        return Err(ApiError::NotFound(format!(
-            "app key {key_id} not found in tenant {id}"
-        )));
-    }
-    state.apps.forget_all();
-    Ok(empty(StatusCode::NO_CONTENT))
+    super::admin::revoke_credential(&state, Credential::App, &id, &key_id).await
 }
 
 async fn rotate_keys(State(state): State<Shared>, _auth: AdminAuth) -> ApiResult<Response> {

@@ -777,6 +777,14 @@ impl Credential {
         }
     }
 
+    /// What an operator calls it.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Credential::Scim => "SCIM token",
+            Credential::App => "app key",
+        }
+    }
+
     /// The prefix of its secrets.
     pub fn prefix(self) -> &'static str {
         match self {

@@ -196,6 +196,26 @@ impl TestApp {
         }
     }
 
+    /// A request with the admin token.
+    pub async fn admin(&self, method: &str, uri: &str, body: Option<Value>) -> Resp {
+        self.req_as(ADMIN, method, uri, body, &[]).await
+    }
+
+    /// Activates or deactivates a user over SCIM PATCH.
+    pub async fn set_active(&self, id: &str, active: bool) {
+        let r = self
+            .req(
+                "PATCH",
+                &format!("/scim/v2/Users/{id}"),
+                Some(
+                    serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": "replace", "value": {"active": active}}]}),
+                ),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    }
+
     /// Creates a user and returns its id.
     pub async fn user(&self, user_name: &str) -> String {
         let r = self
