@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Entitlement check benchmark: the release binary on a temporary SQLite file over loopback.
+#  1. POST /api/v1/check with an app key, 64 connections, random users of a tenant of USERS
+#     licensed users (a feature granted, a feature lacking, a limit, in turn).
+#  2. The machine's ceiling: a bare axum handler parsing the same body and answering from a
+#     HashMap (crates/server/examples/check_ceiling.rs), same wrk settings.
+#  3. Resident memory of the server before and after the tenant's snapshot is loaded.
+# Usage: bash bench/checks.sh [seconds] [users]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${1:-10}
+USERS=${2:-100000}
+THREADS=${BENCH_WRK_THREADS:-2}
+CONNS=${BENCH_CONNS:-64}
+command -v wrk >/dev/null || { SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo; $SUDO apt-get install -y -qq wrk >/dev/null || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wrk >/dev/null; }; }
+cargo build --release --bin seatkeeper --example check_ceiling >/dev/null 2>&1 || cargo build --release --bin seatkeeper --example check_ceiling
+BIN=target/release/seatkeeper
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+wait_listen() { # log -> BASE
+  for _ in $(seq 1 200); do grep -q "listening on" "$1" 2>/dev/null && break; sleep 0.1; done
+  BASE="http://$(grep -o 'listening on http://[0-9.:]*' "$1" | head -1 | sed 's|listening on http://||')"
+}
+rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
+
+DB="sqlite://$WORK/checks.db"
+T=$($BIN tenant create bench --database "$DB")
+TOKEN=$($BIN token create --tenant "$T" --database "$DB")
+KEY=$($BIN app-key create --tenant "$T" --name bench --database "$DB")
+cat >"$WORK/model.toml" <<TOML
+[[products]]
+key = "workspace"
+name = "Workspace"
+[[products.plans]]
+key = "free"
+rank = 0
+features = ["docs.read"]
+limits = { projects = 3 }
+[[products.plans]]
+key = "pro"
+rank = 1
+features = ["docs.read", "docs.write", "export"]
+limits = { projects = 100 }
+[[tenants]]
+id = "$T"
+[[tenants.subscriptions]]
+product = "workspace"
+plan = "pro"
+seats = $USERS
+starts_at = "2026-01-01T00:00:00Z"
+enforcement = "hard"
+TOML
+$BIN apply "$WORK/model.toml" --database "$DB" >/dev/null
+SEATKEEPER_LOG=warn,seatkeeper=info $BIN serve --listen 127.0.0.1:0 --database "$DB" \
+  --rate-limit 100000000 --rate-burst 100000000 >"$WORK/server.log" 2>&1 &
+PID=$!; PIDS+=("$PID")
+wait_listen "$WORK/server.log"
+echo "seeding $USERS licensed users through /Bulk…" >&2
+python3 - "$BASE" "$TOKEN" "$USERS" <<'PY'
+import json, sys, urllib.request
+base, token, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for start in range(0, n, 1000):
+    ops = [{"method": "POST", "path": "/Users", "bulkId": f"b{i}",
+            "data": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": f"seed{i}@bench.example",
+                     "externalId": f"e{i}", "active": True}}
+           for i in range(start, min(start + 1000, n))]
+    body = json.dumps({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops}).encode()
+    req = urllib.request.Request(f"{base}/scim/v2/Bulk", data=body, method="POST",
+                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"})
+    with urllib.request.urlopen(req) as r:
+        bad = [o for o in json.load(r)["Operations"] if o["status"] != "201"]
+        if bad:
+            sys.exit(f"seed failed: {bad[:2]}")
+PY
+RSS_BEFORE=$(rss_mb "$PID")
+LOAD_START=$(date +%s.%N)
+FIRST=$(curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+  -d '{"user":"seed0@bench.example","feature":"export"}' "$BASE/api/v1/check")
+LOAD_END=$(date +%s.%N)
+echo "$FIRST" | grep -q '"allowed":true' || { echo "unexpected first answer: $FIRST" >&2; exit 1; }
+RSS_LOADED=$(rss_mb "$PID")
+
+wrk_run() { # base -> RESULT line
+  local out
+  out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --timeout 5s -s bench/check.lua "$1" -- "$KEY" "$USERS" 2>&1)
+  echo "$out" | grep '^RESULT' || { echo "$out" >&2; echo "RESULT rps=0 p50_ms=0 p99_ms=0 requests=0 errors=-1"; }
+}
+echo "checks against seatkeeper…" >&2
+CHECK=$(wrk_run "$BASE")
+RSS_AFTER=$(rss_mb "$PID")
+kill "$PID"; wait "$PID" 2>/dev/null || true
+echo "checks against the bare axum ceiling…" >&2
+target/release/examples/check_ceiling "$USERS" >"$WORK/ceiling.log" 2>&1 &
+CPID=$!; PIDS+=("$CPID")
+wait_listen "$WORK/ceiling.log"
+CEIL=$(wrk_run "$BASE")
+field() { echo "$1" | grep -o "$2=[-0-9.]*" | cut -d= -f2; }
+
+echo
+echo "seatkeeper entitlement check benchmark — $(date -u +%Y-%m-%d), $(nproc) cores, release build, SQLite, loopback"
+echo "wrk -t$THREADS -c$CONNS -d${DURATION}s, POST /api/v1/check, random users of a tenant of $USERS licensed users"
+echo
+printf '| %-40s | %9s | %8s | %8s | %7s |\n' "server" "checks/s" "p50 ms" "p99 ms" "errors"
+printf '|%s|%s|%s|%s|%s|\n' "------------------------------------------" "-----------" "----------" "----------" "---------"
+printf '| %-40s | %9.0f | %8.2f | %8.2f | %7s |\n' "seatkeeper (app key, snapshot)" "$(field "$CHECK" rps)" "$(field "$CHECK" p50_ms)" "$(field "$CHECK" p99_ms)" "$(field "$CHECK" errors)"
+printf '| %-40s | %9.0f | %8.2f | %8.2f | %7s |\n' "bare axum + HashMap (ceiling)" "$(field "$CEIL" rps)" "$(field "$CEIL" p50_ms)" "$(field "$CEIL" p99_ms)" "$(field "$CEIL" errors)"
+python3 -c "print(f'\nseatkeeper answers at {100 * $(field "$CHECK" rps) / $(field "$CEIL" rps):.0f}% of the ceiling (targets: >= 60,000 checks/s, p99 < 2 ms)')"
+echo
+python3 -c "print(f'snapshot load on first check: {1000 * ($LOAD_END - $LOAD_START):.0f} ms for $USERS users')"
+echo "resident memory: $RSS_BEFORE MB before the snapshot, $RSS_LOADED MB after loading it, $RSS_AFTER MB after the run (target: < 200 MB)"
