@@ -2,7 +2,7 @@
 //! compared in constant time, cached briefly in memory so a request costs no query.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -39,7 +39,7 @@ pub fn hashes_equal(a: &str, b: &str) -> bool {
 /// Verifies one kind of credential against the store, with a short-lived cache.
 pub struct TokenVerifier {
     kind: Credential,
-    cache: RwLock<HashMap<String, (TokenRow, Instant)>>,
+    cache: RwLock<HashMap<String, (Arc<TokenRow>, Instant)>>,
 }
 
 impl TokenVerifier {
@@ -52,7 +52,7 @@ impl TokenVerifier {
     }
 
     /// The token's row if the token is live.
-    pub async fn verify(&self, store: &Store, token: &str) -> StoreResult<Option<TokenRow>> {
+    pub async fn verify(&self, store: &Store, token: &str) -> StoreResult<Option<Arc<TokenRow>>> {
         let hash = hash_token(token);
         if let Ok(cache) = self.cache.read()
             && let Some((row, at)) = cache.get(&hash)
@@ -61,7 +61,7 @@ impl TokenVerifier {
         {
             return Ok(Some(row.clone()));
         }
-        let Some(row) = store.find_credential(self.kind, &hash).await? else {
+        let Some(row) = store.find_credential(self.kind, &hash).await?.map(Arc::new) else {
             return Ok(None);
         };
         if !hashes_equal(&row.hash, &hash) {

@@ -14,6 +14,7 @@
 //!   (notifications may have been missed) every snapshot is rebuilt from the store.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -42,46 +43,48 @@ struct Held {
     waiting: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct User {
     id: Box<str>,
     user_name: Box<str>,
     external_id: Option<Box<str>>,
     active: bool,
-    held: Vec<Held>,
+    held: Box<[Held]>,
+    /// When an application last asked about the user (unix seconds; 0: not since loaded),
+    /// and the value last written to the store.
+    seen: AtomicI64,
+    written: AtomicI64,
 }
 
-/// One tenant's entitlements as of an outbox position.
-#[derive(Debug, Clone)]
+/// One tenant's entitlements as of an outbox position. Users sit in a slab; the three
+/// names lead to a slot.
+#[derive(Debug)]
 pub struct Snapshot {
     model_version: i64,
     cursor: i64,
     products: Arc<Vec<Product>>,
     subscriptions: Vec<Subscription>,
-    users: HashMap<Box<str>, User>,
-    by_name: HashMap<Box<str>, Box<str>>,
-    by_external: HashMap<Box<str>, Box<str>>,
+    users: Vec<Option<User>>,
+    free: Vec<u32>,
+    by_id: HashMap<Box<str>, u32>,
+    by_name: HashMap<Box<str>, u32>,
+    by_external: HashMap<Box<str>, u32>,
 }
 
 impl Snapshot {
-    /// Builds a snapshot from rows.
-    pub fn build(
-        products: Vec<Product>,
-        subscriptions: Vec<Subscription>,
-        users: Vec<SnapUser>,
-        licenses: Vec<SnapLicense>,
-    ) -> Snapshot {
-        let mut s = Snapshot {
+    /// An empty snapshot over a catalogue and subscriptions.
+    pub fn new(products: Vec<Product>, subscriptions: Vec<Subscription>) -> Snapshot {
+        Snapshot {
             model_version: 0,
             cursor: 0,
             products: Arc::new(products),
             subscriptions,
-            users: HashMap::with_capacity(users.len()),
-            by_name: HashMap::with_capacity(users.len()),
+            users: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::new(),
+            by_name: HashMap::new(),
             by_external: HashMap::new(),
-        };
-        s.replace_users(&[], users, licenses);
-        s
+        }
     }
 
     fn resolve(&self, l: &SnapLicense) -> Option<Held> {
@@ -102,86 +105,113 @@ impl Snapshot {
         })
     }
 
-    /// Replaces these users (and adds any new ones among `users`): ids in `ids` that are not
-    /// in `users` are gone.
-    fn replace_users(&mut self, ids: &[String], users: Vec<SnapUser>, licenses: Vec<SnapLicense>) {
-        for id in ids {
-            self.forget(id);
-        }
-        let mut held: HashMap<String, Vec<Held>> = HashMap::new();
-        for l in &licenses {
+    /// Puts these users in (replacing any with the same id) with their licenses; ids in
+    /// `gone` that are not among `users` are removed.
+    pub fn put_users(&mut self, gone: &[String], users: Vec<SnapUser>, licenses: &[SnapLicense]) {
+        let mut held: HashMap<&str, Vec<Held>> = HashMap::new();
+        for l in licenses {
             if let Some(h) = self.resolve(l) {
-                held.entry(l.user_id.clone()).or_default().push(h);
+                held.entry(l.user_id.as_str()).or_default().push(h);
             }
         }
-        for u in users {
-            self.forget(&u.id);
-            let id: Box<str> = u.id.as_str().into();
-            self.by_name
-                .insert(u.user_name.to_lowercase().into(), id.clone());
-            if let Some(e) = &u.external_id {
-                self.by_external.insert(e.as_str().into(), id.clone());
+        let mut carried: HashMap<Box<str>, (i64, i64)> = HashMap::new();
+        for id in gone
+            .iter()
+            .map(String::as_str)
+            .chain(users.iter().map(|u| u.id.as_str()))
+        {
+            if let Some(old) = self.forget(id) {
+                carried.insert(old.id, (old.seen.into_inner(), old.written.into_inner()));
             }
+        }
+        self.users
+            .reserve(users.len().saturating_sub(self.free.len()));
+        for u in users {
+            let id: Box<str> = u.id.as_str().into();
+            let user_name: Box<str> = u.user_name.to_lowercase().into();
+            let (seen, written) = carried.get(&id).copied().unwrap_or_default();
             let user = User {
                 id: id.clone(),
-                user_name: u.user_name.to_lowercase().into(),
+                user_name: user_name.clone(),
                 external_id: u.external_id.map(Into::into),
                 active: u.active,
-                held: held.remove(&u.id).unwrap_or_default(),
+                held: held.remove(u.id.as_str()).unwrap_or_default().into(),
+                seen: AtomicI64::new(seen),
+                written: AtomicI64::new(written),
             };
-            self.users.insert(id, user);
+            let slot = match self.free.pop() {
+                Some(slot) => {
+                    self.users[slot as usize] = Some(user);
+                    slot
+                }
+                None => {
+                    self.users.push(Some(user));
+                    (self.users.len() - 1) as u32
+                }
+            };
+            if let Some(Some(u)) = self.users.get(slot as usize)
+                && let Some(e) = &u.external_id
+            {
+                self.by_external.insert(e.clone(), slot);
+            }
+            self.by_name.insert(user_name, slot);
+            self.by_id.insert(id, slot);
         }
     }
 
-    /// Removes a user and its names.
-    fn forget(&mut self, id: &str) {
-        if let Some(old) = self.users.remove(id) {
-            self.by_name.remove(old.user_name.as_ref());
-            if let Some(e) = &old.external_id {
-                self.by_external.remove(e.as_ref());
-            }
+    /// Removes a user and its names; returns it.
+    fn forget(&mut self, id: &str) -> Option<User> {
+        let slot = self.by_id.remove(id)?;
+        let old = self.users.get_mut(slot as usize)?.take()?;
+        self.free.push(slot);
+        self.by_name.remove(old.user_name.as_ref());
+        if let Some(e) = &old.external_id {
+            self.by_external.remove(e.as_ref());
         }
+        Some(old)
     }
 
     /// The user named by id, userName (any case) or externalId.
     fn find(&self, user: &str) -> Option<&User> {
-        if let Some(u) = self.users.get(user) {
-            return Some(u);
-        }
-        let id = self
-            .by_external
-            .get(user)
-            .or_else(|| self.by_name.get(user.to_lowercase().as_str()))?;
-        self.users.get(id)
+        let slot = match self.by_id.get(user).or_else(|| self.by_external.get(user)) {
+            Some(slot) => *slot,
+            None if user.bytes().any(|b| b.is_ascii_uppercase()) || !user.is_ascii() => {
+                *self.by_name.get(user.to_lowercase().as_str())?
+            }
+            None => *self.by_name.get(user)?,
+        };
+        self.users.get(slot as usize)?.as_ref()
     }
 
-    /// Answers a check, with the user's id; `None` for a user this tenant does not have.
+    /// Answers a check (`None`: a user this tenant does not have), marking the user seen.
     pub fn answer(
         &self,
         user: &str,
         question: Question<'_>,
         now: OffsetDateTime,
-    ) -> Option<(&str, Answer)> {
+    ) -> Option<Answer> {
         let u = self.find(user)?;
-        let mut grants = Vec::with_capacity(u.held.len());
-        for h in &u.held {
-            if let Some(plan) = self
-                .products
-                .get(h.product as usize)
-                .and_then(|p| p.plans.get(h.plan as usize))
-            {
-                grants.push(Grant {
-                    plan,
-                    state: if h.waiting {
-                        LicenseState::Waitlisted
-                    } else {
-                        LicenseState::Active
-                    },
-                });
-            }
-        }
-        let a = answer(u.active, &grants, question, || self.lapsed(question, now));
-        Some((u.id.as_ref(), a))
+        u.seen.store(now.unix_timestamp(), Ordering::Relaxed);
+        let grants: Vec<Grant<'_>> = u
+            .held
+            .iter()
+            .filter_map(|h| {
+                let plan = self
+                    .products
+                    .get(h.product as usize)?
+                    .plans
+                    .get(h.plan as usize)?;
+                let state = if h.waiting {
+                    LicenseState::Waitlisted
+                } else {
+                    LicenseState::Active
+                };
+                Some(Grant { plan, state })
+            })
+            .collect();
+        Some(answer(u.active, &grants, question, || {
+            self.lapsed(question, now)
+        }))
     }
 
     /// Whether a product that would answer has a subscription that is over.
@@ -195,14 +225,15 @@ impl Snapshot {
         })
     }
 
-    /// A user's whole effective set: plans per product (with state), features, limits; with
-    /// the user's id.
-    pub fn entitlements(&self, user: &str) -> Option<(&str, Value)> {
+    /// A user's whole effective set: plans per product (with state), features, limits;
+    /// marks the user seen.
+    pub fn entitlements(&self, user: &str, now: OffsetDateTime) -> Option<Value> {
         let u = self.find(user)?;
+        u.seen.store(now.unix_timestamp(), Ordering::Relaxed);
         let mut licenses = Vec::new();
         let mut features = std::collections::BTreeSet::new();
         let mut limits: std::collections::BTreeMap<&str, i64> = Default::default();
-        for h in &u.held {
+        for h in u.held.iter() {
             let Some(product) = self.products.get(h.product as usize) else {
                 continue;
             };
@@ -223,24 +254,40 @@ impl Snapshot {
                 *slot = (*slot).max(*v);
             }
         }
-        let set = json!({
+        Some(json!({
             "id": u.id.as_ref(),
             "active": u.active,
             "licenses": licenses,
             "features": features,
             "limits": limits,
-        });
-        Some((u.id.as_ref(), set))
+        }))
+    }
+
+    /// Users seen since their last write: (id, unix seconds). `mark` records them as written.
+    fn unwritten(&self, mark: bool) -> Vec<(String, i64)> {
+        self.users
+            .iter()
+            .flatten()
+            .filter_map(|u| {
+                let seen = u.seen.load(Ordering::Relaxed);
+                (seen > u.written.load(Ordering::Relaxed)).then(|| {
+                    if mark {
+                        u.written.store(seen, Ordering::Relaxed);
+                    }
+                    (u.id.to_string(), seen)
+                })
+            })
+            .collect()
     }
 
     /// How many users it holds.
     pub fn len(&self) -> usize {
-        self.users.len()
+        self.by_id.len()
     }
 
     /// Whether it holds no users.
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
+        self.by_id.is_empty()
     }
 }
 
@@ -251,12 +298,17 @@ struct Tenant {
     snap: RwLock<Option<Arc<RwLock<Snapshot>>>>,
 }
 
+/// Users read per query while a snapshot loads (bounds the rows held at once).
+const LOAD_PAGE: i64 = 5_000;
+
 /// Every tenant's snapshot on this node.
 pub struct Snapshots {
     store: Store,
     clock: SharedClock,
     tenants: RwLock<HashMap<String, Arc<Tenant>>>,
-    seen: std::sync::Mutex<HashMap<(String, String), OffsetDateTime>>,
+    /// Activity of snapshots dropped (reloaded or forgotten) or not yet written: (tenant,
+    /// user, unix seconds).
+    pending: std::sync::Mutex<Vec<(String, String, i64)>>,
 }
 
 impl Snapshots {
@@ -266,7 +318,7 @@ impl Snapshots {
             store,
             clock,
             tenants: RwLock::default(),
-            seen: Default::default(),
+            pending: Default::default(),
         })
     }
 
@@ -293,6 +345,24 @@ impl Snapshots {
         has.then_some(t)
     }
 
+    /// Replaces a tenant's snapshot, keeping the activity the old one had not written.
+    fn replace(&self, tenant: &str, t: &Tenant, fresh: Option<Snapshot>) {
+        let Ok(mut slot) = t.snap.write() else {
+            return;
+        };
+        if let Some(old) = slot.take() {
+            self.keep_unwritten(tenant, &old);
+        }
+        *slot = fresh.map(|s| Arc::new(RwLock::new(s)));
+    }
+
+    fn keep_unwritten(&self, tenant: &str, snap: &RwLock<Snapshot>) {
+        let marks = snap.read().map(|s| s.unwritten(true)).unwrap_or_default();
+        if let Ok(mut p) = self.pending.lock() {
+            p.extend(marks.into_iter().map(|(u, at)| (tenant.to_string(), u, at)));
+        }
+    }
+
     /// The tenant's snapshot, loaded whole first if this node has none (`None`: no such
     /// tenant).
     pub async fn get(&self, tenant: &str) -> StoreResult<Option<Arc<RwLock<Snapshot>>>> {
@@ -304,14 +374,9 @@ impl Snapshots {
         if let Some(s) = t.snap.read().ok().and_then(|s| s.clone()) {
             return Ok(Some(s));
         }
-        let Some(snap) = self.load(tenant).await? else {
-            return Ok(None);
-        };
-        let snap = Arc::new(RwLock::new(snap));
-        if let Ok(mut slot) = t.snap.write() {
-            *slot = Some(snap.clone());
-        }
-        Ok(Some(snap))
+        let fresh = self.load(tenant).await?;
+        self.replace(tenant, &t, fresh);
+        Ok(t.snap.read().ok().and_then(|s| s.clone()))
     }
 
     async fn load(&self, tenant: &str) -> StoreResult<Option<Snapshot>> {
@@ -321,10 +386,28 @@ impl Snapshots {
         };
         let products = self.store.products().await?;
         let subscriptions = self.store.subscriptions(tenant).await?;
-        let (users, licenses) = self.store.snapshot_rows(tenant, None).await?;
-        let mut snap = Snapshot::build(products, subscriptions, users, licenses);
+        let mut snap = Snapshot::new(products, subscriptions);
         snap.model_version = model_version;
         snap.cursor = cursor;
+        // A page of users at a time, with their licenses, so a large tenant never sits in
+        // memory twice.
+        let mut after = String::new();
+        loop {
+            let (users, licenses) = self.store.snapshot_page(tenant, &after, LOAD_PAGE).await?;
+            let Some(last) = users.last().map(|u| u.id.clone()) else {
+                break;
+            };
+            let full = users.len() as i64 == LOAD_PAGE;
+            snap.put_users(&[], users, &licenses);
+            if !full {
+                break;
+            }
+            after = last;
+        }
+        snap.by_id.shrink_to_fit();
+        snap.by_name.shrink_to_fit();
+        snap.by_external.shrink_to_fit();
+        snap.users.shrink_to_fit();
         metrics::counter!("seatkeeper_snapshot_loads_total").increment(1);
         Ok(Some(snap))
     }
@@ -345,9 +428,7 @@ impl Snapshots {
         };
         let Some((now_version, _)) = self.store.snapshot_marks(tenant).await? else {
             // The tenant is gone.
-            if let Ok(mut slot) = t.snap.write() {
-                *slot = None;
-            }
+            self.replace(tenant, &t, None);
             return Ok(());
         };
         let changes = self
@@ -356,9 +437,7 @@ impl Snapshots {
             .await?;
         if now_version != version || changes.len() as i64 >= MAX_CHANGES {
             let fresh = self.load(tenant).await?;
-            if let Ok(mut slot) = t.snap.write() {
-                *slot = fresh.map(|s| Arc::new(RwLock::new(s)));
-            }
+            self.replace(tenant, &t, fresh);
             return Ok(());
         }
         let Some(last) = changes.last().map(|c| c.0) else {
@@ -378,7 +457,7 @@ impl Snapshots {
         let (rows, licenses) = if users.is_empty() {
             (Vec::new(), Vec::new())
         } else {
-            self.store.snapshot_rows(tenant, Some(&users)).await?
+            self.store.snapshot_rows(tenant, &users).await?
         };
         let subs = if subscriptions {
             Some(self.store.subscriptions(tenant).await?)
@@ -386,7 +465,7 @@ impl Snapshots {
             None
         };
         if let Ok(mut s) = snap.write() {
-            s.replace_users(&users, rows, licenses);
+            s.put_users(&users, rows, &licenses);
             if let Some(subs) = subs {
                 s.subscriptions = subs;
             }
@@ -395,13 +474,16 @@ impl Snapshots {
         Ok(())
     }
 
+    fn tenant_ids(&self) -> Vec<String> {
+        self.tenants
+            .read()
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Catches every loaded snapshot up.
     pub async fn catch_up_all(&self) {
-        let ids: Vec<String> = match self.tenants.read() {
-            Ok(t) => t.keys().cloned().collect(),
-            Err(_) => return,
-        };
-        for id in ids {
+        for id in self.tenant_ids() {
             if let Err(e) = self.catch_up(&id).await {
                 tracing::warn!(tenant = %id, error = %e, "snapshot catch-up failed");
             }
@@ -410,33 +492,30 @@ impl Snapshots {
 
     /// Forgets every snapshot: each is rebuilt from the store on its next check.
     pub fn forget_all(&self) {
-        if let Ok(mut t) = self.tenants.write() {
-            t.clear();
+        let all = match self.tenants.write() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(_) => return,
+        };
+        for (id, t) in all {
+            self.replace(&id, &t, None);
         }
     }
 
-    /// Asks the tenant's snapshot something about a user (`None`: unknown user or tenant);
-    /// a user found is noted as seen.
+    /// Asks the tenant's snapshot (`None`: unknown tenant, or the question's own `None`).
     async fn ask<T>(
         &self,
         tenant: &str,
-        ask: impl FnOnce(&Snapshot, OffsetDateTime) -> Option<(&str, T)>,
+        ask: impl FnOnce(&Snapshot, OffsetDateTime) -> Option<T>,
     ) -> StoreResult<Option<T>> {
         let Some(snap) = self.get(tenant).await? else {
             return Ok(None);
         };
         let now = self.clock.now();
-        let found = {
-            let s = snap.read().unwrap_or_else(|e| e.into_inner());
-            ask(&s, now).map(|(id, out)| (id.to_string(), out))
-        };
-        Ok(found.map(|(id, out)| {
-            self.seen(tenant, id, now);
-            out
-        }))
+        let s = snap.read().unwrap_or_else(|e| e.into_inner());
+        Ok(ask(&s, now))
     }
 
-    /// Answers a check (`None`: unknown user or tenant).
+    /// Answers a check (`None`: unknown user or tenant); the user is marked seen.
     pub async fn check(
         &self,
         tenant: &str,
@@ -447,29 +526,47 @@ impl Snapshots {
             .await
     }
 
-    /// A user's whole effective set (`None`: unknown user or tenant).
+    /// A user's whole effective set (`None`: unknown user or tenant); the user is marked
+    /// seen.
     pub async fn entitlements(&self, tenant: &str, user: &str) -> StoreResult<Option<Value>> {
-        self.ask(tenant, |s, _| s.entitlements(user)).await
+        self.ask(tenant, |s, now| s.entitlements(user, now)).await
     }
 
-    fn seen(&self, tenant: &str, user: String, now: OffsetDateTime) {
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.insert((tenant.to_string(), user), now);
-        }
-    }
-
-    /// Writes the users seen since the last flush, in one transaction.
+    /// Writes the users seen since the last flush, in one transaction; returns how many.
     pub async fn flush_activity(&self) -> StoreResult<usize> {
-        let seen = match self.seen.lock() {
-            Ok(mut s) => std::mem::take(&mut *s),
-            Err(_) => return Ok(0),
-        };
-        let n = seen.len();
-        let rows = seen
-            .into_iter()
-            .map(|((t, u), at)| (t, u, crate::clock::stamp(at)))
+        let mut rows: Vec<(String, String, i64)> = self
+            .pending
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        for id in self.tenant_ids() {
+            let snap = self.loaded(&id).and_then(|t| t.snap.read().ok()?.clone());
+            if let Some(snap) = snap
+                && let Ok(s) = snap.read()
+            {
+                rows.extend(
+                    s.unwritten(true)
+                        .into_iter()
+                        .map(|(u, at)| (id.clone(), u, at)),
+                );
+            }
+        }
+        let n = rows.len();
+        let stamped = rows
+            .iter()
+            .map(|(t, u, at)| {
+                let at =
+                    OffsetDateTime::from_unix_timestamp(*at).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+                (t.clone(), u.clone(), crate::clock::stamp(at))
+            })
             .collect();
-        self.store.record_activity(rows).await?;
+        if let Err(e) = self.store.record_activity(stamped).await {
+            // Kept for the next flush.
+            if let Ok(mut p) = self.pending.lock() {
+                p.extend(rows);
+            }
+            return Err(e);
+        }
         Ok(n)
     }
 

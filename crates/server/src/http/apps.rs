@@ -57,7 +57,7 @@ impl FromRequestParts<Shared> for AppAuth {
             .await?
             .ok_or_else(|| ApiError::Unauthorized("the app key is not valid".into()))?;
         Ok(AppAuth {
-            tenant: row.tenant_id,
+            tenant: row.tenant_id.clone(),
         })
     }
 }

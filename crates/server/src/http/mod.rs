@@ -267,8 +267,8 @@ impl FromRequestParts<Shared> for ScimAuth {
             .map(|r| r.0.clone())
             .unwrap_or_default();
         Ok(ScimAuth(Ctx {
-            tenant: row.tenant_id,
-            actor: row.name,
+            tenant: row.tenant_id.clone(),
+            actor: row.name.clone(),
             request_id,
             base_url: format!("{}/scim/v2", base_url(state, &parts.headers)),
         }))

@@ -46,66 +46,80 @@ pub struct SigningKeyRow {
     pub published_until: Option<String>,
 }
 
-/// `AND col IN (…)` for an optional list of ids, with its parameters after the tenant's.
-fn id_filter(col: &str, ids: Option<&[String]>) -> (String, Vec<P>) {
-    match ids {
-        None => (String::new(), Vec::new()),
-        Some(ids) => (
-            format!(" AND {col} IN ({})", placeholders(2, ids.len())),
-            ids.iter().map(P::from).collect(),
-        ),
+const USER_SQL: &str =
+    "SELECT id, user_name, external_id, active FROM scim_users WHERE tenant_id = $1";
+const LICENSE_SQL: &str = "SELECT user_id, product, plan, state FROM licenses WHERE tenant_id = $1";
+
+fn snap_user(r: &Row) -> SnapUser {
+    SnapUser {
+        id: r.text(0),
+        user_name: r.text(1),
+        external_id: r.opt_text(2),
+        active: r.int(3) != 0,
+    }
+}
+
+fn snap_license(r: &Row) -> SnapLicense {
+    SnapLicense {
+        user_id: r.text(0),
+        product: r.text(1),
+        plan: r.text(2),
+        state: r.text(3),
     }
 }
 
 impl Store {
-    /// Users of a tenant (all, or these ids) and their licenses.
+    /// Users of a tenant with these ids, and their licenses.
     pub async fn snapshot_rows(
         &self,
         tenant: &str,
-        ids: Option<&[String]>,
+        ids: &[String],
     ) -> StoreResult<(Vec<SnapUser>, Vec<SnapLicense>)> {
         let mut users = Vec::new();
         let mut licenses = Vec::new();
-        let chunks: Vec<Option<&[String]>> = match ids {
-            None => vec![None],
-            Some(ids) => ids.chunks(500).map(Some).collect(),
-        };
-        for chunk in chunks {
-            let (filter, extra) = id_filter("id", chunk);
+        for chunk in ids.chunks(500) {
+            let list = placeholders(2, chunk.len());
             let mut ps = vec![P::from(tenant)];
-            ps.extend(extra);
-            let sql = format!(
-                "SELECT id, user_name, external_id, active FROM scim_users WHERE tenant_id = $1{filter}"
-            );
-            users.extend(
-                self.pool
-                    .fetch(&sql, &ps)
-                    .await?
-                    .iter()
-                    .map(|r: &Row| SnapUser {
-                        id: r.text(0),
-                        user_name: r.text(1),
-                        external_id: r.opt_text(2),
-                        active: r.int(3) != 0,
-                    }),
-            );
-            let (filter, _) = id_filter("user_id", chunk);
-            let sql = format!(
-                "SELECT user_id, product, plan, state FROM licenses WHERE tenant_id = $1{filter}"
-            );
-            licenses.extend(
-                self.pool
-                    .fetch(&sql, &ps)
-                    .await?
-                    .iter()
-                    .map(|r| SnapLicense {
-                        user_id: r.text(0),
-                        product: r.text(1),
-                        plan: r.text(2),
-                        state: r.text(3),
-                    }),
-            );
+            ps.extend(chunk.iter().map(P::from));
+            let sql = format!("{USER_SQL} AND id IN ({list})");
+            users.extend(self.pool.fetch(&sql, &ps).await?.iter().map(snap_user));
+            let sql = format!("{LICENSE_SQL} AND user_id IN ({list})");
+            licenses.extend(self.pool.fetch(&sql, &ps).await?.iter().map(snap_license));
         }
+        Ok((users, licenses))
+    }
+
+    /// The next `limit` users of a tenant after the id `after` (in id order), and their
+    /// licenses.
+    pub async fn snapshot_page(
+        &self,
+        tenant: &str,
+        after: &str,
+        limit: i64,
+    ) -> StoreResult<(Vec<SnapUser>, Vec<SnapLicense>)> {
+        let users: Vec<SnapUser> = self
+            .pool
+            .scan(
+                &format!("{USER_SQL} AND id > $2 ORDER BY id LIMIT $3"),
+                &params![tenant, after, limit],
+            )
+            .await?
+            .iter()
+            .map(snap_user)
+            .collect();
+        let Some(last) = users.last() else {
+            return Ok((users, Vec::new()));
+        };
+        let licenses = self
+            .pool
+            .scan(
+                &format!("{LICENSE_SQL} AND user_id > $2 AND user_id <= $3"),
+                &params![tenant, after, last.id.as_str()],
+            )
+            .await?
+            .iter()
+            .map(snap_license)
+            .collect();
         Ok((users, licenses))
     }
 

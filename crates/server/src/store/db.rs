@@ -438,6 +438,19 @@ impl Pool {
         }
     }
 
+    /// Runs a read query that scans much of a table once (a snapshot load): on SQLite the
+    /// reader then frees its page cache, which the scan filled with pages no request needs.
+    pub async fn scan(&self, sql: &str, params: &[P]) -> StoreResult<Vec<Row>> {
+        match self {
+            Pool::Sqlite(s) => s.with_reader(|c| {
+                let rows = sqlite_fetch(c, sql, params);
+                let _ = c.execute_batch("PRAGMA shrink_memory");
+                rows
+            }),
+            Pool::Postgres(_) => self.fetch(sql, params).await,
+        }
+    }
+
     /// Runs a read query expecting at most one row.
     pub async fn fetch_opt(&self, sql: &str, params: &[P]) -> StoreResult<Option<Row>> {
         Ok(self.fetch(sql, params).await?.into_iter().next())
