@@ -645,18 +645,8 @@ async fn audit_retention_through_the_cli(b: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_deliver_each_event_once_postgres() {
     // A database of this test alone, so no other test's server claims its deliveries.
-    let base_url = common::postgres_url();
-    let (prefix, _) = base_url.rsplit_once('/').unwrap();
-    let name = format!("sk_two_nodes_{}", std::process::id());
-    let admin_db = sqlx::PgPool::connect(&base_url).await.unwrap();
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-        .execute(&admin_db)
-        .await;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin_db)
-        .await
-        .unwrap();
-    let db = format!("{prefix}/{name}");
+    let own = binary::OwnDatabase::create("two_nodes").await;
+    let db = own.url.clone();
     let one = Server::start(&db, &["--webhook-timeout", "2"]);
     let two = Server::start(&db, &["--webhook-timeout", "2"]);
     let api = setup(&db, &one.base);
@@ -695,9 +685,7 @@ async fn two_nodes_deliver_each_event_once_postgres() {
         "each event delivered once, by one of the two nodes"
     );
     drop((one, two));
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&admin_db)
-        .await;
+    own.drop_database().await;
 }
 
 both_backends!(

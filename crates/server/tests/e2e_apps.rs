@@ -1,0 +1,171 @@
+//! Entitlement checks through the real binary: two `seatkeeper serve` processes on one
+//! PostgreSQL. A change made through node 1 is answered by node 2 within the stated bound
+//! (`snapshot::CATCH_UP_TICK` plus a query: 1 s), and again after every database connection
+//! of both nodes has been cut.
+
+#[path = "common/binary.rs"]
+mod binary;
+mod common;
+
+use std::time::{Duration, Instant};
+
+use binary::{Server, cli_ok};
+use serde_json::{Value, json};
+
+/// The bound the README states for another node's change to reach a node's answers.
+const BOUND: Duration = Duration::from_secs(1);
+
+struct Node {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Node {
+    async fn check(&self, key: &str, user: &str) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/api/v1/check", self.base))
+            .bearer_auth(key)
+            .json(&json!({"user": user, "feature": "export"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    async fn scim(&self, token: &str, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let r = self
+            .http
+            .request(method, format!("{}/scim/v2{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/scim+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        r.json().await.unwrap_or(Value::Null)
+    }
+
+    async fn set_active(&self, token: &str, id: &str, active: bool) {
+        self.scim(
+            token,
+            reqwest::Method::PATCH,
+            &format!("/Users/{id}"),
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                   "Operations": [{"op": "replace", "path": "active", "value": active}]}),
+        )
+        .await;
+    }
+}
+
+/// How long until `node` answers `allowed` for `user`; panics past `limit`.
+async fn seen_within(
+    node: &Node,
+    key: &str,
+    user: &str,
+    allowed: bool,
+    limit: Duration,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let a = node.check(key, user).await;
+        if a["allowed"] == allowed {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "node still answers {a} after {:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_on_one_node_reaches_the_other_postgres() {
+    let own = binary::OwnDatabase::create("apps_two_nodes").await;
+    let db = own.url.clone();
+    let tenant = cli_ok(&db, &["tenant", "create", "two-nodes"])
+        .trim()
+        .to_string();
+    let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    let key = cli_ok(&db, &["app-key", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.toml");
+    std::fs::write(
+        &model,
+        format!(
+            r#"
+[[products]]
+key = "workspace"
+name = "Workspace"
+[[products.plans]]
+key = "pro"
+rank = 1
+features = ["export"]
+[[tenants]]
+id = "{tenant}"
+[[tenants.subscriptions]]
+product = "workspace"
+plan = "pro"
+seats = 10
+starts_at = "2026-01-01T00:00:00Z"
+"#
+        ),
+    )
+    .unwrap();
+    cli_ok(&db, &["apply", model.to_str().unwrap()]);
+    let one = Server::start(&db, &[]);
+    let two = Server::start(&db, &[]);
+    let http = reqwest::Client::new();
+    let (n1, n2) = (
+        Node {
+            http: http.clone(),
+            base: one.base.clone(),
+        },
+        Node {
+            http,
+            base: two.base.clone(),
+        },
+    );
+    let alice = n1
+        .scim(
+            &token,
+            reqwest::Method::POST,
+            "/Users",
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Both nodes load the tenant's snapshot.
+    assert_eq!(n1.check(&key, "alice").await["allowed"], true);
+    assert_eq!(n2.check(&key, "alice").await["allowed"], true);
+
+    // Deprovisioned on node 1: node 1 denies at once, node 2 within the bound.
+    n1.set_active(&token, &alice, false).await;
+    assert_eq!(n1.check(&key, "alice").await["reason"], "user inactive");
+    let took = seen_within(&n2, &key, "alice", false, BOUND).await;
+    eprintln!("node 2 saw the deactivation after {took:?}");
+
+    // Every connection of both nodes cut (pools and listeners), then a change on node 1.
+    assert!(own.cut_connections().await >= 2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    n1.set_active(&token, &alice, true).await;
+    let took = seen_within(&n2, &key, "alice", true, BOUND).await;
+    eprintln!("node 2 saw the reactivation after {took:?} (connections cut before)");
+    // And the other way round, once more after the reconnection.
+    n2.set_active(&token, &alice, false).await;
+    assert_eq!(n2.check(&key, "alice").await["allowed"], false);
+    seen_within(&n1, &key, "alice", false, BOUND).await;
+
+    drop((one, two));
+    own.drop_database().await;
+}
