@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod apps;
 pub mod events;
+pub mod openapi;
 pub mod ops;
 pub mod scim_routes;
 
@@ -104,7 +105,8 @@ pub fn router(state: Shared) -> Router {
             "/api/v1",
             admin::routes()
                 .merge(events::routes())
-                .merge(apps::routes()),
+                .merge(apps::routes())
+                .merge(openapi::routes()),
         )
         .merge(ops::routes())
         .merge(apps::public_routes())
