@@ -32,6 +32,13 @@ use crate::store::{Store, StoreResult};
 /// another node's commit can take to reach this node's answers.
 pub const CATCH_UP_TICK: Duration = Duration::from_millis(500);
 
+/// `last_seen` is kept to the minute: a user asked about again within the minute it was
+/// last written costs no write (idle seats are counted in days).
+const SEEN_RESOLUTION: i64 = 60;
+
+/// Users written per activity transaction.
+const ACTIVITY_CHUNK: usize = 500;
+
 /// More changes than this since the last catch-up reload the whole tenant.
 const MAX_CHANGES: i64 = 5_000;
 
@@ -263,14 +270,16 @@ impl Snapshot {
         }))
     }
 
-    /// Users seen since their last write: (id, unix seconds). `mark` records them as written.
+    /// Users seen in a later minute than their last write: (id, unix seconds). `mark` records
+    /// them as written.
     fn unwritten(&self, mark: bool) -> Vec<(String, i64)> {
         self.users
             .iter()
             .flatten()
             .filter_map(|u| {
                 let seen = u.seen.load(Ordering::Relaxed);
-                (seen > u.written.load(Ordering::Relaxed)).then(|| {
+                let written = u.written.load(Ordering::Relaxed);
+                (seen / SEEN_RESOLUTION > written / SEEN_RESOLUTION).then(|| {
                     if mark {
                         u.written.store(seen, Ordering::Relaxed);
                     }
@@ -533,7 +542,36 @@ impl Snapshots {
     }
 
     /// Writes the users seen since the last flush, in one transaction; returns how many.
-    pub async fn flush_activity(&self) -> StoreResult<usize> {
+    pub async fn flush_activity(self: &Arc<Self>) -> StoreResult<usize> {
+        // Walking every loaded user is CPU work: off the request threads.
+        let me = self.clone();
+        let (rows, stamped) = tokio::task::spawn_blocking(move || me.unwritten_activity())
+            .await
+            .map_err(|e| crate::store::StoreError::Corrupt(format!("activity scan: {e}")))?;
+        let n = rows.len();
+        // Small transactions, paced: a burst of activity never holds the writer (or the CPU
+        // the request threads need) for long.
+        let mut stamped = stamped.into_iter().peekable();
+        let mut done = 0;
+        while stamped.peek().is_some() {
+            let chunk: Vec<_> = stamped.by_ref().take(ACTIVITY_CHUNK).collect();
+            let len = chunk.len();
+            if let Err(e) = self.store.record_activity(chunk).await {
+                // What was not written is kept for the next flush.
+                if let Ok(mut p) = self.pending.lock() {
+                    p.extend(rows.into_iter().skip(done));
+                }
+                return Err(e);
+            }
+            done += len;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(n)
+    }
+
+    /// Activity not yet written, marked as written: as kept, and as the store takes it.
+    #[allow(clippy::type_complexity)]
+    fn unwritten_activity(&self) -> (Vec<(String, String, i64)>, Vec<(String, String, String)>) {
         let mut rows: Vec<(String, String, i64)> = self
             .pending
             .lock()
@@ -551,7 +589,6 @@ impl Snapshots {
                 );
             }
         }
-        let n = rows.len();
         let stamped = rows
             .iter()
             .map(|(t, u, at)| {
@@ -560,14 +597,7 @@ impl Snapshots {
                 (t.clone(), u.clone(), crate::clock::stamp(at))
             })
             .collect();
-        if let Err(e) = self.store.record_activity(stamped).await {
-            // Kept for the next flush.
-            if let Ok(mut p) = self.pending.lock() {
-                p.extend(rows);
-            }
-            return Err(e);
-        }
-        Ok(n)
+        (rows, stamped)
     }
 
     /// Keeps snapshots current from other nodes' commits, rebuilds them after the listener
