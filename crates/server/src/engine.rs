@@ -77,8 +77,12 @@ pub fn etag(version: i64) -> String {
     format!("W/\"{version}\"")
 }
 
-/// What a create committed: the group members added, and the user's licensing extension.
-type CreateOutcome = (Vec<(String, String)>, Option<Value>);
+/// What a create committed: the group members added, and the user's licenses with the model
+/// they were decided under (the licensing extension is built from them after the commit).
+type CreateOutcome = (
+    Vec<(String, String)>,
+    Option<(Vec<LicenseRow>, std::sync::Arc<crate::licensing::Model>)>,
+);
 
 /// The state change a write makes to a user: licensing and events hang off it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,14 +386,15 @@ impl Engine {
                     event,
                     &now,
                 )?;
+                // The licenses go back as rows: the extension is built after the commit,
+                // off the writer.
                 let mut licensed = None;
                 match kind {
                     Kind::User => {
                         let (rows, model) =
                             crate::licensing::license_created(tx, &cause, &res.id, &res.doc)?;
                         if !rows.is_empty() {
-                            let rows: Vec<&LicenseRow> = rows.iter().collect();
-                            licensed = Some(licensing_extension(&rows, &model.products));
+                            licensed = Some((rows, model));
                         }
                     }
                     Kind::Group
@@ -410,8 +415,9 @@ impl Engine {
             return self.render(ctx, kind, &res, true).await;
         }
         let mut out = assemble(ctx, kind, &res, Some(Vec::new()));
-        if let Some(ext) = licensed {
-            insert_extension(&mut out.body, ext);
+        if let Some((rows, model)) = licensed {
+            let rows: Vec<&LicenseRow> = rows.iter().collect();
+            insert_extension(&mut out.body, licensing_extension(&rows, &model.products));
         }
         Ok(out)
     }

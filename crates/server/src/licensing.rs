@@ -197,13 +197,12 @@ fn seat_words(sub: &Subscription, plan: &str, in_use: usize) -> String {
     }
 }
 
-fn because_words(model: &Model, d: &Decided) -> String {
+fn because_words(d: &Decided) -> String {
     let mut s = match &d.because {
         Because::Rule(name) => format!("rule {name} matched"),
         Because::NoRules => "no rules: every active user holds the subscription's plan".into(),
     };
     if let Some(from) = &d.capped_from {
-        let _ = model;
         s.push_str(&format!(
             "; lowered from {from} to {} by the subscription's term",
             d.plan
@@ -215,29 +214,34 @@ fn because_words(model: &Model, d: &Decided) -> String {
 /// The explanation chain of a license as stored: only what cannot be read back later (the
 /// rule's name, the seat count and phase that applied). The causing event is the license's
 /// own audit record; [`expand_explanation`] joins them with the rule and subscription.
-fn explain(
-    _model: &Model,
-    c: &Cause,
-    sub: &Subscription,
-    d: &Decided,
-    _state: &str,
-    in_use: usize,
-    note: &str,
-) -> String {
-    let rule = match &d.because {
-        Because::Rule(name) => Some(name.as_str()),
-        Because::NoRules => None,
+fn explain(c: &Cause, sub: &Subscription, d: &Decided, in_use: usize, note: &str) -> String {
+    // Fields in name order: the stored text reads the same as before it was a struct.
+    #[derive(serde::Serialize)]
+    struct Stored<'a> {
+        asked: Option<&'a str>,
+        enforcement: &'a str,
+        in_use: usize,
+        note: &'a str,
+        phase: String,
+        rule: Option<&'a str>,
+        seats: u32,
+    }
+    let stored = Stored {
+        asked: d.capped_from.as_ref().map(Key::as_str),
+        enforcement: match sub.enforcement {
+            Enforcement::Hard => "hard",
+            Enforcement::Soft => "soft",
+        },
+        in_use,
+        note,
+        phase: phase_text(sub, c.now),
+        rule: match &d.because {
+            Because::Rule(name) => Some(name.as_str()),
+            Because::NoRules => None,
+        },
+        seats: sub.seats,
     };
-    json!({
-        "rule": rule,
-        "asked": d.capped_from.as_ref().map(Key::as_str),
-        "seats": sub.seats,
-        "in_use": in_use,
-        "enforcement": match sub.enforcement { Enforcement::Hard => "hard", Enforcement::Soft => "soft" },
-        "phase": phase_text(sub, c.now),
-        "note": note,
-    })
-    .to_string()
+    serde_json::to_string(&stored).unwrap_or_default()
 }
 
 /// The explanation chain of a license for an operator: which rule matched (with its filter
@@ -416,10 +420,9 @@ fn decide_and_write(
                         let mut next = row.clone();
                         next.plan = d.plan.to_string();
                         if row.state == "active" {
-                            next.reason = format!("{}; holds a seat", because_words(model, &d));
+                            next.reason = format!("{}; holds a seat", because_words(&d));
                         }
-                        next.explain =
-                            explain(model, c, sub, &d, &row.state, 0, "plan changed, seat kept");
+                        next.explain = explain(c, sub, &d, 0, "plan changed, seat kept");
                         if plan_changed {
                             next.changed = now_text.clone();
                             next.audit_seq = seq_of(&events);
@@ -475,15 +478,7 @@ fn decide_and_write(
                     "seat limit reached: {}; seats cut, the most recently assigned wait first",
                     seat_text(&row.plan)
                 );
-                next.explain = explain(
-                    model,
-                    c,
-                    sub,
-                    &d,
-                    "waitlisted",
-                    in_use,
-                    "demoted by a seat cut",
-                );
+                next.explain = explain(c, sub, &d, in_use, "demoted by a seat cut");
                 next.audit_seq = seq_of(&events);
                 tx.update_license(tenant, &next)?;
                 let l = line_of(tx, &mut lines, tenant, &product)?;
@@ -507,18 +502,10 @@ fn decide_and_write(
                 next.changed = now_text.clone();
                 next.reason = format!(
                     "{}; promoted from the waitlist: {}",
-                    because_words(model, &d),
+                    because_words(&d),
                     seat_text(&row.plan)
                 );
-                next.explain = explain(
-                    model,
-                    c,
-                    sub,
-                    &d,
-                    "active",
-                    in_use,
-                    "promoted in queue order",
-                );
+                next.explain = explain(c, sub, &d, in_use, "promoted in queue order");
                 next.audit_seq = seq_of(&events);
                 tx.update_license(tenant, &next)?;
                 let l = line_of(tx, &mut lines, tenant, &product)?;
@@ -541,11 +528,7 @@ fn decide_and_write(
                 }
                 let state = if active { "active" } else { "waitlisted" };
                 let reason = if active {
-                    format!(
-                        "{}; {}",
-                        because_words(model, &d),
-                        seat_text(d.plan.as_str())
-                    )
+                    format!("{}; {}", because_words(&d), seat_text(d.plan.as_str()))
                 } else {
                     format!("seat limit reached: {}", seat_text(d.plan.as_str()))
                 };
@@ -558,11 +541,9 @@ fn decide_and_write(
                     changed: now_text.clone(),
                     reason,
                     explain: explain(
-                        model,
                         c,
                         sub,
                         &d,
-                        state,
                         in_use,
                         if active {
                             "seat free"
@@ -632,7 +613,7 @@ fn decide_and_write(
             _ => outcome.changed += 1,
         }
     }
-    record_all(tx, c, first_seq, &events)?;
+    record_all(tx, c, &now_text, first_seq, &events)?;
     Ok((outcome, inserted, shared.clone()))
 }
 
@@ -700,11 +681,16 @@ fn audit_doc(l: Option<&LicenseRow>, cause: &str, prev: Option<i64>) -> Option<S
 
 /// Writes the audit entries (one batch on the tenant's chain, numbered from `first_seq` as
 /// the rows were told) and outbox events of the license changes.
-fn record_all(tx: &mut Tx<'_>, c: &Cause, first_seq: i64, events: &[Event]) -> ApiResult<()> {
+fn record_all(
+    tx: &mut Tx<'_>,
+    c: &Cause,
+    at: &str,
+    first_seq: i64,
+    events: &[Event],
+) -> ApiResult<()> {
     if events.is_empty() {
         return Ok(());
     }
-    let at = time_text(c.now);
     let mut audits = Vec::with_capacity(events.len());
     let mut outbox = Vec::with_capacity(events.len());
     for e in events {
@@ -735,7 +721,7 @@ fn record_all(tx: &mut Tx<'_>, c: &Cause, first_seq: i64, events: &[Event]) -> A
         });
         outbox.push((event, row.user_id.clone(), payload.to_string()));
     }
-    let first = tx.audit_batch(&c.tenant, &at, &c.actor, &c.request_id, "License", audits)?;
+    let first = tx.audit_batch(&c.tenant, at, &c.actor, &c.request_id, "License", audits)?;
     if first != first_seq {
         return Err(crate::store::StoreError::Corrupt(format!(
             "license records numbered from {first}, rows point from {first_seq}"
@@ -743,7 +729,7 @@ fn record_all(tx: &mut Tx<'_>, c: &Cause, first_seq: i64, events: &[Event]) -> A
         .into());
     }
     for (event, user, payload) in outbox {
-        tx.outbox(&c.tenant, &event, "License", &user, &payload, &at)?;
+        tx.outbox(&c.tenant, &event, "License", &user, &payload, at)?;
     }
     Ok(())
 }
