@@ -60,22 +60,7 @@ SEATKEEPER_LOG=warn,seatkeeper=info $BIN serve --listen 127.0.0.1:0 --database "
 PID=$!; PIDS+=("$PID")
 wait_listen "$WORK/server.log"
 echo "seeding $USERS licensed users through /Bulk…" >&2
-python3 - "$BASE" "$TOKEN" "$USERS" <<'PY'
-import json, sys, urllib.request
-base, token, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-for start in range(0, n, 1000):
-    ops = [{"method": "POST", "path": "/Users", "bulkId": f"b{i}",
-            "data": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": f"seed{i}@bench.example",
-                     "externalId": f"e{i}", "active": True}}
-           for i in range(start, min(start + 1000, n))]
-    body = json.dumps({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops}).encode()
-    req = urllib.request.Request(f"{base}/scim/v2/Bulk", data=body, method="POST",
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"})
-    with urllib.request.urlopen(req) as r:
-        bad = [o for o in json.load(r)["Operations"] if o["status"] != "201"]
-        if bad:
-            sys.exit(f"seed failed: {bad[:2]}")
-PY
+python3 bench/seed.py "$BASE" "$TOKEN" "$USERS" --external-ids
 RSS_BEFORE=$(rss_mb "$PID")
 LOAD_START=$(date +%s.%N)
 FIRST=$(curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \

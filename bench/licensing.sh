@@ -137,21 +137,7 @@ $BIN apply "$WORK/big.toml" --database "$DB" >/dev/null
 start_server "$DB" "$WORK/big.log"
 echo "seeding $USERS licensed users through /Bulk…" >&2
 SEED_START=$(date +%s.%N)
-python3 - "$BASE" "$BIG_TOKEN" "$USERS" <<'PY'
-import json, sys, urllib.request
-base, token, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-for start in range(0, n, 1000):
-    ops = [{"method": "POST", "path": "/Users", "bulkId": f"b{i}",
-            "data": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": f"seed{i}@bench.example", "active": True}}
-           for i in range(start, min(start + 1000, n))]
-    body = json.dumps({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops}).encode()
-    req = urllib.request.Request(f"{base}/scim/v2/Bulk", data=body, method="POST",
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"})
-    with urllib.request.urlopen(req) as r:
-        bad = [o for o in json.load(r)["Operations"] if o["status"] != "201"]
-        if bad:
-            sys.exit(f"seed failed: {bad[:2]}")
-PY
+python3 bench/seed.py "$BASE" "$BIG_TOKEN" "$USERS"
 SEED_END=$(date +%s.%N)
 SEED_RATE=$(python3 -c "print(f'{$USERS / ($SEED_END - $SEED_START):.0f}')")
 
