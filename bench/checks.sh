@@ -76,7 +76,8 @@ wrk_run() { # base wrk-threads -> RESULT line
 }
 start_seatkeeper() { # request threads
   TOKIO_WORKER_THREADS=$1 SEATKEEPER_LOG=warn,seatkeeper=info $BIN serve --listen 127.0.0.1:0 --database "$DB" \
-    --rate-limit 100000000 --rate-burst 100000000 ${BENCH_SERVER_ARGS:-} >"$WORK/server.log" 2>&1 &
+    --rate-limit 100000000 --rate-burst 100000000 --app-rate-limit 100000000 --app-rate-burst 100000000 \
+    ${BENCH_SERVER_ARGS:-} >"$WORK/server.log" 2>&1 &
   PID=$!; PIDS+=("$PID")
   wait_listen "$WORK/server.log"
   curl -s -o /dev/null -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \

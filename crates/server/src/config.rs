@@ -26,6 +26,11 @@ pub struct Config {
     pub stripe_secret: Option<String>,
     /// Largest distance, in seconds, between a signed event's timestamp and now.
     pub signature_tolerance: i64,
+    /// Sustained application API requests (checks, entitlements, tokens) per second per
+    /// tenant.
+    pub app_rate_per_second: u32,
+    /// Burst of application API requests per tenant.
+    pub app_rate_burst: u32,
     /// How long a signed entitlement token lives.
     pub token_ttl: Duration,
     /// How often users seen by applications are written (`last_seen`).
@@ -45,6 +50,8 @@ impl Default for Config {
             billing_secret: None,
             stripe_secret: None,
             signature_tolerance: 300,
+            app_rate_per_second: 100_000,
+            app_rate_burst: 200_000,
             token_ttl: Duration::from_secs(300),
             activity_flush: Duration::from_secs(5),
         }

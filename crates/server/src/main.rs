@@ -50,6 +50,13 @@ struct ServeArgs {
     /// Burst of SCIM requests per tenant above the sustained rate.
     #[arg(long, env = "SEATKEEPER_RATE_BURST", default_value_t = 1000)]
     rate_burst: u32,
+    /// Sustained application API requests (checks, entitlements, tokens) per second per
+    /// tenant.
+    #[arg(long, env = "SEATKEEPER_APP_RATE_LIMIT", default_value_t = 100_000)]
+    app_rate_limit: u32,
+    /// Burst of application API requests per tenant above the sustained rate.
+    #[arg(long, env = "SEATKEEPER_APP_RATE_BURST", default_value_t = 200_000)]
+    app_rate_burst: u32,
     /// Largest request body in bytes (Bulk: --bulk-max-payload).
     #[arg(long, env = "SEATKEEPER_MAX_BODY", default_value_t = 1024 * 1024)]
     max_body: usize,
@@ -273,6 +280,8 @@ fn config_from(args: &ServeArgs) -> Config {
         billing_secret: args.billing_secret.clone().filter(|s| !s.is_empty()),
         stripe_secret: args.stripe_secret.clone().filter(|s| !s.is_empty()),
         signature_tolerance: args.signature_tolerance.max(1),
+        app_rate_per_second: args.app_rate_limit,
+        app_rate_burst: args.app_rate_burst,
         token_ttl: Duration::from_secs(args.token_ttl.clamp(1, 86_400)),
         activity_flush: Duration::from_secs(args.activity_flush.max(1)),
     }

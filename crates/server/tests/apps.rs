@@ -375,7 +375,38 @@ async fn tokens_verify_from_the_jwks_alone(b: Backend) {
     );
 }
 
+async fn app_calls_are_rate_limited_per_tenant(b: Backend) {
+    let app = common::app_with(
+        b,
+        seatkeeper::config::Config {
+            rate_per_second: 100_000,
+            rate_burst: 100_000,
+            app_rate_per_second: 1,
+            app_rate_burst: 2,
+            ..Default::default()
+        },
+    )
+    .await;
+    let key = setup(&app).await;
+    let ask = json!({"user": "nobody", "feature": "export"});
+    for _ in 0..2 {
+        let r = app
+            .req_as(&key, "POST", "/api/v1/check", Some(ask.clone()), &[])
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    }
+    let r = app
+        .req_as(&key, "POST", "/api/v1/check", Some(ask), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.raw);
+    assert!(r.headers.get("retry-after").is_some());
+    // SCIM has its own limiter: the identity provider is not slowed by the applications.
+    let r = app.req("GET", "/scim/v2/Users?count=1", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
 both_backends!(
+    app_calls_are_rate_limited_per_tenant,
     checks_follow_the_directory,
     credentials_stay_in_their_lane,
     tokens_verify_from_the_jwks_alone,

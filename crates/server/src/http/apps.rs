@@ -56,6 +56,7 @@ impl FromRequestParts<Shared> for AppAuth {
             .verify(&state.store, key)
             .await?
             .ok_or_else(|| ApiError::Unauthorized("the app key is not valid".into()))?;
+        super::admit(&state.app_limiter, &row.tenant_id)?;
         Ok(AppAuth {
             tenant: row.tenant_id.clone(),
         })

@@ -42,8 +42,10 @@ pub struct AppState {
     pub snapshots: std::sync::Arc<crate::snapshot::Snapshots>,
     /// Signs entitlement tokens.
     pub signer: crate::jwt::Signer,
-    /// Per-tenant rate limiter.
+    /// Per-tenant rate limiter of SCIM requests.
     pub limiter: DefaultKeyedRateLimiter<String>,
+    /// Per-tenant rate limiter of application API requests.
+    pub app_limiter: DefaultKeyedRateLimiter<String>,
     /// Limits and knobs.
     pub config: Config,
     /// Hash of the admin token.
@@ -68,8 +70,6 @@ impl AppState {
         admin_hash: String,
         metrics: Option<PrometheusHandle>,
     ) -> AppState {
-        let rate = NonZeroU32::new(config.rate_per_second.max(1)).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(config.rate_burst.max(1)).unwrap_or(NonZeroU32::MIN);
         let store = engine.store().clone();
         let snapshots = crate::snapshot::Snapshots::new(store.clone(), engine.clock().clone());
         store.set_after_commit(snapshots.clone());
@@ -85,11 +85,39 @@ impl AppState {
             engine,
             tokens: TokenVerifier::new(crate::store::Credential::Scim),
             apps: TokenVerifier::new(crate::store::Credential::App),
-            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            limiter: RateLimiter::keyed(quota(config.rate_per_second, config.rate_burst)),
+            app_limiter: RateLimiter::keyed(quota(
+                config.app_rate_per_second,
+                config.app_rate_burst,
+            )),
             config,
             admin_hash,
             metrics,
             manual_clock: None,
+        }
+    }
+}
+
+fn quota(per_second: u32, burst: u32) -> Quota {
+    let rate = NonZeroU32::new(per_second.max(1)).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+    Quota::per_second(rate).allow_burst(burst)
+}
+
+/// Lets a tenant's request through its limiter, or answers 429 with `Retry-After`.
+// `&String`: the limiter's key type, borrowed from the credential's row without a copy.
+#[allow(clippy::ptr_arg)]
+pub(crate) fn admit(limiter: &DefaultKeyedRateLimiter<String>, tenant: &String) -> ApiResult<()> {
+    match limiter.check_key(tenant) {
+        Ok(()) => Ok(()),
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            metrics::counter!("seatkeeper_rate_limited_total").increment(1);
+            Err(ApiError::RateLimited {
+                retry_after: wait.as_secs().max(1),
+            })
         }
     }
 }
@@ -254,15 +282,7 @@ impl FromRequestParts<Shared> for ScimAuth {
             .verify(&state.store, token)
             .await?
             .ok_or_else(|| ApiError::Unauthorized("the bearer token is not valid".into()))?;
-        if let Err(not_until) = state.limiter.check_key(&row.tenant_id) {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
-            metrics::counter!("seatkeeper_rate_limited_total").increment(1);
-            return Err(ApiError::RateLimited {
-                retry_after: wait.as_secs().max(1),
-            });
-        }
+        admit(&state.limiter, &row.tenant_id)?;
         let request_id = parts
             .extensions
             .get::<RequestId>()

@@ -501,7 +501,10 @@ fn operation(o: &Op) -> Value {
     v["responses"][o.ok.0.to_string()] = ok;
     match o.auth {
         Admin => v["security"] = json!([{"admin": []}]),
-        App => v["security"] = json!([{"app": []}]),
+        App => {
+            v["security"] = json!([{"app": []}]);
+            v["responses"]["429"] = json!({"description": "Over the tenant's application rate limit (--app-rate-limit, --app-rate-burst); Retry-After says when to come back"});
+        }
         Signed => {
             v["description"] =
                 json!("Authenticated by the sender's signature headers, not a bearer token.")
