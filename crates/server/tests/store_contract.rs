@@ -1,5 +1,7 @@
 //! The store contract: one suite, run against SQLite and PostgreSQL.
 
+#[path = "common/binary.rs"]
+mod binary;
 mod common;
 
 use common::Backend;
@@ -567,7 +569,87 @@ async fn tokens_and_settings(b: Backend) {
     assert_eq!(s.setting(&key).await.unwrap().as_deref(), Some("a"));
 }
 
+/// Migration 6 moves each tenant's seat counts from `lic_lines` into its head row: a
+/// database made before it keeps every count, and the old table is gone.
+async fn seat_counts_survive_the_upgrade(b: Backend) {
+    use seatkeeper::store::db::P;
+    use seatkeeper::store::licensing::Line;
+    use seatkeeper::store::{Store, StoreOptions};
+    let own = match b {
+        Backend::Postgres => Some(binary::OwnDatabase::create("seat_lines_upgrade").await),
+        Backend::Sqlite => None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = match &own {
+        Some(db) => db.url.clone(),
+        None => format!("sqlite://{}", dir.path().join("old.db").display()),
+    };
+    let (t1, t2) = (unique_id("t1"), unique_id("t2"));
+    {
+        let s = Store::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        tenant(&s, &t1).await;
+        tenant(&s, &t2).await;
+        // Back to the layout before migration 6, with counts only lic_lines knows.
+        let (a, b2) = (t1.clone(), t2.clone());
+        s.write(move |tx| {
+            tx.execute(
+                "CREATE TABLE lic_lines (tenant_id TEXT NOT NULL, product TEXT NOT NULL, active BIGINT NOT NULL, \
+                 waiting BIGINT NOT NULL, next_queue BIGINT NOT NULL, PRIMARY KEY (tenant_id, product))",
+                &[],
+            )?;
+            for (t, p, active, waiting, next) in [(&a, "ws", 3, 2, 6), (&a, "crm", 0, 0, 1), (&b2, "ws", 50, 150, 201)] {
+                tx.execute(
+                    "INSERT INTO lic_lines (tenant_id, product, active, waiting, next_queue) VALUES ($1, $2, $3, $4, $5)",
+                    &[P::from(t.as_str()), P::from(p), P::Int(active), P::Int(waiting), P::Int(next)],
+                )?;
+            }
+            tx.execute("ALTER TABLE audit_heads DROP COLUMN seat_lines", &[])?;
+            tx.execute("DELETE FROM schema_migrations WHERE version = 6", &[])?;
+            Ok::<_, StoreError>(())
+        })
+        .await
+        .unwrap();
+    }
+    let s = Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let line = |active, waiting, next_queue| Line {
+        active,
+        waiting,
+        next_queue,
+    };
+    let got = s.lines(&t1).await.unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got["ws"], line(3, 2, 6));
+    assert_eq!(got["crm"], line(0, 0, 1));
+    assert_eq!(s.lines(&t2).await.unwrap()["ws"], line(50, 150, 201));
+    let gone = s
+        .write(|tx| tx.fetch("SELECT count(*) FROM lic_lines", &[]))
+        .await;
+    assert!(gone.is_err(), "lic_lines should be dropped: {gone:?}");
+    // A tenant created after the upgrade starts with no counts; the kept ones move on.
+    let t3 = unique_id("t3");
+    tenant(&s, &t3).await;
+    assert!(s.lines(&t3).await.unwrap().is_empty());
+    let a = t1.clone();
+    s.write(move |tx| {
+        let mut l = tx.line(&a, "ws")?;
+        l.active += 1;
+        tx.put_line(&a, "ws", l)
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.lines(&t1).await.unwrap()["ws"], line(4, 2, 6));
+    drop(s);
+    if let Some(db) = own {
+        db.drop_database().await;
+    }
+}
+
 both_backends!(
+    seat_counts_survive_the_upgrade,
     resources_round_trip_and_uniqueness,
     failed_work_leaves_nothing,
     concurrent_writes_fail_alone,

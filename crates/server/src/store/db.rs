@@ -4,9 +4,10 @@
 //! SQLite takes as named parameters. SQLite runs in-process through rusqlite, inline on the
 //! calling task: a statement costs microseconds, and avoiding a hop to a worker thread per
 //! statement (as async SQLite drivers do) is what makes a SCIM write cost one transaction
-//! rather than a dozen thread switches. Writes go through one writer connection guarded by
-//! an async mutex (SQLite allows one writer at a time anyway); reads use a pool of reader
-//! connections (WAL lets them run beside the writer). PostgreSQL goes through sqlx.
+//! rather than a dozen thread switches. Writes go to the one writer connection, owned by a
+//! thread of its own that commits waiting writes together (SQLite allows one writer at a
+//! time anyway); reads use a pool of reader connections (WAL lets them run beside the
+//! writer). PostgreSQL goes through sqlx.
 //! These enum matches are the only places that know which database is in use.
 
 use std::path::PathBuf;
@@ -562,6 +563,13 @@ pub(crate) struct ChainTip {
     pub model_version: i64,
     /// The tip moved in this transaction and must be stored.
     pub moved: bool,
+    /// The tenant's seat counts per product, as stored (read with the lock; parsed when a
+    /// licensing decision first asks).
+    pub seat_lines_text: String,
+    /// The seat counts once parsed, as this transaction has changed them.
+    pub seat_lines: Option<std::collections::BTreeMap<String, super::licensing::Line>>,
+    /// The seat counts changed in this transaction and must be stored.
+    pub lines_moved: bool,
 }
 
 fn finished() -> StoreError {

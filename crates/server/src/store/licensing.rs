@@ -54,7 +54,7 @@ pub struct RuleRow {
 }
 
 /// Seat counts of one product line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Line {
     /// Licenses holding a seat.
     pub active: usize,
@@ -62,6 +62,52 @@ pub struct Line {
     pub waiting: usize,
     /// The queue position the next newcomer takes.
     pub next_queue: i64,
+}
+
+impl Line {
+    /// A line no license has joined yet.
+    pub const EMPTY: Line = Line {
+        active: 0,
+        waiting: 0,
+        next_queue: 1,
+    };
+}
+
+/// A tenant's stored seat counts: `{"product": {"active": …, "waiting": …, "next_queue": …}}`.
+fn parse_lines(text: &str) -> StoreResult<BTreeMap<String, Line>> {
+    serde_json::from_str(text).map_err(|e| corrupt("seat lines", e))
+}
+
+/// The stored form of a tenant's seat counts.
+pub(super) fn lines_text(lines: &BTreeMap<String, Line>) -> String {
+    serde_json::to_string(lines).unwrap_or_else(|_| "{}".into())
+}
+
+/// Migration 6: copies each tenant's seat counts from `lic_lines` into its head row, then
+/// drops the table.
+pub(super) fn move_seat_lines(tx: &mut Tx<'_>) -> StoreResult<()> {
+    let mut per_tenant: BTreeMap<String, BTreeMap<String, Line>> = BTreeMap::new();
+    for r in tx.fetch(
+        "SELECT tenant_id, product, active, waiting, next_queue FROM lic_lines",
+        &[],
+    )? {
+        per_tenant.entry(r.text(0)).or_default().insert(
+            r.text(1),
+            Line {
+                active: usize::try_from(r.int(2)).unwrap_or_default(),
+                waiting: usize::try_from(r.int(3)).unwrap_or_default(),
+                next_queue: r.int(4),
+            },
+        );
+    }
+    for (tenant, lines) in &per_tenant {
+        tx.execute(
+            "UPDATE audit_heads SET seat_lines = $2 WHERE tenant_id = $1",
+            &params![tenant, lines_text(lines)],
+        )?;
+    }
+    tx.execute("DROP TABLE lic_lines", &[])?;
+    Ok(())
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -205,7 +251,7 @@ impl Tx<'_> {
         }
         let row = self
             .fetch_opt(
-                "UPDATE audit_heads SET seq = seq WHERE tenant_id = $1 RETURNING model_version, seq, hash",
+                "UPDATE audit_heads SET seq = seq WHERE tenant_id = $1 RETURNING model_version, seq, hash, seat_lines",
                 &params![tenant],
             )?
             .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant} has no audit chain")))?;
@@ -215,8 +261,25 @@ impl Tx<'_> {
             hash: row.text(2),
             model_version: row.int(0),
             moved: false,
+            seat_lines_text: row.text(3),
+            seat_lines: None,
+            lines_moved: false,
         });
         Ok(row.int(0))
+    }
+
+    /// The tenant's seat counts as this transaction has them, under the tenant's lock.
+    fn seat_lines(&mut self, tenant: &str) -> StoreResult<&mut BTreeMap<String, Line>> {
+        self.lock_tenant(tenant)?;
+        let tip = self
+            .tips
+            .iter_mut()
+            .find(|t| t.tenant == tenant)
+            .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant}: lock not held")))?;
+        if tip.seat_lines.is_none() {
+            tip.seat_lines = Some(parse_lines(&tip.seat_lines_text)?);
+        }
+        Ok(tip.seat_lines.get_or_insert_default())
     }
 
     /// Marks a tenant's licensing model as changed (cached copies are then reloaded). The
@@ -439,33 +502,26 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Seat counts of a product's line, as the database holds them now.
+    /// Seat counts of a product's line, under the tenant's lock.
     pub fn line(&mut self, tenant: &str, product: &str) -> StoreResult<Line> {
         Ok(self
-            .fetch_opt(
-                "SELECT active, waiting, next_queue FROM lic_lines WHERE tenant_id = $1 AND product = $2",
-                &params![tenant, product],
-            )?
-            .map(|r| Line {
-                active: usize::try_from(r.int(0)).unwrap_or_default(),
-                waiting: usize::try_from(r.int(1)).unwrap_or_default(),
-                next_queue: r.int(2),
-            })
-            .unwrap_or(Line {
-                active: 0,
-                waiting: 0,
-                next_queue: 1,
-            }))
+            .seat_lines(tenant)?
+            .get(product)
+            .copied()
+            .unwrap_or(Line::EMPTY))
     }
 
-    /// Writes a product line's counts (as absolute values).
+    /// Sets a product line's counts (as absolute values); they are stored with the
+    /// tenant's head row when the transaction ends.
     pub fn put_line(&mut self, tenant: &str, product: &str, line: Line) -> StoreResult<()> {
-        self.execute(
-            "INSERT INTO lic_lines (tenant_id, product, active, waiting, next_queue) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (tenant_id, product) DO UPDATE SET active = excluded.active, waiting = excluded.waiting, \
-             next_queue = excluded.next_queue",
-            &params![tenant, product, line.active as i64, line.waiting as i64, line.next_queue],
-        )?;
+        let lines = self.seat_lines(tenant)?;
+        if lines.get(product) == Some(&line) {
+            return Ok(());
+        }
+        lines.insert(product.to_string(), line);
+        if let Some(tip) = self.tips.iter_mut().find(|t| t.tenant == tenant) {
+            tip.lines_moved = true;
+        }
         Ok(())
     }
 
@@ -699,25 +755,17 @@ impl Store {
 
     /// Seat counts per product of a tenant.
     pub async fn lines(&self, tenant: &str) -> StoreResult<BTreeMap<String, Line>> {
-        Ok(self
+        match self
             .pool()
-            .fetch(
-                "SELECT product, active, waiting, next_queue FROM lic_lines WHERE tenant_id = $1",
+            .fetch_opt(
+                "SELECT seat_lines FROM audit_heads WHERE tenant_id = $1",
                 &params![tenant],
             )
             .await?
-            .iter()
-            .map(|r| {
-                (
-                    r.text(0),
-                    Line {
-                        active: usize::try_from(r.int(1)).unwrap_or_default(),
-                        waiting: usize::try_from(r.int(2)).unwrap_or_default(),
-                        next_queue: r.int(3),
-                    },
-                )
-            })
-            .collect())
+        {
+            Some(r) => parse_lines(&r.text(0)),
+            None => Ok(BTreeMap::new()),
+        }
     }
 
     /// Counts a tenant's licenses row by row (for checks that the kept counts are right).

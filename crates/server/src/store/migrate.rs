@@ -2,17 +2,33 @@
 //! dialect; on PostgreSQL an advisory lock keeps several nodes from migrating at once.
 
 use super::db::{P, Pool};
-use super::{Backend, StoreResult};
+use super::{Backend, StoreResult, Tx};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "initial schema", include_str!("schema.sql")),
-    (2, "licensing", include_str!("licensing.sql")),
-    (3, "billing and webhooks", include_str!("billing.sql")),
-    (4, "license history by chain", include_str!("history.sql")),
+/// A step of a migration that SQL alone does not say once for both dialects.
+type Then = fn(&mut Tx<'_>) -> StoreResult<()>;
+
+/// Version, description, schema change, and what runs after it.
+const MIGRATIONS: &[(i64, &str, &str, Option<Then>)] = &[
+    (1, "initial schema", include_str!("schema.sql"), None),
+    (2, "licensing", include_str!("licensing.sql"), None),
+    (3, "billing and webhooks", include_str!("billing.sql"), None),
+    (
+        4,
+        "license history by chain",
+        include_str!("history.sql"),
+        None,
+    ),
     (
         5,
         "app keys, activity, signing keys",
         include_str!("apps.sql"),
+        None,
+    ),
+    (
+        6,
+        "seat counts in the tenant's head row",
+        include_str!("lines.sql"),
+        Some(super::licensing::move_seat_lines),
     ),
 ];
 
@@ -57,12 +73,15 @@ pub(super) async fn run(pool: &Pool, backend: Backend) -> StoreResult<()> {
         }
         tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL)", &[])?;
         let applied: Vec<i64> = tx.fetch("SELECT version FROM schema_migrations", &[])?.iter().map(|r| r.int(0)).collect();
-        for (version, description, sql) in MIGRATIONS {
+        for (version, description, sql, then) in MIGRATIONS {
             if applied.contains(version) {
                 continue;
             }
             for stmt in statements(&specialise(sql, backend)) {
                 tx.execute(&stmt, &[])?;
+            }
+            if let Some(then) = then {
+                then(tx)?;
             }
             tx.execute("INSERT INTO schema_migrations (version, description) VALUES ($1, $2)", &[P::Int(*version), P::Text((*description).into())])?;
         }

@@ -990,20 +990,33 @@ impl Tx<'_> {
             }
             self.execute(&sql, &params)?;
         }
-        let moved: Vec<(String, i64, String)> = self
+        // Each tenant's head row once: the chain tip and, if licensing moved them, the seat
+        // counts.
+        let moved: Vec<(String, i64, String, Option<String>)> = self
             .tips
             .iter_mut()
-            .filter(|t| t.moved)
+            .filter(|t| t.moved || t.lines_moved)
             .map(|t| {
+                let lines = match (t.lines_moved, &t.seat_lines) {
+                    (true, Some(lines)) => Some(licensing::lines_text(lines)),
+                    _ => None,
+                };
                 t.moved = false;
-                (t.tenant.clone(), t.seq, t.hash.clone())
+                t.lines_moved = false;
+                (t.tenant.clone(), t.seq, t.hash.clone(), lines)
             })
             .collect();
-        for (tenant, seq, hash) in moved {
-            self.execute(
-                "UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1",
-                &params![&tenant, seq, &hash],
-            )?;
+        for (tenant, seq, hash, lines) in moved {
+            match lines {
+                Some(lines) => self.execute(
+                    "UPDATE audit_heads SET seq = $2, hash = $3, seat_lines = $4 WHERE tenant_id = $1",
+                    &params![&tenant, seq, &hash, &lines],
+                )?,
+                None => self.execute(
+                    "UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1",
+                    &params![&tenant, seq, &hash],
+                )?,
+            };
         }
         Ok(())
     }
