@@ -5,7 +5,6 @@
 //! inserting or deleting any stored row breaks the chain at that row, and [`verify_chain`]
 //! names the first broken link.
 
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 /// The `prev_hash` of a tenant's first record.
@@ -43,23 +42,25 @@ pub struct AuditRow {
 impl AuditRow {
     /// The hash this record should carry.
     pub fn compute_hash(&self) -> String {
-        let canonical = json!([
-            self.tenant_id,
+        // The canonical form is the compact JSON array of the fields, serialised straight
+        // into the hash (the same bytes a `serde_json::Value` array would print).
+        let canonical = (
+            &self.tenant_id,
             self.seq,
-            self.at,
-            self.actor,
-            self.action,
-            self.resource_type,
-            self.resource_id,
-            self.request_id,
-            self.before,
-            self.after,
-        ])
-        .to_string();
+            &self.at,
+            &self.actor,
+            &self.action,
+            &self.resource_type,
+            &self.resource_id,
+            &self.request_id,
+            &self.before,
+            &self.after,
+        );
         let mut h = Sha256::new();
         h.update(self.prev_hash.as_bytes());
         h.update(b"\n");
-        h.update(canonical.as_bytes());
+        // Writing into a hasher cannot fail.
+        let _ = serde_json::to_writer(&mut h, &canonical);
         hex::encode(h.finalize())
     }
 }
@@ -230,6 +231,23 @@ mod tests {
                 r
             })
             .collect()
+    }
+
+    /// The hash is the format stored chains were written in: a record hashed by any
+    /// version of seatkeeper verifies under every later one.
+    #[test]
+    fn the_hash_format_never_changes() {
+        let mut r = chain(1).remove(0);
+        r.before = Some("{\"userName\":\"zoë \\\"q\\\"\\n\"}".into());
+        r.resource_id = "ü/\u{1}".into();
+        assert_eq!(
+            r.compute_hash(),
+            "24263c66426130ad4ae5a51baa21cc0fe0b2f7927b9668f461d14b020ad3cf4c"
+        );
+        assert_eq!(
+            chain(3)[2].hash,
+            "760e0d85ce0847bf67360a2e36fa6a2afaf228c6a32816d8f0a4ae584fc172c4"
+        );
     }
 
     #[test]

@@ -650,8 +650,32 @@ fn because_placeholder_plan() -> Key {
     Key::new("plan", "unknown").expect("a valid key")
 }
 
-fn license_json(l: &LicenseRow) -> Value {
-    json!({"plan": l.plan, "state": l.state, "reason": l.reason})
+/// A license as events show it.
+#[derive(serde::Serialize)]
+struct LicenseView<'a> {
+    plan: &'a str,
+    state: &'a str,
+    reason: &'a str,
+}
+
+impl<'a> LicenseView<'a> {
+    fn of(l: &'a LicenseRow) -> LicenseView<'a> {
+        LicenseView {
+            plan: &l.plan,
+            state: &l.state,
+            reason: &l.reason,
+        }
+    }
+}
+
+/// The payload of a `license.*` event.
+#[derive(serde::Serialize)]
+struct LicenseEvent<'a> {
+    user: &'a str,
+    product: &'a str,
+    cause: &'a str,
+    before: Option<LicenseView<'a>>,
+    after: Option<LicenseView<'a>>,
 }
 
 /// A license change as its audit record keeps it: the license before and after, the action
@@ -705,13 +729,13 @@ fn record_all(
         let event = format!("license.{}", e.kind);
         // The outbox row's columns carry the type, tenant, user and time; the payload
         // carries the rest.
-        let payload = json!({
-            "user": row.user_id,
-            "product": row.product,
-            "cause": c.action,
-            "before": e.before.as_ref().map(license_json),
-            "after": e.after.as_ref().map(license_json),
-        });
+        let payload = LicenseEvent {
+            user: &row.user_id,
+            product: &row.product,
+            cause: &c.action,
+            before: e.before.as_ref().map(LicenseView::of),
+            after: e.after.as_ref().map(LicenseView::of),
+        };
         let prev = e.before.as_ref().and_then(|b| b.audit_seq);
         audits.push(AuditEntry {
             action: event.clone(),
@@ -719,7 +743,10 @@ fn record_all(
             before: audit_doc(e.before.as_ref(), &c.action, prev),
             after: audit_doc(e.after.as_ref(), &c.action, prev),
         });
-        outbox.push((event, row.user_id.clone(), payload.to_string()));
+        let payload = serde_json::to_string(&payload).map_err(|e| {
+            crate::store::StoreError::Corrupt(format!("a license event would not serialise: {e}"))
+        })?;
+        outbox.push((event, row.user_id.clone(), payload));
     }
     let first = tx.audit_batch(&c.tenant, at, &c.actor, &c.request_id, "License", audits)?;
     if first != first_seq {

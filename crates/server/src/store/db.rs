@@ -239,10 +239,21 @@ impl Sqlite {
             "PRAGMA temp_store = MEMORY".into(),
         ];
         let writer = Self::connect(&path, &pragmas)?;
+        writer
+            .execute_batch(&format!(
+                "PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}"
+            ))
+            .map_err(map_sqlite)?;
+        let checkpointer = Self::connect(&path, &pragmas)?;
+        let (kick, kicked) = std::sync::mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, kicked))
+            .map_err(|e| StoreError::Sqlite(format!("cannot start the checkpoint thread: {e}")))?;
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(writer, rx))
+            .spawn(move || writer_loop(writer, rx, kick))
             .map_err(|e| StoreError::Sqlite(format!("cannot start the writer thread: {e}")))?;
         Ok(Sqlite {
             path,
@@ -312,7 +323,32 @@ impl Sqlite {
     }
 }
 
-fn writer_loop(conn: rusqlite::Connection, rx: std::sync::mpsc::Receiver<Job>) {
+/// Least time between two background checkpoints.
+const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// WAL pages after which the writer checkpoints by itself, which is what brings the WAL back
+/// to its start (a checkpoint beside a busy writer rarely finishes the log). Four times
+/// SQLite's default: between two of the writer's turns the checkpoint thread has copied
+/// nearly everything, so the writer's turn is short.
+const WRITER_CHECKPOINT_PAGES: u32 = 4_000;
+
+/// Copies committed WAL pages into the database file beside the writer, so the writer seldom
+/// stops for the copy and its fsyncs (a PASSIVE checkpoint waits for no one). Woken by
+/// commits; at most one checkpoint per pause.
+fn checkpoint_loop(conn: rusqlite::Connection, kicked: std::sync::mpsc::Receiver<()>) {
+    while kicked.recv().is_ok() {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::debug!(error = %e, "background checkpoint failed");
+        }
+        std::thread::sleep(CHECKPOINT_PAUSE);
+    }
+}
+
+fn writer_loop(
+    conn: rusqlite::Connection,
+    rx: std::sync::mpsc::Receiver<Job>,
+    kick: std::sync::mpsc::SyncSender<()>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -339,14 +375,17 @@ fn writer_loop(conn: rusqlite::Connection, rx: std::sync::mpsc::Receiver<Job>) {
             }
             let (ok, deliver) = job(&conn);
             if !ok {
-                let _ = conn.execute_batch("ROLLBACK TO job");
+                let _ = sqlite_exec(&conn, "ROLLBACK TO job", &[]);
             }
-            let _ = conn.execute_batch("RELEASE job");
+            let _ = sqlite_exec(&conn, "RELEASE job", &[]);
             delivers.push((deliver, ok));
         }
         let commit = sqlite_exec(&conn, "COMMIT", &[]).map(|_| ());
         if commit.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
+        } else {
+            // Full: a wake-up is already pending.
+            let _ = kick.try_send(());
         }
         for (deliver, _) in delivers {
             deliver(match &commit {
