@@ -352,6 +352,10 @@ impl Engine {
         };
         let (ctx2, res2) = (ctx.clone(), res.clone());
         let cause = self.cause(ctx, &format!("{}.create", kind.name().to_ascii_lowercase()));
+        let early = match kind {
+            Kind::User => crate::licensing::decide_early(&ctx.tenant, &res.id, &res.doc, cause.now),
+            Kind::Group => None,
+        };
         let (added, licensed) = self
             .store
             .write(move |tx| -> ApiResult<CreateOutcome> {
@@ -391,8 +395,9 @@ impl Engine {
                 let mut licensed = None;
                 match kind {
                     Kind::User => {
-                        let (rows, model) =
-                            crate::licensing::license_created(tx, &cause, &res.id, &res.doc)?;
+                        let (rows, model) = crate::licensing::license_created(
+                            tx, &cause, &res.id, &res.doc, early,
+                        )?;
                         if !rows.is_empty() {
                             licensed = Some((rows, model));
                         }

@@ -301,26 +301,67 @@ pub fn expand_explanation(
 
 /// Re-decides the licenses of `scope` at `cause.now`, in the caller's transaction.
 pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome> {
-    Ok(decide_and_write(tx, c, scope)?.0)
+    Ok(decide_and_write(tx, c, scope, None)?.0)
 }
 
-/// Decides the licenses of a user created in this transaction; returns them with the model
-/// they were decided under, so the response can show them without reading them back.
+/// What a new user matches, decided before its transaction from the tenant's cached model
+/// (rules are evaluated on the request's thread, not the writer's), with that model's
+/// version: under the tenant's lock it is used only if the model is still that version.
+pub struct Early {
+    version: i64,
+    decided: BTreeMap<Key, Decided>,
+}
+
+/// Decides what a user about to be created matches, if the tenant's model is cached and
+/// subscribes to anything (else the transaction decides, or there is nothing to decide).
+pub fn decide_early(tenant: &str, id: &str, doc: &Value, now: OffsetDateTime) -> Option<Early> {
+    let (version, model) = MODELS.lock().ok()?.get(tenant).cloned()?;
+    if model.subscriptions.is_empty() {
+        return None;
+    }
+    let mut doc = doc.clone();
+    doc["id"] = Value::String(id.to_string());
+    let decided = licensing::rules::decide(
+        &doc,
+        is_active(&doc),
+        &model.rules,
+        &model.subscriptions,
+        &model.products,
+        now,
+    );
+    Some(Early { version, decided })
+}
+
+/// Decides the licenses of a user created in this transaction (taking `early` if it was
+/// decided under the current model); returns them with the model they were decided under,
+/// so the response can show them without reading them back.
 pub fn license_created(
     tx: &mut Tx<'_>,
     c: &Cause,
     id: &str,
     doc: &Value,
+    early: Option<Early>,
 ) -> ApiResult<(Vec<LicenseRow>, Arc<Model>)> {
-    let (_, inserted, model) =
-        decide_and_write(tx, c, Scope::Created(id.to_string(), doc.clone()))?;
+    let version = tx.lock_tenant(&c.tenant)?;
+    let (_, inserted, model) = match early.filter(|e| e.version == version) {
+        Some(early) => decide_and_write(
+            tx,
+            c,
+            Scope::Users(vec![id.to_string()]),
+            Some(early.decided),
+        )?,
+        None => decide_and_write(tx, c, Scope::Created(id.to_string(), doc.clone()), None)?,
+    };
     Ok((inserted, model))
 }
 
+/// Re-decides `scope` under the tenant's lock. `early`: the decisions of a user created in
+/// this transaction, made before it under the current model (the scope is that one user).
 fn decide_and_write(
     tx: &mut Tx<'_>,
     c: &Cause,
     scope: Scope,
+    early: Option<BTreeMap<Key, Decided>>,
 ) -> ApiResult<(Outcome, Vec<LicenseRow>, Arc<Model>)> {
     let tenant = c.tenant.as_str();
     let version = tx.lock_tenant(tenant)?;
@@ -342,6 +383,8 @@ fn decide_and_write(
             doc["id"] = Value::String(id.clone());
             (BTreeMap::from([(id, doc)]), Vec::new())
         }
+        // Decided already: nothing to read.
+        Scope::Users(_) if early.is_some() => (BTreeMap::new(), Vec::new()),
         _ => (
             tx.rule_subjects(tenant, ids.as_deref(), model.reads_groups())?,
             tx.licenses(tenant, ids.as_deref())?,
@@ -373,8 +416,10 @@ fn decide_and_write(
     // Users who should newly hold a product, per product, with their decision.
     let mut arrivals: BTreeMap<String, Vec<(String, Decided)>> = BTreeMap::new();
     let mut touched: BTreeSet<String> = BTreeSet::new();
+    let mut early = early;
     for user in &everyone {
         let decided = match subjects.get(user) {
+            _ if early.is_some() => early.take().unwrap_or_default(),
             Some(doc) => licensing::rules::decide(
                 doc,
                 is_active(doc),

@@ -849,6 +849,44 @@ pub struct AuditEntry {
     pub after: Option<String>,
 }
 
+/// Rows per multi-row insert of [`Tx::flush`].
+const FLUSH_ROWS: usize = 100;
+
+/// A multi-row insert: its table and columns, and its statements by row count (built once).
+struct MultiInsert {
+    head: &'static str,
+    columns: usize,
+    by_rows: std::sync::OnceLock<Vec<String>>,
+}
+
+static AUDIT_INSERT: MultiInsert = MultiInsert {
+    head: "INSERT INTO audit_log (tenant_id, seq, at, actor, action, resource_type, resource_id, \
+           request_id, before_doc, after_doc, prev_hash, hash) VALUES ",
+    columns: 12,
+    by_rows: std::sync::OnceLock::new(),
+};
+
+static OUTBOX_INSERT: MultiInsert = MultiInsert {
+    head: "INSERT INTO outbox (tenant_id, event_type, resource_type, resource_id, payload, created) VALUES ",
+    columns: 6,
+    by_rows: std::sync::OnceLock::new(),
+};
+
+/// The statement inserting `rows` rows (1 ..= FLUSH_ROWS).
+fn multi_insert(m: &'static MultiInsert, rows: usize) -> &'static str {
+    let all = m.by_rows.get_or_init(|| {
+        (1..=FLUSH_ROWS)
+            .map(|n| {
+                let tuples: Vec<String> = (0..n)
+                    .map(|i| format!("({})", placeholders(i * m.columns + 1, m.columns)))
+                    .collect();
+                format!("{}{}", m.head, tuples.join(", "))
+            })
+            .collect()
+    });
+    all[rows.clamp(1, FLUSH_ROWS) - 1].as_str()
+}
+
 impl Tx<'_> {
     /// Appends many records of one cause to the tenant's hash chain: the tip is advanced once
     /// and the links are computed in memory, so a change of 10,000 licenses costs one
@@ -924,32 +962,9 @@ impl Tx<'_> {
         if !pending.outbox.is_empty() {
             self.notify_other_nodes()?;
         }
-        for chunk in pending.audit.chunks(100) {
-            let mut sql = String::from(
-                "INSERT INTO audit_log (tenant_id, seq, at, actor, action, resource_type, resource_id, \
-                 request_id, before_doc, after_doc, prev_hash, hash) VALUES ",
-            );
+        for chunk in pending.audit.chunks(FLUSH_ROWS) {
             let mut params: Vec<P> = Vec::with_capacity(chunk.len() * 12);
-            for (i, rec) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                let b = i * 12;
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8,
-                    b + 9,
-                    b + 10,
-                    b + 11,
-                    b + 12
-                ));
+            for rec in chunk {
                 params.extend(params![
                     &rec.tenant_id,
                     rec.seq,
@@ -965,30 +980,14 @@ impl Tx<'_> {
                     &rec.hash
                 ]);
             }
-            self.execute(&sql, &params)?;
+            self.execute(multi_insert(&AUDIT_INSERT, chunk.len()), &params)?;
         }
-        for chunk in pending.outbox.chunks(100) {
-            let mut sql = String::from(
-                "INSERT INTO outbox (tenant_id, event_type, resource_type, resource_id, payload, created) VALUES ",
-            );
+        for chunk in pending.outbox.chunks(FLUSH_ROWS) {
             let mut params: Vec<P> = Vec::with_capacity(chunk.len() * 6);
-            for (i, row) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                let b = i * 6;
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6
-                ));
+            for row in chunk {
                 params.extend(row.iter().map(P::from));
             }
-            self.execute(&sql, &params)?;
+            self.execute(multi_insert(&OUTBOX_INSERT, chunk.len()), &params)?;
         }
         // Each tenant's head row once: the chain tip and, if licensing moved them, the seat
         // counts.
