@@ -130,10 +130,32 @@ impl Row {
 
 // ---------------------------------------------------------------- SQLite
 
-const PARAM_NAMES: [&str; 16] = [
-    "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14", "$15",
-    "$16",
-];
+/// The SQL as SQLite prepares it: each `$n` becomes `?n`, SQLite's placeholder for the n-th
+/// parameter, so parameters bind by position. (To SQLite a `$n` is a *named* parameter,
+/// numbered by first appearance, and finding a name is a linear scan: binding a 1,200-value
+/// multi-row insert by name took milliseconds.) Quoted text is left as it is.
+fn sqlite_sql(sql: &str) -> std::borrow::Cow<'_, str> {
+    if !sql.contains('$') {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut quote: Option<char> = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) => {
+                out.push('?');
+                continue;
+            }
+            None => {}
+        }
+        out.push(c);
+    }
+    std::borrow::Cow::Owned(out)
+}
 
 fn map_sqlite(e: rusqlite::Error) -> StoreError {
     if let rusqlite::Error::SqliteFailure(f, msg) = &e {
@@ -145,26 +167,12 @@ fn map_sqlite(e: rusqlite::Error) -> StoreError {
     StoreError::Sqlite(e.to_string())
 }
 
+/// Binds `params[i]` to `?{i+1}` (see [`sqlite_sql`]); values past the highest placeholder
+/// the SQL uses are not bound.
 fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[P]) -> rusqlite::Result<()> {
-    for (i, p) in params.iter().enumerate() {
-        let owned;
-        let name = match PARAM_NAMES.get(i) {
-            Some(n) => *n,
-            None => {
-                owned = format!("${}", i + 1);
-                owned.as_str()
-            }
-        };
-        // `$n` is usually the n-th parameter (the SQL names them in order); asking SQLite
-        // for that one's name is cheaper than a lookup by name.
-        let idx = if stmt.parameter_name(i + 1) == Some(name) {
-            i + 1
-        } else {
-            match stmt.parameter_index(name)? {
-                Some(idx) => idx,
-                None => continue,
-            }
-        };
+    let count = stmt.parameter_count();
+    for (i, p) in params.iter().enumerate().take(count) {
+        let idx = i + 1;
         match p {
             P::Null => stmt.raw_bind_parameter(idx, rusqlite::types::Null)?,
             P::Int(n) => stmt.raw_bind_parameter(idx, n)?,
@@ -175,7 +183,7 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[P]) -> rusqlite::Result<()
 }
 
 fn sqlite_fetch(conn: &rusqlite::Connection, sql: &str, params: &[P]) -> StoreResult<Vec<Row>> {
-    let mut stmt = conn.prepare_cached(sql).map_err(map_sqlite)?;
+    let mut stmt = conn.prepare_cached(&sqlite_sql(sql)).map_err(map_sqlite)?;
     bind(&mut stmt, params).map_err(map_sqlite)?;
     let n = stmt.column_count();
     let mut rows = stmt.raw_query();
@@ -198,7 +206,7 @@ fn sqlite_fetch(conn: &rusqlite::Connection, sql: &str, params: &[P]) -> StoreRe
 }
 
 fn sqlite_exec(conn: &rusqlite::Connection, sql: &str, params: &[P]) -> StoreResult<u64> {
-    let mut stmt = conn.prepare_cached(sql).map_err(map_sqlite)?;
+    let mut stmt = conn.prepare_cached(&sqlite_sql(sql)).map_err(map_sqlite)?;
     bind(&mut stmt, params).map_err(map_sqlite)?;
     stmt.raw_execute().map(|n| n as u64).map_err(map_sqlite)
 }
@@ -680,5 +688,39 @@ impl Tx<'_> {
                     .rows_affected())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_positional_outside_quotes() {
+        assert_eq!(
+            sqlite_sql("UPDATE t SET a = $2, b = $10 WHERE id = $1 AND c = $2"),
+            "UPDATE t SET a = ?2, b = ?10 WHERE id = ?1 AND c = ?2"
+        );
+        assert_eq!(
+            sqlite_sql(
+                "SELECT json_extract(doc, '$.x'), '$1 it''s $2', \"$3\" FROM t WHERE a = $1"
+            ),
+            "SELECT json_extract(doc, '$.x'), '$1 it''s $2', \"$3\" FROM t WHERE a = ?1"
+        );
+        assert_eq!(sqlite_sql("SELECT 1"), "SELECT 1");
+    }
+
+    #[test]
+    fn values_bind_by_position_in_any_order() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let rows = sqlite_fetch(
+            &conn,
+            "SELECT $3 || '-' || $1, $2 + 1, $1",
+            &[P::from("a"), P::Int(41), P::from("c"), P::from("unused")],
+        )
+        .unwrap();
+        assert_eq!(rows[0].text(0), "c-a");
+        assert_eq!(rows[0].int(1), 42);
+        assert_eq!(rows[0].text(2), "a");
     }
 }
