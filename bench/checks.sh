@@ -14,17 +14,14 @@ cd "$(dirname "$0")/.."
 DURATION=${1:-60}
 USERS=${2:-100000}
 CONNS=${BENCH_CONNS:-64}
-command -v wrk >/dev/null || { SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo; $SUDO apt-get install -y -qq wrk >/dev/null || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wrk >/dev/null; }; }
+. bench/lib.sh
+need_wrk
 cargo build --release --bin seatkeeper --example check_ceiling >/dev/null 2>&1 || cargo build --release --bin seatkeeper --example check_ceiling
 BIN=target/release/seatkeeper
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
-wait_listen() { # log -> BASE
-  for _ in $(seq 1 200); do grep -q "listening on" "$1" 2>/dev/null && break; sleep 0.1; done
-  BASE="http://$(grep -o 'listening on http://[0-9.:]*' "$1" | head -1 | sed 's|listening on http://||')"
-}
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 
 DB="sqlite://$WORK/checks.db"

@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 DURATION=${1:-10}
 USERS=${2:-10000}
 THREADS=${BENCH_WRK_THREADS:-2}
-command -v wrk >/dev/null || { SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo; $SUDO apt-get install -y -qq wrk >/dev/null || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wrk >/dev/null; }; }
+. bench/lib.sh
+need_wrk
 cargo build --release --bin seatkeeper >/dev/null 2>&1 || cargo build --release --bin seatkeeper
 BIN=target/release/seatkeeper
 WORK=$(mktemp -d)
@@ -34,8 +35,7 @@ start_server() { # database-url log -> sets BASE
   SEATKEEPER_ADMIN_TOKEN=$ADMIN SEATKEEPER_LOG=info $BIN serve --listen 127.0.0.1:0 --database "$1" \
     --rate-limit 100000000 --rate-burst 100000000 >"$2" 2>&1 &
   PIDS+=($!)
-  for _ in $(seq 1 100); do grep -q "listening on" "$2" 2>/dev/null && break; sleep 0.1; done
-  BASE="http://$(grep -o 'listening on http://[0-9.:]*' "$2" | head -1 | sed 's|listening on http://||')"
+  wait_listen "$2"
 }
 stop_server() { kill "${PIDS[-1]}" 2>/dev/null; wait "${PIDS[-1]}" 2>/dev/null || true; }
 

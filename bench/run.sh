@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 DURATION=${1:-10}
 USERS=${2:-100000}
 THREADS=${BENCH_WRK_THREADS:-2}
-command -v wrk >/dev/null || { SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo; $SUDO apt-get install -y -qq wrk >/dev/null || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wrk >/dev/null; }; }
+. bench/lib.sh
+need_wrk
 cargo build --release --bin seatkeeper >/dev/null 2>&1 || cargo build --release --bin seatkeeper
 BIN=target/release/seatkeeper
 WORK=$(mktemp -d)
