@@ -27,8 +27,8 @@ use crate::store::{AuditEntry, Tx};
 /// Which users a change affects.
 #[derive(Debug, Clone)]
 pub enum Scope {
-    /// A user created in this transaction (no groups, no licenses yet), with its document.
-    Created(String, Value),
+    /// A user created in this transaction (no groups, no licenses yet), with what it matches.
+    Created(String, BTreeMap<Key, Decided>),
     /// These users (missing ones count as gone: their licenses are freed).
     Users(Vec<String>),
     /// Every user of the tenant (subscription, rule and model changes; the scheduler).
@@ -301,7 +301,7 @@ pub fn expand_explanation(
 
 /// Re-decides the licenses of `scope` at `cause.now`, in the caller's transaction.
 pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome> {
-    Ok(decide_and_write(tx, c, scope, None)?.0)
+    Ok(decide_and_write(tx, c, scope)?.0)
 }
 
 /// What a new user matches, decided before its transaction from the tenant's cached model
@@ -319,17 +319,22 @@ pub fn decide_early(tenant: &str, id: &str, doc: &Value, now: OffsetDateTime) ->
     if model.subscriptions.is_empty() {
         return None;
     }
+    let decided = decide_new(&model, id, doc, now);
+    Some(Early { version, decided })
+}
+
+/// What a new user (in no group yet) matches under `model`.
+fn decide_new(model: &Model, id: &str, doc: &Value, now: OffsetDateTime) -> BTreeMap<Key, Decided> {
     let mut doc = doc.clone();
     doc["id"] = Value::String(id.to_string());
-    let decided = licensing::rules::decide(
+    licensing::rules::decide(
         &doc,
         is_active(&doc),
         &model.rules,
         &model.subscriptions,
         &model.products,
         now,
-    );
-    Some(Early { version, decided })
+    )
 }
 
 /// Decides the licenses of a user created in this transaction (taking `early` if it was
@@ -343,25 +348,19 @@ pub fn license_created(
     early: Option<Early>,
 ) -> ApiResult<(Vec<LicenseRow>, Arc<Model>)> {
     let version = tx.lock_tenant(&c.tenant)?;
-    let (_, inserted, model) = match early.filter(|e| e.version == version) {
-        Some(early) => decide_and_write(
-            tx,
-            c,
-            Scope::Users(vec![id.to_string()]),
-            Some(early.decided),
-        )?,
-        None => decide_and_write(tx, c, Scope::Created(id.to_string(), doc.clone()), None)?,
+    let decided = match early.filter(|e| e.version == version) {
+        Some(early) => early.decided,
+        None => decide_new(&*Model::current(tx, &c.tenant, version)?, id, doc, c.now),
     };
+    let (_, inserted, model) = decide_and_write(tx, c, Scope::Created(id.to_string(), decided))?;
     Ok((inserted, model))
 }
 
-/// Re-decides `scope` under the tenant's lock. `early`: the decisions of a user created in
-/// this transaction, made before it under the current model (the scope is that one user).
+/// Re-decides `scope` under the tenant's lock.
 fn decide_and_write(
     tx: &mut Tx<'_>,
     c: &Cause,
     scope: Scope,
-    early: Option<BTreeMap<Key, Decided>>,
 ) -> ApiResult<(Outcome, Vec<LicenseRow>, Arc<Model>)> {
     let tenant = c.tenant.as_str();
     let version = tx.lock_tenant(tenant)?;
@@ -377,17 +376,13 @@ fn decide_and_write(
         // was removed, and removing one re-decides the whole tenant.
         return Ok((Outcome::default(), Vec::new(), shared.clone()));
     }
-    let (subjects, existing) = match scope {
-        // A user created in this transaction is in no group and holds nothing yet.
-        Scope::Created(id, mut doc) => {
-            doc["id"] = Value::String(id.clone());
-            (BTreeMap::from([(id, doc)]), Vec::new())
-        }
-        // Decided already: nothing to read.
-        Scope::Users(_) if early.is_some() => (BTreeMap::new(), Vec::new()),
+    let (subjects, existing, mut created) = match scope {
+        // A user created in this transaction is decided already, and holds nothing yet.
+        Scope::Created(_, decided) => (BTreeMap::new(), Vec::new(), Some(decided)),
         _ => (
             tx.rule_subjects(tenant, ids.as_deref(), model.reads_groups())?,
             tx.licenses(tenant, ids.as_deref())?,
+            None,
         ),
     };
     let now_text = time_text(c.now);
@@ -416,11 +411,11 @@ fn decide_and_write(
     // Users who should newly hold a product, per product, with their decision.
     let mut arrivals: BTreeMap<String, Vec<(String, Decided)>> = BTreeMap::new();
     let mut touched: BTreeSet<String> = BTreeSet::new();
-    let mut early = early;
     for user in &everyone {
-        let decided = match subjects.get(user) {
-            _ if early.is_some() => early.take().unwrap_or_default(),
-            Some(doc) => licensing::rules::decide(
+        // The created scope has one user, decided already.
+        let decided = match (created.take(), subjects.get(user)) {
+            (Some(decided), _) => decided,
+            (None, Some(doc)) => licensing::rules::decide(
                 doc,
                 is_active(doc),
                 &model.rules,
@@ -428,7 +423,7 @@ fn decide_and_write(
                 &model.products,
                 c.now,
             ),
-            None => BTreeMap::new(),
+            (None, None) => BTreeMap::new(),
         };
         let mine = held.remove(user).unwrap_or_default();
         for (product, row) in &mine {

@@ -79,8 +79,8 @@ fn parse_lines(text: &str) -> StoreResult<BTreeMap<String, Line>> {
 }
 
 /// The stored form of a tenant's seat counts.
-pub(super) fn lines_text(lines: &BTreeMap<String, Line>) -> String {
-    serde_json::to_string(lines).unwrap_or_else(|_| "{}".into())
+pub(super) fn lines_text(lines: &BTreeMap<String, Line>) -> StoreResult<String> {
+    serde_json::to_string(lines).map_err(|e| corrupt("seat lines", e))
 }
 
 /// Migration 6: copies each tenant's seat counts from `lic_lines` into its head row, then
@@ -103,7 +103,7 @@ pub(super) fn move_seat_lines(tx: &mut Tx<'_>) -> StoreResult<()> {
     for (tenant, lines) in &per_tenant {
         tx.execute(
             "UPDATE audit_heads SET seat_lines = $2 WHERE tenant_id = $1",
-            &params![tenant, lines_text(lines)],
+            &params![tenant, lines_text(lines)?],
         )?;
     }
     tx.execute("DROP TABLE lic_lines", &[])?;
@@ -268,8 +268,9 @@ impl Tx<'_> {
         Ok(row.int(0))
     }
 
-    /// The tenant's seat counts as this transaction has them, under the tenant's lock.
-    fn seat_lines(&mut self, tenant: &str) -> StoreResult<&mut BTreeMap<String, Line>> {
+    /// The tenant's chain tip, holding its seat counts as this transaction has them (parsed
+    /// on first use), under the tenant's lock.
+    fn lines_tip(&mut self, tenant: &str) -> StoreResult<&mut super::db::ChainTip> {
         self.lock_tenant(tenant)?;
         let tip = self
             .tips
@@ -279,7 +280,7 @@ impl Tx<'_> {
         if tip.seat_lines.is_none() {
             tip.seat_lines = Some(parse_lines(&tip.seat_lines_text)?);
         }
-        Ok(tip.seat_lines.get_or_insert_default())
+        Ok(tip)
     }
 
     /// Marks a tenant's licensing model as changed (cached copies are then reloaded). The
@@ -504,22 +505,21 @@ impl Tx<'_> {
 
     /// Seat counts of a product's line, under the tenant's lock.
     pub fn line(&mut self, tenant: &str, product: &str) -> StoreResult<Line> {
-        Ok(self
-            .seat_lines(tenant)?
-            .get(product)
-            .copied()
+        let tip = self.lines_tip(tenant)?;
+        Ok(tip
+            .seat_lines
+            .as_ref()
+            .and_then(|lines| lines.get(product).copied())
             .unwrap_or(Line::EMPTY))
     }
 
     /// Sets a product line's counts (as absolute values); they are stored with the
     /// tenant's head row when the transaction ends.
     pub fn put_line(&mut self, tenant: &str, product: &str, line: Line) -> StoreResult<()> {
-        let lines = self.seat_lines(tenant)?;
-        if lines.get(product) == Some(&line) {
-            return Ok(());
-        }
-        lines.insert(product.to_string(), line);
-        if let Some(tip) = self.tips.iter_mut().find(|t| t.tenant == tenant) {
+        let tip = self.lines_tip(tenant)?;
+        let lines = tip.seat_lines.get_or_insert_default();
+        if lines.get(product) != Some(&line) {
+            lines.insert(product.to_string(), line);
             tip.lines_moved = true;
         }
         Ok(())

@@ -991,20 +991,16 @@ impl Tx<'_> {
         }
         // Each tenant's head row once: the chain tip and, if licensing moved them, the seat
         // counts.
-        let moved: Vec<(String, i64, String, Option<String>)> = self
-            .tips
-            .iter_mut()
-            .filter(|t| t.moved || t.lines_moved)
-            .map(|t| {
-                let lines = match (t.lines_moved, &t.seat_lines) {
-                    (true, Some(lines)) => Some(licensing::lines_text(lines)),
-                    _ => None,
-                };
-                t.moved = false;
-                t.lines_moved = false;
-                (t.tenant.clone(), t.seq, t.hash.clone(), lines)
-            })
-            .collect();
+        let mut moved: Vec<(String, i64, String, Option<String>)> = Vec::new();
+        for t in self.tips.iter_mut().filter(|t| t.moved || t.lines_moved) {
+            let lines = match (t.lines_moved, &t.seat_lines) {
+                (true, Some(lines)) => Some(licensing::lines_text(lines)?),
+                _ => None,
+            };
+            t.moved = false;
+            t.lines_moved = false;
+            moved.push((t.tenant.clone(), t.seq, t.hash.clone(), lines));
+        }
         for (tenant, seq, hash, lines) in moved {
             match lines {
                 Some(lines) => self.execute(
