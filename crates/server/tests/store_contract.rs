@@ -570,8 +570,8 @@ async fn tokens_and_settings(b: Backend) {
 }
 
 /// SQLite's WAL is copied back into the database file while writes go on, and comes back to
-/// its start: under a steady stream of commits it stays bounded (about 4,000 pages) instead
-/// of growing with every write.
+/// its start: under a steady stream of commits it stays bounded (about 4,000 pages, a little
+/// more while a checkpoint is in progress) instead of growing with every write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqlite_wal_stays_bounded_under_steady_writes() {
     let db = common::store(Backend::Sqlite).await;
@@ -600,7 +600,10 @@ async fn the_sqlite_wal_stays_bounded_under_steady_writes() {
     }
     let wal = std::fs::metadata(format!("{path}-wal")).unwrap().len();
     let main = std::fs::metadata(&path).unwrap().len();
-    assert!(wal < 24 * 1024 * 1024, "the WAL grew to {wal} bytes");
+    // 4,000 pages are 16 MB; a checkpoint in progress when the writer's turn comes defers
+    // the restart a little (up to 30 MB seen on a loaded CI machine). Without the restart
+    // the WAL takes every write: 80 MB and more here.
+    assert!(wal < 48 * 1024 * 1024, "the WAL grew to {wal} bytes");
     assert!(
         main > 20 * 1024 * 1024,
         "the database file holds only {main} bytes: nothing was checkpointed"
