@@ -170,11 +170,17 @@ async fn main() {
             "tenant": tenant, "subscription": {"product": "workspace", "plan": plan}});
         let body = ev.to_string();
         let now = {
-            use seatkeeper::clock::Clock;
-            seatkeeper::clock::SystemClock.now().unix_timestamp()
+            use seatkeeper::kernel::clock::Clock;
+            seatkeeper::kernel::clock::SystemClock
+                .now()
+                .unix_timestamp()
         };
-        let sig =
-            seatkeeper::signing::standard_sign(SECRET, &format!("m{i}"), now, body.as_bytes());
+        let sig = seatkeeper::kernel::signing::standard_sign(
+            SECRET,
+            &format!("m{i}"),
+            now,
+            body.as_bytes(),
+        );
         let before = inbox.lock().unwrap().len();
         let t0 = Instant::now();
         let waiter = notify.notified();

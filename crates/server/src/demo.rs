@@ -3,10 +3,10 @@
 
 use serde_json::json;
 
-use crate::clock::SharedClock;
-use crate::engine::{Ctx, Engine};
-use crate::store::Store;
-use crate::store::directory::Kind;
+use crate::directory::service::{Ctx, Engine};
+use crate::directory::store::Kind;
+use crate::kernel::clock::SharedClock;
+use crate::kernel::store::Store;
 
 /// What the demo created.
 pub struct Demo {
@@ -94,20 +94,20 @@ fn demo_model(tenant: &str, seats: usize) -> serde_json::Value {
 
 /// Loads the demo tenant.
 pub async fn load(store: &Store, clock: SharedClock, users: usize) -> anyhow::Result<Demo> {
-    let tenant = crate::ops::create_tenant(store, &*clock, "Demo Corp").await?;
-    let token = crate::ops::create_credential(
+    let tenant = crate::tenants::service::create_tenant(store, &*clock, "Demo Corp").await?;
+    let token = crate::tenants::service::create_credential(
         store,
         &*clock,
-        crate::store::Credential::Scim,
+        crate::kernel::store::Credential::Scim,
         &tenant.id,
         "demo-idp",
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let app_key = crate::ops::create_credential(
+    let app_key = crate::tenants::service::create_credential(
         store,
         &*clock,
-        crate::store::Credential::App,
+        crate::kernel::store::Credential::App,
         &tenant.id,
         "demo-app",
     )
@@ -117,11 +117,11 @@ pub async fn load(store: &Store, clock: SharedClock, users: usize) -> anyhow::Re
     let mut first_user = String::new();
     let spec = licensing::spec::Spec::from_json(&demo_model(&tenant.id, seats))
         .map_err(|e| anyhow::anyhow!("demo model: {e}"))?;
-    let actor = crate::model::Actor {
+    let actor = crate::licenses::service::Actor {
         name: "demo-loader".into(),
         request_id: "demo".into(),
     };
-    crate::model::apply(store, &*clock, actor, spec, false)
+    crate::licenses::service::apply(store, &*clock, actor, spec, false)
         .await
         .map_err(|e| anyhow::anyhow!("demo model: {e}"))?;
     let engine = Engine::new(store.clone(), clock);

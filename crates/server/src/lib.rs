@@ -1,29 +1,23 @@
 //! seatkeeper: SCIM 2.0 provisioning joined to licensing. See `ARCHITECTURE.md` for the map.
 
-pub mod audit;
-pub mod auth;
+pub mod app;
+pub mod apps;
 pub mod billing;
-pub mod clock;
-pub mod config;
 pub mod demo;
-pub mod engine;
-pub mod error;
-pub mod http;
-pub mod jwt;
-pub mod licensing;
-pub mod model;
+pub mod directory;
+pub mod events;
+pub mod kernel;
+pub mod licenses;
 pub mod ops;
-pub mod signing;
-pub mod snapshot;
-pub mod store;
-pub mod webhooks;
+pub mod tenants;
 
 use std::sync::Arc;
 
-use clock::SharedClock;
-use config::Config;
-use engine::Engine;
-use store::Store;
+use directory::service::Engine;
+use kernel::chain as audit;
+use kernel::clock::{self, SharedClock};
+use kernel::config::Config;
+use kernel::store::{self as store, Store};
 
 /// Builds the HTTP application over a store.
 pub fn app(
@@ -34,8 +28,8 @@ pub fn app(
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> axum::Router {
     let engine = Engine::new(store, clock);
-    let state = Arc::new(http::AppState::new(engine, config, admin_hash, metrics));
-    http::router(state)
+    let state = Arc::new(app::AppState::new(engine, config, admin_hash, metrics));
+    app::router(state)
 }
 
 /// Builds the HTTP application on a test clock that `POST /api/v1/clock` moves.
@@ -47,9 +41,9 @@ pub fn app_on_test_clock(
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> axum::Router {
     let engine = Engine::new(store, Arc::new(clock.clone()));
-    let mut state = http::AppState::new(engine, config, admin_hash, metrics);
+    let mut state = app::AppState::new(engine, config, admin_hash, metrics);
     state.manual_clock = Some(clock);
-    http::router(Arc::new(state))
+    app::router(Arc::new(state))
 }
 
 /// Runs due term transitions (trial and term ends, grace ends) now and then every
@@ -62,7 +56,7 @@ pub fn spawn_scheduler(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            match model::run_due(&store, &*clock).await {
+            match licenses::service::run_due(&store, &*clock).await {
                 Ok(done) => {
                     for (tenant, outcome) in done {
                         tracing::info!(%tenant, changed = outcome.total(), "term transitions applied");

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use seatkeeper::clock::{SharedClock, SystemClock};
-use seatkeeper::config::Config;
-use seatkeeper::store::{Credential, Store, StoreOptions};
+use seatkeeper::kernel::clock::{SharedClock, SystemClock};
+use seatkeeper::kernel::config::Config;
+use seatkeeper::kernel::store::{Credential, Store, StoreOptions};
 
 // mimalloc: malloc was a tenth of the request path's CPU in profiles (BENCHMARKS.md).
 #[global_allocator]
@@ -305,7 +305,7 @@ async fn serve(
     admin_from_env: Option<String>,
 ) -> anyhow::Result<()> {
     let (admin_hash, generated) =
-        seatkeeper::ops::admin_token_hash(&store, admin_from_env.as_deref()).await?;
+        seatkeeper::tenants::service::admin_token_hash(&store, admin_from_env.as_deref()).await?;
     if let Some(token) = generated {
         tracing::warn!(
             "generated admin token (shown once; set SEATKEEPER_ADMIN_TOKEN to choose your own): {token}"
@@ -316,7 +316,7 @@ async fn serve(
             let start =
                 time::OffsetDateTime::parse(start, &time::format_description::well_known::Rfc3339)
                     .with_context(|| format!("--test-clock {start} is not an RFC 3339 instant"))?;
-            let manual = seatkeeper::clock::ManualClock::at(start);
+            let manual = seatkeeper::kernel::clock::ManualClock::at(start);
             tracing::warn!("running on a test clock that only POST /api/v1/clock moves");
             (
                 seatkeeper::app_on_test_clock(
@@ -347,7 +347,7 @@ async fn serve(
     );
     store
         .put_setting(
-            seatkeeper::model::EXPIRY_NOTICE_DAYS,
+            seatkeeper::licenses::service::EXPIRY_NOTICE_DAYS,
             &args.expiry_notice_days.min(3650).to_string(),
         )
         .await?;
@@ -356,7 +356,7 @@ async fn serve(
         let (store, days) = (store.clone(), args.audit_retention_days);
         tokio::spawn(async move {
             loop {
-                match seatkeeper::prune_audit(&store, &seatkeeper::clock::SystemClock, days, None).await {
+                match seatkeeper::prune_audit(&store, &seatkeeper::kernel::clock::SystemClock, days, None).await {
                     Ok(done) => {
                         for (t, cp) in done {
                             if let Some(cp) = cp {
@@ -370,9 +370,9 @@ async fn serve(
             }
         })
     });
-    let dispatcher = seatkeeper::webhooks::spawn(
+    let dispatcher = seatkeeper::events::dispatcher::spawn(
         store.clone(),
-        seatkeeper::webhooks::DispatchConfig {
+        seatkeeper::events::dispatcher::DispatchConfig {
             max_attempts: args.webhook_max_attempts.max(1),
             retry_base: Duration::from_millis(args.webhook_retry_base_ms.max(10)),
             timeout: Duration::from_secs(args.webhook_timeout.max(1)),
@@ -409,16 +409,17 @@ async fn serve(
 /// Creates a SCIM token or app key and prints it alone on stdout.
 async fn print_new_credential(
     db: &DbArgs,
-    clock: &dyn seatkeeper::clock::Clock,
+    clock: &dyn seatkeeper::kernel::clock::Clock,
     kind: Credential,
     tenant: &str,
     name: &str,
 ) -> anyhow::Result<()> {
     init_logging(false);
     let store = open(&db.database, None).await?;
-    let created = seatkeeper::ops::create_credential(&store, clock, kind, tenant, name)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let created =
+        seatkeeper::tenants::service::create_credential(&store, clock, kind, tenant, name)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("{}", created.token);
     store.close().await;
     Ok(())
@@ -459,7 +460,8 @@ async fn main() -> anyhow::Result<()> {
             let dir = tempfile::tempdir()?;
             let url = format!("sqlite://{}", dir.path().join("demo.db").display());
             let store = open(&url, Some(&args)).await?;
-            let admin = admin_env.unwrap_or_else(|| seatkeeper::auth::generate_token("ska_"));
+            let admin =
+                admin_env.unwrap_or_else(|| seatkeeper::kernel::auth::generate_token("ska_"));
             let demo = seatkeeper::demo::load(&store, clock.clone(), users).await?;
             let listener = std::net::TcpListener::bind(args.listen)
                 .with_context(|| format!("binding {}", args.listen))?;
@@ -513,7 +515,8 @@ async fn main() -> anyhow::Result<()> {
             match action {
                 TenantCmd::Create { name, db } => {
                     let store = open(&db.database, None).await?;
-                    let t = seatkeeper::ops::create_tenant(&store, &*clock, &name).await?;
+                    let t =
+                        seatkeeper::tenants::service::create_tenant(&store, &*clock, &name).await?;
                     println!("{}", t.id);
                     store.close().await;
                 }
@@ -540,14 +543,15 @@ async fn main() -> anyhow::Result<()> {
             let spec = licensing::spec::Spec::from_toml(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let store = open(&db.database, None).await?;
-            let actor = seatkeeper::model::Actor {
+            let actor = seatkeeper::licenses::service::Actor {
                 name: "cli".into(),
                 request_id: format!("apply-{}", uuid::Uuid::new_v4()),
             };
-            let applied = seatkeeper::model::apply(&store, &*clock, actor, spec, dry_run).await;
+            let applied =
+                seatkeeper::licenses::service::apply(&store, &*clock, actor, spec, dry_run).await;
             store.close().await;
             let applied = applied.map_err(|e| anyhow::anyhow!("{e}"))?;
-            print!("{}", seatkeeper::model::plan_text(&applied));
+            print!("{}", seatkeeper::licenses::service::plan_text(&applied));
             Ok(())
         }
         Command::Audit {
@@ -561,7 +565,7 @@ async fn main() -> anyhow::Result<()> {
             init_logging(false);
             let pinned = match &public_key {
                 Some(k) => Some(
-                    seatkeeper::audit::public_key(k)
+                    seatkeeper::kernel::chain::public_key(k)
                         .context("--public-key is not a base64 Ed25519 public key")?,
                 ),
                 None => None,
@@ -621,7 +625,7 @@ async fn main() -> anyhow::Result<()> {
             let store = open(&db.database, None).await?;
             let key = store.audit_key().await?;
             store.close().await;
-            println!("{}", seatkeeper::audit::public_key_text(&key));
+            println!("{}", seatkeeper::kernel::chain::public_key_text(&key));
             Ok(())
         }
     }

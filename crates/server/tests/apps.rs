@@ -231,10 +231,13 @@ async fn credentials_stay_in_their_lane(b: Backend) {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }
     // Another tenant's key: the same words as for nobody.
-    let other =
-        seatkeeper::ops::create_tenant(&app.store, &seatkeeper::clock::SystemClock, "Other")
-            .await
-            .unwrap();
+    let other = seatkeeper::tenants::service::create_tenant(
+        &app.store,
+        &seatkeeper::kernel::clock::SystemClock,
+        "Other",
+    )
+    .await
+    .unwrap();
     let r = app
         .admin(
             "POST",
@@ -343,8 +346,8 @@ async fn tokens_verify_from_the_jwks_alone(b: Backend) {
     let err = verify(&stale, &jwks(&app).await).unwrap_err();
     assert!(err.contains("Expired"), "{err}");
     // Bring the clock to the wall clock: the token verifies and carries the entitlements.
-    let lag = seatkeeper::clock::Clock::now(&seatkeeper::clock::SystemClock)
-        - seatkeeper::clock::Clock::now(&app.clock);
+    let lag = seatkeeper::kernel::clock::Clock::now(&seatkeeper::kernel::clock::SystemClock)
+        - seatkeeper::kernel::clock::Clock::now(&app.clock);
     app.clock.advance(lag);
     let token = issue(&app, &key).await;
     let claims = verify(&token, &jwks(&app).await).unwrap();
@@ -378,7 +381,7 @@ async fn tokens_verify_from_the_jwks_alone(b: Backend) {
 async fn app_calls_are_rate_limited_per_tenant(b: Backend) {
     let app = common::app_with(
         b,
-        seatkeeper::config::Config {
+        seatkeeper::kernel::config::Config {
             rate_per_second: 100_000,
             rate_burst: 100_000,
             app_rate_per_second: 1,

@@ -6,7 +6,7 @@ mod common;
 
 use axum::http::StatusCode;
 use common::{Backend, TestApp};
-use seatkeeper::config::Config;
+use seatkeeper::kernel::config::Config;
 use serde_json::{Value, json};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -48,8 +48,10 @@ async fn setup(app: &TestApp, seats: u32) {
 }
 
 fn now() -> i64 {
-    use seatkeeper::clock::Clock;
-    seatkeeper::clock::SystemClock.now().unix_timestamp()
+    use seatkeeper::kernel::clock::Clock;
+    seatkeeper::kernel::clock::SystemClock
+        .now()
+        .unix_timestamp()
 }
 
 /// Posts a generic billing event with these Standard Webhooks headers (id, timestamp, signature).
@@ -85,7 +87,7 @@ async fn post_event(app: &TestApp, secret: &str, event: &Value) -> common::Resp 
     let body = event.to_string();
     let ts = now();
     let msg = format!("msg_{}", event["id"].as_str().unwrap_or("x"));
-    let sig = seatkeeper::signing::standard_sign(secret, &msg, ts, body.as_bytes());
+    let sig = seatkeeper::kernel::signing::standard_sign(secret, &msg, ts, body.as_bytes());
     post_signed(app, event, &msg, &ts.to_string(), &sig).await
 }
 
@@ -322,13 +324,13 @@ async fn signatures_are_required(b: Backend) {
     // A valid signature over another body.
     let body = ev.to_string();
     let ts = now();
-    let sig = seatkeeper::signing::standard_sign(SECRET, "m1", ts, b"{}");
+    let sig = seatkeeper::kernel::signing::standard_sign(SECRET, "m1", ts, b"{}");
     let ts_text = ts.to_string();
     let r = post_signed(&app, &ev, "m1", &ts_text, &sig).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.raw);
     // A replay from an hour ago.
     let old = (ts - 3600).to_string();
-    let sig = seatkeeper::signing::standard_sign(SECRET, "m1", ts - 3600, body.as_bytes());
+    let sig = seatkeeper::kernel::signing::standard_sign(SECRET, "m1", ts - 3600, body.as_bytes());
     let r = post_signed(&app, &ev, "m1", &old, &sig).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.raw);
     assert_eq!(subscription(&app).await["seats"], 2, "nothing applied");
@@ -432,7 +434,7 @@ async fn stripe_events(b: Backend) {
             "items": {"data": [{"quantity": 2, "current_period_start": 1_790_000_000, "current_period_end": 1_800_000_000,
                 "price": {"id": price, "product": "prod_1"}}]}}}});
     let body = ev.to_string();
-    let header = seatkeeper::signing::stripe_sign(STRIPE_SECRET, now(), body.as_bytes());
+    let header = seatkeeper::kernel::signing::stripe_sign(STRIPE_SECRET, now(), body.as_bytes());
     let r = post_stripe(&app, &ev, &header).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     assert_eq!(r.body["outcome"], "applied", "{}", r.raw);
@@ -446,12 +448,13 @@ async fn stripe_events(b: Backend) {
     // Redelivered: nothing changes. Wrong secret: 401.
     let r = post_stripe(&app, &ev, &header).await;
     assert_eq!(r.body["outcome"], "duplicate", "{}", r.raw);
-    let forged = seatkeeper::signing::stripe_sign("whsec_other", now(), body.as_bytes());
+    let forged = seatkeeper::kernel::signing::stripe_sign("whsec_other", now(), body.as_bytes());
     let r = post_stripe(&app, &ev, &forged).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.raw);
     // Other event types are accepted and recorded without effect.
     let inv = json!({"id": format!("evt_inv_{}", product(&app)), "type": "invoice.paid", "created": 1_795_000_001, "data": {"object": {}}});
-    let h = seatkeeper::signing::stripe_sign(STRIPE_SECRET, now(), inv.to_string().as_bytes());
+    let h =
+        seatkeeper::kernel::signing::stripe_sign(STRIPE_SECRET, now(), inv.to_string().as_bytes());
     let r = post_stripe(&app, &inv, &h).await;
     assert_eq!(r.body["outcome"], "ignored", "{}", r.raw);
     // Deleted: the subscription is canceled and ended (here, days before the server's
@@ -462,7 +465,8 @@ async fn stripe_events(b: Backend) {
     del["created"] = json!(1_795_000_002);
     del["data"]["object"]["status"] = "canceled".into();
     del["data"]["object"]["ended_at"] = json!(1_795_000_002);
-    let h = seatkeeper::signing::stripe_sign(STRIPE_SECRET, now(), del.to_string().as_bytes());
+    let h =
+        seatkeeper::kernel::signing::stripe_sign(STRIPE_SECRET, now(), del.to_string().as_bytes());
     let r = post_stripe(&app, &del, &h).await;
     assert_eq!(r.body["outcome"], "applied", "{}", r.raw);
     assert_eq!(r.body["licenses"]["changed"], 2, "{}", r.raw);
@@ -539,10 +543,13 @@ async fn webhooks_and_the_feed(b: Backend) {
     let r = app.admin("GET", "/api/v1/events", None).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     // Another tenant's feed holds none of these.
-    let other =
-        seatkeeper::ops::create_tenant(&app.store, &seatkeeper::clock::SystemClock, "Other")
-            .await
-            .unwrap();
+    let other = seatkeeper::tenants::service::create_tenant(
+        &app.store,
+        &seatkeeper::kernel::clock::SystemClock,
+        "Other",
+    )
+    .await
+    .unwrap();
     let r = app
         .admin("GET", &format!("/api/v1/events?tenant={}", other.id), None)
         .await;
@@ -557,7 +564,7 @@ async fn webhooks_and_the_feed(b: Backend) {
             for (t, w) in &hooks {
                 n += tx.fan_out(t, w, &stamp, 1000)?;
             }
-            Ok::<_, seatkeeper::store::StoreError>(n)
+            Ok::<_, seatkeeper::kernel::store::StoreError>(n)
         })
         .await
         .unwrap();

@@ -362,7 +362,7 @@ async fn audit_verify_catches_tampering() {
     }
     drop(server);
     assert!(cli(&db, &["audit", "verify"]).contains("3 records, chain intact"));
-    let store = seatkeeper::store::Store::connect(&db, &Default::default())
+    let store = seatkeeper::kernel::store::Store::connect(&db, &Default::default())
         .await
         .unwrap();
     store

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use axum::http::StatusCode;
 use common::{Backend, TestApp, app, app_with};
-use seatkeeper::config::Config;
+use seatkeeper::kernel::config::Config;
 use serde_json::{Value, json};
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -548,15 +548,16 @@ async fn errors_are_scim_and_never_partial(b: Backend) {
 async fn tenant_isolation(b: Backend) {
     let app = app(b).await;
     let a_user = app.user("shared-name@x").await;
-    let clock =
-        seatkeeper::clock::ManualClock::at(time::macros::datetime!(2026-11-22 10:00:00 UTC));
-    let t2 = seatkeeper::ops::create_tenant(&app.store, &clock, "Other")
+    let clock = seatkeeper::kernel::clock::ManualClock::at(
+        time::macros::datetime!(2026-11-22 10:00:00 UTC),
+    );
+    let t2 = seatkeeper::tenants::service::create_tenant(&app.store, &clock, "Other")
         .await
         .unwrap();
-    let tok2 = seatkeeper::ops::create_credential(
+    let tok2 = seatkeeper::tenants::service::create_credential(
         &app.store,
         &clock,
-        seatkeeper::store::Credential::Scim,
+        seatkeeper::kernel::store::Credential::Scim,
         &t2.id,
         "other-idp",
     )

@@ -6,8 +6,8 @@ mod common;
 
 use common::Backend;
 use scim::sql::SqlWhere;
-use seatkeeper::store::directory::{Kind, Order, Page};
-use seatkeeper::store::{Credential, NewAudit, StoreError, StoredResource};
+use seatkeeper::directory::store::{Kind, Order, Page};
+use seatkeeper::kernel::store::{Credential, NewAudit, StoreError, StoredResource};
 use serde_json::json;
 
 fn res(id: &str, doc: serde_json::Value) -> StoredResource {
@@ -28,7 +28,7 @@ fn all() -> SqlWhere {
     }
 }
 
-async fn tenant(store: &seatkeeper::store::Store, id: &str) {
+async fn tenant(store: &seatkeeper::kernel::store::Store, id: &str) {
     store
         .create_tenant(id, id, "2026-01-01T00:00:00.000000Z")
         .await
@@ -351,7 +351,7 @@ async fn memberships_and_nesting(b: Backend) {
 }
 
 fn audit_one(
-    s: &seatkeeper::store::Store,
+    s: &seatkeeper::kernel::store::Store,
     t: &str,
     i: usize,
 ) -> impl std::future::Future<Output = Result<i64, StoreError>> + use<> {
@@ -463,7 +463,9 @@ async fn pruned_chains_verify_from_a_signed_checkpoint(b: Backend) {
             .2
             .is_ok()
     );
-    let other = seatkeeper::audit::signing_key(&seatkeeper::audit::new_signing_key()).unwrap();
+    let other =
+        seatkeeper::kernel::chain::signing_key(&seatkeeper::kernel::chain::new_signing_key())
+            .unwrap();
     let wrong = seatkeeper::verify_audit(s, Some(&t), Some(&other.verifying_key()))
         .await
         .unwrap();
@@ -613,9 +615,9 @@ async fn the_sqlite_wal_stays_bounded_under_steady_writes() {
 /// Migration 6 moves each tenant's seat counts from `lic_lines` into its head row: a
 /// database made before it keeps every count, and the old table is gone.
 async fn seat_counts_survive_the_upgrade(b: Backend) {
-    use seatkeeper::store::db::P;
-    use seatkeeper::store::licensing::Line;
-    use seatkeeper::store::{Store, StoreOptions};
+    use seatkeeper::kernel::db::P;
+    use seatkeeper::kernel::store::{Store, StoreOptions};
+    use seatkeeper::licenses::store::Line;
     let own = match b {
         Backend::Postgres => Some(binary::OwnDatabase::create("seat_lines_upgrade").await),
         Backend::Sqlite => None,

@@ -7,9 +7,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use seatkeeper::clock::{ManualClock, SharedClock};
-use seatkeeper::config::Config;
-use seatkeeper::store::{Store, StoreOptions};
+use seatkeeper::kernel::clock::{ManualClock, SharedClock};
+use seatkeeper::kernel::config::Config;
+use seatkeeper::kernel::store::{Store, StoreOptions};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -88,13 +88,13 @@ pub async fn app_with(backend: Backend, config: Config) -> TestApp {
     let db = store(backend).await;
     let clock = clock();
     let shared: SharedClock = Arc::new(clock.clone());
-    let tenant = seatkeeper::ops::create_tenant(&db.store, &*shared, "Test")
+    let tenant = seatkeeper::tenants::service::create_tenant(&db.store, &*shared, "Test")
         .await
         .unwrap();
-    let token = seatkeeper::ops::create_credential(
+    let token = seatkeeper::tenants::service::create_credential(
         &db.store,
         &*shared,
-        seatkeeper::store::Credential::Scim,
+        seatkeeper::kernel::store::Credential::Scim,
         &tenant.id,
         "test-idp",
     )
@@ -104,7 +104,7 @@ pub async fn app_with(backend: Backend, config: Config) -> TestApp {
         db.store.clone(),
         shared,
         config,
-        seatkeeper::auth::hash_token(ADMIN),
+        seatkeeper::kernel::auth::hash_token(ADMIN),
         None,
     );
     TestApp {

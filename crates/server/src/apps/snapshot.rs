@@ -1,0 +1,640 @@
+//! Entitlement snapshots: each node answers applications' checks from memory.
+//!
+//! A tenant's snapshot holds its users (by id, userName and externalId), the licenses they
+//! hold with their plans resolved, and its subscriptions. It is loaded whole on the first
+//! check for the tenant (checks wait; a snapshot never answers before it is complete), then
+//! kept current from the tenant's outbox, whose ids grow in commit order: every change that
+//! can move an entitlement writes an event there (users, licenses, subscriptions), and a
+//! model change moves the tenant's model version, which reloads the snapshot.
+//!
+//! - A commit on this node catches its tenants up before the write returns
+//!   ([`crate::kernel::store::AfterCommit`]), so an app that triggered a change sees it next call.
+//! - Other nodes' commits arrive by PostgreSQL `NOTIFY`; a tick every [`CATCH_UP_TICK`]
+//!   catches up anyway, which bounds how stale a node can be. After the listener reconnects
+//!   (notifications may have been missed) every snapshot is rebuilt from the store.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use licensing::entitlements::{Answer, Grant, LicenseState, Question, answer, answers};
+use licensing::lifecycle::{self, Phase};
+use licensing::model::{Product, Status, Subscription};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::apps::store::{SnapLicense, SnapUser};
+use crate::kernel::clock::SharedClock;
+use crate::kernel::store::{Store, StoreResult};
+
+/// How often every snapshot catches up even without a notification: the bound on how long
+/// another node's commit can take to reach this node's answers.
+pub const CATCH_UP_TICK: Duration = Duration::from_millis(500);
+
+/// `last_seen` is kept to the minute: a user asked about again within the minute it was
+/// last written costs no write (idle seats are counted in days).
+const SEEN_RESOLUTION: i64 = 60;
+
+/// Users written per activity transaction.
+const ACTIVITY_CHUNK: usize = 500;
+
+/// More changes than this since the last catch-up reload the whole tenant.
+const MAX_CHANGES: i64 = 5_000;
+
+/// A license with its plan resolved (indexes into the tenant's catalogue).
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    product: u32,
+    plan: u32,
+    waiting: bool,
+}
+
+#[derive(Debug)]
+struct User {
+    id: Box<str>,
+    user_name: Box<str>,
+    external_id: Option<Box<str>>,
+    active: bool,
+    held: Box<[Held]>,
+    /// When an application last asked about the user (unix seconds; 0: not since loaded),
+    /// and the value last written to the store.
+    seen: AtomicI64,
+    written: AtomicI64,
+}
+
+/// One tenant's entitlements as of an outbox position. Users sit in a slab; the three
+/// names lead to a slot.
+#[derive(Debug)]
+pub struct Snapshot {
+    model_version: i64,
+    cursor: i64,
+    products: Arc<Vec<Product>>,
+    subscriptions: Vec<Subscription>,
+    users: Vec<Option<User>>,
+    free: Vec<u32>,
+    by_id: HashMap<Box<str>, u32>,
+    by_name: HashMap<Box<str>, u32>,
+    by_external: HashMap<Box<str>, u32>,
+}
+
+impl Snapshot {
+    /// An empty snapshot over a catalogue and subscriptions.
+    pub fn new(products: Vec<Product>, subscriptions: Vec<Subscription>) -> Snapshot {
+        Snapshot {
+            model_version: 0,
+            cursor: 0,
+            products: Arc::new(products),
+            subscriptions,
+            users: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::new(),
+            by_name: HashMap::new(),
+            by_external: HashMap::new(),
+        }
+    }
+
+    fn resolve(&self, l: &SnapLicense) -> Option<Held> {
+        let (pi, product) = self
+            .products
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.key.as_str() == l.product)?;
+        let (ki, _) = product
+            .plans
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.key.as_str() == l.plan)?;
+        Some(Held {
+            product: pi as u32,
+            plan: ki as u32,
+            waiting: l.state != "active",
+        })
+    }
+
+    /// Puts these users in (replacing any with the same id) with their licenses; ids in
+    /// `gone` that are not among `users` are removed.
+    pub fn put_users(&mut self, gone: &[String], users: Vec<SnapUser>, licenses: &[SnapLicense]) {
+        let mut held: HashMap<&str, Vec<Held>> = HashMap::new();
+        for l in licenses {
+            if let Some(h) = self.resolve(l) {
+                held.entry(l.user_id.as_str()).or_default().push(h);
+            }
+        }
+        let mut carried: HashMap<Box<str>, (i64, i64)> = HashMap::new();
+        for id in gone
+            .iter()
+            .map(String::as_str)
+            .chain(users.iter().map(|u| u.id.as_str()))
+        {
+            if let Some(old) = self.forget(id) {
+                carried.insert(old.id, (old.seen.into_inner(), old.written.into_inner()));
+            }
+        }
+        self.users
+            .reserve(users.len().saturating_sub(self.free.len()));
+        for u in users {
+            let id: Box<str> = u.id.as_str().into();
+            let user_name: Box<str> = u.user_name.to_lowercase().into();
+            let (seen, written) = carried.get(&id).copied().unwrap_or_default();
+            let user = User {
+                id: id.clone(),
+                user_name: user_name.clone(),
+                external_id: u.external_id.map(Into::into),
+                active: u.active,
+                held: held.remove(u.id.as_str()).unwrap_or_default().into(),
+                seen: AtomicI64::new(seen),
+                written: AtomicI64::new(written),
+            };
+            let slot = match self.free.pop() {
+                Some(slot) => {
+                    self.users[slot as usize] = Some(user);
+                    slot
+                }
+                None => {
+                    self.users.push(Some(user));
+                    (self.users.len() - 1) as u32
+                }
+            };
+            if let Some(Some(u)) = self.users.get(slot as usize)
+                && let Some(e) = &u.external_id
+            {
+                self.by_external.insert(e.clone(), slot);
+            }
+            self.by_name.insert(user_name, slot);
+            self.by_id.insert(id, slot);
+        }
+    }
+
+    /// Removes a user and its names; returns it.
+    fn forget(&mut self, id: &str) -> Option<User> {
+        let slot = self.by_id.remove(id)?;
+        let old = self.users.get_mut(slot as usize)?.take()?;
+        self.free.push(slot);
+        self.by_name.remove(old.user_name.as_ref());
+        if let Some(e) = &old.external_id {
+            self.by_external.remove(e.as_ref());
+        }
+        Some(old)
+    }
+
+    /// The user named by id, userName (any case) or externalId.
+    fn find(&self, user: &str) -> Option<&User> {
+        let slot = match self.by_id.get(user).or_else(|| self.by_external.get(user)) {
+            Some(slot) => *slot,
+            None if user.bytes().any(|b| b.is_ascii_uppercase()) || !user.is_ascii() => {
+                *self.by_name.get(user.to_lowercase().as_str())?
+            }
+            None => *self.by_name.get(user)?,
+        };
+        self.users.get(slot as usize)?.as_ref()
+    }
+
+    /// Answers a check (`None`: a user this tenant does not have), marking the user seen.
+    pub fn answer(
+        &self,
+        user: &str,
+        question: Question<'_>,
+        now: OffsetDateTime,
+    ) -> Option<Answer> {
+        let u = self.find(user)?;
+        u.seen.store(now.unix_timestamp(), Ordering::Relaxed);
+        let grants: Vec<Grant<'_>> = u
+            .held
+            .iter()
+            .filter_map(|h| {
+                let plan = self
+                    .products
+                    .get(h.product as usize)?
+                    .plans
+                    .get(h.plan as usize)?;
+                let state = if h.waiting {
+                    LicenseState::Waitlisted
+                } else {
+                    LicenseState::Active
+                };
+                Some(Grant { plan, state })
+            })
+            .collect();
+        Some(answer(u.active, &grants, question, || {
+            self.lapsed(question, now)
+        }))
+    }
+
+    /// Whether a product that would answer has a subscription that is over.
+    fn lapsed(&self, question: Question<'_>, now: OffsetDateTime) -> bool {
+        self.subscriptions.iter().any(|s| {
+            (s.status == Status::Expired || lifecycle::phase(s, now) == Phase::Over)
+                && self
+                    .products
+                    .iter()
+                    .any(|p| p.key == s.product && answers(p, question))
+        })
+    }
+
+    /// A user's whole effective set: plans per product (with state), features, limits;
+    /// marks the user seen.
+    pub fn entitlements(&self, user: &str, now: OffsetDateTime) -> Option<Value> {
+        let u = self.find(user)?;
+        u.seen.store(now.unix_timestamp(), Ordering::Relaxed);
+        let mut licenses = Vec::new();
+        let mut features = std::collections::BTreeSet::new();
+        let mut limits: std::collections::BTreeMap<&str, i64> = Default::default();
+        for h in u.held.iter() {
+            let Some(product) = self.products.get(h.product as usize) else {
+                continue;
+            };
+            let Some(plan) = product.plans.get(h.plan as usize) else {
+                continue;
+            };
+            licenses.push(json!({
+                "product": product.key.as_str(),
+                "plan": plan.key.as_str(),
+                "state": if h.waiting { "waitlisted" } else { "active" },
+            }));
+            if h.waiting || !u.active {
+                continue;
+            }
+            features.extend(plan.features.iter().map(|f| f.as_str()));
+            for (k, v) in &plan.limits {
+                let slot = limits.entry(k.as_str()).or_insert(*v);
+                *slot = (*slot).max(*v);
+            }
+        }
+        Some(json!({
+            "id": u.id.as_ref(),
+            "active": u.active,
+            "licenses": licenses,
+            "features": features,
+            "limits": limits,
+        }))
+    }
+
+    /// Users seen in a later minute than their last write: (id, unix seconds). `mark` records
+    /// them as written.
+    fn unwritten(&self, mark: bool) -> Vec<(String, i64)> {
+        self.users
+            .iter()
+            .flatten()
+            .filter_map(|u| {
+                let seen = u.seen.load(Ordering::Relaxed);
+                let written = u.written.load(Ordering::Relaxed);
+                (seen / SEEN_RESOLUTION > written / SEEN_RESOLUTION).then(|| {
+                    if mark {
+                        u.written.store(seen, Ordering::Relaxed);
+                    }
+                    (u.id.to_string(), seen)
+                })
+            })
+            .collect()
+    }
+
+    /// How many users it holds.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether it holds no users.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+struct Tenant {
+    /// Serialises loads and catch-ups of this tenant (reads happen inside it, so a later
+    /// catch-up never applies older rows than an earlier one).
+    update: tokio::sync::Mutex<()>,
+    snap: RwLock<Option<Arc<RwLock<Snapshot>>>>,
+}
+
+/// Users read per query while a snapshot loads (bounds the rows held at once).
+const LOAD_PAGE: i64 = 5_000;
+
+/// Every tenant's snapshot on this node.
+pub struct Snapshots {
+    store: Store,
+    clock: SharedClock,
+    tenants: RwLock<HashMap<String, Arc<Tenant>>>,
+    /// Activity of snapshots dropped (reloaded or forgotten) or not yet written: (tenant,
+    /// user, unix seconds).
+    pending: std::sync::Mutex<Vec<(String, String, i64)>>,
+}
+
+impl Snapshots {
+    /// No snapshots yet; each loads on its tenant's first check.
+    pub fn new(store: Store, clock: SharedClock) -> Arc<Snapshots> {
+        Arc::new(Snapshots {
+            store,
+            clock,
+            tenants: RwLock::default(),
+            pending: Default::default(),
+        })
+    }
+
+    fn tenant(&self, id: &str) -> Arc<Tenant> {
+        if let Ok(t) = self.tenants.read()
+            && let Some(t) = t.get(id)
+        {
+            return t.clone();
+        }
+        let mut all = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        all.entry(id.to_string())
+            .or_insert_with(|| {
+                Arc::new(Tenant {
+                    update: tokio::sync::Mutex::new(()),
+                    snap: RwLock::new(None),
+                })
+            })
+            .clone()
+    }
+
+    fn loaded(&self, id: &str) -> Option<Arc<Tenant>> {
+        let t = self.tenants.read().ok()?.get(id)?.clone();
+        let has = t.snap.read().ok()?.is_some();
+        has.then_some(t)
+    }
+
+    /// Replaces a tenant's snapshot, keeping the activity the old one had not written.
+    fn replace(&self, tenant: &str, t: &Tenant, fresh: Option<Snapshot>) {
+        let Ok(mut slot) = t.snap.write() else {
+            return;
+        };
+        if let Some(old) = slot.take() {
+            self.keep_unwritten(tenant, &old);
+        }
+        *slot = fresh.map(|s| Arc::new(RwLock::new(s)));
+    }
+
+    fn keep_unwritten(&self, tenant: &str, snap: &RwLock<Snapshot>) {
+        let marks = snap.read().map(|s| s.unwritten(true)).unwrap_or_default();
+        if let Ok(mut p) = self.pending.lock() {
+            p.extend(marks.into_iter().map(|(u, at)| (tenant.to_string(), u, at)));
+        }
+    }
+
+    /// The tenant's snapshot, loaded whole first if this node has none (`None`: no such
+    /// tenant).
+    pub async fn get(&self, tenant: &str) -> StoreResult<Option<Arc<RwLock<Snapshot>>>> {
+        let t = self.tenant(tenant);
+        if let Some(s) = t.snap.read().ok().and_then(|s| s.clone()) {
+            return Ok(Some(s));
+        }
+        let _guard = t.update.lock().await;
+        if let Some(s) = t.snap.read().ok().and_then(|s| s.clone()) {
+            return Ok(Some(s));
+        }
+        let fresh = self.load(tenant).await?;
+        self.replace(tenant, &t, fresh);
+        Ok(t.snap.read().ok().and_then(|s| s.clone()))
+    }
+
+    async fn load(&self, tenant: &str) -> StoreResult<Option<Snapshot>> {
+        // Marks first: whatever commits after them is caught up again later.
+        let Some((model_version, cursor)) = self.store.snapshot_marks(tenant).await? else {
+            return Ok(None);
+        };
+        let products = self.store.products().await?;
+        let subscriptions = self.store.subscriptions(tenant).await?;
+        let mut snap = Snapshot::new(products, subscriptions);
+        snap.model_version = model_version;
+        snap.cursor = cursor;
+        // A page of users at a time, with their licenses, so a large tenant never sits in
+        // memory twice.
+        let mut after = String::new();
+        loop {
+            let (users, licenses) = self.store.snapshot_page(tenant, &after, LOAD_PAGE).await?;
+            let Some(last) = users.last().map(|u| u.id.clone()) else {
+                break;
+            };
+            let full = users.len() as i64 == LOAD_PAGE;
+            snap.put_users(&[], users, &licenses);
+            if !full {
+                break;
+            }
+            after = last;
+        }
+        snap.by_id.shrink_to_fit();
+        snap.by_name.shrink_to_fit();
+        snap.by_external.shrink_to_fit();
+        snap.users.shrink_to_fit();
+        metrics::counter!("seatkeeper_snapshot_loads_total").increment(1);
+        Ok(Some(snap))
+    }
+
+    /// Brings a loaded snapshot up to the store: the users its outbox names since the last
+    /// catch-up are reloaded; a new model version, or too many changes, reloads it whole.
+    pub async fn catch_up(&self, tenant: &str) -> StoreResult<()> {
+        let Some(t) = self.loaded(tenant) else {
+            return Ok(());
+        };
+        let _guard = t.update.lock().await;
+        let Some(snap) = t.snap.read().ok().and_then(|s| s.clone()) else {
+            return Ok(());
+        };
+        let (version, cursor) = match snap.read() {
+            Ok(s) => (s.model_version, s.cursor),
+            Err(_) => return Ok(()),
+        };
+        let Some((now_version, _)) = self.store.snapshot_marks(tenant).await? else {
+            // The tenant is gone.
+            self.replace(tenant, &t, None);
+            return Ok(());
+        };
+        let changes = self
+            .store
+            .changes_after(tenant, cursor, MAX_CHANGES)
+            .await?;
+        if now_version != version || changes.len() as i64 >= MAX_CHANGES {
+            let fresh = self.load(tenant).await?;
+            self.replace(tenant, &t, fresh);
+            return Ok(());
+        }
+        let Some(last) = changes.last().map(|c| c.0) else {
+            return Ok(());
+        };
+        let mut users: Vec<String> = Vec::new();
+        let mut subscriptions = false;
+        for (_, kind, id) in &changes {
+            match kind.as_str() {
+                "User" | "License" => users.push(id.clone()),
+                "Subscription" => subscriptions = true,
+                _ => {}
+            }
+        }
+        users.sort();
+        users.dedup();
+        let (rows, licenses) = if users.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            self.store.snapshot_rows(tenant, &users).await?
+        };
+        let subs = if subscriptions {
+            Some(self.store.subscriptions(tenant).await?)
+        } else {
+            None
+        };
+        if let Ok(mut s) = snap.write() {
+            s.put_users(&users, rows, &licenses);
+            if let Some(subs) = subs {
+                s.subscriptions = subs;
+            }
+            s.cursor = last;
+        }
+        Ok(())
+    }
+
+    fn tenant_ids(&self) -> Vec<String> {
+        self.tenants
+            .read()
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Catches every loaded snapshot up.
+    pub async fn catch_up_all(&self) {
+        for id in self.tenant_ids() {
+            if let Err(e) = self.catch_up(&id).await {
+                tracing::warn!(tenant = %id, error = %e, "snapshot catch-up failed");
+            }
+        }
+    }
+
+    /// Forgets every snapshot: each is rebuilt from the store on its next check.
+    pub fn forget_all(&self) {
+        let all = match self.tenants.write() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(_) => return,
+        };
+        for (id, t) in all {
+            self.replace(&id, &t, None);
+        }
+    }
+
+    /// Asks the tenant's snapshot (`None`: unknown tenant, or the question's own `None`).
+    async fn ask<T>(
+        &self,
+        tenant: &str,
+        ask: impl FnOnce(&Snapshot, OffsetDateTime) -> Option<T>,
+    ) -> StoreResult<Option<T>> {
+        let Some(snap) = self.get(tenant).await? else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let s = snap.read().unwrap_or_else(|e| e.into_inner());
+        Ok(ask(&s, now))
+    }
+
+    /// Answers a check (`None`: unknown user or tenant); the user is marked seen.
+    pub async fn check(
+        &self,
+        tenant: &str,
+        user: &str,
+        question: Question<'_>,
+    ) -> StoreResult<Option<Answer>> {
+        self.ask(tenant, |s, now| s.answer(user, question, now))
+            .await
+    }
+
+    /// A user's whole effective set (`None`: unknown user or tenant); the user is marked
+    /// seen.
+    pub async fn entitlements(&self, tenant: &str, user: &str) -> StoreResult<Option<Value>> {
+        self.ask(tenant, |s, now| s.entitlements(user, now)).await
+    }
+
+    /// Writes the users seen since the last flush, in one transaction; returns how many.
+    pub async fn flush_activity(self: &Arc<Self>) -> StoreResult<usize> {
+        // Walking every loaded user is CPU work: off the request threads.
+        let me = self.clone();
+        let (rows, stamped) = tokio::task::spawn_blocking(move || me.unwritten_activity())
+            .await
+            .map_err(|e| {
+                crate::kernel::store::StoreError::Corrupt(format!("activity scan: {e}"))
+            })?;
+        let n = rows.len();
+        // Small transactions, paced: a burst of activity never holds the writer (or the CPU
+        // the request threads need) for long.
+        let mut stamped = stamped.into_iter().peekable();
+        let mut done = 0;
+        while stamped.peek().is_some() {
+            let chunk: Vec<_> = stamped.by_ref().take(ACTIVITY_CHUNK).collect();
+            let len = chunk.len();
+            if let Err(e) = self.store.record_activity(chunk).await {
+                // What was not written is kept for the next flush.
+                if let Ok(mut p) = self.pending.lock() {
+                    p.extend(rows.into_iter().skip(done));
+                }
+                return Err(e);
+            }
+            done += len;
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(n)
+    }
+
+    /// Activity not yet written, marked as written: as kept, and as the store takes it.
+    #[allow(clippy::type_complexity)]
+    fn unwritten_activity(&self) -> (Vec<(String, String, i64)>, Vec<(String, String, String)>) {
+        let mut rows: Vec<(String, String, i64)> = self
+            .pending
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        for id in self.tenant_ids() {
+            let snap = self.loaded(&id).and_then(|t| t.snap.read().ok()?.clone());
+            if let Some(snap) = snap
+                && let Ok(s) = snap.read()
+            {
+                rows.extend(
+                    s.unwritten(true)
+                        .into_iter()
+                        .map(|(u, at)| (id.clone(), u, at)),
+                );
+            }
+        }
+        let stamped = rows
+            .iter()
+            .map(|(t, u, at)| {
+                let at =
+                    OffsetDateTime::from_unix_timestamp(*at).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+                (t.clone(), u.clone(), crate::kernel::clock::stamp(at))
+            })
+            .collect();
+        (rows, stamped)
+    }
+
+    /// Keeps snapshots current from other nodes' commits, rebuilds them after the listener
+    /// reconnects, and writes activity every `activity_every`.
+    pub fn spawn(self: &Arc<Self>, activity_every: Duration) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut commits = me.store.event_commits();
+            let mut connects = me.store.listener_connects();
+            let mut tick = tokio::time::interval(CATCH_UP_TICK);
+            let mut activity = tokio::time::interval(activity_every);
+            loop {
+                tokio::select! {
+                    Ok(()) = connects.changed() => me.forget_all(),
+                    Ok(()) = commits.changed() => me.catch_up_all().await,
+                    _ = tick.tick() => me.catch_up_all().await,
+                    _ = activity.tick() => {
+                        if let Err(e) = me.flush_activity().await {
+                            tracing::warn!(error = %e, "writing user activity failed");
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+impl crate::kernel::store::AfterCommit for Snapshots {
+    fn committed(&self, tenants: Vec<String>) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(async move {
+            for t in tenants {
+                if let Err(e) = self.catch_up(&t).await {
+                    tracing::warn!(tenant = %t, error = %e, "snapshot catch-up failed");
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,262 @@
+//! What the application API reads and writes: the rows an entitlement snapshot is built
+//! from, the changes it catches up with, user activity, and the keys that sign tokens.
+
+use crate::kernel::db::{P, Row, placeholders};
+use crate::kernel::store::{Store, StoreResult};
+use crate::params;
+
+/// A user as a snapshot keeps it.
+#[derive(Debug, Clone)]
+pub struct SnapUser {
+    /// Id.
+    pub id: String,
+    /// userName.
+    pub user_name: String,
+    /// externalId.
+    pub external_id: Option<String>,
+    /// Active.
+    pub active: bool,
+}
+
+/// A license as a snapshot keeps it.
+#[derive(Debug, Clone)]
+pub struct SnapLicense {
+    /// The user.
+    pub user_id: String,
+    /// Product key.
+    pub product: String,
+    /// Plan key.
+    pub plan: String,
+    /// `active` or `waitlisted`.
+    pub state: String,
+}
+
+/// A token signing key as stored.
+#[derive(Debug, Clone)]
+pub struct SigningKeyRow {
+    /// Key id (`kid`).
+    pub kid: String,
+    /// Ed25519 seed (base64).
+    pub seed: String,
+    /// Created.
+    pub created: String,
+    /// When it stopped signing (None: it signs).
+    pub retired: Option<String>,
+    /// Until when it stays published.
+    pub published_until: Option<String>,
+}
+
+const USER_SQL: &str =
+    "SELECT id, user_name, external_id, active FROM scim_users WHERE tenant_id = $1";
+const LICENSE_SQL: &str = "SELECT user_id, product, plan, state FROM licenses WHERE tenant_id = $1";
+
+fn snap_user(r: &Row) -> SnapUser {
+    SnapUser {
+        id: r.text(0),
+        user_name: r.text(1),
+        external_id: r.opt_text(2),
+        active: r.int(3) != 0,
+    }
+}
+
+fn snap_license(r: &Row) -> SnapLicense {
+    SnapLicense {
+        user_id: r.text(0),
+        product: r.text(1),
+        plan: r.text(2),
+        state: r.text(3),
+    }
+}
+
+impl Store {
+    /// Users of a tenant with these ids, and their licenses.
+    pub async fn snapshot_rows(
+        &self,
+        tenant: &str,
+        ids: &[String],
+    ) -> StoreResult<(Vec<SnapUser>, Vec<SnapLicense>)> {
+        let mut users = Vec::new();
+        let mut licenses = Vec::new();
+        for chunk in ids.chunks(500) {
+            let list = placeholders(2, chunk.len());
+            let mut ps = vec![P::from(tenant)];
+            ps.extend(chunk.iter().map(P::from));
+            let sql = format!("{USER_SQL} AND id IN ({list})");
+            users.extend(self.pool.fetch(&sql, &ps).await?.iter().map(snap_user));
+            let sql = format!("{LICENSE_SQL} AND user_id IN ({list})");
+            licenses.extend(self.pool.fetch(&sql, &ps).await?.iter().map(snap_license));
+        }
+        Ok((users, licenses))
+    }
+
+    /// The next `limit` users of a tenant after the id `after` (in id order), and their
+    /// licenses.
+    pub async fn snapshot_page(
+        &self,
+        tenant: &str,
+        after: &str,
+        limit: i64,
+    ) -> StoreResult<(Vec<SnapUser>, Vec<SnapLicense>)> {
+        let users: Vec<SnapUser> = self
+            .pool
+            .scan(
+                &format!("{USER_SQL} AND id > $2 ORDER BY id LIMIT $3"),
+                &params![tenant, after, limit],
+            )
+            .await?
+            .iter()
+            .map(snap_user)
+            .collect();
+        let Some(last) = users.last() else {
+            return Ok((users, Vec::new()));
+        };
+        let licenses = self
+            .pool
+            .scan(
+                &format!("{LICENSE_SQL} AND user_id > $2 AND user_id <= $3"),
+                &params![tenant, after, last.id.as_str()],
+            )
+            .await?
+            .iter()
+            .map(snap_license)
+            .collect();
+        Ok((users, licenses))
+    }
+
+    /// A tenant's model version (None: no such tenant) and its newest outbox id.
+    pub async fn snapshot_marks(&self, tenant: &str) -> StoreResult<Option<(i64, i64)>> {
+        let Some(v) = self
+            .pool
+            .fetch_opt(
+                "SELECT model_version FROM audit_heads WHERE tenant_id = $1",
+                &params![tenant],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let cursor = self
+            .pool
+            .fetch_opt(
+                "SELECT COALESCE(MAX(id), 0) FROM outbox WHERE tenant_id = $1",
+                &params![tenant],
+            )
+            .await?
+            .map_or(0, |r| r.int(0));
+        Ok(Some((v.int(0), cursor)))
+    }
+
+    /// What changed in a tenant after an outbox id: (id, resource type, resource id), oldest
+    /// first, at most `limit`.
+    pub async fn changes_after(
+        &self,
+        tenant: &str,
+        after: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, String, String)>> {
+        Ok(self
+            .pool
+            .fetch(
+                "SELECT id, resource_type, resource_id FROM outbox WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                &params![tenant, after, limit],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.int(0), r.text(1), r.text(2)))
+            .collect())
+    }
+
+    /// Records when users were last seen (one statement per 200 users, one transaction).
+    pub async fn record_activity(&self, seen: Vec<(String, String, String)>) -> StoreResult<()> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        self.write(move |tx| {
+            for chunk in seen.chunks(200) {
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+                    .collect();
+                let mut ps = Vec::with_capacity(chunk.len() * 3);
+                for (tenant, user, at) in chunk {
+                    ps.extend(params![tenant, user, at]);
+                }
+                tx.execute(
+                    &format!(
+                        "INSERT INTO user_activity (tenant_id, user_id, last_seen) VALUES {} \
+                         ON CONFLICT (tenant_id, user_id) DO UPDATE SET last_seen = excluded.last_seen \
+                         WHERE excluded.last_seen > user_activity.last_seen",
+                        values.join(", ")
+                    ),
+                    &ps,
+                )?;
+            }
+            Ok::<_, crate::kernel::store::StoreError>(())
+        })
+        .await
+    }
+
+    /// When a user was last seen by an application.
+    pub async fn last_seen(&self, tenant: &str, user: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .pool
+            .fetch_opt(
+                "SELECT last_seen FROM user_activity WHERE tenant_id = $1 AND user_id = $2",
+                &params![tenant, user],
+            )
+            .await?
+            .map(|r| r.text(0)))
+    }
+
+    /// Token signing keys, newest first.
+    pub async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRow>> {
+        Ok(self
+            .pool
+            .fetch(
+                "SELECT kid, seed, created, retired, published_until FROM signing_keys ORDER BY created DESC, kid DESC",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| SigningKeyRow {
+                kid: r.text(0),
+                seed: r.text(1),
+                created: r.text(2),
+                retired: r.opt_text(3),
+                published_until: r.opt_text(4),
+            })
+            .collect())
+    }
+
+    /// Adds a signing key and retires the others (kept published until `published_until`);
+    /// keys whose publication has ended are removed.
+    pub async fn rotate_signing_key(
+        &self,
+        kid: &str,
+        seed: &str,
+        now: &str,
+        published_until: &str,
+    ) -> StoreResult<()> {
+        let (kid, seed, now, until) = (
+            kid.to_string(),
+            seed.to_string(),
+            now.to_string(),
+            published_until.to_string(),
+        );
+        self.write(move |tx| {
+            tx.execute(
+                "DELETE FROM signing_keys WHERE published_until IS NOT NULL AND published_until <= $1",
+                &params![&now],
+            )?;
+            tx.execute(
+                "UPDATE signing_keys SET retired = $1, published_until = $2 WHERE retired IS NULL",
+                &params![&now, &until],
+            )?;
+            tx.execute(
+                "INSERT INTO signing_keys (kid, seed, created) VALUES ($1, $2, $3)",
+                &params![&kid, &seed, &now],
+            )?;
+            Ok::<_, crate::kernel::store::StoreError>(())
+        })
+        .await
+    }
+}

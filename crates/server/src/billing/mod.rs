@@ -1,0 +1,3 @@
+//! Billing and CRM events in: verified, reduced to subscription changes, applied once.
+
+pub mod service;

@@ -1,0 +1,635 @@
+//! Billing and CRM events in: each event, once verified (see [`crate::kernel::signing`]), becomes a
+//! change of one or more subscriptions, applied in one transaction together with every
+//! license change it causes, exactly once:
+//!
+//! - an event id already applied (per source) changes nothing and answers as before;
+//! - an event older than the newest one applied to its subscription is recorded as `stale`
+//!   and ignored (billing systems deliver out of order);
+//! - an event that cannot be applied (unknown tenant, product or plan…) applies nothing,
+//!   is answered 422 and recorded as `rejected`, so a later delivery is processed again.
+//!
+//! Two formats arrive here: seatkeeper's generic one, and Stripe's `customer.subscription.*`
+//! events, mapped to plans through configured price ids or price/product metadata.
+
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::events::store::{BillingRecord, StripeMaps};
+use crate::kernel::clock::Clock;
+use crate::kernel::error::{ApiError, ApiResult};
+use crate::kernel::store::Store;
+use crate::licenses::decide::{Outcome, Scope, relicense};
+use crate::licenses::service::{
+    Actor, audit_model, cause, require_tenant, settle_terms, subscription_json, transact,
+};
+use crate::licenses::store::time_text;
+
+/// The generic format's source name.
+pub const GENERIC: &str = "generic";
+/// The Stripe endpoint's source name.
+pub const STRIPE: &str = "stripe";
+
+/// The event types of the generic format.
+pub const TYPES: [&str; 6] = [
+    "subscription.created",
+    "subscription.updated",
+    "subscription.renewed",
+    "subscription.canceled",
+    "subscription.payment_failed",
+    "subscription.expired",
+];
+
+/// Largest number of subscription changes one event may carry (Stripe items).
+const MAX_CHANGES: usize = 20;
+
+/// One subscription change an event asks for.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Catalogue product key.
+    pub product: String,
+    /// Subscription fields to set (`plan`, `seats`, `status`, `starts_at`, `ends_at`,
+    /// `grace_days`, `on_expiry`, `enforcement`), as the admin API takes them.
+    pub fields: Map<String, Value>,
+}
+
+/// A billing event reduced to what it changes.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// [`GENERIC`] or [`STRIPE`].
+    pub source: &'static str,
+    /// The sender's event id.
+    pub id: String,
+    /// One of [`TYPES`].
+    pub kind: String,
+    /// When the sender created it.
+    pub created_at: OffsetDateTime,
+    /// The tenant.
+    pub tenant: String,
+    /// What to change; empty for an event that is recorded but changes nothing.
+    pub changes: Vec<Change>,
+    /// Why nothing changes, for events recorded as `ignored`.
+    pub ignored: Option<String>,
+}
+
+fn invalid(msg: impl Into<String>) -> ApiError {
+    scim::Error::InvalidValue(msg.into()).into()
+}
+
+fn str_field<'a>(v: &'a Value, key: &str, at: &str) -> ApiResult<&'a str> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty() && s.len() <= 256)
+        .ok_or_else(|| {
+            invalid(format!(
+                "{at}{key} must be a non-empty string of at most 256 characters"
+            ))
+        })
+}
+
+/// Parses the generic format:
+/// `{id, type, created_at, tenant, subscription: {product, plan, seats, status, starts_at, ends_at, …}}`.
+pub fn parse_generic(body: &Value) -> ApiResult<Incoming> {
+    if !body.is_object() {
+        return Err(invalid("a billing event must be a JSON object"));
+    }
+    let id = str_field(body, "id", "")?.to_string();
+    let kind = str_field(body, "type", "")?.to_string();
+    if !TYPES.contains(&kind.as_str()) {
+        return Err(invalid(format!(
+            "type '{kind}' must be one of {}",
+            TYPES.join(", ")
+        )));
+    }
+    let created = str_field(body, "created_at", "")?;
+    let created_at = OffsetDateTime::parse(created, &Rfc3339)
+        .map_err(|_| invalid(format!("created_at '{created}' is not an RFC 3339 instant")))?;
+    let tenant = str_field(body, "tenant", "")?.to_string();
+    let sub = body
+        .get("subscription")
+        .and_then(Value::as_object)
+        .ok_or_else(|| invalid("subscription must be an object"))?;
+    let product = str_field(&Value::Object(sub.clone()), "product", "subscription.")?.to_string();
+    let mut fields = sub.clone();
+    fields.remove("product");
+    Ok(Incoming {
+        source: GENERIC,
+        id,
+        kind,
+        created_at,
+        tenant,
+        changes: vec![Change { product, fields }],
+        ignored: None,
+    })
+}
+
+/// What an event did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Applied {
+    /// The sender's event id.
+    pub event: String,
+    /// `applied`, `duplicate`, `stale` or `ignored`.
+    pub outcome: String,
+    /// Why, for `stale` and `ignored`; what it changed otherwise.
+    pub detail: String,
+    /// The subscriptions as they are after the event.
+    pub subscriptions: Vec<Value>,
+    /// The license changes it caused.
+    pub licenses: Outcome,
+}
+
+/// The subscription an event leads to, as a body for the admin API's validator: the
+/// current one (if any) with the event's fields on top, adjusted by the event's type.
+fn merged(
+    current: Option<&licensing::model::Subscription>,
+    kind: &str,
+    fields: &Map<String, Value>,
+    created_at: OffsetDateTime,
+) -> Value {
+    let mut body = match current {
+        Some(s) => subscription_json(s),
+        None => json!({"starts_at": time_text(created_at)}),
+    };
+    if let Some(obj) = body.as_object_mut() {
+        obj.remove("product");
+        let started = obj.get("starts_at").cloned();
+        for (k, v) in fields {
+            obj.insert(k.clone(), v.clone());
+        }
+        // A renewal or update extends a subscription; its start never moves later (billing
+        // systems send the new period's start), or access would stop until then.
+        if current.is_some()
+            && kind != "subscription.created"
+            && let (Some(Value::String(old)), Some(Value::String(new))) =
+                (&started, obj.get("starts_at"))
+            && let (Ok(o), Ok(n)) = (
+                OffsetDateTime::parse(old, &Rfc3339),
+                OffsetDateTime::parse(new, &Rfc3339),
+            )
+            && n > o
+        {
+            obj.insert("starts_at".into(), Value::String(old.clone()));
+        }
+        let status = match kind {
+            "subscription.canceled" => Some("canceled"),
+            "subscription.payment_failed" => Some("past_due"),
+            "subscription.expired" => Some("expired"),
+            "subscription.created" | "subscription.renewed" if !fields.contains_key("status") => {
+                Some("active")
+            }
+            _ => None,
+        };
+        if let Some(s) = status {
+            obj.insert("status".into(), s.into());
+        }
+        // Canceled without an end: access ends now (and grace runs from here).
+        if kind == "subscription.canceled" && obj.get("ends_at").is_none_or(Value::is_null) {
+            obj.insert("ends_at".into(), time_text(created_at).into());
+        }
+    }
+    body
+}
+
+/// Applies an event in one transaction (see the module docs).
+pub async fn apply(
+    store: &Store,
+    clock: &dyn Clock,
+    request_id: &str,
+    ev: Incoming,
+) -> ApiResult<Applied> {
+    let now = clock.now();
+    let actor = Actor {
+        name: format!("billing:{}", ev.source),
+        request_id: request_id.to_string(),
+    };
+    let ev2 = ev.clone();
+    let result = transact(store, false, move |tx| {
+        let ev = ev2;
+        // The tenant's lock serialises deliveries of one event (and of one subscription's
+        // events), so the duplicate and order checks below hold on PostgreSQL too.
+        // Events recorded without effect may name no tenant (Stripe's other event types).
+        if !(ev.tenant.is_empty() && ev.ignored.is_some()) {
+            require_tenant(tx, &ev.tenant)
+                .map_err(|_| ApiError::Unprocessable(format!("no tenant {}", ev.tenant)))?;
+            tx.lock_tenant(&ev.tenant)?;
+        }
+        let now_text = time_text(now);
+        let created_text = time_text(ev.created_at);
+        let first_product = ev.changes.first().map(|c| c.product.clone()).unwrap_or_default();
+        let record = |outcome: &str, detail: String| record_of(&ev, outcome, detail, &now_text);
+        let current = |tx: &mut crate::kernel::store::Tx<'_>| -> ApiResult<Vec<Value>> {
+            if ev.changes.is_empty() {
+                return Ok(Vec::new());
+            }
+            Ok(tx
+                .subscriptions(&ev.tenant)?
+                .iter()
+                .filter(|s| ev.changes.iter().any(|c| c.product == s.product.as_str()))
+                .map(subscription_json)
+                .collect())
+        };
+        if let Some(seen) = tx.billing_event(ev.source, &ev.id)?
+            && seen.outcome != "rejected"
+        {
+            return Ok(Applied {
+                event: ev.id.clone(),
+                outcome: "duplicate".into(),
+                detail: format!("already received at {} ({})", seen.received, seen.outcome),
+                subscriptions: current(tx)?,
+                licenses: Outcome::default(),
+            });
+        }
+        if let Some(why) = &ev.ignored {
+            tx.put_billing_event(&record("ignored", why.clone()))?;
+            if !ev.tenant.is_empty() {
+                tx.audit(crate::kernel::store::NewAudit {
+                    tenant_id: &ev.tenant,
+                    at: &now_text,
+                    actor: &actor.name,
+                    action: "billing.ignored",
+                    resource_type: "Subscription",
+                    resource_id: &first_product,
+                    request_id: &actor.request_id,
+                    before: None,
+                    after: Some(json!({"event": ev.id, "type": ev.kind, "ignored": why}).to_string()),
+                })?;
+            }
+            return Ok(Applied {
+                event: ev.id.clone(),
+                outcome: "ignored".into(),
+                detail: why.clone(),
+                subscriptions: current(tx)?,
+                licenses: Outcome::default(),
+            });
+        }
+        // Out of order: an event older than the newest one applied to a subscription it
+        // names changes nothing.
+        for c in &ev.changes {
+            if let Some((at, newer)) = tx.billing_mark(&ev.tenant, &c.product)?
+                && at > created_text
+            {
+                let why = format!(
+                    "older than event {newer} ({at}) already applied to {}",
+                    c.product
+                );
+                tx.put_billing_event(&record("stale", why.clone()))?;
+                // Accepted, so audited; nothing changed, so no event goes out.
+                tx.audit(crate::kernel::store::NewAudit {
+                    tenant_id: &ev.tenant,
+                    at: &now_text,
+                    actor: &actor.name,
+                    action: "billing.stale",
+                    resource_type: "Subscription",
+                    resource_id: &c.product,
+                    request_id: &actor.request_id,
+                    before: None,
+                    after: Some(
+                        json!({"event": ev.id, "type": ev.kind, "created_at": created_text, "ignored": why})
+                            .to_string(),
+                    ),
+                })?;
+                return Ok(Applied {
+                    event: ev.id.clone(),
+                    outcome: "stale".into(),
+                    detail: why,
+                    subscriptions: current(tx)?,
+                    licenses: Outcome::default(),
+                });
+            }
+        }
+        tx.bump_model(&ev.tenant)?;
+        let products = tx.products()?;
+        let mut changed = Vec::new();
+        for c in &ev.changes {
+            if !products.iter().any(|p| p.key.as_str() == c.product) {
+                return Err(ApiError::Unprocessable(format!(
+                    "no product {} in the catalogue",
+                    c.product
+                )));
+            }
+            let before = tx
+                .subscriptions(&ev.tenant)?
+                .into_iter()
+                .find(|s| s.product.as_str() == c.product);
+            let body = merged(before.as_ref(), &ev.kind, &c.fields, ev.created_at);
+            let sub = licensing::spec::subscription_from_json(&c.product, &body, &products)
+                .map_err(|e| ApiError::Unprocessable(format!("{}: {e}", c.product)))?;
+            tx.put_subscription(&ev.tenant, &sub, None, &now_text)?;
+            tx.set_billing_mark(&ev.tenant, &c.product, &created_text, &ev.id)?;
+            let mut after = subscription_json(&sub);
+            after["billing_event"] = json!({"id": ev.id, "type": ev.kind, "source": ev.source});
+            audit_model(
+                tx,
+                &ev.tenant,
+                &actor,
+                &now_text,
+                &format!("billing.{}", ev.kind.trim_start_matches("subscription.")),
+                "Subscription",
+                &c.product,
+                before.as_ref().map(subscription_json),
+                Some(after),
+            )?;
+            changed.push(c.product.clone());
+        }
+        settle_terms(tx, &ev.tenant, &actor, now)?;
+        let licenses = relicense(
+            tx,
+            &cause(&ev.tenant, &actor, &format!("billing.{}", ev.kind), now),
+            Scope::All,
+        )?;
+        let detail = format!("changed {}", changed.join(", "));
+        tx.put_billing_event(&record("applied", detail.clone()))?;
+        Ok(Applied {
+            event: ev.id.clone(),
+            outcome: "applied".into(),
+            detail,
+            subscriptions: current(tx)?,
+            licenses,
+        })
+    })
+    .await;
+    match result {
+        Err(e @ (ApiError::Unprocessable(_) | ApiError::Model(_) | ApiError::Scim(_))) => {
+            // Nothing was applied; the attempt is recorded so an operator can see why, and
+            // a later delivery of the same id is processed again.
+            let rec = record_of(&ev, "rejected", e.to_string(), &time_text(now));
+            let _ = store.write(move |tx| tx.put_billing_event(&rec)).await;
+            Err(match e {
+                ApiError::Unprocessable(_) => e,
+                other => ApiError::Unprocessable(other.to_string()),
+            })
+        }
+        other => other,
+    }
+}
+
+/// How an event is recorded (`received` is now).
+fn record_of(ev: &Incoming, outcome: &str, detail: String, received: &str) -> BillingRecord {
+    BillingRecord {
+        source: ev.source.to_string(),
+        event_id: ev.id.clone(),
+        tenant: ev.tenant.clone(),
+        product: ev
+            .changes
+            .first()
+            .map(|c| c.product.clone())
+            .unwrap_or_default(),
+        event_type: ev.kind.clone(),
+        created_at: time_text(ev.created_at),
+        received: received.to_string(),
+        outcome: outcome.to_string(),
+        detail,
+    }
+}
+
+// ---------------------------------------------------------------- Stripe
+
+fn unix(v: Option<&Value>) -> Option<OffsetDateTime> {
+    v.and_then(Value::as_i64)
+        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+}
+
+fn meta<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get("metadata")
+        .and_then(|m| m.get(key))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+/// Parses a Stripe event, with the configured mappings (a price or Stripe product id →
+/// catalogue product and plan; a customer → tenant).
+pub fn parse_stripe(body: &Value, maps: &StripeMaps) -> ApiResult<Incoming> {
+    let price_map = |id: &str| maps.prices.get(id).cloned();
+    let id = str_field(body, "id", "")?.to_string();
+    let stripe_type = str_field(body, "type", "")?.to_string();
+    let created_at =
+        unix(body.get("created")).ok_or_else(|| invalid("created must be a unix timestamp"))?;
+    let obj = body
+        .get("data")
+        .and_then(|d| d.get("object"))
+        .filter(|o| o.is_object())
+        .ok_or_else(|| invalid("data.object must be an object"))?;
+    let ignored = |why: String, tenant: String| Incoming {
+        source: STRIPE,
+        id: id.clone(),
+        kind: stripe_type.clone(),
+        created_at,
+        tenant,
+        changes: Vec::new(),
+        ignored: Some(why),
+    };
+    let Some(suffix) = stripe_type.strip_prefix("customer.subscription.") else {
+        return Ok(ignored(
+            format!("{stripe_type} does not change subscriptions"),
+            String::new(),
+        ));
+    };
+    let tenant = match meta(obj, "seatkeeper_tenant") {
+        Some(t) => t.to_string(),
+        None => {
+            let customer = obj
+                .get("customer")
+                .and_then(|c| c.as_str().or_else(|| c.get("id").and_then(Value::as_str)))
+                .unwrap_or_default();
+            maps.customers.get(customer).cloned().ok_or_else(|| {
+                ApiError::Unprocessable(format!(
+                    "customer {customer} maps to no tenant: set metadata.seatkeeper_tenant on the subscription or PUT /api/v1/billing/stripe/customers/{customer}"
+                ))
+            })?
+        }
+    };
+    let status = obj
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("active");
+    let kind = match (suffix, status) {
+        ("trial_will_end", _) | ("pending_update_applied", _) | ("pending_update_expired", _) => {
+            return Ok(ignored(
+                format!("{stripe_type} changes nothing here"),
+                tenant,
+            ));
+        }
+        (_, "incomplete") => {
+            return Ok(ignored(
+                "status incomplete: nothing is granted before the first payment".into(),
+                tenant,
+            ));
+        }
+        ("deleted", _) | ("paused", _) | (_, "canceled") | (_, "paused") => "subscription.canceled",
+        (_, "past_due") | (_, "unpaid") => "subscription.payment_failed",
+        (_, "incomplete_expired") => "subscription.expired",
+        ("created", _) => "subscription.created",
+        _ => "subscription.updated",
+    };
+    let items: Vec<&Value> = obj
+        .get("items")
+        .and_then(|i| i.get("data"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    if items.is_empty() {
+        return Err(invalid(
+            "data.object.items.data must list the subscription's items",
+        ));
+    }
+    if items.len() > MAX_CHANGES {
+        return Err(invalid(format!(
+            "at most {MAX_CHANGES} items per subscription"
+        )));
+    }
+    let mut changes = Vec::new();
+    for item in items {
+        let price = item
+            .get("price")
+            .or_else(|| item.get("plan"))
+            .unwrap_or(&Value::Null);
+        let price_id = price.get("id").and_then(Value::as_str).unwrap_or_default();
+        let stripe_product = price.get("product").unwrap_or(&Value::Null);
+        let stripe_product_id = stripe_product
+            .as_str()
+            .or_else(|| stripe_product.get("id").and_then(Value::as_str))
+            .unwrap_or_default();
+        let mapped = match price_map(price_id) {
+            Some(m) => Some(m),
+            None => match (
+                meta(price, "seatkeeper_product"),
+                meta(price, "seatkeeper_plan"),
+            ) {
+                (Some(p), Some(pl)) => Some((p.to_string(), pl.to_string())),
+                _ => match (
+                    meta(stripe_product, "seatkeeper_product"),
+                    meta(stripe_product, "seatkeeper_plan"),
+                ) {
+                    (Some(p), Some(pl)) => Some((p.to_string(), pl.to_string())),
+                    _ => price_map(stripe_product_id),
+                },
+            },
+        };
+        let (product, plan) = mapped.ok_or_else(|| {
+            ApiError::Unprocessable(format!(
+                "price {price_id} (product {stripe_product_id}) maps to no plan: PUT /api/v1/billing/stripe/prices/{price_id} with {{product, plan}}, or set metadata seatkeeper_product and seatkeeper_plan on the price"
+            ))
+        })?;
+        let seats = item.get("quantity").and_then(Value::as_u64).unwrap_or(1);
+        let period = |k: &str| unix(item.get(k)).or_else(|| unix(obj.get(k)));
+        let starts = period("current_period_start")
+            .or_else(|| unix(obj.get("start_date")))
+            .unwrap_or(created_at);
+        let ends = if status == "trialing" {
+            unix(obj.get("trial_end"))
+        } else {
+            unix(obj.get("ended_at"))
+                .or_else(|| unix(obj.get("cancel_at")))
+                .or_else(|| period("current_period_end"))
+        };
+        let mut fields = Map::new();
+        fields.insert("plan".into(), plan.into());
+        fields.insert("seats".into(), seats.into());
+        fields.insert("starts_at".into(), time_text(starts).into());
+        fields.insert("ends_at".into(), ends.map(time_text).into());
+        if status == "trialing" {
+            fields.insert("status".into(), "trialing".into());
+        }
+        changes.push(Change { product, fields });
+    }
+    Ok(Incoming {
+        source: STRIPE,
+        id,
+        kind: kind.to_string(),
+        created_at,
+        tenant,
+        changes,
+        ignored: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generic_events_are_validated() {
+        let ok = json!({"id": "evt_1", "type": "subscription.updated", "created_at": "2026-11-22T10:00:00Z",
+            "tenant": "t1", "subscription": {"product": "workspace", "plan": "pro", "seats": 5}});
+        let ev = parse_generic(&ok).unwrap();
+        assert_eq!(ev.changes[0].product, "workspace");
+        assert!(!ev.changes[0].fields.contains_key("product"));
+        for (bad, says) in [
+            (json!([]), "JSON object"),
+            (json!({"type": "subscription.updated"}), "id"),
+            (
+                json!({"id": "e", "type": "invoice.paid", "created_at": "x", "tenant": "t", "subscription": {}}),
+                "type",
+            ),
+            (
+                json!({"id": "e", "type": "subscription.updated", "created_at": "yesterday", "tenant": "t", "subscription": {}}),
+                "created_at",
+            ),
+            (
+                json!({"id": "e", "type": "subscription.updated", "created_at": "2026-11-22T10:00:00Z", "tenant": "t"}),
+                "subscription",
+            ),
+            (
+                json!({"id": "e", "type": "subscription.updated", "created_at": "2026-11-22T10:00:00Z", "tenant": "t", "subscription": {"plan": "x"}}),
+                "product",
+            ),
+        ] {
+            let e = parse_generic(&bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn event_types_set_status_and_end() {
+        let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let m = merged(None, "subscription.canceled", &Map::new(), at);
+        assert_eq!(m["status"], "canceled");
+        assert_eq!(m["ends_at"], time_text(at));
+        let m = merged(None, "subscription.payment_failed", &Map::new(), at);
+        assert_eq!(m["status"], "past_due");
+        let mut f = Map::new();
+        f.insert("status".into(), "trialing".into());
+        assert_eq!(
+            merged(None, "subscription.created", &f, at)["status"],
+            "trialing"
+        );
+        assert_eq!(
+            merged(None, "subscription.created", &Map::new(), at)["status"],
+            "active"
+        );
+    }
+
+    #[test]
+    fn stripe_subscriptions_map_to_plans() {
+        let body = json!({"id": "evt_s1", "type": "customer.subscription.updated", "created": 1_700_000_000,
+            "data": {"object": {"id": "sub_1", "customer": "cus_1", "status": "active",
+                "metadata": {"seatkeeper_tenant": "t1"},
+                "items": {"data": [{"quantity": 12, "current_period_start": 1_700_000_000, "current_period_end": 1_702_592_000,
+                    "price": {"id": "price_pro", "product": "prod_ws", "metadata": {}}}]}}}});
+        let mut maps = StripeMaps::default();
+        maps.prices
+            .insert("price_pro".into(), ("workspace".into(), "pro".into()));
+        let ev = parse_stripe(&body, &maps).unwrap();
+        assert_eq!(ev.tenant, "t1");
+        assert_eq!(ev.kind, "subscription.updated");
+        assert_eq!(ev.changes[0].fields["seats"], 12);
+        assert_eq!(ev.changes[0].fields["plan"], "pro");
+        assert_eq!(
+            ev.changes[0].fields["ends_at"],
+            "2023-12-14T22:13:20.000000Z"
+        );
+        // Metadata on the price maps too; deleted cancels; an unmapped price is refused.
+        let mut b = body.clone();
+        b["type"] = "customer.subscription.deleted".into();
+        b["data"]["object"]["items"]["data"][0]["price"] = json!({"id": "price_x", "metadata": {"seatkeeper_product": "workspace", "seatkeeper_plan": "free"}});
+        let ev = parse_stripe(&b, &maps).unwrap();
+        assert_eq!(ev.kind, "subscription.canceled");
+        assert_eq!(ev.changes[0].fields["plan"], "free");
+        b["data"]["object"]["items"]["data"][0]["price"] = json!({"id": "price_y"});
+        let e = parse_stripe(&b, &maps).unwrap_err();
+        assert!(matches!(e, ApiError::Unprocessable(_)), "{e}");
+        // Other event types are recorded and change nothing.
+        let inv = json!({"id": "evt_i", "type": "invoice.paid", "created": 1_700_000_000, "data": {"object": {}}});
+        assert!(parse_stripe(&inv, &maps).unwrap().ignored.is_some());
+    }
+}

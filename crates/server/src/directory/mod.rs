@@ -1,0 +1,5 @@
+//! The directory: SCIM Users and Groups, their memberships, Bulk, listing and search.
+
+pub mod http;
+pub mod service;
+pub mod store;

@@ -1,0 +1,816 @@
+//! Users, groups and memberships.
+
+use std::collections::HashMap;
+
+use scim::sql::{Column, ColumnKind, ColumnMap, SqlWhere};
+use serde_json::Value;
+
+use crate::kernel::db::{P, Row, placeholders};
+use crate::kernel::store::{Store, StoreError, StoreResult, Tx};
+use crate::params;
+
+/// The two SCIM resource kinds the directory holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Users.
+    User,
+    /// Groups.
+    Group,
+}
+
+impl Kind {
+    fn table(self) -> &'static str {
+        match self {
+            Kind::User => "scim_users",
+            Kind::Group => "scim_groups",
+        }
+    }
+
+    /// The SCIM resource type name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::User => "User",
+            Kind::Group => "Group",
+        }
+    }
+}
+
+/// A resource as stored: the canonical document (no `id`, `meta`, `groups` or `members`) and
+/// the server-owned fields.
+#[derive(Debug, Clone)]
+pub struct StoredResource {
+    /// The resource id.
+    pub id: String,
+    /// The canonical document.
+    pub doc: Value,
+    /// `meta.created`.
+    pub created: String,
+    /// `meta.lastModified`.
+    pub last_modified: String,
+    /// `meta.version` counter (ETag `W/"n"`).
+    pub version: i64,
+}
+
+/// A group member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// The member's id.
+    pub id: String,
+    /// `User` or `Group`.
+    pub kind: String,
+}
+
+/// A group a user belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRef {
+    /// The user.
+    pub user_id: String,
+    /// The group.
+    pub group_id: String,
+    /// The group's displayName.
+    pub display: String,
+    /// Direct member, or only through nested groups.
+    pub direct: bool,
+}
+
+/// Index columns extracted from a canonical document.
+#[derive(Debug, Clone, Default)]
+pub struct IndexCols {
+    /// userName or displayName (groups).
+    pub name: String,
+    /// External id.
+    pub external_id: Option<String>,
+    /// displayName (users).
+    pub display_name: Option<String>,
+    /// active (users).
+    pub active: bool,
+    /// Lower-cased email values (users).
+    pub emails: Vec<String>,
+}
+
+impl IndexCols {
+    /// Extracts the indexed values of a canonical document.
+    pub fn of(kind: Kind, doc: &Value) -> IndexCols {
+        let s = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_string);
+        match kind {
+            Kind::User => {
+                let mut emails: Vec<String> = doc
+                    .get("emails")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|e| e.get("value").and_then(Value::as_str))
+                            .map(str::to_lowercase)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                emails.sort();
+                emails.dedup();
+                IndexCols {
+                    name: s("userName").unwrap_or_default(),
+                    external_id: s("externalId"),
+                    display_name: s("displayName"),
+                    active: doc.get("active").and_then(Value::as_bool).unwrap_or(true),
+                    emails,
+                }
+            }
+            Kind::Group => IndexCols {
+                name: s("displayName").unwrap_or_default(),
+                external_id: s("externalId"),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// The columns the filter engine may translate to SQL, per kind. The table alias is `r`.
+pub struct Columns(pub Kind);
+
+impl ColumnMap for Columns {
+    fn column(&self, path: &scim::filter::Resolved) -> Option<Column> {
+        if path.location == scim::schema::Location::Extension(scim::schema::LICENSING_USER_SCHEMA) {
+            // Licenses live in their own table: `licenses.state eq "waitlisted"` is an
+            // indexed EXISTS, not a scan of rendered users.
+            let column = match (path.top.name, path.sub.map(|s| s.name)) {
+                ("licenses", Some("product")) => "l.product",
+                ("licenses", Some("plan")) => "l.plan",
+                ("licenses", Some("state")) => "l.state",
+                _ => return None,
+            };
+            return Some(Column {
+                expr: column.into(),
+                kind: ColumnKind::Text { folded: false },
+                exists: Some("EXISTS (SELECT 1 FROM licenses l WHERE l.tenant_id = r.tenant_id AND l.user_id = r.id AND {})".into()),
+            });
+        }
+        if path.location != scim::schema::Location::Core {
+            return None;
+        }
+        let text = |expr: &str, folded: bool| Column {
+            expr: expr.into(),
+            kind: ColumnKind::Text { folded },
+            exists: None,
+        };
+        let sub = path.sub.map(|s| s.name);
+        Some(match (self.0, path.top.name, sub) {
+            (_, "id", None) => text("r.id", false),
+            (_, "externalId", None) => text("r.external_id", false),
+            (_, "meta", Some("lastModified")) => Column { expr: "r.last_modified".into(), kind: ColumnKind::Timestamp, exists: None },
+            (_, "meta", Some("created")) => Column { expr: "r.created".into(), kind: ColumnKind::Timestamp, exists: None },
+            (_, "displayName", None) => text("r.display_name_lc", true),
+            (Kind::User, "userName", None) => text("r.user_name_lc", true),
+            (Kind::User, "active", None) => Column { expr: "r.active".into(), kind: ColumnKind::Bool, exists: None },
+            (Kind::User, "emails", Some("value")) => Column {
+                expr: "e.value_lc".into(),
+                kind: ColumnKind::Text { folded: true },
+                exists: Some("EXISTS (SELECT 1 FROM scim_user_emails e WHERE e.tenant_id = r.tenant_id AND e.user_id = r.id AND {})".into()),
+            },
+            (Kind::Group, "members", Some("value")) => Column {
+                expr: "m.member_id".into(),
+                kind: ColumnKind::Text { folded: false },
+                exists: Some("EXISTS (SELECT 1 FROM scim_group_members m WHERE m.tenant_id = r.tenant_id AND m.group_id = r.id AND {})".into()),
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// A page of a list.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    /// The resources, in order.
+    pub rows: Vec<StoredResource>,
+    /// The total number of matches, when asked.
+    pub total: Option<i64>,
+    /// Groups of the listed users, when asked.
+    pub groups: Vec<GroupRef>,
+}
+
+/// Which slice of a list to fetch.
+#[derive(Debug, Clone)]
+pub enum Page {
+    /// Everything that matches (for in-memory filtering and sorting).
+    All,
+    /// `OFFSET`/`LIMIT` in the given order.
+    Offset {
+        /// Rows to skip.
+        offset: i64,
+        /// Rows to return.
+        limit: i64,
+    },
+    /// Keyset: ids after this one (in id order), at most `limit`.
+    After {
+        /// Last id seen.
+        after: Option<String>,
+        /// Rows to return.
+        limit: i64,
+    },
+}
+
+/// SQL ordering for a list.
+#[derive(Debug, Clone)]
+pub struct Order {
+    /// Column expression (alias `r`), or `None` for id order.
+    pub column: Option<String>,
+    /// Descending.
+    pub descending: bool,
+}
+
+fn resource_from_row(r: &Row) -> StoreResult<StoredResource> {
+    Ok(StoredResource {
+        id: r.text(0),
+        doc: serde_json::from_str(&r.text(1)).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        created: r.text(2),
+        last_modified: r.text(3),
+        version: r.int(4),
+    })
+}
+
+fn select_sql(kind: Kind) -> &'static str {
+    match kind {
+        Kind::User => {
+            "SELECT id, doc, created, last_modified, version FROM scim_users WHERE tenant_id = $1 AND id = $2"
+        }
+        Kind::Group => {
+            "SELECT id, doc, created, last_modified, version FROM scim_groups WHERE tenant_id = $1 AND id = $2"
+        }
+    }
+}
+
+impl Store {
+    /// One resource by id, within the tenant.
+    pub async fn get_resource(
+        &self,
+        kind: Kind,
+        tenant: &str,
+        id: &str,
+    ) -> StoreResult<Option<StoredResource>> {
+        self.pool()
+            .fetch_opt(select_sql(kind), &params![tenant, id])
+            .await?
+            .as_ref()
+            .map(resource_from_row)
+            .transpose()
+    }
+
+    /// A page of resources matching a translated filter, and the total count when asked.
+    pub async fn list_resources(
+        &self,
+        kind: Kind,
+        tenant: &str,
+        filter: &SqlWhere,
+        order: &Order,
+        page: &Page,
+        with_total: bool,
+    ) -> StoreResult<(Vec<StoredResource>, Option<i64>)> {
+        let listing = self
+            .list(kind, tenant, filter, order, page, with_total, false)
+            .await?;
+        Ok((listing.rows, listing.total))
+    }
+
+    /// A page of users with their groups (direct and nested), fetched in one statement.
+    pub async fn list_users_with_groups(
+        &self,
+        tenant: &str,
+        filter: &SqlWhere,
+        order: &Order,
+        page: &Page,
+        with_total: bool,
+    ) -> StoreResult<Listing> {
+        self.list(Kind::User, tenant, filter, order, page, with_total, true)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        kind: Kind,
+        tenant: &str,
+        filter: &SqlWhere,
+        order: &Order,
+        page: &Page,
+        with_total: bool,
+        with_groups: bool,
+    ) -> StoreResult<Listing> {
+        let table = kind.table();
+        let n = filter.params.len();
+        let mut params: Vec<P> = vec![P::from(tenant)];
+        params.extend(filter.params.iter().map(P::from));
+        let unfiltered = filter.sql == "1=1";
+        if matches!(
+            page,
+            Page::Offset { limit: 0, .. } | Page::After { limit: 0, .. }
+        ) {
+            let total = if with_total {
+                Some(
+                    self.count(kind, tenant, filter, &params, unfiltered)
+                        .await?,
+                )
+            } else {
+                None
+            };
+            return Ok(Listing {
+                rows: Vec::new(),
+                total,
+                groups: Vec::new(),
+            });
+        }
+        let dir = if order.descending { "DESC" } else { "ASC" };
+        let order_sql = match &order.column {
+            // RFC 7644 §3.4.2.3: resources without a value sort last ascending, first descending.
+            Some(c) => format!("ORDER BY ({c} IS NULL) {dir}, {c} {dir}, r.id"),
+            None => format!("ORDER BY r.id {dir}"),
+        };
+        let sort_key = order.column.clone().unwrap_or_else(|| "r.id".into());
+        let mut sql = format!(
+            "SELECT r.id, r.doc, r.created, r.last_modified, r.version, {sort_key} AS sortkey FROM {table} r WHERE r.tenant_id = $1 AND {}",
+            filter.sql
+        );
+        match page {
+            Page::All => {
+                sql.push(' ');
+                sql.push_str(&order_sql);
+            }
+            Page::Offset { offset, limit } => {
+                sql.push_str(&format!(" {order_sql} LIMIT ${} OFFSET ${}", n + 2, n + 3));
+                params.push(P::Int(*limit));
+                params.push(P::Int(*offset));
+            }
+            Page::After { after, limit } => {
+                sql.push_str(&format!(
+                    " AND r.id > ${} ORDER BY r.id LIMIT ${}",
+                    n + 2,
+                    n + 3
+                ));
+                params.push(P::Text(after.clone().unwrap_or_default()));
+                params.push(P::Int(*limit));
+            }
+        }
+        let (list, groups) = if with_groups {
+            // The page and its users' groups in one statement; the page is re-sorted here by
+            // the same key the SQL ordered it by, since UNION ALL promises no order.
+            let sql = format!(
+                "WITH RECURSIVE page AS MATERIALIZED ({sql}), \
+                 anc(user_id, group_id, depth) AS ( \
+                   SELECT m.member_id, m.group_id, 0 FROM scim_group_members m WHERE m.tenant_id = $1 AND m.member_id IN (SELECT id FROM page) \
+                   UNION \
+                   SELECT anc.user_id, m.group_id, 1 FROM scim_group_members m JOIN anc ON m.tenant_id = $1 AND m.member_id = anc.group_id) \
+                 SELECT 0, id, doc, created, last_modified, version, sortkey FROM page \
+                 UNION ALL \
+                 SELECT 1, anc.user_id, g.id, g.display_name, '', MIN(anc.depth), NULL FROM anc \
+                 JOIN scim_groups g ON g.tenant_id = $1 AND g.id = anc.group_id GROUP BY anc.user_id, g.id, g.display_name"
+            );
+            let rows = self.pool().fetch(&sql, &params).await?;
+            let mut keyed = Vec::new();
+            let mut groups = Vec::new();
+            for r in &rows {
+                if r.int(0) == 0 {
+                    let res = StoredResource {
+                        id: r.text(1),
+                        doc: serde_json::from_str(&r.text(2))
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        created: r.text(3),
+                        last_modified: r.text(4),
+                        version: r.int(5),
+                    };
+                    keyed.push((r.opt_text(6), res));
+                } else {
+                    groups.push(GroupRef {
+                        user_id: r.text(1),
+                        group_id: r.text(2),
+                        display: r.text(3),
+                        direct: r.int(5) == 0,
+                    });
+                }
+            }
+            keyed.sort_by(|(ka, a), (kb, b)| {
+                let by_key = match (ka, kb) {
+                    (Some(x), Some(y)) => x.cmp(y),
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    (None, Some(_)) => std::cmp::Ordering::Greater,
+                    (None, None) => std::cmp::Ordering::Equal,
+                };
+                let by_key = if order.descending {
+                    by_key.reverse()
+                } else {
+                    by_key
+                };
+                by_key.then_with(|| a.id.cmp(&b.id))
+            });
+            groups.sort_by(|a, b| {
+                a.user_id
+                    .cmp(&b.user_id)
+                    .then_with(|| a.display.cmp(&b.display))
+            });
+            (
+                keyed.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
+                groups,
+            )
+        } else {
+            let rows = self.pool().fetch(&sql, &params).await?;
+            (
+                rows.iter()
+                    .map(resource_from_row)
+                    .collect::<StoreResult<Vec<_>>>()?,
+                Vec::new(),
+            )
+        };
+        let total = match page {
+            _ if !with_total => None,
+            // A page that is not full, and not past the end, tells the total by itself.
+            Page::Offset { offset, limit }
+                if (list.len() as i64) < *limit && (*offset == 0 || !list.is_empty()) =>
+            {
+                Some(offset + list.len() as i64)
+            }
+            Page::All => Some(list.len() as i64),
+            _ => {
+                let count_params: Vec<P> = params[..n + 1].to_vec();
+                Some(
+                    self.count(kind, tenant, filter, &count_params, unfiltered)
+                        .await?,
+                )
+            }
+        };
+        Ok(Listing {
+            rows: list,
+            total,
+            groups,
+        })
+    }
+
+    async fn count(
+        &self,
+        kind: Kind,
+        tenant: &str,
+        filter: &SqlWhere,
+        params: &[P],
+        unfiltered: bool,
+    ) -> StoreResult<i64> {
+        if unfiltered {
+            let row = self
+                .pool()
+                .fetch_opt(
+                    "SELECT n FROM resource_counts WHERE tenant_id = $1 AND kind = $2",
+                    &params![tenant, kind.name()],
+                )
+                .await?;
+            return Ok(row.map(|r| r.int(0)).unwrap_or(0));
+        }
+        let sql = format!(
+            "SELECT COUNT(*) FROM {} r WHERE r.tenant_id = $1 AND {}",
+            kind.table(),
+            filter.sql
+        );
+        Ok(self
+            .pool()
+            .fetch_opt(&sql, params)
+            .await?
+            .map(|r| r.int(0))
+            .unwrap_or(0))
+    }
+
+    /// A user and its groups (direct and nested) in one statement.
+    pub async fn get_user_with_groups(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> StoreResult<Option<(StoredResource, Vec<GroupRef>)>> {
+        let rows = self
+            .pool()
+            .fetch(
+                "WITH RECURSIVE anc(group_id, depth) AS ( \
+                   SELECT group_id, 0 FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2 \
+                   UNION \
+                   SELECT m.group_id, 1 FROM scim_group_members m JOIN anc ON m.tenant_id = $1 AND m.member_id = anc.group_id) \
+                 SELECT 0, id, doc, created, last_modified, version FROM scim_users WHERE tenant_id = $1 AND id = $2 \
+                 UNION ALL \
+                 SELECT 1, g.id, g.display_name, '', '', MIN(anc.depth) FROM anc \
+                 JOIN scim_groups g ON g.tenant_id = $1 AND g.id = anc.group_id GROUP BY g.id, g.display_name",
+                &params![tenant, id],
+            )
+            .await?;
+        let Some(user_row) = rows.iter().find(|r| r.int(0) == 0) else {
+            return Ok(None);
+        };
+        let user = StoredResource {
+            id: user_row.text(1),
+            doc: serde_json::from_str(&user_row.text(2))
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            created: user_row.text(3),
+            last_modified: user_row.text(4),
+            version: user_row.int(5),
+        };
+        let mut groups: Vec<GroupRef> = rows
+            .iter()
+            .filter(|r| r.int(0) == 1)
+            .map(|r| GroupRef {
+                user_id: id.to_string(),
+                group_id: r.text(1),
+                display: r.text(2),
+                direct: r.int(5) == 0,
+            })
+            .collect();
+        groups.sort_by(|a, b| {
+            a.display
+                .cmp(&b.display)
+                .then_with(|| a.group_id.cmp(&b.group_id))
+        });
+        Ok(Some((user, groups)))
+    }
+
+    /// The members of a group.
+    pub async fn group_members(&self, tenant: &str, group_id: &str) -> StoreResult<Vec<Member>> {
+        let rows = self
+            .pool()
+            .fetch(
+                "SELECT member_id, member_type FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 ORDER BY member_id",
+                &params![tenant, group_id],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Member {
+                id: r.text(0),
+                kind: r.text(1),
+            })
+            .collect())
+    }
+
+    /// The groups of each user, direct and through nested groups.
+    pub async fn groups_of_users(
+        &self,
+        tenant: &str,
+        users: &[String],
+    ) -> StoreResult<Vec<GroupRef>> {
+        let mut out = Vec::new();
+        for chunk in users.chunks(500) {
+            let sql = format!(
+                "WITH RECURSIVE anc(user_id, group_id, depth) AS ( \
+                   SELECT member_id, group_id, 0 FROM scim_group_members WHERE tenant_id = $1 AND member_id IN ({}) \
+                   UNION \
+                   SELECT anc.user_id, m.group_id, 1 FROM scim_group_members m JOIN anc ON m.tenant_id = $1 AND m.member_id = anc.group_id \
+                 ) \
+                 SELECT anc.user_id, anc.group_id, MIN(anc.depth), g.display_name FROM anc \
+                 JOIN scim_groups g ON g.tenant_id = $1 AND g.id = anc.group_id \
+                 GROUP BY anc.user_id, anc.group_id, g.display_name ORDER BY anc.user_id, g.display_name",
+                placeholders(2, chunk.len())
+            );
+            let mut params = vec![P::from(tenant)];
+            params.extend(chunk.iter().map(P::from));
+            for r in self.pool().fetch(&sql, &params).await? {
+                out.push(GroupRef {
+                    user_id: r.text(0),
+                    group_id: r.text(1),
+                    direct: r.int(2) == 0,
+                    display: r.text(3),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Tx<'_> {
+    /// Reads a resource inside the transaction.
+    pub fn get_resource(
+        &mut self,
+        kind: Kind,
+        tenant: &str,
+        id: &str,
+    ) -> StoreResult<Option<StoredResource>> {
+        self.fetch_opt(select_sql(kind), &params![tenant, id])?
+            .as_ref()
+            .map(resource_from_row)
+            .transpose()
+    }
+
+    /// Inserts a new resource. A duplicate userName/displayName is [`StoreError::Unique`].
+    pub fn insert_resource(
+        &mut self,
+        kind: Kind,
+        tenant: &str,
+        res: &StoredResource,
+    ) -> StoreResult<()> {
+        let cols = IndexCols::of(kind, &res.doc);
+        let doc = res.doc.to_string();
+        match kind {
+            Kind::User => {
+                self
+                    .execute(
+                        "INSERT INTO scim_users (tenant_id, id, user_name, user_name_lc, external_id, display_name, \
+                         display_name_lc, active, created, last_modified, version, doc) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                        &params![
+                            tenant, &res.id, &cols.name, cols.name.to_lowercase(), &cols.external_id, &cols.display_name,
+                            cols.display_name.as_ref().map(|d| d.to_lowercase()), i64::from(cols.active), &res.created,
+                            &res.last_modified, res.version, doc
+                        ],
+                    )
+                    ?;
+                self.write_emails(tenant, &res.id, &cols.emails)?;
+            }
+            Kind::Group => {
+                self
+                    .execute(
+                        "INSERT INTO scim_groups (tenant_id, id, display_name, display_name_lc, external_id, \
+                         created, last_modified, version, doc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                        &params![tenant, &res.id, &cols.name, cols.name.to_lowercase(), &cols.external_id, &res.created, &res.last_modified, res.version, doc],
+                    )
+                    ?;
+            }
+        }
+        self.execute(
+            "INSERT INTO resource_counts (tenant_id, kind, n) VALUES ($1, $2, 1) \
+             ON CONFLICT (tenant_id, kind) DO UPDATE SET n = resource_counts.n + 1",
+            &params![tenant, kind.name()],
+        )?;
+        Ok(())
+    }
+
+    fn write_emails(&mut self, tenant: &str, user: &str, emails: &[String]) -> StoreResult<()> {
+        if emails.is_empty() {
+            return Ok(());
+        }
+        let values = (0..emails.len())
+            .map(|i| format!("($1, $2, ${})", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql =
+            format!("INSERT INTO scim_user_emails (tenant_id, user_id, value_lc) VALUES {values}");
+        let mut params = Vec::from(params![tenant, user]);
+        params.extend(emails.iter().map(P::from));
+        self.execute(&sql, &params)?;
+        Ok(())
+    }
+
+    /// Replaces a resource's document if its version is still `expected`; returns whether it
+    /// was (optimistic concurrency: a lost race is retried by the engine).
+    pub fn update_resource(
+        &mut self,
+        kind: Kind,
+        tenant: &str,
+        res: &StoredResource,
+        expected: i64,
+    ) -> StoreResult<bool> {
+        let cols = IndexCols::of(kind, &res.doc);
+        let doc = res.doc.to_string();
+        let n = match kind {
+            Kind::User => {
+                self
+                    .execute(
+                        "UPDATE scim_users SET user_name = $3, user_name_lc = $4, external_id = $5, display_name = $6, \
+                         display_name_lc = $7, active = $8, last_modified = $9, version = $10, doc = $11 \
+                         WHERE tenant_id = $1 AND id = $2 AND version = $12",
+                        &params![
+                            tenant, &res.id, &cols.name, cols.name.to_lowercase(), &cols.external_id, &cols.display_name,
+                            cols.display_name.as_ref().map(|d| d.to_lowercase()), i64::from(cols.active), &res.last_modified,
+                            res.version, doc, expected
+                        ],
+                    )
+                    ?
+            }
+            Kind::Group => {
+                self
+                    .execute(
+                        "UPDATE scim_groups SET display_name = $3, display_name_lc = $4, external_id = $5, \
+                         last_modified = $6, version = $7, doc = $8 WHERE tenant_id = $1 AND id = $2 AND version = $9",
+                        &params![tenant, &res.id, &cols.name, cols.name.to_lowercase(), &cols.external_id, &res.last_modified, res.version, doc, expected],
+                    )
+                    ?
+            }
+        };
+        if n != 1 {
+            return Ok(false);
+        }
+        if kind == Kind::User {
+            self.execute(
+                "DELETE FROM scim_user_emails WHERE tenant_id = $1 AND user_id = $2",
+                &params![tenant, &res.id],
+            )?;
+            self.write_emails(tenant, &res.id, &cols.emails)?;
+        }
+        Ok(true)
+    }
+
+    /// Deletes a resource and every membership that names it; returns whether it existed.
+    pub fn delete_resource(&mut self, kind: Kind, tenant: &str, id: &str) -> StoreResult<bool> {
+        let sql = format!(
+            "DELETE FROM {} WHERE tenant_id = $1 AND id = $2",
+            kind.table()
+        );
+        if self.execute(&sql, &params![tenant, id])? == 0 {
+            return Ok(false);
+        }
+        self.execute(
+            "UPDATE resource_counts SET n = n - 1 WHERE tenant_id = $1 AND kind = $2",
+            &params![tenant, kind.name()],
+        )?;
+        self.execute(
+            "DELETE FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2",
+            &params![tenant, id],
+        )?;
+        match kind {
+            Kind::User => self.execute(
+                "DELETE FROM scim_user_emails WHERE tenant_id = $1 AND user_id = $2",
+                &params![tenant, id],
+            )?,
+            Kind::Group => self.execute(
+                "DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2",
+                &params![tenant, id],
+            )?,
+        };
+        Ok(true)
+    }
+
+    /// Current member (id, type) pairs of a group.
+    pub fn member_ids(&mut self, tenant: &str, group: &str) -> StoreResult<Vec<(String, String)>> {
+        let rows = self
+            .fetch(
+                "SELECT member_id, member_type FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 ORDER BY member_id",
+                &params![tenant, group],
+            )
+            ?;
+        Ok(rows.iter().map(|r| (r.text(0), r.text(1))).collect())
+    }
+
+    /// Which of these ids are users and which are groups of the tenant.
+    pub fn classify_ids(
+        &mut self,
+        tenant: &str,
+        ids: &[String],
+    ) -> StoreResult<HashMap<String, &'static str>> {
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(500) {
+            for (table, kind) in [("scim_users", "User"), ("scim_groups", "Group")] {
+                let sql = format!(
+                    "SELECT id FROM {table} WHERE tenant_id = $1 AND id IN ({})",
+                    placeholders(2, chunk.len())
+                );
+                let mut params = vec![P::from(tenant)];
+                params.extend(chunk.iter().map(P::from));
+                for r in self.fetch(&sql, &params)? {
+                    out.insert(r.text(0), kind);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The group and every group that contains it, directly or not.
+    pub fn group_ancestors(&mut self, tenant: &str, group: &str) -> StoreResult<Vec<String>> {
+        let rows = self
+            .fetch(
+                // Seeded from stored rows (not a bare parameter) so both dialects type it alike.
+                "WITH RECURSIVE anc(id) AS (SELECT group_id FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2 UNION \
+                 SELECT m.group_id FROM scim_group_members m JOIN anc ON m.tenant_id = $1 AND m.member_id = anc.id) \
+                 SELECT id FROM anc",
+                &params![tenant, group],
+            )
+            ?;
+        let mut out: Vec<String> = rows.iter().map(|r| r.text(0)).collect();
+        out.push(group.to_string());
+        Ok(out)
+    }
+
+    /// Adds members (id, type) to a group.
+    pub fn add_members(
+        &mut self,
+        tenant: &str,
+        group: &str,
+        members: &[(String, String)],
+    ) -> StoreResult<()> {
+        for chunk in members.chunks(300) {
+            let values = (0..chunk.len())
+                .map(|i| format!("($1, $2, ${}, ${})", 3 + 2 * i, 4 + 2 * i))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO scim_group_members (tenant_id, group_id, member_id, member_type) VALUES {values} \
+                 ON CONFLICT (tenant_id, group_id, member_id) DO NOTHING"
+            );
+            let mut params = Vec::from(params![tenant, group]);
+            for (id, ty) in chunk {
+                params.push(P::from(id));
+                params.push(P::from(ty));
+            }
+            self.execute(&sql, &params)?;
+        }
+        Ok(())
+    }
+
+    /// Removes members from a group.
+    pub fn remove_members(&mut self, tenant: &str, group: &str, ids: &[String]) -> StoreResult<()> {
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 AND member_id IN ({})",
+                placeholders(3, chunk.len())
+            );
+            let mut params = Vec::from(params![tenant, group]);
+            params.extend(chunk.iter().map(P::from));
+            self.execute(&sql, &params)?;
+        }
+        Ok(())
+    }
+}

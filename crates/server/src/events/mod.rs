@@ -1,0 +1,5 @@
+//! Events out: the outbox feed, the server-sent stream and outbound webhooks.
+
+pub mod dispatcher;
+pub mod http;
+pub mod store;

@@ -1,0 +1,740 @@
+//! Rows of billing events in and webhooks out: received billing events, Stripe mappings,
+//! webhook endpoints, deliveries, and the per-tenant event feed.
+//!
+//! A tenant's outbox ids grow in commit order: every outbox write holds the tenant's lock
+//! (`Tx::outbox` takes it), and ids are drawn while it is held. So a reader that has seen
+//! event N of a tenant has seen every earlier one of that tenant: per-tenant cursors (the
+//! feed, the event stream, each webhook's fan-out) never skip an event that commits late.
+
+use serde_json::Value;
+
+use crate::kernel::db::{P, Row, placeholders};
+use crate::kernel::store::{OutboxRow, Store, StoreResult, Tx};
+use crate::params;
+
+/// A billing event as recorded.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BillingRecord {
+    /// `generic` or `stripe`.
+    pub source: String,
+    /// The sender's event id.
+    pub event_id: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Product.
+    pub product: String,
+    /// e.g. `subscription.updated`.
+    pub event_type: String,
+    /// The sender's time of the event.
+    pub created_at: String,
+    /// When it arrived here.
+    pub received: String,
+    /// `applied`, `stale` or `rejected`.
+    pub outcome: String,
+    /// Why (for stale and rejected), or what it changed.
+    pub detail: String,
+}
+
+fn billing_from_row(r: &Row) -> BillingRecord {
+    BillingRecord {
+        source: r.text(0),
+        event_id: r.text(1),
+        tenant: r.text(2),
+        product: r.text(3),
+        event_type: r.text(4),
+        created_at: r.text(5),
+        received: r.text(6),
+        outcome: r.text(7),
+        detail: r.text(8),
+    }
+}
+
+const BILLING_COLUMNS: &str =
+    "source, event_id, tenant_id, product, event_type, created_at, received, outcome, detail";
+
+/// A webhook endpoint.
+#[derive(Debug, Clone)]
+pub struct WebhookRow {
+    /// Tenant.
+    pub tenant: String,
+    /// Id.
+    pub id: String,
+    /// Where deliveries go.
+    pub url: String,
+    /// Event types it wants (`*` and `prefix.*` allowed).
+    pub events: Vec<String>,
+    /// Signing secret (`whsec_…`).
+    pub secret: String,
+    /// When it was registered.
+    pub created: String,
+    /// Last outbox id fanned out to it.
+    pub cursor: i64,
+    /// When it was disabled, if it was.
+    pub disabled: Option<String>,
+}
+
+const WEBHOOK_COLUMNS: &str = "tenant_id, id, url, events, secret, created, cursor, disabled";
+
+fn webhook_from_row(r: &Row) -> WebhookRow {
+    WebhookRow {
+        tenant: r.text(0),
+        id: r.text(1),
+        url: r.text(2),
+        events: serde_json::from_str(&r.text(3)).unwrap_or_default(),
+        secret: r.text(4),
+        created: r.text(5),
+        cursor: r.int(6),
+        disabled: r.opt_text(7),
+    }
+}
+
+impl WebhookRow {
+    /// Whether this endpoint wants events of this type.
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.events.iter().any(|e| {
+            e == "*"
+                || e == event_type
+                || e.strip_suffix(".*").is_some_and(|prefix| {
+                    event_type.len() > prefix.len()
+                        && event_type.starts_with(prefix)
+                        && event_type.as_bytes()[prefix.len()] == b'.'
+                })
+        })
+    }
+}
+
+/// One delivery as the log shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeliveryRow {
+    /// Id.
+    pub id: i64,
+    /// The endpoint.
+    pub webhook_id: String,
+    /// The outbox event.
+    pub event_id: i64,
+    /// Its type.
+    pub event_type: String,
+    /// The resource whose events stay in order.
+    pub order_key: String,
+    /// `pending`, `delivered` or `dead`.
+    pub state: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// Next attempt (unix ms) while pending.
+    pub next_attempt: i64,
+    /// HTTP status of the last attempt.
+    pub last_status: Option<i64>,
+    /// Error of the last attempt.
+    pub last_error: Option<String>,
+    /// Created.
+    pub created: String,
+    /// Last changed.
+    pub updated: String,
+}
+
+fn delivery_from_row(r: &Row) -> DeliveryRow {
+    DeliveryRow {
+        id: r.int(0),
+        webhook_id: r.text(1),
+        event_id: r.int(2),
+        event_type: r.text(3),
+        order_key: r.text(4),
+        state: r.text(5),
+        attempts: r.int(6),
+        next_attempt: r.int(7),
+        last_status: r.opt_text(8).map(|_| r.int(8)),
+        last_error: r.opt_text(9),
+        created: r.text(10),
+        updated: r.text(11),
+    }
+}
+
+const DELIVERY_SELECT: &str = "SELECT d.id, d.webhook_id, d.event_id, o.event_type, d.order_key, d.state, d.attempts, \
+     d.next_attempt, d.last_status, d.last_error, d.created, d.updated \
+     FROM deliveries d JOIN outbox o ON o.id = d.event_id";
+
+/// A delivery claimed for sending, with what it needs to send.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// Delivery id.
+    pub id: i64,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    /// Endpoint URL.
+    pub url: String,
+    /// Endpoint secret.
+    pub secret: String,
+    /// The event.
+    pub event: OutboxRow,
+}
+
+/// The result of one attempt.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// Delivery id.
+    pub id: i64,
+    /// HTTP status, if the endpoint answered.
+    pub status: Option<i64>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+    /// Delivered (2xx).
+    pub ok: bool,
+    /// When to try again (unix ms), or `None` to give up (dead letter).
+    pub retry_at: Option<i64>,
+}
+
+pub(crate) fn outbox_from_row(r: &Row, at: usize) -> OutboxRow {
+    OutboxRow {
+        id: r.int(at),
+        tenant_id: r.text(at + 1),
+        event_type: r.text(at + 2),
+        resource_type: r.text(at + 3),
+        resource_id: r.text(at + 4),
+        payload: r.text(at + 5),
+        created: r.text(at + 6),
+    }
+}
+
+impl Tx<'_> {
+    /// A billing event already recorded under this source and id.
+    pub fn billing_event(&mut self, source: &str, id: &str) -> StoreResult<Option<BillingRecord>> {
+        Ok(self
+            .fetch_opt(
+                &format!(
+                    "SELECT {BILLING_COLUMNS} FROM billing_events WHERE source = $1 AND event_id = $2"
+                ),
+                &params![source, id],
+            )?
+            .as_ref()
+            .map(billing_from_row))
+    }
+
+    /// Records a billing event (a rejected record is replaced by a later outcome).
+    pub fn put_billing_event(&mut self, r: &BillingRecord) -> StoreResult<()> {
+        self.execute(
+            &format!(
+                "INSERT INTO billing_events ({BILLING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (source, event_id) DO UPDATE SET tenant_id = excluded.tenant_id, \
+                 product = excluded.product, event_type = excluded.event_type, created_at = excluded.created_at, \
+                 received = excluded.received, outcome = excluded.outcome, detail = excluded.detail \
+                 WHERE billing_events.outcome = 'rejected'"
+            ),
+            &params![
+                &r.source,
+                &r.event_id,
+                &r.tenant,
+                &r.product,
+                &r.event_type,
+                &r.created_at,
+                &r.received,
+                &r.outcome,
+                &r.detail
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The newest billing event applied to a subscription: `(created_at, event id)`.
+    pub fn billing_mark(
+        &mut self,
+        tenant: &str,
+        product: &str,
+    ) -> StoreResult<Option<(String, String)>> {
+        Ok(self
+            .fetch_opt(
+                "SELECT billing_at, billing_event FROM lic_subscriptions WHERE tenant_id = $1 AND product = $2 AND billing_at IS NOT NULL",
+                &params![tenant, product],
+            )?
+            .map(|r| (r.text(0), r.text(1))))
+    }
+
+    /// Remembers the newest billing event applied to a subscription.
+    pub fn set_billing_mark(
+        &mut self,
+        tenant: &str,
+        product: &str,
+        at: &str,
+        event: &str,
+    ) -> StoreResult<()> {
+        self.execute(
+            "UPDATE lic_subscriptions SET billing_at = $3, billing_event = $4 WHERE tenant_id = $1 AND product = $2",
+            &params![tenant, product, at, event],
+        )?;
+        Ok(())
+    }
+
+    /// The ends_at for which `subscription.expiring` was sent.
+    pub fn expiring_sent(&mut self, tenant: &str, product: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .fetch_opt(
+                "SELECT expiring_sent FROM lic_subscriptions WHERE tenant_id = $1 AND product = $2",
+                &params![tenant, product],
+            )?
+            .and_then(|r| r.opt_text(0)))
+    }
+
+    /// Notes that `subscription.expiring` was sent for this ends_at.
+    pub fn set_expiring_sent(
+        &mut self,
+        tenant: &str,
+        product: &str,
+        ends: &str,
+    ) -> StoreResult<()> {
+        self.execute(
+            "UPDATE lic_subscriptions SET expiring_sent = $3 WHERE tenant_id = $1 AND product = $2",
+            &params![tenant, product, ends],
+        )?;
+        Ok(())
+    }
+
+    /// The catalogue product and plan a Stripe price (or Stripe product) id maps to.
+    pub fn stripe_price(&mut self, price: &str) -> StoreResult<Option<(String, String)>> {
+        Ok(self
+            .fetch_opt(
+                "SELECT product, plan FROM billing_stripe_prices WHERE price = $1",
+                &params![price],
+            )?
+            .map(|r| (r.text(0), r.text(1))))
+    }
+
+    /// The tenant a Stripe customer maps to.
+    pub fn stripe_customer(&mut self, customer: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .fetch_opt(
+                "SELECT tenant_id FROM billing_stripe_customers WHERE customer = $1",
+                &params![customer],
+            )?
+            .map(|r| r.text(0)))
+    }
+
+    /// Moves new events of one endpoint's tenant into its deliveries, from its cursor on
+    /// (at most `limit` events); returns how many deliveries were created. Skips an
+    /// endpoint another node is fanning out (PostgreSQL `SKIP LOCKED`).
+    pub fn fan_out(
+        &mut self,
+        tenant: &str,
+        webhook: &str,
+        now: &str,
+        limit: i64,
+    ) -> StoreResult<usize> {
+        let Some(row) = self.fetch_opt(
+            &format!(
+                "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE tenant_id = $1 AND id = $2 AND disabled IS NULL{}",
+                self.skip_locked_clause("webhooks")
+            ),
+            &params![tenant, webhook],
+        )?
+        else {
+            return Ok(0);
+        };
+        let hook = webhook_from_row(&row);
+        let events = self.fetch(
+            "SELECT id, event_type, resource_id FROM outbox WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            &params![tenant, hook.cursor, limit],
+        )?;
+        let Some(last) = events.last().map(|r| r.int(0)) else {
+            return Ok(0);
+        };
+        let wanted: Vec<&Row> = events.iter().filter(|r| hook.wants(&r.text(1))).collect();
+        for chunk in wanted.chunks(100) {
+            let mut sql = String::from(
+                "INSERT INTO deliveries (tenant_id, webhook_id, event_id, order_key, state, attempts, next_attempt, lease_until, created, updated) VALUES ",
+            );
+            let mut ps: Vec<P> = Vec::with_capacity(chunk.len() * 5);
+            for (i, r) in chunk.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                let b = i * 5;
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, 'pending', 0, 0, 0, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 5
+                ));
+                ps.extend([
+                    P::from(tenant),
+                    P::from(webhook),
+                    P::Int(r.int(0)),
+                    P::from(r.text(2)),
+                    P::from(now),
+                ]);
+            }
+            self.execute(&sql, &ps)?;
+        }
+        self.execute(
+            "UPDATE webhooks SET cursor = $3 WHERE tenant_id = $1 AND id = $2",
+            &params![tenant, webhook, last],
+        )?;
+        Ok(wanted.len())
+    }
+
+    /// Claims up to `limit` due deliveries for `lease_ms`: the oldest pending delivery of
+    /// each (endpoint, resource) only, so one resource's events reach an endpoint in order.
+    pub fn claim_deliveries(
+        &mut self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Claimed>> {
+        let ids: Vec<i64> = self
+            .fetch(
+                &format!(
+                    "SELECT d.id FROM deliveries d WHERE d.state = 'pending' AND d.next_attempt <= $1 \
+                     AND d.lease_until <= $1 AND NOT EXISTS (SELECT 1 FROM deliveries e \
+                     WHERE e.webhook_id = d.webhook_id AND e.order_key = d.order_key AND e.id < d.id \
+                     AND e.state = 'pending' AND e.tenant_id = d.tenant_id) \
+                     ORDER BY d.id LIMIT $2{}",
+                    self.skip_locked_clause("d")
+                ),
+                &params![now_ms, limit],
+            )?
+            .iter()
+            .map(|r| r.int(0))
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = placeholders(2, ids.len());
+        let mut ps = vec![P::Int(now_ms + lease_ms)];
+        ps.extend(ids.iter().map(|i| P::Int(*i)));
+        self.execute(
+            &format!("UPDATE deliveries SET lease_until = $1 WHERE id IN ({list})"),
+            &ps,
+        )?;
+        let ps: Vec<P> = ids.iter().map(|i| P::Int(*i)).collect();
+        let list = placeholders(1, ids.len());
+        let rows = self.fetch(
+            &format!(
+                "SELECT d.id, d.attempts, w.url, w.secret, o.id, o.tenant_id, o.event_type, o.resource_type, \
+                 o.resource_id, o.payload, o.created FROM deliveries d \
+                 JOIN webhooks w ON w.tenant_id = d.tenant_id AND w.id = d.webhook_id \
+                 JOIN outbox o ON o.id = d.event_id WHERE d.id IN ({list}) ORDER BY d.id"
+            ),
+            &ps,
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| Claimed {
+                id: r.int(0),
+                attempts: r.int(1),
+                url: r.text(2),
+                secret: r.text(3),
+                event: outbox_from_row(r, 4),
+            })
+            .collect())
+    }
+
+    /// Records the results of attempts.
+    pub fn record_attempts(&mut self, results: &[Attempt], now: &str) -> StoreResult<()> {
+        for a in results {
+            let (state, next) = match (a.ok, a.retry_at) {
+                (true, _) => ("delivered", 0),
+                (false, Some(at)) => ("pending", at),
+                (false, None) => ("dead", 0),
+            };
+            self.execute(
+                "UPDATE deliveries SET state = $2, attempts = attempts + 1, next_attempt = $3, lease_until = 0, \
+                 last_status = NULLIF($4, -1), last_error = $5, updated = $6 WHERE id = $1",
+                &[
+                    P::Int(a.id),
+                    P::from(state),
+                    P::Int(next),
+                    // Always an integer: a NULL would be bound as text, and PostgreSQL keeps
+                    // one prepared statement per SQL text, typed by its first use.
+                    P::Int(a.status.unwrap_or(-1)),
+                    P::from(a.error.clone()),
+                    P::from(now),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Makes deliveries of a tenant's endpoint due again now (replay): by id, or every
+    /// delivery of events created in `[from, to]`. Returns how many.
+    pub fn replay(
+        &mut self,
+        tenant: &str,
+        webhook: &str,
+        delivery: Option<i64>,
+        range: Option<(&str, &str)>,
+        now: &str,
+    ) -> StoreResult<u64> {
+        match (delivery, range) {
+            (Some(id), _) => self.execute(
+                "UPDATE deliveries SET state = 'pending', next_attempt = 0, lease_until = 0, updated = $4 \
+                 WHERE tenant_id = $1 AND webhook_id = $2 AND id = $3",
+                &params![tenant, webhook, id, now],
+            ),
+            (None, Some((from, to))) => self.execute(
+                "UPDATE deliveries SET state = 'pending', next_attempt = 0, lease_until = 0, updated = $5 \
+                 WHERE tenant_id = $1 AND webhook_id = $2 AND event_id IN \
+                 (SELECT id FROM outbox WHERE tenant_id = $1 AND created >= $3 AND created <= $4)",
+                &params![tenant, webhook, from, to, now],
+            ),
+            (None, None) => Ok(0),
+        }
+    }
+}
+
+/// The Stripe mappings, read together for one event.
+#[derive(Debug, Default)]
+pub struct StripeMaps {
+    /// Price (or Stripe product) id → (product, plan).
+    pub prices: std::collections::HashMap<String, (String, String)>,
+    /// Customer → tenant.
+    pub customers: std::collections::HashMap<String, String>,
+}
+
+impl Store {
+    /// The Stripe mappings.
+    pub async fn stripe_maps(&self) -> StoreResult<StripeMaps> {
+        let prices = self
+            .pool()
+            .fetch(
+                "SELECT price, product, plan FROM billing_stripe_prices",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.text(0), (r.text(1), r.text(2))))
+            .collect();
+        let customers = self
+            .pool()
+            .fetch(
+                "SELECT customer, tenant_id FROM billing_stripe_customers",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.text(0), r.text(1)))
+            .collect();
+        Ok(StripeMaps { prices, customers })
+    }
+
+    /// Maps a Stripe price (or product) id to a product and plan.
+    pub async fn put_stripe_price(
+        &self,
+        price: &str,
+        product: &str,
+        plan: &str,
+    ) -> StoreResult<()> {
+        self.pool()
+            .execute(
+                "INSERT INTO billing_stripe_prices (price, product, plan) VALUES ($1, $2, $3) \
+                 ON CONFLICT (price) DO UPDATE SET product = excluded.product, plan = excluded.plan",
+                &params![price, product, plan],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a price mapping; returns whether it existed.
+    pub async fn delete_stripe_price(&self, price: &str) -> StoreResult<bool> {
+        Ok(self
+            .pool()
+            .execute(
+                "DELETE FROM billing_stripe_prices WHERE price = $1",
+                &params![price],
+            )
+            .await?
+            == 1)
+    }
+
+    /// Maps a Stripe customer to a tenant.
+    pub async fn put_stripe_customer(&self, customer: &str, tenant: &str) -> StoreResult<()> {
+        self.pool()
+            .execute(
+                "INSERT INTO billing_stripe_customers (customer, tenant_id) VALUES ($1, $2) \
+                 ON CONFLICT (customer) DO UPDATE SET tenant_id = excluded.tenant_id",
+                &params![customer, tenant],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Removes a customer mapping; returns whether it existed.
+    pub async fn delete_stripe_customer(&self, customer: &str) -> StoreResult<bool> {
+        Ok(self
+            .pool()
+            .execute(
+                "DELETE FROM billing_stripe_customers WHERE customer = $1",
+                &params![customer],
+            )
+            .await?
+            == 1)
+    }
+
+    /// The id of a tenant's newest event (0 if none).
+    pub async fn last_event_id(&self, tenant: &str) -> StoreResult<i64> {
+        Ok(self
+            .pool()
+            .fetch_opt(
+                "SELECT MAX(id) FROM outbox WHERE tenant_id = $1",
+                &params![tenant],
+            )
+            .await?
+            .map(|r| r.int(0))
+            .unwrap_or(0))
+    }
+
+    /// Recent billing events of a tenant, newest first.
+    pub async fn billing_events(
+        &self,
+        tenant: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<BillingRecord>> {
+        Ok(self
+            .pool()
+            .fetch(
+                &format!(
+                    "SELECT {BILLING_COLUMNS} FROM billing_events WHERE tenant_id = $1 ORDER BY received DESC LIMIT $2"
+                ),
+                &params![tenant, limit],
+            )
+            .await?
+            .iter()
+            .map(billing_from_row)
+            .collect())
+    }
+
+    /// Registers a webhook endpoint; it receives events committed from now on.
+    pub async fn create_webhook(&self, w: &WebhookRow) -> StoreResult<()> {
+        let w = w.clone();
+        self.write(move |tx| {
+            tx.lock_tenant(&w.tenant)?;
+            let cursor = tx
+                .fetch_opt(
+                    "SELECT MAX(id) FROM outbox WHERE tenant_id = $1",
+                    &params![&w.tenant],
+                )?
+                .map(|r| r.int(0))
+                .unwrap_or(0);
+            tx.execute(
+                &format!("INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)"),
+                &params![
+                    &w.tenant,
+                    &w.id,
+                    &w.url,
+                    serde_json::to_string(&w.events).unwrap_or_else(|_| "[]".into()),
+                    &w.secret,
+                    &w.created,
+                    cursor
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A tenant's webhook endpoints.
+    pub async fn webhooks(&self, tenant: &str) -> StoreResult<Vec<WebhookRow>> {
+        Ok(self
+            .pool()
+            .fetch(
+                &format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE tenant_id = $1 ORDER BY created, id"),
+                &params![tenant],
+            )
+            .await?
+            .iter()
+            .map(webhook_from_row)
+            .collect())
+    }
+
+    /// Whether any endpoint is enabled (the dispatcher idles when none is).
+    pub async fn any_webhook(&self) -> StoreResult<bool> {
+        Ok(self
+            .pool()
+            .fetch_opt("SELECT 1 FROM webhooks WHERE disabled IS NULL LIMIT 1", &[])
+            .await?
+            .is_some())
+    }
+
+    /// The enabled endpoints whose tenant has events they have not fanned out yet:
+    /// `(tenant, id)`. One indexed probe per endpoint, so idle endpoints cost little.
+    pub async fn active_webhooks(&self) -> StoreResult<Vec<(String, String)>> {
+        Ok(self
+            .pool()
+            .fetch(
+                "SELECT w.tenant_id, w.id FROM webhooks w WHERE w.disabled IS NULL AND EXISTS \
+                 (SELECT 1 FROM outbox o WHERE o.tenant_id = w.tenant_id AND o.id > w.cursor)",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.text(0), r.text(1)))
+            .collect())
+    }
+
+    /// Disables an endpoint (its pending deliveries stop); returns whether it existed.
+    pub async fn disable_webhook(&self, tenant: &str, id: &str, now: &str) -> StoreResult<bool> {
+        let n = self
+            .pool()
+            .execute(
+                "UPDATE webhooks SET disabled = $3 WHERE tenant_id = $1 AND id = $2 AND disabled IS NULL",
+                &params![tenant, id, now],
+            )
+            .await?;
+        if n == 1 {
+            self.pool()
+                .execute(
+                    "UPDATE deliveries SET state = 'dead', last_error = 'endpoint disabled' \
+                     WHERE tenant_id = $1 AND webhook_id = $2 AND state = 'pending'",
+                    &params![tenant, id],
+                )
+                .await?;
+        }
+        Ok(n == 1)
+    }
+
+    /// An endpoint's delivery log, newest first, optionally by state, before an id.
+    pub async fn deliveries(
+        &self,
+        tenant: &str,
+        webhook: &str,
+        state: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<DeliveryRow>> {
+        let rows = self
+            .pool()
+            .fetch(
+                &format!(
+                    "{DELIVERY_SELECT} WHERE d.tenant_id = $1 AND d.webhook_id = $2 \
+                     AND ($3 = '' OR d.state = $3) AND d.id < $4 ORDER BY d.id DESC LIMIT $5"
+                ),
+                &params![
+                    tenant,
+                    webhook,
+                    state.unwrap_or(""),
+                    before.unwrap_or(i64::MAX),
+                    limit
+                ],
+            )
+            .await?;
+        Ok(rows.iter().map(delivery_from_row).collect())
+    }
+
+    /// How many deliveries are pending or dead, for metrics and the health of an endpoint.
+    pub async fn delivery_counts(&self, tenant: &str, webhook: &str) -> StoreResult<Value> {
+        let rows = self
+            .pool()
+            .fetch(
+                "SELECT state, COUNT(*) FROM deliveries WHERE tenant_id = $1 AND webhook_id = $2 GROUP BY state",
+                &params![tenant, webhook],
+            )
+            .await?;
+        let mut out = serde_json::Map::new();
+        for s in ["pending", "delivered", "dead"] {
+            out.insert(s.into(), Value::from(0));
+        }
+        for r in rows {
+            out.insert(r.text(0), Value::from(r.int(1)));
+        }
+        Ok(Value::Object(out))
+    }
+}

@@ -1,0 +1,726 @@
+//! The two database drivers behind one small interface: run a statement, get rows.
+//!
+//! SQL is written once with `$1, $2, …` placeholders, which PostgreSQL takes natively and
+//! SQLite takes as named parameters. SQLite runs in-process through rusqlite, inline on the
+//! calling task: a statement costs microseconds, and avoiding a hop to a worker thread per
+//! statement (as async SQLite drivers do) is what makes a SCIM write cost one transaction
+//! rather than a dozen thread switches. Writes go to the one writer connection, owned by a
+//! thread of its own that commits waiting writes together (SQLite allows one writer at a
+//! time anyway); reads use a pool of reader connections (WAL lets them run beside the
+//! writer). PostgreSQL goes through sqlx.
+//! These enum matches are the only places that know which database is in use.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::types::ValueRef;
+use sqlx::postgres::{PgPool, PgRow};
+use sqlx::{Column, Postgres, Row as _, TypeInfo};
+
+use super::store::{StoreError, StoreResult};
+
+/// A bound parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum P {
+    /// SQL NULL (typed as text on PostgreSQL).
+    Null,
+    /// A 64-bit integer.
+    Int(i64),
+    /// Text.
+    Text(String),
+}
+
+impl From<&str> for P {
+    fn from(s: &str) -> P {
+        P::Text(s.to_string())
+    }
+}
+impl From<String> for P {
+    fn from(s: String) -> P {
+        P::Text(s)
+    }
+}
+impl From<&String> for P {
+    fn from(s: &String) -> P {
+        P::Text(s.clone())
+    }
+}
+impl From<i64> for P {
+    fn from(i: i64) -> P {
+        P::Int(i)
+    }
+}
+impl From<Option<String>> for P {
+    fn from(s: Option<String>) -> P {
+        s.map_or(P::Null, P::Text)
+    }
+}
+impl From<&Option<String>> for P {
+    fn from(s: &Option<String>) -> P {
+        s.clone().map_or(P::Null, P::Text)
+    }
+}
+impl From<&scim::sql::SqlParam> for P {
+    fn from(p: &scim::sql::SqlParam) -> P {
+        match p {
+            scim::sql::SqlParam::Text(s) => P::Text(s.clone()),
+            scim::sql::SqlParam::Int(i) => P::Int(*i),
+        }
+    }
+}
+
+/// Builds a parameter array: `params![a, b, c]`.
+#[macro_export]
+macro_rules! params {
+    ($($p:expr),* $(,)?) => { [$($crate::kernel::db::P::from($p)),*] };
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum V {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+/// `$start, $start+1, …`: the placeholders of an `IN` list of `n` parameters.
+pub fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A result row.
+#[derive(Debug, Clone)]
+pub struct Row(Vec<V>);
+
+impl Row {
+    /// Column `i` as text ("" when NULL).
+    pub fn text(&self, i: usize) -> String {
+        self.opt_text(i).unwrap_or_default()
+    }
+
+    /// Column `i` as optional text.
+    pub fn opt_text(&self, i: usize) -> Option<String> {
+        match self.0.get(i) {
+            Some(V::Text(s)) => Some(s.clone()),
+            Some(V::Int(n)) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Column `i` as an optional integer.
+    pub fn opt_int(&self, i: usize) -> Option<i64> {
+        match self.0.get(i) {
+            Some(V::Int(n)) => Some(*n),
+            Some(V::Text(s)) => s.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// Column `i` as an integer (0 when NULL).
+    pub fn int(&self, i: usize) -> i64 {
+        match self.0.get(i) {
+            Some(V::Int(n)) => *n,
+            Some(V::Text(s)) => s.parse().unwrap_or_default(),
+            _ => 0,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- SQLite
+
+/// The SQL as SQLite prepares it: each `$n` becomes `?n`, SQLite's placeholder for the n-th
+/// parameter, so parameters bind by position. (To SQLite a `$n` is a *named* parameter,
+/// numbered by first appearance, and finding a name is a linear scan: binding a 1,200-value
+/// multi-row insert by name took milliseconds.) Quoted text is left as it is.
+fn sqlite_sql(sql: &str) -> std::borrow::Cow<'_, str> {
+    if !sql.contains('$') {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut quote: Option<char> = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) => {
+                out.push('?');
+                continue;
+            }
+            None => {}
+        }
+        out.push(c);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+fn map_sqlite(e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(f, msg) = &e {
+        // SQLITE_CONSTRAINT_UNIQUE (2067) and SQLITE_CONSTRAINT_PRIMARYKEY (1555).
+        if f.extended_code == 2067 || f.extended_code == 1555 {
+            return StoreError::Unique(msg.clone().unwrap_or_default());
+        }
+    }
+    StoreError::Sqlite(e.to_string())
+}
+
+/// Binds `params[i]` to `?{i+1}` (see [`sqlite_sql`]); values past the highest placeholder
+/// the SQL uses are not bound.
+fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[P]) -> rusqlite::Result<()> {
+    let count = stmt.parameter_count();
+    for (i, p) in params.iter().enumerate().take(count) {
+        let idx = i + 1;
+        match p {
+            P::Null => stmt.raw_bind_parameter(idx, rusqlite::types::Null)?,
+            P::Int(n) => stmt.raw_bind_parameter(idx, n)?,
+            P::Text(s) => stmt.raw_bind_parameter(idx, s.as_str())?,
+        }
+    }
+    Ok(())
+}
+
+fn sqlite_fetch(conn: &rusqlite::Connection, sql: &str, params: &[P]) -> StoreResult<Vec<Row>> {
+    let mut stmt = conn.prepare_cached(&sqlite_sql(sql)).map_err(map_sqlite)?;
+    bind(&mut stmt, params).map_err(map_sqlite)?;
+    let n = stmt.column_count();
+    let mut rows = stmt.raw_query();
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(map_sqlite)? {
+        let mut vals = Vec::with_capacity(n);
+        for i in 0..n {
+            vals.push(match r.get_ref(i).map_err(map_sqlite)? {
+                ValueRef::Null => V::Null,
+                ValueRef::Integer(n) => V::Int(n),
+                ValueRef::Real(f) => V::Int(f as i64),
+                ValueRef::Text(t) | ValueRef::Blob(t) => {
+                    V::Text(String::from_utf8_lossy(t).into_owned())
+                }
+            });
+        }
+        out.push(Row(vals));
+    }
+    Ok(out)
+}
+
+fn sqlite_exec(conn: &rusqlite::Connection, sql: &str, params: &[P]) -> StoreResult<u64> {
+    let mut stmt = conn.prepare_cached(&sqlite_sql(sql)).map_err(map_sqlite)?;
+    bind(&mut stmt, params).map_err(map_sqlite)?;
+    stmt.raw_execute().map(|n| n as u64).map_err(map_sqlite)
+}
+
+/// A unit of work for the SQLite writer thread: it runs inside a savepoint and returns
+/// whether it succeeded and how to deliver its result once the batch's commit is known.
+type Job = Box<dyn FnOnce(&rusqlite::Connection) -> (bool, Deliver) + Send>;
+type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// Most jobs committed together by one SQLite transaction.
+const MAX_BATCH: usize = 256;
+
+/// The SQLite side: one writer thread with group commit, a pool of readers.
+///
+/// Writes are jobs sent to a dedicated thread that owns the only writer connection. The
+/// thread takes every job waiting, runs each in its own savepoint (a failing job rolls back
+/// alone), commits them in one transaction, and only then answers them: every answered write
+/// is committed, and under load many writes share one commit.
+pub struct Sqlite {
+    path: PathBuf,
+    pragmas: Vec<String>,
+    jobs: std::sync::mpsc::Sender<Job>,
+    readers: Mutex<Vec<rusqlite::Connection>>,
+    max_readers: usize,
+}
+
+impl Sqlite {
+    pub fn open(path: PathBuf, synchronous: &str, max_readers: usize) -> StoreResult<Sqlite> {
+        let pragmas = vec![
+            "PRAGMA journal_mode = WAL".to_string(),
+            format!("PRAGMA synchronous = {synchronous}"),
+            "PRAGMA busy_timeout = 10000".into(),
+            "PRAGMA foreign_keys = ON".into(),
+            // LIKE must be case-sensitive: folded columns carry case-insensitivity, and
+            // caseExact attributes must not match another case.
+            "PRAGMA case_sensitive_like = ON".into(),
+            "PRAGMA cache_size = -65536".into(),
+            "PRAGMA temp_store = MEMORY".into(),
+        ];
+        let writer = Self::connect(&path, &pragmas)?;
+        writer
+            .execute_batch(&format!(
+                "PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES}"
+            ))
+            .map_err(map_sqlite)?;
+        let checkpointer = Self::connect(&path, &pragmas)?;
+        let (kick, kicked) = std::sync::mpsc::sync_channel::<()>(1);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, kicked))
+            .map_err(|e| StoreError::Sqlite(format!("cannot start the checkpoint thread: {e}")))?;
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(writer, rx, kick))
+            .map_err(|e| StoreError::Sqlite(format!("cannot start the writer thread: {e}")))?;
+        Ok(Sqlite {
+            path,
+            pragmas,
+            jobs,
+            readers: Mutex::new(Vec::new()),
+            max_readers: max_readers.max(1),
+        })
+    }
+
+    fn connect(path: &PathBuf, pragmas: &[String]) -> StoreResult<rusqlite::Connection> {
+        let conn = rusqlite::Connection::open(path).map_err(map_sqlite)?;
+        conn.set_prepared_statement_cache_capacity(256);
+        for p in pragmas {
+            // journal_mode returns a row; the others return nothing.
+            let mut stmt = conn.prepare(p).map_err(map_sqlite)?;
+            let mut rows = stmt.raw_query();
+            while rows.next().map_err(map_sqlite)?.is_some() {}
+        }
+        Ok(conn)
+    }
+
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let conn = self.readers.lock().ok().and_then(|mut v| v.pop());
+        let conn = match conn {
+            Some(c) => c,
+            None => Self::connect(&self.path, &self.pragmas)?,
+        };
+        let result = f(&conn);
+        if let Ok(mut pool) = self.readers.lock()
+            && pool.len() < self.max_readers
+        {
+            pool.push(conn);
+        }
+        result
+    }
+
+    async fn submit<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
+    {
+        let (send, recv) = tokio::sync::oneshot::channel::<Result<T, E>>();
+        let job: Job = Box::new(move |conn| {
+            let mut tx = Tx::new(TxRef::Sqlite(conn));
+            let result = f(&mut tx).and_then(|v| tx.flush().map(|()| v).map_err(E::from));
+            let ok = result.is_ok();
+            let deliver: Deliver = Box::new(move |commit| {
+                let out = match (result, commit) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Ok(_), Err(e)) => Err(E::from(e)),
+                    (Err(e), _) => Err(e),
+                };
+                let _ = send.send(out);
+            });
+            (ok, deliver)
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| E::from(StoreError::Sqlite("the writer thread has stopped".into())))?;
+        recv.await
+            .map_err(|_| E::from(StoreError::Sqlite("the writer thread dropped a job".into())))?
+    }
+}
+
+/// Least time between two background checkpoints.
+const CHECKPOINT_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// WAL pages after which the writer checkpoints by itself, which is what brings the WAL back
+/// to its start (a checkpoint beside a busy writer rarely finishes the log). Four times
+/// SQLite's default: between two of the writer's turns the checkpoint thread has copied
+/// nearly everything, so the writer's turn is short.
+const WRITER_CHECKPOINT_PAGES: u32 = 4_000;
+
+/// Copies committed WAL pages into the database file beside the writer, so the writer seldom
+/// stops for the copy and its fsyncs (a PASSIVE checkpoint waits for no one). Woken by
+/// commits; at most one checkpoint per pause.
+fn checkpoint_loop(conn: rusqlite::Connection, kicked: std::sync::mpsc::Receiver<()>) {
+    while kicked.recv().is_ok() {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::debug!(error = %e, "background checkpoint failed");
+        }
+        std::thread::sleep(CHECKPOINT_PAUSE);
+    }
+}
+
+fn writer_loop(
+    conn: rusqlite::Connection,
+    rx: std::sync::mpsc::Receiver<Job>,
+    kick: std::sync::mpsc::SyncSender<()>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = sqlite_exec(&conn, "BEGIN IMMEDIATE", &[]) {
+            for job in batch {
+                // Nothing ran: answer every job with the error.
+                let (_, deliver) = fail_job(job, &conn);
+                deliver(Err(StoreError::Sqlite(e.to_string())));
+            }
+            continue;
+        }
+        let mut delivers = Vec::with_capacity(batch.len());
+        for job in batch {
+            let savepoint = sqlite_exec(&conn, "SAVEPOINT job", &[]);
+            if savepoint.is_err() {
+                let (_, deliver) = fail_job(job, &conn);
+                delivers.push((deliver, false));
+                continue;
+            }
+            let (ok, deliver) = job(&conn);
+            if !ok {
+                let _ = sqlite_exec(&conn, "ROLLBACK TO job", &[]);
+            }
+            let _ = sqlite_exec(&conn, "RELEASE job", &[]);
+            delivers.push((deliver, ok));
+        }
+        let commit = sqlite_exec(&conn, "COMMIT", &[]).map(|_| ());
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        } else {
+            // Full: a wake-up is already pending.
+            let _ = kick.try_send(());
+        }
+        for (deliver, _) in delivers {
+            deliver(match &commit {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Sqlite(e.to_string())),
+            });
+        }
+    }
+}
+
+/// Answers a job that could not run, without running its work.
+fn fail_job(job: Job, conn: &rusqlite::Connection) -> (bool, Deliver) {
+    // The job must still be consumed to reach its sender; run it inside a savepoint that is
+    // always rolled back, so it changes nothing, then report failure.
+    let _ = conn.execute_batch("SAVEPOINT failed");
+    let (_, deliver) = job(conn);
+    let _ = conn.execute_batch("ROLLBACK TO failed; RELEASE failed");
+    (false, deliver)
+}
+
+// ---------------------------------------------------------------- PostgreSQL
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+fn pg_bind<'q>(sql: &'q str, params: &'q [P]) -> PgQuery<'q> {
+    let mut q = sqlx::query(sql);
+    for p in params {
+        q = match p {
+            P::Null => q.bind(None::<String>),
+            P::Int(n) => q.bind(*n),
+            P::Text(s) => q.bind(s.as_str()),
+        };
+    }
+    q
+}
+
+fn pg_row(r: &PgRow) -> StoreResult<Row> {
+    let mut vals = Vec::with_capacity(r.len());
+    for (i, col) in r.columns().iter().enumerate() {
+        let v = match col.type_info().name() {
+            "INT8" => r.try_get::<Option<i64>, _>(i)?.map_or(V::Null, V::Int),
+            "INT4" => r
+                .try_get::<Option<i32>, _>(i)?
+                .map_or(V::Null, |n| V::Int(n.into())),
+            "INT2" => r
+                .try_get::<Option<i16>, _>(i)?
+                .map_or(V::Null, |n| V::Int(n.into())),
+            "BOOL" => r
+                .try_get::<Option<bool>, _>(i)?
+                .map_or(V::Null, |b| V::Int(b.into())),
+            _ => r.try_get::<Option<String>, _>(i)?.map_or(V::Null, V::Text),
+        };
+        vals.push(v);
+    }
+    Ok(Row(vals))
+}
+
+fn map_pg(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e
+        && db.is_unique_violation()
+    {
+        return StoreError::Unique(db.message().to_string());
+    }
+    StoreError::Db(e)
+}
+
+// ---------------------------------------------------------------- the pool
+
+/// A connection pool to either database.
+#[derive(Clone)]
+pub enum Pool {
+    /// Embedded SQLite.
+    Sqlite(Arc<Sqlite>),
+    /// PostgreSQL.
+    Postgres(PgPool),
+}
+
+impl Pool {
+    /// Runs a read query.
+    pub async fn fetch(&self, sql: &str, params: &[P]) -> StoreResult<Vec<Row>> {
+        match self {
+            Pool::Sqlite(s) => s.with_reader(|c| sqlite_fetch(c, sql, params)),
+            Pool::Postgres(pg) => pg_bind(sql, params)
+                .fetch_all(pg)
+                .await
+                .map_err(map_pg)?
+                .iter()
+                .map(pg_row)
+                .collect(),
+        }
+    }
+
+    /// Runs a read query that scans much of a table once (a snapshot load): on SQLite the
+    /// reader then frees its page cache, which the scan filled with pages no request needs.
+    pub async fn scan(&self, sql: &str, params: &[P]) -> StoreResult<Vec<Row>> {
+        match self {
+            Pool::Sqlite(s) => s.with_reader(|c| {
+                let rows = sqlite_fetch(c, sql, params);
+                let _ = c.execute_batch("PRAGMA shrink_memory");
+                rows
+            }),
+            Pool::Postgres(_) => self.fetch(sql, params).await,
+        }
+    }
+
+    /// Runs a read query expecting at most one row.
+    pub async fn fetch_opt(&self, sql: &str, params: &[P]) -> StoreResult<Option<Row>> {
+        Ok(self.fetch(sql, params).await?.into_iter().next())
+    }
+
+    /// Runs one write statement in its own transaction.
+    pub async fn execute(&self, sql: &str, params: &[P]) -> StoreResult<u64> {
+        let (sql, params) = (sql.to_string(), params.to_vec());
+        self.write(move |tx| tx.execute(&sql, &params)).await
+    }
+
+    /// Runs `f` in one write transaction: committed if it returns `Ok`, rolled back if not.
+    /// On SQLite the work runs on the writer thread (and may share its commit with other
+    /// writes); on PostgreSQL it runs on a blocking thread with its own transaction.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
+    {
+        match self {
+            Pool::Sqlite(s) => s.submit(f).await,
+            Pool::Postgres(pg) => {
+                let pg = pg.clone();
+                let handle = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || {
+                    let tx = handle
+                        .block_on(pg.begin())
+                        .map_err(|e| E::from(map_pg(e)))?;
+                    let mut pgtx = PgTx {
+                        tx: Some(tx),
+                        handle: handle.clone(),
+                    };
+                    let mut tx = Tx::new(TxRef::Postgres(&mut pgtx));
+                    let result = f(&mut tx).and_then(|v| tx.flush().map(|()| v).map_err(E::from));
+                    drop(tx);
+                    let tx = pgtx.tx.take();
+                    match (result, tx) {
+                        (Ok(v), Some(tx)) => {
+                            handle
+                                .block_on(tx.commit())
+                                .map_err(|e| E::from(map_pg(e)))?;
+                            Ok(v)
+                        }
+                        (Ok(_), None) => Err(E::from(finished())),
+                        (Err(e), tx) => {
+                            if let Some(tx) = tx {
+                                let _ = handle.block_on(tx.rollback());
+                            }
+                            Err(e)
+                        }
+                    }
+                })
+                .await
+                .map_err(|e| E::from(StoreError::Sqlite(format!("write task failed: {e}"))))?
+            }
+        }
+    }
+
+    /// Closes connections.
+    pub async fn close(&self) {
+        match self {
+            Pool::Sqlite(s) => {
+                if let Ok(mut r) = s.readers.lock() {
+                    r.clear();
+                }
+            }
+            Pool::Postgres(pg) => pg.close().await,
+        }
+    }
+}
+
+/// A PostgreSQL transaction driven from a blocking thread.
+pub struct PgTx {
+    tx: Option<sqlx::Transaction<'static, Postgres>>,
+    handle: tokio::runtime::Handle,
+}
+
+enum TxRef<'a> {
+    Sqlite(&'a rusqlite::Connection),
+    Postgres(&'a mut PgTx),
+}
+
+/// The open write transaction a unit of work runs in. Its calls are synchronous: on SQLite
+/// they run on the writer thread, on PostgreSQL they block a blocking-pool thread.
+pub struct Tx<'a> {
+    conn: TxRef<'a>,
+    /// The audit chain tips of the tenants this transaction has locked, as this transaction
+    /// last left them (see `lock_tenant`).
+    pub(crate) tips: Vec<ChainTip>,
+    /// Audit records and outbox events written by this unit of work, inserted together
+    /// (multi-row statements) just before it commits.
+    pub(crate) pending: Pending,
+}
+
+/// Rows a unit of work appends to the audit log and the outbox, written by [`Tx::flush`].
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    pub audit: Vec<crate::kernel::chain::AuditRow>,
+    pub outbox: Vec<[String; 6]>,
+}
+
+/// A tenant's audit chain tip and model version, held under the tenant's lock.
+#[derive(Debug, Clone)]
+pub(crate) struct ChainTip {
+    pub tenant: String,
+    pub seq: i64,
+    pub hash: String,
+    pub model_version: i64,
+    /// The tip moved in this transaction and must be stored.
+    pub moved: bool,
+    /// The tenant's seat counts per product, as stored (read with the lock; parsed when a
+    /// licensing decision first asks).
+    pub seat_lines_text: String,
+    /// The seat counts once parsed, as this transaction has changed them.
+    pub seat_lines: Option<std::collections::BTreeMap<String, crate::licenses::store::Line>>,
+    /// The seat counts changed in this transaction and must be stored.
+    pub lines_moved: bool,
+}
+
+fn finished() -> StoreError {
+    StoreError::Sqlite("transaction already finished".into())
+}
+
+impl<'a> Tx<'a> {
+    fn new(conn: TxRef<'a>) -> Tx<'a> {
+        Tx {
+            conn,
+            tips: Vec::new(),
+            pending: Pending::default(),
+        }
+    }
+}
+
+impl Tx<'_> {
+    /// ` FOR UPDATE OF {table} SKIP LOCKED` on PostgreSQL, where several nodes claim rows;
+    /// nothing on SQLite, where the one writer already excludes everyone else.
+    pub fn skip_locked_clause(&self, table: &str) -> String {
+        match self.conn {
+            TxRef::Sqlite(_) => String::new(),
+            TxRef::Postgres(_) => format!(" FOR UPDATE OF {table} SKIP LOCKED"),
+        }
+    }
+
+    /// Tells other nodes, when this transaction commits, that it wrote events (PostgreSQL
+    /// `NOTIFY`, transactional; on SQLite there are no other nodes).
+    pub(crate) fn notify_other_nodes(&mut self) -> StoreResult<()> {
+        match self.conn {
+            TxRef::Sqlite(_) => Ok(()),
+            TxRef::Postgres(_) => self
+                .execute("SELECT pg_notify('seatkeeper_events', '')", &[])
+                .map(|_| ()),
+        }
+    }
+
+    /// Runs a query in the transaction.
+    pub fn fetch(&mut self, sql: &str, params: &[P]) -> StoreResult<Vec<Row>> {
+        match &mut self.conn {
+            TxRef::Sqlite(c) => sqlite_fetch(c, sql, params),
+            TxRef::Postgres(pg) => {
+                let tx = pg.tx.as_mut().ok_or_else(finished)?;
+                pg.handle
+                    .block_on(pg_bind(sql, params).fetch_all(&mut **tx))
+                    .map_err(map_pg)?
+                    .iter()
+                    .map(pg_row)
+                    .collect()
+            }
+        }
+    }
+
+    /// Runs a query expecting at most one row.
+    pub fn fetch_opt(&mut self, sql: &str, params: &[P]) -> StoreResult<Option<Row>> {
+        Ok(self.fetch(sql, params)?.into_iter().next())
+    }
+
+    /// Runs a statement in the transaction.
+    pub fn execute(&mut self, sql: &str, params: &[P]) -> StoreResult<u64> {
+        match &mut self.conn {
+            TxRef::Sqlite(c) => sqlite_exec(c, sql, params),
+            TxRef::Postgres(pg) => {
+                let tx = pg.tx.as_mut().ok_or_else(finished)?;
+                Ok(pg
+                    .handle
+                    .block_on(pg_bind(sql, params).execute(&mut **tx))
+                    .map_err(map_pg)?
+                    .rows_affected())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_positional_outside_quotes() {
+        assert_eq!(
+            sqlite_sql("UPDATE t SET a = $2, b = $10 WHERE id = $1 AND c = $2"),
+            "UPDATE t SET a = ?2, b = ?10 WHERE id = ?1 AND c = ?2"
+        );
+        assert_eq!(
+            sqlite_sql(
+                "SELECT json_extract(doc, '$.x'), '$1 it''s $2', \"$3\" FROM t WHERE a = $1"
+            ),
+            "SELECT json_extract(doc, '$.x'), '$1 it''s $2', \"$3\" FROM t WHERE a = ?1"
+        );
+        assert_eq!(sqlite_sql("SELECT 1"), "SELECT 1");
+    }
+
+    #[test]
+    fn values_bind_by_position_in_any_order() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let rows = sqlite_fetch(
+            &conn,
+            "SELECT $3 || '-' || $1, $2 + 1, $1",
+            &[P::from("a"), P::Int(41), P::from("c"), P::from("unused")],
+        )
+        .unwrap();
+        assert_eq!(rows[0].text(0), "c-a");
+        assert_eq!(rows[0].int(1), 42);
+        assert_eq!(rows[0].text(2), "a");
+    }
+}

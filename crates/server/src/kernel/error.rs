@@ -1,0 +1,178 @@
+//! The server's errors and the one table that maps each to `(HTTP status, scimType)`.
+//! SCIM and admin-API errors share the body shape of RFC 7644 §3.12.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::kernel::store::StoreError;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A protocol error from the SCIM library.
+    #[error(transparent)]
+    Scim(#[from] scim::Error),
+    /// The licensing model refused a value (bad key, unknown plan, bad rule filter…).
+    #[error("{0}")]
+    Model(#[from] licensing::Error),
+    /// Well-formed, but it cannot be applied (a billing event naming an unknown plan…).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// No such resource in this tenant (also for resources of other tenants).
+    #[error("{0}")]
+    NotFound(String),
+    /// A uniqueness conflict.
+    #[error("{0}")]
+    Uniqueness(String),
+    /// `If-Match` did not match.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// Missing or bad credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Authenticated, but this credential may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Over the tenant's rate limit.
+    #[error("too many requests; retry after {retry_after} s")]
+    RateLimited {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
+    /// The body is larger than allowed.
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The method is not supported here.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The body's media type is not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The endpoint exists in SCIM but is not offered here (e.g. `/Me`).
+    #[error("{0}")]
+    NotImplemented(String),
+    /// The request took too long.
+    #[error("the request timed out")]
+    Timeout,
+    /// The store is unavailable or failed; details go to the log only.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unique(_) => {
+                ApiError::Uniqueness("a resource with this unique value already exists".into())
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl ApiError {
+    /// The status and `scimType` of this error: the single mapping table.
+    pub fn status_and_type(&self) -> (StatusCode, Option<&'static str>) {
+        match self {
+            ApiError::Scim(e) => (
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                e.scim_type_str(),
+            ),
+            ApiError::Model(licensing::Error::BadFilter(_)) => {
+                (StatusCode::BAD_REQUEST, Some("invalidFilter"))
+            }
+            ApiError::Model(_) => (StatusCode::BAD_REQUEST, Some("invalidValue")),
+            ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, Some("invalidValue")),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, None),
+            ApiError::Uniqueness(_) => (StatusCode::CONFLICT, Some("uniqueness")),
+            ApiError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, None),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, None),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, None),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, None),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, None),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, None),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("invalidSyntax"))
+            }
+            ApiError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, None),
+            ApiError::Timeout => (StatusCode::SERVICE_UNAVAILABLE, None),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, None),
+        }
+    }
+
+    /// The SCIM error body.
+    pub fn body(&self) -> serde_json::Value {
+        let (status, scim_type) = self.status_and_type();
+        scim::error::error_body(status.as_u16(), scim_type, &self.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, _) = self.status_and_type();
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(error = %detail, "internal error");
+        }
+        let mut resp = (status, crate::app::ScimJson(self.body())).into_response();
+        match &self {
+            ApiError::Unauthorized(_) => {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"seatkeeper\""),
+                );
+            }
+            ApiError::RateLimited { retry_after } => {
+                if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+                    resp.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_maps_to_a_status() {
+        let cases = [
+            (
+                ApiError::Scim(scim::Error::InvalidFilter("x".into())),
+                400,
+                Some("invalidFilter"),
+            ),
+            (
+                ApiError::Scim(scim::Error::InvalidCursor("x".into())),
+                400,
+                Some("invalidCursor"),
+            ),
+            (ApiError::NotFound("x".into()), 404, None),
+            (ApiError::Uniqueness("x".into()), 409, Some("uniqueness")),
+            (ApiError::PreconditionFailed("x".into()), 412, None),
+            (ApiError::Unauthorized("x".into()), 401, None),
+            (ApiError::RateLimited { retry_after: 1 }, 429, None),
+            (ApiError::PayloadTooLarge("x".into()), 413, None),
+            (ApiError::Internal("secret detail".into()), 500, None),
+        ];
+        for (e, status, ty) in cases {
+            assert_eq!(
+                e.status_and_type(),
+                (StatusCode::from_u16(status).unwrap(), ty)
+            );
+            let body = e.body();
+            assert_eq!(body["status"], serde_json::json!(status.to_string()));
+        }
+        assert!(
+            !ApiError::Internal("secret detail".into())
+                .body()
+                .to_string()
+                .contains("secret")
+        );
+    }
+}

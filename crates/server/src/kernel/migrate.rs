@@ -1,0 +1,96 @@
+//! Versioned migrations, applied at start. The schema is written once and specialised per
+//! dialect; on PostgreSQL an advisory lock keeps several nodes from migrating at once.
+
+use super::db::{P, Pool};
+use super::store::{Backend, StoreResult, Tx};
+
+/// A step of a migration that SQL alone does not say once for both dialects.
+type Then = fn(&mut Tx<'_>) -> StoreResult<()>;
+
+/// Version, description, schema change, and what runs after it.
+const MIGRATIONS: &[(i64, &str, &str, Option<Then>)] = &[
+    (1, "initial schema", include_str!("sql/schema.sql"), None),
+    (2, "licensing", include_str!("sql/licensing.sql"), None),
+    (
+        3,
+        "billing and webhooks",
+        include_str!("sql/billing.sql"),
+        None,
+    ),
+    (
+        4,
+        "license history by chain",
+        include_str!("sql/history.sql"),
+        None,
+    ),
+    (
+        5,
+        "app keys, activity, signing keys",
+        include_str!("sql/apps.sql"),
+        None,
+    ),
+    (
+        6,
+        "seat counts in the tenant's head row",
+        include_str!("sql/lines.sql"),
+        Some(crate::licenses::store::move_seat_lines),
+    ),
+];
+
+/// An arbitrary constant naming seatkeeper's migration lock.
+const PG_MIGRATION_LOCK: i64 = 0x5ea7_6ee9;
+
+fn specialise(sql: &str, backend: Backend) -> String {
+    let (text, id_pk, json, without_rowid) = match backend {
+        Backend::Sqlite => (
+            "TEXT",
+            "INTEGER PRIMARY KEY AUTOINCREMENT",
+            "TEXT",
+            "WITHOUT ROWID",
+        ),
+        Backend::Postgres => ("TEXT COLLATE \"C\"", "BIGSERIAL PRIMARY KEY", "TEXT", ""),
+    };
+    sql.replace("{TEXT}", text)
+        .replace("{ID_PK}", id_pk)
+        .replace("{JSON}", json)
+        .replace("{WITHOUT_ROWID}", without_rowid)
+}
+
+fn statements(sql: &str) -> Vec<String> {
+    // Comments go first: they may contain semicolons.
+    let body: String = sql
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    body.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+pub(super) async fn run(pool: &Pool, backend: Backend) -> StoreResult<()> {
+    pool.write(move |tx| {
+        if backend == Backend::Postgres {
+            // Held until this transaction ends: other nodes wait here, then see the new version.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[P::Int(PG_MIGRATION_LOCK)])?;
+        }
+        tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL)", &[])?;
+        let applied: Vec<i64> = tx.fetch("SELECT version FROM schema_migrations", &[])?.iter().map(|r| r.int(0)).collect();
+        for (version, description, sql, then) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            for stmt in statements(&specialise(sql, backend)) {
+                tx.execute(&stmt, &[])?;
+            }
+            if let Some(then) = then {
+                then(tx)?;
+            }
+            tx.execute("INSERT INTO schema_migrations (version, description) VALUES ($1, $2)", &[P::Int(*version), P::Text((*description).into())])?;
+        }
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,13 @@
+//! What every domain uses and which imports no domain: the two database drivers and their
+//! migrations, the transaction (tenant lock, audit append, outbox write), the one error table,
+//! request extractors, the clock, configuration, signatures and the audit hash chain.
+
+pub mod auth;
+pub mod chain;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+pub(crate) mod migrate;
+pub mod signing;
+pub mod store;

@@ -1,0 +1,804 @@
+//! The licensing engine: re-decides the licenses of the users a change affects, inside the
+//! change's own transaction, and records every license change with an audit entry and an
+//! outbox event.
+//!
+//! Each call first takes the tenant's lock ([`Tx::lock_tenant`]), then counts seats: two
+//! requests of one tenant never count at the same time, on SQLite (one writer) or on
+//! PostgreSQL (a row lock held to commit), so a hard subscription is never oversold, even
+//! with several processes.
+//!
+//! The decisions themselves come from `crates/licensing`: [`licensing::rules::decide`] says
+//! which plan a user should hold, [`licensing::seats::rebalance`] how many users to promote
+//! or demote, in queue order. Rows change only where the decision differs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use licensing::lifecycle::{self, Phase};
+use licensing::model::{Enforcement, Key, Product, Rule, Subscription};
+use licensing::rules::{Because, Decided};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::kernel::error::ApiResult;
+use crate::kernel::store::{AuditEntry, Tx};
+use crate::licenses::store::{LicenseRow, Line, RuleRow, rule_of, time_text};
+
+/// Which users a change affects.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// A user created in this transaction (no groups, no licenses yet), with what it matches.
+    Created(String, BTreeMap<Key, Decided>),
+    /// These users (missing ones count as gone: their licenses are freed).
+    Users(Vec<String>),
+    /// Every user of the tenant (subscription, rule and model changes; the scheduler).
+    All,
+}
+
+/// What caused a re-decision: recorded in every audit entry and explanation.
+#[derive(Debug, Clone)]
+pub struct Cause {
+    /// Tenant.
+    pub tenant: String,
+    /// Who (token name, `admin`, `scheduler`).
+    pub actor: String,
+    /// The request id.
+    pub request_id: String,
+    /// What happened, e.g. `user.create`, `subscription.put`, `term.expired`.
+    pub action: String,
+    /// When.
+    pub now: OffsetDateTime,
+}
+
+/// How many licenses changed, by kind of change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Outcome {
+    /// New licenses holding a seat.
+    pub assigned: usize,
+    /// New licenses waiting, or holders moved to the waitlist by a seat cut.
+    pub waitlisted: usize,
+    /// Waiting licenses given a seat.
+    pub promoted: usize,
+    /// Licenses removed.
+    pub revoked: usize,
+    /// Licenses whose plan changed.
+    pub changed: usize,
+}
+
+impl Outcome {
+    /// Total license changes.
+    pub fn total(&self) -> usize {
+        self.assigned + self.waitlisted + self.promoted + self.revoked + self.changed
+    }
+
+    /// Adds another outcome.
+    pub fn add(&mut self, o: &Outcome) {
+        self.assigned += o.assigned;
+        self.waitlisted += o.waitlisted;
+        self.promoted += o.promoted;
+        self.revoked += o.revoked;
+        self.changed += o.changed;
+    }
+}
+
+/// A tenant's licensing model as one transaction sees it.
+pub struct Model {
+    /// The catalogue.
+    pub products: Vec<Product>,
+    /// The tenant's subscriptions.
+    pub subscriptions: Vec<Subscription>,
+    /// The tenant's rules, validated.
+    pub rules: Vec<Rule>,
+    /// The same rules as stored (for explanations).
+    pub rule_rows: Vec<RuleRow>,
+}
+
+/// Parsed models by tenant, with the version they were read at.
+type ModelCache = std::sync::Mutex<HashMap<String, (i64, Arc<Model>)>>;
+static MODELS: std::sync::LazyLock<ModelCache> = std::sync::LazyLock::new(Default::default);
+
+impl Model {
+    /// The model of a tenant, from the cache when `version` (read under the tenant's lock)
+    /// says it is current, else loaded and cached.
+    pub fn current(tx: &mut Tx<'_>, tenant: &str, version: i64) -> ApiResult<Arc<Model>> {
+        if let Ok(cache) = MODELS.lock()
+            && let Some((v, m)) = cache.get(tenant)
+            && *v == version
+        {
+            return Ok(m.clone());
+        }
+        let model = Arc::new(Model::load(tx, tenant)?);
+        if let Ok(mut cache) = MODELS.lock() {
+            cache.insert(tenant.to_string(), (version, model.clone()));
+        }
+        Ok(model)
+    }
+
+    /// Loads the model of a tenant.
+    pub fn load(tx: &mut Tx<'_>, tenant: &str) -> ApiResult<Model> {
+        let products = tx.products()?;
+        let subscriptions = tx.subscriptions(tenant)?;
+        let rule_rows = tx.rule_rows(tenant)?;
+        let rules = rule_rows
+            .iter()
+            .map(rule_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Model {
+            products,
+            subscriptions,
+            rules,
+            rule_rows,
+        })
+    }
+
+    /// Whether any rule reads the user's groups (only then are memberships loaded).
+    pub fn reads_groups(&self) -> bool {
+        self.rules.iter().any(|r| {
+            r.filter
+                .paths()
+                .iter()
+                .any(|p| p.name.eq_ignore_ascii_case("groups"))
+        })
+    }
+
+    fn subscription(&self, product: &str) -> Option<&Subscription> {
+        self.subscriptions
+            .iter()
+            .find(|s| s.product.as_str() == product)
+    }
+
+    fn rule_row(&self, name: &Key) -> Option<&RuleRow> {
+        self.rule_rows.iter().find(|r| r.name == name.as_str())
+    }
+}
+
+/// Whether group changes of this tenant can change licenses: only when it subscribes to
+/// something and a rule reads `groups`.
+pub fn groups_matter(tx: &mut Tx<'_>, tenant: &str) -> ApiResult<bool> {
+    if tx.subscriptions(tenant)?.is_empty() {
+        return Ok(false);
+    }
+    let rows = tx.rule_rows(tenant)?;
+    Ok(rows
+        .iter()
+        .any(|r| r.filter.to_ascii_lowercase().contains("groups")))
+}
+
+/// Whether a stored user document is active (absent `active` means active).
+pub fn is_active(doc: &Value) -> bool {
+    doc.get("active").and_then(Value::as_bool).unwrap_or(true)
+}
+
+/// A license change about to be recorded.
+struct Event {
+    kind: &'static str,
+    before: Option<LicenseRow>,
+    after: Option<LicenseRow>,
+}
+
+fn phase_text(sub: &Subscription, now: OffsetDateTime) -> String {
+    match lifecycle::phase(sub, now) {
+        Phase::NotStarted => "not started".into(),
+        Phase::InTerm => "in term".into(),
+        Phase::InGrace(until) => format!("in grace until {}", time_text(until)),
+        Phase::Over => format!("over: on_expiry {}", sub.on_expiry),
+    }
+}
+
+fn seat_words(sub: &Subscription, plan: &str, in_use: usize) -> String {
+    match sub.enforcement {
+        Enforcement::Hard => format!("{plan} {in_use}/{} seats (hard)", sub.seats),
+        Enforcement::Soft if in_use > sub.seats as usize => format!(
+            "{plan} {in_use}/{} seats (soft: {} over)",
+            sub.seats,
+            in_use - sub.seats as usize
+        ),
+        Enforcement::Soft => format!("{plan} {in_use}/{} seats (soft)", sub.seats),
+    }
+}
+
+fn because_words(d: &Decided) -> String {
+    let mut s = match &d.because {
+        Because::Rule(name) => format!("rule {name} matched"),
+        Because::NoRules => "no rules: every active user holds the subscription's plan".into(),
+    };
+    if let Some(from) = &d.capped_from {
+        s.push_str(&format!(
+            "; lowered from {from} to {} by the subscription's term",
+            d.plan
+        ));
+    }
+    s
+}
+
+/// The explanation chain of a license as stored: only what cannot be read back later (the
+/// rule's name, the seat count and phase that applied). The causing event is the license's
+/// own audit record; [`expand_explanation`] joins them with the rule and subscription.
+fn explain(c: &Cause, sub: &Subscription, d: &Decided, in_use: usize, note: &str) -> String {
+    // Fields in name order: the stored text reads the same as before it was a struct.
+    #[derive(serde::Serialize)]
+    struct Stored<'a> {
+        asked: Option<&'a str>,
+        enforcement: &'a str,
+        in_use: usize,
+        note: &'a str,
+        phase: String,
+        rule: Option<&'a str>,
+        seats: u32,
+    }
+    let stored = Stored {
+        asked: d.capped_from.as_ref().map(Key::as_str),
+        enforcement: match sub.enforcement {
+            Enforcement::Hard => "hard",
+            Enforcement::Soft => "soft",
+        },
+        in_use,
+        note,
+        phase: phase_text(sub, c.now),
+        rule: match &d.because {
+            Because::Rule(name) => Some(name.as_str()),
+            Because::NoRules => None,
+        },
+        seats: sub.seats,
+    };
+    serde_json::to_string(&stored).unwrap_or_default()
+}
+
+/// The explanation chain of a license for an operator: which rule matched (with its filter
+/// and priority as they are now), which plan and seat count applied, what the subscription
+/// was doing, and which event changed the license.
+pub fn expand_explanation(
+    row: &LicenseRow,
+    rules: &[RuleRow],
+    subscriptions: &[Subscription],
+    last_change: Option<&crate::kernel::chain::AuditRow>,
+) -> Value {
+    let e: Value = serde_json::from_str(&row.explain).unwrap_or(Value::Null);
+    let rule_name = e["rule"].as_str();
+    let rule = rule_name.map(|name| match rules.iter().find(|r| r.name == name) {
+        Some(r) => {
+            json!({"name": r.name, "filter": r.filter, "plan": r.plan, "priority": r.priority})
+        }
+        None => json!({"name": name, "removed": true}),
+    });
+    let mut decision = match rule_name {
+        Some(name) => format!("rule {name} matched"),
+        None => "no rules: every active user holds the subscription's plan".to_string(),
+    };
+    if let Some(asked) = e["asked"].as_str() {
+        decision.push_str(&format!(
+            "; lowered from {asked} to {} by the subscription's term",
+            row.plan
+        ));
+    }
+    let sub = subscriptions
+        .iter()
+        .find(|s| s.product.as_str() == row.product);
+    json!({
+        "decision": decision,
+        "rule": rule,
+        "plan": row.plan,
+        "requested_plan": e["asked"],
+        "subscription": {
+            "product": row.product,
+            "plan": sub.map(|s| s.plan.as_str()),
+            "status": sub.map(|s| s.status.as_str()),
+            "on_expiry": sub.map(|s| s.on_expiry.to_string()),
+            "phase_at_decision": e["phase"],
+            "seats_at_decision": e["seats"],
+            "enforcement_at_decision": e["enforcement"],
+        },
+        "seat": {"state": row.state, "in_use": e["in_use"], "seats": e["seats"], "note": e["note"], "queue": row.queue},
+        "event": last_change.map(|a| {
+            let cause = a.after.as_deref().or(a.before.as_deref())
+                .and_then(|d| serde_json::from_str::<Value>(d).ok())
+                .map(|d| d["cause"].clone())
+                .unwrap_or(Value::Null);
+            json!({"action": cause, "change": a.action, "actor": a.actor, "request_id": a.request_id, "at": a.at, "seq": a.seq})
+        }),
+    })
+}
+
+/// Re-decides the licenses of `scope` at `cause.now`, in the caller's transaction.
+pub fn relicense(tx: &mut Tx<'_>, c: &Cause, scope: Scope) -> ApiResult<Outcome> {
+    Ok(decide_and_write(tx, c, scope)?.0)
+}
+
+/// What a new user matches, decided before its transaction from the tenant's cached model
+/// (rules are evaluated on the request's thread, not the writer's), with that model's
+/// version: under the tenant's lock it is used only if the model is still that version.
+pub struct Early {
+    version: i64,
+    decided: BTreeMap<Key, Decided>,
+}
+
+/// Decides what a user about to be created matches, if the tenant's model is cached and
+/// subscribes to anything (else the transaction decides, or there is nothing to decide).
+pub fn decide_early(tenant: &str, id: &str, doc: &Value, now: OffsetDateTime) -> Option<Early> {
+    let (version, model) = MODELS.lock().ok()?.get(tenant).cloned()?;
+    if model.subscriptions.is_empty() {
+        return None;
+    }
+    let decided = decide_new(&model, id, doc, now);
+    Some(Early { version, decided })
+}
+
+/// What a new user (in no group yet) matches under `model`.
+fn decide_new(model: &Model, id: &str, doc: &Value, now: OffsetDateTime) -> BTreeMap<Key, Decided> {
+    let mut doc = doc.clone();
+    doc["id"] = Value::String(id.to_string());
+    licensing::rules::decide(
+        &doc,
+        is_active(&doc),
+        &model.rules,
+        &model.subscriptions,
+        &model.products,
+        now,
+    )
+}
+
+/// Decides the licenses of a user created in this transaction (taking `early` if it was
+/// decided under the current model); returns them with the model they were decided under,
+/// so the response can show them without reading them back.
+pub fn license_created(
+    tx: &mut Tx<'_>,
+    c: &Cause,
+    id: &str,
+    doc: &Value,
+    early: Option<Early>,
+) -> ApiResult<(Vec<LicenseRow>, Arc<Model>)> {
+    let version = tx.lock_tenant(&c.tenant)?;
+    let decided = match early.filter(|e| e.version == version) {
+        Some(early) => early.decided,
+        None => decide_new(&*Model::current(tx, &c.tenant, version)?, id, doc, c.now),
+    };
+    let (_, inserted, model) = decide_and_write(tx, c, Scope::Created(id.to_string(), decided))?;
+    Ok((inserted, model))
+}
+
+/// Re-decides `scope` under the tenant's lock.
+fn decide_and_write(
+    tx: &mut Tx<'_>,
+    c: &Cause,
+    scope: Scope,
+) -> ApiResult<(Outcome, Vec<LicenseRow>, Arc<Model>)> {
+    let tenant = c.tenant.as_str();
+    let version = tx.lock_tenant(tenant)?;
+    let shared = Model::current(tx, tenant, version)?;
+    let model = &*shared;
+    let ids: Option<Vec<String>> = match &scope {
+        Scope::Created(id, _) => Some(vec![id.clone()]),
+        Scope::Users(ids) => Some(ids.clone()),
+        Scope::All => None,
+    };
+    if model.subscriptions.is_empty() && ids.is_some() {
+        // Nothing to hold; a user of such a tenant can only have licenses if a subscription
+        // was removed, and removing one re-decides the whole tenant.
+        return Ok((Outcome::default(), Vec::new(), shared.clone()));
+    }
+    let (subjects, existing, mut created) = match scope {
+        // A user created in this transaction is decided already, and holds nothing yet.
+        Scope::Created(_, decided) => (BTreeMap::new(), Vec::new(), Some(decided)),
+        _ => (
+            tx.rule_subjects(tenant, ids.as_deref(), model.reads_groups())?,
+            tx.licenses(tenant, ids.as_deref())?,
+            None,
+        ),
+    };
+    let now_text = time_text(c.now);
+    // Each license change gets the next audit record of the tenant's chain (written by
+    // `record_all`, in `events` order); a changed row points at its record.
+    let first_seq = tx.next_audit_seq(tenant)?;
+    let seq_of = |events: &Vec<Event>| Some(first_seq + events.len() as i64);
+
+    let mut held: BTreeMap<String, BTreeMap<String, LicenseRow>> = BTreeMap::new();
+    for l in existing {
+        held.entry(l.user_id.clone())
+            .or_default()
+            .insert(l.product.clone(), l);
+    }
+    let mut everyone: BTreeSet<String> = match &ids {
+        Some(ids) => ids.iter().cloned().collect(),
+        None => subjects.keys().cloned().collect(),
+    };
+    everyone.extend(held.keys().cloned());
+
+    let mut events: Vec<Event> = Vec::new();
+    let mut inserted: Vec<LicenseRow> = Vec::new();
+    // Each touched product line's counts, kept in memory and written once at the end.
+    let mut lines: BTreeMap<String, Line> = BTreeMap::new();
+    let mut lines_before: BTreeMap<String, Line> = BTreeMap::new();
+    // Users who should newly hold a product, per product, with their decision.
+    let mut arrivals: BTreeMap<String, Vec<(String, Decided)>> = BTreeMap::new();
+    let mut touched: BTreeSet<String> = BTreeSet::new();
+    for user in &everyone {
+        // The created scope has one user, decided already.
+        let decided = match (created.take(), subjects.get(user)) {
+            (Some(decided), _) => decided,
+            (None, Some(doc)) => licensing::rules::decide(
+                doc,
+                is_active(doc),
+                &model.rules,
+                &model.subscriptions,
+                &model.products,
+                c.now,
+            ),
+            (None, None) => BTreeMap::new(),
+        };
+        let mine = held.remove(user).unwrap_or_default();
+        for (product, row) in &mine {
+            if !decided.keys().any(|k| k.as_str() == product) {
+                tx.delete_license(tenant, user, product)?;
+                let line = line_of(tx, &mut lines, tenant, product)?;
+                if row.state == "active" {
+                    line.active = line.active.saturating_sub(1);
+                } else {
+                    line.waiting = line.waiting.saturating_sub(1);
+                }
+                touched.insert(product.clone());
+                events.push(Event {
+                    kind: "revoked",
+                    before: Some(row.clone()),
+                    after: None,
+                });
+            }
+        }
+        for (product, d) in decided {
+            let product = product.to_string();
+            match mine.get(&product) {
+                None => arrivals
+                    .entry(product.clone())
+                    .or_default()
+                    .push((user.clone(), d)),
+                Some(row) => {
+                    let plan_changed = row.plan != d.plan.as_str();
+                    let Some(sub) = model.subscription(&product) else {
+                        continue;
+                    };
+                    if plan_changed || decided_of(model, row).because != d.because {
+                        // A plan swap keeps the seat and its place in line: no gap in access.
+                        let mut next = row.clone();
+                        next.plan = d.plan.to_string();
+                        if row.state == "active" {
+                            next.reason = format!("{}; holds a seat", because_words(&d));
+                        }
+                        next.explain = explain(c, sub, &d, 0, "plan changed, seat kept");
+                        if plan_changed {
+                            next.changed = now_text.clone();
+                            next.audit_seq = seq_of(&events);
+                        }
+                        tx.update_license(tenant, &next)?;
+                        if plan_changed {
+                            events.push(Event {
+                                kind: "changed",
+                                before: Some(row.clone()),
+                                after: Some(next),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    let mut products: BTreeSet<String> = touched;
+    products.extend(arrivals.keys().cloned());
+    if ids.is_none() {
+        products.extend(model.subscriptions.iter().map(|s| s.product.to_string()));
+    }
+    for product in products {
+        let Some(sub) = model.subscription(&product) else {
+            continue;
+        };
+        let hard = sub.enforcement == Enforcement::Hard;
+        let line = *line_of(tx, &mut lines, tenant, &product)?;
+        lines_before.entry(product.clone()).or_insert(line);
+        let mut newcomers = arrivals.remove(&product).unwrap_or_default();
+        // Arrival order: the order of the change (user ids break ties deterministically).
+        newcomers.sort_by(|a, b| a.0.cmp(&b.0));
+        let moves = licensing::seats::rebalance(
+            sub.seats,
+            hard,
+            line.active,
+            line.waiting + newcomers.len(),
+        );
+        let mut in_use = line.active + moves.promote - moves.demote;
+        if !hard {
+            in_use = line.active + line.waiting + newcomers.len();
+        }
+        let seat_text = |plan: &str| seat_words(sub, plan, in_use);
+        // Seat cut: the most recently assigned wait first, keeping their place in line.
+        if moves.demote > 0 {
+            for row in tx.last_holders(tenant, &product, moves.demote)? {
+                let d = decided_of(model, &row);
+                let mut next = row.clone();
+                next.state = "waitlisted".into();
+                next.changed = now_text.clone();
+                next.reason = format!(
+                    "seat limit reached: {}; seats cut, the most recently assigned wait first",
+                    seat_text(&row.plan)
+                );
+                next.explain = explain(c, sub, &d, in_use, "demoted by a seat cut");
+                next.audit_seq = seq_of(&events);
+                tx.update_license(tenant, &next)?;
+                let l = line_of(tx, &mut lines, tenant, &product)?;
+                l.active = l.active.saturating_sub(1);
+                l.waiting += 1;
+                events.push(Event {
+                    kind: "waitlisted",
+                    before: Some(row),
+                    after: Some(next),
+                });
+            }
+        }
+        // Free seats go first to those already waiting, in queue order, then to newcomers.
+        let mut promote = moves.promote;
+        let waiting_first = promote.min(line.waiting);
+        if waiting_first > 0 {
+            for row in tx.first_waiting(tenant, &product, waiting_first)? {
+                let d = decided_of(model, &row);
+                let mut next = row.clone();
+                next.state = "active".into();
+                next.changed = now_text.clone();
+                next.reason = format!(
+                    "{}; promoted from the waitlist: {}",
+                    because_words(&d),
+                    seat_text(&row.plan)
+                );
+                next.explain = explain(c, sub, &d, in_use, "promoted in queue order");
+                next.audit_seq = seq_of(&events);
+                tx.update_license(tenant, &next)?;
+                let l = line_of(tx, &mut lines, tenant, &product)?;
+                l.active += 1;
+                l.waiting = l.waiting.saturating_sub(1);
+                events.push(Event {
+                    kind: "promoted",
+                    before: Some(row),
+                    after: Some(next),
+                });
+            }
+        }
+        promote -= waiting_first;
+        if !newcomers.is_empty() {
+            let first = line.next_queue;
+            for (queue, (user, d)) in (first..).zip(newcomers) {
+                let active = promote > 0;
+                if active {
+                    promote -= 1;
+                }
+                let state = if active { "active" } else { "waitlisted" };
+                let reason = if active {
+                    format!("{}; {}", because_words(&d), seat_text(d.plan.as_str()))
+                } else {
+                    format!("seat limit reached: {}", seat_text(d.plan.as_str()))
+                };
+                let row = LicenseRow {
+                    user_id: user,
+                    product: product.clone(),
+                    plan: d.plan.to_string(),
+                    state: state.into(),
+                    queue,
+                    changed: now_text.clone(),
+                    reason,
+                    explain: explain(
+                        c,
+                        sub,
+                        &d,
+                        in_use,
+                        if active {
+                            "seat free"
+                        } else {
+                            "no seat free: waiting in arrival order"
+                        },
+                    ),
+                    audit_seq: seq_of(&events),
+                };
+                tx.insert_license(tenant, &row)?;
+                inserted.push(row.clone());
+                let l = line_of(tx, &mut lines, tenant, &product)?;
+                if active {
+                    l.active += 1;
+                } else {
+                    l.waiting += 1;
+                }
+                l.next_queue = queue + 1;
+                events.push(Event {
+                    kind: if active { "assigned" } else { "waitlisted" },
+                    before: None,
+                    after: Some(row),
+                });
+            }
+        }
+    }
+
+    for (product, line) in &lines {
+        tx.put_line(tenant, product, *line)?;
+    }
+    // A hard line that this change filled, or in which someone now waits for lack of a
+    // seat, is announced once per change.
+    for (product, before) in &lines_before {
+        let (Some(sub), Some(after)) = (model.subscription(product), lines.get(product)) else {
+            continue;
+        };
+        let seats = sub.seats as usize;
+        let newly_waiting = events.iter().any(|e| {
+            e.kind == "waitlisted" && e.after.as_ref().is_some_and(|a| &a.product == product)
+        });
+        if sub.enforcement == Enforcement::Hard
+            && after.active >= seats
+            && (before.active < seats || newly_waiting)
+        {
+            let payload = json!({
+                "product": product, "plan": sub.plan.as_str(), "seats": sub.seats,
+                "active": after.active, "waitlisted": after.waiting,
+                "cause": c.action, "request_id": c.request_id,
+            });
+            tx.outbox(
+                tenant,
+                "seats.exhausted",
+                "Subscription",
+                product,
+                &payload.to_string(),
+                &now_text,
+            )?;
+        }
+    }
+    let mut outcome = Outcome::default();
+    for e in &events {
+        match e.kind {
+            "assigned" => outcome.assigned += 1,
+            "waitlisted" => outcome.waitlisted += 1,
+            "promoted" => outcome.promoted += 1,
+            "revoked" => outcome.revoked += 1,
+            _ => outcome.changed += 1,
+        }
+    }
+    record_all(tx, c, &now_text, first_seq, &events)?;
+    Ok((outcome, inserted, shared.clone()))
+}
+
+/// The decision behind an existing row, for explanations of seat moves.
+fn decided_of(model: &Model, row: &LicenseRow) -> Decided {
+    let because = serde_json::from_str::<Value>(&row.explain)
+        .ok()
+        .and_then(|e| e["rule"].as_str().map(str::to_string))
+        .and_then(|n| Key::new("rule", &n).ok())
+        .filter(|k| model.rule_row(k).is_some())
+        .map_or(Because::NoRules, Because::Rule);
+    Decided {
+        plan: Key::new("plan", &row.plan).unwrap_or_else(|_| because_placeholder_plan()),
+        because,
+        capped_from: None,
+    }
+}
+
+/// A product line's counts as this transaction has them (read once, then kept in memory).
+fn line_of<'a>(
+    tx: &mut Tx<'_>,
+    lines: &'a mut BTreeMap<String, Line>,
+    tenant: &str,
+    product: &str,
+) -> ApiResult<&'a mut Line> {
+    if !lines.contains_key(product) {
+        let line = tx.line(tenant, product)?;
+        lines.insert(product.to_string(), line);
+    }
+    Ok(lines.entry(product.to_string()).or_default())
+}
+
+fn because_placeholder_plan() -> Key {
+    Key::new("plan", "unknown").expect("a valid key")
+}
+
+/// A license as events show it.
+#[derive(serde::Serialize)]
+struct LicenseView<'a> {
+    plan: &'a str,
+    state: &'a str,
+    reason: &'a str,
+}
+
+impl<'a> LicenseView<'a> {
+    fn of(l: &'a LicenseRow) -> LicenseView<'a> {
+        LicenseView {
+            plan: &l.plan,
+            state: &l.state,
+            reason: &l.reason,
+        }
+    }
+}
+
+/// The payload of a `license.*` event.
+#[derive(serde::Serialize)]
+struct LicenseEvent<'a> {
+    user: &'a str,
+    product: &'a str,
+    cause: &'a str,
+    before: Option<LicenseView<'a>>,
+    after: Option<LicenseView<'a>>,
+}
+
+/// A license change as its audit record keeps it: the license before and after, the action
+/// that caused the change (which the explanation shows), and `prev`, the license's previous
+/// record (its history is read by following them).
+#[derive(serde::Serialize)]
+struct AuditDoc<'a> {
+    plan: &'a str,
+    state: &'a str,
+    reason: &'a str,
+    cause: &'a str,
+    prev: Option<i64>,
+}
+
+fn audit_doc(l: Option<&LicenseRow>, cause: &str, prev: Option<i64>) -> Option<String> {
+    l.map(|l| {
+        let doc = AuditDoc {
+            plan: &l.plan,
+            state: &l.state,
+            reason: &l.reason,
+            cause,
+            prev,
+        };
+        serde_json::to_string(&doc).unwrap_or_default()
+    })
+}
+
+/// Writes the audit entries (one batch on the tenant's chain, numbered from `first_seq` as
+/// the rows were told) and outbox events of the license changes.
+fn record_all(
+    tx: &mut Tx<'_>,
+    c: &Cause,
+    at: &str,
+    first_seq: i64,
+    events: &[Event],
+) -> ApiResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut audits = Vec::with_capacity(events.len());
+    let mut outbox = Vec::with_capacity(events.len());
+    for e in events {
+        let Some(row) = e.after.as_ref().or(e.before.as_ref()) else {
+            return Err(crate::kernel::store::StoreError::Corrupt(
+                "a license change without a license".into(),
+            )
+            .into());
+        };
+        metrics::counter!("seatkeeper_license_changes_total", "change" => e.kind).increment(1);
+        let id = format!("{}/{}", row.user_id, row.product);
+        let event = format!("license.{}", e.kind);
+        // The outbox row's columns carry the type, tenant, user and time; the payload
+        // carries the rest.
+        let payload = LicenseEvent {
+            user: &row.user_id,
+            product: &row.product,
+            cause: &c.action,
+            before: e.before.as_ref().map(LicenseView::of),
+            after: e.after.as_ref().map(LicenseView::of),
+        };
+        let prev = e.before.as_ref().and_then(|b| b.audit_seq);
+        audits.push(AuditEntry {
+            action: event.clone(),
+            resource_id: id,
+            before: audit_doc(e.before.as_ref(), &c.action, prev),
+            after: audit_doc(e.after.as_ref(), &c.action, prev),
+        });
+        let payload = serde_json::to_string(&payload).map_err(|e| {
+            crate::kernel::store::StoreError::Corrupt(format!(
+                "a license event would not serialise: {e}"
+            ))
+        })?;
+        outbox.push((event, row.user_id.clone(), payload));
+    }
+    let first = tx.audit_batch(&c.tenant, at, &c.actor, &c.request_id, "License", audits)?;
+    if first != first_seq {
+        return Err(crate::kernel::store::StoreError::Corrupt(format!(
+            "license records numbered from {first}, rows point from {first_seq}"
+        ))
+        .into());
+    }
+    for (event, user, payload) in outbox {
+        tx.outbox(&c.tenant, &event, "License", &user, &payload, at)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! Licensing: the catalogue, subscriptions, assignment rules, licenses and the decisions
+//! that keep them in step with the directory.
+
+pub mod decide;
+pub mod http;
+pub mod service;
+pub mod store;

@@ -1,0 +1,799 @@
+//! Changes to the licensing model — the catalogue, a tenant's subscriptions and rules — each
+//! applied in one transaction together with the license changes they cause, and the
+//! scheduler's term transitions. Shared by the admin API and the CLI.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use licensing::lifecycle::{self, Phase};
+use licensing::model::{Enforcement, Product, Status, Subscription};
+use licensing::spec::{self, Spec, TenantSpec};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::kernel::clock::Clock;
+use crate::kernel::error::{ApiError, ApiResult};
+use crate::kernel::store::{NewAudit, Store, StoreError, Tx};
+use crate::licenses::decide::{Cause, Outcome, Scope, relicense};
+use crate::licenses::store::{RuleRow, rule_of, time_text};
+
+/// Who asks for a model change.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// Recorded as the audit actor.
+    pub name: String,
+    /// Recorded as the request id.
+    pub request_id: String,
+}
+
+/// The result of applying (or planning) a model.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Applied {
+    /// Nothing was written.
+    pub dry_run: bool,
+    /// Added (`+`), changed (`~`) and removed (`-`) plans, subscriptions and rules.
+    pub changes: Vec<String>,
+    /// License changes per tenant.
+    pub licenses: BTreeMap<String, Outcome>,
+}
+
+/// Ends a transaction: roll back with a result (dry runs) or with an error.
+enum Abort<T> {
+    Rollback(T),
+    Failed(ApiError),
+}
+
+impl<T> From<StoreError> for Abort<T> {
+    fn from(e: StoreError) -> Self {
+        Abort::Failed(e.into())
+    }
+}
+
+impl<T> From<ApiError> for Abort<T> {
+    fn from(e: ApiError) -> Self {
+        Abort::Failed(e)
+    }
+}
+
+/// Runs `f` in one transaction; a dry run rolls everything back and still returns the result.
+pub(crate) async fn transact<T, F>(store: &Store, dry_run: bool, f: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Tx<'_>) -> ApiResult<T> + Send + 'static,
+{
+    let out = store
+        .write(move |tx| -> Result<T, Abort<T>> {
+            let out = f(tx)?;
+            if dry_run {
+                Err(Abort::Rollback(out))
+            } else {
+                Ok(out)
+            }
+        })
+        .await;
+    match out {
+        Ok(v) | Err(Abort::Rollback(v)) => Ok(v),
+        Err(Abort::Failed(e)) => Err(e),
+    }
+}
+
+pub(crate) fn cause(tenant: &str, actor: &Actor, action: &str, now: OffsetDateTime) -> Cause {
+    Cause {
+        tenant: tenant.to_string(),
+        actor: actor.name.clone(),
+        request_id: actor.request_id.clone(),
+        action: action.to_string(),
+        now,
+    }
+}
+
+/// A subscription as the API shows it.
+pub fn subscription_json(s: &Subscription) -> Value {
+    json!({
+        "product": s.product.as_str(),
+        "plan": s.plan.as_str(),
+        "seats": s.seats,
+        "starts_at": time_text(s.starts_at),
+        "ends_at": s.ends_at.map(time_text),
+        "status": s.status.as_str(),
+        "grace_days": s.grace_days,
+        "on_expiry": s.on_expiry.to_string(),
+        "enforcement": match s.enforcement { Enforcement::Hard => "hard", Enforcement::Soft => "soft" },
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn audit_model(
+    tx: &mut Tx<'_>,
+    tenant: &str,
+    actor: &Actor,
+    now: &str,
+    action: &str,
+    kind: &str,
+    id: &str,
+    before: Option<Value>,
+    after: Option<Value>,
+) -> ApiResult<()> {
+    tx.audit(NewAudit {
+        tenant_id: tenant,
+        at: now,
+        actor: &actor.name,
+        action,
+        resource_type: kind,
+        resource_id: id,
+        request_id: &actor.request_id,
+        before: before.as_ref().map(Value::to_string),
+        after: after.as_ref().map(Value::to_string),
+    })?;
+    let event = if kind == "Subscription" {
+        "subscription.changed"
+    } else {
+        "rule.changed"
+    };
+    let payload = json!({
+        "request_id": actor.request_id, "action": action, "before": before, "after": after,
+    });
+    tx.outbox(tenant, event, kind, id, &payload.to_string(), now)?;
+    Ok(())
+}
+
+/// Records where each subscription stands at `now`: `expired` once its term and grace are
+/// over, and when the scheduler should look next.
+pub fn settle_terms(
+    tx: &mut Tx<'_>,
+    tenant: &str,
+    actor: &Actor,
+    now: OffsetDateTime,
+) -> ApiResult<()> {
+    let now_text = time_text(now);
+    let notice = expiry_notice(tx)?;
+    for sub in tx.subscriptions(tenant)? {
+        let mut status = sub.status;
+        if lifecycle::phase(&sub, now) == Phase::Over && status != Status::Expired {
+            status = Status::Expired;
+            let mut after = sub.clone();
+            after.status = status;
+            audit_model(
+                tx,
+                tenant,
+                actor,
+                &now_text,
+                "subscription.expire",
+                "Subscription",
+                sub.product.as_str(),
+                Some(subscription_json(&sub)),
+                Some(subscription_json(&after)),
+            )?;
+        }
+        // `subscription.expiring`, once per term end, `notice` before it.
+        let mut notice_at = None;
+        if status != Status::Expired
+            && let Some(end) = sub.ends_at
+        {
+            let end_text = time_text(end);
+            let sent = tx.expiring_sent(tenant, sub.product.as_str())?;
+            if sent.as_deref() != Some(end_text.as_str()) {
+                if now >= end - notice && lifecycle::phase(&sub, now) != Phase::Over {
+                    let payload = json!({
+                        "product": sub.product.as_str(), "plan": sub.plan.as_str(),
+                        "status": status.as_str(), "ends_at": end_text,
+                        "access_ends_at": lifecycle::access_ends(&sub).map(time_text),
+                        "on_expiry": sub.on_expiry.to_string(),
+                        "request_id": actor.request_id,
+                    });
+                    tx.outbox(
+                        tenant,
+                        "subscription.expiring",
+                        "Subscription",
+                        sub.product.as_str(),
+                        &payload.to_string(),
+                        &now_text,
+                    )?;
+                    tx.set_expiring_sent(tenant, sub.product.as_str(), &end_text)?;
+                } else if now < end - notice {
+                    notice_at = Some(end - notice);
+                }
+            }
+        }
+        let next = if status == Status::Expired {
+            None
+        } else {
+            [lifecycle::next_transition(&sub, now), notice_at]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(time_text)
+        };
+        tx.set_next_check(tenant, sub.product.as_str(), next, status.as_str())?;
+    }
+    Ok(())
+}
+
+/// Settings key: days before a term ends that `subscription.expiring` is sent.
+pub const EXPIRY_NOTICE_DAYS: &str = "events.expiry_notice_days";
+
+/// How long before a term's end `subscription.expiring` is sent (7 days unless set).
+fn expiry_notice(tx: &mut Tx<'_>) -> ApiResult<time::Duration> {
+    let days = tx
+        .fetch_opt(
+            "SELECT value FROM settings WHERE key = $1",
+            &crate::params![EXPIRY_NOTICE_DAYS],
+        )?
+        .and_then(|r| r.text(0).parse::<i64>().ok())
+        .unwrap_or(7)
+        .clamp(0, 3650);
+    Ok(time::Duration::days(days))
+}
+
+pub(crate) fn require_tenant(tx: &mut Tx<'_>, tenant: &str) -> ApiResult<()> {
+    let found = tx.fetch_opt(
+        "SELECT id FROM tenants WHERE id = $1",
+        &crate::params![tenant],
+    )?;
+    if found.is_none() {
+        return Err(ApiError::NotFound(format!("tenant {tenant} not found")));
+    }
+    Ok(())
+}
+
+/// `PUT /api/v1/tenants/{id}/subscriptions/{product}`.
+pub async fn put_subscription(
+    store: &Store,
+    clock: &dyn Clock,
+    actor: Actor,
+    tenant: &str,
+    product: &str,
+    body: Value,
+) -> ApiResult<(Value, Outcome)> {
+    let now = clock.now();
+    let (tenant, product) = (tenant.to_string(), product.to_string());
+    transact(store, false, move |tx| {
+        require_tenant(tx, &tenant)?;
+        tx.lock_tenant(&tenant)?;
+        tx.bump_model(&tenant)?;
+        let products = tx.products()?;
+        if !products.iter().any(|p| p.key.as_str() == product) {
+            return Err(ApiError::Model(licensing::Error::Invalid(format!(
+                "no product {product} in the catalogue; declare it with PUT /api/v1/model or seatkeeper apply"
+            ))));
+        }
+        let sub = spec::subscription_from_json(&product, &body, &products)?;
+        let before = tx
+            .subscriptions(&tenant)?
+            .into_iter()
+            .find(|s| s.product == sub.product);
+        let now_text = time_text(now);
+        tx.put_subscription(&tenant, &sub, None, &now_text)?;
+        if before.as_ref() != Some(&sub) {
+            audit_model(
+                tx,
+                &tenant,
+                &actor,
+                &now_text,
+                if before.is_some() { "subscription.update" } else { "subscription.create" },
+                "Subscription",
+                &product,
+                before.as_ref().map(subscription_json),
+                Some(subscription_json(&sub)),
+            )?;
+        }
+        settle_terms(tx, &tenant, &actor, now)?;
+        let outcome = relicense(tx, &cause(&tenant, &actor, "subscription.put", now), Scope::All)?;
+        let stored = tx
+            .subscriptions(&tenant)?
+            .into_iter()
+            .find(|s| s.product == sub.product)
+            .unwrap_or(sub);
+        Ok((subscription_json(&stored), outcome))
+    })
+    .await
+}
+
+/// `DELETE /api/v1/tenants/{id}/subscriptions/{product}`: every license of it is freed.
+pub async fn delete_subscription(
+    store: &Store,
+    clock: &dyn Clock,
+    actor: Actor,
+    tenant: &str,
+    product: &str,
+) -> ApiResult<Outcome> {
+    let now = clock.now();
+    let (tenant, product) = (tenant.to_string(), product.to_string());
+    transact(store, false, move |tx| {
+        require_tenant(tx, &tenant)?;
+        tx.lock_tenant(&tenant)?;
+        tx.bump_model(&tenant)?;
+        let before = tx
+            .subscriptions(&tenant)?
+            .into_iter()
+            .find(|s| s.product.as_str() == product)
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("tenant {tenant} has no subscription to {product}"))
+            })?;
+        tx.delete_subscription(&tenant, &product)?;
+        let now_text = time_text(now);
+        audit_model(
+            tx,
+            &tenant,
+            &actor,
+            &now_text,
+            "subscription.delete",
+            "Subscription",
+            &product,
+            Some(subscription_json(&before)),
+            None,
+        )?;
+        relicense(
+            tx,
+            &cause(&tenant, &actor, "subscription.delete", now),
+            Scope::All,
+        )
+    })
+    .await
+}
+
+/// `PUT /api/v1/tenants/{id}/rules/{name}`.
+pub async fn put_rule(
+    store: &Store,
+    clock: &dyn Clock,
+    actor: Actor,
+    tenant: &str,
+    name: &str,
+    body: Value,
+) -> ApiResult<(Value, Outcome)> {
+    let now = clock.now();
+    let (tenant, name) = (tenant.to_string(), name.to_string());
+    transact(store, false, move |tx| {
+        require_tenant(tx, &tenant)?;
+        tx.lock_tenant(&tenant)?;
+        tx.bump_model(&tenant)?;
+        let products = tx.products()?;
+        let rule = spec::rule_from_json(&name, &body, &products)?;
+        let row = RuleRow {
+            name: rule.name.to_string(),
+            filter: rule.filter.to_string(),
+            product: rule.product.to_string(),
+            plan: rule.plan.to_string(),
+            priority: i64::from(rule.priority),
+        };
+        let before = tx
+            .rule_rows(&tenant)?
+            .into_iter()
+            .find(|r| r.name == row.name);
+        let now_text = time_text(now);
+        tx.put_rule(&tenant, &row, &now_text)?;
+        if before.as_ref() != Some(&row) {
+            audit_model(
+                tx,
+                &tenant,
+                &actor,
+                &now_text,
+                if before.is_some() {
+                    "rule.update"
+                } else {
+                    "rule.create"
+                },
+                "Rule",
+                &row.name,
+                before.map(|b| json!(b)),
+                Some(json!(row)),
+            )?;
+        }
+        let outcome = relicense(tx, &cause(&tenant, &actor, "rule.put", now), Scope::All)?;
+        Ok((json!(row), outcome))
+    })
+    .await
+}
+
+/// `DELETE /api/v1/tenants/{id}/rules/{name}`.
+pub async fn delete_rule(
+    store: &Store,
+    clock: &dyn Clock,
+    actor: Actor,
+    tenant: &str,
+    name: &str,
+) -> ApiResult<Outcome> {
+    let now = clock.now();
+    let (tenant, name) = (tenant.to_string(), name.to_string());
+    transact(store, false, move |tx| {
+        require_tenant(tx, &tenant)?;
+        tx.lock_tenant(&tenant)?;
+        tx.bump_model(&tenant)?;
+        let before = tx
+            .rule_rows(&tenant)?
+            .into_iter()
+            .find(|r| r.name == name)
+            .ok_or_else(|| ApiError::NotFound(format!("tenant {tenant} has no rule {name}")))?;
+        tx.delete_rule(&tenant, &name)?;
+        let now_text = time_text(now);
+        audit_model(
+            tx,
+            &tenant,
+            &actor,
+            &now_text,
+            "rule.delete",
+            "Rule",
+            &name,
+            Some(json!(before)),
+            None,
+        )?;
+        relicense(tx, &cause(&tenant, &actor, "rule.delete", now), Scope::All)
+    })
+    .await
+}
+
+/// The model as stored, for the declared products and tenants.
+fn current_spec(tx: &mut Tx<'_>, products: &[String], tenants: &[String]) -> ApiResult<Spec> {
+    let products = tx
+        .products()?
+        .into_iter()
+        .filter(|p| products.iter().any(|k| k == p.key.as_str()))
+        .collect();
+    let mut out = Vec::new();
+    for t in tenants {
+        let rules = tx
+            .rule_rows(t)?
+            .iter()
+            .map(rule_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push(TenantSpec {
+            id: t.clone(),
+            subscriptions: tx.subscriptions(t)?,
+            rules,
+        });
+    }
+    Ok(Spec {
+        products,
+        tenants: out,
+    })
+}
+
+/// Applies a declared model in one transaction (or plans it, with `dry_run`): each declared
+/// product becomes exactly as declared (plans added, changed, removed); each declared
+/// tenant's subscriptions and rules become exactly the declared ones; products and tenants
+/// the file does not mention are left alone. Then every tenant the change can reach is
+/// re-decided.
+pub async fn apply(
+    store: &Store,
+    clock: &dyn Clock,
+    actor: Actor,
+    spec: Spec,
+    dry_run: bool,
+) -> ApiResult<Applied> {
+    let now = clock.now();
+    transact(store, dry_run, move |tx| {
+        let declared: Vec<String> = spec.tenants.iter().map(|t| t.id.clone()).collect();
+        for (i, t) in declared.iter().enumerate() {
+            require_tenant(tx, t).map_err(|_| {
+                ApiError::Model(licensing::Error::Invalid(format!(
+                    "tenants[{i}].id: no tenant {t}; create it first (seatkeeper tenant create)"
+                )))
+            })?;
+        }
+        let declared_products: Vec<String> =
+            spec.products.iter().map(|p| p.key.to_string()).collect();
+        let old = current_spec(tx, &declared_products, &declared)?;
+        let changes: Vec<String> = spec::diff(&old, &spec)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let now_text = time_text(now);
+
+        // Catalogue: the declared products are written whole; products the file does not
+        // mention stay as they are (one file need not carry every product).
+        for p in &spec.products {
+            check_plans_in_use(tx, p, &spec)?;
+            tx.put_product(p, &now_text)?;
+        }
+        for t in &spec.tenants {
+            tx.lock_tenant(&t.id)?;
+            tx.bump_model(&t.id)?;
+            let before = old.tenants.iter().find(|o| o.id == t.id);
+            let old_subs = before.map(|b| b.subscriptions.clone()).unwrap_or_default();
+            for s in &old_subs {
+                if !t.subscriptions.iter().any(|n| n.product == s.product) {
+                    tx.delete_subscription(&t.id, s.product.as_str())?;
+                    audit_model(
+                        tx,
+                        &t.id,
+                        &actor,
+                        &now_text,
+                        "subscription.delete",
+                        "Subscription",
+                        s.product.as_str(),
+                        Some(subscription_json(s)),
+                        None,
+                    )?;
+                }
+            }
+            for s in &t.subscriptions {
+                let prev = old_subs.iter().find(|o| o.product == s.product);
+                if prev != Some(s) {
+                    tx.put_subscription(&t.id, s, None, &now_text)?;
+                    audit_model(
+                        tx,
+                        &t.id,
+                        &actor,
+                        &now_text,
+                        if prev.is_some() {
+                            "subscription.update"
+                        } else {
+                            "subscription.create"
+                        },
+                        "Subscription",
+                        s.product.as_str(),
+                        prev.map(subscription_json),
+                        Some(subscription_json(s)),
+                    )?;
+                }
+            }
+            let old_rules = tx.rule_rows(&t.id)?;
+            for r in &old_rules {
+                if !t.rules.iter().any(|n| n.name.as_str() == r.name) {
+                    tx.delete_rule(&t.id, &r.name)?;
+                    audit_model(
+                        tx,
+                        &t.id,
+                        &actor,
+                        &now_text,
+                        "rule.delete",
+                        "Rule",
+                        &r.name,
+                        Some(json!(r)),
+                        None,
+                    )?;
+                }
+            }
+            for r in &t.rules {
+                let row = RuleRow {
+                    name: r.name.to_string(),
+                    filter: r.filter.to_string(),
+                    product: r.product.to_string(),
+                    plan: r.plan.to_string(),
+                    priority: i64::from(r.priority),
+                };
+                let prev = old_rules.iter().find(|o| o.name == row.name);
+                if prev != Some(&row) {
+                    tx.put_rule(&t.id, &row, &now_text)?;
+                    audit_model(
+                        tx,
+                        &t.id,
+                        &actor,
+                        &now_text,
+                        if prev.is_some() {
+                            "rule.update"
+                        } else {
+                            "rule.create"
+                        },
+                        "Rule",
+                        &row.name,
+                        prev.map(|p| json!(p)),
+                        Some(json!(row)),
+                    )?;
+                }
+            }
+        }
+        // Re-decide every tenant the change can reach.
+        let mut tenants: BTreeSet<String> = declared.iter().cloned().collect();
+        for p in &spec.products {
+            tenants.extend(tx.subscribers(p.key.as_str())?);
+        }
+        let mut licenses = BTreeMap::new();
+        for t in tenants {
+            tx.lock_tenant(&t)?;
+            tx.bump_model(&t)?;
+            settle_terms(tx, &t, &actor, now)?;
+            let outcome = relicense(tx, &cause(&t, &actor, "model.apply", now), Scope::All)?;
+            licenses.insert(t, outcome);
+        }
+        Ok(Applied {
+            dry_run,
+            changes,
+            licenses,
+        })
+    })
+    .await
+}
+
+/// A plan may leave the catalogue only when no subscription or rule still names it.
+fn check_plans_in_use(tx: &mut Tx<'_>, p: &Product, spec: &Spec) -> ApiResult<()> {
+    for tenant in tx.subscribers(p.key.as_str())? {
+        if spec.tenants.iter().any(|t| t.id == tenant) {
+            continue; // re-declared in this file: validated with the file
+        }
+        for s in tx.subscriptions(&tenant)? {
+            if s.product == p.key {
+                s.validate(p).map_err(|e| {
+                    ApiError::Model(licensing::Error::Invalid(format!(
+                        "tenant {tenant}'s subscription to {}: {e}; change the subscription first",
+                        p.key
+                    )))
+                })?;
+            }
+        }
+        for r in tx.rule_rows(&tenant)? {
+            if r.product == p.key.as_str() && !p.plans.iter().any(|pl| pl.key.as_str() == r.plan) {
+                return Err(ApiError::Model(licensing::Error::Invalid(format!(
+                    "tenant {tenant}'s rule {} names plan {} that the file removes",
+                    r.name, r.plan
+                ))));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs every term transition that is due at `now`: each subscription whose start, end or
+/// end of grace has passed is settled and its tenant re-decided, once. Safe to run on every
+/// node at once: each tenant is re-checked under its lock.
+pub async fn run_due(store: &Store, clock: &dyn Clock) -> ApiResult<BTreeMap<String, Outcome>> {
+    let now = clock.now();
+    let now_text = time_text(now);
+    let due_text = now_text.clone();
+    let due = store
+        .write(move |tx| -> ApiResult<Vec<(String, String)>> {
+            Ok(tx.due_subscriptions(&due_text)?)
+        })
+        .await?;
+    let tenants: BTreeSet<String> = due.into_iter().map(|(t, _)| t).collect();
+    let mut out = BTreeMap::new();
+    for tenant in tenants {
+        let t = tenant.clone();
+        let now_text = now_text.clone();
+        let outcome = store
+            .write(move |tx| -> ApiResult<Option<Outcome>> {
+                tx.lock_tenant(&t)?;
+                tx.bump_model(&t)?;
+                let still_due = tx
+                    .due_subscriptions(&now_text)?
+                    .iter()
+                    .any(|(x, _)| x == &t);
+                if !still_due {
+                    return Ok(None); // another node took it
+                }
+                let actor = Actor {
+                    name: "scheduler".into(),
+                    request_id: format!("term-{}", now_text),
+                };
+                settle_terms(tx, &t, &actor, now)?;
+                Ok(Some(relicense(
+                    tx,
+                    &cause(&t, &actor, "term.transition", now),
+                    Scope::All,
+                )?))
+            })
+            .await?;
+        if let Some(o) = outcome {
+            out.insert(tenant, o);
+        }
+    }
+    Ok(out)
+}
+
+/// Seat usage per subscription of a tenant.
+pub async fn usage(store: &Store, clock: &dyn Clock, tenant: &str) -> ApiResult<Value> {
+    if store.tenant(tenant).await?.is_none() {
+        return Err(ApiError::NotFound(format!("tenant {tenant} not found")));
+    }
+    let now = clock.now();
+    let lines = store.lines(tenant).await?;
+    let subs = store.subscriptions(tenant).await?;
+    let items: Vec<Value> = subs
+        .iter()
+        .map(|s| {
+            let line = lines.get(s.product.as_str()).copied().unwrap_or_default();
+            let seats = s.seats as usize;
+            let granted = match lifecycle::grant(s, now) {
+                lifecycle::Grant::Plan(p) => Value::String(p.to_string()),
+                lifecycle::Grant::Nothing(_) => Value::Null,
+            };
+            json!({
+                "product": s.product.as_str(),
+                "plan": s.plan.as_str(),
+                "plan_in_force": granted,
+                "status": s.status.as_str(),
+                "phase": match lifecycle::phase(s, now) {
+                    Phase::NotStarted => "not_started".to_string(),
+                    Phase::InTerm => "in_term".to_string(),
+                    Phase::InGrace(_) => "in_grace".to_string(),
+                    Phase::Over => "over".to_string(),
+                },
+                "enforcement": match s.enforcement { Enforcement::Hard => "hard", Enforcement::Soft => "soft" },
+                "seats": s.seats,
+                "active": line.active,
+                "waitlisted": line.waiting,
+                "available": seats.saturating_sub(line.active),
+                "overage": line.active.saturating_sub(seats),
+                "ends_at": s.ends_at.map(time_text),
+                "access_ends_at": lifecycle::access_ends(s).map(time_text),
+            })
+        })
+        .collect();
+    Ok(json!({"tenant": tenant, "subscriptions": items}))
+}
+
+/// A user's licenses with their explanation chains and history.
+pub async fn user_licenses(store: &Store, tenant: &str, user: &str) -> ApiResult<Value> {
+    let rows = store.licenses_of(tenant, &[user.to_string()]).await?;
+    let exists = store
+        .get_resource(crate::directory::store::Kind::User, tenant, user)
+        .await?
+        .is_some();
+    if !exists && rows.is_empty() {
+        return Err(ApiError::NotFound(format!("User {user} not found")));
+    }
+    let products = store.products().await?;
+    let rules = store.rule_rows(tenant).await?;
+    let subscriptions = store.subscriptions(tenant).await?;
+    let keys: Vec<String> = products.iter().map(|p| p.key.to_string()).collect();
+    let heads: Vec<i64> = rows.iter().filter_map(|l| l.audit_seq).collect();
+    let history = store
+        .license_history(tenant, user, &keys, &heads, 100)
+        .await?;
+    let licenses: Vec<Value> = rows
+        .iter()
+        .map(|l| {
+            json!({
+                "product": l.product,
+                "plan": l.plan,
+                "state": l.state,
+                "reason": l.reason,
+                "since": l.changed,
+                "queue": l.queue,
+                "explanation": crate::licenses::decide::expand_explanation(
+                    l,
+                    &rules,
+                    &subscriptions,
+                    history.iter().find(|a| Some(a.seq) == l.audit_seq),
+                ),
+            })
+        })
+        .collect();
+    let history: Vec<Value> = history
+        .iter()
+        .map(|a| {
+            json!({
+                "seq": a.seq, "at": a.at, "action": a.action, "actor": a.actor,
+                "request_id": a.request_id,
+                "before": a.before.as_deref().and_then(|s| serde_json::from_str::<Value>(s).ok()),
+                "after": a.after.as_deref().and_then(|s| serde_json::from_str::<Value>(s).ok()),
+            })
+        })
+        .collect();
+    let last_seen = store.last_seen(tenant, user).await?;
+    Ok(json!({
+        "tenant": tenant, "user": user, "last_seen": last_seen,
+        "licenses": licenses, "history": history,
+    }))
+}
+
+/// The plan of an apply, as the CLI prints it.
+pub fn plan_text(a: &Applied) -> String {
+    let mut out = String::new();
+    if a.changes.is_empty() {
+        out.push_str("model: no changes\n");
+    } else {
+        out.push_str("model:\n");
+        for c in &a.changes {
+            out.push_str(&format!("  {c}\n"));
+        }
+    }
+    out.push_str("licenses:\n");
+    if a.licenses.values().all(|o| o.total() == 0) {
+        out.push_str("  no license changes\n");
+    }
+    for (tenant, o) in &a.licenses {
+        if o.total() == 0 {
+            continue;
+        }
+        out.push_str(&format!(
+            "  tenant {tenant}: {} assigned, {} waitlisted, {} promoted, {} changed plan, {} revoked\n",
+            o.assigned, o.waitlisted, o.promoted, o.changed, o.revoked
+        ));
+    }
+    out.push_str(if a.dry_run {
+        "dry run: nothing was applied\n"
+    } else {
+        "applied in one transaction\n"
+    });
+    out
+}

@@ -1,0 +1,807 @@
+//! Licensing rows: the product catalogue, subscriptions, rules and licenses.
+//!
+//! Model values are stored as plain columns (plans as one JSON list) and rebuilt into the
+//! validated types of `crates/licensing` when read, so the decision code sees only values
+//! that passed validation.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use licensing::model::{Enforcement, Key, OnExpiry, Plan, Product, Rule, Status, Subscription};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::kernel::db::{P, Row, placeholders};
+use crate::kernel::store::{Store, StoreError, StoreResult, Tx};
+use crate::params;
+
+/// One license row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LicenseRow {
+    /// The user.
+    pub user_id: String,
+    /// Product key.
+    pub product: String,
+    /// Plan key.
+    pub plan: String,
+    /// `active` or `waitlisted`.
+    pub state: String,
+    /// Position in the seat line (see the schema).
+    pub queue: i64,
+    /// When the license entered its state.
+    pub changed: String,
+    /// Why, in a sentence.
+    pub reason: String,
+    /// The explanation chain (JSON).
+    pub explain: String,
+    /// The tenant's audit record of the license's latest change (each license record names
+    /// the one before it, so a history is read without an index).
+    pub audit_seq: Option<i64>,
+}
+
+/// A rule as stored (the filter as text).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RuleRow {
+    /// Name, unique per tenant.
+    pub name: String,
+    /// SCIM filter over the user.
+    pub filter: String,
+    /// Target product.
+    pub product: String,
+    /// Target plan.
+    pub plan: String,
+    /// Higher wins.
+    pub priority: i64,
+}
+
+/// Seat counts of one product line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Line {
+    /// Licenses holding a seat.
+    pub active: usize,
+    /// Licenses waiting.
+    pub waiting: usize,
+    /// The queue position the next newcomer takes.
+    pub next_queue: i64,
+}
+
+impl Line {
+    /// A line no license has joined yet.
+    pub const EMPTY: Line = Line {
+        active: 0,
+        waiting: 0,
+        next_queue: 1,
+    };
+}
+
+/// A tenant's stored seat counts: `{"product": {"active": …, "waiting": …, "next_queue": …}}`.
+fn parse_lines(text: &str) -> StoreResult<BTreeMap<String, Line>> {
+    serde_json::from_str(text).map_err(|e| corrupt("seat lines", e))
+}
+
+/// The stored form of a tenant's seat counts.
+pub(crate) fn lines_text(lines: &BTreeMap<String, Line>) -> StoreResult<String> {
+    serde_json::to_string(lines).map_err(|e| corrupt("seat lines", e))
+}
+
+/// Migration 6: copies each tenant's seat counts from `lic_lines` into its head row, then
+/// drops the table.
+pub(crate) fn move_seat_lines(tx: &mut Tx<'_>) -> StoreResult<()> {
+    let mut per_tenant: BTreeMap<String, BTreeMap<String, Line>> = BTreeMap::new();
+    for r in tx.fetch(
+        "SELECT tenant_id, product, active, waiting, next_queue FROM lic_lines",
+        &[],
+    )? {
+        per_tenant.entry(r.text(0)).or_default().insert(
+            r.text(1),
+            Line {
+                active: usize::try_from(r.int(2)).unwrap_or_default(),
+                waiting: usize::try_from(r.int(3)).unwrap_or_default(),
+                next_queue: r.int(4),
+            },
+        );
+    }
+    for (tenant, lines) in &per_tenant {
+        tx.execute(
+            "UPDATE audit_heads SET seat_lines = $2 WHERE tenant_id = $1",
+            &params![tenant, lines_text(lines)?],
+        )?;
+    }
+    tx.execute("DROP TABLE lic_lines", &[])?;
+    Ok(())
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn key(what: &str, s: &str) -> StoreResult<Key> {
+    Key::new(what, s).map_err(|e| corrupt(what, e))
+}
+
+/// Parses a stored (or RFC 3339) instant.
+pub fn parse_time(s: &str) -> Option<OffsetDateTime> {
+    scim::filter::parse_datetime(s)
+}
+
+/// Plans as stored.
+pub fn plans_json(plans: &[Plan]) -> Value {
+    Value::Array(
+        plans
+            .iter()
+            .map(|p| {
+                json!({
+                    "key": p.key.as_str(),
+                    "rank": p.rank,
+                    "features": p.features.iter().map(Key::as_str).collect::<Vec<_>>(),
+                    "limits": p.limits.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                })
+            })
+            .collect(),
+    )
+}
+
+fn product_from_row(r: &Row) -> StoreResult<Product> {
+    let plans: Value = serde_json::from_str(&r.text(2)).map_err(|e| corrupt("plans", e))?;
+    let mut out = Vec::new();
+    for p in plans.as_array().into_iter().flatten() {
+        let text = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or_default();
+        let features = p
+            .get("features")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|f| key("feature", f))
+            .collect::<StoreResult<BTreeSet<_>>>()?;
+        let limits = p
+            .get("limits")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| Ok((key("limit", k)?, v.as_i64().unwrap_or_default())))
+            .collect::<StoreResult<BTreeMap<_, _>>>()?;
+        out.push(Plan {
+            key: key("plan", text("key"))?,
+            rank: p.get("rank").and_then(Value::as_i64).unwrap_or_default() as i32,
+            features,
+            limits,
+        });
+    }
+    Product::new(key("product", &r.text(0))?, r.text(1), out).map_err(|e| corrupt("product", e))
+}
+
+const SUB_COLUMNS: &str =
+    "product, plan, seats, starts_at, ends_at, status, grace_days, on_expiry, enforcement";
+
+fn sub_from_row(r: &Row) -> StoreResult<Subscription> {
+    let time = |i: usize| -> StoreResult<OffsetDateTime> {
+        parse_time(&r.text(i)).ok_or_else(|| corrupt("subscription time", r.text(i)))
+    };
+    Ok(Subscription {
+        product: key("product", &r.text(0))?,
+        plan: key("plan", &r.text(1))?,
+        seats: u32::try_from(r.int(2)).map_err(|e| corrupt("seats", e))?,
+        starts_at: time(3)?,
+        ends_at: r.opt_text(4).map(|_| time(4)).transpose()?,
+        status: Status::parse(&r.text(5)).map_err(|e| corrupt("status", e))?,
+        grace_days: u32::try_from(r.int(6)).map_err(|e| corrupt("grace_days", e))?,
+        on_expiry: OnExpiry::parse(&r.text(7)).map_err(|e| corrupt("on_expiry", e))?,
+        enforcement: Enforcement::parse(&r.text(8)).map_err(|e| corrupt("enforcement", e))?,
+    })
+}
+
+fn rule_from_row(r: &Row) -> RuleRow {
+    RuleRow {
+        name: r.text(0),
+        filter: r.text(1),
+        product: r.text(2),
+        plan: r.text(3),
+        priority: r.int(4),
+    }
+}
+
+/// Builds the validated rule of a stored row.
+pub fn rule_of(r: &RuleRow) -> StoreResult<Rule> {
+    Rule::new(
+        key("rule", &r.name)?,
+        &r.filter,
+        key("product", &r.product)?,
+        key("plan", &r.plan)?,
+        i32::try_from(r.priority).map_err(|e| corrupt("priority", e))?,
+    )
+    .map_err(|e| corrupt("rule", e))
+}
+
+fn license_from_row(r: &Row) -> LicenseRow {
+    LicenseRow {
+        user_id: r.text(0),
+        product: r.text(1),
+        plan: r.text(2),
+        state: r.text(3),
+        queue: r.int(4),
+        changed: r.text(5),
+        reason: r.text(6),
+        explain: r.text(7),
+        audit_seq: r.opt_int(8),
+    }
+}
+
+const LICENSE_COLUMNS: &str =
+    "user_id, product, plan, state, queue, changed, reason, explain, audit_seq";
+
+/// A license's audit pointer as a parameter: -1 for none (`NULLIF` turns it back into NULL;
+/// a NULL parameter would fix the prepared statement's type to text on PostgreSQL).
+fn audit_seq_param(l: &LicenseRow) -> i64 {
+    l.audit_seq.unwrap_or(-1)
+}
+
+/// The stored text of an instant.
+pub fn time_text(t: OffsetDateTime) -> String {
+    crate::kernel::clock::stamp(t)
+}
+
+impl Tx<'_> {
+    /// Serialises every licensing decision of a tenant: takes the row lock of the tenant's
+    /// audit chain tip (PostgreSQL; SQLite has one writer anyway) before anything is counted.
+    /// Returns the version of the tenant's licensing model. The lock is taken once per
+    /// transaction; the chain tip it returns is kept for the audit records that follow.
+    pub fn lock_tenant(&mut self, tenant: &str) -> StoreResult<i64> {
+        if let Some(tip) = self.tips.iter().find(|t| t.tenant == tenant) {
+            return Ok(tip.model_version);
+        }
+        let row = self
+            .fetch_opt(
+                "UPDATE audit_heads SET seq = seq WHERE tenant_id = $1 RETURNING model_version, seq, hash, seat_lines",
+                &params![tenant],
+            )?
+            .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant} has no audit chain")))?;
+        self.tips.push(crate::kernel::db::ChainTip {
+            tenant: tenant.to_string(),
+            seq: row.int(1),
+            hash: row.text(2),
+            model_version: row.int(0),
+            moved: false,
+            seat_lines_text: row.text(3),
+            seat_lines: None,
+            lines_moved: false,
+        });
+        Ok(row.int(0))
+    }
+
+    /// The tenant's chain tip, holding its seat counts as this transaction has them (parsed
+    /// on first use), under the tenant's lock.
+    fn lines_tip(&mut self, tenant: &str) -> StoreResult<&mut crate::kernel::db::ChainTip> {
+        self.lock_tenant(tenant)?;
+        let tip = self
+            .tips
+            .iter_mut()
+            .find(|t| t.tenant == tenant)
+            .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant}: lock not held")))?;
+        if tip.seat_lines.is_none() {
+            tip.seat_lines = Some(parse_lines(&tip.seat_lines_text)?);
+        }
+        Ok(tip)
+    }
+
+    /// Marks a tenant's licensing model as changed (cached copies are then reloaded). The
+    /// new version is random, not a counter: a rolled-back change (a dry run) must never
+    /// leave a cached model under a version that a later change could take again.
+    pub fn bump_model(&mut self, tenant: &str) -> StoreResult<()> {
+        self.lock_tenant(tenant)?;
+        let version = (uuid::Uuid::new_v4().as_u128() as i64) & i64::MAX;
+        self.execute(
+            "UPDATE audit_heads SET model_version = $2 WHERE tenant_id = $1",
+            &params![tenant, version],
+        )?;
+        if let Some(tip) = self.tips.iter_mut().find(|t| t.tenant == tenant) {
+            tip.model_version = version;
+        }
+        Ok(())
+    }
+
+    /// The product catalogue.
+    pub fn products(&mut self) -> StoreResult<Vec<Product>> {
+        self.fetch(
+            "SELECT key, name, plans FROM lic_products ORDER BY key",
+            &[],
+        )?
+        .iter()
+        .map(product_from_row)
+        .collect()
+    }
+
+    /// Writes a product (insert or replace).
+    pub fn put_product(&mut self, p: &Product, now: &str) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO lic_products (key, name, plans, updated) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (key) DO UPDATE SET name = excluded.name, plans = excluded.plans, updated = excluded.updated",
+            &params![p.key.as_str(), &p.name, plans_json(&p.plans).to_string(), now],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a product.
+    pub fn delete_product(&mut self, key: &str) -> StoreResult<()> {
+        self.execute("DELETE FROM lic_products WHERE key = $1", &params![key])?;
+        Ok(())
+    }
+
+    /// Tenants subscribed to a product.
+    pub fn subscribers(&mut self, product: &str) -> StoreResult<Vec<String>> {
+        Ok(self
+            .fetch(
+                "SELECT tenant_id FROM lic_subscriptions WHERE product = $1 ORDER BY tenant_id",
+                &params![product],
+            )?
+            .iter()
+            .map(|r| r.text(0))
+            .collect())
+    }
+
+    /// A tenant's subscriptions.
+    pub fn subscriptions(&mut self, tenant: &str) -> StoreResult<Vec<Subscription>> {
+        self.fetch(
+            &format!(
+                "SELECT {SUB_COLUMNS} FROM lic_subscriptions WHERE tenant_id = $1 ORDER BY product"
+            ),
+            &params![tenant],
+        )?
+        .iter()
+        .map(sub_from_row)
+        .collect()
+    }
+
+    /// Writes a subscription (insert or replace).
+    pub fn put_subscription(
+        &mut self,
+        tenant: &str,
+        s: &Subscription,
+        next_check: Option<String>,
+        now: &str,
+    ) -> StoreResult<()> {
+        let enforcement = match s.enforcement {
+            Enforcement::Hard => "hard",
+            Enforcement::Soft => "soft",
+        };
+        self.execute(
+            "INSERT INTO lic_subscriptions (tenant_id, product, plan, seats, starts_at, ends_at, status, grace_days, on_expiry, enforcement, next_check, updated) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             ON CONFLICT (tenant_id, product) DO UPDATE SET plan = excluded.plan, seats = excluded.seats, \
+             starts_at = excluded.starts_at, ends_at = excluded.ends_at, status = excluded.status, \
+             grace_days = excluded.grace_days, on_expiry = excluded.on_expiry, enforcement = excluded.enforcement, \
+             next_check = excluded.next_check, updated = excluded.updated",
+            &params![
+                tenant,
+                s.product.as_str(),
+                s.plan.as_str(),
+                i64::from(s.seats),
+                time_text(s.starts_at),
+                s.ends_at.map(time_text),
+                s.status.as_str(),
+                i64::from(s.grace_days),
+                s.on_expiry.to_string(),
+                enforcement,
+                next_check,
+                now
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Sets when the scheduler should next look at a subscription.
+    pub fn set_next_check(
+        &mut self,
+        tenant: &str,
+        product: &str,
+        next_check: Option<String>,
+        status: &str,
+    ) -> StoreResult<()> {
+        self.execute(
+            "UPDATE lic_subscriptions SET next_check = $3, status = $4 WHERE tenant_id = $1 AND product = $2",
+            &params![tenant, product, next_check, status],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a subscription; returns whether it existed.
+    pub fn delete_subscription(&mut self, tenant: &str, product: &str) -> StoreResult<bool> {
+        Ok(self.execute(
+            "DELETE FROM lic_subscriptions WHERE tenant_id = $1 AND product = $2",
+            &params![tenant, product],
+        )? == 1)
+    }
+
+    /// A tenant's rules as stored.
+    pub fn rule_rows(&mut self, tenant: &str) -> StoreResult<Vec<RuleRow>> {
+        Ok(self
+            .fetch(
+                "SELECT name, filter, product, plan, priority FROM lic_rules WHERE tenant_id = $1 ORDER BY name",
+                &params![tenant],
+            )?
+            .iter()
+            .map(rule_from_row)
+            .collect())
+    }
+
+    /// Writes a rule (insert or replace).
+    pub fn put_rule(&mut self, tenant: &str, r: &RuleRow, now: &str) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO lic_rules (tenant_id, name, filter, product, plan, priority, updated) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (tenant_id, name) DO UPDATE SET filter = excluded.filter, product = excluded.product, \
+             plan = excluded.plan, priority = excluded.priority, updated = excluded.updated",
+            &params![tenant, &r.name, &r.filter, &r.product, &r.plan, r.priority, now],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a rule; returns whether it existed.
+    pub fn delete_rule(&mut self, tenant: &str, name: &str) -> StoreResult<bool> {
+        Ok(self.execute(
+            "DELETE FROM lic_rules WHERE tenant_id = $1 AND name = $2",
+            &params![tenant, name],
+        )? == 1)
+    }
+
+    /// Licenses of some users (or of the whole tenant).
+    pub fn licenses(
+        &mut self,
+        tenant: &str,
+        users: Option<&[String]>,
+    ) -> StoreResult<Vec<LicenseRow>> {
+        let mut out = Vec::new();
+        match users {
+            None => {
+                for r in self.fetch(
+                    &format!("SELECT {LICENSE_COLUMNS} FROM licenses WHERE tenant_id = $1"),
+                    &params![tenant],
+                )? {
+                    out.push(license_from_row(&r));
+                }
+            }
+            Some(users) => {
+                for chunk in users.chunks(500) {
+                    let sql = format!(
+                        "SELECT {LICENSE_COLUMNS} FROM licenses WHERE tenant_id = $1 AND user_id IN ({})",
+                        placeholders(2, chunk.len())
+                    );
+                    let mut params = vec![P::from(tenant)];
+                    params.extend(chunk.iter().map(P::from));
+                    for r in self.fetch(&sql, &params)? {
+                        out.push(license_from_row(&r));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Inserts a license.
+    pub fn insert_license(&mut self, tenant: &str, l: &LicenseRow) -> StoreResult<()> {
+        self.execute(
+            &format!("INSERT INTO licenses (tenant_id, {LICENSE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, -1))"),
+            &params![tenant, &l.user_id, &l.product, &l.plan, &l.state, l.queue, &l.changed, &l.reason, &l.explain, audit_seq_param(l)],
+        )?;
+        Ok(())
+    }
+
+    /// Rewrites a license.
+    pub fn update_license(&mut self, tenant: &str, l: &LicenseRow) -> StoreResult<()> {
+        self.execute(
+            "UPDATE licenses SET plan = $4, state = $5, queue = $6, changed = $7, reason = $8, explain = $9, \
+             audit_seq = NULLIF($10, -1) WHERE tenant_id = $1 AND user_id = $2 AND product = $3",
+            &params![tenant, &l.user_id, &l.product, &l.plan, &l.state, l.queue, &l.changed, &l.reason, &l.explain, audit_seq_param(l)],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a license.
+    pub fn delete_license(&mut self, tenant: &str, user: &str, product: &str) -> StoreResult<()> {
+        self.execute(
+            "DELETE FROM licenses WHERE tenant_id = $1 AND user_id = $2 AND product = $3",
+            &params![tenant, user, product],
+        )?;
+        Ok(())
+    }
+
+    /// Seat counts of a product's line, under the tenant's lock.
+    pub fn line(&mut self, tenant: &str, product: &str) -> StoreResult<Line> {
+        let tip = self.lines_tip(tenant)?;
+        Ok(tip
+            .seat_lines
+            .as_ref()
+            .and_then(|lines| lines.get(product).copied())
+            .unwrap_or(Line::EMPTY))
+    }
+
+    /// Sets a product line's counts (as absolute values); they are stored with the
+    /// tenant's head row when the transaction ends.
+    pub fn put_line(&mut self, tenant: &str, product: &str, line: Line) -> StoreResult<()> {
+        let tip = self.lines_tip(tenant)?;
+        let lines = tip.seat_lines.get_or_insert_default();
+        if lines.get(product) != Some(&line) {
+            lines.insert(product.to_string(), line);
+            tip.lines_moved = true;
+        }
+        Ok(())
+    }
+
+    /// The first `n` waiting licenses of a line, in queue order (they are indexed: a seat
+    /// that frees up reaches the head of the line in one read).
+    pub fn first_waiting(
+        &mut self,
+        tenant: &str,
+        product: &str,
+        n: usize,
+    ) -> StoreResult<Vec<LicenseRow>> {
+        self.line_slice(
+            "state = 'waitlisted' ORDER BY queue, user_id",
+            tenant,
+            product,
+            n,
+        )
+    }
+
+    /// The `n` most recently assigned seat holders of a line. Only a seat cut asks, so
+    /// holders are not indexed by queue (a create would pay for it); this reads the tenant's
+    /// licenses.
+    pub fn last_holders(
+        &mut self,
+        tenant: &str,
+        product: &str,
+        n: usize,
+    ) -> StoreResult<Vec<LicenseRow>> {
+        self.line_slice(
+            "state = 'active' ORDER BY queue DESC, user_id DESC",
+            tenant,
+            product,
+            n,
+        )
+    }
+
+    /// The state condition and order are literal, so the planner can use the partial index.
+    fn line_slice(
+        &mut self,
+        state_and_order: &str,
+        tenant: &str,
+        product: &str,
+        n: usize,
+    ) -> StoreResult<Vec<LicenseRow>> {
+        Ok(self
+            .fetch(
+                &format!(
+                    "SELECT {LICENSE_COLUMNS} FROM licenses WHERE tenant_id = $1 AND product = $2 AND {state_and_order} LIMIT $3"
+                ),
+                &params![tenant, product, n as i64],
+            )?
+            .iter()
+            .map(license_from_row)
+            .collect())
+    }
+
+    /// Users as the rules see them: the stored document with `id` and, when asked, `groups`
+    /// (direct and nested). `None` loads the whole tenant.
+    pub fn rule_subjects(
+        &mut self,
+        tenant: &str,
+        users: Option<&[String]>,
+        with_groups: bool,
+    ) -> StoreResult<BTreeMap<String, Value>> {
+        if let Some(users) = users
+            && users.len() > 500
+        {
+            let mut out = BTreeMap::new();
+            for chunk in users.chunks(500) {
+                out.extend(self.rule_subjects(tenant, Some(chunk), with_groups)?);
+            }
+            return Ok(out);
+        }
+        let mut out = BTreeMap::new();
+        let mut load = |tx: &mut Tx<'_>, sql: &str, params: &[P]| -> StoreResult<()> {
+            for r in tx.fetch(sql, params)? {
+                let mut doc: Value =
+                    serde_json::from_str(&r.text(1)).map_err(|e| corrupt("user", e))?;
+                doc["id"] = Value::String(r.text(0));
+                out.insert(r.text(0), doc);
+            }
+            Ok(())
+        };
+        match users {
+            None => load(
+                self,
+                "SELECT id, doc FROM scim_users WHERE tenant_id = $1",
+                &params![tenant],
+            )?,
+            Some(users) => {
+                let sql = format!(
+                    "SELECT id, doc FROM scim_users WHERE tenant_id = $1 AND id IN ({})",
+                    placeholders(2, users.len())
+                );
+                let mut params = vec![P::from(tenant)];
+                params.extend(users.iter().map(P::from));
+                load(self, &sql, &params)?;
+            }
+        }
+        if !with_groups || out.is_empty() {
+            return Ok(out);
+        }
+        let seed = match users {
+            None => "SELECT member_id, group_id, 0 FROM scim_group_members WHERE tenant_id = $1 AND member_type = 'User'".to_string(),
+            Some(u) => format!(
+                "SELECT member_id, group_id, 0 FROM scim_group_members WHERE tenant_id = $1 AND member_id IN ({})",
+                placeholders(2, u.len())
+            ),
+        };
+        let sql = format!(
+            "WITH RECURSIVE anc(user_id, group_id, depth) AS ({seed} UNION \
+             SELECT anc.user_id, m.group_id, 1 FROM scim_group_members m JOIN anc ON m.tenant_id = $1 AND m.member_id = anc.group_id) \
+             SELECT anc.user_id, anc.group_id, MIN(anc.depth), g.display_name FROM anc \
+             JOIN scim_groups g ON g.tenant_id = $1 AND g.id = anc.group_id \
+             GROUP BY anc.user_id, anc.group_id, g.display_name ORDER BY anc.user_id, g.display_name"
+        );
+        let mut params = vec![P::from(tenant)];
+        if let Some(u) = users {
+            params.extend(u.iter().map(P::from));
+        }
+        for r in self.fetch(&sql, &params)? {
+            if let Some(doc) = out.get_mut(&r.text(0)) {
+                let groups = doc.as_object_mut().map(|o| {
+                    o.entry("groups")
+                        .or_insert_with(|| Value::Array(Vec::new()))
+                });
+                if let Some(Value::Array(list)) = groups {
+                    list.push(json!({
+                        "value": r.text(1),
+                        "display": r.text(3),
+                        "type": if r.int(2) == 0 { "direct" } else { "indirect" },
+                    }));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every user under a group, directly or through nested groups.
+    pub fn users_under(&mut self, tenant: &str, group: &str) -> StoreResult<Vec<String>> {
+        Ok(self
+            .fetch(
+                "WITH RECURSIVE sub(id) AS (SELECT member_id FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 \
+                 UNION SELECT m.member_id FROM scim_group_members m JOIN sub ON m.tenant_id = $1 AND m.group_id = sub.id) \
+                 SELECT u.id FROM sub JOIN scim_users u ON u.tenant_id = $1 AND u.id = sub.id",
+                &params![tenant, group],
+            )?
+            .iter()
+            .map(|r| r.text(0))
+            .collect())
+    }
+
+    /// Subscriptions whose term changes what they grant at or before `now`.
+    pub fn due_subscriptions(&mut self, now: &str) -> StoreResult<Vec<(String, String)>> {
+        Ok(self
+            .fetch(
+                "SELECT tenant_id, product FROM lic_subscriptions WHERE next_check IS NOT NULL AND next_check <= $1 ORDER BY next_check",
+                &params![now],
+            )?
+            .iter()
+            .map(|r| (r.text(0), r.text(1)))
+            .collect())
+    }
+}
+
+impl Store {
+    /// The product catalogue.
+    pub async fn products(&self) -> StoreResult<Vec<Product>> {
+        self.pool()
+            .fetch(
+                "SELECT key, name, plans FROM lic_products ORDER BY key",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(product_from_row)
+            .collect()
+    }
+
+    /// A tenant's subscriptions.
+    pub async fn subscriptions(&self, tenant: &str) -> StoreResult<Vec<Subscription>> {
+        self.pool()
+            .fetch(
+                &format!("SELECT {SUB_COLUMNS} FROM lic_subscriptions WHERE tenant_id = $1 ORDER BY product"),
+                &params![tenant],
+            )
+            .await?
+            .iter()
+            .map(sub_from_row)
+            .collect()
+    }
+
+    /// A tenant's rules.
+    pub async fn rule_rows(&self, tenant: &str) -> StoreResult<Vec<RuleRow>> {
+        Ok(self
+            .pool()
+            .fetch(
+                "SELECT name, filter, product, plan, priority FROM lic_rules WHERE tenant_id = $1 ORDER BY name",
+                &params![tenant],
+            )
+            .await?
+            .iter()
+            .map(rule_from_row)
+            .collect())
+    }
+
+    /// Licenses of some users.
+    pub async fn licenses_of(
+        &self,
+        tenant: &str,
+        users: &[String],
+    ) -> StoreResult<Vec<LicenseRow>> {
+        let mut out = Vec::new();
+        for chunk in users.chunks(500) {
+            let sql = format!(
+                "SELECT {LICENSE_COLUMNS} FROM licenses WHERE tenant_id = $1 AND user_id IN ({}) ORDER BY user_id, product",
+                placeholders(2, chunk.len())
+            );
+            let mut params = vec![P::from(tenant)];
+            params.extend(chunk.iter().map(P::from));
+            out.extend(
+                self.pool()
+                    .fetch(&sql, &params)
+                    .await?
+                    .iter()
+                    .map(license_from_row),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Seat counts per product of a tenant.
+    pub async fn lines(&self, tenant: &str) -> StoreResult<BTreeMap<String, Line>> {
+        match self
+            .pool()
+            .fetch_opt(
+                "SELECT seat_lines FROM audit_heads WHERE tenant_id = $1",
+                &params![tenant],
+            )
+            .await?
+        {
+            Some(r) => parse_lines(&r.text(0)),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// Counts a tenant's licenses row by row (for checks that the kept counts are right).
+    pub async fn count_licenses(
+        &self,
+        tenant: &str,
+    ) -> StoreResult<BTreeMap<String, (usize, usize)>> {
+        let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for r in self
+            .pool()
+            .fetch(
+                "SELECT product, state, COUNT(*) FROM licenses WHERE tenant_id = $1 GROUP BY product, state",
+                &params![tenant],
+            )
+            .await?
+        {
+            let n = usize::try_from(r.int(2)).unwrap_or_default();
+            let e = out.entry(r.text(0)).or_default();
+            if r.text(1) == "active" {
+                e.0 = n;
+            } else {
+                e.1 = n;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The next instant any subscription needs the scheduler, if any.
+    pub async fn next_check(&self) -> StoreResult<Option<String>> {
+        Ok(self
+            .pool()
+            .fetch_opt(
+                "SELECT MIN(next_check) FROM lic_subscriptions WHERE next_check IS NOT NULL",
+                &[],
+            )
+            .await?
+            .and_then(|r| r.opt_text(0)))
+    }
+}

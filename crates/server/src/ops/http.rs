@@ -1,0 +1,81 @@
+//! Operations endpoints: `/healthz`, `/readyz`, `/metrics`, and `/api/v1/clock` on a test clock.
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::app::{AdminAuth, ScimJson, Shared, read_json};
+use crate::kernel::error::{ApiError, ApiResult};
+use crate::licenses::service as model;
+
+/// The operations routes.
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+}
+
+/// The operations routes under `/api/v1`.
+pub fn api_routes() -> Router<Shared> {
+    Router::new().route("/clock", post(move_clock))
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(state): State<Shared>) -> Response {
+    if state.store.ping().await {
+        axum::Json(json!({"status": "ready"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "database unavailable"})),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<Shared>) -> Response {
+    let body = state
+        .metrics
+        .as_ref()
+        .map(|m| m.render())
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// Moves the test clock (only when the server runs on one: `--test-clock`), then runs the
+/// term transitions that became due, as the scheduler would.
+async fn move_clock(
+    State(state): State<Shared>,
+    _auth: AdminAuth,
+    req: Request,
+) -> ApiResult<Response> {
+    let Some(clock) = state.manual_clock.clone() else {
+        return Err(ApiError::NotFound(
+            "the clock can only be moved when the server runs with --test-clock".into(),
+        ));
+    };
+    let body = read_json(req, state.config.max_body_bytes).await?;
+    let secs = body
+        .get("advance_seconds")
+        .and_then(Value::as_i64)
+        .filter(|s| (0..=100 * 365 * 86_400).contains(s))
+        .ok_or_else(|| {
+            scim::Error::InvalidValue(
+                "'advance_seconds' must be a whole number of seconds from 0 to 100 years".into(),
+            )
+        })?;
+    clock.advance(time::Duration::seconds(secs));
+    let out = model::run_due(&state.store, &clock).await?;
+    Ok(ScimJson(json!({
+        "now": crate::kernel::clock::stamp(crate::kernel::clock::Clock::now(&clock)),
+        "tenants": out,
+    }))
+    .into_response())
+}

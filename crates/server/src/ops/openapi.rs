@@ -1,0 +1,664 @@
+//! The OpenAPI 3.1 document of the admin and application API, served at
+//! `/api/v1/openapi.json`. Operations are one table below; a test reads the router's source
+//! and fails when a route has no entry (or an entry no route).
+
+use axum::Router;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Map, Value, json};
+
+use crate::app::Shared;
+use crate::apps::http::MAX_BATCH_CHECKS;
+
+/// Who may call an operation.
+#[derive(Clone, Copy)]
+enum Auth {
+    Admin,
+    App,
+    /// Signed by the billing system (Standard Webhooks or Stripe-Signature).
+    Signed,
+    Public,
+}
+
+/// One operation: method, path (under `/api/v1` unless it starts with `/.`), who may call
+/// it, what it does, the request body schema (a component name) and the success response
+/// (status, component name or "").
+struct Op {
+    method: &'static str,
+    path: &'static str,
+    auth: Auth,
+    summary: &'static str,
+    body: Option<&'static str>,
+    ok: (u16, &'static str),
+}
+
+const fn op(
+    method: &'static str,
+    path: &'static str,
+    auth: Auth,
+    summary: &'static str,
+    body: Option<&'static str>,
+    ok: (u16, &'static str),
+) -> Op {
+    Op {
+        method,
+        path,
+        auth,
+        summary,
+        body,
+        ok,
+    }
+}
+
+use Auth::{Admin, App, Public, Signed};
+
+const OPS: &[Op] = &[
+    // Tenants and SCIM tokens.
+    op(
+        "post",
+        "/tenants",
+        Admin,
+        "Create a tenant",
+        Some("Named"),
+        (201, "Tenant"),
+    ),
+    op("get", "/tenants", Admin, "List tenants", None, (200, "")),
+    op(
+        "get",
+        "/tenants/{id}",
+        Admin,
+        "Get a tenant",
+        None,
+        (200, "Tenant"),
+    ),
+    op(
+        "post",
+        "/tenants/{id}/scim-tokens",
+        Admin,
+        "Create a SCIM token (shown once)",
+        Some("Named"),
+        (201, "CreatedCredential"),
+    ),
+    op(
+        "delete",
+        "/tenants/{id}/scim-tokens/{token_id}",
+        Admin,
+        "Revoke a SCIM token",
+        None,
+        (204, ""),
+    ),
+    // Licensing.
+    op(
+        "get",
+        "/tenants/{id}/subscriptions",
+        Admin,
+        "List a tenant's subscriptions",
+        None,
+        (200, ""),
+    ),
+    op(
+        "put",
+        "/tenants/{id}/subscriptions/{product}",
+        Admin,
+        "Create or change a subscription; re-decides every license",
+        Some("Subscription"),
+        (200, ""),
+    ),
+    op(
+        "delete",
+        "/tenants/{id}/subscriptions/{product}",
+        Admin,
+        "Remove a subscription; its licenses are revoked",
+        None,
+        (200, ""),
+    ),
+    op(
+        "get",
+        "/tenants/{id}/rules",
+        Admin,
+        "List assignment rules",
+        None,
+        (200, ""),
+    ),
+    op(
+        "put",
+        "/tenants/{id}/rules/{name}",
+        Admin,
+        "Create or change an assignment rule",
+        Some("Rule"),
+        (200, ""),
+    ),
+    op(
+        "delete",
+        "/tenants/{id}/rules/{name}",
+        Admin,
+        "Remove an assignment rule",
+        None,
+        (200, ""),
+    ),
+    op(
+        "get",
+        "/tenants/{id}/usage",
+        Admin,
+        "Seats, active, waitlisted, overage and status per subscription",
+        None,
+        (200, ""),
+    ),
+    op(
+        "get",
+        "/tenants/{id}/users/{user_id}/licenses",
+        Admin,
+        "A user's licenses with their explanation chains, history and last_seen",
+        None,
+        (200, ""),
+    ),
+    op(
+        "put",
+        "/model",
+        Admin,
+        "Apply a licensing model (?dry_run=true prints the plan only)",
+        Some("Model"),
+        (200, ""),
+    ),
+    op(
+        "get",
+        "/model",
+        Admin,
+        "The licensing model as stored",
+        None,
+        (200, "Model"),
+    ),
+    op(
+        "post",
+        "/scheduler/run",
+        Admin,
+        "Run due term transitions now",
+        None,
+        (200, ""),
+    ),
+    op(
+        "post",
+        "/clock",
+        Admin,
+        "Move the test clock (servers started with --test-clock only)",
+        None,
+        (200, ""),
+    ),
+    // Billing in.
+    op(
+        "post",
+        "/billing/events",
+        Signed,
+        "A billing event (Standard Webhooks signature)",
+        Some("BillingEvent"),
+        (200, ""),
+    ),
+    op(
+        "post",
+        "/billing/stripe",
+        Signed,
+        "A Stripe event (Stripe-Signature)",
+        None,
+        (200, ""),
+    ),
+    op(
+        "post",
+        "/billing/secret",
+        Admin,
+        "Rotate the billing secret (the old one stays valid 24 h)",
+        None,
+        (200, ""),
+    ),
+    op(
+        "put",
+        "/billing/secret",
+        Admin,
+        "Set the billing secret",
+        None,
+        (200, ""),
+    ),
+    op(
+        "put",
+        "/billing/stripe/secret",
+        Admin,
+        "Set the Stripe signing secret",
+        None,
+        (200, ""),
+    ),
+    op(
+        "put",
+        "/billing/stripe/prices/{price}",
+        Admin,
+        "Map a Stripe price or product to a catalogue plan",
+        None,
+        (200, ""),
+    ),
+    op(
+        "delete",
+        "/billing/stripe/prices/{price}",
+        Admin,
+        "Remove a Stripe price mapping",
+        None,
+        (204, ""),
+    ),
+    op(
+        "put",
+        "/billing/stripe/customers/{customer}",
+        Admin,
+        "Map a Stripe customer to a tenant",
+        None,
+        (200, ""),
+    ),
+    op(
+        "delete",
+        "/billing/stripe/customers/{customer}",
+        Admin,
+        "Remove a Stripe customer mapping",
+        None,
+        (204, ""),
+    ),
+    op(
+        "get",
+        "/tenants/{id}/billing/events",
+        Admin,
+        "The billing events received for a tenant",
+        None,
+        (200, ""),
+    ),
+    // Events out.
+    op(
+        "post",
+        "/tenants/{id}/webhooks",
+        Admin,
+        "Register a webhook endpoint (its secret is shown once)",
+        None,
+        (201, ""),
+    ),
+    op(
+        "get",
+        "/tenants/{id}/webhooks",
+        Admin,
+        "List webhook endpoints",
+        None,
+        (200, ""),
+    ),
+    op(
+        "get",
+        "/tenants/{id}/webhooks/{wid}",
+        Admin,
+        "Get a webhook endpoint",
+        None,
+        (200, ""),
+    ),
+    op(
+        "delete",
+        "/tenants/{id}/webhooks/{wid}",
+        Admin,
+        "Disable a webhook endpoint",
+        None,
+        (204, ""),
+    ),
+    op(
+        "get",
+        "/tenants/{id}/webhooks/{wid}/deliveries",
+        Admin,
+        "The delivery log (?state=, paging)",
+        None,
+        (200, ""),
+    ),
+    op(
+        "post",
+        "/tenants/{id}/webhooks/{wid}/deliveries/{did}/replay",
+        Admin,
+        "Send one delivery again",
+        None,
+        (200, ""),
+    ),
+    op(
+        "post",
+        "/tenants/{id}/webhooks/{wid}/replay",
+        Admin,
+        "Send a time range of events again",
+        None,
+        (200, ""),
+    ),
+    op(
+        "get",
+        "/tenants/{id}/events",
+        Admin,
+        "A tenant's event feed (?after=&limit=)",
+        None,
+        (200, ""),
+    ),
+    op(
+        "get",
+        "/events",
+        Admin,
+        "The event feed (?tenant=&after=&limit=)",
+        None,
+        (200, ""),
+    ),
+    op(
+        "get",
+        "/events/stream",
+        Admin,
+        "Events as server-sent events (Last-Event-ID resumes)",
+        None,
+        (200, ""),
+    ),
+    op(
+        "get",
+        "/tenants/{id}/audit",
+        Admin,
+        "Audit records (filters; JSON, JSON Lines or CSV)",
+        None,
+        (200, ""),
+    ),
+    // Applications.
+    op(
+        "post",
+        "/check",
+        App,
+        "May a user use a feature, or what is their limit? One check or a batch",
+        Some("CheckRequest"),
+        (200, "CheckResponse"),
+    ),
+    op(
+        "get",
+        "/users/{user}/entitlements",
+        App,
+        "A user's whole effective set",
+        None,
+        (200, "Entitlements"),
+    ),
+    op(
+        "post",
+        "/tokens/entitlements",
+        App,
+        "A signed entitlement token (JWT, EdDSA)",
+        Some("TokenRequest"),
+        (200, "Token"),
+    ),
+    op(
+        "post",
+        "/tenants/{id}/app-keys",
+        Admin,
+        "Create an app key (shown once)",
+        Some("Named"),
+        (201, "CreatedCredential"),
+    ),
+    op(
+        "get",
+        "/tenants/{id}/app-keys",
+        Admin,
+        "List app keys (no secrets)",
+        None,
+        (200, ""),
+    ),
+    op(
+        "delete",
+        "/tenants/{id}/app-keys/{key_id}",
+        Admin,
+        "Revoke an app key",
+        None,
+        (204, ""),
+    ),
+    op(
+        "post",
+        "/signing-keys/rotate",
+        Admin,
+        "Sign tokens with a new key (the old one stays published until its tokens expire)",
+        None,
+        (200, ""),
+    ),
+    op(
+        "get",
+        "/.well-known/jwks.json",
+        Public,
+        "The keys that verify entitlement tokens (JWK Set)",
+        None,
+        (200, "Jwks"),
+    ),
+    op(
+        "get",
+        "/openapi.json",
+        Public,
+        "This document",
+        None,
+        (200, ""),
+    ),
+];
+
+fn components() -> Value {
+    let string = json!({"type": "string"});
+    json!({
+        "securitySchemes": {
+            "admin": {"type": "http", "scheme": "bearer", "description": "The operator's admin token (ska_…)."},
+            "app": {"type": "http", "scheme": "bearer", "description": "An application key of one tenant (skp_…): checks and tokens only."},
+        },
+        "schemas": {
+            "Error": {"type": "object", "description": "SCIM error shape on every failure.",
+                "properties": {"schemas": {"type": "array", "items": string}, "status": string, "scimType": string, "detail": string}},
+            "Named": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string", "maxLength": 200}}},
+            "Tenant": {"type": "object", "properties": {"id": string, "name": string, "created": string}},
+            "CreatedCredential": {"type": "object", "description": "The secret (token or key) is returned once and stored only as a hash.",
+                "properties": {"id": string, "tenant": string, "name": string, "token": string, "key": string}},
+            "Subscription": {"type": "object", "required": ["plan", "seats", "starts_at"], "properties": {
+                "plan": string, "seats": {"type": "integer", "minimum": 0}, "starts_at": {"type": "string", "format": "date-time"},
+                "ends_at": {"type": "string", "format": "date-time"}, "grace_days": {"type": "integer", "minimum": 0},
+                "on_expiry": {"type": "string", "description": "revoke, keep or downgrade:<plan>"},
+                "enforcement": {"type": "string", "enum": ["hard", "soft"]},
+                "status": {"type": "string", "enum": ["trialing", "active", "past_due", "canceled", "expired"]}}},
+            "Rule": {"type": "object", "required": ["filter", "product", "plan"], "properties": {
+                "filter": {"type": "string", "description": "A SCIM filter over the user"}, "product": string, "plan": string,
+                "priority": {"type": "integer"}}},
+            "Model": {"type": "object", "description": "The licensing model as code (the TOML file's content as JSON): products with plans, and tenants with subscriptions and rules."},
+            "BillingEvent": {"type": "object", "required": ["id", "type", "tenant", "product"], "properties": {
+                "id": string, "type": {"type": "string", "enum": ["subscription.created", "subscription.updated", "subscription.renewed", "subscription.canceled", "subscription.payment_failed", "subscription.expired"]},
+                "tenant": string, "product": string, "plan": string, "seats": {"type": "integer"}}},
+            "Check": {"type": "object", "required": ["user"], "description": "Exactly one of feature or limit.", "properties": {
+                "user": {"type": "string", "description": "id, userName or externalId", "maxLength": 256},
+                "feature": {"type": "string", "maxLength": 256}, "limit": {"type": "string", "maxLength": 256}}},
+            "CheckRequest": {"oneOf": [
+                {"$ref": "#/components/schemas/Check"},
+                {"type": "object", "required": ["checks"], "properties": {"checks": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH_CHECKS, "items": {"$ref": "#/components/schemas/Check"}}}},
+            ]},
+            "Answer": {"type": "object", "properties": {
+                "user": string, "allowed": {"type": "boolean"}, "plan": {"type": ["string", "null"]},
+                "value": {"type": ["integer", "null"]},
+                "reason": {"type": "string", "examples": ["plan pro grants feature export", "plan free lacks feature export", "waitlisted: seat limit reached", "subscription expired", "not licensed", "user inactive", "unknown user"]}}},
+            "CheckResponse": {"oneOf": [
+                {"$ref": "#/components/schemas/Answer"},
+                {"type": "object", "properties": {"results": {"type": "array", "items": {"$ref": "#/components/schemas/Answer"}}}},
+            ]},
+            "Entitlements": {"type": "object", "properties": {
+                "id": string, "active": {"type": "boolean"},
+                "licenses": {"type": "array", "items": {"type": "object", "properties": {"product": string, "plan": string, "state": {"type": "string", "enum": ["active", "waitlisted"]}}}},
+                "features": {"type": "array", "items": string},
+                "limits": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+            "TokenRequest": {"type": "object", "required": ["user"], "properties": {"user": string}},
+            "Token": {"type": "object", "properties": {"token": {"type": "string", "description": "JWT, EdDSA; claims iss, sub, tenant, active, plans, features, limits, iat, exp"}, "expires_at": string, "jwks_uri": string}},
+            "Jwks": {"type": "object", "properties": {"keys": {"type": "array", "items": {"type": "object", "properties": {"kty": string, "crv": string, "x": string, "kid": string, "alg": string, "use": string}}}}},
+        },
+    })
+}
+
+fn operation(o: &Op) -> Value {
+    let mut v = json!({
+        "summary": o.summary,
+        "operationId": format!("{}{}", o.method, o.path.replace(['/', '{', '}', '.', '-'], "_")),
+        "responses": {
+            "400": {"description": "Invalid input", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+            "401": {"description": "Missing or invalid credential"},
+        },
+    });
+    let ok = match o.ok.1 {
+        "" => json!({"description": "Success"}),
+        schema => {
+            json!({"description": "Success", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}}})
+        }
+    };
+    v["responses"][o.ok.0.to_string()] = ok;
+    match o.auth {
+        Admin => v["security"] = json!([{"admin": []}]),
+        App => {
+            v["security"] = json!([{"app": []}]);
+            v["responses"]["429"] = json!({"description": "Over the tenant's application rate limit (--app-rate-limit, --app-rate-burst); Retry-After says when to come back"});
+        }
+        Signed => {
+            v["description"] =
+                json!("Authenticated by the sender's signature headers, not a bearer token.")
+        }
+        Public => v["security"] = json!([]),
+    }
+    if let Some(body) = o.body {
+        v["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{body}")}}}});
+    }
+    let params: Vec<Value> = o
+        .path
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect();
+    if !params.is_empty() {
+        v["parameters"] = Value::Array(params);
+    }
+    v
+}
+
+/// The document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for o in OPS {
+        let full = if o.path.starts_with("/.") {
+            o.path.to_string()
+        } else {
+            format!("/api/v1{}", o.path)
+        };
+        let entry = paths.entry(full).or_insert_with(|| json!({}));
+        entry[o.method] = operation(o);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "seatkeeper admin and application API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Licensing, billing, events, audit and entitlement checks. The SCIM 2.0 endpoint (/scim/v2) describes itself through /ServiceProviderConfig, /Schemas and /ResourceTypes.",
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": components(),
+    })
+}
+
+/// The route serving it.
+pub fn routes() -> Router<Shared> {
+    Router::new().route("/openapi.json", get(serve))
+}
+
+async fn serve() -> Response {
+    axum::Json(document()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (method, path) of every route the admin and app routers declare, read from their
+    /// source (each `.route` call: its path and the method functions it names), plus this
+    /// module's own.
+    fn declared() -> Vec<(String, String)> {
+        let ops = include_str!("http.rs");
+        let sources = [
+            include_str!("../tenants/http.rs"),
+            include_str!("../licenses/http.rs"),
+            include_str!("../events/http.rs"),
+            include_str!("../apps/http.rs"),
+            &ops[ops.find("fn api_routes").unwrap_or(0)..],
+        ];
+        let mut out = vec![("get".to_string(), "/openapi.json".to_string())];
+        for src in sources {
+            let code: String = src.split_whitespace().collect::<Vec<_>>().join(" ");
+            for part in code.split(".route(").skip(1) {
+                let Some(rest) = part.trim_start().strip_prefix('"') else {
+                    continue;
+                };
+                let Some((path, rest)) = rest.split_once('"') else {
+                    continue;
+                };
+                // The handlers up to the closing parenthesis of `.route(`.
+                let mut depth = 1;
+                let mut end = rest.len();
+                for (i, c) in rest.char_indices() {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                end = i;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                for m in ["get", "post", "put", "delete", "patch"] {
+                    let call = format!("{m}(");
+                    let handlers = &rest[..end];
+                    let found = handlers.match_indices(&call).any(|(i, _)| {
+                        i == 0
+                            || !handlers[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_')
+                    });
+                    if found {
+                        out.push((m.to_string(), path.to_string()));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn every_route_is_documented_and_nothing_else() {
+        let declared = declared();
+        assert!(
+            declared.len() > 40,
+            "the source reader found only {declared:?}"
+        );
+        let mut documented: Vec<(String, String)> = OPS
+            .iter()
+            .map(|o| (o.method.to_string(), o.path.to_string()))
+            .collect();
+        documented.sort();
+        let missing: Vec<_> = declared
+            .iter()
+            .filter(|r| !documented.contains(r))
+            .collect();
+        let extra: Vec<_> = documented
+            .iter()
+            .filter(|r| !declared.contains(r))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "routes without an OpenAPI entry: {missing:?}"
+        );
+        assert!(
+            extra.is_empty(),
+            "OpenAPI entries without a route: {extra:?}"
+        );
+    }
+
+    #[test]
+    fn references_resolve() {
+        let doc = document();
+        let text = doc.to_string();
+        for part in text.split("\"#/components/schemas/").skip(1) {
+            let name = part.split('"').next().unwrap_or_default();
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "no schema {name}"
+            );
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Tenants and their credentials (SCIM tokens, app keys).
+
+pub mod http;
+pub mod service;
