@@ -77,8 +77,8 @@ impl AppState {
             snapshots,
             store,
             engine,
-            tokens: TokenVerifier::new(crate::kernel::store::Credential::Scim),
-            apps: TokenVerifier::new(crate::kernel::store::Credential::App),
+            tokens: TokenVerifier::new(crate::kernel::auth::Credential::Scim),
+            apps: TokenVerifier::new(crate::kernel::auth::Credential::App),
             limiter: RateLimiter::keyed(quota(config.rate_per_second, config.rate_burst)),
             app_limiter: RateLimiter::keyed(quota(
                 config.app_rate_per_second,
@@ -128,6 +128,8 @@ pub fn router(state: Shared) -> Router {
             crate::licenses::http::routes()
                 .merge(crate::tenants::http::routes())
                 .merge(crate::events::http::routes())
+                .merge(crate::billing::http::routes())
+                .merge(crate::audit::http::routes())
                 .merge(crate::apps::http::routes())
                 .merge(crate::ops::openapi::routes())
                 .merge(crate::ops::http::api_routes()),
@@ -234,6 +236,11 @@ pub fn json_from_bytes(bytes: &[u8]) -> ApiResult<Value> {
     }
     serde_json::from_slice(bytes)
         .map_err(|e| scim::Error::InvalidSyntax(format!("the body is not valid JSON: {e}")).into())
+}
+
+/// A header's value as text, if it is text.
+pub(crate) fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
 }
 
 pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {

@@ -98,7 +98,7 @@ pub async fn load(store: &Store, clock: SharedClock, users: usize) -> anyhow::Re
     let token = crate::tenants::service::create_credential(
         store,
         &*clock,
-        crate::kernel::store::Credential::Scim,
+        crate::kernel::auth::Credential::Scim,
         &tenant.id,
         "demo-idp",
     )
@@ -107,7 +107,7 @@ pub async fn load(store: &Store, clock: SharedClock, users: usize) -> anyhow::Re
     let app_key = crate::tenants::service::create_credential(
         store,
         &*clock,
-        crate::kernel::store::Credential::App,
+        crate::kernel::auth::Credential::App,
         &tenant.id,
         "demo-app",
     )

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use seatkeeper::kernel::auth::Credential;
 use seatkeeper::kernel::clock::{SharedClock, SystemClock};
 use seatkeeper::kernel::config::Config;
-use seatkeeper::kernel::store::{Credential, Store, StoreOptions};
+use seatkeeper::kernel::store::{Store, StoreOptions};
 
 // mimalloc: malloc was a tenth of the request path's CPU in profiles (BENCHMARKS.md).
 #[global_allocator]
@@ -356,7 +357,7 @@ async fn serve(
         let (store, days) = (store.clone(), args.audit_retention_days);
         tokio::spawn(async move {
             loop {
-                match seatkeeper::prune_audit(&store, &seatkeeper::kernel::clock::SystemClock, days, None).await {
+                match seatkeeper::audit::service::prune_audit(&store, &seatkeeper::kernel::clock::SystemClock, days, None).await {
                     Ok(done) => {
                         for (t, cp) in done {
                             if let Some(cp) = cp {
@@ -571,8 +572,12 @@ async fn main() -> anyhow::Result<()> {
                 None => None,
             };
             let store = open(&db.database, None).await?;
-            let results =
-                seatkeeper::verify_audit(&store, tenant.as_deref(), pinned.as_ref()).await?;
+            let results = seatkeeper::audit::service::verify_audit(
+                &store,
+                tenant.as_deref(),
+                pinned.as_ref(),
+            )
+            .await?;
             store.close().await;
             let mut broken = false;
             for (t, n, r) in results {
@@ -602,8 +607,13 @@ async fn main() -> anyhow::Result<()> {
         } => {
             init_logging(false);
             let store = open(&db.database, None).await?;
-            let done =
-                seatkeeper::prune_audit(&store, &*clock, older_than_days, tenant.as_deref()).await;
+            let done = seatkeeper::audit::service::prune_audit(
+                &store,
+                &*clock,
+                older_than_days,
+                tenant.as_deref(),
+            )
+            .await;
             store.close().await;
             for (t, cp) in done? {
                 match cp {

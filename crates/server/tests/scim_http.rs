@@ -557,7 +557,7 @@ async fn tenant_isolation(b: Backend) {
     let tok2 = seatkeeper::tenants::service::create_credential(
         &app.store,
         &clock,
-        seatkeeper::kernel::store::Credential::Scim,
+        seatkeeper::kernel::auth::Credential::Scim,
         &t2.id,
         "other-idp",
     )
@@ -1156,7 +1156,7 @@ async fn audit_and_outbox_are_atomic(b: Backend) {
             "user.deprovisioned"
         ]
     );
-    let verified = seatkeeper::verify_audit(&app.store, Some(&app.tenant), None)
+    let verified = seatkeeper::audit::service::verify_audit(&app.store, Some(&app.tenant), None)
         .await
         .unwrap();
     assert!(verified[0].2.is_ok(), "{:?}", verified);

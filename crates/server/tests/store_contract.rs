@@ -7,7 +7,8 @@ mod common;
 use common::Backend;
 use scim::sql::SqlWhere;
 use seatkeeper::directory::store::{Kind, Order, Page};
-use seatkeeper::kernel::store::{Credential, NewAudit, StoreError, StoredResource};
+use seatkeeper::kernel::auth::Credential;
+use seatkeeper::kernel::store::{NewAudit, StoreError, StoredResource};
 use serde_json::json;
 
 fn res(id: &str, doc: serde_json::Value) -> StoredResource {
@@ -383,7 +384,9 @@ async fn audit_chain_detects_tampering(b: Backend) {
     for i in 0..5 {
         audit_one(s, &t, i).await.unwrap();
     }
-    let ok = seatkeeper::verify_audit(s, Some(&t), None).await.unwrap();
+    let ok = seatkeeper::audit::service::verify_audit(s, Some(&t), None)
+        .await
+        .unwrap();
     assert_eq!((ok[0].1, ok[0].2.is_ok()), (5, true));
     // Edit one stored row by hand, as an attacker with database access would.
     s.execute_unchecked(
@@ -392,7 +395,9 @@ async fn audit_chain_detects_tampering(b: Backend) {
     )
     .await
     .unwrap();
-    let broken = seatkeeper::verify_audit(s, Some(&t), None).await.unwrap();
+    let broken = seatkeeper::audit::service::verify_audit(s, Some(&t), None)
+        .await
+        .unwrap();
     assert_eq!(broken[0].2.as_ref().unwrap_err().seq, 3);
     // Deleting the last row is caught by the chain's tip.
     s.execute_unchecked(
@@ -402,7 +407,9 @@ async fn audit_chain_detects_tampering(b: Backend) {
     .await
     .unwrap();
     assert!(
-        seatkeeper::verify_audit(s, Some(&t), None).await.unwrap()[0]
+        seatkeeper::audit::service::verify_audit(s, Some(&t), None)
+            .await
+            .unwrap()[0]
             .2
             .is_ok()
     );
@@ -412,7 +419,9 @@ async fn audit_chain_detects_tampering(b: Backend) {
     )
     .await
     .unwrap();
-    let truncated = seatkeeper::verify_audit(s, Some(&t), None).await.unwrap();
+    let truncated = seatkeeper::audit::service::verify_audit(s, Some(&t), None)
+        .await
+        .unwrap();
     assert!(truncated[0].2.is_err());
 }
 
@@ -452,12 +461,14 @@ async fn pruned_chains_verify_from_a_signed_checkpoint(b: Backend) {
         rows.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
         ["audit.prune"]
     );
-    let ok = seatkeeper::verify_audit(s, Some(&t), None).await.unwrap();
+    let ok = seatkeeper::audit::service::verify_audit(s, Some(&t), None)
+        .await
+        .unwrap();
     assert!(ok[0].2.is_ok(), "{ok:?}");
     // Pinned to the right public key: still fine; to another key: the checkpoint fails.
     let public = key.verifying_key();
     assert!(
-        seatkeeper::verify_audit(s, Some(&t), Some(&public))
+        seatkeeper::audit::service::verify_audit(s, Some(&t), Some(&public))
             .await
             .unwrap()[0]
             .2
@@ -466,7 +477,7 @@ async fn pruned_chains_verify_from_a_signed_checkpoint(b: Backend) {
     let other =
         seatkeeper::kernel::chain::signing_key(&seatkeeper::kernel::chain::new_signing_key())
             .unwrap();
-    let wrong = seatkeeper::verify_audit(s, Some(&t), Some(&other.verifying_key()))
+    let wrong = seatkeeper::audit::service::verify_audit(s, Some(&t), Some(&other.verifying_key()))
         .await
         .unwrap();
     assert!(
@@ -485,7 +496,9 @@ async fn pruned_chains_verify_from_a_signed_checkpoint(b: Backend) {
     .await
     .unwrap();
     assert!(
-        seatkeeper::verify_audit(s, Some(&t), None).await.unwrap()[0]
+        seatkeeper::audit::service::verify_audit(s, Some(&t), None)
+            .await
+            .unwrap()[0]
             .2
             .is_err()
     );
@@ -503,7 +516,9 @@ async fn pruned_chains_verify_from_a_signed_checkpoint(b: Backend) {
     .await
     .unwrap();
     assert_eq!(
-        seatkeeper::verify_audit(s, Some(&t), None).await.unwrap()[0]
+        seatkeeper::audit::service::verify_audit(s, Some(&t), None)
+            .await
+            .unwrap()[0]
             .2
             .as_ref()
             .unwrap_err()
@@ -523,7 +538,9 @@ async fn concurrent_audit_writers_keep_one_chain(b: Backend) {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    let v = seatkeeper::verify_audit(&s, Some(&t), None).await.unwrap();
+    let v = seatkeeper::audit::service::verify_audit(&s, Some(&t), None)
+        .await
+        .unwrap();
     assert_eq!(v[0].1, 40);
     assert!(v[0].2.is_ok());
 }

@@ -11,8 +11,8 @@ use licensing::entitlements::{Answer, Question};
 use serde_json::{Value, json};
 
 use crate::app::{AdminAuth, Shared, bearer, read_json, with_status};
+use crate::kernel::auth::Credential;
 use crate::kernel::error::{ApiError, ApiResult};
-use crate::kernel::store::Credential;
 use crate::tenants::service as ops;
 
 /// Most checks in one batch call.

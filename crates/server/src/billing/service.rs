@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::events::store::{BillingRecord, StripeMaps};
+use crate::billing::store::{BillingRecord, StripeMaps};
 use crate::kernel::clock::Clock;
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::store::Store;

@@ -10,7 +10,8 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::kernel::store::{Credential, Store, StoreResult, TokenRow};
+use crate::kernel::store::{Store, StoreResult};
+use crate::params;
 
 /// How long a verified token is trusted from memory. A revoked token stops working on the
 /// node that revoked it at once, and on other nodes within this bound.
@@ -97,5 +98,74 @@ mod tests {
         assert_eq!(hash_token(&a), hash_token(&a));
         assert!(hashes_equal(&hash_token(&a), &hash_token(&a)));
         assert!(!hashes_equal(&hash_token(&a), &hash_token(&b)));
+    }
+}
+
+/// A SCIM token (hash only).
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    /// Token id (not secret).
+    pub id: String,
+    /// Owning tenant.
+    pub tenant_id: String,
+    /// Name, used as the audit actor.
+    pub name: String,
+    /// SHA-256 of the token, hex.
+    pub hash: String,
+}
+
+/// The kinds of bearer credential a tenant has, each in a table of its own: a credential of
+/// one kind is never found when another kind is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// SCIM tokens (`skt_`): the identity provider's, for `/scim/v2`.
+    Scim,
+    /// Application keys (`skp_`): read-only, for entitlement checks and tokens.
+    App,
+}
+
+impl Credential {
+    pub(crate) fn table(self) -> &'static str {
+        match self {
+            Credential::Scim => "scim_tokens",
+            Credential::App => "app_keys",
+        }
+    }
+
+    /// What an operator calls it.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Credential::Scim => "SCIM token",
+            Credential::App => "app key",
+        }
+    }
+
+    /// The prefix of its secrets.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Credential::Scim => "skt_",
+            Credential::App => "skp_",
+        }
+    }
+}
+
+impl Store {
+    /// Looks a live credential up by its hash.
+    pub async fn find_credential(
+        &self,
+        kind: Credential,
+        hash: &str,
+    ) -> StoreResult<Option<TokenRow>> {
+        let sql = format!(
+            "SELECT id, tenant_id, name, token_hash FROM {} WHERE token_hash = $1 AND revoked IS NULL",
+            kind.table()
+        );
+        let row = self.pool.fetch_opt(&sql, &params![hash]).await?;
+        Ok(row.map(|r| TokenRow {
+            id: r.text(0),
+            tenant_id: r.text(1),
+            name: r.text(2),
+            hash: r.text(3),
+        }))
     }
 }

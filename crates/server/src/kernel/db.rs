@@ -602,7 +602,7 @@ pub(crate) struct Pending {
 }
 
 /// A tenant's audit chain tip and model version, held under the tenant's lock.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct ChainTip {
     pub tenant: String,
     pub seq: i64,
@@ -613,10 +613,20 @@ pub(crate) struct ChainTip {
     /// The tenant's seat counts per product, as stored (read with the lock; parsed when a
     /// licensing decision first asks).
     pub seat_lines_text: String,
-    /// The seat counts once parsed, as this transaction has changed them.
-    pub seat_lines: Option<std::collections::BTreeMap<String, crate::licenses::store::Line>>,
+    /// The seat counts once parsed, as this transaction has changed them (a type of the
+    /// licensing domain's; the kernel only stores it back).
+    pub seat_lines: Option<Box<dyn HeadState>>,
     /// The seat counts changed in this transaction and must be stored.
     pub lines_moved: bool,
+}
+
+/// State a domain keeps in the tenant's head row (`audit_heads.seat_lines`): read under the
+/// tenant's lock, written back with the chain tip when the transaction ends.
+pub(crate) trait HeadState: std::any::Any + Send + std::fmt::Debug {
+    /// The stored form.
+    fn stored(&self) -> StoreResult<String>;
+    /// For the owning domain to reach its own type.
+    fn as_any(&mut self) -> &mut dyn std::any::Any;
 }
 
 fn finished() -> StoreError {

@@ -33,9 +33,39 @@ const MIGRATIONS: &[(i64, &str, &str, Option<Then>)] = &[
         6,
         "seat counts in the tenant's head row",
         include_str!("sql/lines.sql"),
-        Some(crate::licenses::store::move_seat_lines),
+        Some(move_seat_lines),
     ),
 ];
+
+/// Migration 6: copies each tenant's seat counts from `lic_lines` into its head row
+/// (`{"product": {"active": …, "waiting": …, "next_queue": …}}`), then drops the table.
+fn move_seat_lines(tx: &mut Tx<'_>) -> StoreResult<()> {
+    use std::collections::BTreeMap;
+    let mut per_tenant: BTreeMap<String, serde_json::Map<String, serde_json::Value>> =
+        BTreeMap::new();
+    for r in tx.fetch(
+        "SELECT tenant_id, product, active, waiting, next_queue FROM lic_lines",
+        &[],
+    )? {
+        per_tenant.entry(r.text(0)).or_default().insert(
+            r.text(1),
+            serde_json::json!({
+                "active": r.int(2).max(0),
+                "waiting": r.int(3).max(0),
+                "next_queue": r.int(4),
+            }),
+        );
+    }
+    for (tenant, lines) in per_tenant {
+        let text = serde_json::Value::Object(lines).to_string();
+        tx.execute(
+            "UPDATE audit_heads SET seat_lines = $2 WHERE tenant_id = $1",
+            &crate::params![&tenant, &text],
+        )?;
+    }
+    tx.execute("DROP TABLE lic_lines", &[])?;
+    Ok(())
+}
 
 /// An arbitrary constant naming seatkeeper's migration lock.
 const PG_MIGRATION_LOCK: i64 = 0x5ea7_6ee9;

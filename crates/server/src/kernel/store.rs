@@ -282,418 +282,10 @@ impl Store {
 
     // ---- tenants and tokens ----
 
-    /// Creates a tenant and the tip of its audit chain.
-    pub async fn create_tenant(&self, id: &str, name: &str, now: &str) -> StoreResult<()> {
-        let (id, name, now) = (id.to_string(), name.to_string(), now.to_string());
-        self.write(move |tx| {
-            tx.execute(
-                "INSERT INTO tenants (id, name, created) VALUES ($1, $2, $3)",
-                &params![&id, &name, &now],
-            )?;
-            tx.execute(
-                "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2)",
-                &params![&id, crate::kernel::chain::GENESIS],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// A tenant, if it exists.
-    pub async fn tenant(&self, id: &str) -> StoreResult<Option<TenantRow>> {
-        let row = self
-            .pool
-            .fetch_opt(
-                "SELECT id, name, created FROM tenants WHERE id = $1",
-                &params![id],
-            )
-            .await?;
-        Ok(row.map(|r| TenantRow {
-            id: r.text(0),
-            name: r.text(1),
-            created: r.text(2),
-        }))
-    }
-
-    /// All tenants.
-    pub async fn tenants(&self) -> StoreResult<Vec<TenantRow>> {
-        let rows = self
-            .pool
-            .fetch(
-                "SELECT id, name, created FROM tenants ORDER BY created, id",
-                &[],
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| TenantRow {
-                id: r.text(0),
-                name: r.text(1),
-                created: r.text(2),
-            })
-            .collect())
-    }
-
-    /// Stores a credential (by hash only).
-    pub async fn create_credential(
-        &self,
-        kind: Credential,
-        id: &str,
-        tenant: &str,
-        name: &str,
-        hash: &str,
-        now: &str,
-    ) -> StoreResult<()> {
-        let sql = format!(
-            "INSERT INTO {} (id, tenant_id, name, token_hash, created) VALUES ($1, $2, $3, $4, $5)",
-            kind.table()
-        );
-        self.pool
-            .execute(&sql, &params![id, tenant, name, hash, now])
-            .await?;
-        Ok(())
-    }
-
-    /// Revokes a credential of a tenant; returns whether one was revoked.
-    pub async fn revoke_credential(
-        &self,
-        kind: Credential,
-        tenant: &str,
-        id: &str,
-        now: &str,
-    ) -> StoreResult<bool> {
-        let sql = format!(
-            "UPDATE {} SET revoked = $3 WHERE tenant_id = $1 AND id = $2 AND revoked IS NULL",
-            kind.table()
-        );
-        let n = self.pool.execute(&sql, &params![tenant, id, now]).await?;
-        Ok(n == 1)
-    }
-
-    /// Looks a live credential up by its hash.
-    pub async fn find_credential(
-        &self,
-        kind: Credential,
-        hash: &str,
-    ) -> StoreResult<Option<TokenRow>> {
-        let sql = format!(
-            "SELECT id, tenant_id, name, token_hash FROM {} WHERE token_hash = $1 AND revoked IS NULL",
-            kind.table()
-        );
-        let row = self.pool.fetch_opt(&sql, &params![hash]).await?;
-        Ok(row.map(|r| TokenRow {
-            id: r.text(0),
-            tenant_id: r.text(1),
-            name: r.text(2),
-            hash: r.text(3),
-        }))
-    }
-
-    /// A tenant's credentials of one kind (id, name, created, revoked), oldest first.
-    pub async fn credentials(
-        &self,
-        kind: Credential,
-        tenant: &str,
-    ) -> StoreResult<Vec<serde_json::Value>> {
-        let sql = format!(
-            "SELECT id, name, created, revoked FROM {} WHERE tenant_id = $1 ORDER BY created, id",
-            kind.table()
-        );
-        Ok(self
-            .pool
-            .fetch(&sql, &params![tenant])
-            .await?
-            .iter()
-            .map(|r| {
-                serde_json::json!({"id": r.text(0), "name": r.text(1), "created": r.text(2), "revoked": r.opt_text(3)})
-            })
-            .collect())
-    }
-
     // ---- audit and outbox (read side) ----
-
-    /// Audit rows of a tenant after `after_seq`, oldest first.
-    pub async fn audit_rows(
-        &self,
-        tenant: &str,
-        after_seq: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<crate::kernel::chain::AuditRow>> {
-        let rows = self
-            .pool
-            .fetch(
-                "SELECT tenant_id, seq, at, actor, action, resource_type, resource_id, request_id, \
-                 before_doc, after_doc, prev_hash, hash FROM audit_log \
-                 WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-                &params![tenant, after_seq, limit],
-            )
-            .await?;
-        Ok(rows.iter().map(audit_from_row).collect())
-    }
-
-    /// The audit signing key, created on first use.
-    pub async fn audit_key(&self) -> StoreResult<ed25519_dalek::SigningKey> {
-        const KEY: &str = "audit.signing_key";
-        self.init_setting(KEY, &crate::kernel::chain::new_signing_key())
-            .await?;
-        let stored = self.setting(KEY).await?.unwrap_or_default();
-        crate::kernel::chain::signing_key(&stored)
-            .ok_or_else(|| StoreError::Corrupt("the audit signing key is not readable".into()))
-    }
-
-    /// A tenant's audit checkpoint, if its chain was pruned.
-    pub async fn audit_checkpoint(
-        &self,
-        tenant: &str,
-    ) -> StoreResult<Option<crate::kernel::chain::Checkpoint>> {
-        Ok(self
-            .pool
-            .fetch_opt(
-                "SELECT tenant_id, seq, hash, at, pruned, signature FROM audit_checkpoints WHERE tenant_id = $1",
-                &params![tenant],
-            )
-            .await?
-            .map(|r| crate::kernel::chain::Checkpoint {
-                tenant_id: r.text(0),
-                seq: r.int(1),
-                hash: r.text(2),
-                at: r.text(3),
-                pruned: r.text(4),
-                signature: r.text(5),
-            }))
-    }
-
-    /// Removes a tenant's audit records written before `before` (a stored stamp), in one
-    /// transaction with a signed checkpoint where the kept chain now begins and an
-    /// `audit.prune` record saying so. Returns the checkpoint, or `None` if nothing was
-    /// old enough.
-    pub async fn prune_audit(
-        &self,
-        tenant: &str,
-        before: &str,
-        now: &str,
-        key: ed25519_dalek::SigningKey,
-    ) -> StoreResult<Option<crate::kernel::chain::Checkpoint>> {
-        let (tenant, before, now) = (tenant.to_string(), before.to_string(), now.to_string());
-        self.write(move |tx| {
-            tx.lock_tenant(&tenant)?;
-            let Some(last) = tx.fetch_opt(
-                "SELECT seq, hash, at FROM audit_log WHERE tenant_id = $1 AND at < $2 ORDER BY seq DESC LIMIT 1",
-                &params![&tenant, &before],
-            )?
-            else {
-                return Ok(None);
-            };
-            let mut cp = crate::kernel::chain::Checkpoint {
-                tenant_id: tenant.clone(),
-                seq: last.int(0),
-                hash: last.text(1),
-                at: last.text(2),
-                pruned: now.clone(),
-                signature: String::new(),
-            };
-            cp.sign(&key);
-            let removed = tx.execute(
-                "DELETE FROM audit_log WHERE tenant_id = $1 AND seq <= $2",
-                &params![&tenant, cp.seq],
-            )?;
-            tx.execute(
-                "INSERT INTO audit_checkpoints (tenant_id, seq, hash, at, pruned, signature) VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (tenant_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, at = excluded.at, \
-                 pruned = excluded.pruned, signature = excluded.signature",
-                &params![&tenant, cp.seq, &cp.hash, &cp.at, &cp.pruned, &cp.signature],
-            )?;
-            let after = serde_json::json!({"through_seq": cp.seq, "before": before, "removed": removed, "checkpoint_hash": cp.hash});
-            tx.audit(NewAudit {
-                tenant_id: &tenant,
-                at: &now,
-                actor: "retention",
-                action: "audit.prune",
-                resource_type: "AuditLog",
-                resource_id: &tenant,
-                request_id: "retention",
-                before: None,
-                after: Some(after.to_string()),
-            })?;
-            Ok(Some(cp))
-        })
-        .await
-    }
-
-    /// Audit records of a tenant after `after_seq` that match a query, oldest first.
-    pub async fn audit_query(
-        &self,
-        tenant: &str,
-        q: &AuditQuery,
-        after_seq: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<crate::kernel::chain::AuditRow>> {
-        // An action ending in `.*` matches by prefix (`license.*`).
-        let (action, action_prefix) = match q.action.as_deref() {
-            Some(a) if a.ends_with(".*") => (String::new(), format!("{}.%", &a[..a.len() - 2])),
-            Some(a) => (a.to_string(), String::new()),
-            None => (String::new(), String::new()),
-        };
-        let rows = self
-            .pool
-            .fetch(
-                "SELECT tenant_id, seq, at, actor, action, resource_type, resource_id, request_id, \
-                 before_doc, after_doc, prev_hash, hash FROM audit_log \
-                 WHERE tenant_id = $1 AND seq > $2 \
-                 AND ($3 = '' OR at >= $3) AND ($4 = '' OR at <= $4) \
-                 AND ($5 = '' OR actor = $5) AND ($6 = '' OR action = $6) AND ($7 = '' OR action LIKE $7) \
-                 AND ($8 = '' OR resource_type = $8) AND ($9 = '' OR resource_id = $9) \
-                 AND ($10 = '' OR request_id = $10) \
-                 ORDER BY seq LIMIT $11",
-                &params![
-                    tenant,
-                    after_seq,
-                    q.from.as_deref().unwrap_or(""),
-                    q.to.as_deref().unwrap_or(""),
-                    q.actor.as_deref().unwrap_or(""),
-                    &action,
-                    &action_prefix,
-                    q.resource_type.as_deref().unwrap_or(""),
-                    q.resource_id.as_deref().unwrap_or(""),
-                    q.request_id.as_deref().unwrap_or(""),
-                    limit
-                ],
-            )
-            .await?;
-        Ok(rows.iter().map(audit_from_row).collect())
-    }
-
-    /// The latest `limit` license records of a user, oldest first. A license's records form
-    /// a chain (each names the one before it in `prev`): chains start at the current
-    /// licenses' latest records (`heads`) and at the user's revocations (indexed), and are
-    /// read a link at a time for all of them at once. Records written before the chains
-    /// existed (no `prev`) are found by scanning the tenant's older license records.
-    pub async fn license_history(
-        &self,
-        tenant: &str,
-        user: &str,
-        products: &[String],
-        heads: &[i64],
-        limit: usize,
-    ) -> StoreResult<Vec<crate::kernel::chain::AuditRow>> {
-        const COLUMNS: &str = "tenant_id, seq, at, actor, action, resource_type, resource_id, \
-                               request_id, before_doc, after_doc, prev_hash, hash";
-        let ids: Vec<String> = products.iter().map(|p| format!("{user}/{p}")).collect();
-        let mut frontier: Vec<i64> = heads.to_vec();
-        if !ids.is_empty() {
-            // Literal conditions: the planner uses the partial index on revocations.
-            let sql = format!(
-                "SELECT seq FROM audit_log WHERE tenant_id = $1 AND resource_type = 'License' \
-                 AND action = 'license.revoked' AND resource_id IN ({}) ORDER BY seq DESC LIMIT {limit}",
-                placeholders(2, ids.len())
-            );
-            let mut params = vec![P::from(tenant)];
-            params.extend(ids.iter().map(P::from));
-            frontier.extend(
-                self.pool
-                    .fetch(&sql, &params)
-                    .await?
-                    .iter()
-                    .map(|r| r.int(0)),
-            );
-        }
-        let mut found = std::collections::BTreeMap::<i64, crate::kernel::chain::AuditRow>::new();
-        while !frontier.is_empty() && found.len() < limit {
-            frontier.sort_unstable();
-            frontier.dedup();
-            frontier.retain(|s| !found.contains_key(s));
-            if frontier.is_empty() {
-                break;
-            }
-            let sql = format!(
-                "SELECT {COLUMNS} FROM audit_log WHERE tenant_id = $1 AND seq IN ({})",
-                placeholders(2, frontier.len())
-            );
-            let mut params = vec![P::from(tenant)];
-            params.extend(frontier.iter().map(|s| P::Int(*s)));
-            let mut next = Vec::new();
-            for row in self.pool.fetch(&sql, &params).await? {
-                let rec = audit_from_row(&row);
-                if rec.resource_type != "License" || !ids.contains(&rec.resource_id) {
-                    continue;
-                }
-                match license_prev(&rec) {
-                    Some(Some(prev)) => next.push(prev),
-                    Some(None) => {}
-                    None => {
-                        let sql = format!(
-                            "SELECT {COLUMNS} FROM audit_log WHERE tenant_id = $1 AND seq < $2 \
-                             AND resource_type = 'License' AND resource_id = $3 ORDER BY seq DESC LIMIT {limit}"
-                        );
-                        let older = self
-                            .pool
-                            .fetch(&sql, &params![tenant, rec.seq, rec.resource_id.as_str()])
-                            .await?;
-                        for r in older {
-                            let r = audit_from_row(&r);
-                            found.insert(r.seq, r);
-                        }
-                    }
-                }
-                found.insert(rec.seq, rec);
-            }
-            frontier = next;
-        }
-        let skip = found.len().saturating_sub(limit);
-        Ok(found.into_values().skip(skip).collect())
-    }
-
-    /// The tip of a tenant's audit chain.
-    pub async fn audit_head(&self, tenant: &str) -> StoreResult<Option<(i64, String)>> {
-        let row = self
-            .pool
-            .fetch_opt(
-                "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1",
-                &params![tenant],
-            )
-            .await?;
-        Ok(row.map(|r| (r.int(0), r.text(1))))
-    }
-
-    /// Outbox events of a tenant after an id, oldest first.
-    pub async fn outbox_after(
-        &self,
-        tenant: &str,
-        after: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<OutboxRow>> {
-        let rows = self
-            .pool
-            .fetch(
-                "SELECT id, tenant_id, event_type, resource_type, resource_id, payload, created FROM outbox \
-                 WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-                &params![tenant, after, limit],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| OutboxRow {
-                id: r.int(0),
-                tenant_id: r.text(1),
-                event_type: r.text(2),
-                resource_type: r.text(3),
-                resource_id: r.text(4),
-                payload: r.text(5),
-                created: r.text(6),
-            })
-            .collect())
-    }
 }
 
-/// The previous record a license record names: `Some(None)` for the first of its chain,
-/// `None` for a record written before records named their predecessor.
-fn license_prev(rec: &crate::kernel::chain::AuditRow) -> Option<Option<i64>> {
-    let doc = rec.after.as_deref().or(rec.before.as_deref())?;
-    let doc: serde_json::Value = serde_json::from_str(doc).ok()?;
-    doc.get("prev").map(serde_json::Value::as_i64)
-}
-
-fn audit_from_row(r: &Row) -> crate::kernel::chain::AuditRow {
+pub(crate) fn audit_from_row(r: &Row) -> crate::kernel::chain::AuditRow {
     crate::kernel::chain::AuditRow {
         tenant_id: r.text(0),
         seq: r.int(1),
@@ -707,85 +299,6 @@ fn audit_from_row(r: &Row) -> crate::kernel::chain::AuditRow {
         after: r.opt_text(9),
         prev_hash: r.text(10),
         hash: r.text(11),
-    }
-}
-
-/// What to select from a tenant's audit trail (every part optional; times are stored
-/// stamps, compared as text).
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-pub struct AuditQuery {
-    /// At or after this instant.
-    pub from: Option<String>,
-    /// At or before this instant.
-    pub to: Option<String>,
-    /// Who.
-    pub actor: Option<String>,
-    /// What (`license.*` matches by prefix).
-    pub action: Option<String>,
-    /// `User`, `Group`, `License`, `Subscription`, `Rule`.
-    pub resource_type: Option<String>,
-    /// Which.
-    pub resource_id: Option<String>,
-    /// The request that did it.
-    pub request_id: Option<String>,
-}
-
-/// A tenant.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TenantRow {
-    /// Id.
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// Creation time.
-    pub created: String,
-}
-
-/// A SCIM token (hash only).
-#[derive(Debug, Clone)]
-pub struct TokenRow {
-    /// Token id (not secret).
-    pub id: String,
-    /// Owning tenant.
-    pub tenant_id: String,
-    /// Name, used as the audit actor.
-    pub name: String,
-    /// SHA-256 of the token, hex.
-    pub hash: String,
-}
-
-/// The kinds of bearer credential a tenant has, each in a table of its own: a credential of
-/// one kind is never found when another kind is asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Credential {
-    /// SCIM tokens (`skt_`): the identity provider's, for `/scim/v2`.
-    Scim,
-    /// Application keys (`skp_`): read-only, for entitlement checks and tokens.
-    App,
-}
-
-impl Credential {
-    fn table(self) -> &'static str {
-        match self {
-            Credential::Scim => "scim_tokens",
-            Credential::App => "app_keys",
-        }
-    }
-
-    /// What an operator calls it.
-    pub fn noun(self) -> &'static str {
-        match self {
-            Credential::Scim => "SCIM token",
-            Credential::App => "app key",
-        }
-    }
-
-    /// The prefix of its secrets.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            Credential::Scim => "skt_",
-            Credential::App => "skp_",
-        }
     }
 }
 
@@ -989,7 +502,7 @@ impl Tx<'_> {
         let mut moved: Vec<(String, i64, String, Option<String>)> = Vec::new();
         for t in self.tips.iter_mut().filter(|t| t.moved || t.lines_moved) {
             let lines = match (t.lines_moved, &t.seat_lines) {
-                (true, Some(lines)) => Some(crate::licenses::store::lines_text(lines)?),
+                (true, Some(lines)) => Some(lines.stored()?),
                 _ => None,
             };
             t.moved = false;
@@ -1009,6 +522,33 @@ impl Tx<'_> {
             };
         }
         Ok(())
+    }
+
+    /// Serialises every write of a tenant: takes the row lock of the tenant's
+    /// audit chain tip (PostgreSQL; SQLite has one writer anyway) before anything is counted.
+    /// Returns the version of the tenant's licensing model. The lock is taken once per
+    /// transaction; the chain tip it returns is kept for the audit records that follow.
+    pub fn lock_tenant(&mut self, tenant: &str) -> StoreResult<i64> {
+        if let Some(tip) = self.tips.iter().find(|t| t.tenant == tenant) {
+            return Ok(tip.model_version);
+        }
+        let row = self
+            .fetch_opt(
+                "UPDATE audit_heads SET seq = seq WHERE tenant_id = $1 RETURNING model_version, seq, hash, seat_lines",
+                &params![tenant],
+            )?
+            .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant} has no audit chain")))?;
+        self.tips.push(crate::kernel::db::ChainTip {
+            tenant: tenant.to_string(),
+            seq: row.int(1),
+            hash: row.text(2),
+            model_version: row.int(0),
+            moved: false,
+            seat_lines_text: row.text(3),
+            seat_lines: None,
+            lines_moved: false,
+        });
+        Ok(row.int(0))
     }
 
     /// Appends an audit record to the tenant's hash chain.

@@ -7,7 +7,7 @@ use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 
 use crate::app::{AdminAuth, ScimJson, Shared, read_json};
-use crate::kernel::error::{ApiError, ApiResult};
+use crate::kernel::error::ApiResult;
 use crate::licenses::service as model;
 
 /// The admin routes.
@@ -59,7 +59,7 @@ async fn list_subscriptions(
     _auth: AdminAuth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    require_tenant(&state, &id).await?;
+    crate::tenants::service::require_tenant(&state.store, &id).await?;
     let subs: Vec<Value> = state
         .store
         .subscriptions(&id)
@@ -110,7 +110,7 @@ async fn list_rules(
     _auth: AdminAuth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    require_tenant(&state, &id).await?;
+    crate::tenants::service::require_tenant(&state.store, &id).await?;
     let rules = state.store.rule_rows(&id).await?;
     Ok(ScimJson(json!({"tenant": id, "rules": rules})).into_response())
 }
@@ -164,7 +164,7 @@ async fn user_licenses(
     _auth: AdminAuth,
     Path((id, user)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    require_tenant(&state, &id).await?;
+    crate::tenants::service::require_tenant(&state.store, &id).await?;
     let out = model::user_licenses(&state.store, &id, &user).await?;
     Ok(ScimJson(out).into_response())
 }
@@ -207,11 +207,4 @@ async fn get_model(State(state): State<Shared>, _auth: AdminAuth) -> ApiResult<R
 async fn run_scheduler(State(state): State<Shared>, _auth: AdminAuth) -> ApiResult<Response> {
     let out = model::run_due(&state.store, &*state.engine_clock()).await?;
     Ok(ScimJson(json!({"tenants": out})).into_response())
-}
-
-async fn require_tenant(state: &Shared, id: &str) -> ApiResult<()> {
-    if state.store.tenant(id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("tenant {id} not found")));
-    }
-    Ok(())
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::kernel::db::{P, Row, placeholders};
-use crate::kernel::store::{Store, StoreError, StoreResult, Tx};
+use crate::kernel::store::{Store, StoreError, StoreResult, Tx, audit_from_row};
 use crate::params;
 
 /// One license row.
@@ -78,36 +78,18 @@ fn parse_lines(text: &str) -> StoreResult<BTreeMap<String, Line>> {
     serde_json::from_str(text).map_err(|e| corrupt("seat lines", e))
 }
 
-/// The stored form of a tenant's seat counts.
-pub(crate) fn lines_text(lines: &BTreeMap<String, Line>) -> StoreResult<String> {
-    serde_json::to_string(lines).map_err(|e| corrupt("seat lines", e))
-}
+/// A tenant's seat counts per product, kept on its head row for the length of a transaction.
+#[derive(Debug, Default)]
+struct SeatLines(BTreeMap<String, Line>);
 
-/// Migration 6: copies each tenant's seat counts from `lic_lines` into its head row, then
-/// drops the table.
-pub(crate) fn move_seat_lines(tx: &mut Tx<'_>) -> StoreResult<()> {
-    let mut per_tenant: BTreeMap<String, BTreeMap<String, Line>> = BTreeMap::new();
-    for r in tx.fetch(
-        "SELECT tenant_id, product, active, waiting, next_queue FROM lic_lines",
-        &[],
-    )? {
-        per_tenant.entry(r.text(0)).or_default().insert(
-            r.text(1),
-            Line {
-                active: usize::try_from(r.int(2)).unwrap_or_default(),
-                waiting: usize::try_from(r.int(3)).unwrap_or_default(),
-                next_queue: r.int(4),
-            },
-        );
+impl crate::kernel::db::HeadState for SeatLines {
+    fn stored(&self) -> StoreResult<String> {
+        serde_json::to_string(&self.0).map_err(|e| corrupt("seat lines", e))
     }
-    for (tenant, lines) in &per_tenant {
-        tx.execute(
-            "UPDATE audit_heads SET seat_lines = $2 WHERE tenant_id = $1",
-            &params![tenant, lines_text(lines)?],
-        )?;
+
+    fn as_any(&mut self) -> &mut dyn std::any::Any {
+        self
     }
-    tx.execute("DROP TABLE lic_lines", &[])?;
-    Ok(())
 }
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -241,33 +223,6 @@ pub fn time_text(t: OffsetDateTime) -> String {
 }
 
 impl Tx<'_> {
-    /// Serialises every licensing decision of a tenant: takes the row lock of the tenant's
-    /// audit chain tip (PostgreSQL; SQLite has one writer anyway) before anything is counted.
-    /// Returns the version of the tenant's licensing model. The lock is taken once per
-    /// transaction; the chain tip it returns is kept for the audit records that follow.
-    pub fn lock_tenant(&mut self, tenant: &str) -> StoreResult<i64> {
-        if let Some(tip) = self.tips.iter().find(|t| t.tenant == tenant) {
-            return Ok(tip.model_version);
-        }
-        let row = self
-            .fetch_opt(
-                "UPDATE audit_heads SET seq = seq WHERE tenant_id = $1 RETURNING model_version, seq, hash, seat_lines",
-                &params![tenant],
-            )?
-            .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant} has no audit chain")))?;
-        self.tips.push(crate::kernel::db::ChainTip {
-            tenant: tenant.to_string(),
-            seq: row.int(1),
-            hash: row.text(2),
-            model_version: row.int(0),
-            moved: false,
-            seat_lines_text: row.text(3),
-            seat_lines: None,
-            lines_moved: false,
-        });
-        Ok(row.int(0))
-    }
-
     /// The tenant's chain tip, holding its seat counts as this transaction has them (parsed
     /// on first use), under the tenant's lock.
     fn lines_tip(&mut self, tenant: &str) -> StoreResult<&mut crate::kernel::db::ChainTip> {
@@ -278,9 +233,23 @@ impl Tx<'_> {
             .find(|t| t.tenant == tenant)
             .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant}: lock not held")))?;
         if tip.seat_lines.is_none() {
-            tip.seat_lines = Some(parse_lines(&tip.seat_lines_text)?);
+            tip.seat_lines = Some(Box::new(SeatLines(parse_lines(&tip.seat_lines_text)?)));
         }
         Ok(tip)
+    }
+
+    /// The tenant's seat counts, under its lock.
+    fn seat_lines(
+        &mut self,
+        tenant: &str,
+    ) -> StoreResult<(&mut BTreeMap<String, Line>, &mut bool)> {
+        let tip = self.lines_tip(tenant)?;
+        let lines = tip
+            .seat_lines
+            .as_mut()
+            .and_then(|s| s.as_any().downcast_mut::<SeatLines>())
+            .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant}: seat lines missing")))?;
+        Ok((&mut lines.0, &mut tip.lines_moved))
     }
 
     /// Marks a tenant's licensing model as changed (cached copies are then reloaded). The
@@ -505,22 +474,17 @@ impl Tx<'_> {
 
     /// Seat counts of a product's line, under the tenant's lock.
     pub fn line(&mut self, tenant: &str, product: &str) -> StoreResult<Line> {
-        let tip = self.lines_tip(tenant)?;
-        Ok(tip
-            .seat_lines
-            .as_ref()
-            .and_then(|lines| lines.get(product).copied())
-            .unwrap_or(Line::EMPTY))
+        let (lines, _) = self.seat_lines(tenant)?;
+        Ok(lines.get(product).copied().unwrap_or(Line::EMPTY))
     }
 
     /// Sets a product line's counts (as absolute values); they are stored with the
     /// tenant's head row when the transaction ends.
     pub fn put_line(&mut self, tenant: &str, product: &str, line: Line) -> StoreResult<()> {
-        let tip = self.lines_tip(tenant)?;
-        let lines = tip.seat_lines.get_or_insert_default();
+        let (lines, moved) = self.seat_lines(tenant)?;
         if lines.get(product) != Some(&line) {
             lines.insert(product.to_string(), line);
-            tip.lines_moved = true;
+            *moved = true;
         }
         Ok(())
     }
@@ -803,5 +767,121 @@ impl Store {
             )
             .await?
             .and_then(|r| r.opt_text(0)))
+    }
+}
+
+impl Store {
+    /// The latest `limit` license records of a user, oldest first. A license's records form
+    /// a chain (each names the one before it in `prev`): chains start at the current
+    /// licenses' latest records (`heads`) and at the user's revocations (indexed), and are
+    /// read a link at a time for all of them at once. Records written before the chains
+    /// existed (no `prev`) are found by scanning the tenant's older license records.
+    pub async fn license_history(
+        &self,
+        tenant: &str,
+        user: &str,
+        products: &[String],
+        heads: &[i64],
+        limit: usize,
+    ) -> StoreResult<Vec<crate::kernel::chain::AuditRow>> {
+        const COLUMNS: &str = "tenant_id, seq, at, actor, action, resource_type, resource_id, \
+                               request_id, before_doc, after_doc, prev_hash, hash";
+        let ids: Vec<String> = products.iter().map(|p| format!("{user}/{p}")).collect();
+        let mut frontier: Vec<i64> = heads.to_vec();
+        if !ids.is_empty() {
+            // Literal conditions: the planner uses the partial index on revocations.
+            let sql = format!(
+                "SELECT seq FROM audit_log WHERE tenant_id = $1 AND resource_type = 'License' \
+                 AND action = 'license.revoked' AND resource_id IN ({}) ORDER BY seq DESC LIMIT {limit}",
+                placeholders(2, ids.len())
+            );
+            let mut params = vec![P::from(tenant)];
+            params.extend(ids.iter().map(P::from));
+            frontier.extend(
+                self.pool
+                    .fetch(&sql, &params)
+                    .await?
+                    .iter()
+                    .map(|r| r.int(0)),
+            );
+        }
+        let mut found = std::collections::BTreeMap::<i64, crate::kernel::chain::AuditRow>::new();
+        while !frontier.is_empty() && found.len() < limit {
+            frontier.sort_unstable();
+            frontier.dedup();
+            frontier.retain(|s| !found.contains_key(s));
+            if frontier.is_empty() {
+                break;
+            }
+            let sql = format!(
+                "SELECT {COLUMNS} FROM audit_log WHERE tenant_id = $1 AND seq IN ({})",
+                placeholders(2, frontier.len())
+            );
+            let mut params = vec![P::from(tenant)];
+            params.extend(frontier.iter().map(|s| P::Int(*s)));
+            let mut next = Vec::new();
+            for row in self.pool.fetch(&sql, &params).await? {
+                let rec = audit_from_row(&row);
+                if rec.resource_type != "License" || !ids.contains(&rec.resource_id) {
+                    continue;
+                }
+                match license_prev(&rec) {
+                    Some(Some(prev)) => next.push(prev),
+                    Some(None) => {}
+                    None => {
+                        let sql = format!(
+                            "SELECT {COLUMNS} FROM audit_log WHERE tenant_id = $1 AND seq < $2 \
+                             AND resource_type = 'License' AND resource_id = $3 ORDER BY seq DESC LIMIT {limit}"
+                        );
+                        let older = self
+                            .pool
+                            .fetch(&sql, &params![tenant, rec.seq, rec.resource_id.as_str()])
+                            .await?;
+                        for r in older {
+                            let r = audit_from_row(&r);
+                            found.insert(r.seq, r);
+                        }
+                    }
+                }
+                found.insert(rec.seq, rec);
+            }
+            frontier = next;
+        }
+        let skip = found.len().saturating_sub(limit);
+        Ok(found.into_values().skip(skip).collect())
+    }
+}
+
+/// The previous record a license record names: `Some(None)` for the first of its chain,
+/// `None` for a record written before records named their predecessor.
+fn license_prev(rec: &crate::kernel::chain::AuditRow) -> Option<Option<i64>> {
+    let doc = rec.after.as_deref().or(rec.before.as_deref())?;
+    let doc: serde_json::Value = serde_json::from_str(doc).ok()?;
+    doc.get("prev").map(serde_json::Value::as_i64)
+}
+
+impl Tx<'_> {
+    /// The ends_at for which `subscription.expiring` was sent.
+    pub fn expiring_sent(&mut self, tenant: &str, product: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .fetch_opt(
+                "SELECT expiring_sent FROM lic_subscriptions WHERE tenant_id = $1 AND product = $2",
+                &params![tenant, product],
+            )?
+            .and_then(|r| r.opt_text(0)))
+    }
+
+    /// Notes that `subscription.expiring` was sent for this ends_at.
+    pub fn set_expiring_sent(
+        &mut self,
+        tenant: &str,
+        product: &str,
+        ends: &str,
+    ) -> StoreResult<()> {
+        self.execute(
+            "UPDATE lic_subscriptions SET expiring_sent = $3 WHERE tenant_id = $1 AND product = $2",
+            &params![tenant, product, ends],
+        )?;
+        Ok(())
     }
 }

@@ -573,6 +573,8 @@ mod tests {
             include_str!("../tenants/http.rs"),
             include_str!("../licenses/http.rs"),
             include_str!("../events/http.rs"),
+            include_str!("../billing/http.rs"),
+            include_str!("../audit/http.rs"),
             include_str!("../apps/http.rs"),
             &ops[ops.find("fn api_routes").unwrap_or(0)..],
         ];

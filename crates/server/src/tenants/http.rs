@@ -8,8 +8,8 @@ use axum::routing::{delete, post};
 use serde_json::{Value, json};
 
 use crate::app::{AdminAuth, ScimJson, Shared, empty, read_json, with_status};
+use crate::kernel::auth::Credential;
 use crate::kernel::error::{ApiError, ApiResult};
-use crate::kernel::store::Credential;
 use crate::tenants::service as ops;
 
 /// The tenant routes.

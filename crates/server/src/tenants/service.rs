@@ -1,8 +1,10 @@
 //! Operator actions shared by the CLI and the admin API.
 
+use crate::kernel::auth::Credential;
 use crate::kernel::auth::{generate_token, hash_token};
 use crate::kernel::clock::{Clock, stamp};
-use crate::kernel::store::{Credential, Store, StoreResult, TenantRow};
+use crate::kernel::store::{Store, StoreResult};
+use crate::tenants::store::TenantRow;
 
 /// A new credential; `token` is shown once and never stored.
 pub struct CreatedToken {
@@ -75,4 +77,14 @@ pub async fn admin_token_hash(
             None,
         ))
     }
+}
+
+/// Fails with 404 unless the tenant exists.
+pub async fn require_tenant(store: &Store, id: &str) -> crate::kernel::error::ApiResult<()> {
+    if store.tenant(id).await?.is_none() {
+        return Err(crate::kernel::error::ApiError::NotFound(format!(
+            "tenant {id} not found"
+        )));
+    }
+    Ok(())
 }

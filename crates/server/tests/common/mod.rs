@@ -94,7 +94,7 @@ pub async fn app_with(backend: Backend, config: Config) -> TestApp {
     let token = seatkeeper::tenants::service::create_credential(
         &db.store,
         &*shared,
-        seatkeeper::kernel::store::Credential::Scim,
+        seatkeeper::kernel::auth::Credential::Scim,
         &tenant.id,
         "test-idp",
     )

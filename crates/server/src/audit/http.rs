@@ -1,0 +1,198 @@
+//! `/api/v1/tenants/{id}/audit`: the audit trail, queried and exported.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::app::{AdminAuth, ScimJson, Shared};
+use crate::kernel::error::{ApiError, ApiResult};
+
+/// Most events one feed page returns.
+const MAX_PAGE: i64 = 1000;
+
+/// The audit routes.
+pub fn routes() -> Router<Shared> {
+    Router::new().route("/tenants/{id}/audit", get(audit))
+}
+
+#[derive(serde::Deserialize)]
+struct AuditParams {
+    #[serde(flatten)]
+    query: crate::audit::store::AuditQuery,
+    after: Option<String>,
+    limit: Option<i64>,
+    format: Option<String>,
+}
+
+fn audit_json(r: &crate::kernel::chain::AuditRow) -> Value {
+    let doc = |d: &Option<String>| {
+        d.as_deref()
+            .map(|s| serde_json::from_str::<Value>(s).unwrap_or(Value::String(s.to_string())))
+            .unwrap_or(Value::Null)
+    };
+    json!({
+        "seq": r.seq, "at": r.at, "actor": r.actor, "action": r.action,
+        "resource_type": r.resource_type, "resource_id": r.resource_id, "request_id": r.request_id,
+        "before": doc(&r.before), "after": doc(&r.after), "prev_hash": r.prev_hash, "hash": r.hash,
+    })
+}
+
+const CSV_HEADER: &str =
+    "seq,at,actor,action,resource_type,resource_id,request_id,before,after,prev_hash,hash\r\n";
+
+/// One CSV field (RFC 4180): quoted when it holds a comma, quote or line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn audit_csv(r: &crate::kernel::chain::AuditRow) -> String {
+    let fields = [
+        r.seq.to_string(),
+        r.at.clone(),
+        r.actor.clone(),
+        r.action.clone(),
+        r.resource_type.clone(),
+        r.resource_id.clone(),
+        r.request_id.clone(),
+        r.before.clone().unwrap_or_default(),
+        r.after.clone().unwrap_or_default(),
+        r.prev_hash.clone(),
+        r.hash.clone(),
+    ];
+    let mut line = fields
+        .iter()
+        .map(|f| csv_field(f))
+        .collect::<Vec<_>>()
+        .join(",");
+    line.push_str("\r\n");
+    line
+}
+
+fn instant(name: &str, v: &Option<String>) -> ApiResult<Option<String>> {
+    v.as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .map(crate::kernel::clock::stamp)
+                .map_err(|_| {
+                    ApiError::Scim(scim::Error::InvalidValue(format!(
+                        "{name} '{s}' is not an RFC 3339 instant"
+                    )))
+                })
+        })
+        .transpose()
+}
+
+/// `GET /api/v1/tenants/{id}/audit`: filtered by time range, actor, action, resource and
+/// request id; a page of JSON with a cursor, or the whole selection streamed as JSON Lines
+/// (`format=jsonl`) or CSV (`format=csv`).
+async fn audit(
+    State(state): State<Shared>,
+    _auth: AdminAuth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(p): Query<AuditParams>,
+) -> ApiResult<Response> {
+    crate::tenants::service::require_tenant(&state.store, &id).await?;
+    let mut q = p.query.clone();
+    q.from = instant("from", &q.from)?;
+    q.to = instant("to", &q.to)?;
+    for (name, v) in [
+        ("actor", &q.actor),
+        ("action", &q.action),
+        ("resource_type", &q.resource_type),
+        ("resource_id", &q.resource_id),
+        ("request_id", &q.request_id),
+    ] {
+        if v.as_ref().is_some_and(|s| s.len() > 256) {
+            return Err(
+                scim::Error::InvalidValue(format!("{name} is longer than 256 characters")).into(),
+            );
+        }
+    }
+    let after = match p.after.as_deref() {
+        None | Some("") => 0,
+        Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            ApiError::Scim(scim::Error::InvalidValue(format!(
+                "after '{s}' is not a cursor this API gave"
+            )))
+        })?,
+    };
+    let accept = crate::app::header(&headers, "accept").unwrap_or_default();
+    let format = match p.format.as_deref() {
+        Some(f) => f.to_string(),
+        None if accept.contains("text/csv") => "csv".into(),
+        None if accept.contains("application/x-ndjson") || accept.contains("application/jsonl") => {
+            "jsonl".into()
+        }
+        None => "json".into(),
+    };
+    match format.as_str() {
+        "json" => {
+            let limit = p.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+            let rows = state.store.audit_query(&id, &q, after, limit).await?;
+            let next = rows.last().map_or(after, |r| r.seq);
+            let records: Vec<Value> = rows.iter().map(audit_json).collect();
+            Ok(ScimJson(json!({
+                "tenant": id, "records": records,
+                "next_cursor": next.to_string(), "has_more": rows.len() as i64 == limit,
+            }))
+            .into_response())
+        }
+        "jsonl" | "csv" => {
+            let csv = format == "csv";
+            let store = state.store.clone();
+            let start = (store, id, q, after, false, csv);
+            let body =
+                futures::stream::unfold(start, |(store, id, q, after, done, csv)| async move {
+                    if done {
+                        return None;
+                    }
+                    let mut chunk = String::new();
+                    match store.audit_query(&id, &q, after, 1000).await {
+                        Ok(rows) => {
+                            let last = rows.last().map_or(after, |r| r.seq);
+                            for r in &rows {
+                                if csv {
+                                    chunk.push_str(&audit_csv(r));
+                                } else {
+                                    chunk.push_str(&audit_json(r).to_string());
+                                    chunk.push('\n');
+                                }
+                            }
+                            let finished = rows.len() < 1000;
+                            Some((
+                                Ok::<_, std::io::Error>(Bytes::from(chunk)),
+                                (store, id, q, last, finished, csv),
+                            ))
+                        }
+                        Err(e) => Some((
+                            Err(std::io::Error::other(e.to_string())),
+                            (store, id, q, after, true, csv),
+                        )),
+                    }
+                });
+            let head =
+                futures::stream::iter(csv.then(|| Ok(Bytes::from_static(CSV_HEADER.as_bytes()))));
+            let body = axum::body::Body::from_stream(futures::StreamExt::chain(head, body));
+            let ct = if csv {
+                "text/csv; charset=utf-8"
+            } else {
+                "application/x-ndjson"
+            };
+            Ok(([(axum::http::header::CONTENT_TYPE, ct)], body).into_response())
+        }
+        other => Err(scim::Error::InvalidValue(format!(
+            "format '{other}' must be json, jsonl or csv"
+        ))
+        .into()),
+    }
+}
