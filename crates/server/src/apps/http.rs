@@ -10,9 +10,10 @@ use axum::routing::{delete, get, post};
 use licensing::entitlements::{Answer, Question};
 use serde_json::{Value, json};
 
-use crate::app::{AdminAuth, Shared, bearer, read_json, with_status};
+use crate::app::Shared;
 use crate::kernel::auth::Credential;
 use crate::kernel::error::{ApiError, ApiResult};
+use crate::kernel::extract::{AdminAuth, bearer, read_json, with_status};
 use crate::tenants::service as ops;
 
 /// Most checks in one batch call.
@@ -51,12 +52,7 @@ impl FromRequestParts<Shared> for AppAuth {
     ) -> Result<Self, Self::Rejection> {
         let key = bearer(&parts.headers)
             .ok_or_else(|| ApiError::Unauthorized("an app key is required".into()))?;
-        let row = state
-            .apps
-            .verify(&state.store, key)
-            .await?
-            .ok_or_else(|| ApiError::Unauthorized("the app key is not valid".into()))?;
-        crate::app::admit(&state.app_limiter, &row.tenant_id)?;
+        let row = state.gate.app_key(key).await?;
         Ok(AppAuth {
             tenant: row.tenant_id.clone(),
         })

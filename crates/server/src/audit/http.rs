@@ -8,8 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use crate::app::{AdminAuth, ScimJson, Shared};
+use crate::app::Shared;
 use crate::kernel::error::{ApiError, ApiResult};
+use crate::kernel::extract::{AdminAuth, ScimJson};
 
 /// Most events one feed page returns.
 const MAX_PAGE: i64 = 1000;
@@ -126,7 +127,7 @@ async fn audit(
             )))
         })?,
     };
-    let accept = crate::app::header(&headers, "accept").unwrap_or_default();
+    let accept = crate::kernel::extract::header(&headers, "accept").unwrap_or_default();
     let format = match p.format.as_deref() {
         Some(f) => f.to_string(),
         None if accept.contains("text/csv") => "csv".into(),

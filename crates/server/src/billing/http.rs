@@ -9,10 +9,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 
-use crate::app::{AdminAuth, RequestId, ScimJson, Shared, json_from_bytes, read_json, with_status};
+use crate::app::Shared;
 use crate::billing::service as billing;
 use crate::kernel::clock::{Clock, SystemClock};
 use crate::kernel::error::{ApiError, ApiResult};
+use crate::kernel::extract::{
+    AdminAuth, RequestId, ScimJson, json_from_bytes, read_json, with_status,
+};
 use crate::kernel::signing::{self, SignatureError};
 
 /// Settings keys of the billing secrets.
@@ -91,9 +94,9 @@ async fn generic_event(
     }
     signing::standard_verify(
         &secrets,
-        crate::app::header(&headers, "webhook-id"),
-        crate::app::header(&headers, "webhook-timestamp"),
-        crate::app::header(&headers, "webhook-signature"),
+        crate::kernel::extract::header(&headers, "webhook-id"),
+        crate::kernel::extract::header(&headers, "webhook-timestamp"),
+        crate::kernel::extract::header(&headers, "webhook-signature"),
         &body,
         SystemClock.now().unix_timestamp(),
         state.config.signature_tolerance,
@@ -126,7 +129,7 @@ async fn stripe_event(
     }
     signing::stripe_verify(
         &secrets,
-        crate::app::header(&headers, "stripe-signature"),
+        crate::kernel::extract::header(&headers, "stripe-signature"),
         &body,
         SystemClock.now().unix_timestamp(),
         state.config.signature_tolerance,
@@ -237,7 +240,7 @@ async fn unmap_price(
     if !state.store.delete_stripe_price(&price).await? {
         return Err(ApiError::NotFound(format!("price {price} is not mapped")));
     }
-    Ok(crate::app::empty(StatusCode::NO_CONTENT))
+    Ok(crate::kernel::extract::empty(StatusCode::NO_CONTENT))
 }
 
 async fn map_customer(
@@ -265,7 +268,7 @@ async fn unmap_customer(
             "customer {customer} is not mapped"
         )));
     }
-    Ok(crate::app::empty(StatusCode::NO_CONTENT))
+    Ok(crate::kernel::extract::empty(StatusCode::NO_CONTENT))
 }
 
 #[derive(serde::Deserialize)]

@@ -12,10 +12,11 @@ use scim::resource::Projection;
 use scim::schema::{self, BULK_REQUEST_SCHEMA, BULK_RESPONSE_SCHEMA};
 use serde_json::{Value, json};
 
-use crate::app::{ScimAuth, ScimJson, Shared, empty, read_json};
+use crate::app::Shared;
 use crate::directory::service::{Ctx, Rendered, etag, etag_matches, resource_type};
 use crate::directory::store::Kind;
 use crate::kernel::error::{ApiError, ApiResult};
+use crate::kernel::extract::{ScimAuth, ScimJson, empty, read_json};
 
 /// Marker types so one generic handler serves both resource types.
 pub trait KindMarker: Send + Sync + 'static {
@@ -315,7 +316,7 @@ async fn me() -> ApiError {
 // ---- discovery (RFC 7644 §4): served without authentication; nothing tenant-specific ----
 
 fn discovery_base(state: &Shared, headers: &HeaderMap) -> String {
-    format!("{}/scim/v2", crate::app::base_url(state, headers))
+    state.gate.scim_base(headers)
 }
 
 fn reject_filter(raw: &Option<String>) -> ApiResult<()> {

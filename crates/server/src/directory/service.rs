@@ -13,22 +13,10 @@ use serde_json::{Map, Value, json};
 use crate::directory::store::{Columns, Kind, Order, Page};
 use crate::kernel::clock::{SharedClock, stamp};
 use crate::kernel::error::{ApiError, ApiResult};
+pub use crate::kernel::extract::Ctx;
 use crate::kernel::store::{NewAudit, Store, StoredResource, Tx};
 use crate::licenses::decide::{Cause, Scope, relicense};
 use crate::licenses::store::LicenseRow;
-
-/// Who is acting, for which tenant, in which request.
-#[derive(Debug, Clone)]
-pub struct Ctx {
-    /// The tenant all reads and writes are confined to.
-    pub tenant: String,
-    /// The actor recorded in the audit trail (the token's name).
-    pub actor: String,
-    /// The request id recorded in the audit trail.
-    pub request_id: String,
-    /// Base URL of the SCIM endpoint, for `meta.location`.
-    pub base_url: String,
-}
 
 /// A resource rendered for the wire, with its version for the ETag.
 #[derive(Debug, Clone)]

@@ -12,10 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::app::{AdminAuth, ScimJson, Shared, read_json, with_status};
+use crate::app::Shared;
 use crate::events::store::WebhookRow;
 use crate::kernel::clock::{Clock, SystemClock};
 use crate::kernel::error::{ApiError, ApiResult};
+use crate::kernel::extract::{AdminAuth, ScimJson, read_json, with_status};
 use crate::kernel::signing::{self};
 
 /// Most events one feed page returns.
@@ -178,7 +179,7 @@ async fn delete_webhook(
             "tenant {id} has no webhook {wid}"
         )));
     }
-    Ok(crate::app::empty(StatusCode::NO_CONTENT))
+    Ok(crate::kernel::extract::empty(StatusCode::NO_CONTENT))
 }
 
 #[derive(serde::Deserialize)]
@@ -371,10 +372,11 @@ async fn stream(
     })?;
     crate::tenants::service::require_tenant(&state.store, &tenant).await?;
     // Resume after the last event the client saw, else after `after`, else from now.
-    let cursor = match crate::app::header(&headers, "last-event-id").or(q.after.as_deref()) {
-        Some(s) => parse_cursor(Some(s))?,
-        None => state.store.last_event_id(&tenant).await?,
-    };
+    let cursor =
+        match crate::kernel::extract::header(&headers, "last-event-id").or(q.after.as_deref()) {
+            Some(s) => parse_cursor(Some(s))?,
+            None => state.store.last_event_id(&tenant).await?,
+        };
     let store = state.store.clone();
     let s = async_stream(store, tenant, cursor);
     Ok(Sse::new(s)

@@ -113,7 +113,7 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(error = %detail, "internal error");
         }
-        let mut resp = (status, crate::app::ScimJson(self.body())).into_response();
+        let mut resp = (status, crate::kernel::extract::ScimJson(self.body())).into_response();
         match &self {
             ApiError::Unauthorized(_) => {
                 resp.headers_mut().insert(

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod extract;
 pub(crate) mod migrate;
 pub mod signing;
 pub mod store;

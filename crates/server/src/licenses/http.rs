@@ -6,8 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 
-use crate::app::{AdminAuth, ScimJson, Shared, read_json};
+use crate::app::Shared;
 use crate::kernel::error::ApiResult;
+use crate::kernel::extract::{AdminAuth, ScimJson, read_json};
 use crate::licenses::service as model;
 
 /// The admin routes.

@@ -7,9 +7,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use serde_json::{Value, json};
 
-use crate::app::{AdminAuth, ScimJson, Shared, empty, read_json, with_status};
+use crate::app::Shared;
 use crate::kernel::auth::Credential;
 use crate::kernel::error::{ApiError, ApiResult};
+use crate::kernel::extract::{AdminAuth, ScimJson, empty, read_json, with_status};
 use crate::tenants::service as ops;
 
 /// The tenant routes.
@@ -119,9 +120,6 @@ pub(crate) async fn revoke_credential(
             kind.noun()
         )));
     }
-    match kind {
-        Credential::Scim => state.tokens.forget_all(),
-        Credential::App => state.apps.forget_all(),
-    }
+    state.gate.forget(kind);
     Ok(empty(StatusCode::NO_CONTENT))
 }
