@@ -24,6 +24,8 @@ pub struct AppState {
     pub store: Store,
     /// Credentials and rate limits.
     pub gate: Gate,
+    /// Tenants and their credentials.
+    pub tenants: crate::tenants::service::Tenants,
     /// Entitlement snapshots, for checks.
     pub snapshots: std::sync::Arc<crate::apps::snapshot::Snapshots>,
     /// Signs entitlement tokens.
@@ -58,6 +60,7 @@ impl AppState {
         let gate = Gate::new(store.clone(), &config, admin_hash);
         AppState {
             gate,
+            tenants: crate::tenants::service::Tenants::new(store.clone(), engine.clock().clone()),
             signer: crate::apps::jwt::Signer::new(
                 store.clone(),
                 engine.clock().clone(),

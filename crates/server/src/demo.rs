@@ -5,6 +5,7 @@ use serde_json::json;
 
 use crate::directory::service::{Ctx, Engine};
 use crate::directory::store::Kind;
+use crate::kernel::auth::Credential;
 use crate::kernel::clock::SharedClock;
 use crate::kernel::store::Store;
 
@@ -94,25 +95,19 @@ fn demo_model(tenant: &str, seats: usize) -> serde_json::Value {
 
 /// Loads the demo tenant.
 pub async fn load(store: &Store, clock: SharedClock, users: usize) -> anyhow::Result<Demo> {
-    let tenant = crate::tenants::service::create_tenant(store, &*clock, "Demo Corp").await?;
-    let token = crate::tenants::service::create_credential(
-        store,
-        &*clock,
-        crate::kernel::auth::Credential::Scim,
-        &tenant.id,
-        "demo-idp",
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let app_key = crate::tenants::service::create_credential(
-        store,
-        &*clock,
-        crate::kernel::auth::Credential::App,
-        &tenant.id,
-        "demo-app",
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let tenants = crate::tenants::service::Tenants::new(store.clone(), clock.clone());
+    let actor = crate::kernel::store::Actor {
+        name: "demo".into(),
+        request_id: "demo".into(),
+    };
+    let name = |s: &str| crate::kernel::ids::Name::parse(s).map_err(anyhow::Error::msg);
+    let tenant = tenants.create(&actor, &name("Demo Corp")?).await?;
+    let token = tenants
+        .create_credential(&actor, Credential::Scim, &tenant.id, &name("demo-idp")?)
+        .await?;
+    let app_key = tenants
+        .create_credential(&actor, Credential::App, &tenant.id, &name("demo-app")?)
+        .await?;
     let seats = (users * 3 / 4).max(1);
     let mut first_user = String::new();
     let spec = licensing::spec::Spec::from_json(&demo_model(&tenant.id, seats))

@@ -410,20 +410,28 @@ async fn serve(
 /// Creates a SCIM token or app key and prints it alone on stdout.
 async fn print_new_credential(
     db: &DbArgs,
-    clock: &dyn seatkeeper::kernel::clock::Clock,
+    clock: SharedClock,
     kind: Credential,
     tenant: &str,
     name: &str,
 ) -> anyhow::Result<()> {
     init_logging(false);
     let store = open(&db.database, None).await?;
-    let created =
-        seatkeeper::tenants::service::create_credential(&store, clock, kind, tenant, name)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let name = seatkeeper::kernel::ids::Name::parse(name).map_err(anyhow::Error::msg)?;
+    let created = seatkeeper::tenants::service::Tenants::new(store.clone(), clock)
+        .create_credential(&cli_actor(), kind, tenant, &name)
+        .await?;
     println!("{}", created.token);
     store.close().await;
     Ok(())
+}
+
+/// The command line as the audit trail records it.
+fn cli_actor() -> seatkeeper::kernel::store::Actor {
+    seatkeeper::kernel::store::Actor {
+        name: "cli".into(),
+        request_id: format!("cli-{}", uuid::Uuid::new_v4()),
+    }
 }
 
 /// How long a stopping server waits for requests in flight.
@@ -517,7 +525,13 @@ async fn main() -> anyhow::Result<()> {
                 TenantCmd::Create { name, db } => {
                     let store = open(&db.database, None).await?;
                     let t =
-                        seatkeeper::tenants::service::create_tenant(&store, &*clock, &name).await?;
+                        seatkeeper::tenants::service::Tenants::new(store.clone(), clock.clone())
+                            .create(
+                                &cli_actor(),
+                                &seatkeeper::kernel::ids::Name::parse(&name)
+                                    .map_err(anyhow::Error::msg)?,
+                            )
+                            .await?;
                     println!("{}", t.id);
                     store.close().await;
                 }
@@ -533,10 +547,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Token {
             action: TokenCmd::Create { tenant, name, db },
-        } => print_new_credential(&db, &*clock, Credential::Scim, &tenant, &name).await,
+        } => print_new_credential(&db, clock.clone(), Credential::Scim, &tenant, &name).await,
         Command::AppKey {
             action: AppKeyCmd::Create { tenant, name, db },
-        } => print_new_credential(&db, &*clock, Credential::App, &tenant, &name).await,
+        } => print_new_credential(&db, clock.clone(), Credential::App, &tenant, &name).await,
         Command::Apply { file, dry_run, db } => {
             init_logging(false);
             let text = std::fs::read_to_string(&file)

@@ -231,13 +231,12 @@ async fn credentials_stay_in_their_lane(b: Backend) {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }
     // Another tenant's key: the same words as for nobody.
-    let other = seatkeeper::tenants::service::create_tenant(
+    let other = common::new_tenant(
         &app.store,
-        &seatkeeper::kernel::clock::SystemClock,
+        std::sync::Arc::new(seatkeeper::kernel::clock::SystemClock),
         "Other",
     )
-    .await
-    .unwrap();
+    .await;
     let r = app
         .admin(
             "POST",

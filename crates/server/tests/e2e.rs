@@ -361,13 +361,14 @@ async fn audit_verify_catches_tampering() {
         .await;
     }
     drop(server);
-    assert!(cli(&db, &["audit", "verify"]).contains("3 records, chain intact"));
+    // The tenant's creation and its token's (by the CLI) come first, then the three users.
+    assert!(cli(&db, &["audit", "verify"]).contains("5 records, chain intact"));
     let store = seatkeeper::kernel::store::Store::connect(&db, &Default::default())
         .await
         .unwrap();
     store
         .execute_unchecked(
-            "UPDATE audit_log SET after_doc = '{\"userName\":\"evil\"}' WHERE seq = 2",
+            "UPDATE audit_log SET after_doc = '{\"userName\":\"evil\"}' WHERE seq = 4",
             vec![],
         )
         .await
@@ -380,7 +381,7 @@ async fn audit_verify_catches_tampering() {
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("BROKEN") && text.contains("record 2"),
+        text.contains("BROKEN") && text.contains("record 4"),
         "{text}"
     );
 }
@@ -440,7 +441,8 @@ async fn two_nodes_on_postgres_keep_uniqueness_and_one_audit_chain() {
     assert_eq!(list["totalResults"], 41);
     drop((a, b));
     let verify = cli(&db, &["audit", "verify", "--tenant", &tenant]);
-    assert!(verify.contains("41 records, chain intact"), "{verify}");
+    // 41 users after the tenant's creation and its token's.
+    assert!(verify.contains("43 records, chain intact"), "{verify}");
 }
 
 both_backends!(

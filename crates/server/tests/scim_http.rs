@@ -551,18 +551,16 @@ async fn tenant_isolation(b: Backend) {
     let clock = seatkeeper::kernel::clock::ManualClock::at(
         time::macros::datetime!(2026-11-22 10:00:00 UTC),
     );
-    let t2 = seatkeeper::tenants::service::create_tenant(&app.store, &clock, "Other")
-        .await
-        .unwrap();
-    let tok2 = seatkeeper::tenants::service::create_credential(
+    let clock: seatkeeper::kernel::clock::SharedClock = std::sync::Arc::new(clock);
+    let t2 = common::new_tenant(&app.store, clock.clone(), "Other").await;
+    let tok2 = common::new_credential(
         &app.store,
-        &clock,
+        clock,
         seatkeeper::kernel::auth::Credential::Scim,
         &t2.id,
         "other-idp",
     )
     .await
-    .unwrap()
     .token;
     for (method, body) in [
         ("GET", None),
@@ -1123,12 +1121,19 @@ async fn audit_and_outbox_are_atomic(b: Backend) {
     assert_eq!(
         actions,
         [
+            "tenant.create",
+            "credential.create",
             "user.create",
             "user.deactivate",
             "user.reactivate",
             "user.delete"
         ]
     );
+    // The tenant and its token were made by the test harness; the SCIM writes by the token.
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|r| r.action.starts_with("user."))
+        .collect();
     assert!(
         rows.iter()
             .all(|r| r.actor == "test-idp" && !r.request_id.is_empty())
@@ -1150,6 +1155,7 @@ async fn audit_and_outbox_are_atomic(b: Backend) {
     assert_eq!(
         outbox_types(&app).await,
         [
+            "credential.created",
             "user.provisioned",
             "user.deprovisioned",
             "user.provisioned",
@@ -1160,7 +1166,7 @@ async fn audit_and_outbox_are_atomic(b: Backend) {
         .await
         .unwrap();
     assert!(verified[0].2.is_ok(), "{:?}", verified);
-    assert_eq!(verified[0].1, 4);
+    assert_eq!(verified[0].1, 6);
 }
 
 async fn concurrent_duplicate_creates(b: Backend) {
@@ -1196,7 +1202,8 @@ async fn concurrent_duplicate_creates(b: Backend) {
     }
     assert_eq!((created, conflicts), (1, 19));
     let rows = app.store.audit_rows(&app.tenant, 0, 100).await.unwrap();
-    assert_eq!(rows.len(), 1);
+    let creates = rows.iter().filter(|r| r.action == "user.create").count();
+    assert_eq!(creates, 1);
 }
 
 async fn discovery_search_and_admin(b: Backend) {

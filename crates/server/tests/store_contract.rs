@@ -30,8 +30,9 @@ fn all() -> SqlWhere {
 }
 
 async fn tenant(store: &seatkeeper::kernel::store::Store, id: &str) {
+    let id = id.to_string();
     store
-        .create_tenant(id, id, "2026-01-01T00:00:00.000000Z")
+        .write(move |tx| tx.insert_tenant(&id, &id, "2026-01-01T00:00:00.000000Z"))
         .await
         .unwrap();
 }
@@ -146,7 +147,14 @@ async fn failed_work_leaves_nothing(b: Backend) {
                 before: None,
                 after: Some("{}".into()),
             })?;
-            tx.outbox(&tt, "user.created", "User", "u1", "{}", "now")?;
+            tx.outbox(
+                &tt,
+                seatkeeper::kernel::catalogue::EventType::UserProvisioned,
+                "User",
+                "u1",
+                "{}",
+                "now",
+            )?;
             Err(StoreError::Corrupt("fail after writing".into()))
         })
         .await;
@@ -552,16 +560,17 @@ async fn tokens_and_settings(b: Backend) {
     tenant(s, &t).await;
     let hash = unique_id("hash");
     let tok_id = unique_id("tok");
-    s.create_credential(
-        Credential::Scim,
-        &tok_id,
-        &t,
-        "okta",
-        &format!("{hash}-2"),
-        "now",
-    )
-    .await
-    .unwrap();
+    let row = seatkeeper::tenants::store::CredentialRow {
+        id: tok_id.clone(),
+        tenant: t.clone(),
+        name: "okta".into(),
+        created: "now".into(),
+        revoked: None,
+    };
+    let stored = format!("{hash}-2");
+    s.write(move |tx| tx.insert_credential(Credential::Scim, &row, &stored))
+        .await
+        .unwrap();
     let row = s
         .find_credential(Credential::Scim, &format!("{hash}-2"))
         .await
@@ -571,11 +580,13 @@ async fn tokens_and_settings(b: Backend) {
         (row.tenant_id.as_str(), row.name.as_str()),
         (t.as_str(), "okta")
     );
-    assert!(
-        s.revoke_credential(Credential::Scim, &t, &tok_id, "later")
+    assert!({
+        let (t, tok_id) = (t.clone(), tok_id.clone());
+        s.write(move |tx| tx.revoke_credential(Credential::Scim, &t, &tok_id, "later"))
             .await
             .unwrap()
-    );
+            .is_some()
+    });
     assert!(
         s.find_credential(Credential::Scim, &format!("{hash}-2"))
             .await

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use crate::app::Shared;
 use crate::kernel::auth::Credential;
 use crate::kernel::error::{ApiError, ApiResult};
-use crate::kernel::extract::{AdminAuth, bearer, read_json, with_status};
-use crate::tenants::service as ops;
+use crate::kernel::extract::{AdminAuth, Json, bearer, empty, read_json, with_status};
+use crate::tenants::http::Named;
 
 /// Most checks in one batch call.
 pub const MAX_BATCH_CHECKS: usize = 1000;
@@ -206,23 +206,19 @@ async fn jwks(State(state): State<Shared>) -> ApiResult<Response> {
 
 async fn create_key(
     State(state): State<Shared>,
-    _auth: AdminAuth,
+    auth: AdminAuth,
     Path(id): Path<String>,
-    req: Request,
+    Json(body): Json<Named>,
 ) -> ApiResult<Response> {
-    let body = read_json(req, state.config.max_body_bytes).await?;
-    let name = crate::tenants::http::name_field(&body, "name", true)?.unwrap_or_default();
-    let created = ops::create_credential(
-        &state.store,
-        &*state.engine_clock(),
-        Credential::App,
-        &id,
-        &name,
-    )
-    .await?;
+    let created = state
+        .tenants
+        .create_credential(&auth.actor(), Credential::App, &id, &body.name)
+        .await?;
     Ok(with_status(
         StatusCode::CREATED,
-        axum::Json(json!({"id": created.id, "tenant": id, "name": name, "key": created.token})),
+        axum::Json(
+            json!({"id": created.row.id, "tenant": id, "name": body.name, "key": created.token}),
+        ),
     ))
 }
 
@@ -231,19 +227,21 @@ async fn list_keys(
     _auth: AdminAuth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    if state.store.tenant(&id).await?.is_none() {
-        return Err(ApiError::NotFound(format!("tenant {id} not found")));
-    }
-    let keys = state.store.credentials(Credential::App, &id).await?;
+    let keys = state.tenants.credentials(Credential::App, &id).await?;
     Ok(axum::Json(json!({ "tenant": id, "app_keys": keys })).into_response())
 }
 
 async fn revoke_key(
     State(state): State<Shared>,
-    _auth: AdminAuth,
+    auth: AdminAuth,
     Path((id, key_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    crate::tenants::http::revoke_credential(&state, Credential::App, &id, &key_id).await
+    state
+        .tenants
+        .revoke_credential(&auth.actor(), Credential::App, &id, &key_id)
+        .await?;
+    state.gate.forget(Credential::App);
+    Ok(empty(StatusCode::NO_CONTENT))
 }
 
 async fn rotate_keys(State(state): State<Shared>, _auth: AdminAuth) -> ApiResult<Response> {

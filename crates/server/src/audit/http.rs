@@ -102,7 +102,7 @@ async fn audit(
     headers: HeaderMap,
     Query(p): Query<AuditParams>,
 ) -> ApiResult<Response> {
-    crate::tenants::service::require_tenant(&state.store, &id).await?;
+    state.tenants.require(&id).await?;
     let mut q = p.query.clone();
     q.from = instant("from", &q.from)?;
     q.to = instant("to", &q.to)?;

@@ -282,7 +282,7 @@ async fn billing_log(
     Path(id): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Response> {
-    crate::tenants::service::require_tenant(&state.store, &id).await?;
+    state.tenants.require(&id).await?;
     let rows = state
         .store
         .billing_events(&id, q.limit.unwrap_or(100).clamp(1, MAX_PAGE))

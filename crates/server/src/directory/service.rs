@@ -11,6 +11,7 @@ use scim::sql::{self, ColumnKind, ColumnMap, SqlWhere};
 use serde_json::{Map, Value, json};
 
 use crate::directory::store::{Columns, Kind, Order, Page};
+use crate::kernel::catalogue::EventType;
 use crate::kernel::clock::{SharedClock, stamp};
 use crate::kernel::error::{ApiError, ApiResult};
 pub use crate::kernel::extract::Ctx;
@@ -1129,11 +1130,20 @@ fn record(
     // the event's data: the resource as it now is (as it was, once deleted), and for users
     // whether it gained or lost access and why.
     let (event, reason) = match event {
-        "user.created" => ("user.provisioned", Some("created")),
-        "user.reactivated" => ("user.provisioned", Some("reactivated")),
-        "user.deactivated" => ("user.deprovisioned", Some("deactivated")),
-        "user.deleted" => ("user.deprovisioned", Some("deleted")),
-        other => (other, None),
+        "user.created" => (EventType::UserProvisioned, Some("created")),
+        "user.reactivated" => (EventType::UserProvisioned, Some("reactivated")),
+        "user.deactivated" => (EventType::UserDeprovisioned, Some("deactivated")),
+        "user.deleted" => (EventType::UserDeprovisioned, Some("deleted")),
+        "user.updated" => (EventType::UserUpdated, None),
+        "group.created" => (EventType::GroupCreated, None),
+        "group.updated" => (EventType::GroupUpdated, None),
+        "group.deleted" => (EventType::GroupDeleted, None),
+        other => {
+            return Err(crate::kernel::store::StoreError::Corrupt(format!(
+                "no event type for the change '{other}'"
+            ))
+            .into());
+        }
     };
     let mut resource = after.or(before).cloned().unwrap_or(Value::Null);
     if let Some(obj) = resource.as_object_mut() {

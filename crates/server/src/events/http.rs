@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use crate::app::Shared;
 use crate::events::store::WebhookRow;
+use crate::kernel::catalogue;
 use crate::kernel::clock::{Clock, SystemClock};
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::extract::{AdminAuth, ScimJson, read_json, with_status};
@@ -44,29 +45,6 @@ pub fn routes() -> Router<Shared> {
         .route("/events/stream", get(stream))
 }
 
-/// Every event type an endpoint may ask for.
-pub const EVENT_TYPES: [&str; 19] = [
-    "user.provisioned",
-    "user.updated",
-    "user.deprovisioned",
-    "group.created",
-    "group.updated",
-    "group.deleted",
-    "license.assigned",
-    "license.waitlisted",
-    "license.promoted",
-    "license.revoked",
-    "license.changed",
-    "subscription.changed",
-    "subscription.expiring",
-    "seats.exhausted",
-    "rule.changed",
-    "user.*",
-    "group.*",
-    "license.*",
-    "*",
-];
-
 fn webhook_json(w: &WebhookRow) -> Value {
     json!({"id": w.id, "url": w.url, "events": w.events, "created": w.created, "disabled": w.disabled})
 }
@@ -77,7 +55,7 @@ async fn create_webhook(
     Path(id): Path<String>,
     req: axum::extract::Request,
 ) -> ApiResult<Response> {
-    crate::tenants::service::require_tenant(&state.store, &id).await?;
+    state.tenants.require(&id).await?;
     let v = read_json(req, 64 * 1024).await?;
     let url = v.get("url").and_then(Value::as_str).unwrap_or_default();
     let parsed = url::Url::parse(url).map_err(|_| {
@@ -97,10 +75,10 @@ async fn create_webhook(
             let mut out = Vec::new();
             for e in a {
                 let e = e.as_str().unwrap_or_default();
-                if !EVENT_TYPES.contains(&e) {
+                if !catalogue::subscribable(e) {
                     return Err(scim::Error::InvalidValue(format!(
                         "events: '{e}' is not one of {}",
-                        EVENT_TYPES.join(", ")
+                        catalogue::subscribable_names().join(", ")
                     ))
                     .into());
                 }
@@ -136,7 +114,7 @@ async fn list_webhooks(
     _auth: AdminAuth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    crate::tenants::service::require_tenant(&state.store, &id).await?;
+    state.tenants.require(&id).await?;
     let hooks: Vec<Value> = state
         .store
         .webhooks(&id)
@@ -311,7 +289,7 @@ fn parse_cursor(after: Option<&str>) -> ApiResult<i64> {
 }
 
 async fn page(state: &Shared, tenant: &str, after: i64, limit: i64) -> ApiResult<Response> {
-    crate::tenants::service::require_tenant(&state.store, tenant).await?;
+    state.tenants.require(tenant).await?;
     let rows = state.store.outbox_after(tenant, after, limit).await?;
     let next = rows.last().map_or(after, |r| r.id);
     let events: Vec<Value> = rows
@@ -370,7 +348,7 @@ async fn stream(
             "tenant is required: ?tenant=ID".into(),
         ))
     })?;
-    crate::tenants::service::require_tenant(&state.store, &tenant).await?;
+    state.tenants.require(&tenant).await?;
     // Resume after the last event the client saw, else after `after`, else from now.
     let cursor =
         match crate::kernel::extract::header(&headers, "last-event-id").or(q.after.as_deref()) {

@@ -301,6 +301,16 @@ pub struct AdminAuth {
     pub request_id: String,
 }
 
+impl AdminAuth {
+    /// The admin as the audit trail records them.
+    pub fn actor(&self) -> crate::kernel::store::Actor {
+        crate::kernel::store::Actor {
+            name: "admin".into(),
+            request_id: self.request_id.clone(),
+        }
+    }
+}
+
 impl<S: HasGate + Send + Sync> FromRequestParts<S> for AdminAuth {
     type Rejection = ApiError;
 

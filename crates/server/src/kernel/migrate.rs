@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str, &str, Option<Then>)] = &[
         include_str!("sql/lines.sql"),
         Some(move_seat_lines),
     ),
+    (7, "the vendor audit chain", "", Some(vendor_chain)),
 ];
 
 /// Migration 6: copies each tenant's seat counts from `lic_lines` into its head row
@@ -64,6 +65,15 @@ fn move_seat_lines(tx: &mut Tx<'_>) -> StoreResult<()> {
         )?;
     }
     tx.execute("DROP TABLE lic_lines", &[])?;
+    Ok(())
+}
+
+/// Migration 7: the tip of the vendor chain, which records actions that belong to no tenant.
+fn vendor_chain(tx: &mut Tx<'_>) -> StoreResult<()> {
+    tx.execute(
+        "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2)",
+        &crate::params![super::store::VENDOR, super::chain::GENESIS],
+    )?;
     Ok(())
 }
 

@@ -3,12 +3,14 @@
 //! request extractors, the clock, configuration, signatures and the audit hash chain.
 
 pub mod auth;
+pub mod catalogue;
 pub mod chain;
 pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod extract;
+pub mod ids;
 pub(crate) mod migrate;
 pub mod signing;
 pub mod store;

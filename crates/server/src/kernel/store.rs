@@ -321,6 +321,37 @@ pub struct OutboxRow {
     pub created: String,
 }
 
+/// The audit chain of actions that belong to no tenant (billing secrets, Stripe mappings,
+/// signing keys, audit pruning). No tenant id can take this name: tenant ids are UUIDs.
+pub const VENDOR: &str = "vendor";
+
+/// Who is acting, as the audit trail records it.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// Recorded as the audit actor (`admin`, `cli`, a token's name, `billing:stripe`…).
+    pub name: String,
+    /// Recorded as the request id.
+    pub request_id: String,
+}
+
+/// An administrative change for the audit trail: what was done to which resource, with its
+/// state before and after (secrets left out by the caller).
+#[derive(Debug, Clone)]
+pub struct Change<'a> {
+    /// The chain: a tenant id, or [`VENDOR`].
+    pub chain: &'a str,
+    /// What, e.g. `credential.create`.
+    pub action: &'a str,
+    /// `Credential`, `Webhook`, `BillingSecret`…
+    pub resource_type: &'a str,
+    /// Which.
+    pub resource_id: &'a str,
+    /// State before, if any.
+    pub before: Option<serde_json::Value>,
+    /// State after, if any.
+    pub after: Option<serde_json::Value>,
+}
+
 /// A new audit entry (the chain fields are computed in [`Tx::audit`]).
 #[derive(Debug, Clone)]
 pub struct NewAudit<'a> {
@@ -551,6 +582,22 @@ impl Tx<'_> {
         Ok(row.int(0))
     }
 
+    /// Records an administrative change on its chain (audit record only; the caller adds an
+    /// outbox event where consumers care).
+    pub fn record_change(&mut self, actor: &Actor, at: &str, c: Change<'_>) -> StoreResult<i64> {
+        self.audit(NewAudit {
+            tenant_id: c.chain,
+            at,
+            actor: &actor.name,
+            action: c.action,
+            resource_type: c.resource_type,
+            resource_id: c.resource_id,
+            request_id: &actor.request_id,
+            before: c.before.as_ref().map(serde_json::Value::to_string),
+            after: c.after.as_ref().map(serde_json::Value::to_string),
+        })
+    }
+
     /// Appends an audit record to the tenant's hash chain.
     pub fn audit(&mut self, entry: NewAudit<'_>) -> StoreResult<i64> {
         // The tenant's lock (taken here if not yet) serialises a tenant's writers, so the
@@ -581,7 +628,7 @@ impl Tx<'_> {
     pub fn outbox(
         &mut self,
         tenant: &str,
-        event_type: &str,
+        event_type: crate::kernel::catalogue::EventType,
         resource_type: &str,
         resource_id: &str,
         payload: &str,
@@ -591,7 +638,7 @@ impl Tx<'_> {
         self.lock_tenant(tenant)?;
         self.pending.outbox.push([
             tenant.to_string(),
-            event_type.to_string(),
+            event_type.name().to_string(),
             resource_type.to_string(),
             resource_id.to_string(),
             payload.to_string(),

@@ -20,6 +20,7 @@ use licensing::rules::{Because, Decided};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use crate::kernel::catalogue::EventType;
 use crate::kernel::error::ApiResult;
 use crate::kernel::store::{AuditEntry, Tx};
 use crate::licenses::store::{LicenseRow, Line, RuleRow, rule_of, time_text};
@@ -635,7 +636,7 @@ fn decide_and_write(
             });
             tx.outbox(
                 tenant,
-                "seats.exhausted",
+                EventType::SeatsExhausted,
                 "Subscription",
                 product,
                 &payload.to_string(),
@@ -766,7 +767,13 @@ fn record_all(
         };
         metrics::counter!("seatkeeper_license_changes_total", "change" => e.kind).increment(1);
         let id = format!("{}/{}", row.user_id, row.product);
-        let event = format!("license.{}", e.kind);
+        let event = match e.kind {
+            "assigned" => EventType::LicenseAssigned,
+            "waitlisted" => EventType::LicenseWaitlisted,
+            "promoted" => EventType::LicensePromoted,
+            "revoked" => EventType::LicenseRevoked,
+            _ => EventType::LicenseChanged,
+        };
         // The outbox row's columns carry the type, tenant, user and time; the payload
         // carries the rest.
         let payload = LicenseEvent {
@@ -778,7 +785,7 @@ fn record_all(
         };
         let prev = e.before.as_ref().and_then(|b| b.audit_seq);
         audits.push(AuditEntry {
-            action: event.clone(),
+            action: event.name().to_string(),
             resource_id: id,
             before: audit_doc(e.before.as_ref(), &c.action, prev),
             after: audit_doc(e.after.as_ref(), &c.action, prev),
@@ -798,7 +805,7 @@ fn record_all(
         .into());
     }
     for (event, user, payload) in outbox {
-        tx.outbox(&c.tenant, &event, "License", &user, &payload, at)?;
+        tx.outbox(&c.tenant, event, "License", &user, &payload, at)?;
     }
     Ok(())
 }

@@ -60,7 +60,7 @@ async fn list_subscriptions(
     _auth: AdminAuth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    crate::tenants::service::require_tenant(&state.store, &id).await?;
+    state.tenants.require(&id).await?;
     let subs: Vec<Value> = state
         .store
         .subscriptions(&id)
@@ -111,7 +111,7 @@ async fn list_rules(
     _auth: AdminAuth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    crate::tenants::service::require_tenant(&state.store, &id).await?;
+    state.tenants.require(&id).await?;
     let rules = state.store.rule_rows(&id).await?;
     Ok(ScimJson(json!({"tenant": id, "rules": rules})).into_response())
 }
@@ -165,7 +165,7 @@ async fn user_licenses(
     _auth: AdminAuth,
     Path((id, user)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    crate::tenants::service::require_tenant(&state.store, &id).await?;
+    state.tenants.require(&id).await?;
     let out = model::user_licenses(&state.store, &id, &user).await?;
     Ok(ScimJson(out).into_response())
 }

@@ -10,20 +10,14 @@ use licensing::spec::{self, Spec, TenantSpec};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use crate::kernel::catalogue::EventType;
 use crate::kernel::clock::Clock;
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::store::{NewAudit, Store, StoreError, Tx};
 use crate::licenses::decide::{Cause, Outcome, Scope, relicense};
 use crate::licenses::store::{RuleRow, rule_of, time_text};
 
-/// Who asks for a model change.
-#[derive(Debug, Clone)]
-pub struct Actor {
-    /// Recorded as the audit actor.
-    pub name: String,
-    /// Recorded as the request id.
-    pub request_id: String,
-}
+pub use crate::kernel::store::Actor;
 
 /// The result of applying (or planning) a model.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -125,9 +119,9 @@ pub(crate) fn audit_model(
         after: after.as_ref().map(Value::to_string),
     })?;
     let event = if kind == "Subscription" {
-        "subscription.changed"
+        EventType::SubscriptionChanged
     } else {
-        "rule.changed"
+        EventType::RuleChanged
     };
     let payload = json!({
         "request_id": actor.request_id, "action": action, "before": before, "after": after,
@@ -182,7 +176,7 @@ pub fn settle_terms(
                     });
                     tx.outbox(
                         tenant,
-                        "subscription.expiring",
+                        EventType::SubscriptionExpiring,
                         "Subscription",
                         sub.product.as_str(),
                         &payload.to_string(),

@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::app::Shared;
 use crate::apps::http::MAX_BATCH_CHECKS;
+use crate::kernel::catalogue::{self, EventType};
 
 /// Who may call an operation.
 #[derive(Clone, Copy)]
@@ -271,7 +272,7 @@ const OPS: &[Op] = &[
         "/tenants/{id}/webhooks",
         Admin,
         "Register a webhook endpoint (its secret is shown once)",
-        None,
+        Some("Webhook"),
         (201, ""),
     ),
     op(
@@ -456,6 +457,14 @@ fn components() -> Value {
             "BillingEvent": {"type": "object", "required": ["id", "type", "tenant", "product"], "properties": {
                 "id": string, "type": {"type": "string", "enum": ["subscription.created", "subscription.updated", "subscription.renewed", "subscription.canceled", "subscription.payment_failed", "subscription.expired"]},
                 "tenant": string, "product": string, "plan": string, "seats": {"type": "integer"}}},
+            "Webhook": {"type": "object", "required": ["url"], "additionalProperties": false, "properties": {
+                "url": {"type": "string", "format": "uri", "maxLength": 2048},
+                "events": {"type": "array", "minItems": 1, "maxItems": 64, "items": {"type": "string", "enum": catalogue::subscribable_names()}}}},
+            "Event": {"type": "object", "properties": {
+                "id": string, "type": {"type": "string", "enum": EventType::ALL.iter().map(|e| e.name()).collect::<Vec<_>>(),
+                    "description": EventType::ALL.iter().map(|e| format!("{}: {}", e.name(), e.meaning())).collect::<Vec<_>>().join("; ")},
+                "tenant": string, "created_at": string,
+                "resource": {"type": "object", "properties": {"type": string, "id": string}}, "data": {"type": "object"}}},
             "Check": {"type": "object", "required": ["user"], "description": "Exactly one of feature or limit.", "properties": {
                 "user": {"type": "string", "description": "id, userName or externalId", "maxLength": 256},
                 "feature": {"type": "string", "maxLength": 256}, "limit": {"type": "string", "maxLength": 256}}},

@@ -1,53 +1,52 @@
 //! `/api/v1/tenants`: tenants and their SCIM tokens (admin token).
 
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, post};
-use serde_json::{Value, json};
+use axum::routing::{delete, get, post};
+use serde_json::json;
 
 use crate::app::Shared;
 use crate::kernel::auth::Credential;
-use crate::kernel::error::{ApiError, ApiResult};
-use crate::kernel::extract::{AdminAuth, ScimJson, empty, read_json, with_status};
-use crate::tenants::service as ops;
+use crate::kernel::error::ApiResult;
+use crate::kernel::extract::{AdminAuth, Json, OptionalJson, ScimJson, empty, with_status};
+use crate::kernel::ids::Name;
 
 /// The tenant routes.
 pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/tenants", post(create_tenant).get(list_tenants))
-        .route("/tenants/{id}", axum::routing::get(get_tenant))
+        .route("/tenants/{id}", get(get_tenant))
         .route("/tenants/{id}/scim-tokens", post(create_token))
         .route("/tenants/{id}/scim-tokens/{token_id}", delete(revoke_token))
 }
 
-pub(crate) fn name_field(body: &Value, field: &str, required: bool) -> ApiResult<Option<String>> {
-    match body.get(field) {
-        None | Some(Value::Null) if !required => Ok(None),
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => {
-            Ok(Some(s.trim().to_string()))
-        }
-        _ => Err(scim::Error::InvalidValue(format!(
-            "'{field}' must be a non-empty string of at most 200 characters"
-        ))
-        .into()),
-    }
+/// `{"name": …}`: a tenant, token or key.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Named {
+    pub name: Name,
+}
+
+/// `{"name": …}` or nothing.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MaybeNamed {
+    pub name: Option<Name>,
 }
 
 async fn create_tenant(
     State(state): State<Shared>,
-    _auth: AdminAuth,
-    req: Request,
+    auth: AdminAuth,
+    Json(body): Json<Named>,
 ) -> ApiResult<Response> {
-    let body = read_json(req, state.config.max_body_bytes).await?;
-    let name = name_field(&body, "name", true)?.unwrap_or_default();
-    let t = ops::create_tenant(&state.store, &*state.engine_clock(), &name).await?;
+    let t = state.tenants.create(&auth.actor(), &body.name).await?;
     Ok(with_status(StatusCode::CREATED, ScimJson(json!(t))))
 }
 
 async fn list_tenants(State(state): State<Shared>, _auth: AdminAuth) -> ApiResult<Response> {
-    let tenants = state.store.tenants().await?;
+    let tenants = state.tenants.list().await?;
     Ok(ScimJson(json!({"tenants": tenants})).into_response())
 }
 
@@ -56,70 +55,38 @@ async fn get_tenant(
     _auth: AdminAuth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let t = state
-        .store
-        .tenant(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("tenant {id} not found")))?;
-    Ok(ScimJson(json!(t)).into_response())
+    Ok(ScimJson(json!(state.tenants.get(&id).await?)).into_response())
 }
 
 async fn create_token(
     State(state): State<Shared>,
-    _auth: AdminAuth,
+    auth: AdminAuth,
     Path(id): Path<String>,
-    req: Request,
+    OptionalJson(body): OptionalJson<MaybeNamed>,
 ) -> ApiResult<Response> {
-    let has_body = req
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .is_some_and(|v| v != "0");
-    let body = if has_body {
-        read_json(req, state.config.max_body_bytes).await?
-    } else {
-        json!({})
+    let name = match body.name {
+        Some(n) => n,
+        None => Name::parse("scim").map_err(scim::Error::InvalidValue)?,
     };
-    let name = name_field(&body, "name", false)?.unwrap_or_else(|| "scim".into());
-    let created = ops::create_credential(
-        &state.store,
-        &*state.engine_clock(),
-        Credential::Scim,
-        &id,
-        &name,
-    )
-    .await?;
+    let created = state
+        .tenants
+        .create_credential(&auth.actor(), Credential::Scim, &id, &name)
+        .await?;
     Ok(with_status(
         StatusCode::CREATED,
-        ScimJson(json!({"id": created.id, "tenant": id, "name": name, "token": created.token})),
+        ScimJson(json!({"id": created.row.id, "tenant": id, "name": name, "token": created.token})),
     ))
 }
 
 async fn revoke_token(
     State(state): State<Shared>,
-    _auth: AdminAuth,
+    auth: AdminAuth,
     Path((id, token_id)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    revoke_credential(&state, Credential::Scim, &id, &token_id).await
-}
-
-/// Revokes a SCIM token or app key of a tenant; it stops working on this node at once.
-pub(crate) async fn revoke_credential(
-    state: &Shared,
-    kind: Credential,
-    tenant: &str,
-    id: &str,
-) -> ApiResult<Response> {
-    let now = crate::kernel::clock::stamp(state.engine_clock().now());
-    if !state
-        .store
-        .revoke_credential(kind, tenant, id, &now)
-        .await?
-    {
-        return Err(ApiError::NotFound(format!(
-            "{} {id} not found in tenant {tenant}",
-            kind.noun()
-        )));
-    }
-    state.gate.forget(kind);
+    state
+        .tenants
+        .revoke_credential(&auth.actor(), Credential::Scim, &id, &token_id)
+        .await?;
+    state.gate.forget(Credential::Scim);
     Ok(empty(StatusCode::NO_CONTENT))
 }

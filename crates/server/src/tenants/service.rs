@@ -1,57 +1,202 @@
-//! Operator actions shared by the CLI and the admin API.
+//! Tenants and their credentials: each change one transaction with its audit record on the
+//! tenant's chain and, for credentials, an outbox event.
 
-use crate::kernel::auth::Credential;
-use crate::kernel::auth::{generate_token, hash_token};
-use crate::kernel::clock::{Clock, stamp};
-use crate::kernel::store::{Store, StoreResult};
-use crate::tenants::store::TenantRow;
+use serde_json::json;
+
+use crate::kernel::auth::{Credential, generate_token, hash_token};
+use crate::kernel::catalogue::EventType;
+use crate::kernel::clock::{SharedClock, stamp};
+use crate::kernel::error::{ApiError, ApiResult};
+use crate::kernel::ids::Name;
+use crate::kernel::store::{Actor, Change, Store, StoreResult};
+use crate::tenants::store::{CredentialRow, TenantRow};
 
 /// A new credential; `token` is shown once and never stored.
 pub struct CreatedToken {
-    /// Token id (for revocation).
-    pub id: String,
+    /// The credential as stored.
+    pub row: CredentialRow,
     /// The secret.
     pub token: String,
 }
 
-/// Creates a tenant.
-pub async fn create_tenant(store: &Store, clock: &dyn Clock, name: &str) -> StoreResult<TenantRow> {
-    let id = uuid::Uuid::now_v7().to_string();
-    let now = stamp(clock.now());
-    store.create_tenant(&id, name, &now).await?;
-    Ok(TenantRow {
-        id,
-        name: name.to_string(),
-        created: now,
-    })
+/// The tenants service.
+#[derive(Clone)]
+pub struct Tenants {
+    store: Store,
+    clock: SharedClock,
 }
 
-/// Creates a SCIM token or an app key for an existing tenant.
-pub async fn create_credential(
-    store: &Store,
-    clock: &dyn Clock,
-    kind: Credential,
-    tenant: &str,
-    name: &str,
-) -> Result<CreatedToken, crate::kernel::error::ApiError> {
-    if store.tenant(tenant).await?.is_none() {
-        return Err(crate::kernel::error::ApiError::NotFound(format!(
-            "tenant {tenant} not found"
-        )));
+fn credential_json(kind: Credential, c: &CredentialRow) -> serde_json::Value {
+    json!({"id": c.id, "kind": kind.noun(), "name": c.name, "created": c.created, "revoked": c.revoked})
+}
+
+impl Tenants {
+    /// The service over a store.
+    pub fn new(store: Store, clock: SharedClock) -> Tenants {
+        Tenants { store, clock }
     }
-    let token = generate_token(kind.prefix());
-    let id = uuid::Uuid::now_v7().to_string();
-    store
-        .create_credential(
-            kind,
-            &id,
-            tenant,
-            name,
-            &hash_token(&token),
-            &stamp(clock.now()),
-        )
-        .await?;
-    Ok(CreatedToken { id, token })
+
+    /// Creates a tenant; the first record of its audit chain says who did.
+    pub async fn create(&self, actor: &Actor, name: &Name) -> ApiResult<TenantRow> {
+        let row = TenantRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            name: name.to_string(),
+            created: stamp(self.clock.now()),
+        };
+        let (actor, out) = (actor.clone(), row.clone());
+        self.store
+            .write(move |tx| {
+                tx.insert_tenant(&row.id, &row.name, &row.created)?;
+                tx.record_change(
+                    &actor,
+                    &row.created,
+                    Change {
+                        chain: &row.id,
+                        action: "tenant.create",
+                        resource_type: "Tenant",
+                        resource_id: &row.id,
+                        before: None,
+                        after: Some(json!(row)),
+                    },
+                )?;
+                Ok::<_, ApiError>(())
+            })
+            .await?;
+        Ok(out)
+    }
+
+    /// Every tenant.
+    pub async fn list(&self) -> ApiResult<Vec<TenantRow>> {
+        Ok(self.store.tenants().await?)
+    }
+
+    /// A tenant, or 404.
+    pub async fn get(&self, id: &str) -> ApiResult<TenantRow> {
+        self.store
+            .tenant(id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("tenant {id} not found")))
+    }
+
+    /// Fails with 404 unless the tenant exists.
+    pub async fn require(&self, id: &str) -> ApiResult<()> {
+        self.get(id).await.map(|_| ())
+    }
+
+    /// Creates a SCIM token or an app key for an existing tenant: audited, and announced as
+    /// `credential.created` (never the secret).
+    pub async fn create_credential(
+        &self,
+        actor: &Actor,
+        kind: Credential,
+        tenant: &str,
+        name: &Name,
+    ) -> ApiResult<CreatedToken> {
+        let token = generate_token(kind.prefix());
+        let row = CredentialRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant: tenant.to_string(),
+            name: name.to_string(),
+            created: stamp(self.clock.now()),
+            revoked: None,
+        };
+        let (actor, hash, out) = (actor.clone(), hash_token(&token), row.clone());
+        self.store
+            .write(move |tx| {
+                if !tx.tenant_exists(&row.tenant)? {
+                    return Err(ApiError::NotFound(format!(
+                        "tenant {} not found",
+                        row.tenant
+                    )));
+                }
+                tx.insert_credential(kind, &row, &hash)?;
+                credential_changed(tx, &actor, kind, &row, None, EventType::CredentialCreated)
+            })
+            .await?;
+        Ok(CreatedToken { row: out, token })
+    }
+
+    /// Revokes a SCIM token or app key: audited, and announced as `credential.revoked`. The
+    /// caller forgets cached credentials of the kind so it stops working on this node at once.
+    pub async fn revoke_credential(
+        &self,
+        actor: &Actor,
+        kind: Credential,
+        tenant: &str,
+        id: &str,
+    ) -> ApiResult<()> {
+        let now = stamp(self.clock.now());
+        let (actor, tenant, id) = (actor.clone(), tenant.to_string(), id.to_string());
+        self.store
+            .write(move |tx| {
+                let Some(before) = tx.revoke_credential(kind, &tenant, &id, &now)? else {
+                    return Err(ApiError::NotFound(format!(
+                        "{} {id} not found in tenant {tenant}",
+                        kind.noun()
+                    )));
+                };
+                let mut after = before.clone();
+                after.revoked = Some(now.clone());
+                credential_changed(
+                    tx,
+                    &actor,
+                    kind,
+                    &after,
+                    Some(&before),
+                    EventType::CredentialRevoked,
+                )
+            })
+            .await
+    }
+
+    /// A tenant's credentials of one kind, oldest first (404 for an unknown tenant).
+    pub async fn credentials(
+        &self,
+        kind: Credential,
+        tenant: &str,
+    ) -> ApiResult<Vec<CredentialRow>> {
+        self.require(tenant).await?;
+        Ok(self.store.credentials(kind, tenant).await?)
+    }
+}
+
+/// The audit record and outbox event of a credential's change.
+fn credential_changed(
+    tx: &mut crate::kernel::store::Tx<'_>,
+    actor: &Actor,
+    kind: Credential,
+    now: &CredentialRow,
+    before: Option<&CredentialRow>,
+    event: EventType,
+) -> ApiResult<()> {
+    let at = now.revoked.clone().unwrap_or_else(|| now.created.clone());
+    let after = credential_json(kind, now);
+    tx.record_change(
+        actor,
+        &at,
+        Change {
+            chain: &now.tenant,
+            action: if before.is_some() {
+                "credential.revoke"
+            } else {
+                "credential.create"
+            },
+            resource_type: "Credential",
+            resource_id: &now.id,
+            before: before.map(|b| credential_json(kind, b)),
+            after: Some(after.clone()),
+        },
+    )?;
+    let payload = json!({"credential": after, "request_id": actor.request_id});
+    tx.outbox(
+        &now.tenant,
+        event,
+        "Credential",
+        &now.id,
+        &payload.to_string(),
+        &at,
+    )?;
+    Ok(())
 }
 
 /// The admin token's hash: from `SEATKEEPER_ADMIN_TOKEN` if set, else the one generated on
@@ -77,14 +222,4 @@ pub async fn admin_token_hash(
             None,
         ))
     }
-}
-
-/// Fails with 404 unless the tenant exists.
-pub async fn require_tenant(store: &Store, id: &str) -> crate::kernel::error::ApiResult<()> {
-    if store.tenant(id).await?.is_none() {
-        return Err(crate::kernel::error::ApiError::NotFound(format!(
-            "tenant {id} not found"
-        )));
-    }
-    Ok(())
 }

@@ -1,27 +1,71 @@
 //! Tenants and the credentials they hold.
 
 use crate::kernel::auth::Credential;
-use crate::kernel::store::{Store, StoreResult};
+use crate::kernel::store::{Store, StoreResult, Tx};
 use crate::params;
 
-impl Store {
-    /// Creates a tenant and the tip of its audit chain.
-    pub async fn create_tenant(&self, id: &str, name: &str, now: &str) -> StoreResult<()> {
-        let (id, name, now) = (id.to_string(), name.to_string(), now.to_string());
-        self.write(move |tx| {
-            tx.execute(
-                "INSERT INTO tenants (id, name, created) VALUES ($1, $2, $3)",
-                &params![&id, &name, &now],
-            )?;
-            tx.execute(
-                "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2)",
-                &params![&id, crate::kernel::chain::GENESIS],
-            )?;
-            Ok(())
-        })
-        .await
+impl Tx<'_> {
+    /// Inserts a tenant and the tip of its audit chain.
+    pub fn insert_tenant(&mut self, id: &str, name: &str, now: &str) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO tenants (id, name, created) VALUES ($1, $2, $3)",
+            &params![id, name, now],
+        )?;
+        self.execute(
+            "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2)",
+            &params![id, crate::kernel::chain::GENESIS],
+        )?;
+        Ok(())
     }
 
+    /// Whether a tenant exists.
+    pub(crate) fn tenant_exists(&mut self, id: &str) -> StoreResult<bool> {
+        Ok(self
+            .fetch_opt("SELECT 1 FROM tenants WHERE id = $1", &params![id])?
+            .is_some())
+    }
+
+    /// Stores a credential (by hash only).
+    pub fn insert_credential(
+        &mut self,
+        kind: Credential,
+        c: &CredentialRow,
+        hash: &str,
+    ) -> StoreResult<()> {
+        let sql = format!(
+            "INSERT INTO {} (id, tenant_id, name, token_hash, created) VALUES ($1, $2, $3, $4, $5)",
+            kind.table()
+        );
+        self.execute(&sql, &params![&c.id, &c.tenant, &c.name, hash, &c.created])?;
+        Ok(())
+    }
+
+    /// Revokes a live credential of a tenant; returns it as it was, if there was one.
+    pub fn revoke_credential(
+        &mut self,
+        kind: Credential,
+        tenant: &str,
+        id: &str,
+        now: &str,
+    ) -> StoreResult<Option<CredentialRow>> {
+        let sql = format!(
+            "UPDATE {} SET revoked = $3 WHERE tenant_id = $1 AND id = $2 AND revoked IS NULL \
+             RETURNING id, tenant_id, name, created",
+            kind.table()
+        );
+        Ok(self
+            .fetch_opt(&sql, &params![tenant, id, now])?
+            .map(|r| CredentialRow {
+                id: r.text(0),
+                tenant: r.text(1),
+                name: r.text(2),
+                created: r.text(3),
+                revoked: None,
+            }))
+    }
+}
+
+impl Store {
     /// A tenant, if it exists.
     pub async fn tenant(&self, id: &str) -> StoreResult<Option<TenantRow>> {
         let row = self
@@ -57,48 +101,12 @@ impl Store {
             .collect())
     }
 
-    /// Stores a credential (by hash only).
-    pub async fn create_credential(
-        &self,
-        kind: Credential,
-        id: &str,
-        tenant: &str,
-        name: &str,
-        hash: &str,
-        now: &str,
-    ) -> StoreResult<()> {
-        let sql = format!(
-            "INSERT INTO {} (id, tenant_id, name, token_hash, created) VALUES ($1, $2, $3, $4, $5)",
-            kind.table()
-        );
-        self.pool
-            .execute(&sql, &params![id, tenant, name, hash, now])
-            .await?;
-        Ok(())
-    }
-
-    /// Revokes a credential of a tenant; returns whether one was revoked.
-    pub async fn revoke_credential(
-        &self,
-        kind: Credential,
-        tenant: &str,
-        id: &str,
-        now: &str,
-    ) -> StoreResult<bool> {
-        let sql = format!(
-            "UPDATE {} SET revoked = $3 WHERE tenant_id = $1 AND id = $2 AND revoked IS NULL",
-            kind.table()
-        );
-        let n = self.pool.execute(&sql, &params![tenant, id, now]).await?;
-        Ok(n == 1)
-    }
-
     /// A tenant's credentials of one kind (id, name, created, revoked), oldest first.
     pub async fn credentials(
         &self,
         kind: Credential,
         tenant: &str,
-    ) -> StoreResult<Vec<serde_json::Value>> {
+    ) -> StoreResult<Vec<CredentialRow>> {
         let sql = format!(
             "SELECT id, name, created, revoked FROM {} WHERE tenant_id = $1 ORDER BY created, id",
             kind.table()
@@ -108,8 +116,12 @@ impl Store {
             .fetch(&sql, &params![tenant])
             .await?
             .iter()
-            .map(|r| {
-                serde_json::json!({"id": r.text(0), "name": r.text(1), "created": r.text(2), "revoked": r.opt_text(3)})
+            .map(|r| CredentialRow {
+                id: r.text(0),
+                tenant: tenant.to_string(),
+                name: r.text(1),
+                created: r.text(2),
+                revoked: r.opt_text(3),
             })
             .collect())
     }
@@ -124,4 +136,20 @@ pub struct TenantRow {
     pub name: String,
     /// Creation time.
     pub created: String,
+}
+
+/// A SCIM token or app key as stored (never its secret, which is kept only as a hash).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CredentialRow {
+    /// Its id (for revocation).
+    pub id: String,
+    /// The tenant it belongs to.
+    #[serde(skip)]
+    pub tenant: String,
+    /// Its name.
+    pub name: String,
+    /// Created.
+    pub created: String,
+    /// Revoked, if it was.
+    pub revoked: Option<String>,
 }

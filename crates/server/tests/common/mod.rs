@@ -88,18 +88,15 @@ pub async fn app_with(backend: Backend, config: Config) -> TestApp {
     let db = store(backend).await;
     let clock = clock();
     let shared: SharedClock = Arc::new(clock.clone());
-    let tenant = seatkeeper::tenants::service::create_tenant(&db.store, &*shared, "Test")
-        .await
-        .unwrap();
-    let token = seatkeeper::tenants::service::create_credential(
+    let tenant = new_tenant(&db.store, shared.clone(), "Test").await;
+    let token = new_credential(
         &db.store,
-        &*shared,
+        shared.clone(),
         seatkeeper::kernel::auth::Credential::Scim,
         &tenant.id,
         "test-idp",
     )
-    .await
-    .unwrap();
+    .await;
     let router = seatkeeper::app(
         db.store.clone(),
         shared,
@@ -243,4 +240,45 @@ macro_rules! both_backends {
             }
         )*
     };
+}
+
+fn test_actor() -> seatkeeper::kernel::store::Actor {
+    seatkeeper::kernel::store::Actor {
+        name: "test".into(),
+        request_id: "test".into(),
+    }
+}
+
+/// A new tenant, through the tenants service.
+pub async fn new_tenant(
+    store: &Store,
+    clock: SharedClock,
+    name: &str,
+) -> seatkeeper::tenants::store::TenantRow {
+    seatkeeper::tenants::service::Tenants::new(store.clone(), clock)
+        .create(
+            &test_actor(),
+            &seatkeeper::kernel::ids::Name::parse(name).unwrap(),
+        )
+        .await
+        .unwrap()
+}
+
+/// A new SCIM token or app key, through the tenants service.
+pub async fn new_credential(
+    store: &Store,
+    clock: SharedClock,
+    kind: seatkeeper::kernel::auth::Credential,
+    tenant: &str,
+    name: &str,
+) -> seatkeeper::tenants::service::CreatedToken {
+    seatkeeper::tenants::service::Tenants::new(store.clone(), clock)
+        .create_credential(
+            &test_actor(),
+            kind,
+            tenant,
+            &seatkeeper::kernel::ids::Name::parse(name).unwrap(),
+        )
+        .await
+        .unwrap()
 }
