@@ -26,6 +26,8 @@ pub struct AppState {
     pub gate: Gate,
     /// Tenants and their credentials.
     pub tenants: crate::tenants::service::Tenants,
+    /// Events out: webhooks, the feed and the stream.
+    pub events: crate::events::service::Events,
     /// Entitlement snapshots, for checks.
     pub snapshots: std::sync::Arc<crate::apps::snapshot::Snapshots>,
     /// Signs entitlement tokens.
@@ -58,9 +60,15 @@ impl AppState {
         store.set_after_commit(snapshots.clone());
         snapshots.spawn(config.activity_flush);
         let gate = Gate::new(store.clone(), &config, admin_hash);
+        let tenants = crate::tenants::service::Tenants::new(store.clone(), engine.clock().clone());
         AppState {
             gate,
-            tenants: crate::tenants::service::Tenants::new(store.clone(), engine.clock().clone()),
+            tenants: tenants.clone(),
+            events: crate::events::service::Events::new(
+                store.clone(),
+                engine.clock().clone(),
+                tenants,
+            ),
             signer: crate::apps::jwt::Signer::new(
                 store.clone(),
                 engine.clock().clone(),

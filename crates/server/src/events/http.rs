@@ -1,7 +1,6 @@
 //! `/api/v1` routes for events out: webhook endpoints and their delivery logs, the pull feed
 //! and the server-sent event stream.
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Router;
@@ -13,12 +12,12 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::app::Shared;
-use crate::events::store::WebhookRow;
-use crate::kernel::catalogue;
-use crate::kernel::clock::{Clock, SystemClock};
+use crate::events::dispatcher::{envelope, event_id};
+use crate::events::service::{NewWebhook, Replay, webhook_json};
 use crate::kernel::error::{ApiError, ApiResult};
-use crate::kernel::extract::{AdminAuth, ScimJson, read_json, with_status};
-use crate::kernel::signing::{self};
+use crate::kernel::extract::{AdminAuth, Json, ScimJson, empty, header, with_status};
+use crate::kernel::ids::Instant;
+use futures::StreamExt;
 
 /// Most events one feed page returns.
 const MAX_PAGE: i64 = 1000;
@@ -45,65 +44,16 @@ pub fn routes() -> Router<Shared> {
         .route("/events/stream", get(stream))
 }
 
-fn webhook_json(w: &WebhookRow) -> Value {
-    json!({"id": w.id, "url": w.url, "events": w.events, "created": w.created, "disabled": w.disabled})
-}
-
 async fn create_webhook(
     State(state): State<Shared>,
-    _auth: AdminAuth,
+    auth: AdminAuth,
     Path(id): Path<String>,
-    req: axum::extract::Request,
+    Json(body): Json<NewWebhook>,
 ) -> ApiResult<Response> {
-    state.tenants.require(&id).await?;
-    let v = read_json(req, 64 * 1024).await?;
-    let url = v.get("url").and_then(Value::as_str).unwrap_or_default();
-    let parsed = url::Url::parse(url).map_err(|_| {
-        ApiError::Scim(scim::Error::InvalidValue(format!(
-            "url '{url}' is not an absolute http(s) URL"
-        )))
-    })?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() || url.len() > 2048 {
-        return Err(scim::Error::InvalidValue(format!(
-            "url '{url}' must be an absolute http(s) URL of at most 2048 characters"
-        ))
-        .into());
-    }
-    let events: Vec<String> = match v.get("events") {
-        None => vec!["*".into()],
-        Some(Value::Array(a)) if !a.is_empty() && a.len() <= 64 => {
-            let mut out = Vec::new();
-            for e in a {
-                let e = e.as_str().unwrap_or_default();
-                if !catalogue::subscribable(e) {
-                    return Err(scim::Error::InvalidValue(format!(
-                        "events: '{e}' is not one of {}",
-                        catalogue::subscribable_names().join(", ")
-                    ))
-                    .into());
-                }
-                out.push(e.to_string());
-            }
-            out
-        }
-        Some(_) => {
-            return Err(scim::Error::InvalidValue(
-                "events must be a non-empty list of event types (\"*\" for all)".into(),
-            )
-            .into());
-        }
-    };
-    let row = WebhookRow {
-        tenant: id.clone(),
-        id: uuid::Uuid::now_v7().to_string(),
-        url: url.to_string(),
-        events,
-        secret: signing::new_secret(),
-        created: crate::kernel::clock::stamp(SystemClock.now()),
-        cursor: 0,
-        disabled: None,
-    };
-    state.store.create_webhook(&row).await?;
+    let row = state
+        .events
+        .create_webhook(&auth.actor(), &id, body)
+        .await?;
     let mut out = webhook_json(&row);
     out["secret"] = Value::String(row.secret.clone());
     Ok(with_status(StatusCode::CREATED, ScimJson(out)))
@@ -114,9 +64,8 @@ async fn list_webhooks(
     _auth: AdminAuth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    state.tenants.require(&id).await?;
     let hooks: Vec<Value> = state
-        .store
+        .events
         .webhooks(&id)
         .await?
         .iter()
@@ -125,39 +74,27 @@ async fn list_webhooks(
     Ok(ScimJson(json!({"tenant": id, "webhooks": hooks})).into_response())
 }
 
-async fn find_webhook(state: &Shared, id: &str, wid: &str) -> ApiResult<WebhookRow> {
-    state
-        .store
-        .webhooks(id)
-        .await?
-        .into_iter()
-        .find(|w| w.id == wid)
-        .ok_or_else(|| ApiError::NotFound(format!("tenant {id} has no webhook {wid}")))
-}
-
 async fn get_webhook(
     State(state): State<Shared>,
     _auth: AdminAuth,
     Path((id, wid)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let w = find_webhook(&state, &id, &wid).await?;
+    let w = state.events.webhook(&id, &wid).await?;
     let mut out = webhook_json(&w);
-    out["deliveries"] = state.store.delivery_counts(&id, &wid).await?;
+    out["deliveries"] = state.events.delivery_counts(&id, &wid).await?;
     Ok(ScimJson(out).into_response())
 }
 
 async fn delete_webhook(
     State(state): State<Shared>,
-    _auth: AdminAuth,
+    auth: AdminAuth,
     Path((id, wid)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let now = crate::kernel::clock::stamp(SystemClock.now());
-    if !state.store.disable_webhook(&id, &wid, &now).await? {
-        return Err(ApiError::NotFound(format!(
-            "tenant {id} has no webhook {wid}"
-        )));
-    }
-    Ok(crate::kernel::extract::empty(StatusCode::NO_CONTENT))
+    state
+        .events
+        .disable_webhook(&auth.actor(), &id, &wid)
+        .await?;
+    Ok(empty(StatusCode::NO_CONTENT))
 }
 
 #[derive(serde::Deserialize)]
@@ -173,18 +110,9 @@ async fn deliveries(
     Path((id, wid)): Path<(String, String)>,
     Query(q): Query<DeliveryQuery>,
 ) -> ApiResult<Response> {
-    find_webhook(&state, &id, &wid).await?;
-    if let Some(s) = &q.state
-        && !["pending", "delivered", "dead"].contains(&s.as_str())
-    {
-        return Err(scim::Error::InvalidValue(format!(
-            "state '{s}' must be pending, delivered or dead"
-        ))
-        .into());
-    }
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let rows = state
-        .store
+        .events
         .deliveries(&id, &wid, q.state.as_deref(), q.before, limit)
         .await?;
     let next = (rows.len() as i64 == limit)
@@ -194,7 +122,7 @@ async fn deliveries(
         .iter()
         .map(|d| {
             let mut v = json!(d);
-            v["event"] = Value::String(crate::events::dispatcher::event_id(d.event_id));
+            v["event"] = Value::String(event_id(d.event_id));
             v
         })
         .collect();
@@ -203,61 +131,35 @@ async fn deliveries(
 
 async fn replay_one(
     State(state): State<Shared>,
-    _auth: AdminAuth,
+    auth: AdminAuth,
     Path((id, wid, did)): Path<(String, String, i64)>,
 ) -> ApiResult<Response> {
-    find_webhook(&state, &id, &wid).await?;
-    let now = crate::kernel::clock::stamp(SystemClock.now());
     let n = state
-        .store
-        .write(move |tx| tx.replay(&id, &wid, Some(did), None, &now))
+        .events
+        .replay(&auth.actor(), &id, &wid, Replay::One(did))
         .await?;
-    if n == 0 {
-        return Err(ApiError::NotFound(format!("no delivery {did}")));
-    }
     Ok(with_status(
         StatusCode::ACCEPTED,
         ScimJson(json!({"replayed": n})),
     ))
 }
 
+/// `{"from": RFC 3339, "to": RFC 3339}`.
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Range {
-    from: String,
-    to: String,
+    from: Instant,
+    to: Instant,
 }
 
 async fn replay_range(
     State(state): State<Shared>,
-    _auth: AdminAuth,
+    auth: AdminAuth,
     Path((id, wid)): Path<(String, String)>,
-    req: axum::extract::Request,
+    Json(range): Json<Range>,
 ) -> ApiResult<Response> {
-    find_webhook(&state, &id, &wid).await?;
-    let v = read_json(req, 64 * 1024).await?;
-    let range: Range = serde_json::from_value(v).map_err(|_| {
-        ApiError::Scim(scim::Error::InvalidValue(
-            "the body must be {\"from\": RFC 3339, \"to\": RFC 3339}".into(),
-        ))
-    })?;
-    let parse = |s: &str| {
-        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-            .map(crate::kernel::clock::stamp)
-            .map_err(|_| {
-                ApiError::Scim(scim::Error::InvalidValue(format!(
-                    "'{s}' is not an RFC 3339 instant"
-                )))
-            })
-    };
-    let (from, to) = (parse(&range.from)?, parse(&range.to)?);
-    if to < from {
-        return Err(scim::Error::InvalidValue("to is before from".into()).into());
-    }
-    let now = crate::kernel::clock::stamp(SystemClock.now());
-    let n = state
-        .store
-        .write(move |tx| tx.replay(&id, &wid, None, Some((&from, &to)), &now))
-        .await?;
+    let what = Replay::Range(range.from.stamp(), range.to.stamp());
+    let n = state.events.replay(&auth.actor(), &id, &wid, what).await?;
     Ok(with_status(
         StatusCode::ACCEPTED,
         ScimJson(json!({"replayed": n})),
@@ -289,19 +191,8 @@ fn parse_cursor(after: Option<&str>) -> ApiResult<i64> {
 }
 
 async fn page(state: &Shared, tenant: &str, after: i64, limit: i64) -> ApiResult<Response> {
-    state.tenants.require(tenant).await?;
-    let rows = state.store.outbox_after(tenant, after, limit).await?;
-    let next = rows.last().map_or(after, |r| r.id);
-    let events: Vec<Value> = rows
-        .iter()
-        .map(crate::events::dispatcher::envelope)
-        .collect();
-    Ok(ScimJson(json!({
-        "events": events,
-        "next_cursor": crate::events::dispatcher::event_id(next),
-        "has_more": rows.len() as i64 == limit,
-    }))
-    .into_response())
+    let page = state.events.feed(tenant, after, limit).await?;
+    Ok(ScimJson(json!(page)).into_response())
 }
 
 async fn feed(
@@ -348,69 +239,23 @@ async fn stream(
             "tenant is required: ?tenant=ID".into(),
         ))
     })?;
-    state.tenants.require(&tenant).await?;
     // Resume after the last event the client saw, else after `after`, else from now.
-    let cursor =
-        match crate::kernel::extract::header(&headers, "last-event-id").or(q.after.as_deref()) {
-            Some(s) => parse_cursor(Some(s))?,
-            None => state.store.last_event_id(&tenant).await?,
-        };
-    let store = state.store.clone();
-    let s = async_stream(store, tenant, cursor);
-    Ok(Sse::new(s)
+    let cursor = match header(&headers, "last-event-id").or(q.after.as_deref()) {
+        Some(s) => {
+            state.tenants.require(&tenant).await?;
+            parse_cursor(Some(s))?
+        }
+        None => state.events.last_event_id(&tenant).await?,
+    };
+    let events = state.events.stream(tenant, cursor).map(|e| {
+        e.map(|r| {
+            SseEvent::default()
+                .id(event_id(r.id))
+                .event(r.event_type.clone())
+                .data(envelope(&r).to_string())
+        })
+    });
+    Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
-}
-
-/// What the event stream carries between polls.
-struct StreamState {
-    store: crate::kernel::store::Store,
-    tenant: String,
-    cursor: i64,
-    commits: tokio::sync::watch::Receiver<u64>,
-    queue: std::collections::VecDeque<SseEvent>,
-}
-
-fn async_stream(
-    store: crate::kernel::store::Store,
-    tenant: String,
-    cursor: i64,
-) -> impl futures::Stream<Item = Result<SseEvent, Infallible>> {
-    let commits = store.event_commits();
-    let start = StreamState {
-        store,
-        tenant,
-        cursor,
-        commits,
-        queue: Default::default(),
-    };
-    futures::stream::unfold(start, |mut st| async move {
-        loop {
-            if let Some(e) = st.queue.pop_front() {
-                return Some((Ok(e), st));
-            }
-            st.commits.borrow_and_update();
-            match st.store.outbox_after(&st.tenant, st.cursor, 500).await {
-                Ok(rows) if !rows.is_empty() => {
-                    for r in rows {
-                        st.cursor = r.id;
-                        let data = crate::events::dispatcher::envelope(&r).to_string();
-                        st.queue.push_back(
-                            SseEvent::default()
-                                .id(crate::events::dispatcher::event_id(r.id))
-                                .event(r.event_type.clone())
-                                .data(data),
-                        );
-                    }
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "event stream read failed"),
-            }
-            tokio::select! {
-                r = st.commits.changed() => if r.is_err() { return None; },
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
-    })
 }

@@ -2,4 +2,5 @@
 
 pub mod dispatcher;
 pub mod http;
+pub mod service;
 pub mod store;

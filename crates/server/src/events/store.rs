@@ -302,6 +302,62 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Stores a new endpoint; it receives the tenant's events committed after this point
+    /// (its cursor starts at the newest, read under the tenant's lock).
+    pub(crate) fn insert_webhook(&mut self, w: &WebhookRow) -> StoreResult<()> {
+        self.lock_tenant(&w.tenant)?;
+        let cursor = self
+            .fetch_opt(
+                "SELECT MAX(id) FROM outbox WHERE tenant_id = $1",
+                &params![&w.tenant],
+            )?
+            .map(|r| r.int(0))
+            .unwrap_or(0);
+        self.execute(
+            &format!(
+                "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)"
+            ),
+            &params![
+                &w.tenant,
+                &w.id,
+                &w.url,
+                serde_json::to_string(&w.events).unwrap_or_else(|_| "[]".into()),
+                &w.secret,
+                &w.created,
+                cursor
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Disables a live endpoint and kills its pending deliveries; returns it as it was.
+    pub(crate) fn disable_webhook(
+        &mut self,
+        tenant: &str,
+        id: &str,
+        now: &str,
+    ) -> StoreResult<Option<WebhookRow>> {
+        let Some(before) = self
+            .fetch_opt(
+                &format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE tenant_id = $1 AND id = $2 AND disabled IS NULL"),
+                &params![tenant, id],
+            )?
+            .map(|r| webhook_from_row(&r))
+        else {
+            return Ok(None);
+        };
+        self.execute(
+            "UPDATE webhooks SET disabled = $3 WHERE tenant_id = $1 AND id = $2",
+            &params![tenant, id, now],
+        )?;
+        self.execute(
+            "UPDATE deliveries SET state = 'dead', last_error = 'endpoint disabled' \
+             WHERE tenant_id = $1 AND webhook_id = $2 AND state = 'pending'",
+            &params![tenant, id],
+        )?;
+        Ok(Some(before))
+    }
+
     /// Makes deliveries of a tenant's endpoint due again now (replay): by id, or every
     /// delivery of events created in `[from, to]`. Returns how many.
     pub fn replay(
@@ -343,35 +399,6 @@ impl Store {
             .unwrap_or(0))
     }
 
-    /// Registers a webhook endpoint; it receives events committed from now on.
-    pub async fn create_webhook(&self, w: &WebhookRow) -> StoreResult<()> {
-        let w = w.clone();
-        self.write(move |tx| {
-            tx.lock_tenant(&w.tenant)?;
-            let cursor = tx
-                .fetch_opt(
-                    "SELECT MAX(id) FROM outbox WHERE tenant_id = $1",
-                    &params![&w.tenant],
-                )?
-                .map(|r| r.int(0))
-                .unwrap_or(0);
-            tx.execute(
-                &format!("INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)"),
-                &params![
-                    &w.tenant,
-                    &w.id,
-                    &w.url,
-                    serde_json::to_string(&w.events).unwrap_or_else(|_| "[]".into()),
-                    &w.secret,
-                    &w.created,
-                    cursor
-                ],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
     /// A tenant's webhook endpoints.
     pub async fn webhooks(&self, tenant: &str) -> StoreResult<Vec<WebhookRow>> {
         Ok(self
@@ -409,27 +436,6 @@ impl Store {
             .iter()
             .map(|r| (r.text(0), r.text(1)))
             .collect())
-    }
-
-    /// Disables an endpoint (its pending deliveries stop); returns whether it existed.
-    pub async fn disable_webhook(&self, tenant: &str, id: &str, now: &str) -> StoreResult<bool> {
-        let n = self
-            .pool()
-            .execute(
-                "UPDATE webhooks SET disabled = $3 WHERE tenant_id = $1 AND id = $2 AND disabled IS NULL",
-                &params![tenant, id, now],
-            )
-            .await?;
-        if n == 1 {
-            self.pool()
-                .execute(
-                    "UPDATE deliveries SET state = 'dead', last_error = 'endpoint disabled' \
-                     WHERE tenant_id = $1 AND webhook_id = $2 AND state = 'pending'",
-                    &params![tenant, id],
-                )
-                .await?;
-        }
-        Ok(n == 1)
     }
 
     /// An endpoint's delivery log, newest first, optionally by state, before an id.

@@ -41,6 +41,36 @@ impl std::fmt::Display for Name {
     }
 }
 
+/// An instant given as RFC 3339 text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Instant(time::OffsetDateTime);
+
+impl Instant {
+    /// Parses RFC 3339 text.
+    pub fn parse(s: &str) -> Result<Instant, String> {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .map(Instant)
+            .map_err(|_| format!("'{s}' is not an RFC 3339 instant"))
+    }
+
+    /// The instant.
+    pub fn at(self) -> time::OffsetDateTime {
+        self.0
+    }
+
+    /// The stored form (see [`crate::kernel::clock::stamp`]).
+    pub fn stamp(self) -> String {
+        crate::kernel::clock::stamp(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Instant {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Instant, D::Error> {
+        let s = String::deserialize(d)?;
+        Instant::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +81,7 @@ mod tests {
         assert!(Name::parse("   ").is_err());
         assert!(Name::parse(&"x".repeat(MAX_NAME + 1)).is_err());
         assert!(serde_json::from_str::<Name>("12").is_err());
+        assert!(Instant::parse("2026-01-01T00:00:00Z").is_ok());
+        assert!(serde_json::from_str::<Instant>("\"yesterday\"").is_err());
     }
 }
