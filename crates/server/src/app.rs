@@ -28,6 +28,10 @@ pub struct AppState {
     pub tenants: crate::tenants::service::Tenants,
     /// Events out: webhooks, the feed and the stream.
     pub events: crate::events::service::Events,
+    /// The licensing model, subscriptions, rules, usage.
+    pub licenses: crate::licenses::service::Licenses,
+    /// Billing events in and billing settings.
+    pub billing: crate::billing::service::Billing,
     /// Entitlement snapshots, for checks.
     pub snapshots: std::sync::Arc<crate::apps::snapshot::Snapshots>,
     /// Signs entitlement tokens.
@@ -61,8 +65,18 @@ impl AppState {
         snapshots.spawn(config.activity_flush);
         let gate = Gate::new(store.clone(), &config, admin_hash);
         let tenants = crate::tenants::service::Tenants::new(store.clone(), engine.clock().clone());
+        let licenses =
+            crate::licenses::service::Licenses::new(store.clone(), engine.clock().clone());
         AppState {
             gate,
+            billing: crate::billing::service::Billing::new(
+                store.clone(),
+                engine.clock().clone(),
+                &config,
+                licenses.clone(),
+                tenants.clone(),
+            ),
+            licenses,
             tenants: tenants.clone(),
             events: crate::events::service::Events::new(
                 store.clone(),

@@ -116,7 +116,8 @@ pub async fn load(store: &Store, clock: SharedClock, users: usize) -> anyhow::Re
         name: "demo-loader".into(),
         request_id: "demo".into(),
     };
-    crate::licenses::service::apply(store, &*clock, actor, spec, false)
+    crate::licenses::service::Licenses::new(store.clone(), clock.clone())
+        .apply(actor, spec, false)
         .await
         .map_err(|e| anyhow::anyhow!("demo model: {e}"))?;
     let engine = Engine::new(store.clone(), clock);

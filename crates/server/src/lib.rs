@@ -57,7 +57,10 @@ pub fn spawn_scheduler(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            match licenses::service::run_due(&store, &*clock).await {
+            match licenses::service::Licenses::new(store.clone(), clock.clone())
+                .run_due()
+                .await
+            {
                 Ok(done) => {
                     for (tenant, outcome) in done {
                         tracing::info!(%tenant, changed = outcome.total(), "term transitions applied");

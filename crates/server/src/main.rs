@@ -563,7 +563,9 @@ async fn main() -> anyhow::Result<()> {
                 request_id: format!("apply-{}", uuid::Uuid::new_v4()),
             };
             let applied =
-                seatkeeper::licenses::service::apply(&store, &*clock, actor, spec, dry_run).await;
+                seatkeeper::licenses::service::Licenses::new(store.clone(), clock.clone())
+                    .apply(actor, spec, dry_run)
+                    .await;
             store.close().await;
             let applied = applied.map_err(|e| anyhow::anyhow!("{e}"))?;
             print!("{}", seatkeeper::licenses::service::plan_text(&applied));

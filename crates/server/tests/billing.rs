@@ -47,11 +47,10 @@ async fn setup(app: &TestApp, seats: u32) {
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
 }
 
-fn now() -> i64 {
+/// Now on the app's clock, which governs the signature tolerance.
+fn now(app: &TestApp) -> i64 {
     use seatkeeper::kernel::clock::Clock;
-    seatkeeper::kernel::clock::SystemClock
-        .now()
-        .unix_timestamp()
+    app.clock.now().unix_timestamp()
 }
 
 /// Posts a generic billing event with these Standard Webhooks headers (id, timestamp, signature).
@@ -85,7 +84,7 @@ async fn post_stripe(app: &TestApp, event: &Value, signature: &str) -> common::R
 /// Posts a generic billing event signed with `secret` (Standard Webhooks).
 async fn post_event(app: &TestApp, secret: &str, event: &Value) -> common::Resp {
     let body = event.to_string();
-    let ts = now();
+    let ts = now(app);
     let msg = format!("msg_{}", event["id"].as_str().unwrap_or("x"));
     let sig = seatkeeper::kernel::signing::standard_sign(secret, &msg, ts, body.as_bytes());
     post_signed(app, event, &msg, &ts.to_string(), &sig).await
@@ -323,7 +322,7 @@ async fn signatures_are_required(b: Backend) {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.raw);
     // A valid signature over another body.
     let body = ev.to_string();
-    let ts = now();
+    let ts = now(&app);
     let sig = seatkeeper::kernel::signing::standard_sign(SECRET, "m1", ts, b"{}");
     let ts_text = ts.to_string();
     let r = post_signed(&app, &ev, "m1", &ts_text, &sig).await;
@@ -434,7 +433,8 @@ async fn stripe_events(b: Backend) {
             "items": {"data": [{"quantity": 2, "current_period_start": 1_790_000_000, "current_period_end": 1_800_000_000,
                 "price": {"id": price, "product": "prod_1"}}]}}}});
     let body = ev.to_string();
-    let header = seatkeeper::kernel::signing::stripe_sign(STRIPE_SECRET, now(), body.as_bytes());
+    let header =
+        seatkeeper::kernel::signing::stripe_sign(STRIPE_SECRET, now(&app), body.as_bytes());
     let r = post_stripe(&app, &ev, &header).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     assert_eq!(r.body["outcome"], "applied", "{}", r.raw);
@@ -448,13 +448,17 @@ async fn stripe_events(b: Backend) {
     // Redelivered: nothing changes. Wrong secret: 401.
     let r = post_stripe(&app, &ev, &header).await;
     assert_eq!(r.body["outcome"], "duplicate", "{}", r.raw);
-    let forged = seatkeeper::kernel::signing::stripe_sign("whsec_other", now(), body.as_bytes());
+    let forged =
+        seatkeeper::kernel::signing::stripe_sign("whsec_other", now(&app), body.as_bytes());
     let r = post_stripe(&app, &ev, &forged).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.raw);
     // Other event types are accepted and recorded without effect.
     let inv = json!({"id": format!("evt_inv_{}", product(&app)), "type": "invoice.paid", "created": 1_795_000_001, "data": {"object": {}}});
-    let h =
-        seatkeeper::kernel::signing::stripe_sign(STRIPE_SECRET, now(), inv.to_string().as_bytes());
+    let h = seatkeeper::kernel::signing::stripe_sign(
+        STRIPE_SECRET,
+        now(&app),
+        inv.to_string().as_bytes(),
+    );
     let r = post_stripe(&app, &inv, &h).await;
     assert_eq!(r.body["outcome"], "ignored", "{}", r.raw);
     // Deleted: the subscription is canceled and ended (here, days before the server's
@@ -465,8 +469,11 @@ async fn stripe_events(b: Backend) {
     del["created"] = json!(1_795_000_002);
     del["data"]["object"]["status"] = "canceled".into();
     del["data"]["object"]["ended_at"] = json!(1_795_000_002);
-    let h =
-        seatkeeper::kernel::signing::stripe_sign(STRIPE_SECRET, now(), del.to_string().as_bytes());
+    let h = seatkeeper::kernel::signing::stripe_sign(
+        STRIPE_SECRET,
+        now(&app),
+        del.to_string().as_bytes(),
+    );
     let r = post_stripe(&app, &del, &h).await;
     assert_eq!(r.body["outcome"], "applied", "{}", r.raw);
     assert_eq!(r.body["licenses"]["changed"], 2, "{}", r.raw);

@@ -550,7 +550,8 @@ async fn terms_expire_on_schedule(b: Backend) {
     // Eight days before the end: nothing yet.
     app.clock.advance(time::Duration::days(6));
     assert!(
-        seatkeeper::licenses::service::run_due(&app.store, &*clock)
+        seatkeeper::licenses::service::Licenses::new(app.store.clone(), clock.clone())
+            .run_due()
             .await
             .unwrap()
             .is_empty()
@@ -558,20 +559,23 @@ async fn terms_expire_on_schedule(b: Backend) {
     assert_eq!(expiring(&app).await, 0);
     // Within the 7-day notice: `subscription.expiring` once, and no license changes.
     app.clock.advance(time::Duration::days(7));
-    let done = seatkeeper::licenses::service::run_due(&app.store, &*clock)
+    let done = seatkeeper::licenses::service::Licenses::new(app.store.clone(), clock.clone())
+        .run_due()
         .await
         .unwrap();
     assert!(done.values().all(|o| o.total() == 0), "{done:?}");
     assert_eq!(expiring(&app).await, 1);
     assert!(
-        seatkeeper::licenses::service::run_due(&app.store, &*clock)
+        seatkeeper::licenses::service::Licenses::new(app.store.clone(), clock.clone())
+            .run_due()
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(expiring(&app).await, 1, "sent once per term end");
     app.clock.advance(time::Duration::days(2));
-    let done = seatkeeper::licenses::service::run_due(&app.store, &*clock)
+    let done = seatkeeper::licenses::service::Licenses::new(app.store.clone(), clock.clone())
+        .run_due()
         .await
         .unwrap();
     assert_eq!(done[&app.tenant].changed, 1);
@@ -583,7 +587,8 @@ async fn terms_expire_on_schedule(b: Backend) {
     );
     // Running again changes nothing: each transition applies once.
     assert!(
-        seatkeeper::licenses::service::run_due(&app.store, &*clock)
+        seatkeeper::licenses::service::Licenses::new(app.store.clone(), clock.clone())
+            .run_due()
             .await
             .unwrap()
             .is_empty()
@@ -608,13 +613,15 @@ async fn terms_expire_on_schedule(b: Backend) {
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     assert_eq!(licenses(&app).await["ann"].1, "pro");
     app.clock.advance(time::Duration::days(3)); // past ends_at, within grace
-    seatkeeper::licenses::service::run_due(&app.store, &*clock)
+    seatkeeper::licenses::service::Licenses::new(app.store.clone(), clock.clone())
+        .run_due()
         .await
         .unwrap();
     assert_eq!(licenses(&app).await["ann"], ("active".into(), "pro".into()));
     assert_eq!(usage(&app).await["phase"], "in_grace");
     app.clock.advance(time::Duration::days(7)); // grace over
-    let done = seatkeeper::licenses::service::run_due(&app.store, &*clock)
+    let done = seatkeeper::licenses::service::Licenses::new(app.store.clone(), clock.clone())
+        .run_due()
         .await
         .unwrap();
     assert_eq!(done[&app.tenant].revoked, 1);

@@ -18,7 +18,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::billing::store::{BillingRecord, StripeMaps};
 use crate::kernel::clock::Clock;
 use crate::kernel::error::{ApiError, ApiResult};
-use crate::kernel::store::Store;
+use crate::kernel::store::{Change as AuditChange, Store, VENDOR};
 use crate::licenses::decide::{Outcome, Scope, relicense};
 use crate::licenses::service::{
     Actor, audit_model, cause, require_tenant, settle_terms, subscription_json, transact,
@@ -631,5 +631,358 @@ mod tests {
         // Other event types are recorded and change nothing.
         let inv = json!({"id": "evt_i", "type": "invoice.paid", "created": 1_700_000_000, "data": {"object": {}}});
         assert!(parse_stripe(&inv, &maps).unwrap().ignored.is_some());
+    }
+}
+
+// ---------------------------------------------------------------- the service
+
+/// Settings keys of the billing secrets.
+const BILLING_SECRET: &str = "billing.secret";
+const BILLING_SECRET_PREVIOUS: &str = "billing.secret.previous";
+const BILLING_SECRET_PREVIOUS_UNTIL: &str = "billing.secret.previous_until";
+const STRIPE_SECRET: &str = "billing.stripe.secret";
+/// How long a rotated-out billing secret keeps verifying, so the billing system can switch.
+const ROTATION_OVERLAP: time::Duration = time::Duration::hours(24);
+
+/// The Standard Webhooks headers of a generic billing event.
+pub struct StandardHeaders<'a> {
+    /// `webhook-id`.
+    pub id: Option<&'a str>,
+    /// `webhook-timestamp`.
+    pub timestamp: Option<&'a str>,
+    /// `webhook-signature`.
+    pub signature: Option<&'a str>,
+}
+
+/// A billing secret now in force, and until when the one it replaced keeps verifying.
+#[derive(Debug, serde::Serialize)]
+pub struct SecretSet {
+    /// The secret (shown to the operator who set it, once).
+    pub secret: String,
+    /// Until when the previous secret is still accepted.
+    pub previous_valid_until: String,
+}
+
+/// The billing service: signed events in, and the vendor's billing settings (secrets and
+/// Stripe mappings), each change audited on the vendor chain without its secret.
+#[derive(Clone)]
+pub struct Billing {
+    store: Store,
+    clock: crate::kernel::clock::SharedClock,
+    config_secret: Option<String>,
+    config_stripe_secret: Option<String>,
+    tolerance: i64,
+    max_body: usize,
+    licenses: crate::licenses::service::Licenses,
+    tenants: crate::tenants::service::Tenants,
+}
+
+fn bad_signature(e: crate::kernel::signing::SignatureError) -> ApiError {
+    ApiError::Unauthorized(format!("the billing event's signature is not valid: {e}"))
+}
+
+/// A signed body, checked against the size limit after its signature.
+fn signed_body(body: &[u8], limit: usize) -> ApiResult<Value> {
+    if body.len() > limit {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the request body exceeds {limit} bytes"
+        )));
+    }
+    crate::kernel::extract::json_from_bytes(body)
+}
+
+impl Billing {
+    /// The service; `config` gives the secrets set by flags and the signature tolerance.
+    pub fn new(
+        store: Store,
+        clock: crate::kernel::clock::SharedClock,
+        config: &crate::kernel::config::Config,
+        licenses: crate::licenses::service::Licenses,
+        tenants: crate::tenants::service::Tenants,
+    ) -> Billing {
+        Billing {
+            store,
+            clock,
+            config_secret: config.billing_secret.clone(),
+            config_stripe_secret: config.stripe_secret.clone(),
+            tolerance: config.signature_tolerance,
+            max_body: config.max_body_bytes,
+            licenses,
+            tenants,
+        }
+    }
+
+    /// The secrets a generic event may be signed with: the configured one, the stored one,
+    /// and the previous stored one during its overlap.
+    async fn generic_secrets(&self) -> ApiResult<Vec<String>> {
+        let mut out: Vec<String> = self.config_secret.iter().cloned().collect();
+        if let Some(s) = self.store.setting(BILLING_SECRET).await? {
+            out.push(s);
+        }
+        if let (Some(prev), Some(until)) = (
+            self.store.setting(BILLING_SECRET_PREVIOUS).await?,
+            self.store.setting(BILLING_SECRET_PREVIOUS_UNTIL).await?,
+        ) && crate::kernel::clock::stamp(self.clock.now()) < until
+        {
+            out.push(prev);
+        }
+        Ok(out)
+    }
+
+    /// Verifies and applies a generic (Standard Webhooks) billing event.
+    pub async fn receive_generic(
+        &self,
+        request_id: &str,
+        h: StandardHeaders<'_>,
+        body: &[u8],
+    ) -> ApiResult<Applied> {
+        let secrets = self.generic_secrets().await?;
+        if secrets.is_empty() {
+            return Err(ApiError::Unauthorized(
+                "no billing secret is configured: set SEATKEEPER_BILLING_SECRET or POST /api/v1/billing/secret".into(),
+            ));
+        }
+        crate::kernel::signing::standard_verify(
+            &secrets,
+            h.id,
+            h.timestamp,
+            h.signature,
+            body,
+            self.clock.now().unix_timestamp(),
+            self.tolerance,
+        )
+        .map_err(bad_signature)?;
+        let ev = parse_generic(&signed_body(body, self.max_body)?)?;
+        self.apply(request_id, ev).await
+    }
+
+    /// Verifies and applies a Stripe event.
+    pub async fn receive_stripe(
+        &self,
+        request_id: &str,
+        signature: Option<&str>,
+        body: &[u8],
+    ) -> ApiResult<Applied> {
+        let mut secrets: Vec<String> = self.config_stripe_secret.iter().cloned().collect();
+        if let Some(s) = self.store.setting(STRIPE_SECRET).await? {
+            secrets.push(s);
+        }
+        if secrets.is_empty() {
+            return Err(ApiError::Unauthorized(
+                "no Stripe endpoint secret is configured: set SEATKEEPER_STRIPE_SECRET or PUT /api/v1/billing/stripe/secret".into(),
+            ));
+        }
+        crate::kernel::signing::stripe_verify(
+            &secrets,
+            signature,
+            body,
+            self.clock.now().unix_timestamp(),
+            self.tolerance,
+        )
+        .map_err(bad_signature)?;
+        let value = signed_body(body, self.max_body)?;
+        let maps = self.store.stripe_maps().await?;
+        let ev = parse_stripe(&value, &maps)?;
+        self.apply(request_id, ev).await
+    }
+
+    async fn apply(&self, request_id: &str, ev: Incoming) -> ApiResult<Applied> {
+        let source = ev.source;
+        let applied = apply(&self.store, &*self.clock, request_id, ev).await?;
+        metrics::counter!("seatkeeper_billing_events_total", "source" => source, "outcome" => applied.outcome.clone()).increment(1);
+        Ok(applied)
+    }
+
+    /// Sets the generic endpoint's secret (a new random one when `secret` is `None`); the
+    /// one it replaces keeps verifying for a day.
+    pub async fn set_secret(&self, actor: &Actor, secret: Option<String>) -> ApiResult<SecretSet> {
+        let rotated = secret.is_none();
+        let secret = secret.unwrap_or_else(crate::kernel::signing::new_secret);
+        let now = self.clock.now();
+        let (at, until) = (time_text(now), time_text(now + ROTATION_OVERLAP));
+        let (actor, set) = (
+            actor.clone(),
+            SecretSet {
+                secret,
+                previous_valid_until: until,
+            },
+        );
+        self.store
+            .write(move |tx| {
+                let old = tx.setting(BILLING_SECRET)?;
+                if let Some(old) = &old {
+                    tx.put_setting(BILLING_SECRET_PREVIOUS, old)?;
+                    tx.put_setting(BILLING_SECRET_PREVIOUS_UNTIL, &set.previous_valid_until)?;
+                }
+                tx.put_setting(BILLING_SECRET, &set.secret)?;
+                tx.record_change(
+                    &actor,
+                    &at,
+                    AuditChange {
+                        chain: VENDOR,
+                        action: if rotated { "billing.secret.rotate" } else { "billing.secret.set" },
+                        resource_type: "BillingSecret",
+                        resource_id: "generic",
+                        before: Some(json!({"set": old.is_some()})),
+                        after: Some(json!({"set": true, "previous_valid_until": old.as_ref().map(|_| &set.previous_valid_until)})),
+                    },
+                )?;
+                Ok::<_, ApiError>(set)
+            })
+            .await
+    }
+
+    /// Sets the Stripe endpoint's signing secret.
+    pub async fn set_stripe_secret(&self, actor: &Actor, secret: &str) -> ApiResult<()> {
+        let at = time_text(self.clock.now());
+        let (actor, secret) = (actor.clone(), secret.to_string());
+        self.store
+            .write(move |tx| {
+                let old = tx.setting(STRIPE_SECRET)?;
+                tx.put_setting(STRIPE_SECRET, &secret)?;
+                tx.record_change(
+                    &actor,
+                    &at,
+                    AuditChange {
+                        chain: VENDOR,
+                        action: "billing.stripe_secret.set",
+                        resource_type: "BillingSecret",
+                        resource_id: "stripe",
+                        before: Some(json!({"set": old.is_some()})),
+                        after: Some(json!({"set": true})),
+                    },
+                )?;
+                Ok::<_, ApiError>(())
+            })
+            .await
+    }
+
+    /// Maps a Stripe price (or product) id to a plan of the catalogue.
+    pub async fn map_price(
+        &self,
+        actor: &Actor,
+        price: &str,
+        product: &str,
+        plan: &str,
+    ) -> ApiResult<()> {
+        if !self.licenses.has_plan(product, plan).await? {
+            return Err(scim::Error::InvalidValue(format!(
+                "product '{product}' with plan '{plan}' is not in the catalogue"
+            ))
+            .into());
+        }
+        let at = time_text(self.clock.now());
+        let (actor, price, product, plan) = (
+            actor.clone(),
+            price.to_string(),
+            product.to_string(),
+            plan.to_string(),
+        );
+        self.store
+            .write(move |tx| {
+                let before = tx.put_stripe_price(&price, &product, &plan)?;
+                tx.record_change(
+                    &actor,
+                    &at,
+                    AuditChange {
+                        chain: VENDOR,
+                        action: "billing.stripe_price.put",
+                        resource_type: "StripePrice",
+                        resource_id: &price,
+                        before: before
+                            .map(|(product, plan)| json!({"product": product, "plan": plan})),
+                        after: Some(json!({"product": product, "plan": plan})),
+                    },
+                )?;
+                Ok::<_, ApiError>(())
+            })
+            .await
+    }
+
+    /// Removes a price mapping (404 if there was none).
+    pub async fn unmap_price(&self, actor: &Actor, price: &str) -> ApiResult<()> {
+        let at = time_text(self.clock.now());
+        let (actor, price) = (actor.clone(), price.to_string());
+        self.store
+            .write(move |tx| {
+                let Some((product, plan)) = tx.delete_stripe_price(&price)? else {
+                    return Err(ApiError::NotFound(format!("price {price} is not mapped")));
+                };
+                tx.record_change(
+                    &actor,
+                    &at,
+                    AuditChange {
+                        chain: VENDOR,
+                        action: "billing.stripe_price.delete",
+                        resource_type: "StripePrice",
+                        resource_id: &price,
+                        before: Some(json!({"product": product, "plan": plan})),
+                        after: None,
+                    },
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Maps a Stripe customer to a tenant.
+    pub async fn map_customer(&self, actor: &Actor, customer: &str, tenant: &str) -> ApiResult<()> {
+        let at = time_text(self.clock.now());
+        let (actor, customer, tenant) = (actor.clone(), customer.to_string(), tenant.to_string());
+        self.store
+            .write(move |tx| {
+                require_tenant(tx, &tenant).map_err(|_| {
+                    ApiError::from(scim::Error::InvalidValue(format!("no tenant '{tenant}'")))
+                })?;
+                let before = tx.put_stripe_customer(&customer, &tenant)?;
+                tx.record_change(
+                    &actor,
+                    &at,
+                    AuditChange {
+                        chain: VENDOR,
+                        action: "billing.stripe_customer.put",
+                        resource_type: "StripeCustomer",
+                        resource_id: &customer,
+                        before: before.map(|t| json!({"tenant": t})),
+                        after: Some(json!({"tenant": tenant})),
+                    },
+                )?;
+                Ok::<_, ApiError>(())
+            })
+            .await
+    }
+
+    /// Removes a customer mapping (404 if there was none).
+    pub async fn unmap_customer(&self, actor: &Actor, customer: &str) -> ApiResult<()> {
+        let at = time_text(self.clock.now());
+        let (actor, customer) = (actor.clone(), customer.to_string());
+        self.store
+            .write(move |tx| {
+                let Some(tenant) = tx.delete_stripe_customer(&customer)? else {
+                    return Err(ApiError::NotFound(format!(
+                        "customer {customer} is not mapped"
+                    )));
+                };
+                tx.record_change(
+                    &actor,
+                    &at,
+                    AuditChange {
+                        chain: VENDOR,
+                        action: "billing.stripe_customer.delete",
+                        resource_type: "StripeCustomer",
+                        resource_id: &customer,
+                        before: Some(json!({"tenant": tenant})),
+                        after: None,
+                    },
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// A tenant's received billing events, newest first.
+    pub async fn log(&self, tenant: &str, limit: i64) -> ApiResult<Vec<BillingRecord>> {
+        self.tenants.require(tenant).await?;
+        Ok(self.store.billing_events(tenant, limit).await?)
     }
 }

@@ -169,59 +169,6 @@ impl Store {
         Ok(StripeMaps { prices, customers })
     }
 
-    /// Maps a Stripe price (or product) id to a product and plan.
-    pub async fn put_stripe_price(
-        &self,
-        price: &str,
-        product: &str,
-        plan: &str,
-    ) -> StoreResult<()> {
-        self.pool()
-            .execute(
-                "INSERT INTO billing_stripe_prices (price, product, plan) VALUES ($1, $2, $3) \
-                 ON CONFLICT (price) DO UPDATE SET product = excluded.product, plan = excluded.plan",
-                &params![price, product, plan],
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Removes a price mapping; returns whether it existed.
-    pub async fn delete_stripe_price(&self, price: &str) -> StoreResult<bool> {
-        Ok(self
-            .pool()
-            .execute(
-                "DELETE FROM billing_stripe_prices WHERE price = $1",
-                &params![price],
-            )
-            .await?
-            == 1)
-    }
-
-    /// Maps a Stripe customer to a tenant.
-    pub async fn put_stripe_customer(&self, customer: &str, tenant: &str) -> StoreResult<()> {
-        self.pool()
-            .execute(
-                "INSERT INTO billing_stripe_customers (customer, tenant_id) VALUES ($1, $2) \
-                 ON CONFLICT (customer) DO UPDATE SET tenant_id = excluded.tenant_id",
-                &params![customer, tenant],
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Removes a customer mapping; returns whether it existed.
-    pub async fn delete_stripe_customer(&self, customer: &str) -> StoreResult<bool> {
-        Ok(self
-            .pool()
-            .execute(
-                "DELETE FROM billing_stripe_customers WHERE customer = $1",
-                &params![customer],
-            )
-            .await?
-            == 1)
-    }
-
     /// Recent billing events of a tenant, newest first.
     pub async fn billing_events(
         &self,
@@ -240,5 +187,62 @@ impl Store {
             .iter()
             .map(billing_from_row)
             .collect())
+    }
+}
+
+impl Tx<'_> {
+    /// Maps a Stripe price (or product) id to a product and plan; returns the mapping it
+    /// replaced.
+    pub(crate) fn put_stripe_price(
+        &mut self,
+        price: &str,
+        product: &str,
+        plan: &str,
+    ) -> StoreResult<Option<(String, String)>> {
+        let before = self.stripe_price(price)?;
+        self.execute(
+            "INSERT INTO billing_stripe_prices (price, product, plan) VALUES ($1, $2, $3) \
+             ON CONFLICT (price) DO UPDATE SET product = excluded.product, plan = excluded.plan",
+            &params![price, product, plan],
+        )?;
+        Ok(before)
+    }
+
+    /// Removes a price mapping; returns it, if it existed.
+    pub(crate) fn delete_stripe_price(
+        &mut self,
+        price: &str,
+    ) -> StoreResult<Option<(String, String)>> {
+        let before = self.stripe_price(price)?;
+        self.execute(
+            "DELETE FROM billing_stripe_prices WHERE price = $1",
+            &params![price],
+        )?;
+        Ok(before)
+    }
+
+    /// Maps a Stripe customer to a tenant; returns the tenant it was mapped to.
+    pub(crate) fn put_stripe_customer(
+        &mut self,
+        customer: &str,
+        tenant: &str,
+    ) -> StoreResult<Option<String>> {
+        let before = self.stripe_customer(customer)?;
+        self.execute(
+            "INSERT INTO billing_stripe_customers (customer, tenant_id) VALUES ($1, $2) \
+             ON CONFLICT (customer) DO UPDATE SET tenant_id = excluded.tenant_id",
+            &params![customer, tenant],
+        )?;
+        Ok(before)
+    }
+
+    /// Removes a customer mapping; returns its tenant, if it existed.
+    pub(crate) fn delete_stripe_customer(&mut self, customer: &str) -> StoreResult<Option<String>> {
+        let before = self.stripe_customer(customer)?;
+        self.execute(
+            "DELETE FROM billing_stripe_customers WHERE customer = $1",
+            &params![customer],
+        )?;
+        Ok(before)
     }
 }

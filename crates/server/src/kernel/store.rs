@@ -582,6 +582,22 @@ impl Tx<'_> {
         Ok(row.int(0))
     }
 
+    /// A setting, read in the transaction.
+    pub fn setting(&mut self, key: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .fetch_opt("SELECT value FROM settings WHERE key = $1", &params![key])?
+            .map(|r| r.text(0)))
+    }
+
+    /// Writes a setting (insert or replace) in the transaction.
+    pub fn put_setting(&mut self, key: &str, value: &str) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &params![key, value],
+        )?;
+        Ok(())
+    }
+
     /// Records an administrative change on its chain (audit record only; the caller adds an
     /// outbox event where consumers care).
     pub fn record_change(&mut self, actor: &Actor, at: &str, c: Change<'_>) -> StoreResult<i64> {

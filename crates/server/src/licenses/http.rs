@@ -9,7 +9,6 @@ use serde_json::{Value, json};
 use crate::app::Shared;
 use crate::kernel::error::ApiResult;
 use crate::kernel::extract::{AdminAuth, ScimJson, read_json};
-use crate::licenses::service as model;
 
 /// The admin routes.
 pub fn routes() -> Router<Shared> {
@@ -28,13 +27,6 @@ pub fn routes() -> Router<Shared> {
         .route("/tenants/{id}/users/{user_id}/licenses", get(user_licenses))
         .route("/model", put(put_model).get(get_model))
         .route("/scheduler/run", post(run_scheduler))
-}
-
-fn actor(auth: &AdminAuth) -> model::Actor {
-    model::Actor {
-        name: "admin".into(),
-        request_id: auth.request_id.clone(),
-    }
 }
 
 #[derive(serde::Deserialize)]
@@ -61,14 +53,14 @@ async fn list_subscriptions(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     state.tenants.require(&id).await?;
-    let subs: Vec<Value> = state
-        .store
-        .subscriptions(&id)
-        .await?
-        .iter()
-        .map(model::subscription_json)
-        .collect();
+    let subs = state.licenses.subscriptions(&id).await?;
     Ok(ScimJson(json!({"tenant": id, "subscriptions": subs})).into_response())
+}
+
+/// A subscription or rule as the model file writes it: the licensing crate's parser checks
+/// it (types, ranges, unknown keys) with located errors.
+async fn model_body(req: Request, limit: usize) -> ApiResult<Value> {
+    read_json(req, limit).await
 }
 
 async fn put_subscription(
@@ -77,16 +69,11 @@ async fn put_subscription(
     Path((id, product)): Path<(String, String)>,
     req: Request,
 ) -> ApiResult<Response> {
-    let body = read_json(req, state.config.max_body_bytes).await?;
-    let (sub, outcome) = model::put_subscription(
-        &state.store,
-        &*state.engine_clock(),
-        actor(&auth),
-        &id,
-        &product,
-        body,
-    )
-    .await?;
+    let body = model_body(req, state.config.max_body_bytes).await?;
+    let (sub, outcome) = state
+        .licenses
+        .put_subscription(auth.actor(), &id, &product, body)
+        .await?;
     Ok(ScimJson(json!({"subscription": sub, "licenses": outcome})).into_response())
 }
 
@@ -95,14 +82,10 @@ async fn delete_subscription(
     auth: AdminAuth,
     Path((id, product)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let outcome = model::delete_subscription(
-        &state.store,
-        &*state.engine_clock(),
-        actor(&auth),
-        &id,
-        &product,
-    )
-    .await?;
+    let outcome = state
+        .licenses
+        .delete_subscription(auth.actor(), &id, &product)
+        .await?;
     Ok(ScimJson(json!({"licenses": outcome})).into_response())
 }
 
@@ -112,7 +95,7 @@ async fn list_rules(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     state.tenants.require(&id).await?;
-    let rules = state.store.rule_rows(&id).await?;
+    let rules = state.licenses.rules(&id).await?;
     Ok(ScimJson(json!({"tenant": id, "rules": rules})).into_response())
 }
 
@@ -122,16 +105,11 @@ async fn put_rule(
     Path((id, name)): Path<(String, String)>,
     req: Request,
 ) -> ApiResult<Response> {
-    let body = read_json(req, state.config.max_body_bytes).await?;
-    let (rule, outcome) = model::put_rule(
-        &state.store,
-        &*state.engine_clock(),
-        actor(&auth),
-        &id,
-        &name,
-        body,
-    )
-    .await?;
+    let body = model_body(req, state.config.max_body_bytes).await?;
+    let (rule, outcome) = state
+        .licenses
+        .put_rule(auth.actor(), &id, &name, body)
+        .await?;
     Ok(ScimJson(json!({"rule": rule, "licenses": outcome})).into_response())
 }
 
@@ -140,14 +118,7 @@ async fn delete_rule(
     auth: AdminAuth,
     Path((id, name)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let outcome = model::delete_rule(
-        &state.store,
-        &*state.engine_clock(),
-        actor(&auth),
-        &id,
-        &name,
-    )
-    .await?;
+    let outcome = state.licenses.delete_rule(auth.actor(), &id, &name).await?;
     Ok(ScimJson(json!({"licenses": outcome})).into_response())
 }
 
@@ -156,8 +127,7 @@ async fn usage(
     _auth: AdminAuth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let usage = model::usage(&state.store, &*state.engine_clock(), &id).await?;
-    Ok(ScimJson(usage).into_response())
+    Ok(ScimJson(state.licenses.usage(&id).await?).into_response())
 }
 
 async fn user_licenses(
@@ -166,7 +136,7 @@ async fn user_licenses(
     Path((id, user)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     state.tenants.require(&id).await?;
-    let out = model::user_licenses(&state.store, &id, &user).await?;
+    let out = state.licenses.user_licenses(&id, &user).await?;
     Ok(ScimJson(out).into_response())
 }
 
@@ -177,35 +147,17 @@ async fn put_model(
     req: Request,
 ) -> ApiResult<Response> {
     let dry_run = dry.on()?;
-    let body = read_json(req, state.config.max_body_bytes).await?;
+    let body = model_body(req, state.config.max_body_bytes).await?;
     let spec = licensing::spec::Spec::from_json(&body)?;
-    let applied = model::apply(
-        &state.store,
-        &*state.engine_clock(),
-        actor(&auth),
-        spec,
-        dry_run,
-    )
-    .await?;
+    let applied = state.licenses.apply(auth.actor(), spec, dry_run).await?;
     Ok(ScimJson(json!(applied)).into_response())
 }
 
 async fn get_model(State(state): State<Shared>, _auth: AdminAuth) -> ApiResult<Response> {
-    let products = state.store.products().await?;
-    let products: Vec<Value> = products
-        .iter()
-        .map(|p| {
-            json!({
-                "key": p.key.as_str(),
-                "name": p.name,
-                "plans": crate::licenses::store::plans_json(&p.plans),
-            })
-        })
-        .collect();
-    Ok(ScimJson(json!({"products": products})).into_response())
+    Ok(ScimJson(state.licenses.catalogue().await?).into_response())
 }
 
 async fn run_scheduler(State(state): State<Shared>, _auth: AdminAuth) -> ApiResult<Response> {
-    let out = model::run_due(&state.store, &*state.engine_clock()).await?;
+    let out = state.licenses.run_due().await?;
     Ok(ScimJson(json!({"tenants": out})).into_response())
 }

@@ -230,7 +230,7 @@ pub(crate) fn require_tenant(tx: &mut Tx<'_>, tenant: &str) -> ApiResult<()> {
 }
 
 /// `PUT /api/v1/tenants/{id}/subscriptions/{product}`.
-pub async fn put_subscription(
+async fn put_subscription(
     store: &Store,
     clock: &dyn Clock,
     actor: Actor,
@@ -283,7 +283,7 @@ pub async fn put_subscription(
 }
 
 /// `DELETE /api/v1/tenants/{id}/subscriptions/{product}`: every license of it is freed.
-pub async fn delete_subscription(
+async fn delete_subscription(
     store: &Store,
     clock: &dyn Clock,
     actor: Actor,
@@ -326,7 +326,7 @@ pub async fn delete_subscription(
 }
 
 /// `PUT /api/v1/tenants/{id}/rules/{name}`.
-pub async fn put_rule(
+async fn put_rule(
     store: &Store,
     clock: &dyn Clock,
     actor: Actor,
@@ -379,7 +379,7 @@ pub async fn put_rule(
 }
 
 /// `DELETE /api/v1/tenants/{id}/rules/{name}`.
-pub async fn delete_rule(
+async fn delete_rule(
     store: &Store,
     clock: &dyn Clock,
     actor: Actor,
@@ -446,7 +446,7 @@ fn current_spec(tx: &mut Tx<'_>, products: &[String], tenants: &[String]) -> Api
 /// tenant's subscriptions and rules become exactly the declared ones; products and tenants
 /// the file does not mention are left alone. Then every tenant the change can reach is
 /// re-decided.
-pub async fn apply(
+async fn apply(
     store: &Store,
     clock: &dyn Clock,
     actor: Actor,
@@ -619,7 +619,7 @@ fn check_plans_in_use(tx: &mut Tx<'_>, p: &Product, spec: &Spec) -> ApiResult<()
 /// Runs every term transition that is due at `now`: each subscription whose start, end or
 /// end of grace has passed is settled and its tenant re-decided, once. Safe to run on every
 /// node at once: each tenant is re-checked under its lock.
-pub async fn run_due(store: &Store, clock: &dyn Clock) -> ApiResult<BTreeMap<String, Outcome>> {
+async fn run_due(store: &Store, clock: &dyn Clock) -> ApiResult<BTreeMap<String, Outcome>> {
     let now = clock.now();
     let now_text = time_text(now);
     let due_text = now_text.clone();
@@ -664,7 +664,7 @@ pub async fn run_due(store: &Store, clock: &dyn Clock) -> ApiResult<BTreeMap<Str
 }
 
 /// Seat usage per subscription of a tenant.
-pub async fn usage(store: &Store, clock: &dyn Clock, tenant: &str) -> ApiResult<Value> {
+async fn usage(store: &Store, clock: &dyn Clock, tenant: &str) -> ApiResult<Value> {
     if store.tenant(tenant).await?.is_none() {
         return Err(ApiError::NotFound(format!("tenant {tenant} not found")));
     }
@@ -706,7 +706,7 @@ pub async fn usage(store: &Store, clock: &dyn Clock, tenant: &str) -> ApiResult<
 }
 
 /// A user's licenses with their explanation chains and history.
-pub async fn user_licenses(store: &Store, tenant: &str, user: &str) -> ApiResult<Value> {
+async fn user_licenses(store: &Store, tenant: &str, user: &str) -> ApiResult<Value> {
     let rows = store.licenses_of(tenant, &[user.to_string()]).await?;
     let exists = store
         .get_resource(crate::directory::store::Kind::User, tenant, user)
@@ -790,4 +790,136 @@ pub fn plan_text(a: &Applied) -> String {
         "applied in one transaction\n"
     });
     out
+}
+
+/// The licensing service: the catalogue, subscriptions and rules, each change one transaction
+/// with the license changes it causes; term transitions; usage and explanations.
+#[derive(Clone)]
+pub struct Licenses {
+    store: Store,
+    clock: crate::kernel::clock::SharedClock,
+}
+
+impl Licenses {
+    /// The service over a store.
+    pub fn new(store: Store, clock: crate::kernel::clock::SharedClock) -> Licenses {
+        Licenses { store, clock }
+    }
+
+    /// Creates or changes a subscription (the body as the model file has it); re-decides
+    /// every license of the tenant.
+    pub async fn put_subscription(
+        &self,
+        actor: Actor,
+        tenant: &str,
+        product: &str,
+        body: Value,
+    ) -> ApiResult<(Value, Outcome)> {
+        put_subscription(&self.store, &*self.clock, actor, tenant, product, body).await
+    }
+
+    /// Removes a subscription; its licenses are revoked.
+    pub async fn delete_subscription(
+        &self,
+        actor: Actor,
+        tenant: &str,
+        product: &str,
+    ) -> ApiResult<Outcome> {
+        delete_subscription(&self.store, &*self.clock, actor, tenant, product).await
+    }
+
+    /// A tenant's subscriptions.
+    pub async fn subscriptions(&self, tenant: &str) -> ApiResult<Vec<Value>> {
+        Ok(self
+            .store
+            .subscriptions(tenant)
+            .await?
+            .iter()
+            .map(subscription_json)
+            .collect())
+    }
+
+    /// Creates or changes an assignment rule; re-decides every license of the tenant.
+    pub async fn put_rule(
+        &self,
+        actor: Actor,
+        tenant: &str,
+        name: &str,
+        body: Value,
+    ) -> ApiResult<(Value, Outcome)> {
+        put_rule(&self.store, &*self.clock, actor, tenant, name, body).await
+    }
+
+    /// Removes an assignment rule.
+    pub async fn delete_rule(&self, actor: Actor, tenant: &str, name: &str) -> ApiResult<Outcome> {
+        delete_rule(&self.store, &*self.clock, actor, tenant, name).await
+    }
+
+    /// A tenant's assignment rules.
+    pub async fn rules(&self, tenant: &str) -> ApiResult<Vec<RuleRow>> {
+        Ok(self.store.rule_rows(tenant).await?)
+    }
+
+    /// Applies (or with `dry_run` plans) a model: products, plans, and tenants'
+    /// subscriptions and rules.
+    pub async fn apply(&self, actor: Actor, spec: Spec, dry_run: bool) -> ApiResult<Applied> {
+        apply(&self.store, &*self.clock, actor, spec, dry_run).await
+    }
+
+    /// The catalogue as JSON: products with their plans.
+    pub async fn catalogue(&self) -> ApiResult<Value> {
+        let products: Vec<Value> = self
+            .store
+            .products()
+            .await?
+            .iter()
+            .map(|p| {
+                json!({
+                    "key": p.key.as_str(),
+                    "name": p.name,
+                    "plans": crate::licenses::store::plans_json(&p.plans),
+                })
+            })
+            .collect();
+        Ok(json!({ "products": products }))
+    }
+
+    /// Whether the catalogue has this product and plan.
+    pub async fn has_plan(&self, product: &str, plan: &str) -> ApiResult<bool> {
+        Ok(self
+            .store
+            .products()
+            .await?
+            .iter()
+            .find(|p| p.key.as_str() == product)
+            .is_some_and(|p| p.plans.iter().any(|pl| pl.key.as_str() == plan)))
+    }
+
+    /// Applies every term transition due now (trial and term ends, grace ends).
+    pub async fn run_due(&self) -> ApiResult<BTreeMap<String, Outcome>> {
+        run_due(&self.store, &*self.clock).await
+    }
+
+    /// Runs due transitions at the instant of another clock (the test clock once moved).
+    pub async fn run_due_at(&self, clock: &dyn Clock) -> ApiResult<BTreeMap<String, Outcome>> {
+        run_due(&self.store, clock).await
+    }
+
+    /// A tenant's seats per subscription.
+    pub async fn usage(&self, tenant: &str) -> ApiResult<Value> {
+        usage(&self.store, &*self.clock, tenant).await
+    }
+
+    /// A user's licenses, with why.
+    pub async fn user_licenses(&self, tenant: &str, user: &str) -> ApiResult<Value> {
+        user_licenses(&self.store, tenant, user).await
+    }
+
+    /// How many days before a term ends `subscription.expiring` goes out.
+    pub async fn set_expiry_notice_days(&self, days: u32) -> ApiResult<()> {
+        Ok(self
+            .store
+            .put_setting(EXPIRY_NOTICE_DAYS, &days.min(3650).to_string())
+            .await?)
+    }
 }

@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 use crate::app::Shared;
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::extract::{AdminAuth, ScimJson, read_json};
-use crate::licenses::service as model;
 
 /// The operations routes.
 pub fn routes() -> Router<Shared> {
@@ -73,7 +72,7 @@ async fn move_clock(
             )
         })?;
     clock.advance(time::Duration::seconds(secs));
-    let out = model::run_due(&state.store, &clock).await?;
+    let out = state.licenses.run_due_at(&clock).await?;
     Ok(ScimJson(json!({
         "now": crate::kernel::clock::stamp(crate::kernel::clock::Clock::now(&clock)),
         "tenants": out,
