@@ -32,6 +32,8 @@ pub struct AppState {
     pub licenses: crate::licenses::service::Licenses,
     /// Billing events in and billing settings.
     pub billing: crate::billing::service::Billing,
+    /// The audit trail.
+    pub audit: crate::audit::service::Audit,
     /// Entitlement snapshots, for checks.
     pub snapshots: std::sync::Arc<crate::apps::snapshot::Snapshots>,
     /// Signs entitlement tokens.
@@ -62,7 +64,6 @@ impl AppState {
         let snapshots =
             crate::apps::snapshot::Snapshots::new(store.clone(), engine.clock().clone());
         store.set_after_commit(snapshots.clone());
-        snapshots.spawn(config.activity_flush);
         let gate = Gate::new(store.clone(), &config, admin_hash);
         let tenants = crate::tenants::service::Tenants::new(store.clone(), engine.clock().clone());
         let licenses =
@@ -77,6 +78,7 @@ impl AppState {
                 tenants.clone(),
             ),
             licenses,
+            audit: crate::audit::service::Audit::new(store.clone(), engine.clock().clone()),
             tenants: tenants.clone(),
             events: crate::events::service::Events::new(
                 store.clone(),

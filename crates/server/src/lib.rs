@@ -8,6 +8,7 @@ pub mod billing;
 pub mod demo;
 pub mod directory;
 pub mod events;
+pub mod jobs;
 pub mod kernel;
 pub mod licenses;
 pub mod ops;
@@ -20,17 +21,24 @@ use kernel::clock::{self, SharedClock};
 use kernel::config::Config;
 use kernel::store::Store;
 
-/// Builds the HTTP application over a store.
+/// An application: its router and its background tasks (drop it to stop them, or call
+/// [`jobs::Jobs::shutdown`] for an orderly stop).
+pub struct App {
+    /// The HTTP application.
+    pub router: axum::Router,
+    /// Its background tasks.
+    pub jobs: jobs::Jobs,
+}
+
+/// Builds the HTTP application over a store, with the background tasks every app needs.
 pub fn app(
     store: Store,
     clock: SharedClock,
     config: Config,
     admin_hash: String,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-) -> axum::Router {
-    let engine = Engine::new(store, clock);
-    let state = Arc::new(app::AppState::new(engine, config, admin_hash, metrics));
-    app::router(state)
+) -> App {
+    build(store, clock, None, config, admin_hash, metrics)
 }
 
 /// Builds the HTTP application on a test clock that `POST /api/v1/clock` moves.
@@ -40,37 +48,28 @@ pub fn app_on_test_clock(
     config: Config,
     admin_hash: String,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-) -> axum::Router {
-    let engine = Engine::new(store, Arc::new(clock.clone()));
-    let mut state = app::AppState::new(engine, config, admin_hash, metrics);
-    state.manual_clock = Some(clock);
-    app::router(Arc::new(state))
+) -> App {
+    let shared: SharedClock = Arc::new(clock.clone());
+    build(store, shared, Some(clock), config, admin_hash, metrics)
 }
 
-/// Runs due term transitions (trial and term ends, grace ends) now and then every
-/// `every`, for as long as the process lives. Catches up at start: whatever fell due while
-/// the server was down is applied on the first tick.
-pub fn spawn_scheduler(
+fn build(
     store: Store,
     clock: SharedClock,
-    every: std::time::Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            match licenses::service::Licenses::new(store.clone(), clock.clone())
-                .run_due()
-                .await
-            {
-                Ok(done) => {
-                    for (tenant, outcome) in done {
-                        tracing::info!(%tenant, changed = outcome.total(), "term transitions applied");
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "scheduler tick failed; retrying"),
-            }
-            tokio::time::sleep(every).await;
-        }
-    })
+    manual: Option<clock::ManualClock>,
+    config: Config,
+    admin_hash: String,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> App {
+    let activity_every = config.activity_flush;
+    let engine = Engine::new(store.clone(), clock.clone());
+    let mut state = app::AppState::new(engine, config, admin_hash, metrics);
+    state.manual_clock = manual;
+    let jobs = jobs::Jobs::for_app(store, clock, state.snapshots.clone(), activity_every);
+    App {
+        router: app::router(Arc::new(state)),
+        jobs,
+    }
 }
 
 /// Installs the Prometheus recorder (once per process).

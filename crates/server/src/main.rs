@@ -312,74 +312,42 @@ async fn serve(
             "generated admin token (shown once; set SEATKEEPER_ADMIN_TOKEN to choose your own): {token}"
         );
     }
-    let (app, clock): (axum::Router, SharedClock) = match &args.test_clock {
+    let app = match &args.test_clock {
         Some(start) => {
             let start =
                 time::OffsetDateTime::parse(start, &time::format_description::well_known::Rfc3339)
                     .with_context(|| format!("--test-clock {start} is not an RFC 3339 instant"))?;
-            let manual = seatkeeper::kernel::clock::ManualClock::at(start);
             tracing::warn!("running on a test clock that only POST /api/v1/clock moves");
-            (
-                seatkeeper::app_on_test_clock(
-                    store.clone(),
-                    manual.clone(),
-                    config_from(args),
-                    admin_hash,
-                    seatkeeper::install_metrics(),
-                ),
-                Arc::new(manual),
-            )
-        }
-        None => (
-            seatkeeper::app(
+            seatkeeper::app_on_test_clock(
                 store.clone(),
-                clock.clone(),
+                seatkeeper::kernel::clock::ManualClock::at(start),
                 config_from(args),
                 admin_hash,
                 seatkeeper::install_metrics(),
-            ),
-            clock,
+            )
+        }
+        None => seatkeeper::app(
+            store.clone(),
+            clock.clone(),
+            config_from(args),
+            admin_hash,
+            seatkeeper::install_metrics(),
         ),
     };
-    let scheduler = seatkeeper::spawn_scheduler(
-        store.clone(),
-        clock,
-        Duration::from_secs(args.scheduler_interval.max(1)),
-    );
-    store
-        .put_setting(
-            seatkeeper::licenses::service::EXPIRY_NOTICE_DAYS,
-            &args.expiry_notice_days.min(3650).to_string(),
-        )
+    seatkeeper::licenses::service::Licenses::new(store.clone(), clock)
+        .set_expiry_notice_days(args.expiry_notice_days)
         .await?;
-    let _listener_task = store.listen_other_nodes();
-    let _retention = (args.audit_retention_days > 0).then(|| {
-        let (store, days) = (store.clone(), args.audit_retention_days);
-        tokio::spawn(async move {
-            loop {
-                match seatkeeper::audit::service::prune_audit(&store, &seatkeeper::kernel::clock::SystemClock, days, None).await {
-                    Ok(done) => {
-                        for (t, cp) in done {
-                            if let Some(cp) = cp {
-                                tracing::info!(tenant = %t, through = cp.seq, "audit records pruned");
-                            }
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "audit pruning failed; retrying"),
-                }
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-            }
-        })
-    });
-    let dispatcher = seatkeeper::events::dispatcher::spawn(
-        store.clone(),
-        seatkeeper::events::dispatcher::DispatchConfig {
+    let seatkeeper::App { router, mut jobs } = app;
+    jobs.start_server(seatkeeper::jobs::Schedule {
+        scheduler_every: Duration::from_secs(args.scheduler_interval.max(1)),
+        audit_retention_days: args.audit_retention_days,
+        dispatch: seatkeeper::events::dispatcher::DispatchConfig {
             max_attempts: args.webhook_max_attempts.max(1),
             retry_base: Duration::from_millis(args.webhook_retry_base_ms.max(10)),
             timeout: Duration::from_secs(args.webhook_timeout.max(1)),
             ..Default::default()
         },
-    );
+    });
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -389,7 +357,7 @@ async fn serve(
     // SHUTDOWN_GRACE: a client that holds a connection open must not keep a stopped server
     // alive (answered writes are committed either way).
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         shutdown().await;
         let _ = stopping.send(());
     });
@@ -400,8 +368,7 @@ async fn serve(
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => tracing::warn!("requests still open after {SHUTDOWN_GRACE:?}; stopping anyway"),
     }
-    scheduler.abort();
-    dispatcher.abort();
+    jobs.shutdown().await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -424,6 +391,15 @@ async fn print_new_credential(
     println!("{}", created.token);
     store.close().await;
     Ok(())
+}
+
+/// How the CLI names an audit chain.
+fn chain_label(chain: &str) -> String {
+    if chain == seatkeeper::kernel::store::VENDOR {
+        "vendor chain".into()
+    } else {
+        format!("tenant {chain}")
+    }
 }
 
 /// The command line as the audit trail records it.
@@ -588,21 +564,19 @@ async fn main() -> anyhow::Result<()> {
                 None => None,
             };
             let store = open(&db.database, None).await?;
-            let results = seatkeeper::audit::service::verify_audit(
-                &store,
-                tenant.as_deref(),
-                pinned.as_ref(),
-            )
-            .await?;
+            let results = seatkeeper::audit::service::Audit::new(store.clone(), clock.clone())
+                .verify(tenant.as_deref(), pinned.as_ref())
+                .await?;
             store.close().await;
             let mut broken = false;
             for (t, n, r) in results {
+                let t = chain_label(&t);
                 match r {
-                    Ok(()) => println!("ok      tenant {t}: {n} records, chain intact"),
+                    Ok(()) => println!("ok      {t}: {n} records, chain intact"),
                     Err(b) => {
                         broken = true;
                         println!(
-                            "BROKEN  tenant {t}: first broken link at record {}: {}",
+                            "BROKEN  {t}: first broken link at record {}: {}",
                             b.seq, b.reason
                         );
                     }
@@ -623,22 +597,19 @@ async fn main() -> anyhow::Result<()> {
         } => {
             init_logging(false);
             let store = open(&db.database, None).await?;
-            let done = seatkeeper::audit::service::prune_audit(
-                &store,
-                &*clock,
-                older_than_days,
-                tenant.as_deref(),
-            )
-            .await;
+            let done = seatkeeper::audit::service::Audit::new(store.clone(), clock.clone())
+                .prune(&cli_actor(), older_than_days, tenant.as_deref())
+                .await;
             store.close().await;
             for (t, cp) in done? {
+                let t = chain_label(&t);
                 match cp {
                     Some(cp) => println!(
-                        "pruned  tenant {t}: records 1..={} removed; the chain now starts from a signed checkpoint",
+                        "pruned  {t}: records 1..={} removed; the chain now starts from a signed checkpoint",
                         cp.seq
                     ),
                     None => {
-                        println!("kept    tenant {t}: nothing older than {older_than_days} days")
+                        println!("kept    {t}: nothing older than {older_than_days} days")
                     }
                 }
             }
@@ -649,9 +620,11 @@ async fn main() -> anyhow::Result<()> {
         } => {
             init_logging(false);
             let store = open(&db.database, None).await?;
-            let key = store.audit_key().await?;
+            let key = seatkeeper::audit::service::Audit::new(store.clone(), clock.clone())
+                .public_key()
+                .await;
             store.close().await;
-            println!("{}", seatkeeper::kernel::chain::public_key_text(&key));
+            println!("{}", key?);
             Ok(())
         }
     }

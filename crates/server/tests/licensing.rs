@@ -271,7 +271,7 @@ async fn seats_follow_the_directory(b: Backend) {
         kinds.len()
     );
     assert!(
-        seatkeeper::audit::service::verify_audit(&app.store, Some(&app.tenant), None)
+        common::verify_audit(&app.store, Some(&app.tenant), None)
             .await
             .unwrap()[0]
             .2

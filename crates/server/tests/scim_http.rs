@@ -1162,7 +1162,7 @@ async fn audit_and_outbox_are_atomic(b: Backend) {
             "user.deprovisioned"
         ]
     );
-    let verified = seatkeeper::audit::service::verify_audit(&app.store, Some(&app.tenant), None)
+    let verified = common::verify_audit(&app.store, Some(&app.tenant), None)
         .await
         .unwrap();
     assert!(verified[0].2.is_ok(), "{:?}", verified);

@@ -392,9 +392,7 @@ async fn audit_chain_detects_tampering(b: Backend) {
     for i in 0..5 {
         audit_one(s, &t, i).await.unwrap();
     }
-    let ok = seatkeeper::audit::service::verify_audit(s, Some(&t), None)
-        .await
-        .unwrap();
+    let ok = common::verify_audit(s, Some(&t), None).await.unwrap();
     assert_eq!((ok[0].1, ok[0].2.is_ok()), (5, true));
     // Edit one stored row by hand, as an attacker with database access would.
     s.execute_unchecked(
@@ -403,9 +401,7 @@ async fn audit_chain_detects_tampering(b: Backend) {
     )
     .await
     .unwrap();
-    let broken = seatkeeper::audit::service::verify_audit(s, Some(&t), None)
-        .await
-        .unwrap();
+    let broken = common::verify_audit(s, Some(&t), None).await.unwrap();
     assert_eq!(broken[0].2.as_ref().unwrap_err().seq, 3);
     // Deleting the last row is caught by the chain's tip.
     s.execute_unchecked(
@@ -415,9 +411,7 @@ async fn audit_chain_detects_tampering(b: Backend) {
     .await
     .unwrap();
     assert!(
-        seatkeeper::audit::service::verify_audit(s, Some(&t), None)
-            .await
-            .unwrap()[0]
+        common::verify_audit(s, Some(&t), None).await.unwrap()[0]
             .2
             .is_ok()
     );
@@ -427,9 +421,7 @@ async fn audit_chain_detects_tampering(b: Backend) {
     )
     .await
     .unwrap();
-    let truncated = seatkeeper::audit::service::verify_audit(s, Some(&t), None)
-        .await
-        .unwrap();
+    let truncated = common::verify_audit(s, Some(&t), None).await.unwrap();
     assert!(truncated[0].2.is_err());
 }
 
@@ -445,6 +437,7 @@ async fn pruned_chains_verify_from_a_signed_checkpoint(b: Backend) {
     // Nothing is older than 2025: nothing pruned.
     let none = s
         .prune_audit(
+            &common::actor(),
             &t,
             "2025-01-01T00:00:00.000000Z",
             "2026-06-01T00:00:00.000000Z",
@@ -455,6 +448,7 @@ async fn pruned_chains_verify_from_a_signed_checkpoint(b: Backend) {
     assert!(none.is_none());
     let cp = s
         .prune_audit(
+            &common::actor(),
             &t,
             "2026-02-01T00:00:00.000000Z",
             "2026-06-01T00:00:00.000000Z",
@@ -469,14 +463,12 @@ async fn pruned_chains_verify_from_a_signed_checkpoint(b: Backend) {
         rows.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
         ["audit.prune"]
     );
-    let ok = seatkeeper::audit::service::verify_audit(s, Some(&t), None)
-        .await
-        .unwrap();
+    let ok = common::verify_audit(s, Some(&t), None).await.unwrap();
     assert!(ok[0].2.is_ok(), "{ok:?}");
     // Pinned to the right public key: still fine; to another key: the checkpoint fails.
     let public = key.verifying_key();
     assert!(
-        seatkeeper::audit::service::verify_audit(s, Some(&t), Some(&public))
+        common::verify_audit(s, Some(&t), Some(&public))
             .await
             .unwrap()[0]
             .2
@@ -485,7 +477,7 @@ async fn pruned_chains_verify_from_a_signed_checkpoint(b: Backend) {
     let other =
         seatkeeper::kernel::chain::signing_key(&seatkeeper::kernel::chain::new_signing_key())
             .unwrap();
-    let wrong = seatkeeper::audit::service::verify_audit(s, Some(&t), Some(&other.verifying_key()))
+    let wrong = common::verify_audit(s, Some(&t), Some(&other.verifying_key()))
         .await
         .unwrap();
     assert!(
@@ -504,9 +496,7 @@ async fn pruned_chains_verify_from_a_signed_checkpoint(b: Backend) {
     .await
     .unwrap();
     assert!(
-        seatkeeper::audit::service::verify_audit(s, Some(&t), None)
-            .await
-            .unwrap()[0]
+        common::verify_audit(s, Some(&t), None).await.unwrap()[0]
             .2
             .is_err()
     );
@@ -524,9 +514,7 @@ async fn pruned_chains_verify_from_a_signed_checkpoint(b: Backend) {
     .await
     .unwrap();
     assert_eq!(
-        seatkeeper::audit::service::verify_audit(s, Some(&t), None)
-            .await
-            .unwrap()[0]
+        common::verify_audit(s, Some(&t), None).await.unwrap()[0]
             .2
             .as_ref()
             .unwrap_err()
@@ -546,9 +534,7 @@ async fn concurrent_audit_writers_keep_one_chain(b: Backend) {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    let v = seatkeeper::audit::service::verify_audit(&s, Some(&t), None)
-        .await
-        .unwrap();
+    let v = common::verify_audit(&s, Some(&t), None).await.unwrap();
     assert_eq!(v[0].1, 40);
     assert!(v[0].2.is_ok());
 }

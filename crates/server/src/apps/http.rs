@@ -244,7 +244,7 @@ async fn revoke_key(
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-async fn rotate_keys(State(state): State<Shared>, _auth: AdminAuth) -> ApiResult<Response> {
-    let kid = state.signer.rotate().await?;
+async fn rotate_keys(State(state): State<Shared>, auth: AdminAuth) -> ApiResult<Response> {
+    let kid = state.signer.rotate(&auth.actor()).await?;
     Ok(axum::Json(json!({ "kid": kid })).into_response())
 }

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 
 use crate::apps::store::SigningKeyRow;
 use crate::kernel::clock::{SharedClock, stamp};
-use crate::kernel::store::{Store, StoreError, StoreResult};
+use crate::kernel::store::{Actor, Store, StoreError, StoreResult};
 
 /// How long a node signs with the key it last read before reading again (a rotation on
 /// another node reaches this one within it; the old key stays published meanwhile).
@@ -61,12 +61,13 @@ impl Signer {
 
     /// Adds a new signing key and retires the current one (still published until the
     /// tokens it signed have expired). Returns the new key's id.
-    pub async fn rotate(&self) -> StoreResult<String> {
+    pub async fn rotate(&self, actor: &Actor) -> StoreResult<String> {
         let now = self.clock.now();
         let kid = uuid::Uuid::now_v7().simple().to_string();
         let until = stamp(now + self.ttl + Duration::from_secs(60));
         self.store
             .rotate_signing_key(
+                actor,
                 &kid,
                 &crate::kernel::chain::new_signing_key(),
                 &stamp(now),
@@ -90,7 +91,11 @@ impl Signer {
         let row = match keys.into_iter().find(|k| k.retired.is_none()) {
             Some(row) => row,
             None => {
-                self.rotate().await?;
+                let first = Actor {
+                    name: "seatkeeper".into(),
+                    request_id: "first-signing-key".into(),
+                };
+                self.rotate(&first).await?;
                 self.store
                     .signing_keys()
                     .await?

@@ -231,18 +231,37 @@ impl Store {
     /// keys whose publication has ended are removed.
     pub async fn rotate_signing_key(
         &self,
+        actor: &crate::kernel::store::Actor,
         kid: &str,
         seed: &str,
         now: &str,
         published_until: &str,
     ) -> StoreResult<()> {
-        let (kid, seed, now, until) = (
+        let (actor, kid, seed, now, until) = (
+            actor.clone(),
             kid.to_string(),
             seed.to_string(),
             now.to_string(),
             published_until.to_string(),
         );
         self.write(move |tx| {
+            let retiring: Vec<String> = tx
+                .fetch("SELECT kid FROM signing_keys WHERE retired IS NULL", &[])?
+                .iter()
+                .map(|r| r.text(0))
+                .collect();
+            tx.record_change(
+                &actor,
+                &now,
+                crate::kernel::store::Change {
+                    chain: crate::kernel::store::VENDOR,
+                    action: "signing_key.rotate",
+                    resource_type: "SigningKey",
+                    resource_id: &kid,
+                    before: Some(serde_json::json!({"current": retiring})),
+                    after: Some(serde_json::json!({"current": kid, "retired_published_until": until})),
+                },
+            )?;
             tx.execute(
                 "DELETE FROM signing_keys WHERE published_until IS NOT NULL AND published_until <= $1",
                 &params![&now],

@@ -11,13 +11,16 @@ use serde_json::{Value, json};
 use crate::app::Shared;
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::extract::{AdminAuth, ScimJson};
+use crate::kernel::store::VENDOR;
 
 /// Most events one feed page returns.
 const MAX_PAGE: i64 = 1000;
 
 /// The audit routes.
 pub fn routes() -> Router<Shared> {
-    Router::new().route("/tenants/{id}/audit", get(audit))
+    Router::new()
+        .route("/tenants/{id}/audit", get(tenant_audit))
+        .route("/audit", get(vendor_audit))
 }
 
 #[derive(serde::Deserialize)]
@@ -95,7 +98,7 @@ fn instant(name: &str, v: &Option<String>) -> ApiResult<Option<String>> {
 /// `GET /api/v1/tenants/{id}/audit`: filtered by time range, actor, action, resource and
 /// request id; a page of JSON with a cursor, or the whole selection streamed as JSON Lines
 /// (`format=jsonl`) or CSV (`format=csv`).
-async fn audit(
+async fn tenant_audit(
     State(state): State<Shared>,
     _auth: AdminAuth,
     Path(id): Path<String>,
@@ -103,6 +106,26 @@ async fn audit(
     Query(p): Query<AuditParams>,
 ) -> ApiResult<Response> {
     state.tenants.require(&id).await?;
+    trail(&state, id, &headers, p).await
+}
+
+/// `GET /api/v1/audit`: the vendor chain (billing secrets, Stripe mappings, signing keys),
+/// queried like a tenant's.
+async fn vendor_audit(
+    State(state): State<Shared>,
+    _auth: AdminAuth,
+    headers: HeaderMap,
+    Query(p): Query<AuditParams>,
+) -> ApiResult<Response> {
+    trail(&state, VENDOR.to_string(), &headers, p).await
+}
+
+async fn trail(
+    state: &Shared,
+    id: String,
+    headers: &HeaderMap,
+    p: AuditParams,
+) -> ApiResult<Response> {
     let mut q = p.query.clone();
     q.from = instant("from", &q.from)?;
     q.to = instant("to", &q.to)?;
@@ -127,7 +150,7 @@ async fn audit(
             )))
         })?,
     };
-    let accept = crate::kernel::extract::header(&headers, "accept").unwrap_or_default();
+    let accept = crate::kernel::extract::header(headers, "accept").unwrap_or_default();
     let format = match p.format.as_deref() {
         Some(f) => f.to_string(),
         None if accept.contains("text/csv") => "csv".into(),
@@ -139,7 +162,7 @@ async fn audit(
     match format.as_str() {
         "json" => {
             let limit = p.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-            let rows = state.store.audit_query(&id, &q, after, limit).await?;
+            let rows = state.audit.query(&id, &q, after, limit).await?;
             let next = rows.last().map_or(after, |r| r.seq);
             let records: Vec<Value> = rows.iter().map(audit_json).collect();
             Ok(ScimJson(json!({
@@ -150,7 +173,7 @@ async fn audit(
         }
         "jsonl" | "csv" => {
             let csv = format == "csv";
-            let store = state.store.clone();
+            let store = state.audit.clone();
             let start = (store, id, q, after, false, csv);
             let body =
                 futures::stream::unfold(start, |(store, id, q, after, done, csv)| async move {
@@ -158,7 +181,7 @@ async fn audit(
                         return None;
                     }
                     let mut chunk = String::new();
-                    match store.audit_query(&id, &q, after, 1000).await {
+                    match store.query(&id, &q, after, 1000).await {
                         Ok(rows) => {
                             let last = rows.last().map_or(after, |r| r.seq);
                             for r in &rows {

@@ -1,22 +1,87 @@
-//! Verifying the audit chains and pruning them behind signed checkpoints.
+//! The audit trail as a service: queries and exports of a chain (a tenant's or the vendor's),
+//! verification of every chain, and pruning behind signed checkpoints.
 
-use crate::kernel::chain as audit;
-use crate::kernel::clock;
-use crate::kernel::store::{self, Store};
+use crate::audit::store::AuditQuery;
+use crate::kernel::chain::{self as audit, AuditRow};
+use crate::kernel::clock::{self, SharedClock};
+use crate::kernel::error::ApiResult;
+use crate::kernel::store::{self, Actor, Store, VENDOR};
+
+/// The audit service.
+#[derive(Clone)]
+pub struct Audit {
+    store: Store,
+    clock: SharedClock,
+}
+
+/// A chain's verification: `(chain, records, Ok | first broken link)`.
+pub type Verified = (String, i64, Result<(), audit::BrokenLink>);
+
+impl Audit {
+    /// The service over a store.
+    pub fn new(store: Store, clock: SharedClock) -> Audit {
+        Audit { store, clock }
+    }
+
+    /// Records of a chain after `after` that match the query, oldest first.
+    pub async fn query(
+        &self,
+        chain: &str,
+        q: &AuditQuery,
+        after: i64,
+        limit: i64,
+    ) -> ApiResult<Vec<AuditRow>> {
+        Ok(self.store.audit_query(chain, q, after, limit).await?)
+    }
+
+    /// Verifies every chain (the tenants' and the vendor's), or one.
+    pub async fn verify(
+        &self,
+        chain: Option<&str>,
+        pinned: Option<&ed25519_dalek::VerifyingKey>,
+    ) -> Result<Vec<Verified>, store::StoreError> {
+        verify_audit(&self.store, chain, pinned).await
+    }
+
+    /// Prunes records older than `days` from every chain (or one), each behind a checkpoint
+    /// signed with the server's audit key; the pruning is itself recorded on the chain.
+    pub async fn prune(
+        &self,
+        actor: &Actor,
+        days: u32,
+        chain: Option<&str>,
+    ) -> Result<Vec<(String, Option<audit::Checkpoint>)>, store::StoreError> {
+        prune_audit(&self.store, &*self.clock, actor, days, chain).await
+    }
+
+    /// The public half of the audit key, for pinning outside the database.
+    pub async fn public_key(&self) -> Result<String, store::StoreError> {
+        Ok(audit::public_key_text(&self.store.audit_key().await?))
+    }
+}
+
+/// Every chain: each tenant's, then the vendor's.
+async fn chains(store: &Store, one: Option<&str>) -> Result<Vec<String>, store::StoreError> {
+    Ok(match one {
+        Some(t) => vec![t.to_string()],
+        None => {
+            let mut all: Vec<String> = store.tenants().await?.into_iter().map(|t| t.id).collect();
+            all.push(VENDOR.to_string());
+            all
+        }
+    })
+}
 
 /// Verifies every tenant's audit chain (or one); returns `(tenant, records, Ok | first broken link)`.
 /// A pruned chain is verified from its checkpoint, whose signature must verify with
 /// `pinned` (a public key kept outside the database) or, without it, with the server's
 /// own audit key.
-pub async fn verify_audit(
+async fn verify_audit(
     store: &Store,
     tenant: Option<&str>,
     pinned: Option<&ed25519_dalek::VerifyingKey>,
-) -> Result<Vec<(String, i64, Result<(), audit::BrokenLink>)>, store::StoreError> {
-    let tenants: Vec<String> = match tenant {
-        Some(t) => vec![t.to_string()],
-        None => store.tenants().await?.into_iter().map(|t| t.id).collect(),
-    };
+) -> Result<Vec<Verified>, store::StoreError> {
+    let tenants = chains(store, tenant).await?;
     let own = match pinned {
         Some(_) => None,
         None => Some(store.audit_key().await?.verifying_key()),
@@ -70,23 +135,21 @@ pub async fn verify_audit(
 
 /// Prunes audit records older than `days` for every tenant (or one), each behind a signed
 /// checkpoint; returns what was done per tenant.
-pub async fn prune_audit(
+async fn prune_audit(
     store: &Store,
     clock: &dyn clock::Clock,
+    actor: &Actor,
     days: u32,
     tenant: Option<&str>,
 ) -> Result<Vec<(String, Option<audit::Checkpoint>)>, store::StoreError> {
     let now = clock.now();
     let before = clock::stamp(now - time::Duration::days(i64::from(days)));
     let key = store.audit_key().await?;
-    let tenants: Vec<String> = match tenant {
-        Some(t) => vec![t.to_string()],
-        None => store.tenants().await?.into_iter().map(|t| t.id).collect(),
-    };
+    let tenants = chains(store, tenant).await?;
     let mut out = Vec::new();
     for t in tenants {
         let cp = store
-            .prune_audit(&t, &before, &clock::stamp(now), key.clone())
+            .prune_audit(actor, &t, &before, &clock::stamp(now), key.clone())
             .await?;
         out.push((t, cp));
     }

@@ -61,12 +61,18 @@ impl Store {
     /// old enough.
     pub async fn prune_audit(
         &self,
+        actor: &crate::kernel::store::Actor,
         tenant: &str,
         before: &str,
         now: &str,
         key: ed25519_dalek::SigningKey,
     ) -> StoreResult<Option<crate::kernel::chain::Checkpoint>> {
-        let (tenant, before, now) = (tenant.to_string(), before.to_string(), now.to_string());
+        let (actor, tenant, before, now) = (
+            actor.clone(),
+            tenant.to_string(),
+            before.to_string(),
+            now.to_string(),
+        );
         self.write(move |tx| {
             tx.lock_tenant(&tenant)?;
             let Some(last) = tx.fetch_opt(
@@ -99,11 +105,11 @@ impl Store {
             tx.audit(NewAudit {
                 tenant_id: &tenant,
                 at: &now,
-                actor: "retention",
+                actor: &actor.name,
                 action: "audit.prune",
                 resource_type: "AuditLog",
                 resource_id: &tenant,
-                request_id: "retention",
+                request_id: &actor.request_id,
                 before: None,
                 after: Some(after.to_string()),
             })?;

@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::events::store::{Attempt, Claimed};
-use crate::kernel::clock::{Clock, SystemClock};
+use crate::kernel::clock::{Clock, SharedClock};
 use crate::kernel::store::{OutboxRow, Store};
 
 /// Dispatcher settings.
@@ -83,13 +83,12 @@ pub fn backoff(cfg: &DispatchConfig, attempts: u32) -> Duration {
     d.mul_f64(jitter)
 }
 
-fn now_ms() -> i64 {
-    let t = SystemClock.now();
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
+fn now_ms(clock: &dyn Clock) -> i64 {
+    (clock.now().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// Starts the dispatcher; it runs for the life of the process.
-pub fn spawn(store: Store, cfg: DispatchConfig) -> tokio::task::JoinHandle<()> {
+pub fn spawn(store: Store, clock: SharedClock, cfg: DispatchConfig) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let client = match reqwest::Client::builder()
             .timeout(cfg.timeout)
@@ -110,7 +109,7 @@ pub fn spawn(store: Store, cfg: DispatchConfig) -> tokio::task::JoinHandle<()> {
             .max(Duration::from_millis(20));
         loop {
             commits.borrow_and_update();
-            match tick(&store, &client, &cfg).await {
+            match tick(&store, &clock, &client, &cfg).await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "webhook dispatch failed; retrying"),
@@ -126,6 +125,7 @@ pub fn spawn(store: Store, cfg: DispatchConfig) -> tokio::task::JoinHandle<()> {
 /// One round: fan out, claim, send, record. Returns how many deliveries it handled.
 pub async fn tick(
     store: &Store,
+    clock: &SharedClock,
     client: &reqwest::Client,
     cfg: &DispatchConfig,
 ) -> Result<usize, crate::kernel::store::StoreError> {
@@ -134,7 +134,7 @@ pub async fn tick(
     }
     let hooks = store.active_webhooks().await?;
     if !hooks.is_empty() {
-        let stamp = crate::kernel::clock::stamp(SystemClock.now());
+        let stamp = crate::kernel::clock::stamp(clock.now());
         store
             .write(move |tx| {
                 let mut n = 0;
@@ -150,8 +150,9 @@ pub async fn tick(
     // deliveries by at most the lease.
     let lease = cfg.timeout.as_millis() as i64 + 5_000;
     let batch = cfg.batch.min(cfg.concurrency as i64).max(1);
+    let now = now_ms(&**clock);
     let claimed = store
-        .write(move |tx| tx.claim_deliveries(now_ms(), lease, batch))
+        .write(move |tx| tx.claim_deliveries(now, lease, batch))
         .await?;
     if claimed.is_empty() {
         return Ok(0);
@@ -160,10 +161,10 @@ pub async fn tick(
     let sem = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency.max(1)));
     let mut tasks = Vec::with_capacity(n);
     for c in claimed {
-        let (client, sem, cfg) = (client.clone(), sem.clone(), cfg.clone());
+        let (client, sem, cfg, clock) = (client.clone(), sem.clone(), cfg.clone(), clock.clone());
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire().await;
-            send(&client, &cfg, c).await
+            send(&client, &*clock, &cfg, c).await
         }));
     }
     let mut results = Vec::with_capacity(n);
@@ -180,17 +181,22 @@ pub async fn tick(
         };
         metrics::counter!("seatkeeper_webhook_deliveries_total", "outcome" => outcome).increment(1);
     }
-    let now_text = crate::kernel::clock::stamp(SystemClock.now());
+    let now_text = crate::kernel::clock::stamp(clock.now());
     store
         .write(move |tx| tx.record_attempts(&results, &now_text))
         .await?;
     Ok(n)
 }
 
-async fn send(client: &reqwest::Client, cfg: &DispatchConfig, c: Claimed) -> Attempt {
+async fn send(
+    client: &reqwest::Client,
+    clock: &dyn Clock,
+    cfg: &DispatchConfig,
+    c: Claimed,
+) -> Attempt {
     let body = envelope(&c.event).to_string();
     let msg_id = event_id(c.event.id);
-    let ts = SystemClock.now().unix_timestamp();
+    let ts = clock.now().unix_timestamp();
     let signature = crate::kernel::signing::standard_sign(&c.secret, &msg_id, ts, body.as_bytes());
     let sent = client
         .post(&c.url)
@@ -203,7 +209,7 @@ async fn send(client: &reqwest::Client, cfg: &DispatchConfig, c: Claimed) -> Att
         .await;
     let attempts = u32::try_from(c.attempts + 1).unwrap_or(u32::MAX);
     let retry_at = (attempts < cfg.max_attempts)
-        .then(|| now_ms() + backoff(cfg, attempts - 1).as_millis() as i64);
+        .then(|| now_ms(clock) + backoff(cfg, attempts - 1).as_millis() as i64);
     let clean = |s: String| -> String { s.chars().filter(|c| !c.is_control()).take(300).collect() };
     match sent {
         Ok(resp) if resp.status().is_success() => Attempt {

@@ -108,11 +108,15 @@ fn webhook_changed(
     actor: &Actor,
     at: &str,
     w: &WebhookRow,
-    action: &str,
     event: EventType,
     before: Option<Value>,
     extra: Value,
 ) -> ApiResult<()> {
+    let action = match event {
+        EventType::WebhookCreated => "webhook.create",
+        EventType::WebhookDisabled => "webhook.disable",
+        _ => "webhook.replay",
+    };
     let after = webhook_json(w);
     tx.record_change(
         actor,
@@ -173,7 +177,6 @@ impl Events {
                     &actor,
                     &at,
                     &row,
-                    "webhook.create",
                     EventType::WebhookCreated,
                     None,
                     json!({}),
@@ -226,7 +229,6 @@ impl Events {
                     &actor,
                     &now,
                     &after,
-                    "webhook.disable",
                     EventType::WebhookDisabled,
                     Some(webhook_json(&before)),
                     json!({}),
@@ -299,7 +301,6 @@ impl Events {
                     &actor,
                     &now,
                     &hook,
-                    "webhook.replay",
                     EventType::WebhookReplayed,
                     None,
                     json!({"count": n, "replay": asked}),

@@ -355,6 +355,14 @@ const OPS: &[Op] = &[
         None,
         (200, ""),
     ),
+    op(
+        "get",
+        "/audit",
+        Admin,
+        "The vendor audit chain: billing secrets, Stripe mappings, signing keys (filters as for a tenant)",
+        None,
+        (200, ""),
+    ),
     // Applications.
     op(
         "post",

@@ -81,6 +81,7 @@ pub struct TestApp {
     pub tenant: String,
     pub token: String,
     pub clock: ManualClock,
+    _jobs: seatkeeper::jobs::Jobs,
     _db: TestStore,
 }
 
@@ -97,7 +98,7 @@ pub async fn app_with(backend: Backend, config: Config) -> TestApp {
         "test-idp",
     )
     .await;
-    let router = seatkeeper::app(
+    let app = seatkeeper::app(
         db.store.clone(),
         shared,
         config,
@@ -105,7 +106,8 @@ pub async fn app_with(backend: Backend, config: Config) -> TestApp {
         None,
     );
     TestApp {
-        router,
+        router: app.router,
+        _jobs: app.jobs,
         store: db.store.clone(),
         tenant: tenant.id,
         token: token.token,
@@ -281,4 +283,23 @@ pub async fn new_credential(
         )
         .await
         .unwrap()
+}
+
+/// Verifies audit chains through the audit service.
+pub async fn verify_audit(
+    store: &Store,
+    chain: Option<&str>,
+    pinned: Option<&ed25519_dalek::VerifyingKey>,
+) -> Result<Vec<seatkeeper::audit::service::Verified>, seatkeeper::kernel::store::StoreError> {
+    seatkeeper::audit::service::Audit::new(
+        store.clone(),
+        Arc::new(seatkeeper::kernel::clock::SystemClock),
+    )
+    .verify(chain, pinned)
+    .await
+}
+
+/// The actor tests record as.
+pub fn actor() -> seatkeeper::kernel::store::Actor {
+    test_actor()
 }
