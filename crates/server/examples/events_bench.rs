@@ -170,9 +170,7 @@ async fn main() {
             "tenant": tenant, "subscription": {"product": "workspace", "plan": plan}});
         let body = ev.to_string();
         let now = {
-            use seatkeeper::kernel::clock::Clock;
-            seatkeeper::kernel::clock::SystemClock
-                .now()
+            seatkeeper::kernel::clock::Clock::now(&seatkeeper::kernel::clock::SystemClock)
                 .unix_timestamp()
         };
         let sig = seatkeeper::kernel::signing::standard_sign(

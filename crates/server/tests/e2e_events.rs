@@ -15,7 +15,6 @@ use axum::body::Bytes;
 use axum::http::HeaderMap;
 use binary::{ADMIN, Server, cli_ok, database};
 use common::Backend;
-use seatkeeper::kernel::clock::Clock;
 use serde_json::{Value, json};
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -41,9 +40,9 @@ async fn receiver(
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string)
                 };
-                let now = seatkeeper::kernel::clock::SystemClock
-                    .now()
-                    .unix_timestamp();
+                let now =
+                    seatkeeper::kernel::clock::Clock::now(&seatkeeper::kernel::clock::SystemClock)
+                        .unix_timestamp();
                 let key = secret.lock().unwrap().clone();
                 let ok = seatkeeper::kernel::signing::standard_verify(
                     &[key],
@@ -363,8 +362,7 @@ async fn webhooks_survive_an_outage(b: Backend) {
     let ev = json!({"id": format!("evt-buy-{product_}"), "type": "subscription.updated", "created_at": "2026-11-25T10:00:00Z",
         "tenant": api.tenant, "subscription": {"product": product_, "seats": 4}});
     let body = ev.to_string();
-    let ts = seatkeeper::kernel::clock::SystemClock
-        .now()
+    let ts = seatkeeper::kernel::clock::Clock::now(&seatkeeper::kernel::clock::SystemClock)
         .unix_timestamp();
     let sig = seatkeeper::kernel::signing::standard_sign(secret, "m-buy", ts, body.as_bytes());
     for _ in 0..3 {

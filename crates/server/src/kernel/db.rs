@@ -211,10 +211,79 @@ fn sqlite_exec(conn: &rusqlite::Connection, sql: &str, params: &[P]) -> StoreRes
     stmt.raw_execute().map(|n| n as u64).map_err(map_sqlite)
 }
 
-/// A unit of work for the SQLite writer thread: it runs inside a savepoint and returns
-/// whether it succeeded and how to deliver its result once the batch's commit is known.
-type Job = Box<dyn FnOnce(&rusqlite::Connection) -> (bool, Deliver) + Send>;
-type Deliver = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+/// A unit of work for the SQLite writer thread. It runs inside a savepoint of the batch's
+/// transaction, keeps its own result, and is answered once the batch's fate is known: a job
+/// is told it succeeded only if it succeeded and the batch committed.
+trait Job: Send {
+    /// Runs the work on the writer connection; returns whether it succeeded.
+    fn run(&mut self, conn: &rusqlite::Connection) -> bool;
+    /// Answers the caller. A job that never ran is answered with an error.
+    fn answer(self: Box<Self>, batch: Result<(), StoreError>);
+}
+
+struct Unit<T, E, F> {
+    work: Option<F>,
+    result: Option<Result<T, E>>,
+    reply: tokio::sync::oneshot::Sender<Result<T, E>>,
+}
+
+impl<T, E, F> Job for Unit<T, E, F>
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+    F: FnOnce(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
+{
+    fn run(&mut self, conn: &rusqlite::Connection) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        let mut tx = Tx::new(TxRef::Sqlite(conn));
+        let result = work(&mut tx).and_then(|v| tx.flush().map(|()| v).map_err(E::from));
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn answer(self: Box<Self>, batch: Result<(), StoreError>) {
+        let out = match (self.result, batch) {
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(_)) | None, Err(e)) => Err(E::from(e)),
+            (None, Ok(())) => Err(E::from(StoreError::Sqlite(
+                "the write could not run".into(),
+            ))),
+        };
+        let _ = self.reply.send(out);
+    }
+}
+
+/// Statements the writer is made to fail, to test what a failing savepoint does (empty
+/// outside tests).
+#[derive(Default)]
+struct Faults {
+    #[cfg(test)]
+    fail: Mutex<Vec<&'static str>>,
+}
+
+impl Faults {
+    /// Fails `sql` if a test asked for it (once per request).
+    fn check(&self, _sql: &str) -> StoreResult<()> {
+        #[cfg(test)]
+        if let Ok(mut fail) = self.fail.lock()
+            && let Some(i) = fail.iter().position(|s| *s == _sql)
+        {
+            fail.remove(i);
+            return Err(StoreError::Sqlite(format!("injected failure of {_sql}")));
+        }
+        Ok(())
+    }
+}
+
+/// Runs one of the writer's own statements (BEGIN, SAVEPOINT…).
+fn writer_exec(conn: &rusqlite::Connection, faults: &Faults, sql: &str) -> StoreResult<()> {
+    faults.check(sql)?;
+    sqlite_exec(conn, sql, &[]).map(|_| ())
+}
 
 /// Most jobs committed together by one SQLite transaction.
 const MAX_BATCH: usize = 256;
@@ -228,7 +297,9 @@ const MAX_BATCH: usize = 256;
 pub struct Sqlite {
     path: PathBuf,
     pragmas: Vec<String>,
-    jobs: std::sync::mpsc::Sender<Job>,
+    jobs: std::sync::mpsc::Sender<Box<dyn Job>>,
+    #[cfg_attr(not(test), allow(dead_code))]
+    faults: Arc<Faults>,
     readers: Mutex<Vec<rusqlite::Connection>>,
     max_readers: usize,
 }
@@ -258,15 +329,18 @@ impl Sqlite {
             .name("sqlite-checkpoint".into())
             .spawn(move || checkpoint_loop(checkpointer, kicked))
             .map_err(|e| StoreError::Sqlite(format!("cannot start the checkpoint thread: {e}")))?;
-        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let (jobs, rx) = std::sync::mpsc::channel::<Box<dyn Job>>();
+        let faults = Arc::new(Faults::default());
+        let writer_faults = faults.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(writer, rx, kick))
+            .spawn(move || writer_loop(writer, rx, kick, &writer_faults))
             .map_err(|e| StoreError::Sqlite(format!("cannot start the writer thread: {e}")))?;
         Ok(Sqlite {
             path,
             pragmas,
             jobs,
+            faults,
             readers: Mutex::new(Vec::new()),
             max_readers: max_readers.max(1),
         })
@@ -308,20 +382,11 @@ impl Sqlite {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
     {
-        let (send, recv) = tokio::sync::oneshot::channel::<Result<T, E>>();
-        let job: Job = Box::new(move |conn| {
-            let mut tx = Tx::new(TxRef::Sqlite(conn));
-            let result = f(&mut tx).and_then(|v| tx.flush().map(|()| v).map_err(E::from));
-            let ok = result.is_ok();
-            let deliver: Deliver = Box::new(move |commit| {
-                let out = match (result, commit) {
-                    (Ok(v), Ok(())) => Ok(v),
-                    (Ok(_), Err(e)) => Err(E::from(e)),
-                    (Err(e), _) => Err(e),
-                };
-                let _ = send.send(out);
-            });
-            (ok, deliver)
+        let (reply, recv) = tokio::sync::oneshot::channel::<Result<T, E>>();
+        let job: Box<dyn Job> = Box::new(Unit {
+            work: Some(f),
+            result: None,
+            reply,
         });
         self.jobs
             .send(job)
@@ -354,8 +419,9 @@ fn checkpoint_loop(conn: rusqlite::Connection, kicked: std::sync::mpsc::Receiver
 
 fn writer_loop(
     conn: rusqlite::Connection,
-    rx: std::sync::mpsc::Receiver<Job>,
+    rx: std::sync::mpsc::Receiver<Box<dyn Job>>,
     kick: std::sync::mpsc::SyncSender<()>,
+    faults: &Faults,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -365,53 +431,60 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        if let Err(e) = sqlite_exec(&conn, "BEGIN IMMEDIATE", &[]) {
+        if let Err(e) = writer_exec(&conn, faults, "BEGIN IMMEDIATE") {
+            // Nothing ran: every job is answered with the error.
             for job in batch {
-                // Nothing ran: answer every job with the error.
-                let (_, deliver) = fail_job(job, &conn);
-                deliver(Err(StoreError::Sqlite(e.to_string())));
+                job.answer(Err(StoreError::Sqlite(e.to_string())));
             }
             continue;
         }
-        let mut delivers = Vec::with_capacity(batch.len());
+        // Each job in its own savepoint, so a failing one rolls back alone. If a savepoint
+        // cannot be taken, rolled back or released, the batch can no longer tell one job's
+        // writes from another's: nothing more runs and the whole batch rolls back.
+        let mut broken: Option<StoreError> = None;
+        for job in batch.iter_mut() {
+            if broken.is_some() {
+                break;
+            }
+            if let Err(e) = writer_exec(&conn, faults, "SAVEPOINT job") {
+                broken = Some(e);
+                break;
+            }
+            if !job.run(&conn)
+                && let Err(e) = writer_exec(&conn, faults, "ROLLBACK TO job")
+            {
+                broken = Some(e);
+                break;
+            }
+            if let Err(e) = writer_exec(&conn, faults, "RELEASE job") {
+                broken = Some(e);
+            }
+        }
+        let outcome = match broken {
+            Some(e) => {
+                tracing::error!(error = %e, "a savepoint failed; the write batch is rolled back");
+                Err(e)
+            }
+            None => writer_exec(&conn, faults, "COMMIT"),
+        };
+        match &outcome {
+            Ok(()) => {
+                // Full: a wake-up is already pending.
+                let _ = kick.try_send(());
+            }
+            Err(_) => {
+                if let Err(e) = conn.execute_batch("ROLLBACK") {
+                    tracing::error!(error = %e, "rolling back a failed write batch failed");
+                }
+            }
+        }
         for job in batch {
-            let savepoint = sqlite_exec(&conn, "SAVEPOINT job", &[]);
-            if savepoint.is_err() {
-                let (_, deliver) = fail_job(job, &conn);
-                delivers.push((deliver, false));
-                continue;
-            }
-            let (ok, deliver) = job(&conn);
-            if !ok {
-                let _ = sqlite_exec(&conn, "ROLLBACK TO job", &[]);
-            }
-            let _ = sqlite_exec(&conn, "RELEASE job", &[]);
-            delivers.push((deliver, ok));
-        }
-        let commit = sqlite_exec(&conn, "COMMIT", &[]).map(|_| ());
-        if commit.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
-        } else {
-            // Full: a wake-up is already pending.
-            let _ = kick.try_send(());
-        }
-        for (deliver, _) in delivers {
-            deliver(match &commit {
+            job.answer(match &outcome {
                 Ok(()) => Ok(()),
                 Err(e) => Err(StoreError::Sqlite(e.to_string())),
             });
         }
     }
-}
-
-/// Answers a job that could not run, without running its work.
-fn fail_job(job: Job, conn: &rusqlite::Connection) -> (bool, Deliver) {
-    // The job must still be consumed to reach its sender; run it inside a savepoint that is
-    // always rolled back, so it changes nothing, then report failure.
-    let _ = conn.execute_batch("SAVEPOINT failed");
-    let (_, deliver) = job(conn);
-    let _ = conn.execute_batch("ROLLBACK TO failed; RELEASE failed");
-    (false, deliver)
 }
 
 // ---------------------------------------------------------------- PostgreSQL
@@ -732,5 +805,117 @@ mod tests {
         assert_eq!(rows[0].text(0), "c-a");
         assert_eq!(rows[0].int(1), 42);
         assert_eq!(rows[0].text(2), "a");
+    }
+
+    /// A SQLite store in a temporary directory with one table `t (x)`.
+    async fn scratch() -> (tempfile::TempDir, Sqlite) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Sqlite::open(dir.path().join("t.db"), "NORMAL", 2).unwrap();
+        db.submit(|tx| tx.execute("CREATE TABLE t (x BIGINT)", &[]).map(|_| ()))
+            .await
+            .unwrap();
+        (dir, db)
+    }
+
+    fn rows(db: &Sqlite) -> Vec<i64> {
+        db.with_reader(|c| sqlite_fetch(c, "SELECT x FROM t ORDER BY x", &[]))
+            .unwrap()
+            .iter()
+            .map(|r| r.int(0))
+            .collect()
+    }
+
+    fn insert(x: i64) -> impl FnOnce(&mut Tx<'_>) -> StoreResult<()> + Send + 'static {
+        move |tx| {
+            tx.execute("INSERT INTO t (x) VALUES ($1)", &[P::Int(x)])
+                .map(|_| ())
+        }
+    }
+
+    fn insert_then_fail(x: i64) -> impl FnOnce(&mut Tx<'_>) -> StoreResult<()> + Send + 'static {
+        move |tx| {
+            tx.execute("INSERT INTO t (x) VALUES ($1)", &[P::Int(x)])?;
+            Err(StoreError::Corrupt("the job fails after writing".into()))
+        }
+    }
+
+    fn inject(db: &Sqlite, sql: &'static str) {
+        db.faults.fail.lock().unwrap().push(sql);
+    }
+
+    #[tokio::test]
+    async fn a_failed_job_commits_nothing_when_its_rollback_fails() {
+        let (_dir, db) = scratch().await;
+        inject(&db, "ROLLBACK TO job");
+        assert!(db.submit(insert_then_fail(2)).await.is_err());
+        assert_eq!(
+            rows(&db),
+            Vec::<i64>::new(),
+            "the failed job's write was committed"
+        );
+        // The writer goes on afterwards.
+        db.submit(insert(3)).await.unwrap();
+        assert_eq!(rows(&db), [3]);
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_savepoint_cannot_be_taken_never_runs() {
+        let (_dir, db) = scratch().await;
+        inject(&db, "SAVEPOINT job");
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = ran.clone();
+        let r = db
+            .submit(move |tx| {
+                seen.store(true, std::sync::atomic::Ordering::SeqCst);
+                insert(1)(tx)
+            })
+            .await;
+        assert!(r.is_err());
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(rows(&db), Vec::<i64>::new());
+    }
+
+    #[tokio::test]
+    async fn a_broken_savepoint_rolls_the_whole_batch_back_and_says_so() {
+        let (_dir, db) = scratch().await;
+        // Many jobs at once share batches; one release fails. Whatever was answered Ok is
+        // in the table, and nothing else is.
+        inject(&db, "RELEASE job");
+        let jobs: Vec<_> = (0..40)
+            .map(|i| {
+                if i % 3 == 0 {
+                    tokio::spawn(db_submit(&db, insert_then_fail(i)))
+                } else {
+                    tokio::spawn(db_submit(&db, insert(i)))
+                }
+            })
+            .collect();
+        let mut answered_ok = Vec::new();
+        for (i, j) in jobs.into_iter().enumerate() {
+            if j.await.unwrap().is_ok() {
+                answered_ok.push(i as i64);
+            }
+        }
+        assert!(answered_ok.iter().all(|i| i % 3 != 0));
+        assert!(answered_ok.len() < 27, "the broken batch was answered Ok");
+        assert_eq!(rows(&db), answered_ok);
+    }
+
+    fn db_submit(
+        db: &Sqlite,
+        f: impl FnOnce(&mut Tx<'_>) -> StoreResult<()> + Send + 'static,
+    ) -> impl std::future::Future<Output = StoreResult<()>> + Send + 'static {
+        let (reply, recv) = tokio::sync::oneshot::channel();
+        let job: Box<dyn Job> = Box::new(Unit {
+            work: Some(f),
+            result: None,
+            reply,
+        });
+        let sent = db.jobs.send(job);
+        async move {
+            sent.map_err(|_| StoreError::Sqlite("writer stopped".into()))?;
+            recv.await
+                .map_err(|_| StoreError::Sqlite("dropped".into()))?
+        }
     }
 }
