@@ -1,6 +1,6 @@
-//! HTTP: routing, middleware (request ids, metrics, timeouts), extractors and responses.
+//! The application router, assembled from the domain routers, and the middleware every
+//! request passes (request ids, metrics, timeouts).
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -8,106 +8,10 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::directory::service::Engine;
-use crate::kernel::config::Config;
 use crate::kernel::error::ApiError;
-use crate::kernel::extract::{Gate, HasGate, RequestId};
-use crate::kernel::store::Store;
-
-/// Shared state of the HTTP layer.
-pub struct AppState {
-    /// The engine.
-    pub engine: Engine,
-    /// The store.
-    pub store: Store,
-    /// Credentials and rate limits.
-    pub gate: Gate,
-    /// Tenants and their credentials.
-    pub tenants: crate::tenants::service::Tenants,
-    /// Events out: webhooks, the feed and the stream.
-    pub events: crate::events::service::Events,
-    /// The licensing model, subscriptions, rules, usage.
-    pub licenses: crate::licenses::service::Licenses,
-    /// Billing events in and billing settings.
-    pub billing: crate::billing::service::Billing,
-    /// The audit trail.
-    pub audit: crate::audit::service::Audit,
-    /// Entitlement snapshots, for checks.
-    pub snapshots: std::sync::Arc<crate::apps::snapshot::Snapshots>,
-    /// Signs entitlement tokens.
-    pub signer: crate::apps::jwt::Signer,
-    /// Limits and knobs.
-    pub config: Config,
-    /// Prometheus renderer.
-    pub metrics: Option<PrometheusHandle>,
-    /// The test clock, when the server runs on one (`--test-clock`): `POST /api/v1/clock`
-    /// moves it.
-    pub manual_clock: Option<crate::kernel::clock::ManualClock>,
-}
-
-impl AppState {
-    /// The clock the engine runs on.
-    pub fn engine_clock(&self) -> crate::kernel::clock::SharedClock {
-        self.engine.clock().clone()
-    }
-
-    /// Builds the state.
-    pub fn new(
-        engine: Engine,
-        config: Config,
-        admin_hash: String,
-        metrics: Option<PrometheusHandle>,
-    ) -> AppState {
-        let store = engine.store().clone();
-        let snapshots =
-            crate::apps::snapshot::Snapshots::new(store.clone(), engine.clock().clone());
-        store.set_after_commit(snapshots.clone());
-        let gate = Gate::new(store.clone(), &config, admin_hash);
-        let tenants = crate::tenants::service::Tenants::new(store.clone(), engine.clock().clone());
-        let licenses =
-            crate::licenses::service::Licenses::new(store.clone(), engine.clock().clone());
-        AppState {
-            gate,
-            billing: crate::billing::service::Billing::new(
-                store.clone(),
-                engine.clock().clone(),
-                &config,
-                licenses.clone(),
-                tenants.clone(),
-            ),
-            licenses,
-            audit: crate::audit::service::Audit::new(store.clone(), engine.clock().clone()),
-            tenants: tenants.clone(),
-            events: crate::events::service::Events::new(
-                store.clone(),
-                engine.clock().clone(),
-                tenants,
-            ),
-            signer: crate::apps::jwt::Signer::new(
-                store.clone(),
-                engine.clock().clone(),
-                config.token_ttl,
-            ),
-            snapshots,
-            store,
-            engine,
-            config,
-            metrics,
-            manual_clock: None,
-        }
-    }
-}
-
-/// The shared state handle.
-pub type Shared = Arc<AppState>;
-
-impl HasGate for Shared {
-    fn gate(&self) -> &Gate {
-        &self.gate
-    }
-}
+use crate::kernel::extract::RequestId;
+pub use crate::state::{AppState, Shared};
 
 /// The whole application router.
 pub fn router(state: Shared) -> Router {

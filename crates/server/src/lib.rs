@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod kernel;
 pub mod licenses;
 pub mod ops;
+pub mod state;
 pub mod tenants;
 
 use std::sync::Arc;

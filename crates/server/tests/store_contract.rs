@@ -6,9 +6,10 @@ mod common;
 
 use common::Backend;
 use scim::sql::SqlWhere;
+use seatkeeper::directory::store::StoredResource;
 use seatkeeper::directory::store::{Kind, Order, Page};
 use seatkeeper::kernel::auth::Credential;
-use seatkeeper::kernel::store::{NewAudit, StoreError, StoredResource};
+use seatkeeper::kernel::store::{NewAudit, StoreError};
 use serde_json::json;
 
 fn res(id: &str, doc: serde_json::Value) -> StoredResource {

@@ -10,11 +10,11 @@ use axum::routing::{delete, get, post};
 use licensing::entitlements::{Answer, Question};
 use serde_json::{Value, json};
 
-use crate::app::Shared;
 use crate::kernel::auth::Credential;
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::extract::{AdminAuth, Json, bearer, empty, read_json, with_status};
-use crate::tenants::http::Named;
+use crate::kernel::ids::Named;
+use crate::state::Shared;
 
 /// Most checks in one batch call.
 pub const MAX_BATCH_CHECKS: usize = 1000;

@@ -8,10 +8,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use crate::app::Shared;
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::extract::{AdminAuth, ScimJson};
 use crate::kernel::store::VENDOR;
+use crate::state::Shared;
 
 /// Most events one feed page returns.
 const MAX_PAGE: i64 = 1000;
@@ -26,7 +26,7 @@ pub fn routes() -> Router<Shared> {
 #[derive(serde::Deserialize)]
 struct AuditParams {
     #[serde(flatten)]
-    query: crate::audit::store::AuditQuery,
+    query: crate::audit::service::AuditQuery,
     after: Option<String>,
     limit: Option<i64>,
     format: Option<String>,
@@ -173,15 +173,15 @@ async fn trail(
         }
         "jsonl" | "csv" => {
             let csv = format == "csv";
-            let store = state.audit.clone();
-            let start = (store, id, q, after, false, csv);
+            let audit = state.audit.clone();
+            let start = (audit, id, q, after, false, csv);
             let body =
-                futures::stream::unfold(start, |(store, id, q, after, done, csv)| async move {
+                futures::stream::unfold(start, |(audit, id, q, after, done, csv)| async move {
                     if done {
                         return None;
                     }
                     let mut chunk = String::new();
-                    match store.query(&id, &q, after, 1000).await {
+                    match audit.query(&id, &q, after, 1000).await {
                         Ok(rows) => {
                             let last = rows.last().map_or(after, |r| r.seq);
                             for r in &rows {
@@ -195,12 +195,12 @@ async fn trail(
                             let finished = rows.len() < 1000;
                             Some((
                                 Ok::<_, std::io::Error>(Bytes::from(chunk)),
-                                (store, id, q, last, finished, csv),
+                                (audit, id, q, last, finished, csv),
                             ))
                         }
                         Err(e) => Some((
                             Err(std::io::Error::other(e.to_string())),
-                            (store, id, q, after, true, csv),
+                            (audit, id, q, after, true, csv),
                         )),
                     }
                 });

@@ -1,7 +1,7 @@
 //! The audit trail as a service: queries and exports of a chain (a tenant's or the vendor's),
 //! verification of every chain, and pruning behind signed checkpoints.
 
-use crate::audit::store::AuditQuery;
+pub use crate::audit::store::AuditQuery;
 use crate::kernel::chain::{self as audit, AuditRow};
 use crate::kernel::clock::{self, SharedClock};
 use crate::kernel::error::ApiResult;

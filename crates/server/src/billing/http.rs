@@ -9,10 +9,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::json;
 
-use crate::app::Shared;
 use crate::billing::service::StandardHeaders;
 use crate::kernel::error::ApiResult;
 use crate::kernel::extract::{AdminAuth, Json, RequestId, ScimJson, empty, header, with_status};
+use crate::state::Shared;
 
 /// Most events one feed page returns.
 const MAX_PAGE: i64 = 1000;

@@ -17,13 +17,13 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::billing::store::{BillingRecord, StripeMaps};
 use crate::kernel::clock::Clock;
+use crate::kernel::clock::stamp as time_text;
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::store::{Change as AuditChange, Store, VENDOR};
 use crate::licenses::decide::{Outcome, Scope, relicense};
 use crate::licenses::service::{
     Actor, audit_model, cause, require_tenant, settle_terms, subscription_json, transact,
 };
-use crate::licenses::store::time_text;
 
 /// The generic format's source name.
 pub const GENERIC: &str = "generic";

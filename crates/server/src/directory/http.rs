@@ -12,11 +12,11 @@ use scim::resource::Projection;
 use scim::schema::{self, BULK_REQUEST_SCHEMA, BULK_RESPONSE_SCHEMA};
 use serde_json::{Value, json};
 
-use crate::app::Shared;
+use crate::directory::service::Kind;
 use crate::directory::service::{Ctx, Rendered, etag, etag_matches, resource_type};
-use crate::directory::store::Kind;
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::extract::{ScimAuth, ScimJson, empty, read_json};
+use crate::state::Shared;
 
 /// Marker types so one generic handler serves both resource types.
 pub trait KindMarker: Send + Sync + 'static {

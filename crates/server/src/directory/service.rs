@@ -10,14 +10,16 @@ use scim::schema::{GROUP_TYPE, ResourceType, USER_TYPE};
 use scim::sql::{self, ColumnKind, ColumnMap, SqlWhere};
 use serde_json::{Map, Value, json};
 
-use crate::directory::store::{Columns, Kind, Order, Page};
+pub use crate::directory::store::Kind;
+use crate::directory::store::StoredResource;
+use crate::directory::store::{Columns, Order, Page};
 use crate::kernel::catalogue::EventType;
 use crate::kernel::clock::{SharedClock, stamp};
 use crate::kernel::error::{ApiError, ApiResult};
 pub use crate::kernel::extract::Ctx;
-use crate::kernel::store::{NewAudit, Store, StoredResource, Tx};
+use crate::kernel::store::{NewAudit, Store, Tx};
 use crate::licenses::decide::{Cause, Scope, relicense};
-use crate::licenses::store::LicenseRow;
+use crate::licenses::service::LicenseRow;
 
 /// A resource rendered for the wire, with its version for the ETag.
 #[derive(Debug, Clone)]
@@ -1166,7 +1168,7 @@ fn record(
 }
 
 /// A user's `groups` value (RFC 7643 §4.1.2: direct and indirect memberships).
-fn group_ref_json(ctx: &Ctx, g: crate::kernel::store::GroupRef) -> Value {
+fn group_ref_json(ctx: &Ctx, g: crate::directory::store::GroupRef) -> Value {
     json!({
         "value": g.group_id,
         "$ref": format!("{}/Groups/{}", ctx.base_url, g.group_id),

@@ -11,12 +11,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::app::Shared;
 use crate::events::dispatcher::{envelope, event_id};
 use crate::events::service::{NewWebhook, Replay, webhook_json};
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::extract::{AdminAuth, Json, ScimJson, empty, header, with_status};
 use crate::kernel::ids::Instant;
+use crate::state::Shared;
 use futures::StreamExt;
 
 /// Most events one feed page returns.

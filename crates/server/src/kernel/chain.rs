@@ -7,6 +7,10 @@
 
 use sha2::{Digest, Sha256};
 
+/// The audit chain of actions that belong to no tenant (billing secrets, Stripe mappings,
+/// signing keys, audit pruning). No tenant id can take this name: tenant ids are UUIDs.
+pub const VENDOR: &str = "vendor";
+
 /// The `prev_hash` of a tenant's first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 

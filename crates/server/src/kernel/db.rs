@@ -17,7 +17,37 @@ use rusqlite::types::ValueRef;
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{Column, Postgres, Row as _, TypeInfo};
 
-use super::store::{StoreError, StoreResult};
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint was violated (userName, displayName…).
+    #[error("unique constraint violated: {0}")]
+    Unique(String),
+    /// PostgreSQL failed.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    /// SQLite failed.
+    #[error("sqlite error: {0}")]
+    Sqlite(String),
+    /// A stored document could not be read back.
+    #[error("corrupt stored document: {0}")]
+    Corrupt(String),
+    /// The database URL is not one we support.
+    #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://…")]
+    BadUrl(String),
+}
+
+/// Result of store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which database is behind the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file in WAL mode.
+    Sqlite,
+    /// A PostgreSQL server shared by any number of nodes.
+    Postgres,
+}
 
 /// A bound parameter.
 #[derive(Debug, Clone, PartialEq)]

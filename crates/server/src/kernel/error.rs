@@ -5,6 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::kernel::store::StoreError;
+use serde_json::Value;
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +114,7 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!(error = %detail, "internal error");
         }
-        let mut resp = (status, crate::kernel::extract::ScimJson(self.body())).into_response();
+        let mut resp = (status, ScimJson(self.body())).into_response();
         match &self {
             ApiError::Unauthorized(_) => {
                 resp.headers_mut().insert(
@@ -134,6 +135,23 @@ impl IntoResponse for ApiError {
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A JSON response with the SCIM media type.
+pub struct ScimJson(pub Value);
+
+impl IntoResponse for ScimJson {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.0).unwrap_or_default();
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/scim+json"),
+            )],
+            body,
+        )
+            .into_response()
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ use std::num::NonZeroU32;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::de::DeserializeOwned;
@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::kernel::auth::{Credential, TokenRow, TokenVerifier, hash_token, hashes_equal};
 use crate::kernel::config::Config;
+pub use crate::kernel::error::ScimJson;
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::store::Store;
 
@@ -204,23 +205,6 @@ pub(crate) fn admit(limiter: &DefaultKeyedRateLimiter<String>, tenant: &String) 
 /// A request id: the caller's `X-Request-Id` if sane, else a fresh one.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
-
-/// A JSON response with the SCIM media type.
-pub struct ScimJson(pub Value);
-
-impl IntoResponse for ScimJson {
-    fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&self.0).unwrap_or_default();
-        (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/scim+json"),
-            )],
-            body,
-        )
-            .into_response()
-    }
-}
 
 /// Reads a JSON body of any shape (SCIM resources, which the protocol crate validates):
 /// checks the media type, enforces the size limit, and turns malformed JSON into SCIM

@@ -41,6 +41,14 @@ impl std::fmt::Display for Name {
     }
 }
 
+/// `{"name": …}`: a tenant, token or key.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Named {
+    /// The name.
+    pub name: Name,
+}
+
 /// An instant given as RFC 3339 text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Instant(time::OffsetDateTime);

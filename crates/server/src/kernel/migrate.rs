@@ -1,8 +1,8 @@
 //! Versioned migrations, applied at start. The schema is written once and specialised per
 //! dialect; on PostgreSQL an advisory lock keeps several nodes from migrating at once.
 
+use super::db::{Backend, StoreResult, Tx};
 use super::db::{P, Pool};
-use super::store::{Backend, StoreResult, Tx};
 
 /// A step of a migration that SQL alone does not say once for both dialects.
 type Then = fn(&mut Tx<'_>) -> StoreResult<()>;
@@ -72,7 +72,7 @@ fn move_seat_lines(tx: &mut Tx<'_>) -> StoreResult<()> {
 fn vendor_chain(tx: &mut Tx<'_>) -> StoreResult<()> {
     tx.execute(
         "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2)",
-        &crate::params![super::store::VENDOR, super::chain::GENESIS],
+        &crate::params![super::chain::VENDOR, super::chain::GENESIS],
     )?;
     Ok(())
 }

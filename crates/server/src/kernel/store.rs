@@ -6,46 +6,13 @@
 
 use std::path::PathBuf;
 
-pub use super::db::Tx;
+pub use super::chain::VENDOR;
+pub use super::db::{Backend, StoreError, StoreResult, Tx};
 use super::db::{P, Pool, Row, placeholders};
 use super::migrate;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::params;
-
-pub use crate::directory::store::{GroupRef, Member, StoredResource};
-
-/// Errors of the store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A unique constraint was violated (userName, displayName…).
-    #[error("unique constraint violated: {0}")]
-    Unique(String),
-    /// PostgreSQL failed.
-    #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
-    /// SQLite failed.
-    #[error("sqlite error: {0}")]
-    Sqlite(String),
-    /// A stored document could not be read back.
-    #[error("corrupt stored document: {0}")]
-    Corrupt(String),
-    /// The database URL is not one we support.
-    #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://…")]
-    BadUrl(String),
-}
-
-/// Result of store operations.
-pub type StoreResult<T> = Result<T, StoreError>;
-
-/// Which database is behind the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// An embedded SQLite file in WAL mode.
-    Sqlite,
-    /// A PostgreSQL server shared by any number of nodes.
-    Postgres,
-}
 
 /// Connection settings.
 #[derive(Debug, Clone)]
@@ -320,10 +287,6 @@ pub struct OutboxRow {
     /// When it was written.
     pub created: String,
 }
-
-/// The audit chain of actions that belong to no tenant (billing secrets, Stripe mappings,
-/// signing keys, audit pruning). No tenant id can take this name: tenant ids are UUIDs.
-pub const VENDOR: &str = "vendor";
 
 /// Who is acting, as the audit trail records it.
 #[derive(Debug, Clone)]

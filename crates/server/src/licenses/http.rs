@@ -6,9 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 
-use crate::app::Shared;
 use crate::kernel::error::ApiResult;
 use crate::kernel::extract::{AdminAuth, ScimJson, read_json};
+use crate::state::Shared;
 
 /// The admin routes.
 pub fn routes() -> Router<Shared> {

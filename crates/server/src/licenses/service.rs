@@ -18,6 +18,7 @@ use crate::licenses::decide::{Cause, Outcome, Scope, relicense};
 use crate::licenses::store::{RuleRow, rule_of, time_text};
 
 pub use crate::kernel::store::Actor;
+pub use crate::licenses::store::LicenseRow;
 
 /// The result of applying (or planning) a model.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -708,10 +709,7 @@ async fn usage(store: &Store, clock: &dyn Clock, tenant: &str) -> ApiResult<Valu
 /// A user's licenses with their explanation chains and history.
 async fn user_licenses(store: &Store, tenant: &str, user: &str) -> ApiResult<Value> {
     let rows = store.licenses_of(tenant, &[user.to_string()]).await?;
-    let exists = store
-        .get_resource(crate::directory::store::Kind::User, tenant, user)
-        .await?
-        .is_some();
+    let exists = store.user_exists(tenant, user).await?;
     if !exists && rows.is_empty() {
         return Err(ApiError::NotFound(format!("User {user} not found")));
     }

@@ -652,6 +652,21 @@ impl Tx<'_> {
 }
 
 impl Store {
+    /// Whether a user exists (licensing reads the directory's users; the directory writes
+    /// them).
+    pub async fn user_exists(&self, tenant: &str, user: &str) -> StoreResult<bool> {
+        Ok(self
+            .pool()
+            .fetch_opt(
+                "SELECT 1 FROM scim_users WHERE tenant_id = $1 AND id = $2",
+                &params![tenant, user],
+            )
+            .await?
+            .is_some())
+    }
+}
+
+impl Store {
     /// The product catalogue.
     pub async fn products(&self) -> StoreResult<Vec<Product>> {
         self.pool()

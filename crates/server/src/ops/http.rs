@@ -7,9 +7,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::app::Shared;
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::extract::{AdminAuth, ScimJson, read_json};
+use crate::state::Shared;
 
 /// The operations routes.
 pub fn routes() -> Router<Shared> {
@@ -29,7 +29,7 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(state): State<Shared>) -> Response {
-    if state.store.ping().await {
+    if state.ready().await {
         axum::Json(json!({"status": "ready"})).into_response()
     } else {
         (

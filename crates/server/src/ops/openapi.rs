@@ -7,9 +7,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 
-use crate::app::Shared;
 use crate::apps::http::MAX_BATCH_CHECKS;
 use crate::kernel::catalogue::{self, EventType};
+use crate::state::Shared;
 
 /// Who may call an operation.
 #[derive(Clone, Copy)]

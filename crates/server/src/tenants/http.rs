@@ -7,11 +7,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde_json::json;
 
-use crate::app::Shared;
 use crate::kernel::auth::Credential;
 use crate::kernel::error::ApiResult;
 use crate::kernel::extract::{AdminAuth, Json, OptionalJson, ScimJson, empty, with_status};
-use crate::kernel::ids::Name;
+use crate::kernel::ids::{Name, Named};
+use crate::state::Shared;
 
 /// The tenant routes.
 pub fn routes() -> Router<Shared> {
@@ -20,13 +20,6 @@ pub fn routes() -> Router<Shared> {
         .route("/tenants/{id}", get(get_tenant))
         .route("/tenants/{id}/scim-tokens", post(create_token))
         .route("/tenants/{id}/scim-tokens/{token_id}", delete(revoke_token))
-}
-
-/// `{"name": …}`: a tenant, token or key.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Named {
-    pub name: Name,
 }
 
 /// `{"name": …}` or nothing.
