@@ -45,9 +45,6 @@ pub struct ListPage {
     pub start_index: Option<usize>,
 }
 
-/// How many times a write retries after losing an optimistic-concurrency race.
-const WRITE_RETRIES: usize = 5;
-
 /// The SCIM type of a kind.
 pub fn resource_type(kind: Kind) -> &'static ResourceType {
     match kind {
@@ -495,7 +492,7 @@ impl Engine {
         change: F,
     ) -> ApiResult<Rendered>
     where
-        F: Fn(&Current) -> ApiResult<(Value, Option<Vec<(String, Option<String>)>>)>
+        F: FnOnce(&Current) -> ApiResult<(Value, Option<Vec<(String, Option<String>)>>)>
             + Send
             + 'static,
     {
@@ -514,7 +511,7 @@ impl Engine {
                 } else {
                     Vec::new()
                 };
-                for _ in 0..WRITE_RETRIES {
+                {
                     let stored = current_version(tx, &ctx, kind, &id, if_match.as_deref())?;
                     let members = if kind == Kind::Group {
                         tx.member_ids(&ctx.tenant, &id)?
@@ -566,7 +563,12 @@ impl Engine {
                             other => other.into(),
                         })?;
                     if !updated {
-                        continue; // another node wrote in between: re-read and re-apply
+                        // The tenant's lock is held: no one can have written in between.
+                        return Err(crate::kernel::store::StoreError::Corrupt(format!(
+                            "{} {id} changed under the tenant's lock",
+                            kind.name()
+                        ))
+                        .into());
                     }
                     if !added.is_empty() {
                         tx.add_members(&ctx.tenant, &id, &added)?;
@@ -626,12 +628,8 @@ impl Engine {
                     if !affected.is_empty() {
                         relicense(tx, &cause, Scope::Users(affected))?;
                     }
-                    return Ok(next);
+                    Ok(next)
                 }
-                Err(ApiError::Internal(format!(
-                    "{} {id}: too many concurrent writes",
-                    kind.name()
-                )))
             })
             .await?;
         self.render(ctx, kind, &outcome, true).await

@@ -1,5 +1,5 @@
 //! Shared test support: stores on both backends, an in-process app, and a request helper.
-#![allow(dead_code)]
+
 
 use std::sync::Arc;
 
@@ -12,6 +12,12 @@ use seatkeeper::kernel::config::Config;
 use seatkeeper::kernel::store::{Store, StoreOptions};
 use serde_json::Value;
 use tower::ServiceExt;
+
+pub const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+pub const ENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+pub const EXT: &str = "urn:seatkeeper:params:scim:schemas:extension:licensing:2.0:User";
 
 /// The backends a test runs on.
 #[derive(Debug, Clone, Copy)]

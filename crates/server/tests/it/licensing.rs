@@ -2,7 +2,9 @@
 //! directory in the same transaction, seats are never oversold, terms expire on schedule,
 //! and every decision can be explained.
 
-mod common;
+
+
+use crate::common::{self, EXT};
 
 use std::collections::BTreeMap;
 
@@ -10,7 +12,6 @@ use axum::http::StatusCode;
 use common::{Backend, TestApp};
 use serde_json::{Value, json};
 
-const EXT: &str = "urn:seatkeeper:params:scim:schemas:extension:licensing:2.0:User";
 
 /// A product key of this test alone: the catalogue is shared by every tenant of a database.
 fn product(app: &TestApp) -> String {

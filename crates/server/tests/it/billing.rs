@@ -2,7 +2,9 @@
 //! checked, each event applies exactly once, late events are ignored, failures apply
 //! nothing; and the event feed and webhook registration that carry changes out.
 
-mod common;
+
+
+use crate::common;
 
 use axum::http::StatusCode;
 use common::{Backend, TestApp};

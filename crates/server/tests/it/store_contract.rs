@@ -1,8 +1,11 @@
 //! The store contract: one suite, run against SQLite and PostgreSQL.
 
-#[path = "common/binary.rs"]
-mod binary;
-mod common;
+
+
+
+
+use crate::common;
+use crate::binary;
 
 use common::Backend;
 use scim::sql::SqlWhere;

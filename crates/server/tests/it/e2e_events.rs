@@ -2,10 +2,13 @@
 //! loopback — signed webhooks that survive a receiver outage and a SIGKILL of the server,
 //! billing events in, and term events at the right (test-clock) time.
 
-mod common;
 
-#[path = "common/binary.rs"]
-mod binary;
+
+
+
+
+use crate::common::{self, PATCH};
+use crate::binary;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -13,12 +16,10 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
-use binary::{ADMIN, Server, cli_ok, database};
+use binary::{Api, Server, cli_ok, database};
 use common::Backend;
 use serde_json::{Value, json};
 
-const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
 /// What the receiver got: (webhook-id, verified, body).
 type Inbox = Arc<Mutex<Vec<(String, bool, Value)>>>;
@@ -79,104 +80,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-    tenant: String,
-}
 
-impl Api {
-    async fn call(
-        &self,
-        token: &str,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(
-                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
-                format!("{}{path}", self.base),
-            )
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(b.to_string());
-        }
-        match req.send().await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let text = resp.text().await.unwrap_or_default();
-                (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-            }
-            Err(_) => (0, Value::Null),
-        }
-    }
-
-    async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let (status, v) = self
-            .call(ADMIN, method, &format!("/api/v1{path}"), body)
-            .await;
-        assert!(
-            (200..300).contains(&status),
-            "{method} {path}: {status} {v}"
-        );
-        v
-    }
-
-    /// The same tenant and token through another server.
-    fn via(&self, base: &str) -> Api {
-        Api {
-            http: reqwest::Client::new(),
-            base: base.to_string(),
-            token: self.token.clone(),
-            tenant: self.tenant.clone(),
-        }
-    }
-
-    /// Registers an endpoint on a local receiver's port; returns the registration.
-    async fn webhook(&self, port: u16, events: Value) -> Value {
-        self.admin(
-            "POST",
-            &format!("/tenants/{}/webhooks", self.tenant),
-            Some(json!({"url": format!("http://127.0.0.1:{port}/hook"), "events": events})),
-        )
-        .await
-    }
-
-    async fn create_user(&self, name: &str) -> (u16, Value) {
-        self.call(
-            &self.token,
-            "POST",
-            "/scim/v2/Users",
-            Some(json!({"schemas": [USER], "userName": name})),
-        )
-        .await
-    }
-
-    /// Every event of the tenant, from the pull feed.
-    async fn feed(&self) -> Vec<Value> {
-        let mut out = Vec::new();
-        let mut after = String::new();
-        loop {
-            let v = self
-                .admin(
-                    "GET",
-                    &format!("/events?tenant={}&after={after}&limit=1000", self.tenant),
-                    None,
-                )
-                .await;
-            out.extend(v["events"].as_array().unwrap().iter().cloned());
-            after = v["next_cursor"].as_str().unwrap().to_string();
-            if v["has_more"] != json!(true) {
-                return out;
-            }
-        }
-    }
-}
 
 fn setup(db: &str, base: &str) -> Api {
     let tenant = cli_ok(db, &["tenant", "create", "Events"])
@@ -185,12 +89,7 @@ fn setup(db: &str, base: &str) -> Api {
     let token = cli_ok(db, &["token", "create", "--tenant", &tenant])
         .trim()
         .to_string();
-    Api {
-        http: reqwest::Client::new(),
-        base: base.to_string(),
-        token,
-        tenant,
-    }
+    Api::new(base, &token, &tenant)
 }
 
 fn model(tenant: &str, product: &str, seats: u32, ends_at: &str) -> Value {
@@ -265,7 +164,7 @@ async fn webhooks_survive_an_outage(b: Backend) {
         ids.push(v["id"].as_str().unwrap().to_string());
     }
     let (status, _) = api
-        .call(&api.token, "PATCH", &format!("/scim/v2/Users/{}", ids[0]),
+        .call(&api.scim_token, "PATCH", &format!("/scim/v2/Users/{}", ids[0]),
             Some(json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": false}]})))
         .await;
     assert_eq!(status, 200);
@@ -498,7 +397,7 @@ async fn events_survive_sigkill(b: Backend) {
     for e in got.values().take(50) {
         let id = e["data"]["user"]["id"].as_str().unwrap();
         let (status, _) = api
-            .call(&api.token, "GET", &format!("/scim/v2/Users/{id}"), None)
+            .call(&api.scim_token, "GET", &format!("/scim/v2/Users/{id}"), None)
             .await;
         assert_eq!(status, 200);
     }

@@ -3,9 +3,11 @@
 //! (`snapshot::CATCH_UP_TICK` plus a query: 1 s), and again after every database connection
 //! of both nodes has been cut.
 
-#[path = "common/binary.rs"]
-mod binary;
-mod common;
+
+
+
+
+use crate::binary;
 
 use std::time::{Duration, Instant};
 

@@ -2,124 +2,20 @@
 //! model applied with `seatkeeper apply`, users and groups pushed over SCIM, subscriptions
 //! changed over the admin API, time moved on the server's test clock.
 
-mod common;
 
-#[path = "common/binary.rs"]
-mod binary;
 
-use binary::{ADMIN, BIN, Server, cli_ok, database};
+
+
+
+use crate::common::{self, EXT, GROUP};
+use crate::binary;
+
+use binary::{Api, BIN, Server, cli_ok, database};
 
 use common::Backend;
-use serde_json::{Value, json};
+use serde_json::json;
 
-const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
-const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
-const EXT: &str = "urn:seatkeeper:params:scim:schemas:extension:licensing:2.0:User";
 
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    scim_token: String,
-    tenant: String,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        token: &str,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(
-                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
-                format!("{}{path}", self.base),
-            )
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/scim+json")
-                .body(b.to_string());
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn scim(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.call(&self.scim_token, method, &format!("/scim/v2{path}"), body)
-            .await
-    }
-
-    async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let (status, v) = self
-            .call(ADMIN, method, &format!("/api/v1{path}"), body)
-            .await;
-        assert_eq!(status, 200, "{method} {path}: {v}");
-        v
-    }
-
-    async fn user(&self, name: &str, extra: Value) -> String {
-        let mut body = json!({"schemas": [USER], "userName": name});
-        for (k, v) in extra.as_object().into_iter().flatten() {
-            body[k] = v.clone();
-        }
-        let (status, v) = self.scim("POST", "/Users", Some(body)).await;
-        assert_eq!(status, 201, "{v}");
-        v["id"].as_str().unwrap().to_string()
-    }
-
-    async fn set_active(&self, id: &str, active: bool) {
-        let (status, v) = self
-            .scim("PATCH", &format!("/Users/{id}"), Some(json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": active}]})))
-            .await;
-        assert_eq!(status, 200, "{v}");
-    }
-
-    async fn usage(&self, product: &str) -> Value {
-        let u = self
-            .admin("GET", &format!("/tenants/{}/usage", self.tenant), None)
-            .await;
-        u["subscriptions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["product"] == json!(product))
-            .cloned()
-            .unwrap()
-    }
-
-    /// (state, plan) of a user's license of `product`, if any.
-    async fn license(&self, id: &str, product: &str) -> Option<(String, String)> {
-        let (status, v) = self.scim("GET", &format!("/Users/{id}"), None).await;
-        assert_eq!(status, 200);
-        v[EXT]["licenses"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|l| l["product"] == json!(product))
-            .map(|l| {
-                (
-                    l["state"].as_str().unwrap().to_string(),
-                    l["plan"].as_str().unwrap().to_string(),
-                )
-            })
-    }
-
-    async fn advance_days(&self, days: i64) -> Value {
-        self.admin(
-            "POST",
-            "/clock",
-            Some(json!({"advance_seconds": days * 86_400})),
-        )
-        .await
-    }
-}
 
 fn model_file(
     dir: &tempfile::TempDir,

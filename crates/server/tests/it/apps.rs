@@ -2,7 +2,9 @@
 //! snapshot (a deprovisioned user is denied on the very next call), signed entitlement
 //! tokens verified with a standard JWT library from the JWKS alone, and activity.
 
-mod common;
+
+
+use crate::common;
 
 use axum::http::StatusCode;
 use common::{ADMIN, Backend, TestApp};

@@ -1,6 +1,8 @@
 //! In-process HTTP tests of the SCIM API, on SQLite and PostgreSQL.
 
-mod common;
+
+
+use crate::common::{self, ENT, GROUP, PATCH, USER};
 
 use std::collections::BTreeSet;
 
@@ -9,10 +11,6 @@ use common::{Backend, TestApp, app, app_with};
 use seatkeeper::kernel::config::Config;
 use serde_json::{Value, json};
 
-const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
-const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
-const ENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
 fn enc(s: &str) -> String {
     s.bytes()

@@ -1,0 +1,332 @@
+//! Running the real `seatkeeper` binary: the CLI, and a server on `127.0.0.1:0`.
+
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::common::{Backend, EXT, PATCH, USER};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_seatkeeper");
+pub const ADMIN: &str = "e2e-admin";
+
+/// Runs a CLI command against `db` and returns its stdout; panics if it fails.
+pub fn cli_ok(db: &str, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("SEATKEEPER_DATABASE", db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A database URL for an end-to-end test.
+pub fn database(b: Backend, dir: &tempfile::TempDir) -> String {
+    match b {
+        Backend::Sqlite => format!("sqlite://{}", dir.path().join("e2e.db").display()),
+        Backend::Postgres => crate::common::postgres_url(),
+    }
+}
+
+/// A running `seatkeeper serve`, killed (SIGKILL) when dropped.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    /// What the server printed up to its listening line.
+    pub stdout: Vec<String>,
+}
+
+impl Server {
+    /// A server with the admin token [`ADMIN`].
+    pub fn start(db: &str, extra: &[&str]) -> Server {
+        Server::start_as(db, Some(ADMIN), extra)
+    }
+
+    /// A server with this admin token, or none (it then generates one).
+    pub fn start_as(db: &str, admin: Option<&str>, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--database", db])
+            .args(["--rate-limit", "100000", "--rate-burst", "100000"])
+            .args(extra)
+            .env("SEATKEEPER_LOG_FORMAT", "text")
+            .env_remove("SEATKEEPER_ADMIN_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(a) = admin {
+            cmd.env("SEATKEEPER_ADMIN_TOKEN", a);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut stdout = Vec::new();
+        let base = loop {
+            let mut line = String::new();
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "server exited early: {stdout:?}"
+            );
+            stdout.push(line.clone());
+            if let Some(idx) = line.find("listening on http://") {
+                let addr: String = line[idx + "listening on http://".len()..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                break format!("http://{addr}");
+            }
+        };
+        // Warnings and errors of the server show in the test's output when it fails.
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                if line.contains("WARN") || line.contains("ERROR") {
+                    eprintln!("server: {line}");
+                }
+            }
+        });
+        Server {
+            child,
+            base,
+            stdout,
+        }
+    }
+
+    /// SIGKILL, no chance to finish anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A PostgreSQL database of one test alone, so no other test's server works on its rows.
+pub struct OwnDatabase {
+    pub url: String,
+    name: String,
+    admin: sqlx::PgPool,
+}
+
+impl OwnDatabase {
+    pub async fn create(tag: &str) -> OwnDatabase {
+        let base_url = crate::common::postgres_url();
+        let (prefix, _) = base_url.rsplit_once('/').unwrap();
+        let name = format!("sk_{tag}_{}", std::process::id());
+        let admin = sqlx::PgPool::connect(&base_url).await.unwrap();
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&admin)
+            .await;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .unwrap();
+        OwnDatabase {
+            url: format!("{prefix}/{name}"),
+            name,
+            admin,
+        }
+    }
+
+    /// Drops the database (after the test's servers are gone).
+    pub async fn drop_database(self) {
+        let _ = sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&self.admin)
+        .await;
+    }
+
+    /// Cuts every connection to the database (each node's pool and listener).
+    pub async fn cut_connections(&self) -> u64 {
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(&self.name)
+        .execute(&self.admin)
+        .await
+        .unwrap()
+        .rows_affected()
+    }
+}
+
+/// An HTTP client for a running server: its SCIM token and tenant, and the admin token.
+#[derive(Clone)]
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub scim_token: String,
+    pub tenant: String,
+}
+
+impl Api {
+    pub fn new(base: &str, scim_token: &str, tenant: &str) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: base.to_string(),
+            scim_token: scim_token.to_string(),
+            tenant: tenant.to_string(),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{}{path}", self.base),
+            )
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/scim+json")
+                .body(b.to_string());
+        }
+        // A server that is down (killed by the test) answers 0.
+        let Ok(resp) = req.send().await else {
+            return (0, Value::Null);
+        };
+        let status = resp.status().as_u16();
+        if path.starts_with("/scim/v2") && status != 204 {
+            let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok());
+            assert!(
+                ct.is_some_and(|c| c.starts_with("application/scim+json")),
+                "{method} {path}: content-type {ct:?}"
+            );
+        }
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn scim(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(&self.scim_token, method, &format!("/scim/v2{path}"), body)
+            .await
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self
+            .call(ADMIN, method, &format!("/api/v1{path}"), body)
+            .await;
+        assert!((200..300).contains(&status), "{method} {path}: {status} {v}");
+        v
+    }
+
+    pub async fn user(&self, name: &str, extra: Value) -> String {
+        let mut body = json!({"schemas": [USER], "userName": name});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            body[k] = v.clone();
+        }
+        let (status, v) = self.scim("POST", "/Users", Some(body)).await;
+        assert_eq!(status, 201, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn set_active(&self, id: &str, active: bool) {
+        let (status, v) = self
+            .scim("PATCH", &format!("/Users/{id}"), Some(json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "active", "value": active}]})))
+            .await;
+        assert_eq!(status, 200, "{v}");
+    }
+
+    pub async fn usage(&self, product: &str) -> Value {
+        let u = self
+            .admin("GET", &format!("/tenants/{}/usage", self.tenant), None)
+            .await;
+        u["subscriptions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["product"] == json!(product))
+            .cloned()
+            .unwrap()
+    }
+
+    /// (state, plan) of a user's license of `product`, if any.
+    pub async fn license(&self, id: &str, product: &str) -> Option<(String, String)> {
+        let (status, v) = self.scim("GET", &format!("/Users/{id}"), None).await;
+        assert_eq!(status, 200);
+        v[EXT]["licenses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["product"] == json!(product))
+            .map(|l| {
+                (
+                    l["state"].as_str().unwrap().to_string(),
+                    l["plan"].as_str().unwrap().to_string(),
+                )
+            })
+    }
+
+    pub async fn advance_days(&self, days: i64) -> Value {
+        self.admin(
+            "POST",
+            "/clock",
+            Some(json!({"advance_seconds": days * 86_400})),
+        )
+        .await
+    }
+
+    /// The same tenant and token through another server.
+    pub fn via(&self, base: &str) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            base: base.to_string(),
+            scim_token: self.scim_token.clone(),
+            tenant: self.tenant.clone(),
+        }
+    }
+
+    /// Registers an endpoint on a local receiver's port; returns the registration.
+    pub async fn webhook(&self, port: u16, events: Value) -> Value {
+        self.admin(
+            "POST",
+            &format!("/tenants/{}/webhooks", self.tenant),
+            Some(json!({"url": format!("http://127.0.0.1:{port}/hook"), "events": events})),
+        )
+        .await
+    }
+
+    pub async fn create_user(&self, name: &str) -> (u16, Value) {
+        self.call(
+            &self.scim_token,
+            "POST",
+            "/scim/v2/Users",
+            Some(json!({"schemas": [USER], "userName": name})),
+        )
+        .await
+    }
+
+    /// Every event of the tenant, from the pull feed.
+    pub async fn feed(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let v = self
+                .admin(
+                    "GET",
+                    &format!("/events?tenant={}&after={after}&limit=1000", self.tenant),
+                    None,
+                )
+                .await;
+            out.extend(v["events"].as_array().unwrap().iter().cloned());
+            after = v["next_cursor"].as_str().unwrap().to_string();
+            if v["has_more"] != json!(true) {
+                return out;
+            }
+        }
+    }
+}

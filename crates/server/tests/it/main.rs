@@ -1,0 +1,23 @@
+//! seatkeeper's integration tests: one binary, one module per domain, one harness.
+//!
+//! - [`harness`]: stores on both backends, the in-process app and its request helper, the
+//!   SCIM and licensing helpers (`both_backends!` runs a body on SQLite and PostgreSQL).
+//! - [`binary`]: the real `seatkeeper` binary (CLI and server on `127.0.0.1:0`) and an HTTP
+//!   client for it.
+
+#[macro_use]
+mod harness;
+mod binary;
+
+pub(crate) use harness as common;
+
+mod apps;
+mod architecture;
+mod billing;
+mod e2e;
+mod e2e_apps;
+mod e2e_events;
+mod e2e_licensing;
+mod licensing;
+mod scim;
+mod store_contract;
