@@ -8,9 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
+use crate::kernel::chain::VENDOR;
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::extract::{AdminAuth, ScimJson};
-use crate::kernel::store::VENDOR;
 use crate::state::Shared;
 
 /// Most events one feed page returns.

@@ -2,8 +2,6 @@
 //! snapshot (a deprovisioned user is denied on the very next call), signed entitlement
 //! tokens verified with a standard JWT library from the JWKS alone, and activity.
 
-
-
 use crate::common;
 
 use axum::http::StatusCode;

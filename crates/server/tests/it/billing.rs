@@ -2,8 +2,6 @@
 //! checked, each event applies exactly once, late events are ignored, failures apply
 //! nothing; and the event feed and webhook registration that carry changes out.
 
-
-
 use crate::common;
 
 use axum::http::StatusCode;

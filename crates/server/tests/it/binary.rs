@@ -1,6 +1,5 @@
 //! Running the real `seatkeeper` binary: the CLI, and a server on `127.0.0.1:0`.
 
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
@@ -201,7 +200,10 @@ impl Api {
         };
         let status = resp.status().as_u16();
         if path.starts_with("/scim/v2") && status != 204 {
-            let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok());
+            let ct = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok());
             assert!(
                 ct.is_some_and(|c| c.starts_with("application/scim+json")),
                 "{method} {path}: content-type {ct:?}"
@@ -220,7 +222,10 @@ impl Api {
         let (status, v) = self
             .call(ADMIN, method, &format!("/api/v1{path}"), body)
             .await;
-        assert!((200..300).contains(&status), "{method} {path}: {status} {v}");
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {v}"
+        );
         v
     }
 

@@ -1,7 +1,5 @@
 //! End to end: the real `seatkeeper` binary on 127.0.0.1, driven over HTTP and its CLI.
 
-
-
 use crate::binary;
 use crate::common::{self, GROUP, PATCH, USER};
 
@@ -11,14 +9,6 @@ use std::time::Duration;
 use binary::{Api, BIN, Server, cli_ok, database};
 use common::Backend;
 use serde_json::json;
-
-
-
-
-
-
-
-
 
 async fn provisioning_through_the_binary(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
@@ -30,7 +20,8 @@ async fn provisioning_through_the_binary(b: Backend) {
         36,
         "tenant create prints the id alone: {tenant:?}"
     );
-    let token = cli_ok(&db,
+    let token = cli_ok(
+        &db,
         &["token", "create", "--tenant", tenant, "--name", "entra"],
     );
     let token = token.trim();
@@ -39,7 +30,8 @@ async fn provisioning_through_the_binary(b: Backend) {
     let c = Api::new(&server.base, token, "");
 
     // Entra ID: look up, create, update, deactivate.
-    let (s, found) = c.scim(
+    let (s, found) = c
+        .scim(
             "GET",
             "/Users?filter=userName%20eq%20%22e2e%40contoso.com%22",
             None,
@@ -55,7 +47,8 @@ async fn provisioning_through_the_binary(b: Backend) {
             .unwrap()
             .starts_with(&server.base)
     );
-    let (s, _) = c.scim(
+    let (s, _) = c
+        .scim(
             "POST",
             "/Users",
             Some(json!({"schemas": [USER], "userName": "E2E@contoso.com"})),
@@ -65,7 +58,8 @@ async fn provisioning_through_the_binary(b: Backend) {
     let (s, off) = c.scim("PATCH", &format!("/Users/{id}"), Some(json!({"schemas": [PATCH], "Operations": [{"op": "Replace", "path": "active", "value": "False"}]}))).await;
     assert_eq!((s, off["active"].clone()), (200, json!(false)));
     // Groups: create, add and remove members.
-    let (s, g) = c.scim(
+    let (s, g) = c
+        .scim(
             "POST",
             "/Groups",
             Some(json!({"schemas": [GROUP], "displayName": "E2E"})),
@@ -135,7 +129,9 @@ async fn provisioning_through_the_binary(b: Backend) {
 async fn committed_writes_survive_sigkill(b: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let db = database(b, &dir);
-    let tenant = cli_ok(&db, &["tenant", "create", "Crash"]).trim().to_string();
+    let tenant = cli_ok(&db, &["tenant", "create", "Crash"])
+        .trim()
+        .to_string();
     let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
         .trim()
         .to_string();
@@ -143,7 +139,8 @@ async fn committed_writes_survive_sigkill(b: Backend) {
     let c = Api::new(&server.base, &token, "");
     let mut ids = Vec::new();
     for i in 0..50 {
-        let (s, u) = c.scim(
+        let (s, u) = c
+            .scim(
                 "POST",
                 "/Users",
                 Some(json!({"schemas": [USER], "userName": format!("crash{i}")})),
@@ -201,7 +198,9 @@ async fn admin_token_is_generated_once() {
 async fn audit_verify_catches_tampering() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("audit.db").display());
-    let tenant = cli_ok(&db, &["tenant", "create", "Audit"]).trim().to_string();
+    let tenant = cli_ok(&db, &["tenant", "create", "Audit"])
+        .trim()
+        .to_string();
     let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
         .trim()
         .to_string();
@@ -252,7 +251,10 @@ async fn two_nodes_on_postgres_keep_uniqueness_and_one_audit_chain() {
     let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
         .trim()
         .to_string();
-    let (a, b) = (Server::start_as(&db, Some("x"), &[]), Server::start_as(&db, Some("x"), &[]));
+    let (a, b) = (
+        Server::start_as(&db, Some("x"), &[]),
+        Server::start_as(&db, Some("x"), &[]),
+    );
     let http = reqwest::Client::new();
     let mut tasks = Vec::new();
     for i in 0..60 {

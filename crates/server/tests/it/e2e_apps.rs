@@ -3,10 +3,6 @@
 //! (`snapshot::CATCH_UP_TICK` plus a query: 1 s), and again after every database connection
 //! of both nodes has been cut.
 
-
-
-
-
 use crate::binary;
 
 use std::time::{Duration, Instant};

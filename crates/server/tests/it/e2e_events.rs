@@ -2,13 +2,8 @@
 //! loopback — signed webhooks that survive a receiver outage and a SIGKILL of the server,
 //! billing events in, and term events at the right (test-clock) time.
 
-
-
-
-
-
-use crate::common::{self, PATCH};
 use crate::binary;
+use crate::common::{self, PATCH};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -19,7 +14,6 @@ use axum::http::HeaderMap;
 use binary::{Api, Server, cli_ok, database};
 use common::Backend;
 use serde_json::{Value, json};
-
 
 /// What the receiver got: (webhook-id, verified, body).
 type Inbox = Arc<Mutex<Vec<(String, bool, Value)>>>;
@@ -79,8 +73,6 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
-
-
 
 fn setup(db: &str, base: &str) -> Api {
     let tenant = cli_ok(db, &["tenant", "create", "Events"])
@@ -397,7 +389,12 @@ async fn events_survive_sigkill(b: Backend) {
     for e in got.values().take(50) {
         let id = e["data"]["user"]["id"].as_str().unwrap();
         let (status, _) = api
-            .call(&api.scim_token, "GET", &format!("/scim/v2/Users/{id}"), None)
+            .call(
+                &api.scim_token,
+                "GET",
+                &format!("/scim/v2/Users/{id}"),
+                None,
+            )
             .await;
         assert_eq!(status, 200);
     }

@@ -2,20 +2,13 @@
 //! model applied with `seatkeeper apply`, users and groups pushed over SCIM, subscriptions
 //! changed over the admin API, time moved on the server's test clock.
 
-
-
-
-
-
-use crate::common::{self, EXT, GROUP};
 use crate::binary;
+use crate::common::{self, EXT, GROUP};
 
 use binary::{Api, BIN, Server, cli_ok, database};
 
 use common::Backend;
 use serde_json::json;
-
-
 
 fn model_file(
     dir: &tempfile::TempDir,

@@ -1,6 +1,5 @@
 //! Shared test support: stores on both backends, an in-process app, and a request helper.
 
-
 use std::sync::Arc;
 
 use axum::Router;

@@ -2,8 +2,6 @@
 //! directory in the same transaction, seats are never oversold, terms expire on schedule,
 //! and every decision can be explained.
 
-
-
 use crate::common::{self, EXT};
 
 use std::collections::BTreeMap;
@@ -11,7 +9,6 @@ use std::collections::BTreeMap;
 use axum::http::StatusCode;
 use common::{Backend, TestApp};
 use serde_json::{Value, json};
-
 
 /// A product key of this test alone: the catalogue is shared by every tenant of a database.
 fn product(app: &TestApp) -> String {

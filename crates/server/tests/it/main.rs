@@ -11,6 +11,7 @@ mod binary;
 
 pub(crate) use harness as common;
 
+mod admin_audit;
 mod apps;
 mod architecture;
 mod billing;

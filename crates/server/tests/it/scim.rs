@@ -1,7 +1,5 @@
 //! In-process HTTP tests of the SCIM API, on SQLite and PostgreSQL.
 
-
-
 use crate::common::{self, ENT, GROUP, PATCH, USER};
 
 use std::collections::BTreeSet;
@@ -10,7 +8,6 @@ use axum::http::StatusCode;
 use common::{Backend, TestApp, app, app_with};
 use seatkeeper::kernel::config::Config;
 use serde_json::{Value, json};
-
 
 fn enc(s: &str) -> String {
     s.bytes()

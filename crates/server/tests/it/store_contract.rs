@@ -1,11 +1,7 @@
 //! The store contract: one suite, run against SQLite and PostgreSQL.
 
-
-
-
-
-use crate::common;
 use crate::binary;
+use crate::common;
 
 use common::Backend;
 use scim::sql::SqlWhere;
