@@ -5,8 +5,8 @@
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use licensing::entitlements::Question;
 use licensing::model::{Key, Plan, Product};
-use seatkeeper::apps::snapshot::Snapshot;
-use seatkeeper::apps::store::{SnapLicense, SnapUser};
+use seatkeeper::testing::Snapshot;
+use seatkeeper::testing::{SnapLicense, SnapUser};
 
 const USERS: usize = 100_000;
 

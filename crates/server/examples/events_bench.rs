@@ -169,16 +169,8 @@ async fn main() {
             "created_at": created.format(&time::format_description::well_known::Rfc3339).unwrap(),
             "tenant": tenant, "subscription": {"product": "workspace", "plan": plan}});
         let body = ev.to_string();
-        let now = {
-            seatkeeper::kernel::clock::Clock::now(&seatkeeper::kernel::clock::SystemClock)
-                .unix_timestamp()
-        };
-        let sig = seatkeeper::kernel::signing::standard_sign(
-            SECRET,
-            &format!("m{i}"),
-            now,
-            body.as_bytes(),
-        );
+        let now = { seatkeeper::Clock::now(&seatkeeper::SystemClock).unix_timestamp() };
+        let sig = seatkeeper::standard_sign(SECRET, &format!("m{i}"), now, body.as_bytes());
         let before = inbox.lock().unwrap().len();
         let t0 = Instant::now();
         let waiter = notify.notified();

@@ -1,26 +1,48 @@
 //! seatkeeper: SCIM 2.0 provisioning joined to licensing. See `ARCHITECTURE.md` for the map.
 
-pub mod app;
-pub mod apps;
-pub mod audit;
+pub(crate) mod app;
+pub(crate) mod apps;
+pub(crate) mod audit;
 
-pub mod billing;
-pub mod demo;
-pub mod directory;
-pub mod events;
-pub mod jobs;
-pub mod kernel;
-pub mod licenses;
-pub mod ops;
-pub mod state;
-pub mod tenants;
+pub(crate) mod billing;
+pub(crate) mod demo;
+pub(crate) mod directory;
+pub(crate) mod events;
+pub(crate) mod jobs;
+pub(crate) mod kernel;
+pub(crate) mod licenses;
+pub(crate) mod ops;
+pub(crate) mod state;
+pub(crate) mod tenants;
+#[doc(hidden)]
+#[macro_use]
+pub mod testing;
+
+#[cfg(test)]
+mod store_contract;
 
 use std::sync::Arc;
 
+#[doc(hidden)]
+pub use kernel::db::P as __P;
+
+pub use audit::service::{Audit, Verified};
+pub use demo::load as load_demo;
+pub use events::dispatcher::DispatchConfig;
+pub use jobs::{Jobs, Schedule};
+pub use kernel::auth::{Credential, generate_token, hash_token};
+pub use kernel::chain::{VENDOR, public_key};
+pub use kernel::clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use kernel::config::Config;
+pub use kernel::ids::Name;
+pub use kernel::signing::{standard_sign, standard_verify, stripe_sign};
+pub use kernel::store::{Actor, Store, StoreError, StoreOptions};
+pub use licenses::service::{Licenses, plan_text};
+pub use tenants::service::{CreatedToken, Tenants, admin_token_hash};
+pub use tenants::store::TenantRow;
+
 use directory::service::Engine;
-use kernel::clock::{self, SharedClock};
-use kernel::config::Config;
-use kernel::store::Store;
+use kernel::clock;
 
 /// An application: its router and its background tasks (drop it to stop them, or call
 /// [`jobs::Jobs::shutdown`] for an orderly stop).

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use seatkeeper::kernel::auth::Credential;
-use seatkeeper::kernel::clock::{SharedClock, SystemClock};
-use seatkeeper::kernel::config::Config;
-use seatkeeper::kernel::store::{Store, StoreOptions};
+use seatkeeper::Config;
+use seatkeeper::Credential;
+use seatkeeper::{SharedClock, SystemClock};
+use seatkeeper::{Store, StoreOptions};
 
 // mimalloc: malloc was a tenth of the request path's CPU in profiles (BENCHMARKS.md).
 #[global_allocator]
@@ -306,7 +306,7 @@ async fn serve(
     admin_from_env: Option<String>,
 ) -> anyhow::Result<()> {
     let (admin_hash, generated) =
-        seatkeeper::tenants::service::admin_token_hash(&store, admin_from_env.as_deref()).await?;
+        seatkeeper::admin_token_hash(&store, admin_from_env.as_deref()).await?;
     if let Some(token) = generated {
         tracing::warn!(
             "generated admin token (shown once; set SEATKEEPER_ADMIN_TOKEN to choose your own): {token}"
@@ -320,7 +320,7 @@ async fn serve(
             tracing::warn!("running on a test clock that only POST /api/v1/clock moves");
             seatkeeper::app_on_test_clock(
                 store.clone(),
-                seatkeeper::kernel::clock::ManualClock::at(start),
+                seatkeeper::ManualClock::at(start),
                 config_from(args),
                 admin_hash,
                 seatkeeper::install_metrics(),
@@ -334,14 +334,14 @@ async fn serve(
             seatkeeper::install_metrics(),
         ),
     };
-    seatkeeper::licenses::service::Licenses::new(store.clone(), clock)
+    seatkeeper::Licenses::new(store.clone(), clock)
         .set_expiry_notice_days(args.expiry_notice_days)
         .await?;
     let seatkeeper::App { router, mut jobs } = app;
-    jobs.start_server(seatkeeper::jobs::Schedule {
+    jobs.start_server(seatkeeper::Schedule {
         scheduler_every: Duration::from_secs(args.scheduler_interval.max(1)),
         audit_retention_days: args.audit_retention_days,
-        dispatch: seatkeeper::events::dispatcher::DispatchConfig {
+        dispatch: seatkeeper::DispatchConfig {
             max_attempts: args.webhook_max_attempts.max(1),
             retry_base: Duration::from_millis(args.webhook_retry_base_ms.max(10)),
             timeout: Duration::from_secs(args.webhook_timeout.max(1)),
@@ -384,8 +384,8 @@ async fn print_new_credential(
 ) -> anyhow::Result<()> {
     init_logging(false);
     let store = open(&db.database, None).await?;
-    let name = seatkeeper::kernel::ids::Name::parse(name).map_err(anyhow::Error::msg)?;
-    let created = seatkeeper::tenants::service::Tenants::new(store.clone(), clock)
+    let name = seatkeeper::Name::parse(name).map_err(anyhow::Error::msg)?;
+    let created = seatkeeper::Tenants::new(store.clone(), clock)
         .create_credential(&cli_actor(), kind, tenant, &name)
         .await?;
     println!("{}", created.token);
@@ -395,7 +395,7 @@ async fn print_new_credential(
 
 /// How the CLI names an audit chain.
 fn chain_label(chain: &str) -> String {
-    if chain == seatkeeper::kernel::store::VENDOR {
+    if chain == seatkeeper::VENDOR {
         "vendor chain".into()
     } else {
         format!("tenant {chain}")
@@ -403,8 +403,8 @@ fn chain_label(chain: &str) -> String {
 }
 
 /// The command line as the audit trail records it.
-fn cli_actor() -> seatkeeper::kernel::store::Actor {
-    seatkeeper::kernel::store::Actor {
+fn cli_actor() -> seatkeeper::Actor {
+    seatkeeper::Actor {
         name: "cli".into(),
         request_id: format!("cli-{}", uuid::Uuid::new_v4()),
     }
@@ -445,9 +445,8 @@ async fn main() -> anyhow::Result<()> {
             let dir = tempfile::tempdir()?;
             let url = format!("sqlite://{}", dir.path().join("demo.db").display());
             let store = open(&url, Some(&args)).await?;
-            let admin =
-                admin_env.unwrap_or_else(|| seatkeeper::kernel::auth::generate_token("ska_"));
-            let demo = seatkeeper::demo::load(&store, clock.clone(), users).await?;
+            let admin = admin_env.unwrap_or_else(|| seatkeeper::generate_token("ska_"));
+            let demo = seatkeeper::load_demo(&store, clock.clone(), users).await?;
             let listener = std::net::TcpListener::bind(args.listen)
                 .with_context(|| format!("binding {}", args.listen))?;
             let addr = listener.local_addr()?;
@@ -500,14 +499,12 @@ async fn main() -> anyhow::Result<()> {
             match action {
                 TenantCmd::Create { name, db } => {
                     let store = open(&db.database, None).await?;
-                    let t =
-                        seatkeeper::tenants::service::Tenants::new(store.clone(), clock.clone())
-                            .create(
-                                &cli_actor(),
-                                &seatkeeper::kernel::ids::Name::parse(&name)
-                                    .map_err(anyhow::Error::msg)?,
-                            )
-                            .await?;
+                    let t = seatkeeper::Tenants::new(store.clone(), clock.clone())
+                        .create(
+                            &cli_actor(),
+                            &seatkeeper::Name::parse(&name).map_err(anyhow::Error::msg)?,
+                        )
+                        .await?;
                     println!("{}", t.id);
                     store.close().await;
                 }
@@ -534,17 +531,16 @@ async fn main() -> anyhow::Result<()> {
             let spec = licensing::spec::Spec::from_toml(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let store = open(&db.database, None).await?;
-            let actor = seatkeeper::licenses::service::Actor {
+            let actor = seatkeeper::Actor {
                 name: "cli".into(),
                 request_id: format!("apply-{}", uuid::Uuid::new_v4()),
             };
-            let applied =
-                seatkeeper::licenses::service::Licenses::new(store.clone(), clock.clone())
-                    .apply(actor, spec, dry_run)
-                    .await;
+            let applied = seatkeeper::Licenses::new(store.clone(), clock.clone())
+                .apply(actor, spec, dry_run)
+                .await;
             store.close().await;
             let applied = applied.map_err(|e| anyhow::anyhow!("{e}"))?;
-            print!("{}", seatkeeper::licenses::service::plan_text(&applied));
+            print!("{}", seatkeeper::plan_text(&applied));
             Ok(())
         }
         Command::Audit {
@@ -558,13 +554,13 @@ async fn main() -> anyhow::Result<()> {
             init_logging(false);
             let pinned = match &public_key {
                 Some(k) => Some(
-                    seatkeeper::kernel::chain::public_key(k)
+                    seatkeeper::public_key(k)
                         .context("--public-key is not a base64 Ed25519 public key")?,
                 ),
                 None => None,
             };
             let store = open(&db.database, None).await?;
-            let results = seatkeeper::audit::service::Audit::new(store.clone(), clock.clone())
+            let results = seatkeeper::Audit::new(store.clone(), clock.clone())
                 .verify(tenant.as_deref(), pinned.as_ref())
                 .await?;
             store.close().await;
@@ -597,7 +593,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             init_logging(false);
             let store = open(&db.database, None).await?;
-            let done = seatkeeper::audit::service::Audit::new(store.clone(), clock.clone())
+            let done = seatkeeper::Audit::new(store.clone(), clock.clone())
                 .prune(&cli_actor(), older_than_days, tenant.as_deref())
                 .await;
             store.close().await;
@@ -620,7 +616,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             init_logging(false);
             let store = open(&db.database, None).await?;
-            let key = seatkeeper::audit::service::Audit::new(store.clone(), clock.clone())
+            let key = seatkeeper::Audit::new(store.clone(), clock.clone())
                 .public_key()
                 .await;
             store.close().await;

@@ -44,11 +44,6 @@ impl AppState {
         self.engine.store().ping().await
     }
 
-    /// The clock the engine runs on.
-    pub fn engine_clock(&self) -> crate::kernel::clock::SharedClock {
-        self.engine.clock().clone()
-    }
-
     /// Builds the state.
     pub fn new(
         engine: Engine,

@@ -54,11 +54,6 @@ impl Signer {
         }
     }
 
-    /// How long tokens live.
-    pub fn ttl(&self) -> Duration {
-        self.ttl
-    }
-
     /// Adds a new signing key and retires the current one (still published until the
     /// tokens it signed have expired). Returns the new key's id.
     pub async fn rotate(&self, actor: &Actor) -> StoreResult<String> {

@@ -38,8 +38,6 @@ pub struct SigningKeyRow {
     pub kid: String,
     /// Ed25519 seed (base64).
     pub seed: String,
-    /// Created.
-    pub created: String,
     /// When it stopped signing (None: it signs).
     pub retired: Option<String>,
     /// Until when it stays published.
@@ -70,7 +68,7 @@ fn snap_license(r: &Row) -> SnapLicense {
 
 impl Store {
     /// Users of a tenant with these ids, and their licenses.
-    pub async fn snapshot_rows(
+    pub(crate) async fn snapshot_rows(
         &self,
         tenant: &str,
         ids: &[String],
@@ -91,7 +89,7 @@ impl Store {
 
     /// The next `limit` users of a tenant after the id `after` (in id order), and their
     /// licenses.
-    pub async fn snapshot_page(
+    pub(crate) async fn snapshot_page(
         &self,
         tenant: &str,
         after: &str,
@@ -124,7 +122,7 @@ impl Store {
     }
 
     /// A tenant's model version (None: no such tenant) and its newest outbox id.
-    pub async fn snapshot_marks(&self, tenant: &str) -> StoreResult<Option<(i64, i64)>> {
+    pub(crate) async fn snapshot_marks(&self, tenant: &str) -> StoreResult<Option<(i64, i64)>> {
         let Some(v) = self
             .pool
             .fetch_opt(
@@ -148,7 +146,7 @@ impl Store {
 
     /// What changed in a tenant after an outbox id: (id, resource type, resource id), oldest
     /// first, at most `limit`.
-    pub async fn changes_after(
+    pub(crate) async fn changes_after(
         &self,
         tenant: &str,
         after: i64,
@@ -167,7 +165,10 @@ impl Store {
     }
 
     /// Records when users were last seen (one statement per 200 users, one transaction).
-    pub async fn record_activity(&self, seen: Vec<(String, String, String)>) -> StoreResult<()> {
+    pub(crate) async fn record_activity(
+        &self,
+        seen: Vec<(String, String, String)>,
+    ) -> StoreResult<()> {
         if seen.is_empty() {
             return Ok(());
         }
@@ -208,11 +209,11 @@ impl Store {
     }
 
     /// Token signing keys, newest first.
-    pub async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRow>> {
+    pub(crate) async fn signing_keys(&self) -> StoreResult<Vec<SigningKeyRow>> {
         Ok(self
             .pool
             .fetch(
-                "SELECT kid, seed, created, retired, published_until FROM signing_keys ORDER BY created DESC, kid DESC",
+                "SELECT kid, seed, retired, published_until FROM signing_keys ORDER BY created DESC, kid DESC",
                 &[],
             )
             .await?
@@ -220,16 +221,15 @@ impl Store {
             .map(|r| SigningKeyRow {
                 kid: r.text(0),
                 seed: r.text(1),
-                created: r.text(2),
-                retired: r.opt_text(3),
-                published_until: r.opt_text(4),
+                retired: r.opt_text(2),
+                published_until: r.opt_text(3),
             })
             .collect())
     }
 
     /// Adds a signing key and retires the others (kept published until `published_until`);
     /// keys whose publication has ended are removed.
-    pub async fn rotate_signing_key(
+    pub(crate) async fn rotate_signing_key(
         &self,
         actor: &crate::kernel::store::Actor,
         kid: &str,

@@ -24,7 +24,7 @@ impl Store {
     }
 
     /// The audit signing key, created on first use.
-    pub async fn audit_key(&self) -> StoreResult<ed25519_dalek::SigningKey> {
+    pub(crate) async fn audit_key(&self) -> StoreResult<ed25519_dalek::SigningKey> {
         const KEY: &str = "audit.signing_key";
         self.init_setting(KEY, &crate::kernel::chain::new_signing_key())
             .await?;
@@ -34,7 +34,7 @@ impl Store {
     }
 
     /// A tenant's audit checkpoint, if its chain was pruned.
-    pub async fn audit_checkpoint(
+    pub(crate) async fn audit_checkpoint(
         &self,
         tenant: &str,
     ) -> StoreResult<Option<crate::kernel::chain::Checkpoint>> {
@@ -59,7 +59,7 @@ impl Store {
     /// transaction with a signed checkpoint where the kept chain now begins and an
     /// `audit.prune` record saying so. Returns the checkpoint, or `None` if nothing was
     /// old enough.
-    pub async fn prune_audit(
+    pub(crate) async fn prune_audit(
         &self,
         actor: &crate::kernel::store::Actor,
         tenant: &str,
@@ -119,7 +119,7 @@ impl Store {
     }
 
     /// Audit records of a tenant after `after_seq` that match a query, oldest first.
-    pub async fn audit_query(
+    pub(crate) async fn audit_query(
         &self,
         tenant: &str,
         q: &AuditQuery,

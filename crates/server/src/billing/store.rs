@@ -56,7 +56,11 @@ pub struct StripeMaps {
 
 impl Tx<'_> {
     /// A billing event already recorded under this source and id.
-    pub fn billing_event(&mut self, source: &str, id: &str) -> StoreResult<Option<BillingRecord>> {
+    pub(crate) fn billing_event(
+        &mut self,
+        source: &str,
+        id: &str,
+    ) -> StoreResult<Option<BillingRecord>> {
         Ok(self
             .fetch_opt(
                 &format!(
@@ -69,7 +73,7 @@ impl Tx<'_> {
     }
 
     /// Records a billing event (a rejected record is replaced by a later outcome).
-    pub fn put_billing_event(&mut self, r: &BillingRecord) -> StoreResult<()> {
+    pub(crate) fn put_billing_event(&mut self, r: &BillingRecord) -> StoreResult<()> {
         self.execute(
             &format!(
                 "INSERT INTO billing_events ({BILLING_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
@@ -94,7 +98,7 @@ impl Tx<'_> {
     }
 
     /// The newest billing event applied to a subscription: `(created_at, event id)`.
-    pub fn billing_mark(
+    pub(crate) fn billing_mark(
         &mut self,
         tenant: &str,
         product: &str,
@@ -108,7 +112,7 @@ impl Tx<'_> {
     }
 
     /// Remembers the newest billing event applied to a subscription.
-    pub fn set_billing_mark(
+    pub(crate) fn set_billing_mark(
         &mut self,
         tenant: &str,
         product: &str,
@@ -123,7 +127,7 @@ impl Tx<'_> {
     }
 
     /// The catalogue product and plan a Stripe price (or Stripe product) id maps to.
-    pub fn stripe_price(&mut self, price: &str) -> StoreResult<Option<(String, String)>> {
+    pub(crate) fn stripe_price(&mut self, price: &str) -> StoreResult<Option<(String, String)>> {
         Ok(self
             .fetch_opt(
                 "SELECT product, plan FROM billing_stripe_prices WHERE price = $1",
@@ -133,7 +137,7 @@ impl Tx<'_> {
     }
 
     /// The tenant a Stripe customer maps to.
-    pub fn stripe_customer(&mut self, customer: &str) -> StoreResult<Option<String>> {
+    pub(crate) fn stripe_customer(&mut self, customer: &str) -> StoreResult<Option<String>> {
         Ok(self
             .fetch_opt(
                 "SELECT tenant_id FROM billing_stripe_customers WHERE customer = $1",
@@ -145,7 +149,7 @@ impl Tx<'_> {
 
 impl Store {
     /// The Stripe mappings.
-    pub async fn stripe_maps(&self) -> StoreResult<StripeMaps> {
+    pub(crate) async fn stripe_maps(&self) -> StoreResult<StripeMaps> {
         let prices = self
             .pool()
             .fetch(
@@ -170,7 +174,7 @@ impl Store {
     }
 
     /// Recent billing events of a tenant, newest first.
-    pub async fn billing_events(
+    pub(crate) async fn billing_events(
         &self,
         tenant: &str,
         limit: i64,

@@ -78,16 +78,12 @@ type CreateOutcome = (
 /// The state change a write makes to a user: licensing and events hang off it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserTransition {
-    /// A new user.
-    Created,
     /// Attributes changed, activity unchanged.
     Updated,
     /// `active` went from true to false: deprovisioned.
     Deactivated,
     /// `active` went from false to true.
     Reactivated,
-    /// Deleted.
-    Deleted,
 }
 
 impl UserTransition {
@@ -101,11 +97,9 @@ impl UserTransition {
 
     fn name(self) -> &'static str {
         match self {
-            UserTransition::Created => "created",
             UserTransition::Updated => "updated",
             UserTransition::Deactivated => "deactivated",
             UserTransition::Reactivated => "reactivated",
-            UserTransition::Deleted => "deleted",
         }
     }
 }

@@ -27,7 +27,7 @@ impl Kind {
     }
 
     /// The SCIM resource type name.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::User => "User",
             Kind::Group => "Group",
@@ -90,7 +90,7 @@ pub struct IndexCols {
 
 impl IndexCols {
     /// Extracts the indexed values of a canonical document.
-    pub fn of(kind: Kind, doc: &Value) -> IndexCols {
+    pub(crate) fn of(kind: Kind, doc: &Value) -> IndexCols {
         let s = |k: &str| doc.get(k).and_then(Value::as_str).map(str::to_string);
         match kind {
             Kind::User => {
@@ -239,7 +239,7 @@ fn select_sql(kind: Kind) -> &'static str {
 
 impl Store {
     /// One resource by id, within the tenant.
-    pub async fn get_resource(
+    pub(crate) async fn get_resource(
         &self,
         kind: Kind,
         tenant: &str,
@@ -254,7 +254,7 @@ impl Store {
     }
 
     /// A page of resources matching a translated filter, and the total count when asked.
-    pub async fn list_resources(
+    pub(crate) async fn list_resources(
         &self,
         kind: Kind,
         tenant: &str,
@@ -270,7 +270,7 @@ impl Store {
     }
 
     /// A page of users with their groups (direct and nested), fetched in one statement.
-    pub async fn list_users_with_groups(
+    pub(crate) async fn list_users_with_groups(
         &self,
         tenant: &str,
         filter: &SqlWhere,
@@ -472,7 +472,7 @@ impl Store {
     }
 
     /// A user and its groups (direct and nested) in one statement.
-    pub async fn get_user_with_groups(
+    pub(crate) async fn get_user_with_groups(
         &self,
         tenant: &str,
         id: &str,
@@ -521,7 +521,11 @@ impl Store {
     }
 
     /// The members of a group.
-    pub async fn group_members(&self, tenant: &str, group_id: &str) -> StoreResult<Vec<Member>> {
+    pub(crate) async fn group_members(
+        &self,
+        tenant: &str,
+        group_id: &str,
+    ) -> StoreResult<Vec<Member>> {
         let rows = self
             .pool()
             .fetch(
@@ -539,7 +543,7 @@ impl Store {
     }
 
     /// The groups of each user, direct and through nested groups.
-    pub async fn groups_of_users(
+    pub(crate) async fn groups_of_users(
         &self,
         tenant: &str,
         users: &[String],
@@ -574,7 +578,7 @@ impl Store {
 
 impl Tx<'_> {
     /// Reads a resource inside the transaction.
-    pub fn get_resource(
+    pub(crate) fn get_resource(
         &mut self,
         kind: Kind,
         tenant: &str,
@@ -587,7 +591,7 @@ impl Tx<'_> {
     }
 
     /// Inserts a new resource. A duplicate userName/displayName is [`StoreError::Unique`].
-    pub fn insert_resource(
+    pub(crate) fn insert_resource(
         &mut self,
         kind: Kind,
         tenant: &str,
@@ -647,7 +651,7 @@ impl Tx<'_> {
 
     /// Replaces a resource's document if its version is still `expected`; returns whether it
     /// was (optimistic concurrency: a lost race is retried by the engine).
-    pub fn update_resource(
+    pub(crate) fn update_resource(
         &mut self,
         kind: Kind,
         tenant: &str,
@@ -695,7 +699,12 @@ impl Tx<'_> {
     }
 
     /// Deletes a resource and every membership that names it; returns whether it existed.
-    pub fn delete_resource(&mut self, kind: Kind, tenant: &str, id: &str) -> StoreResult<bool> {
+    pub(crate) fn delete_resource(
+        &mut self,
+        kind: Kind,
+        tenant: &str,
+        id: &str,
+    ) -> StoreResult<bool> {
         let sql = format!(
             "DELETE FROM {} WHERE tenant_id = $1 AND id = $2",
             kind.table()
@@ -725,7 +734,11 @@ impl Tx<'_> {
     }
 
     /// Current member (id, type) pairs of a group.
-    pub fn member_ids(&mut self, tenant: &str, group: &str) -> StoreResult<Vec<(String, String)>> {
+    pub(crate) fn member_ids(
+        &mut self,
+        tenant: &str,
+        group: &str,
+    ) -> StoreResult<Vec<(String, String)>> {
         let rows = self
             .fetch(
                 "SELECT member_id, member_type FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 ORDER BY member_id",
@@ -736,7 +749,7 @@ impl Tx<'_> {
     }
 
     /// Which of these ids are users and which are groups of the tenant.
-    pub fn classify_ids(
+    pub(crate) fn classify_ids(
         &mut self,
         tenant: &str,
         ids: &[String],
@@ -759,7 +772,11 @@ impl Tx<'_> {
     }
 
     /// The group and every group that contains it, directly or not.
-    pub fn group_ancestors(&mut self, tenant: &str, group: &str) -> StoreResult<Vec<String>> {
+    pub(crate) fn group_ancestors(
+        &mut self,
+        tenant: &str,
+        group: &str,
+    ) -> StoreResult<Vec<String>> {
         let rows = self
             .fetch(
                 // Seeded from stored rows (not a bare parameter) so both dialects type it alike.
@@ -775,7 +792,7 @@ impl Tx<'_> {
     }
 
     /// Adds members (id, type) to a group.
-    pub fn add_members(
+    pub(crate) fn add_members(
         &mut self,
         tenant: &str,
         group: &str,
@@ -801,7 +818,12 @@ impl Tx<'_> {
     }
 
     /// Removes members from a group.
-    pub fn remove_members(&mut self, tenant: &str, group: &str, ids: &[String]) -> StoreResult<()> {
+    pub(crate) fn remove_members(
+        &mut self,
+        tenant: &str,
+        group: &str,
+        ids: &[String],
+    ) -> StoreResult<()> {
         for chunk in ids.chunks(500) {
             let sql = format!(
                 "DELETE FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 AND member_id IN ({})",

@@ -49,7 +49,7 @@ fn webhook_from_row(r: &Row) -> WebhookRow {
 
 impl WebhookRow {
     /// Whether this endpoint wants events of this type.
-    pub fn wants(&self, event_type: &str) -> bool {
+    pub(crate) fn wants(&self, event_type: &str) -> bool {
         self.events.iter().any(|e| {
             e == "*"
                 || e == event_type
@@ -222,7 +222,7 @@ impl Tx<'_> {
 
     /// Claims up to `limit` due deliveries for `lease_ms`: the oldest pending delivery of
     /// each (endpoint, resource) only, so one resource's events reach an endpoint in order.
-    pub fn claim_deliveries(
+    pub(crate) fn claim_deliveries(
         &mut self,
         now_ms: i64,
         lease_ms: i64,
@@ -277,7 +277,7 @@ impl Tx<'_> {
     }
 
     /// Records the results of attempts.
-    pub fn record_attempts(&mut self, results: &[Attempt], now: &str) -> StoreResult<()> {
+    pub(crate) fn record_attempts(&mut self, results: &[Attempt], now: &str) -> StoreResult<()> {
         for a in results {
             let (state, next) = match (a.ok, a.retry_at) {
                 (true, _) => ("delivered", 0),
@@ -360,7 +360,7 @@ impl Tx<'_> {
 
     /// Makes deliveries of a tenant's endpoint due again now (replay): by id, or every
     /// delivery of events created in `[from, to]`. Returns how many.
-    pub fn replay(
+    pub(crate) fn replay(
         &mut self,
         tenant: &str,
         webhook: &str,
@@ -387,7 +387,7 @@ impl Tx<'_> {
 
 impl Store {
     /// The id of a tenant's newest event (0 if none).
-    pub async fn last_event_id(&self, tenant: &str) -> StoreResult<i64> {
+    pub(crate) async fn last_event_id(&self, tenant: &str) -> StoreResult<i64> {
         Ok(self
             .pool()
             .fetch_opt(
@@ -400,7 +400,7 @@ impl Store {
     }
 
     /// A tenant's webhook endpoints.
-    pub async fn webhooks(&self, tenant: &str) -> StoreResult<Vec<WebhookRow>> {
+    pub(crate) async fn webhooks(&self, tenant: &str) -> StoreResult<Vec<WebhookRow>> {
         Ok(self
             .pool()
             .fetch(
@@ -414,7 +414,7 @@ impl Store {
     }
 
     /// Whether any endpoint is enabled (the dispatcher idles when none is).
-    pub async fn any_webhook(&self) -> StoreResult<bool> {
+    pub(crate) async fn any_webhook(&self) -> StoreResult<bool> {
         Ok(self
             .pool()
             .fetch_opt("SELECT 1 FROM webhooks WHERE disabled IS NULL LIMIT 1", &[])
@@ -439,7 +439,7 @@ impl Store {
     }
 
     /// An endpoint's delivery log, newest first, optionally by state, before an id.
-    pub async fn deliveries(
+    pub(crate) async fn deliveries(
         &self,
         tenant: &str,
         webhook: &str,
@@ -467,7 +467,7 @@ impl Store {
     }
 
     /// How many deliveries are pending or dead, for metrics and the health of an endpoint.
-    pub async fn delivery_counts(&self, tenant: &str, webhook: &str) -> StoreResult<Value> {
+    pub(crate) async fn delivery_counts(&self, tenant: &str, webhook: &str) -> StoreResult<Value> {
         let rows = self
             .pool()
             .fetch(

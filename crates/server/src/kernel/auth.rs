@@ -45,7 +45,7 @@ pub struct TokenVerifier {
 
 impl TokenVerifier {
     /// A verifier of one kind of credential.
-    pub fn new(kind: Credential) -> TokenVerifier {
+    pub(crate) fn new(kind: Credential) -> TokenVerifier {
         TokenVerifier {
             kind,
             cache: RwLock::default(),
@@ -53,7 +53,11 @@ impl TokenVerifier {
     }
 
     /// The token's row if the token is live.
-    pub async fn verify(&self, store: &Store, token: &str) -> StoreResult<Option<Arc<TokenRow>>> {
+    pub(crate) async fn verify(
+        &self,
+        store: &Store,
+        token: &str,
+    ) -> StoreResult<Option<Arc<TokenRow>>> {
         let hash = hash_token(token);
         if let Ok(cache) = self.cache.read()
             && let Some((row, at)) = cache.get(&hash)
@@ -78,7 +82,7 @@ impl TokenVerifier {
     }
 
     /// Forgets cached tokens (after a revocation on this node).
-    pub fn forget_all(&self) {
+    pub(crate) fn forget_all(&self) {
         if let Ok(mut cache) = self.cache.write() {
             cache.clear();
         }
@@ -104,8 +108,6 @@ mod tests {
 /// A SCIM token (hash only).
 #[derive(Debug, Clone)]
 pub struct TokenRow {
-    /// Token id (not secret).
-    pub id: String,
     /// Owning tenant.
     pub tenant_id: String,
     /// Name, used as the audit actor.
@@ -133,7 +135,7 @@ impl Credential {
     }
 
     /// What an operator calls it.
-    pub fn noun(self) -> &'static str {
+    pub(crate) fn noun(self) -> &'static str {
         match self {
             Credential::Scim => "SCIM token",
             Credential::App => "app key",
@@ -141,7 +143,7 @@ impl Credential {
     }
 
     /// The prefix of its secrets.
-    pub fn prefix(self) -> &'static str {
+    pub(crate) fn prefix(self) -> &'static str {
         match self {
             Credential::Scim => "skt_",
             Credential::App => "skp_",
@@ -151,21 +153,20 @@ impl Credential {
 
 impl Store {
     /// Looks a live credential up by its hash.
-    pub async fn find_credential(
+    pub(crate) async fn find_credential(
         &self,
         kind: Credential,
         hash: &str,
     ) -> StoreResult<Option<TokenRow>> {
         let sql = format!(
-            "SELECT id, tenant_id, name, token_hash FROM {} WHERE token_hash = $1 AND revoked IS NULL",
+            "SELECT tenant_id, name, token_hash FROM {} WHERE token_hash = $1 AND revoked IS NULL",
             kind.table()
         );
         let row = self.pool.fetch_opt(&sql, &params![hash]).await?;
         Ok(row.map(|r| TokenRow {
-            id: r.text(0),
-            tenant_id: r.text(1),
-            name: r.text(2),
-            hash: r.text(3),
+            tenant_id: r.text(0),
+            name: r.text(1),
+            hash: r.text(2),
         }))
     }
 }

@@ -102,7 +102,7 @@ impl From<&scim::sql::SqlParam> for P {
 /// Builds a parameter array: `params![a, b, c]`.
 #[macro_export]
 macro_rules! params {
-    ($($p:expr),* $(,)?) => { [$($crate::kernel::db::P::from($p)),*] };
+    ($($p:expr),* $(,)?) => { [$($crate::__P::from($p)),*] };
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -126,12 +126,12 @@ pub struct Row(Vec<V>);
 
 impl Row {
     /// Column `i` as text ("" when NULL).
-    pub fn text(&self, i: usize) -> String {
+    pub(crate) fn text(&self, i: usize) -> String {
         self.opt_text(i).unwrap_or_default()
     }
 
     /// Column `i` as optional text.
-    pub fn opt_text(&self, i: usize) -> Option<String> {
+    pub(crate) fn opt_text(&self, i: usize) -> Option<String> {
         match self.0.get(i) {
             Some(V::Text(s)) => Some(s.clone()),
             Some(V::Int(n)) => Some(n.to_string()),
@@ -140,7 +140,7 @@ impl Row {
     }
 
     /// Column `i` as an optional integer.
-    pub fn opt_int(&self, i: usize) -> Option<i64> {
+    pub(crate) fn opt_int(&self, i: usize) -> Option<i64> {
         match self.0.get(i) {
             Some(V::Int(n)) => Some(*n),
             Some(V::Text(s)) => s.parse().ok(),
@@ -149,7 +149,7 @@ impl Row {
     }
 
     /// Column `i` as an integer (0 when NULL).
-    pub fn int(&self, i: usize) -> i64 {
+    pub(crate) fn int(&self, i: usize) -> i64 {
         match self.0.get(i) {
             Some(V::Int(n)) => *n,
             Some(V::Text(s)) => s.parse().unwrap_or_default(),
@@ -335,7 +335,11 @@ pub struct Sqlite {
 }
 
 impl Sqlite {
-    pub fn open(path: PathBuf, synchronous: &str, max_readers: usize) -> StoreResult<Sqlite> {
+    pub(crate) fn open(
+        path: PathBuf,
+        synchronous: &str,
+        max_readers: usize,
+    ) -> StoreResult<Sqlite> {
         let pragmas = vec![
             "PRAGMA journal_mode = WAL".to_string(),
             format!("PRAGMA synchronous = {synchronous}"),
@@ -576,7 +580,7 @@ pub enum Pool {
 
 impl Pool {
     /// Runs a read query.
-    pub async fn fetch(&self, sql: &str, params: &[P]) -> StoreResult<Vec<Row>> {
+    pub(crate) async fn fetch(&self, sql: &str, params: &[P]) -> StoreResult<Vec<Row>> {
         match self {
             Pool::Sqlite(s) => s.with_reader(|c| sqlite_fetch(c, sql, params)),
             Pool::Postgres(pg) => pg_bind(sql, params)
@@ -591,7 +595,7 @@ impl Pool {
 
     /// Runs a read query that scans much of a table once (a snapshot load): on SQLite the
     /// reader then frees its page cache, which the scan filled with pages no request needs.
-    pub async fn scan(&self, sql: &str, params: &[P]) -> StoreResult<Vec<Row>> {
+    pub(crate) async fn scan(&self, sql: &str, params: &[P]) -> StoreResult<Vec<Row>> {
         match self {
             Pool::Sqlite(s) => s.with_reader(|c| {
                 let rows = sqlite_fetch(c, sql, params);
@@ -603,12 +607,12 @@ impl Pool {
     }
 
     /// Runs a read query expecting at most one row.
-    pub async fn fetch_opt(&self, sql: &str, params: &[P]) -> StoreResult<Option<Row>> {
+    pub(crate) async fn fetch_opt(&self, sql: &str, params: &[P]) -> StoreResult<Option<Row>> {
         Ok(self.fetch(sql, params).await?.into_iter().next())
     }
 
     /// Runs one write statement in its own transaction.
-    pub async fn execute(&self, sql: &str, params: &[P]) -> StoreResult<u64> {
+    pub(crate) async fn execute(&self, sql: &str, params: &[P]) -> StoreResult<u64> {
         let (sql, params) = (sql.to_string(), params.to_vec());
         self.write(move |tx| tx.execute(&sql, &params)).await
     }
@@ -616,7 +620,7 @@ impl Pool {
     /// Runs `f` in one write transaction: committed if it returns `Ok`, rolled back if not.
     /// On SQLite the work runs on the writer thread (and may share its commit with other
     /// writes); on PostgreSQL it runs on a blocking thread with its own transaction.
-    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
+    pub(crate) async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
@@ -662,7 +666,7 @@ impl Pool {
     }
 
     /// Closes connections.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         match self {
             Pool::Sqlite(s) => {
                 if let Ok(mut r) = s.readers.lock() {
@@ -749,7 +753,7 @@ impl<'a> Tx<'a> {
 impl Tx<'_> {
     /// ` FOR UPDATE OF {table} SKIP LOCKED` on PostgreSQL, where several nodes claim rows;
     /// nothing on SQLite, where the one writer already excludes everyone else.
-    pub fn skip_locked_clause(&self, table: &str) -> String {
+    pub(crate) fn skip_locked_clause(&self, table: &str) -> String {
         match self.conn {
             TxRef::Sqlite(_) => String::new(),
             TxRef::Postgres(_) => format!(" FOR UPDATE OF {table} SKIP LOCKED"),
@@ -768,7 +772,7 @@ impl Tx<'_> {
     }
 
     /// Runs a query in the transaction.
-    pub fn fetch(&mut self, sql: &str, params: &[P]) -> StoreResult<Vec<Row>> {
+    pub(crate) fn fetch(&mut self, sql: &str, params: &[P]) -> StoreResult<Vec<Row>> {
         match &mut self.conn {
             TxRef::Sqlite(c) => sqlite_fetch(c, sql, params),
             TxRef::Postgres(pg) => {
@@ -784,12 +788,12 @@ impl Tx<'_> {
     }
 
     /// Runs a query expecting at most one row.
-    pub fn fetch_opt(&mut self, sql: &str, params: &[P]) -> StoreResult<Option<Row>> {
+    pub(crate) fn fetch_opt(&mut self, sql: &str, params: &[P]) -> StoreResult<Option<Row>> {
         Ok(self.fetch(sql, params)?.into_iter().next())
     }
 
     /// Runs a statement in the transaction.
-    pub fn execute(&mut self, sql: &str, params: &[P]) -> StoreResult<u64> {
+    pub(crate) fn execute(&mut self, sql: &str, params: &[P]) -> StoreResult<u64> {
         match &mut self.conn {
             TxRef::Sqlite(c) => sqlite_exec(c, sql, params),
             TxRef::Postgres(pg) => {

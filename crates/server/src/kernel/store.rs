@@ -144,17 +144,17 @@ impl Store {
     }
 
     /// Sets what sees every commit before its write returns (once).
-    pub fn set_after_commit(&self, hook: std::sync::Arc<dyn AfterCommit>) {
+    pub(crate) fn set_after_commit(&self, hook: std::sync::Arc<dyn AfterCommit>) {
         let _ = self.after_commit.set(hook);
     }
 
     /// A receiver that changes each time the PostgreSQL listener (re)connects.
-    pub fn listener_connects(&self) -> tokio::sync::watch::Receiver<u64> {
+    pub(crate) fn listener_connects(&self) -> tokio::sync::watch::Receiver<u64> {
         self.listens.subscribe()
     }
 
     /// A receiver that changes after every commit that wrote events.
-    pub fn event_commits(&self) -> tokio::sync::watch::Receiver<u64> {
+    pub(crate) fn event_commits(&self) -> tokio::sync::watch::Receiver<u64> {
         self.events.subscribe()
     }
 
@@ -162,7 +162,7 @@ impl Store {
     /// on to [`Store::event_commits`]; reconnects after a lost connection (and then counts
     /// one commit and one [`Store::listener_connects`], since notifications may have been
     /// missed). Nothing to do on SQLite.
-    pub fn listen_other_nodes(&self) -> Option<tokio::task::JoinHandle<()>> {
+    pub(crate) fn listen_other_nodes(&self) -> Option<tokio::task::JoinHandle<()>> {
         let Pool::Postgres(pg) = &self.pool else {
             return None;
         };
@@ -216,7 +216,7 @@ impl Store {
     // ---- settings ----
 
     /// Reads a setting.
-    pub async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
+    pub(crate) async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
         Ok(self
             .pool
             .fetch_opt("SELECT value FROM settings WHERE key = $1", &params![key])
@@ -225,7 +225,7 @@ impl Store {
     }
 
     /// Writes a setting (insert or replace).
-    pub async fn put_setting(&self, key: &str, value: &str) -> StoreResult<()> {
+    pub(crate) async fn put_setting(&self, key: &str, value: &str) -> StoreResult<()> {
         self.pool
             .execute(
                 "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -236,7 +236,7 @@ impl Store {
     }
 
     /// Writes a setting if it is not set yet; returns whether it was written.
-    pub async fn init_setting(&self, key: &str, value: &str) -> StoreResult<bool> {
+    pub(crate) async fn init_setting(&self, key: &str, value: &str) -> StoreResult<bool> {
         let n = self
             .pool
             .execute(
@@ -393,7 +393,7 @@ impl Tx<'_> {
     /// Appends many records of one cause to the tenant's hash chain: the tip is advanced once
     /// and the links are computed in memory, so a change of 10,000 licenses costs one
     /// statement per record instead of three. Returns the sequence number of the first record.
-    pub fn audit_batch(
+    pub(crate) fn audit_batch(
         &mut self,
         tenant: &str,
         at: &str,
@@ -433,7 +433,7 @@ impl Tx<'_> {
 
     /// The sequence number the tenant's next audit record takes (the tenant's lock is taken:
     /// it stays true until this transaction audits something).
-    pub fn next_audit_seq(&mut self, tenant: &str) -> StoreResult<i64> {
+    pub(crate) fn next_audit_seq(&mut self, tenant: &str) -> StoreResult<i64> {
         Ok(self.chain_tip(tenant)?.0 + 1)
     }
 
@@ -522,7 +522,7 @@ impl Tx<'_> {
     /// audit chain tip (PostgreSQL; SQLite has one writer anyway) before anything is counted.
     /// Returns the version of the tenant's licensing model. The lock is taken once per
     /// transaction; the chain tip it returns is kept for the audit records that follow.
-    pub fn lock_tenant(&mut self, tenant: &str) -> StoreResult<i64> {
+    pub(crate) fn lock_tenant(&mut self, tenant: &str) -> StoreResult<i64> {
         if let Some(tip) = self.tips.iter().find(|t| t.tenant == tenant) {
             return Ok(tip.model_version);
         }
@@ -546,14 +546,14 @@ impl Tx<'_> {
     }
 
     /// A setting, read in the transaction.
-    pub fn setting(&mut self, key: &str) -> StoreResult<Option<String>> {
+    pub(crate) fn setting(&mut self, key: &str) -> StoreResult<Option<String>> {
         Ok(self
             .fetch_opt("SELECT value FROM settings WHERE key = $1", &params![key])?
             .map(|r| r.text(0)))
     }
 
     /// Writes a setting (insert or replace) in the transaction.
-    pub fn put_setting(&mut self, key: &str, value: &str) -> StoreResult<()> {
+    pub(crate) fn put_setting(&mut self, key: &str, value: &str) -> StoreResult<()> {
         self.execute(
             "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             &params![key, value],
@@ -563,7 +563,12 @@ impl Tx<'_> {
 
     /// Records an administrative change on its chain (audit record only; the caller adds an
     /// outbox event where consumers care).
-    pub fn record_change(&mut self, actor: &Actor, at: &str, c: Change<'_>) -> StoreResult<i64> {
+    pub(crate) fn record_change(
+        &mut self,
+        actor: &Actor,
+        at: &str,
+        c: Change<'_>,
+    ) -> StoreResult<i64> {
         self.audit(NewAudit {
             tenant_id: c.chain,
             at,
@@ -578,7 +583,7 @@ impl Tx<'_> {
     }
 
     /// Appends an audit record to the tenant's hash chain.
-    pub fn audit(&mut self, entry: NewAudit<'_>) -> StoreResult<i64> {
+    pub(crate) fn audit(&mut self, entry: NewAudit<'_>) -> StoreResult<i64> {
         // The tenant's lock (taken here if not yet) serialises a tenant's writers, so the
         // chain never forks.
         let (seq, prev) = self.chain_tip(entry.tenant_id)?;
@@ -604,7 +609,7 @@ impl Tx<'_> {
     }
 
     /// Writes an outbox event (inserted with the unit of work's other events before commit).
-    pub fn outbox(
+    pub(crate) fn outbox(
         &mut self,
         tenant: &str,
         event_type: crate::kernel::catalogue::EventType,

@@ -255,7 +255,7 @@ impl Tx<'_> {
     /// Marks a tenant's licensing model as changed (cached copies are then reloaded). The
     /// new version is random, not a counter: a rolled-back change (a dry run) must never
     /// leave a cached model under a version that a later change could take again.
-    pub fn bump_model(&mut self, tenant: &str) -> StoreResult<()> {
+    pub(crate) fn bump_model(&mut self, tenant: &str) -> StoreResult<()> {
         self.lock_tenant(tenant)?;
         let version = (uuid::Uuid::new_v4().as_u128() as i64) & i64::MAX;
         self.execute(
@@ -269,7 +269,7 @@ impl Tx<'_> {
     }
 
     /// The product catalogue.
-    pub fn products(&mut self) -> StoreResult<Vec<Product>> {
+    pub(crate) fn products(&mut self) -> StoreResult<Vec<Product>> {
         self.fetch(
             "SELECT key, name, plans FROM lic_products ORDER BY key",
             &[],
@@ -280,7 +280,7 @@ impl Tx<'_> {
     }
 
     /// Writes a product (insert or replace).
-    pub fn put_product(&mut self, p: &Product, now: &str) -> StoreResult<()> {
+    pub(crate) fn put_product(&mut self, p: &Product, now: &str) -> StoreResult<()> {
         self.execute(
             "INSERT INTO lic_products (key, name, plans, updated) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (key) DO UPDATE SET name = excluded.name, plans = excluded.plans, updated = excluded.updated",
@@ -289,14 +289,8 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Removes a product.
-    pub fn delete_product(&mut self, key: &str) -> StoreResult<()> {
-        self.execute("DELETE FROM lic_products WHERE key = $1", &params![key])?;
-        Ok(())
-    }
-
     /// Tenants subscribed to a product.
-    pub fn subscribers(&mut self, product: &str) -> StoreResult<Vec<String>> {
+    pub(crate) fn subscribers(&mut self, product: &str) -> StoreResult<Vec<String>> {
         Ok(self
             .fetch(
                 "SELECT tenant_id FROM lic_subscriptions WHERE product = $1 ORDER BY tenant_id",
@@ -308,7 +302,7 @@ impl Tx<'_> {
     }
 
     /// A tenant's subscriptions.
-    pub fn subscriptions(&mut self, tenant: &str) -> StoreResult<Vec<Subscription>> {
+    pub(crate) fn subscriptions(&mut self, tenant: &str) -> StoreResult<Vec<Subscription>> {
         self.fetch(
             &format!(
                 "SELECT {SUB_COLUMNS} FROM lic_subscriptions WHERE tenant_id = $1 ORDER BY product"
@@ -321,7 +315,7 @@ impl Tx<'_> {
     }
 
     /// Writes a subscription (insert or replace).
-    pub fn put_subscription(
+    pub(crate) fn put_subscription(
         &mut self,
         tenant: &str,
         s: &Subscription,
@@ -358,7 +352,7 @@ impl Tx<'_> {
     }
 
     /// Sets when the scheduler should next look at a subscription.
-    pub fn set_next_check(
+    pub(crate) fn set_next_check(
         &mut self,
         tenant: &str,
         product: &str,
@@ -373,7 +367,7 @@ impl Tx<'_> {
     }
 
     /// Removes a subscription; returns whether it existed.
-    pub fn delete_subscription(&mut self, tenant: &str, product: &str) -> StoreResult<bool> {
+    pub(crate) fn delete_subscription(&mut self, tenant: &str, product: &str) -> StoreResult<bool> {
         Ok(self.execute(
             "DELETE FROM lic_subscriptions WHERE tenant_id = $1 AND product = $2",
             &params![tenant, product],
@@ -381,7 +375,7 @@ impl Tx<'_> {
     }
 
     /// A tenant's rules as stored.
-    pub fn rule_rows(&mut self, tenant: &str) -> StoreResult<Vec<RuleRow>> {
+    pub(crate) fn rule_rows(&mut self, tenant: &str) -> StoreResult<Vec<RuleRow>> {
         Ok(self
             .fetch(
                 "SELECT name, filter, product, plan, priority FROM lic_rules WHERE tenant_id = $1 ORDER BY name",
@@ -393,7 +387,7 @@ impl Tx<'_> {
     }
 
     /// Writes a rule (insert or replace).
-    pub fn put_rule(&mut self, tenant: &str, r: &RuleRow, now: &str) -> StoreResult<()> {
+    pub(crate) fn put_rule(&mut self, tenant: &str, r: &RuleRow, now: &str) -> StoreResult<()> {
         self.execute(
             "INSERT INTO lic_rules (tenant_id, name, filter, product, plan, priority, updated) VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (tenant_id, name) DO UPDATE SET filter = excluded.filter, product = excluded.product, \
@@ -404,7 +398,7 @@ impl Tx<'_> {
     }
 
     /// Removes a rule; returns whether it existed.
-    pub fn delete_rule(&mut self, tenant: &str, name: &str) -> StoreResult<bool> {
+    pub(crate) fn delete_rule(&mut self, tenant: &str, name: &str) -> StoreResult<bool> {
         Ok(self.execute(
             "DELETE FROM lic_rules WHERE tenant_id = $1 AND name = $2",
             &params![tenant, name],
@@ -412,7 +406,7 @@ impl Tx<'_> {
     }
 
     /// Licenses of some users (or of the whole tenant).
-    pub fn licenses(
+    pub(crate) fn licenses(
         &mut self,
         tenant: &str,
         users: Option<&[String]>,
@@ -445,7 +439,7 @@ impl Tx<'_> {
     }
 
     /// Inserts a license.
-    pub fn insert_license(&mut self, tenant: &str, l: &LicenseRow) -> StoreResult<()> {
+    pub(crate) fn insert_license(&mut self, tenant: &str, l: &LicenseRow) -> StoreResult<()> {
         self.execute(
             &format!("INSERT INTO licenses (tenant_id, {LICENSE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, -1))"),
             &params![tenant, &l.user_id, &l.product, &l.plan, &l.state, l.queue, &l.changed, &l.reason, &l.explain, audit_seq_param(l)],
@@ -454,7 +448,7 @@ impl Tx<'_> {
     }
 
     /// Rewrites a license.
-    pub fn update_license(&mut self, tenant: &str, l: &LicenseRow) -> StoreResult<()> {
+    pub(crate) fn update_license(&mut self, tenant: &str, l: &LicenseRow) -> StoreResult<()> {
         self.execute(
             "UPDATE licenses SET plan = $4, state = $5, queue = $6, changed = $7, reason = $8, explain = $9, \
              audit_seq = NULLIF($10, -1) WHERE tenant_id = $1 AND user_id = $2 AND product = $3",
@@ -464,7 +458,12 @@ impl Tx<'_> {
     }
 
     /// Removes a license.
-    pub fn delete_license(&mut self, tenant: &str, user: &str, product: &str) -> StoreResult<()> {
+    pub(crate) fn delete_license(
+        &mut self,
+        tenant: &str,
+        user: &str,
+        product: &str,
+    ) -> StoreResult<()> {
         self.execute(
             "DELETE FROM licenses WHERE tenant_id = $1 AND user_id = $2 AND product = $3",
             &params![tenant, user, product],
@@ -473,14 +472,14 @@ impl Tx<'_> {
     }
 
     /// Seat counts of a product's line, under the tenant's lock.
-    pub fn line(&mut self, tenant: &str, product: &str) -> StoreResult<Line> {
+    pub(crate) fn line(&mut self, tenant: &str, product: &str) -> StoreResult<Line> {
         let (lines, _) = self.seat_lines(tenant)?;
         Ok(lines.get(product).copied().unwrap_or(Line::EMPTY))
     }
 
     /// Sets a product line's counts (as absolute values); they are stored with the
     /// tenant's head row when the transaction ends.
-    pub fn put_line(&mut self, tenant: &str, product: &str, line: Line) -> StoreResult<()> {
+    pub(crate) fn put_line(&mut self, tenant: &str, product: &str, line: Line) -> StoreResult<()> {
         let (lines, moved) = self.seat_lines(tenant)?;
         if lines.get(product) != Some(&line) {
             lines.insert(product.to_string(), line);
@@ -491,7 +490,7 @@ impl Tx<'_> {
 
     /// The first `n` waiting licenses of a line, in queue order (they are indexed: a seat
     /// that frees up reaches the head of the line in one read).
-    pub fn first_waiting(
+    pub(crate) fn first_waiting(
         &mut self,
         tenant: &str,
         product: &str,
@@ -508,7 +507,7 @@ impl Tx<'_> {
     /// The `n` most recently assigned seat holders of a line. Only a seat cut asks, so
     /// holders are not indexed by queue (a create would pay for it); this reads the tenant's
     /// licenses.
-    pub fn last_holders(
+    pub(crate) fn last_holders(
         &mut self,
         tenant: &str,
         product: &str,
@@ -544,7 +543,7 @@ impl Tx<'_> {
 
     /// Users as the rules see them: the stored document with `id` and, when asked, `groups`
     /// (direct and nested). `None` loads the whole tenant.
-    pub fn rule_subjects(
+    pub(crate) fn rule_subjects(
         &mut self,
         tenant: &str,
         users: Option<&[String]>,
@@ -625,7 +624,7 @@ impl Tx<'_> {
     }
 
     /// Every user under a group, directly or through nested groups.
-    pub fn users_under(&mut self, tenant: &str, group: &str) -> StoreResult<Vec<String>> {
+    pub(crate) fn users_under(&mut self, tenant: &str, group: &str) -> StoreResult<Vec<String>> {
         Ok(self
             .fetch(
                 "WITH RECURSIVE sub(id) AS (SELECT member_id FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 \
@@ -639,7 +638,7 @@ impl Tx<'_> {
     }
 
     /// Subscriptions whose term changes what they grant at or before `now`.
-    pub fn due_subscriptions(&mut self, now: &str) -> StoreResult<Vec<(String, String)>> {
+    pub(crate) fn due_subscriptions(&mut self, now: &str) -> StoreResult<Vec<(String, String)>> {
         Ok(self
             .fetch(
                 "SELECT tenant_id, product FROM lic_subscriptions WHERE next_check IS NOT NULL AND next_check <= $1 ORDER BY next_check",
@@ -654,7 +653,7 @@ impl Tx<'_> {
 impl Store {
     /// Whether a user exists (licensing reads the directory's users; the directory writes
     /// them).
-    pub async fn user_exists(&self, tenant: &str, user: &str) -> StoreResult<bool> {
+    pub(crate) async fn user_exists(&self, tenant: &str, user: &str) -> StoreResult<bool> {
         Ok(self
             .pool()
             .fetch_opt(
@@ -668,7 +667,7 @@ impl Store {
 
 impl Store {
     /// The product catalogue.
-    pub async fn products(&self) -> StoreResult<Vec<Product>> {
+    pub(crate) async fn products(&self) -> StoreResult<Vec<Product>> {
         self.pool()
             .fetch(
                 "SELECT key, name, plans FROM lic_products ORDER BY key",
@@ -681,7 +680,7 @@ impl Store {
     }
 
     /// A tenant's subscriptions.
-    pub async fn subscriptions(&self, tenant: &str) -> StoreResult<Vec<Subscription>> {
+    pub(crate) async fn subscriptions(&self, tenant: &str) -> StoreResult<Vec<Subscription>> {
         self.pool()
             .fetch(
                 &format!("SELECT {SUB_COLUMNS} FROM lic_subscriptions WHERE tenant_id = $1 ORDER BY product"),
@@ -694,7 +693,7 @@ impl Store {
     }
 
     /// A tenant's rules.
-    pub async fn rule_rows(&self, tenant: &str) -> StoreResult<Vec<RuleRow>> {
+    pub(crate) async fn rule_rows(&self, tenant: &str) -> StoreResult<Vec<RuleRow>> {
         Ok(self
             .pool()
             .fetch(
@@ -771,18 +770,6 @@ impl Store {
         }
         Ok(out)
     }
-
-    /// The next instant any subscription needs the scheduler, if any.
-    pub async fn next_check(&self) -> StoreResult<Option<String>> {
-        Ok(self
-            .pool()
-            .fetch_opt(
-                "SELECT MIN(next_check) FROM lic_subscriptions WHERE next_check IS NOT NULL",
-                &[],
-            )
-            .await?
-            .and_then(|r| r.opt_text(0)))
-    }
 }
 
 impl Store {
@@ -791,7 +778,7 @@ impl Store {
     /// licenses' latest records (`heads`) and at the user's revocations (indexed), and are
     /// read a link at a time for all of them at once. Records written before the chains
     /// existed (no `prev`) are found by scanning the tenant's older license records.
-    pub async fn license_history(
+    pub(crate) async fn license_history(
         &self,
         tenant: &str,
         user: &str,
@@ -877,7 +864,11 @@ fn license_prev(rec: &crate::kernel::chain::AuditRow) -> Option<Option<i64>> {
 
 impl Tx<'_> {
     /// The ends_at for which `subscription.expiring` was sent.
-    pub fn expiring_sent(&mut self, tenant: &str, product: &str) -> StoreResult<Option<String>> {
+    pub(crate) fn expiring_sent(
+        &mut self,
+        tenant: &str,
+        product: &str,
+    ) -> StoreResult<Option<String>> {
         Ok(self
             .fetch_opt(
                 "SELECT expiring_sent FROM lic_subscriptions WHERE tenant_id = $1 AND product = $2",
@@ -887,7 +878,7 @@ impl Tx<'_> {
     }
 
     /// Notes that `subscription.expiring` was sent for this ends_at.
-    pub fn set_expiring_sent(
+    pub(crate) fn set_expiring_sent(
         &mut self,
         tenant: &str,
         product: &str,

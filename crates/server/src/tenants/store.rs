@@ -6,7 +6,7 @@ use crate::params;
 
 impl Tx<'_> {
     /// Inserts a tenant and the tip of its audit chain.
-    pub fn insert_tenant(&mut self, id: &str, name: &str, now: &str) -> StoreResult<()> {
+    pub(crate) fn insert_tenant(&mut self, id: &str, name: &str, now: &str) -> StoreResult<()> {
         self.execute(
             "INSERT INTO tenants (id, name, created) VALUES ($1, $2, $3)",
             &params![id, name, now],
@@ -26,7 +26,7 @@ impl Tx<'_> {
     }
 
     /// Stores a credential (by hash only).
-    pub fn insert_credential(
+    pub(crate) fn insert_credential(
         &mut self,
         kind: Credential,
         c: &CredentialRow,
@@ -41,7 +41,7 @@ impl Tx<'_> {
     }
 
     /// Revokes a live credential of a tenant; returns it as it was, if there was one.
-    pub fn revoke_credential(
+    pub(crate) fn revoke_credential(
         &mut self,
         kind: Credential,
         tenant: &str,
@@ -67,7 +67,7 @@ impl Tx<'_> {
 
 impl Store {
     /// A tenant, if it exists.
-    pub async fn tenant(&self, id: &str) -> StoreResult<Option<TenantRow>> {
+    pub(crate) async fn tenant(&self, id: &str) -> StoreResult<Option<TenantRow>> {
         let row = self
             .pool
             .fetch_opt(
@@ -102,7 +102,7 @@ impl Store {
     }
 
     /// A tenant's credentials of one kind (id, name, created, revoked), oldest first.
-    pub async fn credentials(
+    pub(crate) async fn credentials(
         &self,
         kind: Credential,
         tenant: &str,

@@ -233,7 +233,7 @@ async fn credentials_stay_in_their_lane(b: Backend) {
     // Another tenant's key: the same words as for nobody.
     let other = common::new_tenant(
         &app.store,
-        std::sync::Arc::new(seatkeeper::kernel::clock::SystemClock),
+        std::sync::Arc::new(seatkeeper::SystemClock),
         "Other",
     )
     .await;
@@ -345,8 +345,7 @@ async fn tokens_verify_from_the_jwks_alone(b: Backend) {
     let err = verify(&stale, &jwks(&app).await).unwrap_err();
     assert!(err.contains("Expired"), "{err}");
     // Bring the clock to the wall clock: the token verifies and carries the entitlements.
-    let lag = seatkeeper::kernel::clock::Clock::now(&seatkeeper::kernel::clock::SystemClock)
-        - seatkeeper::kernel::clock::Clock::now(&app.clock);
+    let lag = seatkeeper::Clock::now(&seatkeeper::SystemClock) - seatkeeper::Clock::now(&app.clock);
     app.clock.advance(lag);
     let token = issue(&app, &key).await;
     let claims = verify(&token, &jwks(&app).await).unwrap();
@@ -380,7 +379,7 @@ async fn tokens_verify_from_the_jwks_alone(b: Backend) {
 async fn app_calls_are_rate_limited_per_tenant(b: Backend) {
     let app = common::app_with(
         b,
-        seatkeeper::kernel::config::Config {
+        seatkeeper::Config {
             rate_per_second: 100_000,
             rate_burst: 100_000,
             app_rate_per_second: 1,

@@ -6,7 +6,7 @@ use crate::common;
 
 use axum::http::StatusCode;
 use common::{Backend, TestApp};
-use seatkeeper::kernel::config::Config;
+use seatkeeper::Config;
 use serde_json::{Value, json};
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -49,7 +49,7 @@ async fn setup(app: &TestApp, seats: u32) {
 
 /// Now on the app's clock, which governs the signature tolerance.
 fn now(app: &TestApp) -> i64 {
-    use seatkeeper::kernel::clock::Clock;
+    use seatkeeper::Clock;
     app.clock.now().unix_timestamp()
 }
 
@@ -86,7 +86,7 @@ async fn post_event(app: &TestApp, secret: &str, event: &Value) -> common::Resp 
     let body = event.to_string();
     let ts = now(app);
     let msg = format!("msg_{}", event["id"].as_str().unwrap_or("x"));
-    let sig = seatkeeper::kernel::signing::standard_sign(secret, &msg, ts, body.as_bytes());
+    let sig = seatkeeper::standard_sign(secret, &msg, ts, body.as_bytes());
     post_signed(app, event, &msg, &ts.to_string(), &sig).await
 }
 
@@ -323,13 +323,13 @@ async fn signatures_are_required(b: Backend) {
     // A valid signature over another body.
     let body = ev.to_string();
     let ts = now(&app);
-    let sig = seatkeeper::kernel::signing::standard_sign(SECRET, "m1", ts, b"{}");
+    let sig = seatkeeper::standard_sign(SECRET, "m1", ts, b"{}");
     let ts_text = ts.to_string();
     let r = post_signed(&app, &ev, "m1", &ts_text, &sig).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.raw);
     // A replay from an hour ago.
     let old = (ts - 3600).to_string();
-    let sig = seatkeeper::kernel::signing::standard_sign(SECRET, "m1", ts - 3600, body.as_bytes());
+    let sig = seatkeeper::standard_sign(SECRET, "m1", ts - 3600, body.as_bytes());
     let r = post_signed(&app, &ev, "m1", &old, &sig).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.raw);
     assert_eq!(subscription(&app).await["seats"], 2, "nothing applied");
@@ -433,8 +433,7 @@ async fn stripe_events(b: Backend) {
             "items": {"data": [{"quantity": 2, "current_period_start": 1_790_000_000, "current_period_end": 1_800_000_000,
                 "price": {"id": price, "product": "prod_1"}}]}}}});
     let body = ev.to_string();
-    let header =
-        seatkeeper::kernel::signing::stripe_sign(STRIPE_SECRET, now(&app), body.as_bytes());
+    let header = seatkeeper::stripe_sign(STRIPE_SECRET, now(&app), body.as_bytes());
     let r = post_stripe(&app, &ev, &header).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     assert_eq!(r.body["outcome"], "applied", "{}", r.raw);
@@ -448,17 +447,12 @@ async fn stripe_events(b: Backend) {
     // Redelivered: nothing changes. Wrong secret: 401.
     let r = post_stripe(&app, &ev, &header).await;
     assert_eq!(r.body["outcome"], "duplicate", "{}", r.raw);
-    let forged =
-        seatkeeper::kernel::signing::stripe_sign("whsec_other", now(&app), body.as_bytes());
+    let forged = seatkeeper::stripe_sign("whsec_other", now(&app), body.as_bytes());
     let r = post_stripe(&app, &ev, &forged).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.raw);
     // Other event types are accepted and recorded without effect.
     let inv = json!({"id": format!("evt_inv_{}", product(&app)), "type": "invoice.paid", "created": 1_795_000_001, "data": {"object": {}}});
-    let h = seatkeeper::kernel::signing::stripe_sign(
-        STRIPE_SECRET,
-        now(&app),
-        inv.to_string().as_bytes(),
-    );
+    let h = seatkeeper::stripe_sign(STRIPE_SECRET, now(&app), inv.to_string().as_bytes());
     let r = post_stripe(&app, &inv, &h).await;
     assert_eq!(r.body["outcome"], "ignored", "{}", r.raw);
     // Deleted: the subscription is canceled and ended (here, days before the server's
@@ -469,11 +463,7 @@ async fn stripe_events(b: Backend) {
     del["created"] = json!(1_795_000_002);
     del["data"]["object"]["status"] = "canceled".into();
     del["data"]["object"]["ended_at"] = json!(1_795_000_002);
-    let h = seatkeeper::kernel::signing::stripe_sign(
-        STRIPE_SECRET,
-        now(&app),
-        del.to_string().as_bytes(),
-    );
+    let h = seatkeeper::stripe_sign(STRIPE_SECRET, now(&app), del.to_string().as_bytes());
     let r = post_stripe(&app, &del, &h).await;
     assert_eq!(r.body["outcome"], "applied", "{}", r.raw);
     assert_eq!(r.body["licenses"]["changed"], 2, "{}", r.raw);
@@ -571,7 +561,7 @@ async fn webhooks_and_the_feed(b: Backend) {
     // Another tenant's feed holds none of these.
     let other = common::new_tenant(
         &app.store,
-        std::sync::Arc::new(seatkeeper::kernel::clock::SystemClock),
+        std::sync::Arc::new(seatkeeper::SystemClock),
         "Other",
     )
     .await;
@@ -589,7 +579,7 @@ async fn webhooks_and_the_feed(b: Backend) {
             for (t, w) in &hooks {
                 n += tx.fan_out(t, w, &stamp, 1000)?;
             }
-            Ok::<_, seatkeeper::kernel::store::StoreError>(n)
+            Ok::<_, seatkeeper::StoreError>(n)
         })
         .await
         .unwrap();

@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::{Value, json};
 
 use crate::common::{Backend, EXT, PATCH, USER};
+pub use seatkeeper::testing::OwnDatabase;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_seatkeeper");
 pub const ADMIN: &str = "e2e-admin";
@@ -103,56 +104,6 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
-    }
-}
-
-/// A PostgreSQL database of one test alone, so no other test's server works on its rows.
-pub struct OwnDatabase {
-    pub url: String,
-    name: String,
-    admin: sqlx::PgPool,
-}
-
-impl OwnDatabase {
-    pub async fn create(tag: &str) -> OwnDatabase {
-        let base_url = crate::common::postgres_url();
-        let (prefix, _) = base_url.rsplit_once('/').unwrap();
-        let name = format!("sk_{tag}_{}", std::process::id());
-        let admin = sqlx::PgPool::connect(&base_url).await.unwrap();
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&admin)
-            .await;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .unwrap();
-        OwnDatabase {
-            url: format!("{prefix}/{name}"),
-            name,
-            admin,
-        }
-    }
-
-    /// Drops the database (after the test's servers are gone).
-    pub async fn drop_database(self) {
-        let _ = sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&self.admin)
-        .await;
-    }
-
-    /// Cuts every connection to the database (each node's pool and listener).
-    pub async fn cut_connections(&self) -> u64 {
-        sqlx::query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-        )
-        .bind(&self.name)
-        .execute(&self.admin)
-        .await
-        .unwrap()
-        .rows_affected()
     }
 }
 

@@ -217,7 +217,7 @@ async fn audit_verify_catches_tampering() {
     drop(server);
     // The tenant's creation and its token's (by the CLI) come first, then the three users.
     assert!(cli_ok(&db, &["audit", "verify"]).contains("5 records, chain intact"));
-    let store = seatkeeper::kernel::store::Store::connect(&db, &Default::default())
+    let store = seatkeeper::Store::connect(&db, &Default::default())
         .await
         .unwrap();
     store

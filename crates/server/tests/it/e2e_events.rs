@@ -35,11 +35,9 @@ async fn receiver(
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string)
                 };
-                let now =
-                    seatkeeper::kernel::clock::Clock::now(&seatkeeper::kernel::clock::SystemClock)
-                        .unix_timestamp();
+                let now = seatkeeper::Clock::now(&seatkeeper::SystemClock).unix_timestamp();
                 let key = secret.lock().unwrap().clone();
-                let ok = seatkeeper::kernel::signing::standard_verify(
+                let ok = seatkeeper::standard_verify(
                     &[key],
                     h("webhook-id").as_deref(),
                     h("webhook-timestamp").as_deref(),
@@ -253,9 +251,8 @@ async fn webhooks_survive_an_outage(b: Backend) {
     let ev = json!({"id": format!("evt-buy-{product_}"), "type": "subscription.updated", "created_at": "2026-11-25T10:00:00Z",
         "tenant": api.tenant, "subscription": {"product": product_, "seats": 4}});
     let body = ev.to_string();
-    let ts = seatkeeper::kernel::clock::Clock::now(&seatkeeper::kernel::clock::SystemClock)
-        .unix_timestamp();
-    let sig = seatkeeper::kernel::signing::standard_sign(secret, "m-buy", ts, body.as_bytes());
+    let ts = seatkeeper::Clock::now(&seatkeeper::SystemClock).unix_timestamp();
+    let sig = seatkeeper::standard_sign(secret, "m-buy", ts, body.as_bytes());
     for _ in 0..3 {
         let resp = api
             .http
@@ -519,7 +516,7 @@ async fn audit_retention_through_the_cli(b: Backend) {
         ],
     );
     assert!(out.starts_with("ok"), "{out}");
-    let store = seatkeeper::kernel::store::Store::connect(&db, &Default::default())
+    let store = seatkeeper::Store::connect(&db, &Default::default())
         .await
         .unwrap();
     store

@@ -6,9 +6,10 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use seatkeeper::kernel::clock::{ManualClock, SharedClock};
-use seatkeeper::kernel::config::Config;
-use seatkeeper::kernel::store::{Store, StoreOptions};
+use seatkeeper::Config;
+use seatkeeper::Store;
+pub use seatkeeper::testing::{Backend, TestStore, postgres_url, store};
+use seatkeeper::{ManualClock, SharedClock};
 use serde_json::Value;
 use tower::ServiceExt;
 
@@ -17,62 +18,6 @@ pub const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 pub const ENT: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 pub const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 pub const EXT: &str = "urn:seatkeeper:params:scim:schemas:extension:licensing:2.0:User";
-
-/// The backends a test runs on.
-#[derive(Debug, Clone, Copy)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// The PostgreSQL URL for tests. `.ci/run` always sets it; without it the PostgreSQL
-/// variants fail (they are never silently skipped).
-pub fn postgres_url() -> String {
-    std::env::var("SEATKEEPER_TEST_POSTGRES_URL").expect(
-        "SEATKEEPER_TEST_POSTGRES_URL is not set: run `bash .ci/run`, or point it at a PostgreSQL database, \
-         or exclude these tests with `cargo nextest run -E 'not test(/postgres/)'`",
-    )
-}
-
-pub struct TestStore {
-    pub store: Store,
-    pub url: String,
-    _dir: Option<tempfile::TempDir>,
-}
-
-pub async fn store(backend: Backend) -> TestStore {
-    match backend {
-        Backend::Sqlite => {
-            let dir = tempfile::tempdir().unwrap();
-            let url = format!("sqlite://{}", dir.path().join("test.db").display());
-            let store = Store::connect(&url, &StoreOptions::default())
-                .await
-                .unwrap();
-            TestStore {
-                store,
-                url,
-                _dir: Some(dir),
-            }
-        }
-        Backend::Postgres => {
-            let url = postgres_url();
-            let store = Store::connect(
-                &url,
-                &StoreOptions {
-                    max_connections: 4,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-            TestStore {
-                store,
-                url,
-                _dir: None,
-            }
-        }
-    }
-}
 
 pub fn clock() -> ManualClock {
     ManualClock::at(time::macros::datetime!(2026-11-22 10:00:00 UTC))
@@ -86,7 +31,7 @@ pub struct TestApp {
     pub tenant: String,
     pub token: String,
     pub clock: ManualClock,
-    _jobs: seatkeeper::jobs::Jobs,
+    _jobs: seatkeeper::Jobs,
     _db: TestStore,
 }
 
@@ -98,7 +43,7 @@ pub async fn app_with(backend: Backend, config: Config) -> TestApp {
     let token = new_credential(
         &db.store,
         shared.clone(),
-        seatkeeper::kernel::auth::Credential::Scim,
+        seatkeeper::Credential::Scim,
         &tenant.id,
         "test-idp",
     )
@@ -107,7 +52,7 @@ pub async fn app_with(backend: Backend, config: Config) -> TestApp {
         db.store.clone(),
         shared,
         config,
-        seatkeeper::kernel::auth::hash_token(ADMIN),
+        seatkeeper::hash_token(ADMIN),
         None,
     );
     TestApp {
@@ -230,43 +175,17 @@ impl TestApp {
     }
 }
 
-/// Generates `mod name { sqlite, postgres }` tests from one async body taking a `Backend`.
-#[macro_export]
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        $(
-            mod $name {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn sqlite() {
-                    super::$name($crate::common::Backend::Sqlite).await;
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn postgres() {
-                    super::$name($crate::common::Backend::Postgres).await;
-                }
-            }
-        )*
-    };
-}
-
-fn test_actor() -> seatkeeper::kernel::store::Actor {
-    seatkeeper::kernel::store::Actor {
+fn test_actor() -> seatkeeper::Actor {
+    seatkeeper::Actor {
         name: "test".into(),
         request_id: "test".into(),
     }
 }
 
 /// A new tenant, through the tenants service.
-pub async fn new_tenant(
-    store: &Store,
-    clock: SharedClock,
-    name: &str,
-) -> seatkeeper::tenants::store::TenantRow {
-    seatkeeper::tenants::service::Tenants::new(store.clone(), clock)
-        .create(
-            &test_actor(),
-            &seatkeeper::kernel::ids::Name::parse(name).unwrap(),
-        )
+pub async fn new_tenant(store: &Store, clock: SharedClock, name: &str) -> seatkeeper::TenantRow {
+    seatkeeper::Tenants::new(store.clone(), clock)
+        .create(&test_actor(), &seatkeeper::Name::parse(name).unwrap())
         .await
         .unwrap()
 }
@@ -275,16 +194,16 @@ pub async fn new_tenant(
 pub async fn new_credential(
     store: &Store,
     clock: SharedClock,
-    kind: seatkeeper::kernel::auth::Credential,
+    kind: seatkeeper::Credential,
     tenant: &str,
     name: &str,
-) -> seatkeeper::tenants::service::CreatedToken {
-    seatkeeper::tenants::service::Tenants::new(store.clone(), clock)
+) -> seatkeeper::CreatedToken {
+    seatkeeper::Tenants::new(store.clone(), clock)
         .create_credential(
             &test_actor(),
             kind,
             tenant,
-            &seatkeeper::kernel::ids::Name::parse(name).unwrap(),
+            &seatkeeper::Name::parse(name).unwrap(),
         )
         .await
         .unwrap()
@@ -295,16 +214,8 @@ pub async fn verify_audit(
     store: &Store,
     chain: Option<&str>,
     pinned: Option<&ed25519_dalek::VerifyingKey>,
-) -> Result<Vec<seatkeeper::audit::service::Verified>, seatkeeper::kernel::store::StoreError> {
-    seatkeeper::audit::service::Audit::new(
-        store.clone(),
-        Arc::new(seatkeeper::kernel::clock::SystemClock),
-    )
-    .verify(chain, pinned)
-    .await
-}
-
-/// The actor tests record as.
-pub fn actor() -> seatkeeper::kernel::store::Actor {
-    test_actor()
+) -> Result<Vec<seatkeeper::Verified>, seatkeeper::StoreError> {
+    seatkeeper::Audit::new(store.clone(), Arc::new(seatkeeper::SystemClock))
+        .verify(chain, pinned)
+        .await
 }

@@ -532,7 +532,7 @@ async fn terms_expire_on_schedule(b: Backend) {
     apply(&app, m).await;
     app.user("ann").await;
     assert_eq!(licenses(&app).await["ann"].1, "pro");
-    let clock: seatkeeper::kernel::clock::SharedClock = std::sync::Arc::new(app.clock.clone());
+    let clock: seatkeeper::SharedClock = std::sync::Arc::new(app.clock.clone());
     let expiring = |app: &common::TestApp| {
         let (store, tenant) = (app.store.clone(), app.tenant.clone());
         async move {
@@ -548,7 +548,7 @@ async fn terms_expire_on_schedule(b: Backend) {
     // Eight days before the end: nothing yet.
     app.clock.advance(time::Duration::days(6));
     assert!(
-        seatkeeper::licenses::service::Licenses::new(app.store.clone(), clock.clone())
+        seatkeeper::Licenses::new(app.store.clone(), clock.clone())
             .run_due()
             .await
             .unwrap()
@@ -557,14 +557,14 @@ async fn terms_expire_on_schedule(b: Backend) {
     assert_eq!(expiring(&app).await, 0);
     // Within the 7-day notice: `subscription.expiring` once, and no license changes.
     app.clock.advance(time::Duration::days(7));
-    let done = seatkeeper::licenses::service::Licenses::new(app.store.clone(), clock.clone())
+    let done = seatkeeper::Licenses::new(app.store.clone(), clock.clone())
         .run_due()
         .await
         .unwrap();
     assert!(done.values().all(|o| o.total() == 0), "{done:?}");
     assert_eq!(expiring(&app).await, 1);
     assert!(
-        seatkeeper::licenses::service::Licenses::new(app.store.clone(), clock.clone())
+        seatkeeper::Licenses::new(app.store.clone(), clock.clone())
             .run_due()
             .await
             .unwrap()
@@ -572,7 +572,7 @@ async fn terms_expire_on_schedule(b: Backend) {
     );
     assert_eq!(expiring(&app).await, 1, "sent once per term end");
     app.clock.advance(time::Duration::days(2));
-    let done = seatkeeper::licenses::service::Licenses::new(app.store.clone(), clock.clone())
+    let done = seatkeeper::Licenses::new(app.store.clone(), clock.clone())
         .run_due()
         .await
         .unwrap();
@@ -585,7 +585,7 @@ async fn terms_expire_on_schedule(b: Backend) {
     );
     // Running again changes nothing: each transition applies once.
     assert!(
-        seatkeeper::licenses::service::Licenses::new(app.store.clone(), clock.clone())
+        seatkeeper::Licenses::new(app.store.clone(), clock.clone())
             .run_due()
             .await
             .unwrap()
@@ -611,14 +611,14 @@ async fn terms_expire_on_schedule(b: Backend) {
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     assert_eq!(licenses(&app).await["ann"].1, "pro");
     app.clock.advance(time::Duration::days(3)); // past ends_at, within grace
-    seatkeeper::licenses::service::Licenses::new(app.store.clone(), clock.clone())
+    seatkeeper::Licenses::new(app.store.clone(), clock.clone())
         .run_due()
         .await
         .unwrap();
     assert_eq!(licenses(&app).await["ann"], ("active".into(), "pro".into()));
     assert_eq!(usage(&app).await["phase"], "in_grace");
     app.clock.advance(time::Duration::days(7)); // grace over
-    let done = seatkeeper::licenses::service::Licenses::new(app.store.clone(), clock.clone())
+    let done = seatkeeper::Licenses::new(app.store.clone(), clock.clone())
         .run_due()
         .await
         .unwrap();

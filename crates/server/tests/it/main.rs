@@ -6,8 +6,10 @@
 //!   client for it.
 
 #[macro_use]
-mod harness;
+extern crate seatkeeper;
+
 mod binary;
+mod harness;
 
 pub(crate) use harness as common;
 
@@ -21,4 +23,3 @@ mod e2e_events;
 mod e2e_licensing;
 mod licensing;
 mod scim;
-mod store_contract;

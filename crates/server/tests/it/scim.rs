@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use axum::http::StatusCode;
 use common::{Backend, TestApp, app, app_with};
-use seatkeeper::kernel::config::Config;
+use seatkeeper::Config;
 use serde_json::{Value, json};
 
 fn enc(s: &str) -> String {
@@ -543,15 +543,13 @@ async fn errors_are_scim_and_never_partial(b: Backend) {
 async fn tenant_isolation(b: Backend) {
     let app = app(b).await;
     let a_user = app.user("shared-name@x").await;
-    let clock = seatkeeper::kernel::clock::ManualClock::at(
-        time::macros::datetime!(2026-11-22 10:00:00 UTC),
-    );
-    let clock: seatkeeper::kernel::clock::SharedClock = std::sync::Arc::new(clock);
+    let clock = seatkeeper::ManualClock::at(time::macros::datetime!(2026-11-22 10:00:00 UTC));
+    let clock: seatkeeper::SharedClock = std::sync::Arc::new(clock);
     let t2 = common::new_tenant(&app.store, clock.clone(), "Other").await;
     let tok2 = common::new_credential(
         &app.store,
         clock,
-        seatkeeper::kernel::auth::Credential::Scim,
+        seatkeeper::Credential::Scim,
         &t2.id,
         "other-idp",
     )

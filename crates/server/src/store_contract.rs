@@ -1,14 +1,11 @@
 //! The store contract: one suite, run against SQLite and PostgreSQL.
 
-use crate::binary;
-use crate::common;
-
-use common::Backend;
+use crate::directory::store::StoredResource;
+use crate::directory::store::{Kind, Order, Page};
+use crate::kernel::auth::Credential;
+use crate::kernel::store::{NewAudit, StoreError};
+use crate::testing::{self as common, Backend};
 use scim::sql::SqlWhere;
-use seatkeeper::directory::store::StoredResource;
-use seatkeeper::directory::store::{Kind, Order, Page};
-use seatkeeper::kernel::auth::Credential;
-use seatkeeper::kernel::store::{NewAudit, StoreError};
 use serde_json::json;
 
 fn res(id: &str, doc: serde_json::Value) -> StoredResource {
@@ -29,7 +26,7 @@ fn all() -> SqlWhere {
     }
 }
 
-async fn tenant(store: &seatkeeper::kernel::store::Store, id: &str) {
+async fn tenant(store: &crate::kernel::store::Store, id: &str) {
     let id = id.to_string();
     store
         .write(move |tx| tx.insert_tenant(&id, &id, "2026-01-01T00:00:00.000000Z"))
@@ -149,7 +146,7 @@ async fn failed_work_leaves_nothing(b: Backend) {
             })?;
             tx.outbox(
                 &tt,
-                seatkeeper::kernel::catalogue::EventType::UserProvisioned,
+                crate::kernel::catalogue::EventType::UserProvisioned,
                 "User",
                 "u1",
                 "{}",
@@ -360,7 +357,7 @@ async fn memberships_and_nesting(b: Backend) {
 }
 
 fn audit_one(
-    s: &seatkeeper::kernel::store::Store,
+    s: &crate::kernel::store::Store,
     t: &str,
     i: usize,
 ) -> impl std::future::Future<Output = Result<i64, StoreError>> + use<> {
@@ -392,36 +389,32 @@ async fn audit_chain_detects_tampering(b: Backend) {
     for i in 0..5 {
         audit_one(s, &t, i).await.unwrap();
     }
-    let ok = common::verify_audit(s, Some(&t), None).await.unwrap();
+    let ok = verify_audit(s, Some(&t), None).await.unwrap();
     assert_eq!((ok[0].1, ok[0].2.is_ok()), (5, true));
     // Edit one stored row by hand, as an attacker with database access would.
     s.execute_unchecked(
         "UPDATE audit_log SET actor = 'mallory' WHERE tenant_id = $1 AND seq = 3",
-        seatkeeper::params![&t].to_vec(),
+        crate::params![&t].to_vec(),
     )
     .await
     .unwrap();
-    let broken = common::verify_audit(s, Some(&t), None).await.unwrap();
+    let broken = verify_audit(s, Some(&t), None).await.unwrap();
     assert_eq!(broken[0].2.as_ref().unwrap_err().seq, 3);
     // Deleting the last row is caught by the chain's tip.
     s.execute_unchecked(
         "UPDATE audit_log SET actor = 'idp' WHERE tenant_id = $1 AND seq = 3",
-        seatkeeper::params![&t].to_vec(),
+        crate::params![&t].to_vec(),
     )
     .await
     .unwrap();
-    assert!(
-        common::verify_audit(s, Some(&t), None).await.unwrap()[0]
-            .2
-            .is_ok()
-    );
+    assert!(verify_audit(s, Some(&t), None).await.unwrap()[0].2.is_ok());
     s.execute_unchecked(
         "DELETE FROM audit_log WHERE tenant_id = $1 AND seq = 5",
-        seatkeeper::params![&t].to_vec(),
+        crate::params![&t].to_vec(),
     )
     .await
     .unwrap();
-    let truncated = common::verify_audit(s, Some(&t), None).await.unwrap();
+    let truncated = verify_audit(s, Some(&t), None).await.unwrap();
     assert!(truncated[0].2.is_err());
 }
 
@@ -437,7 +430,7 @@ async fn pruned_chains_verify_from_a_signed_checkpoint(b: Backend) {
     // Nothing is older than 2025: nothing pruned.
     let none = s
         .prune_audit(
-            &common::actor(),
+            &actor(),
             &t,
             "2025-01-01T00:00:00.000000Z",
             "2026-06-01T00:00:00.000000Z",
@@ -448,7 +441,7 @@ async fn pruned_chains_verify_from_a_signed_checkpoint(b: Backend) {
     assert!(none.is_none());
     let cp = s
         .prune_audit(
-            &common::actor(),
+            &actor(),
             &t,
             "2026-02-01T00:00:00.000000Z",
             "2026-06-01T00:00:00.000000Z",
@@ -463,21 +456,18 @@ async fn pruned_chains_verify_from_a_signed_checkpoint(b: Backend) {
         rows.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(),
         ["audit.prune"]
     );
-    let ok = common::verify_audit(s, Some(&t), None).await.unwrap();
+    let ok = verify_audit(s, Some(&t), None).await.unwrap();
     assert!(ok[0].2.is_ok(), "{ok:?}");
     // Pinned to the right public key: still fine; to another key: the checkpoint fails.
     let public = key.verifying_key();
     assert!(
-        common::verify_audit(s, Some(&t), Some(&public))
-            .await
-            .unwrap()[0]
+        verify_audit(s, Some(&t), Some(&public)).await.unwrap()[0]
             .2
             .is_ok()
     );
     let other =
-        seatkeeper::kernel::chain::signing_key(&seatkeeper::kernel::chain::new_signing_key())
-            .unwrap();
-    let wrong = common::verify_audit(s, Some(&t), Some(&other.verifying_key()))
+        crate::kernel::chain::signing_key(&crate::kernel::chain::new_signing_key()).unwrap();
+    let wrong = verify_audit(s, Some(&t), Some(&other.verifying_key()))
         .await
         .unwrap();
     assert!(
@@ -491,30 +481,26 @@ async fn pruned_chains_verify_from_a_signed_checkpoint(b: Backend) {
     // Moving the checkpoint by hand (to hide a forged history) breaks it.
     s.execute_unchecked(
         "UPDATE audit_checkpoints SET seq = 5 WHERE tenant_id = $1",
-        seatkeeper::params![&t].to_vec(),
+        crate::params![&t].to_vec(),
     )
     .await
     .unwrap();
-    assert!(
-        common::verify_audit(s, Some(&t), None).await.unwrap()[0]
-            .2
-            .is_err()
-    );
+    assert!(verify_audit(s, Some(&t), None).await.unwrap()[0].2.is_err());
     s.execute_unchecked(
         "UPDATE audit_checkpoints SET seq = 6 WHERE tenant_id = $1",
-        seatkeeper::params![&t].to_vec(),
+        crate::params![&t].to_vec(),
     )
     .await
     .unwrap();
     // An edit after the checkpoint is still caught.
     s.execute_unchecked(
         "UPDATE audit_log SET actor = 'mallory' WHERE tenant_id = $1 AND seq = 7",
-        seatkeeper::params![&t].to_vec(),
+        crate::params![&t].to_vec(),
     )
     .await
     .unwrap();
     assert_eq!(
-        common::verify_audit(s, Some(&t), None).await.unwrap()[0]
+        verify_audit(s, Some(&t), None).await.unwrap()[0]
             .2
             .as_ref()
             .unwrap_err()
@@ -534,7 +520,7 @@ async fn concurrent_audit_writers_keep_one_chain(b: Backend) {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    let v = common::verify_audit(&s, Some(&t), None).await.unwrap();
+    let v = verify_audit(&s, Some(&t), None).await.unwrap();
     assert_eq!(v[0].1, 40);
     assert!(v[0].2.is_ok());
 }
@@ -546,7 +532,7 @@ async fn tokens_and_settings(b: Backend) {
     tenant(s, &t).await;
     let hash = unique_id("hash");
     let tok_id = unique_id("tok");
-    let row = seatkeeper::tenants::store::CredentialRow {
+    let row = crate::tenants::store::CredentialRow {
         id: tok_id.clone(),
         tenant: t.clone(),
         name: "okta".into(),
@@ -629,11 +615,11 @@ async fn the_sqlite_wal_stays_bounded_under_steady_writes() {
 /// Migration 6 moves each tenant's seat counts from `lic_lines` into its head row: a
 /// database made before it keeps every count, and the old table is gone.
 async fn seat_counts_survive_the_upgrade(b: Backend) {
-    use seatkeeper::kernel::db::P;
-    use seatkeeper::kernel::store::{Store, StoreOptions};
-    use seatkeeper::licenses::store::Line;
+    use crate::kernel::db::P;
+    use crate::kernel::store::{Store, StoreOptions};
+    use crate::licenses::store::Line;
     let own = match b {
-        Backend::Postgres => Some(binary::OwnDatabase::create("seat_lines_upgrade").await),
+        Backend::Postgres => Some(common::OwnDatabase::create("seat_lines_upgrade").await),
         Backend::Sqlite => None,
     };
     let dir = tempfile::tempdir().unwrap();
@@ -717,3 +703,23 @@ both_backends!(
     concurrent_audit_writers_keep_one_chain,
     tokens_and_settings,
 );
+
+async fn verify_audit(
+    store: &crate::kernel::store::Store,
+    chain: Option<&str>,
+    pinned: Option<&ed25519_dalek::VerifyingKey>,
+) -> Result<Vec<crate::audit::service::Verified>, StoreError> {
+    crate::audit::service::Audit::new(
+        store.clone(),
+        std::sync::Arc::new(crate::kernel::clock::SystemClock),
+    )
+    .verify(chain, pinned)
+    .await
+}
+
+fn actor() -> crate::kernel::store::Actor {
+    crate::kernel::store::Actor {
+        name: "test".into(),
+        request_id: "test".into(),
+    }
+}
