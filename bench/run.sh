@@ -8,7 +8,7 @@ USERS=${2:-100000}
 THREADS=${BENCH_WRK_THREADS:-2}
 . bench/lib.sh
 need_wrk
-cargo build --release --bin seatkeeper >/dev/null 2>&1 || cargo build --release --bin seatkeeper
+cargo build --release --bin seatkeeper --example read_ceiling >/dev/null 2>&1 || cargo build --release --bin seatkeeper --example read_ceiling
 BIN=target/release/seatkeeper
 WORK=$(mktemp -d)
 DB="sqlite://$WORK/bench.db"
@@ -51,11 +51,21 @@ run() { # name connections script args...
 # Reads first, so they run against a tenant of exactly $USERS users; creates last.
 RESULTS=()
 RESULTS+=("$(run "get by id (GET /Users/{id})" 64 get.lua "$TOKEN" "$WORK/ids.txt")")
+# The ceiling for get by id, in the same run: a bare axum handler reading the same rows from
+# the same SQLite file (crates/server/examples/read_ceiling.rs), same wrk settings.
+SK_BASE=$BASE
+target/release/examples/read_ceiling "$WORK/bench.db" "$TENANT" >"$WORK/ceiling.log" 2>&1 &
+CPID=$!
+wait_listen "$WORK/ceiling.log"
+CEILING="$(run "bare axum + rusqlite read (the ceiling)" 64 get.lua "$TOKEN" "$WORK/ids.txt")"
+kill "$CPID"; wait "$CPID" 2>/dev/null || true
+BASE=$SK_BASE
 RESULTS+=("$(run "filter userName eq (in $USERS seeded)" 50 filter.lua "$TOKEN" "$USERS")")
 RESULTS+=("$(run "PATCH active (Entra deprovision)" 32 patch.lua "$TOKEN" "$WORK/ids.txt")")
 RESULTS+=("$(run "list page of 100 (random startIndex)" 16 list.lua "$TOKEN" "$USERS")")
 RESULTS+=("$(run "list page of 100 (cursor, RFC 9865)" 16 cursor.lua "$TOKEN" "$WORK/ids.txt")")
 RESULTS+=("$(run "create user (POST /Users)" 32 create.lua "$TOKEN" bench)")
+RESULTS+=("$CEILING")
 TOTAL=$(curl -s -H "Authorization: Bearer $TOKEN" "$BASE/scim/v2/Users?count=0" | python3 -c "import json,sys; print(json.load(sys.stdin)['totalResults'])")
 
 echo
@@ -73,3 +83,7 @@ for r in "${RESULTS[@]}"; do
   err=$(echo "$r" | grep -o 'errors=[-0-9]*' | cut -d= -f2)
   printf '| %-38s | %5s | %10.0f | %9.2f | %9.2f | %7s |\n' "$name" "$conns" "$rps" "$p50" "$p99" "$err"
 done
+
+get_rps=$(echo "${RESULTS[0]}" | grep -o 'rps=[0-9.]*' | cut -d= -f2)
+ceil_rps=$(echo "$CEILING" | grep -o 'rps=[0-9.]*' | cut -d= -f2)
+python3 -c "print(f'get by id answers at {100 * $get_rps / $ceil_rps:.0f}% of the bare read ceiling (target: >= 90%)')"

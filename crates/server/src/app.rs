@@ -52,17 +52,15 @@ async fn observe(mut req: Request, next: Next) -> Response {
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
     let mut resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
+    let status = resp.status().as_u16();
     let elapsed = start.elapsed().as_secs_f64();
-    metrics::counter!("seatkeeper_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status.clone()).increment(1);
-    metrics::histogram!("seatkeeper_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone()).record(elapsed);
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let (count, duration) = request_metrics(route, &method, status);
+    count.increment(1);
+    duration.record(elapsed);
     if resp.status().is_server_error() {
         tracing::warn!(request_id = %id, %route, %method, %status, "request failed");
     } else {
@@ -72,6 +70,38 @@ async fn observe(mut req: Request, next: Next) -> Response {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
+}
+
+type RequestMetrics = (metrics::Counter, metrics::Histogram);
+
+thread_local! {
+    /// Each request thread's handles of the per-route metrics: registering a labelled metric
+    /// builds its key and hashes it into the registry, which cost more than some requests.
+    #[allow(clippy::type_complexity)]
+    static METRICS: std::cell::RefCell<
+        std::collections::HashMap<String, std::collections::HashMap<(axum::http::Method, u16), RequestMetrics>>,
+    > = Default::default();
+}
+
+/// The request counter and duration histogram of a route, method and status.
+fn request_metrics(route: &str, method: &axum::http::Method, status: u16) -> RequestMetrics {
+    METRICS.with(|m| {
+        let mut m = m.borrow_mut();
+        let key = (method.clone(), status);
+        if let Some(h) = m.get(route).and_then(|r| r.get(&key)) {
+            return h.clone();
+        }
+        let (r, me) = (route.to_string(), method.to_string());
+        let h = (
+            metrics::counter!("seatkeeper_http_requests_total", "route" => r.clone(), "method" => me.clone(), "status" => status.to_string()),
+            metrics::histogram!("seatkeeper_http_request_duration_seconds", "route" => r, "method" => me),
+        );
+        if m.len() > 4096 {
+            m.clear();
+        }
+        m.entry(route.to_string()).or_default().insert(key, h.clone());
+        h
+    })
 }
 
 async fn timeout(State(limit): State<std::time::Duration>, req: Request, next: Next) -> Response {

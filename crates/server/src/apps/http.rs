@@ -2,7 +2,7 @@
 //! app key management and token key rotation (admin token), and the public JWKS.
 
 use axum::Router;
-use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::kernel::auth::Credential;
 use crate::kernel::error::{ApiError, ApiResult};
-use crate::kernel::extract::{AdminAuth, Json, bearer, empty, read_json, with_status};
+use crate::kernel::extract::{AdminAuth, Json, RawJson, bearer, empty, parse_typed, with_status};
 use crate::kernel::ids::Named;
 use crate::state::Shared;
 
@@ -59,56 +59,126 @@ impl FromRequestParts<Shared> for AppAuth {
     }
 }
 
-fn text_field<'a>(item: &'a Value, field: &str) -> ApiResult<Option<&'a str>> {
-    match item.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_NAME => Ok(Some(s)),
-        _ => Err(scim::Error::InvalidValue(format!(
+/// A name in a check: a user reference, feature or limit (borrowed from the body when it
+/// holds no escapes).
+#[derive(serde::Deserialize)]
+#[serde(transparent)]
+struct Text<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+
+/// One check: the user, and exactly one of a feature or a limit.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Check<'a> {
+    #[serde(borrow)]
+    user: Option<Text<'a>>,
+    #[serde(borrow)]
+    feature: Option<Text<'a>>,
+    #[serde(borrow)]
+    limit: Option<Text<'a>>,
+}
+
+/// `POST /check`: one check, or `{"checks": [...]}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckBody<'a> {
+    #[serde(borrow)]
+    user: Option<Text<'a>>,
+    #[serde(borrow)]
+    feature: Option<Text<'a>>,
+    #[serde(borrow)]
+    limit: Option<Text<'a>>,
+    #[serde(borrow)]
+    checks: Option<Vec<Check<'a>>>,
+}
+
+fn name<'a>(field: &str, v: &'a Option<Text<'a>>) -> ApiResult<Option<&'a str>> {
+    match v {
+        None => Ok(None),
+        Some(Text(s)) if !s.is_empty() && s.len() <= MAX_NAME => Ok(Some(s)),
+        Some(_) => Err(scim::Error::InvalidValue(format!(
             "'{field}' must be a non-empty string of at most {MAX_NAME} characters"
         ))
         .into()),
     }
 }
 
-/// One check of a request: the user and the question.
-fn parse_check(item: &Value) -> ApiResult<(&str, Question<'_>)> {
-    if !item.is_object() {
-        return Err(scim::Error::InvalidValue("a check must be a JSON object".into()).into());
+impl<'a> Check<'a> {
+    /// The user and the question.
+    fn question(&'a self) -> ApiResult<(&'a str, Question<'a>)> {
+        let user = name("user", &self.user)?
+            .ok_or_else(|| scim::Error::InvalidValue("'user' is required".into()))?;
+        let question = match (name("feature", &self.feature)?, name("limit", &self.limit)?) {
+            (Some(f), None) => Question::Feature(f),
+            (None, Some(l)) => Question::Limit(l),
+            _ => {
+                return Err(scim::Error::InvalidValue(
+                    "a check names exactly one of 'feature' or 'limit'".into(),
+                )
+                .into());
+            }
+        };
+        Ok((user, question))
     }
-    let user = text_field(item, "user")?
-        .ok_or_else(|| scim::Error::InvalidValue("'user' is required".into()))?;
-    let question = match (text_field(item, "feature")?, text_field(item, "limit")?) {
-        (Some(f), None) => Question::Feature(f),
-        (None, Some(l)) => Question::Limit(l),
-        _ => {
+}
+
+/// An answer as the API shows it.
+#[derive(serde::Serialize)]
+struct AnswerOut<'a> {
+    user: &'a str,
+    allowed: bool,
+    plan: Option<&'a str>,
+    value: Option<i64>,
+    reason: &'a str,
+}
+
+impl<'a> AnswerOut<'a> {
+    fn of(user: &'a str, a: &'a Option<Answer>) -> AnswerOut<'a> {
+        match a {
+            Some(a) => AnswerOut {
+                user,
+                allowed: a.allowed,
+                plan: a.plan.as_ref().map(|p| p.as_str()),
+                value: a.value,
+                reason: &a.reason,
+            },
+            // The same words whether the user exists in another tenant or nowhere.
+            None => AnswerOut {
+                user,
+                allowed: false,
+                plan: None,
+                value: None,
+                reason: "unknown user",
+            },
+        }
+    }
+}
+
+/// A JSON response serialized straight from a typed value.
+fn json_response<T: serde::Serialize>(v: &T) -> ApiResult<Response> {
+    let body = serde_json::to_vec(v).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+async fn check(
+    State(state): State<Shared>,
+    app: AppAuth,
+    RawJson(bytes): RawJson,
+) -> ApiResult<Response> {
+    let body: CheckBody<'_> = parse_typed(&bytes)?;
+    if let Some(checks) = &body.checks {
+        if body.user.is_some() || body.feature.is_some() || body.limit.is_some() {
             return Err(scim::Error::InvalidValue(
-                "a check names exactly one of 'feature' or 'limit'".into(),
+                "a batch holds its checks in 'checks' alone".into(),
             )
             .into());
         }
-    };
-    Ok((user, question))
-}
-
-fn answer_json(user: &str, a: Option<Answer>) -> Value {
-    match a {
-        Some(a) => json!({
-            "user": user, "allowed": a.allowed, "plan": a.plan.as_ref().map(|p| p.as_str()),
-            "value": a.value, "reason": a.reason,
-        }),
-        // The same words whether the user exists in another tenant or nowhere.
-        None => json!({
-            "user": user, "allowed": false, "plan": null, "value": null, "reason": "unknown user",
-        }),
-    }
-}
-
-async fn check(State(state): State<Shared>, app: AppAuth, req: Request) -> ApiResult<Response> {
-    let body = read_json(req, state.config.max_body_bytes).await?;
-    if let Some(checks) = body.get("checks") {
-        let Some(checks) = checks.as_array() else {
-            return Err(scim::Error::InvalidValue("'checks' must be an array".into()).into());
-        };
         if checks.is_empty() || checks.len() > MAX_BATCH_CHECKS {
             return Err(scim::Error::InvalidValue(format!(
                 "'checks' must hold 1 to {MAX_BATCH_CHECKS} checks"
@@ -119,7 +189,7 @@ async fn check(State(state): State<Shared>, app: AppAuth, req: Request) -> ApiRe
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                parse_check(c).map_err(|e| match e {
+                c.question().map_err(|e| match e {
                     ApiError::Scim(scim::Error::InvalidValue(m)) => {
                         scim::Error::InvalidValue(format!("checks[{i}]: {m}")).into()
                     }
@@ -127,16 +197,25 @@ async fn check(State(state): State<Shared>, app: AppAuth, req: Request) -> ApiRe
                 })
             })
             .collect::<ApiResult<Vec<_>>>()?;
-        let mut results = Vec::with_capacity(parsed.len());
-        for (user, q) in parsed {
-            let a = state.snapshots.check(&app.tenant, user, q).await?;
-            results.push(answer_json(user, a));
+        let mut answers = Vec::with_capacity(parsed.len());
+        for (user, q) in &parsed {
+            answers.push(state.snapshots.check(&app.tenant, user, *q).await?);
         }
-        return Ok(axum::Json(json!({ "results": results })).into_response());
+        let results: Vec<AnswerOut<'_>> = parsed
+            .iter()
+            .zip(&answers)
+            .map(|((user, _), a)| AnswerOut::of(user, a))
+            .collect();
+        return json_response(&json!({ "results": results }));
     }
-    let (user, q) = parse_check(&body)?;
+    let one = Check {
+        user: body.user,
+        feature: body.feature,
+        limit: body.limit,
+    };
+    let (user, q) = one.question()?;
     let a = state.snapshots.check(&app.tenant, user, q).await?;
-    Ok(axum::Json(answer_json(user, a)).into_response())
+    json_response(&AnswerOut::of(user, &a))
 }
 
 async fn user_entitlements(
@@ -152,13 +231,21 @@ async fn user_entitlements(
     Ok(axum::Json(set).into_response())
 }
 
+/// `POST /tokens/entitlements`: `{"user": …}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest<'a> {
+    #[serde(borrow)]
+    user: Option<Text<'a>>,
+}
+
 async fn issue_token(
     State(state): State<Shared>,
     app: AppAuth,
-    req: Request,
+    RawJson(bytes): RawJson,
 ) -> ApiResult<Response> {
-    let body = read_json(req, state.config.max_body_bytes).await?;
-    let user = text_field(&body, "user")?
+    let body: TokenRequest<'_> = parse_typed(&bytes)?;
+    let user = name("user", &body.user)?
         .ok_or_else(|| scim::Error::InvalidValue("'user' is required".into()))?;
     let set = state
         .snapshots

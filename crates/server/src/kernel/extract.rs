@@ -120,7 +120,7 @@ impl<S: HasGate + Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
 }
 
 /// Parses a typed body from bytes already read (see [`Json`]).
-pub fn parse_typed<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+pub fn parse_typed<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> ApiResult<T> {
     if bytes.is_empty() {
         return Err(scim::Error::InvalidSyntax("the request body is empty".into()).into());
     }
@@ -144,6 +144,18 @@ pub fn parse_typed<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
 /// serde's messages end with " at line 1 column 12", which says nothing to a caller.
 fn strip_position(msg: &str) -> &str {
     msg.rfind(" at line ").map_or(msg, |i| &msg[..i])
+}
+
+/// A JSON body's bytes, its media type and size checked, for handlers that deserialize a
+/// type borrowing from them.
+pub struct RawJson(pub Bytes);
+
+impl<S: HasGate + Send + Sync> FromRequest<S> for RawJson {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        read_body(req, state.gate().max_body).await.map(RawJson)
+    }
 }
 
 /// An optional typed body: an absent or empty body is `T::default()`.
