@@ -24,12 +24,15 @@ const MAX_NAME: usize = 256;
 /// The application routes (under `/api/v1`).
 pub fn routes() -> Router<Shared> {
     Router::new()
-        .route("/check", post(check))
-        .route("/users/{user}/entitlements", get(user_entitlements))
-        .route("/tokens/entitlements", post(issue_token))
-        .route("/tenants/{id}/app-keys", post(create_key).get(list_keys))
-        .route("/tenants/{id}/app-keys/{key_id}", delete(revoke_key))
-        .route("/signing-keys/rotate", post(rotate_keys))
+        .route("/api/v1/check", post(check))
+        .route("/api/v1/users/{user}/entitlements", get(user_entitlements))
+        .route("/api/v1/tokens/entitlements", post(issue_token))
+        .route(
+            "/api/v1/tenants/{id}/app-keys",
+            post(create_key).get(list_keys),
+        )
+        .route("/api/v1/tenants/{id}/app-keys/{key_id}", delete(revoke_key))
+        .route("/api/v1/signing-keys/rotate", post(rotate_keys))
 }
 
 /// Routes outside `/api/v1`.

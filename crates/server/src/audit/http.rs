@@ -19,8 +19,8 @@ const MAX_PAGE: i64 = 1000;
 /// The audit routes.
 pub fn routes() -> Router<Shared> {
     Router::new()
-        .route("/tenants/{id}/audit", get(tenant_audit))
-        .route("/audit", get(vendor_audit))
+        .route("/api/v1/tenants/{id}/audit", get(tenant_audit))
+        .route("/api/v1/audit", get(vendor_audit))
 }
 
 #[derive(serde::Deserialize)]

@@ -20,19 +20,22 @@ const MAX_PAGE: i64 = 1000;
 /// The billing routes.
 pub fn routes() -> Router<Shared> {
     Router::new()
-        .route("/billing/events", post(generic_event))
-        .route("/billing/stripe", post(stripe_event))
-        .route("/billing/secret", post(rotate_secret).put(set_secret))
-        .route("/billing/stripe/secret", put(set_stripe_secret))
+        .route("/api/v1/billing/events", post(generic_event))
+        .route("/api/v1/billing/stripe", post(stripe_event))
         .route(
-            "/billing/stripe/prices/{price}",
+            "/api/v1/billing/secret",
+            post(rotate_secret).put(set_secret),
+        )
+        .route("/api/v1/billing/stripe/secret", put(set_stripe_secret))
+        .route(
+            "/api/v1/billing/stripe/prices/{price}",
             put(map_price).delete(unmap_price),
         )
         .route(
-            "/billing/stripe/customers/{customer}",
+            "/api/v1/billing/stripe/customers/{customer}",
             put(map_customer).delete(unmap_customer),
         )
-        .route("/tenants/{id}/billing/events", get(billing_log))
+        .route("/api/v1/tenants/{id}/billing/events", get(billing_log))
 }
 
 async fn generic_event(

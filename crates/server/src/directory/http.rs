@@ -37,32 +37,38 @@ impl KindMarker for G {
 /// The `/scim/v2` routes.
 pub fn routes() -> Router<Shared> {
     Router::new()
-        .route("/ServiceProviderConfig", get(service_provider_config))
-        .route("/Schemas", get(schemas))
-        .route("/Schemas/{id}", get(schema_by_id))
-        .route("/ResourceTypes", get(resource_types))
-        .route("/ResourceTypes/{name}", get(resource_type_by_name))
-        .route("/Users", get(list_resources::<U>).post(create::<U>))
-        .route("/Users/.search", post(search::<U>))
         .route(
-            "/Users/{id}",
+            "/scim/v2/ServiceProviderConfig",
+            get(service_provider_config),
+        )
+        .route("/scim/v2/Schemas", get(schemas))
+        .route("/scim/v2/Schemas/{id}", get(schema_by_id))
+        .route("/scim/v2/ResourceTypes", get(resource_types))
+        .route("/scim/v2/ResourceTypes/{name}", get(resource_type_by_name))
+        .route("/scim/v2/Users", get(list_resources::<U>).post(create::<U>))
+        .route("/scim/v2/Users/.search", post(search::<U>))
+        .route(
+            "/scim/v2/Users/{id}",
             get(get_one::<U>)
                 .put(replace::<U>)
                 .patch(patch::<U>)
                 .delete(delete::<U>),
         )
-        .route("/Groups", get(list_resources::<G>).post(create::<G>))
-        .route("/Groups/.search", post(search::<G>))
         .route(
-            "/Groups/{id}",
+            "/scim/v2/Groups",
+            get(list_resources::<G>).post(create::<G>),
+        )
+        .route("/scim/v2/Groups/.search", post(search::<G>))
+        .route(
+            "/scim/v2/Groups/{id}",
             get(get_one::<G>)
                 .put(replace::<G>)
                 .patch(patch::<G>)
                 .delete(delete::<G>),
         )
-        .route("/.search", post(search_all))
-        .route("/Bulk", post(bulk))
-        .route("/Me", axum::routing::any(me))
+        .route("/scim/v2/.search", post(search_all))
+        .route("/scim/v2/Bulk", post(bulk))
+        .route("/scim/v2/Me", axum::routing::any(me))
 }
 
 fn query_pairs(raw: &Option<String>) -> ApiResult<Vec<(String, String)>> {

@@ -294,15 +294,18 @@ impl Engine {
     ) -> ApiResult<Rendered> {
         if kind == Kind::User && with_related {
             // One statement for the user and its groups: the hot path of IdP reads.
-            let (res, groups) = self
+            let (res, groups, licenses) = self
                 .store
                 .get_user_with_groups(&ctx.tenant, id)
                 .await?
                 .ok_or_else(|| not_found(kind, id))?;
             let groups = groups.into_iter().map(|g| group_ref_json(ctx, g)).collect();
-            let mut out = [assemble(ctx, kind, &res, Some(groups))];
-            self.attach_rendered(ctx, kind, &mut out).await?;
-            let [out] = out;
+            let mut out = assemble(ctx, kind, &res, Some(groups));
+            if !licenses.is_empty() {
+                let products = self.store.products().await?;
+                let mine: Vec<&LicenseRow> = licenses.iter().collect();
+                insert_extension(&mut out.body, licensing_extension(&mine, &products));
+            }
             return Ok(out);
         }
         let res = self

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::kernel::db::{P, Row, placeholders};
 use crate::kernel::store::{Store, StoreError, StoreResult, Tx};
+use crate::licenses::service::LicenseRow;
 use crate::params;
 
 /// The two SCIM resource kinds the directory holds.
@@ -476,7 +477,9 @@ impl Store {
         &self,
         tenant: &str,
         id: &str,
-    ) -> StoreResult<Option<(StoredResource, Vec<GroupRef>)>> {
+    ) -> StoreResult<Option<(StoredResource, Vec<GroupRef>, Vec<LicenseRow>)>> {
+        // One statement, so one read transaction: on SQLite each transaction takes the file's
+        // shared lock and a WAL read mark, which cost more than the reads themselves.
         let rows = self
             .pool()
             .fetch(
@@ -484,10 +487,13 @@ impl Store {
                    SELECT group_id, 0 FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2 \
                    UNION \
                    SELECT m.group_id, 1 FROM scim_group_members m JOIN anc ON m.tenant_id = $1 AND m.member_id = anc.group_id) \
-                 SELECT 0, id, doc, created, last_modified, version FROM scim_users WHERE tenant_id = $1 AND id = $2 \
+                 SELECT 0, id, doc, created, last_modified, version, CAST(NULL AS TEXT), CAST(NULL AS TEXT), CAST(NULL AS BIGINT), CAST(NULL AS TEXT) FROM scim_users WHERE tenant_id = $1 AND id = $2 \
                  UNION ALL \
-                 SELECT 1, g.id, g.display_name, '', '', MIN(anc.depth) FROM anc \
-                 JOIN scim_groups g ON g.tenant_id = $1 AND g.id = anc.group_id GROUP BY g.id, g.display_name",
+                 SELECT 1, g.id, g.display_name, '', '', MIN(anc.depth), CAST(NULL AS TEXT), CAST(NULL AS TEXT), CAST(NULL AS BIGINT), CAST(NULL AS TEXT) FROM anc \
+                 JOIN scim_groups g ON g.tenant_id = $1 AND g.id = anc.group_id GROUP BY g.id, g.display_name \
+                 UNION ALL \
+                 SELECT 2, product, plan, state, changed, queue, reason, explain, audit_seq, user_id FROM licenses \
+                 WHERE tenant_id = $1 AND user_id = $2",
                 &params![tenant, id],
             )
             .await?;
@@ -496,7 +502,7 @@ impl Store {
         };
         let user = StoredResource {
             id: user_row.text(1),
-            doc: serde_json::from_str(&user_row.text(2))
+            doc: serde_json::from_str(user_row.str(2))
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             created: user_row.text(3),
             last_modified: user_row.text(4),
@@ -517,7 +523,23 @@ impl Store {
                 .cmp(&b.display)
                 .then_with(|| a.group_id.cmp(&b.group_id))
         });
-        Ok(Some((user, groups)))
+        let mut licenses: Vec<LicenseRow> = rows
+            .iter()
+            .filter(|r| r.int(0) == 2)
+            .map(|r| LicenseRow {
+                user_id: r.text(9),
+                product: r.text(1),
+                plan: r.text(2),
+                state: r.text(3),
+                queue: r.int(5),
+                changed: r.text(4),
+                reason: r.text(6),
+                explain: r.text(7),
+                audit_seq: r.opt_int(8),
+            })
+            .collect();
+        licenses.sort_by(|a, b| a.product.cmp(&b.product));
+        Ok(Some((user, groups, licenses)))
     }
 
     /// The members of a group.

@@ -26,22 +26,28 @@ const MAX_PAGE: i64 = 1000;
 pub fn routes() -> Router<Shared> {
     Router::new()
         .route(
-            "/tenants/{id}/webhooks",
+            "/api/v1/tenants/{id}/webhooks",
             post(create_webhook).get(list_webhooks),
         )
         .route(
-            "/tenants/{id}/webhooks/{wid}",
+            "/api/v1/tenants/{id}/webhooks/{wid}",
             get(get_webhook).delete(delete_webhook),
         )
-        .route("/tenants/{id}/webhooks/{wid}/deliveries", get(deliveries))
         .route(
-            "/tenants/{id}/webhooks/{wid}/deliveries/{did}/replay",
+            "/api/v1/tenants/{id}/webhooks/{wid}/deliveries",
+            get(deliveries),
+        )
+        .route(
+            "/api/v1/tenants/{id}/webhooks/{wid}/deliveries/{did}/replay",
             post(replay_one),
         )
-        .route("/tenants/{id}/webhooks/{wid}/replay", post(replay_range))
-        .route("/tenants/{id}/events", get(feed_of))
-        .route("/events", get(feed))
-        .route("/events/stream", get(stream))
+        .route(
+            "/api/v1/tenants/{id}/webhooks/{wid}/replay",
+            post(replay_range),
+        )
+        .route("/api/v1/tenants/{id}/events", get(feed_of))
+        .route("/api/v1/events", get(feed))
+        .route("/api/v1/events/stream", get(stream))
 }
 
 async fn create_webhook(

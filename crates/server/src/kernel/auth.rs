@@ -40,7 +40,9 @@ pub fn hashes_equal(a: &str, b: &str) -> bool {
 /// Verifies one kind of credential against the store, with a short-lived cache.
 pub struct TokenVerifier {
     kind: Credential,
-    cache: RwLock<HashMap<String, (Arc<TokenRow>, Instant)>>,
+    /// Live tokens by their SHA-256 (the digest, not its hex: no allocation per request).
+    /// The key is the digest of the presented token itself, so a hit is a match.
+    cache: RwLock<HashMap<[u8; 32], (Arc<TokenRow>, Instant), foldhash::fast::RandomState>>,
 }
 
 impl TokenVerifier {
@@ -58,14 +60,14 @@ impl TokenVerifier {
         store: &Store,
         token: &str,
     ) -> StoreResult<Option<Arc<TokenRow>>> {
-        let hash = hash_token(token);
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Ok(cache) = self.cache.read()
-            && let Some((row, at)) = cache.get(&hash)
+            && let Some((row, at)) = cache.get(&digest)
             && at.elapsed() < TOKEN_CACHE_TTL
-            && hashes_equal(&row.hash, &hash)
         {
             return Ok(Some(row.clone()));
         }
+        let hash = hex::encode(digest);
         let Some(row) = store.find_credential(self.kind, &hash).await?.map(Arc::new) else {
             return Ok(None);
         };
@@ -76,7 +78,7 @@ impl TokenVerifier {
             if cache.len() > 100_000 {
                 cache.clear();
             }
-            cache.insert(hash, (row.clone(), Instant::now()));
+            cache.insert(digest, (row.clone(), Instant::now()));
         }
         Ok(Some(row))
     }

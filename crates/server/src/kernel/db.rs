@@ -130,6 +130,14 @@ impl Row {
         self.opt_text(i).unwrap_or_default()
     }
 
+    /// Column `i` as borrowed text ("" when NULL or not text).
+    pub fn str(&self, i: usize) -> &str {
+        match self.0.get(i) {
+            Some(V::Text(s)) => s,
+            _ => "",
+        }
+    }
+
     /// Column `i` as optional text.
     pub(crate) fn opt_text(&self, i: usize) -> Option<String> {
         match self.0.get(i) {
@@ -212,8 +220,45 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[P]) -> rusqlite::Result<()
     Ok(())
 }
 
+thread_local! {
+    /// Each thread's SQL as SQLite prepares it, by the text's address and length (the text is
+    /// compared on a hit: an address can be reused by another statement). Most statements are
+    /// literals: rewriting them at every call allocated and copied each one.
+    static SQLITE_SQL: std::cell::RefCell<std::collections::HashMap<(usize, usize), (String, std::rc::Rc<str>)>> =
+        Default::default();
+}
+
+/// [`sqlite_sql`], remembered per thread.
+fn with_sqlite_sql<T>(sql: &str, f: impl FnOnce(&str) -> T) -> T {
+    if !sql.contains('$') {
+        return f(sql);
+    }
+    let key = (sql.as_ptr() as usize, sql.len());
+    let hit = SQLITE_SQL.with(|c| {
+        c.borrow()
+            .get(&key)
+            .filter(|(orig, _)| orig == sql)
+            .map(|(_, prepared)| prepared.clone())
+    });
+    let prepared = match hit {
+        Some(p) => p,
+        None => {
+            let p: std::rc::Rc<str> = sqlite_sql(sql).into();
+            SQLITE_SQL.with(|c| {
+                let mut c = c.borrow_mut();
+                if c.len() > 2048 {
+                    c.clear();
+                }
+                c.insert(key, (sql.to_string(), p.clone()));
+            });
+            p
+        }
+    };
+    f(&prepared)
+}
+
 fn sqlite_fetch(conn: &rusqlite::Connection, sql: &str, params: &[P]) -> StoreResult<Vec<Row>> {
-    let mut stmt = conn.prepare_cached(&sqlite_sql(sql)).map_err(map_sqlite)?;
+    let mut stmt = with_sqlite_sql(sql, |s| conn.prepare_cached(s)).map_err(map_sqlite)?;
     bind(&mut stmt, params).map_err(map_sqlite)?;
     let n = stmt.column_count();
     let mut rows = stmt.raw_query();
@@ -236,7 +281,7 @@ fn sqlite_fetch(conn: &rusqlite::Connection, sql: &str, params: &[P]) -> StoreRe
 }
 
 fn sqlite_exec(conn: &rusqlite::Connection, sql: &str, params: &[P]) -> StoreResult<u64> {
-    let mut stmt = conn.prepare_cached(&sqlite_sql(sql)).map_err(map_sqlite)?;
+    let mut stmt = with_sqlite_sql(sql, |s| conn.prepare_cached(s)).map_err(map_sqlite)?;
     bind(&mut stmt, params).map_err(map_sqlite)?;
     stmt.raw_execute().map(|n| n as u64).map_err(map_sqlite)
 }

@@ -13,20 +13,26 @@ use crate::state::Shared;
 /// The admin routes.
 pub fn routes() -> Router<Shared> {
     Router::new()
-        .route("/tenants/{id}/subscriptions", get(list_subscriptions))
         .route(
-            "/tenants/{id}/subscriptions/{product}",
+            "/api/v1/tenants/{id}/subscriptions",
+            get(list_subscriptions),
+        )
+        .route(
+            "/api/v1/tenants/{id}/subscriptions/{product}",
             put(put_subscription).delete(delete_subscription),
         )
-        .route("/tenants/{id}/rules", get(list_rules))
+        .route("/api/v1/tenants/{id}/rules", get(list_rules))
         .route(
-            "/tenants/{id}/rules/{name}",
+            "/api/v1/tenants/{id}/rules/{name}",
             put(put_rule).delete(delete_rule),
         )
-        .route("/tenants/{id}/usage", get(usage))
-        .route("/tenants/{id}/users/{user_id}/licenses", get(user_licenses))
-        .route("/model", put(put_model).get(get_model))
-        .route("/scheduler/run", post(run_scheduler))
+        .route("/api/v1/tenants/{id}/usage", get(usage))
+        .route(
+            "/api/v1/tenants/{id}/users/{user_id}/licenses",
+            get(user_licenses),
+        )
+        .route("/api/v1/model", put(put_model).get(get_model))
+        .route("/api/v1/scheduler/run", post(run_scheduler))
 }
 
 #[derive(serde::Deserialize)]

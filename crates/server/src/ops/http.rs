@@ -21,7 +21,7 @@ pub fn routes() -> Router<Shared> {
 
 /// The operations routes under `/api/v1`.
 pub fn api_routes() -> Router<Shared> {
-    Router::new().route("/clock", post(move_clock))
+    Router::new().route("/api/v1/clock", post(move_clock))
 }
 
 async fn healthz() -> Response {

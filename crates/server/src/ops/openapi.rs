@@ -570,7 +570,7 @@ pub fn document() -> Value {
 
 /// The route serving it.
 pub fn routes() -> Router<Shared> {
-    Router::new().route("/openapi.json", get(serve))
+    Router::new().route("/api/v1/openapi.json", get(serve))
 }
 
 async fn serve() -> Response {
@@ -605,6 +605,7 @@ mod tests {
                 let Some((path, rest)) = rest.split_once('"') else {
                     continue;
                 };
+                let path = path.strip_prefix("/api/v1").unwrap_or(path);
                 // The handlers up to the closing parenthesis of `.route(`.
                 let mut depth = 1;
                 let mut end = rest.len();

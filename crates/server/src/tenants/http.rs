@@ -16,10 +16,13 @@ use crate::state::Shared;
 /// The tenant routes.
 pub fn routes() -> Router<Shared> {
     Router::new()
-        .route("/tenants", post(create_tenant).get(list_tenants))
-        .route("/tenants/{id}", get(get_tenant))
-        .route("/tenants/{id}/scim-tokens", post(create_token))
-        .route("/tenants/{id}/scim-tokens/{token_id}", delete(revoke_token))
+        .route("/api/v1/tenants", post(create_tenant).get(list_tenants))
+        .route("/api/v1/tenants/{id}", get(get_tenant))
+        .route("/api/v1/tenants/{id}/scim-tokens", post(create_token))
+        .route(
+            "/api/v1/tenants/{id}/scim-tokens/{token_id}",
+            delete(revoke_token),
+        )
 }
 
 /// `{"name": …}` or nothing.
