@@ -37,12 +37,14 @@ pub fn hashes_equal(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
+type TokenCache = HashMap<[u8; 32], (Arc<TokenRow>, Instant), foldhash::fast::RandomState>;
+
 /// Verifies one kind of credential against the store, with a short-lived cache.
 pub struct TokenVerifier {
     kind: Credential,
     /// Live tokens by their SHA-256 (the digest, not its hex: no allocation per request).
     /// The key is the digest of the presented token itself, so a hit is a match.
-    cache: RwLock<HashMap<[u8; 32], (Arc<TokenRow>, Instant), foldhash::fast::RandomState>>,
+    cache: RwLock<TokenCache>,
 }
 
 impl TokenVerifier {

@@ -220,12 +220,14 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[P]) -> rusqlite::Result<()
     Ok(())
 }
 
+/// SQL texts by address and length: the text as written, and as SQLite prepares it.
+type PreparedSql = std::collections::HashMap<(usize, usize), (String, std::rc::Rc<str>)>;
+
 thread_local! {
     /// Each thread's SQL as SQLite prepares it, by the text's address and length (the text is
     /// compared on a hit: an address can be reused by another statement). Most statements are
     /// literals: rewriting them at every call allocated and copied each one.
-    static SQLITE_SQL: std::cell::RefCell<std::collections::HashMap<(usize, usize), (String, std::rc::Rc<str>)>> =
-        Default::default();
+    static SQLITE_SQL: std::cell::RefCell<PreparedSql> = Default::default();
 }
 
 /// [`sqlite_sql`], remembered per thread.
