@@ -87,38 +87,83 @@ fn str_field<'a>(v: &'a Value, key: &str, at: &str) -> ApiResult<&'a str> {
         })
 }
 
+/// A name in a billing event: not empty, at most 256 characters.
+struct EventText(String);
+
+impl<'de> serde::Deserialize<'de> for EventText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EventText, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() || s.len() > 256 {
+            return Err(serde::de::Error::custom(
+                "must be a non-empty string of at most 256 characters",
+            ));
+        }
+        Ok(EventText(s))
+    }
+}
+
+/// One of [`TYPES`].
+struct EventKind(String);
+
+impl<'de> serde::Deserialize<'de> for EventKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EventKind, D::Error> {
+        let s = String::deserialize(d)?;
+        if !TYPES.contains(&s.as_str()) {
+            return Err(serde::de::Error::custom(format!(
+                "'{s}' must be one of {}",
+                TYPES.join(", ")
+            )));
+        }
+        Ok(EventKind(s))
+    }
+}
+
+/// The generic format's envelope. The subscription's fields are the admin API's, checked by
+/// its validator once merged with the subscription as it stands.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenericEvent {
+    id: EventText,
+    #[serde(rename = "type")]
+    kind: EventKind,
+    created_at: crate::kernel::ids::Instant,
+    tenant: EventText,
+    subscription: GenericSubscription,
+}
+
+#[derive(serde::Deserialize)]
+struct GenericSubscription {
+    product: EventText,
+    #[serde(flatten)]
+    fields: Map<String, Value>,
+}
+
 /// Parses the generic format:
 /// `{id, type, created_at, tenant, subscription: {product, plan, seats, status, starts_at, ends_at, …}}`.
 pub fn parse_generic(body: &Value) -> ApiResult<Incoming> {
     if !body.is_object() {
         return Err(invalid("a billing event must be a JSON object"));
     }
-    let id = str_field(body, "id", "")?.to_string();
-    let kind = str_field(body, "type", "")?.to_string();
-    if !TYPES.contains(&kind.as_str()) {
-        return Err(invalid(format!(
-            "type '{kind}' must be one of {}",
-            TYPES.join(", ")
-        )));
-    }
-    let created = str_field(body, "created_at", "")?;
-    let created_at = OffsetDateTime::parse(created, &Rfc3339)
-        .map_err(|_| invalid(format!("created_at '{created}' is not an RFC 3339 instant")))?;
-    let tenant = str_field(body, "tenant", "")?.to_string();
-    let sub = body
-        .get("subscription")
-        .and_then(Value::as_object)
-        .ok_or_else(|| invalid("subscription must be an object"))?;
-    let product = str_field(&Value::Object(sub.clone()), "product", "subscription.")?.to_string();
-    let mut fields = sub.clone();
-    fields.remove("product");
+    let ev: GenericEvent = serde_path_to_error::deserialize(body).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!("{path}: ")
+        };
+        invalid(format!("{at}{}", e.into_inner()))
+    })?;
+    let kind = ev.kind.0;
     Ok(Incoming {
         source: GENERIC,
-        id,
+        id: ev.id.0,
         kind,
-        created_at,
-        tenant,
-        changes: vec![Change { product, fields }],
+        created_at: ev.created_at.at(),
+        tenant: ev.tenant.0,
+        changes: vec![Change {
+            product: ev.subscription.product.0,
+            fields: ev.subscription.fields,
+        }],
         ignored: None,
     })
 }

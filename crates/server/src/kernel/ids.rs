@@ -61,6 +61,11 @@ impl Instant {
             .map_err(|_| format!("'{s}' is not an RFC 3339 instant"))
     }
 
+    /// The instant.
+    pub fn at(self) -> time::OffsetDateTime {
+        self.0
+    }
+
     /// The stored form (see [`crate::kernel::clock::stamp`]).
     pub fn stamp(self) -> String {
         crate::kernel::clock::stamp(self.0)

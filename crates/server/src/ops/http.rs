@@ -1,14 +1,14 @@
 //! Operations endpoints: `/healthz`, `/readyz`, `/metrics`, and `/api/v1/clock` on a test clock.
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::kernel::error::{ApiError, ApiResult};
-use crate::kernel::extract::{AdminAuth, ScimJson, read_json};
+use crate::kernel::extract::{AdminAuth, Json, ScimJson};
 use crate::state::Shared;
 
 /// The operations routes.
@@ -51,20 +51,24 @@ async fn metrics_text(State(state): State<Shared>) -> Response {
 
 /// Moves the test clock (only when the server runs on one: `--test-clock`), then runs the
 /// term transitions that became due, as the scheduler would.
+/// `{"advance_seconds": N}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Advance {
+    advance_seconds: i64,
+}
+
 async fn move_clock(
     State(state): State<Shared>,
     _auth: AdminAuth,
-    req: Request,
+    Json(body): Json<Advance>,
 ) -> ApiResult<Response> {
     let Some(clock) = state.manual_clock.clone() else {
         return Err(ApiError::NotFound(
             "the clock can only be moved when the server runs with --test-clock".into(),
         ));
     };
-    let body = read_json(req, state.config.max_body_bytes).await?;
-    let secs = body
-        .get("advance_seconds")
-        .and_then(Value::as_i64)
+    let secs = Some(body.advance_seconds)
         .filter(|s| (0..=100 * 365 * 86_400).contains(s))
         .ok_or_else(|| {
             scim::Error::InvalidValue(
