@@ -691,7 +691,123 @@ async fn seat_counts_survive_the_upgrade(b: Backend) {
     }
 }
 
+/// A delivery replayed while an attempt of it is in flight is sent again: the attempt's
+/// outcome does not overwrite the replay.
+async fn a_replay_during_an_attempt_is_not_lost(b: Backend) {
+    use crate::kernel::store::{Store, StoreOptions};
+    // A database of its own: claiming deliveries takes every tenant's.
+    let own = match b {
+        Backend::Postgres => Some(common::OwnDatabase::create("replay_in_flight").await),
+        Backend::Sqlite => None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = match &own {
+        Some(db) => db.url.clone(),
+        None => format!("sqlite://{}", dir.path().join("replay.db").display()),
+    };
+    let s = Store::connect(&url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let t = unique_id("t");
+    tenant(&s, &t).await;
+    let hook = crate::events::store::WebhookRow {
+        tenant: t.clone(),
+        id: unique_id("w"),
+        url: "http://127.0.0.1:9/hook".into(),
+        events: vec!["*".into()],
+        secret: "whsec_x".into(),
+        created: "2026-01-01T00:00:00.000000Z".into(),
+        cursor: 0,
+        disabled: None,
+    };
+    let (h, tt) = (hook.clone(), t.clone());
+    s.write(move |tx| {
+        tx.insert_webhook(&h)?;
+        tx.outbox(
+            &tt,
+            crate::kernel::catalogue::EventType::UserProvisioned,
+            "User",
+            "u1",
+            "{}",
+            "2026-01-01T00:00:00.000000Z",
+        )
+    })
+    .await
+    .unwrap();
+    let (tt, wid) = (t.clone(), hook.id.clone());
+    let claimed = s
+        .write(move |tx| {
+            tx.fan_out(&tt, &wid, "2026-01-01T00:00:01.000000Z", 100)?;
+            tx.claim_deliveries(i64::MAX / 4, 60_000, 100)
+        })
+        .await
+        .unwrap();
+    let mine: Vec<i64> = claimed
+        .iter()
+        .filter(|c| c.event.tenant_id == t)
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(mine.len(), 1, "one delivery claimed");
+    let did = mine[0];
+    // The operator replays it while the attempt is out; then the attempt reports success.
+    let (tt, wid) = (t.clone(), hook.id.clone());
+    let n = s
+        .write(move |tx| tx.replay(&tt, &wid, Some(did), None, "2026-01-01T00:00:02.000000Z"))
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    s.write(move |tx| {
+        tx.record_attempts(
+            &[crate::events::store::Attempt {
+                id: did,
+                status: Some(200),
+                error: None,
+                ok: true,
+                retry_at: None,
+            }],
+            "2026-01-01T00:00:03.000000Z",
+        )
+    })
+    .await
+    .unwrap();
+    let pending = s
+        .deliveries(&t, &hook.id, Some("pending"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1, "the replay was lost");
+    // An attempt that was not replayed is recorded as before.
+    let again = s
+        .write(|tx| tx.claim_deliveries(i64::MAX / 4, 60_000, 100))
+        .await
+        .unwrap();
+    assert!(again.iter().any(|c| c.id == did));
+    s.write(move |tx| {
+        tx.record_attempts(
+            &[crate::events::store::Attempt {
+                id: did,
+                status: Some(200),
+                error: None,
+                ok: true,
+                retry_at: None,
+            }],
+            "2026-01-01T00:00:04.000000Z",
+        )
+    })
+    .await
+    .unwrap();
+    let delivered = s
+        .deliveries(&t, &hook.id, Some("delivered"), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(delivered.len(), 1);
+    s.close().await;
+    if let Some(db) = own {
+        db.drop_database().await;
+    }
+}
+
 both_backends!(
+    a_replay_during_an_attempt_is_not_lost,
     seat_counts_survive_the_upgrade,
     resources_round_trip_and_uniqueness,
     failed_work_leaves_nothing,

@@ -277,6 +277,9 @@ impl Tx<'_> {
     }
 
     /// Records the results of attempts.
+    ///
+    /// A delivery replayed while its attempt was in flight (the replay clears the lease) keeps
+    /// the replay: the attempt's outcome is not recorded over it, so it is sent again.
     pub(crate) fn record_attempts(&mut self, results: &[Attempt], now: &str) -> StoreResult<()> {
         for a in results {
             let (state, next) = match (a.ok, a.retry_at) {
@@ -286,7 +289,7 @@ impl Tx<'_> {
             };
             self.execute(
                 "UPDATE deliveries SET state = $2, attempts = attempts + 1, next_attempt = $3, lease_until = 0, \
-                 last_status = NULLIF($4, -1), last_error = $5, updated = $6 WHERE id = $1",
+                 last_status = NULLIF($4, -1), last_error = $5, updated = $6 WHERE id = $1 AND lease_until > 0",
                 &[
                     P::Int(a.id),
                     P::from(state),
