@@ -76,17 +76,6 @@ fn invalid(msg: impl Into<String>) -> ApiError {
     scim::Error::InvalidValue(msg.into()).into()
 }
 
-fn str_field<'a>(v: &'a Value, key: &str, at: &str) -> ApiResult<&'a str> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty() && s.len() <= 256)
-        .ok_or_else(|| {
-            invalid(format!(
-                "{at}{key} must be a non-empty string of at most 256 characters"
-            ))
-        })
-}
-
 /// A name in a billing event: not empty, at most 256 characters.
 struct EventText(String);
 
@@ -429,31 +418,131 @@ fn record_of(ev: &Incoming, outcome: &str, detail: String, received: &str) -> Bi
 
 // ---------------------------------------------------------------- Stripe
 
-fn unix(v: Option<&Value>) -> Option<OffsetDateTime> {
-    v.and_then(Value::as_i64)
-        .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+/// The parts of a Stripe event seatkeeper reads. Stripe adds fields freely, so unknown ones
+/// are ignored here (the one body type that does not refuse them: it is Stripe's, not ours).
+#[derive(serde::Deserialize)]
+struct StripeEvent {
+    id: EventText,
+    #[serde(rename = "type")]
+    kind: EventText,
+    created: i64,
+    data: StripeData,
 }
 
-fn meta<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get("metadata")
-        .and_then(|m| m.get(key))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
+#[derive(serde::Deserialize)]
+struct StripeData {
+    object: Value,
+}
+
+/// A `subscription` object.
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct StripeSubscription {
+    metadata: StripeMetadata,
+    customer: Option<StripeRef>,
+    status: Option<String>,
+    items: Option<StripeList<StripeItem>>,
+    start_date: Option<i64>,
+    current_period_start: Option<i64>,
+    current_period_end: Option<i64>,
+    trial_end: Option<i64>,
+    ended_at: Option<i64>,
+    cancel_at: Option<i64>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct StripeList<T> {
+    data: Vec<T>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct StripeItem {
+    price: Option<StripePrice>,
+    plan: Option<StripePrice>,
+    quantity: Option<u64>,
+    current_period_start: Option<i64>,
+    current_period_end: Option<i64>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct StripePrice {
+    id: String,
+    product: Option<StripeProduct>,
+    metadata: StripeMetadata,
+}
+
+/// An expandable reference: an id, or the expanded object.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum StripeRef {
+    Id(String),
+    Object { id: String },
+}
+
+/// A price's product: an id, or the expanded product with its metadata.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum StripeProduct {
+    Id(String),
+    Object {
+        id: String,
+        #[serde(default)]
+        metadata: StripeMetadata,
+    },
+}
+
+/// Metadata: string values (anything else is ignored).
+#[derive(serde::Deserialize, Default)]
+#[serde(transparent)]
+struct StripeMetadata(std::collections::HashMap<String, Value>);
+
+impl StripeMetadata {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// `seatkeeper_product` and `seatkeeper_plan`, when both are set.
+    fn plan(&self) -> Option<(String, String)> {
+        Some((
+            self.get("seatkeeper_product")?.to_string(),
+            self.get("seatkeeper_plan")?.to_string(),
+        ))
+    }
+}
+
+fn unix(t: Option<i64>) -> Option<OffsetDateTime> {
+    t.and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+}
+
+fn stripe_invalid(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let at = if path == "." {
+        String::new()
+    } else {
+        format!("{path}: ")
+    };
+    invalid(format!("{at}{}", e.into_inner()))
 }
 
 /// Parses a Stripe event, with the configured mappings (a price or Stripe product id →
 /// catalogue product and plan; a customer → tenant).
 pub fn parse_stripe(body: &Value, maps: &StripeMaps) -> ApiResult<Incoming> {
-    let price_map = |id: &str| maps.prices.get(id).cloned();
-    let id = str_field(body, "id", "")?.to_string();
-    let stripe_type = str_field(body, "type", "")?.to_string();
+    if !body.is_object() {
+        return Err(invalid("a Stripe event must be a JSON object"));
+    }
+    let ev: StripeEvent = serde_path_to_error::deserialize(body).map_err(stripe_invalid)?;
+    let (id, stripe_type) = (ev.id.0, ev.kind.0);
     let created_at =
-        unix(body.get("created")).ok_or_else(|| invalid("created must be a unix timestamp"))?;
-    let obj = body
-        .get("data")
-        .and_then(|d| d.get("object"))
-        .filter(|o| o.is_object())
-        .ok_or_else(|| invalid("data.object must be an object"))?;
+        unix(Some(ev.created)).ok_or_else(|| invalid("created must be a unix timestamp"))?;
+    if !ev.data.object.is_object() {
+        return Err(invalid("data.object must be an object"));
+    }
     let ignored = |why: String, tenant: String| Incoming {
         source: STRIPE,
         id: id.clone(),
@@ -469,13 +558,18 @@ pub fn parse_stripe(body: &Value, maps: &StripeMaps) -> ApiResult<Incoming> {
             String::new(),
         ));
     };
-    let tenant = match meta(obj, "seatkeeper_tenant") {
+    let sub: StripeSubscription =
+        serde_path_to_error::deserialize(&ev.data.object).map_err(|e| {
+            let path = e.path().to_string();
+            invalid(format!("data.object.{path}: {}", e.into_inner()))
+        })?;
+    let tenant = match sub.metadata.get("seatkeeper_tenant") {
         Some(t) => t.to_string(),
         None => {
-            let customer = obj
-                .get("customer")
-                .and_then(|c| c.as_str().or_else(|| c.get("id").and_then(Value::as_str)))
-                .unwrap_or_default();
+            let customer = match &sub.customer {
+                Some(StripeRef::Id(c)) | Some(StripeRef::Object { id: c }) => c.as_str(),
+                None => "",
+            };
             maps.customers.get(customer).cloned().ok_or_else(|| {
                 ApiError::Unprocessable(format!(
                     "customer {customer} maps to no tenant: set metadata.seatkeeper_tenant on the subscription or PUT /api/v1/billing/stripe/customers/{customer}"
@@ -483,10 +577,7 @@ pub fn parse_stripe(body: &Value, maps: &StripeMaps) -> ApiResult<Incoming> {
             })?
         }
     };
-    let status = obj
-        .get("status")
-        .and_then(Value::as_str)
-        .unwrap_or("active");
+    let status = sub.status.as_deref().unwrap_or("active");
     let kind = match (suffix, status) {
         ("trial_will_end", _) | ("pending_update_applied", _) | ("pending_update_expired", _) => {
             return Ok(ignored(
@@ -506,12 +597,7 @@ pub fn parse_stripe(body: &Value, maps: &StripeMaps) -> ApiResult<Incoming> {
         ("created", _) => "subscription.created",
         _ => "subscription.updated",
     };
-    let items: Vec<&Value> = obj
-        .get("items")
-        .and_then(|i| i.get("data"))
-        .and_then(Value::as_array)
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
+    let items = sub.items.as_ref().map(|l| l.data.as_slice()).unwrap_or(&[]);
     if items.is_empty() {
         return Err(invalid(
             "data.object.items.data must list the subscription's items",
@@ -522,50 +608,42 @@ pub fn parse_stripe(body: &Value, maps: &StripeMaps) -> ApiResult<Incoming> {
             "at most {MAX_CHANGES} items per subscription"
         )));
     }
+    let no_price = StripePrice::default();
     let mut changes = Vec::new();
     for item in items {
         let price = item
-            .get("price")
-            .or_else(|| item.get("plan"))
-            .unwrap_or(&Value::Null);
-        let price_id = price.get("id").and_then(Value::as_str).unwrap_or_default();
-        let stripe_product = price.get("product").unwrap_or(&Value::Null);
-        let stripe_product_id = stripe_product
-            .as_str()
-            .or_else(|| stripe_product.get("id").and_then(Value::as_str))
-            .unwrap_or_default();
-        let mapped = match price_map(price_id) {
-            Some(m) => Some(m),
-            None => match (
-                meta(price, "seatkeeper_product"),
-                meta(price, "seatkeeper_plan"),
-            ) {
-                (Some(p), Some(pl)) => Some((p.to_string(), pl.to_string())),
-                _ => match (
-                    meta(stripe_product, "seatkeeper_product"),
-                    meta(stripe_product, "seatkeeper_plan"),
-                ) {
-                    (Some(p), Some(pl)) => Some((p.to_string(), pl.to_string())),
-                    _ => price_map(stripe_product_id),
-                },
-            },
+            .price
+            .as_ref()
+            .or(item.plan.as_ref())
+            .unwrap_or(&no_price);
+        let (stripe_product_id, product_meta) = match &price.product {
+            Some(StripeProduct::Id(id)) => (id.as_str(), None),
+            Some(StripeProduct::Object { id, metadata }) => (id.as_str(), Some(metadata)),
+            None => ("", None),
         };
+        let mapped = maps
+            .prices
+            .get(&price.id)
+            .cloned()
+            .or_else(|| price.metadata.plan())
+            .or_else(|| product_meta.and_then(StripeMetadata::plan))
+            .or_else(|| maps.prices.get(stripe_product_id).cloned());
         let (product, plan) = mapped.ok_or_else(|| {
             ApiError::Unprocessable(format!(
-                "price {price_id} (product {stripe_product_id}) maps to no plan: PUT /api/v1/billing/stripe/prices/{price_id} with {{product, plan}}, or set metadata seatkeeper_product and seatkeeper_plan on the price"
+                "price {} (product {stripe_product_id}) maps to no plan: PUT /api/v1/billing/stripe/prices/{} with {{product, plan}}, or set metadata seatkeeper_product and seatkeeper_plan on the price",
+                price.id, price.id
             ))
         })?;
-        let seats = item.get("quantity").and_then(Value::as_u64).unwrap_or(1);
-        let period = |k: &str| unix(item.get(k)).or_else(|| unix(obj.get(k)));
-        let starts = period("current_period_start")
-            .or_else(|| unix(obj.get("start_date")))
+        let seats = item.quantity.unwrap_or(1);
+        let starts = unix(item.current_period_start.or(sub.current_period_start))
+            .or_else(|| unix(sub.start_date))
             .unwrap_or(created_at);
         let ends = if status == "trialing" {
-            unix(obj.get("trial_end"))
+            unix(sub.trial_end)
         } else {
-            unix(obj.get("ended_at"))
-                .or_else(|| unix(obj.get("cancel_at")))
-                .or_else(|| period("current_period_end"))
+            unix(sub.ended_at)
+                .or_else(|| unix(sub.cancel_at))
+                .or_else(|| unix(item.current_period_end.or(sub.current_period_end)))
         };
         let mut fields = Map::new();
         fields.insert("plan".into(), plan.into());
@@ -673,6 +751,22 @@ mod tests {
         b["data"]["object"]["items"]["data"][0]["price"] = json!({"id": "price_y"});
         let e = parse_stripe(&b, &maps).unwrap_err();
         assert!(matches!(e, ApiError::Unprocessable(_)), "{e}");
+        // A field of the wrong type is named; an expanded customer and product are read.
+        let mut c = body.clone();
+        c["data"]["object"]["items"]["data"][0]["quantity"] = json!("twelve");
+        let e = parse_stripe(&c, &maps).unwrap_err().to_string();
+        assert!(e.contains("data.object.items.data[0].quantity"), "{e}");
+        let mut c = body.clone();
+        c["data"]["object"]["metadata"] = json!({});
+        c["data"]["object"]["customer"] = json!({"id": "cus_9", "email": "x@y"});
+        c["data"]["object"]["items"]["data"][0]["price"] = json!({"id": "price_z",
+            "product": {"id": "prod_z", "metadata": {"seatkeeper_product": "workspace", "seatkeeper_plan": "pro"}}});
+        maps.customers.insert("cus_9".into(), "t9".into());
+        let ev = parse_stripe(&c, &maps).unwrap();
+        assert_eq!(
+            (ev.tenant.as_str(), &ev.changes[0].fields["plan"]),
+            ("t9", &json!("pro"))
+        );
         // Other event types are recorded and change nothing.
         let inv = json!({"id": "evt_i", "type": "invoice.paid", "created": 1_700_000_000, "data": {"object": {}}});
         assert!(parse_stripe(&inv, &maps).unwrap().ignored.is_some());
