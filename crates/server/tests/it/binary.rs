@@ -251,7 +251,7 @@ impl Api {
         self.admin(
             "POST",
             &format!("/tenants/{}/webhooks", self.tenant),
-            Some(json!({"url": format!("http://127.0.0.1:{port}/hook"), "events": events})),
+            Some(json!({"url": format!("http://127.0.0.1:{port}/hook/{}", self.tenant), "events": events})),
         )
         .await
     }

@@ -18,14 +18,18 @@ use serde_json::{Value, json};
 /// What the receiver got: (webhook-id, verified, body).
 type Inbox = Arc<Mutex<Vec<(String, bool, Value)>>>;
 
-/// A webhook receiver on `port` that checks each delivery's signature with `secret`.
+/// A webhook receiver on `port` that checks each delivery's signature with `secret`. It
+/// answers only its tenant's path (`Api::webhook` registers `/hook/{tenant}`): tests share a
+/// PostgreSQL database, and a port freed by one test can be taken by another's receiver, so
+/// another test's endpoint may point here.
 async fn receiver(
     port: u16,
+    tenant: &str,
     secret: Arc<Mutex<String>>,
     inbox: Inbox,
 ) -> tokio::task::JoinHandle<()> {
     let app = axum::Router::new().route(
-        "/hook",
+        &format!("/hook/{tenant}"),
         axum::routing::post(move |headers: HeaderMap, body: Bytes| {
             let (secret, inbox) = (secret.clone(), inbox.clone());
             async move {
@@ -184,7 +188,7 @@ async fn webhooks_survive_an_outage(b: Backend) {
     assert!(attempts.contains(&0), "{log}");
     // Back up: everything arrives.
     let inbox: Inbox = Default::default();
-    let _rx = receiver(port, hook_secret.clone(), inbox.clone()).await;
+    let _rx = receiver(port, &api.tenant, hook_secret.clone(), inbox.clone()).await;
     let wanted: BTreeSet<String> = api
         .feed()
         .await
@@ -342,6 +346,7 @@ async fn events_survive_sigkill(b: Backend) {
     let hook = api.webhook(port, json!(["user.provisioned"])).await;
     let _rx = receiver(
         port,
+        &api.tenant,
         Arc::new(Mutex::new(hook["secret"].as_str().unwrap().to_string())),
         inbox.clone(),
     )
@@ -550,6 +555,7 @@ async fn two_nodes_deliver_each_event_once_postgres() {
     let hook = api.webhook(port, json!(["user.provisioned"])).await;
     let _rx = receiver(
         port,
+        &api.tenant,
         Arc::new(Mutex::new(hook["secret"].as_str().unwrap().to_string())),
         inbox.clone(),
     )
