@@ -169,7 +169,7 @@ async fn main() {
             "created_at": created.format(&time::format_description::well_known::Rfc3339).unwrap(),
             "tenant": tenant, "subscription": {"product": "workspace", "plan": plan}});
         let body = ev.to_string();
-        let now = { seatkeeper::Clock::now(&seatkeeper::SystemClock).unix_timestamp() };
+        let now = { seatkeeper::system_clock().now().unix_timestamp() };
         let sig = seatkeeper::standard_sign(SECRET, &format!("m{i}"), now, body.as_bytes());
         let before = inbox.lock().unwrap().len();
         let t0 = Instant::now();

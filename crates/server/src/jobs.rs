@@ -20,6 +20,12 @@ use crate::kernel::clock::SharedClock;
 use crate::kernel::store::{Actor, Store};
 use crate::licenses::service::Licenses;
 
+/// The operating system's clock, for the process to inject (`main` builds it; nothing else
+/// reads the system time).
+pub fn system_clock() -> SharedClock {
+    Arc::new(crate::kernel::clock::SystemClock)
+}
+
 /// What the server's own tasks need to know.
 #[derive(Debug, Clone)]
 pub struct Schedule {

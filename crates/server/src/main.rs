@@ -1,14 +1,13 @@
 //! The `seatkeeper` command line.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use seatkeeper::Config;
 use seatkeeper::Credential;
-use seatkeeper::{SharedClock, SystemClock};
+use seatkeeper::SharedClock;
 use seatkeeper::{Store, StoreOptions};
 
 // mimalloc: malloc was a tenth of the request path's CPU in profiles (BENCHMARKS.md).
@@ -432,7 +431,7 @@ async fn shutdown() {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let clock: SharedClock = Arc::new(SystemClock);
+    let clock: SharedClock = seatkeeper::system_clock();
     let admin_env = std::env::var("SEATKEEPER_ADMIN_TOKEN").ok();
     match cli.command {
         Command::Serve { db, serve: args } => {

@@ -691,6 +691,20 @@ async fn seat_counts_survive_the_upgrade(b: Backend) {
     }
 }
 
+/// Records a successful attempt of a delivery, as the dispatcher does.
+async fn delivered_ok(s: &crate::kernel::store::Store, id: i64, at: &'static str) {
+    let ok = crate::events::store::Attempt {
+        id,
+        status: Some(200),
+        error: None,
+        ok: true,
+        retry_at: None,
+    };
+    s.write(move |tx| tx.record_attempts(&[ok], at))
+        .await
+        .unwrap();
+}
+
 /// A delivery replayed while an attempt of it is in flight is sent again: the attempt's
 /// outcome does not overwrite the replay.
 async fn a_replay_during_an_attempt_is_not_lost(b: Backend) {
@@ -756,20 +770,7 @@ async fn a_replay_during_an_attempt_is_not_lost(b: Backend) {
         .await
         .unwrap();
     assert_eq!(n, 1);
-    s.write(move |tx| {
-        tx.record_attempts(
-            &[crate::events::store::Attempt {
-                id: did,
-                status: Some(200),
-                error: None,
-                ok: true,
-                retry_at: None,
-            }],
-            "2026-01-01T00:00:03.000000Z",
-        )
-    })
-    .await
-    .unwrap();
+    delivered_ok(&s, did, "2026-01-01T00:00:03.000000Z").await;
     let pending = s
         .deliveries(&t, &hook.id, Some("pending"), None, 10)
         .await
@@ -781,20 +782,7 @@ async fn a_replay_during_an_attempt_is_not_lost(b: Backend) {
         .await
         .unwrap();
     assert!(again.iter().any(|c| c.id == did));
-    s.write(move |tx| {
-        tx.record_attempts(
-            &[crate::events::store::Attempt {
-                id: did,
-                status: Some(200),
-                error: None,
-                ok: true,
-                retry_at: None,
-            }],
-            "2026-01-01T00:00:04.000000Z",
-        )
-    })
-    .await
-    .unwrap();
+    delivered_ok(&s, did, "2026-01-01T00:00:04.000000Z").await;
     let delivered = s
         .deliveries(&t, &hook.id, Some("delivered"), None, 10)
         .await
@@ -827,7 +815,10 @@ async fn verify_audit(
 ) -> Result<Vec<crate::audit::service::Verified>, StoreError> {
     crate::audit::service::Audit::new(
         store.clone(),
-        std::sync::Arc::new(crate::kernel::clock::SystemClock),
+        // Verification reads no time.
+        std::sync::Arc::new(crate::kernel::clock::ManualClock::at(
+            time::OffsetDateTime::UNIX_EPOCH,
+        )),
     )
     .verify(chain, pinned)
     .await

@@ -231,12 +231,7 @@ async fn credentials_stay_in_their_lane(b: Backend) {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }
     // Another tenant's key: the same words as for nobody.
-    let other = common::new_tenant(
-        &app.store,
-        std::sync::Arc::new(seatkeeper::SystemClock),
-        "Other",
-    )
-    .await;
+    let other = common::new_tenant(&app.store, seatkeeper::system_clock(), "Other").await;
     let r = app
         .admin(
             "POST",
@@ -345,7 +340,7 @@ async fn tokens_verify_from_the_jwks_alone(b: Backend) {
     let err = verify(&stale, &jwks(&app).await).unwrap_err();
     assert!(err.contains("Expired"), "{err}");
     // Bring the clock to the wall clock: the token verifies and carries the entitlements.
-    let lag = seatkeeper::Clock::now(&seatkeeper::SystemClock) - seatkeeper::Clock::now(&app.clock);
+    let lag = seatkeeper::system_clock().now() - seatkeeper::Clock::now(&app.clock);
     app.clock.advance(lag);
     let token = issue(&app, &key).await;
     let claims = verify(&token, &jwks(&app).await).unwrap();

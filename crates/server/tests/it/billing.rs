@@ -559,12 +559,7 @@ async fn webhooks_and_the_feed(b: Backend) {
     let r = app.admin("GET", "/api/v1/events", None).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     // Another tenant's feed holds none of these.
-    let other = common::new_tenant(
-        &app.store,
-        std::sync::Arc::new(seatkeeper::SystemClock),
-        "Other",
-    )
-    .await;
+    let other = common::new_tenant(&app.store, seatkeeper::system_clock(), "Other").await;
     let r = app
         .admin("GET", &format!("/api/v1/events?tenant={}", other.id), None)
         .await;

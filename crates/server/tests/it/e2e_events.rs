@@ -39,7 +39,7 @@ async fn receiver(
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string)
                 };
-                let now = seatkeeper::Clock::now(&seatkeeper::SystemClock).unix_timestamp();
+                let now = seatkeeper::system_clock().now().unix_timestamp();
                 let key = secret.lock().unwrap().clone();
                 let ok = seatkeeper::standard_verify(
                     &[key],
@@ -255,7 +255,7 @@ async fn webhooks_survive_an_outage(b: Backend) {
     let ev = json!({"id": format!("evt-buy-{product_}"), "type": "subscription.updated", "created_at": "2026-11-25T10:00:00Z",
         "tenant": api.tenant, "subscription": {"product": product_, "seats": 4}});
     let body = ev.to_string();
-    let ts = seatkeeper::Clock::now(&seatkeeper::SystemClock).unix_timestamp();
+    let ts = seatkeeper::system_clock().now().unix_timestamp();
     let sig = seatkeeper::standard_sign(secret, "m-buy", ts, body.as_bytes());
     for _ in 0..3 {
         let resp = api

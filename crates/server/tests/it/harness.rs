@@ -215,7 +215,7 @@ pub async fn verify_audit(
     chain: Option<&str>,
     pinned: Option<&ed25519_dalek::VerifyingKey>,
 ) -> Result<Vec<seatkeeper::Verified>, seatkeeper::StoreError> {
-    seatkeeper::Audit::new(store.clone(), Arc::new(seatkeeper::SystemClock))
+    seatkeeper::Audit::new(store.clone(), seatkeeper::system_clock())
         .verify(chain, pinned)
         .await
 }
