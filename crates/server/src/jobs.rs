@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `snapshots` | keeps entitlement snapshots current (commits, `NOTIFY`, a 500 ms tick) and writes batched `last_seen` | every app |
 //! | `listener` | PostgreSQL `LISTEN` for other nodes' commits | every app on PostgreSQL |
+//! | `outside` | looks, every [`OUTSIDE_LOOK`], for commits another process made to the SQLite file (they make cached reads stale) | every app on SQLite |
 //! | `scheduler` | term transitions (trial and term ends, grace ends), catching up at start | the server |
 //! | `dispatcher` | outbound webhooks: fan-out, claim, send, retry | the server |
 //! | `retention` | prunes audit records older than `--audit-retention-days`, hourly | the server, when set |
@@ -19,6 +20,10 @@ use crate::events::dispatcher::{self, DispatchConfig};
 use crate::kernel::clock::SharedClock;
 use crate::kernel::store::{Actor, Store};
 use crate::licenses::service::Licenses;
+
+/// How often an app on SQLite looks for commits made by another process (the CLI's
+/// `apply` beside a running server): the bound on how long a cached read can miss them.
+pub const OUTSIDE_LOOK: Duration = Duration::from_millis(250);
 
 /// The operating system's clock, for the process to inject (`main` builds it; nothing else
 /// reads the system time).
@@ -57,6 +62,9 @@ impl Jobs {
         let mut tasks = vec![("snapshots", snapshots.spawn(activity_every))];
         if let Some(listener) = store.listen_other_nodes() {
             tasks.push(("listener", listener));
+        }
+        if store.caches_reads() {
+            tasks.push(("outside", outside(store.clone())));
         }
         Jobs {
             store,
@@ -106,6 +114,19 @@ impl Drop for Jobs {
             task.abort();
         }
     }
+}
+
+/// Looks for other processes' commits every [`OUTSIDE_LOOK`].
+fn outside(store: Store) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(OUTSIDE_LOOK);
+        loop {
+            tick.tick().await;
+            if let Err(e) = store.look_for_outside_commits().await {
+                tracing::warn!(error = %e, "looking for other processes' commits failed");
+            }
+        }
+    })
 }
 
 /// Runs due term transitions now and then every `every`. Catches up at start: whatever fell

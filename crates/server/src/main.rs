@@ -110,6 +110,9 @@ struct ServeArgs {
     /// Seconds between writes of users seen by applications (`last_seen`).
     #[arg(long, env = "SEATKEEPER_ACTIVITY_FLUSH", default_value_t = 5)]
     activity_flush: u64,
+    /// Megabytes of rendered users kept for `GET /Users/{id}` (SQLite only; 0 turns it off).
+    #[arg(long, env = "SEATKEEPER_USER_CACHE_MB", default_value_t = 64)]
+    user_cache_mb: u64,
     /// For tests only: run on a clock that starts at this RFC 3339 instant and moves only
     /// through `POST /api/v1/clock`.
     #[arg(long)]
@@ -284,6 +287,7 @@ fn config_from(args: &ServeArgs) -> Config {
         app_rate_burst: args.app_rate_burst,
         token_ttl: Duration::from_secs(args.token_ttl.clamp(1, 86_400)),
         activity_flush: Duration::from_secs(args.activity_flush.max(1)),
+        user_cache_bytes: args.user_cache_mb.saturating_mul(1024 * 1024),
     }
 }
 

@@ -51,6 +51,7 @@ impl AppState {
         admin_hash: String,
         metrics: Option<PrometheusHandle>,
     ) -> AppState {
+        let engine = engine.with_user_cache(config.user_cache_bytes);
         let store = engine.store().clone();
         let snapshots =
             crate::apps::snapshot::Snapshots::new(store.clone(), engine.clock().clone());

@@ -173,6 +173,7 @@ impl Store {
             return Ok(());
         }
         self.write(move |tx| {
+            tx.reaches_nothing_rendered();
             for chunk in seen.chunks(200) {
                 let values: Vec<String> = (0..chunk.len())
                     .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))

@@ -217,22 +217,45 @@ async fn get_one<K: KindMarker>(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let proj = projection(K::KIND, &raw)?;
-    let r = state
-        .engine
-        .get(&ctx, K::KIND, &id, related_wanted(K::KIND, &proj))
-        .await?;
-    if let Some(inm) = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        && etag_matches(inm, r.version)
-    {
-        let mut resp = empty(StatusCode::NOT_MODIFIED);
+    if K::KIND == Kind::User && proj.is_default() {
+        let r = state.engine.get_user_as_sent(&ctx, &id).await?;
+        if let Some(resp) = not_modified(&headers, r.version) {
+            return Ok(resp);
+        }
+        let mut resp = (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/scim+json"),
+            )],
+            r.body.clone(),
+        )
+            .into_response();
         if let Ok(v) = HeaderValue::from_str(&etag(r.version)) {
             resp.headers_mut().insert(header::ETAG, v);
         }
         return Ok(resp);
     }
+    let r = state
+        .engine
+        .get(&ctx, K::KIND, &id, related_wanted(K::KIND, &proj))
+        .await?;
+    if let Some(resp) = not_modified(&headers, r.version) {
+        return Ok(resp);
+    }
     Ok(resource_response(StatusCode::OK, K::KIND, &r, &proj))
+}
+
+/// `304 Not Modified` when `If-None-Match` names this version.
+fn not_modified(headers: &HeaderMap, version: i64) -> Option<Response> {
+    let inm = headers.get(header::IF_NONE_MATCH)?.to_str().ok()?;
+    if !etag_matches(inm, version) {
+        return None;
+    }
+    let mut resp = empty(StatusCode::NOT_MODIFIED);
+    if let Ok(v) = HeaderValue::from_str(&etag(version)) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    Some(resp)
 }
 
 async fn create<K: KindMarker>(

@@ -10,6 +10,7 @@ use scim::schema::{GROUP_TYPE, ResourceType, USER_TYPE};
 use scim::sql::{self, ColumnKind, ColumnMap, SqlWhere};
 use serde_json::{Map, Value, json};
 
+use crate::directory::cache::{Cached, UserCache};
 pub use crate::directory::store::Kind;
 use crate::directory::store::StoredResource;
 use crate::directory::store::{Columns, Order, Page};
@@ -109,6 +110,7 @@ impl UserTransition {
 pub struct Engine {
     store: Store,
     clock: SharedClock,
+    users: std::sync::Arc<UserCache>,
 }
 
 fn is_active(doc: &Value) -> bool {
@@ -154,7 +156,19 @@ fn unique_message(kind: Kind, doc: &Value) -> ApiError {
 impl Engine {
     /// An engine over a store and a clock.
     pub fn new(store: Store, clock: SharedClock) -> Engine {
-        Engine { store, clock }
+        Engine {
+            store,
+            clock,
+            users: Default::default(),
+        }
+    }
+
+    /// The same engine, keeping rendered users in at most `bytes` (0: none; PostgreSQL: none,
+    /// see [`crate::directory::cache`]).
+    pub fn with_user_cache(mut self, bytes: u64) -> Engine {
+        let bytes = if self.store.caches_reads() { bytes } else { 0 };
+        self.users = std::sync::Arc::new(UserCache::new(bytes));
+        self
     }
 
     /// The clock.
@@ -314,6 +328,40 @@ impl Engine {
             .await?
             .ok_or_else(|| not_found(kind, id))?;
         self.render(ctx, kind, &res, with_related).await
+    }
+
+    /// GET one user with its default attributes, as the bytes sent: from the cache while no
+    /// commit has moved what it shows since it was rendered.
+    pub async fn get_user_as_sent(&self, ctx: &Ctx, id: &str) -> ApiResult<std::sync::Arc<Cached>> {
+        if let Some(hit) = self.users.get(&ctx.tenant, id)
+            && hit.base_url == ctx.base_url
+            && self.store.is_current(&ctx.tenant, hit.mark)
+        {
+            return Ok(hit);
+        }
+        // The mark is taken before the read: a commit after it moves it, so what the read
+        // saw is never kept past that commit.
+        let mark = self.store.mark(&ctx.tenant);
+        let r = match self.get(ctx, Kind::User, id, true).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.users.forget(&ctx.tenant, id);
+                return Err(e);
+            }
+        };
+        let body = scim::resource::Projection::default().apply(&USER_TYPE, &r.body);
+        let entry = std::sync::Arc::new(Cached {
+            mark,
+            base_url: ctx.base_url.clone(),
+            version: r.version,
+            body: serde_json::to_vec(&body)
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .into(),
+        });
+        if self.users.enabled() {
+            self.users.put(&ctx.tenant, id, entry.clone());
+        }
+        Ok(entry)
     }
 
     /// POST: creates a resource.

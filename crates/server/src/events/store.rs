@@ -165,6 +165,7 @@ impl Tx<'_> {
         now: &str,
         limit: i64,
     ) -> StoreResult<usize> {
+        self.reaches_nothing_rendered();
         let Some(row) = self.fetch_opt(
             &format!(
                 "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE tenant_id = $1 AND id = $2 AND disabled IS NULL{}",
@@ -228,6 +229,7 @@ impl Tx<'_> {
         lease_ms: i64,
         limit: i64,
     ) -> StoreResult<Vec<Claimed>> {
+        self.reaches_nothing_rendered();
         let ids: Vec<i64> = self
             .fetch(
                 &format!(
@@ -281,6 +283,7 @@ impl Tx<'_> {
     /// A delivery replayed while its attempt was in flight (the replay clears the lease) keeps
     /// the replay: the attempt's outcome is not recorded over it, so it is sent again.
     pub(crate) fn record_attempts(&mut self, results: &[Attempt], now: &str) -> StoreResult<()> {
+        self.reaches_nothing_rendered();
         for a in results {
             let (state, next) = match (a.ok, a.retry_at) {
                 (true, _) => ("delivered", 0),

@@ -35,6 +35,8 @@ pub struct Config {
     pub token_ttl: Duration,
     /// How often users seen by applications are written (`last_seen`).
     pub activity_flush: Duration,
+    /// Most bytes of rendered users kept for `GET /Users/{id}` (0: none; SQLite only).
+    pub user_cache_bytes: u64,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             app_rate_burst: 200_000,
             token_ttl: Duration::from_secs(300),
             activity_flush: Duration::from_secs(5),
+            user_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -746,6 +746,24 @@ pub struct Tx<'a> {
     /// Audit records and outbox events written by this unit of work, inserted together
     /// (multi-row statements) just before it commits.
     pub(crate) pending: Pending,
+    /// What readers' caches must forget when this transaction commits.
+    pub(crate) reach: Reach,
+}
+
+/// What a transaction's commit makes stale in what readers have rendered (see
+/// [`crate::kernel::store::Generations`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// The tenants the transaction locked, or everything when it locked none: the default,
+    /// safe for any write.
+    #[default]
+    Locked,
+    /// Every tenant, whatever it locked (the product catalogue, which every tenant's users
+    /// show).
+    Everything,
+    /// Only the tenants it locked, none when it locked none (delivery bookkeeping, activity
+    /// stamps).
+    Nothing,
 }
 
 /// Rows a unit of work appends to the audit log and the outbox, written by [`Tx::flush`].
@@ -793,11 +811,25 @@ impl<'a> Tx<'a> {
             conn,
             tips: Vec::new(),
             pending: Pending::default(),
+            reach: Reach::Locked,
         }
     }
 }
 
 impl Tx<'_> {
+    /// Marks this transaction as changing what every tenant renders.
+    pub(crate) fn reaches_everything(&mut self) {
+        self.reach = Reach::Everything;
+    }
+
+    /// Marks this transaction as changing nothing a reader renders beyond the tenants it
+    /// locks (unless it also reaches everything).
+    pub(crate) fn reaches_nothing_rendered(&mut self) {
+        if self.reach == Reach::Locked {
+            self.reach = Reach::Nothing;
+        }
+    }
+
     /// ` FOR UPDATE OF {table} SKIP LOCKED` on PostgreSQL, where several nodes claim rows;
     /// nothing on SQLite, where the one writer already excludes everyone else.
     pub(crate) fn skip_locked_clause(&self, table: &str) -> String {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 pub use super::chain::VENDOR;
 pub use super::db::{Backend, StoreError, StoreResult, Tx};
-use super::db::{P, Pool, Row, placeholders};
+use super::db::{P, Pool, Reach, Row, placeholders};
 use super::migrate;
 use sqlx::postgres::PgPoolOptions;
 
@@ -46,6 +46,72 @@ pub struct Store {
     listens: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// Told, before a write returns, which tenants the commit changed.
     after_commit: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn AfterCommit>>>,
+    /// Moved by every commit of this process, before the write returns.
+    generations: std::sync::Arc<Generations>,
+    /// The writer connection's `PRAGMA data_version` when last looked at (SQLite).
+    outside_version: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+/// Commit generations, for caches of what readers render: a reader takes a [`Mark`] before
+/// it reads, and what it rendered is current while the mark is. Every commit of this process
+/// moves the generation of each tenant it locked (tenants share [`Generations::SLOTS`] slots:
+/// a shared slot costs a neighbour a cache miss, never a stale answer), or the global one
+/// when it reaches everything; it moves them after the commit and before the write returns,
+/// so a client that wrote and then reads never reads what was rendered before its write.
+/// Commits of other processes are seen by [`Store::look_for_outside_commits`].
+pub(crate) struct Generations {
+    global: std::sync::atomic::AtomicU64,
+    slots: Box<[std::sync::atomic::AtomicU64]>,
+}
+
+/// What a reader saw of the generations before it read (see [`Generations`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Mark {
+    global: u64,
+    slot: u64,
+}
+
+impl Generations {
+    const SLOTS: usize = 1024;
+
+    fn slot(&self, tenant: &str) -> &std::sync::atomic::AtomicU64 {
+        use std::hash::BuildHasher;
+        let h = foldhash::fast::FixedState::with_seed(0x5ea7).hash_one(tenant);
+        &self.slots[(h as usize) % Self::SLOTS]
+    }
+
+    fn mark(&self, tenant: &str) -> Mark {
+        use std::sync::atomic::Ordering::Acquire;
+        Mark {
+            global: self.global.load(Acquire),
+            slot: self.slot(tenant).load(Acquire),
+        }
+    }
+
+    fn moved(&self, tenants: &[String], reach: Reach) {
+        use std::sync::atomic::Ordering::Release;
+        // A locked tenant always moves: what it locked it may have changed.
+        for t in tenants {
+            self.slot(t).fetch_add(1, Release);
+        }
+        let global = match reach {
+            Reach::Everything => true,
+            Reach::Locked => tenants.is_empty(),
+            Reach::Nothing => false,
+        };
+        if global {
+            self.global.fetch_add(1, Release);
+        }
+    }
+}
+
+impl Default for Generations {
+    fn default() -> Self {
+        Generations {
+            global: Default::default(),
+            slots: (0..Self::SLOTS).map(|_| Default::default()).collect(),
+        }
+    }
 }
 
 /// Something that must see a tenant's commits before the writer's response leaves (the
@@ -84,6 +150,8 @@ impl Store {
                 events: Default::default(),
                 listens: Default::default(),
                 after_commit: Default::default(),
+                generations: Default::default(),
+                outside_version: Default::default(),
             }
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pg = PgPoolOptions::new()
@@ -97,6 +165,8 @@ impl Store {
                 events: Default::default(),
                 listens: Default::default(),
                 after_commit: Default::default(),
+                generations: Default::default(),
+                outside_version: Default::default(),
             }
         } else {
             return Err(StoreError::BadUrl(url.to_string()));
@@ -123,15 +193,16 @@ impl Store {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
     {
-        let (out, wrote_events, tenants) = self
+        let (out, wrote_events, tenants, reach) = self
             .pool
             .write(move |tx| {
                 f(tx).map(|v| {
                     let tenants: Vec<String> = tx.tips.iter().map(|t| t.tenant.clone()).collect();
-                    (v, !tx.pending.outbox.is_empty(), tenants)
+                    (v, !tx.pending.outbox.is_empty(), tenants, tx.reach)
                 })
             })
             .await?;
+        self.generations.moved(&tenants, reach);
         if wrote_events {
             self.events.send_modify(|n| *n = n.wrapping_add(1));
         }
@@ -205,7 +276,55 @@ impl Store {
     /// repairs and for tests that play an attacker editing rows by hand. Never used by the
     /// request path.
     pub async fn execute_unchecked(&self, sql: &str, params: Vec<P>) -> StoreResult<u64> {
-        self.pool.execute(sql, &params).await
+        let n = self.pool.execute(sql, &params).await;
+        self.generations.moved(&[], Reach::Everything);
+        n
+    }
+
+    /// The commit generations as a reader sees them before reading `tenant`.
+    pub(crate) fn mark(&self, tenant: &str) -> Mark {
+        self.generations.mark(tenant)
+    }
+
+    /// Whether what was rendered under `mark` is still current.
+    pub(crate) fn is_current(&self, tenant: &str, mark: Mark) -> bool {
+        self.generations.mark(tenant) == mark
+    }
+
+    /// Looks whether another process committed to the SQLite file since the last look (the
+    /// CLI's `apply`, or an operator's repair), and if so moves every generation. On
+    /// PostgreSQL other nodes write all the time and nothing here can see it, so readers
+    /// there cache nothing ([`Store::caches_reads`]).
+    pub(crate) async fn look_for_outside_commits(&self) -> StoreResult<()> {
+        if self.backend != Backend::Sqlite {
+            return Ok(());
+        }
+        // data_version is per connection and moves only for other connections' commits: on
+        // the one writer connection, only for other processes'.
+        let version = self
+            .pool
+            .write(|tx| {
+                tx.reaches_nothing_rendered();
+                Ok::<_, StoreError>(
+                    tx.fetch_opt("PRAGMA data_version", &[])?
+                        .map(|r| r.int(0))
+                        .unwrap_or(0),
+                )
+            })
+            .await?;
+        let before = self
+            .outside_version
+            .swap(version, std::sync::atomic::Ordering::AcqRel);
+        if before != version {
+            self.generations.moved(&[], Reach::Everything);
+        }
+        Ok(())
+    }
+
+    /// Whether readers may cache what they render: only where every writer is this process
+    /// or is seen by [`Store::look_for_outside_commits`] (SQLite).
+    pub(crate) fn caches_reads(&self) -> bool {
+        self.backend == Backend::Sqlite
     }
 
     /// Closes all connections.
@@ -629,5 +748,41 @@ impl Tx<'_> {
             now.to_string(),
         ]);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_commit_moves_what_it_may_have_changed() {
+        let g = Generations::default();
+        let (a, b) = ("tenant-a", "tenant-b");
+        let before = (g.mark(a), g.mark(b));
+        // A tenant it locked moves, whatever else the transaction says; another does not.
+        for reach in [Reach::Locked, Reach::Nothing] {
+            let m = (g.mark(a), g.mark(b));
+            g.moved(&[a.to_string()], reach);
+            assert_ne!(g.mark(a), m.0, "{reach:?}");
+            if !std::ptr::eq(g.slot(a), g.slot(b)) {
+                assert_eq!(g.mark(b), m.1, "{reach:?}");
+            }
+        }
+        // Bookkeeping that locks nothing moves nothing.
+        let m = (g.mark(a), g.mark(b));
+        g.moved(&[], Reach::Nothing);
+        assert_eq!((g.mark(a), g.mark(b)), m);
+        // A write that locks nothing, or reaches everything, moves every tenant.
+        for (locked, reach) in [
+            (vec![], Reach::Locked),
+            (vec![a.to_string()], Reach::Everything),
+        ] {
+            let m = (g.mark(a), g.mark(b));
+            g.moved(&locked, reach);
+            assert_ne!(g.mark(a), m.0);
+            assert_ne!(g.mark(b), m.1);
+        }
+        assert_ne!((g.mark(a), g.mark(b)), before);
     }
 }

@@ -281,6 +281,8 @@ impl Tx<'_> {
 
     /// Writes a product (insert or replace).
     pub(crate) fn put_product(&mut self, p: &Product, now: &str) -> StoreResult<()> {
+        // Every tenant's users show the catalogue's features.
+        self.reaches_everything();
         self.execute(
             "INSERT INTO lic_products (key, name, plans, updated) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (key) DO UPDATE SET name = excluded.name, plans = excluded.plans, updated = excluded.updated",

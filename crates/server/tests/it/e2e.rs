@@ -298,6 +298,68 @@ async fn two_nodes_on_postgres_keep_uniqueness_and_one_audit_chain() {
     assert!(verify.contains("43 records, chain intact"), "{verify}");
 }
 
+/// A user the server keeps rendered in memory follows a change another process commits to
+/// the SQLite file (an operator's repair here; the CLI's `apply` the same way) within the
+/// server's look interval, though nothing in the server wrote it.
+#[tokio::test]
+async fn a_cached_user_follows_another_process_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("outside.db").display());
+    let tenant = cli_ok(&db, &["tenant", "create", "Outside"])
+        .trim()
+        .to_string();
+    let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    let server = Server::start(&db, &[]);
+    let c = Api::new(&server.base, &token, &tenant);
+    let (status, user) = c
+        .scim(
+            "POST",
+            "/Users",
+            Some(
+                json!({"schemas": [USER], "userName": "kept@example.com", "displayName": "Before"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{user}");
+    let path = format!("/Users/{}", user["id"].as_str().unwrap());
+    for _ in 0..3 {
+        let (_, u) = c.scim("GET", &path, None).await;
+        assert_eq!(u["displayName"], "Before");
+    }
+    let store = seatkeeper::Store::connect(&db, &Default::default())
+        .await
+        .unwrap();
+    store
+        .execute_unchecked(
+            "UPDATE scim_users SET doc = json_set(doc, '$.displayName', 'After') WHERE id = $1",
+            vec![user["id"].as_str().unwrap().into()],
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    let started = std::time::Instant::now();
+    loop {
+        let (_, u) = c.scim("GET", &path, None).await;
+        if u["displayName"] == "After" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "the server still answers {u} after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The look interval is 250 ms; allow a loaded machine some slack.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 both_backends!(
     provisioning_through_the_binary,
     committed_writes_survive_sigkill

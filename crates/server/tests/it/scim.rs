@@ -1360,7 +1360,157 @@ async fn discovery_documents_snapshot() {
     insta::assert_json_snapshot!("resource_types", rts.body);
 }
 
+/// `GET /Users/{id}` answers from rendered users kept in memory (SQLite): every change to
+/// what a user shows reaches the next read — its own PATCH, a group it is in (directly or
+/// nested) renamed or joined, a plan of the product catalogue changed by a model that names
+/// another tenant, its deletion — and a read under another host is not served another
+/// host's links. On PostgreSQL nothing is cached and the same holds.
+async fn a_cached_user_follows_every_change(b: Backend) {
+    let app = app(b).await;
+    let get = |id: String| {
+        let app = &app;
+        async move {
+            let r = app.req("GET", &format!("/scim/v2/Users/{id}"), None).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+            r
+        }
+    };
+    let groups = |r: &common::Resp| -> BTreeSet<String> {
+        r.body["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|g| g["display"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let u = app.user("cached@example.com").await;
+    let first = get(u.clone()).await;
+    assert_eq!(
+        get(u.clone()).await.raw,
+        first.raw,
+        "a second read answers the same"
+    );
+    assert!(groups(&first).is_empty());
+
+    // Its own PATCH.
+    app.set_active(&u, false).await;
+    let r = get(u.clone()).await;
+    assert_eq!(r.body["active"], json!(false), "{}", r.raw);
+    assert_ne!(r.headers["etag"], first.headers["etag"]);
+
+    // A group it joins, then a group that group joins: the user's version does not move.
+    let r = app
+        .req(
+            "POST",
+            "/scim/v2/Groups",
+            Some(json!({"schemas": [GROUP], "displayName": "Inner", "members": [{"value": u}]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    let inner = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        groups(&get(u.clone()).await),
+        BTreeSet::from(["Inner".to_string()])
+    );
+    let r = app
+        .req(
+            "POST",
+            "/scim/v2/Groups",
+            Some(
+                json!({"schemas": [GROUP], "displayName": "Outer", "members": [{"value": inner}]}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    let outer = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        groups(&get(u.clone()).await),
+        BTreeSet::from(["Inner".to_string(), "Outer".to_string()])
+    );
+    let r = app
+        .req(
+            "PATCH",
+            &format!("/scim/v2/Groups/{outer}"),
+            Some(json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "displayName", "value": "Renamed"}]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(
+        groups(&get(u.clone()).await),
+        BTreeSet::from(["Inner".to_string(), "Renamed".to_string()])
+    );
+
+    // The catalogue, changed by a model that names another tenant: every tenant's users show
+    // it.
+    app.set_active(&u, true).await;
+    let product = format!("cache-{}", &app.tenant[app.tenant.len() - 12..]);
+    let model = |features: Value, tenants: Value| {
+        json!({
+            "products": [{"key": product, "name": "Cached", "plans": [{"key": "pro", "rank": 0, "features": features}]}],
+            "tenants": tenants,
+        })
+    };
+    let sub = json!([{"id": app.tenant, "rules": [], "subscriptions": [{
+        "product": product, "plan": "pro", "seats": 10,
+        "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2027-06-01T00:00:00Z"}]}]);
+    let r = app
+        .admin("PUT", "/api/v1/model", Some(model(json!(["a", "b"]), sub)))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let features = |r: &common::Resp| r.body[common::EXT]["features"].clone();
+    assert_eq!(features(&get(u.clone()).await), json!(["a", "b"]));
+    // The second model changes the product and locks only another tenant.
+    let other = app
+        .admin("POST", "/api/v1/tenants", Some(json!({"name": "Other"})))
+        .await;
+    assert_eq!(other.status, StatusCode::CREATED, "{}", other.raw);
+    let other = json!([{"id": other.body["id"], "rules": [], "subscriptions": []}]);
+    let r = app
+        .admin(
+            "PUT",
+            "/api/v1/model",
+            Some(model(json!(["a", "c"]), other)),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(features(&get(u.clone()).await), json!(["a", "c"]));
+
+    // Another host: its own links.
+    let r = app
+        .send(
+            axum::http::Request::get(format!("/scim/v2/Users/{u}"))
+                .header("host", "other.test")
+                .header("authorization", format!("Bearer {}", app.token))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert!(
+        r.body["meta"]["location"]
+            .as_str()
+            .unwrap()
+            .contains("other.test"),
+        "{}",
+        r.raw
+    );
+    assert!(
+        get(u.clone()).await.body["meta"]["location"]
+            .as_str()
+            .unwrap()
+            .contains("scim.test")
+    );
+
+    // Deleted: gone, not served from memory.
+    let r = app
+        .req("DELETE", &format!("/scim/v2/Users/{u}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.raw);
+    let r = app.req("GET", &format!("/scim/v2/Users/{u}"), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.raw);
+}
+
 both_backends!(
+    a_cached_user_follows_every_change,
     create_get_and_duplicate,
     entra_sequence,
     okta_sequence,
