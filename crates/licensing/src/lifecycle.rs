@@ -91,6 +91,7 @@ mod tests {
             grace_days: 7,
             on_expiry,
             enforcement: Enforcement::Hard,
+            idle_after_days: 30,
         }
     }
 

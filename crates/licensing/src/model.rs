@@ -225,7 +225,12 @@ pub struct Subscription {
     pub on_expiry: OnExpiry,
     /// Hard or soft seat enforcement.
     pub enforcement: Enforcement,
+    /// Days without activity after which a held seat counts as idle.
+    pub idle_after_days: u32,
 }
+
+/// `idle_after_days` when a subscription does not say.
+pub const DEFAULT_IDLE_AFTER_DAYS: u32 = 30;
 
 impl Subscription {
     /// Checks the subscription against its product: the plan and any downgrade plan exist,

@@ -189,6 +189,7 @@ mod tests {
             grace_days: 0,
             on_expiry: OnExpiry::Revoke,
             enforcement: Enforcement::Hard,
+            idle_after_days: 30,
         };
         (vec![product], vec![sub])
     }

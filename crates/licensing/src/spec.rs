@@ -67,6 +67,7 @@ struct RawSubscription {
     grace_days: i64,
     on_expiry: Option<String>,
     enforcement: Option<String>,
+    idle_after_days: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -244,6 +245,14 @@ fn build_subscription(
             s.grace_days
         )));
     }
+    let idle_after_days = s
+        .idle_after_days
+        .unwrap_or(i64::from(crate::model::DEFAULT_IDLE_AFTER_DAYS));
+    if !(1..=3650).contains(&idle_after_days) {
+        return Err(Error::Invalid(format!(
+            "{spath}.idle_after_days: {idle_after_days} must be between 1 and 3650"
+        )));
+    }
     let sub = Subscription {
         product: product_key.clone(),
         plan: Key::new("plan", &s.plan).map_err(|e| at(spath, e))?,
@@ -260,6 +269,7 @@ fn build_subscription(
             .map_err(|e| at(spath, e))?,
         enforcement: Enforcement::parse(s.enforcement.as_deref().unwrap_or("hard"))
             .map_err(|e| at(spath, e))?,
+        idle_after_days: idle_after_days as u32,
     };
     sub.validate(product).map_err(|e| at(spath, e))?;
     Ok(sub)

@@ -147,6 +147,7 @@ impl World {
                 grace_days: 2,
                 on_expiry: OnExpiry::Downgrade(k("free")),
                 enforcement: Enforcement::Hard,
+                idle_after_days: 30,
             },
             now: start + Duration::days(1),
             tick: 0,

@@ -20,6 +20,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .merge(crate::directory::http::routes())
         .merge(crate::licenses::http::routes())
+        .merge(crate::reports::http::routes())
         .merge(crate::tenants::http::routes())
         .merge(crate::events::http::routes())
         .merge(crate::billing::http::routes())

@@ -12,6 +12,7 @@ pub(crate) mod jobs;
 pub(crate) mod kernel;
 pub(crate) mod licenses;
 pub(crate) mod ops;
+pub(crate) mod reports;
 pub(crate) mod state;
 pub(crate) mod tenants;
 #[doc(hidden)]
@@ -31,7 +32,7 @@ pub use demo::load as load_demo;
 pub use events::dispatcher::DispatchConfig;
 pub use jobs::{Jobs, Schedule, system_clock};
 pub use kernel::auth::{Credential, generate_token, hash_token};
-pub use kernel::chain::{VENDOR, public_key};
+pub use kernel::chain::{VENDOR, public_key, signature_holds};
 pub use kernel::clock::{Clock, ManualClock, SharedClock};
 pub use kernel::config::Config;
 pub use kernel::ids::Name;

@@ -241,10 +241,23 @@ enum AuditCmd {
         #[command(flatten)]
         db: DbArgs,
     },
-    /// Prints the public key that verifies retention checkpoints (keep a copy elsewhere).
+    /// Prints the public key that verifies retention checkpoints and signed reports (keep a
+    /// copy elsewhere).
     PublicKey {
         #[command(flatten)]
         db: DbArgs,
+    },
+    /// Checks a signed report (`GET /api/v1/reports/compliance`): the file must be the
+    /// response body exactly as received, the signature its `Seatkeeper-Signature` header.
+    VerifyReport {
+        /// The report as received.
+        file: std::path::PathBuf,
+        /// The `Seatkeeper-Signature` header's value.
+        #[arg(long)]
+        signature: String,
+        /// The public key from `seatkeeper audit public-key`, kept outside the server.
+        #[arg(long)]
+        public_key: String,
     },
 }
 
@@ -613,6 +626,29 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+        Command::Audit {
+            action:
+                AuditCmd::VerifyReport {
+                    file,
+                    signature,
+                    public_key,
+                },
+        } => {
+            let key = seatkeeper::public_key(&public_key)
+                .context("--public-key is not a base64 Ed25519 public key")?;
+            let body =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            if seatkeeper::signature_holds(&key, &body, &signature) {
+                println!("signature valid: {} was signed by this key", file.display());
+                Ok(())
+            } else {
+                println!(
+                    "signature INVALID: {} was not signed by this key, or was changed",
+                    file.display()
+                );
+                std::process::exit(1);
+            }
         }
         Command::Audit {
             action: AuditCmd::PublicKey { db },

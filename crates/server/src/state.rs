@@ -25,6 +25,8 @@ pub struct AppState {
     pub billing: crate::billing::service::Billing,
     /// The audit trail.
     pub audit: crate::audit::service::Audit,
+    /// Reports across tenants.
+    pub reports: crate::reports::service::Reports,
     /// Entitlement snapshots, for checks.
     pub snapshots: std::sync::Arc<crate::apps::snapshot::Snapshots>,
     /// Signs entitlement tokens.
@@ -60,7 +62,14 @@ impl AppState {
         let tenants = crate::tenants::service::Tenants::new(store.clone(), engine.clock().clone());
         let licenses =
             crate::licenses::service::Licenses::new(store.clone(), engine.clock().clone());
+        let audit = crate::audit::service::Audit::new(store.clone(), engine.clock().clone());
         AppState {
+            reports: crate::reports::service::Reports::new(
+                licenses.clone(),
+                tenants.clone(),
+                audit.clone(),
+                engine.clock().clone(),
+            ),
             gate,
             billing: crate::billing::service::Billing::new(
                 store.clone(),
@@ -70,7 +79,7 @@ impl AppState {
                 tenants.clone(),
             ),
             licenses,
-            audit: crate::audit::service::Audit::new(store.clone(), engine.clock().clone()),
+            audit,
             tenants: tenants.clone(),
             events: crate::events::service::Events::new(
                 store.clone(),

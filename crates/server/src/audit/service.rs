@@ -54,6 +54,18 @@ impl Audit {
         prune_audit(&self.store, &*self.clock, actor, days, chain).await
     }
 
+    /// Signs bytes with the audit key (Ed25519): the signature and the public key, base64.
+    pub async fn sign(&self, body: &[u8]) -> Result<(String, String), store::StoreError> {
+        use base64::Engine as _;
+        use ed25519_dalek::Signer as _;
+        let key = self.store.audit_key().await?;
+        let sig = key.sign(body);
+        Ok((
+            base64::engine::general_purpose::STANDARD.encode(sig.to_bytes()),
+            audit::public_key_text(&key),
+        ))
+    }
+
     /// The public half of the audit key, for pinning outside the database.
     pub async fn public_key(&self) -> Result<String, store::StoreError> {
         Ok(audit::public_key_text(&self.store.audit_key().await?))

@@ -187,6 +187,18 @@ pub fn public_key(text: &str) -> Option<ed25519_dalek::VerifyingKey> {
     ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok()
 }
 
+/// Whether `signature` (base64 Ed25519) signs exactly `body` under `key` (a signed report).
+pub fn signature_holds(key: &ed25519_dalek::VerifyingKey, body: &[u8], signature: &str) -> bool {
+    use base64::Engine as _;
+    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(signature.trim()) else {
+        return false;
+    };
+    let Ok(sig) = ed25519_dalek::Signature::from_slice(&bytes) else {
+        return false;
+    };
+    key.verify_strict(body, &sig).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

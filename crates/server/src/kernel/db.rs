@@ -125,6 +125,11 @@ pub fn placeholders(start: usize, n: usize) -> String {
 pub struct Row(Vec<V>);
 
 impl Row {
+    /// The row without its first `n` columns.
+    pub(crate) fn skip(&self, n: usize) -> Row {
+        Row(self.0.iter().skip(n).cloned().collect())
+    }
+
     /// Column `i` as text ("" when NULL).
     pub(crate) fn text(&self, i: usize) -> String {
         self.opt_text(i).unwrap_or_default()

@@ -109,6 +109,27 @@ fn request_id(parts: &Parts) -> String {
 /// Request types refuse unknown fields (`#[serde(deny_unknown_fields)]`).
 pub struct Json<T>(pub T);
 
+/// A typed query string: a missing, malformed or unknown parameter (with
+/// `deny_unknown_fields`) is a 400 `invalidValue` naming it, through the one error table.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| {
+                let text = e.body_text();
+                let text = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                scim::Error::InvalidValue(format!("query string: {text}")).into()
+            })
+    }
+}
+
 impl<S: HasGate + Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 

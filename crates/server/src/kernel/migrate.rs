@@ -36,6 +36,7 @@ const MIGRATIONS: &[(i64, &str, &str, Option<Then>)] = &[
         Some(move_seat_lines),
     ),
     (7, "the vendor audit chain", "", Some(vendor_chain)),
+    (8, "idle seats", include_str!("sql/idle.sql"), None),
 ];
 
 /// Migration 6: copies each tenant's seat counts from `lic_lines` into its head row

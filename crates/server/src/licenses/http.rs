@@ -27,6 +27,7 @@ pub fn routes() -> Router<Shared> {
             put(put_rule).delete(delete_rule),
         )
         .route("/api/v1/tenants/{id}/usage", get(usage))
+        .route("/api/v1/tenants/{id}/idle", get(idle))
         .route(
             "/api/v1/tenants/{id}/users/{user_id}/licenses",
             get(user_licenses),
@@ -134,6 +135,29 @@ async fn usage(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     Ok(ScimJson(state.licenses.usage(&id).await?).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdleQuery {
+    product: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn idle(
+    State(state): State<Shared>,
+    _auth: AdminAuth,
+    Path(id): Path<String>,
+    crate::kernel::extract::Query(q): crate::kernel::extract::Query<IdleQuery>,
+) -> ApiResult<Response> {
+    let limit = q.limit.unwrap_or(1000).clamp(1, 10_000);
+    Ok(ScimJson(
+        state
+            .licenses
+            .idle(&id, q.product.as_deref(), limit)
+            .await?,
+    )
+    .into_response())
 }
 
 async fn user_licenses(

@@ -5,3 +5,4 @@ pub mod decide;
 pub mod http;
 pub mod service;
 pub mod store;
+pub mod usage;

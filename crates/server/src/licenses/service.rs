@@ -16,6 +16,7 @@ use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::store::{NewAudit, Store, StoreError, Tx};
 use crate::licenses::decide::{Cause, Outcome, Scope, relicense};
 use crate::licenses::store::{RuleRow, rule_of, time_text};
+use crate::licenses::usage::{self, Finding, UsageRow};
 
 pub use crate::kernel::store::Actor;
 pub use crate::licenses::store::LicenseRow;
@@ -93,6 +94,7 @@ pub fn subscription_json(s: &Subscription) -> Value {
         "grace_days": s.grace_days,
         "on_expiry": s.on_expiry.to_string(),
         "enforcement": match s.enforcement { Enforcement::Hard => "hard", Enforcement::Soft => "soft" },
+        "idle_after_days": s.idle_after_days,
     })
 }
 
@@ -669,41 +671,34 @@ async fn usage(store: &Store, clock: &dyn Clock, tenant: &str) -> ApiResult<Valu
     if store.tenant(tenant).await?.is_none() {
         return Err(ApiError::NotFound(format!("tenant {tenant} not found")));
     }
-    let now = clock.now();
-    let lines = store.lines(tenant).await?;
-    let subs = store.subscriptions(tenant).await?;
-    let items: Vec<Value> = subs
-        .iter()
-        .map(|s| {
-            let line = lines.get(s.product.as_str()).copied().unwrap_or_default();
-            let seats = s.seats as usize;
-            let granted = match lifecycle::grant(s, now) {
-                lifecycle::Grant::Plan(p) => Value::String(p.to_string()),
-                lifecycle::Grant::Nothing(_) => Value::Null,
-            };
-            json!({
-                "product": s.product.as_str(),
-                "plan": s.plan.as_str(),
-                "plan_in_force": granted,
-                "status": s.status.as_str(),
-                "phase": match lifecycle::phase(s, now) {
-                    Phase::NotStarted => "not_started".to_string(),
-                    Phase::InTerm => "in_term".to_string(),
-                    Phase::InGrace(_) => "in_grace".to_string(),
-                    Phase::Over => "over".to_string(),
-                },
-                "enforcement": match s.enforcement { Enforcement::Hard => "hard", Enforcement::Soft => "soft" },
-                "seats": s.seats,
-                "active": line.active,
-                "waitlisted": line.waiting,
-                "available": seats.saturating_sub(line.active),
-                "overage": line.active.saturating_sub(seats),
-                "ends_at": s.ends_at.map(time_text),
-                "access_ends_at": lifecycle::access_ends(s).map(time_text),
-            })
+    let rows = usage_rows(store, clock.now(), Some(&[tenant.to_string()])).await?;
+    let items: Vec<Value> = rows
+        .into_iter()
+        .map(|(r, _)| {
+            let mut v = serde_json::to_value(&r).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("tenant");
+            }
+            v
         })
         .collect();
     Ok(json!({"tenant": tenant, "subscriptions": items}))
+}
+
+/// Usage rows (with their subscriptions) for these tenants (`None`: all).
+async fn usage_rows(
+    store: &Store,
+    now: OffsetDateTime,
+    tenants: Option<&[String]>,
+) -> ApiResult<Vec<(UsageRow, Subscription)>> {
+    let inputs = store.usage_inputs(tenants).await?;
+    let cutoffs = usage::idle_cutoffs(inputs.subscriptions.iter().map(|(_, s)| s), now);
+    let idle = store.idle_counts(tenants, &cutoffs).await?;
+    let rows = usage::rows(&inputs, &idle, now);
+    Ok(rows
+        .into_iter()
+        .zip(inputs.subscriptions.into_iter().map(|(_, s)| s))
+        .collect())
 }
 
 /// A user's licenses with their explanation chains and history.
@@ -906,6 +901,68 @@ impl Licenses {
     /// A tenant's seats per subscription.
     pub async fn usage(&self, tenant: &str) -> ApiResult<Value> {
         usage(&self.store, &*self.clock, tenant).await
+    }
+
+    /// Every subscription's usage across tenants (`None`: all), with its subscription.
+    pub async fn usage_rows(
+        &self,
+        tenants: Option<&[String]>,
+    ) -> ApiResult<Vec<(UsageRow, Subscription)>> {
+        usage_rows(&self.store, self.clock.now(), tenants).await
+    }
+
+    /// The compliance findings of these tenants (`None`: all), most severe first.
+    pub async fn findings(&self, tenants: Option<&[String]>) -> ApiResult<Vec<Finding>> {
+        let now = self.clock.now();
+        let mut out: Vec<Finding> = usage_rows(&self.store, now, tenants)
+            .await?
+            .iter()
+            .flat_map(|(r, s)| usage::findings(r, s, now))
+            .collect();
+        let rank = |s: &str| match s {
+            "high" => 0,
+            "medium" => 1,
+            _ => 2,
+        };
+        out.sort_by(|a, b| {
+            rank(a.severity)
+                .cmp(&rank(b.severity))
+                .then_with(|| a.tenant.cmp(&b.tenant))
+                .then_with(|| a.product.cmp(&b.product))
+                .then_with(|| a.finding.cmp(b.finding))
+        });
+        Ok(out)
+    }
+
+    /// A tenant's idle licenses (of one product, or all): longest idle first, at most
+    /// `limit`, with their number.
+    pub async fn idle(&self, tenant: &str, product: Option<&str>, limit: i64) -> ApiResult<Value> {
+        if self.store.tenant(tenant).await?.is_none() {
+            return Err(ApiError::NotFound(format!("tenant {tenant} not found")));
+        }
+        let subs = self.store.subscriptions(tenant).await?;
+        if let Some(p) = product
+            && !subs.iter().any(|s| s.product.as_str() == p)
+        {
+            return Err(ApiError::NotFound(format!(
+                "tenant {tenant} has no subscription to {p}"
+            )));
+        }
+        let cutoffs = usage::idle_cutoffs(&subs, self.clock.now());
+        let (rows, total) = self
+            .store
+            .idle_licenses(tenant, product, &cutoffs, limit)
+            .await?;
+        let idle: Vec<Value> = rows
+            .into_iter()
+            .map(|r| {
+                json!({
+                    "user": r.user_id, "userName": r.user_name, "product": r.product,
+                    "plan": r.plan, "last_seen": r.last_seen, "held_since": r.held_since,
+                })
+            })
+            .collect();
+        Ok(json!({"tenant": tenant, "total": total, "idle": idle}))
     }
 
     /// A user's licenses, with why.

@@ -152,8 +152,51 @@ fn product_from_row(r: &Row) -> StoreResult<Product> {
     Product::new(key("product", &r.text(0))?, r.text(1), out).map_err(|e| corrupt("product", e))
 }
 
-const SUB_COLUMNS: &str =
-    "product, plan, seats, starts_at, ends_at, status, grace_days, on_expiry, enforcement";
+/// See [`Store::usage_inputs`].
+#[derive(Debug, Default)]
+pub(crate) struct UsageInputs {
+    /// (tenant, subscription), by tenant then product.
+    pub subscriptions: Vec<(String, Subscription)>,
+    /// Kept seat counts per tenant and product.
+    pub lines: BTreeMap<String, BTreeMap<String, Line>>,
+    /// When the longest waiter of each (tenant, product) line began waiting.
+    pub oldest_waiting: BTreeMap<(String, String), String>,
+}
+
+/// A held seat whose user has not been seen for the subscription's `idle_after_days`.
+#[derive(Debug, Clone)]
+pub(crate) struct IdleRow {
+    pub user_id: String,
+    /// None when the user is gone (its license is about to be freed).
+    pub user_name: Option<String>,
+    pub product: String,
+    pub plan: String,
+    /// The user's last activity, if ever.
+    pub last_seen: Option<String>,
+    /// When the seat was first held (a plan change does not move it).
+    pub held_since: String,
+}
+
+/// `WITH c(days, cutoff) AS (VALUES …)`: each `idle_after_days` in use with its cutoff
+/// instant, as parameters from `$start`.
+fn cutoff_table(cutoffs: &[(u32, String)], start: usize) -> (String, Vec<P>) {
+    let mut ps = Vec::with_capacity(cutoffs.len() * 2);
+    let rows: Vec<String> = cutoffs
+        .iter()
+        .enumerate()
+        .map(|(i, (days, cutoff))| {
+            ps.push(P::Int(i64::from(*days)));
+            ps.push(P::from(cutoff.as_str()));
+            format!("(${}, ${})", start + 2 * i, start + 2 * i + 1)
+        })
+        .collect();
+    (
+        format!("WITH c(days, cutoff) AS (VALUES {})", rows.join(", ")),
+        ps,
+    )
+}
+
+const SUB_COLUMNS: &str = "product, plan, seats, starts_at, ends_at, status, grace_days, on_expiry, enforcement, idle_after_days";
 
 fn sub_from_row(r: &Row) -> StoreResult<Subscription> {
     let time = |i: usize| -> StoreResult<OffsetDateTime> {
@@ -169,6 +212,7 @@ fn sub_from_row(r: &Row) -> StoreResult<Subscription> {
         grace_days: u32::try_from(r.int(6)).map_err(|e| corrupt("grace_days", e))?,
         on_expiry: OnExpiry::parse(&r.text(7)).map_err(|e| corrupt("on_expiry", e))?,
         enforcement: Enforcement::parse(&r.text(8)).map_err(|e| corrupt("enforcement", e))?,
+        idle_after_days: u32::try_from(r.int(9)).map_err(|e| corrupt("idle_after_days", e))?,
     })
 }
 
@@ -329,12 +373,12 @@ impl Tx<'_> {
             Enforcement::Soft => "soft",
         };
         self.execute(
-            "INSERT INTO lic_subscriptions (tenant_id, product, plan, seats, starts_at, ends_at, status, grace_days, on_expiry, enforcement, next_check, updated) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+            "INSERT INTO lic_subscriptions (tenant_id, product, plan, seats, starts_at, ends_at, status, grace_days, on_expiry, enforcement, next_check, updated, idle_after_days) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (tenant_id, product) DO UPDATE SET plan = excluded.plan, seats = excluded.seats, \
              starts_at = excluded.starts_at, ends_at = excluded.ends_at, status = excluded.status, \
              grace_days = excluded.grace_days, on_expiry = excluded.on_expiry, enforcement = excluded.enforcement, \
-             next_check = excluded.next_check, updated = excluded.updated",
+             next_check = excluded.next_check, updated = excluded.updated, idle_after_days = excluded.idle_after_days",
             &params![
                 tenant,
                 s.product.as_str(),
@@ -347,7 +391,8 @@ impl Tx<'_> {
                 s.on_expiry.to_string(),
                 enforcement,
                 next_check,
-                now
+                now,
+                i64::from(s.idle_after_days)
             ],
         )?;
         Ok(())
@@ -443,7 +488,8 @@ impl Tx<'_> {
     /// Inserts a license.
     pub(crate) fn insert_license(&mut self, tenant: &str, l: &LicenseRow) -> StoreResult<()> {
         self.execute(
-            &format!("INSERT INTO licenses (tenant_id, {LICENSE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, -1))"),
+            &format!("INSERT INTO licenses (tenant_id, {LICENSE_COLUMNS}, held_since) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULLIF($10, -1), \
+                      CASE WHEN $5 = 'active' THEN $7 END)"),
             &params![tenant, &l.user_id, &l.product, &l.plan, &l.state, l.queue, &l.changed, &l.reason, &l.explain, audit_seq_param(l)],
         )?;
         Ok(())
@@ -453,7 +499,9 @@ impl Tx<'_> {
     pub(crate) fn update_license(&mut self, tenant: &str, l: &LicenseRow) -> StoreResult<()> {
         self.execute(
             "UPDATE licenses SET plan = $4, state = $5, queue = $6, changed = $7, reason = $8, explain = $9, \
-             audit_seq = NULLIF($10, -1) WHERE tenant_id = $1 AND user_id = $2 AND product = $3",
+             audit_seq = NULLIF($10, -1), \
+             held_since = CASE WHEN $5 <> 'active' THEN NULL WHEN state = 'active' THEN held_since ELSE $7 END \
+             WHERE tenant_id = $1 AND user_id = $2 AND product = $3",
             &params![tenant, &l.user_id, &l.product, &l.plan, &l.state, l.queue, &l.changed, &l.reason, &l.explain, audit_seq_param(l)],
         )?;
         Ok(())
@@ -746,6 +794,164 @@ impl Store {
             Some(r) => parse_lines(&r.text(0)),
             None => Ok(BTreeMap::new()),
         }
+    }
+
+    /// What seat usage is computed from, for these tenants (`None`: every tenant): their
+    /// subscriptions, their kept seat counts, and when each line's longest waiter began
+    /// waiting.
+    pub(crate) async fn usage_inputs(
+        &self,
+        tenants: Option<&[String]>,
+    ) -> StoreResult<UsageInputs> {
+        let mut out = UsageInputs::default();
+        if tenants.is_some_and(|t| t.is_empty()) {
+            return Ok(out);
+        }
+        let (clause, ps) = match tenants {
+            Some(ts) => (
+                format!("WHERE tenant_id IN ({})", placeholders(1, ts.len())),
+                ts.iter().map(P::from).collect::<Vec<_>>(),
+            ),
+            None => (String::new(), Vec::new()),
+        };
+        for r in self
+            .pool()
+            .fetch(
+                &format!("SELECT tenant_id, {SUB_COLUMNS} FROM lic_subscriptions {clause} ORDER BY tenant_id, product"),
+                &ps,
+            )
+            .await?
+        {
+            let sub = sub_from_row(&r.skip(1))?;
+            out.subscriptions.push((r.text(0), sub));
+        }
+        let heads_clause = if clause.is_empty() {
+            "WHERE seat_lines <> '{}'".to_string()
+        } else {
+            format!("{clause} AND seat_lines <> '{{}}'")
+        };
+        for r in self
+            .pool()
+            .fetch(
+                &format!("SELECT tenant_id, seat_lines FROM audit_heads {heads_clause}"),
+                &ps,
+            )
+            .await?
+        {
+            out.lines.insert(r.text(0), parse_lines(&r.text(1))?);
+        }
+        let waiting_clause = if clause.is_empty() {
+            "WHERE state = 'waitlisted'".to_string()
+        } else {
+            format!("{clause} AND state = 'waitlisted'")
+        };
+        for r in self
+            .pool()
+            .fetch(
+                &format!("SELECT tenant_id, product, MIN(changed) FROM licenses {waiting_clause} GROUP BY tenant_id, product"),
+                &ps,
+            )
+            .await?
+        {
+            out.oldest_waiting.insert((r.text(0), r.text(1)), r.text(2));
+        }
+        Ok(out)
+    }
+
+    /// Idle licenses of a tenant (of one product, or all): held seats whose user's last
+    /// activity — or, never seen, when the seat was first held — is before the cutoff of the
+    /// subscription's `idle_after_days` (`cutoffs`: days → instant). Longest idle first, at
+    /// most `limit`, with how many there are.
+    pub(crate) async fn idle_licenses(
+        &self,
+        tenant: &str,
+        product: Option<&str>,
+        cutoffs: &[(u32, String)],
+        limit: i64,
+    ) -> StoreResult<(Vec<IdleRow>, usize)> {
+        if cutoffs.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let (cte, mut ps) = cutoff_table(cutoffs, 2);
+        ps.insert(0, P::from(tenant));
+        let product_clause = match product {
+            Some(p) => {
+                ps.push(P::from(p));
+                format!("AND l.product = ${}", ps.len())
+            }
+            None => String::new(),
+        };
+        let rows = self
+            .pool()
+            .fetch(
+                &format!(
+                    "{cte} SELECT l.user_id, u.user_name, l.product, l.plan, a.last_seen, COALESCE(l.held_since, l.changed) \
+                     FROM lic_subscriptions s JOIN c ON c.days = s.idle_after_days \
+                     JOIN licenses l ON l.tenant_id = s.tenant_id AND l.product = s.product AND l.state = 'active' \
+                     LEFT JOIN user_activity a ON a.tenant_id = l.tenant_id AND a.user_id = l.user_id \
+                     LEFT JOIN scim_users u ON u.tenant_id = l.tenant_id AND u.id = l.user_id \
+                     WHERE s.tenant_id = $1 {product_clause} \
+                     AND COALESCE(a.last_seen, l.held_since, l.changed) < c.cutoff \
+                     ORDER BY COALESCE(a.last_seen, l.held_since, l.changed), l.user_id, l.product"
+                ),
+                &ps,
+            )
+            .await?;
+        let total = rows.len();
+        Ok((
+            rows.iter()
+                .take(limit.max(0) as usize)
+                .map(|r| IdleRow {
+                    user_id: r.text(0),
+                    user_name: r.opt_text(1),
+                    product: r.text(2),
+                    plan: r.text(3),
+                    last_seen: r.opt_text(4),
+                    held_since: r.text(5),
+                })
+                .collect(),
+            total,
+        ))
+    }
+
+    /// Idle seats per tenant and product, for these tenants (`None`: every tenant); see
+    /// [`Store::idle_licenses`].
+    pub(crate) async fn idle_counts(
+        &self,
+        tenants: Option<&[String]>,
+        cutoffs: &[(u32, String)],
+    ) -> StoreResult<BTreeMap<(String, String), usize>> {
+        let mut out = BTreeMap::new();
+        if cutoffs.is_empty() || tenants.is_some_and(|t| t.is_empty()) {
+            return Ok(out);
+        }
+        let (cte, mut ps) = cutoff_table(cutoffs, 1);
+        let tenant_clause = match tenants {
+            Some(ts) => {
+                let start = ps.len() + 1;
+                ps.extend(ts.iter().map(P::from));
+                format!("AND s.tenant_id IN ({})", placeholders(start, ts.len()))
+            }
+            None => String::new(),
+        };
+        for r in self
+            .pool()
+            .fetch(
+                &format!(
+                    "{cte} SELECT s.tenant_id, s.product, COUNT(*) \
+                     FROM lic_subscriptions s JOIN c ON c.days = s.idle_after_days \
+                     JOIN licenses l ON l.tenant_id = s.tenant_id AND l.product = s.product AND l.state = 'active' \
+                     LEFT JOIN user_activity a ON a.tenant_id = l.tenant_id AND a.user_id = l.user_id \
+                     WHERE COALESCE(a.last_seen, l.held_since, l.changed) < c.cutoff {tenant_clause} \
+                     GROUP BY s.tenant_id, s.product"
+                ),
+                &ps,
+            )
+            .await?
+        {
+            out.insert((r.text(0), r.text(1)), r.int(2) as usize);
+        }
+        Ok(out)
     }
 
     /// Counts a tenant's licenses row by row (for checks that the kept counts are right).

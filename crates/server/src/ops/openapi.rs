@@ -147,6 +147,30 @@ const OPS: &[Op] = &[
     ),
     op(
         "get",
+        "/tenants/{id}/idle",
+        Admin,
+        "Idle licenses (?product=P&limit=N): held seats whose user has shown no activity for the subscription's idle_after_days — user, userName, product, plan, last_seen, held_since",
+        None,
+        (200, ""),
+    ),
+    op(
+        "get",
+        "/usage",
+        Admin,
+        "Every tenant's subscriptions with their usage, idle seats, utilisation and oldest waiter (?sort=name|utilisation|overage|waitlisted|idle|ends_at&order=asc|desc&limit&cursor&format=json|csv)",
+        None,
+        (200, ""),
+    ),
+    op(
+        "get",
+        "/reports/compliance",
+        Admin,
+        "Compliance findings (?tenant=ID&format=json|csv), signed: Seatkeeper-Signature is the Ed25519 signature of the body's bytes by the key `seatkeeper audit public-key` prints (also in Seatkeeper-Signature-Key)",
+        None,
+        (200, ""),
+    ),
+    op(
+        "get",
         "/tenants/{id}/users/{user_id}/licenses",
         Admin,
         "A user's licenses with their explanation chains, history and last_seen",
@@ -450,6 +474,11 @@ fn components() -> Value {
                 "properties": {"schemas": {"type": "array", "items": string}, "status": string, "scimType": string, "detail": string}},
             "Named": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string", "maxLength": 200}}},
             "Tenant": {"type": "object", "properties": {"id": string, "name": string, "created": string}},
+            "Finding": {"type": "object", "description": "A compliance finding (GET /reports/compliance).", "properties": {
+                "finding": {"type": "string", "enum": crate::licenses::usage::FINDINGS.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+                    "description": crate::licenses::usage::FINDINGS.iter().map(|(n, m)| format!("{n}: {m}")).collect::<Vec<_>>().join("; ")},
+                "tenant": string, "product": string, "severity": {"type": "string", "enum": ["high", "medium", "low"]},
+                "count": {"type": "integer"}, "detail": string}},
             "CreatedCredential": {"type": "object", "description": "The secret (token or key) is returned once and stored only as a hash.",
                 "properties": {"id": string, "tenant": string, "name": string, "token": string, "key": string}},
             "Subscription": {"type": "object", "required": ["plan", "seats", "starts_at"], "properties": {
@@ -457,6 +486,8 @@ fn components() -> Value {
                 "ends_at": {"type": "string", "format": "date-time"}, "grace_days": {"type": "integer", "minimum": 0},
                 "on_expiry": {"type": "string", "description": "revoke, keep or downgrade:<plan>"},
                 "enforcement": {"type": "string", "enum": ["hard", "soft"]},
+                "idle_after_days": {"type": "integer", "minimum": 1, "maximum": 3650, "default": 30,
+                    "description": "Days without activity (application checks, entitlement tokens) after which a held seat counts as idle"},
                 "status": {"type": "string", "enum": ["trialing", "active", "past_due", "canceled", "expired"]}}},
             "Rule": {"type": "object", "required": ["filter", "product", "plan"], "properties": {
                 "filter": {"type": "string", "description": "A SCIM filter over the user"}, "product": string, "plan": string,
@@ -593,6 +624,7 @@ mod tests {
             include_str!("../billing/http.rs"),
             include_str!("../audit/http.rs"),
             include_str!("../apps/http.rs"),
+            include_str!("../reports/http.rs"),
             &ops[ops.find("fn api_routes").unwrap_or(0)..],
         ];
         let mut out = vec![("get".to_string(), "/openapi.json".to_string())];

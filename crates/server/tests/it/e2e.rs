@@ -360,6 +360,109 @@ async fn a_cached_user_follows_another_process_commit() {
     );
 }
 
+/// The compliance report through the binary: saved as received, it verifies with
+/// `seatkeeper audit verify-report` against the key `seatkeeper audit public-key` prints, and
+/// fails once a byte is changed. `/api/v1/usage` answers the same tenants as CSV.
+#[tokio::test]
+async fn a_signed_compliance_report_verifies_with_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("report.db").display());
+    let tenant = cli_ok(&db, &["tenant", "create", "Reported"])
+        .trim()
+        .to_string();
+    let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    let key = cli_ok(&db, &["audit", "public-key"]).trim().to_string();
+    let server = Server::start(&db, &[]);
+    let c = Api::new(&server.base, &token, &tenant);
+    c.admin(
+        "PUT",
+        "/model",
+        Some(json!({
+            "products": [{"key": "ws", "name": "Workspace", "plans": [{"key": "pro", "rank": 0, "features": ["x"]}]}],
+            "tenants": [{"id": tenant, "rules": [], "subscriptions": [{"product": "ws", "plan": "pro", "seats": 1,
+                "enforcement": "soft", "starts_at": "2026-01-01T00:00:00Z"}]}],
+        })),
+    )
+    .await;
+    c.user("a@r.test", json!({})).await;
+    c.user("b@r.test", json!({})).await;
+    let resp = c
+        .http
+        .get(format!("{}/api/v1/reports/compliance", server.base))
+        .bearer_auth(binary::ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let signature = resp.headers()["seatkeeper-signature"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = resp.bytes().await.unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["finding"] == "overage" && f["tenant"] == tenant.as_str()),
+        "{report}"
+    );
+    let file = dir.path().join("report.json");
+    std::fs::write(&file, &body).unwrap();
+    let verify = |path: &std::path::Path| {
+        Command::new(BIN)
+            .args([
+                "audit",
+                "verify-report",
+                path.to_str().unwrap(),
+                "--signature",
+                &signature,
+                "--public-key",
+                &key,
+            ])
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&file);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("signature valid"));
+    let changed = dir.path().join("changed.json");
+    std::fs::write(
+        &changed,
+        String::from_utf8_lossy(&body).replacen("overage", "overagf", 1),
+    )
+    .unwrap();
+    let bad = verify(&changed);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("INVALID"));
+
+    let csv = c
+        .http
+        .get(format!("{}/api/v1/usage?format=csv", server.base))
+        .bearer_auth(binary::ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let row = csv
+        .lines()
+        .find(|l| l.starts_with(tenant.as_str()))
+        .unwrap_or_else(|| panic!("{csv}"));
+    assert!(
+        row.starts_with(&format!("{tenant},Reported,ws,pro,")),
+        "{row}"
+    );
+}
+
 both_backends!(
     provisioning_through_the_binary,
     committed_writes_survive_sigkill

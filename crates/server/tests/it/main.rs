@@ -22,4 +22,5 @@ mod e2e_apps;
 mod e2e_events;
 mod e2e_licensing;
 mod licensing;
+mod reports;
 mod scim;

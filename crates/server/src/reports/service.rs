@@ -1,0 +1,344 @@
+//! The reports: usage across tenants (sorted, paged, CSV) and compliance findings (signed).
+
+use std::cmp::Ordering;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+
+use crate::audit::service::Audit;
+use crate::kernel::clock::{SharedClock, stamp};
+use crate::kernel::error::{ApiError, ApiResult};
+use crate::licenses::service::Licenses;
+use crate::licenses::usage::{Finding, UsageRow};
+use crate::tenants::service::Tenants;
+
+/// What `/api/v1/usage` sorts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sort {
+    /// Tenant name, then product (the default).
+    Name,
+    /// active / seats.
+    Utilisation,
+    /// Seats held above those bought.
+    Overage,
+    /// People waiting.
+    Waitlisted,
+    /// Idle seats.
+    Idle,
+    /// Term end (open-ended terms last).
+    EndsAt,
+}
+
+/// Ascending or descending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// Smallest first.
+    Asc,
+    /// Largest first.
+    Desc,
+}
+
+/// One row of the usage report.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantUsage {
+    /// The tenant's name.
+    pub tenant_name: String,
+    /// The subscription's usage.
+    #[serde(flatten)]
+    pub usage: UsageRow,
+}
+
+/// A page of the usage report.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsagePage {
+    /// Rows of this page.
+    pub usage: Vec<TenantUsage>,
+    /// Rows in the whole report.
+    pub total: usize,
+    /// Where the next page starts (`null` on the last).
+    pub next_cursor: Option<String>,
+}
+
+/// The compliance report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Compliance {
+    /// When it was computed.
+    pub generated_at: String,
+    /// The findings, most severe first.
+    pub findings: Vec<Finding>,
+}
+
+/// Largest page of the usage report.
+pub const MAX_PAGE: usize = 10_000;
+
+/// Where a page ended: the last row's sort value and its tie-breakers. The next page starts
+/// after it, so rows added or removed meanwhile never shift a page onto rows already seen.
+#[derive(Serialize, serde::Deserialize)]
+struct Cursor {
+    s: Sort,
+    o: Order,
+    key: Key,
+}
+
+/// A row's place in the report's order.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct Key {
+    value: SortValue,
+    name: String,
+    tenant: String,
+    product: String,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum SortValue {
+    Number(f64),
+    Text(Option<String>),
+}
+
+impl SortValue {
+    fn cmp(&self, other: &SortValue) -> Ordering {
+        match (self, other) {
+            (SortValue::Number(a), SortValue::Number(b)) => a.total_cmp(b),
+            // Open-ended terms (no end) after every dated one.
+            (SortValue::Text(a), SortValue::Text(b)) => match (a, b) {
+                (Some(p), Some(q)) => p.cmp(q),
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (None, None) => Ordering::Equal,
+            },
+            (SortValue::Number(_), SortValue::Text(_)) => Ordering::Less,
+            (SortValue::Text(_), SortValue::Number(_)) => Ordering::Greater,
+        }
+    }
+}
+
+fn key(sort: Sort, r: &TenantUsage) -> Key {
+    let u = &r.usage;
+    Key {
+        value: match sort {
+            Sort::Name => SortValue::Text(Some(r.tenant_name.to_lowercase())),
+            Sort::Utilisation => SortValue::Number(u.utilisation),
+            Sort::Overage => SortValue::Number(u.overage as f64),
+            Sort::Waitlisted => SortValue::Number(u.waitlisted as f64),
+            Sort::Idle => SortValue::Number(u.idle as f64),
+            Sort::EndsAt => SortValue::Text(u.ends_at.clone()),
+        },
+        name: r.tenant_name.clone(),
+        tenant: u.tenant.clone(),
+        product: u.product.clone(),
+    }
+}
+
+/// The report's order: the sort value in the asked direction, then name, tenant and product
+/// ascending whatever the direction.
+fn order_of(order: Order, a: &Key, b: &Key) -> Ordering {
+    let by = a.value.cmp(&b.value);
+    let by = if order == Order::Desc {
+        by.reverse()
+    } else {
+        by
+    };
+    by.then_with(|| a.name.cmp(&b.name))
+        .then_with(|| a.tenant.cmp(&b.tenant))
+        .then_with(|| a.product.cmp(&b.product))
+}
+
+/// The reports service.
+#[derive(Clone)]
+pub struct Reports {
+    licenses: Licenses,
+    tenants: Tenants,
+    audit: Audit,
+    clock: SharedClock,
+}
+
+impl Reports {
+    /// Builds it over the services it reads.
+    pub fn new(licenses: Licenses, tenants: Tenants, audit: Audit, clock: SharedClock) -> Self {
+        Reports {
+            licenses,
+            tenants,
+            audit,
+            clock,
+        }
+    }
+
+    /// Every tenant's subscriptions with their usage, sorted, one page from `cursor`.
+    pub async fn usage(
+        &self,
+        sort: Sort,
+        order: Order,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> ApiResult<UsagePage> {
+        let after: Option<Key> = match cursor.filter(|c| !c.is_empty()) {
+            None => None,
+            Some(c) => {
+                let parsed: Option<Cursor> = URL_SAFE_NO_PAD
+                    .decode(c)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok());
+                match parsed {
+                    Some(p) if p.s == sort && p.o == order => Some(p.key),
+                    Some(_) => {
+                        return Err(invalid(
+                            "cursor belongs to another sort or order: keep sort and order while paging",
+                        ));
+                    }
+                    None => return Err(invalid(&format!("cursor '{c}' is not one this API gave"))),
+                }
+            }
+        };
+        let names: std::collections::HashMap<String, String> = self
+            .tenants
+            .list()
+            .await?
+            .into_iter()
+            .map(|t| (t.id, t.name))
+            .collect();
+        let rows: Vec<TenantUsage> = self
+            .licenses
+            .usage_rows(None)
+            .await?
+            .into_iter()
+            .map(|(usage, _)| TenantUsage {
+                tenant_name: names.get(&usage.tenant).cloned().unwrap_or_default(),
+                usage,
+            })
+            .collect();
+        let total = rows.len();
+        let mut keyed: Vec<(Key, TenantUsage)> = rows
+            .into_iter()
+            .map(|r| (key(sort, &r), r))
+            .filter(|(k, _)| {
+                after
+                    .as_ref()
+                    .is_none_or(|a| order_of(order, k, a) == Ordering::Greater)
+            })
+            .collect();
+        keyed.sort_by(|a, b| order_of(order, &a.0, &b.0));
+        let limit = limit.clamp(1, MAX_PAGE);
+        let more = keyed.len() > limit;
+        keyed.truncate(limit);
+        let next_cursor = more.then(|| keyed.last()).flatten().map(|(k, _)| {
+            URL_SAFE_NO_PAD.encode(
+                serde_json::to_vec(&Cursor {
+                    s: sort,
+                    o: order,
+                    key: k.clone(),
+                })
+                .unwrap_or_default(),
+            )
+        });
+        let page: Vec<TenantUsage> = keyed.into_iter().map(|(_, r)| r).collect();
+        Ok(UsagePage {
+            usage: page,
+            total,
+            next_cursor,
+        })
+    }
+
+    /// The compliance findings of every tenant (or one).
+    pub async fn compliance(&self, tenant: Option<&str>) -> ApiResult<Compliance> {
+        let generated_at = stamp(self.clock.now());
+        let findings = match tenant {
+            Some(t) => {
+                self.tenants.require(t).await?;
+                self.licenses.findings(Some(&[t.to_string()])).await?
+            }
+            None => self.licenses.findings(None).await?,
+        };
+        Ok(Compliance {
+            generated_at,
+            findings,
+        })
+    }
+
+    /// Signs a report's bytes with the server's audit key: (signature, public key), both
+    /// base64.
+    pub async fn sign(&self, body: &[u8]) -> ApiResult<(String, String)> {
+        Ok(self.audit.sign(body).await?)
+    }
+}
+
+fn invalid(msg: &str) -> ApiError {
+    scim::Error::InvalidValue(msg.to_string()).into()
+}
+
+/// The usage report's CSV columns.
+pub const USAGE_CSV_COLUMNS: &[&str] = &[
+    "tenant",
+    "tenant_name",
+    "product",
+    "plan",
+    "plan_in_force",
+    "status",
+    "phase",
+    "enforcement",
+    "seats",
+    "active",
+    "waitlisted",
+    "available",
+    "overage",
+    "idle",
+    "idle_after_days",
+    "utilisation",
+    "oldest_waiting_since",
+    "ends_at",
+    "access_ends_at",
+];
+
+/// The usage rows as CSV (RFC 4180), with a header line.
+pub fn usage_csv(rows: &[TenantUsage]) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(USAGE_CSV_COLUMNS)?;
+    for r in rows {
+        let u = &r.usage;
+        let opt = |o: &Option<String>| o.clone().unwrap_or_default();
+        w.write_record([
+            u.tenant.clone(),
+            r.tenant_name.clone(),
+            u.product.clone(),
+            u.plan.clone(),
+            opt(&u.plan_in_force),
+            u.status.clone(),
+            u.phase.clone(),
+            u.enforcement.clone(),
+            u.seats.to_string(),
+            u.active.to_string(),
+            u.waitlisted.to_string(),
+            u.available.to_string(),
+            u.overage.to_string(),
+            u.idle.to_string(),
+            u.idle_after_days.to_string(),
+            u.utilisation.to_string(),
+            opt(&u.oldest_waiting_since),
+            opt(&u.ends_at),
+            opt(&u.access_ends_at),
+        ])?;
+    }
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+}
+
+/// The compliance findings as CSV, with a header line.
+pub fn findings_csv(findings: &[Finding]) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "finding", "tenant", "product", "severity", "count", "detail",
+    ])?;
+    for f in findings {
+        w.write_record([
+            f.finding,
+            &f.tenant,
+            &f.product,
+            f.severity,
+            &f.count.to_string(),
+            &f.detail,
+        ])?;
+    }
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+}

@@ -1,0 +1,496 @@
+//! Seat hygiene and reports on SQLite and PostgreSQL: idle seats (never used, then used),
+//! usage across tenants (sorted, keyset-paged, CSV), and compliance findings signed with the
+//! audit key.
+
+use crate::common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use common::{Backend, TestApp};
+use seatkeeper::Config;
+use serde_json::{Value, json};
+
+fn product(app: &TestApp) -> String {
+    format!("rp-{}", &app.tenant[app.tenant.len() - 12..])
+}
+
+async fn app(b: Backend) -> TestApp {
+    common::app_with(
+        b,
+        Config {
+            rate_per_second: 100_000,
+            rate_burst: 100_000,
+            activity_flush: Duration::from_secs(1),
+            ..Config::default()
+        },
+    )
+    .await
+}
+
+/// A tenant of its own (its name sorts the test's tenants together).
+async fn tenant(app: &TestApp, name: &str) -> String {
+    let r = app
+        .admin("POST", "/api/v1/tenants", Some(json!({"name": name})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    r.body["id"].as_str().unwrap().to_string()
+}
+
+fn sub(app: &TestApp, seats: u32, extra: Value) -> Value {
+    let mut s = json!({"product": product(app), "plan": "pro", "seats": seats,
+        "starts_at": "2026-01-01T00:00:00Z"});
+    for (k, v) in extra.as_object().unwrap() {
+        s[k] = v.clone();
+    }
+    s
+}
+
+async fn apply(app: &TestApp, tenants: Value) {
+    let m = json!({
+        "products": [{"key": product(app), "name": "Reports", "plans": [
+            {"key": "pro", "rank": 0, "features": ["export"]}]}],
+        "tenants": tenants,
+    });
+    let r = app.admin("PUT", "/api/v1/model", Some(m)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+}
+
+async fn users(app: &TestApp, tenant: &str, names: &[&str]) -> Vec<String> {
+    let token = common::new_credential(
+        &app.store,
+        std::sync::Arc::new(app.clock.clone()),
+        seatkeeper::Credential::Scim,
+        tenant,
+        "idp",
+    )
+    .await
+    .token;
+    let mut out = Vec::new();
+    for n in names {
+        let r = app
+            .req_as(
+                &token,
+                "POST",
+                "/scim/v2/Users",
+                Some(json!({"schemas": [common::USER], "userName": n})),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+        out.push(r.body["id"].as_str().unwrap().to_string());
+    }
+    out
+}
+
+async fn get(app: &TestApp, uri: &str) -> common::Resp {
+    let r = app.admin("GET", uri, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.raw);
+    r
+}
+
+/// Idle seats: a seat never used is idle once held for idle_after_days; one used since is
+/// not; both show in /idle and /usage.
+async fn idle_seats_follow_activity(b: Backend) {
+    let app = app(b).await;
+    let t = app.tenant.clone();
+    apply(&app, json!([{"id": t, "rules": [], "subscriptions": [sub(&app, 10, json!({"idle_after_days": 10}))]}])).await;
+    let ids = users(&app, &t, &["a@x.test", "b@x.test", "c@x.test"]).await;
+    let usage = |r: &common::Resp| r.body["subscriptions"][0].clone();
+    let u = usage(&get(&app, &format!("/api/v1/tenants/{t}/usage")).await);
+    assert_eq!(
+        (
+            u["active"].clone(),
+            u["idle"].clone(),
+            u["idle_after_days"].clone()
+        ),
+        (json!(3), json!(0), json!(10)),
+        "{u}"
+    );
+
+    // Eleven days later nobody has been seen: all three idle.
+    app.clock.advance(time::Duration::days(11));
+    let r = get(&app, &format!("/api/v1/tenants/{t}/idle")).await;
+    assert_eq!(r.body["total"], json!(3), "{}", r.raw);
+    let first = &r.body["idle"][0];
+    assert_eq!(first["product"], json!(product(&app)));
+    assert_eq!(first["plan"], "pro");
+    assert_eq!(first["last_seen"], Value::Null);
+    assert!(
+        first["held_since"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-11-22"),
+        "{first}"
+    );
+    assert!(first["userName"].as_str().unwrap().ends_with("@x.test"));
+
+    // An application asks about a: a is no longer idle once its activity is written.
+    let key = app
+        .admin(
+            "POST",
+            &format!("/api/v1/tenants/{t}/app-keys"),
+            Some(json!({"name": "app"})),
+        )
+        .await
+        .body["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app
+        .req_as(
+            &key,
+            "POST",
+            "/api/v1/check",
+            Some(json!({"user": "a@x.test", "feature": "export"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        let r = get(
+            &app,
+            &format!("/api/v1/tenants/{t}/idle?product={}", product(&app)),
+        )
+        .await;
+        idle = r.body["idle"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["user"].as_str().unwrap().to_string())
+            .collect();
+        if idle.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        idle.iter().cloned().collect::<BTreeSet<_>>(),
+        ids[1..].iter().cloned().collect::<BTreeSet<_>>()
+    );
+    let u = usage(&get(&app, &format!("/api/v1/tenants/{t}/usage")).await);
+    assert_eq!(u["idle"], json!(2), "{u}");
+    // A limit keeps the longest idle; the total still counts them all.
+    let r = get(&app, &format!("/api/v1/tenants/{t}/idle?limit=1")).await;
+    assert_eq!(
+        (
+            r.body["idle"].as_array().unwrap().len(),
+            r.body["total"].clone()
+        ),
+        (1, json!(2))
+    );
+
+    // Bad input: a clear 4xx, never a 500.
+    for (uri, status) in [
+        (
+            format!("/api/v1/tenants/{t}/idle?product=nope"),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            format!("/api/v1/tenants/{t}/idle?limit=abc"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("/api/v1/tenants/{t}/idle?colour=red"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/tenants/nope/idle".to_string(),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let r = app.admin("GET", &uri, None).await;
+        assert_eq!(r.status, status, "{uri}: {}", r.raw);
+        assert_eq!(
+            r.body["status"],
+            json!(status.as_u16().to_string()),
+            "{uri}: {}",
+            r.raw
+        );
+    }
+    let bad = json!({"products": [{"key": product(&app), "name": "R", "plans": [{"key": "pro", "rank": 0, "features": []}]}],
+        "tenants": [{"id": t, "rules": [], "subscriptions": [sub(&app, 1, json!({"idle_after_days": 0}))]}]});
+    let r = app.admin("PUT", "/api/v1/model", Some(bad)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+    assert!(r.raw.contains("idle_after_days"), "{}", r.raw);
+}
+
+/// `/api/v1/usage`: one row per tenant × subscription, sortable both ways, paged by a cursor
+/// that survives rows added meanwhile, CSV on request.
+async fn usage_across_tenants(b: Backend) {
+    let app = app(b).await;
+    let mark = &app.tenant[app.tenant.len() - 12..];
+    let names: Vec<String> = (0..4).map(|i| format!("zz {mark} {i}")).collect();
+    let mut ids = Vec::new();
+    for n in &names {
+        ids.push(tenant(&app, n).await);
+    }
+    apply(
+        &app,
+        json!(
+            ids.iter()
+                .map(|id| json!({"id": id, "rules": [],
+            "subscriptions": [sub(&app, 4, json!({"enforcement": "soft"}))]}))
+                .collect::<Vec<_>>()
+        ),
+    )
+    .await;
+    // Tenant i gets i + 1 users: utilisation 0.25, 0.5, 0.75, 1.
+    for (i, id) in ids.iter().enumerate() {
+        let names: Vec<String> = (0..=i).map(|j| format!("u{j}@t.test")).collect();
+        users(
+            &app,
+            id,
+            &names.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .await;
+    }
+    let mine = |rows: &Value| -> Vec<Value> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| ids.contains(&r["tenant"].as_str().unwrap().to_string()))
+            .cloned()
+            .collect()
+    };
+    let r = get(
+        &app,
+        "/api/v1/usage?sort=utilisation&order=desc&limit=10000",
+    )
+    .await;
+    let rows = mine(&r.body["usage"]);
+    assert_eq!(rows.len(), 4, "{}", r.raw);
+    assert_eq!(
+        rows.iter()
+            .map(|r| r["tenant_name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>(),
+        names.iter().rev().cloned().collect::<Vec<_>>()
+    );
+    let top = &rows[0];
+    for field in [
+        "seats",
+        "active",
+        "waitlisted",
+        "overage",
+        "idle",
+        "utilisation",
+        "oldest_waiting_since",
+        "ends_at",
+        "plan",
+        "status",
+    ] {
+        assert!(top.get(field).is_some(), "{field} missing from {top}");
+    }
+    assert_eq!(
+        (top["active"].clone(), top["utilisation"].clone()),
+        (json!(4), json!(1.0))
+    );
+    let r = get(&app, "/api/v1/usage?sort=utilisation&order=asc&limit=10000").await;
+    assert_eq!(mine(&r.body["usage"])[0]["utilisation"], json!(0.25));
+
+    // Paged by name, two rows a page; a tenant created between pages does not shift them.
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let uri = match &cursor {
+            Some(c) => format!("/api/v1/usage?sort=name&limit=2&cursor={c}"),
+            None => "/api/v1/usage?sort=name&limit=2".to_string(),
+        };
+        let r = get(&app, &uri).await;
+        for row in r.body["usage"].as_array().unwrap() {
+            seen.push(format!(
+                "{}/{}",
+                row["tenant"].as_str().unwrap(),
+                row["product"].as_str().unwrap()
+            ));
+        }
+        pages += 1;
+        if pages == 1 {
+            tenant(&app, &format!("aaa {mark} added meanwhile")).await;
+        }
+        match r.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+        assert!(pages < 100_000);
+    }
+    let unique: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "a row came twice while paging");
+    for id in &ids {
+        assert!(
+            seen.iter().any(|s| s.starts_with(id.as_str())),
+            "{id} never came"
+        );
+    }
+
+    // CSV: a header, then one line per row.
+    let r = get(&app, "/api/v1/usage?format=csv").await;
+    assert!(
+        r.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let mut lines = r.raw.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("tenant,tenant_name,product,plan,"),
+        "{}",
+        r.raw
+    );
+    for id in &ids {
+        assert!(
+            r.raw.lines().any(|l| l.starts_with(id.as_str())),
+            "{id} not in the CSV"
+        );
+    }
+
+    // Bad input.
+    let other = get(&app, "/api/v1/usage?sort=idle&limit=1").await;
+    let c = other.body["next_cursor"].as_str().unwrap().to_string();
+    for uri in [
+        "/api/v1/usage?sort=colour".to_string(),
+        "/api/v1/usage?order=sideways".to_string(),
+        "/api/v1/usage?limit=-1".to_string(),
+        "/api/v1/usage?cursor=garbage".to_string(),
+        format!("/api/v1/usage?sort=name&cursor={c}"),
+        "/api/v1/usage?format=xml".to_string(),
+    ] {
+        let r = app.admin("GET", &uri, None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}: {}", r.raw);
+        assert_eq!(r.body["scimType"], "invalidValue", "{uri}: {}", r.raw);
+    }
+}
+
+/// Compliance: each finding raised when its condition holds and only then; the report is
+/// signed over its exact bytes by the audit key.
+async fn compliance_findings_are_signed(b: Backend) {
+    let app = app(b).await;
+    let mark = &app.tenant[app.tenant.len() - 12..];
+    let over = tenant(&app, &format!("c {mark} over")).await;
+    let waits = tenant(&app, &format!("c {mark} waits")).await;
+    let clean = tenant(&app, &format!("c {mark} clean")).await;
+    // now = 2026-11-22 (the test clock).
+    apply(&app, json!([
+        {"id": over, "rules": [], "subscriptions": [sub(&app, 2, json!({
+            "enforcement": "soft", "ends_at": "2026-12-10T00:00:00Z", "idle_after_days": 5}))]},
+        {"id": waits, "rules": [], "subscriptions": [sub(&app, 1, json!({"status": "past_due"}))]},
+        {"id": clean, "rules": [], "subscriptions": [sub(&app, 5, json!({}))]},
+    ]))
+    .await;
+    users(&app, &over, &["a@o.test", "b@o.test", "c@o.test"]).await;
+    users(&app, &waits, &["a@w.test", "b@w.test"]).await;
+    users(&app, &clean, &["a@c.test"]).await;
+    app.clock.advance(time::Duration::days(8));
+
+    let findings = |body: &Value| -> BTreeMap<(String, String), Value> {
+        body["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    (
+                        f["tenant"].as_str().unwrap().to_string(),
+                        f["finding"].as_str().unwrap().to_string(),
+                    ),
+                    f.clone(),
+                )
+            })
+            .collect()
+    };
+    let r = get(&app, "/api/v1/reports/compliance").await;
+    assert!(
+        r.body["generated_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2026-11-30"),
+        "{}",
+        r.raw
+    );
+    let all = findings(&r.body);
+    let of = |t: &str| -> BTreeSet<String> {
+        all.keys()
+            .filter(|(x, _)| x == t)
+            .map(|(_, f)| f.clone())
+            .collect()
+    };
+    assert_eq!(
+        of(&over),
+        BTreeSet::from([
+            "overage".into(),
+            "idle_seats".into(),
+            "expiring_soon".into()
+        ])
+    );
+    assert_eq!(all[&(over.clone(), "overage".into())]["count"], json!(1));
+    assert_eq!(all[&(over.clone(), "overage".into())]["severity"], "high");
+    assert_eq!(all[&(over.clone(), "idle_seats".into())]["count"], json!(3));
+    assert_eq!(
+        of(&waits),
+        BTreeSet::from(["past_due".into(), "waitlist_stale".into()])
+    );
+    assert_eq!(
+        all[&(waits.clone(), "waitlist_stale".into())]["count"],
+        json!(1)
+    );
+    assert!(of(&clean).is_empty(), "{:?}", of(&clean));
+    // Most severe first.
+    let sev: Vec<&str> = r.body["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["severity"].as_str().unwrap())
+        .collect();
+    let rank = |s: &str| {
+        ["high", "medium", "low"]
+            .iter()
+            .position(|x| *x == s)
+            .unwrap()
+    };
+    assert!(sev.windows(2).all(|w| rank(w[0]) <= rank(w[1])), "{sev:?}");
+
+    // One tenant, and its CSV.
+    let r = get(&app, &format!("/api/v1/reports/compliance?tenant={waits}")).await;
+    assert_eq!(findings(&r.body).len(), 2, "{}", r.raw);
+    let csv = get(
+        &app,
+        &format!("/api/v1/reports/compliance?tenant={waits}&format=csv"),
+    )
+    .await;
+    let lines: Vec<&str> = csv.raw.lines().collect();
+    assert_eq!(lines[0], "finding,tenant,product,severity,count,detail");
+    assert_eq!(lines.len(), 3, "{}", csv.raw);
+
+    // Signed: the signature holds over the exact bytes, and not over changed ones.
+    for resp in [&r, &csv] {
+        let key =
+            seatkeeper::public_key(resp.headers["seatkeeper-signature-key"].to_str().unwrap())
+                .unwrap();
+        let sig = resp.headers["seatkeeper-signature"].to_str().unwrap();
+        assert!(seatkeeper::signature_holds(&key, resp.raw.as_bytes(), sig));
+        let tampered = resp.raw.replacen(&waits, &clean, 1);
+        assert!(!seatkeeper::signature_holds(&key, tampered.as_bytes(), sig));
+    }
+    let key = seatkeeper::Audit::new(app.store.clone(), std::sync::Arc::new(app.clock.clone()))
+        .public_key()
+        .await
+        .unwrap();
+    assert_eq!(r.headers["seatkeeper-signature-key"].to_str().unwrap(), key);
+
+    let r = app
+        .admin("GET", "/api/v1/reports/compliance?tenant=nope", None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.raw);
+}
+
+both_backends!(
+    idle_seats_follow_activity,
+    usage_across_tenants,
+    compliance_findings_are_signed,
+);
