@@ -21,6 +21,7 @@ pub fn router(state: Shared) -> Router {
         .merge(crate::directory::http::routes())
         .merge(crate::licenses::http::routes())
         .merge(crate::reports::http::routes())
+        .merge(crate::console::http::routes())
         .merge(crate::tenants::http::routes())
         .merge(crate::events::http::routes())
         .merge(crate::billing::http::routes())

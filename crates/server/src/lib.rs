@@ -5,6 +5,7 @@ pub(crate) mod apps;
 pub(crate) mod audit;
 
 pub(crate) mod billing;
+pub(crate) mod console;
 pub(crate) mod demo;
 pub(crate) mod directory;
 pub(crate) mod events;

@@ -473,6 +473,7 @@ async fn main() -> anyhow::Result<()> {
                 "\nseatkeeper demo — {users} users in {} groups, on {url}\n",
                 demo.groups
             );
+            println!("  console       : http://{addr}/ui   (sign in with the admin token below)");
             println!("  SCIM base URL : http://{addr}/scim/v2");
             println!("  SCIM token    : {}", demo.token);
             println!("  tenant id     : {}", demo.tenant);

@@ -27,6 +27,8 @@ pub struct AppState {
     pub audit: crate::audit::service::Audit,
     /// Reports across tenants.
     pub reports: crate::reports::service::Reports,
+    /// The console's pages and sessions.
+    pub console: crate::console::service::Console,
     /// Entitlement snapshots, for checks.
     pub snapshots: std::sync::Arc<crate::apps::snapshot::Snapshots>,
     /// Signs entitlement tokens.
@@ -63,13 +65,31 @@ impl AppState {
         let licenses =
             crate::licenses::service::Licenses::new(store.clone(), engine.clock().clone());
         let audit = crate::audit::service::Audit::new(store.clone(), engine.clock().clone());
+        let reports = crate::reports::service::Reports::new(
+            licenses.clone(),
+            tenants.clone(),
+            audit.clone(),
+            engine.clock().clone(),
+        );
+        let events = crate::events::service::Events::new(
+            store.clone(),
+            engine.clock().clone(),
+            tenants.clone(),
+        );
         AppState {
-            reports: crate::reports::service::Reports::new(
-                licenses.clone(),
-                tenants.clone(),
-                audit.clone(),
+            console: crate::console::service::Console::new(
+                store.clone(),
                 engine.clock().clone(),
+                crate::console::service::Reads {
+                    tenants: tenants.clone(),
+                    licenses: licenses.clone(),
+                    reports: reports.clone(),
+                    events: events.clone(),
+                    audit: audit.clone(),
+                    engine: engine.clone(),
+                },
             ),
+            reports,
             gate,
             billing: crate::billing::service::Billing::new(
                 store.clone(),
@@ -81,11 +101,7 @@ impl AppState {
             licenses,
             audit,
             tenants: tenants.clone(),
-            events: crate::events::service::Events::new(
-                store.clone(),
-                engine.clock().clone(),
-                tenants,
-            ),
+            events,
             signer: crate::apps::jwt::Signer::new(
                 store.clone(),
                 engine.clock().clone(),

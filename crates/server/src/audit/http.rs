@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
+use crate::audit::service::{CSV_HEADER, audit_csv, audit_json};
 use crate::kernel::chain::VENDOR;
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::extract::{AdminAuth, ScimJson};
@@ -30,54 +31,6 @@ struct AuditParams {
     after: Option<String>,
     limit: Option<i64>,
     format: Option<String>,
-}
-
-fn audit_json(r: &crate::kernel::chain::AuditRow) -> Value {
-    let doc = |d: &Option<String>| {
-        d.as_deref()
-            .map(|s| serde_json::from_str::<Value>(s).unwrap_or(Value::String(s.to_string())))
-            .unwrap_or(Value::Null)
-    };
-    json!({
-        "seq": r.seq, "at": r.at, "actor": r.actor, "action": r.action,
-        "resource_type": r.resource_type, "resource_id": r.resource_id, "request_id": r.request_id,
-        "before": doc(&r.before), "after": doc(&r.after), "prev_hash": r.prev_hash, "hash": r.hash,
-    })
-}
-
-const CSV_HEADER: &str =
-    "seq,at,actor,action,resource_type,resource_id,request_id,before,after,prev_hash,hash\r\n";
-
-/// One CSV field (RFC 4180): quoted when it holds a comma, quote or line break.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-fn audit_csv(r: &crate::kernel::chain::AuditRow) -> String {
-    let fields = [
-        r.seq.to_string(),
-        r.at.clone(),
-        r.actor.clone(),
-        r.action.clone(),
-        r.resource_type.clone(),
-        r.resource_id.clone(),
-        r.request_id.clone(),
-        r.before.clone().unwrap_or_default(),
-        r.after.clone().unwrap_or_default(),
-        r.prev_hash.clone(),
-        r.hash.clone(),
-    ];
-    let mut line = fields
-        .iter()
-        .map(|f| csv_field(f))
-        .collect::<Vec<_>>()
-        .join(",");
-    line.push_str("\r\n");
-    line
 }
 
 fn instant(name: &str, v: &Option<String>) -> ApiResult<Option<String>> {

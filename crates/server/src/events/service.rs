@@ -322,6 +322,11 @@ impl Events {
         })
     }
 
+    /// A tenant's newest `n` events, newest first.
+    pub async fn recent(&self, tenant: &str, n: i64) -> ApiResult<Vec<OutboxRow>> {
+        Ok(self.store.recent_events(tenant, n).await?)
+    }
+
     /// The id of a tenant's newest event (where a live stream starts by default).
     pub async fn last_event_id(&self, tenant: &str) -> ApiResult<i64> {
         self.tenants.require(tenant).await?;

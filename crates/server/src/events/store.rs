@@ -405,6 +405,29 @@ impl Store {
             .unwrap_or(0))
     }
 
+    /// A tenant's newest `n` events, newest first.
+    pub(crate) async fn recent_events(&self, tenant: &str, n: i64) -> StoreResult<Vec<OutboxRow>> {
+        Ok(self
+            .pool()
+            .fetch(
+                "SELECT id, tenant_id, event_type, resource_type, resource_id, payload, created FROM outbox \
+                 WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2",
+                &params![tenant, n],
+            )
+            .await?
+            .iter()
+            .map(|r| OutboxRow {
+                id: r.int(0),
+                tenant_id: r.text(1),
+                event_type: r.text(2),
+                resource_type: r.text(3),
+                resource_id: r.text(4),
+                payload: r.text(5),
+                created: r.text(6),
+            })
+            .collect())
+    }
+
     /// A tenant's webhook endpoints.
     pub(crate) async fn webhooks(&self, tenant: &str) -> StoreResult<Vec<WebhookRow>> {
         Ok(self

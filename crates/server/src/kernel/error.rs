@@ -73,6 +73,19 @@ impl From<StoreError> for ApiError {
 
 impl ApiError {
     /// The status and `scimType` of this error: the single mapping table.
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status_and_type().0
+    }
+
+    /// What a person is told (internal errors say nothing of their cause).
+    pub fn detail(&self) -> String {
+        self.body()["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     pub fn status_and_type(&self) -> (StatusCode, Option<&'static str>) {
         match self {
             ApiError::Scim(e) => (

@@ -52,6 +52,16 @@ impl Gate {
         }
     }
 
+    /// Whether this is the admin token (the console's sign-in).
+    pub(crate) fn is_admin_token(&self, token: &str) -> bool {
+        hashes_equal(&hash_token(token), &self.admin_hash)
+    }
+
+    /// The configured public base URL, if any.
+    pub(crate) fn public_url(&self) -> Option<&str> {
+        self.public_url.as_deref()
+    }
+
     /// Forgets cached credentials of a kind (after a revocation on this node).
     pub fn forget(&self, kind: Credential) {
         match kind {

@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str, &str, Option<Then>)] = &[
     ),
     (7, "the vendor audit chain", "", Some(vendor_chain)),
     (8, "idle seats", include_str!("sql/idle.sql"), None),
+    (9, "console sessions", include_str!("sql/console.sql"), None),
 ];
 
 /// Migration 6: copies each tenant's seat counts from `lic_lines` into its head row

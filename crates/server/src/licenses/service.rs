@@ -934,6 +934,24 @@ impl Licenses {
         Ok(out)
     }
 
+    /// A tenant's waiting licenses in line order per product (at most `limit` each):
+    /// `{user, userName, product, plan, place, since}`.
+    pub async fn waitlist(&self, tenant: &str, limit: i64) -> ApiResult<Vec<Value>> {
+        let mut place: BTreeMap<String, usize> = BTreeMap::new();
+        Ok(self
+            .store
+            .waitlist(tenant, limit)
+            .await?
+            .into_iter()
+            .map(|(user, name, product, plan, since)| {
+                let n = place.entry(product.clone()).or_default();
+                *n += 1;
+                json!({"user": user, "userName": name, "product": product, "plan": plan,
+                       "place": *n, "since": since})
+            })
+            .collect())
+    }
+
     /// A tenant's idle licenses (of one product, or all): longest idle first, at most
     /// `limit`, with their number.
     pub async fn idle(&self, tenant: &str, product: Option<&str>, limit: i64) -> ApiResult<Value> {

@@ -858,6 +858,34 @@ impl Store {
         Ok(out)
     }
 
+    /// A tenant's waiting licenses in line order, per product: (user id, userName, product,
+    /// plan, waiting since), at most `limit` per product.
+    pub(crate) async fn waitlist(
+        &self,
+        tenant: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<(String, Option<String>, String, String, String)>> {
+        let rows = self
+            .pool()
+            .fetch(
+                "SELECT l.user_id, u.user_name, l.product, l.plan, l.changed FROM licenses l \
+                 LEFT JOIN scim_users u ON u.tenant_id = l.tenant_id AND u.id = l.user_id \
+                 WHERE l.tenant_id = $1 AND l.state = 'waitlisted' ORDER BY l.product, l.queue, l.user_id",
+                &params![tenant],
+            )
+            .await?;
+        let mut per: BTreeMap<String, i64> = BTreeMap::new();
+        Ok(rows
+            .iter()
+            .filter(|r| {
+                let n = per.entry(r.text(2)).or_default();
+                *n += 1;
+                *n <= limit
+            })
+            .map(|r| (r.text(0), r.opt_text(1), r.text(2), r.text(3), r.text(4)))
+            .collect())
+    }
+
     /// Idle licenses of a tenant (of one product, or all): held seats whose user's last
     /// activity — or, never seen, when the seat was first held — is before the cutoff of the
     /// subscription's `idle_after_days` (`cutoffs`: days → instant). Longest idle first, at

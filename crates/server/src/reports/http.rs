@@ -65,6 +65,7 @@ struct UsageQuery {
     limit: Option<usize>,
     cursor: Option<String>,
     format: Option<Format>,
+    q: Option<String>,
 }
 
 async fn usage(
@@ -83,7 +84,7 @@ async fn usage(
     });
     let page = state
         .reports
-        .usage(sort, order, limit, q.cursor.as_deref())
+        .usage(sort, order, limit, q.cursor.as_deref(), q.q.as_deref())
         .await?;
     match format {
         Format::Json => {

@@ -167,14 +167,17 @@ impl Reports {
         }
     }
 
-    /// Every tenant's subscriptions with their usage, sorted, one page from `cursor`.
+    /// Every tenant's subscriptions with their usage (of tenants whose name or id contains
+    /// `q`), sorted, one page from `cursor`.
     pub async fn usage(
         &self,
         sort: Sort,
         order: Order,
         limit: usize,
         cursor: Option<&str>,
+        q: Option<&str>,
     ) -> ApiResult<UsagePage> {
+        let q = q.map(str::to_lowercase).filter(|q| !q.is_empty());
         let after: Option<Key> = match cursor.filter(|c| !c.is_empty()) {
             None => None,
             Some(c) => {
@@ -208,6 +211,11 @@ impl Reports {
             .map(|(usage, _)| TenantUsage {
                 tenant_name: names.get(&usage.tenant).cloned().unwrap_or_default(),
                 usage,
+            })
+            .filter(|r| {
+                q.as_deref().is_none_or(|q| {
+                    r.tenant_name.to_lowercase().contains(q) || r.usage.tenant.contains(q)
+                })
             })
             .collect();
         let total = rows.len();

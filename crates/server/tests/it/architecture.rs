@@ -127,10 +127,37 @@ fn imports(module: &[String], code: &str, files: &BTreeSet<Vec<String>>) -> BTre
     out
 }
 
+/// A line with the text of its string literals removed (quotes kept).
+fn without_strings(line: &str) -> String {
+    let mut out = String::new();
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in line.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+                out.push(c);
+            }
+        } else {
+            if c == '"' {
+                in_string = true;
+            }
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[test]
 fn handlers_never_touch_a_store() {
     for (module, code) in sources() {
         if module.last().is_some_and(|m| m == "http") {
+            // Code only: a string literal (a `no-store` header) names no store.
+            let code: String = code.lines().map(|l| without_strings(l) + "\n").collect();
             for word in ["store", "Store", "Tx<"] {
                 let hits: Vec<&str> = code
                     .lines()

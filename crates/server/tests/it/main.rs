@@ -17,6 +17,7 @@ mod admin_audit;
 mod apps;
 mod architecture;
 mod billing;
+mod browser;
 mod e2e;
 mod e2e_apps;
 mod e2e_events;

@@ -1,0 +1,122 @@
+//! The console's pages: askama templates (in `templates/`, compiled into the binary) and the
+//! small view helpers they call.
+
+use askama::Template;
+use serde_json::Value;
+
+use crate::console::service::{SubView, TenantView};
+use crate::kernel::chain::AuditRow;
+
+/// The sign-in page.
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct Login {
+    /// The form token (double-submitted with a cookie).
+    pub csrf: String,
+    /// What went wrong, if the last attempt failed.
+    pub error: Option<String>,
+}
+
+/// The overview.
+#[derive(Template)]
+#[template(path = "overview.html")]
+pub struct OverviewPage {
+    pub csrf: String,
+    pub tenants: Vec<TenantView>,
+    pub matching: usize,
+    pub q: String,
+    pub sort: String,
+    pub order: String,
+    pub next: Option<String>,
+    /// Comma-separated tenant ids, for the live stream.
+    pub live: String,
+}
+
+/// One tenant.
+#[derive(Template)]
+#[template(path = "tenant.html")]
+pub struct TenantPageView {
+    pub csrf: String,
+    pub tenant: TenantView,
+    pub waitlist: Vec<Value>,
+    pub idle: Vec<Value>,
+    pub idle_total: u64,
+    pub rules: Vec<(String, String, String, String, i64)>,
+    pub events: Vec<Value>,
+}
+
+/// One user of a tenant.
+#[derive(Template)]
+#[template(path = "user.html")]
+pub struct UserPage {
+    pub csrf: String,
+    pub tenant_id: String,
+    pub tenant_name: String,
+    pub user_id: String,
+    pub user_name: String,
+    pub last_seen: String,
+    pub licenses: Vec<Value>,
+    pub history: Vec<Value>,
+}
+
+/// A tenant's audit trail.
+#[derive(Template)]
+#[template(path = "audit.html")]
+pub struct AuditPage {
+    pub csrf: String,
+    pub tenant_id: String,
+    pub tenant_name: String,
+    pub records: Vec<AuditRow>,
+    pub action: String,
+    pub actor: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub from: String,
+    pub to: String,
+    /// The query string of these filters (for export links and the next page).
+    pub filters: String,
+    pub next: Option<i64>,
+}
+
+/// A page that could not be shown.
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    pub csrf: String,
+    pub status: u16,
+    pub message: String,
+}
+
+/// A JSON value as text for a page: strings bare, null empty, the rest as JSON.
+pub fn text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The data-testid of one figure.
+pub fn figure_id(tenant: &str, product: &str, metric: &str) -> String {
+    format!("{tenant}.{product}.{metric}")
+}
+
+/// An instant shortened to the minute for a table (`2026-11-22 10:00`).
+pub fn short_time(s: impl AsRef<str>) -> String {
+    let s = s.as_ref();
+    if s.len() >= 16 {
+        s[..16].replace('T', " ")
+    } else {
+        s.to_string()
+    }
+}
+
+/// The utilisation of a subscription as a whole percentage.
+pub fn percent(s: &SubView) -> u64 {
+    (s.usage.utilisation * 100.0).round() as u64
+}
+
+/// A JSON value laid out for reading.
+pub fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
