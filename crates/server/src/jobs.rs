@@ -5,6 +5,7 @@
 //! | `snapshots` | keeps entitlement snapshots current (commits, `NOTIFY`, a 500 ms tick) and writes batched `last_seen` | every app |
 //! | `listener` | PostgreSQL `LISTEN` for other nodes' commits | every app on PostgreSQL |
 //! | `outside` | looks, every [`OUTSIDE_LOOK`], for commits another process made to the SQLite file (they make cached reads stale) | every app on SQLite |
+//! | `history` | usage history: points for the tenants that changed (each minute's last counts), every subscription hourly, retention | every app |
 //! | `scheduler` | term transitions (trial and term ends, grace ends), catching up at start | the server |
 //! | `dispatcher` | outbound webhooks: fan-out, claim, send, retry | the server |
 //! | `retention` | prunes audit records older than `--audit-retention-days`, hourly | the server, when set |
@@ -72,6 +73,16 @@ impl Jobs {
             snapshots,
             tasks,
         }
+    }
+
+    /// Starts the usage history sampler (points kept `retention_days`, 0: forever).
+    pub(crate) fn sample_usage(&mut self, retention_days: u32, every: Duration) {
+        let sampler = crate::licenses::history::Sampler::new(
+            self.store.clone(),
+            self.clock.clone(),
+            retention_days,
+        );
+        self.tasks.push(("history", sampler.spawn(every)));
     }
 
     /// Starts the server's own tasks: the scheduler, the webhook dispatcher and retention.

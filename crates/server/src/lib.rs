@@ -87,10 +87,12 @@ fn build(
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> App {
     let activity_every = config.activity_flush;
+    let history = (config.usage_retention_days, config.usage_sample_every);
     let engine = Engine::new(store.clone(), clock.clone());
     let mut state = app::AppState::new(engine, config, admin_hash, metrics);
     state.manual_clock = manual;
-    let jobs = jobs::Jobs::for_app(store, clock, state.snapshots.clone(), activity_every);
+    let mut jobs = jobs::Jobs::for_app(store, clock, state.snapshots.clone(), activity_every);
+    jobs.sample_usage(history.0, history.1);
     App {
         router: app::router(Arc::new(state)),
         jobs,

@@ -110,6 +110,9 @@ struct ServeArgs {
     /// Seconds between writes of users seen by applications (`last_seen`).
     #[arg(long, env = "SEATKEEPER_ACTIVITY_FLUSH", default_value_t = 5)]
     activity_flush: u64,
+    /// Days of usage history (seat counts per subscription over time) to keep; 0 keeps all.
+    #[arg(long, env = "SEATKEEPER_USAGE_RETENTION_DAYS", default_value_t = 400)]
+    usage_retention_days: u32,
     /// Megabytes of rendered users kept for `GET /Users/{id}` (SQLite only; 0 turns it off).
     #[arg(long, env = "SEATKEEPER_USER_CACHE_MB", default_value_t = 64)]
     user_cache_mb: u64,
@@ -301,6 +304,8 @@ fn config_from(args: &ServeArgs) -> Config {
         token_ttl: Duration::from_secs(args.token_ttl.clamp(1, 86_400)),
         activity_flush: Duration::from_secs(args.activity_flush.max(1)),
         user_cache_bytes: args.user_cache_mb.saturating_mul(1024 * 1024),
+        usage_retention_days: args.usage_retention_days,
+        ..Config::default()
     }
 }
 

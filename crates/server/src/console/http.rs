@@ -342,14 +342,35 @@ async fn overview(
     }
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantQuery {
+    days: Option<i64>,
+}
+
 async fn tenant(
     State(state): State<Shared>,
     session: UiSession,
     Path(id): Path<String>,
+    q: Result<Query<TenantQuery>, ApiError>,
 ) -> Response {
-    match state.console.tenant(&id).await {
+    let days = match q {
+        Ok(Query(q)) => match q.days.unwrap_or(30) {
+            d @ (30 | 90 | 365) => d,
+            other => {
+                return error_page(
+                    &session.csrf,
+                    scim::Error::InvalidValue(format!("days must be 30, 90 or 365, not {other}"))
+                        .into(),
+                );
+            }
+        },
+        Err(e) => return error_page(&session.csrf, e),
+    };
+    match state.console.tenant(&id, days).await {
         Ok(p) => page(
             TenantPageView {
+                days,
                 csrf: session.csrf,
                 idle_total: p.idle["total"].as_u64().unwrap_or(0),
                 idle: p.idle["idle"].as_array().cloned().unwrap_or_default(),

@@ -37,6 +37,8 @@ pub struct OverviewPage {
 #[template(path = "tenant.html")]
 pub struct TenantPageView {
     pub csrf: String,
+    /// Days of history shown.
+    pub days: i64,
     pub tenant: TenantView,
     pub waitlist: Vec<Value>,
     pub idle: Vec<Value>,
@@ -109,6 +111,53 @@ pub fn short_time(s: impl AsRef<str>) -> String {
     } else {
         s.to_string()
     }
+}
+
+/// A usage chart drawn on the server: seats (dashed), active and waitlisted over the
+/// subscription's history, as inline SVG (no script, nothing fetched).
+pub fn chart(s: &SubView) -> String {
+    let pts = &s.history;
+    let (w, h, pad) = (600.0_f64, 160.0_f64, 4.0_f64);
+    if pts.len() < 2 {
+        return format!(
+            "<p class=\"muted\">History starts with the first hourly sample; {} point(s) so far.</p>",
+            pts.len()
+        );
+    }
+    let top = pts
+        .iter()
+        .map(|p| p.counts.seats.max(p.counts.active + p.counts.waitlisted))
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let x = |i: usize| pad + (w - 2.0 * pad) * i as f64 / (pts.len() - 1) as f64;
+    let y = |v: i64| h - pad - (h - 2.0 * pad) * v as f64 / top;
+    let line = |f: &dyn Fn(&crate::licenses::history::Point) -> i64| {
+        pts.iter()
+            .enumerate()
+            .map(|(i, p)| format!("{:.1},{:.1}", x(i), y(f(&p.counts))))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let label = format!(
+        "{}: active seats from {} ({}) to {} ({}), of {} bought",
+        s.usage.product,
+        short_time(&pts[0].at),
+        pts[0].counts.active,
+        short_time(&pts[pts.len() - 1].at),
+        pts[pts.len() - 1].counts.active,
+        s.usage.seats
+    );
+    format!(
+        "<svg class=\"chart\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{label}\" preserveAspectRatio=\"none\">\
+<polyline class=\"seats\" points=\"{}\"/><polyline class=\"waitlisted\" points=\"{}\"/><polyline class=\"active\" points=\"{}\"/></svg>\
+<p class=\"legend\"><span class=\"k active\">active</span> <span class=\"k waitlisted\">waitlisted</span> <span class=\"k seats\">seats</span> · {} to {}</p>",
+        line(&|c| c.seats),
+        line(&|c| c.waitlisted),
+        line(&|c| c.active),
+        short_time(&pts[0].at),
+        short_time(&pts[pts.len() - 1].at),
+    )
 }
 
 /// The utilisation of a subscription as a whole percentage.

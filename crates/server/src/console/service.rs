@@ -41,6 +41,8 @@ pub struct SubView {
     pub usage: UsageRow,
     /// Compliance findings of this subscription.
     pub findings: Vec<Finding>,
+    /// Its usage history (the tenant page only).
+    pub history: Vec<crate::licenses::history::HistoryPoint>,
 }
 
 /// One tenant on the overview.
@@ -171,6 +173,7 @@ impl Console {
             out.entry(usage.tenant.clone()).or_default().push(SubView {
                 usage,
                 findings: mine,
+                history: Vec::new(),
             });
         }
         Ok(out)
@@ -201,6 +204,7 @@ impl Console {
                     id: r.usage.tenant.clone(),
                     name: r.tenant_name,
                     subs: vec![SubView {
+                        history: Vec::new(),
                         findings: findings
                             .iter()
                             .filter(|f| f.tenant == r.usage.tenant && f.product == r.usage.product)
@@ -290,8 +294,8 @@ impl Console {
             .collect())
     }
 
-    /// The tenant page.
-    pub async fn tenant(&self, id: &str) -> ApiResult<TenantPage> {
+    /// The tenant page, with `days` of usage history per subscription.
+    pub async fn tenant(&self, id: &str, days: i64) -> ApiResult<TenantPage> {
         let t = self
             .tenants
             .list()
@@ -300,6 +304,25 @@ impl Console {
             .find(|t| t.id == id)
             .ok_or_else(|| ApiError::NotFound(format!("tenant {id} not found")))?;
         let mut subs = self.subs_of(std::slice::from_ref(&t.id)).await?;
+        let now = self.clock.now();
+        let step = if days <= 30 {
+            crate::licenses::history::Step::Hour
+        } else {
+            crate::licenses::history::Step::Day
+        };
+        for s in subs.values_mut().flatten() {
+            s.history = self
+                .licenses
+                .history(
+                    id,
+                    Some(&s.usage.product),
+                    Some(now - Duration::days(days)),
+                    Some(now),
+                    Some(step),
+                )
+                .await?
+                .points;
+        }
         let events = self
             .events
             .recent(id, 20)

@@ -37,6 +37,10 @@ pub struct Config {
     pub activity_flush: Duration,
     /// Most bytes of rendered users kept for `GET /Users/{id}` (0: none; SQLite only).
     pub user_cache_bytes: u64,
+    /// Days of usage history kept (0: forever).
+    pub usage_retention_days: u32,
+    /// How often the usage history sampler looks at the tenants that changed.
+    pub usage_sample_every: Duration,
 }
 
 impl Default for Config {
@@ -57,6 +61,8 @@ impl Default for Config {
             token_ttl: Duration::from_secs(300),
             activity_flush: Duration::from_secs(5),
             user_cache_bytes: 64 * 1024 * 1024,
+            usage_retention_days: 400,
+            usage_sample_every: crate::licenses::history::SAMPLE_EVERY,
         }
     }
 }

@@ -38,6 +38,12 @@ const MIGRATIONS: &[(i64, &str, &str, Option<Then>)] = &[
     (7, "the vendor audit chain", "", Some(vendor_chain)),
     (8, "idle seats", include_str!("sql/idle.sql"), None),
     (9, "console sessions", include_str!("sql/console.sql"), None),
+    (
+        10,
+        "usage history",
+        include_str!("sql/usage_history.sql"),
+        None,
+    ),
 ];
 
 /// Migration 6: copies each tenant's seat counts from `lic_lines` into its head row

@@ -50,6 +50,8 @@ pub struct Store {
     generations: std::sync::Arc<Generations>,
     /// The writer connection's `PRAGMA data_version` when last looked at (SQLite).
     outside_version: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Tenants this process committed to since [`Store::take_touched`] last took them.
+    touched: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 /// Commit generations, for caches of what readers render: a reader takes a [`Mark`] before
@@ -152,6 +154,7 @@ impl Store {
                 after_commit: Default::default(),
                 generations: Default::default(),
                 outside_version: Default::default(),
+                touched: Default::default(),
             }
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pg = PgPoolOptions::new()
@@ -167,6 +170,7 @@ impl Store {
                 after_commit: Default::default(),
                 generations: Default::default(),
                 outside_version: Default::default(),
+                touched: Default::default(),
             }
         } else {
             return Err(StoreError::BadUrl(url.to_string()));
@@ -203,6 +207,11 @@ impl Store {
             })
             .await?;
         self.generations.moved(&tenants, reach);
+        if !tenants.is_empty()
+            && let Ok(mut t) = self.touched.lock()
+        {
+            t.extend(tenants.iter().cloned());
+        }
         if wrote_events {
             self.events.send_modify(|n| *n = n.wrapping_add(1));
         }
@@ -279,6 +288,15 @@ impl Store {
         let n = self.pool.execute(sql, &params).await;
         self.generations.moved(&[], Reach::Everything);
         n
+    }
+
+    /// The tenants this process has committed to since the last call (for samplers that
+    /// follow changes without reading every tenant).
+    pub(crate) fn take_touched(&self) -> Vec<String> {
+        self.touched
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t).into_iter().collect())
+            .unwrap_or_default()
     }
 
     /// The commit generations as a reader sees them before reading `tenant`.

@@ -28,6 +28,7 @@ pub fn routes() -> Router<Shared> {
         )
         .route("/api/v1/tenants/{id}/usage", get(usage))
         .route("/api/v1/tenants/{id}/idle", get(idle))
+        .route("/api/v1/tenants/{id}/usage/history", get(history))
         .route(
             "/api/v1/tenants/{id}/users/{user_id}/licenses",
             get(user_licenses),
@@ -158,6 +159,60 @@ async fn idle(
             .await?,
     )
     .into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    product: Option<String>,
+    from: Option<crate::kernel::ids::Instant>,
+    to: Option<crate::kernel::ids::Instant>,
+    step: Option<crate::licenses::history::Step>,
+    format: Option<HistoryFormat>,
+}
+
+#[derive(serde::Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum HistoryFormat {
+    Json,
+    Csv,
+}
+
+async fn history(
+    State(state): State<Shared>,
+    _auth: AdminAuth,
+    Path(id): Path<String>,
+    crate::kernel::extract::Query(q): crate::kernel::extract::Query<HistoryQuery>,
+) -> ApiResult<Response> {
+    let h = state
+        .licenses
+        .history(
+            &id,
+            q.product.as_deref(),
+            q.from.map(|i| i.at()),
+            q.to.map(|i| i.at()),
+            q.step,
+        )
+        .await?;
+    if q.format == Some(HistoryFormat::Csv) {
+        let mut out = String::from("at,seats,active,waitlisted,overage,idle\r\n");
+        for p in &h.points {
+            let c = &p.counts;
+            out.push_str(&format!(
+                "{},{},{},{},{},{}\r\n",
+                p.at, c.seats, c.active, c.waitlisted, c.overage, c.idle
+            ));
+        }
+        return Ok((
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("text/csv; charset=utf-8"),
+            )],
+            out,
+        )
+            .into_response());
+    }
+    Ok(ScimJson(serde_json::to_value(&h).unwrap_or_default()).into_response())
 }
 
 async fn user_licenses(

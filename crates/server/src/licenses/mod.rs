@@ -2,6 +2,7 @@
 //! that keep them in step with the directory.
 
 pub mod decide;
+pub mod history;
 pub mod http;
 pub mod service;
 pub mod store;

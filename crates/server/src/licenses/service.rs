@@ -934,6 +934,56 @@ impl Licenses {
         Ok(out)
     }
 
+    /// A subscription's usage history from `from` to `to` (default: the last 30 days) in
+    /// buckets of `step` (default: hours up to 7 days, else days). `product` may be left out
+    /// when the tenant has one subscription.
+    pub async fn history(
+        &self,
+        tenant: &str,
+        product: Option<&str>,
+        from: Option<OffsetDateTime>,
+        to: Option<OffsetDateTime>,
+        step: Option<crate::licenses::history::Step>,
+    ) -> ApiResult<crate::licenses::history::History> {
+        use crate::licenses::history::Step;
+        if self.store.tenant(tenant).await?.is_none() {
+            return Err(ApiError::NotFound(format!("tenant {tenant} not found")));
+        }
+        let subs = self.store.subscriptions(tenant).await?;
+        let product = match product {
+            Some(p) => {
+                if !subs.iter().any(|s| s.product.as_str() == p) {
+                    return Err(ApiError::NotFound(format!(
+                        "tenant {tenant} has no subscription to {p}"
+                    )));
+                }
+                p.to_string()
+            }
+            None => match subs.as_slice() {
+                [one] => one.product.to_string(),
+                [] => {
+                    return Err(ApiError::NotFound(format!(
+                        "tenant {tenant} has no subscriptions"
+                    )));
+                }
+                _ => {
+                    return Err(scim::Error::InvalidValue(
+                        "product is required: the tenant has several subscriptions".into(),
+                    )
+                    .into());
+                }
+            },
+        };
+        let to = to.unwrap_or_else(|| self.clock.now());
+        let from = from.unwrap_or(to - time::Duration::days(30));
+        let step = step.unwrap_or(if to - from <= time::Duration::days(7) {
+            Step::Hour
+        } else {
+            Step::Day
+        });
+        crate::licenses::history::history(&self.store, tenant, &product, from, to, step).await
+    }
+
     /// A tenant's waiting licenses in line order per product (at most `limit` each):
     /// `{user, userName, product, plan, place, since}`.
     pub async fn waitlist(&self, tenant: &str, limit: i64) -> ApiResult<Vec<Value>> {

@@ -155,6 +155,14 @@ const OPS: &[Op] = &[
     ),
     op(
         "get",
+        "/tenants/{id}/usage/history",
+        Admin,
+        "A subscription's seat counts over time (?product=P&from=&to=&step=hour|day&format=json|csv): {points: [{at, seats, active, waitlisted, overage, idle}]}, each bucket the counts at its end",
+        None,
+        (200, ""),
+    ),
+    op(
+        "get",
         "/usage",
         Admin,
         "Every tenant's subscriptions with their usage, idle seats, utilisation and oldest waiter (?sort=name|utilisation|overage|waitlisted|idle|ends_at&order=asc|desc&limit&cursor&format=json|csv)",

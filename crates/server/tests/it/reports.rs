@@ -23,6 +23,7 @@ async fn app(b: Backend) -> TestApp {
             rate_per_second: 100_000,
             rate_burst: 100_000,
             activity_flush: Duration::from_secs(1),
+            usage_sample_every: Duration::from_millis(100),
             ..Config::default()
         },
     )
@@ -489,8 +490,128 @@ async fn compliance_findings_are_signed(b: Backend) {
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.raw);
 }
 
+/// Usage history: points follow changes (the minute's last counts), hours without change are
+/// carried forward, buckets hold the counts at their end; CSV; bad ranges refused.
+async fn usage_history_follows_changes(b: Backend) {
+    let app = app(b).await;
+    let t = app.tenant.clone();
+    apply(
+        &app,
+        json!([{"id": t, "rules": [], "subscriptions": [sub(&app, 3, json!({}))]}]),
+    )
+    .await;
+    let path = format!("/api/v1/tenants/{t}/usage/history");
+    // Waits until the series' last bucket shows `active`.
+    let wait_for = |active: i64, query: String| {
+        let app = &app;
+        let path = path.clone();
+        async move {
+            let mut last = Value::Null;
+            for _ in 0..100 {
+                let r = get(app, &format!("{path}?{query}")).await;
+                last = r.body.clone();
+                if r.body["points"]
+                    .as_array()
+                    .and_then(|p| p.last())
+                    .map(|p| p["active"].clone())
+                    == Some(json!(active))
+                {
+                    return r.body;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("the history never showed {active} active: {last}");
+        }
+    };
+    // 10:00 — two users.
+    users(&app, &t, &["a@h.test", "b@h.test"]).await;
+    wait_for(
+        2,
+        "step=hour&from=2026-11-22T10:00:00Z&to=2026-11-22T10:59:00Z".into(),
+    )
+    .await;
+    // 11:30 — a third.
+    app.clock.advance(time::Duration::minutes(90));
+    users(&app, &t, &["c@h.test"]).await;
+    wait_for(
+        3,
+        "step=hour&from=2026-11-22T10:00:00Z&to=2026-11-22T11:59:00Z".into(),
+    )
+    .await;
+    // A day later, nothing moved: every hour still answers, carried forward.
+    app.clock.advance(time::Duration::days(1));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let h = get(
+        &app,
+        &format!("{path}?step=hour&from=2026-11-22T10:00:00Z&to=2026-11-23T11:00:00Z"),
+    )
+    .await
+    .body;
+    let points = h["points"].as_array().unwrap();
+    assert_eq!(points.len(), 26, "{h}");
+    assert_eq!(points[0]["at"], "2026-11-22T10:00:00.000000Z");
+    assert_eq!(
+        (points[0]["active"].clone(), points[0]["seats"].clone()),
+        (json!(2), json!(3))
+    );
+    assert!(points[1..].iter().all(|p| p["active"] == json!(3)), "{h}");
+    for field in ["seats", "active", "waitlisted", "overage", "idle"] {
+        assert!(points[0].get(field).is_some(), "{field}");
+    }
+    // By day, and as CSV.
+    let d = get(
+        &app,
+        &format!("{path}?step=day&from=2026-11-22T00:00:00Z&to=2026-11-23T12:00:00Z"),
+    )
+    .await
+    .body;
+    let days: Vec<(String, Value)> = d["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["at"].as_str().unwrap().to_string(), p["active"].clone()))
+        .collect();
+    assert_eq!(
+        days,
+        vec![
+            ("2026-11-22T00:00:00.000000Z".to_string(), json!(3)),
+            ("2026-11-23T00:00:00.000000Z".to_string(), json!(3))
+        ]
+    );
+    let csv = get(
+        &app,
+        &format!("{path}?step=day&from=2026-11-22T00:00:00Z&to=2026-11-23T12:00:00Z&format=csv"),
+    )
+    .await;
+    assert_eq!(
+        csv.raw.lines().next(),
+        Some("at,seats,active,waitlisted,overage,idle")
+    );
+    assert_eq!(csv.raw.lines().count(), 3, "{}", csv.raw);
+    // The product by name; bad input.
+    let r = get(&app, &format!("{path}?product={}", product(&app))).await;
+    assert!(!r.body["points"].as_array().unwrap().is_empty());
+    for (q, status) in [
+        ("step=minute", StatusCode::BAD_REQUEST),
+        (
+            "from=2026-11-23T00:00:00Z&to=2026-11-22T00:00:00Z",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("from=yesterday", StatusCode::BAD_REQUEST),
+        (
+            "step=hour&from=2000-01-01T00:00:00Z&to=2026-01-01T00:00:00Z",
+            StatusCode::BAD_REQUEST,
+        ),
+        ("product=nope", StatusCode::NOT_FOUND),
+    ] {
+        let r = app.admin("GET", &format!("{path}?{q}"), None).await;
+        assert_eq!(r.status, status, "{q}: {}", r.raw);
+    }
+}
+
 both_backends!(
     idle_seats_follow_activity,
+    usage_history_follows_changes,
     usage_across_tenants,
     compliance_findings_are_signed,
 );
