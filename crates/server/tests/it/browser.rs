@@ -24,8 +24,8 @@ impl Drop for Kill {
     }
 }
 
-/// `seatkeeper demo` on a free port: (process, base URL, SCIM token, tenant id).
-fn demo() -> (Kill, String, String, String) {
+/// `seatkeeper demo` on a free port: (process, base URL, SCIM token, tenant id, database).
+fn demo() -> (Kill, String, String, String, String) {
     let mut child = Command::new(BIN)
         .args(["demo", "--listen", "127.0.0.1:0", "--users", "40"])
         .env("SEATKEEPER_ADMIN_TOKEN", ADMIN)
@@ -36,8 +36,12 @@ fn demo() -> (Kill, String, String, String) {
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
     let (mut base, mut token, mut tenant) = (String::new(), String::new(), String::new());
+    let mut db = String::new();
     for line in out.by_ref() {
         let line = line.unwrap();
+        if let Some(i) = line.find("sqlite://") {
+            db = line[i..].trim().to_string();
+        }
         let value = |l: &str| {
             l.split_once(':')
                 .map(|(_, v)| v.split_whitespace().next().unwrap_or("").to_string())
@@ -66,7 +70,7 @@ fn demo() -> (Kill, String, String, String) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    (Kill(child), base, token, tenant)
+    (Kill(child), base, token, tenant, db)
 }
 
 /// chromedriver on a free port, and a headless Chromium session at `width` × 900.
@@ -147,7 +151,7 @@ async fn sign_in(c: &Client, base: &str, token: &str) {
 /// explanation, signing out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_in_a_real_browser() {
-    let (_demo, base, scim_token, tenant) = demo();
+    let (_demo, base, scim_token, tenant, db) = demo();
     let (_driver, c) = browser().await;
 
     // No session: every page sends to the sign-in.
@@ -249,6 +253,29 @@ async fn the_console_in_a_real_browser() {
     let seen_after = created.elapsed();
     shot(&c, "tenant.png").await;
 
+    // Ninety days of history (written beside the server, as a long-running one would have
+    // it): the chart is drawn from it.
+    let store = seatkeeper::Store::connect(&db, &Default::default()).await.unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let hour = now - now.rem_euclid(3600);
+    for d in (1..=90).rev() {
+        let at = hour - d * 86_400;
+        let active = 10 + (90 - d) / 5;
+        store
+            .execute_unchecked(
+                "INSERT INTO usage_points (tenant_id, product, at, seats, active, waitlisted, overage, idle) \
+                 VALUES ($1, 'workspace', $2, 30, $3, $4, 0, 0)",
+                vec![tenant.as_str().into(), at.into(), active.min(30).into(), (active - 30).max(0).into()],
+            )
+            .await
+            .unwrap();
+    }
+    store.close().await;
+    c.goto(&format!("{base}/ui/tenants/{tenant}?days=90")).await.unwrap();
+    let svg = c.find(Locator::Css("svg.chart polyline.active")).await.unwrap();
+    assert!(svg.attr("points").await.unwrap().unwrap().split(' ').count() >= 90);
+    shot(&c, "tenant-history.png").await;
+
     // A user's explanation.
     c.goto(&format!("{base}/ui/tenants/{tenant}/users/{user}"))
         .await
@@ -287,7 +314,7 @@ async fn the_console_in_a_real_browser() {
 /// Forms without their CSRF token are refused; pages without a session redirect.
 #[tokio::test]
 async fn console_forms_need_their_csrf_token() {
-    let (_demo, base, _, _) = demo();
+    let (_demo, base, _, _, _) = demo();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
