@@ -802,6 +802,7 @@ impl Store {
     pub(crate) async fn usage_inputs(
         &self,
         tenants: Option<&[String]>,
+        with_waits: bool,
     ) -> StoreResult<UsageInputs> {
         let mut out = UsageInputs::default();
         if tenants.is_some_and(|t| t.is_empty()) {
@@ -839,6 +840,9 @@ impl Store {
             .await?
         {
             out.lines.insert(r.text(0), parse_lines(&r.text(1))?);
+        }
+        if !with_waits {
+            return Ok(out);
         }
         let waiting_clause = if clause.is_empty() {
             "WHERE state = 'waitlisted'".to_string()

@@ -203,12 +203,21 @@ impl Reports {
             .into_iter()
             .map(|t| (t.id, t.name))
             .collect();
-        let rows: Vec<TenantUsage> = self
-            .licenses
-            .usage_rows(None)
-            .await?
+        // Sorting by idle needs every row's idle seats; any other order sorts the seat
+        // counts alone and completes only the page's rows.
+        let rows: Vec<UsageRow> = if sort == Sort::Idle {
+            self.licenses
+                .usage_rows(None)
+                .await?
+                .into_iter()
+                .map(|(u, _)| u)
+                .collect()
+        } else {
+            self.licenses.seat_rows(None).await?
+        };
+        let rows: Vec<TenantUsage> = rows
             .into_iter()
-            .map(|(usage, _)| TenantUsage {
+            .map(|usage| TenantUsage {
                 tenant_name: names.get(&usage.tenant).cloned().unwrap_or_default(),
                 usage,
             })
@@ -242,7 +251,24 @@ impl Reports {
                 .unwrap_or_default(),
             )
         });
-        let page: Vec<TenantUsage> = keyed.into_iter().map(|(_, r)| r).collect();
+        let mut page: Vec<TenantUsage> = keyed.into_iter().map(|(_, r)| r).collect();
+        if sort != Sort::Idle && !page.is_empty() {
+            let mut ids: Vec<String> = page.iter().map(|r| r.usage.tenant.clone()).collect();
+            ids.sort();
+            ids.dedup();
+            let full: std::collections::HashMap<(String, String), UsageRow> = self
+                .licenses
+                .usage_rows(Some(&ids))
+                .await?
+                .into_iter()
+                .map(|(u, _)| ((u.tenant.clone(), u.product.clone()), u))
+                .collect();
+            for r in &mut page {
+                if let Some(u) = full.get(&(r.usage.tenant.clone(), r.usage.product.clone())) {
+                    r.usage = u.clone();
+                }
+            }
+        }
         Ok(UsagePage {
             usage: page,
             total,
