@@ -77,7 +77,7 @@ impl Jobs {
 
     /// Starts the usage history sampler (points kept `retention_days`, 0: forever).
     pub(crate) fn sample_usage(&mut self, retention_days: u32, every: Duration) {
-        let sampler = crate::licenses::history::Sampler::new(
+        let sampler = crate::licenses::sampler::Sampler::new(
             self.store.clone(),
             self.clock.clone(),
             retention_days,

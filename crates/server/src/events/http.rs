@@ -206,11 +206,25 @@ async fn feed(
     _auth: AdminAuth,
     Query(q): Query<FeedQuery>,
 ) -> ApiResult<Response> {
-    let tenant = q.tenant.clone().ok_or_else(|| {
-        ApiError::Scim(scim::Error::InvalidValue(
-            "tenant is required: ?tenant=ID".into(),
-        ))
-    })?;
+    let Some(tenant) = q.tenant.clone() else {
+        // Every tenant's events, in one feed.
+        let after = match q.after.as_deref() {
+            None | Some("") => (0, 0),
+            Some(s) => crate::events::service::parse_position(s).ok_or_else(|| {
+                ApiError::Scim(scim::Error::InvalidValue(format!(
+                    "after '{s}' is not a cursor this feed gave"
+                )))
+            })?,
+        };
+        let page = state
+            .events
+            .feed_all(after, q.limit.unwrap_or(100).clamp(1, MAX_PAGE))
+            .await?;
+        return Ok(ScimJson(json!({
+            "events": page.events, "next_cursor": page.next_cursor, "has_more": page.has_more,
+        }))
+        .into_response());
+    };
     feed_page(&state, &tenant, &q).await
 }
 
@@ -240,11 +254,29 @@ async fn stream(
     headers: HeaderMap,
     Query(q): Query<FeedQuery>,
 ) -> ApiResult<Response> {
-    let tenant = q.tenant.clone().ok_or_else(|| {
-        ApiError::Scim(scim::Error::InvalidValue(
-            "tenant is required: ?tenant=ID".into(),
-        ))
-    })?;
+    let Some(tenant) = q.tenant.clone() else {
+        // Every tenant's events, live. The SSE id is the feed position, so Last-Event-ID
+        // resumes exactly.
+        let after = match header(&headers, "last-event-id").or(q.after.as_deref()) {
+            Some(s) => crate::events::service::parse_position(s).ok_or_else(|| {
+                ApiError::Scim(scim::Error::InvalidValue(format!(
+                    "'{s}' is not a position this stream gave"
+                )))
+            })?,
+            None => state.events.last_position().await?,
+        };
+        let events = state.events.stream_all(after).map(|e| {
+            e.map(|(pos, r)| {
+                SseEvent::default()
+                    .id(crate::events::service::position_text(pos))
+                    .event(r.event_type.clone())
+                    .data(envelope(&r).to_string())
+            })
+        });
+        return Ok(Sse::new(events)
+            .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+            .into_response());
+    };
     // Resume after the last event the client saw, else after `after`, else from now.
     let cursor = match header(&headers, "last-event-id").or(q.after.as_deref()) {
         Some(s) => {

@@ -51,6 +51,18 @@ pub struct FeedPage {
     pub has_more: bool,
 }
 
+/// A vendor-feed position as its cursor text (`{tx}.{id}`).
+pub fn position_text(p: (i64, i64)) -> String {
+    format!("{}.{}", p.0, p.1)
+}
+
+/// A vendor-feed cursor: what [`position_text`] wrote.
+pub fn parse_position(s: &str) -> Option<(i64, i64)> {
+    let (tx, id) = s.split_once('.')?;
+    let (tx, id) = (tx.parse().ok()?, id.parse().ok()?);
+    (tx >= 0 && id >= 0).then_some((tx, id))
+}
+
 /// The events service.
 #[derive(Clone)]
 pub struct Events {
@@ -320,6 +332,59 @@ impl Events {
             next_cursor: event_id(next),
             has_more: rows.len() as i64 == limit,
         })
+    }
+
+    /// A page of every tenant's events after a vendor-feed position, in feed order.
+    pub async fn feed_all(&self, after: (i64, i64), limit: i64) -> ApiResult<FeedPage> {
+        let rows = self.store.outbox_all_after(after, limit).await?;
+        let next = rows.last().map_or(after, |(tx, r)| (*tx, r.id));
+        Ok(FeedPage {
+            events: rows.iter().map(|(_, r)| envelope(r)).collect(),
+            next_cursor: position_text(next),
+            has_more: rows.len() as i64 == limit,
+        })
+    }
+
+    /// The vendor feed's newest position (where its live stream starts by default).
+    pub async fn last_position(&self) -> ApiResult<(i64, i64)> {
+        Ok(self.store.last_position().await?)
+    }
+
+    /// Every tenant's events after a vendor-feed position, then live as they commit.
+    pub fn stream_all(
+        &self,
+        after: (i64, i64),
+    ) -> impl futures::Stream<Item = Result<((i64, i64), OutboxRow), Infallible>> + use<> {
+        let store = self.store.clone();
+        let commits = store.event_commits();
+        let start = (store, after, commits, std::collections::VecDeque::new());
+        futures::stream::unfold(
+            start,
+            |(store, mut pos, mut commits, mut queue)| async move {
+                loop {
+                    if let Some(e) = queue.pop_front() {
+                        return Some((Ok(e), (store, pos, commits, queue)));
+                    }
+                    commits.borrow_and_update();
+                    match store.outbox_all_after(pos, 500).await {
+                        Ok(rows) if !rows.is_empty() => {
+                            for (tx, r) in rows {
+                                pos = (tx, r.id);
+                                queue.push_back((pos, r));
+                            }
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "vendor event stream read failed"),
+                    }
+                    tokio::select! {
+                        r = commits.changed() => if r.is_err() { return None; },
+                        // A transaction still running held back what came after it: look again.
+                        () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    }
+                }
+            },
+        )
     }
 
     /// A tenant's newest `n` events, newest first.

@@ -405,6 +405,52 @@ impl Store {
             .unwrap_or(0))
     }
 
+    /// Every tenant's events after the position (tx, id), in feed order: settled ones only.
+    pub(crate) async fn outbox_all_after(
+        &self,
+        after: (i64, i64),
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, OutboxRow)>> {
+        let rows = self
+            .pool()
+            .fetch(
+                &format!(
+                    "SELECT id, tenant_id, event_type, resource_type, resource_id, payload, created, tx FROM outbox \
+                     {} LIMIT $3",
+                    crate::kernel::db::settled_outbox(self.backend())
+                ),
+                &params![after.0, after.1, limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.int(7),
+                    OutboxRow {
+                        id: r.int(0),
+                        tenant_id: r.text(1),
+                        event_type: r.text(2),
+                        resource_type: r.text(3),
+                        resource_id: r.text(4),
+                        payload: r.text(5),
+                        created: r.text(6),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// The feed position of the newest settled event of any tenant.
+    pub(crate) async fn last_position(&self) -> StoreResult<(i64, i64)> {
+        Ok(self
+            .pool()
+            .fetch_opt(crate::kernel::db::last_settled_outbox(self.backend()), &[])
+            .await?
+            .map(|r| (r.int(0), r.int(1)))
+            .unwrap_or((0, 0)))
+    }
+
     /// A tenant's newest `n` events, newest first.
     pub(crate) async fn recent_events(&self, tenant: &str, n: i64) -> StoreResult<Vec<OutboxRow>> {
         Ok(self

@@ -62,7 +62,7 @@ impl Default for Config {
             activity_flush: Duration::from_secs(5),
             user_cache_bytes: 64 * 1024 * 1024,
             usage_retention_days: 400,
-            usage_sample_every: crate::licenses::history::SAMPLE_EVERY,
+            usage_sample_every: Duration::from_secs(5),
         }
     }
 }

@@ -120,6 +120,30 @@ pub fn placeholders(start: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// The vendor feed's read of the outbox after position ($1 = tx, $2 = id): on PostgreSQL in
+/// (tx, id) order and only rows no running transaction can still precede (`tx` below the
+/// oldest running transaction); on SQLite (one writer, ids in commit order, every tx 0) by id.
+pub(crate) fn settled_outbox(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "WHERE $1 = $1 AND id > $2 ORDER BY id",
+        Backend::Postgres => {
+            "WHERE (tx > $1 OR (tx = $1 AND id > $2)) \
+             AND tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint ORDER BY tx, id"
+        }
+    }
+}
+
+/// The vendor feed's newest settled position (see [`settled_outbox`]).
+pub(crate) fn last_settled_outbox(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "SELECT tx, id FROM outbox ORDER BY id DESC LIMIT 1",
+        Backend::Postgres => {
+            "SELECT tx, id FROM outbox WHERE tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+             ORDER BY tx DESC, id DESC LIMIT 1"
+        }
+    }
+}
+
 /// A result row.
 #[derive(Debug, Clone)]
 pub struct Row(Vec<V>);

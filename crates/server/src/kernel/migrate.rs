@@ -44,6 +44,12 @@ const MIGRATIONS: &[(i64, &str, &str, Option<Then>)] = &[
         include_str!("sql/usage_history.sql"),
         None,
     ),
+    (
+        11,
+        "vendor-wide feed order",
+        include_str!("sql/vendor_feed.sql"),
+        Some(outbox_tx_index),
+    ),
 ];
 
 /// Migration 6: copies each tenant's seat counts from `lic_lines` into its head row
@@ -76,6 +82,15 @@ fn move_seat_lines(tx: &mut Tx<'_>) -> StoreResult<()> {
     Ok(())
 }
 
+/// Migration 11: on PostgreSQL, the index the vendor feed reads in (on SQLite every `tx` is 0
+/// and the primary key is the order; an index there would only cost every event written).
+fn outbox_tx_index(tx: &mut Tx<'_>) -> StoreResult<()> {
+    if !tx.skip_locked_clause("outbox").is_empty() {
+        tx.execute("CREATE INDEX outbox_tx ON outbox (tx, id)", &[])?;
+    }
+    Ok(())
+}
+
 /// Migration 7: the tip of the vendor chain, which records actions that belong to no tenant.
 fn vendor_chain(tx: &mut Tx<'_>) -> StoreResult<()> {
     tx.execute(
@@ -98,7 +113,12 @@ fn specialise(sql: &str, backend: Backend) -> String {
         ),
         Backend::Postgres => ("TEXT COLLATE \"C\"", "BIGSERIAL PRIMARY KEY", "TEXT", ""),
     };
+    let txid = match backend {
+        Backend::Sqlite => "0",
+        Backend::Postgres => "(pg_current_xact_id()::text::bigint)",
+    };
     sql.replace("{TEXT}", text)
+        .replace("{TXID}", txid)
         .replace("{ID_PK}", id_pk)
         .replace("{JSON}", json)
         .replace("{WITHOUT_ROWID}", without_rowid)

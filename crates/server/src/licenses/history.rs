@@ -1,7 +1,8 @@
 //! Usage history: each subscription's counts (seats, active, waitlisted, overage, idle) as a
 //! time series.
 //!
-//! - A commit marks its tenants; every [`SAMPLE_EVERY`] the sampler writes, for each marked
+//! - A commit marks its tenants; every few seconds (`Config::usage_sample_every`, 5 s) the
+//!   sampler writes, for each marked
 //!   tenant's subscription whose counts moved, a point at the current minute — coalesced:
 //!   more changes in the same minute rewrite that minute's point.
 //! - Every hour it samples every subscription (idle seats move with time alone). An hour whose
@@ -10,20 +11,15 @@
 //! - Points older than `--usage-retention-days` are deleted at the hourly sample.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::kernel::clock::SharedClock;
 use crate::kernel::db::P;
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::store::{Store, StoreError, StoreResult};
 use crate::licenses::usage::UsageRow;
 use crate::params;
-
-/// How often marked tenants are sampled.
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 /// One point of a series.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -39,7 +35,7 @@ pub struct Point {
 }
 
 impl Point {
-    fn of(r: &UsageRow, at: i64) -> Point {
+    pub(crate) fn of(r: &UsageRow, at: i64) -> Point {
         Point {
             at,
             seats: i64::from(r.seats),
@@ -50,7 +46,7 @@ impl Point {
         }
     }
 
-    fn same_counts(&self, o: &Point) -> bool {
+    pub(crate) fn same_counts(&self, o: &Point) -> bool {
         (
             self.seats,
             self.active,
@@ -85,7 +81,7 @@ pub const MAX_BUCKETS: i64 = 20_000;
 
 impl Store {
     /// The latest point at or before `at` of each of a tenant's products.
-    async fn latest_points(&self, tenant: &str) -> StoreResult<BTreeMap<String, Point>> {
+    pub(crate) async fn latest_points(&self, tenant: &str) -> StoreResult<BTreeMap<String, Point>> {
         let rows = self
             .pool()
             .fetch(
@@ -114,7 +110,7 @@ impl Store {
     }
 
     /// Writes points (a point already at that instant is replaced: coalescing).
-    async fn put_points(&self, points: Vec<(String, String, Point)>) -> StoreResult<()> {
+    pub(crate) async fn put_points(&self, points: Vec<(String, String, Point)>) -> StoreResult<()> {
         if points.is_empty() {
             return Ok(());
         }
@@ -167,7 +163,7 @@ impl Store {
     }
 
     /// Deletes points older than `before` (unix seconds).
-    async fn prune_points(&self, before: i64) -> StoreResult<u64> {
+    pub(crate) async fn prune_points(&self, before: i64) -> StoreResult<u64> {
         self.write(move |tx| {
             tx.reaches_nothing_rendered();
             tx.execute("DELETE FROM usage_points WHERE at < $1", &params![before])
@@ -243,101 +239,6 @@ pub fn buckets(
     out
 }
 
-/// The sampler: follows the store's touched tenants and the hour.
-pub struct Sampler {
-    store: Store,
-    clock: SharedClock,
-    licenses: crate::licenses::service::Licenses,
-    retention_days: u32,
-    last_hour: i64,
-}
-
-fn unix(t: OffsetDateTime) -> i64 {
-    t.unix_timestamp()
-}
-
-impl Sampler {
-    /// A sampler keeping points for `retention_days`.
-    pub fn new(store: Store, clock: SharedClock, retention_days: u32) -> Sampler {
-        Sampler {
-            licenses: crate::licenses::service::Licenses::new(store.clone(), clock.clone()),
-            store,
-            clock,
-            retention_days,
-            last_hour: i64::MIN,
-        }
-    }
-
-    /// Writes the points of these usage rows whose counts differ from their tenant's latest
-    /// point, at `at`.
-    async fn record(&self, rows: Vec<UsageRow>, at: i64) -> StoreResult<usize> {
-        let mut by_tenant: BTreeMap<String, Vec<UsageRow>> = BTreeMap::new();
-        for r in rows {
-            by_tenant.entry(r.tenant.clone()).or_default().push(r);
-        }
-        let mut out = Vec::new();
-        for (tenant, rows) in by_tenant {
-            let latest = self.store.latest_points(&tenant).await?;
-            for r in rows {
-                let p = Point::of(&r, at);
-                match latest.get(&r.product) {
-                    // The same counts: nothing to store (unless it is this minute's point,
-                    // which is already right).
-                    Some(l) if l.same_counts(&p) => {}
-                    _ => out.push((tenant.clone(), r.product.clone(), p)),
-                }
-            }
-        }
-        let n = out.len();
-        self.store.put_points(out).await?;
-        Ok(n)
-    }
-
-    /// One round: the touched tenants at the current minute; on a new hour, every
-    /// subscription at the hour, and retention.
-    pub async fn tick(&mut self) -> ApiResult<usize> {
-        let now = unix(self.clock.now());
-        let mut written = 0;
-        let touched = self.store.take_touched();
-        if !touched.is_empty() {
-            let rows = self.licenses.usage_rows(Some(&touched)).await?;
-            written += self
-                .record(
-                    rows.into_iter().map(|(r, _)| r).collect(),
-                    now - now.rem_euclid(60),
-                )
-                .await?;
-        }
-        let hour = now - now.rem_euclid(3600);
-        if hour > self.last_hour {
-            let rows = self.licenses.usage_rows(None).await?;
-            written += self
-                .record(rows.into_iter().map(|(r, _)| r).collect(), hour)
-                .await?;
-            if self.retention_days > 0 {
-                self.store
-                    .prune_points(now - i64::from(self.retention_days) * 86_400)
-                    .await?;
-            }
-            self.last_hour = hour;
-        }
-        Ok(written)
-    }
-
-    /// Runs [`Sampler::tick`] every `every` until aborted.
-    pub fn spawn(mut self, every: Duration) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                if let Err(e) = self.tick().await {
-                    tracing::warn!(error = %e, "usage history sampling failed");
-                }
-            }
-        })
-    }
-}
-
 /// A history answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct History {
@@ -368,7 +269,7 @@ pub async fn history(
     if to < from {
         return Err(scim::Error::InvalidValue("to is before from".into()).into());
     }
-    let (f, t) = (unix(from), unix(to));
+    let (f, t) = (from.unix_timestamp(), to.unix_timestamp());
     if (t - f) / step.seconds() > MAX_BUCKETS {
         return Err(scim::Error::InvalidValue(format!(
             "the range holds more than {MAX_BUCKETS} buckets of this step: shorten it or use step=day"

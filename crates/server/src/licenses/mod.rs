@@ -4,6 +4,7 @@
 pub mod decide;
 pub mod history;
 pub mod http;
+pub mod sampler;
 pub mod service;
 pub mod store;
 pub mod usage;

@@ -255,8 +255,10 @@ async fn the_console_in_a_real_browser() {
 
     // Ninety days of history (written beside the server, as a long-running one would have
     // it): the chart is drawn from it.
-    let store = seatkeeper::Store::connect(&db, &Default::default()).await.unwrap();
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let store = seatkeeper::Store::connect(&db, &Default::default())
+        .await
+        .unwrap();
+    let now = seatkeeper::system_clock().now().unix_timestamp();
     let hour = now - now.rem_euclid(3600);
     for d in (1..=90).rev() {
         let at = hour - d * 86_400;
@@ -271,9 +273,22 @@ async fn the_console_in_a_real_browser() {
             .unwrap();
     }
     store.close().await;
-    c.goto(&format!("{base}/ui/tenants/{tenant}?days=90")).await.unwrap();
-    let svg = c.find(Locator::Css("svg.chart polyline.active")).await.unwrap();
-    assert!(svg.attr("points").await.unwrap().unwrap().split(' ').count() >= 90);
+    c.goto(&format!("{base}/ui/tenants/{tenant}?days=90"))
+        .await
+        .unwrap();
+    let svg = c
+        .find(Locator::Css("svg.chart polyline.active"))
+        .await
+        .unwrap();
+    assert!(
+        svg.attr("points")
+            .await
+            .unwrap()
+            .unwrap()
+            .split(' ')
+            .count()
+            >= 90
+    );
     shot(&c, "tenant-history.png").await;
 
     // A user's explanation.

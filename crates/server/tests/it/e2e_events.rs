@@ -3,7 +3,7 @@
 //! billing events in, and term events at the right (test-clock) time.
 
 use crate::binary;
-use crate::common::{self, PATCH};
+use crate::common::{self, PATCH, USER};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -589,7 +589,102 @@ async fn two_nodes_deliver_each_event_once_postgres() {
     own.drop_database().await;
 }
 
+/// The vendor-wide stream: one connection carries every tenant's events as they commit, and
+/// `Last-Event-ID` resumes right after the last one seen.
+async fn the_vendor_stream_carries_every_tenant(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = binary::database(b, &dir);
+    let server = binary::Server::start(&db, &[]);
+    let mut tenants = Vec::new();
+    for name in ["Stream A", "Stream B"] {
+        let t = binary::cli_ok(&db, &["tenant", "create", name])
+            .trim()
+            .to_string();
+        let token = binary::cli_ok(&db, &["token", "create", "--tenant", &t])
+            .trim()
+            .to_string();
+        tenants.push((t, token));
+    }
+    let http = reqwest::Client::new();
+    let open = |last: Option<String>| {
+        let mut r = http
+            .get(format!("{}/api/v1/events/stream", server.base))
+            .bearer_auth(binary::ADMIN);
+        if let Some(l) = last {
+            r = r.header("last-event-id", l);
+        }
+        r.send()
+    };
+    // Reads (id, event) pairs until `want` users of these tenants came, or 10 s passed.
+    async fn read(
+        mut resp: reqwest::Response,
+        want: usize,
+        tenants: &[String],
+    ) -> Vec<(String, Value)> {
+        let mut buf = String::new();
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while out.len() < want && std::time::Instant::now() < deadline {
+            let Ok(Ok(Some(chunk))) =
+                tokio::time::timeout(Duration::from_secs(10), resp.chunk()).await
+            else {
+                break;
+            };
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let frame: String = buf.drain(..end + 2).collect();
+                let id = frame
+                    .lines()
+                    .find_map(|l| l.strip_prefix("id:"))
+                    .map(|s| s.trim().to_string());
+                let data = frame
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data:"))
+                    .map(|s| s.trim().to_string());
+                if let (Some(id), Some(data)) = (id, data) {
+                    let e: Value = serde_json::from_str(&data).unwrap();
+                    if e["type"] == "user.provisioned"
+                        && tenants.iter().any(|t| e["tenant"] == t.as_str())
+                    {
+                        out.push((id, e));
+                    }
+                }
+            }
+        }
+        out
+    }
+    let names: Vec<String> = tenants.iter().map(|(t, _)| t.clone()).collect();
+    let resp = open(None).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    for (i, (_, token)) in tenants.iter().enumerate() {
+        let r = http
+            .post(format!("{}/scim/v2/Users", server.base))
+            .bearer_auth(token)
+            .json(&json!({"schemas": [USER], "userName": format!("s{i}@stream.test")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let got = read(resp, 2, &names).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    let seen: Vec<&str> = got
+        .iter()
+        .map(|(_, e)| e["tenant"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        seen,
+        vec![names[0].as_str(), names[1].as_str()],
+        "in commit order"
+    );
+    // Resuming after the first: the second comes again, and nothing before it.
+    let again = read(open(Some(got[0].0.clone())).await.unwrap(), 1, &names).await;
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].1["id"], got[1].1["id"]);
+}
+
 both_backends!(
+    the_vendor_stream_carries_every_tenant,
     webhooks_survive_an_outage,
     events_survive_sigkill,
     term_events_on_the_test_clock,
