@@ -29,6 +29,7 @@
     code.textContent = e.type;
     li.appendChild(code);
     li.appendChild(document.createTextNode(" " + ((e.resource && e.resource.type) || "")));
+    if (list.hasAttribute("data-tenants")) { li.appendChild(document.createTextNode(" · " + e.tenant)); }
     list.insertBefore(li, list.firstChild);
     while (list.children.length > 50) { list.removeChild(list.lastChild); }
   });

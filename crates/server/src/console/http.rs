@@ -15,10 +15,13 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use cookie::Cookie;
+use futures::StreamExt as _;
 use serde_json::json;
 
 use crate::audit::service::AuditQuery;
-use crate::console::pages::{AuditPage, ErrorPage, Login, OverviewPage, TenantPageView, UserPage};
+use crate::console::pages::{
+    AuditPage, ErrorPage, EventsPage, Login, OverviewPage, TenantPageView, UserPage,
+};
 use crate::console::service::{Console, SESSION_LIFETIME};
 use crate::kernel::error::ApiError;
 use crate::kernel::extract::Query;
@@ -46,6 +49,8 @@ pub fn routes() -> Router<Shared> {
         .route("/ui/tenants/{id}/audit", get(audit))
         .route("/ui/tenants/{id}/audit/export", get(audit_export))
         .route("/ui/live", get(live))
+        .route("/ui/events", get(events_page))
+        .route("/ui/events/live", get(events_live))
         .route("/ui/static/console.css", get(css))
         .route("/ui/static/console.js", get(js))
         .layer(axum::middleware::map_response(secure_headers))
@@ -551,6 +556,108 @@ async fn audit_export(
         }
         Err(e) => error_page(&session.csrf, e),
     }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventFilters {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    tenant: Option<String>,
+    after: Option<String>,
+}
+
+impl EventFilters {
+    fn kind(&self) -> Option<&str> {
+        self.kind.as_deref().map(str::trim).filter(|s| !s.is_empty())
+    }
+
+    fn tenant(&self) -> Option<&str> {
+        self.tenant.as_deref().map(str::trim).filter(|s| !s.is_empty())
+    }
+
+    fn matches(&self, e: &crate::kernel::store::OutboxRow) -> bool {
+        self.tenant().is_none_or(|t| e.tenant_id == t)
+            && self.kind().is_none_or(|k| match k.strip_suffix('*') {
+                Some(prefix) => e.event_type.starts_with(prefix),
+                None => e.event_type == k,
+            })
+    }
+}
+
+async fn events_page(
+    State(state): State<Shared>,
+    session: UiSession,
+    f: Result<Query<EventFilters>, ApiError>,
+) -> Response {
+    let Query(f) = match f {
+        Ok(f) => f,
+        Err(e) => return error_page(&session.csrf, e),
+    };
+    match state.console.events(f.tenant(), f.kind()).await {
+        Ok((events, start)) => {
+            let mut live = format!(
+                "/ui/events/live?after={}",
+                crate::events::service::position_text(start)
+            );
+            if let Some(k) = f.kind() {
+                live.push_str(&format!("&type={}", urlencoding(k)));
+            }
+            if let Some(t) = f.tenant() {
+                live.push_str(&format!("&tenant={}", urlencoding(t)));
+            }
+            page(
+                EventsPage {
+                    csrf: session.csrf,
+                    events,
+                    kind: f.kind().unwrap_or_default().to_string(),
+                    tenant: f.tenant().unwrap_or_default().to_string(),
+                    live,
+                },
+                StatusCode::OK,
+            )
+        }
+        Err(e) => error_page(&session.csrf, e),
+    }
+}
+
+/// The events page's stream: every tenant's events after the page's position that match
+/// its filters, as `event` messages.
+async fn events_live(
+    State(state): State<Shared>,
+    _session: UiSession,
+    headers: HeaderMap,
+    f: Result<Query<EventFilters>, ApiError>,
+) -> Response {
+    let Query(f) = match f {
+        Ok(f) => f,
+        Err(e) => return error_page("", e),
+    };
+    let resume = crate::kernel::extract::header(&headers, "last-event-id")
+        .or(f.after.as_deref())
+        .and_then(crate::events::service::parse_position);
+    let after = match resume {
+        Some(p) => p,
+        None => match state.console.events_start().await {
+            Ok(p) => p,
+            Err(e) => return error_page("", e),
+        },
+    };
+    let stream = state.console.events_live(after).filter_map(move |e| {
+        let out = match e {
+            Ok((pos, r)) if f.matches(&r) => Some(Ok::<_, Infallible>(
+                SseEvent::default()
+                    .id(crate::events::service::position_text(pos))
+                    .event("event")
+                    .data(crate::events::dispatcher::envelope(&r).to_string()),
+            )),
+            _ => None,
+        };
+        std::future::ready(out)
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 #[derive(serde::Deserialize)]

@@ -47,6 +47,18 @@ pub struct TenantPageView {
     pub events: Vec<Value>,
 }
 
+/// Events across tenants.
+#[derive(Template)]
+#[template(path = "events.html")]
+pub struct EventsPage {
+    pub csrf: String,
+    pub events: Vec<Value>,
+    pub kind: String,
+    pub tenant: String,
+    /// The live stream's URL (with the filters and the starting position).
+    pub live: String,
+}
+
 /// One user of a tenant.
 #[derive(Template)]
 #[template(path = "user.html")]

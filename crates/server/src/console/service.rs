@@ -399,6 +399,36 @@ impl Console {
         Ok(new)
     }
 
+    /// The events page: the newest 100 events across tenants (or of one), of a type or
+    /// prefix, newest first; and where their live stream starts.
+    pub async fn events(
+        &self,
+        tenant: Option<&str>,
+        kind: Option<&str>,
+    ) -> ApiResult<(Vec<Value>, (i64, i64))> {
+        let start = self.events.last_position().await?;
+        let rows = self.events.recent_all(100, tenant, kind).await?;
+        Ok((
+            rows.iter().map(crate::events::dispatcher::envelope).collect(),
+            start,
+        ))
+    }
+
+    /// Where a live stream of every tenant's events starts now.
+    pub async fn events_start(&self) -> ApiResult<(i64, i64)> {
+        self.events.last_position().await
+    }
+
+    /// Every tenant's events after `after`, live (the events page's stream).
+    pub fn events_live(
+        &self,
+        after: (i64, i64),
+    ) -> impl futures::Stream<
+        Item = Result<((i64, i64), crate::kernel::store::OutboxRow), std::convert::Infallible>,
+    > + use<> {
+        self.events.stream_all(after)
+    }
+
     /// The audit page: one page of the tenant's records matching the filters.
     pub async fn audit(
         &self,

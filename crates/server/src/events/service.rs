@@ -387,6 +387,16 @@ impl Events {
         )
     }
 
+    /// The newest `n` events of every tenant (or one), of a type or prefix, newest first.
+    pub async fn recent_all(
+        &self,
+        n: i64,
+        tenant: Option<&str>,
+        kind: Option<&str>,
+    ) -> ApiResult<Vec<OutboxRow>> {
+        Ok(self.store.recent_all(n, tenant, kind).await?)
+    }
+
     /// A tenant's newest `n` events, newest first.
     pub async fn recent(&self, tenant: &str, n: i64) -> ApiResult<Vec<OutboxRow>> {
         Ok(self.store.recent_events(tenant, n).await?)

@@ -451,6 +451,62 @@ impl Store {
             .unwrap_or((0, 0)))
     }
 
+    /// The newest `n` events of every tenant (or one), of a type or type prefix (`license.*`),
+    /// newest first.
+    pub(crate) async fn recent_all(
+        &self,
+        n: i64,
+        tenant: Option<&str>,
+        kind: Option<&str>,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        let mut clauses = Vec::new();
+        let mut ps: Vec<crate::kernel::db::P> = Vec::new();
+        if let Some(t) = tenant {
+            ps.push(t.into());
+            clauses.push(format!("tenant_id = ${}", ps.len()));
+        }
+        if let Some(k) = kind {
+            match k.strip_suffix('*') {
+                Some(prefix) => {
+                    ps.push(format!("{prefix}%").into());
+                    clauses.push(format!("event_type LIKE ${}", ps.len()));
+                }
+                None => {
+                    ps.push(k.into());
+                    clauses.push(format!("event_type = ${}", ps.len()));
+                }
+            }
+        }
+        ps.push(n.into());
+        let filter = if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        Ok(self
+            .pool()
+            .fetch(
+                &format!(
+                    "SELECT id, tenant_id, event_type, resource_type, resource_id, payload, created FROM outbox \
+                     {filter} ORDER BY id DESC LIMIT ${}",
+                    ps.len()
+                ),
+                &ps,
+            )
+            .await?
+            .iter()
+            .map(|r| OutboxRow {
+                id: r.int(0),
+                tenant_id: r.text(1),
+                event_type: r.text(2),
+                resource_type: r.text(3),
+                resource_id: r.text(4),
+                payload: r.text(5),
+                created: r.text(6),
+            })
+            .collect())
+    }
+
     /// A tenant's newest `n` events, newest first.
     pub(crate) async fn recent_events(&self, tenant: &str, n: i64) -> StoreResult<Vec<OutboxRow>> {
         Ok(self

@@ -308,6 +308,38 @@ async fn the_console_in_a_real_browser() {
     );
     shot(&c, "user.png").await;
 
+    // Events across tenants, filtered by type, live.
+    c.goto(&format!("{base}/ui/events?type=user.*")).await.unwrap();
+    let count = |c: &Client| {
+        let c = c.clone();
+        async move {
+            c.find_all(Locator::Css("[data-testid=events] li"))
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    let before = count(&c).await;
+    let shown = c.find(Locator::Css("[data-testid=events]")).await.unwrap().text().await.unwrap();
+    assert!(!shown.contains("license."), "the type filter lets license events through: {shown}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = http
+        .post(format!("{base}/scim/v2/Users"))
+        .bearer_auth(&scim_token)
+        .json(&json!({"schemas": [USER], "userName": "events@demo.test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created = Instant::now();
+    while count(&c).await == before {
+        assert!(created.elapsed() < Duration::from_secs(3), "the events page did not show the new user");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let first = c.find(Locator::Css("[data-testid=events] li")).await.unwrap().text().await.unwrap();
+    assert!(first.contains("user.provisioned") && first.contains(&tenant), "{first}");
+    shot(&c, "events.png").await;
+
     // Sign out: the session is gone.
     c.find(Locator::Css("[data-testid=logout]"))
         .await
