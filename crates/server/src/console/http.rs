@@ -569,11 +569,17 @@ struct EventFilters {
 
 impl EventFilters {
     fn kind(&self) -> Option<&str> {
-        self.kind.as_deref().map(str::trim).filter(|s| !s.is_empty())
+        self.kind
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
     }
 
     fn tenant(&self) -> Option<&str> {
-        self.tenant.as_deref().map(str::trim).filter(|s| !s.is_empty())
+        self.tenant
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
     }
 
     fn matches(&self, e: &crate::kernel::store::OutboxRow) -> bool {

@@ -409,7 +409,9 @@ impl Console {
         let start = self.events.last_position().await?;
         let rows = self.events.recent_all(100, tenant, kind).await?;
         Ok((
-            rows.iter().map(crate::events::dispatcher::envelope).collect(),
+            rows.iter()
+                .map(crate::events::dispatcher::envelope)
+                .collect(),
             start,
         ))
     }

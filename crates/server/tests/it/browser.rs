@@ -309,7 +309,9 @@ async fn the_console_in_a_real_browser() {
     shot(&c, "user.png").await;
 
     // Events across tenants, filtered by type, live.
-    c.goto(&format!("{base}/ui/events?type=user.*")).await.unwrap();
+    c.goto(&format!("{base}/ui/events?type=user.*"))
+        .await
+        .unwrap();
     let count = |c: &Client| {
         let c = c.clone();
         async move {
@@ -320,8 +322,17 @@ async fn the_console_in_a_real_browser() {
         }
     };
     let before = count(&c).await;
-    let shown = c.find(Locator::Css("[data-testid=events]")).await.unwrap().text().await.unwrap();
-    assert!(!shown.contains("license."), "the type filter lets license events through: {shown}");
+    let shown = c
+        .find(Locator::Css("[data-testid=events]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !shown.contains("license."),
+        "the type filter lets license events through: {shown}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = http
         .post(format!("{base}/scim/v2/Users"))
@@ -333,11 +344,23 @@ async fn the_console_in_a_real_browser() {
     assert_eq!(r.status(), 201);
     let created = Instant::now();
     while count(&c).await == before {
-        assert!(created.elapsed() < Duration::from_secs(3), "the events page did not show the new user");
+        assert!(
+            created.elapsed() < Duration::from_secs(3),
+            "the events page did not show the new user"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let first = c.find(Locator::Css("[data-testid=events] li")).await.unwrap().text().await.unwrap();
-    assert!(first.contains("user.provisioned") && first.contains(&tenant), "{first}");
+    let first = c
+        .find(Locator::Css("[data-testid=events] li"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        first.contains("user.provisioned") && first.contains(&tenant),
+        "{first}"
+    );
     shot(&c, "events.png").await;
 
     // Sign out: the session is gone.
