@@ -22,7 +22,7 @@ use crate::audit::service::AuditQuery;
 use crate::console::pages::{
     AuditPage, ErrorPage, EventsPage, Login, OverviewPage, TenantPageView, UserPage,
 };
-use crate::console::service::{Console, SESSION_LIFETIME};
+use crate::console::service::{Console, EventRow, SESSION_LIFETIME};
 use crate::kernel::error::ApiError;
 use crate::kernel::extract::Query;
 use crate::reports::service::{Order, Sort};
@@ -582,7 +582,7 @@ impl EventFilters {
             .filter(|s| !s.is_empty())
     }
 
-    fn matches(&self, e: &crate::kernel::store::OutboxRow) -> bool {
+    fn matches(&self, e: &EventRow) -> bool {
         self.tenant().is_none_or(|t| e.tenant_id == t)
             && self.kind().is_none_or(|k| match k.strip_suffix('*') {
                 Some(prefix) => e.event_type.starts_with(prefix),

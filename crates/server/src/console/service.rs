@@ -22,6 +22,9 @@ use crate::licenses::usage::{Finding, UsageRow};
 use crate::reports::service::{Order, Reports, Sort};
 use crate::tenants::service::Tenants;
 
+/// An event as the outbox holds it.
+pub use crate::kernel::store::OutboxRow as EventRow;
+
 /// How long a console session lasts.
 pub const SESSION_LIFETIME: Duration = Duration::hours(8);
 
@@ -425,9 +428,8 @@ impl Console {
     pub fn events_live(
         &self,
         after: (i64, i64),
-    ) -> impl futures::Stream<
-        Item = Result<((i64, i64), crate::kernel::store::OutboxRow), std::convert::Infallible>,
-    > + use<> {
+    ) -> impl futures::Stream<Item = Result<((i64, i64), EventRow), std::convert::Infallible>> + use<>
+    {
         self.events.stream_all(after)
     }
 
