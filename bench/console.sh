@@ -37,6 +37,7 @@ RESULTS=()
 RESULTS+=("$(run "overview, first page by name" 2 "/ui")")
 RESULTS+=("$(run "overview, searched (\"Tenant 0999\")" 2 "/ui?q=Tenant+0999")")
 RESULTS+=("$(run "overview, sorted by utilisation" 2 "/ui?sort=utilisation&order=desc")")
+RESULTS+=("$(run "overview, sorted by idle" 2 "/ui?sort=idle&order=desc")")
 RESULTS+=("$(run "tenant page, 365 days of hourly history" 2 "/ui/tenants/$TENANT?days=365")")
 RESULTS+=("$(run "tenant page, 30 days (hourly buckets)" 2 "/ui/tenants/$TENANT?days=30")")
 

@@ -109,6 +109,24 @@ impl Store {
             .collect())
     }
 
+    /// Idle seats of every series as of its latest point (at most an hour old: the hourly
+    /// sample writes any change).
+    pub(crate) async fn latest_idle(&self) -> StoreResult<BTreeMap<(String, String), usize>> {
+        let rows = self
+            .pool()
+            .fetch(
+                "SELECT p.tenant_id, p.product, p.idle FROM usage_points p JOIN \
+                 (SELECT tenant_id, product, MAX(at) AS at FROM usage_points GROUP BY tenant_id, product) l \
+                 ON p.tenant_id = l.tenant_id AND p.product = l.product AND p.at = l.at",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ((r.text(0), r.text(1)), r.int(2).max(0) as usize))
+            .collect())
+    }
+
     /// Writes points (a point already at that instant is replaced: coalescing).
     pub(crate) async fn put_points(&self, points: Vec<(String, String, Point)>) -> StoreResult<()> {
         if points.is_empty() {

@@ -928,6 +928,11 @@ impl Licenses {
             .collect())
     }
 
+    /// Every subscription's idle seats as of its latest history point (at most an hour old).
+    pub async fn sampled_idle(&self) -> ApiResult<BTreeMap<(String, String), usize>> {
+        Ok(self.store.latest_idle().await?)
+    }
+
     /// Every subscription's usage across tenants (`None`: all), with its subscription.
     pub async fn usage_rows(
         &self,

@@ -203,18 +203,20 @@ impl Reports {
             .into_iter()
             .map(|t| (t.id, t.name))
             .collect();
-        // Sorting by idle needs every row's idle seats; any other order sorts the seat
-        // counts alone and completes only the page's rows.
-        let rows: Vec<UsageRow> = if sort == Sort::Idle {
-            self.licenses
-                .usage_rows(None)
-                .await?
-                .into_iter()
-                .map(|(u, _)| u)
-                .collect()
-        } else {
-            self.licenses.seat_rows(None).await?
-        };
+        // The seat counts of every row are cheap; idle seats and waits are not. Rows sort on
+        // the seat counts — by idle, on the idle seats of the usage history's latest sample
+        // (at most an hour old; idle seats move by days) — and only the page's rows are then
+        // completed with live figures.
+        let mut rows: Vec<UsageRow> = self.licenses.seat_rows(None).await?;
+        if sort == Sort::Idle {
+            let sampled = self.licenses.sampled_idle().await?;
+            for r in &mut rows {
+                r.idle = sampled
+                    .get(&(r.tenant.clone(), r.product.clone()))
+                    .copied()
+                    .unwrap_or(0);
+            }
+        }
         let rows: Vec<TenantUsage> = rows
             .into_iter()
             .map(|usage| TenantUsage {
@@ -252,7 +254,7 @@ impl Reports {
             )
         });
         let mut page: Vec<TenantUsage> = keyed.into_iter().map(|(_, r)| r).collect();
-        if sort != Sort::Idle && !page.is_empty() {
+        if !page.is_empty() {
             let mut ids: Vec<String> = page.iter().map(|r| r.usage.tenant.clone()).collect();
             ids.sort();
             ids.dedup();

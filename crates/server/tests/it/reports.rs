@@ -173,6 +173,21 @@ async fn idle_seats_follow_activity(b: Backend) {
     );
     let u = usage(&get(&app, &format!("/api/v1/tenants/{t}/usage")).await);
     assert_eq!(u["idle"], json!(2), "{u}");
+    // Across tenants, sorted by idle (on the latest sample's idle seats): the tenant's row is
+    // there with its live figures.
+    let mut row = Value::Null;
+    for _ in 0..100 {
+        let r = get(&app, "/api/v1/usage?sort=idle&order=desc&limit=10000").await;
+        let rows = r.body["usage"].as_array().unwrap().clone();
+        if let Some(i) = rows.iter().position(|x| x["tenant"] == t.as_str()) {
+            row = rows[i].clone();
+            if row["idle"] == json!(2) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(row["idle"], json!(2), "{row}");
     // A limit keeps the longest idle; the total still counts them all.
     let r = get(&app, &format!("/api/v1/tenants/{t}/idle?limit=1")).await;
     assert_eq!(
