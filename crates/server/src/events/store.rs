@@ -424,20 +424,7 @@ impl Store {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| {
-                (
-                    r.int(7),
-                    OutboxRow {
-                        id: r.int(0),
-                        tenant_id: r.text(1),
-                        event_type: r.text(2),
-                        resource_type: r.text(3),
-                        resource_id: r.text(4),
-                        payload: r.text(5),
-                        created: r.text(6),
-                    },
-                )
-            })
+            .map(|r| (r.int(7), outbox_from_row(r, 0)))
             .collect())
     }
 
@@ -495,15 +482,7 @@ impl Store {
             )
             .await?
             .iter()
-            .map(|r| OutboxRow {
-                id: r.int(0),
-                tenant_id: r.text(1),
-                event_type: r.text(2),
-                resource_type: r.text(3),
-                resource_id: r.text(4),
-                payload: r.text(5),
-                created: r.text(6),
-            })
+            .map(|r| outbox_from_row(r, 0))
             .collect())
     }
 
@@ -518,15 +497,7 @@ impl Store {
             )
             .await?
             .iter()
-            .map(|r| OutboxRow {
-                id: r.int(0),
-                tenant_id: r.text(1),
-                event_type: r.text(2),
-                resource_type: r.text(3),
-                resource_id: r.text(4),
-                payload: r.text(5),
-                created: r.text(6),
-            })
+            .map(|r| outbox_from_row(r, 0))
             .collect())
     }
 
@@ -633,17 +604,6 @@ impl Store {
                 &params![tenant, after, limit],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| OutboxRow {
-                id: r.int(0),
-                tenant_id: r.text(1),
-                event_type: r.text(2),
-                resource_type: r.text(3),
-                resource_id: r.text(4),
-                payload: r.text(5),
-                created: r.text(6),
-            })
-            .collect())
+        Ok(rows.iter().map(|r| outbox_from_row(r, 0)).collect())
     }
 }
