@@ -732,6 +732,7 @@ async fn a_replay_during_an_attempt_is_not_lost(b: Backend) {
         secret: "whsec_x".into(),
         created: "2026-01-01T00:00:00.000000Z".into(),
         cursor: 0,
+        cursor_tx: 0,
         disabled: None,
     };
     let (h, tt) = (hook.clone(), t.clone());

@@ -282,6 +282,7 @@ mod tests {
             secret: String::new(),
             created: String::new(),
             cursor: 0,
+            cursor_tx: 0,
             disabled: None,
         };
         assert!(hook(&["*"]).wants("license.assigned"));

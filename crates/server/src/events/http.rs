@@ -1,5 +1,6 @@
-//! `/api/v1` routes for events out: webhook endpoints and their delivery logs, the pull feed
-//! and the server-sent event stream.
+//! `/api/v1` routes for events out: webhook endpoints (a tenant's, and vendor-wide ones that
+//! receive every tenant's events) and their delivery logs, the pull feed and the server-sent
+//! event stream.
 
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use crate::events::service::{NewWebhook, Replay, webhook_json};
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::extract::{AdminAuth, Json, ScimJson, empty, header, with_status};
 use crate::kernel::ids::Instant;
+use crate::kernel::store::VENDOR;
 use crate::state::Shared;
 use futures::StreamExt;
 
@@ -45,10 +47,27 @@ pub fn routes() -> Router<Shared> {
             "/api/v1/tenants/{id}/webhooks/{wid}/replay",
             post(replay_range),
         )
+        .route(
+            "/api/v1/webhooks",
+            post(create_vendor_webhook).get(list_vendor_webhooks),
+        )
+        .route(
+            "/api/v1/webhooks/{wid}",
+            get(get_webhook).delete(delete_webhook),
+        )
+        .route("/api/v1/webhooks/{wid}/deliveries", get(deliveries))
+        .route(
+            "/api/v1/webhooks/{wid}/deliveries/{did}/replay",
+            post(replay_one),
+        )
+        .route("/api/v1/webhooks/{wid}/replay", post(replay_range))
         .route("/api/v1/tenants/{id}/events", get(feed_of))
         .route("/api/v1/events", get(feed))
         .route("/api/v1/events/stream", get(stream))
 }
+
+// Each endpoint route exists twice: under a tenant (its events) and at the top (every
+// tenant's events, scope VENDOR). The handlers below take the scope.
 
 async fn create_webhook(
     State(state): State<Shared>,
@@ -56,9 +75,26 @@ async fn create_webhook(
     Path(id): Path<String>,
     Json(body): Json<NewWebhook>,
 ) -> ApiResult<Response> {
+    create(&state, &auth, &id, body).await
+}
+
+async fn create_vendor_webhook(
+    State(state): State<Shared>,
+    auth: AdminAuth,
+    Json(body): Json<NewWebhook>,
+) -> ApiResult<Response> {
+    create(&state, &auth, VENDOR, body).await
+}
+
+async fn create(
+    state: &Shared,
+    auth: &AdminAuth,
+    scope: &str,
+    body: NewWebhook,
+) -> ApiResult<Response> {
     let row = state
         .events
-        .create_webhook(&auth.actor(), &id, body)
+        .create_webhook(&auth.actor(), scope, body)
         .await?;
     let mut out = webhook_json(&row);
     out["secret"] = Value::String(row.secret.clone());
@@ -70,35 +106,73 @@ async fn list_webhooks(
     _auth: AdminAuth,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let hooks: Vec<Value> = state
+    let hooks = list(&state, &id).await?;
+    Ok(ScimJson(json!({"tenant": id, "webhooks": hooks})).into_response())
+}
+
+async fn list_vendor_webhooks(
+    State(state): State<Shared>,
+    _auth: AdminAuth,
+) -> ApiResult<Response> {
+    let hooks = list(&state, VENDOR).await?;
+    Ok(ScimJson(json!({"webhooks": hooks})).into_response())
+}
+
+async fn list(state: &Shared, scope: &str) -> ApiResult<Vec<Value>> {
+    Ok(state
         .events
-        .webhooks(&id)
+        .webhooks(scope)
         .await?
         .iter()
         .map(webhook_json)
-        .collect();
-    Ok(ScimJson(json!({"tenant": id, "webhooks": hooks})).into_response())
+        .collect())
+}
+
+/// The scope and endpoint a route names: `/tenants/{id}/webhooks/{wid}…` or `/webhooks/{wid}…`.
+struct Endpoint {
+    scope: String,
+    id: String,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Endpoint {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let Path(params) =
+            Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+                .await
+                .map_err(IntoResponse::into_response)?;
+        let scope = params
+            .get("id")
+            .cloned()
+            .unwrap_or_else(|| VENDOR.to_string());
+        let id = params.get("wid").cloned().unwrap_or_default();
+        Ok(Endpoint { scope, id })
+    }
 }
 
 async fn get_webhook(
     State(state): State<Shared>,
     _auth: AdminAuth,
-    Path((id, wid)): Path<(String, String)>,
+    e: Endpoint,
 ) -> ApiResult<Response> {
-    let w = state.events.webhook(&id, &wid).await?;
+    let w = state.events.webhook(&e.scope, &e.id).await?;
     let mut out = webhook_json(&w);
-    out["deliveries"] = state.events.delivery_counts(&id, &wid).await?;
+    out["deliveries"] = state.events.delivery_counts(&e.scope, &e.id).await?;
     Ok(ScimJson(out).into_response())
 }
 
 async fn delete_webhook(
     State(state): State<Shared>,
     auth: AdminAuth,
-    Path((id, wid)): Path<(String, String)>,
+    e: Endpoint,
 ) -> ApiResult<Response> {
     state
         .events
-        .disable_webhook(&auth.actor(), &id, &wid)
+        .disable_webhook(&auth.actor(), &e.scope, &e.id)
         .await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
@@ -113,13 +187,13 @@ struct DeliveryQuery {
 async fn deliveries(
     State(state): State<Shared>,
     _auth: AdminAuth,
-    Path((id, wid)): Path<(String, String)>,
+    e: Endpoint,
     Query(q): Query<DeliveryQuery>,
 ) -> ApiResult<Response> {
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let rows = state
         .events
-        .deliveries(&id, &wid, q.state.as_deref(), q.before, limit)
+        .deliveries(&e.scope, &e.id, q.state.as_deref(), q.before, limit)
         .await?;
     let next = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| r.id))
@@ -138,11 +212,16 @@ async fn deliveries(
 async fn replay_one(
     State(state): State<Shared>,
     auth: AdminAuth,
-    Path((id, wid, did)): Path<(String, String, i64)>,
+    e: Endpoint,
+    Path(params): Path<std::collections::HashMap<String, String>>,
 ) -> ApiResult<Response> {
+    let did = params
+        .get("did")
+        .and_then(|d| d.parse::<i64>().ok())
+        .ok_or_else(|| ApiError::NotFound("no such delivery".into()))?;
     let n = state
         .events
-        .replay(&auth.actor(), &id, &wid, Replay::One(did))
+        .replay(&auth.actor(), &e.scope, &e.id, Replay::One(did))
         .await?;
     Ok(with_status(
         StatusCode::ACCEPTED,
@@ -161,11 +240,14 @@ struct Range {
 async fn replay_range(
     State(state): State<Shared>,
     auth: AdminAuth,
-    Path((id, wid)): Path<(String, String)>,
+    e: Endpoint,
     Json(range): Json<Range>,
 ) -> ApiResult<Response> {
     let what = Replay::Range(range.from.stamp(), range.to.stamp());
-    let n = state.events.replay(&auth.actor(), &id, &wid, what).await?;
+    let n = state
+        .events
+        .replay(&auth.actor(), &e.scope, &e.id, what)
+        .await?;
     Ok(with_status(
         StatusCode::ACCEPTED,
         ScimJson(json!({"replayed": n})),

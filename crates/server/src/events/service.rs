@@ -13,7 +13,7 @@ use crate::kernel::catalogue::{self, EventType};
 use crate::kernel::clock::{SharedClock, stamp};
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::signing;
-use crate::kernel::store::{Actor, Change, OutboxRow, Store, Tx};
+use crate::kernel::store::{Actor, Change, OutboxRow, Store, Tx, VENDOR};
 use crate::tenants::service::Tenants;
 
 /// Most event types or patterns one endpoint may name.
@@ -74,6 +74,14 @@ pub struct Events {
 /// The public view of an endpoint (never its secret).
 pub fn webhook_json(w: &WebhookRow) -> Value {
     json!({"id": w.id, "url": w.url, "events": w.events, "created": w.created, "disabled": w.disabled})
+}
+
+fn not_found(scope: &str, id: &str) -> ApiError {
+    if scope == VENDOR {
+        ApiError::NotFound(format!("there is no vendor-wide webhook {id}"))
+    } else {
+        ApiError::NotFound(format!("tenant {scope} has no webhook {id}"))
+    }
 }
 
 fn invalid(msg: String) -> ApiError {
@@ -142,6 +150,10 @@ fn webhook_changed(
             after: Some(after.clone()),
         },
     )?;
+    // A vendor endpoint belongs to no tenant's feed: its changes are on the vendor chain only.
+    if w.is_vendor() {
+        return Ok(());
+    }
     let mut payload = json!({"webhook": after, "request_id": actor.request_id});
     if let (Some(p), Value::Object(extra)) = (payload.as_object_mut(), extra) {
         p.extend(extra);
@@ -160,15 +172,26 @@ impl Events {
         }
     }
 
-    /// Registers an endpoint; the answer holds its signing secret, the only time it is shown.
-    /// The endpoint receives events committed after it (its own `webhook.created` included).
+    /// 404 unless the scope is a tenant that exists or the vendor (every tenant).
+    async fn require_scope(&self, scope: &str) -> ApiResult<()> {
+        if scope == VENDOR {
+            return Ok(());
+        }
+        self.tenants.require(scope).await?;
+        Ok(())
+    }
+
+    /// Registers an endpoint of a tenant, or of the vendor (`scope` [`VENDOR`]: every
+    /// tenant's events); the answer holds its signing secret, the only time it is shown.
+    /// The endpoint receives events committed after it (a tenant endpoint its own
+    /// `webhook.created` included).
     pub async fn create_webhook(
         &self,
         actor: &Actor,
         tenant: &str,
         new: NewWebhook,
     ) -> ApiResult<WebhookRow> {
-        self.tenants.require(tenant).await?;
+        self.require_scope(tenant).await?;
         let (url, events) = new.validate()?;
         let row = WebhookRow {
             tenant: tenant.to_string(),
@@ -178,6 +201,7 @@ impl Events {
             secret: signing::new_secret(),
             created: stamp(self.clock.now()),
             cursor: 0,
+            cursor_tx: 0,
             disabled: None,
         };
         let (actor, out) = (actor.clone(), row.clone());
@@ -202,9 +226,9 @@ impl Events {
         Ok(out)
     }
 
-    /// A tenant's endpoints (404 for an unknown tenant).
+    /// A tenant's endpoints, or the vendor's (404 for an unknown tenant).
     pub async fn webhooks(&self, tenant: &str) -> ApiResult<Vec<WebhookRow>> {
-        self.tenants.require(tenant).await?;
+        self.require_scope(tenant).await?;
         Ok(self.store.webhooks(tenant).await?)
     }
 
@@ -215,7 +239,7 @@ impl Events {
             .await?
             .into_iter()
             .find(|w| w.id == id)
-            .ok_or_else(|| ApiError::NotFound(format!("tenant {tenant} has no webhook {id}")))
+            .ok_or_else(|| not_found(tenant, id))
     }
 
     /// An endpoint's deliveries by state.
@@ -230,9 +254,7 @@ impl Events {
         self.store
             .write(move |tx| {
                 let Some(before) = tx.disable_webhook(&tenant, &id, &now)? else {
-                    return Err(ApiError::NotFound(format!(
-                        "tenant {tenant} has no webhook {id}"
-                    )));
+                    return Err(not_found(&tenant, &id));
                 };
                 let mut after = before.clone();
                 after.disabled = Some(now.clone());

@@ -8,7 +8,7 @@
 use serde_json::Value;
 
 use crate::kernel::db::{P, Row, placeholders};
-use crate::kernel::store::{OutboxRow, Store, StoreResult, Tx};
+use crate::kernel::store::{OutboxRow, Store, StoreResult, Tx, VENDOR};
 use crate::params;
 
 /// A webhook endpoint.
@@ -28,11 +28,14 @@ pub struct WebhookRow {
     pub created: String,
     /// Last outbox id fanned out to it.
     pub cursor: i64,
+    /// A vendor endpoint's cursor is a vendor-feed position: `(cursor_tx, cursor)`.
+    pub cursor_tx: i64,
     /// When it was disabled, if it was.
     pub disabled: Option<String>,
 }
 
-const WEBHOOK_COLUMNS: &str = "tenant_id, id, url, events, secret, created, cursor, disabled";
+const WEBHOOK_COLUMNS: &str =
+    "tenant_id, id, url, events, secret, created, cursor, disabled, cursor_tx";
 
 fn webhook_from_row(r: &Row) -> WebhookRow {
     WebhookRow {
@@ -44,10 +47,16 @@ fn webhook_from_row(r: &Row) -> WebhookRow {
         created: r.text(5),
         cursor: r.int(6),
         disabled: r.opt_text(7),
+        cursor_tx: r.int(8),
     }
 }
 
 impl WebhookRow {
+    /// Whether this endpoint receives every tenant's events.
+    pub(crate) fn is_vendor(&self) -> bool {
+        self.tenant == VENDOR
+    }
+
     /// Whether this endpoint wants events of this type.
     pub(crate) fn wants(&self, event_type: &str) -> bool {
         self.events.iter().any(|e| {
@@ -69,6 +78,8 @@ pub struct DeliveryRow {
     pub id: i64,
     /// The endpoint.
     pub webhook_id: String,
+    /// The tenant whose event it is.
+    pub tenant: String,
     /// The outbox event.
     pub event_id: i64,
     /// Its type.
@@ -105,11 +116,12 @@ fn delivery_from_row(r: &Row) -> DeliveryRow {
         last_error: r.opt_text(9),
         created: r.text(10),
         updated: r.text(11),
+        tenant: r.text(12),
     }
 }
 
 const DELIVERY_SELECT: &str = "SELECT d.id, d.webhook_id, d.event_id, o.event_type, d.order_key, d.state, d.attempts, \
-     d.next_attempt, d.last_status, d.last_error, d.created, d.updated \
+     d.next_attempt, d.last_status, d.last_error, d.created, d.updated, o.tenant_id \
      FROM deliveries d JOIN outbox o ON o.id = d.event_id";
 
 /// A delivery claimed for sending, with what it needs to send.
@@ -155,9 +167,10 @@ pub(crate) fn outbox_from_row(r: &Row, at: usize) -> OutboxRow {
 }
 
 impl Tx<'_> {
-    /// Moves new events of one endpoint's tenant into its deliveries, from its cursor on
-    /// (at most `limit` events); returns how many deliveries were created. Skips an
-    /// endpoint another node is fanning out (PostgreSQL `SKIP LOCKED`).
+    /// Moves new events into one endpoint's deliveries, from its cursor on (at most `limit`
+    /// events): a tenant endpoint's tenant's events, or for a vendor endpoint the vendor
+    /// feed. Returns how many deliveries were created. Skips an endpoint another node is
+    /// fanning out (PostgreSQL `SKIP LOCKED`).
     pub fn fan_out(
         &mut self,
         tenant: &str,
@@ -177,11 +190,23 @@ impl Tx<'_> {
             return Ok(0);
         };
         let hook = webhook_from_row(&row);
-        let events = self.fetch(
-            "SELECT id, event_type, resource_id FROM outbox WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-            &params![tenant, hook.cursor, limit],
-        )?;
-        let Some(last) = events.last().map(|r| r.int(0)) else {
+        // id, event_type, resource_id, tenant_id, tx: in the order the endpoint walks them.
+        let events = if hook.is_vendor() {
+            self.fetch(
+                &format!(
+                    "SELECT id, event_type, resource_id, tenant_id, tx FROM outbox {} LIMIT $3",
+                    crate::kernel::db::settled_outbox(self.backend())
+                ),
+                &params![hook.cursor_tx, hook.cursor, limit],
+            )?
+        } else {
+            self.fetch(
+                "SELECT id, event_type, resource_id, tenant_id, 0 FROM outbox \
+                 WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                &params![tenant, hook.cursor, limit],
+            )?
+        };
+        let Some((last_id, last_tx)) = events.last().map(|r| (r.int(0), r.int(4))) else {
             return Ok(0);
         };
         let wanted: Vec<&Row> = events.iter().filter(|r| hook.wants(&r.text(1))).collect();
@@ -204,25 +229,33 @@ impl Tx<'_> {
                     b + 5,
                     b + 5
                 ));
+                // Resource ids are unique within a tenant only.
+                let order_key = if hook.is_vendor() {
+                    format!("{}/{}", r.text(3), r.text(2))
+                } else {
+                    r.text(2)
+                };
                 ps.extend([
                     P::from(tenant),
                     P::from(webhook),
                     P::Int(r.int(0)),
-                    P::from(r.text(2)),
+                    P::from(order_key),
                     P::from(now),
                 ]);
             }
             self.execute(&sql, &ps)?;
         }
         self.execute(
-            "UPDATE webhooks SET cursor = $3 WHERE tenant_id = $1 AND id = $2",
-            &params![tenant, webhook, last],
+            "UPDATE webhooks SET cursor = $3, cursor_tx = $4 WHERE tenant_id = $1 AND id = $2",
+            &params![tenant, webhook, last_id, last_tx],
         )?;
         Ok(wanted.len())
     }
 
-    /// Claims up to `limit` due deliveries for `lease_ms`: the oldest pending delivery of
-    /// each (endpoint, resource) only, so one resource's events reach an endpoint in order.
+    /// Claims up to `limit` due deliveries for `lease_ms`: the pending delivery of the oldest
+    /// event of each (endpoint, resource) only, so one resource's events reach an endpoint in
+    /// order. Events are ordered by outbox id, which follows commit order within a tenant
+    /// (and a resource belongs to one tenant), whatever order an endpoint fanned them out in.
     pub(crate) fn claim_deliveries(
         &mut self,
         now_ms: i64,
@@ -235,7 +268,7 @@ impl Tx<'_> {
                 &format!(
                     "SELECT d.id FROM deliveries d WHERE d.state = 'pending' AND d.next_attempt <= $1 \
                      AND d.lease_until <= $1 AND NOT EXISTS (SELECT 1 FROM deliveries e \
-                     WHERE e.webhook_id = d.webhook_id AND e.order_key = d.order_key AND e.id < d.id \
+                     WHERE e.webhook_id = d.webhook_id AND e.order_key = d.order_key AND e.event_id < d.event_id \
                      AND e.state = 'pending' AND e.tenant_id = d.tenant_id) \
                      ORDER BY d.id LIMIT $2{}",
                     self.skip_locked_clause("d")
@@ -308,20 +341,24 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Stores a new endpoint; it receives the tenant's events committed after this point
-    /// (its cursor starts at the newest, read under the tenant's lock).
+    /// Stores a new endpoint; it receives the events committed after this point. A tenant
+    /// endpoint's cursor starts at the tenant's newest event, read under the tenant's lock; a
+    /// vendor endpoint's at the vendor feed's newest settled position.
     pub(crate) fn insert_webhook(&mut self, w: &WebhookRow) -> StoreResult<()> {
         self.lock_tenant(&w.tenant)?;
-        let cursor = self
-            .fetch_opt(
+        let (cursor_tx, cursor) = if w.is_vendor() {
+            self.fetch_opt(crate::kernel::db::last_settled_outbox(self.backend()), &[])?
+                .map_or((0, 0), |r| (r.int(0), r.int(1)))
+        } else {
+            let newest = self.fetch_opt(
                 "SELECT MAX(id) FROM outbox WHERE tenant_id = $1",
                 &params![&w.tenant],
-            )?
-            .map(|r| r.int(0))
-            .unwrap_or(0);
+            )?;
+            (0, newest.map_or(0, |r| r.int(0)))
+        };
         self.execute(
             &format!(
-                "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)"
+                "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8)"
             ),
             &params![
                 &w.tenant,
@@ -330,7 +367,8 @@ impl Tx<'_> {
                 serde_json::to_string(&w.events).unwrap_or_else(|_| "[]".into()),
                 &w.secret,
                 &w.created,
-                cursor
+                cursor,
+                cursor_tx
             ],
         )?;
         Ok(())
@@ -382,8 +420,8 @@ impl Tx<'_> {
             ),
             (None, Some((from, to))) => self.execute(
                 "UPDATE deliveries SET state = 'pending', next_attempt = 0, lease_until = 0, updated = $5 \
-                 WHERE tenant_id = $1 AND webhook_id = $2 AND event_id IN \
-                 (SELECT id FROM outbox WHERE tenant_id = $1 AND created >= $3 AND created <= $4)",
+                 WHERE tenant_id = $1 AND webhook_id = $2 AND EXISTS (SELECT 1 FROM outbox o \
+                 WHERE o.id = deliveries.event_id AND o.created >= $3 AND o.created <= $4)",
                 &params![tenant, webhook, from, to, now],
             ),
             (None, None) => Ok(0),
@@ -524,15 +562,20 @@ impl Store {
             .is_some())
     }
 
-    /// The enabled endpoints whose tenant has events they have not fanned out yet:
-    /// `(tenant, id)`. One indexed probe per endpoint, so idle endpoints cost little.
+    /// The enabled endpoints with events they have not fanned out yet: `(tenant, id)`
+    /// (`vendor` for a vendor endpoint). One indexed probe per endpoint, so idle endpoints
+    /// cost little.
     pub async fn active_webhooks(&self) -> StoreResult<Vec<(String, String)>> {
         Ok(self
             .pool()
             .fetch(
-                "SELECT w.tenant_id, w.id FROM webhooks w WHERE w.disabled IS NULL AND EXISTS \
-                 (SELECT 1 FROM outbox o WHERE o.tenant_id = w.tenant_id AND o.id > w.cursor)",
-                &[],
+                &format!(
+                    "SELECT w.tenant_id, w.id FROM webhooks w WHERE w.disabled IS NULL AND w.tenant_id <> $1 AND EXISTS \
+                     (SELECT 1 FROM outbox o WHERE o.tenant_id = w.tenant_id AND o.id > w.cursor) \
+                     UNION ALL SELECT w.tenant_id, w.id FROM webhooks w WHERE w.disabled IS NULL AND w.tenant_id = $1 AND {}",
+                    crate::kernel::db::vendor_endpoint_behind(self.backend())
+                ),
+                &params![VENDOR],
             )
             .await?
             .iter()

@@ -133,6 +133,17 @@ pub(crate) fn settled_outbox(backend: Backend) -> &'static str {
     }
 }
 
+/// Whether a vendor endpoint `w` has settled events past its cursor (see [`settled_outbox`]).
+pub(crate) fn vendor_endpoint_behind(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "EXISTS (SELECT 1 FROM outbox o WHERE o.id > w.cursor)",
+        Backend::Postgres => {
+            "EXISTS (SELECT 1 FROM outbox o WHERE (o.tx > w.cursor_tx OR (o.tx = w.cursor_tx AND o.id > w.cursor)) \
+             AND o.tx < pg_snapshot_xmin(pg_current_snapshot())::text::bigint)"
+        }
+    }
+}
+
 /// The vendor feed's newest settled position (see [`settled_outbox`]).
 pub(crate) fn last_settled_outbox(backend: Backend) -> &'static str {
     match backend {
@@ -856,6 +867,14 @@ impl Tx<'_> {
     pub(crate) fn reaches_nothing_rendered(&mut self) {
         if self.reach == Reach::Locked {
             self.reach = Reach::Nothing;
+        }
+    }
+
+    /// The dialect this transaction speaks.
+    pub(crate) fn backend(&self) -> Backend {
+        match self.conn {
+            TxRef::Sqlite(_) => Backend::Sqlite,
+            TxRef::Postgres(_) => Backend::Postgres,
         }
     }
 

@@ -50,6 +50,12 @@ const MIGRATIONS: &[(i64, &str, &str, Option<Then>)] = &[
         include_str!("sql/vendor_feed.sql"),
         Some(outbox_tx_index),
     ),
+    (
+        12,
+        "vendor-wide webhooks",
+        include_str!("sql/vendor_webhooks.sql"),
+        None,
+    ),
 ];
 
 /// Migration 6: copies each tenant's seat counts from `lic_lines` into its head row

@@ -503,6 +503,71 @@ async fn webhooks_and_the_feed(b: Backend) {
         .req("POST", &base, Some(json!({"url": "https://x.example/"})))
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // Vendor-wide endpoints: the same checks, their own 404s, none of them a tenant's.
+    for bad in [
+        json!({"url": "not a url"}),
+        json!({"url": "https://x.example/", "events": ["user.exploded"]}),
+        json!({"url": "https://x.example/", "tenant": "x"}),
+    ] {
+        let r = app
+            .admin("POST", "/api/v1/webhooks", Some(bad.clone()))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.raw);
+    }
+    let r = app
+        .req(
+            "POST",
+            "/api/v1/webhooks",
+            Some(json!({"url": "https://x.example/"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "a SCIM token cannot");
+    for (method, path) in [
+        ("GET", "/api/v1/webhooks/nope"),
+        ("DELETE", "/api/v1/webhooks/nope"),
+        ("GET", "/api/v1/webhooks/nope/deliveries"),
+        ("POST", "/api/v1/webhooks/nope/deliveries/1/replay"),
+        ("GET", &format!("/api/v1/webhooks/{id}")),
+    ] {
+        let r = app.admin(method, path, None).await;
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "{method} {path}: {}",
+            r.raw
+        );
+    }
+    let r = app
+        .admin(
+            "POST",
+            "/api/v1/webhooks",
+            Some(json!({"url": "https://vendor.example/in"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    let vendor_hook = r.body["id"].as_str().unwrap().to_string();
+    assert_eq!(r.body["events"], json!(["*"]));
+    let r = app
+        .admin("GET", &format!("{base}/{vendor_hook}"), None)
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "not the tenant's: {}",
+        r.raw
+    );
+    let r = app
+        .admin(
+            "GET",
+            &format!("/api/v1/webhooks/{vendor_hook}/deliveries?state=lost"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+    let r = app
+        .admin("DELETE", &format!("/api/v1/webhooks/{vendor_hook}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.raw);
     // The feed pages through a tenant's events with a cursor; the first is the test token's
     // creation.
     let r = app

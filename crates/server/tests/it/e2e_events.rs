@@ -683,8 +683,212 @@ async fn the_vendor_stream_carries_every_tenant(b: Backend) {
     assert_eq!(again[0].1["id"], got[1].1["id"]);
 }
 
+/// A vendor-wide endpoint hears every tenant's events: signed, none lost while it was down,
+/// each naming its tenant, one user's events in order. Its delivery log names each event's
+/// tenant; replays and DELETE work as for a tenant's endpoint.
+async fn vendor_webhooks_hear_every_tenant(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(b, &dir);
+    let server = Server::start(
+        &db,
+        &["--webhook-retry-base-ms", "100", "--webhook-timeout", "2"],
+    );
+    let (a, c) = (setup(&db, &server.base), setup(&db, &server.base));
+    let port = free_port();
+    let tag = format!("vendor-{}", &a.tenant[a.tenant.len() - 12..]);
+    let hook = a
+        .admin(
+            "POST",
+            "/webhooks",
+            Some(
+                json!({"url": format!("http://127.0.0.1:{port}/hook/{tag}"), "events": ["user.*"]}),
+            ),
+        )
+        .await;
+    let hook_id = hook["id"].as_str().unwrap().to_string();
+    assert!(
+        hook["secret"].as_str().unwrap().starts_with("whsec_"),
+        "{hook}"
+    );
+    let listed = a.admin("GET", "/webhooks", None).await;
+    assert!(
+        listed["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["id"] == json!(hook_id)),
+        "{listed}"
+    );
+    // A tenant's list does not hold it, and a tenant path does not reach it.
+    let theirs = a
+        .admin("GET", &format!("/tenants/{}/webhooks", a.tenant), None)
+        .await;
+    assert_eq!(theirs["webhooks"], json!([]), "{theirs}");
+    let (status, _) = a
+        .call(
+            binary::ADMIN,
+            "GET",
+            &format!("/api/v1/tenants/{}/webhooks/{hook_id}", a.tenant),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    // The receiver is down while users arrive in both tenants and one changes twice.
+    let mut ids = Vec::new();
+    for (api, n) in [(&a, "a0"), (&c, "c0"), (&a, "a1"), (&c, "c1")] {
+        let (status, v) = api.create_user(n).await;
+        assert_eq!(status, 201, "{v}");
+        ids.push((api.tenant.clone(), v["id"].as_str().unwrap().to_string()));
+    }
+    for active in [false, true] {
+        a.set_active(&ids[0].1, active).await;
+    }
+    let inbox: Inbox = Default::default();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let secret = Arc::new(Mutex::new(hook["secret"].as_str().unwrap().to_string()));
+    let _rx = receiver(port, &tag, secret, inbox.clone()).await;
+    let mut wanted = BTreeSet::new();
+    for api in [&a, &c] {
+        wanted.extend(
+            api.feed()
+                .await
+                .iter()
+                .filter(|e| e["type"].as_str().unwrap().starts_with("user."))
+                .map(|e| e["id"].as_str().unwrap().to_string()),
+        );
+    }
+    assert!(wanted.len() >= 6, "{wanted:?}");
+    let mine = |inbox: &Inbox| -> BTreeMap<String, Value> {
+        received(inbox)
+            .into_iter()
+            .filter(|(_, e)| e["tenant"] == json!(a.tenant) || e["tenant"] == json!(c.tenant))
+            .collect()
+    };
+    wait_for("every event of both tenants", 30, || {
+        mine(&inbox).keys().cloned().collect::<BTreeSet<_>>() == wanted
+    })
+    .await;
+    // Nothing but user.* arrived, and each event names its tenant.
+    for e in received(&inbox).values() {
+        assert!(e["type"].as_str().unwrap().starts_with("user."), "{e}");
+    }
+    let tenants: BTreeSet<String> = mine(&inbox)
+        .values()
+        .map(|e| e["tenant"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        tenants,
+        BTreeSet::from([a.tenant.clone(), c.tenant.clone()])
+    );
+    // One user's events arrive in the order they happened.
+    let seq: Vec<i64> = inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, _, e)| e["resource"]["id"] == json!(ids[0].1))
+        .map(|(id, _, _)| id.trim_start_matches("evt_").parse::<i64>().unwrap())
+        .collect();
+    assert!(
+        seq.len() >= 3,
+        "provisioned, deprovisioned, reprovisioned: {seq:?}"
+    );
+    let mut sorted = seq.clone();
+    sorted.sort();
+    let mut firsts = seq.clone();
+    firsts.dedup();
+    sorted.dedup();
+    assert_eq!(firsts, sorted, "one user's events out of order: {seq:?}");
+    // The delivery log names each event's tenant; one delivery replays.
+    let log = a
+        .admin(
+            "GET",
+            &format!("/webhooks/{hook_id}/deliveries?state=delivered&limit=1000"),
+            None,
+        )
+        .await;
+    let rows = log["deliveries"].as_array().unwrap();
+    let one = rows
+        .iter()
+        .find(|d| d["tenant"] == json!(c.tenant))
+        .unwrap_or_else(|| panic!("no delivery of tenant {}: {log}", c.tenant))
+        .clone();
+    let count = |inbox: &Inbox, id: &str| {
+        inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(x, _, _)| x == id)
+            .count()
+    };
+    let event = one["event"].as_str().unwrap().to_string();
+    let seen = count(&inbox, &event);
+    let r = a
+        .admin(
+            "POST",
+            &format!("/webhooks/{hook_id}/deliveries/{}/replay", one["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(r["replayed"], json!(1), "{r}");
+    wait_for("the replayed delivery", 10, || {
+        count(&inbox, &event) == seen + 1
+    })
+    .await;
+    let r = a
+        .admin(
+            "POST",
+            &format!("/webhooks/{hook_id}/replay"),
+            Some(json!({"from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert!(
+        r["replayed"].as_u64().unwrap() as usize >= wanted.len(),
+        "{r}"
+    );
+    let counts = a.admin("GET", &format!("/webhooks/{hook_id}"), None).await;
+    assert!(counts["deliveries"].is_object(), "{counts}");
+    // Disabled: 204, shown as disabled, and later events are not sent.
+    let (status, _) = a
+        .call(
+            binary::ADMIN,
+            "DELETE",
+            &format!("/api/v1/webhooks/{hook_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let gone = a.admin("GET", &format!("/webhooks/{hook_id}"), None).await;
+    assert!(gone["disabled"].is_string(), "{gone}");
+    let (status, _) = a
+        .call(
+            binary::ADMIN,
+            "DELETE",
+            &format!("/api/v1/webhooks/{hook_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "a disabled endpoint is not disabled twice");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = inbox.lock().unwrap().len();
+    let (status, v) = c.create_user("c2").await;
+    assert_eq!(status, 201, "{v}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let late = inbox
+        .lock()
+        .unwrap()
+        .iter()
+        .skip(before)
+        .filter(|(_, _, e)| e["resource"]["id"] == v["id"])
+        .count();
+    assert_eq!(late, 0, "a disabled endpoint got a later event");
+    // The change of the endpoint is audited on the vendor chain.
+    let trail = a.admin("GET", "/audit?action=webhook.create", None).await;
+    assert!(trail.to_string().contains(&hook_id), "{trail}");
+}
+
 both_backends!(
     the_vendor_stream_carries_every_tenant,
+    vendor_webhooks_hear_every_tenant,
     webhooks_survive_an_outage,
     events_survive_sigkill,
     term_events_on_the_test_clock,
