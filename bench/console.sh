@@ -38,6 +38,13 @@ RESULTS+=("$(run "overview, first page by name" 2 "/ui")")
 RESULTS+=("$(run "overview, searched (\"Tenant 0999\")" 2 "/ui?q=Tenant+0999")")
 RESULTS+=("$(run "overview, sorted by utilisation" 2 "/ui?sort=utilisation&order=desc")")
 RESULTS+=("$(run "overview, sorted by idle" 2 "/ui?sort=idle&order=desc")")
+# The same sort while seats change: 20 subscriptions a second, each one transaction.
+python3 bench/seat_churn.py "$BASE" "$ADMIN" "$((DURATION + 2))" 20 >"$WORK/churn.txt" &
+CHURN=$!
+sleep 1
+RESULTS+=("$(run "overview, by utilisation, 20 seat changes/s" 2 "/ui?sort=utilisation&order=desc")")
+wait $CHURN
+echo "seat changes during that run: $(cat "$WORK/churn.txt")" >&2
 RESULTS+=("$(run "tenant page, 365 days of hourly history" 2 "/ui/tenants/$TENANT?days=365")")
 RESULTS+=("$(run "tenant page, 30 days (hourly buckets)" 2 "/ui/tenants/$TENANT?days=30")")
 

@@ -76,10 +76,14 @@ pub(crate) struct Mark {
 impl Generations {
     const SLOTS: usize = 1024;
 
-    fn slot(&self, tenant: &str) -> &std::sync::atomic::AtomicU64 {
+    fn slot_index(tenant: &str) -> usize {
         use std::hash::BuildHasher;
         let h = foldhash::fast::FixedState::with_seed(0x5ea7).hash_one(tenant);
-        &self.slots[(h as usize) % Self::SLOTS]
+        (h as usize) % Self::SLOTS
+    }
+
+    fn slot(&self, tenant: &str) -> &std::sync::atomic::AtomicU64 {
+        &self.slots[Self::slot_index(tenant)]
     }
 
     fn mark(&self, tenant: &str) -> Mark {
@@ -104,6 +108,30 @@ impl Generations {
         if global {
             self.global.fetch_add(1, Release);
         }
+    }
+}
+
+/// Every generation at once, for a cache that spans tenants (see [`Generations`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Marks {
+    global: u64,
+    slots: Vec<u64>,
+}
+
+impl Marks {
+    /// Whether a commit that reached everything came between `self` and `later` (a cache
+    /// built under `self` is then stale as a whole).
+    pub(crate) fn everything_moved(&self, later: &Marks) -> bool {
+        self.global != later.global || self.slots.len() != later.slots.len()
+    }
+
+    /// The slots whose tenants committed between `self` and `later`.
+    pub(crate) fn moved_slots(&self, later: &Marks) -> Vec<bool> {
+        self.slots
+            .iter()
+            .zip(&later.slots)
+            .map(|(a, b)| a != b)
+            .collect()
     }
 }
 
@@ -302,6 +330,21 @@ impl Store {
     /// The commit generations as a reader sees them before reading `tenant`.
     pub(crate) fn mark(&self, tenant: &str) -> Mark {
         self.generations.mark(tenant)
+    }
+
+    /// Every generation as a reader sees them before reading across tenants.
+    pub(crate) fn marks(&self) -> Marks {
+        use std::sync::atomic::Ordering::Acquire;
+        let g = &self.generations;
+        Marks {
+            global: g.global.load(Acquire),
+            slots: g.slots.iter().map(|s| s.load(Acquire)).collect(),
+        }
+    }
+
+    /// The slot of a tenant's generation, an index into [`Marks::moved_slots`].
+    pub(crate) fn slot_of(&self, tenant: &str) -> usize {
+        Generations::slot_index(tenant)
     }
 
     /// Whether what was rendered under `mark` is still current.

@@ -1,6 +1,7 @@
 //! Licensing: the catalogue, subscriptions, assignment rules, licenses and the decisions
 //! that keep them in step with the directory.
 
+pub mod board;
 pub mod decide;
 pub mod history;
 pub mod http;

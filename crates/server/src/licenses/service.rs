@@ -806,12 +806,17 @@ pub fn plan_text(a: &Applied) -> String {
 pub struct Licenses {
     store: Store,
     clock: crate::kernel::clock::SharedClock,
+    board: std::sync::Arc<crate::licenses::board::Board>,
 }
 
 impl Licenses {
     /// The service over a store.
     pub fn new(store: Store, clock: crate::kernel::clock::SharedClock) -> Licenses {
-        Licenses { store, clock }
+        Licenses {
+            store,
+            clock,
+            board: Default::default(),
+        }
     }
 
     /// Creates or changes a subscription (the body as the model file has it); re-decides
@@ -918,19 +923,22 @@ impl Licenses {
         usage(&self.store, &*self.clock, tenant).await
     }
 
-    /// Every subscription's seat counts across tenants (`None`: all) without idle seats and
-    /// waits (cheap: for sorting before the page's rows are completed).
-    pub async fn seat_rows(&self, tenants: Option<&[String]>) -> ApiResult<Vec<UsageRow>> {
-        Ok(usage_rows_of(&self.store, self.clock.now(), tenants, false)
-            .await?
-            .into_iter()
-            .map(|(r, _)| r)
-            .collect())
+    /// Every subscription's seat counts (no idle seats, no waits), in tenant and product
+    /// order; `tenants` is every tenant's id. Kept between calls (see
+    /// [`crate::licenses::board`]).
+    pub async fn seat_rows(&self, tenants: &[String]) -> ApiResult<crate::licenses::board::Rows> {
+        Ok(self
+            .board
+            .rows(&self.store, self.clock.now(), tenants)
+            .await?)
     }
 
     /// Every subscription's idle seats as of its latest history point (at most an hour old).
-    pub async fn sampled_idle(&self) -> ApiResult<BTreeMap<(String, String), usize>> {
-        Ok(self.store.latest_idle().await?)
+    pub async fn sampled_idle(&self) -> ApiResult<crate::licenses::board::SampledIdle> {
+        Ok(self
+            .board
+            .sampled_idle(&self.store, self.clock.now())
+            .await?)
     }
 
     /// Every subscription's usage across tenants (`None`: all), with its subscription.

@@ -99,52 +99,109 @@ enum SortValue {
     Text(Option<String>),
 }
 
-impl SortValue {
-    fn cmp(&self, other: &SortValue) -> Ordering {
+/// A [`SortValue`], borrowed from the row it sorts.
+#[derive(Clone, Copy)]
+enum ValueRef<'a> {
+    Number(f64),
+    Text(Option<&'a str>),
+}
+
+impl ValueRef<'_> {
+    fn cmp(&self, other: &ValueRef<'_>) -> Ordering {
         match (self, other) {
-            (SortValue::Number(a), SortValue::Number(b)) => a.total_cmp(b),
+            (ValueRef::Number(a), ValueRef::Number(b)) => a.total_cmp(b),
             // Open-ended terms (no end) after every dated one.
-            (SortValue::Text(a), SortValue::Text(b)) => match (a, b) {
+            (ValueRef::Text(a), ValueRef::Text(b)) => match (a, b) {
                 (Some(p), Some(q)) => p.cmp(q),
                 (Some(_), None) => Ordering::Less,
                 (None, Some(_)) => Ordering::Greater,
                 (None, None) => Ordering::Equal,
             },
-            (SortValue::Number(_), SortValue::Text(_)) => Ordering::Less,
-            (SortValue::Text(_), SortValue::Number(_)) => Ordering::Greater,
+            (ValueRef::Number(_), ValueRef::Text(_)) => Ordering::Less,
+            (ValueRef::Text(_), ValueRef::Number(_)) => Ordering::Greater,
+        }
+    }
+
+    fn owned(&self) -> SortValue {
+        match self {
+            ValueRef::Number(n) => SortValue::Number(*n),
+            ValueRef::Text(t) => SortValue::Text(t.map(str::to_string)),
         }
     }
 }
 
-fn key(sort: Sort, r: &TenantUsage) -> Key {
-    let u = &r.usage;
-    Key {
+/// A [`Key`], borrowed.
+#[derive(Clone, Copy)]
+struct KeyRef<'a> {
+    value: ValueRef<'a>,
+    name: &'a str,
+    tenant: &'a str,
+    product: &'a str,
+}
+
+impl Key {
+    fn as_ref(&self) -> KeyRef<'_> {
+        KeyRef {
+            value: match &self.value {
+                SortValue::Number(n) => ValueRef::Number(*n),
+                SortValue::Text(t) => ValueRef::Text(t.as_deref()),
+            },
+            name: &self.name,
+            tenant: &self.tenant,
+            product: &self.product,
+        }
+    }
+}
+
+impl KeyRef<'_> {
+    fn owned(&self) -> Key {
+        Key {
+            value: self.value.owned(),
+            name: self.name.to_string(),
+            tenant: self.tenant.to_string(),
+            product: self.product.to_string(),
+        }
+    }
+}
+
+/// A row that may be on the page: its seat counts, its tenant's name (and in lower case,
+/// the name sort's value) and its idle seats as the sort sees them.
+struct Candidate<'a> {
+    row: &'a UsageRow,
+    name: &'a str,
+    lower: &'a str,
+    idle: usize,
+}
+
+fn key<'a>(sort: Sort, c: &Candidate<'a>) -> KeyRef<'a> {
+    let u = c.row;
+    KeyRef {
         value: match sort {
-            Sort::Name => SortValue::Text(Some(r.tenant_name.to_lowercase())),
-            Sort::Utilisation => SortValue::Number(u.utilisation),
-            Sort::Overage => SortValue::Number(u.overage as f64),
-            Sort::Waitlisted => SortValue::Number(u.waitlisted as f64),
-            Sort::Idle => SortValue::Number(u.idle as f64),
-            Sort::EndsAt => SortValue::Text(u.ends_at.clone()),
+            Sort::Name => ValueRef::Text(Some(c.lower)),
+            Sort::Utilisation => ValueRef::Number(u.utilisation),
+            Sort::Overage => ValueRef::Number(u.overage as f64),
+            Sort::Waitlisted => ValueRef::Number(u.waitlisted as f64),
+            Sort::Idle => ValueRef::Number(c.idle as f64),
+            Sort::EndsAt => ValueRef::Text(u.ends_at.as_deref()),
         },
-        name: r.tenant_name.clone(),
-        tenant: u.tenant.clone(),
-        product: u.product.clone(),
+        name: c.name,
+        tenant: &u.tenant,
+        product: &u.product,
     }
 }
 
 /// The report's order: the sort value in the asked direction, then name, tenant and product
 /// ascending whatever the direction.
-fn order_of(order: Order, a: &Key, b: &Key) -> Ordering {
+fn order_of(order: Order, a: &KeyRef<'_>, b: &KeyRef<'_>) -> Ordering {
     let by = a.value.cmp(&b.value);
     let by = if order == Order::Desc {
         by.reverse()
     } else {
         by
     };
-    by.then_with(|| a.name.cmp(&b.name))
-        .then_with(|| a.tenant.cmp(&b.tenant))
-        .then_with(|| a.product.cmp(&b.product))
+    by.then_with(|| a.name.cmp(b.name))
+        .then_with(|| a.tenant.cmp(b.tenant))
+        .then_with(|| a.product.cmp(b.product))
 }
 
 /// The reports service.
@@ -196,64 +253,80 @@ impl Reports {
                 }
             }
         };
-        let names: std::collections::HashMap<String, String> = self
-            .tenants
-            .list()
-            .await?
-            .into_iter()
-            .map(|t| (t.id, t.name))
+        let tenants = self.tenants.list().await?;
+        let ids: Vec<String> = tenants.iter().map(|t| t.id.clone()).collect();
+        let names: std::collections::HashMap<&str, (&str, String)> = tenants
+            .iter()
+            .map(|t| (t.id.as_str(), (t.name.as_str(), t.name.to_lowercase())))
             .collect();
-        // The seat counts of every row are cheap; idle seats and waits are not. Rows sort on
-        // the seat counts — by idle, on the idle seats of the usage history's latest sample
-        // (at most an hour old; idle seats move by days) — and only the page's rows are then
-        // completed with live figures.
-        let mut rows: Vec<UsageRow> = self.licenses.seat_rows(None).await?;
-        if sort == Sort::Idle {
-            let sampled = self.licenses.sampled_idle().await?;
-            for r in &mut rows {
-                r.idle = sampled
-                    .get(&(r.tenant.clone(), r.product.clone()))
-                    .copied()
-                    .unwrap_or(0);
-            }
-        }
-        let rows: Vec<TenantUsage> = rows
-            .into_iter()
-            .map(|usage| TenantUsage {
-                tenant_name: names.get(&usage.tenant).cloned().unwrap_or_default(),
-                usage,
-            })
-            .filter(|r| {
-                q.as_deref().is_none_or(|q| {
-                    r.tenant_name.to_lowercase().contains(q) || r.usage.tenant.contains(q)
+        // The seat counts of every row are cheap, and kept between requests (the usage
+        // board); idle seats and waits are not. Rows sort on the seat counts — by idle, on the
+        // idle seats of the usage history's latest sample (at most an hour old; idle seats
+        // move by days) — and only the page's rows are then completed with live figures.
+        let rows = self.licenses.seat_rows(&ids).await?;
+        let sampled = match sort {
+            Sort::Idle => Some(self.licenses.sampled_idle().await?),
+            _ => None,
+        };
+        let candidates: Vec<Candidate<'_>> = rows
+            .iter()
+            .filter_map(|r| {
+                let (name, lower) = names.get(r.tenant.as_str())?;
+                let wanted = q
+                    .as_deref()
+                    .is_none_or(|q| lower.contains(q) || r.tenant.contains(q));
+                wanted.then(|| Candidate {
+                    row: r,
+                    name,
+                    lower,
+                    idle: sampled.as_ref().map_or(0, |s| {
+                        s.get(&(r.tenant.clone(), r.product.clone()))
+                            .copied()
+                            .unwrap_or(0)
+                    }),
                 })
             })
             .collect();
-        let total = rows.len();
-        let mut keyed: Vec<(Key, TenantUsage)> = rows
-            .into_iter()
-            .map(|r| (key(sort, &r), r))
+        let total = candidates.len();
+        let after = after.as_ref().map(Key::as_ref);
+        let mut keyed: Vec<(KeyRef<'_>, &Candidate<'_>)> = candidates
+            .iter()
+            .map(|c| (key(sort, c), c))
             .filter(|(k, _)| {
                 after
                     .as_ref()
                     .is_none_or(|a| order_of(order, k, a) == Ordering::Greater)
             })
             .collect();
-        keyed.sort_by(|a, b| order_of(order, &a.0, &b.0));
         let limit = limit.clamp(1, MAX_PAGE);
         let more = keyed.len() > limit;
-        keyed.truncate(limit);
+        if more {
+            // Only the page is put in order: the rest need only be after it.
+            keyed.select_nth_unstable_by(limit, |a, b| order_of(order, &a.0, &b.0));
+            keyed.truncate(limit);
+        }
+        keyed.sort_by(|a, b| order_of(order, &a.0, &b.0));
         let next_cursor = more.then(|| keyed.last()).flatten().map(|(k, _)| {
             URL_SAFE_NO_PAD.encode(
                 serde_json::to_vec(&Cursor {
                     s: sort,
                     o: order,
-                    key: k.clone(),
+                    key: k.owned(),
                 })
                 .unwrap_or_default(),
             )
         });
-        let mut page: Vec<TenantUsage> = keyed.into_iter().map(|(_, r)| r).collect();
+        let mut page: Vec<TenantUsage> = keyed
+            .iter()
+            .map(|(_, c)| {
+                let mut usage = c.row.clone();
+                usage.idle = c.idle;
+                TenantUsage {
+                    tenant_name: c.name.to_string(),
+                    usage,
+                }
+            })
+            .collect();
         if !page.is_empty() {
             let mut ids: Vec<String> = page.iter().map(|r| r.usage.tenant.clone()).collect();
             ids.sort();

@@ -305,6 +305,61 @@ async fn usage_across_tenants(b: Backend) {
     );
     let r = get(&app, "/api/v1/usage?sort=utilisation&order=asc&limit=10000").await;
     assert_eq!(mine(&r.body["usage"])[0]["utilisation"], json!(0.25));
+    // The sorted report follows each commit at once, though its seat counts are kept between
+    // requests: tenant 0's seats cut from 4 to 1 (its one user fills it) and a user added to
+    // tenant 1 (2 → 3 of 4) reorder it on the next request.
+    let r = app
+        .admin(
+            "PUT",
+            &format!("/api/v1/tenants/{}/subscriptions/{}", ids[0], product(&app)),
+            Some(sub(&app, 1, json!({"enforcement": "soft"}))),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    users(&app, &ids[1], &["late@t.test"]).await;
+    let r = get(
+        &app,
+        "/api/v1/usage?sort=utilisation&order=desc&limit=10000",
+    )
+    .await;
+    let order: Vec<(String, Value)> = mine(&r.body["usage"])
+        .iter()
+        .map(|r| {
+            (
+                r["tenant_name"].as_str().unwrap().to_string(),
+                r["utilisation"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            (names[0].clone(), json!(1.0)),
+            (names[3].clone(), json!(1.0)),
+            (names[1].clone(), json!(0.75)),
+            (names[2].clone(), json!(0.75)),
+        ]
+    );
+    // A change to the catalogue reaches every tenant: a second product shows at once.
+    let second = format!("{}-2", product(&app));
+    let m = json!({
+        "products": [
+            {"key": product(&app), "name": "Reports", "plans": [{"key": "pro", "rank": 0, "features": ["export"]}]},
+            {"key": second, "name": "Second", "plans": [{"key": "pro", "rank": 0, "features": ["export"]}]}],
+        "tenants": [{"id": ids[2], "rules": [], "subscriptions": [
+            sub(&app, 4, json!({"enforcement": "soft"})),
+            {"product": second, "plan": "pro", "seats": 8, "starts_at": "2026-01-01T00:00:00Z"}]}],
+    });
+    let r = app.admin("PUT", "/api/v1/model", Some(m)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let r = get(&app, "/api/v1/usage?sort=utilisation&order=asc&limit=10000").await;
+    assert!(
+        mine(&r.body["usage"])
+            .iter()
+            .any(|r| r["product"] == json!(second) && r["seats"] == json!(8)),
+        "{}",
+        r.raw
+    );
 
     // Paged by name, two rows a page; a tenant created between pages does not shift them.
     let mut seen: Vec<String> = Vec::new();
