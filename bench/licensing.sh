@@ -7,6 +7,9 @@
 #     to zero, seats bought back — each timed end to end (HTTP request to committed licenses,
 #     audit entries and outbox events).
 # Usage: bash bench/licensing.sh [seconds] [users]
+# With BENCH_COMPARE="server flags" each round also runs the licensed creates on a server
+# started with those flags, interleaved with the others (an A/B on one binary: for example
+# BENCH_COMPARE="--usage-sample-seconds 0" measures what usage history costs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${1:-10}
@@ -31,11 +34,14 @@ trap stop_all EXIT
 
 # Each measurement gets its own database and server, so neither run reads a file the other
 # has grown.
-start_server() { # database-url log -> sets BASE
-  SEATKEEPER_ADMIN_TOKEN=$ADMIN SEATKEEPER_LOG=info $BIN serve --listen 127.0.0.1:0 --database "$1" \
-    --rate-limit 100000000 --rate-burst 100000000 >"$2" 2>&1 &
+start_server() { # database-url log [flags…] -> sets BASE
+  local db=$1 log=$2
+  shift 2
+  # shellcheck disable=SC2068
+  SEATKEEPER_ADMIN_TOKEN=$ADMIN SEATKEEPER_LOG=info $BIN serve --listen 127.0.0.1:0 --database "$db" \
+    --rate-limit 100000000 --rate-burst 100000000 $@ >"$log" 2>&1 &
   PIDS+=($!)
-  wait_listen "$2"
+  wait_listen "$log"
 }
 stop_server() { kill "${PIDS[-1]}" 2>/dev/null; wait "${PIDS[-1]}" 2>/dev/null || true; }
 
@@ -101,7 +107,7 @@ field() { echo "$1" | grep -o "$2=[-0-9.]*" | cut -d= -f2; }
 # Creates with and without licensing, ROUNDS rounds of one run each, each run on a fresh
 # database and server (single runs on this machine vary by ±15 %).
 ROUNDS=${BENCH_ROUNDS:-3}
-create_run() { # label licensed(yes|no) -> RESULT line
+create_run() { # label licensed(yes|no) [server flags…] -> RESULT line
   local db="sqlite://$WORK/$1.db" t tok
   t=$($BIN tenant create "$1" --database "$db")
   tok=$($BIN token create --tenant "$t" --database "$db")
@@ -111,23 +117,28 @@ create_run() { # label licensed(yes|no) -> RESULT line
   fi
   # Nothing of an earlier run may still be on its way to disk while this one runs.
   sync
-  start_server "$db" "$WORK/$1.log"
-  run "$tok" "$1"
+  local label=$1
+  shift 2
+  start_server "$db" "$WORK/$label.log" "$@"
+  run "$tok" "$label"
   stop_server
   # Its file goes at once: the kernel then drops its dirty pages instead of writing a run's
   # hundreds of megabytes back during the next run (which would slow whichever side ran after
   # the side that wrote more).
-  rm -f "$WORK/$1.db" "$WORK/$1.db-wal" "$WORK/$1.db-shm"
+  rm -f "$WORK/$label.db" "$WORK/$label.db-wal" "$WORK/$label.db-shm"
 }
-PLAIN_RS=(); LIC_RS=()
+PLAIN_RS=(); LIC_RS=(); CMP_RS=()
+COMPARE=${BENCH_COMPARE:-}
 # The order alternates by round, so neither side always runs first.
 for i in $(seq 1 "$ROUNDS"); do
   if [ $((i % 2)) = 1 ]; then
     echo "create without, then with licensing ($i/$ROUNDS)…" >&2
     PLAIN_RS+=("$(create_run "plain$i" no)")
     LIC_RS+=("$(create_run "licensed$i" yes)")
+    if [ -n "$COMPARE" ]; then CMP_RS+=("$(create_run "compared$i" yes $COMPARE)"); fi
   else
     echo "create with, then without licensing ($i/$ROUNDS)…" >&2
+    if [ -n "$COMPARE" ]; then CMP_RS+=("$(create_run "compared$i" yes $COMPARE)"); fi
     LIC_RS+=("$(create_run "licensed$i" yes)")
     PLAIN_RS+=("$(create_run "plain$i" no)")
   fi
@@ -186,6 +197,21 @@ print("per round, with licensing / without: " + " ".join(f"{r:.0f}%" for r in pa
 print(f"with licensing keeps {statistics.median(pairs):.0f}% of the create throughput without "
       f"(median of the rounds' ratios; ratio of the medians: {100 * statistics.median(lic) / statistics.median(plain):.0f}%; target: at least 80%)")
 PY
+if [ -n "$COMPARE" ]; then
+  ALL_CMP=$(for r in "${CMP_RS[@]}"; do printf '%.0f ' "$(field "$r" rps)"; done)
+  echo
+  echo "licensed creates on a server started with \"$COMPARE\": $ALL_CMP req/s"
+  python3 - "$ALL_LIC" "$ALL_CMP" "$COMPARE" <<'PY'
+import statistics, sys
+lic = [float(x) for x in sys.argv[1].split()]
+cmp_ = [float(x) for x in sys.argv[2].split()]
+pairs = [100 * (l / c - 1) for l, c in zip(lic, cmp_) if c > 0]
+print("per round, default / with those flags: " + " ".join(f"{r:+.1f}%" for r in pairs))
+print(f"licensed creates, default vs \"{sys.argv[3]}\": median {statistics.median(lic):.0f} vs "
+      f"{statistics.median(cmp_):.0f} req/s ({100 * (statistics.median(lic) / statistics.median(cmp_) - 1):+.1f}%); "
+      f"median of the rounds' differences {statistics.median(pairs):+.1f}%")
+PY
+fi
 echo
 echo "Re-deciding every license of a $USERS-user tenant (seeded at $SEED_RATE users/s, each licensed on create),"
 echo "timed from request to commit of licenses, audit entries and outbox events:"

@@ -77,6 +77,11 @@ impl Jobs {
 
     /// Starts the usage history sampler (points kept `retention_days`, 0: forever).
     pub(crate) fn sample_usage(&mut self, retention_days: u32, every: Duration) {
+        if every.is_zero() {
+            // No history: nothing follows the commits either.
+            return;
+        }
+        self.store.follow_touched();
         let sampler = crate::licenses::sampler::Sampler::new(
             self.store.clone(),
             self.clock.clone(),

@@ -113,6 +113,10 @@ struct ServeArgs {
     /// Days of usage history (seat counts per subscription over time) to keep; 0 keeps all.
     #[arg(long, env = "SEATKEEPER_USAGE_RETENTION_DAYS", default_value_t = 400)]
     usage_retention_days: u32,
+    /// Seconds between looks at the tenants whose counts may have moved, for the usage
+    /// history (at most one point per subscription per minute is kept; 0 keeps no history).
+    #[arg(long, env = "SEATKEEPER_USAGE_SAMPLE_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=60))]
+    usage_sample_seconds: u64,
     /// Megabytes of rendered users kept for `GET /Users/{id}` (SQLite only; 0 turns it off).
     #[arg(long, env = "SEATKEEPER_USER_CACHE_MB", default_value_t = 64)]
     user_cache_mb: u64,
@@ -305,6 +309,7 @@ fn config_from(args: &ServeArgs) -> Config {
         activity_flush: Duration::from_secs(args.activity_flush.max(1)),
         user_cache_bytes: args.user_cache_mb.saturating_mul(1024 * 1024),
         usage_retention_days: args.usage_retention_days,
+        usage_sample_every: Duration::from_secs(args.usage_sample_seconds),
         ..Config::default()
     }
 }

@@ -39,7 +39,8 @@ pub struct Config {
     pub user_cache_bytes: u64,
     /// Days of usage history kept (0: forever).
     pub usage_retention_days: u32,
-    /// How often the usage history sampler looks at the tenants that changed.
+    /// How often the usage history sampler looks at the tenants that changed (zero: no
+    /// usage history is kept).
     pub usage_sample_every: Duration,
 }
 

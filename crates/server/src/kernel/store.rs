@@ -50,8 +50,10 @@ pub struct Store {
     generations: std::sync::Arc<Generations>,
     /// The writer connection's `PRAGMA data_version` when last looked at (SQLite).
     outside_version: std::sync::Arc<std::sync::atomic::AtomicI64>,
-    /// Tenants this process committed to since [`Store::take_touched`] last took them.
+    /// Tenants this process committed to since [`Store::take_touched`] last took them, once
+    /// something follows them ([`Store::follow_touched`]).
     touched: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    following: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Commit generations, for caches of what readers render: a reader takes a [`Mark`] before
@@ -183,6 +185,7 @@ impl Store {
                 generations: Default::default(),
                 outside_version: Default::default(),
                 touched: Default::default(),
+                following: Default::default(),
             }
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pg = PgPoolOptions::new()
@@ -199,6 +202,7 @@ impl Store {
                 generations: Default::default(),
                 outside_version: Default::default(),
                 touched: Default::default(),
+                following: Default::default(),
             }
         } else {
             return Err(StoreError::BadUrl(url.to_string()));
@@ -236,6 +240,7 @@ impl Store {
             .await?;
         self.generations.moved(&tenants, reach);
         if !tenants.is_empty()
+            && self.following.load(std::sync::atomic::Ordering::Relaxed)
             && let Ok(mut t) = self.touched.lock()
         {
             t.extend(tenants.iter().cloned());
@@ -318,8 +323,14 @@ impl Store {
         n
     }
 
+    /// From now on, keeps the tenants each commit changed for [`Store::take_touched`].
+    pub(crate) fn follow_touched(&self) {
+        self.following
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The tenants this process has committed to since the last call (for samplers that
-    /// follow changes without reading every tenant).
+    /// follow changes without reading every tenant; see [`Store::follow_touched`]).
     pub(crate) fn take_touched(&self) -> Vec<String> {
         self.touched
             .lock()
