@@ -310,7 +310,6 @@ fn config_from(args: &ServeArgs) -> Config {
         user_cache_bytes: args.user_cache_mb.saturating_mul(1024 * 1024),
         usage_retention_days: args.usage_retention_days,
         usage_sample_every: Duration::from_secs(args.usage_sample_seconds),
-        ..Config::default()
     }
 }
 
