@@ -14,10 +14,10 @@ use serde_json::{Value, json};
 
 use crate::events::dispatcher::{envelope, event_id};
 use crate::events::service::{NewWebhook, Replay, webhook_json};
+use crate::kernel::chain::VENDOR;
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::extract::{AdminAuth, Json, ScimJson, empty, header, with_status};
 use crate::kernel::ids::Instant;
-use crate::kernel::store::VENDOR;
 use crate::state::Shared;
 use futures::StreamExt;
 
