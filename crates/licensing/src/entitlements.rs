@@ -1,7 +1,9 @@
 //! Effective entitlements: what a user may use, from the licenses they hold.
 //!
 //! Features are the union of the features of every active license's plan; a limit is the
-//! largest value any active license's plan gives it. A waitlisted license grants nothing.
+//! largest value any active license's plan gives it. A waitlisted license grants nothing of
+//! its plan; while it waits, it grants the product's best seat-free plan ranked below it, if
+//! there is one ([`Product::while_waiting`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -41,15 +43,22 @@ pub struct Entitlements {
 /// Computes a user's entitlements from their licenses.
 pub fn effective(held: &[Held], products: &[Product]) -> Entitlements {
     let mut out = Entitlements::default();
-    for h in held.iter().filter(|h| h.state == LicenseState::Active) {
-        let Some(plan) = products
+    for h in held {
+        let Some((product, plan)) = products
             .iter()
             .find(|p| p.key == h.product)
-            .and_then(|p| p.plan(&h.plan))
+            .and_then(|p| Some((p, p.plan(&h.plan)?)))
         else {
             continue;
         };
-        out.plans.insert(h.product.clone(), h.plan.clone());
+        let plan = match h.state {
+            LicenseState::Active => plan,
+            LicenseState::Waitlisted => match product.while_waiting(plan) {
+                Some(meanwhile) => meanwhile,
+                None => continue,
+            },
+        };
+        out.plans.insert(h.product.clone(), plan.key.clone());
         out.features.extend(plan.features.iter().cloned());
         for (k, v) in &plan.limits {
             let slot = out.limits.entry(k.clone()).or_insert(*v);
@@ -163,7 +172,11 @@ pub fn answer(
             Question::Limit(l) => format!("limit {l}"),
         };
         let plan = Key::new("plan", first).ok();
-        return deny(plan, format!("{noun} {} {verb} {what}", plans.join(", ")));
+        let mut reason = format!("{noun} {} {verb} {what}", plans.join(", "));
+        if grants.iter().any(|g| g.state == LicenseState::Waitlisted) {
+            reason.push_str("; waitlisted: seat limit reached");
+        }
+        return deny(plan, reason);
     }
     if grants.iter().any(|g| g.state == LicenseState::Waitlisted) {
         return deny(None, "waitlisted: seat limit reached".into());
@@ -197,6 +210,7 @@ mod tests {
             rank,
             features: features.iter().map(|f| k(f)).collect(),
             limits: [(k("projects"), projects)].into_iter().collect(),
+            seated: true,
         };
         vec![
             Product::new(
@@ -290,5 +304,43 @@ mod tests {
         assert_eq!((a.allowed, a.reason.as_str()), (false, "user inactive"));
         assert!(answers(&p[0], Question::Feature("export")));
         assert!(!answers(&p[1], Question::Feature("export")));
+    }
+
+    #[test]
+    fn waiting_for_a_seat_keeps_the_seat_free_plan_below() {
+        let mut p = products();
+        let waiting = [Held {
+            product: k("workspace"),
+            plan: k("pro"),
+            state: LicenseState::Waitlisted,
+        }];
+        // Every plan seated: a waiting license grants nothing.
+        assert_eq!(effective(&waiting, &p), Entitlements::default());
+        // free takes no seat: the user keeps it while waiting for pro.
+        p[0].plans[0].seated = false;
+        let e = effective(&waiting, &p);
+        assert_eq!(e.plans.get(&k("workspace")), Some(&k("free")));
+        assert_eq!(e.features, [k("docs.read")].into_iter().collect());
+        assert_eq!(e.limits.get(&k("projects")), Some(&3));
+        let pro = p[0].plan(&k("pro")).unwrap();
+        let free = p[0].plan(&k("free")).unwrap();
+        assert_eq!(p[0].while_waiting(free), None, "nothing below free");
+        let grants = [
+            Grant {
+                plan: pro,
+                state: LicenseState::Waitlisted,
+            },
+            Grant {
+                plan: p[0].while_waiting(pro).unwrap(),
+                state: LicenseState::Active,
+            },
+        ];
+        let a = answer(true, &grants, Question::Feature("docs.read"), || false);
+        assert!(a.allowed, "{a:?}");
+        let a = answer(true, &grants, Question::Feature("export"), || false);
+        assert_eq!(
+            a.reason,
+            "plan free lacks feature export; waitlisted: seat limit reached"
+        );
     }
 }

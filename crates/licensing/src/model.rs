@@ -60,6 +60,9 @@ pub struct Plan {
     pub features: BTreeSet<Key>,
     /// Numeric entitlements.
     pub limits: BTreeMap<Key, i64>,
+    /// Whether a license of this plan takes one of the subscription's seats. A seat-free
+    /// plan (a free tier, viewers) is always active and never counts against seats.
+    pub seated: bool,
 }
 
 /// A product and its plans.
@@ -98,6 +101,16 @@ impl Product {
     /// A plan by key.
     pub fn plan(&self, key: &Key) -> Option<&Plan> {
         self.plans.iter().find(|p| &p.key == key)
+    }
+
+    /// What a user waiting for a seat of `plan` may use meanwhile: the highest seat-free plan
+    /// ranked below it, if the product has one (a viewer moved up to a paid plan keeps
+    /// viewing while they wait).
+    pub fn while_waiting(&self, plan: &Plan) -> Option<&Plan> {
+        self.plans
+            .iter()
+            .filter(|p| !p.seated && p.rank < plan.rank)
+            .max_by_key(|p| p.rank)
     }
 }
 

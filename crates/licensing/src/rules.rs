@@ -172,6 +172,7 @@ mod tests {
             rank,
             features: Default::default(),
             limits: Default::default(),
+            seated: true,
         };
         let product = Product::new(
             k("workspace"),

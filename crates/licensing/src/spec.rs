@@ -42,6 +42,12 @@ struct RawPlan {
     features: Vec<String>,
     #[serde(default)]
     limits: BTreeMap<String, i64>,
+    #[serde(default = "seated_by_default")]
+    seated: bool,
+}
+
+fn seated_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -165,6 +171,7 @@ impl Spec {
                     rank: plan.rank,
                     features,
                     limits,
+                    seated: plan.seated,
                 });
             }
             let name = p.name.unwrap_or_else(|| key.to_string());
@@ -370,10 +377,11 @@ fn plan_summary(p: &Plan) -> String {
     let features: Vec<&str> = p.features.iter().map(Key::as_str).collect();
     let limits: Vec<String> = p.limits.iter().map(|(k, v)| format!("{k}={v}")).collect();
     format!(
-        "rank {}, features [{}], limits [{}]",
+        "rank {}, features [{}], limits [{}]{}",
         p.rank,
         features.join(", "),
-        limits.join(", ")
+        limits.join(", "),
+        if p.seated { "" } else { ", takes no seat" }
     )
 }
 

@@ -98,6 +98,7 @@ fn products() -> Vec<Product> {
         rank,
         features: Default::default(),
         limits: Default::default(),
+        seated: true,
     };
     vec![
         Product::new(

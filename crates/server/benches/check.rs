@@ -20,6 +20,7 @@ fn snapshot() -> Snapshot {
         rank,
         features: features.iter().map(|f| key(f)).collect(),
         limits: [(key("projects"), projects)].into_iter().collect(),
+        seated: true,
     };
     let product = Product::new(
         key("workspace"),

@@ -659,6 +659,7 @@ async fn seat_counts_survive_the_upgrade(b: Backend) {
         .await
         .unwrap();
     let line = |active, waiting, next_queue| Line {
+        free: 0,
         active,
         waiting,
         next_queue,

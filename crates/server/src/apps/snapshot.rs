@@ -203,23 +203,33 @@ impl Snapshot {
     ) -> Option<Answer> {
         let u = self.find(user)?;
         u.seen.store(now.unix_timestamp(), Ordering::Relaxed);
-        let grants: Vec<Grant<'_>> = u
-            .held
-            .iter()
-            .filter_map(|h| {
-                let plan = self
-                    .products
-                    .get(h.product as usize)?
-                    .plans
-                    .get(h.plan as usize)?;
-                let state = if h.waiting {
-                    LicenseState::Waitlisted
-                } else {
-                    LicenseState::Active
-                };
-                Some(Grant { plan, state })
-            })
-            .collect();
+        let mut grants: Vec<Grant<'_>> = Vec::with_capacity(u.held.len());
+        for h in u.held.iter() {
+            let Some(product) = self.products.get(h.product as usize) else {
+                continue;
+            };
+            let Some(plan) = product.plans.get(h.plan as usize) else {
+                continue;
+            };
+            if !h.waiting {
+                grants.push(Grant {
+                    plan,
+                    state: LicenseState::Active,
+                });
+                continue;
+            }
+            grants.push(Grant {
+                plan,
+                state: LicenseState::Waitlisted,
+            });
+            // Waiting for a seat: the best seat-free plan below it meanwhile.
+            if let Some(meanwhile) = product.while_waiting(plan) {
+                grants.push(Grant {
+                    plan: meanwhile,
+                    state: LicenseState::Active,
+                });
+            }
+        }
         Some(answer(u.active, &grants, question, || {
             self.lapsed(question, now)
         }))
@@ -256,9 +266,14 @@ impl Snapshot {
                 "plan": plan.key.as_str(),
                 "state": if h.waiting { "waitlisted" } else { "active" },
             }));
-            if h.waiting || !u.active {
+            if !u.active {
                 continue;
             }
+            let plan = match (h.waiting, product.while_waiting(plan)) {
+                (false, _) => plan,
+                (true, Some(meanwhile)) => meanwhile,
+                (true, None) => continue,
+            };
             features.extend(plan.features.iter().map(|f| f.as_str()));
             for (k, v) in &plan.limits {
                 let slot = limits.entry(k.as_str()).or_insert(*v);

@@ -23,7 +23,7 @@ use time::OffsetDateTime;
 use crate::kernel::catalogue::EventType;
 use crate::kernel::error::ApiResult;
 use crate::kernel::store::{AuditEntry, Tx};
-use crate::licenses::store::{LicenseRow, Line, RuleRow, rule_of, time_text};
+use crate::licenses::store::{LicenseRow, Line, NO_SEAT, RuleRow, rule_of, time_text};
 
 /// Which users a change affects.
 #[derive(Debug, Clone)]
@@ -148,6 +148,15 @@ impl Model {
             .find(|s| s.product.as_str() == product)
     }
 
+    /// Whether a license of this plan takes a seat (plans the catalogue no longer has do).
+    fn seated(&self, product: &str, plan: &str) -> bool {
+        self.products
+            .iter()
+            .find(|p| p.key.as_str() == product)
+            .and_then(|p| p.plans.iter().find(|pl| pl.key.as_str() == plan))
+            .is_none_or(|pl| pl.seated)
+    }
+
     fn rule_row(&self, name: &Key) -> Option<&RuleRow> {
         self.rule_rows.iter().find(|r| r.name == name.as_str())
     }
@@ -196,6 +205,73 @@ fn seat_words(sub: &Subscription, plan: &str, in_use: usize) -> String {
         ),
         Enforcement::Soft => format!("{plan} {in_use}/{} seats (soft)", sub.seats),
     }
+}
+
+fn seat_free_words(d: &Decided) -> String {
+    format!("plan {} takes no seat", d.plan)
+}
+
+/// Moves a license into a seat-free plan (it leaves the seat line: its seat, or its place in
+/// line, frees up) or out of one (it joins the seat line at its end and goes through the seat
+/// check: a seat if one is free and nobody waits ahead, else the waitlist). Updates the line;
+/// returns the license as written.
+fn change_seat_kind(
+    tx: &mut Tx<'_>,
+    c: &Cause,
+    sub: &Subscription,
+    row: &LicenseRow,
+    d: &Decided,
+    line: &mut Line,
+    audit_seq: Option<i64>,
+) -> ApiResult<LicenseRow> {
+    let mut next = row.clone();
+    next.plan = d.plan.to_string();
+    next.changed = time_text(c.now);
+    next.audit_seq = audit_seq;
+    if row.queue != NO_SEAT {
+        if row.state == "active" {
+            line.active = line.active.saturating_sub(1);
+        } else {
+            line.waiting = line.waiting.saturating_sub(1);
+        }
+        line.free += 1;
+        next.state = "active".into();
+        next.queue = NO_SEAT;
+        next.reason = format!("{}; {}", because_words(d), seat_free_words(d));
+        next.explain = explain(c, sub, d, line.active, "moved to a plan that takes no seat");
+    } else {
+        line.free = line.free.saturating_sub(1);
+        next.queue = line.next_queue;
+        line.next_queue += 1;
+        let seat = sub.enforcement == Enforcement::Soft
+            || (line.active < sub.seats as usize && line.waiting == 0);
+        if seat {
+            line.active += 1;
+            next.state = "active".into();
+            next.reason = format!(
+                "{}; {}",
+                because_words(d),
+                seat_words(sub, d.plan.as_str(), line.active)
+            );
+            next.explain = explain(c, sub, d, line.active, "moved to a seated plan: seat free");
+        } else {
+            line.waiting += 1;
+            next.state = "waitlisted".into();
+            next.reason = format!(
+                "seat limit reached: {}",
+                seat_words(sub, d.plan.as_str(), line.active)
+            );
+            next.explain = explain(
+                c,
+                sub,
+                d,
+                line.active,
+                "moved to a seated plan: no seat free, waiting at the end of the line",
+            );
+        }
+    }
+    tx.update_license(&c.tenant, &next)?;
+    Ok(next)
 }
 
 fn because_words(d: &Decided) -> String {
@@ -431,8 +507,10 @@ fn decide_and_write(
             if !decided.keys().any(|k| k.as_str() == product) {
                 tx.delete_license(tenant, user, product)?;
                 let line = line_of(tx, &mut lines, tenant, product)?;
-                if row.state == "active" {
+                if row.holds_seat() {
                     line.active = line.active.saturating_sub(1);
+                } else if row.state == "active" {
+                    line.free = line.free.saturating_sub(1);
                 } else {
                     line.waiting = line.waiting.saturating_sub(1);
                 }
@@ -456,14 +534,37 @@ fn decide_and_write(
                     let Some(sub) = model.subscription(&product) else {
                         continue;
                     };
+                    let seated = model.seated(&product, d.plan.as_str());
+                    if seated != (row.queue != NO_SEAT) {
+                        // Into or out of a seat-free plan: the seat line changes.
+                        let mut line = *line_of(tx, &mut lines, tenant, &product)?;
+                        let next =
+                            change_seat_kind(tx, c, sub, row, &d, &mut line, seq_of(&events))?;
+                        lines.insert(product.clone(), line);
+                        touched.insert(product.clone());
+                        events.push(Event {
+                            kind: "changed",
+                            before: Some(row.clone()),
+                            after: Some(next),
+                        });
+                        continue;
+                    }
                     if plan_changed || decided_of(model, row).because != d.because {
                         // A plan swap keeps the seat and its place in line: no gap in access.
                         let mut next = row.clone();
                         next.plan = d.plan.to_string();
-                        if row.state == "active" {
+                        if !seated {
+                            next.reason = format!("{}; {}", because_words(&d), seat_free_words(&d));
+                        } else if row.state == "active" {
                             next.reason = format!("{}; holds a seat", because_words(&d));
                         }
-                        next.explain = explain(c, sub, &d, 0, "plan changed, seat kept");
+                        let in_use = line_of(tx, &mut lines, tenant, &product)?.active;
+                        let note = if seated {
+                            "plan changed, seat kept"
+                        } else {
+                            "plan changed; it takes no seat"
+                        };
+                        next.explain = explain(c, sub, &d, in_use, note);
                         if plan_changed {
                             next.changed = now_text.clone();
                             next.audit_seq = seq_of(&events);
@@ -497,6 +598,31 @@ fn decide_and_write(
         let mut newcomers = arrivals.remove(&product).unwrap_or_default();
         // Arrival order: the order of the change (user ids break ties deterministically).
         newcomers.sort_by(|a, b| a.0.cmp(&b.0));
+        // Holders of seat-free plans are active at once and stay out of the seat line.
+        let (seat_free, newcomers): (Vec<_>, Vec<_>) = newcomers
+            .into_iter()
+            .partition(|(_, d)| !model.seated(&product, d.plan.as_str()));
+        for (user, d) in seat_free {
+            let row = LicenseRow {
+                user_id: user,
+                product: product.clone(),
+                plan: d.plan.to_string(),
+                state: "active".into(),
+                queue: NO_SEAT,
+                changed: now_text.clone(),
+                reason: format!("{}; {}", because_words(&d), seat_free_words(&d)),
+                explain: explain(c, sub, &d, line.active, "the plan takes no seat"),
+                audit_seq: seq_of(&events),
+            };
+            tx.insert_license(tenant, &row)?;
+            inserted.push(row.clone());
+            line_of(tx, &mut lines, tenant, &product)?.free += 1;
+            events.push(Event {
+                kind: "assigned",
+                before: None,
+                after: Some(row),
+            });
+        }
         let moves = licensing::seats::rebalance(
             sub.seats,
             hard,

@@ -25,7 +25,8 @@ pub struct LicenseRow {
     pub plan: String,
     /// `active` or `waitlisted`.
     pub state: String,
-    /// Position in the seat line (see the schema).
+    /// Position in the seat line (see the schema); [`NO_SEAT`] for a license of a seat-free
+    /// plan, which holds no place in it.
     pub queue: i64,
     /// When the license entered its state.
     pub changed: String,
@@ -36,6 +37,16 @@ pub struct LicenseRow {
     /// The tenant's audit record of the license's latest change (each license record names
     /// the one before it, so a history is read without an index).
     pub audit_seq: Option<i64>,
+}
+
+/// The queue of a license that takes no seat (a seat-free plan's): seat lines start at 1.
+pub const NO_SEAT: i64 = 0;
+
+impl LicenseRow {
+    /// Whether this license holds one of the subscription's seats.
+    pub fn holds_seat(&self) -> bool {
+        self.state == "active" && self.queue != NO_SEAT
+    }
 }
 
 /// A rule as stored (the filter as text).
@@ -62,6 +73,13 @@ pub struct Line {
     pub waiting: usize,
     /// The queue position the next newcomer takes.
     pub next_queue: i64,
+    /// Active licenses of seat-free plans (they hold no seat and never wait).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub free: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Line {
@@ -70,6 +88,7 @@ impl Line {
         active: 0,
         waiting: 0,
         next_queue: 1,
+        free: 0,
     };
 }
 
@@ -116,6 +135,7 @@ pub fn plans_json(plans: &[Plan]) -> Value {
                     "rank": p.rank,
                     "features": p.features.iter().map(Key::as_str).collect::<Vec<_>>(),
                     "limits": p.limits.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                    "seated": p.seated,
                 })
             })
             .collect(),
@@ -147,6 +167,7 @@ fn product_from_row(r: &Row) -> StoreResult<Product> {
             rank: p.get("rank").and_then(Value::as_i64).unwrap_or_default() as i32,
             features,
             limits,
+            seated: p.get("seated").and_then(Value::as_bool).unwrap_or(true),
         });
     }
     Product::new(key("product", &r.text(0))?, r.text(1), out).map_err(|e| corrupt("product", e))
@@ -564,7 +585,7 @@ impl Tx<'_> {
         n: usize,
     ) -> StoreResult<Vec<LicenseRow>> {
         self.line_slice(
-            "state = 'active' ORDER BY queue DESC, user_id DESC",
+            "state = 'active' AND queue <> 0 ORDER BY queue DESC, user_id DESC",
             tenant,
             product,
             n,
@@ -919,7 +940,7 @@ impl Store {
                 &format!(
                     "{cte} SELECT l.user_id, u.user_name, l.product, l.plan, a.last_seen, COALESCE(l.held_since, l.changed) \
                      FROM lic_subscriptions s JOIN c ON c.days = s.idle_after_days \
-                     JOIN licenses l ON l.tenant_id = s.tenant_id AND l.product = s.product AND l.state = 'active' \
+                     JOIN licenses l ON l.tenant_id = s.tenant_id AND l.product = s.product AND l.state = 'active' AND l.queue <> 0 \
                      LEFT JOIN user_activity a ON a.tenant_id = l.tenant_id AND a.user_id = l.user_id \
                      LEFT JOIN scim_users u ON u.tenant_id = l.tenant_id AND u.id = l.user_id \
                      WHERE s.tenant_id = $1 {product_clause} \
@@ -972,7 +993,7 @@ impl Store {
                 &format!(
                     "{cte} SELECT s.tenant_id, s.product, COUNT(*) \
                      FROM lic_subscriptions s JOIN c ON c.days = s.idle_after_days \
-                     JOIN licenses l ON l.tenant_id = s.tenant_id AND l.product = s.product AND l.state = 'active' \
+                     JOIN licenses l ON l.tenant_id = s.tenant_id AND l.product = s.product AND l.state = 'active' AND l.queue <> 0 \
                      LEFT JOIN user_activity a ON a.tenant_id = l.tenant_id AND a.user_id = l.user_id \
                      WHERE COALESCE(a.last_seen, l.held_since, l.changed) < c.cutoff {tenant_clause} \
                      GROUP BY s.tenant_id, s.product"
@@ -986,26 +1007,28 @@ impl Store {
         Ok(out)
     }
 
-    /// Counts a tenant's licenses row by row (for checks that the kept counts are right).
+    /// Counts a tenant's licenses row by row, (seat holders, waiting, seat-free) per product
+    /// (for checks that the kept counts are right).
     pub async fn count_licenses(
         &self,
         tenant: &str,
-    ) -> StoreResult<BTreeMap<String, (usize, usize)>> {
-        let mut out: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    ) -> StoreResult<BTreeMap<String, (usize, usize, usize)>> {
+        let mut out: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
         for r in self
             .pool()
             .fetch(
-                "SELECT product, state, COUNT(*) FROM licenses WHERE tenant_id = $1 GROUP BY product, state",
+                "SELECT product, state, CASE WHEN queue = 0 THEN 1 ELSE 0 END AS free, COUNT(*) \
+                 FROM licenses WHERE tenant_id = $1 GROUP BY product, state, free",
                 &params![tenant],
             )
             .await?
         {
-            let n = usize::try_from(r.int(2)).unwrap_or_default();
+            let n = usize::try_from(r.int(3)).unwrap_or_default();
             let e = out.entry(r.text(0)).or_default();
-            if r.text(1) == "active" {
-                e.0 = n;
-            } else {
-                e.1 = n;
+            match (r.text(1).as_str(), r.int(2) == 1) {
+                ("active", true) => e.2 += n,
+                ("active", false) => e.0 += n,
+                _ => e.1 += n,
             }
         }
         Ok(out)

@@ -34,6 +34,8 @@ pub struct UsageRow {
     pub active: usize,
     /// Licenses waiting for one.
     pub waitlisted: usize,
+    /// Active licenses of seat-free plans (they hold no seat).
+    pub seat_free: usize,
     /// Seats free.
     pub available: usize,
     /// Held seats above those bought (soft enforcement).
@@ -111,6 +113,7 @@ pub fn rows(
                 seats: s.seats,
                 active: line.active,
                 waitlisted: line.waiting,
+                seat_free: line.free,
                 available: seats.saturating_sub(line.active),
                 overage: line.active.saturating_sub(seats),
                 idle: idle.get(&key).copied().unwrap_or(0),

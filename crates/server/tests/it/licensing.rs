@@ -72,10 +72,10 @@ async fn assert_counts_agree(app: &TestApp) {
     let kept = app.store.lines(&app.tenant).await.unwrap();
     let counted = app.store.count_licenses(&app.tenant).await.unwrap();
     for (product, line) in &kept {
-        let (a, w) = counted.get(product).copied().unwrap_or_default();
+        let counts = counted.get(product).copied().unwrap_or_default();
         assert_eq!(
-            (line.active, line.waiting),
-            (a, w),
+            (line.active, line.waiting, line.free),
+            counts,
             "kept counts of {product} drifted"
         );
     }
@@ -776,7 +776,186 @@ async fn the_extension_is_advertised(b: Backend) {
     assert!(r.body.get(EXT).is_none(), "{}", r.raw);
 }
 
+/// Seat-free plans: a free tier takes no seat and never waits; moving up to a seated plan goes
+/// through the seat check (a free seat, or the end of the line), moving down frees the seat for
+/// the first in line; `/usage` counts seated holders in `active` and the others in
+/// `seat_free`; a catalogue change of `seated` re-decides the holders.
+async fn seat_free_plans_take_no_seat(b: Backend) {
+    let app = common::app(b).await;
+    let rules = json!([
+        {"name": "engineers", "filter": "title eq \"Engineer\"", "product": product(&app), "plan": "pro", "priority": 10},
+        {"name": "everyone", "filter": "userName pr", "product": product(&app), "plan": "free", "priority": 1},
+    ]);
+    let mut m = model(&app, 2, json!({}), rules.clone());
+    m["products"][0]["plans"][0]["seated"] = json!(false);
+    apply(&app, m.clone()).await;
+    let got = app.admin("GET", "/api/v1/model", None).await;
+    assert!(
+        got.raw.contains("\"seated\":false"),
+        "the catalogue keeps seated = false: {}",
+        got.raw
+    );
+    let title = |t: &str| json!({"schemas": [common::USER], "userName": "x", "title": t});
+    let mut ids = BTreeMap::new();
+    for (name, t) in [
+        ("e1", "Engineer"),
+        ("e2", "Engineer"),
+        ("e3", "Engineer"),
+        ("v1", "Viewer"),
+        ("v2", "Viewer"),
+    ] {
+        let mut body = title(t);
+        body["userName"] = json!(name);
+        let r = app.req("POST", "/scim/v2/Users", Some(body)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+        ids.insert(name, r.body["id"].as_str().unwrap().to_string());
+        app.clock.advance(time::Duration::seconds(1));
+    }
+    let l = licenses(&app).await;
+    assert_eq!(l["e1"], ("active".into(), "pro".into()));
+    assert_eq!(l["e2"], ("active".into(), "pro".into()));
+    assert_eq!(l["e3"], ("waitlisted".into(), "pro".into()));
+    assert_eq!(
+        l["v1"],
+        ("active".into(), "free".into()),
+        "a free user never waits"
+    );
+    assert_eq!(l["v2"], ("active".into(), "free".into()));
+    let u = usage(&app).await;
+    assert_eq!(
+        (
+            u["active"].clone(),
+            u["waitlisted"].clone(),
+            u["seat_free"].clone()
+        ),
+        (json!(2), json!(1), json!(2)),
+        "{u}"
+    );
+    let r = app
+        .req("GET", &format!("/scim/v2/Users/{}", ids["v1"]), None)
+        .await;
+    assert!(
+        r.body[EXT]["licenses"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("takes no seat"),
+        "{}",
+        r.raw
+    );
+    let retitle = |id: &str, t: &str| {
+        let id = id.to_string();
+        let t = t.to_string();
+        let app = &app;
+        async move {
+            let r = app
+                .req(
+                    "PATCH",
+                    &format!("/scim/v2/Users/{id}"),
+                    Some(json!({"schemas": [common::PATCH],
+                    "Operations": [{"op": "replace", "path": "title", "value": t}]})),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+        }
+    };
+    // Up from free: no seat free and e3 waits ahead, so v1 joins the end of the line.
+    retitle(&ids["v1"], "Engineer").await;
+    let l = licenses(&app).await;
+    assert_eq!(l["v1"], ("waitlisted".into(), "pro".into()));
+    // While it waits for a pro seat, v1 keeps what free gives.
+    let r = app
+        .req("GET", &format!("/scim/v2/Users/{}", ids["v1"]), None)
+        .await;
+    assert_eq!(r.body[EXT]["features"], json!(["docs.read"]), "{}", r.raw);
+    let u = usage(&app).await;
+    assert_eq!(
+        (
+            u["active"].clone(),
+            u["waitlisted"].clone(),
+            u["seat_free"].clone()
+        ),
+        (json!(2), json!(2), json!(1)),
+        "{u}"
+    );
+    // Down to free: e1's seat goes to the first in line (e3, not v1), and e1 keeps access.
+    retitle(&ids["e1"], "Viewer").await;
+    let l = licenses(&app).await;
+    assert_eq!(l["e1"], ("active".into(), "free".into()));
+    assert_eq!(l["e3"], ("active".into(), "pro".into()));
+    assert_eq!(l["v1"], ("waitlisted".into(), "pro".into()));
+    // A free holder leaving frees nothing but its own license.
+    app.set_active(&ids["v2"], false).await;
+    let l = licenses(&app).await;
+    assert!(!l.contains_key("v2"));
+    assert_eq!(l["v1"].0, "waitlisted");
+    // Up from free with a seat free and nobody waiting ahead: straight to a seat.
+    let path = format!(
+        "/api/v1/tenants/{}/subscriptions/{}",
+        app.tenant,
+        product(&app)
+    );
+    let sub = |seats: u32| {
+        json!({"plan": "pro", "seats": seats, "starts_at": "2026-01-01T00:00:00Z",
+        "ends_at": "2027-06-01T00:00:00Z", "grace_days": 7, "on_expiry": "downgrade:free", "enforcement": "hard"})
+    };
+    let r = app.admin("PUT", &path, Some(sub(4))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(
+        licenses(&app).await["v1"].0,
+        "active",
+        "promoted when seats were bought"
+    );
+    retitle(&ids["e1"], "Engineer").await;
+    let l = licenses(&app).await;
+    assert_eq!(l["e1"], ("active".into(), "pro".into()));
+    let u = usage(&app).await;
+    assert_eq!(
+        (
+            u["active"].clone(),
+            u["waitlisted"].clone(),
+            u["seat_free"].clone()
+        ),
+        (json!(4), json!(0), json!(0)),
+        "{u}"
+    );
+    // The catalogue makes free seated again: its holders join the seat line.
+    retitle(&ids["e2"], "Viewer").await;
+    let r = app.admin("PUT", &path, Some(sub(3))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let u = usage(&app).await;
+    assert_eq!(
+        (
+            u["active"].clone(),
+            u["waitlisted"].clone(),
+            u["seat_free"].clone()
+        ),
+        (json!(3), json!(0), json!(1)),
+        "{u}"
+    );
+    let mut seated = m.clone();
+    seated["products"][0]["plans"][0]["seated"] = json!(true);
+    seated["tenants"][0]["subscriptions"][0]["seats"] = json!(3);
+    apply(&app, seated).await;
+    let l = licenses(&app).await;
+    assert_eq!(
+        l["e2"],
+        ("waitlisted".into(), "free".into()),
+        "no seat left for it"
+    );
+    let u = usage(&app).await;
+    assert_eq!(
+        (
+            u["active"].clone(),
+            u["waitlisted"].clone(),
+            u["seat_free"].clone()
+        ),
+        (json!(3), json!(1), json!(0)),
+        "{u}"
+    );
+}
+
 both_backends!(
+    seat_free_plans_take_no_seat,
     seats_follow_the_directory,
     concurrent_creates_never_oversell,
     seat_cut_plan_swap_and_more_seats,
