@@ -128,19 +128,30 @@ fn date(path: &str, s: &str) -> Result<OffsetDateTime> {
 impl Spec {
     /// Parses and validates TOML.
     pub fn from_toml(text: &str) -> Result<Spec> {
+        Spec::from_toml_with(text, &[])
+    }
+
+    /// Parses and validates TOML whose subscriptions and rules may also name products of
+    /// `known` (the catalogue as it is) without declaring them.
+    pub fn from_toml_with(text: &str, known: &[Product]) -> Result<Spec> {
         let raw: RawSpec = toml::from_str(text)
             .map_err(|e| Error::Invalid(format!("model file: {}", e.message())))?;
-        Spec::from_raw(raw)
+        Spec::from_raw(raw, known)
     }
 
     /// Parses and validates the same shape as JSON.
     pub fn from_json(value: &serde_json::Value) -> Result<Spec> {
-        let raw: RawSpec = serde_json::from_value(value.clone())
-            .map_err(|e| Error::Invalid(format!("model: {e}")))?;
-        Spec::from_raw(raw)
+        Spec::from_json_with(value, &[])
     }
 
-    fn from_raw(raw: RawSpec) -> Result<Spec> {
+    /// [`Spec::from_toml_with`], as JSON.
+    pub fn from_json_with(value: &serde_json::Value, known: &[Product]) -> Result<Spec> {
+        let raw: RawSpec = serde_json::from_value(value.clone())
+            .map_err(|e| Error::Invalid(format!("model: {e}")))?;
+        Spec::from_raw(raw, known)
+    }
+
+    fn from_raw(raw: RawSpec, known: &[Product]) -> Result<Spec> {
         let mut products = Vec::new();
         let mut product_keys = BTreeSet::new();
         for (i, p) in raw.products.into_iter().enumerate() {
@@ -177,6 +188,18 @@ impl Spec {
             let name = p.name.unwrap_or_else(|| key.to_string());
             products.push(Product::new(key, name, plans).map_err(|e| at(&path, e))?);
         }
+        // What subscriptions and rules may name: the declared products, then the known ones
+        // the file does not redeclare.
+        let nameable: Vec<Product> = products
+            .iter()
+            .cloned()
+            .chain(
+                known
+                    .iter()
+                    .filter(|k| !product_keys.contains(&k.key))
+                    .cloned(),
+            )
+            .collect();
         let mut tenants = Vec::new();
         let mut tenant_ids = BTreeSet::new();
         for (i, t) in raw.tenants.into_iter().enumerate() {
@@ -195,7 +218,7 @@ impl Spec {
             let mut subscriptions: Vec<Subscription> = Vec::new();
             for (j, s) in t.subscriptions.into_iter().enumerate() {
                 let spath = format!("{path}.subscriptions[{j}]");
-                let sub = build_subscription(&spath, s, &products)?;
+                let sub = build_subscription(&spath, s, &nameable)?;
                 if subscriptions.iter().any(|x| x.product == sub.product) {
                     return Err(Error::Invalid(format!(
                         "{spath}: a tenant holds one subscription per product; {} appears twice",
@@ -207,7 +230,7 @@ impl Spec {
             let mut rules: Vec<Rule> = Vec::new();
             for (j, r) in t.rules.into_iter().enumerate() {
                 let rpath = format!("{path}.rules[{j}]");
-                let rule = build_rule(&rpath, r, &products)?;
+                let rule = build_rule(&rpath, r, &nameable)?;
                 if rules.iter().any(|x| x.name == rule.name) {
                     return Err(Error::Invalid(format!(
                         "{rpath}: rule {} is declared twice",
@@ -237,7 +260,7 @@ fn build_subscription(
         .find(|p| p.key == product_key)
         .ok_or_else(|| {
             Error::Invalid(format!(
-                "{spath}.product: no product {product_key} is declared"
+                "{spath}.product: no product {product_key} is declared or in the catalogue"
             ))
         })?;
     if s.seats < 0 || s.seats > i64::from(u32::MAX) {
@@ -289,7 +312,7 @@ fn build_rule(rpath: &str, r: RawRule, products: &[Product]) -> Result<Rule> {
         .find(|p| p.key == product_key)
         .ok_or_else(|| {
             Error::Invalid(format!(
-                "{rpath}.product: no product {product_key} is declared"
+                "{rpath}.product: no product {product_key} is declared or in the catalogue"
             ))
         })?;
     let plan = Key::new("plan", &r.plan).map_err(|e| at(rpath, e))?;

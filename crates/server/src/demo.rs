@@ -117,7 +117,7 @@ pub async fn load(store: &Store, clock: SharedClock, users: usize) -> anyhow::Re
         request_id: "demo".into(),
     };
     crate::licenses::service::Licenses::new(store.clone(), clock.clone())
-        .apply(actor, spec, false)
+        .apply(actor, spec, false, false)
         .await
         .map_err(|e| anyhow::anyhow!("demo model: {e}"))?;
     let engine = Engine::new(store.clone(), clock);

@@ -166,6 +166,9 @@ enum Command {
         /// Print what would change and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Change subscriptions a billing system manages too (its next event still applies).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -550,20 +553,25 @@ async fn main() -> anyhow::Result<()> {
         Command::AppKey {
             action: AppKeyCmd::Create { tenant, name, db },
         } => print_new_credential(&db, clock.clone(), Credential::App, &tenant, &name).await,
-        Command::Apply { file, dry_run, db } => {
+        Command::Apply {
+            file,
+            dry_run,
+            force,
+            db,
+        } => {
             init_logging(false);
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let spec = licensing::spec::Spec::from_toml(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let store = open(&db.database, None).await?;
+            let licenses = seatkeeper::Licenses::new(store.clone(), clock.clone());
+            let known = licenses.products().await?;
+            let spec = licensing::spec::Spec::from_toml_with(&text, &known)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             let actor = seatkeeper::Actor {
                 name: "cli".into(),
                 request_id: format!("apply-{}", uuid::Uuid::new_v4()),
             };
-            let applied = seatkeeper::Licenses::new(store.clone(), clock.clone())
-                .apply(actor, spec, dry_run)
-                .await;
+            let applied = licenses.apply(actor, spec, dry_run, force).await;
             store.close().await;
             let applied = applied.map_err(|e| anyhow::anyhow!("{e}"))?;
             print!("{}", seatkeeper::plan_text(&applied));

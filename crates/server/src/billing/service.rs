@@ -350,6 +350,11 @@ pub async fn apply(
                 .map_err(|e| ApiError::Unprocessable(format!("{}: {e}", c.product)))?;
             tx.put_subscription(&ev.tenant, &sub, None, &now_text)?;
             tx.set_billing_mark(&ev.tenant, &c.product, &created_text, &ev.id)?;
+            tx.set_subscription_owner(
+                &ev.tenant,
+                &c.product,
+                &crate::licenses::service::by_billing(ev.source),
+            )?;
             let mut after = subscription_json(&sub);
             after["billing_event"] = json!({"id": ev.id, "type": ev.kind, "source": ev.source});
             audit_model(

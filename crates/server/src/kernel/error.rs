@@ -25,6 +25,9 @@ pub enum ApiError {
     /// A uniqueness conflict.
     #[error("{0}")]
     Uniqueness(String),
+    /// The resource is managed by someone else (a billing system owns the subscription).
+    #[error("{0}")]
+    Conflict(String),
     /// `If-Match` did not match.
     #[error("{0}")]
     PreconditionFailed(String),
@@ -99,6 +102,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, Some("invalidValue")),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, None),
             ApiError::Uniqueness(_) => (StatusCode::CONFLICT, Some("uniqueness")),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, None),
             ApiError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, None),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, None),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, None),

@@ -56,6 +56,12 @@ const MIGRATIONS: &[(i64, &str, &str, Option<Then>)] = &[
         include_str!("sql/vendor_webhooks.sql"),
         None,
     ),
+    (
+        13,
+        "who manages each subscription",
+        include_str!("sql/owners.sql"),
+        None,
+    ),
 ];
 
 /// Migration 6: copies each tenant's seat counts from `lic_lines` into its head row

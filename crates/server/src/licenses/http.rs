@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::kernel::error::ApiResult;
 use crate::kernel::extract::{AdminAuth, ScimJson, read_json};
+use crate::licenses::service::Write;
 use crate::state::Shared;
 
 /// The admin routes.
@@ -19,7 +20,9 @@ pub fn routes() -> Router<Shared> {
         )
         .route(
             "/api/v1/tenants/{id}/subscriptions/{product}",
-            put(put_subscription).delete(delete_subscription),
+            put(put_subscription)
+                .patch(patch_subscription)
+                .delete(delete_subscription),
         )
         .route("/api/v1/tenants/{id}/rules", get(list_rules))
         .route(
@@ -44,14 +47,30 @@ struct DryRun {
 
 impl DryRun {
     fn on(&self) -> ApiResult<bool> {
-        match self.dry_run.as_deref() {
-            None | Some("false") | Some("0") => Ok(false),
-            Some("true") | Some("1") | Some("") => Ok(true),
-            Some(other) => Err(scim::Error::InvalidValue(format!(
-                "dry_run must be true or false, not '{other}'"
-            ))
-            .into()),
-        }
+        flag("dry_run", self.dry_run.as_deref())
+    }
+}
+
+/// `?force=true`: change a subscription a billing system manages.
+#[derive(serde::Deserialize)]
+struct Force {
+    force: Option<String>,
+}
+
+impl Force {
+    fn on(&self) -> ApiResult<bool> {
+        flag("force", self.force.as_deref())
+    }
+}
+
+fn flag(name: &str, value: Option<&str>) -> ApiResult<bool> {
+    match value {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(other) => Err(scim::Error::InvalidValue(format!(
+            "{name} must be true or false, not '{other}'"
+        ))
+        .into()),
     }
 }
 
@@ -75,12 +94,42 @@ async fn put_subscription(
     State(state): State<Shared>,
     auth: AdminAuth,
     Path((id, product)): Path<(String, String)>,
+    Query(force): Query<Force>,
     req: Request,
+) -> ApiResult<Response> {
+    let how = Write {
+        merge: false,
+        force: force.on()?,
+    };
+    write_subscription(&state, &auth, (&id, &product), req, how).await
+}
+
+/// `PATCH`: the fields given change, the others stay (as billing events merge).
+async fn patch_subscription(
+    State(state): State<Shared>,
+    auth: AdminAuth,
+    Path((id, product)): Path<(String, String)>,
+    Query(force): Query<Force>,
+    req: Request,
+) -> ApiResult<Response> {
+    let how = Write {
+        merge: true,
+        force: force.on()?,
+    };
+    write_subscription(&state, &auth, (&id, &product), req, how).await
+}
+
+async fn write_subscription(
+    state: &Shared,
+    auth: &AdminAuth,
+    (id, product): (&str, &str),
+    req: Request,
+    how: Write,
 ) -> ApiResult<Response> {
     let body = model_body(req, state.config.max_body_bytes).await?;
     let (sub, outcome) = state
         .licenses
-        .put_subscription(auth.actor(), &id, &product, body)
+        .put_subscription(auth.actor(), id, product, body, how)
         .await?;
     Ok(ScimJson(json!({"subscription": sub, "licenses": outcome})).into_response())
 }
@@ -89,10 +138,11 @@ async fn delete_subscription(
     State(state): State<Shared>,
     auth: AdminAuth,
     Path((id, product)): Path<(String, String)>,
+    Query(force): Query<Force>,
 ) -> ApiResult<Response> {
     let outcome = state
         .licenses
-        .delete_subscription(auth.actor(), &id, &product)
+        .delete_subscription(auth.actor(), &id, &product, force.on()?)
         .await?;
     Ok(ScimJson(json!({"licenses": outcome})).into_response())
 }
@@ -229,12 +279,18 @@ async fn put_model(
     State(state): State<Shared>,
     auth: AdminAuth,
     Query(dry): Query<DryRun>,
+    Query(force): Query<Force>,
     req: Request,
 ) -> ApiResult<Response> {
     let dry_run = dry.on()?;
+    let force = force.on()?;
     let body = model_body(req, state.config.max_body_bytes).await?;
-    let spec = licensing::spec::Spec::from_json(&body)?;
-    let applied = state.licenses.apply(auth.actor(), spec, dry_run).await?;
+    let known = state.licenses.products().await?;
+    let spec = licensing::spec::Spec::from_json_with(&body, &known)?;
+    let applied = state
+        .licenses
+        .apply(auth.actor(), spec, dry_run, force)
+        .await?;
     Ok(ScimJson(json!(applied)).into_response())
 }
 

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use licensing::lifecycle::{self, Phase};
-use licensing::model::{Enforcement, Product, Status, Subscription};
+use licensing::model::{Enforcement, Key, Product, Status, Subscription};
 use licensing::spec::{self, Spec, TenantSpec};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -28,6 +28,9 @@ pub struct Applied {
     pub dry_run: bool,
     /// Added (`+`), changed (`~`) and removed (`-`) plans, subscriptions and rules.
     pub changes: Vec<String>,
+    /// Declared changes to subscriptions a billing system manages: refused unless forced
+    /// (a dry run lists them and plans as if forced).
+    pub conflicts: Vec<String>,
     /// License changes per tenant.
     pub licenses: BTreeMap<String, Outcome>,
 }
@@ -96,6 +99,38 @@ pub fn subscription_json(s: &Subscription) -> Value {
         "enforcement": match s.enforcement { Enforcement::Hard => "hard", Enforcement::Soft => "soft" },
         "idle_after_days": s.idle_after_days,
     })
+}
+
+/// Who manages a subscription: the admin API.
+pub const BY_ADMIN: &str = "admin";
+/// Who manages a subscription: a model file (`apply`, `PUT /api/v1/model`).
+pub const BY_APPLY: &str = "apply";
+
+/// The owner a billing source writes (`billing:generic`, `billing:stripe`).
+pub fn by_billing(source: &str) -> String {
+    format!("billing:{source}")
+}
+
+/// Whether a billing system manages a subscription with this owner.
+fn billing_owned(owner: Option<&String>) -> bool {
+    owner.is_some_and(|o| o.starts_with("billing:"))
+}
+
+fn managed_elsewhere(tenant: &str, product: &str, owner: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "subscription {product} of tenant {tenant} is managed by {owner}: change it there, or \
+         force it (?force=true, seatkeeper apply --force); the billing system's next event still applies"
+    ))
+}
+
+/// How an admin write treats the subscription there is.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Write {
+    /// Merge the body's fields over the stored subscription (`PATCH`) instead of replacing
+    /// it (`PUT`).
+    pub merge: bool,
+    /// Change it even when a billing system manages it.
+    pub force: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -232,14 +267,14 @@ pub(crate) fn require_tenant(tx: &mut Tx<'_>, tenant: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// `PUT /api/v1/tenants/{id}/subscriptions/{product}`.
+/// `PUT` (or with `merge`, `PATCH`) `/api/v1/tenants/{id}/subscriptions/{product}`.
 async fn put_subscription(
     store: &Store,
     clock: &dyn Clock,
     actor: Actor,
-    tenant: &str,
-    product: &str,
+    (tenant, product): (&str, &str),
     body: Value,
+    how: Write,
 ) -> ApiResult<(Value, Outcome)> {
     let now = clock.now();
     let (tenant, product) = (tenant.to_string(), product.to_string());
@@ -253,13 +288,30 @@ async fn put_subscription(
                 "no product {product} in the catalogue; declare it with PUT /api/v1/model or seatkeeper apply"
             ))));
         }
-        let sub = spec::subscription_from_json(&product, &body, &products)?;
         let before = tx
             .subscriptions(&tenant)?
             .into_iter()
-            .find(|s| s.product == sub.product);
+            .find(|s| s.product.as_str() == product);
+        let owner = tx.subscription_owners(&tenant)?.remove(&product);
+        if billing_owned(owner.as_ref()) && !how.force {
+            return Err(managed_elsewhere(&tenant, &product, owner.as_deref().unwrap_or_default()));
+        }
+        let body = match (&before, how.merge) {
+            (Some(b), true) => merged_fields(subscription_json(b), &body)?,
+            (None, true) => {
+                return Err(ApiError::NotFound(format!(
+                    "tenant {tenant} has no subscription to {product}; PUT creates one"
+                )));
+            }
+            (_, false) => body,
+        };
+        let sub = spec::subscription_from_json(&product, &body, &products)?;
         let now_text = time_text(now);
         tx.put_subscription(&tenant, &sub, None, &now_text)?;
+        // A forced change leaves a billing system in charge: its next event still applies.
+        if !billing_owned(owner.as_ref()) {
+            tx.set_subscription_owner(&tenant, &product, BY_ADMIN)?;
+        }
         if before.as_ref() != Some(&sub) {
             audit_model(
                 tx,
@@ -285,13 +337,30 @@ async fn put_subscription(
     .await
 }
 
+/// A `PATCH` body's fields over the stored subscription (`null` clears a field).
+fn merged_fields(mut stored: Value, patch: &Value) -> ApiResult<Value> {
+    let (Some(base), Some(fields)) = (stored.as_object_mut(), patch.as_object()) else {
+        return Err(ApiError::Model(licensing::Error::Invalid(
+            "a subscription patch must be a JSON object of the fields to change".into(),
+        )));
+    };
+    for (k, v) in fields {
+        if v.is_null() {
+            base.remove(k);
+        } else {
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(stored)
+}
+
 /// `DELETE /api/v1/tenants/{id}/subscriptions/{product}`: every license of it is freed.
 async fn delete_subscription(
     store: &Store,
     clock: &dyn Clock,
     actor: Actor,
-    tenant: &str,
-    product: &str,
+    (tenant, product): (&str, &str),
+    force: bool,
 ) -> ApiResult<Outcome> {
     let now = clock.now();
     let (tenant, product) = (tenant.to_string(), product.to_string());
@@ -306,6 +375,14 @@ async fn delete_subscription(
             .ok_or_else(|| {
                 ApiError::NotFound(format!("tenant {tenant} has no subscription to {product}"))
             })?;
+        let owner = tx.subscription_owners(&tenant)?.remove(&product);
+        if billing_owned(owner.as_ref()) && !force {
+            return Err(managed_elsewhere(
+                &tenant,
+                &product,
+                owner.as_deref().unwrap_or_default(),
+            ));
+        }
         tx.delete_subscription(&tenant, &product)?;
         let now_text = time_text(now);
         audit_model(
@@ -453,8 +530,8 @@ async fn apply(
     store: &Store,
     clock: &dyn Clock,
     actor: Actor,
-    spec: Spec,
-    dry_run: bool,
+    mut spec: Spec,
+    (dry_run, force): (bool, bool),
 ) -> ApiResult<Applied> {
     let now = clock.now();
     transact(store, dry_run, move |tx| {
@@ -469,6 +546,38 @@ async fn apply(
         let declared_products: Vec<String> =
             spec.products.iter().map(|p| p.key.to_string()).collect();
         let old = current_spec(tx, &declared_products, &declared)?;
+        check_undeclared_products(tx, &spec)?;
+        // Subscriptions a billing system manages: a file that leaves one out keeps it; one
+        // that changes it is refused unless forced.
+        let mut owners: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+        let mut conflicts = Vec::new();
+        for t in &mut spec.tenants {
+            let mine = tx.subscription_owners(&t.id)?;
+            let before = old.tenants.iter().find(|o| o.id == t.id);
+            for s in before.map(|b| b.subscriptions.as_slice()).unwrap_or_default() {
+                let owner = mine.get(s.product.as_str());
+                if !billing_owned(owner) {
+                    continue;
+                }
+                match t.subscriptions.iter().find(|n| n.product == s.product) {
+                    None => t.subscriptions.push(s.clone()),
+                    Some(n) if n != s => conflicts.push(format!(
+                        "subscription {}/{} is managed by {}",
+                        t.id,
+                        s.product,
+                        owner.map_or("", String::as_str)
+                    )),
+                    Some(_) => {}
+                }
+            }
+            owners.insert(t.id.clone(), mine);
+        }
+        if !conflicts.is_empty() && !force && !dry_run {
+            return Err(ApiError::Conflict(format!(
+                "{}: change it there, or force it (?force=true, seatkeeper apply --force); nothing was applied",
+                conflicts.join("; ")
+            )));
+        }
         let changes: Vec<String> = spec::diff(&old, &spec)
             .iter()
             .map(ToString::to_string)
@@ -506,6 +615,11 @@ async fn apply(
                 let prev = old_subs.iter().find(|o| o.product == s.product);
                 if prev != Some(s) {
                     tx.put_subscription(&t.id, s, None, &now_text)?;
+                    // A forced change leaves a billing system in charge.
+                    let owner = owners.get(&t.id).and_then(|o| o.get(s.product.as_str()));
+                    if !billing_owned(owner) {
+                        tx.set_subscription_owner(&t.id, s.product.as_str(), BY_APPLY)?;
+                    }
                     audit_model(
                         tx,
                         &t.id,
@@ -585,10 +699,41 @@ async fn apply(
         Ok(Applied {
             dry_run,
             changes,
+            conflicts,
             licenses,
         })
     })
     .await
+}
+
+/// A model file may name products it does not declare when the catalogue has them (it was
+/// parsed against the catalogue; this checks again under the transaction, in case a
+/// concurrent change removed one).
+fn check_undeclared_products(tx: &mut Tx<'_>, spec: &Spec) -> ApiResult<()> {
+    let catalogue = tx.products()?;
+    let known = |product: &Key, plan: &Key| {
+        spec.products
+            .iter()
+            .chain(catalogue.iter())
+            .find(|p| &p.key == product)
+            .is_some_and(|p| p.plan(plan).is_some())
+    };
+    for t in &spec.tenants {
+        let named = t
+            .subscriptions
+            .iter()
+            .map(|s| (&s.product, &s.plan))
+            .chain(t.rules.iter().map(|r| (&r.product, &r.plan)));
+        for (product, plan) in named {
+            if !known(product, plan) {
+                return Err(ApiError::Model(licensing::Error::Invalid(format!(
+                    "tenant {}: product {product} has no plan {plan} in the file or the catalogue",
+                    t.id
+                ))));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A plan may leave the catalogue only when no subscription or rule still names it.
@@ -779,6 +924,12 @@ pub fn plan_text(a: &Applied) -> String {
             out.push_str(&format!("  {c}\n"));
         }
     }
+    if !a.conflicts.is_empty() {
+        out.push_str("managed by billing (refused without --force):\n");
+        for c in &a.conflicts {
+            out.push_str(&format!("  ! {c}\n"));
+        }
+    }
     out.push_str("licenses:\n");
     if a.licenses.values().all(|o| o.total() == 0) {
         out.push_str("  no license changes\n");
@@ -819,36 +970,53 @@ impl Licenses {
         }
     }
 
-    /// Creates or changes a subscription (the body as the model file has it); re-decides
-    /// every license of the tenant.
+    /// Creates or changes a subscription (the body as the model file has it, or with
+    /// `how.merge` the fields to change); re-decides every license of the tenant. A
+    /// subscription a billing system manages is changed only with `how.force`.
     pub async fn put_subscription(
         &self,
         actor: Actor,
         tenant: &str,
         product: &str,
         body: Value,
+        how: Write,
     ) -> ApiResult<(Value, Outcome)> {
-        put_subscription(&self.store, &*self.clock, actor, tenant, product, body).await
+        put_subscription(
+            &self.store,
+            &*self.clock,
+            actor,
+            (tenant, product),
+            body,
+            how,
+        )
+        .await
     }
 
-    /// Removes a subscription; its licenses are revoked.
+    /// Removes a subscription; its licenses are revoked. One a billing system manages is
+    /// removed only with `force`.
     pub async fn delete_subscription(
         &self,
         actor: Actor,
         tenant: &str,
         product: &str,
+        force: bool,
     ) -> ApiResult<Outcome> {
-        delete_subscription(&self.store, &*self.clock, actor, tenant, product).await
+        delete_subscription(&self.store, &*self.clock, actor, (tenant, product), force).await
     }
 
-    /// A tenant's subscriptions.
+    /// A tenant's subscriptions, each with who manages it (`managed_by`).
     pub async fn subscriptions(&self, tenant: &str) -> ApiResult<Vec<Value>> {
+        let owners = self.store.subscription_owners(tenant).await?;
         Ok(self
             .store
             .subscriptions(tenant)
             .await?
             .iter()
-            .map(subscription_json)
+            .map(|s| {
+                let mut v = subscription_json(s);
+                v["managed_by"] = json!(owners.get(s.product.as_str()));
+                v
+            })
             .collect())
     }
 
@@ -874,9 +1042,21 @@ impl Licenses {
     }
 
     /// Applies (or with `dry_run` plans) a model: products, plans, and tenants'
-    /// subscriptions and rules.
-    pub async fn apply(&self, actor: Actor, spec: Spec, dry_run: bool) -> ApiResult<Applied> {
-        apply(&self.store, &*self.clock, actor, spec, dry_run).await
+    /// subscriptions and rules. Changes to subscriptions a billing system manages are
+    /// refused unless `force`d.
+    pub async fn apply(
+        &self,
+        actor: Actor,
+        spec: Spec,
+        dry_run: bool,
+        force: bool,
+    ) -> ApiResult<Applied> {
+        apply(&self.store, &*self.clock, actor, spec, (dry_run, force)).await
+    }
+
+    /// The products in the catalogue (what a model file may name without declaring).
+    pub async fn products(&self) -> ApiResult<Vec<licensing::model::Product>> {
+        Ok(self.store.products().await?)
     }
 
     /// The catalogue as JSON: products with their plans.

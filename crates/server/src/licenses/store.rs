@@ -381,6 +381,35 @@ impl Tx<'_> {
         .collect()
     }
 
+    /// Who manages each of a tenant's subscriptions (`admin`, `apply`, `billing:…`), by product.
+    pub(crate) fn subscription_owners(
+        &mut self,
+        tenant: &str,
+    ) -> StoreResult<BTreeMap<String, String>> {
+        Ok(self
+            .fetch(
+                "SELECT product, managed_by FROM lic_subscriptions WHERE tenant_id = $1",
+                &params![tenant],
+            )?
+            .iter()
+            .map(|r| (r.text(0), r.text(1)))
+            .collect())
+    }
+
+    /// Records who manages a subscription from now on.
+    pub(crate) fn set_subscription_owner(
+        &mut self,
+        tenant: &str,
+        product: &str,
+        owner: &str,
+    ) -> StoreResult<()> {
+        self.execute(
+            "UPDATE lic_subscriptions SET managed_by = $3 WHERE tenant_id = $1 AND product = $2",
+            &params![tenant, product, owner],
+        )?;
+        Ok(())
+    }
+
     /// Writes a subscription (insert or replace).
     pub(crate) fn put_subscription(
         &mut self,
@@ -761,6 +790,23 @@ impl Store {
             .iter()
             .map(sub_from_row)
             .collect()
+    }
+
+    /// Who manages each of a tenant's subscriptions, by product.
+    pub(crate) async fn subscription_owners(
+        &self,
+        tenant: &str,
+    ) -> StoreResult<BTreeMap<String, String>> {
+        Ok(self
+            .pool()
+            .fetch(
+                "SELECT product, managed_by FROM lic_subscriptions WHERE tenant_id = $1",
+                &params![tenant],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.text(0), r.text(1)))
+            .collect())
     }
 
     /// A tenant's rules.

@@ -101,8 +101,16 @@ const OPS: &[Op] = &[
         "put",
         "/tenants/{id}/subscriptions/{product}",
         Admin,
-        "Create or change a subscription; re-decides every license",
+        "Create or replace a subscription; re-decides every license (?force=true over billing)",
         Some("Subscription"),
+        (200, ""),
+    ),
+    op(
+        "patch",
+        "/tenants/{id}/subscriptions/{product}",
+        Admin,
+        "Change some fields of a subscription (merged like billing events; ?force=true over billing)",
+        None,
         (200, ""),
     ),
     op(

@@ -845,7 +845,184 @@ async fn the_audit_trail_is_searchable_and_exportable(b: Backend) {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 }
 
+/// A subscription a billing event changed belongs to billing: `apply` and the admin API refuse
+/// to change or remove it (409 naming the owner) unless forced, a dry run lists the conflict,
+/// a model file that leaves it out keeps it, and a file of tenants alone (products already in
+/// the catalogue) applies. PATCH merges like billing events do.
+async fn billing_owns_its_subscriptions(b: Backend) {
+    let app = app(b).await;
+    setup(&app, 2).await;
+    assert_eq!(subscription(&app).await["managed_by"], "apply");
+    let ev = event(
+        &app,
+        "own-1",
+        "subscription.updated",
+        "2026-11-01T00:00:00Z",
+        json!({"plan": "enterprise", "seats": 4}),
+    );
+    let r = post_event(&app, SECRET, &ev).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let sub = subscription(&app).await;
+    assert_eq!(
+        (
+            sub["plan"].clone(),
+            sub["seats"].clone(),
+            sub["managed_by"].clone()
+        ),
+        (json!("enterprise"), json!(4), json!("billing:generic"))
+    );
+    // The model file still says pro × 2: applying it again is refused, and changes nothing.
+    let model = |subs: Value, products: bool| {
+        let mut m = json!({"tenants": [{"id": app.tenant, "subscriptions": subs, "rules": []}]});
+        if products {
+            m["products"] = json!([{"key": product(&app), "name": "Billed", "plans": [
+                {"key": "free", "rank": 0, "features": ["read"]},
+                {"key": "pro", "rank": 1, "features": ["read", "write"]},
+                {"key": "enterprise", "rank": 2, "features": ["read", "write", "sso"]}]}]);
+        }
+        m
+    };
+    let pro2 = json!([{"product": product(&app), "plan": "pro", "seats": 2,
+        "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2027-01-01T00:00:00Z",
+        "on_expiry": "downgrade:free", "enforcement": "hard"}]);
+    let audit_before = audit_len(&app).await;
+    let r = app
+        .admin("PUT", "/api/v1/model", Some(model(pro2.clone(), true)))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.raw);
+    assert_eq!(r.body["status"], "409");
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("billing:generic"),
+        "{}",
+        r.raw
+    );
+    assert_eq!(
+        subscription(&app).await["plan"],
+        "enterprise",
+        "nothing applied"
+    );
+    assert_eq!(audit_len(&app).await, audit_before, "nothing audited");
+    // The dry run shows the conflict and what forcing would do.
+    let r = app
+        .admin(
+            "PUT",
+            "/api/v1/model?dry_run=true",
+            Some(model(pro2.clone(), true)),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(
+        r.body["conflicts"].as_array().unwrap().len(),
+        1,
+        "{}",
+        r.raw
+    );
+    assert!(
+        r.body["changes"].to_string().contains("enterprise"),
+        "{}",
+        r.raw
+    );
+    // A file that leaves the subscription out keeps it; one of tenants alone applies.
+    let r = app
+        .admin("PUT", "/api/v1/model", Some(model(json!([]), false)))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["conflicts"], json!([]));
+    assert_eq!(subscription(&app).await["plan"], "enterprise", "kept");
+    // The admin API: PUT, PATCH and DELETE are refused, and go through when forced.
+    let path = format!(
+        "/api/v1/tenants/{}/subscriptions/{}",
+        app.tenant,
+        product(&app)
+    );
+    let put = json!({"plan": "pro", "seats": 3, "starts_at": "2026-01-01T00:00:00Z"});
+    for (method, body) in [
+        ("PUT", Some(put.clone())),
+        ("PATCH", Some(json!({"seats": 9}))),
+        ("DELETE", None),
+    ] {
+        let r = app.admin(method, &path, body).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{method}: {}", r.raw);
+    }
+    let r = app
+        .admin(
+            "PATCH",
+            &format!("{path}?force=true"),
+            Some(json!({"seats": 5})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let sub = subscription(&app).await;
+    assert_eq!(
+        (
+            sub["plan"].clone(),
+            sub["seats"].clone(),
+            sub["ends_at"].clone(),
+            sub["managed_by"].clone()
+        ),
+        (
+            json!("enterprise"),
+            json!(5),
+            json!("2027-01-01T00:00:00.000000Z"),
+            json!("billing:generic")
+        ),
+        "PATCH changed the seats alone; billing still manages it"
+    );
+    let r = app
+        .admin(
+            "PUT",
+            "/api/v1/model?force=true",
+            Some(model(pro2.clone(), false)),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(subscription(&app).await["plan"], "pro", "forced");
+    // An admin-managed one takes PATCH and PUT without force; PATCH of a missing one is 404.
+    let r = app
+        .admin("DELETE", &format!("{path}?force=true"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let r = app.admin("PATCH", &path, Some(json!({"seats": 1}))).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.raw);
+    let r = app.admin("PUT", &path, Some(put)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(subscription(&app).await["managed_by"], "admin");
+    let r = app
+        .admin(
+            "PATCH",
+            &path,
+            Some(json!({"seats": 6, "enforcement": "soft"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let sub = subscription(&app).await;
+    assert_eq!(
+        (
+            sub["seats"].clone(),
+            sub["enforcement"].clone(),
+            sub["plan"].clone()
+        ),
+        (json!(6), json!("soft"), json!("pro"))
+    );
+    for bad in [json!([1]), json!({"seats": -1}), json!({"colour": "red"})] {
+        let r = app.admin("PATCH", &path, Some(bad.clone())).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.raw);
+    }
+    let r = app
+        .admin("PUT", &format!("{path}?force=maybe"), Some(json!({})))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+    // A file naming a product neither declared nor in the catalogue is refused.
+    let r = app.admin("PUT", "/api/v1/model", Some(json!({"tenants": [{"id": app.tenant, "rules": [],
+        "subscriptions": [{"product": "no-such-product", "plan": "pro", "seats": 1, "starts_at": "2026-01-01T00:00:00Z"}]}]}))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+}
+
 both_backends!(
+    billing_owns_its_subscriptions,
     the_audit_trail_is_searchable_and_exportable,
     an_event_applies_exactly_once,
     late_events_are_recorded_and_ignored,
