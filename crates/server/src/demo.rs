@@ -59,14 +59,14 @@ const LAST: &[&str] = &[
 ];
 const DEPARTMENTS: &[&str] = &["Engineering", "Sales", "Support", "Marketing", "Finance"];
 
-/// The demo's licensing model: a workspace product in three tiers bought with a hard seat
-/// limit (so some users wait), and an analytics add-on with a soft limit (so it shows
-/// overage).
+/// The demo's licensing model: a workspace product in three tiers — a seat-free free tier
+/// and two paid ones bought with a hard seat limit (so some users wait) — and an analytics
+/// add-on with a soft limit (so it shows overage).
 fn demo_model(tenant: &str, seats: usize) -> serde_json::Value {
     json!({
         "products": [
             {"key": "workspace", "name": "Workspace", "plans": [
-                {"key": "free", "rank": 0, "features": ["docs.read"], "limits": {"projects": 3}},
+                {"key": "free", "rank": 0, "features": ["docs.read"], "limits": {"projects": 3}, "seated": false},
                 {"key": "pro", "rank": 1, "features": ["docs.read", "docs.write", "export"], "limits": {"projects": 100}},
                 {"key": "enterprise", "rank": 2, "features": ["docs.read", "docs.write", "export", "sso", "audit.export"], "limits": {"projects": 1000}},
             ]},
@@ -108,7 +108,9 @@ pub async fn load(store: &Store, clock: SharedClock, users: usize) -> anyhow::Re
     let app_key = tenants
         .create_credential(&actor, Credential::App, &tenant.id, &name("demo-app")?)
         .await?;
-    let seats = (users * 3 / 4).max(1);
+    // Managers and engineers (a fifth of the users) get paid plans; the seats bought cover
+    // about two thirds of them.
+    let seats = (users / 8).max(1);
     let mut first_user = String::new();
     let spec = licensing::spec::Spec::from_json(&demo_model(&tenant.id, seats))
         .map_err(|e| anyhow::anyhow!("demo model: {e}"))?;

@@ -9,7 +9,7 @@
   source.addEventListener("figures", function (msg) {
     var rows = JSON.parse(msg.data);
     rows.forEach(function (r) {
-      ["seats", "active", "waitlisted", "overage", "idle"].forEach(function (m) {
+      ["seats", "active", "waitlisted", "overage", "idle", "seat_free"].forEach(function (m) {
         var id = r.tenant + "." + r.product + "." + m;
         document.querySelectorAll('[data-testid="' + CSS.escape(id) + '"]').forEach(function (el) {
           if (el.textContent !== String(r[m])) { el.textContent = String(r[m]); }

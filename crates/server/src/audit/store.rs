@@ -142,6 +142,7 @@ impl Store {
                  AND ($5 = '' OR actor = $5) AND ($6 = '' OR action = $6) AND ($7 = '' OR action LIKE $7) \
                  AND ($8 = '' OR resource_type = $8) AND ($9 = '' OR resource_id = $9) \
                  AND ($10 = '' OR request_id = $10) \
+                 AND ($12 = '' OR resource_id = $12 OR (resource_id > $12 || '/' AND resource_id < $12 || '0')) \
                  ORDER BY seq LIMIT $11",
                 &params![
                     tenant,
@@ -154,7 +155,8 @@ impl Store {
                     q.resource_type.as_deref().unwrap_or(""),
                     q.resource_id.as_deref().unwrap_or(""),
                     q.request_id.as_deref().unwrap_or(""),
-                    limit
+                    limit,
+                    q.user.as_deref().unwrap_or("")
                 ],
             )
             .await?;
@@ -192,4 +194,7 @@ pub struct AuditQuery {
     pub resource_id: Option<String>,
     /// The request that did it.
     pub request_id: Option<String>,
+    /// Every record about this user: the user's own, and those of their licenses (whose
+    /// resource id is `{user}/{product}`).
+    pub user: Option<String>,
 }

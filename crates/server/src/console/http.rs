@@ -424,6 +424,7 @@ struct AuditFilters {
     actor: Option<String>,
     resource_type: Option<String>,
     resource_id: Option<String>,
+    user: Option<String>,
     from: Option<String>,
     to: Option<String>,
     after: Option<i64>,
@@ -440,6 +441,7 @@ impl AuditFilters {
             action: some(&self.action),
             resource_type: some(&self.resource_type),
             resource_id: some(&self.resource_id),
+            user: some(&self.user),
             ..Default::default()
         }
     }
@@ -450,6 +452,7 @@ impl AuditFilters {
             ("actor", &self.actor),
             ("resource_type", &self.resource_type),
             ("resource_id", &self.resource_id),
+            ("user", &self.user),
             ("from", &self.from),
             ("to", &self.to),
         ];
@@ -503,6 +506,7 @@ async fn audit(
                     actor: f.actor.unwrap_or_default(),
                     resource_type: f.resource_type.unwrap_or_default(),
                     resource_id: f.resource_id.unwrap_or_default(),
+                    user: f.user.unwrap_or_default(),
                     from: f.from.unwrap_or_default(),
                     to: f.to.unwrap_or_default(),
                     next,
@@ -732,7 +736,14 @@ async fn live(
                     .iter()
                     .filter_map(|r| {
                         let key = format!("{}.{}", r.tenant, r.product);
-                        let figs = [r.seats as usize, r.active, r.waitlisted, r.overage, r.idle];
+                        let figs = [
+                            r.seats as usize,
+                            r.active,
+                            r.waitlisted,
+                            r.overage,
+                            r.idle,
+                            r.seat_free,
+                        ];
                         if st.sent.get(&key) == Some(&figs) {
                             return None;
                         }
@@ -740,7 +751,7 @@ async fn live(
                         Some(
                             json!({"tenant": r.tenant, "product": r.product, "seats": r.seats,
                             "active": r.active, "waitlisted": r.waitlisted, "overage": r.overage,
-                            "idle": r.idle}),
+                            "idle": r.idle, "seat_free": r.seat_free}),
                         )
                     })
                     .collect();
@@ -779,7 +790,7 @@ struct Live {
     ids: Vec<String>,
     with_events: bool,
     last_event: i64,
-    sent: BTreeMap<String, [usize; 5]>,
+    sent: BTreeMap<String, [usize; 6]>,
     commits: tokio::sync::watch::Receiver<u64>,
     first: bool,
 }

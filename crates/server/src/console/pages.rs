@@ -85,6 +85,7 @@ pub struct AuditPage {
     pub actor: String,
     pub resource_type: String,
     pub resource_id: String,
+    pub user: String,
     pub from: String,
     pub to: String,
     /// The query string of these filters (for export links and the next page).

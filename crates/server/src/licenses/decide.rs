@@ -296,6 +296,7 @@ fn explain(c: &Cause, sub: &Subscription, d: &Decided, in_use: usize, note: &str
     #[derive(serde::Serialize)]
     struct Stored<'a> {
         asked: Option<&'a str>,
+        cause: &'a str,
         enforcement: &'a str,
         in_use: usize,
         note: &'a str,
@@ -305,6 +306,7 @@ fn explain(c: &Cause, sub: &Subscription, d: &Decided, in_use: usize, note: &str
     }
     let stored = Stored {
         asked: d.capped_from.as_ref().map(Key::as_str),
+        cause: &c.action,
         enforcement: match sub.enforcement {
             Enforcement::Hard => "hard",
             Enforcement::Soft => "soft",
@@ -853,21 +855,42 @@ struct AuditDoc<'a> {
     plan: &'a str,
     state: &'a str,
     reason: &'a str,
-    cause: &'a str,
+    cause: Option<String>,
     prev: Option<i64>,
 }
 
-fn audit_doc(l: Option<&LicenseRow>, cause: &str, prev: Option<i64>) -> Option<String> {
-    l.map(|l| {
-        let doc = AuditDoc {
+/// The action that caused a license's latest change, as its explanation keeps it (licenses
+/// written before it was kept have none).
+fn cause_of(l: &LicenseRow) -> Option<String> {
+    serde_json::from_str::<Value>(&l.explain)
+        .ok()
+        .and_then(|e| e["cause"].as_str().map(str::to_string))
+}
+
+/// A license record's documents: `before` with the cause of the change that made it so,
+/// `after` with this change's cause (for a revocation, the license as `revoked`).
+fn audit_docs(e: &Event, cause: &str, prev: Option<i64>) -> (Option<String>, Option<String>) {
+    let doc = |l: &LicenseRow, state: &str, cause: Option<String>| {
+        serde_json::to_string(&AuditDoc {
             plan: &l.plan,
-            state: &l.state,
-            reason: &l.reason,
+            state,
+            reason: if state == "revoked" {
+                "no longer held"
+            } else {
+                &l.reason
+            },
             cause,
             prev,
-        };
-        serde_json::to_string(&doc).unwrap_or_default()
-    })
+        })
+        .unwrap_or_default()
+    };
+    let before = e.before.as_ref().map(|b| doc(b, &b.state, cause_of(b)));
+    let after = match (&e.after, &e.before) {
+        (Some(a), _) => Some(doc(a, &a.state, Some(cause.to_string()))),
+        (None, Some(b)) => Some(doc(b, "revoked", Some(cause.to_string()))),
+        (None, None) => None,
+    };
+    (before, after)
 }
 
 /// Writes the audit entries (one batch on the tenant's chain, numbered from `first_seq` as
@@ -910,11 +933,12 @@ fn record_all(
             after: e.after.as_ref().map(LicenseView::of),
         };
         let prev = e.before.as_ref().and_then(|b| b.audit_seq);
+        let (before, after) = audit_docs(e, &c.action, prev);
         audits.push(AuditEntry {
             action: event.name().to_string(),
             resource_id: id,
-            before: audit_doc(e.before.as_ref(), &c.action, prev),
-            after: audit_doc(e.after.as_ref(), &c.action, prev),
+            before,
+            after,
         });
         let payload = serde_json::to_string(&payload).map_err(|e| {
             crate::kernel::store::StoreError::Corrupt(format!(

@@ -207,8 +207,12 @@ async fn the_console_in_a_real_browser() {
         )
     );
     assert!(
-        seats == 30 && active == 30 && waiting > 0,
-        "the demo's 40 users on 30 hard seats"
+        seats == 5 && active == 5 && waiting > 0,
+        "the demo's 8 engineers on 5 hard seats"
+    );
+    assert!(
+        ws["seat_free"].as_i64().unwrap() > 20,
+        "everyone else on the seat-free plan: {ws}"
     );
     figure(&c, &format!("{tenant}.analytics.overage")).await;
     figure(&c, &format!("{tenant}.analytics.idle")).await;
@@ -230,7 +234,7 @@ async fn the_console_in_a_real_browser() {
     let r: serde_json::Value = http
         .post(format!("{base}/scim/v2/Users"))
         .bearer_auth(&scim_token)
-        .json(&json!({"schemas": [USER], "userName": "live@demo.test"}))
+        .json(&json!({"schemas": [USER], "userName": "live@demo.test", "title": "Manager"}))
         .send()
         .await
         .unwrap()
@@ -303,7 +307,7 @@ async fn the_console_in_a_real_browser() {
         .await
         .unwrap();
     assert!(
-        why.contains("everyone"),
+        why.contains("rule managers matched"),
         "the explanation names the rule: {why}"
     );
     shot(&c, "user.png").await;

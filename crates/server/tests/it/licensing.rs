@@ -954,7 +954,122 @@ async fn seat_free_plans_take_no_seat(b: Backend) {
     );
 }
 
+/// Explanations and history read right: after a plan swap the explanation shows the seats in
+/// use (not 0), a history entry's `before.cause` is the cause of the state before (not of
+/// this change), a revocation's `after` names its cause, and the audit API's `user=` finds a
+/// user's license records, which `resource_id=` does not.
+async fn explanations_history_and_audit_by_user(b: Backend) {
+    let app = common::app(b).await;
+    apply(&app, model(&app, 3, json!({}), json!([]))).await;
+    let ids: Vec<String> = {
+        let mut v = Vec::new();
+        for n in ["h1", "h2", "h3"] {
+            v.push(app.user(n).await);
+        }
+        v
+    };
+    let path = format!(
+        "/api/v1/tenants/{}/subscriptions/{}",
+        app.tenant,
+        product(&app)
+    );
+    let r = app
+        .admin("PATCH", &path, Some(json!({"plan": "enterprise"})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let r = app
+        .admin(
+            "GET",
+            &format!("/api/v1/tenants/{}/users/{}/licenses", app.tenant, ids[0]),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let l = &r.body["licenses"][0];
+    assert_eq!(l["plan"], "enterprise", "{}", r.raw);
+    assert_eq!(l["explanation"]["seat"]["in_use"], json!(3), "{}", r.raw);
+    let changed = r.body["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["action"] == "license.changed")
+        .unwrap_or_else(|| panic!("no license.changed in {}", r.raw));
+    assert_eq!(changed["after"]["cause"], "subscription.put", "{}", r.raw);
+    let assigned = r.body["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["action"] == "license.assigned")
+        .unwrap();
+    assert_ne!(
+        changed["before"]["cause"], changed["after"]["cause"],
+        "before.cause is the earlier change's: {}",
+        r.raw
+    );
+    assert_eq!(
+        changed["before"]["cause"], assigned["after"]["cause"],
+        "{}",
+        r.raw
+    );
+    // A revocation names its own cause.
+    app.set_active(&ids[1], false).await;
+    let r = app
+        .admin(
+            "GET",
+            &format!("/api/v1/tenants/{}/users/{}/licenses", app.tenant, ids[1]),
+            None,
+        )
+        .await;
+    let revoked = r.body["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["action"] == "license.revoked")
+        .unwrap_or_else(|| panic!("no license.revoked in {}", r.raw));
+    assert_eq!(revoked["after"]["state"], "revoked", "{}", r.raw);
+    assert_ne!(
+        revoked["after"]["cause"], revoked["before"]["cause"],
+        "{}",
+        r.raw
+    );
+    // The audit API by user: the user's records and their licenses'.
+    let audit = |q: String| {
+        let app = &app;
+        async move {
+            let r = app
+                .admin(
+                    "GET",
+                    &format!("/api/v1/tenants/{}/audit?{q}&limit=1000", app.tenant),
+                    None,
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+            r.body["records"].as_array().unwrap().clone()
+        }
+    };
+    let by_user = audit(format!("user={}", ids[0])).await;
+    let kinds: std::collections::BTreeSet<String> = by_user
+        .iter()
+        .map(|r| r["resource_type"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        kinds.contains("User") && kinds.contains("License"),
+        "{kinds:?}"
+    );
+    assert!(
+        by_user.iter().all(|r| {
+            let id = r["resource_id"].as_str().unwrap();
+            id == ids[0] || id.starts_with(&format!("{}/", ids[0]))
+        }),
+        "only this user's records"
+    );
+    let by_id = audit(format!("resource_id={}", ids[0])).await;
+    assert!(by_id.iter().all(|r| r["resource_type"] != "License"));
+    assert!(by_user.len() > by_id.len());
+}
+
 both_backends!(
+    explanations_history_and_audit_by_user,
     seat_free_plans_take_no_seat,
     seats_follow_the_directory,
     concurrent_creates_never_oversell,
