@@ -366,10 +366,11 @@ impl Store {
     /// Looks whether another process committed to the SQLite file since the last look (the
     /// CLI's `apply`, or an operator's repair), and if so moves every generation. On
     /// PostgreSQL other nodes write all the time and nothing here can see it, so readers
-    /// there cache nothing ([`Store::caches_reads`]).
-    pub(crate) async fn look_for_outside_commits(&self) -> StoreResult<()> {
+    /// there cache nothing ([`Store::caches_reads`]). Returns whether another process had
+    /// committed.
+    pub(crate) async fn look_for_outside_commits(&self) -> StoreResult<bool> {
         if self.backend != Backend::Sqlite {
-            return Ok(());
+            return Ok(false);
         }
         // data_version is per connection and moves only for other connections' commits: on
         // the one writer connection, only for other processes'.
@@ -390,7 +391,7 @@ impl Store {
         if before != version {
             self.generations.moved(&[], Reach::Everything);
         }
-        Ok(())
+        Ok(before != version)
     }
 
     /// Whether readers may cache what they render: only where every writer is this process
