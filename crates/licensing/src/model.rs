@@ -114,6 +114,29 @@ impl Product {
     }
 }
 
+/// An administrator's direct assignment of one user's plan of a product, over the rules
+/// (Microsoft 365's direct assignment next to group assignment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    /// The product.
+    pub product: Key,
+    /// The plan; `None` excludes the user from the product.
+    pub plan: Option<Key>,
+    /// Who pinned it.
+    pub by: String,
+    /// Why.
+    pub reason: String,
+    /// When it stops applying (the rules decide again).
+    pub expires_at: Option<time::OffsetDateTime>,
+}
+
+impl Pin {
+    /// Whether the pin applies at `now`.
+    pub fn in_force(&self, now: time::OffsetDateTime) -> bool {
+        self.expires_at.is_none_or(|e| now < e)
+    }
+}
+
 /// Where a subscription stands in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Status {

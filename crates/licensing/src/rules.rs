@@ -4,12 +4,16 @@
 //! the higher-ranked plan, then to the rule name (so the outcome never depends on the order
 //! rules were written in). A user never holds two plans of one product. A tenant without any
 //! rules gives every active user the plan of each subscription. Inactive users hold nothing.
+//!
+//! A pin (direct assignment by an administrator) overrides the rules for its user and product
+//! until it expires: a plan, or nothing at all (an exclusion). It is still capped by the plan
+//! the subscription grants, and still takes a seat like any license.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::model::{Key, Product, Rule, Subscription};
+use crate::model::{Key, Pin, Product, Rule, Subscription};
 
 /// Why a user should hold a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +22,13 @@ pub enum Because {
     Rule(Key),
     /// The tenant has no rules: every active user holds each subscription's plan.
     NoRules,
+    /// An administrator pinned the plan.
+    Pinned {
+        /// Who pinned it.
+        by: String,
+        /// Why, as they wrote it.
+        reason: String,
+    },
 }
 
 /// What a user should hold for one product.
@@ -52,8 +63,47 @@ pub fn decide(
     products: &[Product],
     now: time::OffsetDateTime,
 ) -> BTreeMap<Key, Decided> {
+    decide_pinned(user, active, rules, &[], subscriptions, products, now)
+}
+
+/// [`decide`] with the user's pins: each pin in force at `now` replaces what the rules want
+/// for its product (a plan, or nothing).
+pub fn decide_pinned(
+    user: &Value,
+    active: bool,
+    rules: &[Rule],
+    pins: &[Pin],
+    subscriptions: &[Subscription],
+    products: &[Product],
+    now: time::OffsetDateTime,
+) -> BTreeMap<Key, Decided> {
+    let mut wanted = desired(user, active, rules, subscriptions, products);
+    if active {
+        for pin in pins.iter().filter(|p| p.in_force(now)) {
+            if !subscriptions.iter().any(|s| s.product == pin.product) {
+                continue;
+            }
+            match &pin.plan {
+                None => {
+                    wanted.remove(&pin.product);
+                }
+                Some(plan) => {
+                    wanted.insert(
+                        pin.product.clone(),
+                        Desired {
+                            plan: plan.clone(),
+                            because: Because::Pinned {
+                                by: pin.by.clone(),
+                                reason: pin.reason.clone(),
+                            },
+                        },
+                    );
+                }
+            }
+        }
+    }
     let mut out = BTreeMap::new();
-    for (product, want) in desired(user, active, rules, subscriptions, products) {
+    for (product, want) in wanted {
         let Some(sub) = subscriptions.iter().find(|s| s.product == product) else {
             continue;
         };

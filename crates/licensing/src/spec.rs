@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::error::{Error, Result};
-use crate::model::{Enforcement, Key, OnExpiry, Plan, Product, Rule, Status, Subscription};
+use crate::model::{Enforcement, Key, OnExpiry, Pin, Plan, Product, Rule, Status, Subscription};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +58,20 @@ struct RawTenant {
     subscriptions: Vec<RawSubscription>,
     #[serde(default)]
     rules: Vec<RawRule>,
+    #[serde(default)]
+    pins: Vec<RawPin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPin {
+    user: String,
+    product: String,
+    plan: Option<String>,
+    #[serde(default)]
+    exclude: bool,
+    reason: String,
+    expires_at: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +110,19 @@ pub struct TenantSpec {
     pub subscriptions: Vec<Subscription>,
     /// Assignment rules, unique by name.
     pub rules: Vec<Rule>,
+    /// Pins, at most one per user and product; each is put, and pins the file does not
+    /// name are left alone (an administrator may have set them).
+    pub pins: Vec<PinSpec>,
+}
+
+/// A pin as a model file declares it: the user by id, userName or externalId (resolved when
+/// the file is applied); `by` is left empty (the applying actor).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PinSpec {
+    /// The user.
+    pub user: String,
+    /// The pin.
+    pub pin: Pin,
 }
 
 /// A validated declaration.
@@ -239,14 +266,83 @@ impl Spec {
                 }
                 rules.push(rule);
             }
+            let mut pins: Vec<PinSpec> = Vec::new();
+            for (j, p) in t.pins.into_iter().enumerate() {
+                let ppath = format!("{path}.pins[{j}]");
+                let pin = build_pin(&ppath, p, &nameable)?;
+                if pins
+                    .iter()
+                    .any(|x| x.user == pin.user && x.pin.product == pin.pin.product)
+                {
+                    return Err(Error::Invalid(format!(
+                        "{ppath}: user {} has two pins of {}",
+                        pin.user, pin.pin.product
+                    )));
+                }
+                pins.push(pin);
+            }
             tenants.push(TenantSpec {
                 id: t.id,
                 subscriptions,
                 rules,
+                pins,
             });
         }
         Ok(Spec { products, tenants })
     }
+}
+
+fn build_pin(ppath: &str, p: RawPin, products: &[Product]) -> Result<PinSpec> {
+    if p.user.trim().is_empty() {
+        return Err(Error::Invalid(format!(
+            "{ppath}.user: the user's id, userName or externalId"
+        )));
+    }
+    let product_key = Key::new("product", &p.product).map_err(|e| at(ppath, e))?;
+    let product = products
+        .iter()
+        .find(|x| x.key == product_key)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "{ppath}.product: no product {product_key} is declared or in the catalogue"
+            ))
+        })?;
+    let plan = match (p.plan, p.exclude) {
+        (Some(plan), false) => {
+            let key = Key::new("plan", &plan).map_err(|e| at(ppath, e))?;
+            if product.plan(&key).is_none() {
+                return Err(Error::Invalid(format!(
+                    "{ppath}.plan: product {product_key} has no plan {plan}"
+                )));
+            }
+            Some(key)
+        }
+        (None, true) => None,
+        _ => {
+            return Err(Error::Invalid(format!(
+                "{ppath}: a pin gives a plan (plan = \"…\") or excludes the user (exclude = true), one of the two"
+            )));
+        }
+    };
+    if p.reason.trim().is_empty() {
+        return Err(Error::Invalid(format!(
+            "{ppath}.reason: why the pin is there"
+        )));
+    }
+    let expires_at = p
+        .expires_at
+        .map(|t| date(&format!("{ppath}.expires_at"), &t))
+        .transpose()?;
+    Ok(PinSpec {
+        user: p.user,
+        pin: Pin {
+            product: product_key,
+            plan,
+            by: String::new(),
+            reason: p.reason.trim().to_string(),
+            expires_at,
+        },
+    })
 }
 
 fn build_subscription(

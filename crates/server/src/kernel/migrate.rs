@@ -62,6 +62,7 @@ const MIGRATIONS: &[(i64, &str, &str, Option<Then>)] = &[
         include_str!("sql/owners.sql"),
         None,
     ),
+    (14, "pins", include_str!("sql/pins.sql"), None),
 ];
 
 /// Migration 6: copies each tenant's seat counts from `lic_lines` into its head row

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use licensing::lifecycle::{self, Phase};
-use licensing::model::{Enforcement, Key, Product, Rule, Subscription};
+use licensing::model::{Enforcement, Key, Pin, Product, Rule, Subscription};
 use licensing::rules::{Because, Decided};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -92,6 +92,8 @@ pub struct Model {
     pub rules: Vec<Rule>,
     /// The same rules as stored (for explanations).
     pub rule_rows: Vec<RuleRow>,
+    /// Administrators' pins, by user.
+    pub pins: HashMap<String, Vec<Pin>>,
 }
 
 /// Parsed models by tenant, with the version they were read at.
@@ -124,11 +126,16 @@ impl Model {
             .iter()
             .map(rule_of)
             .collect::<Result<Vec<_>, _>>()?;
+        let mut pins: HashMap<String, Vec<Pin>> = HashMap::new();
+        for (user, pin) in tx.pins(tenant)? {
+            pins.entry(user).or_default().push(pin);
+        }
         Ok(Model {
             products,
             subscriptions,
             rules,
             rule_rows,
+            pins,
         })
     }
 
@@ -207,6 +214,14 @@ fn seat_words(sub: &Subscription, plan: &str, in_use: usize) -> String {
     }
 }
 
+fn pinned_words(by: &str, reason: &str) -> String {
+    if reason.is_empty() {
+        format!("pinned by {by}")
+    } else {
+        format!("pinned by {by}: {reason}")
+    }
+}
+
 fn seat_free_words(d: &Decided) -> String {
     format!("plan {} takes no seat", d.plan)
 }
@@ -278,6 +293,7 @@ fn because_words(d: &Decided) -> String {
     let mut s = match &d.because {
         Because::Rule(name) => format!("rule {name} matched"),
         Because::NoRules => "no rules: every active user holds the subscription's plan".into(),
+        Because::Pinned { by, reason } => pinned_words(by, reason),
     };
     if let Some(from) = &d.capped_from {
         s.push_str(&format!(
@@ -301,6 +317,8 @@ fn explain(c: &Cause, sub: &Subscription, d: &Decided, in_use: usize, note: &str
         in_use: usize,
         note: &'a str,
         phase: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pin: Option<Value>,
         rule: Option<&'a str>,
         seats: u32,
     }
@@ -314,9 +332,13 @@ fn explain(c: &Cause, sub: &Subscription, d: &Decided, in_use: usize, note: &str
         in_use,
         note,
         phase: phase_text(sub, c.now),
+        pin: match &d.because {
+            Because::Pinned { by, reason } => Some(json!({"by": by, "reason": reason})),
+            _ => None,
+        },
         rule: match &d.because {
             Because::Rule(name) => Some(name.as_str()),
-            Because::NoRules => None,
+            Because::NoRules | Because::Pinned { .. } => None,
         },
         seats: sub.seats,
     };
@@ -340,9 +362,15 @@ pub fn expand_explanation(
         }
         None => json!({"name": name, "removed": true}),
     });
-    let mut decision = match rule_name {
-        Some(name) => format!("rule {name} matched"),
-        None => "no rules: every active user holds the subscription's plan".to_string(),
+    let mut decision = match (rule_name, e["pin"].as_object()) {
+        (_, Some(pin)) => pinned_words(
+            pin.get("by").and_then(Value::as_str).unwrap_or_default(),
+            pin.get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        ),
+        (Some(name), None) => format!("rule {name} matched"),
+        (None, None) => "no rules: every active user holds the subscription's plan".to_string(),
     };
     if let Some(asked) = e["asked"].as_str() {
         decision.push_str(&format!(
@@ -356,6 +384,7 @@ pub fn expand_explanation(
     json!({
         "decision": decision,
         "rule": rule,
+        "pin": e["pin"],
         "plan": row.plan,
         "requested_plan": e["asked"],
         "subscription": {
@@ -494,10 +523,11 @@ fn decide_and_write(
         // The created scope has one user, decided already.
         let decided = match (created.take(), subjects.get(user)) {
             (Some(decided), _) => decided,
-            (None, Some(doc)) => licensing::rules::decide(
+            (None, Some(doc)) => licensing::rules::decide_pinned(
                 doc,
                 is_active(doc),
                 &model.rules,
+                model.pins.get(user).map_or(&[], Vec::as_slice),
                 &model.subscriptions,
                 &model.products,
                 c.now,
@@ -788,12 +818,26 @@ fn decide_and_write(
 
 /// The decision behind an existing row, for explanations of seat moves.
 fn decided_of(model: &Model, row: &LicenseRow) -> Decided {
-    let because = serde_json::from_str::<Value>(&row.explain)
-        .ok()
-        .and_then(|e| e["rule"].as_str().map(str::to_string))
-        .and_then(|n| Key::new("rule", &n).ok())
-        .filter(|k| model.rule_row(k).is_some())
-        .map_or(Because::NoRules, Because::Rule);
+    let e = serde_json::from_str::<Value>(&row.explain).unwrap_or(Value::Null);
+    let because = match e["pin"].as_object() {
+        Some(pin) => Because::Pinned {
+            by: pin
+                .get("by")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            reason: pin
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        },
+        None => e["rule"]
+            .as_str()
+            .and_then(|n| Key::new("rule", n).ok())
+            .filter(|k| model.rule_row(k).is_some())
+            .map_or(Because::NoRules, Because::Rule),
+    };
     Decided {
         plan: Key::new("plan", &row.plan).unwrap_or_else(|_| because_placeholder_plan()),
         because,

@@ -29,6 +29,11 @@ pub fn routes() -> Router<Shared> {
             "/api/v1/tenants/{id}/rules/{name}",
             put(put_rule).delete(delete_rule),
         )
+        .route("/api/v1/tenants/{id}/pins", get(list_pins))
+        .route(
+            "/api/v1/tenants/{id}/users/{user_id}/pins/{product}",
+            put(put_pin).delete(delete_pin),
+        )
         .route("/api/v1/tenants/{id}/usage", get(usage))
         .route("/api/v1/tenants/{id}/idle", get(idle))
         .route("/api/v1/tenants/{id}/usage/history", get(history))
@@ -143,6 +148,42 @@ async fn delete_subscription(
     let outcome = state
         .licenses
         .delete_subscription(auth.actor(), &id, &product, force.on()?)
+        .await?;
+    Ok(ScimJson(json!({"licenses": outcome})).into_response())
+}
+
+async fn list_pins(
+    State(state): State<Shared>,
+    _auth: AdminAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    state.tenants.require(&id).await?;
+    let pins = state.licenses.pins(&id).await?;
+    Ok(ScimJson(json!({"tenant": id, "pins": pins})).into_response())
+}
+
+async fn put_pin(
+    State(state): State<Shared>,
+    auth: AdminAuth,
+    Path((id, user, product)): Path<(String, String, String)>,
+    req: Request,
+) -> ApiResult<Response> {
+    let body = model_body(req, state.config.max_body_bytes).await?;
+    let (pin, outcome) = state
+        .licenses
+        .put_pin(auth.actor(), (&id, &user, &product), body)
+        .await?;
+    Ok(ScimJson(json!({"pin": pin, "licenses": outcome})).into_response())
+}
+
+async fn delete_pin(
+    State(state): State<Shared>,
+    auth: AdminAuth,
+    Path((id, user, product)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    let outcome = state
+        .licenses
+        .delete_pin(auth.actor(), (&id, &user, &product))
         .await?;
     Ok(ScimJson(json!({"licenses": outcome})).into_response())
 }

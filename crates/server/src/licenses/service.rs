@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use licensing::lifecycle::{self, Phase};
-use licensing::model::{Enforcement, Key, Product, Status, Subscription};
+use licensing::model::{Enforcement, Key, Pin, Product, Status, Subscription};
 use licensing::spec::{self, Spec, TenantSpec};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -15,7 +15,7 @@ use crate::kernel::clock::Clock;
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::store::{NewAudit, Store, StoreError, Tx};
 use crate::licenses::decide::{Cause, Outcome, Scope, relicense};
-use crate::licenses::store::{RuleRow, rule_of, time_text};
+use crate::licenses::store::{RuleRow, pin_json, rule_of, time_text};
 use crate::licenses::usage::{self, Finding, UsageRow};
 
 pub use crate::kernel::store::Actor;
@@ -405,6 +405,196 @@ async fn delete_subscription(
     .await
 }
 
+/// Longest reason a pin may give.
+pub const MAX_PIN_REASON: usize = 500;
+
+/// A pin as the admin API takes it: `{"plan": "pro" | null, "reason": "…", "expires_at": …?}`.
+fn pin_of(body: &Value, product: &Product, by: &str, now: OffsetDateTime) -> ApiResult<Pin> {
+    let bad = |m: String| ApiError::Scim(scim::Error::InvalidValue(m));
+    let Some(obj) = body.as_object() else {
+        return Err(bad(
+            "a pin must be a JSON object: {\"plan\", \"reason\", \"expires_at\"?}".into(),
+        ));
+    };
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !["plan", "reason", "expires_at"].contains(&k.as_str()))
+    {
+        return Err(bad(format!(
+            "{k}: not a field of a pin (plan, reason, expires_at)"
+        )));
+    }
+    let plan = match obj.get("plan") {
+        Some(Value::Null) => None,
+        Some(Value::String(p)) => {
+            let key = Key::new("plan", p).map_err(|e| bad(format!("plan: {e}")))?;
+            if product.plan(&key).is_none() {
+                return Err(bad(format!(
+                    "plan: product {} has no plan {p}",
+                    product.key
+                )));
+            }
+            Some(key)
+        }
+        _ => {
+            return Err(bad(
+                "plan: a plan of the product, or null to exclude the user from it".into(),
+            ));
+        }
+    };
+    let reason = match obj.get("reason") {
+        Some(Value::String(r)) if !r.trim().is_empty() && r.chars().count() <= MAX_PIN_REASON => {
+            r.trim().to_string()
+        }
+        _ => {
+            return Err(bad(format!(
+                "reason: why the pin is there, 1 to {MAX_PIN_REASON} characters"
+            )));
+        }
+    };
+    let expires_at = match obj.get("expires_at") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => {
+            let at = crate::kernel::ids::Instant::parse(t)
+                .map_err(|e| bad(format!("expires_at: {e}")))?;
+            let at = at.at();
+            if at <= now {
+                return Err(bad(format!("expires_at: {t} has passed")));
+            }
+            Some(at)
+        }
+        Some(_) => return Err(bad("expires_at: an RFC 3339 instant".into())),
+    };
+    Ok(Pin {
+        product: product.key.clone(),
+        plan,
+        by: by.to_string(),
+        reason,
+        expires_at,
+    })
+}
+
+/// `PUT /api/v1/tenants/{id}/users/{user}/pins/{product}`: the pin, and the license changes.
+async fn put_pin(
+    store: &Store,
+    clock: &dyn Clock,
+    actor: Actor,
+    (tenant, user, product): (&str, &str, &str),
+    body: Value,
+) -> ApiResult<(Value, Outcome)> {
+    let now = clock.now();
+    let (tenant, user, product) = (tenant.to_string(), user.to_string(), product.to_string());
+    transact(store, false, move |tx| {
+        require_tenant(tx, &tenant)?;
+        tx.lock_tenant(&tenant)?;
+        if tx.find_user(&tenant, &user)?.as_deref() != Some(user.as_str()) {
+            return Err(ApiError::NotFound(format!("User {user} not found")));
+        }
+        let catalogue = tx.products()?;
+        let Some(p) = catalogue.iter().find(|p| p.key.as_str() == product) else {
+            return Err(ApiError::NotFound(format!(
+                "no product {product} in the catalogue"
+            )));
+        };
+        let pin = pin_of(&body, p, &actor.name, now)?;
+        tx.bump_model(&tenant)?;
+        let now_text = time_text(now);
+        let before = tx.put_pin(&tenant, &user, &pin, &now_text)?;
+        let after = pin_json(&user, &pin);
+        audit_model(
+            tx,
+            &tenant,
+            &actor,
+            &now_text,
+            "pin.put",
+            "Pin",
+            &format!("{user}/{product}"),
+            before.map(|b| pin_json(&user, &b)),
+            Some(after.clone()),
+        )?;
+        let outcome = relicense(
+            tx,
+            &cause(&tenant, &actor, "pin.put", now),
+            Scope::Users(vec![user]),
+        )?;
+        Ok((after, outcome))
+    })
+    .await
+}
+
+/// `DELETE /api/v1/tenants/{id}/users/{user}/pins/{product}`: the rules decide again.
+async fn delete_pin(
+    store: &Store,
+    clock: &dyn Clock,
+    actor: Actor,
+    (tenant, user, product): (&str, &str, &str),
+    action: &'static str,
+) -> ApiResult<Outcome> {
+    let now = clock.now();
+    let (tenant, user, product) = (tenant.to_string(), user.to_string(), product.to_string());
+    transact(store, false, move |tx| {
+        require_tenant(tx, &tenant)?;
+        tx.lock_tenant(&tenant)?;
+        let Some(before) = tx.delete_pin(&tenant, &user, &product)? else {
+            return Err(ApiError::NotFound(format!(
+                "user {user} has no pin of {product}"
+            )));
+        };
+        tx.bump_model(&tenant)?;
+        let now_text = time_text(now);
+        audit_model(
+            tx,
+            &tenant,
+            &actor,
+            &now_text,
+            action,
+            "Pin",
+            &format!("{user}/{product}"),
+            Some(pin_json(&user, &before)),
+            None,
+        )?;
+        relicense(
+            tx,
+            &cause(&tenant, &actor, action, now),
+            Scope::Users(vec![user]),
+        )
+    })
+    .await
+}
+
+/// Removes the pins past their expiry (the scheduler's pass), re-deciding their users.
+async fn expire_pins(store: &Store, clock: &dyn Clock) -> ApiResult<BTreeMap<String, Outcome>> {
+    let now = clock.now();
+    let now_text = time_text(now);
+    let expired = store
+        .write(move |tx| -> ApiResult<Vec<(String, String, String)>> {
+            Ok(tx.expired_pins(&now_text)?)
+        })
+        .await?;
+    let actor = Actor {
+        name: "scheduler".into(),
+        request_id: format!("pin-expiry-{}", time_text(now)),
+    };
+    let mut out: BTreeMap<String, Outcome> = BTreeMap::new();
+    for (tenant, user, product) in expired {
+        match delete_pin(
+            store,
+            clock,
+            actor.clone(),
+            (&tenant, &user, &product),
+            "pin.expire",
+        )
+        .await
+        {
+            Ok(o) => out.entry(tenant).or_default().add(&o),
+            // Another node (or an administrator) removed it first.
+            Err(ApiError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 /// `PUT /api/v1/tenants/{id}/rules/{name}`.
 async fn put_rule(
     store: &Store,
@@ -513,6 +703,8 @@ fn current_spec(tx: &mut Tx<'_>, products: &[String], tenants: &[String]) -> Api
             id: t.clone(),
             subscriptions: tx.subscriptions(t)?,
             rules,
+            // Pins are compared by `apply` itself (a file's pins are put, never removed).
+            pins: Vec::new(),
         });
     }
     Ok(Spec {
@@ -578,7 +770,7 @@ async fn apply(
                 conflicts.join("; ")
             )));
         }
-        let changes: Vec<String> = spec::diff(&old, &spec)
+        let mut changes: Vec<String> = spec::diff(&old, &spec)
             .iter()
             .map(ToString::to_string)
             .collect();
@@ -637,6 +829,7 @@ async fn apply(
                     )?;
                 }
             }
+            put_declared_pins(tx, t, (&actor, now), &mut changes)?;
             let old_rules = tx.rule_rows(&t.id)?;
             for r in &old_rules {
                 if !t.rules.iter().any(|n| n.name.as_str() == r.name) {
@@ -704,6 +897,75 @@ async fn apply(
         })
     })
     .await
+}
+
+/// Puts a tenant's declared pins (each user found by id, userName or externalId), noting
+/// each one that changes.
+fn put_declared_pins(
+    tx: &mut Tx<'_>,
+    t: &TenantSpec,
+    (actor, now): (&Actor, OffsetDateTime),
+    changes: &mut Vec<String>,
+) -> ApiResult<()> {
+    let now_text = time_text(now);
+    let current = tx.pins(&t.id)?;
+    for (j, p) in t.pins.iter().enumerate() {
+        let Some(user) = tx.find_user(&t.id, &p.user)? else {
+            return Err(ApiError::Model(licensing::Error::Invalid(format!(
+                "tenant {}: pins[{j}].user: no user {} (by id, userName or externalId)",
+                t.id, p.user
+            ))));
+        };
+        if p.pin.expires_at.is_some_and(|e| e <= now) {
+            return Err(ApiError::Model(licensing::Error::Invalid(format!(
+                "tenant {}: pins[{j}].expires_at has passed",
+                t.id
+            ))));
+        }
+        let mut pin = p.pin.clone();
+        pin.by.clone_from(&actor.name);
+        let before = current
+            .iter()
+            .find(|(u, x)| *u == user && x.product == pin.product)
+            .map(|(_, x)| x);
+        // Who pinned it is not part of what the file declares.
+        if before.is_some_and(|b| {
+            Pin {
+                by: pin.by.clone(),
+                ..b.clone()
+            } == pin
+        }) {
+            continue;
+        }
+        let what = |x: &Pin| match &x.plan {
+            Some(plan) => format!("plan {plan} ({})", x.reason),
+            None => format!("excluded ({})", x.reason),
+        };
+        changes.push(match before {
+            Some(b) => format!(
+                "~ pin {}/{}/{}: {} ⇒ {}",
+                t.id,
+                p.user,
+                pin.product,
+                what(b),
+                what(&pin)
+            ),
+            None => format!("+ pin {}/{}/{}: {}", t.id, p.user, pin.product, what(&pin)),
+        });
+        tx.put_pin(&t.id, &user, &pin, &now_text)?;
+        audit_model(
+            tx,
+            &t.id,
+            actor,
+            &now_text,
+            "pin.put",
+            "Pin",
+            &format!("{user}/{}", pin.product),
+            before.map(|b| pin_json(&user, b)),
+            Some(pin_json(&user, &pin)),
+        )?;
+    }
+    Ok(())
 }
 
 /// A model file may name products it does not declare when the catalogue has them (it was
@@ -807,6 +1069,9 @@ async fn run_due(store: &Store, clock: &dyn Clock) -> ApiResult<BTreeMap<String,
         if let Some(o) = outcome {
             out.insert(tenant, o);
         }
+    }
+    for (tenant, o) in expire_pins(store, clock).await? {
+        out.entry(tenant).or_default().add(&o);
     }
     Ok(out)
 }
@@ -1029,6 +1294,51 @@ impl Licenses {
         body: Value,
     ) -> ApiResult<(Value, Outcome)> {
         put_rule(&self.store, &*self.clock, actor, tenant, name, body).await
+    }
+
+    /// Pins a user's plan of a product (`"plan": null` excludes them from it), over the
+    /// rules; re-decides the user.
+    pub async fn put_pin(
+        &self,
+        actor: Actor,
+        (tenant, user, product): (&str, &str, &str),
+        body: Value,
+    ) -> ApiResult<(Value, Outcome)> {
+        put_pin(
+            &self.store,
+            &*self.clock,
+            actor,
+            (tenant, user, product),
+            body,
+        )
+        .await
+    }
+
+    /// Removes a pin: the rules decide again.
+    pub async fn delete_pin(
+        &self,
+        actor: Actor,
+        (tenant, user, product): (&str, &str, &str),
+    ) -> ApiResult<Outcome> {
+        delete_pin(
+            &self.store,
+            &*self.clock,
+            actor,
+            (tenant, user, product),
+            "pin.delete",
+        )
+        .await
+    }
+
+    /// A tenant's pins.
+    pub async fn pins(&self, tenant: &str) -> ApiResult<Vec<Value>> {
+        Ok(self
+            .store
+            .pins(tenant)
+            .await?
+            .iter()
+            .map(|(user, pin)| pin_json(user, pin))
+            .collect())
     }
 
     /// Removes an assignment rule.

@@ -6,7 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use licensing::model::{Enforcement, Key, OnExpiry, Plan, Product, Rule, Status, Subscription};
+use licensing::model::{
+    Enforcement, Key, OnExpiry, Pin, Plan, Product, Rule, Status, Subscription,
+};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -234,6 +236,33 @@ fn sub_from_row(r: &Row) -> StoreResult<Subscription> {
         on_expiry: OnExpiry::parse(&r.text(7)).map_err(|e| corrupt("on_expiry", e))?,
         enforcement: Enforcement::parse(&r.text(8)).map_err(|e| corrupt("enforcement", e))?,
         idle_after_days: u32::try_from(r.int(9)).map_err(|e| corrupt("idle_after_days", e))?,
+    })
+}
+
+const PIN_COLUMNS: &str = "user_id, product, plan, reason, pinned_by, expires_at, created";
+
+fn pin_from_row(r: &Row) -> StoreResult<Pin> {
+    Ok(Pin {
+        product: key("product", &r.text(1))?,
+        plan: r.opt_text(2).map(|p| key("plan", &p)).transpose()?,
+        reason: r.text(3),
+        by: r.text(4),
+        expires_at: r
+            .opt_text(5)
+            .map(|t| parse_time(&t).ok_or_else(|| corrupt("pin expiry", t)))
+            .transpose()?,
+    })
+}
+
+/// A pin as the admin API shows it.
+pub fn pin_json(user: &str, pin: &Pin) -> Value {
+    json!({
+        "user": user,
+        "product": pin.product.as_str(),
+        "plan": pin.plan.as_ref().map(Key::as_str),
+        "reason": pin.reason,
+        "pinned_by": pin.by,
+        "expires_at": pin.expires_at.map(time_text),
     })
 }
 
@@ -469,6 +498,81 @@ impl Tx<'_> {
             "DELETE FROM lic_subscriptions WHERE tenant_id = $1 AND product = $2",
             &params![tenant, product],
         )? == 1)
+    }
+
+    /// A tenant's pins: (user, pin).
+    pub(crate) fn pins(&mut self, tenant: &str) -> StoreResult<Vec<(String, Pin)>> {
+        self.fetch(
+            &format!(
+                "SELECT {PIN_COLUMNS} FROM lic_pins WHERE tenant_id = $1 ORDER BY user_id, product"
+            ),
+            &params![tenant],
+        )?
+        .iter()
+        .map(|r| Ok((r.text(0), pin_from_row(r)?)))
+        .collect()
+    }
+
+    /// Writes a pin (insert or replace); returns the one it replaced.
+    pub(crate) fn put_pin(
+        &mut self,
+        tenant: &str,
+        user: &str,
+        pin: &Pin,
+        now: &str,
+    ) -> StoreResult<Option<Pin>> {
+        let before = self.delete_pin(tenant, user, pin.product.as_str())?;
+        self.execute(
+            "INSERT INTO lic_pins (tenant_id, user_id, product, plan, reason, pinned_by, created, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &params![
+                tenant,
+                user,
+                pin.product.as_str(),
+                pin.plan.as_ref().map(|p| p.to_string()),
+                &pin.reason,
+                &pin.by,
+                now,
+                pin.expires_at.map(time_text)
+            ],
+        )?;
+        Ok(before)
+    }
+
+    /// Removes a pin; returns it.
+    pub(crate) fn delete_pin(
+        &mut self,
+        tenant: &str,
+        user: &str,
+        product: &str,
+    ) -> StoreResult<Option<Pin>> {
+        let before = self
+            .fetch_opt(
+                &format!("SELECT {PIN_COLUMNS} FROM lic_pins WHERE tenant_id = $1 AND user_id = $2 AND product = $3"),
+                &params![tenant, user, product],
+            )?
+            .map(|r| pin_from_row(&r))
+            .transpose()?;
+        if before.is_some() {
+            self.execute(
+                "DELETE FROM lic_pins WHERE tenant_id = $1 AND user_id = $2 AND product = $3",
+                &params![tenant, user, product],
+            )?;
+        }
+        Ok(before)
+    }
+
+    /// Pins past their expiry at `now`, of every tenant: (tenant, user, product).
+    pub(crate) fn expired_pins(&mut self, now: &str) -> StoreResult<Vec<(String, String, String)>> {
+        Ok(self
+            .fetch(
+                "SELECT tenant_id, user_id, product FROM lic_pins WHERE expires_at IS NOT NULL AND expires_at <= $1 \
+                 ORDER BY tenant_id, user_id, product",
+                &params![now],
+            )?
+            .iter()
+            .map(|r| (r.text(0), r.text(1), r.text(2)))
+            .collect())
     }
 
     /// A tenant's rules as stored.
@@ -1198,5 +1302,34 @@ impl Tx<'_> {
             &params![tenant, product, ends],
         )?;
         Ok(())
+    }
+}
+
+impl Tx<'_> {
+    /// The id of a tenant's user named by id, userName (any case) or externalId.
+    pub(crate) fn find_user(&mut self, tenant: &str, name: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .fetch_opt(
+                "SELECT id FROM scim_users WHERE tenant_id = $1 AND id = $2 \
+                 UNION SELECT id FROM scim_users WHERE tenant_id = $1 AND user_name_lc = $3 \
+                 UNION SELECT id FROM scim_users WHERE tenant_id = $1 AND external_id = $2 LIMIT 1",
+                &params![tenant, name, name.to_lowercase()],
+            )?
+            .map(|r| r.text(0)))
+    }
+}
+
+impl Store {
+    /// A tenant's pins: (user, pin), by user and product.
+    pub(crate) async fn pins(&self, tenant: &str) -> StoreResult<Vec<(String, Pin)>> {
+        self.pool()
+            .fetch(
+                &format!("SELECT {PIN_COLUMNS} FROM lic_pins WHERE tenant_id = $1 ORDER BY user_id, product"),
+                &params![tenant],
+            )
+            .await?
+            .iter()
+            .map(|r| Ok((r.text(0), pin_from_row(r)?)))
+            .collect()
     }
 }

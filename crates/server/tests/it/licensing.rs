@@ -1068,7 +1068,228 @@ async fn explanations_history_and_audit_by_user(b: Backend) {
     assert!(by_user.len() > by_id.len());
 }
 
+/// Pins: an administrator's direct assignment over the rules — a plan (capped by what the
+/// subscription grants) or an exclusion — audited, explained, listed; a pinned user takes a
+/// seat like anyone and does not jump the waitlist; an expired pin gives way to the rules;
+/// model files declare pins by userName; bad input is refused with nothing written.
+async fn pins_override_the_rules(b: Backend) {
+    let app = common::app(b).await;
+    let rules = json!([
+        {"name": "engineers", "filter": "title eq \"Engineer\"", "product": product(&app), "plan": "pro", "priority": 10},
+        {"name": "everyone", "filter": "userName pr", "product": product(&app), "plan": "free", "priority": 1},
+    ]);
+    let mut m = model(&app, 2, json!({}), rules);
+    m["products"][0]["plans"][0]["seated"] = json!(false);
+    apply(&app, m.clone()).await;
+    let mut ids = BTreeMap::new();
+    for (name, t) in [
+        ("a", "Engineer"),
+        ("d", "Engineer"),
+        ("e", "Engineer"),
+        ("b", "Viewer"),
+        ("c", "Viewer"),
+    ] {
+        let r = app
+            .req(
+                "POST",
+                "/scim/v2/Users",
+                Some(json!({"schemas": [common::USER], "userName": name, "title": t})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+        ids.insert(name, r.body["id"].as_str().unwrap().to_string());
+        app.clock.advance(time::Duration::seconds(1));
+    }
+    let l = licenses(&app).await;
+    assert_eq!(l["e"], ("waitlisted".into(), "pro".into()));
+    let pin_path = |user: &str| {
+        format!(
+            "/api/v1/tenants/{}/users/{}/pins/{}",
+            app.tenant,
+            ids[user],
+            product(&app)
+        )
+    };
+    // A pinned user takes a seat like anyone: no seat is free, so b waits behind e.
+    let r = app
+        .admin(
+            "PUT",
+            &pin_path("b"),
+            Some(json!({"plan": "pro", "reason": "needs export for the audit"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["pin"]["plan"], "pro");
+    let l = licenses(&app).await;
+    assert_eq!(l["b"], ("waitlisted".into(), "pro".into()));
+    // Excluding a frees a's seat: e (first in line) gets it, not b.
+    let r = app
+        .admin(
+            "PUT",
+            &pin_path("a"),
+            Some(json!({"plan": null, "reason": "left the project"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let l = licenses(&app).await;
+    assert!(!l.contains_key("a"), "excluded: {l:?}");
+    assert_eq!(l["e"].0, "active");
+    assert_eq!(l["b"].0, "waitlisted");
+    // Capped by the plan the subscription grants: enterprise asked, pro given.
+    let r = app
+        .admin(
+            "PUT",
+            &pin_path("c"),
+            Some(json!({"plan": "enterprise", "reason": "CEO's assistant",
+            "expires_at": "2026-12-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let r = app
+        .admin(
+            "GET",
+            &format!("/api/v1/tenants/{}/users/{}/licenses", app.tenant, ids["c"]),
+            None,
+        )
+        .await;
+    let l = &r.body["licenses"][0];
+    assert_eq!(l["plan"], "pro", "{}", r.raw);
+    assert_eq!(
+        l["explanation"]["requested_plan"], "enterprise",
+        "{}",
+        r.raw
+    );
+    let decision = l["explanation"]["decision"].as_str().unwrap();
+    assert!(
+        decision.starts_with("pinned by ") && decision.contains(": CEO's assistant"),
+        "{decision}"
+    );
+    let r = app
+        .admin("GET", &format!("/api/v1/tenants/{}/pins", app.tenant), None)
+        .await;
+    assert_eq!(r.body["pins"].as_array().unwrap().len(), 3, "{}", r.raw);
+    let audit = app
+        .admin(
+            "GET",
+            &format!(
+                "/api/v1/tenants/{}/audit?user={}&action=pin.*",
+                app.tenant, ids["c"]
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(
+        audit.body["records"].as_array().unwrap().len(),
+        1,
+        "{}",
+        audit.raw
+    );
+    // Bad input: nothing written.
+    let pins_before = app
+        .admin("GET", &format!("/api/v1/tenants/{}/pins", app.tenant), None)
+        .await
+        .raw;
+    for (path, body, status) in [
+        (
+            format!(
+                "/api/v1/tenants/{}/users/nobody/pins/{}",
+                app.tenant,
+                product(&app)
+            ),
+            json!({"plan": "pro", "reason": "x"}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            format!(
+                "/api/v1/tenants/{}/users/{}/pins/no-product",
+                app.tenant, ids["d"]
+            ),
+            json!({"plan": "pro", "reason": "x"}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            pin_path("d"),
+            json!({"plan": "platinum", "reason": "x"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            pin_path("d"),
+            json!({"plan": "pro"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            pin_path("d"),
+            json!({"reason": "x"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            pin_path("d"),
+            json!({"plan": "pro", "reason": "x", "expires_at": "2020-01-01T00:00:00Z"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            pin_path("d"),
+            json!({"plan": "pro", "reason": "x", "colour": "red"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            pin_path("d"),
+            json!({"plan": "pro", "reason": "x".repeat(501)}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let r = app.admin("PUT", &path, Some(body.clone())).await;
+        assert_eq!(r.status, status, "{path} {body}: {}", r.raw);
+    }
+    assert_eq!(
+        app.admin("GET", &format!("/api/v1/tenants/{}/pins", app.tenant), None)
+            .await
+            .raw,
+        pins_before
+    );
+    // The pin expires: the scheduler removes it and the rules decide again (c is a Viewer).
+    app.clock.advance(time::Duration::days(30));
+    let r = app.admin("POST", "/api/v1/scheduler/run", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let l = licenses(&app).await;
+    assert_eq!(l["c"], ("active".into(), "free".into()));
+    let audit = app
+        .admin(
+            "GET",
+            &format!("/api/v1/tenants/{}/audit?action=pin.expire", app.tenant),
+            None,
+        )
+        .await;
+    assert_eq!(
+        audit.body["records"].as_array().unwrap().len(),
+        1,
+        "{}",
+        audit.raw
+    );
+    // Removing a pin gives the user back to the rules; a second DELETE is 404.
+    let r = app.admin("DELETE", &pin_path("a"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(licenses(&app).await["a"].1, "pro");
+    let r = app.admin("DELETE", &pin_path("a"), None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.raw);
+    // A model file pins by userName.
+    let mut with_pins = m.clone();
+    with_pins["tenants"][0]["pins"] = json!([
+        {"user": "D", "product": product(&app), "exclude": true, "reason": "on leave"}]);
+    let r = apply(&app, with_pins.clone()).await;
+    assert!(r["changes"].to_string().contains("+ pin"), "{r}");
+    assert!(!licenses(&app).await.contains_key("d"));
+    let r = apply(&app, with_pins).await;
+    assert!(!r["changes"].to_string().contains("pin"), "unchanged: {r}");
+    let mut unknown = m.clone();
+    unknown["tenants"][0]["pins"] =
+        json!([{"user": "zed", "product": product(&app), "plan": "pro", "reason": "x"}]);
+    let r = app.admin("PUT", "/api/v1/model", Some(unknown)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+}
+
 both_backends!(
+    pins_override_the_rules,
     explanations_history_and_audit_by_user,
     seat_free_plans_take_no_seat,
     seats_follow_the_directory,
