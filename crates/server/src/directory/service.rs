@@ -435,9 +435,19 @@ impl Engine {
                 let mut licensed = None;
                 match kind {
                     Kind::User => {
-                        let (rows, model) = crate::licenses::decide::license_created(
-                            tx, &cause, &res.id, &res.doc, early,
-                        )?;
+                        let back = crate::licenses::decide::holds_deleted(tx, &ctx.tenant)?
+                            && crate::licenses::brake::claim_held(
+                                tx,
+                                &cause,
+                                (&res.id, user_name_of(&res.doc), external_id_of(&res.doc)),
+                            )?;
+                        let (rows, model) = if back {
+                            crate::licenses::decide::license_returned(tx, &cause, &res.id)?
+                        } else {
+                            crate::licenses::decide::license_created(
+                                tx, &cause, &res.id, &res.doc, early,
+                            )?
+                        };
                         if !rows.is_empty() {
                             licensed = Some((rows, model));
                         }
@@ -662,7 +672,26 @@ impl Engine {
                     let mut cause = cause.clone();
                     cause.action = action.to_string();
                     let affected = match kind {
-                        Kind::User => vec![id.clone()],
+                        Kind::User if action == "user.deactivate" => {
+                            let gone = (
+                                id.as_str(),
+                                user_name_of(&next.doc),
+                                external_id_of(&next.doc),
+                            );
+                            let held = crate::licenses::brake::on_deprovision(
+                                tx,
+                                &cause,
+                                gone,
+                                crate::licenses::brake::Gone::Deactivated,
+                            )?;
+                            if held { Vec::new() } else { vec![id.clone()] }
+                        }
+                        Kind::User => {
+                            if action == "user.reactivate" {
+                                crate::licenses::brake::on_return(tx, &cause, &id)?;
+                            }
+                            vec![id.clone()]
+                        }
                         Kind::Group if groups_matter => {
                             let mut all: BTreeSet<String> = before_under.iter().cloned().collect();
                             all.extend(tx.users_under(&ctx.tenant, &id)?);
@@ -695,7 +724,7 @@ impl Engine {
             .write(move |tx| -> ApiResult<()> {
                 tx.lock_tenant(&ctx.tenant)?;
                 let stored = current_version(tx, &ctx, kind, &id, if_match.as_deref())?;
-                let affected = match kind {
+                let mut affected = match kind {
                     Kind::User => vec![id.clone()],
                     Kind::Group if crate::licenses::decide::groups_matter(tx, &ctx.tenant)? => {
                         tx.users_under(&ctx.tenant, &id)?
@@ -704,6 +733,23 @@ impl Engine {
                 };
                 if !tx.delete_resource(kind, &ctx.tenant, &id)? {
                     return Err(not_found(kind, &id));
+                }
+                // Deleting an inactive user is no new deprovision: their seats went (or are
+                // held) when they were deactivated.
+                if kind == Kind::User
+                    && is_active(&stored.doc)
+                    && crate::licenses::brake::on_deprovision(
+                        tx,
+                        &cause,
+                        (
+                            id.as_str(),
+                            user_name_of(&stored.doc),
+                            external_id_of(&stored.doc),
+                        ),
+                        crate::licenses::brake::Gone::Deleted,
+                    )?
+                {
+                    affected.clear();
                 }
                 let (action, event) = match kind {
                     Kind::User => ("user.delete", "user.deleted"),
@@ -1022,6 +1068,16 @@ impl Engine {
             .map(|r| q.projection.apply(rt, &r.body))
             .collect())
     }
+}
+
+fn user_name_of(doc: &Value) -> &str {
+    doc.get("userName")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+fn external_id_of(doc: &Value) -> Option<&str> {
+    doc.get("externalId").and_then(Value::as_str)
 }
 
 /// The licensing extension of a user: each license and the entitlements the active ones grant.

@@ -45,13 +45,17 @@ pub enum EventType {
     WebhookDisabled,
     /// Deliveries of a webhook endpoint are replayed.
     WebhookReplayed,
+    /// The deprovision brake holds a user's seats.
+    DeprovisionHeld,
+    /// Held deprovisions are approved (seats freed) or rejected (seats kept).
+    DeprovisionDecided,
 }
 
 use EventType::*;
 
 impl EventType {
     /// Every event type, in the order the catalogue lists them.
-    pub const ALL: [EventType; 20] = [
+    pub const ALL: [EventType; 22] = [
         UserProvisioned,
         UserUpdated,
         UserDeprovisioned,
@@ -72,6 +76,8 @@ impl EventType {
         WebhookCreated,
         WebhookDisabled,
         WebhookReplayed,
+        DeprovisionHeld,
+        DeprovisionDecided,
     ];
 
     /// The name on the wire.
@@ -97,6 +103,8 @@ impl EventType {
             WebhookCreated => "webhook.created",
             WebhookDisabled => "webhook.disabled",
             WebhookReplayed => "webhook.replayed",
+            DeprovisionHeld => "deprovision.held",
+            DeprovisionDecided => "deprovision.decided",
         }
     }
 
@@ -127,6 +135,12 @@ impl EventType {
             WebhookCreated => "a webhook endpoint is registered (never its secret)",
             WebhookDisabled => "a webhook endpoint is disabled",
             WebhookReplayed => "deliveries of an endpoint are queued again (`data.count`)",
+            DeprovisionHeld => {
+                "the deprovision brake holds a deprovisioned user's seats (`data.users`)"
+            }
+            DeprovisionDecided => {
+                "held deprovisions are approved or rejected (`data.decision`, `data.users`)"
+            }
         }
     }
 
@@ -137,13 +151,14 @@ impl EventType {
 }
 
 /// Patterns a webhook may subscribe to besides the names: each matches a family.
-pub const PATTERNS: [(&str, &str); 7] = [
+pub const PATTERNS: [(&str, &str); 8] = [
     ("user.*", "every `user.` event"),
     ("group.*", "every `group.` event"),
     ("license.*", "every `license.` event"),
     ("subscription.*", "every `subscription.` event"),
     ("credential.*", "every `credential.` event"),
     ("webhook.*", "every `webhook.` event"),
+    ("deprovision.*", "every `deprovision.` event"),
     ("*", "every event (the default)"),
 ];
 

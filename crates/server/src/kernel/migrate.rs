@@ -63,6 +63,12 @@ const MIGRATIONS: &[(i64, &str, &str, Option<Then>)] = &[
         None,
     ),
     (14, "pins", include_str!("sql/pins.sql"), None),
+    (
+        15,
+        "the deprovision brake",
+        include_str!("sql/brake.sql"),
+        None,
+    ),
 ];
 
 /// Migration 6: copies each tenant's seat counts from `lic_lines` into its head row

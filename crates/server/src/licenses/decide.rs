@@ -94,6 +94,10 @@ pub struct Model {
     pub rule_rows: Vec<RuleRow>,
     /// Administrators' pins, by user.
     pub pins: HashMap<String, Vec<Pin>>,
+    /// Users whose seats the deprovision brake holds: their licenses stay as they are.
+    pub held: std::collections::HashSet<String>,
+    /// Whether one of them was deleted (a create may be that user coming back).
+    pub holds_deleted: bool,
 }
 
 /// Parsed models by tenant, with the version they were read at.
@@ -130,12 +134,17 @@ impl Model {
         for (user, pin) in tx.pins(tenant)? {
             pins.entry(user).or_default().push(pin);
         }
+        let held_rows = tx.held(tenant)?;
+        let holds_deleted = held_rows.iter().any(|h| h.gone == "deleted");
+        let held = held_rows.into_iter().map(|h| h.user).collect();
         Ok(Model {
             products,
             subscriptions,
             rules,
             rule_rows,
             pins,
+            held,
+            holds_deleted,
         })
     }
 
@@ -464,6 +473,24 @@ pub fn license_created(
     Ok((inserted, model))
 }
 
+/// Whether the deprovision brake holds a deleted user of this tenant (from the cached model:
+/// what a create asks before it looks for that user coming back).
+pub fn holds_deleted(tx: &mut Tx<'_>, tenant: &str) -> ApiResult<bool> {
+    let version = tx.lock_tenant(tenant)?;
+    Ok(Model::current(tx, tenant, version)?.holds_deleted)
+}
+
+/// Decides the licenses of a user created in this transaction who already holds licenses
+/// (a held deleted user come back); returns them as [`license_created`] does.
+pub fn license_returned(
+    tx: &mut Tx<'_>,
+    c: &Cause,
+    id: &str,
+) -> ApiResult<(Vec<LicenseRow>, Arc<Model>)> {
+    let (_, _, model) = decide_and_write(tx, c, Scope::Users(vec![id.to_string()]))?;
+    Ok((tx.licenses(&c.tenant, Some(&[id.to_string()]))?, model))
+}
+
 /// Re-decides `scope` under the tenant's lock.
 fn decide_and_write(
     tx: &mut Tx<'_>,
@@ -520,6 +547,11 @@ fn decide_and_write(
     let mut arrivals: BTreeMap<String, Vec<(String, Decided)>> = BTreeMap::new();
     let mut touched: BTreeSet<String> = BTreeSet::new();
     for user in &everyone {
+        // Held by the deprovision brake: their licenses (and seats) stay as they are.
+        if model.held.contains(user) {
+            held.remove(user);
+            continue;
+        }
         // The created scope has one user, decided already.
         let decided = match (created.take(), subjects.get(user)) {
             (Some(decided), _) => decided,

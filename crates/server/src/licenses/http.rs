@@ -31,6 +31,13 @@ pub fn routes() -> Router<Shared> {
         )
         .route("/api/v1/tenants/{id}/pins", get(list_pins))
         .route(
+            "/api/v1/tenants/{id}/settings",
+            get(get_settings).put(put_settings),
+        )
+        .route("/api/v1/tenants/{id}/held", get(list_held))
+        .route("/api/v1/tenants/{id}/held/approve", post(approve_held))
+        .route("/api/v1/tenants/{id}/held/reject", post(reject_held))
+        .route(
             "/api/v1/tenants/{id}/users/{user_id}/pins/{product}",
             put(put_pin).delete(delete_pin),
         )
@@ -150,6 +157,70 @@ async fn delete_subscription(
         .delete_subscription(auth.actor(), &id, &product, force.on()?)
         .await?;
     Ok(ScimJson(json!({"licenses": outcome})).into_response())
+}
+
+async fn get_settings(
+    State(state): State<Shared>,
+    _auth: AdminAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let s = state.licenses.settings(&id).await?;
+    Ok(ScimJson(s).into_response())
+}
+
+async fn put_settings(
+    State(state): State<Shared>,
+    auth: AdminAuth,
+    Path(id): Path<String>,
+    req: Request,
+) -> ApiResult<Response> {
+    let body = model_body(req, state.config.max_body_bytes).await?;
+    let s = state.licenses.put_settings(auth.actor(), &id, body).await?;
+    Ok(ScimJson(s).into_response())
+}
+
+async fn list_held(
+    State(state): State<Shared>,
+    _auth: AdminAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    state.tenants.require(&id).await?;
+    let held = state.licenses.held(&id).await?;
+    Ok(ScimJson(json!({"tenant": id, "held": held})).into_response())
+}
+
+async fn approve_held(
+    State(state): State<Shared>,
+    auth: AdminAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    decide_held(&state, &auth, &id, true).await
+}
+
+async fn reject_held(
+    State(state): State<Shared>,
+    auth: AdminAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    decide_held(&state, &auth, &id, false).await
+}
+
+async fn decide_held(
+    state: &Shared,
+    auth: &AdminAuth,
+    id: &str,
+    approve: bool,
+) -> ApiResult<Response> {
+    let (users, outcome) = state
+        .licenses
+        .decide_held(auth.actor(), id, approve)
+        .await?;
+    Ok(ScimJson(json!({
+        "decision": if approve { "approved" } else { "rejected" },
+        "users": users,
+        "licenses": outcome,
+    }))
+    .into_response())
 }
 
 async fn list_pins(

@@ -2,6 +2,7 @@
 //! that keep them in step with the directory.
 
 pub mod board;
+pub mod brake;
 pub mod decide;
 pub mod history;
 pub mod http;

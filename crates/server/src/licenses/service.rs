@@ -405,6 +405,11 @@ async fn delete_subscription(
     .await
 }
 
+/// Settings as the API shows them: each with its value in force (defaults filled in).
+fn settings_view(stored: &Value) -> Value {
+    json!({"deprovision_brake": crate::licenses::brake::Brake::of(stored)})
+}
+
 /// Longest reason a pin may give.
 pub const MAX_PIN_REASON: usize = 500;
 
@@ -1339,6 +1344,86 @@ impl Licenses {
             .iter()
             .map(|(user, pin)| pin_json(user, pin))
             .collect())
+    }
+
+    /// A tenant's settings, with their defaults filled in.
+    pub async fn settings(&self, tenant: &str) -> ApiResult<Value> {
+        let tenant = tenant.to_string();
+        self.store
+            .write(move |tx| {
+                tx.reaches_nothing_rendered();
+                require_tenant(tx, &tenant)?;
+                let s = tx.tenant_settings(&tenant)?;
+                Ok::<_, ApiError>(settings_view(&s))
+            })
+            .await
+    }
+
+    /// Changes a tenant's settings: `{"deprovision_brake": {…} | null}`. Audited.
+    pub async fn put_settings(&self, actor: Actor, tenant: &str, body: Value) -> ApiResult<Value> {
+        let now = time_text(self.clock.now());
+        let tenant = tenant.to_string();
+        transact(&self.store, false, move |tx| {
+            require_tenant(tx, &tenant)?;
+            tx.lock_tenant(&tenant)?;
+            let Some(fields) = body.as_object() else {
+                return Err(ApiError::Scim(scim::Error::InvalidValue(
+                    "settings must be a JSON object: {\"deprovision_brake\": {…} | null}".into(),
+                )));
+            };
+            if let Some(k) = fields.keys().find(|k| k.as_str() != "deprovision_brake") {
+                return Err(ApiError::Scim(scim::Error::InvalidValue(format!(
+                    "{k}: not a setting (deprovision_brake)"
+                ))));
+            }
+            let before = tx.tenant_settings(&tenant)?;
+            let mut after = before.clone();
+            if let Some(v) = fields.get("deprovision_brake") {
+                after["deprovision_brake"] = json!(crate::licenses::brake::Brake::parse(v)?);
+            }
+            tx.put_tenant_settings(&tenant, &after)?;
+            audit_model(
+                tx,
+                &tenant,
+                &actor,
+                &now,
+                "settings.update",
+                "Tenant",
+                &tenant,
+                Some(settings_view(&before)),
+                Some(settings_view(&after)),
+            )?;
+            Ok(settings_view(&after))
+        })
+        .await
+    }
+
+    /// The users whose seats the deprovision brake holds.
+    pub async fn held(&self, tenant: &str) -> ApiResult<Vec<crate::licenses::store::HeldRow>> {
+        Ok(self.store.held(tenant).await?)
+    }
+
+    /// Decides on the held users: `approve` frees their seats, `reject` keeps them reserved
+    /// until the identity provider sends the users back.
+    pub async fn decide_held(
+        &self,
+        actor: Actor,
+        tenant: &str,
+        approve: bool,
+    ) -> ApiResult<(Vec<crate::licenses::store::HeldRow>, Outcome)> {
+        let now = self.clock.now();
+        let tenant = tenant.to_string();
+        let action = if approve {
+            "deprovision.approve"
+        } else {
+            "deprovision.reject"
+        };
+        transact(&self.store, false, move |tx| {
+            require_tenant(tx, &tenant)?;
+            tx.lock_tenant(&tenant)?;
+            crate::licenses::brake::decide(tx, &cause(&tenant, &actor, action, now), approve)
+        })
+        .await
     }
 
     /// Removes an assignment rule.

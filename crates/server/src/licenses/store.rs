@@ -1333,3 +1333,214 @@ impl Store {
             .collect()
     }
 }
+
+/// A user the deprovision brake holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HeldRow {
+    /// The user's id.
+    pub user: String,
+    /// Their userName.
+    #[serde(rename = "userName")]
+    pub user_name: String,
+    /// `deactivated` or `deleted`.
+    pub gone: String,
+    /// `pending` (awaiting a decision) or `reserved` (rejected: kept until they come back).
+    pub state: String,
+    /// Held since.
+    pub since: String,
+}
+
+impl Tx<'_> {
+    /// A tenant's settings (`{}` when none were set).
+    pub(crate) fn tenant_settings(&mut self, tenant: &str) -> StoreResult<Value> {
+        let text = self
+            .fetch_opt(
+                "SELECT settings FROM tenants WHERE id = $1",
+                &params![tenant],
+            )?
+            .map(|r| r.text(0))
+            .unwrap_or_default();
+        Ok(serde_json::from_str(&text).unwrap_or_else(|_| json!({})))
+    }
+
+    /// Replaces a tenant's settings.
+    pub(crate) fn put_tenant_settings(
+        &mut self,
+        tenant: &str,
+        settings: &Value,
+    ) -> StoreResult<()> {
+        self.execute(
+            "UPDATE tenants SET settings = $2 WHERE id = $1",
+            &params![tenant, settings.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// When an operator last decided on held users (deprovisions before it do not count).
+    pub(crate) fn brake_since(&mut self, tenant: &str) -> StoreResult<Option<String>> {
+        Ok(self
+            .fetch_opt(
+                "SELECT brake_since FROM tenants WHERE id = $1",
+                &params![tenant],
+            )?
+            .and_then(|r| r.opt_text(0)))
+    }
+
+    /// Records an operator's decision on held users.
+    pub(crate) fn set_brake_since(&mut self, tenant: &str, at: &str) -> StoreResult<()> {
+        self.execute(
+            "UPDATE tenants SET brake_since = $2 WHERE id = $1",
+            &params![tenant, at],
+        )?;
+        Ok(())
+    }
+
+    /// Deprovisions applied after `since`.
+    pub(crate) fn deprovisions_since(&mut self, tenant: &str, since: &str) -> StoreResult<i64> {
+        Ok(self
+            .fetch_opt(
+                "SELECT COUNT(*) FROM lic_deprovisions WHERE tenant_id = $1 AND at > $2",
+                &params![tenant, since],
+            )?
+            .map_or(0, |r| r.int(0)))
+    }
+
+    /// Records an applied deprovision, forgetting those older than `forget_before`.
+    pub(crate) fn record_deprovision(
+        &mut self,
+        tenant: &str,
+        user: &str,
+        at: &str,
+        forget_before: &str,
+    ) -> StoreResult<()> {
+        self.execute(
+            "DELETE FROM lic_deprovisions WHERE tenant_id = $1 AND at < $2",
+            &params![tenant, forget_before],
+        )?;
+        self.execute(
+            "INSERT INTO lic_deprovisions (tenant_id, at, user_id) VALUES ($1, $2, $3)",
+            &params![tenant, at, user],
+        )?;
+        Ok(())
+    }
+
+    /// How many of a tenant's users are active.
+    pub(crate) fn active_users(&mut self, tenant: &str) -> StoreResult<i64> {
+        Ok(self
+            .fetch_opt(
+                "SELECT COUNT(*) FROM scim_users WHERE tenant_id = $1 AND active = 1",
+                &params![tenant],
+            )?
+            .map_or(0, |r| r.int(0)))
+    }
+
+    /// Holds a deprovisioned user's seats.
+    pub(crate) fn insert_held(
+        &mut self,
+        tenant: &str,
+        row: &HeldRow,
+        external_id: Option<&str>,
+    ) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO lic_held (tenant_id, user_id, user_name, user_name_lc, external_id, gone, state, since) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, user_id) DO UPDATE SET \
+             gone = excluded.gone, state = excluded.state",
+            &params![
+                tenant,
+                &row.user,
+                &row.user_name,
+                row.user_name.to_lowercase(),
+                external_id.map(str::to_string),
+                &row.gone,
+                &row.state,
+                &row.since
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// A tenant's held users, oldest first.
+    pub(crate) fn held(&mut self, tenant: &str) -> StoreResult<Vec<HeldRow>> {
+        Ok(self
+            .fetch(
+                "SELECT user_id, user_name, gone, state, since FROM lic_held WHERE tenant_id = $1 ORDER BY since, user_id",
+                &params![tenant],
+            )?
+            .iter()
+            .map(held_from_row)
+            .collect())
+    }
+
+    /// Moves every held user of one state to another; returns how many.
+    pub(crate) fn set_held_state(
+        &mut self,
+        tenant: &str,
+        from: &str,
+        to: &str,
+    ) -> StoreResult<u64> {
+        self.execute(
+            "UPDATE lic_held SET state = $3 WHERE tenant_id = $1 AND state = $2",
+            &params![tenant, from, to],
+        )
+    }
+
+    /// Lets a held user go (released, or back); returns whether they were held.
+    pub(crate) fn delete_held(&mut self, tenant: &str, user: &str) -> StoreResult<bool> {
+        Ok(self.execute(
+            "DELETE FROM lic_held WHERE tenant_id = $1 AND user_id = $2",
+            &params![tenant, user],
+        )? > 0)
+    }
+
+    /// A held deleted user the identity provider sends back (same userName, any case, or
+    /// externalId).
+    pub(crate) fn held_returning(
+        &mut self,
+        tenant: &str,
+        user_name: &str,
+        external_id: Option<&str>,
+    ) -> StoreResult<Option<String>> {
+        Ok(self
+            .fetch_opt(
+                "SELECT user_id FROM lic_held WHERE tenant_id = $1 AND gone = 'deleted' \
+                 AND (user_name_lc = $2 OR (external_id IS NOT NULL AND external_id = $3)) ORDER BY since LIMIT 1",
+                &params![tenant, user_name.to_lowercase(), external_id.unwrap_or("")],
+            )?
+            .map(|r| r.text(0)))
+    }
+
+    /// Gives a user's licenses to another user id (a deleted user created again).
+    pub(crate) fn move_licenses(&mut self, tenant: &str, from: &str, to: &str) -> StoreResult<()> {
+        self.execute(
+            "UPDATE licenses SET user_id = $3 WHERE tenant_id = $1 AND user_id = $2",
+            &params![tenant, from, to],
+        )?;
+        Ok(())
+    }
+}
+
+fn held_from_row(r: &Row) -> HeldRow {
+    HeldRow {
+        user: r.text(0),
+        user_name: r.text(1),
+        gone: r.text(2),
+        state: r.text(3),
+        since: r.text(4),
+    }
+}
+
+impl Store {
+    /// A tenant's held users, oldest first.
+    pub(crate) async fn held(&self, tenant: &str) -> StoreResult<Vec<HeldRow>> {
+        Ok(self
+            .pool()
+            .fetch(
+                "SELECT user_id, user_name, gone, state, since FROM lic_held WHERE tenant_id = $1 ORDER BY since, user_id",
+                &params![tenant],
+            )
+            .await?
+            .iter()
+            .map(held_from_row)
+            .collect())
+    }
+}

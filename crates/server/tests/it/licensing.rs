@@ -1288,7 +1288,218 @@ async fn pins_override_the_rules(b: Backend) {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
 }
 
+/// The mass-deprovision brake (on by default: 25 %, at least 10, in 60 minutes): past the
+/// threshold, deprovisions still succeed in the directory and access stops, but seats are held
+/// (not handed to the waitlist) until an operator approves or rejects; a reactivation or a
+/// deleted user created again restores their seats at once.
+async fn the_deprovision_brake_holds_seats(b: Backend) {
+    let app = common::app(b).await;
+    apply(&app, model(&app, 20, json!({}), json!([]))).await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(app.user(&format!("u{i:02}")).await);
+        app.clock.advance(time::Duration::seconds(1));
+    }
+    let settings = format!("/api/v1/tenants/{}/settings", app.tenant);
+    let r = app.admin("GET", &settings, None).await;
+    assert_eq!(
+        r.body["deprovision_brake"],
+        json!({"percent": 25, "min_users": 10, "window_minutes": 60}),
+        "{}",
+        r.raw
+    );
+    let r = app
+        .admin(
+            "POST",
+            &format!("/api/v1/tenants/{}/app-keys", app.tenant),
+            Some(json!({"name": "app"})),
+        )
+        .await;
+    let key = r.body["key"].as_str().unwrap().to_string();
+    let held_path = format!("/api/v1/tenants/{}/held", app.tenant);
+    // 15 seat holders leave: 10 are applied (10 waiters promoted), 5 are held.
+    for id in &ids[..15] {
+        app.set_active(id, false).await;
+    }
+    let u = usage(&app).await;
+    assert_eq!(
+        (u["active"].clone(), u["waitlisted"].clone()),
+        (json!(20), json!(10)),
+        "{u}"
+    );
+    let held = app.admin("GET", &held_path, None).await;
+    let list = held.body["held"].as_array().unwrap();
+    assert_eq!(list.len(), 5, "{}", held.raw);
+    assert!(
+        list.iter()
+            .all(|h| h["state"] == "pending" && h["gone"] == "deactivated")
+    );
+    assert_eq!(list[0]["userName"], "u10");
+    let l = licenses(&app).await;
+    assert_eq!(l["u10"].0, "active", "a held user's seat stays");
+    // Access stops at once all the same.
+    let r = app
+        .req_as(
+            &key,
+            "POST",
+            "/api/v1/check",
+            Some(json!({"user": "u10", "feature": "export"})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        (r.body["allowed"].clone(), r.body["reason"].clone()),
+        (json!(false), json!("user inactive")),
+        "{}",
+        r.raw
+    );
+    let events = app
+        .store
+        .outbox_after(&app.tenant, 0, 100_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.event_type == "deprovision.held")
+            .count(),
+        5
+    );
+    // A held user who comes back is restored at once, seat and all.
+    app.set_active(&ids[10], true).await;
+    assert_eq!(licenses(&app).await["u10"].0, "active");
+    assert_eq!(
+        app.admin("GET", &held_path, None).await.body["held"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    // A deleted user while the brake is on: held too; created again, they get their seat back.
+    let r = app
+        .req("DELETE", &format!("/scim/v2/Users/{}", ids[16]), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.admin("GET", &held_path, None).await.body["held"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+    let back = app.user("U16").await;
+    let r = app
+        .admin(
+            "GET",
+            &format!("/api/v1/tenants/{}/users/{back}/licenses", app.tenant),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["licenses"][0]["state"], "active", "{}", r.raw);
+    assert_eq!(
+        app.admin("GET", &held_path, None).await.body["held"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    // Reject: the seats stay reserved and the brake lets go (new deprovisions count afresh).
+    let r = app
+        .admin("POST", &format!("{held_path}/reject"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["users"].as_array().unwrap().len(), 4);
+    let held = app.admin("GET", &held_path, None).await;
+    assert!(
+        held.body["held"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["state"] == "reserved")
+    );
+    let waiting = usage(&app).await["waitlisted"].clone();
+    app.set_active(&ids[17], false).await;
+    assert_eq!(
+        usage(&app).await["waitlisted"],
+        json!(waiting.as_i64().unwrap() - 1),
+        "applied, not held"
+    );
+    // Approve: every held seat goes to the waitlist, in one transaction.
+    let r = app
+        .admin("POST", &format!("{held_path}/approve"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["licenses"]["revoked"], json!(4), "{}", r.raw);
+    assert_eq!(r.body["licenses"]["promoted"], json!(4), "{}", r.raw);
+    assert_eq!(
+        app.admin("GET", &held_path, None).await.body["held"],
+        json!([])
+    );
+    let audit = app
+        .admin(
+            "GET",
+            &format!(
+                "/api/v1/tenants/{}/audit?action=deprovision.*&limit=1000",
+                app.tenant
+            ),
+            None,
+        )
+        .await;
+    let actions: Vec<&str> = audit.body["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "deprovision.hold",
+        "deprovision.restore",
+        "deprovision.reject",
+        "deprovision.approve",
+    ] {
+        assert!(actions.contains(&a), "{a} not audited: {actions:?}");
+    }
+    // Turned off: nothing is held any more. Bad settings are refused.
+    let r = app
+        .admin("PUT", &settings, Some(json!({"deprovision_brake": null})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["deprovision_brake"], json!(null));
+    for id in &ids[18..32] {
+        app.set_active(id, false).await;
+    }
+    assert_eq!(
+        app.admin("GET", &held_path, None).await.body["held"],
+        json!([])
+    );
+    for bad in [
+        json!({"deprovision_brake": {"percent": 0, "min_users": 1, "window_minutes": 5}}),
+        json!({"deprovision_brake": {"percent": 10}}),
+        json!({"colour": 1}),
+        json!([1]),
+    ] {
+        let r = app.admin("PUT", &settings, Some(bad.clone())).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.raw);
+    }
+    let r = app
+        .admin(
+            "PUT",
+            &settings,
+            Some(
+                json!({"deprovision_brake": {"percent": 10, "min_users": 2, "window_minutes": 5}}),
+            ),
+        )
+        .await;
+    assert_eq!(
+        r.body["deprovision_brake"]["percent"],
+        json!(10),
+        "{}",
+        r.raw
+    );
+}
+
 both_backends!(
+    the_deprovision_brake_holds_seats,
     pins_override_the_rules,
     explanations_history_and_audit_by_user,
     seat_free_plans_take_no_seat,
