@@ -92,6 +92,7 @@ mod tests {
             on_expiry,
             enforcement: Enforcement::Hard,
             idle_after_days: 30,
+            on_idle: Default::default(),
         }
     }
 

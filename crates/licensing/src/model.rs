@@ -263,6 +263,39 @@ pub struct Subscription {
     pub enforcement: Enforcement,
     /// Days without activity after which a held seat counts as idle.
     pub idle_after_days: u32,
+    /// What happens to idle seats while someone waits.
+    pub on_idle: OnIdle,
+}
+
+/// What happens to a subscription's idle seats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnIdle {
+    /// They stay with their holders (they are only shown).
+    #[default]
+    Keep,
+    /// While someone waits, the scheduler gives them to the waitlist, longest idle first.
+    Reclaim,
+}
+
+impl OnIdle {
+    /// Parses `keep` or `reclaim`.
+    pub fn parse(s: &str) -> Result<OnIdle> {
+        match s {
+            "keep" => Ok(OnIdle::Keep),
+            "reclaim" => Ok(OnIdle::Reclaim),
+            other => Err(Error::Invalid(format!(
+                "on_idle: '{other}' must be keep or reclaim"
+            ))),
+        }
+    }
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnIdle::Keep => "keep",
+            OnIdle::Reclaim => "reclaim",
+        }
+    }
 }
 
 /// `idle_after_days` when a subscription does not say.

@@ -241,6 +241,7 @@ mod tests {
             on_expiry: OnExpiry::Revoke,
             enforcement: Enforcement::Hard,
             idle_after_days: 30,
+            on_idle: Default::default(),
         };
         (vec![product], vec![sub])
     }

@@ -13,7 +13,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::error::{Error, Result};
-use crate::model::{Enforcement, Key, OnExpiry, Pin, Plan, Product, Rule, Status, Subscription};
+use crate::model::{
+    Enforcement, Key, OnExpiry, OnIdle, Pin, Plan, Product, Rule, Status, Subscription,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +90,7 @@ struct RawSubscription {
     on_expiry: Option<String>,
     enforcement: Option<String>,
     idle_after_days: Option<i64>,
+    on_idle: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -396,6 +399,7 @@ fn build_subscription(
         enforcement: Enforcement::parse(s.enforcement.as_deref().unwrap_or("hard"))
             .map_err(|e| at(spath, e))?,
         idle_after_days: idle_after_days as u32,
+        on_idle: OnIdle::parse(s.on_idle.as_deref().unwrap_or("keep")).map_err(|e| at(spath, e))?,
     };
     sub.validate(product).map_err(|e| at(spath, e))?;
     Ok(sub)
@@ -520,7 +524,10 @@ fn sub_summary(s: &Subscription) -> String {
         s.status.as_str(),
         s.grace_days,
         s.on_expiry
-    )
+    ) + &match s.on_idle {
+        OnIdle::Keep => String::new(),
+        OnIdle::Reclaim => format!(", idle seats reclaimed after {} d", s.idle_after_days),
+    }
 }
 
 fn rule_summary(r: &Rule) -> String {

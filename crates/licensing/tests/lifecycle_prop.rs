@@ -149,6 +149,7 @@ impl World {
                 on_expiry: OnExpiry::Downgrade(k("free")),
                 enforcement: Enforcement::Hard,
                 idle_after_days: 30,
+                on_idle: Default::default(),
             },
             now: start + Duration::days(1),
             tick: 0,

@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 
 use crate::kernel::auth::Credential;
 use crate::kernel::error::{ApiError, ApiResult};
-use crate::kernel::extract::{AdminAuth, Json, RawJson, bearer, empty, parse_typed, with_status};
+use crate::kernel::extract::{
+    AdminAuth, Json, RawJson, ScimJson, bearer, empty, parse_typed, with_status,
+};
 use crate::kernel::ids::Named;
 use crate::state::Shared;
 
@@ -25,6 +27,7 @@ const MAX_NAME: usize = 256;
 pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/api/v1/check", post(check))
+        .route("/api/v1/activity", post(report_activity))
         .route("/api/v1/users/{user}/entitlements", get(user_entitlements))
         .route("/api/v1/tokens/entitlements", post(issue_token))
         .route(
@@ -167,6 +170,48 @@ fn json_response<T: serde::Serialize>(v: &T) -> ApiResult<Response> {
         body,
     )
         .into_response())
+}
+
+/// Most users one activity report may name.
+pub const MAX_ACTIVITY_USERS: usize = 10_000;
+
+/// `{"users": [id, userName or externalId, …], "at": RFC 3339?}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActivityBody {
+    users: Vec<String>,
+    at: Option<crate::kernel::ids::Instant>,
+}
+
+/// Applications report which users were active (in batches): their seats are not idle, and
+/// a reclaimed license of theirs comes back.
+async fn report_activity(
+    State(state): State<Shared>,
+    app: AppAuth,
+    RawJson(bytes): RawJson,
+) -> ApiResult<Response> {
+    let body: ActivityBody = parse_typed(&bytes)?;
+    if body.users.is_empty() || body.users.len() > MAX_ACTIVITY_USERS {
+        return Err(scim::Error::InvalidValue(format!(
+            "users must hold 1 to {MAX_ACTIVITY_USERS} user ids, userNames or externalIds"
+        ))
+        .into());
+    }
+    if let Some(bad) = body.users.iter().find(|u| u.is_empty() || u.len() > 1024) {
+        return Err(scim::Error::InvalidValue(format!(
+            "users: '{}' is not a user reference (1 to 1024 characters)",
+            bad.chars().take(40).collect::<String>()
+        ))
+        .into());
+    }
+    let (recorded, unknown, licenses) = state
+        .licenses
+        .report_activity(&app.tenant, "activity", body.users, body.at.map(|a| a.at()))
+        .await?;
+    Ok(
+        ScimJson(json!({"recorded": recorded, "unknown": unknown, "licenses": licenses}))
+            .into_response(),
+    )
 }
 
 async fn check(

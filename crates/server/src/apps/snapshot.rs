@@ -13,7 +13,7 @@
 //!   catches up anyway, which bounds how stale a node can be. After the listener reconnects
 //!   (notifications may have been missed) every snapshot is rebuilt from the store.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -48,6 +48,8 @@ struct Held {
     product: u32,
     plan: u32,
     waiting: bool,
+    /// An idle seat given to the waitlist: back when the user is active again.
+    reclaimed: bool,
 }
 
 #[derive(Debug)]
@@ -113,6 +115,7 @@ impl Snapshot {
             product: pi as u32,
             plan: ki as u32,
             waiting: l.state != "active",
+            reclaimed: l.state == "reclaimed",
         })
     }
 
@@ -564,7 +567,7 @@ impl Snapshots {
     pub async fn flush_activity(self: &Arc<Self>) -> StoreResult<usize> {
         // Walking every loaded user is CPU work: off the request threads.
         let me = self.clone();
-        let (rows, stamped) = tokio::task::spawn_blocking(move || me.unwritten_activity())
+        let (rows, stamped, back) = tokio::task::spawn_blocking(move || me.unwritten_activity())
             .await
             .map_err(|e| {
                 crate::kernel::store::StoreError::Corrupt(format!("activity scan: {e}"))
@@ -587,27 +590,55 @@ impl Snapshots {
             done += len;
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+        // Users active again get their reclaimed seats back (or a place in line).
+        for (tenant, users) in back {
+            let c = crate::licenses::decide::Cause {
+                tenant,
+                actor: "activity".into(),
+                request_id: format!("activity-{}", uuid::Uuid::now_v7()),
+                action: "activity.seen".into(),
+                now: self.clock.now(),
+            };
+            let result = self
+                .store
+                .write(move |tx| crate::licenses::decide::restore_reclaimed(tx, &c, &users))
+                .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "giving reclaimed seats back failed");
+            }
+        }
         Ok(n)
     }
 
-    /// Activity not yet written, marked as written: as kept, and as the store takes it.
+    /// Activity not yet written, marked as written: as kept, and as the store takes it; and
+    /// the users among them with a reclaimed license (by tenant), to be given it back.
     #[allow(clippy::type_complexity)]
-    fn unwritten_activity(&self) -> (Vec<(String, String, i64)>, Vec<(String, String, String)>) {
+    fn unwritten_activity(
+        &self,
+    ) -> (
+        Vec<(String, String, i64)>,
+        Vec<(String, String, String)>,
+        BTreeMap<String, Vec<String>>,
+    ) {
         let mut rows: Vec<(String, String, i64)> = self
             .pending
             .lock()
             .map(|mut p| std::mem::take(&mut *p))
             .unwrap_or_default();
+        let mut back: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for id in self.tenant_ids() {
             let snap = self.loaded(&id).and_then(|t| t.snap.read().ok()?.clone());
             if let Some(snap) = snap
                 && let Ok(s) = snap.read()
             {
-                rows.extend(
-                    s.unwritten(true)
-                        .into_iter()
-                        .map(|(u, at)| (id.clone(), u, at)),
-                );
+                for (u, at) in s.unwritten(true) {
+                    if s.find(&u)
+                        .is_some_and(|x| x.held.iter().any(|h| h.reclaimed))
+                    {
+                        back.entry(id.clone()).or_default().push(u.clone());
+                    }
+                    rows.push((id.clone(), u, at));
+                }
             }
         }
         let stamped = rows
@@ -618,7 +649,7 @@ impl Snapshots {
                 (t.clone(), u.clone(), crate::kernel::clock::stamp(at))
             })
             .collect();
-        (rows, stamped)
+        (rows, stamped, back)
     }
 
     /// Keeps snapshots current from other nodes' commits, rebuilds them after the listener

@@ -335,7 +335,7 @@ impl Console {
             .collect();
         Ok(TenantPage {
             waitlist: self.licenses.waitlist(id, 50).await?,
-            idle: self.licenses.idle(id, None, 50).await?,
+            idle: self.licenses.idle(id, None, 50, false).await?,
             rules: self
                 .licenses
                 .rules(id)

@@ -27,6 +27,8 @@ pub enum EventType {
     LicenseRevoked,
     /// A license changes plan or reason.
     LicenseChanged,
+    /// An idle seat is given to the waitlist.
+    LicenseReclaimed,
     /// A subscription changes.
     SubscriptionChanged,
     /// A subscription's term ends soon.
@@ -55,7 +57,7 @@ use EventType::*;
 
 impl EventType {
     /// Every event type, in the order the catalogue lists them.
-    pub const ALL: [EventType; 22] = [
+    pub const ALL: [EventType; 23] = [
         UserProvisioned,
         UserUpdated,
         UserDeprovisioned,
@@ -67,6 +69,7 @@ impl EventType {
         LicensePromoted,
         LicenseRevoked,
         LicenseChanged,
+        LicenseReclaimed,
         SubscriptionChanged,
         SubscriptionExpiring,
         SeatsExhausted,
@@ -94,6 +97,7 @@ impl EventType {
             LicensePromoted => "license.promoted",
             LicenseRevoked => "license.revoked",
             LicenseChanged => "license.changed",
+            LicenseReclaimed => "license.reclaimed",
             SubscriptionChanged => "subscription.changed",
             SubscriptionExpiring => "subscription.expiring",
             SeatsExhausted => "seats.exhausted",
@@ -122,6 +126,9 @@ impl EventType {
             LicensePromoted => "a waiting user gets a seat that freed up",
             LicenseRevoked => "a user loses a license",
             LicenseChanged => "a license changes plan or reason",
+            LicenseReclaimed => {
+                "an idle seat is given to the waitlist (`on_idle = \"reclaim\"`); the license grants nothing until its user is active again"
+            }
             SubscriptionChanged => {
                 "a subscription changes (admin API, `apply`, billing, term ends)"
             }

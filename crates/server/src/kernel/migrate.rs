@@ -69,6 +69,7 @@ const MIGRATIONS: &[(i64, &str, &str, Option<Then>)] = &[
         include_str!("sql/brake.sql"),
         None,
     ),
+    (16, "idle reclaim", include_str!("sql/reclaim.sql"), None),
 ];
 
 /// Migration 6: copies each tenant's seat counts from `lic_lines` into its head row

@@ -34,6 +34,9 @@ pub enum Scope {
     Users(Vec<String>),
     /// Every user of the tenant (subscription, rule and model changes; the scheduler).
     All,
+    /// No user: only these products' seat lines brought to their fixed point (seats freed
+    /// outside a re-decision, such as a reclaim, go to the waitlist).
+    Rebalance(Vec<String>),
 }
 
 /// What caused a re-decision: recorded in every audit entry and explanation.
@@ -64,12 +67,19 @@ pub struct Outcome {
     pub revoked: usize,
     /// Licenses whose plan changed.
     pub changed: usize,
+    /// Idle seats given to the waitlist.
+    pub reclaimed: usize,
 }
 
 impl Outcome {
     /// Total license changes.
     pub fn total(&self) -> usize {
-        self.assigned + self.waitlisted + self.promoted + self.revoked + self.changed
+        self.assigned
+            + self.waitlisted
+            + self.promoted
+            + self.revoked
+            + self.changed
+            + self.reclaimed
     }
 
     /// Adds another outcome.
@@ -79,6 +89,7 @@ impl Outcome {
         self.promoted += o.promoted;
         self.revoked += o.revoked;
         self.changed += o.changed;
+        self.reclaimed += o.reclaimed;
     }
 }
 
@@ -255,7 +266,7 @@ fn change_seat_kind(
     if row.queue != NO_SEAT {
         if row.state == "active" {
             line.active = line.active.saturating_sub(1);
-        } else {
+        } else if row.state == "waitlisted" {
             line.waiting = line.waiting.saturating_sub(1);
         }
         line.free += 1;
@@ -491,6 +502,141 @@ pub fn license_returned(
     Ok((tx.licenses(&c.tenant, Some(&[id.to_string()]))?, model))
 }
 
+/// Gives idle seats of one product to the waitlist: each license (a seat holder idle since
+/// the time given with it) becomes `reclaimed` — it grants nothing and holds no place until
+/// its user is active again — and the first waiters are promoted, in one transaction.
+pub fn reclaim(
+    tx: &mut Tx<'_>,
+    c: &Cause,
+    product: &str,
+    idle: Vec<(LicenseRow, String)>,
+) -> ApiResult<Outcome> {
+    let tenant = c.tenant.as_str();
+    let version = tx.lock_tenant(tenant)?;
+    let model = Model::current(tx, tenant, version)?;
+    let Some(sub) = model.subscription(product) else {
+        return Ok(Outcome::default());
+    };
+    let now_text = time_text(c.now);
+    let first_seq = tx.next_audit_seq(tenant)?;
+    let mut line = tx.line(tenant, product)?;
+    let mut events = Vec::with_capacity(idle.len());
+    for (row, since) in idle {
+        if !row.holds_seat() {
+            continue;
+        }
+        let d = decided_of(&model, &row);
+        let mut next = row.clone();
+        next.state = "reclaimed".into();
+        next.changed = now_text.clone();
+        let day = since.get(..10).unwrap_or(&since);
+        next.reason = format!("idle since {day}: seat given to the waitlist");
+        line.active = line.active.saturating_sub(1);
+        next.explain = explain(
+            c,
+            sub,
+            &d,
+            line.active,
+            "idle seat reclaimed for the waitlist",
+        );
+        next.audit_seq = Some(first_seq + events.len() as i64);
+        tx.update_license(tenant, &next)?;
+        events.push(Event {
+            kind: "reclaimed",
+            before: Some(row),
+            after: Some(next),
+        });
+    }
+    if events.is_empty() {
+        return Ok(Outcome::default());
+    }
+    tx.put_line(tenant, product, line)?;
+    record_all(tx, c, &now_text, first_seq, &events)?;
+    let mut out = Outcome {
+        reclaimed: events.len(),
+        ..Outcome::default()
+    };
+    out.add(&relicense(
+        tx,
+        c,
+        Scope::Rebalance(vec![product.to_string()]),
+    )?);
+    Ok(out)
+}
+
+/// Users active again (a check, a token, an activity report): each reclaimed license of
+/// theirs gets a seat if one is free and nobody waits ahead, else joins the end of the
+/// waitlist.
+pub fn restore_reclaimed(tx: &mut Tx<'_>, c: &Cause, users: &[String]) -> ApiResult<Outcome> {
+    let tenant = c.tenant.as_str();
+    let version = tx.lock_tenant(tenant)?;
+    let model = Model::current(tx, tenant, version)?;
+    let rows: Vec<LicenseRow> = tx
+        .licenses(tenant, Some(users))?
+        .into_iter()
+        .filter(|l| l.state == "reclaimed")
+        .collect();
+    if rows.is_empty() {
+        return Ok(Outcome::default());
+    }
+    let now_text = time_text(c.now);
+    let first_seq = tx.next_audit_seq(tenant)?;
+    let mut lines: BTreeMap<String, Line> = BTreeMap::new();
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Some(sub) = model.subscription(&row.product) else {
+            continue;
+        };
+        let d = decided_of(&model, &row);
+        let line = line_of(tx, &mut lines, tenant, &row.product)?;
+        let mut next = row.clone();
+        next.changed = now_text.clone();
+        next.queue = line.next_queue;
+        line.next_queue += 1;
+        let seat = sub.enforcement == Enforcement::Soft
+            || (line.active < sub.seats as usize && line.waiting == 0);
+        let kind = if seat {
+            line.active += 1;
+            next.state = "active".into();
+            next.reason = format!(
+                "{}; active again after a reclaim: {}",
+                because_words(&d),
+                seat_words(sub, &row.plan, line.active)
+            );
+            "assigned"
+        } else {
+            line.waiting += 1;
+            next.state = "waitlisted".into();
+            next.reason = format!(
+                "active again after a reclaim; seat limit reached: {}",
+                seat_words(sub, &row.plan, line.active)
+            );
+            "waitlisted"
+        };
+        next.explain = explain(c, sub, &d, line.active, "active again after a reclaim");
+        next.audit_seq = Some(first_seq + events.len() as i64);
+        tx.update_license(tenant, &next)?;
+        events.push(Event {
+            kind,
+            before: Some(row),
+            after: Some(next),
+        });
+    }
+    for (product, line) in &lines {
+        tx.put_line(tenant, product, *line)?;
+    }
+    record_all(tx, c, &now_text, first_seq, &events)?;
+    let mut out = Outcome::default();
+    for e in &events {
+        if e.kind == "assigned" {
+            out.assigned += 1;
+        } else {
+            out.waitlisted += 1;
+        }
+    }
+    Ok(out)
+}
+
 /// Re-decides `scope` under the tenant's lock.
 fn decide_and_write(
     tx: &mut Tx<'_>,
@@ -505,6 +651,11 @@ fn decide_and_write(
         Scope::Created(id, _) => Some(vec![id.clone()]),
         Scope::Users(ids) => Some(ids.clone()),
         Scope::All => None,
+        Scope::Rebalance(_) => Some(Vec::new()),
+    };
+    let rebalanced: Vec<String> = match &scope {
+        Scope::Rebalance(products) => products.clone(),
+        _ => Vec::new(),
     };
     if model.subscriptions.is_empty() && ids.is_some() {
         // Nothing to hold; a user of such a tenant can only have licenses if a subscription
@@ -514,6 +665,7 @@ fn decide_and_write(
     let (subjects, existing, mut created) = match scope {
         // A user created in this transaction is decided already, and holds nothing yet.
         Scope::Created(_, decided) => (BTreeMap::new(), Vec::new(), Some(decided)),
+        Scope::Rebalance(_) => (BTreeMap::new(), Vec::new(), None),
         _ => (
             tx.rule_subjects(tenant, ids.as_deref(), model.reads_groups())?,
             tx.licenses(tenant, ids.as_deref())?,
@@ -575,7 +727,7 @@ fn decide_and_write(
                     line.active = line.active.saturating_sub(1);
                 } else if row.state == "active" {
                     line.free = line.free.saturating_sub(1);
-                } else {
+                } else if row.state == "waitlisted" {
                     line.waiting = line.waiting.saturating_sub(1);
                 }
                 touched.insert(product.clone());
@@ -649,6 +801,7 @@ fn decide_and_write(
 
     let mut products: BTreeSet<String> = touched;
     products.extend(arrivals.keys().cloned());
+    products.extend(rebalanced);
     if ids.is_none() {
         products.extend(model.subscriptions.iter().map(|s| s.product.to_string()));
     }
@@ -841,6 +994,7 @@ fn decide_and_write(
             "waitlisted" => outcome.waitlisted += 1,
             "promoted" => outcome.promoted += 1,
             "revoked" => outcome.revoked += 1,
+            "reclaimed" => outcome.reclaimed += 1,
             _ => outcome.changed += 1,
         }
     }
@@ -997,6 +1151,7 @@ fn record_all(
             "waitlisted" => EventType::LicenseWaitlisted,
             "promoted" => EventType::LicensePromoted,
             "revoked" => EventType::LicenseRevoked,
+            "reclaimed" => EventType::LicenseReclaimed,
             _ => EventType::LicenseChanged,
         };
         // The outbox row's columns carry the type, tenant, user and time; the payload

@@ -305,6 +305,14 @@ async fn usage(
 struct IdleQuery {
     product: Option<String>,
     limit: Option<i64>,
+    preview: Option<Preview>,
+}
+
+/// `preview=reclaim`: who the next reclaim pass would take.
+#[derive(serde::Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum Preview {
+    Reclaim,
 }
 
 async fn idle(
@@ -317,7 +325,12 @@ async fn idle(
     Ok(ScimJson(
         state
             .licenses
-            .idle(&id, q.product.as_deref(), limit)
+            .idle(
+                &id,
+                q.product.as_deref(),
+                limit,
+                q.preview == Some(Preview::Reclaim),
+            )
             .await?,
     )
     .into_response())
@@ -410,7 +423,24 @@ async fn get_model(State(state): State<Shared>, _auth: AdminAuth) -> ApiResult<R
     Ok(ScimJson(state.licenses.catalogue().await?).into_response())
 }
 
-async fn run_scheduler(State(state): State<Shared>, _auth: AdminAuth) -> ApiResult<Response> {
-    let out = state.licenses.run_due().await?;
+/// `?tenant=ID`: that tenant's due work only.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SchedulerQuery {
+    tenant: Option<String>,
+}
+
+async fn run_scheduler(
+    State(state): State<Shared>,
+    _auth: AdminAuth,
+    crate::kernel::extract::Query(q): crate::kernel::extract::Query<SchedulerQuery>,
+) -> ApiResult<Response> {
+    let out = match q.tenant {
+        Some(t) => {
+            state.tenants.require(&t).await?;
+            state.licenses.run_due_for(&t).await?
+        }
+        None => state.licenses.run_due().await?,
+    };
     Ok(ScimJson(json!({"tenants": out})).into_response())
 }

@@ -98,6 +98,7 @@ pub fn subscription_json(s: &Subscription) -> Value {
         "on_expiry": s.on_expiry.to_string(),
         "enforcement": match s.enforcement { Enforcement::Hard => "hard", Enforcement::Soft => "soft" },
         "idle_after_days": s.idle_after_days,
+        "on_idle": s.on_idle.as_str(),
     })
 }
 
@@ -568,7 +569,11 @@ async fn delete_pin(
 }
 
 /// Removes the pins past their expiry (the scheduler's pass), re-deciding their users.
-async fn expire_pins(store: &Store, clock: &dyn Clock) -> ApiResult<BTreeMap<String, Outcome>> {
+async fn expire_pins(
+    store: &Store,
+    clock: &dyn Clock,
+    only: Option<&str>,
+) -> ApiResult<BTreeMap<String, Outcome>> {
     let now = clock.now();
     let now_text = time_text(now);
     let expired = store
@@ -582,6 +587,9 @@ async fn expire_pins(store: &Store, clock: &dyn Clock) -> ApiResult<BTreeMap<Str
     };
     let mut out: BTreeMap<String, Outcome> = BTreeMap::new();
     for (tenant, user, product) in expired {
+        if only.is_some_and(|o| o != tenant) {
+            continue;
+        }
         match delete_pin(
             store,
             clock,
@@ -1034,7 +1042,11 @@ fn check_plans_in_use(tx: &mut Tx<'_>, p: &Product, spec: &Spec) -> ApiResult<()
 /// Runs every term transition that is due at `now`: each subscription whose start, end or
 /// end of grace has passed is settled and its tenant re-decided, once. Safe to run on every
 /// node at once: each tenant is re-checked under its lock.
-async fn run_due(store: &Store, clock: &dyn Clock) -> ApiResult<BTreeMap<String, Outcome>> {
+async fn run_due(
+    store: &Store,
+    clock: &dyn Clock,
+    only: Option<&str>,
+) -> ApiResult<BTreeMap<String, Outcome>> {
     let now = clock.now();
     let now_text = time_text(now);
     let due_text = now_text.clone();
@@ -1043,7 +1055,11 @@ async fn run_due(store: &Store, clock: &dyn Clock) -> ApiResult<BTreeMap<String,
             Ok(tx.due_subscriptions(&due_text)?)
         })
         .await?;
-    let tenants: BTreeSet<String> = due.into_iter().map(|(t, _)| t).collect();
+    let tenants: BTreeSet<String> = due
+        .into_iter()
+        .map(|(t, _)| t)
+        .filter(|t| only.is_none_or(|o| o == t))
+        .collect();
     let mut out = BTreeMap::new();
     for tenant in tenants {
         let t = tenant.clone();
@@ -1075,8 +1091,56 @@ async fn run_due(store: &Store, clock: &dyn Clock) -> ApiResult<BTreeMap<String,
             out.insert(tenant, o);
         }
     }
-    for (tenant, o) in expire_pins(store, clock).await? {
+    for (tenant, o) in expire_pins(store, clock, only).await? {
         out.entry(tenant).or_default().add(&o);
+    }
+    for (tenant, o) in reclaim_idle(store, clock, only).await? {
+        out.entry(tenant).or_default().add(&o);
+    }
+    Ok(out)
+}
+
+/// The reclaim pass: for each subscription with `on_idle = "reclaim"` that has someone
+/// waiting, idle seats go to the waitlist, longest idle first, as many as there are waiters
+/// (a seat is never freed for no one). One transaction per subscription.
+async fn reclaim_idle(
+    store: &Store,
+    clock: &dyn Clock,
+    only: Option<&str>,
+) -> ApiResult<BTreeMap<String, Outcome>> {
+    let now = clock.now();
+    let actor = Actor {
+        name: "scheduler".into(),
+        request_id: format!("reclaim-{}", time_text(now)),
+    };
+    let mut out: BTreeMap<String, Outcome> = BTreeMap::new();
+    for (tenant, product, days) in store.reclaiming().await? {
+        if only.is_some_and(|o| o != tenant) {
+            continue;
+        }
+        let (t, actor) = (tenant.clone(), actor.clone());
+        let cutoff = time_text(now - time::Duration::days(days));
+        let o = transact(store, false, move |tx| {
+            tx.lock_tenant(&t)?;
+            let waiting = tx.line(&t, &product)?.waiting;
+            if waiting == 0 {
+                return Ok(Outcome::default());
+            }
+            let idle = tx.idle_holders(&t, &product, &cutoff, waiting as i64)?;
+            if idle.is_empty() {
+                return Ok(Outcome::default());
+            }
+            crate::licenses::decide::reclaim(
+                tx,
+                &cause(&t, &actor, "license.reclaim", now),
+                &product,
+                idle,
+            )
+        })
+        .await?;
+        if o.total() > 0 {
+            out.entry(tenant).or_default().add(&o);
+        }
     }
     Ok(out)
 }
@@ -1346,6 +1410,46 @@ impl Licenses {
             .collect())
     }
 
+    /// Users an application saw (by id, userName or externalId) active at `at`: recorded as
+    /// activity, so their seats are not idle, and their reclaimed licenses come back (a seat if
+    /// one is free, else the end of the waitlist). Returns (recorded, unknown, license changes).
+    pub async fn report_activity(
+        &self,
+        tenant: &str,
+        app: &str,
+        users: Vec<String>,
+        at: Option<OffsetDateTime>,
+    ) -> ApiResult<(usize, Vec<String>, Outcome)> {
+        let now = self.clock.now();
+        let at = at.unwrap_or(now).min(now);
+        let tenant = tenant.to_string();
+        let actor = Actor {
+            name: format!("app:{app}"),
+            request_id: format!("activity-{}", uuid::Uuid::now_v7()),
+        };
+        transact(&self.store, false, move |tx| {
+            tx.lock_tenant(&tenant)?;
+            let mut found = Vec::new();
+            let mut unknown = Vec::new();
+            for u in users {
+                match tx.find_user(&tenant, &u)? {
+                    Some(id) => found.push(id),
+                    None => unknown.push(u),
+                }
+            }
+            found.sort();
+            found.dedup();
+            tx.record_seen(&tenant, &found, &time_text(at))?;
+            let outcome = crate::licenses::decide::restore_reclaimed(
+                tx,
+                &cause(&tenant, &actor, "activity.report", now),
+                &found,
+            )?;
+            Ok((found.len(), unknown, outcome))
+        })
+        .await
+    }
+
     /// A tenant's settings, with their defaults filled in.
     pub async fn settings(&self, tenant: &str) -> ApiResult<Value> {
         let tenant = tenant.to_string();
@@ -1485,12 +1589,17 @@ impl Licenses {
 
     /// Applies every term transition due now (trial and term ends, grace ends).
     pub async fn run_due(&self) -> ApiResult<BTreeMap<String, Outcome>> {
-        run_due(&self.store, &*self.clock).await
+        run_due(&self.store, &*self.clock, None).await
+    }
+
+    /// Runs one tenant's due work now (term transitions, pin expiries, the reclaim pass).
+    pub async fn run_due_for(&self, tenant: &str) -> ApiResult<BTreeMap<String, Outcome>> {
+        run_due(&self.store, &*self.clock, Some(tenant)).await
     }
 
     /// Runs due transitions at the instant of another clock (the test clock once moved).
     pub async fn run_due_at(&self, clock: &dyn Clock) -> ApiResult<BTreeMap<String, Outcome>> {
-        run_due(&self.store, clock).await
+        run_due(&self.store, clock, None).await
     }
 
     /// A tenant's seats per subscription.
@@ -1617,7 +1726,13 @@ impl Licenses {
 
     /// A tenant's idle licenses (of one product, or all): longest idle first, at most
     /// `limit`, with their number.
-    pub async fn idle(&self, tenant: &str, product: Option<&str>, limit: i64) -> ApiResult<Value> {
+    pub async fn idle(
+        &self,
+        tenant: &str,
+        product: Option<&str>,
+        limit: i64,
+        preview_reclaim: bool,
+    ) -> ApiResult<Value> {
         if self.store.tenant(tenant).await?.is_none() {
             return Err(ApiError::NotFound(format!("tenant {tenant} not found")));
         }
@@ -1630,10 +1745,37 @@ impl Licenses {
             )));
         }
         let cutoffs = usage::idle_cutoffs(&subs, self.clock.now());
-        let (rows, total) = self
+        let (mut rows, mut total) = self
             .store
-            .idle_licenses(tenant, product, &cutoffs, limit)
+            .idle_licenses(
+                tenant,
+                product,
+                &cutoffs,
+                if preview_reclaim { i64::MAX / 2 } else { limit },
+            )
             .await?;
+        if preview_reclaim {
+            // The next pass takes, per reclaiming subscription, as many of its longest idle
+            // seats as it has waiters.
+            let lines = self.store.lines(tenant).await?;
+            let mut room: BTreeMap<String, usize> = subs
+                .iter()
+                .filter(|s| s.on_idle == licensing::model::OnIdle::Reclaim)
+                .map(|s| {
+                    let waiting = lines.get(s.product.as_str()).map_or(0, |l| l.waiting);
+                    (s.product.to_string(), waiting)
+                })
+                .collect();
+            rows.retain(|r| match room.get_mut(&r.product) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                _ => false,
+            });
+            total = rows.len();
+            rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        }
         let idle: Vec<Value> = rows
             .into_iter()
             .map(|r| {
@@ -1643,7 +1785,11 @@ impl Licenses {
                 })
             })
             .collect();
-        Ok(json!({"tenant": tenant, "total": total, "idle": idle}))
+        let mut out = json!({"tenant": tenant, "total": total, "idle": idle});
+        if preview_reclaim {
+            out["preview"] = json!("reclaim");
+        }
+        Ok(out)
     }
 
     /// A user's licenses, with why.

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use licensing::model::{
-    Enforcement, Key, OnExpiry, Pin, Plan, Product, Rule, Status, Subscription,
+    Enforcement, Key, OnExpiry, OnIdle, Pin, Plan, Product, Rule, Status, Subscription,
 };
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -219,7 +219,7 @@ fn cutoff_table(cutoffs: &[(u32, String)], start: usize) -> (String, Vec<P>) {
     )
 }
 
-const SUB_COLUMNS: &str = "product, plan, seats, starts_at, ends_at, status, grace_days, on_expiry, enforcement, idle_after_days";
+const SUB_COLUMNS: &str = "product, plan, seats, starts_at, ends_at, status, grace_days, on_expiry, enforcement, idle_after_days, on_idle";
 
 fn sub_from_row(r: &Row) -> StoreResult<Subscription> {
     let time = |i: usize| -> StoreResult<OffsetDateTime> {
@@ -236,6 +236,7 @@ fn sub_from_row(r: &Row) -> StoreResult<Subscription> {
         on_expiry: OnExpiry::parse(&r.text(7)).map_err(|e| corrupt("on_expiry", e))?,
         enforcement: Enforcement::parse(&r.text(8)).map_err(|e| corrupt("enforcement", e))?,
         idle_after_days: u32::try_from(r.int(9)).map_err(|e| corrupt("idle_after_days", e))?,
+        on_idle: OnIdle::parse(&r.text(10)).map_err(|e| corrupt("on_idle", e))?,
     })
 }
 
@@ -452,12 +453,13 @@ impl Tx<'_> {
             Enforcement::Soft => "soft",
         };
         self.execute(
-            "INSERT INTO lic_subscriptions (tenant_id, product, plan, seats, starts_at, ends_at, status, grace_days, on_expiry, enforcement, next_check, updated, idle_after_days) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+            "INSERT INTO lic_subscriptions (tenant_id, product, plan, seats, starts_at, ends_at, status, grace_days, on_expiry, enforcement, next_check, updated, idle_after_days, on_idle) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (tenant_id, product) DO UPDATE SET plan = excluded.plan, seats = excluded.seats, \
              starts_at = excluded.starts_at, ends_at = excluded.ends_at, status = excluded.status, \
              grace_days = excluded.grace_days, on_expiry = excluded.on_expiry, enforcement = excluded.enforcement, \
-             next_check = excluded.next_check, updated = excluded.updated, idle_after_days = excluded.idle_after_days",
+             next_check = excluded.next_check, updated = excluded.updated, idle_after_days = excluded.idle_after_days, \
+             on_idle = excluded.on_idle",
             &params![
                 tenant,
                 s.product.as_str(),
@@ -471,7 +473,8 @@ impl Tx<'_> {
                 enforcement,
                 next_check,
                 now,
-                i64::from(s.idle_after_days)
+                i64::from(s.idle_after_days),
+                s.on_idle.as_str()
             ],
         )?;
         Ok(())
@@ -1178,7 +1181,9 @@ impl Store {
             match (r.text(1).as_str(), r.int(2) == 1) {
                 ("active", true) => e.2 += n,
                 ("active", false) => e.0 += n,
-                _ => e.1 += n,
+                ("waitlisted", _) => e.1 += n,
+                // Reclaimed licenses are in no line.
+                _ => {}
             }
         }
         Ok(out)
@@ -1541,6 +1546,76 @@ impl Store {
             .await?
             .iter()
             .map(held_from_row)
+            .collect())
+    }
+}
+
+impl Tx<'_> {
+    /// Up to `limit` seat holders of a product idle since before `cutoff`, longest idle first,
+    /// with when each was last active (or, never, since when they held the seat).
+    pub(crate) fn idle_holders(
+        &mut self,
+        tenant: &str,
+        product: &str,
+        cutoff: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<(LicenseRow, String)>> {
+        Ok(self
+            .fetch(
+                "SELECT l.user_id, l.product, l.plan, l.state, l.queue, l.changed, l.reason, l.explain, l.audit_seq, \
+                 COALESCE(a.last_seen, l.held_since, l.changed) AS since FROM licenses l \
+                 LEFT JOIN user_activity a ON a.tenant_id = l.tenant_id AND a.user_id = l.user_id \
+                 WHERE l.tenant_id = $1 AND l.product = $2 AND l.state = 'active' AND l.queue <> 0 \
+                 AND COALESCE(a.last_seen, l.held_since, l.changed) < $3 \
+                 ORDER BY since, l.user_id LIMIT $4",
+                &params![tenant, product, cutoff, limit],
+            )?
+            .iter()
+            .map(|r| (license_from_row(r), r.text(9)))
+            .collect())
+    }
+
+    /// Records users as active at `at` (never moving a later time back).
+    pub(crate) fn record_seen(
+        &mut self,
+        tenant: &str,
+        users: &[String],
+        at: &str,
+    ) -> StoreResult<()> {
+        self.reaches_nothing_rendered();
+        for chunk in users.chunks(300) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("($1, ${}, $2)", i + 3))
+                .collect();
+            let mut ps = params![tenant, at].to_vec();
+            ps.extend(chunk.iter().map(|u| P::from(u.as_str())));
+            self.execute(
+                &format!(
+                    "INSERT INTO user_activity (tenant_id, user_id, last_seen) VALUES {} \
+                     ON CONFLICT (tenant_id, user_id) DO UPDATE SET last_seen = excluded.last_seen \
+                     WHERE excluded.last_seen > user_activity.last_seen",
+                    values.join(", ")
+                ),
+                &ps,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Every subscription that reclaims idle seats: (tenant, product, idle_after_days).
+    pub(crate) async fn reclaiming(&self) -> StoreResult<Vec<(String, String, i64)>> {
+        Ok(self
+            .pool()
+            .fetch(
+                "SELECT tenant_id, product, idle_after_days FROM lic_subscriptions WHERE on_idle = 'reclaim' \
+                 ORDER BY tenant_id, product",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.text(0), r.text(1), r.int(2)))
             .collect())
     }
 }

@@ -526,6 +526,14 @@ const OPS: &[Op] = &[
     // Applications.
     op(
         "post",
+        "/activity",
+        App,
+        "Report users as active (1 to 10,000 a call): not idle, and reclaimed seats come back",
+        None,
+        (200, ""),
+    ),
+    op(
+        "post",
         "/check",
         App,
         "May a user use a feature, or what is their limit? One check or a batch",

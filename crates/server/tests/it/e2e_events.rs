@@ -445,7 +445,12 @@ async fn term_events_on_the_test_clock(b: Backend) {
         Some(json!({"advance_seconds": 9 * 86_400})),
     )
     .await;
-    api.admin("POST", "/scheduler/run", None).await;
+    api.admin(
+        "POST",
+        &format!("/scheduler/run?tenant={}", api.tenant),
+        None,
+    )
+    .await;
     assert!(
         !types(&api)
             .await
@@ -458,7 +463,12 @@ async fn term_events_on_the_test_clock(b: Backend) {
         Some(json!({"advance_seconds": 4 * 86_400})),
     )
     .await;
-    api.admin("POST", "/scheduler/run", None).await;
+    api.admin(
+        "POST",
+        &format!("/scheduler/run?tenant={}", api.tenant),
+        None,
+    )
+    .await;
     let t = types(&api).await;
     assert_eq!(
         t.iter().filter(|x| *x == "subscription.expiring").count(),
@@ -473,7 +483,12 @@ async fn term_events_on_the_test_clock(b: Backend) {
         Some(json!({"advance_seconds": 7 * 86_400})),
     )
     .await;
-    api.admin("POST", "/scheduler/run", None).await;
+    api.admin(
+        "POST",
+        &format!("/scheduler/run?tenant={}", api.tenant),
+        None,
+    )
+    .await;
     let t = types(&api).await;
     assert!(t.contains(&"license.changed".to_string()), "{t:?}");
     assert!(t.contains(&"subscription.changed".to_string()), "{t:?}");

@@ -444,7 +444,7 @@ async fn seat_cut_plan_swap_and_more_seats(b: Backend) {
     let r = app.admin("PUT", &path, Some(sub(4, "enterprise"))).await;
     assert_eq!(
         r.body["licenses"],
-        json!({"assigned": 0, "waitlisted": 0, "promoted": 0, "revoked": 0, "changed": 0})
+        json!({"assigned": 0, "waitlisted": 0, "promoted": 0, "revoked": 0, "changed": 0, "reclaimed": 0})
     );
 }
 
@@ -549,7 +549,7 @@ async fn terms_expire_on_schedule(b: Backend) {
     app.clock.advance(time::Duration::days(6));
     assert!(
         seatkeeper::Licenses::new(app.store.clone(), clock.clone())
-            .run_due()
+            .run_due_for(&app.tenant)
             .await
             .unwrap()
             .is_empty()
@@ -558,14 +558,14 @@ async fn terms_expire_on_schedule(b: Backend) {
     // Within the 7-day notice: `subscription.expiring` once, and no license changes.
     app.clock.advance(time::Duration::days(7));
     let done = seatkeeper::Licenses::new(app.store.clone(), clock.clone())
-        .run_due()
+        .run_due_for(&app.tenant)
         .await
         .unwrap();
     assert!(done.values().all(|o| o.total() == 0), "{done:?}");
     assert_eq!(expiring(&app).await, 1);
     assert!(
         seatkeeper::Licenses::new(app.store.clone(), clock.clone())
-            .run_due()
+            .run_due_for(&app.tenant)
             .await
             .unwrap()
             .is_empty()
@@ -573,7 +573,7 @@ async fn terms_expire_on_schedule(b: Backend) {
     assert_eq!(expiring(&app).await, 1, "sent once per term end");
     app.clock.advance(time::Duration::days(2));
     let done = seatkeeper::Licenses::new(app.store.clone(), clock.clone())
-        .run_due()
+        .run_due_for(&app.tenant)
         .await
         .unwrap();
     assert_eq!(done[&app.tenant].changed, 1);
@@ -586,7 +586,7 @@ async fn terms_expire_on_schedule(b: Backend) {
     // Running again changes nothing: each transition applies once.
     assert!(
         seatkeeper::Licenses::new(app.store.clone(), clock.clone())
-            .run_due()
+            .run_due_for(&app.tenant)
             .await
             .unwrap()
             .is_empty()
@@ -612,14 +612,14 @@ async fn terms_expire_on_schedule(b: Backend) {
     assert_eq!(licenses(&app).await["ann"].1, "pro");
     app.clock.advance(time::Duration::days(3)); // past ends_at, within grace
     seatkeeper::Licenses::new(app.store.clone(), clock.clone())
-        .run_due()
+        .run_due_for(&app.tenant)
         .await
         .unwrap();
     assert_eq!(licenses(&app).await["ann"], ("active".into(), "pro".into()));
     assert_eq!(usage(&app).await["phase"], "in_grace");
     app.clock.advance(time::Duration::days(7)); // grace over
     let done = seatkeeper::Licenses::new(app.store.clone(), clock.clone())
-        .run_due()
+        .run_due_for(&app.tenant)
         .await
         .unwrap();
     assert_eq!(done[&app.tenant].revoked, 1);
@@ -1249,7 +1249,13 @@ async fn pins_override_the_rules(b: Backend) {
     );
     // The pin expires: the scheduler removes it and the rules decide again (c is a Viewer).
     app.clock.advance(time::Duration::days(30));
-    let r = app.admin("POST", "/api/v1/scheduler/run", None).await;
+    let r = app
+        .admin(
+            "POST",
+            &format!("/api/v1/scheduler/run?tenant={}", app.tenant),
+            None,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     let l = licenses(&app).await;
     assert_eq!(l["c"], ("active".into(), "free".into()));
@@ -1498,7 +1504,204 @@ async fn the_deprovision_brake_holds_seats(b: Backend) {
     );
 }
 
+/// Idle reclaim: with `on_idle = "reclaim"`, the scheduler gives idle seats to the waitlist,
+/// longest idle first and only as many as there are waiters; a reclaimed license grants
+/// nothing until its user is active again (an activity report, or a check), then gets a seat
+/// if one is free, else the end of the line.
+async fn idle_seats_are_reclaimed_for_the_waitlist(b: Backend) {
+    let app = common::app_with(
+        b,
+        seatkeeper::Config {
+            rate_per_second: 100_000,
+            rate_burst: 100_000,
+            activity_flush: std::time::Duration::from_secs(1),
+            ..seatkeeper::Config::default()
+        },
+    )
+    .await;
+    apply(
+        &app,
+        model(
+            &app,
+            3,
+            json!({"on_idle": "reclaim", "idle_after_days": 30}),
+            json!([]),
+        ),
+    )
+    .await;
+    for n in ["u1", "u2", "u3", "u4"] {
+        app.user(n).await;
+        app.clock.advance(time::Duration::seconds(1));
+    }
+    assert_eq!(licenses(&app).await["u4"].0, "waitlisted");
+    let r = app
+        .admin(
+            "POST",
+            &format!("/api/v1/tenants/{}/app-keys", app.tenant),
+            Some(json!({"name": "app"})),
+        )
+        .await;
+    let key = r.body["key"].as_str().unwrap().to_string();
+    let report = |users: Value| {
+        let (app, key) = (&app, key.clone());
+        async move {
+            app.req_as(
+                &key,
+                "POST",
+                "/api/v1/activity",
+                Some(json!({"users": users})),
+                &[],
+            )
+            .await
+        }
+    };
+    app.clock.advance(time::Duration::days(31));
+    let r = report(json!(["u1", "nobody"])).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(
+        (r.body["recorded"].clone(), r.body["unknown"].clone()),
+        (json!(1), json!(["nobody"]))
+    );
+    // u2 and u3 are idle, one waits: the preview names u2 alone (the longest idle).
+    let idle = format!("/api/v1/tenants/{}/idle", app.tenant);
+    assert_eq!(app.admin("GET", &idle, None).await.body["total"], json!(2));
+    let preview = app
+        .admin("GET", &format!("{idle}?preview=reclaim"), None)
+        .await;
+    assert_eq!(preview.body["total"], json!(1), "{}", preview.raw);
+    assert_eq!(preview.body["idle"][0]["userName"], "u2");
+    let r = app
+        .admin(
+            "POST",
+            &format!("/api/v1/scheduler/run?tenant={}", app.tenant),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(
+        r.body["tenants"][&app.tenant]["reclaimed"],
+        json!(1),
+        "{}",
+        r.raw
+    );
+    let l = licenses(&app).await;
+    assert_eq!(l["u2"].0, "reclaimed");
+    assert_eq!(l["u3"].0, "active", "a seat is never freed for no one");
+    assert_eq!(l["u4"].0, "active", "the waiter got u2's seat");
+    let r = app
+        .req(
+            "GET",
+            "/scim/v2/Users?filter=userName%20eq%20%22u2%22",
+            None,
+        )
+        .await;
+    let lic = &r.body["Resources"][0][EXT]["licenses"][0];
+    assert!(
+        lic["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("idle since 2026-"),
+        "{lic}"
+    );
+    assert!(
+        r.body["Resources"][0][EXT]["features"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "grants nothing: {}",
+        r.raw
+    );
+    let events = app
+        .store
+        .outbox_after(&app.tenant, 0, 100_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.event_type == "license.reclaimed")
+            .count(),
+        1
+    );
+    // Nothing more while nobody waits.
+    let r = app
+        .admin(
+            "POST",
+            &format!("/api/v1/scheduler/run?tenant={}", app.tenant),
+            None,
+        )
+        .await;
+    assert!(r.body["tenants"].get(&app.tenant).is_none(), "{}", r.raw);
+    // u2 is active again: no seat is free, so u2 joins the end of the line.
+    let r = report(json!(["u2"])).await;
+    assert_eq!(r.body["licenses"]["waitlisted"], json!(1), "{}", r.raw);
+    assert_eq!(licenses(&app).await["u2"].0, "waitlisted");
+    // A reclaim again (u3 idle, u2 waiting), then u3 asks through a check: back at the end.
+    let r = app
+        .admin(
+            "POST",
+            &format!("/api/v1/scheduler/run?tenant={}", app.tenant),
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.body["tenants"][&app.tenant]["reclaimed"],
+        json!(1),
+        "{}",
+        r.raw
+    );
+    let l = licenses(&app).await;
+    assert_eq!(
+        (l["u3"].0.as_str(), l["u2"].0.as_str()),
+        ("reclaimed", "active")
+    );
+    let r = app
+        .req_as(
+            &key,
+            "POST",
+            "/api/v1/check",
+            Some(json!({"user": "u3", "feature": "export"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.body["allowed"], json!(false), "{}", r.raw);
+    let mut back = false;
+    for _ in 0..100 {
+        if licenses(&app).await["u3"].0 == "waitlisted" {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        back,
+        "a check brings a reclaimed user back within the activity flush"
+    );
+    // Bad reports are refused.
+    for bad in [
+        json!({"users": []}),
+        json!({"users": ["x"], "colour": 1}),
+        json!({"users": [""]}),
+        json!({"users": vec!["u"; 10_001]}),
+        json!({"users": ["u1"], "at": "yesterday"}),
+    ] {
+        let r = app
+            .req_as(&key, "POST", "/api/v1/activity", Some(bad.clone()), &[])
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+    }
+    let r = app
+        .req("POST", "/api/v1/activity", Some(json!({"users": ["u1"]})))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "a SCIM token is not an app key"
+    );
+}
+
 both_backends!(
+    idle_seats_are_reclaimed_for_the_waitlist,
     the_deprovision_brake_holds_seats,
     pins_override_the_rules,
     explanations_history_and_audit_by_user,
