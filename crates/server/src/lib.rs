@@ -36,9 +36,13 @@ pub use kernel::auth::{Credential, generate_token, hash_token};
 pub use kernel::chain::{VENDOR, public_key, signature_holds};
 pub use kernel::clock::{Clock, ManualClock, SharedClock};
 pub use kernel::config::Config;
+pub use kernel::ids::Instant;
 pub use kernel::ids::Name;
 pub use kernel::signing::{standard_sign, standard_verify, stripe_sign};
 pub use kernel::store::{Actor, Store, StoreError, StoreOptions};
+pub use licenses::import::{
+    Format as ImportFormat, ImportReport, ImportRow, import_text, parse as parse_import,
+};
 pub use licenses::service::{Licenses, plan_text};
 pub use tenants::service::{CreatedToken, Tenants, admin_token_hash};
 pub use tenants::store::TenantRow;

@@ -435,12 +435,19 @@ impl Engine {
                 let mut licensed = None;
                 match kind {
                     Kind::User => {
-                        let back = crate::licenses::decide::holds_deleted(tx, &ctx.tenant)?
+                        let (held, claims) =
+                            crate::licenses::decide::create_looks_further(tx, &ctx.tenant)?;
+                        let back = held
                             && crate::licenses::brake::claim_held(
                                 tx,
                                 &cause,
                                 (&res.id, user_name_of(&res.doc), external_id_of(&res.doc)),
                             )?;
+                        let back = back
+                            || (claims
+                                && crate::licenses::import::honour_claims(
+                                    tx, &cause, &res.id, &res.doc,
+                                )?);
                         let (rows, model) = if back {
                             crate::licenses::decide::license_returned(tx, &cause, &res.id)?
                         } else {

@@ -32,6 +32,9 @@ pub enum Scope {
     Created(String, BTreeMap<Key, Decided>),
     /// These users (missing ones count as gone: their licenses are freed).
     Users(Vec<String>),
+    /// These users, arriving in this order (an import: earlier assignments take their place
+    /// in line first), rather than by id.
+    InOrder(Vec<String>),
     /// Every user of the tenant (subscription, rule and model changes; the scheduler).
     All,
     /// No user: only these products' seat lines brought to their fixed point (seats freed
@@ -109,6 +112,8 @@ pub struct Model {
     pub held: std::collections::HashSet<String>,
     /// Whether one of them was deleted (a create may be that user coming back).
     pub holds_deleted: bool,
+    /// Whether an import left claims for users not in the directory yet.
+    pub has_claims: bool,
 }
 
 /// Parsed models by tenant, with the version they were read at.
@@ -148,6 +153,7 @@ impl Model {
         let held_rows = tx.held(tenant)?;
         let holds_deleted = held_rows.iter().any(|h| h.gone == "deleted");
         let held = held_rows.into_iter().map(|h| h.user).collect();
+        let has_claims = tx.has_claims(tenant)?;
         Ok(Model {
             products,
             subscriptions,
@@ -156,6 +162,7 @@ impl Model {
             pins,
             held,
             holds_deleted,
+            has_claims,
         })
     }
 
@@ -484,11 +491,12 @@ pub fn license_created(
     Ok((inserted, model))
 }
 
-/// Whether the deprovision brake holds a deleted user of this tenant (from the cached model:
-/// what a create asks before it looks for that user coming back).
-pub fn holds_deleted(tx: &mut Tx<'_>, tenant: &str) -> ApiResult<bool> {
+/// Whether a create must look further before deciding (from the cached model): the
+/// deprovision brake holds a deleted user (who may be coming back), or an import left claims.
+pub fn create_looks_further(tx: &mut Tx<'_>, tenant: &str) -> ApiResult<(bool, bool)> {
     let version = tx.lock_tenant(tenant)?;
-    Ok(Model::current(tx, tenant, version)?.holds_deleted)
+    let m = Model::current(tx, tenant, version)?;
+    Ok((m.holds_deleted, m.has_claims))
 }
 
 /// Decides the licenses of a user created in this transaction who already holds licenses
@@ -649,9 +657,17 @@ fn decide_and_write(
     let model = &*shared;
     let ids: Option<Vec<String>> = match &scope {
         Scope::Created(id, _) => Some(vec![id.clone()]),
-        Scope::Users(ids) => Some(ids.clone()),
+        Scope::Users(ids) | Scope::InOrder(ids) => Some(ids.clone()),
         Scope::All => None,
         Scope::Rebalance(_) => Some(Vec::new()),
+    };
+    let arrival: HashMap<String, usize> = match &scope {
+        Scope::InOrder(ids) => ids
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.clone(), i))
+            .collect(),
+        _ => HashMap::new(),
     };
     let rebalanced: Vec<String> = match &scope {
         Scope::Rebalance(products) => products.clone(),
@@ -698,6 +714,12 @@ fn decide_and_write(
     // Users who should newly hold a product, per product, with their decision.
     let mut arrivals: BTreeMap<String, Vec<(String, Decided)>> = BTreeMap::new();
     let mut touched: BTreeSet<String> = BTreeSet::new();
+    // Users are visited by id, or (an import) in the order given: a move into a seated plan
+    // takes the seat line's next place.
+    let mut everyone: Vec<String> = everyone.into_iter().collect();
+    if !arrival.is_empty() {
+        everyone.sort_by_key(|u| arrival.get(u).copied().unwrap_or(usize::MAX));
+    }
     for user in &everyone {
         // Held by the deprovision brake: their licenses (and seats) stay as they are.
         if model.held.contains(user) {
@@ -813,8 +835,12 @@ fn decide_and_write(
         let line = *line_of(tx, &mut lines, tenant, &product)?;
         lines_before.entry(product.clone()).or_insert(line);
         let mut newcomers = arrivals.remove(&product).unwrap_or_default();
-        // Arrival order: the order of the change (user ids break ties deterministically).
-        newcomers.sort_by(|a, b| a.0.cmp(&b.0));
+        // Arrival order: the order of the change (user ids break ties deterministically), or
+        // the order given.
+        newcomers.sort_by(|a, b| {
+            let at = |u: &String| arrival.get(u).copied().unwrap_or(usize::MAX);
+            at(&a.0).cmp(&at(&b.0)).then_with(|| a.0.cmp(&b.0))
+        });
         // Holders of seat-free plans are active at once and stay out of the seat line.
         let (seat_free, newcomers): (Vec<_>, Vec<_>) = newcomers
             .into_iter()

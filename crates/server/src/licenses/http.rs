@@ -30,6 +30,8 @@ pub fn routes() -> Router<Shared> {
             put(put_rule).delete(delete_rule),
         )
         .route("/api/v1/tenants/{id}/pins", get(list_pins))
+        .route("/api/v1/tenants/{id}/import", post(import))
+        .route("/api/v1/tenants/{id}/claims", get(list_claims))
         .route(
             "/api/v1/tenants/{id}/settings",
             get(get_settings).put(put_settings),
@@ -157,6 +159,58 @@ async fn delete_subscription(
         .delete_subscription(auth.actor(), &id, &product, force.on()?)
         .await?;
     Ok(ScimJson(json!({"licenses": outcome})).into_response())
+}
+
+/// Largest import body (about 1.5 million CSV rows' worth; the row limit is lower).
+pub const MAX_IMPORT_BYTES: usize = 64 * 1024 * 1024;
+
+async fn import(
+    State(state): State<Shared>,
+    auth: AdminAuth,
+    Path(id): Path<String>,
+    Query(dry): Query<DryRun>,
+    req: Request,
+) -> ApiResult<Response> {
+    use crate::licenses::import::{Format, parse};
+    let dry_run = dry.on()?;
+    let kind = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let body = axum::body::to_bytes(req.into_body(), MAX_IMPORT_BYTES)
+        .await
+        .map_err(|_| {
+            crate::kernel::error::ApiError::PayloadTooLarge(format!(
+                "an import body may hold at most {MAX_IMPORT_BYTES} bytes"
+            ))
+        })?;
+    // By media type (text/csv, or JSON lines), else by the first character.
+    let json_lines = kind.contains("json")
+        || (!kind.starts_with("text/csv")
+            && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'));
+    let format = if json_lines {
+        Format::JsonLines
+    } else {
+        Format::Csv
+    };
+    let rows = parse(&body, format)?;
+    let report = state
+        .licenses
+        .import(auth.actor(), &id, rows, dry_run)
+        .await?;
+    Ok(ScimJson(json!(report)).into_response())
+}
+
+async fn list_claims(
+    State(state): State<Shared>,
+    _auth: AdminAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    state.tenants.require(&id).await?;
+    let claims = state.licenses.claims(&id).await?;
+    Ok(ScimJson(json!({"tenant": id, "claims": claims})).into_response())
 }
 
 async fn get_settings(

@@ -6,6 +6,7 @@ pub mod brake;
 pub mod decide;
 pub mod history;
 pub mod http;
+pub mod import;
 pub mod sampler;
 pub mod service;
 pub mod store;

@@ -1450,6 +1450,32 @@ impl Licenses {
         .await
     }
 
+    /// Imports seat holders (see [`crate::licenses::import`]): in one transaction, or with
+    /// `dry_run` only reported.
+    pub async fn import(
+        &self,
+        actor: Actor,
+        tenant: &str,
+        rows: Vec<crate::licenses::import::ImportRow>,
+        dry_run: bool,
+    ) -> ApiResult<crate::licenses::import::ImportReport> {
+        let now = self.clock.now();
+        let tenant = tenant.to_string();
+        transact(&self.store, dry_run, move |tx| {
+            require_tenant(tx, &tenant)?;
+            let mut report =
+                crate::licenses::import::run(tx, &cause(&tenant, &actor, "import", now), rows)?;
+            report.dry_run = dry_run;
+            Ok(report)
+        })
+        .await
+    }
+
+    /// An import's pending claims (users not in the directory yet).
+    pub async fn claims(&self, tenant: &str) -> ApiResult<Vec<crate::licenses::store::ClaimRow>> {
+        Ok(self.store.claims(tenant).await?)
+    }
+
     /// A tenant's settings, with their defaults filled in.
     pub async fn settings(&self, tenant: &str) -> ApiResult<Value> {
         let tenant = tenant.to_string();

@@ -1619,3 +1619,116 @@ impl Store {
             .collect())
     }
 }
+
+/// A pending claim of an import: a seat for a user not in the directory yet.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClaimRow {
+    /// The user as the import named them (lower case).
+    pub user: String,
+    /// The product.
+    pub product: String,
+    /// The plan.
+    pub plan: String,
+    /// When the seat was assigned in the system it came from.
+    pub assigned_at: String,
+}
+
+impl Tx<'_> {
+    /// Keeps a claim until its user arrives (replacing one for the same user and product).
+    pub(crate) fn put_claim(&mut self, tenant: &str, c: &ClaimRow, now: &str) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO lic_claims (tenant_id, user_ref_lc, product, plan, assigned_at, created) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, user_ref_lc, product) DO UPDATE SET \
+             plan = excluded.plan, assigned_at = excluded.assigned_at",
+            &params![tenant, &c.user, &c.product, &c.plan, &c.assigned_at, now],
+        )?;
+        Ok(())
+    }
+
+    /// Whether a tenant has pending claims.
+    pub(crate) fn has_claims(&mut self, tenant: &str) -> StoreResult<bool> {
+        Ok(self
+            .fetch_opt(
+                "SELECT 1 FROM lic_claims WHERE tenant_id = $1 LIMIT 1",
+                &params![tenant],
+            )?
+            .is_some())
+    }
+
+    /// Takes (removes and returns) the claims naming any of these references (lower case).
+    pub(crate) fn take_claims(
+        &mut self,
+        tenant: &str,
+        refs: &[String],
+    ) -> StoreResult<Vec<ClaimRow>> {
+        if refs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = placeholders(2, refs.len());
+        let mut ps = vec![P::from(tenant)];
+        ps.extend(refs.iter().map(|r| P::from(r.as_str())));
+        let rows: Vec<ClaimRow> = self
+            .fetch(
+                &format!(
+                    "SELECT user_ref_lc, product, plan, assigned_at FROM lic_claims \
+                     WHERE tenant_id = $1 AND user_ref_lc IN ({list}) ORDER BY assigned_at, product"
+                ),
+                &ps,
+            )?
+            .iter()
+            .map(|r| ClaimRow {
+                user: r.text(0),
+                product: r.text(1),
+                plan: r.text(2),
+                assigned_at: r.text(3),
+            })
+            .collect();
+        if !rows.is_empty() {
+            self.execute(
+                &format!("DELETE FROM lic_claims WHERE tenant_id = $1 AND user_ref_lc IN ({list})"),
+                &ps,
+            )?;
+        }
+        Ok(rows)
+    }
+
+    /// Every user's emails (lower case) of a tenant: (email, user id). Read once per import,
+    /// only when a row names a user by neither id, userName nor externalId.
+    pub(crate) fn user_emails(&mut self, tenant: &str) -> StoreResult<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for r in self.fetch(
+            "SELECT id, doc FROM scim_users WHERE tenant_id = $1",
+            &params![tenant],
+        )? {
+            let doc: Value = serde_json::from_str(&r.text(1)).unwrap_or(Value::Null);
+            for e in doc["emails"].as_array().into_iter().flatten() {
+                if let Some(v) = e["value"].as_str() {
+                    out.push((v.to_lowercase(), r.text(0)));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Store {
+    /// A tenant's pending claims.
+    pub(crate) async fn claims(&self, tenant: &str) -> StoreResult<Vec<ClaimRow>> {
+        Ok(self
+            .pool()
+            .fetch(
+                "SELECT user_ref_lc, product, plan, assigned_at FROM lic_claims WHERE tenant_id = $1 \
+                 ORDER BY assigned_at, user_ref_lc, product",
+                &params![tenant],
+            )
+            .await?
+            .iter()
+            .map(|r| ClaimRow {
+                user: r.text(0),
+                product: r.text(1),
+                plan: r.text(2),
+                assigned_at: r.text(3),
+            })
+            .collect())
+    }
+}

@@ -106,6 +106,22 @@ const OPS: &[Op] = &[
         (200, ""),
     ),
     op(
+        "post",
+        "/tenants/{id}/import",
+        Admin,
+        "Import seat holders (CSV or JSON lines: user, product, plan, assigned_at; ?dry_run=true)",
+        None,
+        (200, ""),
+    ),
+    op(
+        "get",
+        "/tenants/{id}/claims",
+        Admin,
+        "An import's pending claims (users not in the directory yet)",
+        None,
+        (200, ""),
+    ),
+    op(
         "get",
         "/tenants/{id}/settings",
         Admin,

@@ -1700,7 +1700,167 @@ async fn idle_seats_are_reclaimed_for_the_waitlist(b: Backend) {
     );
 }
 
+/// Imports bring existing seat holders in: users in the directory get the imported plan, in
+/// the order of `assigned_at` (the seat check still applies); unknown users are kept as claims
+/// until SCIM creates them; bad rows are refused with their reasons; a dry run writes nothing.
+async fn imports_keep_the_order_in_line(b: Backend) {
+    let app = common::app(b).await;
+    let rules = json!([{"name": "everyone", "filter": "userName pr", "product": product(&app), "plan": "free", "priority": 1}]);
+    let mut m = model(&app, 3, json!({}), rules);
+    m["products"][0]["plans"][0]["seated"] = json!(false);
+    apply(&app, m).await;
+    for n in ["a", "b", "c", "d"] {
+        let r = app
+            .req(
+                "POST",
+                "/scim/v2/Users",
+                Some(json!({"schemas": [common::USER], "userName": n,
+                "emails": [{"value": format!("{n}@mail.test"), "type": "work"}]})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    }
+    let p = product(&app);
+    let csv = format!(
+        "user,product,plan,assigned_at\n\
+         c,{p},pro,2023-01-01T00:00:00Z\n\
+         D@MAIL.TEST,{p},pro,2020-01-01T00:00:00Z\n\
+         b,{p},pro,2021-01-01T00:00:00Z\n\
+         a,{p},pro,2022-01-01T00:00:00Z\n\
+         zoe@new.test,{p},pro,2019-01-01T00:00:00Z\n\
+         a,no-such-product,pro,2020-01-01T00:00:00Z\n\
+         b,{p},platinum,2020-01-01T00:00:00Z\n\
+         c,{p},pro,last tuesday\n\
+         d,{p},pro,2099-01-01T00:00:00Z\n\
+         a,{p},pro,2024-01-01T00:00:00Z\n"
+    );
+    let send = |dry: bool, body: String, kind: &'static str| {
+        let app = &app;
+        async move {
+            let req = axum::http::Request::builder()
+                .method("POST")
+                .uri(format!(
+                    "/api/v1/tenants/{}/import?dry_run={dry}",
+                    app.tenant
+                ))
+                .header("authorization", format!("Bearer {}", common::ADMIN))
+                .header("content-type", kind)
+                .body(axum::body::Body::from(body))
+                .unwrap();
+            app.send(req).await
+        }
+    };
+    let before = licenses(&app).await;
+    let r = send(true, csv.clone(), "text/csv").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(
+        (
+            r.body["matched"].as_array().unwrap().len(),
+            r.body["pending"].as_array().unwrap().len(),
+            r.body["refused"].as_array().unwrap().len()
+        ),
+        (4, 1, 5),
+        "{}",
+        r.raw
+    );
+    assert_eq!(licenses(&app).await, before, "a dry run writes nothing");
+    let r = send(false, csv, "text/csv").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let reasons: Vec<&str> = r.body["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["reason"].as_str().unwrap())
+        .collect();
+    for want in [
+        "no product no-such-product",
+        "has no plan platinum",
+        "assigned_at",
+        "in the future",
+        "a second row",
+    ] {
+        assert!(
+            reasons.iter().any(|x| x.contains(want)),
+            "{want}: {reasons:?}"
+        );
+    }
+    // Seats in assigned_at order: d (2020), b (2021), a (2022); c (2023) waits.
+    let l = licenses(&app).await;
+    assert_eq!(l["d"], ("active".into(), "pro".into()));
+    assert_eq!(l["b"], ("active".into(), "pro".into()));
+    assert_eq!(l["a"], ("active".into(), "pro".into()));
+    assert_eq!(l["c"], ("waitlisted".into(), "pro".into()));
+    let id_of = |n: &str| {
+        r.body["matched"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["user"].as_str().unwrap().eq_ignore_ascii_case(n))
+            .unwrap()["user_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let d = id_of("D@MAIL.TEST");
+    let r2 = app
+        .admin(
+            "GET",
+            &format!("/api/v1/tenants/{}/users/{d}/licenses", app.tenant),
+            None,
+        )
+        .await;
+    assert!(
+        r2.body["licenses"][0]["explanation"]["decision"]
+            .as_str()
+            .unwrap()
+            .contains("imported"),
+        "{}",
+        r2.raw
+    );
+    // The claim waits for its user; SCIM creates zoe: the claim is honoured (no seat: waits).
+    let claims = app
+        .admin(
+            "GET",
+            &format!("/api/v1/tenants/{}/claims", app.tenant),
+            None,
+        )
+        .await;
+    assert_eq!(
+        claims.body["claims"].as_array().unwrap().len(),
+        1,
+        "{}",
+        claims.raw
+    );
+    let r = app
+        .req(
+            "POST",
+            "/scim/v2/Users",
+            Some(json!({"schemas": [common::USER], "userName": "Zoe@New.test"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    assert_eq!(r.body[EXT]["licenses"][0]["plan"], "pro", "{}", r.raw);
+    assert_eq!(licenses(&app).await["Zoe@New.test"].0, "waitlisted");
+    let claims = app
+        .admin(
+            "GET",
+            &format!("/api/v1/tenants/{}/claims", app.tenant),
+            None,
+        )
+        .await;
+    assert_eq!(claims.body["claims"], json!([]));
+    // JSON lines read the same; a body without rows is refused.
+    let jl = format!(
+        "{{\"user\": \"e@late.test\", \"product\": \"{p}\", \"plan\": \"pro\", \"assigned_at\": \"2018-01-01T00:00:00Z\"}}\n"
+    );
+    let r = send(false, jl, "application/x-ndjson").await;
+    assert_eq!(r.body["pending"].as_array().unwrap().len(), 1, "{}", r.raw);
+    let r = send(false, String::new(), "text/csv").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+}
+
 both_backends!(
+    imports_keep_the_order_in_line,
     idle_seats_are_reclaimed_for_the_waitlist,
     the_deprovision_brake_holds_seats,
     pins_override_the_rules,
