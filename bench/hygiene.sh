@@ -6,6 +6,8 @@
 # scheduler pass (POST /api/v1/scheduler/run?tenant=) is timed end to end: 10,000 licenses
 # reclaimed and 10,000 waiters promoted, with their audit records and events, in one
 # transaction.
+# Then an import of every user's seat (USERS rows): over HTTP in one transaction, and through
+# the CLI in parts.
 # Usage: bash bench/hygiene.sh [users] [idle]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +49,7 @@ PID=$!
 wait_listen "$WORK/server.log"
 echo "seeding $USERS users ($SEATS seats, $IDLE wait)…" >&2
 python3 bench/seed.py "$BASE" "$TOK" "$USERS"
-python3 - "$BASE" "$ADMIN" "$KEY" "$T" "$USERS" "$IDLE" <<'PY'
+python3 - "$BASE" "$ADMIN" "$KEY" "$T" "$USERS" "$IDLE" "$WORK/import.csv" <<'PY'
 import json, sys, time, urllib.request
 base, admin, key, tenant, users, idle = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
 def call(method, path, token, body=None):
@@ -83,4 +85,26 @@ print(f"| **reclaim pass** ({users:,} users, {before['active']:,} seats held, {b
 print()
 print(f"before: active {before['active']}, waitlisted {before['waitlisted']}; after: active {after['active']}, waitlisted {after['waitlisted']}")
 assert o.get("reclaimed") == idle and o.get("promoted") == idle, run
+# An import of every user's seat, 2015 onwards a minute apart, over HTTP in one transaction.
+rows = ["user,product,plan,assigned_at"] + [
+    f"seed{i}@bench.example,workspace,pro,{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(1420070400 + 60 * i))}"
+    for i in range(users)]
+body = ("\n".join(rows) + "\n").encode()
+req = urllib.request.Request(f"{base}/api/v1/tenants/{tenant}/import", data=body, method="POST",
+                             headers={"Authorization": f"Bearer {admin}", "Content-Type": "text/csv"})
+t = time.monotonic()
+with urllib.request.urlopen(req, timeout=600) as r:
+    rep = json.load(r)
+import_s = time.monotonic() - t
+print(f"| **import over HTTP**, {users:,} rows ({len(body) / 1e6:.1f} MB CSV, one transaction) | {len(rep['matched']):,} matched, {len(rep['pending'])} pending, {len(rep['refused'])} refused | **{import_s:.2f}** |")
+assert len(rep["matched"]) == users, {k: len(v) if isinstance(v, list) else v for k, v in rep.items()}
+with open(sys.argv[7], "wb") as f:
+    f.write(body.replace(b"2015-", b"2014-"))
 PY
+# The same rows through the CLI (parts of 20,000 rows, progress on stderr), on a stopped server.
+kill $PID; wait $PID 2>/dev/null || true
+START=$(date +%s.%N)
+$BIN import "$WORK/import.csv" --tenant "$T" --database "$DB" >"$WORK/import.out" 2>"$WORK/import.err"
+END=$(date +%s.%N)
+python3 -c "print(f'| **import through the CLI**, $USERS rows (parts of 20,000) | $(grep -o 'matched: [0-9]*' "$WORK/import.out") | **{$END - $START:.2f}** |')"
+tail -1 "$WORK/import.err" >&2
