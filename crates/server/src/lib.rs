@@ -43,6 +43,9 @@ pub use kernel::store::{Actor, Store, StoreError, StoreOptions};
 pub use licenses::import::{
     Format as ImportFormat, ImportReport, ImportRow, import_text, parse as parse_import,
 };
+pub use licenses::reconcile::{
+    differences_text, parse_uses, uses_csv as reconcile_csv, uses_json as reconcile_json,
+};
 pub use licenses::service::{Licenses, plan_text};
 pub use tenants::service::{CreatedToken, Tenants, admin_token_hash};
 pub use tenants::store::TenantRow;

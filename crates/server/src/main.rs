@@ -187,6 +187,27 @@ enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Reconciles licenses: with FILE, against the application's view (CSV or JSON lines of
+    /// user, product[, plan]); with --check, against a decision made again from scratch
+    /// (exit 1 on differences; --repair fixes them).
+    Reconcile {
+        /// Who uses which product, as the application sees it.
+        file: Option<std::path::PathBuf>,
+        /// The tenant (required with FILE; with --check, every tenant when absent).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Decide everything again and compare with the stored licenses and seat counts.
+        #[arg(long, conflicts_with = "file")]
+        check: bool,
+        /// With --check: fix what differs (one transaction per tenant, audited).
+        #[arg(long, requires = "check")]
+        repair: bool,
+        /// Print the report as CSV (with FILE).
+        #[arg(long)]
+        csv: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Checks the audit trail.
     Audit {
         #[command(subcommand)]
@@ -593,6 +614,77 @@ async fn main() -> anyhow::Result<()> {
             store.close().await;
             let applied = applied.map_err(|e| anyhow::anyhow!("{e}"))?;
             print!("{}", seatkeeper::plan_text(&applied));
+            Ok(())
+        }
+        Command::Reconcile {
+            file,
+            tenant,
+            check,
+            repair,
+            csv,
+            db,
+        } => {
+            init_logging(false);
+            let actor = seatkeeper::Actor {
+                name: "cli".into(),
+                request_id: format!("reconcile-{}", uuid::Uuid::new_v4()),
+            };
+            if check {
+                let store = open(&db.database, None).await?;
+                let licenses = seatkeeper::Licenses::new(store.clone(), clock.clone());
+                let found = licenses
+                    .self_check(actor, tenant.as_deref(), repair)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"));
+                store.close().await;
+                let found = found?;
+                print!("{}", seatkeeper::differences_text(&found));
+                if found.is_empty() {
+                    println!(
+                        "no differences: every license and seat count is as deciding again gives"
+                    );
+                    return Ok(());
+                }
+                if repair {
+                    println!("repaired {} differences", found.len());
+                    return Ok(());
+                }
+                println!(
+                    "{} differences (seatkeeper reconcile --check --repair fixes them)",
+                    found.len()
+                );
+                std::process::exit(1);
+            }
+            let Some(file) = file else {
+                anyhow::bail!("reconcile needs FILE (the application's view) or --check");
+            };
+            let Some(tenant) = tenant else {
+                anyhow::bail!("reconcile FILE needs --tenant");
+            };
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let json_lines = matches!(
+                file.extension().and_then(|e| e.to_str()),
+                Some("jsonl" | "ndjson")
+            ) || bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+            let uses = seatkeeper::parse_uses(&bytes, json_lines)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let store = open(&db.database, None).await?;
+            let report = seatkeeper::Licenses::new(store.clone(), clock.clone())
+                .reconcile_uses(&tenant, uses)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"));
+            store.close().await;
+            let (at, findings) = report?;
+            if csv {
+                let bytes = seatkeeper::reconcile_csv(&findings)?;
+                std::io::Write::write_all(&mut std::io::stdout(), &bytes)?;
+            } else {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&seatkeeper::reconcile_json(&at, &findings))?
+                );
+            }
             Ok(())
         }
         Command::Import {

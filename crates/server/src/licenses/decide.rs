@@ -183,7 +183,7 @@ impl Model {
     }
 
     /// Whether a license of this plan takes a seat (plans the catalogue no longer has do).
-    fn seated(&self, product: &str, plan: &str) -> bool {
+    pub(crate) fn seated(&self, product: &str, plan: &str) -> bool {
         self.products
             .iter()
             .find(|p| p.key.as_str() == product)

@@ -32,6 +32,7 @@ pub fn routes() -> Router<Shared> {
         .route("/api/v1/tenants/{id}/pins", get(list_pins))
         .route("/api/v1/tenants/{id}/import", post(import))
         .route("/api/v1/tenants/{id}/claims", get(list_claims))
+        .route("/api/v1/tenants/{id}/reconcile", post(reconcile))
         .route(
             "/api/v1/tenants/{id}/settings",
             get(get_settings).put(put_settings),
@@ -201,6 +202,50 @@ async fn import(
         .import(auth.actor(), &id, rows, dry_run)
         .await?;
     Ok(ScimJson(json!(report)).into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconcileQuery {
+    format: Option<HistoryFormat>,
+}
+
+/// The application's view (CSV or JSON lines of user, product[, plan]) against the licenses.
+async fn reconcile(
+    State(state): State<Shared>,
+    _auth: AdminAuth,
+    Path(id): Path<String>,
+    crate::kernel::extract::Query(q): crate::kernel::extract::Query<ReconcileQuery>,
+    req: Request,
+) -> ApiResult<Response> {
+    let kind = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let body = axum::body::to_bytes(req.into_body(), MAX_IMPORT_BYTES)
+        .await
+        .map_err(|_| {
+            crate::kernel::error::ApiError::PayloadTooLarge(format!(
+                "a reconciliation body may hold at most {MAX_IMPORT_BYTES} bytes"
+            ))
+        })?;
+    let json_lines = kind.contains("json")
+        || (!kind.starts_with("text/csv")
+            && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'));
+    let uses = crate::licenses::reconcile::parse_uses(&body, json_lines)?;
+    let (at, findings) = state.licenses.reconcile_uses(&id, uses).await?;
+    if q.format == Some(HistoryFormat::Csv) {
+        let bytes = crate::licenses::reconcile::uses_csv(&findings)
+            .map_err(|e| crate::kernel::error::ApiError::Internal(format!("writing CSV: {e}")))?;
+        return Ok((
+            [(axum::http::header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            bytes,
+        )
+            .into_response());
+    }
+    Ok(ScimJson(crate::licenses::reconcile::uses_json(&at, &findings)).into_response())
 }
 
 async fn list_claims(

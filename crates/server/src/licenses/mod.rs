@@ -7,6 +7,7 @@ pub mod decide;
 pub mod history;
 pub mod http;
 pub mod import;
+pub mod reconcile;
 pub mod sampler;
 pub mod service;
 pub mod store;

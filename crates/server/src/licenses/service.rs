@@ -1471,6 +1471,54 @@ impl Licenses {
         .await
     }
 
+    /// Compares the application's view (who uses which product) with the licenses.
+    pub async fn reconcile_uses(
+        &self,
+        tenant: &str,
+        uses: Vec<crate::licenses::reconcile::UseRow>,
+    ) -> ApiResult<(String, Vec<crate::licenses::reconcile::UseFinding>)> {
+        let at = time_text(self.clock.now());
+        let tenant = tenant.to_string();
+        transact(&self.store, true, move |tx| {
+            require_tenant(tx, &tenant)?;
+            let findings = crate::licenses::reconcile::against_uses(tx, &tenant, &uses)?;
+            Ok((at, findings))
+        })
+        .await
+    }
+
+    /// Decides every license of a tenant (or of every tenant) again from scratch and lists
+    /// where the stored licenses and seat counts differ; with `repair`, brings them back (one
+    /// transaction per tenant, audited as `license.repaired`).
+    pub async fn self_check(
+        &self,
+        actor: Actor,
+        tenant: Option<&str>,
+        repair: bool,
+    ) -> ApiResult<Vec<crate::licenses::reconcile::Difference>> {
+        let tenants = match tenant {
+            Some(t) => vec![t.to_string()],
+            None => self.store.tenant_ids().await?,
+        };
+        let now = self.clock.now();
+        let mut out = Vec::new();
+        for t in tenants {
+            let actor = actor.clone();
+            let found = transact(&self.store, !repair, move |tx| {
+                require_tenant(tx, &t)?;
+                let c = cause(&t, &actor, "license.repair", now);
+                if repair {
+                    Ok(crate::licenses::reconcile::repair(tx, &c)?.0)
+                } else {
+                    crate::licenses::reconcile::check(tx, &c)
+                }
+            })
+            .await?;
+            out.extend(found);
+        }
+        Ok(out)
+    }
+
     /// An import's pending claims (users not in the directory yet).
     pub async fn claims(&self, tenant: &str) -> ApiResult<Vec<crate::licenses::store::ClaimRow>> {
         Ok(self.store.claims(tenant).await?)

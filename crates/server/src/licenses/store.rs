@@ -1732,3 +1732,75 @@ impl Store {
             .collect())
     }
 }
+
+impl Tx<'_> {
+    /// Every user's userName: (id, userName).
+    pub(crate) fn user_names(&mut self, tenant: &str) -> StoreResult<Vec<(String, String)>> {
+        Ok(self
+            .fetch(
+                "SELECT id, user_name FROM scim_users WHERE tenant_id = $1",
+                &params![tenant],
+            )?
+            .iter()
+            .map(|r| (r.text(0), r.text(1)))
+            .collect())
+    }
+
+    /// A tenant's kept seat counts, as stored (read in the transaction).
+    pub(crate) fn seat_lines_of(&mut self, tenant: &str) -> StoreResult<BTreeMap<String, Line>> {
+        let text = self
+            .fetch_opt(
+                "SELECT seat_lines FROM audit_heads WHERE tenant_id = $1",
+                &params![tenant],
+            )?
+            .map(|r| r.text(0))
+            .unwrap_or_else(|| "{}".into());
+        parse_lines(&text)
+    }
+
+    /// A tenant's licenses counted row by row, (seat holders, waiting, seat-free) per product.
+    pub(crate) fn count_lines(
+        &mut self,
+        tenant: &str,
+    ) -> StoreResult<BTreeMap<String, (usize, usize, usize)>> {
+        let mut out: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
+        for r in self.fetch(
+            "SELECT product, state, CASE WHEN queue = 0 THEN 1 ELSE 0 END AS free, COUNT(*) \
+             FROM licenses WHERE tenant_id = $1 GROUP BY product, state, free",
+            &params![tenant],
+        )? {
+            let n = usize::try_from(r.int(3)).unwrap_or_default();
+            let e = out.entry(r.text(0)).or_default();
+            match (r.text(1).as_str(), r.int(2) == 1) {
+                ("active", true) => e.2 += n,
+                ("active", false) => e.0 += n,
+                ("waitlisted", _) => e.1 += n,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last queue position a product line gave.
+    pub(crate) fn max_queue(&mut self, tenant: &str, product: &str) -> StoreResult<i64> {
+        Ok(self
+            .fetch_opt(
+                "SELECT MAX(queue) FROM licenses WHERE tenant_id = $1 AND product = $2",
+                &params![tenant, product],
+            )?
+            .map_or(0, |r| r.int(0)))
+    }
+}
+
+impl Store {
+    /// Every tenant's id.
+    pub(crate) async fn tenant_ids(&self) -> StoreResult<Vec<String>> {
+        Ok(self
+            .pool()
+            .fetch("SELECT id FROM tenants ORDER BY id", &[])
+            .await?
+            .iter()
+            .map(|r| r.text(0))
+            .collect())
+    }
+}

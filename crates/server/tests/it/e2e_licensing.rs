@@ -322,4 +322,88 @@ priority = 1"#
     assert!(verify.contains("chain intact"), "{verify}");
 }
 
-both_backends!(seats_are_never_oversold, a_subscription_lifecycle);
+/// `seatkeeper reconcile --check` decides everything again and finds a license row and a seat
+/// count corrupted by hand (exit 1); `--repair` fixes both, and the check then passes.
+async fn the_self_check_finds_and_repairs_corruption(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(b, &dir);
+    let tenant = cli_ok(&db, &["tenant", "create", "Corrupt"])
+        .trim()
+        .to_string();
+    let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    let product = format!("rc-{}", &tenant[tenant.len() - 12..]);
+    let model = format!(
+        "[[products]]\nkey = \"{product}\"\n[[products.plans]]\nkey = \"pro\"\nrank = 1\n\
+         [[products.plans]]\nkey = \"enterprise\"\nrank = 2\n\
+         [[tenants]]\nid = \"{tenant}\"\n[[tenants.subscriptions]]\nproduct = \"{product}\"\nplan = \"pro\"\n\
+         seats = 2\nstarts_at = \"2026-01-01T00:00:00Z\"\n"
+    );
+    let file = dir.path().join("model.toml");
+    std::fs::write(&file, model).unwrap();
+    cli_ok(&db, &["apply", file.to_str().unwrap()]);
+    let server = Server::start(&db, &[]);
+    let api = Api::new(&server.base, &token, &tenant);
+    for n in ["x1", "x2", "x3"] {
+        let (status, v) = api.create_user(n).await;
+        assert_eq!(status, 201, "{v}");
+    }
+    drop(server);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(binary::BIN)
+            .args(args)
+            .env("SEATKEEPER_DATABASE", &db)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+    let (code, out) = run(&["reconcile", "--check", "--tenant", &tenant]);
+    assert_eq!(code, Some(0), "clean at first: {out}");
+    // By hand: one license's plan, and the kept seat counts.
+    let store = seatkeeper::Store::connect(&db, &Default::default())
+        .await
+        .unwrap();
+    store
+        .execute_unchecked(
+            "UPDATE licenses SET plan = 'enterprise' WHERE tenant_id = $1 AND state = 'active' \
+             AND user_id = (SELECT MIN(user_id) FROM licenses WHERE tenant_id = $1)",
+            vec![tenant.as_str().into()],
+        )
+        .await
+        .unwrap();
+    store
+        .execute_unchecked(
+            "UPDATE audit_heads SET seat_lines = REPLACE(seat_lines, '\"waiting\":1', '\"waiting\":7') WHERE tenant_id = $1",
+            vec![tenant.as_str().into()],
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    let (code, out) = run(&["reconcile", "--check", "--tenant", &tenant]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("wrong_plan") && out.contains("stored enterprise, expected pro"),
+        "{out}"
+    );
+    assert!(
+        out.contains("seat_count") && out.contains("7 waiting"),
+        "{out}"
+    );
+    let (code, out) = run(&["reconcile", "--check", "--repair", "--tenant", &tenant]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("repaired 2 differences"), "{out}");
+    let (code, out) = run(&["reconcile", "--check", "--tenant", &tenant]);
+    assert_eq!(code, Some(0), "repaired: {out}");
+    let trail = cli_ok(&db, &["audit", "verify", "--tenant", &tenant]);
+    assert!(trail.contains("chain intact"), "{trail}");
+}
+
+both_backends!(
+    the_self_check_finds_and_repairs_corruption,
+    seats_are_never_oversold,
+    a_subscription_lifecycle
+);

@@ -1859,7 +1859,78 @@ async fn imports_keep_the_order_in_line(b: Backend) {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
 }
 
+/// Reconciliation against the application's view: who uses a product without a license, who
+/// holds one the application does not see, whose plan differs, whom the directory does not
+/// know; JSON or CSV.
+async fn reconcile_against_the_application(b: Backend) {
+    let app = common::app(b).await;
+    apply(&app, model(&app, 2, json!({}), json!([]))).await;
+    for n in ["a", "b", "c"] {
+        app.user(n).await;
+        app.clock.advance(time::Duration::seconds(1));
+    }
+    // a and b hold pro seats; c waits.
+    let p = product(&app);
+    let list = format!("user,product,plan\nA,{p},pro\nc,{p},pro\nghost@x.test,{p},\n");
+    let send = |body: String, q: &'static str| {
+        let app = &app;
+        async move {
+            let req = axum::http::Request::builder()
+                .method("POST")
+                .uri(format!("/api/v1/tenants/{}/reconcile{q}", app.tenant))
+                .header("authorization", format!("Bearer {}", common::ADMIN))
+                .header("content-type", "text/csv")
+                .body(axum::body::Body::from(body))
+                .unwrap();
+            app.send(req).await
+        }
+    };
+    let r = send(list.clone(), "").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let got: Vec<(String, String)> = r.body["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["category"].as_str().unwrap().to_string(),
+                f["user"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("unlicensed_use".into(), "c".into()),
+            ("unused_license".into(), "b".into()),
+            ("unknown_user".into(), "ghost@x.test".into()),
+        ],
+        "{}",
+        r.raw
+    );
+    assert_eq!(r.body["findings"][0]["licensed_plan"], "pro (waitlisted)");
+    let r = send(
+        format!("user,product,plan\na,{p},enterprise\nb,{p},pro\n"),
+        "",
+    )
+    .await;
+    assert_eq!(r.body["counts"]["plan_mismatch"], json!(1), "{}", r.raw);
+    let r = send(list, "?format=csv").await;
+    assert!(
+        r.raw
+            .starts_with("category,user,user_id,product,app_plan,licensed_plan\n"),
+        "{}",
+        r.raw
+    );
+    assert_eq!(r.raw.lines().count(), 4, "{}", r.raw);
+    for bad in ["", "who,what\nx,y\n"] {
+        let r = send(bad.to_string(), "").await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+    }
+}
+
 both_backends!(
+    reconcile_against_the_application,
     imports_keep_the_order_in_line,
     idle_seats_are_reclaimed_for_the_waitlist,
     the_deprovision_brake_holds_seats,
