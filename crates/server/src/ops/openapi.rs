@@ -114,6 +114,14 @@ const OPS: &[Op] = &[
         (200, ""),
     ),
     op(
+        "post",
+        "/tenants/{id}/reconcile",
+        Admin,
+        "The application's view (user, product[, plan]) against the licenses (?format=csv)",
+        None,
+        (200, ""),
+    ),
+    op(
         "get",
         "/tenants/{id}/claims",
         Admin,
