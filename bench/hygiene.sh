@@ -7,7 +7,7 @@
 # reclaimed and 10,000 waiters promoted, with their audit records and events, in one
 # transaction.
 # Then an import of every user's seat (USERS rows): over HTTP in one transaction, and through
-# the CLI in parts.
+# the CLI in parts; then `reconcile --check` of the tenant.
 # Usage: bash bench/hygiene.sh [users] [idle]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -108,3 +108,8 @@ $BIN import "$WORK/import.csv" --tenant "$T" --database "$DB" >"$WORK/import.out
 END=$(date +%s.%N)
 python3 -c "print(f'| **import through the CLI**, $USERS rows (parts of 20,000) | $(grep -o 'matched: [0-9]*' "$WORK/import.out") | **{$END - $START:.2f}** |')"
 tail -1 "$WORK/import.err" >&2
+# The self-check of the whole tenant: every decision made again and compared.
+START=$(date +%s.%N)
+$BIN reconcile --check --tenant "$T" --database "$DB" >"$WORK/check.out"
+END=$(date +%s.%N)
+python3 -c "print(f'| **reconcile --check**, a {$USERS:,}-user tenant | $(tail -1 "$WORK/check.out" | cut -c1-40) | **{$END - $START:.2f}** |')"
