@@ -12,7 +12,7 @@ use time::Duration;
 
 use crate::kernel::catalogue::EventType;
 use crate::kernel::error::{ApiError, ApiResult};
-use crate::kernel::store::{Change, Tx};
+use crate::kernel::store::Tx;
 use crate::licenses::decide::{Cause, Outcome, Scope, relicense};
 use crate::licenses::store::{HeldRow, time_text};
 
@@ -147,20 +147,12 @@ pub fn on_deprovision(
         "cause": c.action,
         "request_id": c.request_id,
     });
-    tx.record_change(
-        &crate::kernel::store::Actor {
-            name: c.actor.clone(),
-            request_id: c.request_id.clone(),
-        },
-        &now,
-        Change {
-            chain: tenant,
-            action: "deprovision.hold",
-            resource_type: "User",
-            resource_id: user,
-            before: None,
-            after: Some(detail.clone()),
-        },
+    c.audit(
+        tx,
+        "deprovision.hold",
+        ("User", user),
+        None,
+        Some(detail.clone()),
     )?;
     tx.outbox(
         tenant,
@@ -181,21 +173,12 @@ pub fn on_return(tx: &mut Tx<'_>, c: &Cause, user: &str) -> ApiResult<bool> {
         return Ok(false);
     }
     tx.bump_model(tenant)?;
-    let now = time_text(c.now);
-    tx.record_change(
-        &crate::kernel::store::Actor {
-            name: c.actor.clone(),
-            request_id: c.request_id.clone(),
-        },
-        &now,
-        Change {
-            chain: tenant,
-            action: "deprovision.restore",
-            resource_type: "User",
-            resource_id: user,
-            before: None,
-            after: Some(json!({"cause": c.action})),
-        },
+    c.audit(
+        tx,
+        "deprovision.restore",
+        ("User", user),
+        None,
+        Some(json!({"cause": c.action})),
     )?;
     Ok(true)
 }
@@ -249,24 +232,16 @@ pub fn decide(tx: &mut Tx<'_>, c: &Cause, approve: bool) -> ApiResult<(Vec<HeldR
         "licenses": outcome,
         "request_id": c.request_id,
     });
-    tx.record_change(
-        &crate::kernel::store::Actor {
-            name: c.actor.clone(),
-            request_id: c.request_id.clone(),
+    c.audit(
+        tx,
+        if approve {
+            "deprovision.approve"
+        } else {
+            "deprovision.reject"
         },
-        &now,
-        Change {
-            chain: tenant,
-            action: if approve {
-                "deprovision.approve"
-            } else {
-                "deprovision.reject"
-            },
-            resource_type: "Tenant",
-            resource_id: tenant,
-            before: None,
-            after: Some(detail.clone()),
-        },
+        ("Tenant", tenant),
+        None,
+        Some(detail.clone()),
     )?;
     tx.outbox(
         tenant,

@@ -57,6 +57,36 @@ pub struct Cause {
     pub now: OffsetDateTime,
 }
 
+impl Cause {
+    /// Records an audit record of this cause's actor and request on the tenant's chain.
+    pub(crate) fn audit(
+        &self,
+        tx: &mut Tx<'_>,
+        action: &str,
+        (resource_type, resource_id): (&str, &str),
+        before: Option<Value>,
+        after: Option<Value>,
+    ) -> ApiResult<()> {
+        let actor = crate::kernel::store::Actor {
+            name: self.actor.clone(),
+            request_id: self.request_id.clone(),
+        };
+        tx.record_change(
+            &actor,
+            &time_text(self.now),
+            crate::kernel::store::Change {
+                chain: &self.tenant,
+                action,
+                resource_type,
+                resource_id,
+                before,
+                after,
+            },
+        )?;
+        Ok(())
+    }
+}
+
 /// How many licenses changed, by kind of change.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Outcome {

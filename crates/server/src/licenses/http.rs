@@ -165,15 +165,9 @@ async fn delete_subscription(
 /// Largest import body (about 1.5 million CSV rows' worth; the row limit is lower).
 pub const MAX_IMPORT_BYTES: usize = 64 * 1024 * 1024;
 
-async fn import(
-    State(state): State<Shared>,
-    auth: AdminAuth,
-    Path(id): Path<String>,
-    Query(dry): Query<DryRun>,
-    req: Request,
-) -> ApiResult<Response> {
-    use crate::licenses::import::{Format, parse};
-    let dry_run = dry.on()?;
+/// A body of rows (an import, an application's view): its bytes, and whether they are JSON
+/// lines — by media type (`text/csv`, or a JSON one), else by the first character.
+async fn rows_body(req: Request) -> ApiResult<(axum::body::Bytes, bool)> {
     let kind = req
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
@@ -184,13 +178,25 @@ async fn import(
         .await
         .map_err(|_| {
             crate::kernel::error::ApiError::PayloadTooLarge(format!(
-                "an import body may hold at most {MAX_IMPORT_BYTES} bytes"
+                "a body of rows may hold at most {MAX_IMPORT_BYTES} bytes"
             ))
         })?;
-    // By media type (text/csv, or JSON lines), else by the first character.
     let json_lines = kind.contains("json")
         || (!kind.starts_with("text/csv")
             && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'));
+    Ok((body, json_lines))
+}
+
+async fn import(
+    State(state): State<Shared>,
+    auth: AdminAuth,
+    Path(id): Path<String>,
+    Query(dry): Query<DryRun>,
+    req: Request,
+) -> ApiResult<Response> {
+    use crate::licenses::import::{Format, parse};
+    let dry_run = dry.on()?;
+    let (body, json_lines) = rows_body(req).await?;
     let format = if json_lines {
         Format::JsonLines
     } else {
@@ -218,22 +224,7 @@ async fn reconcile(
     crate::kernel::extract::Query(q): crate::kernel::extract::Query<ReconcileQuery>,
     req: Request,
 ) -> ApiResult<Response> {
-    let kind = req
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let body = axum::body::to_bytes(req.into_body(), MAX_IMPORT_BYTES)
-        .await
-        .map_err(|_| {
-            crate::kernel::error::ApiError::PayloadTooLarge(format!(
-                "a reconciliation body may hold at most {MAX_IMPORT_BYTES} bytes"
-            ))
-        })?;
-    let json_lines = kind.contains("json")
-        || (!kind.starts_with("text/csv")
-            && body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'));
+    let (body, json_lines) = rows_body(req).await?;
     let uses = crate::licenses::reconcile::parse_uses(&body, json_lines)?;
     let (at, findings) = state.licenses.reconcile_uses(&id, uses).await?;
     if q.format == Some(HistoryFormat::Csv) {

@@ -147,6 +147,17 @@ pub fn parse(body: &[u8], format: Format) -> ApiResult<Vec<ImportRow>> {
     Ok(rows)
 }
 
+/// The pin an imported seat becomes.
+fn import_pin(product: &str, plan: &str, assigned_at: &str) -> ApiResult<Pin> {
+    Ok(Pin {
+        product: Key::new("product", product).map_err(|e| bad(e.to_string()))?,
+        plan: Some(Key::new("plan", plan).map_err(|e| bad(e.to_string()))?),
+        by: "import".into(),
+        reason: format!("imported: assigned {assigned_at}"),
+        expires_at: None,
+    })
+}
+
 /// Applies an import's rows in the caller's transaction (under the tenant's lock).
 pub fn run(tx: &mut Tx<'_>, c: &Cause, rows: Vec<ImportRow>) -> ApiResult<ImportReport> {
     let tenant = c.tenant.as_str();
@@ -214,13 +225,7 @@ pub fn run(tx: &mut Tx<'_>, c: &Cause, rows: Vec<ImportRow>) -> ApiResult<Import
         }
         match found {
             Some(id) => {
-                let pin = Pin {
-                    product: Key::new("product", &row.product).map_err(|e| bad(e.to_string()))?,
-                    plan: Some(Key::new("plan", &row.plan).map_err(|e| bad(e.to_string()))?),
-                    by: "import".into(),
-                    reason: format!("imported: assigned {}", time_text(at)),
-                    expires_at: None,
-                };
+                let pin = import_pin(&row.product, &row.plan, &time_text(at))?;
                 tx.put_pin(tenant, &id, &pin, &now)?;
                 if in_order.insert(id.clone()) {
                     order.push(id.clone());
@@ -243,24 +248,16 @@ pub fn run(tx: &mut Tx<'_>, c: &Cause, rows: Vec<ImportRow>) -> ApiResult<Import
         }
     }
     tx.bump_model(tenant)?;
-    tx.record_change(
-        &crate::kernel::store::Actor {
-            name: c.actor.clone(),
-            request_id: c.request_id.clone(),
-        },
-        &now,
-        crate::kernel::store::Change {
-            chain: tenant,
-            action: "import.apply",
-            resource_type: "Tenant",
-            resource_id: tenant,
-            before: None,
-            after: Some(serde_json::json!({
-                "matched": report.matched.len(),
-                "pending": report.pending.len(),
-                "refused": report.refused.len(),
-            })),
-        },
+    c.audit(
+        tx,
+        "import.apply",
+        ("Tenant", tenant),
+        None,
+        Some(serde_json::json!({
+            "matched": report.matched.len(),
+            "pending": report.pending.len(),
+            "refused": report.refused.len(),
+        })),
     )?;
     if !order.is_empty() {
         report.licenses = relicense(tx, c, Scope::InOrder(order))?;
@@ -294,30 +291,16 @@ pub fn honour_claims(tx: &mut Tx<'_>, c: &Cause, id: &str, doc: &Value) -> ApiRe
     }
     let now = time_text(c.now);
     for claim in &claims {
-        let pin = Pin {
-            product: Key::new("product", &claim.product).map_err(|e| bad(e.to_string()))?,
-            plan: Some(Key::new("plan", &claim.plan).map_err(|e| bad(e.to_string()))?),
-            by: "import".into(),
-            reason: format!("imported: assigned {}", claim.assigned_at),
-            expires_at: None,
-        };
+        let pin = import_pin(&claim.product, &claim.plan, &claim.assigned_at)?;
         tx.put_pin(tenant, id, &pin, &now)?;
     }
     tx.bump_model(tenant)?;
-    tx.record_change(
-        &crate::kernel::store::Actor {
-            name: c.actor.clone(),
-            request_id: c.request_id.clone(),
-        },
-        &now,
-        crate::kernel::store::Change {
-            chain: tenant,
-            action: "import.claim",
-            resource_type: "User",
-            resource_id: id,
-            before: None,
-            after: Some(serde_json::json!({"claims": claims})),
-        },
+    c.audit(
+        tx,
+        "import.claim",
+        ("User", id),
+        None,
+        Some(serde_json::json!({"claims": claims})),
     )?;
     Ok(true)
 }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde_json::{Value, json};
 
 use crate::kernel::error::{ApiError, ApiResult};
-use crate::kernel::store::{Change, Tx};
+use crate::kernel::store::Tx;
 use crate::licenses::decide::{Cause, Model, Outcome, Scope, is_active, relicense};
 use crate::licenses::store::{LicenseRow, Line, NO_SEAT};
 use licensing::model::Enforcement;
@@ -472,25 +472,19 @@ pub fn repair(tx: &mut Tx<'_>, c: &Cause) -> ApiResult<(Vec<Difference>, Outcome
             tx.put_line(tenant, product, line)?;
         }
     }
-    let now = crate::licenses::store::time_text(c.now);
     for d in &found {
-        tx.record_change(
-            &crate::kernel::store::Actor {
-                name: c.actor.clone(),
-                request_id: c.request_id.clone(),
-            },
-            &now,
-            Change {
-                chain: tenant,
-                action: "license.repaired",
-                resource_type: "License",
-                resource_id: &match &d.user {
+        c.audit(
+            tx,
+            "license.repaired",
+            (
+                "License",
+                &match &d.user {
                     Some(u) => format!("{u}/{}", d.product),
                     None => d.product.clone(),
                 },
-                before: Some(json!({"kind": d.kind, "stored": d.stored})),
-                after: Some(json!({"expected": d.expected})),
-            },
+            ),
+            Some(json!({"kind": d.kind, "stored": d.stored})),
+            Some(json!({"expected": d.expected})),
         )?;
     }
     tx.bump_model(tenant)?;

@@ -1166,27 +1166,9 @@ impl Store {
         &self,
         tenant: &str,
     ) -> StoreResult<BTreeMap<String, (usize, usize, usize)>> {
-        let mut out: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
-        for r in self
-            .pool()
-            .fetch(
-                "SELECT product, state, CASE WHEN queue = 0 THEN 1 ELSE 0 END AS free, COUNT(*) \
-                 FROM licenses WHERE tenant_id = $1 GROUP BY product, state, free",
-                &params![tenant],
-            )
-            .await?
-        {
-            let n = usize::try_from(r.int(3)).unwrap_or_default();
-            let e = out.entry(r.text(0)).or_default();
-            match (r.text(1).as_str(), r.int(2) == 1) {
-                ("active", true) => e.2 += n,
-                ("active", false) => e.0 += n,
-                ("waitlisted", _) => e.1 += n,
-                // Reclaimed licenses are in no line.
-                _ => {}
-            }
-        }
-        Ok(out)
+        Ok(line_counts(
+            &self.pool().fetch(COUNT_LINES, &params![tenant]).await?,
+        ))
     }
 }
 
@@ -1337,6 +1319,27 @@ impl Store {
             .map(|r| Ok((r.text(0), pin_from_row(r)?)))
             .collect()
     }
+}
+
+/// A tenant's licenses by product, state and whether they take a seat (see [`line_counts`]).
+const COUNT_LINES: &str = "SELECT product, state, CASE WHEN queue = 0 THEN 1 ELSE 0 END AS free, COUNT(*) \
+     FROM licenses WHERE tenant_id = $1 GROUP BY product, state, free";
+
+/// (seat holders, waiting, seat-free) per product from [`COUNT_LINES`]; reclaimed licenses
+/// are in no line.
+fn line_counts(rows: &[Row]) -> BTreeMap<String, (usize, usize, usize)> {
+    let mut out: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
+    for r in rows {
+        let n = usize::try_from(r.int(3)).unwrap_or_default();
+        let e = out.entry(r.text(0)).or_default();
+        match (r.text(1).as_str(), r.int(2) == 1) {
+            ("active", true) => e.2 += n,
+            ("active", false) => e.0 += n,
+            ("waitlisted", _) => e.1 += n,
+            _ => {}
+        }
+    }
+    out
 }
 
 /// A user the deprovision brake holds.
@@ -1763,22 +1766,7 @@ impl Tx<'_> {
         &mut self,
         tenant: &str,
     ) -> StoreResult<BTreeMap<String, (usize, usize, usize)>> {
-        let mut out: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
-        for r in self.fetch(
-            "SELECT product, state, CASE WHEN queue = 0 THEN 1 ELSE 0 END AS free, COUNT(*) \
-             FROM licenses WHERE tenant_id = $1 GROUP BY product, state, free",
-            &params![tenant],
-        )? {
-            let n = usize::try_from(r.int(3)).unwrap_or_default();
-            let e = out.entry(r.text(0)).or_default();
-            match (r.text(1).as_str(), r.int(2) == 1) {
-                ("active", true) => e.2 += n,
-                ("active", false) => e.0 += n,
-                ("waitlisted", _) => e.1 += n,
-                _ => {}
-            }
-        }
-        Ok(out)
+        Ok(line_counts(&self.fetch(COUNT_LINES, &params![tenant])?))
     }
 
     /// The last queue position a product line gave.
