@@ -402,7 +402,145 @@ async fn the_self_check_finds_and_repairs_corruption(b: Backend) {
     assert!(trail.contains("chain intact"), "{trail}");
 }
 
+/// Seat hygiene through the real binary: an idle seat reclaimed on the server's test clock,
+/// `seatkeeper import` (a dry run, then with progress), and `apply` refusing a change to a
+/// subscription billing manages unless `--force`d.
+async fn seat_hygiene_through_the_binary(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(b, &dir);
+    let tenant = cli_ok(&db, &["tenant", "create", "Hygiene"])
+        .trim()
+        .to_string();
+    let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    let product = format!("hy-{}", &tenant[tenant.len() - 12..]);
+    let model = |seats: u32, plan: &str| {
+        format!(
+            "[[products]]\nkey = \"{product}\"\n[[products.plans]]\nkey = \"pro\"\nrank = 1\n\
+             [[products.plans]]\nkey = \"enterprise\"\nrank = 2\n\
+             [[tenants]]\nid = \"{tenant}\"\n[[tenants.subscriptions]]\nproduct = \"{product}\"\nplan = \"{plan}\"\n\
+             seats = {seats}\nstarts_at = \"2026-01-01T00:00:00Z\"\nidle_after_days = 30\non_idle = \"reclaim\"\n"
+        )
+    };
+    let file = dir.path().join("model.toml");
+    std::fs::write(&file, model(2, "pro")).unwrap();
+    cli_ok(&db, &["apply", file.to_str().unwrap()]);
+    let server = Server::start(
+        &db,
+        &[
+            "--test-clock",
+            "2026-11-01T00:00:00Z",
+            "--scheduler-interval",
+            "3600",
+        ],
+    );
+    let api = Api::new(&server.base, &token, &tenant);
+    let mut ids = Vec::new();
+    for n in ["h1", "h2", "h3"] {
+        let (status, v) = api.create_user(n).await;
+        assert_eq!(status, 201, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        api.license(&ids[2], &product).await.unwrap().0,
+        "waitlisted"
+    );
+    // A month later (moving the test clock runs the scheduler, as its pass would).
+    api.advance_days(31).await;
+    api.admin("POST", &format!("/scheduler/run?tenant={tenant}"), None)
+        .await;
+    let reclaimed = api
+        .admin(
+            "GET",
+            &format!("/tenants/{tenant}/audit?action=license.reclaimed"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        reclaimed["records"].as_array().unwrap().len(),
+        1,
+        "one seat, for one waiter: {reclaimed}"
+    );
+    assert_eq!(
+        api.license(&ids[0], &product).await.unwrap().0,
+        "reclaimed",
+        "the longest idle"
+    );
+    assert_eq!(
+        api.license(&ids[2], &product).await.unwrap().0,
+        "active",
+        "the waiter"
+    );
+    drop(server);
+    // Import: the dry run reports and writes nothing; the import shows progress.
+    let csv = dir.path().join("seats.csv");
+    std::fs::write(
+        &csv,
+        format!("user,product,plan,assigned_at\nh2,{product},enterprise,2020-01-01T00:00:00Z\nnew@x.test,{product},pro,2020-01-02T00:00:00Z\nh3,nope,pro,2020-01-01T00:00:00Z\n"),
+    )
+    .unwrap();
+    let out = cli_ok(
+        &db,
+        &[
+            "import",
+            csv.to_str().unwrap(),
+            "--tenant",
+            &tenant,
+            "--dry-run",
+        ],
+    );
+    assert!(
+        out.contains("matched: 1") && out.contains("pending: 1") && out.contains("refused: 1"),
+        "{out}"
+    );
+    assert!(out.contains("dry run: nothing was imported"), "{out}");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(BIN)
+            .args(args)
+            .env("SEATKEEPER_DATABASE", &db)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = run(&["import", csv.to_str().unwrap(), "--tenant", &tenant]);
+    assert_eq!(code, Some(0), "{out} {err}");
+    assert!(err.contains("imported 3/3 rows"), "progress: {err}");
+    assert!(out.contains("line 3: h3: no product nope"), "{out}");
+    // Billing takes the subscription over; apply then refuses to change it, unless forced.
+    let store = seatkeeper::Store::connect(&db, &Default::default())
+        .await
+        .unwrap();
+    store
+        .execute_unchecked(
+            "UPDATE lic_subscriptions SET managed_by = 'billing:stripe' WHERE tenant_id = $1",
+            vec![tenant.as_str().into()],
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    std::fs::write(&file, model(5, "enterprise")).unwrap();
+    let (code, out, err) = run(&["apply", file.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("managed by billing") && out.contains("billing:stripe"),
+        "{out}"
+    );
+    let (code, _, err) = run(&["apply", file.to_str().unwrap()]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("billing:stripe"), "{err}");
+    let (code, out, err) = run(&["apply", file.to_str().unwrap(), "--force"]);
+    assert_eq!(code, Some(0), "{out} {err}");
+    let (code, out, _) = run(&["reconcile", "--check", "--tenant", &tenant]);
+    assert_eq!(code, Some(0), "consistent after it all: {out}");
+}
+
 both_backends!(
+    seat_hygiene_through_the_binary,
     the_self_check_finds_and_repairs_corruption,
     seats_are_never_oversold,
     a_subscription_lifecycle
