@@ -443,12 +443,14 @@ impl Engine {
                                 &cause,
                                 (&res.id, user_name_of(&res.doc), external_id_of(&res.doc)),
                             )?;
-                        let back = back
-                            || (claims
-                                && crate::licenses::import::honour_claims(
-                                    tx, &cause, &res.id, &res.doc,
-                                )?);
-                        let (rows, model) = if back {
+                        let claimed = if claims && !back {
+                            crate::licenses::import::honour_claims(tx, &cause, &res.id, &res.doc)?
+                        } else {
+                            None
+                        };
+                        let (rows, model) = if let Some(done) = claimed {
+                            done
+                        } else if back {
                             crate::licenses::decide::license_returned(tx, &cause, &res.id)?
                         } else {
                             crate::licenses::decide::license_created(

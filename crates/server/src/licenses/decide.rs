@@ -602,6 +602,116 @@ pub fn reclaim(
     Ok(out)
 }
 
+/// The queue position of a seat assigned at `at` in another system (an import): before every
+/// position seatkeeper gives (those count up from 1), in the order of the assignments.
+pub fn imported_queue(at: OffsetDateTime) -> i64 {
+    // Seconds since 1970 minus a constant larger than any of them until the year 2286: the
+    // result is negative, and never 0 (which means "no seat").
+    at.unix_timestamp().clamp(0, 9_999_999_999) - 10_000_000_000
+}
+
+/// Seats a product's line again in queue order (an import made the other system's order
+/// the line's): `queues` gives users their imported places; then the first `seats` seated
+/// licenses hold seats and the rest wait, whoever held a seat before (hard enforcement; under
+/// soft, everyone keeps one).
+pub fn reseat(
+    tx: &mut Tx<'_>,
+    c: &Cause,
+    product: &str,
+    queues: &HashMap<String, i64>,
+) -> ApiResult<Outcome> {
+    let tenant = c.tenant.as_str();
+    let version = tx.lock_tenant(tenant)?;
+    let model = Model::current(tx, tenant, version)?;
+    let Some(sub) = model.subscription(product) else {
+        return Ok(Outcome::default());
+    };
+    let mut rows: Vec<LicenseRow> = tx
+        .line_rows(tenant, product)?
+        .into_iter()
+        .filter(|l| l.queue != NO_SEAT && (l.state == "active" || l.state == "waitlisted"))
+        .collect();
+    for l in &mut rows {
+        if let Some(q) = queues.get(&l.user_id)
+            && *q != l.queue
+        {
+            l.queue = *q;
+            tx.update_license(tenant, l)?;
+        }
+    }
+    if sub.enforcement == Enforcement::Soft {
+        return Ok(Outcome::default());
+    }
+    rows.sort_by(|a, b| {
+        a.queue
+            .cmp(&b.queue)
+            .then_with(|| a.user_id.cmp(&b.user_id))
+    });
+    let seats = sub.seats as usize;
+    let now_text = time_text(c.now);
+    let first_seq = tx.next_audit_seq(tenant)?;
+    let mut events = Vec::new();
+    let mut line = tx.line(tenant, product)?;
+    for (i, row) in rows.into_iter().enumerate() {
+        let want = if i < seats { "active" } else { "waitlisted" };
+        if row.state == want {
+            continue;
+        }
+        let d = decided_of(&model, &row);
+        let mut next = row.clone();
+        next.state = want.into();
+        next.changed = now_text.clone();
+        if want == "active" {
+            line.active += 1;
+            line.waiting = line.waiting.saturating_sub(1);
+            next.reason = format!(
+                "{}; seated in the imported order: {}",
+                because_words(&d),
+                seat_words(sub, &row.plan, seats.min(i + 1))
+            );
+        } else {
+            line.active = line.active.saturating_sub(1);
+            line.waiting += 1;
+            next.reason = format!(
+                "seat limit reached: {}; earlier assignments (imported) come first",
+                seat_words(sub, &row.plan, seats)
+            );
+        }
+        next.explain = explain(
+            c,
+            sub,
+            &d,
+            line.active,
+            "the line follows the imported order",
+        );
+        next.audit_seq = Some(first_seq + events.len() as i64);
+        tx.update_license(tenant, &next)?;
+        events.push(Event {
+            kind: if want == "active" {
+                "promoted"
+            } else {
+                "waitlisted"
+            },
+            before: Some(row),
+            after: Some(next),
+        });
+    }
+    if events.is_empty() {
+        return Ok(Outcome::default());
+    }
+    tx.put_line(tenant, product, line)?;
+    record_all(tx, c, &now_text, first_seq, &events)?;
+    let mut out = Outcome::default();
+    for e in &events {
+        if e.kind == "promoted" {
+            out.promoted += 1;
+        } else {
+            out.waitlisted += 1;
+        }
+    }
+    Ok(out)
+}
+
 /// Users active again (a check, a token, an activity report): each reclaimed license of
 /// theirs gets a seat if one is free and nobody waits ahead, else joins the end of the
 /// waitlist.

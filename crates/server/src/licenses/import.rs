@@ -9,15 +9,15 @@
 //! pending claim, honoured when SCIM creates a matching user. Rows that cannot apply are
 //! refused, each with its reason; the rest apply in one transaction.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::store::Tx;
-use crate::licenses::decide::{Cause, Outcome, Scope, relicense};
-use crate::licenses::store::{ClaimRow, time_text};
+use crate::licenses::decide::{Cause, Model, Outcome, Scope, imported_queue, relicense, reseat};
+use crate::licenses::store::{ClaimRow, LicenseRow, time_text};
 use licensing::model::{Key, Pin};
 
 /// Most rows one import request may carry (the CLI sends larger files in parts).
@@ -261,14 +261,39 @@ pub fn run(tx: &mut Tx<'_>, c: &Cause, rows: Vec<ImportRow>) -> ApiResult<Import
     )?;
     if !order.is_empty() {
         report.licenses = relicense(tx, c, Scope::InOrder(order))?;
+        // The other system's order becomes the line's: each imported seat takes its place by
+        // assigned_at, ahead of seats seatkeeper gave, and the line is seated again.
+        let mut queues: BTreeMap<String, HashMap<String, i64>> = BTreeMap::new();
+        for m in &report.matched {
+            if let Ok(at) = crate::kernel::ids::Instant::parse(&m.row.assigned_at) {
+                let q = imported_queue(at.at());
+                let slot = queues
+                    .entry(m.row.product.clone())
+                    .or_default()
+                    .entry(m.user_id.clone())
+                    .or_insert(q);
+                *slot = (*slot).min(q);
+            }
+        }
+        for (product, q) in &queues {
+            let o = reseat(tx, c, product, q)?;
+            report.licenses.add(&o);
+        }
     }
     Ok(report)
 }
 
 /// A user just created (in this transaction): the import claims that name them (userName,
-/// an email or externalId, any case) become their pins. Returns whether any did; the caller
-/// then decides the user with them.
-pub fn honour_claims(tx: &mut Tx<'_>, c: &Cause, id: &str, doc: &Value) -> ApiResult<bool> {
+/// an email or externalId, any case) become their pins, the user is decided with them, and
+/// each claimed seat takes its imported place in line. Returns the user's licenses when a
+/// claim named them.
+#[allow(clippy::type_complexity)]
+pub fn honour_claims(
+    tx: &mut Tx<'_>,
+    c: &Cause,
+    id: &str,
+    doc: &Value,
+) -> ApiResult<Option<(Vec<LicenseRow>, std::sync::Arc<Model>)>> {
     let tenant = c.tenant.as_str();
     let mut refs: Vec<String> = Vec::new();
     for v in [doc.get("userName"), doc.get("externalId")]
@@ -287,7 +312,7 @@ pub fn honour_claims(tx: &mut Tx<'_>, c: &Cause, id: &str, doc: &Value) -> ApiRe
     refs.dedup();
     let claims = tx.take_claims(tenant, &refs)?;
     if claims.is_empty() {
-        return Ok(false);
+        return Ok(None);
     }
     let now = time_text(c.now);
     for claim in &claims {
@@ -302,7 +327,14 @@ pub fn honour_claims(tx: &mut Tx<'_>, c: &Cause, id: &str, doc: &Value) -> ApiRe
         None,
         Some(serde_json::json!({"claims": claims})),
     )?;
-    Ok(true)
+    let (_, model) = crate::licenses::decide::license_returned(tx, c, id)?;
+    for claim in &claims {
+        if let Ok(at) = crate::kernel::ids::Instant::parse(&claim.assigned_at) {
+            let queues = HashMap::from([(id.to_string(), imported_queue(at.at()))]);
+            reseat(tx, c, &claim.product, &queues)?;
+        }
+    }
+    Ok(Some((tx.licenses(tenant, Some(&[id.to_string()]))?, model)))
 }
 
 /// The report as the CLI prints it: counts, then each refused row with its reason.

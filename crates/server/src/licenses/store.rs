@@ -1792,3 +1792,23 @@ impl Store {
             .collect())
     }
 }
+
+impl Tx<'_> {
+    /// Every license of one product line.
+    pub(crate) fn line_rows(
+        &mut self,
+        tenant: &str,
+        product: &str,
+    ) -> StoreResult<Vec<LicenseRow>> {
+        Ok(self
+            .fetch(
+                &format!(
+                    "SELECT {LICENSE_COLUMNS} FROM licenses WHERE tenant_id = $1 AND product = $2"
+                ),
+                &params![tenant, product],
+            )?
+            .iter()
+            .map(license_from_row)
+            .collect())
+    }
+}

@@ -1709,7 +1709,7 @@ async fn imports_keep_the_order_in_line(b: Backend) {
     let mut m = model(&app, 3, json!({}), rules);
     m["products"][0]["plans"][0]["seated"] = json!(false);
     apply(&app, m).await;
-    for n in ["a", "b", "c", "d"] {
+    for n in ["e", "a", "b", "c", "d"] {
         let r = app
             .req(
                 "POST",
@@ -1721,6 +1721,22 @@ async fn imports_keep_the_order_in_line(b: Backend) {
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
     }
     let p = product(&app);
+    // e holds a seat seatkeeper gave before the import.
+    let e_id = {
+        let r = app
+            .req("GET", "/scim/v2/Users?filter=userName%20eq%20%22e%22", None)
+            .await;
+        r.body["Resources"][0]["id"].as_str().unwrap().to_string()
+    };
+    let r = app
+        .admin(
+            "PUT",
+            &format!("/api/v1/tenants/{}/users/{e_id}/pins/{p}", app.tenant),
+            Some(json!({"plan": "pro", "reason": "early adopter"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(licenses(&app).await["e"].0, "active");
     let csv = format!(
         "user,product,plan,assigned_at\n\
          c,{p},pro,2023-01-01T00:00:00Z\n\
@@ -1790,6 +1806,11 @@ async fn imports_keep_the_order_in_line(b: Backend) {
     assert_eq!(l["b"], ("active".into(), "pro".into()));
     assert_eq!(l["a"], ("active".into(), "pro".into()));
     assert_eq!(l["c"], ("waitlisted".into(), "pro".into()));
+    assert_eq!(
+        l["e"],
+        ("waitlisted".into(), "pro".into()),
+        "e's seat came later than every imported one"
+    );
     let id_of = |n: &str| {
         r.body["matched"]
             .as_array()
@@ -1840,7 +1861,12 @@ async fn imports_keep_the_order_in_line(b: Backend) {
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
     assert_eq!(r.body[EXT]["licenses"][0]["plan"], "pro", "{}", r.raw);
-    assert_eq!(licenses(&app).await["Zoe@New.test"].0, "waitlisted");
+    // Her seat was assigned first of all (2019): she takes one, and a (2022) waits.
+    let l = licenses(&app).await;
+    assert_eq!(l["Zoe@New.test"].0, "active", "{l:?}");
+    assert_eq!(r.body[EXT]["licenses"][0]["state"], "active", "{}", r.raw);
+    assert_eq!(l["a"].0, "waitlisted");
+    assert_eq!((l["d"].0.as_str(), l["b"].0.as_str()), ("active", "active"));
     let claims = app
         .admin(
             "GET",
