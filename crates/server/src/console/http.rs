@@ -383,6 +383,8 @@ async fn tenant(
                 waitlist: p.waitlist,
                 rules: p.rules,
                 events: p.events,
+                held: p.held,
+                pins: p.pins,
             },
             StatusCode::OK,
         ),

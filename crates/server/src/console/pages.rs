@@ -45,6 +45,8 @@ pub struct TenantPageView {
     pub idle_total: u64,
     pub rules: Vec<(String, String, String, String, i64)>,
     pub events: Vec<Value>,
+    pub held: Vec<crate::licenses::store::HeldRow>,
+    pub pins: Vec<Value>,
 }
 
 /// Events across tenants.

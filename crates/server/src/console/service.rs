@@ -81,6 +81,10 @@ pub struct TenantPage {
     pub rules: Vec<(String, String, String, String, i64)>,
     /// Newest events first.
     pub events: Vec<Value>,
+    /// Users whose seats the deprovision brake holds.
+    pub held: Vec<crate::licenses::store::HeldRow>,
+    /// Administrators' pins (imports included).
+    pub pins: Vec<Value>,
 }
 
 /// The services the console's pages read through.
@@ -344,6 +348,8 @@ impl Console {
                 .map(|r| (r.name, r.filter, r.product, r.plan, r.priority))
                 .collect(),
             events,
+            held: self.licenses.held(id).await?,
+            pins: self.licenses.pins(id).await?,
             tenant: TenantView {
                 subs: subs.remove(&t.id).unwrap_or_default(),
                 id: t.id,

@@ -312,6 +312,75 @@ async fn the_console_in_a_real_browser() {
     );
     shot(&c, "user.png").await;
 
+    // Pins and the deprovision brake show on the tenant page: the live user pinned, then a
+    // wave of deactivations (the demo's 40 users: past 10 the brake holds their seats).
+    let r = http
+        .put(format!(
+            "{base}/api/v1/tenants/{tenant}/users/{user}/pins/workspace"
+        ))
+        .bearer_auth(ADMIN)
+        .json(&json!({"plan": "pro", "reason": "covering for a manager"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let users: serde_json::Value = http
+        .get(format!(
+            "{base}/scim/v2/Users?count=14&filter=active%20eq%20true"
+        ))
+        .bearer_auth(&scim_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for u in users["Resources"].as_array().unwrap() {
+        let r = http
+            .patch(format!(
+                "{base}/scim/v2/Users/{}",
+                u["id"].as_str().unwrap()
+            ))
+            .bearer_auth(&scim_token)
+            .json(
+                &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "active", "value": false}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    c.goto(&format!("{base}/ui/tenants/{tenant}"))
+        .await
+        .unwrap();
+    let held = c
+        .find(Locator::Css("[data-testid=held] tbody"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        held.contains("deactivated") && held.contains("pending"),
+        "{held}"
+    );
+    let pins = c
+        .find(Locator::Css("[data-testid=pins] tbody"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(pins.contains("covering for a manager"), "{pins}");
+    c.find(Locator::Css("[data-testid=held]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .ok();
+    shot(&c, "tenant-held.png").await;
+
     // Events across tenants, filtered by type, live.
     c.goto(&format!("{base}/ui/events?type=user.*"))
         .await
