@@ -701,15 +701,7 @@ pub fn reseat(
     }
     tx.put_line(tenant, product, line)?;
     record_all(tx, c, &now_text, first_seq, &events)?;
-    let mut out = Outcome::default();
-    for e in &events {
-        if e.kind == "promoted" {
-            out.promoted += 1;
-        } else {
-            out.waitlisted += 1;
-        }
-    }
-    Ok(out)
+    Ok(outcome_of(&events))
 }
 
 /// Users active again (a check, a token, an activity report): each reclaimed license of
@@ -774,15 +766,7 @@ pub fn restore_reclaimed(tx: &mut Tx<'_>, c: &Cause, users: &[String]) -> ApiRes
         tx.put_line(tenant, product, *line)?;
     }
     record_all(tx, c, &now_text, first_seq, &events)?;
-    let mut out = Outcome::default();
-    for e in &events {
-        if e.kind == "assigned" {
-            out.assigned += 1;
-        } else {
-            out.waitlisted += 1;
-        }
-    }
-    Ok(out)
+    Ok(outcome_of(&events))
 }
 
 /// Re-decides `scope` under the tenant's lock.
@@ -1153,19 +1137,25 @@ fn decide_and_write(
             )?;
         }
     }
-    let mut outcome = Outcome::default();
-    for e in &events {
-        match e.kind {
-            "assigned" => outcome.assigned += 1,
-            "waitlisted" => outcome.waitlisted += 1,
-            "promoted" => outcome.promoted += 1,
-            "revoked" => outcome.revoked += 1,
-            "reclaimed" => outcome.reclaimed += 1,
-            _ => outcome.changed += 1,
-        }
-    }
+    let outcome = outcome_of(&events);
     record_all(tx, c, &now_text, first_seq, &events)?;
     Ok((outcome, inserted, shared.clone()))
+}
+
+/// How many licenses changed, by kind, in these changes.
+fn outcome_of(events: &[Event]) -> Outcome {
+    let mut out = Outcome::default();
+    for e in events {
+        match e.kind {
+            "assigned" => out.assigned += 1,
+            "waitlisted" => out.waitlisted += 1,
+            "promoted" => out.promoted += 1,
+            "revoked" => out.revoked += 1,
+            "reclaimed" => out.reclaimed += 1,
+            _ => out.changed += 1,
+        }
+    }
+    out
 }
 
 /// The decision behind an existing row, for explanations of seat moves.

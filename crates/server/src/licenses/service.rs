@@ -1526,15 +1526,12 @@ impl Licenses {
 
     /// A tenant's settings, with their defaults filled in.
     pub async fn settings(&self, tenant: &str) -> ApiResult<Value> {
-        let tenant = tenant.to_string();
-        self.store
-            .write(move |tx| {
-                tx.reaches_nothing_rendered();
-                require_tenant(tx, &tenant)?;
-                let s = tx.tenant_settings(&tenant)?;
-                Ok::<_, ApiError>(settings_view(&s))
-            })
-            .await
+        let s = self
+            .store
+            .tenant_settings(tenant)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("tenant {tenant} not found")))?;
+        Ok(settings_view(&s))
     }
 
     /// Changes a tenant's settings: `{"deprovision_brake": {…} | null}`. Audited.

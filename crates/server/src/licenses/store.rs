@@ -1812,3 +1812,17 @@ impl Tx<'_> {
             .collect())
     }
 }
+
+impl Store {
+    /// A tenant's settings (`{}` when none were set), or `None` for an unknown tenant.
+    pub(crate) async fn tenant_settings(&self, tenant: &str) -> StoreResult<Option<Value>> {
+        Ok(self
+            .pool()
+            .fetch_opt(
+                "SELECT settings FROM tenants WHERE id = $1",
+                &params![tenant],
+            )
+            .await?
+            .map(|r| serde_json::from_str(&r.text(0)).unwrap_or_else(|_| json!({}))))
+    }
+}
