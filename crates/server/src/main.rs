@@ -158,6 +158,11 @@ enum Command {
         #[command(subcommand)]
         action: AppKeyCmd,
     },
+    /// Manages scoped admin keys (the admin API within scopes, optionally one tenant).
+    AdminKey {
+        #[command(subcommand)]
+        action: AdminKeyCmd,
+    },
     /// Applies a licensing model file (TOML): prints the plan, then applies it in one
     /// transaction (or only prints it, with --dry-run).
     Apply {
@@ -256,6 +261,37 @@ enum AppKeyCmd {
         /// A name for the key (which application holds it).
         #[arg(long, default_value = "app")]
         name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminKeyCmd {
+    /// Creates an admin key and prints it alone on stdout (shown once).
+    Create {
+        /// Its scopes, comma-separated: tenants:read, tenants:write, model:write,
+        /// billing:write, audit:read, events:read, webhooks:write, credentials:write.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        /// Confine the key to this tenant (every other tenant answers 404).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// A name for the key; its actions are audited as `admin-key:<name>`.
+        #[arg(long, default_value = "admin-key")]
+        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Lists admin keys (id, name, scopes, tenant, revoked) as tab-separated lines.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revokes an admin key by id.
+    Revoke {
+        /// The key's id.
+        id: String,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -457,6 +493,51 @@ async fn print_new_credential(
     Ok(())
 }
 
+/// `seatkeeper admin-key …`.
+async fn admin_key(action: AdminKeyCmd, clock: SharedClock) -> anyhow::Result<()> {
+    init_logging(false);
+    let db = match &action {
+        AdminKeyCmd::Create { db, .. } | AdminKeyCmd::List { db } | AdminKeyCmd::Revoke { db, .. } => db,
+    };
+    let store = open(&db.database, None).await?;
+    let tenants = seatkeeper::Tenants::new(store.clone(), clock);
+    let done = async {
+        match &action {
+            AdminKeyCmd::Create {
+                scopes,
+                tenant,
+                name,
+                ..
+            } => {
+                let name = seatkeeper::Name::parse(name).map_err(anyhow::Error::msg)?;
+                let scopes = seatkeeper::Scopes::parse(scopes.iter().map(|s| s.trim()))
+                    .map_err(anyhow::Error::msg)?;
+                let created = tenants
+                    .create_admin_key(&cli_actor(), &name, &scopes, tenant.as_deref())
+                    .await?;
+                println!("{}", created.token);
+            }
+            AdminKeyCmd::List { .. } => {
+                for k in tenants.admin_keys().await? {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        k.id,
+                        k.name,
+                        k.scopes.join(","),
+                        k.tenant.as_deref().unwrap_or("*"),
+                        k.revoked.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+            AdminKeyCmd::Revoke { id, .. } => tenants.revoke_admin_key(&cli_actor(), id).await?,
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    store.close().await;
+    done
+}
+
 /// How the CLI names an audit chain.
 fn chain_label(chain: &str) -> String {
     if chain == seatkeeper::VENDOR {
@@ -592,6 +673,7 @@ async fn main() -> anyhow::Result<()> {
         Command::AppKey {
             action: AppKeyCmd::Create { tenant, name, db },
         } => print_new_credential(&db, clock.clone(), Credential::App, &tenant, &name).await,
+        Command::AdminKey { action } => admin_key(action, clock.clone()).await,
         Command::Apply {
             file,
             dry_run,

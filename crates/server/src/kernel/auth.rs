@@ -118,6 +118,8 @@ pub struct TokenRow {
     pub name: String,
     /// SHA-256 of the token, hex.
     pub hash: String,
+    /// An admin key's scopes, stored form (empty for other kinds).
+    pub scopes: String,
 }
 
 /// The kinds of bearer credential a tenant has, each in a table of its own: a credential of
@@ -128,6 +130,9 @@ pub enum Credential {
     Scim,
     /// Application keys (`skp_`): read-only, for entitlement checks and tokens.
     App,
+    /// Scoped admin keys (`ska_`): the admin API within their scopes, and within one tenant
+    /// when bound to it (`tenant_id` empty when not).
+    Admin,
 }
 
 impl Credential {
@@ -135,6 +140,7 @@ impl Credential {
         match self {
             Credential::Scim => "scim_tokens",
             Credential::App => "app_keys",
+            Credential::Admin => "admin_keys",
         }
     }
 
@@ -143,6 +149,7 @@ impl Credential {
         match self {
             Credential::Scim => "SCIM token",
             Credential::App => "app key",
+            Credential::Admin => "admin key",
         }
     }
 
@@ -151,6 +158,7 @@ impl Credential {
         match self {
             Credential::Scim => "skt_",
             Credential::App => "skp_",
+            Credential::Admin => "ska_",
         }
     }
 }
@@ -162,8 +170,12 @@ impl Store {
         kind: Credential,
         hash: &str,
     ) -> StoreResult<Option<TokenRow>> {
+        let (tenant, scopes) = match kind {
+            Credential::Admin => ("COALESCE(tenant_id, '')", "scopes"),
+            Credential::Scim | Credential::App => ("tenant_id", "''"),
+        };
         let sql = format!(
-            "SELECT tenant_id, name, token_hash FROM {} WHERE token_hash = $1 AND revoked IS NULL",
+            "SELECT {tenant}, name, token_hash, {scopes} FROM {} WHERE token_hash = $1 AND revoked IS NULL",
             kind.table()
         );
         let row = self.pool.fetch_opt(&sql, &params![hash]).await?;
@@ -171,6 +183,7 @@ impl Store {
             tenant_id: r.text(0),
             name: r.text(1),
             hash: r.text(2),
+            scopes: r.text(3),
         }))
     }
 }

@@ -17,6 +17,7 @@ use crate::kernel::auth::{Credential, TokenRow, TokenVerifier, hash_token, hashe
 use crate::kernel::config::Config;
 pub use crate::kernel::error::ScimJson;
 use crate::kernel::error::{ApiError, ApiResult};
+use crate::kernel::scopes::{self, Scope, Scopes};
 use crate::kernel::store::Store;
 
 /// What the extractors check credentials and limits against: one per application.
@@ -26,6 +27,8 @@ pub struct Gate {
     pub(crate) scim: TokenVerifier,
     /// App key verification.
     pub(crate) apps: TokenVerifier,
+    /// Scoped admin key verification.
+    pub(crate) admin_keys: TokenVerifier,
     scim_limiter: DefaultKeyedRateLimiter<String>,
     app_limiter: DefaultKeyedRateLimiter<String>,
     admin_hash: String,
@@ -41,6 +44,7 @@ impl Gate {
             store,
             scim: TokenVerifier::new(Credential::Scim),
             apps: TokenVerifier::new(Credential::App),
+            admin_keys: TokenVerifier::new(Credential::Admin),
             scim_limiter: RateLimiter::keyed(quota(config.rate_per_second, config.rate_burst)),
             app_limiter: RateLimiter::keyed(quota(
                 config.app_rate_per_second,
@@ -67,6 +71,7 @@ impl Gate {
         match kind {
             Credential::Scim => self.scim.forget_all(),
             Credential::App => self.apps.forget_all(),
+            Credential::Admin => self.admin_keys.forget_all(),
         }
     }
 
@@ -322,18 +327,32 @@ impl<S: HasGate + Send + Sync> FromRequestParts<S> for ScimAuth {
     }
 }
 
-/// A request authenticated with the admin token.
+/// A request authenticated with the bootstrap admin token, or with an admin key whose scopes
+/// cover the route and whose tenant, if it has one, is the route's.
 pub struct AdminAuth {
     /// The request id.
     pub request_id: String,
+    /// The admin key, or `None` for the bootstrap admin token (full access).
+    pub key: Option<std::sync::Arc<TokenRow>>,
 }
 
 impl AdminAuth {
-    /// The admin as the audit trail records them.
+    /// The admin as the audit trail records them: `admin`, or `admin-key:<name>`.
     pub fn actor(&self) -> crate::kernel::store::Actor {
         crate::kernel::store::Actor {
-            name: "admin".into(),
+            name: match &self.key {
+                None => "admin".into(),
+                Some(k) => format!("admin-key:{}", k.name),
+            },
             request_id: self.request_id.clone(),
+        }
+    }
+
+    /// The scopes this caller holds (every scope for the bootstrap token).
+    pub fn scopes(&self) -> Scopes {
+        match &self.key {
+            None => Scopes::parse(Scope::ALL.map(Scope::as_str)).unwrap_or_default(),
+            Some(k) => Scopes::from_stored(&k.scopes),
         }
     }
 }
@@ -344,13 +363,55 @@ impl<S: HasGate + Send + Sync> FromRequestParts<S> for AdminAuth {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let token = bearer(&parts.headers)
             .ok_or_else(|| ApiError::Unauthorized("the admin bearer token is required".into()))?;
-        if !hashes_equal(&hash_token(token), &state.gate().admin_hash) {
-            return Err(ApiError::Unauthorized(
-                "the admin token is not valid".into(),
-            ));
-        }
+        let gate = state.gate();
         let request_id = request_id(parts);
-        Ok(AdminAuth { request_id })
+        if hashes_equal(&hash_token(token), &gate.admin_hash) {
+            return Ok(AdminAuth {
+                request_id,
+                key: None,
+            });
+        }
+        let key = gate
+            .admin_keys
+            .verify(&gate.store, token)
+            .await?
+            .ok_or_else(|| ApiError::Unauthorized("the admin token is not valid".into()))?;
+        let route = parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default();
+        if !key.tenant_id.is_empty() {
+            match scopes::tenant_of(&route, parts.uri.path()) {
+                Some(t) if t == key.tenant_id => {}
+                Some(t) => return Err(ApiError::NotFound(format!("tenant {t} not found"))),
+                None => {
+                    return Err(ApiError::Forbidden(format!(
+                        "admin key '{}' is confined to tenant {}; vendor-wide calls are refused",
+                        key.name, key.tenant_id
+                    )));
+                }
+            }
+        }
+        match scopes::required(&parts.method, &route) {
+            Some(scope) if Scopes::from_stored(&key.scopes).has(scope) => {}
+            Some(scope) => {
+                return Err(ApiError::Forbidden(format!(
+                    "admin key '{}' lacks the scope '{}'",
+                    key.name,
+                    scope.as_str()
+                )));
+            }
+            None => {
+                return Err(ApiError::Forbidden(
+                    "only the bootstrap admin token may call this endpoint".into(),
+                ));
+            }
+        }
+        Ok(AdminAuth {
+            request_id,
+            key: Some(key),
+        })
     }
 }
 

@@ -12,5 +12,6 @@ pub mod error;
 pub mod extract;
 pub mod ids;
 pub(crate) mod migrate;
+pub mod scopes;
 pub mod signing;
 pub mod store;

@@ -9,6 +9,8 @@ use serde_json::{Map, Value, json};
 
 use crate::apps::http::MAX_BATCH_CHECKS;
 use crate::kernel::catalogue::{self, EventType};
+use crate::kernel::scopes::{self, Scope};
+use axum::http::Method;
 use crate::state::Shared;
 
 /// Who may call an operation.
@@ -606,6 +608,30 @@ const OPS: &[Op] = &[
     ),
     op(
         "post",
+        "/admin-keys",
+        Admin,
+        "Create a scoped admin key (shown once), optionally confined to one tenant",
+        Some("NewAdminKey"),
+        (201, "AdminKey"),
+    ),
+    op(
+        "get",
+        "/admin-keys",
+        Admin,
+        "List admin keys (no secrets)",
+        None,
+        (200, ""),
+    ),
+    op(
+        "delete",
+        "/admin-keys/{key_id}",
+        Admin,
+        "Revoke an admin key",
+        None,
+        (204, ""),
+    ),
+    op(
+        "post",
         "/signing-keys/rotate",
         Admin,
         "Sign tokens with a new key (the old one stays published until its tokens expire)",
@@ -634,13 +660,21 @@ fn components() -> Value {
     let string = json!({"type": "string"});
     json!({
         "securitySchemes": {
-            "admin": {"type": "http", "scheme": "bearer", "description": "The operator's admin token (ska_…)."},
+            "admin": {"type": "http", "scheme": "bearer", "description": "The operator's bootstrap admin token, or a scoped admin key (ska_…): each operation names the scope it needs (x-scope); a key confined to a tenant reaches only /tenants/{id}/… of that tenant."},
             "app": {"type": "http", "scheme": "bearer", "description": "An application key of one tenant (skp_…): checks and tokens only."},
         },
         "schemas": {
             "Error": {"type": "object", "description": "SCIM error shape on every failure.",
                 "properties": {"schemas": {"type": "array", "items": string}, "status": string, "scimType": string, "detail": string}},
             "Named": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string", "maxLength": 200}}},
+            "NewAdminKey": {"type": "object", "required": ["name", "scopes"], "additionalProperties": false, "properties": {
+                "name": {"type": "string", "maxLength": 200},
+                "scopes": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": Scope::ALL.map(Scope::as_str)}},
+                "tenant": {"type": "string", "description": "Confine the key to this tenant"}}},
+            "AdminKey": {"type": "object", "properties": {"id": string, "name": string,
+                "scopes": {"type": "array", "items": string}, "tenant": {"type": ["string", "null"]},
+                "created": string, "created_by": string, "revoked": {"type": ["string", "null"]},
+                "token": {"type": "string", "description": "The secret, in the creation answer only"}}},
             "Tenant": {"type": "object", "properties": {"id": string, "name": string, "created": string}},
             "Finding": {"type": "object", "description": "A compliance finding (GET /reports/compliance).", "properties": {
                 "finding": {"type": "string", "enum": crate::licenses::usage::FINDINGS.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
@@ -716,7 +750,15 @@ fn operation(o: &Op) -> Value {
     };
     v["responses"][o.ok.0.to_string()] = ok;
     match o.auth {
-        Admin => v["security"] = json!([{"admin": []}]),
+        Admin => {
+            v["security"] = json!([{"admin": []}]);
+            v["responses"]["403"] = json!({"description": "An admin key without the scope this operation needs, or confined to another tenant's calls"});
+            let method = o.method.to_ascii_uppercase().parse().unwrap_or(Method::GET);
+            v["x-scope"] = match scopes::required(&method, &full_path(o.path)) {
+                Some(s) => json!(s.as_str()),
+                None => json!("bootstrap admin token only"),
+            };
+        }
         App => {
             v["security"] = json!([{"app": []}]);
             v["responses"]["429"] = json!({"description": "Over the tenant's application rate limit (--app-rate-limit, --app-rate-burst); Retry-After says when to come back"});
@@ -742,16 +784,20 @@ fn operation(o: &Op) -> Value {
     v
 }
 
+/// The route pattern of an operation's path.
+fn full_path(path: &str) -> String {
+    if path.starts_with("/.") {
+        path.to_string()
+    } else {
+        format!("/api/v1{path}")
+    }
+}
+
 /// The document.
 pub fn document() -> Value {
     let mut paths = Map::new();
     for o in OPS {
-        let full = if o.path.starts_with("/.") {
-            o.path.to_string()
-        } else {
-            format!("/api/v1{}", o.path)
-        };
-        let entry = paths.entry(full).or_insert_with(|| json!({}));
+        let entry = paths.entry(full_path(o.path)).or_insert_with(|| json!({}));
         entry[o.method] = operation(o);
     }
     json!({
@@ -867,6 +913,20 @@ mod tests {
             extra.is_empty(),
             "OpenAPI entries without a route: {extra:?}"
         );
+    }
+
+    #[test]
+    fn every_admin_operation_but_the_test_clock_has_a_scope() {
+        let closed: Vec<_> = OPS
+            .iter()
+            .filter(|o| matches!(o.auth, Admin))
+            .filter(|o| {
+                let method = o.method.to_ascii_uppercase().parse().unwrap_or(Method::GET);
+                scopes::required(&method, &full_path(o.path)).is_none()
+            })
+            .map(|o| (o.method, o.path))
+            .collect();
+        assert_eq!(closed, [("post", "/clock")]);
     }
 
     #[test]

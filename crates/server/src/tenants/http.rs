@@ -8,7 +8,8 @@ use axum::routing::{delete, get, post};
 use serde_json::json;
 
 use crate::kernel::auth::Credential;
-use crate::kernel::error::ApiResult;
+use crate::kernel::error::{ApiError, ApiResult};
+use crate::kernel::scopes::Scopes;
 use crate::kernel::extract::{AdminAuth, Json, OptionalJson, ScimJson, empty, with_status};
 use crate::kernel::ids::{Name, Named};
 use crate::state::Shared;
@@ -23,6 +24,59 @@ pub fn routes() -> Router<Shared> {
             "/api/v1/tenants/{id}/scim-tokens/{token_id}",
             delete(revoke_token),
         )
+        .route(
+            "/api/v1/admin-keys",
+            post(create_admin_key).get(list_admin_keys),
+        )
+        .route("/api/v1/admin-keys/{key_id}", delete(revoke_admin_key))
+}
+
+/// `POST /api/v1/admin-keys`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAdminKey {
+    name: Name,
+    scopes: Vec<String>,
+    tenant: Option<String>,
+}
+
+async fn create_admin_key(
+    State(state): State<Shared>,
+    auth: AdminAuth,
+    Json(body): Json<NewAdminKey>,
+) -> ApiResult<Response> {
+    let scopes = Scopes::parse(body.scopes.iter().map(String::as_str))
+        .map_err(|e| scim::Error::InvalidValue(format!("scopes: {e}")))?;
+    if !auth.scopes().covers(&scopes) {
+        return Err(ApiError::Forbidden(
+            "an admin key may only create keys within its own scopes".into(),
+        ));
+    }
+    let created = state
+        .tenants
+        .create_admin_key(&auth.actor(), &body.name, &scopes, body.tenant.as_deref())
+        .await?;
+    let mut out = json!(created.row);
+    out["token"] = json!(created.token);
+    Ok(with_status(StatusCode::CREATED, ScimJson(out)))
+}
+
+async fn list_admin_keys(State(state): State<Shared>, _auth: AdminAuth) -> ApiResult<Response> {
+    let keys = state.tenants.admin_keys().await?;
+    Ok(ScimJson(json!({"admin_keys": keys})).into_response())
+}
+
+async fn revoke_admin_key(
+    State(state): State<Shared>,
+    auth: AdminAuth,
+    Path(key_id): Path<String>,
+) -> ApiResult<Response> {
+    state
+        .tenants
+        .revoke_admin_key(&auth.actor(), &key_id)
+        .await?;
+    state.gate.forget(Credential::Admin);
+    Ok(empty(StatusCode::NO_CONTENT))
 }
 
 /// `{"name": …}` or nothing.

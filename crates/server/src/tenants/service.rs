@@ -9,7 +9,17 @@ use crate::kernel::clock::{SharedClock, stamp};
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::ids::Name;
 use crate::kernel::store::{Actor, Change, Store, StoreResult};
-use crate::tenants::store::{CredentialRow, TenantRow};
+use crate::kernel::scopes::Scopes;
+use crate::kernel::store::VENDOR;
+use crate::tenants::store::{AdminKeyRow, CredentialRow, TenantRow};
+
+/// A new admin key; `token` is shown once and never stored.
+pub struct CreatedAdminKey {
+    /// The key as stored.
+    pub row: AdminKeyRow,
+    /// The secret.
+    pub token: String,
+}
 
 /// A new credential; `token` is shown once and never stored.
 pub struct CreatedToken {
@@ -158,6 +168,98 @@ impl Tenants {
         self.require(tenant).await?;
         Ok(self.store.credentials(kind, tenant).await?)
     }
+}
+
+impl Tenants {
+    /// Creates a scoped admin key, audited on the vendor chain (and on its tenant's, when it
+    /// is bound to one). `tenant` must exist.
+    pub async fn create_admin_key(
+        &self,
+        actor: &Actor,
+        name: &Name,
+        scopes: &Scopes,
+        tenant: Option<&str>,
+    ) -> ApiResult<CreatedAdminKey> {
+        let token = generate_token(Credential::Admin.prefix());
+        let row = AdminKeyRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            name: name.to_string(),
+            scopes: scopes.names(),
+            tenant: tenant.map(str::to_string),
+            created: stamp(self.clock.now()),
+            created_by: actor.name.clone(),
+            revoked: None,
+        };
+        let (actor, hash, stored, out) = (
+            actor.clone(),
+            hash_token(&token),
+            scopes.to_stored(),
+            row.clone(),
+        );
+        self.store
+            .write(move |tx| {
+                if let Some(t) = &row.tenant
+                    && !tx.tenant_exists(t)?
+                {
+                    return Err(ApiError::NotFound(format!("tenant {t} not found")));
+                }
+                tx.insert_admin_key(&row, &stored, &hash)?;
+                admin_key_changed(tx, &actor, &row, None)
+            })
+            .await?;
+        Ok(CreatedAdminKey { row: out, token })
+    }
+
+    /// Revokes an admin key, audited. The caller forgets cached admin keys.
+    pub async fn revoke_admin_key(&self, actor: &Actor, id: &str) -> ApiResult<()> {
+        let now = stamp(self.clock.now());
+        let (actor, id) = (actor.clone(), id.to_string());
+        self.store
+            .write(move |tx| {
+                let Some(before) = tx.revoke_admin_key(&id, &now)? else {
+                    return Err(ApiError::NotFound(format!("admin key {id} not found")));
+                };
+                let mut after = before.clone();
+                after.revoked = Some(now.clone());
+                admin_key_changed(tx, &actor, &after, Some(&before))
+            })
+            .await
+    }
+
+    /// Every admin key, oldest first.
+    pub async fn admin_keys(&self) -> ApiResult<Vec<AdminKeyRow>> {
+        Ok(self.store.admin_keys().await?)
+    }
+}
+
+/// The audit records of an admin key's change: on the vendor chain, and on its tenant's.
+fn admin_key_changed(
+    tx: &mut crate::kernel::store::Tx<'_>,
+    actor: &Actor,
+    now: &AdminKeyRow,
+    before: Option<&AdminKeyRow>,
+) -> ApiResult<()> {
+    let at = now.revoked.clone().unwrap_or_else(|| now.created.clone());
+    let chains = std::iter::once(VENDOR).chain(now.tenant.as_deref());
+    for chain in chains {
+        tx.record_change(
+            actor,
+            &at,
+            Change {
+                chain,
+                action: if before.is_some() {
+                    "admin_key.revoke"
+                } else {
+                    "admin_key.create"
+                },
+                resource_type: "AdminKey",
+                resource_id: &now.id,
+                before: before.map(|b| json!(b)),
+                after: Some(json!(now)),
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// The audit record and outbox event of a credential's change.

@@ -153,3 +153,78 @@ pub struct CredentialRow {
     /// Revoked, if it was.
     pub revoked: Option<String>,
 }
+
+/// A scoped admin key as stored (never its secret).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdminKeyRow {
+    /// Its id (for revocation).
+    pub id: String,
+    /// Its name; the audit trail records its actions as `admin-key:<name>`.
+    pub name: String,
+    /// Its scopes.
+    pub scopes: Vec<&'static str>,
+    /// The one tenant it reaches, or none (every tenant).
+    pub tenant: Option<String>,
+    /// Created.
+    pub created: String,
+    /// Who created it.
+    pub created_by: String,
+    /// Revoked, if it was.
+    pub revoked: Option<String>,
+}
+
+const ADMIN_KEY_COLUMNS: &str = "id, name, scopes, tenant_id, created, created_by, revoked";
+
+fn admin_key(r: &crate::kernel::db::Row) -> AdminKeyRow {
+    AdminKeyRow {
+        id: r.text(0),
+        name: r.text(1),
+        scopes: crate::kernel::scopes::Scopes::from_stored(&r.text(2)).names(),
+        tenant: r.opt_text(3),
+        created: r.text(4),
+        created_by: r.text(5),
+        revoked: r.opt_text(6),
+    }
+}
+
+impl Tx<'_> {
+    /// Stores a new admin key.
+    pub(crate) fn insert_admin_key(
+        &mut self,
+        k: &AdminKeyRow,
+        scopes: &str,
+        hash: &str,
+    ) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO admin_keys (id, name, token_hash, scopes, tenant_id, created, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &params![&k.id, &k.name, hash, scopes, &k.tenant, &k.created, &k.created_by],
+        )?;
+        Ok(())
+    }
+
+    /// Revokes a live admin key; returns it as it was, if there was one.
+    pub(crate) fn revoke_admin_key(
+        &mut self,
+        id: &str,
+        now: &str,
+    ) -> StoreResult<Option<AdminKeyRow>> {
+        let sql = format!(
+            "UPDATE admin_keys SET revoked = $2 WHERE id = $1 AND revoked IS NULL \
+             RETURNING {ADMIN_KEY_COLUMNS}"
+        );
+        Ok(self.fetch_opt(&sql, &params![id, now])?.map(|r| {
+            let mut k = admin_key(&r);
+            k.revoked = None;
+            k
+        }))
+    }
+}
+
+impl Store {
+    /// Every admin key, oldest first.
+    pub(crate) async fn admin_keys(&self) -> StoreResult<Vec<AdminKeyRow>> {
+        let sql = format!("SELECT {ADMIN_KEY_COLUMNS} FROM admin_keys ORDER BY created, id");
+        Ok(self.pool.fetch(&sql, &[]).await?.iter().map(admin_key).collect())
+    }
+}

@@ -13,6 +13,7 @@ mod harness;
 
 pub(crate) use harness as common;
 
+mod access;
 mod admin_audit;
 mod apps;
 mod architecture;
