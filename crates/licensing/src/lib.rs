@@ -7,6 +7,7 @@
 //! - [`lifecycle`]: terms, trials, grace and expiry as functions of time.
 //! - [`entitlements`]: effective features and limits, and the answer to an application's
 //!   check (feature or limit) with a reason.
+//! - [`roles`]: roles given by role rules or SCIM `roles`, and permission checks.
 //! - [`spec`]: the model as code (TOML or JSON), validated, and the diff between two versions.
 //!
 //! The server persists these decisions (`crates/server/src/licensing.rs`) and answers checks
@@ -17,6 +18,7 @@ pub mod entitlements;
 pub mod error;
 pub mod lifecycle;
 pub mod model;
+pub mod roles;
 pub mod rules;
 pub mod seats;
 pub mod spec;

@@ -74,6 +74,20 @@ pub struct Product {
     pub name: String,
     /// Plans, unique by key and by rank.
     pub plans: Vec<Plan>,
+    /// Roles of the product, unique by key: what each permits (see [`crate::roles`]).
+    pub roles: Vec<Role>,
+}
+
+/// A role of a product: the permissions it grants, to users a tenant's role rules (or their
+/// SCIM `roles`) give it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    /// The role's key, unique within its product.
+    pub key: Key,
+    /// What it permits (`billing.manage`).
+    pub permissions: BTreeSet<Key>,
+    /// Whether it counts only while its holder has an active license of the product.
+    pub requires_license: bool,
 }
 
 impl Product {
@@ -95,7 +109,32 @@ impl Product {
                 )));
             }
         }
-        Ok(Product { key, name, plans })
+        Ok(Product {
+            key,
+            name,
+            plans,
+            roles: Vec::new(),
+        })
+    }
+
+    /// The product with these roles, checking that their keys are unique.
+    pub fn with_roles(mut self, roles: Vec<Role>) -> Result<Product> {
+        let mut keys = BTreeSet::new();
+        for r in &roles {
+            if !keys.insert(&r.key) {
+                return Err(Error::Invalid(format!(
+                    "product {}: role {} is declared twice",
+                    self.key, r.key
+                )));
+            }
+        }
+        self.roles = roles;
+        Ok(self)
+    }
+
+    /// A role by key.
+    pub fn role(&self, key: &str) -> Option<&Role> {
+        self.roles.iter().find(|r| r.key.as_str() == key)
     }
 
     /// A plan by key.

@@ -14,8 +14,9 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    Enforcement, Key, OnExpiry, OnIdle, Pin, Plan, Product, Rule, Status, Subscription,
+    Enforcement, Key, OnExpiry, OnIdle, Pin, Plan, Product, Role, Rule, Status, Subscription,
 };
+use crate::roles::{RoleRule, RoleSource};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +34,27 @@ struct RawProduct {
     name: Option<String>,
     #[serde(default)]
     plans: Vec<RawPlan>,
+    #[serde(default)]
+    roles: Vec<RawRole>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    key: String,
+    #[serde(default)]
+    permissions: Vec<String>,
+    #[serde(default = "seated_by_default")]
+    requires_license: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoleRule {
+    name: String,
+    filter: String,
+    product: String,
+    role: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,6 +84,9 @@ struct RawTenant {
     rules: Vec<RawRule>,
     #[serde(default)]
     pins: Vec<RawPin>,
+    #[serde(default)]
+    role_rules: Vec<RawRoleRule>,
+    role_source: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +141,10 @@ pub struct TenantSpec {
     /// Pins, at most one per user and product; each is put, and pins the file does not
     /// name are left alone (an administrator may have set them).
     pub pins: Vec<PinSpec>,
+    /// Role rules, unique by name.
+    pub role_rules: Vec<RoleRule>,
+    /// Where roles come from, when the file says (else left as it is).
+    pub role_source: Option<RoleSource>,
 }
 
 /// A pin as a model file declares it: the user by id, userName or externalId (resolved when
@@ -215,8 +244,27 @@ impl Spec {
                     seated: plan.seated,
                 });
             }
+            let mut roles = Vec::new();
+            for (j, r) in p.roles.into_iter().enumerate() {
+                let rpath = format!("{path}.roles[{j}]");
+                let permissions = r
+                    .permissions
+                    .iter()
+                    .map(|f| Key::new("permission", f))
+                    .collect::<Result<BTreeSet<_>>>()
+                    .map_err(|e| at(&rpath, e))?;
+                roles.push(Role {
+                    key: Key::new("role", &r.key).map_err(|e| at(&rpath, e))?,
+                    permissions,
+                    requires_license: r.requires_license,
+                });
+            }
             let name = p.name.unwrap_or_else(|| key.to_string());
-            products.push(Product::new(key, name, plans).map_err(|e| at(&path, e))?);
+            products.push(
+                Product::new(key, name, plans)
+                    .and_then(|p| p.with_roles(roles))
+                    .map_err(|e| at(&path, e))?,
+            );
         }
         // What subscriptions and rules may name: the declared products, then the known ones
         // the file does not redeclare.
@@ -284,15 +332,71 @@ impl Spec {
                 }
                 pins.push(pin);
             }
+            let mut role_rules: Vec<RoleRule> = Vec::new();
+            for (j, r) in t.role_rules.into_iter().enumerate() {
+                let rpath = format!("{path}.role_rules[{j}]");
+                let rule = build_role_rule(&r, &nameable).map_err(|e| at(&rpath, e))?;
+                if role_rules.iter().any(|x| x.name == rule.name) {
+                    return Err(Error::Invalid(format!(
+                        "{rpath}: role rule {} is declared twice",
+                        rule.name
+                    )));
+                }
+                role_rules.push(rule);
+            }
+            let role_source = t
+                .role_source
+                .as_deref()
+                .map(RoleSource::parse)
+                .transpose()
+                .map_err(|e| at(&format!("{path}.role_source"), e))?;
             tenants.push(TenantSpec {
                 id: t.id,
                 subscriptions,
                 rules,
                 pins,
+                role_rules,
+                role_source,
             });
         }
         Ok(Spec { products, tenants })
     }
+}
+
+fn build_role_rule(r: &RawRoleRule, products: &[Product]) -> Result<RoleRule> {
+    RoleRule::new(
+        Key::new("role rule", &r.name)?,
+        &r.filter,
+        Key::new("product", &r.product)?,
+        Key::new("role", &r.role)?,
+        products,
+    )
+}
+
+/// Builds a role rule from an API body (`{"filter", "product", "role"}`) named by its path.
+pub fn role_rule_from_json(
+    name: &str,
+    body: &serde_json::Value,
+    products: &[Product],
+) -> Result<RoleRule> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        filter: String,
+        product: String,
+        role: String,
+    }
+    let b: Body = serde_json::from_value(body.clone())
+        .map_err(|e| Error::Invalid(format!("role rule: {e}")))?;
+    build_role_rule(
+        &RawRoleRule {
+            name: name.to_string(),
+            filter: b.filter,
+            product: b.product,
+            role: b.role,
+        },
+        products,
+    )
 }
 
 fn build_pin(ppath: &str, p: RawPin, products: &[Product]) -> Result<PinSpec> {
@@ -579,6 +683,17 @@ pub fn diff(old: &Spec, new: &Spec) -> Vec<Change> {
             .collect()
     };
     diff_maps("plan", &plans(old), &plans(new), plan_summary, &mut out);
+    let roles = |s: &Spec| -> BTreeMap<String, Role> {
+        s.products
+            .iter()
+            .flat_map(|p| {
+                p.roles
+                    .iter()
+                    .map(move |r| (format!("{}/{}", p.key, r.key), r.clone()))
+            })
+            .collect()
+    };
+    diff_maps("role", &roles(old), &roles(new), role_summary, &mut out);
     for t in &new.tenants {
         let before = old.tenants.iter().find(|o| o.id == t.id);
         let subs = |ts: Option<&TenantSpec>| -> BTreeMap<String, Subscription> {
@@ -613,8 +728,47 @@ pub fn diff(old: &Spec, new: &Spec) -> Vec<Change> {
             rule_summary,
             &mut out,
         );
+        let role_rules = |ts: Option<&TenantSpec>| -> BTreeMap<String, RoleRule> {
+            ts.map(|ts| {
+                ts.role_rules
+                    .iter()
+                    .map(|r| (format!("{}:{}", ts.id, r.name), r.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+        };
+        diff_maps(
+            "role rule",
+            &role_rules(before),
+            &role_rules(Some(t)),
+            |r| format!("{} → {}/{}", r.filter, r.product, r.role),
+            &mut out,
+        );
+        let source_before = before.and_then(|b| b.role_source);
+        if let Some(source) = t.role_source
+            && Some(source) != source_before
+        {
+            out.push(Change::Changed(format!(
+                "role source {}: {}",
+                t.id,
+                source.as_str()
+            )));
+        }
     }
     out
+}
+
+fn role_summary(r: &Role) -> String {
+    let permissions: Vec<&str> = r.permissions.iter().map(Key::as_str).collect();
+    format!(
+        "permissions [{}]{}",
+        permissions.join(", "),
+        if r.requires_license {
+            ""
+        } else {
+            ", without a license"
+        }
+    )
 }
 
 #[cfg(test)]

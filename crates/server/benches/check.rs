@@ -1,12 +1,12 @@
 //! In-process entitlement checks: a 100,000-user snapshot answering a granted feature, a
-//! lacking feature and a limit, for users named by id, userName and externalId. Run with
-//! `cargo bench -p seatkeeper --bench check`.
+//! lacking feature, a limit and a permission (half the users given the admin role), for users
+//! named by id and userName. Run with `cargo bench -p seatkeeper --bench check`.
 
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use licensing::entitlements::Question;
-use licensing::model::{Key, Plan, Product};
+use licensing::model::{Key, Plan, Product, Role};
 use seatkeeper::testing::Snapshot;
-use seatkeeper::testing::{SnapLicense, SnapUser};
+use seatkeeper::testing::{SnapLicense, SnapRole, SnapUser};
 
 const USERS: usize = 100_000;
 
@@ -30,6 +30,13 @@ fn snapshot() -> Snapshot {
             plan("pro", 1, &["docs.read", "docs.write", "export"], 100),
         ],
     )
+    .and_then(|p| {
+        p.with_roles(vec![Role {
+            key: key("admin"),
+            permissions: [key("billing.manage"), key("users.invite")].into(),
+            requires_license: true,
+        }])
+    })
     .expect("a valid product");
     let mut snap = Snapshot::new(vec![product], Vec::new());
     let users: Vec<SnapUser> = (0..USERS)
@@ -50,7 +57,17 @@ fn snapshot() -> Snapshot {
             state: "active".into(),
         })
         .collect();
-    snap.put_users(&[], users, &licenses);
+    let roles: Vec<SnapRole> = users
+        .iter()
+        .step_by(2)
+        .map(|u| SnapRole {
+            user_id: u.id.clone(),
+            product: "workspace".into(),
+            role: "admin".into(),
+            source: "it-admins".into(),
+        })
+        .collect();
+    snap.put_users(&[], users, &licenses, &roles);
     snap
 }
 
@@ -68,6 +85,12 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             j = (j + 1) & 1023;
             black_box(snap.answer(black_box(&ids[j]), Question::Feature("export"), now))
+        })
+    });
+    c.bench_function("check permission (granted or lacking), by id", |b| {
+        b.iter(|| {
+            j = (j + 1) & 1023;
+            black_box(snap.permit(black_box(&ids[j]), "billing.manage", now))
         })
     });
     c.bench_function("check limit, by userName", |b| {

@@ -36,9 +36,9 @@ pub use kernel::auth::{Credential, generate_token, hash_token};
 pub use kernel::chain::{VENDOR, public_key, signature_holds};
 pub use kernel::clock::{Clock, ManualClock, SharedClock};
 pub use kernel::config::Config;
-pub use kernel::scopes::{Scope, Scopes};
 pub use kernel::ids::Instant;
 pub use kernel::ids::Name;
+pub use kernel::scopes::{Scope, Scopes};
 pub use kernel::signing::{standard_sign, standard_verify, stripe_sign};
 pub use kernel::store::{Actor, Store, StoreError, StoreOptions};
 pub use licenses::import::{

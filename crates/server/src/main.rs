@@ -497,7 +497,9 @@ async fn print_new_credential(
 async fn admin_key(action: AdminKeyCmd, clock: SharedClock) -> anyhow::Result<()> {
     init_logging(false);
     let db = match &action {
-        AdminKeyCmd::Create { db, .. } | AdminKeyCmd::List { db } | AdminKeyCmd::Revoke { db, .. } => db,
+        AdminKeyCmd::Create { db, .. }
+        | AdminKeyCmd::List { db }
+        | AdminKeyCmd::Revoke { db, .. } => db,
     };
     let store = open(&db.database, None).await?;
     let tenants = seatkeeper::Tenants::new(store.clone(), clock);

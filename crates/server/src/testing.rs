@@ -4,7 +4,7 @@
 use crate::kernel::store::{Store, StoreOptions};
 
 pub use crate::apps::snapshot::Snapshot;
-pub use crate::apps::store::{SnapLicense, SnapUser};
+pub use crate::apps::store::{SnapLicense, SnapRole, SnapUser};
 
 /// The backends a test runs on.
 #[derive(Debug, Clone, Copy)]

@@ -81,6 +81,16 @@ struct Check<'a> {
     feature: Option<Text<'a>>,
     #[serde(borrow)]
     limit: Option<Text<'a>>,
+    #[serde(borrow)]
+    permission: Option<Text<'a>>,
+}
+
+/// What a check asks: a feature or limit of the user's plans, or a permission of their
+/// roles.
+#[derive(Clone, Copy)]
+enum Ask<'a> {
+    Entitled(Question<'a>),
+    Permission(&'a str),
 }
 
 /// `POST /check`: one check, or `{"checks": [...]}`.
@@ -93,6 +103,8 @@ struct CheckBody<'a> {
     feature: Option<Text<'a>>,
     #[serde(borrow)]
     limit: Option<Text<'a>>,
+    #[serde(borrow)]
+    permission: Option<Text<'a>>,
     #[serde(borrow)]
     checks: Option<Vec<Check<'a>>>,
 }
@@ -110,21 +122,77 @@ fn name<'a>(field: &str, v: &'a Option<Text<'a>>) -> ApiResult<Option<&'a str>> 
 
 impl<'a> Check<'a> {
     /// The user and the question.
-    fn question(&'a self) -> ApiResult<(&'a str, Question<'a>)> {
+    fn question(&'a self) -> ApiResult<(&'a str, Ask<'a>)> {
         let user = name("user", &self.user)?
             .ok_or_else(|| scim::Error::InvalidValue("'user' is required".into()))?;
-        let question = match (name("feature", &self.feature)?, name("limit", &self.limit)?) {
-            (Some(f), None) => Question::Feature(f),
-            (None, Some(l)) => Question::Limit(l),
+        let question = match (
+            name("feature", &self.feature)?,
+            name("limit", &self.limit)?,
+            name("permission", &self.permission)?,
+        ) {
+            (Some(f), None, None) => Ask::Entitled(Question::Feature(f)),
+            (None, Some(l), None) => Ask::Entitled(Question::Limit(l)),
+            (None, None, Some(p)) => Ask::Permission(p),
             _ => {
                 return Err(scim::Error::InvalidValue(
-                    "a check names exactly one of 'feature' or 'limit'".into(),
+                    "a check names exactly one of 'feature', 'limit' or 'permission'".into(),
                 )
                 .into());
             }
         };
         Ok((user, question))
     }
+}
+
+/// A permission answer as the API shows it.
+#[derive(serde::Serialize)]
+struct PermissionOut<'a> {
+    user: &'a str,
+    allowed: bool,
+    roles: &'a [String],
+    reason: &'a str,
+}
+
+/// The answer to either kind of check.
+enum Reply {
+    Entitled(Option<Answer>),
+    Permission(Option<licensing::roles::PermissionAnswer>),
+}
+
+impl<'a> PermissionOut<'a> {
+    fn of(user: &'a str, a: &'a Option<licensing::roles::PermissionAnswer>) -> PermissionOut<'a> {
+        match a {
+            Some(a) => PermissionOut {
+                user,
+                allowed: a.allowed,
+                roles: &a.roles,
+                reason: &a.reason,
+            },
+            None => PermissionOut {
+                user,
+                allowed: false,
+                roles: &[],
+                reason: "unknown user",
+            },
+        }
+    }
+}
+
+impl Reply {
+    fn out<'a>(&'a self, user: &'a str) -> Value {
+        match self {
+            Reply::Entitled(a) => json!(AnswerOut::of(user, a)),
+            Reply::Permission(a) => json!(PermissionOut::of(user, a)),
+        }
+    }
+}
+
+/// Asks the tenant's snapshot.
+async fn ask(state: &Shared, tenant: &str, user: &str, q: Ask<'_>) -> ApiResult<Reply> {
+    Ok(match q {
+        Ask::Entitled(q) => Reply::Entitled(state.snapshots.check(tenant, user, q).await?),
+        Ask::Permission(p) => Reply::Permission(state.snapshots.permit(tenant, user, p).await?),
+    })
 }
 
 /// An answer as the API shows it.
@@ -221,7 +289,11 @@ async fn check(
 ) -> ApiResult<Response> {
     let body: CheckBody<'_> = parse_typed(&bytes)?;
     if let Some(checks) = &body.checks {
-        if body.user.is_some() || body.feature.is_some() || body.limit.is_some() {
+        if body.user.is_some()
+            || body.feature.is_some()
+            || body.limit.is_some()
+            || body.permission.is_some()
+        {
             return Err(scim::Error::InvalidValue(
                 "a batch holds its checks in 'checks' alone".into(),
             )
@@ -247,12 +319,12 @@ async fn check(
             .collect::<ApiResult<Vec<_>>>()?;
         let mut answers = Vec::with_capacity(parsed.len());
         for (user, q) in &parsed {
-            answers.push(state.snapshots.check(&app.tenant, user, *q).await?);
+            answers.push(ask(&state, &app.tenant, user, *q).await?);
         }
-        let results: Vec<AnswerOut<'_>> = parsed
+        let results: Vec<Value> = parsed
             .iter()
             .zip(&answers)
-            .map(|((user, _), a)| AnswerOut::of(user, a))
+            .map(|((user, _), a)| a.out(user))
             .collect();
         return json_response(&json!({ "results": results }));
     }
@@ -260,10 +332,20 @@ async fn check(
         user: body.user,
         feature: body.feature,
         limit: body.limit,
+        permission: body.permission,
     };
     let (user, q) = one.question()?;
-    let a = state.snapshots.check(&app.tenant, user, q).await?;
-    json_response(&AnswerOut::of(user, &a))
+    match q {
+        // The hot path: serialised straight from the typed answer.
+        Ask::Entitled(q) => {
+            let a = state.snapshots.check(&app.tenant, user, q).await?;
+            json_response(&AnswerOut::of(user, &a))
+        }
+        Ask::Permission(p) => {
+            let a = state.snapshots.permit(&app.tenant, user, p).await?;
+            json_response(&PermissionOut::of(user, &a))
+        }
+    }
 }
 
 async fn user_entitlements(
@@ -300,27 +382,7 @@ async fn issue_token(
         .entitlements(&app.tenant, user)
         .await?
         .ok_or_else(|| ApiError::NotFound("unknown user".into()))?;
-    let plans: serde_json::Map<String, Value> = set["licenses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|l| l["state"] == "active" && set["active"] == true)
-        .map(|l| {
-            (
-                l["product"].as_str().unwrap_or_default().to_string(),
-                l["plan"].clone(),
-            )
-        })
-        .collect();
-    let claims = json!({
-        "iss": "seatkeeper",
-        "sub": set["id"],
-        "tenant": app.tenant,
-        "active": set["active"],
-        "plans": plans,
-        "features": set["features"],
-        "limits": set["limits"],
-    });
+    let claims = crate::apps::jwt::claims_of(&app.tenant, &set);
     let (token, exp) = state.signer.sign(claims).await?;
     Ok(axum::Json(json!({
         "token": token,

@@ -144,3 +144,32 @@ impl Signer {
         Ok(json!({ "keys": keys }))
     }
 }
+
+/// The claims of an entitlement token from a user's effective set (as
+/// [`crate::apps::snapshot::Snapshot::entitlements`] gives it): plans in force, features,
+/// limits, roles and permissions.
+pub fn claims_of(tenant: &str, set: &Value) -> Value {
+    let plans: serde_json::Map<String, Value> = set["licenses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["state"] == "active" && set["active"] == true)
+        .map(|l| {
+            (
+                l["product"].as_str().unwrap_or_default().to_string(),
+                l["plan"].clone(),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "iss": "seatkeeper",
+        "sub": set["id"],
+        "tenant": tenant,
+        "active": set["active"],
+        "plans": plans,
+        "features": set["features"],
+        "limits": set["limits"],
+        "roles": set["roles"],
+        "permissions": set["permissions"],
+    })
+}

@@ -24,7 +24,7 @@ use licensing::model::{Product, Status, Subscription};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::apps::store::{SnapLicense, SnapUser};
+use crate::apps::store::{SnapLicense, SnapRole, SnapUser};
 use crate::kernel::clock::SharedClock;
 use crate::kernel::store::{Store, StoreResult};
 
@@ -52,6 +52,14 @@ struct Held {
     reclaimed: bool,
 }
 
+/// A role given to a user, resolved (indexes into the tenant's catalogue).
+#[derive(Debug)]
+struct GivenRole {
+    product: u32,
+    role: u32,
+    source: Box<str>,
+}
+
 #[derive(Debug)]
 struct User {
     id: Box<str>,
@@ -59,6 +67,7 @@ struct User {
     external_id: Option<Box<str>>,
     active: bool,
     held: Box<[Held]>,
+    roles: Box<[GivenRole]>,
     /// When an application last asked about the user (unix seconds; 0: not since loaded),
     /// and the value last written to the store.
     seen: AtomicI64,
@@ -119,13 +128,47 @@ impl Snapshot {
         })
     }
 
-    /// Puts these users in (replacing any with the same id) with their licenses; ids in
-    /// `gone` that are not among `users` are removed.
-    pub fn put_users(&mut self, gone: &[String], users: Vec<SnapUser>, licenses: &[SnapLicense]) {
+    /// Whether any product of the catalogue has roles (only then are users' roles read).
+    pub fn has_roles(&self) -> bool {
+        self.products.iter().any(|p| !p.roles.is_empty())
+    }
+
+    fn resolve_role(&self, r: &SnapRole) -> Option<GivenRole> {
+        let (pi, product) = self
+            .products
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.key.as_str() == r.product)?;
+        let ri = product
+            .roles
+            .iter()
+            .position(|x| x.key.as_str() == r.role)?;
+        Some(GivenRole {
+            product: pi as u32,
+            role: ri as u32,
+            source: r.source.split(' ').next().unwrap_or_default().into(),
+        })
+    }
+
+    /// Puts these users in (replacing any with the same id) with their licenses and roles;
+    /// ids in `gone` that are not among `users` are removed.
+    pub fn put_users(
+        &mut self,
+        gone: &[String],
+        users: Vec<SnapUser>,
+        licenses: &[SnapLicense],
+        roles: &[SnapRole],
+    ) {
         let mut held: HashMap<&str, Vec<Held>> = HashMap::new();
         for l in licenses {
             if let Some(h) = self.resolve(l) {
                 held.entry(l.user_id.as_str()).or_default().push(h);
+            }
+        }
+        let mut given: HashMap<&str, Vec<GivenRole>> = HashMap::new();
+        for r in roles {
+            if let Some(g) = self.resolve_role(r) {
+                given.entry(r.user_id.as_str()).or_default().push(g);
             }
         }
         let mut carried: HashMap<Box<str>, (i64, i64)> = HashMap::new();
@@ -150,6 +193,7 @@ impl Snapshot {
                 external_id: u.external_id.map(Into::into),
                 active: u.active,
                 held: held.remove(u.id.as_str()).unwrap_or_default().into(),
+                roles: given.remove(u.id.as_str()).unwrap_or_default().into(),
                 seen: AtomicI64::new(seen),
                 written: AtomicI64::new(written),
             };
@@ -238,6 +282,41 @@ impl Snapshot {
         }))
     }
 
+    /// The roles given to a user, with whether each is licensed.
+    fn given<'s>(&'s self, u: &'s User) -> Vec<licensing::roles::Given<'s>> {
+        u.roles
+            .iter()
+            .filter_map(|g| {
+                let product = self.products.get(g.product as usize)?;
+                let role = product.roles.get(g.role as usize)?;
+                let licensed = u.held.iter().any(|h| h.product == g.product && !h.waiting);
+                Some(licensing::roles::Given {
+                    product,
+                    role,
+                    source: &g.source,
+                    licensed,
+                })
+            })
+            .collect()
+    }
+
+    /// Answers a permission check (`None`: a user this tenant does not have), marking the
+    /// user seen.
+    pub fn permit(
+        &self,
+        user: &str,
+        permission: &str,
+        now: OffsetDateTime,
+    ) -> Option<licensing::roles::PermissionAnswer> {
+        let u = self.find(user)?;
+        u.seen.store(now.unix_timestamp(), Ordering::Relaxed);
+        Some(licensing::roles::permit(
+            u.active,
+            &self.given(u),
+            permission,
+        ))
+    }
+
     /// Whether a product that would answer has a subscription that is over.
     fn lapsed(&self, question: Question<'_>, now: OffsetDateTime) -> bool {
         self.subscriptions.iter().any(|s| {
@@ -283,12 +362,22 @@ impl Snapshot {
                 *slot = (*slot).max(*v);
             }
         }
+        let mut roles = std::collections::BTreeSet::new();
+        let mut permissions = std::collections::BTreeSet::new();
+        if u.active {
+            for g in self.given(u).iter().filter(|g| g.counts()) {
+                roles.insert(g.role.key.as_str());
+                permissions.extend(g.role.permissions.iter().map(|p| p.as_str()));
+            }
+        }
         Some(json!({
             "id": u.id.as_ref(),
             "active": u.active,
             "licenses": licenses,
             "features": features,
             "limits": limits,
+            "roles": roles,
+            "permissions": permissions,
         }))
     }
 
@@ -423,13 +512,17 @@ impl Snapshots {
         // A page of users at a time, with their licenses, so a large tenant never sits in
         // memory twice.
         let mut after = String::new();
+        let with_roles = snap.has_roles();
         loop {
-            let (users, licenses) = self.store.snapshot_page(tenant, &after, LOAD_PAGE).await?;
+            let (users, licenses, roles) = self
+                .store
+                .snapshot_page(tenant, &after, LOAD_PAGE, with_roles)
+                .await?;
             let Some(last) = users.last().map(|u| u.id.clone()) else {
                 break;
             };
             let full = users.len() as i64 == LOAD_PAGE;
-            snap.put_users(&[], users, &licenses);
+            snap.put_users(&[], users, &licenses, &roles);
             if !full {
                 break;
             }
@@ -485,10 +578,11 @@ impl Snapshots {
         }
         users.sort();
         users.dedup();
-        let (rows, licenses) = if users.is_empty() {
-            (Vec::new(), Vec::new())
+        let with_roles = snap.read().is_ok_and(|s| s.has_roles());
+        let (rows, licenses, roles) = if users.is_empty() {
+            (Vec::new(), Vec::new(), Vec::new())
         } else {
-            self.store.snapshot_rows(tenant, &users).await?
+            self.store.snapshot_rows(tenant, &users, with_roles).await?
         };
         let subs = if subscriptions {
             Some(self.store.subscriptions(tenant).await?)
@@ -496,7 +590,7 @@ impl Snapshots {
             None
         };
         if let Ok(mut s) = snap.write() {
-            s.put_users(&users, rows, &licenses);
+            s.put_users(&users, rows, &licenses, &roles);
             if let Some(subs) = subs {
                 s.subscriptions = subs;
             }
@@ -554,6 +648,17 @@ impl Snapshots {
         question: Question<'_>,
     ) -> StoreResult<Option<Answer>> {
         self.ask(tenant, |s, now| s.answer(user, question, now))
+            .await
+    }
+
+    /// Answers a permission check (`None`: unknown user or tenant); the user is marked seen.
+    pub async fn permit(
+        &self,
+        tenant: &str,
+        user: &str,
+        permission: &str,
+    ) -> StoreResult<Option<licensing::roles::PermissionAnswer>> {
+        self.ask(tenant, |s, now| s.permit(user, permission, now))
             .await
     }
 

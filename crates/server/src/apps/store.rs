@@ -31,6 +31,22 @@ pub struct SnapLicense {
     pub state: String,
 }
 
+/// A role given to a user, as a snapshot keeps it.
+#[derive(Debug, Clone)]
+pub struct SnapRole {
+    /// The user.
+    pub user_id: String,
+    /// Product key.
+    pub product: String,
+    /// Role key.
+    pub role: String,
+    /// What gave it (a role rule's name, or `scim`).
+    pub source: String,
+}
+
+/// Users, their licenses and (when asked) their roles.
+pub type SnapRows = (Vec<SnapUser>, Vec<SnapLicense>, Vec<SnapRole>);
+
 /// A token signing key as stored.
 #[derive(Debug, Clone)]
 pub struct SigningKeyRow {
@@ -47,6 +63,17 @@ pub struct SigningKeyRow {
 const USER_SQL: &str =
     "SELECT id, user_name, external_id, active FROM scim_users WHERE tenant_id = $1";
 const LICENSE_SQL: &str = "SELECT user_id, product, plan, state FROM licenses WHERE tenant_id = $1";
+
+const ROLE_SQL: &str = "SELECT user_id, product, role, source FROM user_roles WHERE tenant_id = $1";
+
+fn snap_role(r: &Row) -> SnapRole {
+    SnapRole {
+        user_id: r.text(0),
+        product: r.text(1),
+        role: r.text(2),
+        source: r.text(3),
+    }
+}
 
 fn snap_user(r: &Row) -> SnapUser {
     SnapUser {
@@ -67,14 +94,16 @@ fn snap_license(r: &Row) -> SnapLicense {
 }
 
 impl Store {
-    /// Users of a tenant with these ids, and their licenses.
+    /// Users of a tenant with these ids, their licenses and, `with_roles`, their roles.
     pub(crate) async fn snapshot_rows(
         &self,
         tenant: &str,
         ids: &[String],
-    ) -> StoreResult<(Vec<SnapUser>, Vec<SnapLicense>)> {
+        with_roles: bool,
+    ) -> StoreResult<SnapRows> {
         let mut users = Vec::new();
         let mut licenses = Vec::new();
+        let mut roles = Vec::new();
         for chunk in ids.chunks(500) {
             let list = placeholders(2, chunk.len());
             let mut ps = vec![P::from(tenant)];
@@ -83,18 +112,23 @@ impl Store {
             users.extend(self.pool.fetch(&sql, &ps).await?.iter().map(snap_user));
             let sql = format!("{LICENSE_SQL} AND user_id IN ({list})");
             licenses.extend(self.pool.fetch(&sql, &ps).await?.iter().map(snap_license));
+            if with_roles {
+                let sql = format!("{ROLE_SQL} AND user_id IN ({list})");
+                roles.extend(self.pool.fetch(&sql, &ps).await?.iter().map(snap_role));
+            }
         }
-        Ok((users, licenses))
+        Ok((users, licenses, roles))
     }
 
-    /// The next `limit` users of a tenant after the id `after` (in id order), and their
-    /// licenses.
+    /// The next `limit` users of a tenant after the id `after` (in id order), their
+    /// licenses and, `with_roles`, their roles.
     pub(crate) async fn snapshot_page(
         &self,
         tenant: &str,
         after: &str,
         limit: i64,
-    ) -> StoreResult<(Vec<SnapUser>, Vec<SnapLicense>)> {
+        with_roles: bool,
+    ) -> StoreResult<SnapRows> {
         let users: Vec<SnapUser> = self
             .pool
             .scan(
@@ -106,7 +140,7 @@ impl Store {
             .map(snap_user)
             .collect();
         let Some(last) = users.last() else {
-            return Ok((users, Vec::new()));
+            return Ok((users, Vec::new(), Vec::new()));
         };
         let licenses = self
             .pool
@@ -118,7 +152,20 @@ impl Store {
             .iter()
             .map(snap_license)
             .collect();
-        Ok((users, licenses))
+        let roles = if with_roles {
+            self.pool
+                .scan(
+                    &format!("{ROLE_SQL} AND user_id > $2 AND user_id <= $3"),
+                    &params![tenant, after, last.id.as_str()],
+                )
+                .await?
+                .iter()
+                .map(snap_role)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok((users, licenses, roles))
     }
 
     /// A tenant's model version (None: no such tenant) and its newest outbox id.

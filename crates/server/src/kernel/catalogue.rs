@@ -51,13 +51,19 @@ pub enum EventType {
     DeprovisionHeld,
     /// Held deprovisions are approved (seats freed) or rejected (seats kept).
     DeprovisionDecided,
+    /// A role is given to a user.
+    RoleGranted,
+    /// A role is taken from a user.
+    RoleRevoked,
+    /// A user signs in through the tenant's SSO connection.
+    UserLogin,
 }
 
 use EventType::*;
 
 impl EventType {
     /// Every event type, in the order the catalogue lists them.
-    pub const ALL: [EventType; 23] = [
+    pub const ALL: [EventType; 26] = [
         UserProvisioned,
         UserUpdated,
         UserDeprovisioned,
@@ -81,6 +87,9 @@ impl EventType {
         WebhookReplayed,
         DeprovisionHeld,
         DeprovisionDecided,
+        RoleGranted,
+        RoleRevoked,
+        UserLogin,
     ];
 
     /// The name on the wire.
@@ -109,6 +118,9 @@ impl EventType {
             WebhookReplayed => "webhook.replayed",
             DeprovisionHeld => "deprovision.held",
             DeprovisionDecided => "deprovision.decided",
+            RoleGranted => "role.granted",
+            RoleRevoked => "role.revoked",
+            UserLogin => "user.login",
         }
     }
 
@@ -148,6 +160,11 @@ impl EventType {
             DeprovisionDecided => {
                 "held deprovisions are approved or rejected (`data.decision`, `data.users`)"
             }
+            RoleGranted => {
+                "a role rule or the user's SCIM roles give a user a role (`data.product`, `data.role`, `data.source`)"
+            }
+            RoleRevoked => "a user no longer has a role",
+            UserLogin => "a user signs in through the tenant's OIDC connection (`data.created`)",
         }
     }
 
@@ -158,7 +175,7 @@ impl EventType {
 }
 
 /// Patterns a webhook may subscribe to besides the names: each matches a family.
-pub const PATTERNS: [(&str, &str); 8] = [
+pub const PATTERNS: [(&str, &str); 9] = [
     ("user.*", "every `user.` event"),
     ("group.*", "every `group.` event"),
     ("license.*", "every `license.` event"),
@@ -166,6 +183,7 @@ pub const PATTERNS: [(&str, &str); 8] = [
     ("credential.*", "every `credential.` event"),
     ("webhook.*", "every `webhook.` event"),
     ("deprovision.*", "every `deprovision.` event"),
+    ("role.*", "every `role.` event"),
     ("*", "every event (the default)"),
 ];
 

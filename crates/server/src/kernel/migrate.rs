@@ -71,7 +71,18 @@ const MIGRATIONS: &[(i64, &str, &str, Option<Then>)] = &[
     ),
     (16, "idle reclaim", include_str!("sql/reclaim.sql"), None),
     (17, "seat imports", include_str!("sql/imports.sql"), None),
-    (18, "scoped admin keys", include_str!("sql/admin_keys.sql"), None),
+    (
+        18,
+        "scoped admin keys",
+        include_str!("sql/admin_keys.sql"),
+        None,
+    ),
+    (
+        19,
+        "roles and permissions",
+        include_str!("sql/roles.sql"),
+        None,
+    ),
 ];
 
 /// Migration 6: copies each tenant's seat counts from `lic_lines` into its head row

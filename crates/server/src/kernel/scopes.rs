@@ -196,7 +196,11 @@ mod tests {
         let s = Scopes::parse(["tenants:read", "audit:read", "tenants:read"]).unwrap();
         assert_eq!(s.names(), ["tenants:read", "audit:read"]);
         assert_eq!(Scopes::from_stored(&s.to_stored()), s);
-        assert!(Scopes::parse(["tenants:admin"]).unwrap_err().contains("unknown scope"));
+        assert!(
+            Scopes::parse(["tenants:admin"])
+                .unwrap_err()
+                .contains("unknown scope")
+        );
         assert!(Scopes::parse([]).is_err());
         let all = Scopes::parse(Scope::ALL.map(Scope::as_str)).unwrap();
         assert!(all.covers(&s) && !s.covers(&all));
@@ -208,7 +212,10 @@ mod tests {
         let post = Method::POST;
         let put = Method::PUT;
         assert_eq!(required(&get, "/api/v1/tenants"), Some(Scope::TenantsRead));
-        assert_eq!(required(&post, "/api/v1/tenants"), Some(Scope::TenantsWrite));
+        assert_eq!(
+            required(&post, "/api/v1/tenants"),
+            Some(Scope::TenantsWrite)
+        );
         assert_eq!(required(&put, "/api/v1/model"), Some(Scope::ModelWrite));
         assert_eq!(
             required(&post, "/api/v1/tenants/{id}/scim-tokens"),
@@ -219,7 +226,10 @@ mod tests {
             Some(Scope::WebhooksWrite)
         );
         assert_eq!(
-            required(&Method::PATCH, "/api/v1/tenants/{id}/subscriptions/{product}"),
+            required(
+                &Method::PATCH,
+                "/api/v1/tenants/{id}/subscriptions/{product}"
+            ),
             Some(Scope::BillingWrite)
         );
         assert_eq!(

@@ -23,6 +23,7 @@ use time::OffsetDateTime;
 use crate::kernel::catalogue::EventType;
 use crate::kernel::error::ApiResult;
 use crate::kernel::store::{AuditEntry, Tx};
+use crate::licenses::roles;
 use crate::licenses::store::{LicenseRow, Line, NO_SEAT, RuleRow, rule_of, time_text};
 
 /// Which users a change affects.
@@ -144,6 +145,12 @@ pub struct Model {
     pub holds_deleted: bool,
     /// Whether an import left claims for users not in the directory yet.
     pub has_claims: bool,
+    /// The tenant's role rules, validated.
+    pub role_rules: Vec<licensing::roles::RoleRule>,
+    /// Where the tenant's roles come from.
+    pub role_source: licensing::roles::RoleSource,
+    /// Whether some user holds a role (when the model was read).
+    pub has_user_roles: bool,
 }
 
 /// Parsed models by tenant, with the version they were read at.
@@ -184,7 +191,13 @@ impl Model {
         let holds_deleted = held_rows.iter().any(|h| h.gone == "deleted");
         let held = held_rows.into_iter().map(|h| h.user).collect();
         let has_claims = tx.has_claims(tenant)?;
+        let role_rules = roles::role_rules_of(&tx.role_rule_rows(tenant)?, &products);
+        let role_source = roles::role_source(&tx.tenant_settings(tenant)?);
+        let has_user_roles = tx.has_user_roles(tenant)?;
         Ok(Model {
+            role_rules,
+            role_source,
+            has_user_roles,
             products,
             subscriptions,
             rules,
@@ -196,14 +209,16 @@ impl Model {
         })
     }
 
-    /// Whether any rule reads the user's groups (only then are memberships loaded).
+    /// Whether any rule (or role rule) reads the user's groups (only then are memberships
+    /// loaded).
     pub fn reads_groups(&self) -> bool {
-        self.rules.iter().any(|r| {
-            r.filter
-                .paths()
+        let reads = |f: &scim::filter::Filter| {
+            f.paths()
                 .iter()
                 .any(|p| p.name.eq_ignore_ascii_case("groups"))
-        })
+        };
+        self.rules.iter().any(|r| reads(&r.filter))
+            || self.role_rules.iter().any(|r| reads(&r.filter))
     }
 
     fn subscription(&self, product: &str) -> Option<&Subscription> {
@@ -229,6 +244,13 @@ impl Model {
 /// Whether group changes of this tenant can change licenses: only when it subscribes to
 /// something and a rule reads `groups`.
 pub fn groups_matter(tx: &mut Tx<'_>, tenant: &str) -> ApiResult<bool> {
+    let role_rules = tx.role_rule_rows(tenant)?;
+    if role_rules
+        .iter()
+        .any(|r| r.filter.to_ascii_lowercase().contains("groups"))
+    {
+        return Ok(true);
+    }
     if tx.subscriptions(tenant)?.is_empty() {
         return Ok(false);
     }
@@ -518,6 +540,12 @@ pub fn license_created(
         None => decide_new(&*Model::current(tx, &c.tenant, version)?, id, doc, c.now),
     };
     let (_, inserted, model) = decide_and_write(tx, c, Scope::Created(id.to_string(), decided))?;
+    if roles_matter(&model) {
+        let mut doc = doc.clone();
+        doc["id"] = Value::String(id.to_string());
+        let users = BTreeMap::from([(id.to_string(), Some(&doc))]);
+        assign_roles(tx, c, &model, &users, false)?;
+    }
     Ok((inserted, model))
 }
 
@@ -799,9 +827,19 @@ fn decide_and_write(
     };
     if model.subscriptions.is_empty() && ids.is_some() {
         // Nothing to hold; a user of such a tenant can only have licenses if a subscription
-        // was removed, and removing one re-decides the whole tenant.
+        // was removed, and removing one re-decides the whole tenant. Roles may still move.
+        if let Some(ids) = ids.as_deref().filter(|_| roles_matter(model)) {
+            let docs = tx.rule_subjects(tenant, Some(ids), model.reads_groups())?;
+            let users = ids.iter().map(|u| (u.clone(), docs.get(u))).collect();
+            assign_roles(tx, c, model, &users, false)?;
+        }
         return Ok((Outcome::default(), Vec::new(), shared.clone()));
     }
+    let rebalance_only = matches!(scope, Scope::Rebalance(_));
+    let created_id = match &scope {
+        Scope::Created(id, _) => Some(id.clone()),
+        _ => None,
+    };
     let (subjects, existing, mut created) = match scope {
         // A user created in this transaction is decided already, and holds nothing yet.
         Scope::Created(_, decided) => (BTreeMap::new(), Vec::new(), Some(decided)),
@@ -1139,6 +1177,14 @@ fn decide_and_write(
     }
     let outcome = outcome_of(&events);
     record_all(tx, c, &now_text, first_seq, &events)?;
+    // Roles after licenses: their audit records follow the licenses' numbered ones.
+    if roles_matter(model) && created_id.is_none() && !rebalance_only {
+        let users = everyone
+            .iter()
+            .map(|u| (u.clone(), subjects.get(u)))
+            .collect();
+        assign_roles(tx, c, model, &users, ids.is_none())?;
+    }
     Ok((outcome, inserted, shared.clone()))
 }
 
@@ -1344,5 +1390,107 @@ fn record_all(
     for (event, user, payload) in outbox {
         tx.outbox(&c.tenant, event, "License", &user, &payload, at)?;
     }
+    Ok(())
+}
+
+/// Whether roles can change for this tenant's users: it has role rules, takes SCIM roles,
+/// or some user holds a role (which may have to go).
+pub fn roles_matter(model: &Model) -> bool {
+    !model.role_rules.is_empty()
+        || model.role_source != licensing::roles::RoleSource::Rules
+        || model.has_user_roles
+}
+
+/// Gives and takes roles for `users` (id → stored document with `groups` when the rules read
+/// them; an id without a document is gone), writing only what differs, each change audited
+/// and announced. `held` users (the deprovision brake) keep what they have.
+pub(crate) fn assign_roles(
+    tx: &mut Tx<'_>,
+    c: &Cause,
+    model: &Model,
+    users: &BTreeMap<String, Option<&Value>>,
+    every_user: bool,
+) -> ApiResult<()> {
+    if !roles_matter(model) || users.is_empty() && !every_user {
+        return Ok(());
+    }
+    let tenant = c.tenant.as_str();
+    let ids: Vec<String> = users.keys().cloned().collect();
+    let existing = tx.user_roles(tenant, (!every_user).then_some(ids.as_slice()))?;
+    let mut had: BTreeMap<String, Vec<roles::UserRoleRow>> = BTreeMap::new();
+    for r in existing {
+        had.entry(r.user_id.clone()).or_default().push(r);
+    }
+    let everyone: BTreeSet<String> = users.keys().chain(had.keys()).cloned().collect();
+    let now = time_text(c.now);
+    for user in &everyone {
+        if model.held.contains(user) {
+            continue;
+        }
+        let wanted = match users.get(user).copied().flatten() {
+            Some(doc) => licensing::roles::assign(
+                doc,
+                is_active(doc),
+                &model.role_rules,
+                model.role_source,
+                &model.products,
+            ),
+            None => BTreeMap::new(),
+        };
+        let before = had.remove(user).unwrap_or_default();
+        for old in &before {
+            let still = wanted
+                .keys()
+                .any(|(p, r)| p.as_str() == old.product && r.as_str() == old.role);
+            if !still {
+                tx.delete_user_role(tenant, old)?;
+                role_changed(tx, c, EventType::RoleRevoked, old)?;
+            }
+        }
+        for ((product, role), sources) in wanted {
+            let source = sources.join(" ");
+            let was = before
+                .iter()
+                .find(|r| r.product == product.as_str() && r.role == role.as_str());
+            if was.is_some_and(|r| r.source == source) {
+                continue;
+            }
+            let row = roles::UserRoleRow {
+                user_id: user.clone(),
+                product: product.to_string(),
+                role: role.to_string(),
+                source,
+                granted: was.map_or_else(|| now.clone(), |r| r.granted.clone()),
+            };
+            tx.put_user_role(tenant, &row)?;
+            if was.is_none() {
+                role_changed(tx, c, EventType::RoleGranted, &row)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The audit record and event of a role given or taken.
+fn role_changed(
+    tx: &mut Tx<'_>,
+    c: &Cause,
+    event: EventType,
+    r: &roles::UserRoleRow,
+) -> ApiResult<()> {
+    let doc = json!({"user": r.user_id, "product": r.product, "role": r.role, "source": r.source, "cause": c.action});
+    let (before, after) = match event {
+        EventType::RoleRevoked => (Some(doc.clone()), None),
+        _ => (None, Some(doc.clone())),
+    };
+    c.audit(tx, event.name(), ("User", &r.user_id), before, after)?;
+    tx.outbox(
+        &c.tenant,
+        event,
+        "User",
+        &r.user_id,
+        &doc.to_string(),
+        &time_text(c.now),
+    )?;
     Ok(())
 }

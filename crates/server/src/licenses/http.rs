@@ -29,6 +29,11 @@ pub fn routes() -> Router<Shared> {
             "/api/v1/tenants/{id}/rules/{name}",
             put(put_rule).delete(delete_rule),
         )
+        .route("/api/v1/tenants/{id}/role-rules", get(list_role_rules))
+        .route(
+            "/api/v1/tenants/{id}/role-rules/{name}",
+            put(put_role_rule).delete(delete_role_rule),
+        )
         .route("/api/v1/tenants/{id}/pins", get(list_pins))
         .route("/api/v1/tenants/{id}/import", post(import))
         .route("/api/v1/tenants/{id}/claims", get(list_claims))
@@ -347,6 +352,43 @@ async fn delete_pin(
         .delete_pin(auth.actor(), (&id, &user, &product))
         .await?;
     Ok(ScimJson(json!({"licenses": outcome})).into_response())
+}
+
+async fn list_role_rules(
+    State(state): State<Shared>,
+    _auth: AdminAuth,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let rules = state.licenses.role_rules(&id).await?;
+    Ok(ScimJson(json!({"tenant": id, "role_rules": rules})).into_response())
+}
+
+async fn put_role_rule(
+    State(state): State<Shared>,
+    auth: AdminAuth,
+    Path((id, name)): Path<(String, String)>,
+    req: Request,
+) -> ApiResult<Response> {
+    let body = model_body(req, state.config.max_body_bytes).await?;
+    let rule = state
+        .licenses
+        .put_role_rule(auth.actor(), &id, &name, body)
+        .await?;
+    Ok(ScimJson(json!({"role_rule": rule})).into_response())
+}
+
+async fn delete_role_rule(
+    State(state): State<Shared>,
+    auth: AdminAuth,
+    Path((id, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    state
+        .licenses
+        .delete_role_rule(auth.actor(), &id, &name)
+        .await?;
+    Ok(crate::kernel::extract::empty(
+        axum::http::StatusCode::NO_CONTENT,
+    ))
 }
 
 async fn list_rules(

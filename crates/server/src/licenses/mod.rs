@@ -8,6 +8,7 @@ pub mod history;
 pub mod http;
 pub mod import;
 pub mod reconcile;
+pub mod roles;
 pub mod sampler;
 pub mod service;
 pub mod store;

@@ -15,6 +15,7 @@ use crate::kernel::clock::Clock;
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::store::{NewAudit, Store, StoreError, Tx};
 use crate::licenses::decide::{Cause, Outcome, Scope, relicense};
+use crate::licenses::roles::RoleRuleRow;
 use crate::licenses::store::{RuleRow, pin_json, rule_of, time_text};
 use crate::licenses::usage::{self, Finding, UsageRow};
 
@@ -408,7 +409,10 @@ async fn delete_subscription(
 
 /// Settings as the API shows them: each with its value in force (defaults filled in).
 fn settings_view(stored: &Value) -> Value {
-    json!({"deprovision_brake": crate::licenses::brake::Brake::of(stored)})
+    json!({
+        "deprovision_brake": crate::licenses::brake::Brake::of(stored),
+        "role_source": crate::licenses::roles::role_source(stored).as_str(),
+    })
 }
 
 /// Longest reason a pin may give.
@@ -698,6 +702,75 @@ async fn delete_rule(
     .await
 }
 
+/// Makes a declared tenant's role rules exactly the declared ones, and its role source the
+/// declared one (when declared), each change audited.
+fn put_declared_roles(
+    tx: &mut Tx<'_>,
+    t: &TenantSpec,
+    actor: &Actor,
+    now_text: &str,
+) -> ApiResult<()> {
+    let old = tx.role_rule_rows(&t.id)?;
+    for r in &old {
+        if !t.role_rules.iter().any(|n| n.name.as_str() == r.name) {
+            tx.delete_role_rule(&t.id, &r.name)?;
+            audit_model(
+                tx,
+                &t.id,
+                actor,
+                now_text,
+                "role_rule.delete",
+                "RoleRule",
+                &r.name,
+                Some(json!(r)),
+                None,
+            )?;
+        }
+    }
+    for r in &t.role_rules {
+        let row = RoleRuleRow::of(r);
+        let prev = old.iter().find(|o| o.name == row.name);
+        if prev != Some(&row) {
+            tx.put_role_rule(&t.id, &row, now_text)?;
+            audit_model(
+                tx,
+                &t.id,
+                actor,
+                now_text,
+                if prev.is_some() {
+                    "role_rule.update"
+                } else {
+                    "role_rule.create"
+                },
+                "RoleRule",
+                &row.name,
+                prev.map(|p| json!(p)),
+                Some(json!(row)),
+            )?;
+        }
+    }
+    if let Some(source) = t.role_source {
+        let before = tx.tenant_settings(&t.id)?;
+        if crate::licenses::roles::role_source(&before) != source {
+            let mut after = before.clone();
+            after["role_source"] = json!(source.as_str());
+            tx.put_tenant_settings(&t.id, &after)?;
+            audit_model(
+                tx,
+                &t.id,
+                actor,
+                now_text,
+                "settings.update",
+                "Tenant",
+                &t.id,
+                Some(settings_view(&before)),
+                Some(settings_view(&after)),
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// The model as stored, for the declared products and tenants.
 fn current_spec(tx: &mut Tx<'_>, products: &[String], tenants: &[String]) -> ApiResult<Spec> {
     let products = tx
@@ -712,12 +785,18 @@ fn current_spec(tx: &mut Tx<'_>, products: &[String], tenants: &[String]) -> Api
             .iter()
             .map(rule_of)
             .collect::<Result<Vec<_>, _>>()?;
+        let all_products = tx.products()?;
+        let role_rules =
+            crate::licenses::roles::role_rules_of(&tx.role_rule_rows(t)?, &all_products);
+        let role_source = Some(crate::licenses::roles::role_source(&tx.tenant_settings(t)?));
         out.push(TenantSpec {
             id: t.clone(),
             subscriptions: tx.subscriptions(t)?,
             rules,
             // Pins are compared by `apply` itself (a file's pins are put, never removed).
             pins: Vec::new(),
+            role_rules,
+            role_source,
         });
     }
     Ok(Spec {
@@ -888,11 +967,13 @@ async fn apply(
                     )?;
                 }
             }
+            put_declared_roles(tx, t, &actor, &now_text)?;
         }
         // Re-decide every tenant the change can reach.
         let mut tenants: BTreeSet<String> = declared.iter().cloned().collect();
         for p in &spec.products {
             tenants.extend(tx.subscribers(p.key.as_str())?);
+            tenants.extend(tx.role_rule_tenants(p.key.as_str())?);
         }
         let mut licenses = BTreeMap::new();
         for t in tenants {
@@ -1241,9 +1322,44 @@ async fn user_licenses(store: &Store, tenant: &str, user: &str) -> ApiResult<Val
         })
         .collect();
     let last_seen = store.last_seen(tenant, user).await?;
+    let role_rules = store.role_rule_rows(tenant).await?;
+    let roles: Vec<Value> = store
+        .roles_of(tenant, user)
+        .await?
+        .iter()
+        .map(|r| {
+            let role = products
+                .iter()
+                .find(|p| p.key.as_str() == r.product)
+                .and_then(|p| p.role(&r.role));
+            let licensed = rows
+                .iter()
+                .any(|l| l.product == r.product && l.state == "active");
+            let counts = licensed || role.is_some_and(|x| !x.requires_license);
+            let matched: Vec<Value> = r
+                .source
+                .split(' ')
+                .map(|s| match role_rules.iter().find(|x| x.name == s) {
+                    Some(rule) => json!({"rule": rule.name, "filter": rule.filter}),
+                    None => json!({"rule": null, "source": s}),
+                })
+                .collect();
+            json!({
+                "product": r.product, "role": r.role, "since": r.granted,
+                "matched": matched,
+                "permissions": role.map(|x| x.permissions.iter().map(|p| p.as_str()).collect::<Vec<_>>()),
+                "counts": counts,
+                "reason": if counts {
+                    "in force".to_string()
+                } else {
+                    format!("requires an active {} license", r.product)
+                },
+            })
+        })
+        .collect();
     Ok(json!({
         "tenant": tenant, "user": user, "last_seen": last_seen,
-        "licenses": licenses, "history": history,
+        "licenses": licenses, "roles": roles, "history": history,
     }))
 }
 
@@ -1534,21 +1650,25 @@ impl Licenses {
         Ok(settings_view(&s))
     }
 
-    /// Changes a tenant's settings: `{"deprovision_brake": {…} | null}`. Audited.
+    /// Changes a tenant's settings: `{"deprovision_brake": {…} | null, "role_source":
+    /// "rules" | "scim" | "both"}`. Audited; a new role source re-decides every user's roles.
     pub async fn put_settings(&self, actor: Actor, tenant: &str, body: Value) -> ApiResult<Value> {
-        let now = time_text(self.clock.now());
+        let now = self.clock.now();
         let tenant = tenant.to_string();
         transact(&self.store, false, move |tx| {
             require_tenant(tx, &tenant)?;
             tx.lock_tenant(&tenant)?;
             let Some(fields) = body.as_object() else {
                 return Err(ApiError::Scim(scim::Error::InvalidValue(
-                    "settings must be a JSON object: {\"deprovision_brake\": {…} | null}".into(),
+                    "settings must be a JSON object: {\"deprovision_brake\": {…} | null, \"role_source\": …}".into(),
                 )));
             };
-            if let Some(k) = fields.keys().find(|k| k.as_str() != "deprovision_brake") {
+            if let Some(k) = fields
+                .keys()
+                .find(|k| !matches!(k.as_str(), "deprovision_brake" | "role_source"))
+            {
                 return Err(ApiError::Scim(scim::Error::InvalidValue(format!(
-                    "{k}: not a setting (deprovision_brake)"
+                    "{k}: not a setting (deprovision_brake, role_source)"
                 ))));
             }
             let before = tx.tenant_settings(&tenant)?;
@@ -1556,21 +1676,141 @@ impl Licenses {
             if let Some(v) = fields.get("deprovision_brake") {
                 after["deprovision_brake"] = json!(crate::licenses::brake::Brake::parse(v)?);
             }
+            if let Some(v) = fields.get("role_source") {
+                let source = v
+                    .as_str()
+                    .ok_or_else(|| {
+                        licensing::Error::Invalid("role_source must be rules, scim or both".into())
+                    })
+                    .and_then(licensing::roles::RoleSource::parse)?;
+                after["role_source"] = json!(source.as_str());
+            }
             tx.put_tenant_settings(&tenant, &after)?;
+            let now_text = time_text(now);
             audit_model(
                 tx,
                 &tenant,
                 &actor,
-                &now,
+                &now_text,
                 "settings.update",
                 "Tenant",
                 &tenant,
                 Some(settings_view(&before)),
                 Some(settings_view(&after)),
             )?;
+            let roles = crate::licenses::roles::role_source;
+            if roles(&before) != roles(&after) {
+                tx.bump_model(&tenant)?;
+                relicense(tx, &cause(&tenant, &actor, "settings.update", now), Scope::All)?;
+            }
             Ok(settings_view(&after))
         })
         .await
+    }
+
+    /// Creates or changes a role rule; re-decides every user's roles (and licenses).
+    pub async fn put_role_rule(
+        &self,
+        actor: Actor,
+        tenant: &str,
+        name: &str,
+        body: Value,
+    ) -> ApiResult<Value> {
+        let now = self.clock.now();
+        let (tenant, name) = (tenant.to_string(), name.to_string());
+        transact(&self.store, false, move |tx| {
+            require_tenant(tx, &tenant)?;
+            tx.lock_tenant(&tenant)?;
+            tx.bump_model(&tenant)?;
+            let products = tx.products()?;
+            let rule = spec::role_rule_from_json(&name, &body, &products)?;
+            let row = RoleRuleRow::of(&rule);
+            let before = tx
+                .role_rule_rows(&tenant)?
+                .into_iter()
+                .find(|r| r.name == row.name);
+            let now_text = time_text(now);
+            tx.put_role_rule(&tenant, &row, &now_text)?;
+            if before.as_ref() != Some(&row) {
+                audit_model(
+                    tx,
+                    &tenant,
+                    &actor,
+                    &now_text,
+                    if before.is_some() {
+                        "role_rule.update"
+                    } else {
+                        "role_rule.create"
+                    },
+                    "RoleRule",
+                    &row.name,
+                    before.map(|b| json!(b)),
+                    Some(json!(row)),
+                )?;
+            }
+            relicense(
+                tx,
+                &cause(&tenant, &actor, "role_rule.put", now),
+                Scope::All,
+            )?;
+            Ok(json!(row))
+        })
+        .await
+    }
+
+    /// Removes a role rule; the roles it gave are taken back.
+    pub async fn delete_role_rule(&self, actor: Actor, tenant: &str, name: &str) -> ApiResult<()> {
+        let now = self.clock.now();
+        let (tenant, name) = (tenant.to_string(), name.to_string());
+        transact(&self.store, false, move |tx| {
+            require_tenant(tx, &tenant)?;
+            tx.lock_tenant(&tenant)?;
+            tx.bump_model(&tenant)?;
+            let before = tx
+                .role_rule_rows(&tenant)?
+                .into_iter()
+                .find(|r| r.name == name)
+                .ok_or_else(|| {
+                    ApiError::NotFound(format!("tenant {tenant} has no role rule {name}"))
+                })?;
+            tx.delete_role_rule(&tenant, &name)?;
+            let now_text = time_text(now);
+            audit_model(
+                tx,
+                &tenant,
+                &actor,
+                &now_text,
+                "role_rule.delete",
+                "RoleRule",
+                &name,
+                Some(json!(before)),
+                None,
+            )?;
+            relicense(
+                tx,
+                &cause(&tenant, &actor, "role_rule.delete", now),
+                Scope::All,
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A tenant's role rules (404 for an unknown tenant).
+    pub async fn role_rules(&self, tenant: &str) -> ApiResult<Vec<RoleRuleRow>> {
+        if self.store.tenant_settings(tenant).await?.is_none() {
+            return Err(ApiError::NotFound(format!("tenant {tenant} not found")));
+        }
+        Ok(self.store.role_rule_rows(tenant).await?)
+    }
+
+    /// The roles given to a user, with the rules that gave them.
+    pub async fn user_roles(
+        &self,
+        tenant: &str,
+        user: &str,
+    ) -> ApiResult<Vec<crate::licenses::roles::UserRoleRow>> {
+        Ok(self.store.roles_of(tenant, user).await?)
     }
 
     /// The users whose seats the deprovision brake holds.
@@ -1641,6 +1881,7 @@ impl Licenses {
                     "key": p.key.as_str(),
                     "name": p.name,
                     "plans": crate::licenses::store::plans_json(&p.plans),
+                    "roles": crate::licenses::store::roles_json(&p.roles),
                 })
             })
             .collect();

@@ -113,11 +113,11 @@ impl crate::kernel::db::HeadState for SeatLines {
     }
 }
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
 
-fn key(what: &str, s: &str) -> StoreResult<Key> {
+pub(crate) fn key(what: &str, s: &str) -> StoreResult<Key> {
     Key::new(what, s).map_err(|e| corrupt(what, e))
 }
 
@@ -142,6 +142,50 @@ pub fn plans_json(plans: &[Plan]) -> Value {
             })
             .collect(),
     )
+}
+
+/// The stored form of a product's roles.
+pub fn roles_json(roles: &[licensing::model::Role]) -> Value {
+    Value::Array(
+        roles
+            .iter()
+            .map(|r| {
+                json!({
+                    "key": r.key.as_str(),
+                    "permissions": r.permissions.iter().map(Key::as_str).collect::<Vec<_>>(),
+                    "requires_license": r.requires_license,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// A product's roles from their stored form.
+pub(crate) fn roles_from_text(text: &str) -> StoreResult<Vec<licensing::model::Role>> {
+    let v: Value = serde_json::from_str(text).map_err(|e| corrupt("roles", e))?;
+    let mut out = Vec::new();
+    for r in v.as_array().into_iter().flatten() {
+        let permissions = r
+            .get("permissions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|p| key("permission", p))
+            .collect::<StoreResult<BTreeSet<_>>>()?;
+        out.push(licensing::model::Role {
+            key: key(
+                "role",
+                r.get("key").and_then(Value::as_str).unwrap_or_default(),
+            )?,
+            permissions,
+            requires_license: r
+                .get("requires_license")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+        });
+    }
+    Ok(out)
 }
 
 fn product_from_row(r: &Row) -> StoreResult<Product> {
@@ -172,7 +216,10 @@ fn product_from_row(r: &Row) -> StoreResult<Product> {
             seated: p.get("seated").and_then(Value::as_bool).unwrap_or(true),
         });
     }
-    Product::new(key("product", &r.text(0))?, r.text(1), out).map_err(|e| corrupt("product", e))
+    let roles = roles_from_text(&r.text(3))?;
+    Product::new(key("product", &r.text(0))?, r.text(1), out)
+        .and_then(|p| p.with_roles(roles))
+        .map_err(|e| corrupt("product", e))
 }
 
 /// See [`Store::usage_inputs`].
@@ -366,7 +413,7 @@ impl Tx<'_> {
     /// The product catalogue.
     pub(crate) fn products(&mut self) -> StoreResult<Vec<Product>> {
         self.fetch(
-            "SELECT key, name, plans FROM lic_products ORDER BY key",
+            "SELECT key, name, plans, roles FROM lic_products ORDER BY key",
             &[],
         )?
         .iter()
@@ -379,9 +426,15 @@ impl Tx<'_> {
         // Every tenant's users show the catalogue's features.
         self.reaches_everything();
         self.execute(
-            "INSERT INTO lic_products (key, name, plans, updated) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (key) DO UPDATE SET name = excluded.name, plans = excluded.plans, updated = excluded.updated",
-            &params![p.key.as_str(), &p.name, plans_json(&p.plans).to_string(), now],
+            "INSERT INTO lic_products (key, name, plans, roles, updated) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (key) DO UPDATE SET name = excluded.name, plans = excluded.plans, roles = excluded.roles, updated = excluded.updated",
+            &params![
+                p.key.as_str(),
+                &p.name,
+                plans_json(&p.plans).to_string(),
+                roles_json(&p.roles).to_string(),
+                now
+            ],
         )?;
         Ok(())
     }
@@ -877,7 +930,7 @@ impl Store {
     pub(crate) async fn products(&self) -> StoreResult<Vec<Product>> {
         self.pool()
             .fetch(
-                "SELECT key, name, plans FROM lic_products ORDER BY key",
+                "SELECT key, name, plans, roles FROM lic_products ORDER BY key",
                 &[],
             )
             .await?

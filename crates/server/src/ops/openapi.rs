@@ -10,8 +10,8 @@ use serde_json::{Map, Value, json};
 use crate::apps::http::MAX_BATCH_CHECKS;
 use crate::kernel::catalogue::{self, EventType};
 use crate::kernel::scopes::{self, Scope};
-use axum::http::Method;
 use crate::state::Shared;
+use axum::http::Method;
 
 /// Who may call an operation.
 #[derive(Clone, Copy)]
@@ -607,6 +607,30 @@ const OPS: &[Op] = &[
         (204, ""),
     ),
     op(
+        "get",
+        "/tenants/{id}/role-rules",
+        Admin,
+        "List a tenant's role rules",
+        None,
+        (200, ""),
+    ),
+    op(
+        "put",
+        "/tenants/{id}/role-rules/{name}",
+        Admin,
+        "Create or replace a role rule (a SCIM filter gives a role of a product); re-decides every user's roles",
+        Some("RoleRule"),
+        (200, ""),
+    ),
+    op(
+        "delete",
+        "/tenants/{id}/role-rules/{name}",
+        Admin,
+        "Remove a role rule; the roles it gave are taken back",
+        None,
+        (204, ""),
+    ),
+    op(
         "post",
         "/admin-keys",
         Admin,
@@ -667,6 +691,8 @@ fn components() -> Value {
             "Error": {"type": "object", "description": "SCIM error shape on every failure.",
                 "properties": {"schemas": {"type": "array", "items": string}, "status": string, "scimType": string, "detail": string}},
             "Named": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string", "maxLength": 200}}},
+            "RoleRule": {"type": "object", "required": ["filter", "product", "role"], "additionalProperties": false, "properties": {
+                "filter": {"type": "string", "description": "A SCIM filter over the user (groups included)"}, "product": string, "role": string}},
             "NewAdminKey": {"type": "object", "required": ["name", "scopes"], "additionalProperties": false, "properties": {
                 "name": {"type": "string", "maxLength": 200},
                 "scopes": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": Scope::ALL.map(Scope::as_str)}},
@@ -706,9 +732,10 @@ fn components() -> Value {
                     "description": EventType::ALL.iter().map(|e| format!("{}: {}", e.name(), e.meaning())).collect::<Vec<_>>().join("; ")},
                 "tenant": string, "created_at": string,
                 "resource": {"type": "object", "properties": {"type": string, "id": string}}, "data": {"type": "object"}}},
-            "Check": {"type": "object", "required": ["user"], "description": "Exactly one of feature or limit.", "properties": {
+            "Check": {"type": "object", "required": ["user"], "description": "Exactly one of feature, limit or permission.", "properties": {
                 "user": {"type": "string", "description": "id, userName or externalId", "maxLength": 256},
-                "feature": {"type": "string", "maxLength": 256}, "limit": {"type": "string", "maxLength": 256}}},
+                "feature": {"type": "string", "maxLength": 256}, "limit": {"type": "string", "maxLength": 256},
+                "permission": {"type": "string", "maxLength": 256, "description": "Answered from the user's roles: {user, allowed, roles, reason}"}}},
             "CheckRequest": {"oneOf": [
                 {"$ref": "#/components/schemas/Check"},
                 {"type": "object", "required": ["checks"], "properties": {"checks": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH_CHECKS, "items": {"$ref": "#/components/schemas/Check"}}}},
@@ -717,17 +744,22 @@ fn components() -> Value {
                 "user": string, "allowed": {"type": "boolean"}, "plan": {"type": ["string", "null"]},
                 "value": {"type": ["integer", "null"]},
                 "reason": {"type": "string", "examples": ["plan pro grants feature export", "plan free lacks feature export", "waitlisted: seat limit reached", "subscription expired", "not licensed", "user inactive", "unknown user"]}}},
+            "PermissionAnswer": {"type": "object", "properties": {
+                "user": string, "allowed": {"type": "boolean"}, "roles": {"type": "array", "items": string},
+                "reason": {"type": "string", "examples": ["role admin (rule it-admins) grants billing.manage", "no role grants billing.manage", "role admin (rule it-admins) grants billing.manage but requires an active workspace license", "user inactive", "unknown user"]}}},
             "CheckResponse": {"oneOf": [
                 {"$ref": "#/components/schemas/Answer"},
-                {"type": "object", "properties": {"results": {"type": "array", "items": {"$ref": "#/components/schemas/Answer"}}}},
+                {"$ref": "#/components/schemas/PermissionAnswer"},
+                {"type": "object", "properties": {"results": {"type": "array", "items": {"oneOf": [{"$ref": "#/components/schemas/Answer"}, {"$ref": "#/components/schemas/PermissionAnswer"}]}}}},
             ]},
             "Entitlements": {"type": "object", "properties": {
                 "id": string, "active": {"type": "boolean"},
                 "licenses": {"type": "array", "items": {"type": "object", "properties": {"product": string, "plan": string, "state": {"type": "string", "enum": ["active", "waitlisted"]}}}},
                 "features": {"type": "array", "items": string},
-                "limits": {"type": "object", "additionalProperties": {"type": "integer"}}}},
+                "limits": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "roles": {"type": "array", "items": string}, "permissions": {"type": "array", "items": string}}},
             "TokenRequest": {"type": "object", "required": ["user"], "properties": {"user": string}},
-            "Token": {"type": "object", "properties": {"token": {"type": "string", "description": "JWT, EdDSA; claims iss, sub, tenant, active, plans, features, limits, iat, exp"}, "expires_at": string, "jwks_uri": string}},
+            "Token": {"type": "object", "properties": {"token": {"type": "string", "description": "JWT, EdDSA; claims iss, sub, tenant, active, plans, features, limits, roles, permissions, iat, exp"}, "expires_at": string, "jwks_uri": string}},
             "Jwks": {"type": "object", "properties": {"keys": {"type": "array", "items": {"type": "object", "properties": {"kty": string, "crv": string, "x": string, "kid": string, "alg": string, "use": string}}}}},
         },
     })

@@ -9,9 +9,9 @@ use serde_json::json;
 
 use crate::kernel::auth::Credential;
 use crate::kernel::error::{ApiError, ApiResult};
-use crate::kernel::scopes::Scopes;
 use crate::kernel::extract::{AdminAuth, Json, OptionalJson, ScimJson, empty, with_status};
 use crate::kernel::ids::{Name, Named};
+use crate::kernel::scopes::Scopes;
 use crate::state::Shared;
 
 /// The tenant routes.

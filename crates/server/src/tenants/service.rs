@@ -8,9 +8,9 @@ use crate::kernel::catalogue::EventType;
 use crate::kernel::clock::{SharedClock, stamp};
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::ids::Name;
-use crate::kernel::store::{Actor, Change, Store, StoreResult};
 use crate::kernel::scopes::Scopes;
 use crate::kernel::store::VENDOR;
+use crate::kernel::store::{Actor, Change, Store, StoreResult};
 use crate::tenants::store::{AdminKeyRow, CredentialRow, TenantRow};
 
 /// A new admin key; `token` is shown once and never stored.

@@ -198,7 +198,15 @@ impl Tx<'_> {
         self.execute(
             "INSERT INTO admin_keys (id, name, token_hash, scopes, tenant_id, created, created_by) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &params![&k.id, &k.name, hash, scopes, &k.tenant, &k.created, &k.created_by],
+            &params![
+                &k.id,
+                &k.name,
+                hash,
+                scopes,
+                &k.tenant,
+                &k.created,
+                &k.created_by
+            ],
         )?;
         Ok(())
     }
@@ -225,6 +233,12 @@ impl Store {
     /// Every admin key, oldest first.
     pub(crate) async fn admin_keys(&self) -> StoreResult<Vec<AdminKeyRow>> {
         let sql = format!("SELECT {ADMIN_KEY_COLUMNS} FROM admin_keys ORDER BY created, id");
-        Ok(self.pool.fetch(&sql, &[]).await?.iter().map(admin_key).collect())
+        Ok(self
+            .pool
+            .fetch(&sql, &[])
+            .await?
+            .iter()
+            .map(admin_key)
+            .collect())
     }
 }
