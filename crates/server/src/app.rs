@@ -27,6 +27,7 @@ pub fn router(state: Shared) -> Router {
         .merge(crate::billing::http::routes())
         .merge(crate::audit::http::routes())
         .merge(crate::apps::http::routes())
+        .merge(crate::sso::http::routes())
         .merge(crate::ops::openapi::routes())
         .merge(crate::ops::http::api_routes())
         .merge(crate::ops::http::routes())

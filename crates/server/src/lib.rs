@@ -14,6 +14,7 @@ pub(crate) mod kernel;
 pub(crate) mod licenses;
 pub(crate) mod ops;
 pub(crate) mod reports;
+pub(crate) mod sso;
 pub(crate) mod state;
 pub(crate) mod tenants;
 #[doc(hidden)]

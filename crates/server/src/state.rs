@@ -29,6 +29,8 @@ pub struct AppState {
     pub reports: crate::reports::service::Reports,
     /// The console's pages and sessions.
     pub console: crate::console::service::Console,
+    /// OIDC connections and sign-in.
+    pub sso: crate::sso::service::Sso,
     /// Entitlement snapshots, for checks.
     pub snapshots: std::sync::Arc<crate::apps::snapshot::Snapshots>,
     /// Signs entitlement tokens.
@@ -108,6 +110,7 @@ impl AppState {
                 config.token_ttl,
             ),
             snapshots,
+            sso: crate::sso::service::Sso::new(engine.clone()),
             engine,
             config,
             metrics,

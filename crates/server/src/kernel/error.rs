@@ -34,6 +34,14 @@ pub enum ApiError {
     /// Missing or bad credentials.
     #[error("{0}")]
     Unauthorized(String),
+    /// A sign-in refused: 401 whose body names the `reason` (`expired`, `wrong_audience`…).
+    #[error("{detail}")]
+    SignInRefused {
+        /// The reason's name.
+        reason: &'static str,
+        /// What a person is told.
+        detail: String,
+    },
     /// Authenticated, but this credential may not do this.
     #[error("{0}")]
     Forbidden(String),
@@ -104,7 +112,9 @@ impl ApiError {
             ApiError::Uniqueness(_) => (StatusCode::CONFLICT, Some("uniqueness")),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, None),
             ApiError::PreconditionFailed(_) => (StatusCode::PRECONDITION_FAILED, None),
-            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, None),
+            ApiError::Unauthorized(_) | ApiError::SignInRefused { .. } => {
+                (StatusCode::UNAUTHORIZED, None)
+            }
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, None),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, None),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, None),
@@ -121,7 +131,11 @@ impl ApiError {
     /// The SCIM error body.
     pub fn body(&self) -> serde_json::Value {
         let (status, scim_type) = self.status_and_type();
-        scim::error::error_body(status.as_u16(), scim_type, &self.to_string())
+        let mut body = scim::error::error_body(status.as_u16(), scim_type, &self.to_string());
+        if let ApiError::SignInRefused { reason, .. } = self {
+            body["reason"] = Value::String((*reason).to_string());
+        }
+        body
     }
 }
 
@@ -133,7 +147,7 @@ impl IntoResponse for ApiError {
         }
         let mut resp = (status, ScimJson(self.body())).into_response();
         match &self {
-            ApiError::Unauthorized(_) => {
+            ApiError::Unauthorized(_) | ApiError::SignInRefused { .. } => {
                 resp.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"seatkeeper\""),

@@ -83,6 +83,7 @@ const MIGRATIONS: &[(i64, &str, &str, Option<Then>)] = &[
         include_str!("sql/roles.sql"),
         None,
     ),
+    (20, "OIDC sign-in", include_str!("sql/sso.sql"), None),
 ];
 
 /// Migration 6: copies each tenant's seat counts from `lic_lines` into its head row

@@ -1357,8 +1357,12 @@ async fn user_licenses(store: &Store, tenant: &str, user: &str) -> ApiResult<Val
             })
         })
         .collect();
+    let sign_ins = store
+        .logins(tenant, user)
+        .await?
+        .map(|(count, last)| json!({"count": count, "last": last}));
     Ok(json!({
-        "tenant": tenant, "user": user, "last_seen": last_seen,
+        "tenant": tenant, "user": user, "last_seen": last_seen, "sign_ins": sign_ins,
         "licenses": licenses, "roles": roles, "history": history,
     }))
 }

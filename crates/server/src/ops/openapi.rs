@@ -631,6 +631,38 @@ const OPS: &[Op] = &[
         (204, ""),
     ),
     op(
+        "put",
+        "/tenants/{id}/sso",
+        Admin,
+        "Create or replace the tenant's OIDC connection",
+        Some("SsoConnection"),
+        (200, "SsoConnection"),
+    ),
+    op(
+        "get",
+        "/tenants/{id}/sso",
+        Admin,
+        "The tenant's OIDC connection",
+        None,
+        (200, "SsoConnection"),
+    ),
+    op(
+        "delete",
+        "/tenants/{id}/sso",
+        Admin,
+        "Remove the tenant's OIDC connection",
+        None,
+        (204, ""),
+    ),
+    op(
+        "post",
+        "/sso/login",
+        App,
+        "Sign a user in with an ID token from the tenant's identity provider: verified, the user found or created (jit), licensed, and answered with entitlements and a token; 401 with a reason when refused",
+        Some("SsoLogin"),
+        (200, "SsoLoggedIn"),
+    ),
+    op(
         "post",
         "/admin-keys",
         Admin,
@@ -680,7 +712,41 @@ const OPS: &[Op] = &[
     ),
 ];
 
+/// The schemas of sign-in (apart: one `json!` of them all is deeper than the macro goes).
+fn sso_schemas() -> Value {
+    let string = json!({"type": "string"});
+    json!({
+            "SsoConnection": {"type": "object", "required": ["issuer", "audiences"], "additionalProperties": false, "properties": {
+                "issuer": {"type": "string", "format": "uri", "description": "https (http only on a loopback host)"},
+                "jwks_uri": {"type": "string", "format": "uri", "description": "Discovered from {issuer}/.well-known/openid-configuration when absent"},
+                "audiences": {"type": "array", "minItems": 1, "maxItems": crate::sso::service::MAX_AUDIENCES, "items": string},
+                "claims": {"type": "object", "additionalProperties": false, "properties": {
+                    "userName": {"type": "string", "default": "email"}, "externalId": {"type": "string", "default": "sub"},
+                    "email": {"type": "string", "default": "email"}, "givenName": {"type": "string", "default": "given_name"},
+                    "familyName": {"type": "string", "default": "family_name"}, "groups": {"type": "string"}}},
+                "provisioning": {"type": "string", "enum": ["jit", "existing_only"], "default": "jit"}}},
+            "SsoLogin": {"type": "object", "required": ["id_token"], "additionalProperties": false, "properties": {
+                "id_token": {"type": "string", "maxLength": crate::sso::service::MAX_TOKEN}, "nonce": {"type": "string", "maxLength": 512}}},
+            "SsoLoggedIn": {"type": "object", "properties": {
+                "user": {"type": "object", "properties": {"id": string, "userName": string, "created": {"type": "boolean"}, "logins": {"type": "integer"}}},
+                "licenses": {"type": "array", "items": {"type": "object"}}, "features": {"type": "array", "items": string},
+                "limits": {"type": "object"}, "roles": {"type": "array", "items": string}, "permissions": {"type": "array", "items": string},
+                "token": string, "expires_at": string}},
+            "SsoRefusal": {"type": "object", "description": "A refused sign-in (401).", "properties": {
+                "status": string, "detail": string,
+                "reason": {"type": "string", "enum": ["invalid_signature", "expired", "wrong_audience", "unknown_issuer", "nonce_mismatch", "user_inactive", "unknown_user"]}}},
+    })
+}
+
 fn components() -> Value {
+    let mut all = components_core();
+    if let (Some(schemas), Value::Object(sso)) = (all["schemas"].as_object_mut(), sso_schemas()) {
+        schemas.extend(sso);
+    }
+    all
+}
+
+fn components_core() -> Value {
     let string = json!({"type": "string"});
     json!({
         "securitySchemes": {
@@ -871,6 +937,7 @@ mod tests {
             include_str!("../audit/http.rs"),
             include_str!("../apps/http.rs"),
             include_str!("../reports/http.rs"),
+            include_str!("../sso/http.rs"),
             &ops[ops.find("fn api_routes").unwrap_or(0)..],
         ];
         let mut out = vec![("get".to_string(), "/openapi.json".to_string())];

@@ -588,3 +588,357 @@ async fn roles_cascade_into_permissions(b: Backend) {
 }
 
 both_backends!(roles_cascade_into_permissions);
+
+async fn sign_in(app: &TestApp, key: &str, token: &str, nonce: Option<&str>) -> common::Resp {
+    let mut body = json!({"id_token": token});
+    if let Some(n) = nonce {
+        body["nonce"] = json!(n);
+    }
+    app.req_as(key, "POST", "/api/v1/sso/login", Some(body), &[])
+        .await
+}
+
+fn refused(r: &common::Resp, reason: &str) {
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.raw);
+    assert_eq!(r.body["reason"], reason, "{}", r.raw);
+    assert_eq!(r.body["status"], "401", "{}", r.raw);
+}
+
+async fn oidc_sign_in_provisions_just_in_time(b: Backend) {
+    use crate::oidc::{Issuer, KeyPair};
+    use jsonwebtoken::Algorithm;
+    use seatkeeper::Clock;
+    let app = common::app(b).await;
+    let t = app.tenant.clone();
+    let issuer = Issuer::start(app.clock.now().unix_timestamp()).await;
+    let now = || issuer.now;
+    let rsa = KeyPair::new(Algorithm::RS256);
+    let ec = KeyPair::new(Algorithm::ES256);
+    let ed = KeyPair::new(Algorithm::EdDSA);
+    for k in [&rsa, &ec, &ed] {
+        issuer.publish(k);
+    }
+    let product = format!("sp-{}", &t[t.len() - 12..]);
+    let model = json!({
+        "products": [{"key": product, "plans": [{"key": "pro", "rank": 1, "features": ["export"]}],
+            "roles": [{"key": "admin", "permissions": ["billing.manage"]}]}],
+        "tenants": [{"id": t,
+            "subscriptions": [{"product": product, "plan": "pro", "seats": 2,
+                "starts_at": "2026-01-01T00:00:00Z", "enforcement": "hard"}],
+            "role_rules": [{"name": "it", "filter": "groups.display eq \"IT Admins\"", "product": product, "role": "admin"}]}],
+    });
+    let r = app.admin("PUT", "/api/v1/model", Some(model)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let key = app
+        .admin(
+            "POST",
+            &format!("/api/v1/tenants/{t}/app-keys"),
+            Some(json!({"name": "app"})),
+        )
+        .await
+        .body["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sso = format!("/api/v1/tenants/{t}/sso");
+
+    // Before a connection: no issuer is known.
+    let token = rsa.sign(&issuer.claims("u-1", "alice@example.com", json!({})));
+    refused(&sign_in(&app, &key, &token, None).await, "unknown_issuer");
+
+    // Bad connections are refused whole.
+    for bad in [
+        json!({"issuer": "ftp://x", "audiences": ["client-1"]}),
+        json!({"issuer": "http://idp.example.com", "audiences": ["client-1"]}),
+        json!({"issuer": issuer.url, "audiences": []}),
+        json!({"issuer": issuer.url, "audiences": ["client-1"], "provisioning": "sometimes"}),
+        json!({"issuer": issuer.url, "audiences": ["client-1"], "claims": {"userName": ""}}),
+        json!({"issuer": issuer.url, "audiences": ["client-1"], "colour": "blue"}),
+    ] {
+        let r = app.admin("PUT", &sso, Some(bad.clone())).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.raw);
+        assert_eq!(r.body["scimType"], "invalidValue", "{}", r.raw);
+    }
+    assert_eq!(
+        app.admin("GET", &sso, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // jwks_uri discovered from the issuer.
+    let conn = json!({"issuer": issuer.url, "audiences": ["client-1"],
+        "claims": {"groups": "groups"}, "provisioning": "jit"});
+    let r = app.admin("PUT", &sso, Some(conn)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["claims"]["userName"], "email");
+
+    // First sign-in: alice is created, licensed and given her role from the groups claim.
+    let nonce = "n-0S6_WzA2Mj";
+    let claims = issuer.claims(
+        "u-1",
+        "alice@example.com",
+        json!({"given_name": "Alice", "family_name": "Liddell", "groups": ["IT Admins"], "nonce": nonce}),
+    );
+    let r = sign_in(&app, &key, &rsa.sign(&claims), Some(nonce)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["user"]["created"], true);
+    assert_eq!(r.body["user"]["userName"], "alice@example.com");
+    assert_eq!(r.body["licenses"][0]["state"], "active", "{}", r.raw);
+    assert_eq!(r.body["features"], json!(["export"]));
+    assert_eq!(r.body["roles"], json!(["admin"]), "{}", r.raw);
+    assert_eq!(r.body["permissions"], json!(["billing.manage"]));
+    assert!(r.body["token"].as_str().unwrap().split('.').count() == 3);
+    let alice = r.body["user"]["id"].as_str().unwrap().to_string();
+    let u = app
+        .req("GET", &format!("/scim/v2/Users/{alice}"), None)
+        .await;
+    assert_eq!(u.body["externalId"], "u-1", "{}", u.raw);
+    assert_eq!(u.body["name"]["givenName"], "Alice");
+    assert_eq!(u.body["groups"][0]["display"], "IT Admins", "{}", u.raw);
+    // The created user and group are audited with the SSO actor.
+    let r = app
+        .admin(
+            "GET",
+            &format!("/api/v1/tenants/{t}/audit?actor=sso:{t}"),
+            None,
+        )
+        .await;
+    assert!(
+        r.raw.contains("Group") && r.raw.contains(&alice),
+        "{}",
+        r.raw
+    );
+
+    // Again, with an ES256 key: the same user, counted, nothing rewritten.
+    let updates_before = events_of(&app, "user.updated").await.len();
+    let claims = issuer.claims(
+        "u-1",
+        "alice@example.com",
+        json!({"given_name": "Alice", "family_name": "Liddell", "groups": ["IT Admins"]}),
+    );
+    let r = sign_in(&app, &key, &ec.sign(&claims), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["user"]["created"], false);
+    assert_eq!(r.body["user"]["logins"], 2);
+    assert_eq!(r.body["user"]["id"], json!(alice));
+    assert_eq!(events_of(&app, "user.updated").await.len(), updates_before);
+    assert_eq!(events_of(&app, "user.login").await.len(), 2);
+    let r = app
+        .admin(
+            "GET",
+            &format!("/api/v1/tenants/{t}/users/{alice}/licenses"),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["sign_ins"]["count"], 2, "{}", r.raw);
+    assert!(r.body["last_seen"].is_string(), "{}", r.raw);
+
+    // EdDSA; bob takes the second seat; carol waits for one.
+    let r = sign_in(
+        &app,
+        &key,
+        &ed.sign(&issuer.claims("u-2", "bob@example.com", json!({}))),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["licenses"][0]["state"], "active");
+    let r = sign_in(
+        &app,
+        &key,
+        &ed.sign(&issuer.claims("u-3", "carol@example.com", json!({}))),
+        None,
+    )
+    .await;
+    assert_eq!(r.body["licenses"][0]["state"], "waitlisted", "{}", r.raw);
+
+    // Refusals, each with its reason.
+    let expired = issuer.claims("u-1", "alice@example.com", json!({"exp": now() - 120}));
+    refused(
+        &sign_in(&app, &key, &rsa.sign(&expired), None).await,
+        "expired",
+    );
+    let skewed = issuer.claims("u-1", "alice@example.com", json!({"exp": now() - 30}));
+    assert_eq!(
+        sign_in(&app, &key, &rsa.sign(&skewed), None).await.status,
+        StatusCode::OK,
+        "within the 60 s leeway"
+    );
+    let early = issuer.claims("u-1", "alice@example.com", json!({"nbf": now() + 600}));
+    refused(
+        &sign_in(&app, &key, &rsa.sign(&early), None).await,
+        "expired",
+    );
+    let other = issuer.claims("u-1", "alice@example.com", json!({"aud": "someone-else"}));
+    refused(
+        &sign_in(&app, &key, &rsa.sign(&other), None).await,
+        "wrong_audience",
+    );
+    let foreign = issuer.claims(
+        "u-1",
+        "alice@example.com",
+        json!({"iss": "https://evil.example.com"}),
+    );
+    refused(
+        &sign_in(&app, &key, &rsa.sign(&foreign), None).await,
+        "unknown_issuer",
+    );
+    let fine = issuer.claims("u-1", "alice@example.com", json!({"nonce": "abc"}));
+    refused(
+        &sign_in(&app, &key, &rsa.sign(&fine), Some("xyz")).await,
+        "nonce_mismatch",
+    );
+    let good = rsa.sign(&fine);
+    let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
+    let forged = issuer.claims("u-1", "mallory@example.com", json!({}));
+    parts[1] = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        forged.to_string(),
+    );
+    refused(
+        &sign_in(&app, &key, &parts.join("."), None).await,
+        "invalid_signature",
+    );
+    let hs = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        &fine,
+        &jsonwebtoken::EncodingKey::from_secret(b"client-secret"),
+    )
+    .unwrap();
+    refused(&sign_in(&app, &key, &hs, None).await, "invalid_signature");
+    let none = format!(
+        "{}.{}.",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            r#"{"alg":"none","typ":"JWT"}"#
+        ),
+        base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            fine.to_string()
+        )
+    );
+    refused(&sign_in(&app, &key, &none, None).await, "invalid_signature");
+    // A key the issuer never published: one fetch to look, then no more within the limit.
+    let stranger = KeyPair::new(Algorithm::EdDSA);
+    let fetched = issuer.fetches();
+    for _ in 0..5 {
+        refused(
+            &sign_in(&app, &key, &stranger.sign(&fine), None).await,
+            "invalid_signature",
+        );
+    }
+    assert!(
+        issuer.fetches() <= fetched + 1,
+        "{} fetches",
+        issuer.fetches() - fetched
+    );
+    // Bad bodies.
+    let r = app
+        .req_as(
+            &key,
+            "POST",
+            "/api/v1/sso/login",
+            Some(json!({"token": "x"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+    let r = sign_in(&app, &key, "", None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+    let r = app
+        .req_as(
+            &app.token,
+            "POST",
+            "/api/v1/sso/login",
+            Some(json!({"id_token": good})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "a SCIM token is no app key"
+    );
+
+    // SCIM is the source of truth: a deactivated user stays out…
+    app.set_active(&alice, false).await;
+    let claims = issuer.claims("u-1", "alice@example.com", json!({}));
+    refused(
+        &sign_in(&app, &key, &rsa.sign(&claims), None).await,
+        "user_inactive",
+    );
+    let u = app
+        .req("GET", &format!("/scim/v2/Users/{alice}"), None)
+        .await;
+    assert_eq!(u.body["active"], false);
+    // …and a user SCIM created keeps SCIM's attributes and groups.
+    let dave = app.user("dave@example.com").await;
+    let claims = issuer.claims(
+        "u-4",
+        "dave@example.com",
+        json!({"given_name": "Not Dave", "groups": ["Sales"]}),
+    );
+    let r = sign_in(&app, &key, &rsa.sign(&claims), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["user"]["id"], json!(dave));
+    let u = app
+        .req("GET", &format!("/scim/v2/Users/{dave}"), None)
+        .await;
+    assert!(u.body.get("name").is_none(), "{}", u.raw);
+    assert!(
+        u.body
+            .get("groups")
+            .is_none_or(|g| g.as_array().unwrap().is_empty()),
+        "{}",
+        u.raw
+    );
+
+    // Key rotation: the new key is fetched when a token names it (once the refresh limit
+    // the stranger's tokens hit has passed).
+    let rsa2 = KeyPair::new(Algorithm::EdDSA);
+    issuer.rotate_to(&[&rsa2]);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let claims = issuer.claims("u-2", "bob@example.com", json!({}));
+    let r = sign_in(&app, &key, &rsa2.sign(&claims), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+
+    // existing_only: known users sign in, strangers are refused and nothing is created.
+    let conn = json!({"issuer": issuer.url, "jwks_uri": format!("{}/jwks", issuer.url),
+        "audiences": ["client-1", "client-2"], "provisioning": "existing_only"});
+    assert_eq!(
+        app.admin("PUT", &sso, Some(conn)).await.status,
+        StatusCode::OK
+    );
+    let claims = issuer.claims("u-9", "erin@example.com", json!({"aud": "client-2"}));
+    refused(
+        &sign_in(&app, &key, &rsa2.sign(&claims), None).await,
+        "unknown_user",
+    );
+    let r = app
+        .req(
+            "GET",
+            "/scim/v2/Users?filter=userName%20eq%20%22erin@example.com%22",
+            None,
+        )
+        .await;
+    assert_eq!(r.body["totalResults"], 0, "{}", r.raw);
+    // Matched by email when userName differs, then by externalId.
+    let claims = issuer.claims(
+        "u-2",
+        "robert@example.com",
+        json!({"email": "bob@example.com"}),
+    );
+    let r = sign_in(&app, &key, &rsa2.sign(&claims), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["user"]["userName"], "bob@example.com");
+    let claims = issuer.claims("u-3", "nobody@example.com", json!({}));
+    let r = sign_in(&app, &key, &rsa2.sign(&claims), None).await;
+    assert_eq!(r.body["user"]["userName"], "carol@example.com", "{}", r.raw);
+
+    let r = app.admin("DELETE", &sso, None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.raw);
+    refused(
+        &sign_in(&app, &key, &rsa2.sign(&claims), None).await,
+        "unknown_issuer",
+    );
+}
+
+both_backends!(oidc_sign_in_provisions_just_in_time);

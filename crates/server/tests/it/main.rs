@@ -10,6 +10,7 @@ extern crate seatkeeper;
 
 mod binary;
 mod harness;
+mod oidc;
 
 pub(crate) use harness as common;
 
