@@ -28,6 +28,8 @@ pub fn router(state: Shared) -> Router {
         .merge(crate::audit::http::routes())
         .merge(crate::apps::http::routes())
         .merge(crate::sso::http::routes())
+        .merge(crate::portal::http::routes())
+        .merge(crate::portal::http::api_routes())
         .merge(crate::ops::openapi::routes())
         .merge(crate::ops::http::api_routes())
         .merge(crate::ops::http::routes())

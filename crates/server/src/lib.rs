@@ -13,6 +13,7 @@ pub(crate) mod jobs;
 pub(crate) mod kernel;
 pub(crate) mod licenses;
 pub(crate) mod ops;
+pub(crate) mod portal;
 pub(crate) mod reports;
 pub(crate) mod sso;
 pub(crate) mod state;

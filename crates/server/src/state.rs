@@ -29,6 +29,8 @@ pub struct AppState {
     pub reports: crate::reports::service::Reports,
     /// The console's pages and sessions.
     pub console: crate::console::service::Console,
+    /// The customer admin portal.
+    pub portal: crate::portal::service::Portal,
     /// OIDC connections and sign-in.
     pub sso: crate::sso::service::Sso,
     /// Entitlement snapshots, for checks.
@@ -111,6 +113,7 @@ impl AppState {
             ),
             snapshots,
             sso: crate::sso::service::Sso::new(engine.clone()),
+            portal: crate::portal::service::Portal::new(store.clone(), engine.clock().clone()),
             engine,
             config,
             metrics,

@@ -56,7 +56,7 @@ pub fn routes() -> Router<Shared> {
         .layer(axum::middleware::map_response(secure_headers))
 }
 
-async fn secure_headers(mut resp: Response) -> Response {
+pub(crate) async fn secure_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -103,7 +103,7 @@ fn static_asset(body: &'static str, kind: &'static str) -> Response {
         .into_response()
 }
 
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -132,7 +132,7 @@ fn ui_cookie(state: &Shared, name: &str, value: &str, max_age: Option<i64>) -> H
     HeaderValue::from_str(&c.build().to_string()).unwrap_or(HeaderValue::from_static(""))
 }
 
-fn page(t: impl Template, status: StatusCode) -> Response {
+pub(crate) fn page(t: impl Template, status: StatusCode) -> Response {
     match t.render() {
         Ok(html) => (
             status,
@@ -210,7 +210,7 @@ async fn login_page(State(state): State<Shared>) -> Response {
     resp
 }
 
-fn forbidden(what: &str) -> Response {
+pub(crate) fn forbidden(what: &str) -> Response {
     (
         StatusCode::FORBIDDEN,
         [(

@@ -84,6 +84,12 @@ const MIGRATIONS: &[(i64, &str, &str, Option<Then>)] = &[
         None,
     ),
     (20, "OIDC sign-in", include_str!("sql/sso.sql"), None),
+    (
+        21,
+        "the customer admin portal",
+        include_str!("sql/portal.sql"),
+        None,
+    ),
 ];
 
 /// Migration 6: copies each tenant's seat counts from `lic_lines` into its head row

@@ -664,6 +664,14 @@ const OPS: &[Op] = &[
     ),
     op(
         "post",
+        "/tenants/{id}/portal-links",
+        Admin,
+        "A single-use link to the customer admin portal for the tenant's IT admin (its first visit starts an 8-hour session)",
+        Some("PortalLinkRequest"),
+        (201, "PortalLink"),
+    ),
+    op(
+        "post",
         "/admin-keys",
         Admin,
         "Create a scoped admin key (shown once), optionally confined to one tenant",
@@ -725,6 +733,10 @@ fn sso_schemas() -> Value {
                     "email": {"type": "string", "default": "email"}, "givenName": {"type": "string", "default": "given_name"},
                     "familyName": {"type": "string", "default": "family_name"}, "groups": {"type": "string"}}},
                 "provisioning": {"type": "string", "enum": ["jit", "existing_only"], "default": "jit"}}},
+            "PortalLinkRequest": {"type": "object", "additionalProperties": false, "properties": {
+                "expires_in": {"type": "integer", "minimum": crate::portal::service::LINK_LIFETIME.0, "maximum": crate::portal::service::LINK_LIFETIME.1, "default": 3600},
+                "capabilities": {"type": "array", "items": {"type": "string", "enum": crate::portal::service::CAPABILITIES}, "default": crate::portal::service::CAPABILITIES}}},
+            "PortalLink": {"type": "object", "properties": {"url": string, "expires_at": string, "capabilities": {"type": "array", "items": string}}},
             "SsoLogin": {"type": "object", "required": ["id_token"], "additionalProperties": false, "properties": {
                 "id_token": {"type": "string", "maxLength": crate::sso::service::MAX_TOKEN}, "nonce": {"type": "string", "maxLength": 512}}},
             "SsoLoggedIn": {"type": "object", "properties": {
@@ -929,6 +941,7 @@ mod tests {
     /// module's own.
     fn declared() -> Vec<(String, String)> {
         let ops = include_str!("http.rs");
+        let portal = include_str!("../portal/http.rs");
         let sources = [
             include_str!("../tenants/http.rs"),
             include_str!("../licenses/http.rs"),
@@ -938,6 +951,7 @@ mod tests {
             include_str!("../apps/http.rs"),
             include_str!("../reports/http.rs"),
             include_str!("../sso/http.rs"),
+            &portal[portal.find("fn api_routes").unwrap_or(0)..],
             &ops[ops.find("fn api_routes").unwrap_or(0)..],
         ];
         let mut out = vec![("get".to_string(), "/openapi.json".to_string())];

@@ -159,6 +159,54 @@ impl Tenants {
             .await
     }
 
+    /// Replaces a tenant's live credentials of one kind and name with a new one, in one
+    /// transaction: each revocation and the creation audited and announced.
+    pub async fn rotate_credential(
+        &self,
+        actor: &Actor,
+        kind: Credential,
+        tenant: &str,
+        name: &Name,
+    ) -> ApiResult<CreatedToken> {
+        let token = generate_token(kind.prefix());
+        let now = stamp(self.clock.now());
+        let row = CredentialRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant: tenant.to_string(),
+            name: name.to_string(),
+            created: now.clone(),
+            revoked: None,
+        };
+        let (actor, hash, out) = (actor.clone(), hash_token(&token), row.clone());
+        self.store
+            .write(move |tx| {
+                if !tx.tenant_exists(&row.tenant)? {
+                    return Err(ApiError::NotFound(format!(
+                        "tenant {} not found",
+                        row.tenant
+                    )));
+                }
+                for old in tx.live_credentials_named(kind, &row.tenant, &row.name)? {
+                    if let Some(before) = tx.revoke_credential(kind, &row.tenant, &old, &now)? {
+                        let mut after = before.clone();
+                        after.revoked = Some(now.clone());
+                        credential_changed(
+                            tx,
+                            &actor,
+                            kind,
+                            &after,
+                            Some(&before),
+                            EventType::CredentialRevoked,
+                        )?;
+                    }
+                }
+                tx.insert_credential(kind, &row, &hash)?;
+                credential_changed(tx, &actor, kind, &row, None, EventType::CredentialCreated)
+            })
+            .await?;
+        Ok(CreatedToken { row: out, token })
+    }
+
     /// A tenant's credentials of one kind, oldest first (404 for an unknown tenant).
     pub async fn credentials(
         &self,

@@ -40,6 +40,24 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// The ids of a tenant's live credentials of one kind with this name.
+    pub(crate) fn live_credentials_named(
+        &mut self,
+        kind: Credential,
+        tenant: &str,
+        name: &str,
+    ) -> StoreResult<Vec<String>> {
+        let sql = format!(
+            "SELECT id FROM {} WHERE tenant_id = $1 AND name = $2 AND revoked IS NULL",
+            kind.table()
+        );
+        Ok(self
+            .fetch(&sql, &params![tenant, name])?
+            .iter()
+            .map(|r| r.text(0))
+            .collect())
+    }
+
     /// Revokes a live credential of a tenant; returns it as it was, if there was one.
     pub(crate) fn revoke_credential(
         &mut self,

@@ -942,3 +942,297 @@ async fn oidc_sign_in_provisions_just_in_time(b: Backend) {
 }
 
 both_backends!(oidc_sign_in_provisions_just_in_time);
+
+/// A browser's request to the portal: (status, Set-Cookie, body).
+async fn portal_get(app: &TestApp, path: &str, cookie: &str) -> common::Resp {
+    let mut headers = vec![];
+    if !cookie.is_empty() {
+        headers.push(("cookie", cookie));
+    }
+    app.req_as("", "GET", path, None, &headers).await
+}
+
+async fn portal_post(app: &TestApp, path: &str, cookie: &str, form: &str) -> common::Resp {
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("host", "scim.test")
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(axum::body::Body::from(form.to_string()))
+        .unwrap();
+    app.send(req).await
+}
+
+fn csrf_of(html: &str) -> String {
+    let i = html
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
+    html[i..].split('"').next().unwrap().to_string()
+}
+
+async fn the_portal_shows_one_tenant_to_its_admin(b: Backend) {
+    use seatkeeper::Clock;
+    let app = common::app(b).await;
+    let t = app.tenant.clone();
+    let other = common::new_tenant(&app.store, Arc::new(app.clock.clone()), "Other Co").await;
+    let product = format!("pp-{}", &t[t.len() - 12..]);
+    let model = json!({
+        "products": [{"key": product, "plans": [{"key": "pro", "rank": 1, "features": ["export"]}]}],
+        "tenants": [{"id": t, "subscriptions": [{"product": product, "plan": "pro", "seats": 1,
+            "starts_at": "2026-01-01T00:00:00Z", "enforcement": "hard"}]}],
+    });
+    assert_eq!(
+        app.admin("PUT", "/api/v1/model", Some(model)).await.status,
+        StatusCode::OK
+    );
+    let alice = app.user("alice@example.com").await;
+    let _bob = app.user("bob@example.com").await;
+    let links = format!("/api/v1/tenants/{t}/portal-links");
+
+    // Bad links are refused.
+    for bad in [
+        json!({"expires_in": 10}),
+        json!({"expires_in": 3600, "capabilities": ["billing"]}),
+        json!({"capabilities": []}),
+        json!({"colour": "blue"}),
+    ] {
+        let r = app.admin("POST", &links, Some(bad.clone())).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.raw);
+    }
+    // A key confined to the tenant, with credentials:write, may make one; to another, 404.
+    let r = app
+        .admin(
+            "POST",
+            "/api/v1/admin-keys",
+            Some(json!({"name": "csm", "scopes": ["credentials:write"], "tenant": t})),
+        )
+        .await;
+    let csm = r.body["token"].as_str().unwrap().to_string();
+    let r = app
+        .req_as(
+            &csm,
+            "POST",
+            &format!("/api/v1/tenants/{}/portal-links", other.id),
+            Some(json!({})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.raw);
+    let r = app
+        .req_as(
+            &csm,
+            "POST",
+            &links,
+            Some(json!({"expires_in": 3600, "capabilities": ["scim_setup", "seats", "audit"]})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    let url = r.body["url"].as_str().unwrap().to_string();
+    assert!(url.starts_with("http://scim.test/portal/skl_"), "{url}");
+    let path = url.trim_start_matches("http://scim.test").to_string();
+
+    // Without a session: nothing.
+    let r = portal_get(&app, "/portal", "").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    // The first visit starts a session and spends the link.
+    let r = portal_get(&app, &path, "").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.raw);
+    let set = r.headers["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/portal"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    let r = portal_get(&app, &path, "").await;
+    assert_eq!(r.status, StatusCode::GONE, "a link opens once");
+    assert!(r.raw.contains("used or has expired"));
+
+    let r = portal_get(&app, "/portal", &cookie).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert!(
+        r.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    let html = r.raw;
+    assert!(
+        html.contains("http://scim.test/scim/v2"),
+        "the tenant's SCIM URL"
+    );
+    assert!(html.contains("Microsoft Entra ID") && html.contains("Okta"));
+    assert!(html.contains("alice@example.com") && html.contains("bob@example.com"));
+    assert!(html.contains("waitlisted"), "bob waits for the one seat");
+    assert!(!html.contains("Other Co") && !html.contains(&other.id));
+    assert!(!html.contains(&app.token), "no credential is shown");
+    let csrf = csrf_of(&html);
+
+    // The user page explains; another tenant's user is not found.
+    let r = portal_get(&app, &format!("/portal/users/{alice}"), &cookie).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert!(r.raw.contains("data-testid=\"explanation\""), "{}", r.raw);
+    let stranger = common::new_credential(
+        &app.store,
+        Arc::new(app.clock.clone()),
+        seatkeeper::Credential::Scim,
+        &other.id,
+        "idp",
+    )
+    .await;
+    let r = app
+        .req_as(
+            &stranger.token,
+            "POST",
+            "/scim/v2/Users",
+            Some(json!({"schemas": [common::USER], "userName": "zed@other.example"})),
+            &[],
+        )
+        .await;
+    let zed = r.body["id"].as_str().unwrap().to_string();
+    let r = portal_get(&app, &format!("/portal/users/{zed}"), &cookie).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.raw);
+
+    // Their own SCIM token: CSRF needed; shown once; works; a rotation revokes the last one.
+    let r = portal_post(&app, "/portal/scim-token", &cookie, "csrf=wrong").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = portal_post(&app, "/portal/scim-token", &cookie, &format!("csrf={csrf}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let first = r
+        .raw
+        .split("data-testid=\"new-scim-token\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(first.starts_with("skt_"), "{first}");
+    let r = app
+        .req_as(&first, "GET", "/scim/v2/Users?count=1", None, &[])
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = portal_post(&app, "/portal/scim-token", &cookie, &format!("csrf={csrf}")).await;
+    let second = r
+        .raw
+        .split("data-testid=\"new-scim-token\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_ne!(first, second);
+    let r = app
+        .req_as(&first, "GET", "/scim/v2/Users?count=1", None, &[])
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "the rotated token stops working"
+    );
+    assert_eq!(
+        app.req_as(&second, "GET", "/scim/v2/Users?count=1", None, &[])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // The test's own IdP token is untouched.
+    assert_eq!(
+        app.req("GET", "/scim/v2/Users?count=1", None).await.status,
+        StatusCode::OK
+    );
+    // Audited with actor portal, and shown in their trail.
+    let r = app
+        .admin(
+            "GET",
+            &format!("/api/v1/tenants/{t}/audit?actor=portal"),
+            None,
+        )
+        .await;
+    assert!(
+        r.raw.contains("credential.create")
+            && r.raw.contains("credential.revoke")
+            && r.raw.contains("portal.open"),
+        "{}",
+        r.raw
+    );
+    let html = portal_get(&app, "/portal", &cookie).await.raw;
+    assert!(html.contains("credential.revoke"), "their audit trail");
+
+    // A link with fewer capabilities shows less and may do less.
+    let r = app
+        .admin("POST", &links, Some(json!({"capabilities": ["audit"]})))
+        .await;
+    let path2 = r.body["url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://scim.test")
+        .to_string();
+    let r = portal_get(&app, &path2, "").await;
+    let cookie2 = r.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let html = portal_get(&app, "/portal", &cookie2).await.raw;
+    assert!(
+        !html.contains("/scim/v2")
+            && !html.contains("alice@example.com")
+            && html.contains("portal.open")
+    );
+    let r = portal_post(
+        &app,
+        "/portal/scim-token",
+        &cookie2,
+        &format!("csrf={}", csrf_of(&html)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        portal_get(&app, &format!("/portal/users/{alice}"), &cookie2)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    // An unused link expires; a session ends after 8 hours, or on sign-out.
+    let r = app
+        .admin("POST", &links, Some(json!({"expires_in": 60})))
+        .await;
+    let path3 = r.body["url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://scim.test")
+        .to_string();
+    app.clock.advance(time::Duration::seconds(61));
+    assert_eq!(portal_get(&app, &path3, "").await.status, StatusCode::GONE);
+    let r = portal_post(
+        &app,
+        "/portal/logout",
+        &cookie2,
+        &format!("csrf={}", csrf_of(&html)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        portal_get(&app, "/portal", &cookie2).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        portal_get(&app, "/portal", &cookie).await.status,
+        StatusCode::OK
+    );
+    app.clock.advance(time::Duration::hours(8));
+    let _ = app.clock.now();
+    assert_eq!(
+        portal_get(&app, "/portal", &cookie).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+both_backends!(the_portal_shows_one_tenant_to_its_admin);
