@@ -554,3 +554,172 @@ async fn console_forms_need_their_csrf_token() {
         "the session survived the refused sign-outs"
     );
 }
+
+/// The customer admin portal in a real browser against `seatkeeper demo`: a single-use link,
+/// the tenant's seats and setup steps, their own SCIM token created and working, a user's
+/// explanation, their audit trail, and a spent link refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_in_a_real_browser() {
+    let (_demo, base, _scim_token, tenant, _db) = demo();
+    let http = reqwest::Client::new();
+    let link: serde_json::Value = http
+        .post(format!("{base}/api/v1/tenants/{tenant}/portal-links"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"expires_in": 3600, "capabilities": ["scim_setup", "seats", "audit"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = link["url"].as_str().unwrap().to_string();
+    assert!(url.starts_with(&format!("{base}/portal/")), "{link}");
+    let (_driver, c) = browser().await;
+
+    c.goto(&url).await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("[data-testid=scim-url]"))
+        .await
+        .unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/portal");
+    let scim_url = c
+        .find(Locator::Css("[data-testid=scim-url]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(scim_url, format!("{base}/scim/v2"));
+    // The seats the admin API reports.
+    let usage: serde_json::Value = http
+        .get(format!("{base}/api/v1/tenants/{tenant}/usage"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rows = c
+        .find_all(Locator::Css("[data-testid=seat-row]"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), usage["subscriptions"].as_array().unwrap().len());
+    let actives: Vec<i64> = {
+        let mut v = Vec::new();
+        for e in c
+            .find_all(Locator::Css("[data-testid=seats-active]"))
+            .await
+            .unwrap()
+        {
+            v.push(e.text().await.unwrap().trim().parse().unwrap());
+        }
+        v
+    };
+    let mut expected: Vec<i64> = usage["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["active"].as_i64().unwrap())
+        .collect();
+    let mut shown = actives.clone();
+    expected.sort();
+    shown.sort();
+    assert_eq!(shown, expected);
+    shot(&c, "portal.png").await;
+    c.goto(&format!("{base}/portal#seats")).await.unwrap();
+    shot(&c, "portal-seats.png").await;
+
+    // Their own SCIM token, shown once, works against SCIM.
+    c.find(Locator::Css("[data-testid=rotate-scim-token]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let token = c
+        .wait()
+        .for_element(Locator::Css("[data-testid=new-scim-token]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(token.starts_with("skt_"), "{token}");
+    shot(&c, "portal-token.png").await;
+    let r = http
+        .get(format!("{base}/scim/v2/Users?count=1"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Why a user holds what they hold.
+    c.goto(&format!("{base}/portal")).await.unwrap();
+    let first = c
+        .wait()
+        .for_element(Locator::Css("[data-testid=holder] a"))
+        .await
+        .unwrap();
+    first.click().await.unwrap();
+    c.wait()
+        .for_element(Locator::Css("[data-testid=explanation]"))
+        .await
+        .unwrap();
+    shot(&c, "portal-user.png").await;
+
+    // The audit trail shows the portal's own actions.
+    c.goto(&format!("{base}/portal#audit")).await.unwrap();
+    let trail = c
+        .wait()
+        .for_element(Locator::Css("[data-testid=portal-audit]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        trail.contains("portal") && trail.contains("credential.create"),
+        "{trail}"
+    );
+
+    // The link was spent on the first visit; signing out ends the session.
+    c.find(Locator::Css("[data-testid=portal-logout]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let bye = c
+        .wait()
+        .for_element(Locator::Css("[data-testid=portal-error]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(bye.contains("signed out"), "{bye}");
+    c.goto(&url).await.unwrap();
+    let msg = c
+        .wait()
+        .for_element(Locator::Css("[data-testid=portal-error]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(msg.contains("used or has expired"), "{msg}");
+    shot(&c, "portal-spent.png").await;
+    c.goto(&format!("{base}/portal")).await.unwrap();
+    let msg = c
+        .wait()
+        .for_element(Locator::Css("[data-testid=portal-error]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(msg.contains("session has ended"), "{msg}");
+    c.close().await.unwrap();
+}
