@@ -21,6 +21,7 @@ mod architecture;
 mod billing;
 mod browser;
 mod e2e;
+mod e2e_access;
 mod e2e_apps;
 mod e2e_events;
 mod e2e_licensing;
