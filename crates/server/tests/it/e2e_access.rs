@@ -74,7 +74,7 @@ async fn access_through_the_binary(b: Backend) {
         "{plan}"
     );
 
-    let server = Server::start(&db, &[]);
+    let server = Server::start(&db, &["--test-clock", "2026-11-20T12:00:00Z"]);
     let base = server.base.clone();
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -125,7 +125,8 @@ async fn access_through_the_binary(b: Backend) {
     assert_eq!(s, 403);
 
     // SSO against a local issuer, configured with the admin key (credentials:write).
-    let issuer = Issuer::start(time::OffsetDateTime::now_utc().unix_timestamp()).await;
+    let issuer =
+        Issuer::start(time::macros::datetime!(2026-11-20 12:00 UTC).unix_timestamp()).await;
     let signing = KeyPair::new(jsonwebtoken::Algorithm::ES256);
     issuer.publish(&signing);
     let (s, v) = call(
