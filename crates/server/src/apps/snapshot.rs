@@ -570,6 +570,7 @@ impl Snapshots {
         let mut users: Vec<String> = Vec::new();
         let mut subscriptions = false;
         for (_, kind, id) in &changes {
+            // A sign-in (`Login`) changes nothing a check reads.
             match kind.as_str() {
                 "User" | "License" => users.push(id.clone()),
                 "Subscription" => subscriptions = true,

@@ -202,7 +202,8 @@ impl Store {
         Ok(self
             .pool
             .fetch(
-                "SELECT id, resource_type, resource_id FROM outbox WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                "SELECT id, CASE WHEN event_type = 'user.login' THEN 'Login' ELSE resource_type END, resource_id \
+                 FROM outbox WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
                 &params![tenant, after, limit],
             )
             .await?

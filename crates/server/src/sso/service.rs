@@ -373,9 +373,7 @@ impl Sso {
                 )));
             }
             Some(u) => {
-                if conn.provisioning == Provisioning::Jit
-                    && store.sso_managed(tenant, "User", &u.id).await?
-                {
+                if conn.provisioning == Provisioning::Jit && u.jit {
                     self.refresh_user(&ctx, &u, &claims, m).await?;
                     self.sync_groups(&ctx, &u.id, &claims, m).await?;
                 }
@@ -397,7 +395,6 @@ impl Sso {
                 let doc = user_doc(user_name, &claims, m);
                 let made = self.engine.create(&ctx, Kind::User, &doc).await?;
                 let id = made.body["id"].as_str().unwrap_or_default().to_string();
-                self.mark(tenant, "User", &id).await?;
                 self.sync_groups(&ctx, &id, &claims, m).await?;
                 (id, user_name.to_string(), true)
             }
@@ -439,6 +436,11 @@ impl Sso {
         self.engine
             .store()
             .write(move |tx| {
+                // Nothing a SCIM read shows changes: no rendered user is invalidated.
+                tx.reaches_nothing_rendered();
+                if created {
+                    tx.mark_sso_managed(&tenant, "User", &user, &now)?;
+                }
                 let n = tx.record_login(&tenant, &user, &now)?;
                 tx.outbox(&tenant, EventType::UserLogin, "User", &user, &payload, &now)?;
                 Ok::<_, ApiError>(n)
@@ -459,10 +461,11 @@ impl Sso {
             claims,
             m,
         );
+        let have = self.engine.get(ctx, Kind::User, &u.id, false).await?.body;
         let mut ops = Vec::new();
         for attr in ["userName", "externalId", "name", "emails"] {
             if let Some(v) = want.get(attr)
-                && u.doc.get(attr) != Some(v)
+                && have.get(attr) != Some(v)
             {
                 ops.push(json!({"op": "replace", "path": attr, "value": v}));
             }

@@ -15,8 +15,8 @@ pub struct Candidate {
     pub user_name: String,
     /// Active.
     pub active: bool,
-    /// The stored document.
-    pub doc: Value,
+    /// Whether sign-in created it (only then does sign-in change it).
+    pub jit: bool,
 }
 
 impl Tx<'_> {
@@ -90,14 +90,18 @@ impl Tx<'_> {
     }
 }
 
-const CANDIDATE: &str = "SELECT id, user_name, active, doc FROM scim_users WHERE tenant_id = $1";
+const CANDIDATE: &str = "SELECT u.id, u.user_name, u.active, \
+     CASE WHEN s.resource_id IS NULL THEN 0 ELSE 1 END \
+     FROM scim_users u LEFT JOIN sso_managed s \
+     ON s.tenant_id = u.tenant_id AND s.kind = 'User' AND s.resource_id = u.id \
+     WHERE u.tenant_id = $1";
 
 fn candidate(r: &crate::kernel::db::Row) -> Candidate {
     Candidate {
         id: r.text(0),
         user_name: r.text(1),
         active: r.int(2) != 0,
-        doc: serde_json::from_str(&r.text(3)).unwrap_or(Value::Null),
+        jit: r.int(3) != 0,
     }
 }
 
@@ -123,7 +127,7 @@ impl Store {
         external_id: Option<&str>,
     ) -> StoreResult<Option<Candidate>> {
         if let Some(n) = user_name {
-            let sql = format!("{CANDIDATE} AND user_name_lc = $2");
+            let sql = format!("{CANDIDATE} AND u.user_name_lc = $2");
             if let Some(r) = self
                 .pool
                 .fetch_opt(&sql, &params![tenant, n.to_lowercase()])
@@ -132,42 +136,35 @@ impl Store {
                 return Ok(Some(candidate(&r)));
             }
         }
-        if let Some(e) = email {
-            let sql = format!(
-                "{CANDIDATE} AND id = (SELECT MIN(user_id) FROM scim_user_emails WHERE tenant_id = $1 AND value_lc = $2)"
-            );
-            if let Some(r) = self
+        // Several users may share an email or externalId: the oldest id wins. (The ids are
+        // read by the value's own index and compared here: a MIN() in SQL would walk the
+        // tenant's primary key instead.)
+        for (value, sql) in [
+            (
+                email.map(str::to_lowercase),
+                "SELECT user_id FROM scim_user_emails WHERE tenant_id = $1 AND value_lc = $2",
+            ),
+            (
+                external_id.map(str::to_string),
+                "SELECT id FROM scim_users WHERE tenant_id = $1 AND external_id = $2",
+            ),
+        ] {
+            let Some(value) = value else { continue };
+            let first = self
                 .pool
-                .fetch_opt(&sql, &params![tenant, e.to_lowercase()])
+                .fetch(sql, &params![tenant, value])
                 .await?
-            {
-                return Ok(Some(candidate(&r)));
-            }
-        }
-        if let Some(x) = external_id {
-            let sql = format!("{CANDIDATE} AND external_id = $2 ORDER BY id LIMIT 1");
-            if let Some(r) = self.pool.fetch_opt(&sql, &params![tenant, x]).await? {
-                return Ok(Some(candidate(&r)));
+                .iter()
+                .map(|r| r.text(0))
+                .min();
+            if let Some(id) = first {
+                let sql = format!("{CANDIDATE} AND u.id = $2");
+                if let Some(r) = self.pool.fetch_opt(&sql, &params![tenant, id]).await? {
+                    return Ok(Some(candidate(&r)));
+                }
             }
         }
         Ok(None)
-    }
-
-    /// Whether sign-in created this user or group.
-    pub(crate) async fn sso_managed(
-        &self,
-        tenant: &str,
-        kind: &str,
-        id: &str,
-    ) -> StoreResult<bool> {
-        Ok(self
-            .pool
-            .fetch_opt(
-                "SELECT 1 FROM sso_managed WHERE tenant_id = $1 AND kind = $2 AND resource_id = $3",
-                &params![tenant, kind, id],
-            )
-            .await?
-            .is_some())
     }
 
     /// A group by display name (any case).

@@ -24,3 +24,9 @@ CREATE TABLE sso_logins (
     last_login {TEXT} NOT NULL,
     PRIMARY KEY (tenant_id, user_id)
 ) {WITHOUT_ROWID}
+;
+
+-- Sign-in finds users by email: the index by value carries the user's id, so it covers the
+-- lookup (without it, SQLite walks the tenant's covering primary key instead).
+DROP INDEX scim_user_emails_value;
+CREATE INDEX scim_user_emails_value ON scim_user_emails (tenant_id, value_lc, user_id)
