@@ -61,7 +61,8 @@ const DEPARTMENTS: &[&str] = &["Engineering", "Sales", "Support", "Marketing", "
 
 /// The demo's licensing model: a workspace product in three tiers — a seat-free free tier
 /// and two paid ones bought with a hard seat limit (so some users wait) — and an analytics
-/// add-on with a soft limit (so it shows overage).
+/// add-on with a soft limit (so it shows overage); managers are workspace admins and all
+/// staff (a nested group) members.
 fn demo_model(tenant: &str, seats: usize) -> serde_json::Value {
     json!({
         "products": [
@@ -69,6 +70,9 @@ fn demo_model(tenant: &str, seats: usize) -> serde_json::Value {
                 {"key": "free", "rank": 0, "features": ["docs.read"], "limits": {"projects": 3}, "seated": false},
                 {"key": "pro", "rank": 1, "features": ["docs.read", "docs.write", "export"], "limits": {"projects": 100}},
                 {"key": "enterprise", "rank": 2, "features": ["docs.read", "docs.write", "export", "sso", "audit.export"], "limits": {"projects": 1000}},
+            ], "roles": [
+                {"key": "admin", "permissions": ["billing.manage", "users.invite"]},
+                {"key": "member", "permissions": ["docs.comment"], "requires_license": false},
             ]},
             {"key": "analytics", "name": "Analytics", "plans": [
                 {"key": "basic", "rank": 0, "features": ["dashboards"], "limits": {"reports": 10}},
@@ -88,6 +92,10 @@ fn demo_model(tenant: &str, seats: usize) -> serde_json::Value {
                 {"name": "engineering", "filter": "groups.display eq \"Engineering\"", "product": "workspace", "plan": "pro", "priority": 10},
                 {"name": "everyone", "filter": "userName pr", "product": "workspace", "plan": "free", "priority": 1},
                 {"name": "sales-analytics", "filter": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq \"Sales\"", "product": "analytics", "plan": "basic", "priority": 1},
+            ],
+            "role_rules": [
+                {"name": "managers-admin", "filter": "title eq \"Manager\"", "product": "workspace", "role": "admin"},
+                {"name": "staff", "filter": "groups.display eq \"All Staff\"", "product": "workspace", "role": "member"},
             ],
         }],
     })

@@ -411,6 +411,8 @@ async fn user(
                 user_name,
                 last_seen: v["last_seen"].as_str().unwrap_or_default().to_string(),
                 licenses: v["licenses"].as_array().cloned().unwrap_or_default(),
+                roles: v["roles"].as_array().cloned().unwrap_or_default(),
+                sign_ins: v["sign_ins"]["count"].as_i64().unwrap_or(0),
                 history: v["history"].as_array().cloned().unwrap_or_default(),
             },
             StatusCode::OK,

@@ -72,6 +72,10 @@ pub struct UserPage {
     pub user_name: String,
     pub last_seen: String,
     pub licenses: Vec<Value>,
+    /// The roles the user is given, with the rules that matched.
+    pub roles: Vec<Value>,
+    /// How many times the user signed in through SSO.
+    pub sign_ins: i64,
     pub history: Vec<Value>,
 }
 
@@ -102,6 +106,11 @@ pub struct ErrorPage {
     pub csrf: String,
     pub status: u16,
     pub message: String,
+}
+
+/// The items of a JSON array (none for anything else).
+pub fn items(v: &Value) -> Vec<Value> {
+    v.as_array().cloned().unwrap_or_default()
 }
 
 /// A JSON value as text for a page: strings bare, null empty, the rest as JSON.

@@ -310,7 +310,28 @@ async fn the_console_in_a_real_browser() {
         why.contains("rule managers matched"),
         "the explanation names the rule: {why}"
     );
+    // A manager is a workspace admin (rule managers-admin).
+    let roles = c
+        .find(Locator::Css("[data-testid=roles]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        roles.contains("admin")
+            && roles.contains("managers-admin")
+            && roles.contains("billing.manage"),
+        "{roles}"
+    );
     shot(&c, "user.png").await;
+    c.execute(
+        "document.querySelector('[data-testid=roles]').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    shot(&c, "user-roles.png").await;
 
     // Pins and the deprovision brake show on the tenant page: the live user pinned, then a
     // wave of deactivations (the demo's 40 users: past 10 the brake holds their seats).
