@@ -135,6 +135,39 @@ pub struct Write {
     pub force: bool,
 }
 
+/// Audits a put of a named model item (a rule, a role rule) if it changed:
+/// `{prefix}.create` or `{prefix}.update`, with its event.
+#[allow(clippy::too_many_arguments)]
+fn audit_put<T: serde::Serialize + PartialEq>(
+    tx: &mut Tx<'_>,
+    tenant: &str,
+    actor: &Actor,
+    now: &str,
+    (prefix, kind): (&str, &str),
+    name: &str,
+    before: Option<&T>,
+    after: &T,
+) -> ApiResult<()> {
+    if before == Some(after) {
+        return Ok(());
+    }
+    let action = format!(
+        "{prefix}.{}",
+        if before.is_some() { "update" } else { "create" }
+    );
+    audit_model(
+        tx,
+        tenant,
+        actor,
+        now,
+        &action,
+        kind,
+        name,
+        before.map(|b| json!(b)),
+        Some(json!(after)),
+    )
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn audit_model(
     tx: &mut Tx<'_>,
@@ -642,23 +675,16 @@ async fn put_rule(
             .find(|r| r.name == row.name);
         let now_text = time_text(now);
         tx.put_rule(&tenant, &row, &now_text)?;
-        if before.as_ref() != Some(&row) {
-            audit_model(
-                tx,
-                &tenant,
-                &actor,
-                &now_text,
-                if before.is_some() {
-                    "rule.update"
-                } else {
-                    "rule.create"
-                },
-                "Rule",
-                &row.name,
-                before.map(|b| json!(b)),
-                Some(json!(row)),
-            )?;
-        }
+        audit_put(
+            tx,
+            &tenant,
+            &actor,
+            &now_text,
+            ("rule", "Rule"),
+            &row.name,
+            before.as_ref(),
+            &row,
+        )?;
         let outcome = relicense(tx, &cause(&tenant, &actor, "rule.put", now), Scope::All)?;
         Ok((json!(row), outcome))
     })
@@ -732,20 +758,15 @@ fn put_declared_roles(
         let prev = old.iter().find(|o| o.name == row.name);
         if prev != Some(&row) {
             tx.put_role_rule(&t.id, &row, now_text)?;
-            audit_model(
+            audit_put(
                 tx,
                 &t.id,
                 actor,
                 now_text,
-                if prev.is_some() {
-                    "role_rule.update"
-                } else {
-                    "role_rule.create"
-                },
-                "RoleRule",
+                ("role_rule", "RoleRule"),
                 &row.name,
-                prev.map(|p| json!(p)),
-                Some(json!(row)),
+                prev,
+                &row,
             )?;
         }
     }
@@ -948,22 +969,16 @@ async fn apply(
                     priority: i64::from(r.priority),
                 };
                 let prev = old_rules.iter().find(|o| o.name == row.name);
-                if prev != Some(&row) {
-                    tx.put_rule(&t.id, &row, &now_text)?;
-                    audit_model(
+                if prev != Some(&row) {                    tx.put_rule(&t.id, &row, &now_text)?;
+                    audit_put(
                         tx,
                         &t.id,
                         &actor,
                         &now_text,
-                        if prev.is_some() {
-                            "rule.update"
-                        } else {
-                            "rule.create"
-                        },
-                        "Rule",
+                        ("rule", "Rule"),
                         &row.name,
-                        prev.map(|p| json!(p)),
-                        Some(json!(row)),
+                        prev,
+                        &row,
                     )?;
                 }
             }
@@ -1735,23 +1750,16 @@ impl Licenses {
                 .find(|r| r.name == row.name);
             let now_text = time_text(now);
             tx.put_role_rule(&tenant, &row, &now_text)?;
-            if before.as_ref() != Some(&row) {
-                audit_model(
-                    tx,
-                    &tenant,
-                    &actor,
-                    &now_text,
-                    if before.is_some() {
-                        "role_rule.update"
-                    } else {
-                        "role_rule.create"
-                    },
-                    "RoleRule",
-                    &row.name,
-                    before.map(|b| json!(b)),
-                    Some(json!(row)),
-                )?;
-            }
+            audit_put(
+                tx,
+                &tenant,
+                &actor,
+                &now_text,
+                ("role_rule", "RoleRule"),
+                &row.name,
+                before.as_ref(),
+                &row,
+            )?;
             relicense(
                 tx,
                 &cause(&tenant, &actor, "role_rule.put", now),
