@@ -506,6 +506,30 @@ async fn roles_cascade_into_permissions(b: Backend) {
         .await;
     assert!(r.raw.contains(&alice), "{}", r.raw);
 
+    // Nested groups: a member of Platform, a group inside IT Admins, is given admin too.
+    let dana = app.user("dana@example.com").await;
+    let platform = app
+        .req("POST", "/scim/v2/Groups", Some(group("Platform", &[&dana])))
+        .await;
+    let platform = platform.body["id"].as_str().unwrap().to_string();
+    let r = app
+        .req(
+            "PATCH",
+            &format!("/scim/v2/Groups/{it}"),
+            Some(json!({"schemas": [common::PATCH], "Operations": [{"op": "add", "path": "members", "value": [{"value": platform, "type": "Group"}]}]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    // (She waits for a seat, so the role is given but not in force.)
+    let a = permit(&app, &key, &dana, "billing.manage").await;
+    assert!(
+        a["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("role admin (rule it-admins) grants billing.manage but requires"),
+        "{a}"
+    );
+
     // Deactivated: no role counts.
     app.set_active(&bob, false).await;
     let a = permit(&app, &key, &bob, "docs.read").await;
