@@ -35,6 +35,22 @@ pub enum StoreError {
     /// The database URL is not one we support.
     #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://…")]
     BadUrl(String),
+    /// A text value holds the NUL character, which PostgreSQL cannot store: refused on both
+    /// backends alike, before anything runs.
+    #[error("text values must not contain the NUL character (U+0000)")]
+    Nul,
+}
+
+/// Refuses text parameters holding NUL (PostgreSQL's `text` cannot hold one; SQLite would
+/// truncate it in places): one answer on both backends.
+fn no_nul(params: &[P]) -> StoreResult<()> {
+    if params
+        .iter()
+        .any(|p| matches!(p, P::Text(s) if s.as_bytes().contains(&0)))
+    {
+        return Err(StoreError::Nul);
+    }
+    Ok(())
 }
 
 /// Result of store operations.
@@ -300,6 +316,7 @@ fn with_sqlite_sql<T>(sql: &str, f: impl FnOnce(&str) -> T) -> T {
 }
 
 fn sqlite_fetch(conn: &rusqlite::Connection, sql: &str, params: &[P]) -> StoreResult<Vec<Row>> {
+    no_nul(params)?;
     let mut stmt = with_sqlite_sql(sql, |s| conn.prepare_cached(s)).map_err(map_sqlite)?;
     bind(&mut stmt, params).map_err(map_sqlite)?;
     let n = stmt.column_count();
@@ -323,6 +340,7 @@ fn sqlite_fetch(conn: &rusqlite::Connection, sql: &str, params: &[P]) -> StoreRe
 }
 
 fn sqlite_exec(conn: &rusqlite::Connection, sql: &str, params: &[P]) -> StoreResult<u64> {
+    no_nul(params)?;
     let mut stmt = with_sqlite_sql(sql, |s| conn.prepare_cached(s)).map_err(map_sqlite)?;
     bind(&mut stmt, params).map_err(map_sqlite)?;
     stmt.raw_execute().map(|n| n as u64).map_err(map_sqlite)
@@ -670,7 +688,7 @@ impl Pool {
     pub(crate) async fn fetch(&self, sql: &str, params: &[P]) -> StoreResult<Vec<Row>> {
         match self {
             Pool::Sqlite(s) => s.with_reader(|c| sqlite_fetch(c, sql, params)),
-            Pool::Postgres(pg) => pg_bind(sql, params)
+            Pool::Postgres(pg) => pg_bind(sql, no_nul(params).map(|_| params)?)
                 .fetch_all(pg)
                 .await
                 .map_err(map_pg)?
@@ -903,6 +921,7 @@ impl Tx<'_> {
         match &mut self.conn {
             TxRef::Sqlite(c) => sqlite_fetch(c, sql, params),
             TxRef::Postgres(pg) => {
+                no_nul(params)?;
                 let tx = pg.tx.as_mut().ok_or_else(finished)?;
                 pg.handle
                     .block_on(pg_bind(sql, params).fetch_all(&mut **tx))
@@ -924,6 +943,7 @@ impl Tx<'_> {
         match &mut self.conn {
             TxRef::Sqlite(c) => sqlite_exec(c, sql, params),
             TxRef::Postgres(pg) => {
+                no_nul(params)?;
                 let tx = pg.tx.as_mut().ok_or_else(finished)?;
                 Ok(pg
                     .handle

@@ -77,6 +77,9 @@ impl From<StoreError> for ApiError {
             StoreError::Unique(_) => {
                 ApiError::Uniqueness("a resource with this unique value already exists".into())
             }
+            StoreError::Nul => {
+                ApiError::Scim(scim::Error::InvalidValue(StoreError::Nul.to_string()))
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -9,6 +9,7 @@
 extern crate seatkeeper;
 
 mod binary;
+mod hardening;
 mod harness;
 mod oidc;
 
