@@ -211,8 +211,10 @@ pub(crate) fn audit_json(r: &crate::kernel::chain::AuditRow) -> Value {
 pub(crate) const CSV_HEADER: &str =
     "seq,at,actor,action,resource_type,resource_id,request_id,before,after,prev_hash,hash\r\n";
 
-/// One CSV field (RFC 4180): quoted when it holds a comma, quote or line break.
+/// One CSV field (RFC 4180): neutralised if it could run as a formula, quoted when it holds
+/// a comma, quote or line break.
 fn csv_field(s: &str) -> String {
+    let s = crate::kernel::csv_cell::cell(s);
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {

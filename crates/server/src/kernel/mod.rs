@@ -7,6 +7,7 @@ pub mod catalogue;
 pub mod chain;
 pub mod clock;
 pub mod config;
+pub mod csv_cell;
 pub mod db;
 pub mod error;
 pub mod extract;

@@ -213,12 +213,14 @@ pub fn uses_csv(findings: &[UseFinding]) -> Result<Vec<u8>, csv::Error> {
         "licensed_plan",
     ])?;
     for f in findings {
+        // The user and plans come from the uploaded file: never a formula in the report.
+        let cell = crate::kernel::csv_cell::cell;
         w.write_record([
             f.category,
-            &f.user,
+            &cell(&f.user),
             f.user_id.as_deref().unwrap_or_default(),
-            &f.product,
-            f.app_plan.as_deref().unwrap_or_default(),
+            &cell(&f.product),
+            &cell(f.app_plan.as_deref().unwrap_or_default()),
             f.licensed_plan.as_deref().unwrap_or_default(),
         ])?;
     }

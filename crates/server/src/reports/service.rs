@@ -411,7 +411,7 @@ pub fn usage_csv(rows: &[TenantUsage]) -> Result<Vec<u8>, csv::Error> {
         let opt = |o: &Option<String>| o.clone().unwrap_or_default();
         w.write_record([
             u.tenant.clone(),
-            r.tenant_name.clone(),
+            crate::kernel::csv_cell::cell(&r.tenant_name).into_owned(),
             u.product.clone(),
             u.plan.clone(),
             opt(&u.plan_in_force),
@@ -448,7 +448,7 @@ pub fn findings_csv(findings: &[Finding]) -> Result<Vec<u8>, csv::Error> {
             &f.product,
             f.severity,
             &f.count.to_string(),
-            &f.detail,
+            &crate::kernel::csv_cell::cell(&f.detail),
         ])?;
     }
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))

@@ -124,3 +124,76 @@ async fn nul_is_refused_alike(b: Backend) {
 }
 
 both_backends!(nul_is_refused_alike);
+
+/// A client's request id that is not 1–128 of `[A-Za-z0-9._:-]` is replaced, and no CSV
+/// export carries a live formula (OWASP's CSV-injection guidance).
+async fn csv_exports_run_no_formulas(b: Backend) {
+    let app = common::app(b).await;
+    let formula = "=HYPERLINK(\"http://x\")";
+    // A token named like a formula: its name is the audit actor, a cell of its own.
+    let r = app
+        .admin(
+            "POST",
+            &format!("/api/v1/tenants/{}/scim-tokens", app.tenant),
+            Some(json!({"name": "=SUM(1+1)"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    let evil = r.body["token"].as_str().unwrap().to_string();
+    let r = app
+        .req_as(
+            &evil,
+            "POST",
+            "/scim/v2/Users",
+            Some(json!({"schemas": [USER], "userName": "eve@example.com"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    let r = app
+        .req_h(
+            "POST",
+            "/scim/v2/Users",
+            Some(json!({"schemas": [USER], "userName": "=cmd|' /C calc'!A0@example.com"})),
+            &[("x-request-id", formula)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    let rid = r.headers["x-request-id"].to_str().unwrap().to_string();
+    assert_ne!(rid, formula);
+    assert_eq!(rid.len(), 36, "a fresh UUID: {rid}");
+    let r = app
+        .req_h(
+            "GET",
+            "/scim/v2/Users?count=1",
+            None,
+            &[("x-request-id", "ok-id_1.2:3")],
+        )
+        .await;
+    assert_eq!(r.headers["x-request-id"], "ok-id_1.2:3");
+
+    let r = app
+        .admin(
+            "GET",
+            &format!("/api/v1/tenants/{}/audit?format=csv", app.tenant),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let mut rdr = csv::ReaderBuilder::new().from_reader(r.raw.as_bytes());
+    let mut cells = 0;
+    for rec in rdr.records() {
+        for cell in rec.unwrap().iter() {
+            cells += 1;
+            assert!(
+                !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "a live formula: {cell:?}"
+            );
+        }
+    }
+    assert!(cells > 10);
+    // The actor is there, as text.
+    assert!(r.raw.contains(",'=SUM(1+1),"), "{}", r.raw);
+}
+
+both_backends!(csv_exports_run_no_formulas);
