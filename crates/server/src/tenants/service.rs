@@ -102,28 +102,8 @@ impl Tenants {
         tenant: &str,
         name: &Name,
     ) -> ApiResult<CreatedToken> {
-        let token = generate_token(kind.prefix());
-        let row = CredentialRow {
-            id: uuid::Uuid::now_v7().to_string(),
-            tenant: tenant.to_string(),
-            name: name.to_string(),
-            created: stamp(self.clock.now()),
-            revoked: None,
-        };
-        let (actor, hash, out) = (actor.clone(), hash_token(&token), row.clone());
-        self.store
-            .write(move |tx| {
-                if !tx.tenant_exists(&row.tenant)? {
-                    return Err(ApiError::NotFound(format!(
-                        "tenant {} not found",
-                        row.tenant
-                    )));
-                }
-                tx.insert_credential(kind, &row, &hash)?;
-                credential_changed(tx, &actor, kind, &row, None, EventType::CredentialCreated)
-            })
-            .await?;
-        Ok(CreatedToken { row: out, token })
+        self.issue_credential(actor, kind, tenant, name, false)
+            .await
     }
 
     /// Revokes a SCIM token or app key: audited, and announced as `credential.revoked`. The
@@ -168,6 +148,19 @@ impl Tenants {
         tenant: &str,
         name: &Name,
     ) -> ApiResult<CreatedToken> {
+        self.issue_credential(actor, kind, tenant, name, true).await
+    }
+
+    /// A new credential, in one transaction with (`replace`) the revocation of the tenant's
+    /// live ones of that kind and name.
+    async fn issue_credential(
+        &self,
+        actor: &Actor,
+        kind: Credential,
+        tenant: &str,
+        name: &Name,
+        replace: bool,
+    ) -> ApiResult<CreatedToken> {
         let token = generate_token(kind.prefix());
         let now = stamp(self.clock.now());
         let row = CredentialRow {
@@ -186,7 +179,12 @@ impl Tenants {
                         row.tenant
                     )));
                 }
-                for old in tx.live_credentials_named(kind, &row.tenant, &row.name)? {
+                let replaced = if replace {
+                    tx.live_credentials_named(kind, &row.tenant, &row.name)?
+                } else {
+                    Vec::new()
+                };
+                for old in replaced {
                     if let Some(before) = tx.revoke_credential(kind, &row.tenant, &old, &now)? {
                         let mut after = before.clone();
                         after.revoked = Some(now.clone());
