@@ -170,7 +170,7 @@ async fn main() {
             "tenant": tenant, "subscription": {"product": "workspace", "plan": plan}});
         let body = ev.to_string();
         let now = { seatkeeper::system_clock().now().unix_timestamp() };
-        let sig = seatkeeper::standard_sign(SECRET, &format!("m{i}"), now, body.as_bytes());
+        let sig = seatkeeper::standard_sign(SECRET, &format!("evt_{i}"), now, body.as_bytes());
         let before = inbox.lock().unwrap().len();
         let t0 = Instant::now();
         let waiter = notify.notified();
@@ -179,7 +179,7 @@ async fn main() {
         let resp = http
             .post(format!("{base}/api/v1/billing/events"))
             .header("content-type", "application/json")
-            .header("webhook-id", format!("m{i}"))
+            .header("webhook-id", format!("evt_{i}"))
             .header("webhook-timestamp", now.to_string())
             .header("webhook-signature", sig)
             .body(body)

@@ -69,7 +69,7 @@ async fn observe(
     req.extensions_mut().insert(RequestId(id.clone()));
     let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
-    let mut resp = timeout(limit, req, next).await;
+    let mut resp = in_our_format(timeout(limit, req, next).await).await;
     let status = resp.status().as_u16();
     let elapsed = start.elapsed().as_secs_f64();
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
@@ -117,6 +117,44 @@ fn request_metrics(route: &str, method: &axum::http::Method, status: u16) -> Req
         m.entry(route.to_string()).or_default().insert(key, h.clone());
         h
     })
+}
+
+/// An error answered by something below the handlers (a framework extractor, a layer) in
+/// its own format — plain text or nothing — goes out through the one error table. Pages
+/// (HTML) and our JSON pass untouched.
+async fn in_our_format(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let ours = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let ct = ct.to_ascii_lowercase();
+            ct.starts_with("application/scim+json")
+                || ct.starts_with("application/json")
+                || ct.starts_with("text/html")
+        });
+    if ours {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let detail = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let mut out = ApiError::Rejected { status, detail }.into_response();
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 async fn timeout(limit: std::time::Duration, req: Request, next: Next) -> Response {

@@ -18,6 +18,7 @@ pub(crate) mod reports;
 pub(crate) mod sso;
 pub(crate) mod state;
 pub(crate) mod tenants;
+pub mod transport;
 #[doc(hidden)]
 #[macro_use]
 pub mod testing;

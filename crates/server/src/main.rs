@@ -69,6 +69,21 @@ struct ServeArgs {
     /// Seconds before a request is abandoned with 503.
     #[arg(long, env = "SEATKEEPER_REQUEST_TIMEOUT", default_value_t = 30)]
     request_timeout: u64,
+    /// Seconds a client has to send a request's headers, and to start its next request on a
+    /// kept-alive connection.
+    #[arg(long, env = "SEATKEEPER_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_timeout: u64,
+    /// Seconds a connection may go without a byte sent or read (a trickled body, an unread
+    /// answer) before it is closed.
+    #[arg(long, env = "SEATKEEPER_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    idle_timeout: u64,
+    /// Open client connections at most; more are answered 503 and closed (kept under the
+    /// process's open-file limit).
+    #[arg(long, env = "SEATKEEPER_CONNECTION_LIMIT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    connection_limit: u64,
+    /// Largest request head (request line and headers) in bytes; more is a 431.
+    #[arg(long, env = "SEATKEEPER_MAX_HEADER_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(8192..=1_048_576))]
+    max_header_bytes: u64,
     /// Database connections (read pool on SQLite; the whole pool on PostgreSQL).
     #[arg(long, env = "SEATKEEPER_MAX_CONNECTIONS", default_value_t = 8)]
     max_connections: u32,
@@ -448,21 +463,29 @@ async fn serve(
             ..Default::default()
         },
     });
+    let limits = seatkeeper::transport::Limits {
+        header_timeout: Duration::from_secs(args.header_timeout),
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        max_connections: seatkeeper::transport::fit_connection_cap(
+            usize::try_from(args.connection_limit).unwrap_or(usize::MAX),
+        ),
+        max_header_bytes: usize::try_from(args.max_header_bytes).unwrap_or(64 * 1024),
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(backend = ?store.backend(), "listening on http://{addr}");
+    tracing::info!(backend = ?store.backend(), connection_limit = limits.max_connections, "listening on http://{addr}");
     // On SIGTERM or Ctrl-C, stop accepting and let requests in flight finish, for at most
     // SHUTDOWN_GRACE: a client that holds a connection open must not keep a stopped server
     // alive (answered writes are committed either way).
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let server = seatkeeper::transport::serve(listener, router, limits, async move {
         shutdown().await;
         let _ = stopping.send(());
     });
     tokio::select! {
-        served = server => served?,
+        () = server => {},
         () = async {
             let _ = stopped.await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;

@@ -1,8 +1,9 @@
 //! The application API: entitlement checks, effective sets and signed tokens (app keys),
 //! app key management and token key rotation (admin token), and the public JWKS.
 
+use crate::kernel::extract::Path;
 use axum::Router;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};

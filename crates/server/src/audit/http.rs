@@ -1,8 +1,9 @@
 //! `/api/v1/tenants/{id}/audit`: the audit trail, queried and exported.
 
+use crate::kernel::extract::{Path, Query};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;

@@ -2,8 +2,7 @@
 //! Stripe mappings, and a tenant's billing event log.
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -11,7 +10,9 @@ use serde_json::json;
 
 use crate::billing::service::StandardHeaders;
 use crate::kernel::error::ApiResult;
-use crate::kernel::extract::{AdminAuth, Json, RequestId, ScimJson, empty, header, with_status};
+use crate::kernel::extract::{
+    AdminAuth, Json, Path, Query, RawBody, RequestId, ScimJson, empty, header, with_status,
+};
 use crate::state::Shared;
 
 /// Most events one feed page returns.
@@ -42,7 +43,7 @@ async fn generic_event(
     State(state): State<Shared>,
     axum::Extension(rid): axum::Extension<RequestId>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<Response> {
     let signed = StandardHeaders {
         id: header(&headers, "webhook-id"),
@@ -57,7 +58,7 @@ async fn stripe_event(
     State(state): State<Shared>,
     axum::Extension(rid): axum::Extension<RequestId>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<Response> {
     let signature = header(&headers, "stripe-signature");
     let applied = state

@@ -112,7 +112,8 @@ impl<'de> serde::Deserialize<'de> for EventKind {
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GenericEvent {
-    id: EventText,
+    #[serde(default)]
+    id: Option<EventText>,
     #[serde(rename = "type")]
     kind: EventKind,
     created_at: crate::kernel::ids::Instant,
@@ -129,7 +130,9 @@ struct GenericSubscription {
 
 /// Parses the generic format:
 /// `{id, type, created_at, tenant, subscription: {product, plan, seats, status, starts_at, ends_at, …}}`.
-pub fn parse_generic(body: &Value) -> ApiResult<Incoming> {
+/// The event's id is its `webhook-id` (Standard Webhooks' idempotency key): a body `id`, if
+/// any, must equal it.
+pub fn parse_generic(body: &Value, webhook_id: Option<&str>) -> ApiResult<Incoming> {
     if !body.is_object() {
         return Err(invalid("a billing event must be a JSON object"));
     }
@@ -143,9 +146,19 @@ pub fn parse_generic(body: &Value) -> ApiResult<Incoming> {
         invalid(format!("{at}{}", e.into_inner()))
     })?;
     let kind = ev.kind.0;
+    let id = match (ev.id, webhook_id) {
+        (Some(EventText(body)), Some(header)) if body != header => {
+            return Err(invalid(format!(
+                "id: the body's id {body} differs from the webhook-id header {header}"
+            )));
+        }
+        (Some(EventText(id)), _) => id,
+        (None, Some(header)) => header.to_string(),
+        (None, None) => return Err(invalid("id: missing (and no webhook-id header)")),
+    };
     Ok(Incoming {
         source: GENERIC,
-        id: ev.id.0,
+        id,
         kind,
         created_at: ev.created_at.at(),
         tenant: ev.tenant.0,
@@ -230,12 +243,27 @@ pub async fn apply(
     clock: &dyn Clock,
     request_id: &str,
     ev: Incoming,
+    tolerance: i64,
 ) -> ApiResult<Applied> {
     let now = clock.now();
     let actor = Actor {
         name: format!("billing:{}", ev.source),
         request_id: request_id.to_string(),
     };
+    // An event dated further ahead than signatures may be would anchor its subscription's
+    // order in the future, and every later event would be stale.
+    if ev.created_at > now + time::Duration::seconds(tolerance) {
+        return reject(
+            store,
+            &ev,
+            now,
+            ApiError::Unprocessable(format!(
+                "created_at {} is more than {tolerance} s in the future",
+                time_text(ev.created_at)
+            )),
+        )
+        .await;
+    }
     let ev2 = ev.clone();
     let result = transact(store, false, move |tx| {
         let ev = ev2;
@@ -296,11 +324,33 @@ pub async fn apply(
                 licenses: Outcome::default(),
             });
         }
-        // Out of order: an event older than the newest one applied to a subscription it
-        // names changes nothing.
+        // Every change is validated before the order check: a malformed event is refused
+        // (422, its id not spent) whether or not it is also late.
+        let products = tx.products()?;
+        let mut validated = Vec::with_capacity(ev.changes.len());
+        for c in &ev.changes {
+            if !products.iter().any(|p| p.key.as_str() == c.product) {
+                return Err(ApiError::Unprocessable(format!(
+                    "no product {} in the catalogue",
+                    c.product
+                )));
+            }
+            let before = tx
+                .subscriptions(&ev.tenant)?
+                .into_iter()
+                .find(|s| s.product.as_str() == c.product);
+            let body = merged(before.as_ref(), &ev.kind, &c.fields, ev.created_at);
+            let sub = licensing::spec::subscription_from_json(&c.product, &body, &products)
+                .map_err(|e| ApiError::Unprocessable(format!("{}: {e}", c.product)))?;
+            validated.push((c, before, sub));
+        }
+        // Out of order: an event not newer than the newest one applied to a subscription it
+        // names changes nothing (an admin change forgets that anchor: billing may correct
+        // it). Equal instants are ordered by event id, so two deliveries end the same
+        // whatever order they arrive in.
         for c in &ev.changes {
             if let Some((at, newer)) = tx.billing_mark(&ev.tenant, &c.product)?
-                && at > created_text
+                && (at.as_str(), newer.as_str()) > (created_text.as_str(), ev.id.as_str())
             {
                 let why = format!(
                     "older than event {newer} ({at}) already applied to {}",
@@ -332,24 +382,10 @@ pub async fn apply(
             }
         }
         tx.bump_model(&ev.tenant)?;
-        let products = tx.products()?;
         let mut changed = Vec::new();
-        for c in &ev.changes {
-            if !products.iter().any(|p| p.key.as_str() == c.product) {
-                return Err(ApiError::Unprocessable(format!(
-                    "no product {} in the catalogue",
-                    c.product
-                )));
-            }
-            let before = tx
-                .subscriptions(&ev.tenant)?
-                .into_iter()
-                .find(|s| s.product.as_str() == c.product);
-            let body = merged(before.as_ref(), &ev.kind, &c.fields, ev.created_at);
-            let sub = licensing::spec::subscription_from_json(&c.product, &body, &products)
-                .map_err(|e| ApiError::Unprocessable(format!("{}: {e}", c.product)))?;
+        for (c, before, sub) in validated {
             tx.put_subscription(&ev.tenant, &sub, None, &now_text)?;
-            tx.set_billing_mark(&ev.tenant, &c.product, &created_text, &ev.id)?;
+            tx.anchor_billing(&ev.tenant, &c.product, &created_text, &ev.id)?;
             tx.set_subscription_owner(
                 &ev.tenant,
                 &c.product,
@@ -389,17 +425,26 @@ pub async fn apply(
     .await;
     match result {
         Err(e @ (ApiError::Unprocessable(_) | ApiError::Model(_) | ApiError::Scim(_))) => {
-            // Nothing was applied; the attempt is recorded so an operator can see why, and
-            // a later delivery of the same id is processed again.
-            let rec = record_of(&ev, "rejected", e.to_string(), &time_text(now));
-            let _ = store.write(move |tx| tx.put_billing_event(&rec)).await;
-            Err(match e {
-                ApiError::Unprocessable(_) => e,
-                other => ApiError::Unprocessable(other.to_string()),
-            })
+            reject(store, &ev, now, e).await
         }
         other => other,
     }
+}
+
+/// Refuses an event (422): nothing was applied; the attempt is recorded so an operator can
+/// see why, and a later delivery of the same id is processed again.
+async fn reject(
+    store: &Store,
+    ev: &Incoming,
+    now: OffsetDateTime,
+    e: ApiError,
+) -> ApiResult<Applied> {
+    let rec = record_of(ev, "rejected", e.to_string(), &time_text(now));
+    let _ = store.write(move |tx| tx.put_billing_event(&rec)).await;
+    Err(match e {
+        ApiError::Unprocessable(_) => e,
+        other => ApiError::Unprocessable(other.to_string()),
+    })
 }
 
 /// How an event is recorded (`received` is now).
@@ -679,12 +724,12 @@ mod tests {
     fn generic_events_are_validated() {
         let ok = json!({"id": "evt_1", "type": "subscription.updated", "created_at": "2026-11-22T10:00:00Z",
             "tenant": "t1", "subscription": {"product": "workspace", "plan": "pro", "seats": 5}});
-        let ev = parse_generic(&ok).unwrap();
+        let ev = parse_generic(&ok, None).unwrap();
         assert_eq!(ev.changes[0].product, "workspace");
         assert!(!ev.changes[0].fields.contains_key("product"));
         for (bad, says) in [
             (json!([]), "JSON object"),
-            (json!({"type": "subscription.updated"}), "id"),
+            (json!({"type": "subscription.updated"}), "missing field"),
             (
                 json!({"id": "e", "type": "invoice.paid", "created_at": "x", "tenant": "t", "subscription": {}}),
                 "type",
@@ -702,7 +747,7 @@ mod tests {
                 "product",
             ),
         ] {
-            let e = parse_generic(&bad).unwrap_err().to_string();
+            let e = parse_generic(&bad, None).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");
         }
     }
@@ -816,23 +861,12 @@ pub struct Billing {
     config_secret: Option<String>,
     config_stripe_secret: Option<String>,
     tolerance: i64,
-    max_body: usize,
     licenses: crate::licenses::service::Licenses,
     tenants: crate::tenants::service::Tenants,
 }
 
 fn bad_signature(e: crate::kernel::signing::SignatureError) -> ApiError {
     ApiError::Unauthorized(format!("the billing event's signature is not valid: {e}"))
-}
-
-/// A signed body, checked against the size limit after its signature.
-fn signed_body(body: &[u8], limit: usize) -> ApiResult<Value> {
-    if body.len() > limit {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "the request body exceeds {limit} bytes"
-        )));
-    }
-    crate::kernel::extract::json_from_bytes(body)
 }
 
 impl Billing {
@@ -850,7 +884,6 @@ impl Billing {
             config_secret: config.billing_secret.clone(),
             config_stripe_secret: config.stripe_secret.clone(),
             tolerance: config.signature_tolerance,
-            max_body: config.max_body_bytes,
             licenses,
             tenants,
         }
@@ -896,7 +929,7 @@ impl Billing {
             self.tolerance,
         )
         .map_err(bad_signature)?;
-        let ev = parse_generic(&signed_body(body, self.max_body)?)?;
+        let ev = parse_generic(&crate::kernel::extract::json_from_bytes(body)?, h.id)?;
         self.apply(request_id, ev).await
     }
 
@@ -924,7 +957,7 @@ impl Billing {
             self.tolerance,
         )
         .map_err(bad_signature)?;
-        let value = signed_body(body, self.max_body)?;
+        let value = crate::kernel::extract::json_from_bytes(body)?;
         let maps = self.store.stripe_maps().await?;
         let ev = parse_stripe(&value, &maps)?;
         self.apply(request_id, ev).await
@@ -932,7 +965,7 @@ impl Billing {
 
     async fn apply(&self, request_id: &str, ev: Incoming) -> ApiResult<Applied> {
         let source = ev.source;
-        let applied = apply(&self.store, &*self.clock, request_id, ev).await?;
+        let applied = apply(&self.store, &*self.clock, request_id, ev, self.tolerance).await?;
         metrics::counter!("seatkeeper_billing_events_total", "source" => source, "outcome" => applied.outcome.clone()).increment(1);
         Ok(applied)
     }

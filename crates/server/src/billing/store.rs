@@ -111,21 +111,6 @@ impl Tx<'_> {
             .map(|r| (r.text(0), r.text(1))))
     }
 
-    /// Remembers the newest billing event applied to a subscription.
-    pub(crate) fn set_billing_mark(
-        &mut self,
-        tenant: &str,
-        product: &str,
-        at: &str,
-        event: &str,
-    ) -> StoreResult<()> {
-        self.execute(
-            "UPDATE lic_subscriptions SET billing_at = $3, billing_event = $4 WHERE tenant_id = $1 AND product = $2",
-            &params![tenant, product, at, event],
-        )?;
-        Ok(())
-    }
-
     /// The catalogue product and plan a Stripe price (or Stripe product) id maps to.
     pub(crate) fn stripe_price(&mut self, price: &str) -> StoreResult<Option<(String, String)>> {
         Ok(self

@@ -2,8 +2,9 @@
 
 use std::collections::HashMap;
 
+use crate::kernel::extract::Path;
 use axum::Router;
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};

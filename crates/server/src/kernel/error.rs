@@ -54,6 +54,24 @@ pub enum ApiError {
     /// The body is larger than allowed.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The request URI is too long.
+    #[error("{0}")]
+    UriTooLong(String),
+    /// The request's headers are too large.
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    /// The server is at a limit (open connections); retry shortly.
+    #[error("{0}")]
+    Overloaded(String),
+    /// A rejection raised below the handlers (by the HTTP layer or a framework extractor)
+    /// with its own status, carried into this table's body.
+    #[error("{detail}")]
+    Rejected {
+        /// The status it was raised with.
+        status: StatusCode,
+        /// What it said.
+        detail: String,
+    },
     /// The method is not supported here.
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -121,6 +139,13 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, None),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, None),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, None),
+            ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, None),
+            ApiError::HeadersTooLarge(_) => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, None),
+            ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
+            ApiError::Rejected { status, .. } if *status == StatusCode::BAD_REQUEST => {
+                (*status, Some("invalidSyntax"))
+            }
+            ApiError::Rejected { status, .. } => (*status, None),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, None),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("invalidSyntax"))
@@ -160,6 +185,16 @@ impl IntoResponse for ApiError {
                 if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
                     resp.headers_mut().insert(header::RETRY_AFTER, v);
                 }
+            }
+            // The body was not read to its end: the connection cannot carry another request,
+            // and the client is told so rather than finding out on its next one.
+            ApiError::PayloadTooLarge(_) => {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            ApiError::Overloaded(_) => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }
@@ -210,6 +245,17 @@ mod tests {
             (ApiError::Unauthorized("x".into()), 401, None),
             (ApiError::RateLimited { retry_after: 1 }, 429, None),
             (ApiError::PayloadTooLarge("x".into()), 413, None),
+            (ApiError::UriTooLong("x".into()), 414, None),
+            (ApiError::HeadersTooLarge("x".into()), 431, None),
+            (ApiError::Overloaded("x".into()), 503, None),
+            (
+                ApiError::Rejected {
+                    status: StatusCode::BAD_REQUEST,
+                    detail: "x".into(),
+                },
+                400,
+                Some("invalidSyntax"),
+            ),
             (ApiError::Internal("secret detail".into()), 500, None),
         ];
         for (e, status, ty) in cases {

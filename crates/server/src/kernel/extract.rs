@@ -145,6 +145,36 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     }
 }
 
+/// Typed path parameters: a segment that is not valid UTF-8 once percent-decoded, or not of
+/// the parameter's type, is a 400 `invalidValue` through the one error table (never axum's
+/// plain-text rejection).
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(p) => Ok(Path(p.0)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                let detail = match e.kind() {
+                    ErrorKind::InvalidUtf8InPathParam { key } => {
+                        format!("path: {key} is not valid UTF-8 once percent-decoded")
+                    }
+                    _ => format!("path: {}", e.body_text()),
+                };
+                Err(scim::Error::InvalidValue(detail).into())
+            }
+            Err(other) => Err(ApiError::Rejected {
+                status: other.status(),
+                detail: other.body_text(),
+            }),
+        }
+    }
+}
+
 impl<S: HasGate + Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
@@ -194,6 +224,18 @@ impl<S: HasGate + Send + Sync> FromRequest<S> for RawJson {
     }
 }
 
+/// A body's exact bytes within the size limit, whatever its media type (signed webhooks
+/// are verified over them).
+pub struct RawBody(pub Bytes);
+
+impl<S: HasGate + Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        limited(req, state.gate().max_body).await.map(RawBody)
+    }
+}
+
 /// An optional typed body: an absent or empty body is `T::default()`.
 pub struct OptionalJson<T>(pub T);
 
@@ -221,6 +263,11 @@ async fn read_body(req: Request, limit: usize) -> ApiResult<Bytes> {
             )));
         }
     }
+    limited(req, limit).await
+}
+
+/// Reads the body within `limit` bytes (413 past it).
+async fn limited(req: Request, limit: usize) -> ApiResult<Bytes> {
     axum::body::to_bytes(req.into_body(), limit)
         .await
         .map_err(|_| ApiError::PayloadTooLarge(format!("the request body exceeds {limit} bytes")))

@@ -1,7 +1,8 @@
 //! `/api/v1`: the licensing model, subscriptions, rules, usage and explanations (admin token).
 
+use crate::kernel::extract::{Path, Query};
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde_json::{Value, json};

@@ -343,6 +343,7 @@ async fn put_subscription(
         let sub = spec::subscription_from_json(&product, &body, &products)?;
         let now_text = time_text(now);
         tx.put_subscription(&tenant, &sub, None, &now_text)?;
+        tx.clear_billing_anchor(&tenant, &product)?;
         // A forced change leaves a billing system in charge: its next event still applies.
         if !billing_owned(owner.as_ref()) {
             tx.set_subscription_owner(&tenant, &product, BY_ADMIN)?;
@@ -920,6 +921,7 @@ async fn apply(
                 let prev = old_subs.iter().find(|o| o.product == s.product);
                 if prev != Some(s) {
                     tx.put_subscription(&t.id, s, None, &now_text)?;
+                    tx.clear_billing_anchor(&t.id, s.product.as_str())?;
                     // A forced change leaves a billing system in charge.
                     let owner = owners.get(&t.id).and_then(|o| o.get(s.product.as_str()));
                     if !billing_owned(owner) {

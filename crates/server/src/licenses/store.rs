@@ -493,6 +493,32 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Sets a subscription's billing order anchor, the newest billing event applied to it:
+    /// events dated before `at` (or at `at` with an id not after `event`) are stale.
+    pub(crate) fn anchor_billing(
+        &mut self,
+        tenant: &str,
+        product: &str,
+        at: &str,
+        event: &str,
+    ) -> StoreResult<()> {
+        self.execute(
+            "UPDATE lic_subscriptions SET billing_at = $3, billing_event = $4 WHERE tenant_id = $1 AND product = $2",
+            &params![tenant, product, at, event],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a subscription's billing order anchor (after an admin change): the next
+    /// billing event applies whatever its date, so billing can correct what was changed.
+    pub(crate) fn clear_billing_anchor(&mut self, tenant: &str, product: &str) -> StoreResult<()> {
+        self.execute(
+            "UPDATE lic_subscriptions SET billing_at = NULL, billing_event = NULL WHERE tenant_id = $1 AND product = $2",
+            &params![tenant, product],
+        )?;
+        Ok(())
+    }
+
     /// Writes a subscription (insert or replace).
     pub(crate) fn put_subscription(
         &mut self,

@@ -1,7 +1,8 @@
 //! `/api/v1/tenants/{id}/sso` (admin) and `/api/v1/sso/login` (app key).
 
+use crate::kernel::extract::Path;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, put};

@@ -1,7 +1,8 @@
 //! `/api/v1/tenants`: tenants and their SCIM tokens (admin token).
 
+use crate::kernel::extract::Path;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};

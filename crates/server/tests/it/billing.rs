@@ -85,7 +85,7 @@ async fn post_stripe(app: &TestApp, event: &Value, signature: &str) -> common::R
 async fn post_event(app: &TestApp, secret: &str, event: &Value) -> common::Resp {
     let body = event.to_string();
     let ts = now(app);
-    let msg = format!("msg_{}", event["id"].as_str().unwrap_or("x"));
+    let msg = event["id"].as_str().unwrap_or("x").to_string();
     let sig = seatkeeper::standard_sign(secret, &msg, ts, body.as_bytes());
     post_signed(app, event, &msg, &ts.to_string(), &sig).await
 }
@@ -189,14 +189,14 @@ async fn late_events_are_recorded_and_ignored(b: Backend) {
         &app,
         "evt_new",
         "subscription.updated",
-        "2026-11-22T12:00:00Z",
+        "2026-11-22T09:30:00Z",
         json!({"seats": 8}),
     );
     let older = event(
         &app,
         "evt_old",
         "subscription.updated",
-        "2026-11-22T11:00:00Z",
+        "2026-11-22T09:00:00Z",
         json!({"seats": 6}),
     );
     assert_eq!(
@@ -1021,7 +1021,184 @@ async fn billing_owns_its_subscriptions(b: Backend) {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
 }
 
+/// What an attacker's probe found in billing (issue 15): a far-future event could freeze a
+/// subscription; a reversed term, or a malformed event older than the newest, was not
+/// refused; `webhook-id` was not tied to the body's id; equal instants raced.
+async fn billing_events_are_hardened(b: Backend) {
+    let app = app(b).await;
+    setup(&app, 5).await;
+    // 1. Far in the future (beyond the signature tolerance of 300 s): 422, nothing applied,
+    //    and the subscription still takes later events.
+    let future = event(
+        &app,
+        "evt_future",
+        "subscription.updated",
+        "9999-12-31T23:59:59Z",
+        json!({"seats": 50}),
+    );
+    let r = post_event(&app, SECRET, &future).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.raw);
+    assert!(r.raw.contains("future"), "{}", r.raw);
+    assert_eq!(subscription(&app).await["seats"], 5);
+    // Within the tolerance is fine (clocks drift).
+    let soon = event(
+        &app,
+        "evt_soon",
+        "subscription.updated",
+        "2026-11-22T10:04:00Z",
+        json!({"seats": 6}),
+    );
+    let r = post_event(&app, SECRET, &soon).await;
+    assert_eq!(r.body["outcome"], "applied", "{}", r.raw);
+
+    // 2. Merged terms ending before they start: 422, nothing revoked.
+    let (outbox, audit) = (events(&app).await.len(), audit_len(&app).await);
+    let reversed = event(
+        &app,
+        "evt_reversed",
+        "subscription.renewed",
+        "2026-11-22T10:04:30Z",
+        json!({"ends_at": "2025-06-01T00:00:00Z"}),
+    );
+    let r = post_event(&app, SECRET, &reversed).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.raw);
+    assert!(r.raw.contains("ends_at"), "{}", r.raw);
+    assert_eq!(
+        subscription(&app).await["ends_at"],
+        "2027-01-01T00:00:00.000000Z"
+    );
+    assert_eq!(
+        events(&app).await.len(),
+        outbox,
+        "no event for a refused change"
+    );
+    assert_eq!(
+        audit_len(&app).await,
+        audit,
+        "no audit for a refused change"
+    );
+
+    // 3. Malformed and older than the newest applied: still 422 (validation comes before
+    //    the order check), and its id is not spent: corrected, it is processed.
+    let bad_old = event(
+        &app,
+        "evt_bad_old",
+        "subscription.updated",
+        "2026-11-22T09:00:00Z",
+        json!({"plan": "no-such-plan"}),
+    );
+    let r = post_event(&app, SECRET, &bad_old).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.raw);
+    let mut fixed = bad_old.clone();
+    fixed["subscription"]["plan"] = json!("pro");
+    let r = post_event(&app, SECRET, &fixed).await;
+    assert_eq!(
+        r.body["outcome"], "stale",
+        "processed again, then found late: {}",
+        r.raw
+    );
+
+    // 4. `webhook-id` is the event's id: a body naming another id is a 400; a redelivery
+    //    under the same webhook-id is a duplicate; a body without an id takes the header's.
+    let ev = event(
+        &app,
+        "evt_tied",
+        "subscription.updated",
+        "2026-11-22T10:04:40Z",
+        json!({"seats": 7}),
+    );
+    let body = ev.to_string();
+    let ts = now(&app);
+    let sig = seatkeeper::standard_sign(SECRET, "msg_other", ts, body.as_bytes());
+    let r = post_signed(&app, &ev, "msg_other", &ts.to_string(), &sig).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+    assert!(r.raw.contains("webhook-id"), "{}", r.raw);
+    assert_eq!(subscription(&app).await["seats"], 6);
+    let mut anonymous = ev.clone();
+    anonymous.as_object_mut().unwrap().remove("id");
+    let id = format!("msg_anon-{}", product(&app));
+    let body = anonymous.to_string();
+    let sig = seatkeeper::standard_sign(SECRET, &id, ts, body.as_bytes());
+    let r = post_signed(&app, &anonymous, &id, &ts.to_string(), &sig).await;
+    assert_eq!(r.body["outcome"], "applied", "{}", r.raw);
+    assert_eq!(r.body["event"], json!(id));
+    let r = post_signed(&app, &anonymous, &id, &ts.to_string(), &sig).await;
+    assert_eq!(r.body["outcome"], "duplicate", "{}", r.raw);
+
+    // 5. Equal `created_at`: the greater event id wins, whatever the arrival order.
+    let at = "2026-11-22T10:04:50Z";
+    let a = event(
+        &app,
+        "evt_same_a",
+        "subscription.updated",
+        at,
+        json!({"seats": 11}),
+    );
+    let z = event(
+        &app,
+        "evt_same_z",
+        "subscription.updated",
+        at,
+        json!({"seats": 12}),
+    );
+    assert_eq!(
+        post_event(&app, SECRET, &z).await.body["outcome"],
+        "applied"
+    );
+    let r = post_event(&app, SECRET, &a).await;
+    assert_eq!(r.body["outcome"], "stale", "{}", r.raw);
+    assert_eq!(subscription(&app).await["seats"], 12);
+
+    // 6. An admin change resets the order anchor: the next event applies even though the
+    //    newest billing event (within the tolerance) is dated later.
+    let ahead = event(
+        &app,
+        "evt_ahead",
+        "subscription.updated",
+        "2026-11-22T10:04:59Z",
+        json!({"seats": 13}),
+    );
+    assert_eq!(
+        post_event(&app, SECRET, &ahead).await.body["outcome"],
+        "applied"
+    );
+    let path = format!(
+        "/api/v1/tenants/{}/subscriptions/{}",
+        app.tenant,
+        product(&app)
+    );
+    let r = app
+        .admin(
+            "PATCH",
+            &format!("{path}?force=true"),
+            Some(json!({"seats": 20})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    let after_admin = event(
+        &app,
+        "evt_after_admin",
+        "subscription.updated",
+        "2026-11-22T10:00:20Z",
+        json!({"seats": 21}),
+    );
+    let r = post_event(&app, SECRET, &after_admin).await;
+    assert_eq!(r.body["outcome"], "applied", "{}", r.raw);
+    assert_eq!(subscription(&app).await["seats"], 21);
+    // From there on, order holds again.
+    let older = event(
+        &app,
+        "evt_older",
+        "subscription.updated",
+        "2026-11-22T10:00:10Z",
+        json!({"seats": 2}),
+    );
+    let r = post_event(&app, SECRET, &older).await;
+    assert_eq!(r.body["outcome"], "stale", "{}", r.raw);
+}
+
 both_backends!(
+    billing_events_are_hardened,
     billing_owns_its_subscriptions,
     the_audit_trail_is_searchable_and_exportable,
     an_event_applies_exactly_once,

@@ -256,13 +256,14 @@ async fn webhooks_survive_an_outage(b: Backend) {
         "tenant": api.tenant, "subscription": {"product": product_, "seats": 4}});
     let body = ev.to_string();
     let ts = seatkeeper::system_clock().now().unix_timestamp();
-    let sig = seatkeeper::standard_sign(secret, "m-buy", ts, body.as_bytes());
+    let id = ev["id"].as_str().unwrap().to_string();
+    let sig = seatkeeper::standard_sign(secret, &id, ts, body.as_bytes());
     for _ in 0..3 {
         let resp = api
             .http
             .post(format!("{}/api/v1/billing/events", api.base))
             .header("content-type", "application/json")
-            .header("webhook-id", "m-buy")
+            .header("webhook-id", &id)
             .header("webhook-timestamp", ts.to_string())
             .header("webhook-signature", &sig)
             .body(body.clone())
