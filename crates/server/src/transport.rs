@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use axum::response::IntoResponse;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -32,7 +33,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tower::ServiceExt;
+use tower::ServiceExt as _;
 
 use crate::kernel::error::ApiError;
 
@@ -104,7 +105,9 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192));
+        // Room for a URI at hyper's limit (414) besides the headers, which are measured
+        // against their own limit below (431).
+        .max_buf_size(limits.max_header_bytes.max(8192) + MAX_URI_BYTES + 1024);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let open = metrics::gauge!("seatkeeper_http_connections_open");
@@ -137,10 +140,20 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let io = Guarded::new(stream, limits.max_header_bytes);
         let activity = io.activity.clone();
-        let service = TowerToHyperService::new(router.clone().map_request(
+        let (app, max_header_bytes) = (router.clone(), limits.max_header_bytes);
+        let service = TowerToHyperService::new(tower::service_fn(
             move |mut req: axum::http::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
+                let app = app.clone();
+                async move {
+                    if header_bytes(&req) > max_header_bytes {
+                        return Ok(ApiError::HeadersTooLarge(format!(
+                            "the request's headers are larger than {max_header_bytes} bytes"
+                        ))
+                        .into_response());
+                    }
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    app.oneshot(req).await
+                }
             },
         ));
         let builder = builder.clone();
@@ -171,6 +184,14 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The size of a request's headers as sent (`name: value\r\n` each).
+fn header_bytes<B>(req: &axum::http::Request<B>) -> usize {
+    req.headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum()
 }
 
 /// An accept that failed: per-connection errors are the client's; running out of file

@@ -25,6 +25,7 @@ mod e2e;
 mod e2e_access;
 mod e2e_apps;
 mod e2e_events;
+mod e2e_hardening;
 mod e2e_licensing;
 mod licensing;
 mod reports;

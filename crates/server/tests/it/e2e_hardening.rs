@@ -1,0 +1,302 @@
+//! What an attacker's probe found at the HTTP layer (issue 15), through the real binary:
+//! stalled clients cannot hold the server, every error is in our format, a 413 says it
+//! closes.
+
+use std::time::{Duration, Instant};
+
+use crate::binary::{ADMIN, Server, cli_ok, database};
+use crate::common::Backend;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn addr(server: &Server) -> String {
+    server.base.trim_start_matches("http://").to_string()
+}
+
+/// An answer read off a raw connection.
+struct Raw {
+    status: u16,
+    head: String,
+    body: Value,
+    /// The server closed the connection after the answer.
+    closed: bool,
+}
+
+/// Sends raw bytes on a new connection and reads one answer (and whether the connection
+/// closes after it).
+async fn raw(addr: &str, request: &[u8]) -> Raw {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // The server may answer before it has read everything (a 413, a 431): a failed write
+    // is not the test's failure, a missing answer is.
+    let _ = s.write_all(request).await;
+    read_answer(&mut s).await
+}
+
+async fn read_answer(s: &mut TcpStream) -> Raw {
+    read_half(s).await
+}
+
+async fn read_half(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> Raw {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let (head_end, length) = loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap_or(0);
+        assert!(
+            n > 0,
+            "closed without an answer: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break (i + 4, length);
+        }
+    };
+    while buf.len() < head_end + length {
+        let n = s.read(&mut chunk).await.unwrap_or(0);
+        assert!(n > 0, "the body was cut short");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let status = head[9..12].parse().unwrap();
+    let body = serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or(Value::Null);
+    let closed = matches!(
+        tokio::time::timeout(Duration::from_secs(2), s.read(&mut chunk)).await,
+        Ok(Ok(0) | Err(_))
+    );
+    Raw {
+        status,
+        head,
+        body,
+        closed,
+    }
+}
+
+/// Our error body: the SCIM error schema, the status as text, a detail.
+fn assert_ours(r: &Raw, status: u16) {
+    assert_eq!(r.status, status, "{}{}", r.head, r.body);
+    assert!(
+        r.head
+            .to_ascii_lowercase()
+            .contains("content-type: application/scim+json"),
+        "{}",
+        r.head
+    );
+    assert_eq!(
+        r.body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error",
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["status"], status.to_string(), "{}", r.body);
+    assert!(r.body["detail"].as_str().is_some_and(|d| !d.is_empty()));
+}
+
+async fn errors_are_in_our_format(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(b, &dir);
+    let tenant = cli_ok(&db, &["tenant", "create", "Probe"])
+        .trim()
+        .to_string();
+    let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    let server = Server::start(
+        &db,
+        &["--billing-secret", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+    );
+    let a = addr(&server);
+    let get = |path: &str, auth: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {auth}\r\nConnection: close\r\n\r\n")
+            .into_bytes()
+    };
+
+    // A path segment that is not UTF-8 once decoded.
+    let r = raw(&a, &get("/scim/v2/Users/%ff", &token)).await;
+    assert_ours(&r, 400);
+    assert_eq!(r.body["scimType"], "invalidValue");
+    // A query string that does not deserialise.
+    let r = raw(
+        &a,
+        &get(&format!("/api/v1/tenants/{tenant}/audit?limit=lots"), ADMIN),
+    )
+    .await;
+    assert_ours(&r, 400);
+    // A URI over hyper's limit (hyper answers it itself; the answer is rewritten).
+    let long = format!("/scim/v2/Users?filter={}", "a".repeat(100_000));
+    let r = raw(&a, &get(&long, &token)).await;
+    assert_ours(&r, 414);
+    assert!(r.closed);
+    // Headers over the limit.
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(100_000)
+    );
+    let r = raw(&a, big.as_bytes()).await;
+    assert_ours(&r, 431);
+    // Not HTTP at all.
+    let r = raw(&a, b"HELLO THERE\r\n\r\n").await;
+    assert_ours(&r, 400);
+    // No such endpoint, and a method the endpoint does not take.
+    assert_ours(&raw(&a, &get("/nowhere", &token)).await, 404);
+
+    // A body over the limit: 413 in our format, and the connection says it closes.
+    let body = "x".repeat(3 * 1024 * 1024);
+    let s = TcpStream::connect(&a).await.unwrap();
+    let head = format!(
+        "POST /api/v1/billing/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let (mut rd, mut wr) = s.into_split();
+    // The client goes on sending while the server answers.
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(head.as_bytes()).await;
+        let _ = wr.write_all(body.as_bytes()).await;
+        wr
+    });
+    let r = read_half(&mut rd).await;
+    drop(writer);
+    assert_ours(&r, 413);
+    assert!(
+        r.head.to_ascii_lowercase().contains("connection: close"),
+        "{}",
+        r.head
+    );
+    assert!(r.closed, "a 413 closes the connection");
+    // The same through a client that reuses connections: its next request works.
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{}/scim/v2/Users", server.base))
+        .bearer_auth(&token)
+        .header("content-type", "application/scim+json")
+        .body("y".repeat(2 * 1024 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 413);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["status"], "413");
+    let resp = http
+        .get(format!("{}/scim/v2/Users?count=1", server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+}
+
+/// A stalled half-request on a new connection, as the probe sent it.
+async fn stall(a: &str) -> Option<TcpStream> {
+    let mut s = TcpStream::connect(a).await.ok()?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-a: ")
+        .await
+        .ok()?;
+    Some(s)
+}
+
+async fn healthz_within(http: &reqwest::Client, base: &str, limit: Duration) -> u16 {
+    let t = Instant::now();
+    let r = tokio::time::timeout(limit, http.get(format!("{base}/healthz")).send())
+        .await
+        .unwrap_or_else(|_| panic!("/healthz did not answer within {limit:?}"))
+        .unwrap();
+    assert!(t.elapsed() <= limit);
+    r.status().as_u16()
+}
+
+/// 2,000 connections that never finish their headers: `/healthz` answers within 1 s
+/// throughout, and they are closed after the header timeout. Past the connection cap a new
+/// connection is answered 503 at once; a trickled body is cut after the idle timeout.
+/// (The transport is the same on both backends; this runs on SQLite.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clients_cannot_hold_the_server() {
+    rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(Backend::Sqlite, &dir);
+    let server = Server::start(&db, &["--header-timeout", "3", "--idle-timeout", "2"]);
+    let a = addr(&server);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut stalled = Vec::new();
+    for i in 0..2000 {
+        stalled.push(stall(&a).await.expect("a connection"));
+        if i % 250 == 0 {
+            assert_eq!(
+                healthz_within(&http, &server.base, Duration::from_secs(1)).await,
+                200
+            );
+        }
+    }
+    let opened = Instant::now();
+    while opened.elapsed() < Duration::from_secs(5) {
+        assert_eq!(
+            healthz_within(&http, &server.base, Duration::from_secs(1)).await,
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // By now (past the 3 s header timeout) the server has closed every one of them.
+    let mut closed = 0;
+    for s in &mut stalled {
+        let mut b = [0u8; 256];
+        if matches!(
+            tokio::time::timeout(Duration::from_millis(500), s.read(&mut b)).await,
+            Ok(Ok(0) | Err(_))
+        ) {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, stalled.len(), "stalled connections still open");
+    drop(stalled);
+
+    // A body trickled and then stopped: cut after the idle timeout.
+    let mut s = TcpStream::connect(&a).await.unwrap();
+    s.write_all(b"POST /api/v1/billing/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"id")
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let mut b = [0u8; 256];
+    let r = tokio::time::timeout(Duration::from_secs(10), s.read(&mut b)).await;
+    assert!(matches!(r, Ok(Ok(0) | Err(_))), "the connection is closed");
+    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
+    drop(server);
+
+    // Past the cap: 503 at once, in our format, with Retry-After.
+    let server = Server::start(&db, &["--connection-limit", "50"]);
+    let a = addr(&server);
+    let mut held = Vec::new();
+    for _ in 0..50 {
+        held.push(stall(&a).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    let r = raw(&a, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert_ours(&r, 503);
+    assert!(
+        r.head.to_ascii_lowercase().contains("retry-after: 1"),
+        "{}",
+        r.head
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = raw(
+        &a,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "a freed slot is taken again");
+}
+
+both_backends!(errors_are_in_our_format);
