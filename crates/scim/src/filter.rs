@@ -498,7 +498,7 @@ impl<'a> Parser<'a> {
             let s: String =
                 serde_json::from_str(literal).map_err(|_| self.error("invalid string literal"))?;
             self.pos += i + 1;
-            return Ok(CompValue::Str(s));
+            return Ok(CompValue::Str(crate::text::nfc(&s).into_owned()));
         }
         for (kw, v) in [
             ("true", CompValue::Bool(true)),

@@ -7,6 +7,7 @@
 //! - [`resource`]: input normalisation and `attributes`/`excludedAttributes` projection.
 //! - [`list`]: list and search parameters, sorting, index and cursor (RFC 9865) pagination.
 //! - [`error`]: protocol errors and their `(status, scimType)` wire form.
+//! - [`text`]: what text may be: NFC normalisation, and the characters names refuse.
 #![warn(missing_docs)]
 
 pub mod error;
@@ -16,5 +17,6 @@ pub mod patch;
 pub mod resource;
 pub mod schema;
 pub mod sql;
+pub mod text;
 
 pub use error::{Error, Result, ScimType};

@@ -128,7 +128,11 @@ fn normalize_single(def: &AttributeDef, value: &Value, source: Source) -> Result
             Value::String(s) if parse_datetime(s).is_some() => value.clone(),
             _ => return Err(wrong("an RFC 3339 date-time string")),
         },
-        AttrType::String | AttrType::Reference | AttrType::Binary => match value {
+        AttrType::String => match value {
+            Value::String(s) => Value::String(crate::text::nfc(s).into_owned()),
+            _ => return Err(wrong("a string")),
+        },
+        AttrType::Reference | AttrType::Binary => match value {
             Value::String(_) => value.clone(),
             _ => return Err(wrong("a string")),
         },
@@ -170,6 +174,19 @@ pub fn normalize_resource(
             return Err(Error::InvalidSyntax(
                 "'schemas' must be a list of URNs".into(),
             ));
+        }
+        for urn in schemas
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            if !urn.eq_ignore_ascii_case(rt.schema.id) && rt.extension(urn).is_none() {
+                return Err(Error::InvalidValue(format!(
+                    "schemas: '{urn}' is not a schema of {} here (see /Schemas)",
+                    rt.name
+                )));
+            }
         }
     }
     let mut core = Map::new();
@@ -220,6 +237,16 @@ pub fn normalize_resource(
         }
         if let Some(v) = normalize_value(def, value, source)? {
             core.insert(def.name.to_string(), v);
+        }
+    }
+    for name in ["userName", "externalId", "displayName"] {
+        if let Some(Value::String(v)) = core.get(name)
+            && let Some(c) = crate::text::forbidden_in_name(v)
+        {
+            return Err(Error::InvalidValue(format!(
+                "'{name}' must not contain control or invisible formatting characters (U+{:04X})",
+                u32::from(c)
+            )));
         }
     }
     for def in &rt.schema.attributes {
@@ -530,7 +557,7 @@ mod tests {
     #[test]
     fn canonical_names_coercions_and_readonly() {
         let input = json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:okta:custom"],
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
             "USERNAME": "alice",
             "id": "client-chosen",
             "groups": [{"value": "g"}],
@@ -557,6 +584,8 @@ mod tests {
     fn errors() {
         let cases = [
             json!({"schemas": [], "name": {"givenName": "x"}}),
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", "urn:okta:custom"], "userName": "a"}),
+            json!({"userName": "a\tb"}),
             json!({"userName": ""}),
             json!({"userName": 5}),
             json!({"userName": "a", "active": "maybe"}),

@@ -72,9 +72,40 @@ pub fn routes() -> Router<Shared> {
         .route("/scim/v2/Me", axum::routing::any(me))
 }
 
+/// The query string's pairs, percent-decoded. A value that is not UTF-8 once decoded is
+/// refused (a filter's as `invalidFilter`), never patched with U+FFFD and run.
 fn query_pairs(raw: &Option<String>) -> ApiResult<Vec<(String, String)>> {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(raw.as_deref().unwrap_or(""))
-        .map_err(|_| scim::Error::InvalidParameter("the query string is malformed".into()).into())
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8()
+            .ok()
+            .map(std::borrow::Cow::into_owned)
+    };
+    let mut out = Vec::new();
+    for pair in raw
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let Some(k) = decode(k) else {
+            return Err(scim::Error::InvalidParameter(
+                "the query string is not UTF-8 once percent-decoded".into(),
+            )
+            .into());
+        };
+        let Some(v) = decode(v) else {
+            return Err(if k.eq_ignore_ascii_case("filter") {
+                scim::Error::InvalidFilter("the filter is not UTF-8 once percent-decoded".into())
+            } else {
+                scim::Error::InvalidParameter(format!("{k}: not UTF-8 once percent-decoded"))
+            }
+            .into());
+        };
+        out.push((k, v));
+    }
+    Ok(out)
 }
 
 fn list_params(raw: &Option<String>) -> ApiResult<RawListParams> {

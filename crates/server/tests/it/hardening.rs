@@ -197,3 +197,162 @@ async fn csv_exports_run_no_formulas(b: Backend) {
 }
 
 both_backends!(csv_exports_run_no_formulas);
+
+/// Sends a raw body (bytes as given: duplicate keys survive) with the tenant's SCIM token.
+async fn raw_body(
+    app: &common::TestApp,
+    method: &str,
+    uri: &str,
+    body: &str,
+    admin: bool,
+) -> common::Resp {
+    let token = if admin {
+        common::ADMIN.to_string()
+    } else {
+        app.token.clone()
+    };
+    let req = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/scim+json")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    app.send(req).await
+}
+
+/// Lenient input the probe found: control and disguising characters in names, one name
+/// spelt twice in Unicode, unknown schema URNs, keys named twice, a filter that is not
+/// UTF-8. Each is refused, and nothing is written.
+async fn input_is_strict(b: Backend) {
+    let app = common::app(b).await;
+    for bad in [
+        "tab\tbed",
+        "new\nline",
+        "bell\u{7}",
+        "rtl\u{202E}moc.evil",
+        "\u{FEFF}bom",
+    ] {
+        for body in [
+            json!({"schemas": [USER], "userName": bad}),
+            json!({"schemas": [USER], "userName": "ok-name", "externalId": bad}),
+            json!({"schemas": [USER], "userName": "ok-name2", "displayName": bad}),
+        ] {
+            let r = app.req("POST", "/scim/v2/Users", Some(body.clone())).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.raw);
+            assert_eq!(r.body["scimType"], "invalidValue", "{}", r.raw);
+        }
+        let r = app
+            .req(
+                "POST",
+                "/scim/v2/Groups",
+                Some(json!({"schemas": [GROUP], "displayName": bad})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+    }
+    // Through PATCH too.
+    let id = app.user("plain@example.com").await;
+    let r = app
+        .req(
+            "PATCH",
+            &format!("/scim/v2/Users/{id}"),
+            Some(json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "userName", "value": "x\u{202E}y"}]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+
+    // Composed and decomposed: one name.
+    let composed = "\u{e9}mile@example.com";
+    let decomposed = "e\u{301}mile@example.com";
+    let r = app
+        .req(
+            "POST",
+            "/scim/v2/Users",
+            Some(json!({"schemas": [USER], "userName": composed})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    let r = app
+        .req(
+            "POST",
+            "/scim/v2/Users",
+            Some(json!({"schemas": [USER], "userName": decomposed})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.raw);
+    assert_eq!(r.body["scimType"], "uniqueness");
+    let r = app
+        .req(
+            "POST",
+            "/scim/v2/Users",
+            Some(json!({"schemas": [USER], "userName": "E\u{301}MILE@example.com"})),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CONFLICT,
+        "case and form both folded: {}",
+        r.raw
+    );
+    // A filter in either form finds her.
+    let filter =
+        url::form_urlencoded::byte_serialize(format!("userName eq \"{decomposed}\"").as_bytes())
+            .collect::<String>();
+    let r = app
+        .req("GET", &format!("/scim/v2/Users?filter={filter}"), None)
+        .await;
+    assert_eq!(r.body["totalResults"], 1, "{}", r.raw);
+
+    // Unknown schema URNs.
+    let r = app
+        .req(
+            "POST",
+            "/scim/v2/Users",
+            Some(json!({"schemas": [USER, "urn:example:params:scim:schemas:evil:2.0:User"], "userName": "s@example.com"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+    assert!(r.raw.contains("urn:example"), "{}", r.raw);
+
+    // Keys named twice: a SCIM body, a typed admin body, a billing-shaped map.
+    let r = raw_body(
+        &app,
+        "POST",
+        "/scim/v2/Users",
+        &format!(r#"{{"schemas": ["{USER}"], "userName": "dup1@example.com", "userName": "dup2@example.com"}}"#),
+        false,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+    assert_eq!(r.body["scimType"], "invalidSyntax", "{}", r.raw);
+    let r = raw_body(
+        &app,
+        "POST",
+        "/api/v1/tenants",
+        r#"{"name": "a", "name": "b"}"#,
+        true,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+    assert_eq!(r.body["scimType"], "invalidSyntax", "{}", r.raw);
+
+    // A filter that is not UTF-8 once decoded.
+    let r = app
+        .req(
+            "GET",
+            "/scim/v2/Users?filter=userName%20eq%20%22%ff%22",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+    assert_eq!(r.body["scimType"], "invalidFilter", "{}", r.raw);
+
+    // Nothing of it was written: plain and émile only.
+    let r = app.req("GET", "/scim/v2/Users?count=0", None).await;
+    assert_eq!(r.body["totalResults"], 2, "{}", r.raw);
+    let r = app.req("GET", "/scim/v2/Groups?count=0", None).await;
+    assert_eq!(r.body["totalResults"], 0, "{}", r.raw);
+}
+
+both_backends!(input_is_strict);
