@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::kernel::error::ApiError;
 use crate::kernel::extract::RequestId;
+use crate::kernel::throttle::{NotTheCallers, Throttle};
 pub use crate::state::{AppState, Shared};
 
 /// The whole application router.
@@ -39,10 +40,35 @@ pub fn router(state: Shared) -> Router {
             ApiError::MethodNotAllowed("method not allowed on this endpoint".into())
         })
         .layer(middleware::from_fn_with_state(
+            std::sync::Arc::new(Throttle::new(
+                state.config.auth_failures_per_minute,
+                state.config.trusted_proxies.clone(),
+            )),
+            throttle,
+        ))
+        .layer(middleware::from_fn_with_state(
             state.config.request_timeout,
             observe,
         ))
         .with_state(state)
+}
+
+/// Failed authentication, throttled per client address (see [`Throttle`]).
+async fn throttle(State(t): State<std::sync::Arc<Throttle>>, req: Request, next: Next) -> Response {
+    let Some(client) = t.client(&req) else {
+        return next.run(req).await;
+    };
+    if let Some(retry_after) = t.refused(client) {
+        metrics::counter!("seatkeeper_auth_throttled_total").increment(1);
+        return ApiError::RateLimited { retry_after }.into_response();
+    }
+    let resp = next.run(req).await;
+    let not_the_callers = resp.extensions().get::<NotTheCallers>().is_some();
+    match t.answered(client, resp.status(), not_the_callers) {
+        // One past the allowance: this failure is answered as the next ones will be.
+        Some(retry_after) => ApiError::RateLimited { retry_after }.into_response(),
+        None => resp,
+    }
 }
 
 /// Every request: its id, a time limit, and its metrics (one layer, not three: each layer

@@ -84,6 +84,14 @@ struct ServeArgs {
     /// Largest request head (request line and headers) in bytes; more is a 431.
     #[arg(long, env = "SEATKEEPER_MAX_HEADER_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(8192..=1_048_576))]
     max_header_bytes: u64,
+    /// Failed authentications allowed per client address per minute; past it, the address
+    /// is answered 429 (with Retry-After) until its allowance refills. 0: no limit.
+    #[arg(long, env = "SEATKEEPER_AUTH_FAILURE_LIMIT", default_value_t = 20)]
+    auth_failure_limit: u32,
+    /// Proxies (addresses or CIDR blocks, comma-separated) whose X-Forwarded-For names the
+    /// client; from anyone else it is ignored.
+    #[arg(long, env = "SEATKEEPER_TRUSTED_PROXIES", default_value = "", value_parser = trusted_proxies)]
+    trusted_proxies: Proxies,
     /// Database connections (read pool on SQLite; the whole pool on PostgreSQL).
     #[arg(long, env = "SEATKEEPER_MAX_CONNECTIONS", default_value_t = 8)]
     max_connections: u32,
@@ -381,6 +389,14 @@ fn init_logging(to_stdout: bool) {
     }
 }
 
+/// `--trusted-proxies`, parsed.
+#[derive(Debug, Clone)]
+struct Proxies(Vec<ipnet::IpNet>);
+
+fn trusted_proxies(text: &str) -> Result<Proxies, String> {
+    seatkeeper::parse_trusted_proxies(text).map(Proxies)
+}
+
 fn config_from(args: &ServeArgs) -> Config {
     Config {
         public_url: args.public_url.clone(),
@@ -400,6 +416,8 @@ fn config_from(args: &ServeArgs) -> Config {
         user_cache_bytes: args.user_cache_mb.saturating_mul(1024 * 1024),
         usage_retention_days: args.usage_retention_days,
         usage_sample_every: Duration::from_secs(args.usage_sample_seconds),
+        auth_failures_per_minute: args.auth_failure_limit,
+        trusted_proxies: args.trusted_proxies.0.clone(),
     }
 }
 

@@ -42,6 +42,11 @@ pub struct Config {
     /// How often the usage history sampler looks at the tenants that changed (zero: no
     /// usage history is kept).
     pub usage_sample_every: Duration,
+    /// Failed authentications allowed per client address per minute before it is answered
+    /// 429 (0: no limit).
+    pub auth_failures_per_minute: u32,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Config {
@@ -64,6 +69,8 @@ impl Default for Config {
             user_cache_bytes: 64 * 1024 * 1024,
             usage_retention_days: 400,
             usage_sample_every: Duration::from_secs(5),
+            auth_failures_per_minute: 20,
+            trusted_proxies: Vec::new(),
         }
     }
 }

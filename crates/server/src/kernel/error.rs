@@ -180,6 +180,10 @@ impl IntoResponse for ApiError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"seatkeeper\""),
                 );
+                if matches!(self, ApiError::SignInRefused { .. }) {
+                    resp.extensions_mut()
+                        .insert(crate::kernel::throttle::NotTheCallers);
+                }
             }
             ApiError::RateLimited { retry_after } => {
                 if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {

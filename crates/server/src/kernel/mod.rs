@@ -1,6 +1,6 @@
 //! What every domain uses and which imports no domain: the two database drivers and their
 //! migrations, the transaction (tenant lock, audit append, outbox write), the one error table,
-//! request extractors, the clock, configuration, signatures and the audit hash chain.
+//! request extractors, the authentication-failure throttle, the clock, configuration, signatures and the audit hash chain.
 
 pub mod auth;
 pub mod catalogue;
@@ -16,3 +16,4 @@ pub(crate) mod migrate;
 pub mod scopes;
 pub mod signing;
 pub mod store;
+pub mod throttle;

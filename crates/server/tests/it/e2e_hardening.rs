@@ -300,3 +300,96 @@ async fn stalled_clients_cannot_hold_the_server() {
 }
 
 both_backends!(errors_are_in_our_format);
+
+async fn scim_as(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    from: &str,
+) -> (u16, Option<String>) {
+    let r = http
+        .get(format!("{base}/scim/v2/Users?count=1"))
+        .bearer_auth(token)
+        .header("x-forwarded-for", from)
+        .send()
+        .await
+        .unwrap();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (r.status().as_u16(), retry)
+}
+
+/// Failed authentication is throttled per client address: 20 a minute, then 429 with
+/// `Retry-After` for that address (valid credentials too), counted in metrics.
+/// `X-Forwarded-For` names the client only from a trusted proxy.
+async fn failed_authentication_is_throttled(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(b, &dir);
+    let tenant = cli_ok(&db, &["tenant", "create", "Throttled"])
+        .trim()
+        .to_string();
+    let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    let http = reqwest::Client::new();
+
+    // Behind a trusted proxy (this test, on 127.0.0.1): each forwarded client on its own.
+    let server = Server::start(&db, &["--trusted-proxies", "127.0.0.1/32"]);
+    let guesser = "198.51.100.7";
+    for i in 0..20 {
+        let (status, _) = scim_as(&http, &server.base, &format!("wrong-{i}"), guesser).await;
+        assert_eq!(status, 401, "failure {i}");
+    }
+    let (status, retry) = scim_as(&http, &server.base, "wrong-21", guesser).await;
+    assert_eq!(status, 429);
+    let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    // Locked out: a right token from that address is refused too (a hit looks like a guess).
+    assert_eq!(scim_as(&http, &server.base, &token, guesser).await.0, 429);
+    // Another client behind the same proxy is not.
+    assert_eq!(
+        scim_as(&http, &server.base, &token, "198.51.100.8").await.0,
+        200
+    );
+    let metrics = http
+        .get(format!("{}/metrics", server.base))
+        .bearer_auth(ADMIN)
+        .header("x-forwarded-for", "198.51.100.9")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let failures: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("seatkeeper_auth_failures_total "))
+        .expect("the failure counter")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(failures >= 20.0, "{failures}");
+    assert!(
+        metrics.contains("seatkeeper_auth_throttled_total"),
+        "{metrics}"
+    );
+    drop(server);
+
+    // Without trusted proxies, X-Forwarded-For is the client's say and changes nothing.
+    let server = Server::start(&db, &[]);
+    for i in 0..20 {
+        let from = format!("203.0.113.{i}");
+        assert_eq!(scim_as(&http, &server.base, "wrong", &from).await.0, 401);
+    }
+    assert_eq!(
+        scim_as(&http, &server.base, "wrong", "203.0.113.99")
+            .await
+            .0,
+        429
+    );
+}
+
+both_backends!(failed_authentication_is_throttled);
