@@ -100,7 +100,12 @@ fn build(
 ) -> App {
     let activity_every = config.activity_flush;
     let history = (config.usage_retention_days, config.usage_sample_every);
-    let engine = Engine::new(store.clone(), clock.clone());
+    let engine =
+        Engine::new(store.clone(), clock.clone()).with_limits(directory::service::ResourceLimits {
+            max_attribute_bytes: config.max_attribute_bytes,
+            max_resource_bytes: config.max_resource_bytes,
+            max_page_bytes: config.max_page_bytes,
+        });
     let mut state = app::AppState::new(engine, config, admin_hash, metrics);
     state.manual_clock = manual;
     let mut jobs = jobs::Jobs::for_app(store, clock, state.snapshots.clone(), activity_every);

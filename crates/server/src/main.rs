@@ -84,6 +84,16 @@ struct ServeArgs {
     /// Largest request head (request line and headers) in bytes; more is a 431.
     #[arg(long, env = "SEATKEEPER_MAX_HEADER_BYTES", default_value_t = 64 * 1024, value_parser = clap::value_parser!(u64).range(8192..=1_048_576))]
     max_header_bytes: u64,
+    /// Longest string value of a SCIM attribute, in bytes.
+    #[arg(long, env = "SEATKEEPER_MAX_ATTRIBUTE_BYTES", default_value_t = 64 * 1024)]
+    max_attribute_bytes: usize,
+    /// Largest SCIM resource as JSON, in bytes (a group's members not counted).
+    #[arg(long, env = "SEATKEEPER_MAX_RESOURCE_BYTES", default_value_t = 128 * 1024)]
+    max_resource_bytes: usize,
+    /// Largest list page as JSON, in bytes: a page stops early (itemsPerPage says how many
+    /// it holds) rather than exceed it.
+    #[arg(long, env = "SEATKEEPER_MAX_PAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    max_page_bytes: usize,
     /// Failed authentications allowed per client address per minute; past it, the address
     /// is answered 429 (with Retry-After) until its allowance refills. 0: no limit.
     #[arg(long, env = "SEATKEEPER_AUTH_FAILURE_LIMIT", default_value_t = 20)]
@@ -416,6 +426,9 @@ fn config_from(args: &ServeArgs) -> Config {
         user_cache_bytes: args.user_cache_mb.saturating_mul(1024 * 1024),
         usage_retention_days: args.usage_retention_days,
         usage_sample_every: Duration::from_secs(args.usage_sample_seconds),
+        max_attribute_bytes: args.max_attribute_bytes.max(256),
+        max_resource_bytes: args.max_resource_bytes.max(1024),
+        max_page_bytes: args.max_page_bytes.max(1024),
         auth_failures_per_minute: args.auth_failure_limit,
         trusted_proxies: args.trusted_proxies.0.clone(),
     }

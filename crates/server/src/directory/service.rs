@@ -111,6 +111,96 @@ pub struct Engine {
     store: Store,
     clock: SharedClock,
     users: std::sync::Arc<UserCache>,
+    limits: ResourceLimits,
+}
+
+/// What one resource and one list page may hold (configurable; advertised at
+/// `GET /api/v1/limits`).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct ResourceLimits {
+    /// Longest string value of any attribute, in bytes (UTF-8).
+    pub max_attribute_bytes: usize,
+    /// Largest resource, as JSON, in bytes (group members, kept apart, not counted).
+    pub max_resource_bytes: usize,
+    /// Largest list page, as JSON, in bytes: a page stops early (with `itemsPerPage`
+    /// saying how many it holds) rather than exceed it; it always holds one resource.
+    pub max_page_bytes: usize,
+}
+
+impl Default for ResourceLimits {
+    fn default() -> Self {
+        ResourceLimits {
+            max_attribute_bytes: 64 * 1024,
+            max_resource_bytes: 128 * 1024,
+            max_page_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Bytes of a value's JSON, counted without building it.
+fn json_bytes(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
+/// The path of the first string longer than `max` bytes, and its length.
+fn oversized(v: &Value, max: usize, path: &mut Vec<String>) -> Option<(String, usize)> {
+    match v {
+        Value::String(s) if s.len() > max => Some((path.join("."), s.len())),
+        Value::Array(items) => items.iter().find_map(|i| oversized(i, max, path)),
+        Value::Object(obj) => obj.iter().find_map(|(k, v)| {
+            path.push(k.clone());
+            let found = oversized(v, max, path);
+            path.pop();
+            found
+        }),
+        _ => None,
+    }
+}
+
+impl ResourceLimits {
+    /// Refuses a resource over the attribute or resource limit (400 `invalidValue`).
+    fn check(&self, doc: &Value) -> ApiResult<()> {
+        if let Some((path, len)) = oversized(doc, self.max_attribute_bytes, &mut Vec::new()) {
+            return Err(scim::Error::InvalidValue(format!(
+                "'{path}' is {len} bytes; an attribute holds at most {} bytes",
+                self.max_attribute_bytes
+            ))
+            .into());
+        }
+        let size = json_bytes(doc);
+        if size > self.max_resource_bytes {
+            return Err(scim::Error::InvalidValue(format!(
+                "the resource is {size} bytes; at most {} are allowed",
+                self.max_resource_bytes
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
+    /// How many of `resources` fit one page (at least one).
+    fn fitting(&self, resources: &[Value]) -> usize {
+        let mut total = 0;
+        for (i, r) in resources.iter().enumerate() {
+            total += json_bytes(r) + 1;
+            if total > self.max_page_bytes && i > 0 {
+                return i;
+            }
+        }
+        resources.len()
+    }
 }
 
 fn is_active(doc: &Value) -> bool {
@@ -160,7 +250,19 @@ impl Engine {
             store,
             clock,
             users: Default::default(),
+            limits: ResourceLimits::default(),
         }
+    }
+
+    /// The same engine with these resource and page limits.
+    pub fn with_limits(mut self, limits: ResourceLimits) -> Engine {
+        self.limits = limits;
+        self
+    }
+
+    /// The resource and page limits.
+    pub fn limits(&self) -> ResourceLimits {
+        self.limits
     }
 
     /// The same engine, keeping rendered users in at most `bytes` (0: none; PostgreSQL: none,
@@ -373,6 +475,7 @@ impl Engine {
         } else {
             Vec::new()
         };
+        self.limits.check(&doc)?;
         if kind == Kind::User && doc.get("active").is_none() {
             // An IdP that omits `active` creates an active user; storing it keeps the filter
             // engine and the index column in agreement.
@@ -502,6 +605,7 @@ impl Engine {
         } else {
             None
         };
+        self.limits.check(&doc)?;
         if kind == Kind::User && doc.get("active").is_none() {
             doc["active"] = Value::Bool(true);
         }
@@ -523,6 +627,7 @@ impl Engine {
         let rt = resource_type(kind);
         let ops = patch::parse_request(rt, body)?;
         let touches_members = kind == Kind::Group;
+        let limits = self.limits;
         self.write_existing(ctx, kind, id, if_match, move |current| {
             let mut doc = current.doc.clone();
             if touches_members {
@@ -541,6 +646,7 @@ impl Engine {
             } else {
                 None
             };
+            limits.check(&doc)?;
             Ok((doc, members))
         })
         .await
@@ -823,9 +929,10 @@ impl Engine {
                     let (rows, total, groups) = self
                         .sql_page(ctx, kind, &filter_sql, &order, &page, wants_related)
                         .await?;
-                    let resources = self
+                    let mut resources = self
                         .render_rows(ctx, kind, &rows, groups, wants_related, q)
                         .await?;
+                    resources.truncate(self.limits.fitting(&resources));
                     return Ok(ListPage {
                         total: total.unwrap_or(0) as usize,
                         resources,
@@ -843,7 +950,14 @@ impl Engine {
                         .await?;
                     let more = rows.len() > count;
                     rows.truncate(count);
-                    let next_cursor = (more && count > 0)
+                    let mut resources = self
+                        .render_rows(ctx, kind, &rows, groups, wants_related, q)
+                        .await?;
+                    let fit = self.limits.fitting(&resources);
+                    let cut = fit < resources.len();
+                    resources.truncate(fit);
+                    rows.truncate(fit);
+                    let next_cursor = ((more || cut) && count > 0)
                         .then(|| {
                             rows.last().map(|r| {
                                 CursorPos {
@@ -854,9 +968,6 @@ impl Engine {
                             })
                         })
                         .flatten();
-                    let resources = self
-                        .render_rows(ctx, kind, &rows, groups, wants_related, q)
-                        .await?;
                     return Ok(ListPage {
                         total: total.unwrap_or(0) as usize,
                         resources,
@@ -945,7 +1056,14 @@ impl Engine {
                 }
             };
         let page_rows: Vec<StoredResource> = slice.iter().map(|(_, r)| stored_of(r)).collect();
-        let resources = if needs_related || !wants_related {
+        let positions: Vec<CursorPos> = slice
+            .iter()
+            .map(|(k, r)| CursorPos {
+                key: k.clone(),
+                id: id_of(r).to_string(),
+            })
+            .collect();
+        let mut resources = if needs_related || !wants_related {
             slice
                 .into_iter()
                 .map(|(_, r)| q.projection.apply(rt, &r.body))
@@ -954,6 +1072,14 @@ impl Engine {
             self.render_page(ctx, kind, &page_rows, wants_related, q)
                 .await?
         };
+        let fit = self.limits.fitting(&resources);
+        let mut next_cursor = next_cursor;
+        if fit < resources.len() {
+            resources.truncate(fit);
+            if matches!(q.paging, Paging::Cursor(_)) {
+                next_cursor = positions.get(fit - 1).map(CursorPos::encode);
+            }
+        }
         Ok(ListPage {
             total,
             resources,

@@ -42,6 +42,12 @@ pub struct Config {
     /// How often the usage history sampler looks at the tenants that changed (zero: no
     /// usage history is kept).
     pub usage_sample_every: Duration,
+    /// Longest string value of a SCIM attribute, in bytes.
+    pub max_attribute_bytes: usize,
+    /// Largest SCIM resource as JSON, in bytes.
+    pub max_resource_bytes: usize,
+    /// Largest list page as JSON, in bytes (a page stops early rather than exceed it).
+    pub max_page_bytes: usize,
     /// Failed authentications allowed per client address per minute before it is answered
     /// 429 (0: no limit).
     pub auth_failures_per_minute: u32,
@@ -69,6 +75,9 @@ impl Default for Config {
             user_cache_bytes: 64 * 1024 * 1024,
             usage_retention_days: 400,
             usage_sample_every: Duration::from_secs(5),
+            max_attribute_bytes: 64 * 1024,
+            max_resource_bytes: 128 * 1024,
+            max_page_bytes: 4 * 1024 * 1024,
             auth_failures_per_minute: 20,
             trusted_proxies: Vec::new(),
         }

@@ -21,7 +21,32 @@ pub fn routes() -> Router<Shared> {
 
 /// The operations routes under `/api/v1`.
 pub fn api_routes() -> Router<Shared> {
-    Router::new().route("/api/v1/clock", post(move_clock))
+    Router::new()
+        .route("/api/v1/clock", post(move_clock))
+        .route("/api/v1/limits", get(limits))
+}
+
+/// Every limit a client can run into, so none has to be found by trial.
+async fn limits(State(state): State<Shared>) -> Response {
+    let c = &state.config;
+    let r = state.engine.limits();
+    axum::Json(json!({
+        "max_body_bytes": c.max_body_bytes,
+        "bulk_max_payload_bytes": c.bulk_max_payload,
+        "bulk_max_operations": c.bulk_max_operations,
+        "max_attribute_bytes": r.max_attribute_bytes,
+        "max_resource_bytes": r.max_resource_bytes,
+        "max_page_bytes": r.max_page_bytes,
+        "max_page_size": scim::list::MAX_PAGE_SIZE,
+        "max_uri_bytes": crate::transport::MAX_URI_BYTES,
+        "request_timeout_seconds": c.request_timeout.as_secs(),
+        "scim_requests_per_second": c.rate_per_second,
+        "scim_burst": c.rate_burst,
+        "app_requests_per_second": c.app_rate_per_second,
+        "app_burst": c.app_rate_burst,
+        "auth_failures_per_minute": c.auth_failures_per_minute,
+    }))
+    .into_response()
 }
 
 async fn healthz() -> Response {

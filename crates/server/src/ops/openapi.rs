@@ -308,6 +308,14 @@ const OPS: &[Op] = &[
         (200, ""),
     ),
     op(
+        "get",
+        "/limits",
+        Public,
+        "The limits this server enforces (body, attribute, resource and page sizes, rates)",
+        None,
+        (200, ""),
+    ),
+    op(
         "post",
         "/clock",
         Admin,

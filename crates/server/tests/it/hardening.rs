@@ -356,3 +356,159 @@ async fn input_is_strict(b: Backend) {
 }
 
 both_backends!(input_is_strict);
+
+/// Sizes are bounded: one attribute (64 KiB by default), one resource (128 KiB), one page
+/// (4 MiB; here 200 KB), each advertised at `/api/v1/limits`. A page that would pass its
+/// budget stops early with a correct `itemsPerPage`, and paging still visits every resource
+/// once, by index and by cursor.
+async fn sizes_are_bounded(b: Backend) {
+    let app = common::app_with(
+        b,
+        seatkeeper::Config {
+            rate_per_second: 100_000,
+            rate_burst: 100_000,
+            max_page_bytes: 200_000,
+            ..seatkeeper::Config::default()
+        },
+    )
+    .await;
+    let r = app.req("GET", "/api/v1/limits", None).await;
+    assert_eq!(r.body["max_attribute_bytes"], 65_536, "{}", r.raw);
+    assert_eq!(r.body["max_resource_bytes"], 131_072);
+    assert_eq!(r.body["max_page_bytes"], 200_000);
+
+    // The probe's million-character nickName.
+    let huge = "n".repeat(1_000_000);
+    let r = app
+        .req(
+            "POST",
+            "/scim/v2/Users",
+            Some(json!({"schemas": [USER], "userName": "huge@example.com", "nickName": huge})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+    assert!(r.raw.contains("'nickName' is 1000000 bytes"), "{}", r.raw);
+    let over = "o".repeat(65_537);
+    let r = app
+        .req(
+            "POST",
+            "/scim/v2/Users",
+            Some(json!({"schemas": [USER], "userName": "over@example.com", "nickName": over})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+    assert!(
+        r.raw.contains("nickName") && r.raw.contains("65536"),
+        "{}",
+        r.raw
+    );
+    // Under each attribute's limit, over the resource's.
+    let big = "b".repeat(60_000);
+    let r = app
+        .req(
+            "POST",
+            "/scim/v2/Users",
+            Some(json!({"schemas": [USER], "userName": "wide@example.com", "nickName": big, "title": big, "profileUrl": big})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.raw);
+    assert!(r.raw.contains("131072"), "{}", r.raw);
+    // PATCH cannot grow a resource past it either.
+    let id = app.user("grow@example.com").await;
+    for (i, attr) in ["nickName", "title", "profileUrl"].iter().enumerate() {
+        let r = app
+            .req(
+                "PATCH",
+                &format!("/scim/v2/Users/{id}"),
+                Some(json!({"schemas": [PATCH], "Operations": [{"op": "add", "path": attr, "value": big}]})),
+            )
+            .await;
+        let want = if i < 2 {
+            StatusCode::OK
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        assert_eq!(r.status, want, "{attr}: {}", r.raw);
+    }
+
+    // 9 users of ~60 KB (grow is one of them): three fit a 200 KB page.
+    for i in 0..8 {
+        let r = app
+            .req(
+                "POST",
+                "/scim/v2/Users",
+                Some(json!({"schemas": [USER], "userName": format!("page{i}@example.com"), "nickName": big})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.raw);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut start = 1;
+    loop {
+        let r = app
+            .req(
+                "GET",
+                &format!("/scim/v2/Users?startIndex={start}&count=100"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+        assert!(
+            r.raw.len() < 200_000 + 70_000,
+            "a page of {} bytes",
+            r.raw.len()
+        );
+        let items = r.body["Resources"].as_array().unwrap();
+        assert_eq!(r.body["itemsPerPage"], items.len());
+        assert_eq!(r.body["totalResults"], 9);
+        assert!(!items.is_empty());
+        for u in items {
+            assert!(
+                seen.insert(u["id"].as_str().unwrap().to_string()),
+                "seen twice"
+            );
+        }
+        start += items.len();
+        if start > 9 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 9);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor = String::new();
+    let mut pages = 0;
+    loop {
+        let r = app
+            .req(
+                "GET",
+                &format!("/scim/v2/Users?cursor={cursor}&count=100"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+        let items = r.body["Resources"].as_array().unwrap();
+        assert_eq!(r.body["itemsPerPage"], items.len());
+        for u in items {
+            assert!(
+                seen.insert(u["id"].as_str().unwrap().to_string()),
+                "seen twice"
+            );
+        }
+        pages += 1;
+        match r.body["nextCursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 9);
+    assert!(pages >= 3, "{pages} pages");
+    // A filter evaluated in memory pages the same way.
+    let r = app
+        .req("GET", "/scim/v2/Users?filter=nickName%20pr&count=100", None)
+        .await;
+    let n = r.body["Resources"].as_array().unwrap().len();
+    assert!(n < 9 && n >= 1, "{n}");
+    assert_eq!(r.body["itemsPerPage"], n);
+}
+
+both_backends!(sizes_are_bounded);
