@@ -9,6 +9,7 @@
 //! | `scheduler` | term transitions (trial and term ends, grace ends), catching up at start | the server |
 //! | `dispatcher` | outbound webhooks: fan-out, claim, send, retry | the server |
 //! | `retention` | prunes audit records older than `--audit-retention-days`, hourly | the server, when set |
+//! | `heads` | signs the head of every audit chain that moved, every `--audit-head-seconds` | the server |
 //!
 //! The SQLite writer and checkpoint threads belong to the store (`kernel::db`) and end with it.
 //! Time comes from the clock the app runs on (the test clock under `--test-clock`).
@@ -39,6 +40,8 @@ pub struct Schedule {
     pub scheduler_every: Duration,
     /// Audit records older than this many days are pruned (0: kept forever).
     pub audit_retention_days: u32,
+    /// How often the heads of audit chains that moved are signed.
+    pub audit_head_every: Duration,
     /// Outbound webhook delivery.
     pub dispatch: DispatchConfig,
 }
@@ -100,6 +103,10 @@ impl Jobs {
         self.tasks.push((
             "dispatcher",
             dispatcher::spawn(store.clone(), clock.clone(), schedule.dispatch),
+        ));
+        self.tasks.push((
+            "heads",
+            heads(store.clone(), clock.clone(), schedule.audit_head_every),
         ));
         if schedule.audit_retention_days > 0 {
             self.tasks.push((
@@ -166,6 +173,24 @@ fn scheduler(store: Store, clock: SharedClock, every: Duration) -> tokio::task::
                 Err(e) => tracing::warn!(error = %e, "scheduler tick failed; retrying"),
             }
             tokio::time::sleep(every).await;
+        }
+    })
+}
+
+/// Signs, every `every`, the head of each audit chain that moved since its last signed head
+/// (only those: an idle tenant costs nothing but its row in one query).
+fn heads(store: Store, clock: SharedClock, every: Duration) -> tokio::task::JoinHandle<()> {
+    let audit = crate::audit::service::Audit::new(store, clock);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            match audit.sign_heads(None).await {
+                Ok(signed) if !signed.is_empty() => {
+                    tracing::debug!(chains = signed.len(), "audit heads signed");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "signing audit heads failed; retrying"),
+            }
         }
     })
 }

@@ -36,7 +36,7 @@ pub use demo::load as load_demo;
 pub use events::dispatcher::DispatchConfig;
 pub use jobs::{Jobs, Schedule, system_clock};
 pub use kernel::auth::{Credential, generate_token, hash_token};
-pub use kernel::chain::{VENDOR, public_key, signature_holds};
+pub use kernel::chain::{AuditRow, SignedHead, VENDOR, public_key, signature_holds};
 pub use kernel::clock::{Clock, ManualClock, SharedClock};
 pub use kernel::config::Config;
 pub use kernel::ids::Instant;

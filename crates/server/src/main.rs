@@ -134,6 +134,10 @@ struct ServeArgs {
     /// checkpoint); 0 keeps everything.
     #[arg(long, env = "SEATKEEPER_AUDIT_RETENTION_DAYS", default_value_t = 0)]
     audit_retention_days: u32,
+    /// Seconds between signatures of the audit chains' heads (each chain that moved gets an
+    /// `audit.head` record and event).
+    #[arg(long, env = "SEATKEEPER_AUDIT_HEAD_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    audit_head_seconds: u64,
     /// Days before a term ends that `subscription.expiring` is sent.
     #[arg(long, env = "SEATKEEPER_EXPIRY_NOTICE_DAYS", default_value_t = 7)]
     expiry_notice_days: u32,
@@ -341,6 +345,21 @@ enum AuditCmd {
         /// kept outside the database) instead of the database's own key.
         #[arg(long)]
         public_key: Option<String>,
+        /// Signed heads kept elsewhere (the output of `audit head`, or `audit.head` events'
+        /// data, one JSON object per line): proves nothing up to them was removed or
+        /// rewritten.
+        #[arg(long)]
+        head: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Signs the head of every chain (or one) that moved since its last signed head, and
+    /// prints each chain's latest signed head as a JSON line: keep them elsewhere, and
+    /// `audit verify --head FILE` proves the chains still hold them.
+    Head {
+        /// Only this tenant (`vendor` for the vendor's chain).
+        #[arg(long)]
+        tenant: Option<String>,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -487,6 +506,7 @@ async fn serve(
     jobs.start_server(seatkeeper::Schedule {
         scheduler_every: Duration::from_secs(args.scheduler_interval.max(1)),
         audit_retention_days: args.audit_retention_days,
+        audit_head_every: Duration::from_secs(args.audit_head_seconds),
         dispatch: seatkeeper::DispatchConfig {
             max_attempts: args.webhook_max_attempts.max(1),
             retry_base: Duration::from_millis(args.webhook_retry_base_ms.max(10)),
@@ -592,6 +612,35 @@ async fn admin_key(action: AdminKeyCmd, clock: SharedClock) -> anyhow::Result<()
     .await;
     store.close().await;
     done
+}
+
+/// Signed heads from a file: JSON lines (the output of `audit head`), a JSON list, or the
+/// `audit.head` events themselves (their `data`).
+fn read_heads(path: &std::path::Path) -> anyhow::Result<Vec<seatkeeper::SignedHead>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let values: Vec<serde_json::Value> = match serde_json::from_str(&text) {
+        Ok(serde_json::Value::Array(list)) => list,
+        Ok(one) => vec![one],
+        Err(_) => text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(serde_json::from_str)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("{}: not JSON lines of signed heads", path.display()))?,
+    };
+    values
+        .into_iter()
+        .map(|v| {
+            let v = v.get("data").cloned().unwrap_or(v);
+            serde_json::from_value(v).with_context(|| {
+                format!(
+                    "{}: not a signed head (tenant_id, seq, hash, at, signature)",
+                    path.display()
+                )
+            })
+        })
+        .collect()
 }
 
 /// How the CLI names an audit chain.
@@ -897,6 +946,7 @@ async fn main() -> anyhow::Result<()> {
                 AuditCmd::Verify {
                     tenant,
                     public_key,
+                    head,
                     db,
                 },
         } => {
@@ -908,9 +958,13 @@ async fn main() -> anyhow::Result<()> {
                 ),
                 None => None,
             };
+            let witnesses = match &head {
+                Some(path) => read_heads(path)?,
+                None => Vec::new(),
+            };
             let store = open(&db.database, None).await?;
             let results = seatkeeper::Audit::new(store.clone(), clock.clone())
-                .verify(tenant.as_deref(), pinned.as_ref())
+                .verify(tenant.as_deref(), pinned.as_ref(), &witnesses)
                 .await?;
             store.close().await;
             let mut broken = false;
@@ -929,6 +983,20 @@ async fn main() -> anyhow::Result<()> {
             }
             if broken {
                 std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Audit {
+            action: AuditCmd::Head { tenant, db },
+        } => {
+            init_logging(false);
+            let store = open(&db.database, None).await?;
+            let heads = seatkeeper::Audit::new(store.clone(), clock.clone())
+                .heads(tenant.as_deref())
+                .await;
+            store.close().await;
+            for h in heads? {
+                println!("{}", serde_json::to_string(&h)?);
             }
             Ok(())
         }

@@ -822,7 +822,7 @@ async fn verify_audit(
             time::OffsetDateTime::UNIX_EPOCH,
         )),
     )
-    .verify(chain, pinned)
+    .verify(chain, pinned, &[])
     .await
 }
 

@@ -35,13 +35,58 @@ impl Audit {
         Ok(self.store.audit_query(chain, q, after, limit).await?)
     }
 
-    /// Verifies every chain (the tenants' and the vendor's), or one.
+    /// Verifies every chain (the tenants' and the vendor's), or one, against the signed
+    /// heads in the chains and the `witnesses` kept elsewhere.
     pub async fn verify(
         &self,
         chain: Option<&str>,
         pinned: Option<&ed25519_dalek::VerifyingKey>,
+        witnesses: &[audit::SignedHead],
     ) -> Result<Vec<Verified>, store::StoreError> {
-        verify_audit(&self.store, chain, pinned).await
+        verify_audit(&self.store, chain, pinned, witnesses).await
+    }
+
+    /// Signs the head of every chain that moved since its last signed head (or of one
+    /// chain); returns the heads signed now.
+    pub async fn sign_heads(
+        &self,
+        chain: Option<&str>,
+    ) -> Result<Vec<audit::SignedHead>, store::StoreError> {
+        let chains = match chain {
+            Some(c) => vec![c.to_string()],
+            None => self.store.unsigned_chains().await?,
+        };
+        if chains.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.store.audit_key().await?;
+        let at = clock::stamp(self.clock.now());
+        let mut out = Vec::new();
+        for c in chains {
+            if let Some(head) = self.store.sign_head(&c, &at, key.clone()).await?
+                && head.at == at
+            {
+                out.push(head);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The latest signed head of every chain (or one), signing first where records came
+    /// since: what an operator keeps elsewhere as a witness.
+    pub async fn heads(
+        &self,
+        chain: Option<&str>,
+    ) -> Result<Vec<audit::SignedHead>, store::StoreError> {
+        let key = self.store.audit_key().await?;
+        let at = clock::stamp(self.clock.now());
+        let mut out = Vec::new();
+        for c in chains(&self.store, chain).await? {
+            if let Some(head) = self.store.sign_head(&c, &at, key.clone()).await? {
+                out.push(head);
+            }
+        }
+        Ok(out)
     }
 
     /// Prunes records older than `days` from every chain (or one), each behind a checkpoint
@@ -111,15 +156,27 @@ async fn chains(store: &Store, one: Option<&str>) -> Result<Vec<String>, store::
 }
 
 /// Verifies every tenant's audit chain (or one); returns `(tenant, records, Ok | first broken link)`.
-/// A pruned chain is verified from its checkpoint, whose signature must verify with
-/// `pinned` (a public key kept outside the database) or, without it, with the server's
-/// own audit key.
+///
+/// - Every record's hash and link (edits, insertions and deletions that were not covered up).
+/// - Every signed head in the chain (`audit.head`): its signature, and that it attests the
+///   record before it (a rewrite that recomputed the hashes forward past a signed head).
+/// - Every witness kept elsewhere (`--head FILE`): its signature, that the chain still holds
+///   its record with its hash (a rewrite), and reaches it (truncation, or a chain removed).
+///
+/// Signatures verify with `pinned` (a public key kept outside the database) or, without it,
+/// the server's own audit key. A pruned chain is verified from its signed checkpoint.
 async fn verify_audit(
     store: &Store,
     tenant: Option<&str>,
     pinned: Option<&ed25519_dalek::VerifyingKey>,
+    witnesses: &[audit::SignedHead],
 ) -> Result<Vec<Verified>, store::StoreError> {
-    let tenants = chains(store, tenant).await?;
+    let mut tenants = chains(store, tenant).await?;
+    for w in witnesses {
+        if tenant.is_none_or(|t| t == w.tenant_id) && !tenants.contains(&w.tenant_id) {
+            tenants.push(w.tenant_id.clone());
+        }
+    }
     let own = match pinned {
         Some(_) => None,
         None => Some(store.audit_key().await?.verifying_key()),
@@ -127,6 +184,22 @@ async fn verify_audit(
     let key = pinned.or(own.as_ref());
     let mut out = Vec::new();
     for t in tenants {
+        let seen: Vec<&audit::SignedHead> = witnesses.iter().filter(|w| w.tenant_id == t).collect();
+        let broken = |seq: i64, reason: String| Err(audit::BrokenLink { seq, reason });
+        if let Some(w) = seen.iter().find(|w| !key.is_some_and(|k| w.verify(k))) {
+            out.push((
+                t.clone(),
+                0,
+                broken(
+                    w.seq,
+                    format!(
+                        "the witnessed head of record {} does not verify with the audit key",
+                        w.seq
+                    ),
+                ),
+            ));
+            continue;
+        }
         let mut pos = (0i64, audit::GENESIS.to_string());
         let mut result = Ok(());
         if let Some(cp) = store.audit_checkpoint(&t).await? {
@@ -136,35 +209,62 @@ async fn verify_audit(
                 out.push((
                     t,
                     cp.seq,
-                    Err(audit::BrokenLink {
-                        seq: cp.seq,
-                        reason: "the retention checkpoint's signature does not verify".into(),
-                    }),
+                    broken(
+                        cp.seq,
+                        "the retention checkpoint's signature does not verify".into(),
+                    ),
                 ));
                 continue;
             }
         }
-        loop {
+        // A witness at the checkpoint itself is checked against it; older ones were pruned.
+        for w in &seen {
+            if w.seq == pos.0 && w.hash != pos.1 {
+                result = broken(
+                    w.seq,
+                    format!(
+                        "record {} differs from the witnessed head: the chain was rewritten",
+                        w.seq
+                    ),
+                );
+            }
+        }
+        while result.is_ok() {
             let rows = store.audit_rows(&t, pos.0, 5000).await?;
             if rows.is_empty() {
                 break;
             }
-            match audit::verify_chain((pos.0, &pos.1), &rows) {
-                Ok(next) => pos = next,
-                Err(broken) => {
-                    result = Err(broken);
-                    break;
-                }
+            if let Err(b) = audit::verify_chain((pos.0, &pos.1), &rows)
+                .map(|_| ())
+                .and_then(|()| audit::check_heads(&rows, key))
+                .and_then(|()| audit::check_witnesses(&rows, &seen))
+            {
+                result = Err(b);
+                break;
             }
+            if let Some(last) = rows.last() {
+                pos = (last.seq, last.hash.clone());
+            }
+        }
+        if result.is_ok()
+            && let Some(w) = seen.iter().filter(|w| w.seq > pos.0).max_by_key(|w| w.seq)
+        {
+            result = broken(
+                pos.0 + 1,
+                format!(
+                    "the chain ends at record {} but a head signed at {} saw record {}: records were removed",
+                    pos.0, w.at, w.seq
+                ),
+            );
         }
         if result.is_ok()
             && let Some((seq, hash)) = store.audit_head(&t).await?
             && (seq != pos.0 || hash != pos.1)
         {
-            result = Err(audit::BrokenLink {
-                seq: pos.0 + 1,
-                reason: format!("the chain ends at record {} but its tip says {seq}", pos.0),
-            });
+            result = broken(
+                pos.0 + 1,
+                format!("the chain ends at record {} but its tip says {seq}", pos.0),
+            );
         }
         out.push((t, pos.0, result));
     }

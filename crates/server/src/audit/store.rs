@@ -1,5 +1,6 @@
 //! The audit trail's read side: rows, checkpoints, queries, and pruning behind a checkpoint.
 
+use crate::kernel::chain::{HEAD_ACTION, SignedHead};
 use crate::kernel::store::{NewAudit, Store, StoreError, StoreResult, audit_from_row};
 use crate::params;
 
@@ -161,6 +162,71 @@ impl Store {
             )
             .await?;
         Ok(rows.iter().map(audit_from_row).collect())
+    }
+
+    /// The chains whose last record is not a signed head: records came since.
+    pub(crate) async fn unsigned_chains(&self) -> StoreResult<Vec<String>> {
+        let rows = self
+            .pool
+            .fetch(
+                "SELECT h.tenant_id FROM audit_heads h WHERE h.seq > 0 AND NOT EXISTS \
+                 (SELECT 1 FROM audit_log l WHERE l.tenant_id = h.tenant_id AND l.seq = h.seq AND l.action = $1)",
+                &params![HEAD_ACTION],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.text(0)).collect())
+    }
+
+    /// Signs a chain's head, appended to the chain as an `audit.head` record and sent as an
+    /// `audit.head` event (tenant chains), when records came since its last signed head.
+    /// Returns the chain's latest signed head (`None` for an empty chain).
+    pub(crate) async fn sign_head(
+        &self,
+        tenant: &str,
+        at: &str,
+        key: ed25519_dalek::SigningKey,
+    ) -> StoreResult<Option<SignedHead>> {
+        let (tenant, at) = (tenant.to_string(), at.to_string());
+        self.write(move |tx| {
+            let (seq, hash) = tx.audit_tip(&tenant)?;
+            if seq == 0 {
+                return Ok(None);
+            }
+            let last = tx.fetch_opt(
+                "SELECT action, after_doc FROM audit_log WHERE tenant_id = $1 AND seq = $2",
+                &params![tenant.as_str(), seq],
+            )?;
+            if let Some(r) = last
+                && r.text(0) == HEAD_ACTION
+            {
+                return Ok(serde_json::from_str(&r.text(1)).ok());
+            }
+            let head = SignedHead::signed(&tenant, seq, &hash, &at, &key);
+            let doc = serde_json::to_string(&head).unwrap_or_default();
+            tx.audit(NewAudit {
+                tenant_id: &tenant,
+                at: &at,
+                actor: "seatkeeper",
+                action: HEAD_ACTION,
+                resource_type: "AuditChain",
+                resource_id: &tenant,
+                request_id: "",
+                before: None,
+                after: Some(doc.clone()),
+            })?;
+            if tenant != crate::kernel::chain::VENDOR {
+                tx.outbox(
+                    &tenant,
+                    crate::kernel::catalogue::EventType::AuditHead,
+                    "AuditChain",
+                    &tenant,
+                    &doc,
+                    &at,
+                )?;
+            }
+            Ok(Some(head))
+        })
+        .await
     }
 
     /// The tip of a tenant's audit chain.

@@ -57,13 +57,15 @@ pub enum EventType {
     RoleRevoked,
     /// A user signs in through the tenant's SSO connection.
     UserLogin,
+    /// The tenant's audit chain head is signed.
+    AuditHead,
 }
 
 use EventType::*;
 
 impl EventType {
     /// Every event type, in the order the catalogue lists them.
-    pub const ALL: [EventType; 26] = [
+    pub const ALL: [EventType; 27] = [
         UserProvisioned,
         UserUpdated,
         UserDeprovisioned,
@@ -90,6 +92,7 @@ impl EventType {
         RoleGranted,
         RoleRevoked,
         UserLogin,
+        AuditHead,
     ];
 
     /// The name on the wire.
@@ -121,6 +124,7 @@ impl EventType {
             RoleGranted => "role.granted",
             RoleRevoked => "role.revoked",
             UserLogin => "user.login",
+            AuditHead => "audit.head",
         }
     }
 
@@ -165,6 +169,9 @@ impl EventType {
             }
             RoleRevoked => "a user no longer has a role",
             UserLogin => "a user signs in through the tenant's OIDC connection (`data.created`)",
+            AuditHead => {
+                "the tenant's audit chain head is signed (`data`: `tenant_id`, `seq`, `hash`, `at`, `signature`); keep it to witness the chain"
+            }
         }
     }
 
@@ -175,7 +182,7 @@ impl EventType {
 }
 
 /// Patterns a webhook may subscribe to besides the names: each matches a family.
-pub const PATTERNS: [(&str, &str); 9] = [
+pub const PATTERNS: [(&str, &str); 10] = [
     ("user.*", "every `user.` event"),
     ("group.*", "every `group.` event"),
     ("license.*", "every `license.` event"),
@@ -184,6 +191,7 @@ pub const PATTERNS: [(&str, &str); 9] = [
     ("webhook.*", "every `webhook.` event"),
     ("deprovision.*", "every `deprovision.` event"),
     ("role.*", "every `role.` event"),
+    ("audit.*", "every `audit.` event"),
     ("*", "every event (the default)"),
 ];
 

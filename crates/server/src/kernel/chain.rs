@@ -135,23 +135,121 @@ impl Checkpoint {
 
     /// Signs it.
     pub fn sign(&mut self, key: &ed25519_dalek::SigningKey) {
-        use base64::Engine as _;
-        use ed25519_dalek::Signer;
-        let sig = key.sign(self.message().as_bytes());
-        self.signature = base64::engine::general_purpose::STANDARD.encode(sig.to_bytes());
+        self.signature = sign_text(key, &self.message());
     }
 
     /// Whether the signature is valid for `key`.
     pub fn verify(&self, key: &ed25519_dalek::VerifyingKey) -> bool {
-        use base64::Engine as _;
-        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(&self.signature) else {
-            return false;
-        };
-        let Ok(sig) = ed25519_dalek::Signature::from_slice(&bytes) else {
-            return false;
-        };
-        key.verify_strict(self.message().as_bytes(), &sig).is_ok()
+        signature_holds(key, self.message().as_bytes(), &self.signature)
     }
+}
+
+/// A chain's head — its last record's `seq` and `hash` — signed with the audit key. Heads are
+/// appended to the chain itself (action `audit.head`) and sent as `audit.head` events, so
+/// anyone keeping one elsewhere is a witness: a chain that no longer holds that record with
+/// that hash was truncated or rewritten, whoever holds the database.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SignedHead {
+    /// The chain (a tenant id, or `vendor`).
+    pub tenant_id: String,
+    /// The record attested.
+    pub seq: i64,
+    /// Its hash.
+    pub hash: String,
+    /// When the head was signed.
+    pub at: String,
+    /// Ed25519 signature (base64) over [`SignedHead::message`].
+    pub signature: String,
+}
+
+impl SignedHead {
+    /// A head of `(seq, hash)`, signed now.
+    pub fn signed(
+        tenant: &str,
+        seq: i64,
+        hash: &str,
+        at: &str,
+        key: &ed25519_dalek::SigningKey,
+    ) -> SignedHead {
+        let mut head = SignedHead {
+            tenant_id: tenant.to_string(),
+            seq,
+            hash: hash.to_string(),
+            at: at.to_string(),
+            signature: String::new(),
+        };
+        head.signature = sign_text(key, &head.message());
+        head
+    }
+
+    /// The signed text.
+    pub fn message(&self) -> String {
+        format!(
+            "seatkeeper audit head v1\n{}\n{}\n{}\n{}",
+            self.tenant_id, self.seq, self.hash, self.at
+        )
+    }
+
+    /// Whether the signature is valid for `key`.
+    pub fn verify(&self, key: &ed25519_dalek::VerifyingKey) -> bool {
+        signature_holds(key, self.message().as_bytes(), &self.signature)
+    }
+}
+
+/// The action of a signed head record.
+pub const HEAD_ACTION: &str = "audit.head";
+
+/// Checks the signed head records among consecutive rows: each verifies with `key` and
+/// attests the record just before it.
+pub fn check_heads(
+    rows: &[AuditRow],
+    key: Option<&ed25519_dalek::VerifyingKey>,
+) -> Result<(), BrokenLink> {
+    for row in rows.iter().filter(|r| r.action == HEAD_ACTION) {
+        let head: Option<SignedHead> = row
+            .after
+            .as_deref()
+            .and_then(|a| serde_json::from_str(a).ok());
+        let holds = head.as_ref().is_some_and(|h| {
+            h.tenant_id == row.tenant_id
+                && h.seq == row.seq - 1
+                && h.hash == row.prev_hash
+                && key.is_some_and(|k| h.verify(k))
+        });
+        if !holds {
+            return Err(BrokenLink {
+                seq: row.seq,
+                reason: "a signed head does not verify, or does not attest the record before it (rewritten)".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks consecutive rows against heads witnessed elsewhere: a row a witness names must
+/// carry the witnessed hash.
+pub fn check_witnesses(rows: &[AuditRow], witnesses: &[&SignedHead]) -> Result<(), BrokenLink> {
+    for w in witnesses {
+        if let Some(row) = rows.iter().find(|r| r.seq == w.seq)
+            && row.hash != w.hash
+        {
+            return Err(BrokenLink {
+                seq: w.seq,
+                reason: format!(
+                    "record {} differs from the head witnessed at {}: the chain was rewritten",
+                    w.seq, w.at
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Signs a text with the audit key: the signature in base64.
+fn sign_text(key: &ed25519_dalek::SigningKey, text: &str) -> String {
+    use base64::Engine as _;
+    use ed25519_dalek::Signer;
+    base64::engine::general_purpose::STANDARD.encode(key.sign(text.as_bytes()).to_bytes())
 }
 
 /// The audit signing key from its stored form (base64 of the 32-byte seed).

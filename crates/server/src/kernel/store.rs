@@ -774,6 +774,11 @@ impl Tx<'_> {
         })
     }
 
+    /// The tip of a tenant's audit chain, `(seq, hash)`, under its lock.
+    pub(crate) fn audit_tip(&mut self, tenant: &str) -> StoreResult<(i64, String)> {
+        self.chain_tip(tenant)
+    }
+
     /// Appends an audit record to the tenant's hash chain.
     pub(crate) fn audit(&mut self, entry: NewAudit<'_>) -> StoreResult<i64> {
         // The tenant's lock (taken here if not yet) serialises a tenant's writers, so the

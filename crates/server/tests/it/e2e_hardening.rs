@@ -393,3 +393,188 @@ async fn failed_authentication_is_throttled(b: Backend) {
 }
 
 both_backends!(failed_authentication_is_throttled);
+
+/// Runs the CLI; returns (success, stdout).
+fn cli(db: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(crate::binary::BIN)
+        .args(args)
+        .env("SEATKEEPER_DATABASE", db)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
+/// A tenant whose chain holds a few records, a signed head kept in `file`, and a few records
+/// after it.
+fn witnessed_tenant(
+    db: &str,
+    name: &str,
+    file: &std::path::Path,
+) -> (String, seatkeeper::SignedHead) {
+    let tenant = cli_ok(db, &["tenant", "create", name]).trim().to_string();
+    for i in 0..4 {
+        cli_ok(
+            db,
+            &[
+                "token",
+                "create",
+                "--tenant",
+                &tenant,
+                "--name",
+                &format!("t{i}"),
+            ],
+        );
+    }
+    let line = cli_ok(db, &["audit", "head", "--tenant", &tenant]);
+    std::fs::write(file, &line).unwrap();
+    let head: seatkeeper::SignedHead = serde_json::from_str(line.trim()).unwrap();
+    for i in 4..6 {
+        cli_ok(
+            db,
+            &[
+                "token",
+                "create",
+                "--tenant",
+                &tenant,
+                "--name",
+                &format!("t{i}"),
+            ],
+        );
+    }
+    (tenant, head)
+}
+
+async fn rows_of(store: &seatkeeper::Store, tenant: &str) -> Vec<seatkeeper::AuditRow> {
+    store.audit_rows(tenant, 0, 10_000).await.unwrap()
+}
+
+/// Points the chain's tip at its last remaining record, as an attacker covering a deletion
+/// would.
+async fn rewind(store: &seatkeeper::Store, tenant: &str) {
+    let (seq, hash) = rows_of(store, tenant)
+        .await
+        .last()
+        .map(|r| (r.seq, r.hash.clone()))
+        .unwrap_or((0, "0".repeat(64)));
+    store
+        .execute_unchecked(
+            "UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1",
+            seatkeeper::params![tenant, seq, hash].to_vec(),
+        )
+        .await
+        .unwrap();
+}
+
+/// `audit verify` against signed heads kept elsewhere catches the four tamperings the probe
+/// got past it: the last records removed, half a chain removed, a whole chain and its tip
+/// removed, a record edited with every hash after it recomputed. Without the witness, the
+/// first three are invisible (the README says so); the rewrite is caught by the signed head
+/// inside the chain.
+async fn audit_tampering_is_caught_with_a_witness(b: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(b, &dir);
+    let w = |n: &str| dir.path().join(format!("{n}.head"));
+    let verify = |tenant: &str, file: Option<&std::path::Path>| {
+        let mut args = vec!["audit", "verify", "--tenant", tenant];
+        let f;
+        if let Some(file) = file {
+            f = file.display().to_string();
+            args.extend(["--head", f.as_str()]);
+        }
+        cli(&db, &args)
+    };
+    let cases = ["tail", "half", "whole", "rewrite"];
+    let mut tenants = Vec::new();
+    for c in cases {
+        let (t, head) = witnessed_tenant(&db, c, &w(c));
+        let (ok, out) = verify(&t, Some(&w(c)));
+        assert!(ok, "untouched, with its witness: {out}");
+        tenants.push((t, head));
+    }
+    let store = seatkeeper::Store::connect(&db, &Default::default())
+        .await
+        .unwrap();
+
+    // 1. The last records removed (the witnessed one among them), the tip rewound.
+    let (t, head) = &tenants[0];
+    store
+        .execute_unchecked(
+            "DELETE FROM audit_log WHERE tenant_id = $1 AND seq >= $2",
+            seatkeeper::params![t.as_str(), head.seq].to_vec(),
+        )
+        .await
+        .unwrap();
+    rewind(&store, t).await;
+    // 2. Half the chain removed, the tip rewound.
+    let (t2, head2) = &tenants[1];
+    store
+        .execute_unchecked(
+            "DELETE FROM audit_log WHERE tenant_id = $1 AND seq > $2",
+            seatkeeper::params![t2.as_str(), head2.seq / 2].to_vec(),
+        )
+        .await
+        .unwrap();
+    rewind(&store, t2).await;
+    // 3. The whole chain and its tip row removed.
+    let (t3, _) = &tenants[2];
+    for sql in [
+        "DELETE FROM audit_log WHERE tenant_id = $1",
+        "DELETE FROM audit_heads WHERE tenant_id = $1",
+    ] {
+        store
+            .execute_unchecked(sql, seatkeeper::params![t3.as_str()].to_vec())
+            .await
+            .unwrap();
+    }
+    // 4. A record before the witness edited, and every hash from it on recomputed.
+    let (t4, head4) = &tenants[3];
+    let mut rows = rows_of(&store, t4).await;
+    let mut prev = rows[0].prev_hash.clone();
+    for r in rows.iter_mut() {
+        if r.seq == 2 {
+            r.actor = "mallory".into();
+        }
+        r.prev_hash = prev.clone();
+        r.hash = r.compute_hash();
+        prev = r.hash.clone();
+        store
+            .execute_unchecked(
+                "UPDATE audit_log SET actor = $3, prev_hash = $4, hash = $5 WHERE tenant_id = $1 AND seq = $2",
+                seatkeeper::params![t4.as_str(), r.seq, r.actor.as_str(), r.prev_hash.as_str(), r.hash.as_str()].to_vec(),
+            )
+            .await
+            .unwrap();
+    }
+    rewind(&store, t4).await;
+    store.close().await;
+
+    for (i, c) in cases.iter().enumerate() {
+        let t = &tenants[i].0;
+        let (ok, out) = verify(t, Some(&w(c)));
+        assert!(
+            !ok && out.contains("BROKEN"),
+            "{c}, with the witness: {out}"
+        );
+        let (ok, out) = verify(t, None);
+        if *c == "rewrite" {
+            assert!(!ok && out.contains("signed head"), "{c}, no witness: {out}");
+        } else {
+            assert!(ok, "{c}: without a witness the cover-up holds ({out})");
+        }
+    }
+    let (_, out) = verify(&tenants[0].0, Some(&w("tail")));
+    assert!(out.contains("removed"), "{out}");
+    let (_, out) = verify(&tenants[3].0, Some(&w("rewrite")));
+    assert!(out.contains("rewritten"), "{out}");
+    // A forged witness (the signature no longer covers it) is refused, not trusted.
+    let mut forged = head4.clone();
+    forged.seq += 1;
+    std::fs::write(w("forged"), serde_json::to_string(&forged).unwrap()).unwrap();
+    let (ok, out) = verify(&tenants[3].0, Some(&w("forged")));
+    assert!(!ok && out.contains("does not verify"), "{out}");
+}
+
+both_backends!(audit_tampering_is_caught_with_a_witness);

@@ -216,6 +216,6 @@ pub async fn verify_audit(
     pinned: Option<&ed25519_dalek::VerifyingKey>,
 ) -> Result<Vec<seatkeeper::Verified>, seatkeeper::StoreError> {
     seatkeeper::Audit::new(store.clone(), seatkeeper::system_clock())
-        .verify(chain, pinned)
+        .verify(chain, pinned, &[])
         .await
 }
