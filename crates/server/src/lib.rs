@@ -56,6 +56,61 @@ pub use tenants::service::{CreatedToken, Tenants, admin_token_hash};
 pub use tenants::store::TenantRow;
 
 use directory::service::Engine;
+
+/// Entry points for the fuzz targets (`fuzz/`): the parsers that take a stranger's bytes,
+/// called as the endpoints call them. Each returns whether the input was accepted; none may
+/// panic.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// A generic billing event body, with its `webhook-id`.
+    pub fn billing_generic(body: &[u8], webhook_id: Option<&str>) -> bool {
+        crate::kernel::extract::json_from_bytes(body)
+            .and_then(|v| crate::billing::service::parse_generic(&v, webhook_id))
+            .is_ok()
+    }
+
+    /// A Stripe event body, against one mapped price and one mapped customer.
+    pub fn billing_stripe(body: &[u8]) -> bool {
+        let mut maps = crate::billing::store::StripeMaps::default();
+        maps.prices
+            .insert("price_pro".into(), ("workspace".into(), "pro".into()));
+        maps.customers.insert("cus_1".into(), "tenant-1".into());
+        crate::kernel::extract::json_from_bytes(body)
+            .and_then(|v| crate::billing::service::parse_stripe(&v, &maps))
+            .is_ok()
+    }
+
+    /// Standard Webhooks headers (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
+    pub fn standard_headers(id: &str, timestamp: &str, signature: &str, body: &[u8]) -> bool {
+        crate::kernel::signing::standard_verify(
+            &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string()],
+            Some(id),
+            Some(timestamp),
+            Some(signature),
+            body,
+            1_700_000_000,
+            300,
+        )
+        .is_ok()
+    }
+
+    /// A `Stripe-Signature` header.
+    pub fn stripe_header(header: &str, body: &[u8]) -> bool {
+        crate::kernel::signing::stripe_verify(
+            &["whsec_stripe_test_secret".to_string()],
+            Some(header),
+            body,
+            1_700_000_000,
+            300,
+        )
+        .is_ok()
+    }
+
+    /// A JSON body as every endpoint reads one (duplicate keys refused).
+    pub fn json_body(body: &[u8]) -> bool {
+        crate::kernel::extract::json_from_bytes(body).is_ok()
+    }
+}
 use kernel::clock;
 
 /// An application: its router and its background tasks (drop it to stop them, or call

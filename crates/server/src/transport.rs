@@ -213,7 +213,7 @@ async fn accept_failed(e: &io::Error) {
 
 /// Answers a connection over the cap with a 503 and closes it.
 async fn turn_away(mut stream: TcpStream) {
-    let answer = bare_answer(&ApiError::Overloaded(
+    let answer = bare_answer(&ApiError::Unavailable(
         "the server is at its connection limit; retry shortly".into(),
     ));
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -239,7 +239,7 @@ fn bare_answer(e: &ApiError) -> Vec<u8> {
         body.len()
     )
     .into_bytes();
-    if matches!(e, ApiError::Overloaded(_)) {
+    if matches!(e, ApiError::Unavailable(_)) {
         out.extend_from_slice(b"retry-after: 1\r\n");
     }
     out.extend_from_slice(b"\r\n");

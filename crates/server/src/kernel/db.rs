@@ -39,6 +39,38 @@ pub enum StoreError {
     /// backends alike, before anything runs.
     #[error("text values must not contain the NUL character (U+0000)")]
     Nul,
+    /// The database cannot be reached or written now (PostgreSQL down or restarting, the
+    /// connection cut, SQLite's disk full): nothing was written; retrying later may work.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// Whether the database is out of reach rather than the request wrong: a connection
+    /// refused, reset or timed out, a server shutting down or starting, a disk full.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Unavailable(_) => true,
+            StoreError::Db(e) => pg_unavailable(e),
+            _ => false,
+        }
+    }
+}
+
+/// PostgreSQL errors that mean "not now" (SQLSTATE class 08, connection exceptions; 57P0x,
+/// the server shutting down or starting; 53xxx, out of resources), and the pool's own.
+fn pg_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")),
+        _ => false,
+    }
 }
 
 /// Refuses text parameters holding NUL (PostgreSQL's `text` cannot hold one; SQLite would
@@ -256,6 +288,16 @@ fn map_sqlite(e: rusqlite::Error) -> StoreError {
         // SQLITE_CONSTRAINT_UNIQUE (2067) and SQLITE_CONSTRAINT_PRIMARYKEY (1555).
         if f.extended_code == 2067 || f.extended_code == 1555 {
             return StoreError::Unique(msg.clone().unwrap_or_default());
+        }
+        // The disk is full (or the file may grow no more), or the file cannot be written.
+        if matches!(
+            f.code,
+            rusqlite::ErrorCode::DiskFull
+                | rusqlite::ErrorCode::SystemIoFailure
+                | rusqlite::ErrorCode::CannotOpen
+                | rusqlite::ErrorCode::ReadOnly
+        ) {
+            return StoreError::Unavailable(e.to_string());
         }
     }
     StoreError::Sqlite(e.to_string())
@@ -668,6 +710,9 @@ fn map_pg(e: sqlx::Error) -> StoreError {
         && db.is_unique_violation()
     {
         return StoreError::Unique(db.message().to_string());
+    }
+    if pg_unavailable(&e) {
+        return StoreError::Unavailable(e.to_string());
     }
     StoreError::Db(e)
 }

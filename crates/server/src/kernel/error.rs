@@ -60,9 +60,10 @@ pub enum ApiError {
     /// The request's headers are too large.
     #[error("{0}")]
     HeadersTooLarge(String),
-    /// The server is at a limit (open connections); retry shortly.
+    /// The server cannot serve this now (at its connection limit, the database out of
+    /// reach); nothing was written, retry shortly.
     #[error("{0}")]
-    Overloaded(String),
+    Unavailable(String),
     /// A rejection raised below the handlers (by the HTTP layer or a framework extractor)
     /// with its own status, carried into this table's body.
     #[error("{detail}")]
@@ -97,6 +98,13 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Nul => {
                 ApiError::Scim(scim::Error::InvalidValue(StoreError::Nul.to_string()))
+            }
+            e if e.is_unavailable() => {
+                tracing::warn!(error = %e, "database unavailable");
+                metrics::counter!("seatkeeper_database_unavailable_total").increment(1);
+                ApiError::Unavailable(
+                    "the database is unavailable; nothing was written; retry shortly".into(),
+                )
             }
             other => ApiError::Internal(other.to_string()),
         }
@@ -141,7 +149,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, None),
             ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, None),
             ApiError::HeadersTooLarge(_) => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, None),
-            ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, None),
             ApiError::Rejected { status, .. } if *status == StatusCode::BAD_REQUEST => {
                 (*status, Some("invalidSyntax"))
             }
@@ -196,7 +204,7 @@ impl IntoResponse for ApiError {
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            ApiError::Overloaded(_) => {
+            ApiError::Unavailable(_) => {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
@@ -251,7 +259,7 @@ mod tests {
             (ApiError::PayloadTooLarge("x".into()), 413, None),
             (ApiError::UriTooLong("x".into()), 414, None),
             (ApiError::HeadersTooLarge("x".into()), 431, None),
-            (ApiError::Overloaded("x".into()), 503, None),
+            (ApiError::Unavailable("x".into()), 503, None),
             (
                 ApiError::Rejected {
                     status: StatusCode::BAD_REQUEST,
