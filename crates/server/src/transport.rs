@@ -17,7 +17,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::response::IntoResponse;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -152,7 +152,22 @@ pub async fn serve(
                         .into_response());
                     }
                     req.extensions_mut().insert(ConnectInfo(peer));
-                    app.oneshot(req).await
+                    let read = Arc::new(AtomicBool::new(req.body().is_end_stream()));
+                    let req = req.map(|inner| Tracked {
+                        inner,
+                        read: read.clone(),
+                    });
+                    let mut resp = app.oneshot(req).await?;
+                    // A body left unread cannot be skipped to reach the next request: hyper
+                    // closes the connection, and the client is told so rather than finding
+                    // out on its next request.
+                    if !read.load(Ordering::Relaxed) {
+                        resp.headers_mut().insert(
+                            axum::http::header::CONNECTION,
+                            axum::http::HeaderValue::from_static("close"),
+                        );
+                    }
+                    Ok::<_, std::convert::Infallible>(resp)
                 }
             },
         ));
@@ -184,6 +199,36 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// A request body that records whether it was read to its end.
+struct Tracked {
+    inner: Incoming,
+    read: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.read.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The size of a request's headers as sent (`name: value\r\n` each).

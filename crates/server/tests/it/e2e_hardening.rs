@@ -578,3 +578,369 @@ async fn audit_tampering_is_caught_with_a_witness(b: Backend) {
 }
 
 both_backends!(audit_tampering_is_caught_with_a_witness);
+
+/// Generates a hostile request: a method, a path (known routes with ids, junk and bad
+/// encodings), a query, a body (random JSON, broken JSON, duplicate keys, NUL, controls,
+/// oversized strings) and credentials.
+struct Fuzzer {
+    rng: rand::rngs::StdRng,
+}
+
+const WORDS: &[&str] = &[
+    "userName",
+    "displayName",
+    "emails",
+    "members",
+    "value",
+    "type",
+    "primary",
+    "active",
+    "name",
+    "givenName",
+    "externalId",
+    "schemas",
+    "Operations",
+    "op",
+    "path",
+    "groups",
+    "roles",
+    "urn:ietf:params:scim:schemas:core:2.0:User",
+    "urn:ietf:params:scim:api:messages:2.0:PatchOp",
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+    "eq",
+    "ne",
+    "co",
+    "sw",
+    "pr",
+    "gt",
+    "and",
+    "or",
+    "not",
+    "(",
+    ")",
+    "[",
+    "]",
+    "\"",
+    "\\",
+    "\u{0}",
+    "\u{202E}",
+    "\t",
+    "é",
+    "e\u{301}",
+    "%ff",
+    "%00",
+    "'",
+    ";",
+    "--",
+    "$1",
+    "*",
+    "..",
+    "/",
+    "{}",
+    "[]",
+    "null",
+    "true",
+    "-1",
+    "0",
+    "99999999999999999999",
+    "1e309",
+    "plan",
+    "seats",
+    "product",
+    "feature",
+    "user",
+];
+
+impl Fuzzer {
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        use rand::Rng;
+        &items[self.rng.gen_range(0..items.len())]
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        use rand::Rng;
+        self.rng.gen_bool(p)
+    }
+
+    fn word(&mut self) -> String {
+        use rand::Rng;
+        match self.rng.gen_range(0..10) {
+            0 => "x".repeat(self.rng.gen_range(0..70_000)),
+            1 => (0..self.rng.gen_range(0..12))
+                .map(|_| char::from_u32(self.rng.gen_range(0..0x11_0000)).unwrap_or('?'))
+                .collect(),
+            _ => self.pick(WORDS).to_string(),
+        }
+    }
+
+    fn text(&mut self) -> String {
+        use rand::Rng;
+        (0..self.rng.gen_range(1..6))
+            .map(|_| self.word())
+            .collect::<Vec<_>>()
+            .join(if self.chance(0.5) { " " } else { "" })
+    }
+
+    fn json(&mut self, depth: u32) -> Value {
+        use rand::Rng;
+        match self.rng.gen_range(0..if depth > 3 { 5 } else { 8 }) {
+            0 => Value::Null,
+            1 => Value::Bool(self.chance(0.5)),
+            2 => serde_json::json!(self.rng.gen_range(-5i64..100_000)),
+            3 | 4 => Value::String(self.text()),
+            5 | 6 => {
+                let mut m = serde_json::Map::new();
+                for _ in 0..self.rng.gen_range(0..6) {
+                    let k = self.word();
+                    m.insert(k, self.json(depth + 1));
+                }
+                Value::Object(m)
+            }
+            _ => Value::Array(
+                (0..self.rng.gen_range(0..4))
+                    .map(|_| self.json(depth + 1))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn body(&mut self) -> Option<Vec<u8>> {
+        use rand::Rng;
+        match self.rng.gen_range(0..10) {
+            0 => None,
+            1 => Some(self.text().into_bytes()),
+            2 => Some(br#"{"userName": "a", "userName": "b", "schemas": []}"#.to_vec()),
+            3 => {
+                let mut b = self.json(0).to_string().into_bytes();
+                let cut = self.rng.gen_range(0..=b.len());
+                b.truncate(cut);
+                Some(b)
+            }
+            4 => Some(vec![0xff, 0xfe, b'{', 0x00, b'}']),
+            5 => {
+                let op = self
+                    .pick(&["add", "replace", "remove", "Add", "bogus"])
+                    .to_string();
+                let path = self.text();
+                let value = self.json(1);
+                Some(
+                    serde_json::json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                        "Operations": [{"op": op, "path": path, "value": value}]})
+                    .to_string()
+                    .into_bytes(),
+                )
+            }
+            6 => {
+                let mut v = serde_json::json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                    "userName": self.text()});
+                if let (Some(o), Value::Object(extra)) = (v.as_object_mut(), self.json(0)) {
+                    o.extend(extra);
+                }
+                Some(v.to_string().into_bytes())
+            }
+            _ => Some(self.json(0).to_string().into_bytes()),
+        }
+    }
+
+    /// A method and a path: mostly a method the route takes.
+    fn request(&mut self, ids: &[String], tenant: &str) -> (String, String) {
+        use rand::Rng;
+        let id = if self.chance(0.5) && !ids.is_empty() {
+            self.pick(ids).clone()
+        } else {
+            let w = self.word();
+            url::form_urlencoded::byte_serialize(w.as_bytes()).collect()
+        };
+        const READ: &[&str] = &["GET"];
+        const COLLECTION: &[&str] = &["GET", "POST"];
+        const ITEM: &[&str] = &["GET", "PUT", "PATCH", "DELETE"];
+        const SEND: &[&str] = &["POST"];
+        const MODEL: &[&str] = &["GET", "PUT"];
+        let templates: Vec<(String, &'static [&'static str])> = vec![
+            ("/scim/v2/Users".to_string(), COLLECTION),
+            (format!("/scim/v2/Users/{id}"), ITEM),
+            ("/scim/v2/Groups".to_string(), COLLECTION),
+            (format!("/scim/v2/Groups/{id}"), ITEM),
+            ("/scim/v2/Users/.search".to_string(), SEND),
+            ("/scim/v2/Bulk".to_string(), SEND),
+            ("/scim/v2/Schemas".to_string(), READ),
+            (format!("/scim/v2/Schemas/{id}"), READ),
+            ("/scim/v2/ServiceProviderConfig".to_string(), READ),
+            ("/scim/v2/ResourceTypes".to_string(), READ),
+            ("/scim/v2/Me".to_string(), READ),
+            (format!("/api/v1/tenants/{tenant}"), READ),
+            (format!("/api/v1/tenants/{tenant}/subscriptions/{id}"), ITEM),
+            (format!("/api/v1/tenants/{tenant}/rules/{id}"), ITEM),
+            (format!("/api/v1/tenants/{tenant}/audit"), READ),
+            (format!("/api/v1/tenants/{tenant}/users/{id}/explain"), READ),
+            (format!("/api/v1/tenants/{id}/usage"), READ),
+            ("/api/v1/model".to_string(), MODEL),
+            ("/api/v1/check".to_string(), SEND),
+            ("/api/v1/check/batch".to_string(), SEND),
+            ("/api/v1/billing/events".to_string(), SEND),
+            ("/api/v1/billing/stripe".to_string(), SEND),
+            ("/api/v1/tenants".to_string(), COLLECTION),
+            ("/api/v1/limits".to_string(), READ),
+            (format!("/{id}"), READ),
+            ("/scim/v2/%ff%fe".to_string(), READ),
+            ("/api/v1/tenants/%00".to_string(), READ),
+        ];
+        let (mut path, methods) = self.pick(&templates).clone();
+        if self.chance(0.5) {
+            let key = self.pick(&[
+                "filter",
+                "count",
+                "startIndex",
+                "cursor",
+                "attributes",
+                "excludedAttributes",
+                "sortBy",
+                "sortOrder",
+                "limit",
+                "after",
+                "force",
+                "format",
+                "x",
+            ]);
+            let value = self.text();
+            let value: String = if self.chance(0.2) {
+                // Raw, not encoded: bad escapes and bytes that are not UTF-8.
+                value.replace(' ', "%20") + *self.pick(&["%", "%f", "%ff", "%c3%28", ""])
+            } else {
+                url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+            };
+            path = format!("{path}?{key}={value}");
+        }
+        let method = if self.chance(0.8) {
+            self.pick(methods).to_string()
+        } else {
+            self.pick(&["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+                .to_string()
+        };
+        (method, path)
+    }
+}
+
+/// Thousands of hostile requests against the running binary: not one 5xx, and every error
+/// in our format.
+async fn http_fuzzing_finds_no_5xx(b: Backend) {
+    use rand::SeedableRng;
+    let seed: u64 = std::env::var("SEATKEEPER_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5ea7_cee9);
+    let requests: usize = std::env::var("SEATKEEPER_FUZZ_REQUESTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3000);
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(b, &dir);
+    let tenant = cli_ok(&db, &["tenant", "create", "Fuzzed"])
+        .trim()
+        .to_string();
+    let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    let app_key = cli_ok(&db, &["app-key", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    let server = Server::start(&db, &["--auth-failure-limit", "0"]);
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let r = http
+            .post(format!("{}/scim/v2/Users", server.base))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": format!("seed{i}@example.com")}))
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    let mut f = Fuzzer {
+        rng: rand::rngs::StdRng::seed_from_u64(seed),
+    };
+    let mut by_status = std::collections::BTreeMap::<u16, usize>::new();
+    for n in 0..requests {
+        let (method, path) = f.request(&ids, &tenant);
+        let body = f.body();
+        // Mostly the credential the route takes, so requests get past the gate.
+        let fitting = if path.starts_with("/scim") {
+            token.as_str()
+        } else if path.starts_with("/api/v1/check") {
+            app_key.as_str()
+        } else {
+            ADMIN
+        };
+        let credential = if f.chance(0.75) {
+            fitting.to_string()
+        } else {
+            f.pick(&[token.as_str(), ADMIN, app_key.as_str(), "", "garbage"])
+                .to_string()
+        };
+        let mut req = http.request(method.parse().unwrap(), format!("{}{path}", server.base));
+        if !credential.is_empty() {
+            req = req.bearer_auth(&credential);
+        }
+        if let Some(b) = body.clone() {
+            let ct = f
+                .pick(&[
+                    "application/scim+json",
+                    "application/json",
+                    "text/plain",
+                    "",
+                ])
+                .to_string();
+            if !ct.is_empty() {
+                req = req.header("content-type", ct);
+            }
+            req = req.body(b);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            // reqwest refuses some URLs itself; the server never saw them.
+            Err(e) if e.is_builder() => continue,
+            Err(e) => panic!("request {n} ({method} {path}) failed: {e}"),
+        };
+        let status = resp.status().as_u16();
+        *by_status.entry(status).or_default() += 1;
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let text = resp.text().await.unwrap_or_default();
+        let shown = || {
+            format!(
+                "seed {seed}, request {n}: {method} {} with {:?} → {status} {}",
+                path.chars().take(200).collect::<String>(),
+                body.as_ref()
+                    .map(|b| String::from_utf8_lossy(&b[..b.len().min(200)]).to_string()),
+                text.chars().take(300).collect::<String>()
+            )
+        };
+        // RFC 7644 §3.11: a server without /Me answers it 501; that is the only 5xx allowed.
+        let me = status == 501 && path.starts_with("/scim/v2/Me");
+        assert!(status < 500 || me, "{}", shown());
+        if status >= 400 {
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            assert!(
+                ct.starts_with("application/scim+json") && v["status"] == status.to_string(),
+                "not in our error format: {}",
+                shown()
+            );
+        }
+    }
+    eprintln!("{requests} requests (seed {seed}): {by_status:?}");
+    // The server is still well.
+    let r = http
+        .get(format!("{}/readyz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+both_backends!(http_fuzzing_finds_no_5xx);
