@@ -744,7 +744,6 @@ impl Fuzzer {
 
     /// A method and a path: mostly a method the route takes.
     fn request(&mut self, ids: &[String], tenant: &str) -> (String, String) {
-        use rand::Rng;
         let id = if self.chance(0.5) && !ids.is_empty() {
             self.pick(ids).clone()
         } else {
@@ -927,7 +926,8 @@ async fn http_fuzzing_finds_no_5xx(b: Backend) {
         if status >= 400 {
             let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             assert!(
-                ct.starts_with("application/scim+json") && v["status"] == status.to_string(),
+                ct.starts_with("application/scim+json")
+                    && v["status"].as_str() == Some(status.to_string().as_str()),
                 "not in our error format: {}",
                 shown()
             );
