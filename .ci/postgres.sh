@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts a throwaway PostgreSQL for the tests and prints its URL on the last line.
-# Installs PostgreSQL with apt-get when the machine has none. Usage: .ci/postgres.sh start|stop
+# Installs PostgreSQL with apt-get when the machine has none. Usage: .ci/postgres.sh start|restart|stop
 set -euo pipefail
 
 PGPORT="${SEATKEEPER_TEST_PGPORT:-55432}"
@@ -50,6 +50,11 @@ case "${1:-start}" in
     "$BIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'seatkeeper_test'" | grep -q 1 \
       || "$BIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -qc "CREATE DATABASE seatkeeper_test" >/dev/null
     echo "postgres://postgres@127.0.0.1:$PGPORT/seatkeeper_test"
+    ;;
+  restart)
+    # A fast restart (the fault tests: connections cut, the server back with its options).
+    BIN=$(find_bin)
+    as_pg "$BIN/pg_ctl -D $PGDATA -m fast -w restart" >/dev/null
     ;;
   stop)
     BIN=$(find_bin)

@@ -27,6 +27,7 @@ mod e2e_apps;
 mod e2e_events;
 mod e2e_hardening;
 mod e2e_licensing;
+mod faults;
 mod licensing;
 mod reports;
 mod scim;

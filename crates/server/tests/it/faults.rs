@@ -1,0 +1,492 @@
+//! Fault injection against the real binary (issue 15): PostgreSQL restarted under two nodes,
+//! one node cut off from PostgreSQL by a proxy and healed, SQLite out of disk. Each test
+//! starts the PostgreSQL it breaks; `.ci/run` runs this module on its own, one test at a time
+//! (`faults::`), after the rest.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::binary::{Api, Server, cli_ok};
+
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+/// A PostgreSQL of a test's own (`.ci/postgres.sh` on another port and data directory).
+struct OwnPostgres {
+    env: [(String, String); 2],
+    url: String,
+}
+
+fn script() -> String {
+    format!("{}/../../.ci/postgres.sh", env!("CARGO_MANIFEST_DIR"))
+}
+
+impl OwnPostgres {
+    fn start(port: u16) -> OwnPostgres {
+        let env = [
+            ("SEATKEEPER_TEST_PGPORT".to_string(), port.to_string()),
+            (
+                "SEATKEEPER_TEST_PGDATA".to_string(),
+                format!("/tmp/seatkeeper-fault-pg-{port}"),
+            ),
+        ];
+        let mut pg = OwnPostgres {
+            env,
+            url: String::new(),
+        };
+        pg.run("stop");
+        let _ = std::fs::remove_dir_all(&pg.env[1].1);
+        let out = pg.run("start");
+        let url = out.lines().last().unwrap_or_default().to_string();
+        assert!(url.starts_with("postgres://"), "{out}");
+        pg.url = url;
+        pg
+    }
+
+    fn run(&self, action: &str) -> String {
+        let out = std::process::Command::new("bash")
+            .arg(script())
+            .arg(action)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.run("stop");
+        let _ = std::fs::remove_dir_all(&self.env[1].1);
+    }
+}
+
+/// A product of `seats` hard seats that every user is given.
+async fn licensed(api: &Api, product: &str, seats: u32) {
+    let model = json!({
+        "products": [{"key": product, "name": "Faults", "plans": [
+            {"key": "pro", "rank": 1, "features": ["write"]}]}],
+        "tenants": [{"id": api.tenant, "subscriptions": [{
+            "product": product, "plan": "pro", "seats": seats,
+            "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2030-01-01T00:00:00Z",
+            "enforcement": "hard"}],
+            "rules": [{"name": "everyone", "filter": "userName pr", "product": product, "plan": "pro", "priority": 1}]}],
+    });
+    api.admin("PUT", "/model", Some(model)).await;
+}
+
+/// One answered request.
+#[derive(Debug)]
+struct Answer {
+    node: usize,
+    what: &'static str,
+    status: u16,
+    at: Instant,
+    took: Duration,
+    id: Option<String>,
+}
+
+async fn send(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = http
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(20));
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/scim+json")
+            .body(b.to_string());
+    }
+    match req.send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(Value::Null))
+        }
+        Err(e) => panic!("{path}: no answer: {e}"),
+    }
+}
+
+/// Creates, PATCHes and checks on both nodes until `stop`.
+async fn load(
+    bases: Vec<String>,
+    token: String,
+    app_key: String,
+    worker: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<Answer> {
+    let http = reqwest::Client::new();
+    let mut out = Vec::new();
+    let mut i = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let node = (worker + i) % bases.len();
+        let base = &bases[node];
+        let t = Instant::now();
+        let (status, v) = send(
+            &http,
+            base,
+            &token,
+            reqwest::Method::POST,
+            "/scim/v2/Users",
+            Some(
+                json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": format!("w{worker}-{i}@example.com")}),
+            ),
+        )
+        .await;
+        let id = v["id"].as_str().map(str::to_string);
+        out.push(Answer {
+            node,
+            what: "create",
+            status,
+            at: Instant::now(),
+            took: t.elapsed(),
+            id: id.clone(),
+        });
+        if let Some(id) = id {
+            let t = Instant::now();
+            let (status, _) = send(
+                &http,
+                base,
+                &token,
+                reqwest::Method::PATCH,
+                &format!("/scim/v2/Users/{id}"),
+                Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": "replace", "path": "displayName", "value": format!("W {i}")}]})),
+            )
+            .await;
+            out.push(Answer {
+                node,
+                what: "patch",
+                status,
+                at: Instant::now(),
+                took: t.elapsed(),
+                id: None,
+            });
+            let t = Instant::now();
+            let (status, _) = send(
+                &http,
+                base,
+                &app_key,
+                reqwest::Method::POST,
+                "/api/v1/check",
+                Some(json!({"user": id, "feature": "write"})),
+            )
+            .await;
+            out.push(Answer {
+                node,
+                what: "check",
+                status,
+                at: Instant::now(),
+                took: t.elapsed(),
+                id: None,
+            });
+        }
+        i += 1;
+    }
+    out
+}
+
+/// `seatkeeper reconcile --check`: every license and seat count as deciding again gives.
+fn consistent(db: &str) {
+    let out = cli_ok(db, &["reconcile", "--check"]);
+    assert!(out.contains("no differences"), "{out}");
+    let out = cli_ok(db, &["audit", "verify"]);
+    assert!(!out.contains("BROKEN"), "{out}");
+}
+
+/// PostgreSQL restarted (`pg_ctl restart -m fast`) while two nodes take creates, PATCHes and
+/// checks: no answered write is lost, writes during the outage get 503 within the request
+/// timeout (never a 500 or a hang), both nodes answer again within 5 s of PostgreSQL's
+/// return, and the seat counts equal the license rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restarts_under_two_nodes() {
+    let pg = OwnPostgres::start(55441);
+    let db = pg.url.clone();
+    let tenant = cli_ok(&db, &["tenant", "create", "Restarts"])
+        .trim()
+        .to_string();
+    let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    let app_key = cli_ok(&db, &["app-key", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    let args = ["--request-timeout", "5"];
+    let nodes = [Server::start(&db, &args), Server::start(&db, &args)];
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let api = Api::new(&bases[0], &token, &tenant);
+    licensed(&api, "faults", 100_000).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            tokio::spawn(load(
+                bases.clone(),
+                token.clone(),
+                app_key.clone(),
+                w,
+                stop.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let restarting = Instant::now();
+    let env = pg.env.clone();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("bash")
+            .arg(script())
+            .arg("restart")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    })
+    .await
+    .unwrap();
+    let back = Instant::now();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut answers = Vec::new();
+    for w in workers {
+        answers.extend(w.await.unwrap());
+    }
+
+    let count = |f: &dyn Fn(&Answer) -> bool| answers.iter().filter(|a| f(a)).count();
+    let unavailable = count(&|a| a.status == 503);
+    eprintln!(
+        "{} answers; restart took {:?}; 503s: {unavailable}; statuses: {:?}",
+        answers.len(),
+        back - restarting,
+        answers
+            .iter()
+            .fold(std::collections::BTreeMap::new(), |mut m, a| {
+                *m.entry((a.what, a.status)).or_insert(0) += 1;
+                m
+            })
+    );
+    for a in &answers {
+        assert!(
+            matches!(a.status, 200 | 201 | 503),
+            "{a:?}: only success or 503 while PostgreSQL restarts"
+        );
+        assert!(
+            a.took < Duration::from_secs(7),
+            "{a:?}: longer than the request timeout"
+        );
+    }
+    // Both nodes answer writes again within 5 s of PostgreSQL's return.
+    for node in 0..2 {
+        let first = answers
+            .iter()
+            .filter(|a| a.node == node && a.what == "create" && a.status == 201 && a.at > back)
+            .map(|a| a.at)
+            .min()
+            .unwrap_or_else(|| panic!("node {node} never wrote again"));
+        assert!(
+            first - back < Duration::from_secs(5),
+            "node {node} wrote again {:?} after PostgreSQL returned",
+            first - back
+        );
+    }
+    // No answered write is lost: every user answered 201 is there, on either node.
+    let http = reqwest::Client::new();
+    let created: Vec<&String> = answers
+        .iter()
+        .filter(|a| a.status == 201)
+        .filter_map(|a| a.id.as_ref())
+        .collect();
+    assert!(created.len() > 50, "{} creates", created.len());
+    for (i, id) in created.iter().enumerate() {
+        let (status, _) = send(
+            &http,
+            &bases[i % 2],
+            &token,
+            reqwest::Method::GET,
+            &format!("/scim/v2/Users/{id}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "user {id}, answered 201, is gone");
+    }
+    // Checks on both nodes see users created after the restart (snapshots rebuilt).
+    let last = created.last().unwrap();
+    for base in &bases {
+        let (status, v) = send(
+            &http,
+            base,
+            &app_key,
+            reqwest::Method::POST,
+            "/api/v1/check",
+            Some(json!({"user": last, "feature": "write"})),
+        )
+        .await;
+        assert_eq!((status, v["allowed"].clone()), (200, json!(true)), "{v}");
+    }
+    drop(nodes);
+    consistent(&db);
+}
+
+/// A TCP proxy that can be cut (every connection dropped, new ones refused) and healed.
+struct Proxy {
+    port: u16,
+    open: Arc<AtomicBool>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicBool::new(true));
+        let generation = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (o, g) = (open.clone(), generation.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !o.load(Ordering::Relaxed) {
+                    let _ = client.shutdown().await;
+                    continue;
+                }
+                let target = target.clone();
+                let (o, g) = (o.clone(), g.clone());
+                let born = g.load(Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+                    let cut = async {
+                        while o.load(Ordering::Relaxed) && g.load(Ordering::Relaxed) == born {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = copy => {}
+                        () = cut => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            port,
+            open,
+            generation,
+        }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn heal(&self) {
+        self.open.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One node cut off from PostgreSQL by a proxy: it answers 503 and fails `/readyz`; the other
+/// node goes on; no seat is oversold across the partition; healed, the node answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partitioned_node_fails_ready_and_the_other_goes_on() {
+    let pg = OwnPostgres::start(55442);
+    let db = pg.url.clone();
+    let tenant = cli_ok(&db, &["tenant", "create", "Partition"])
+        .trim()
+        .to_string();
+    let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    let port: u16 = db
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let proxy = Proxy::start(format!("127.0.0.1:{port}")).await;
+    let via_proxy = db.replace(&format!(":{port}/"), &format!(":{}/", proxy.port));
+    let args = ["--request-timeout", "5"];
+    let cut_off = Server::start(&via_proxy, &args);
+    let other = Server::start(&db, &args);
+    let api = Api::new(&other.base, &token, &tenant);
+    licensed(&api, "scarce", 30).await;
+    let http = reqwest::Client::new();
+    let create = |base: String, name: String| {
+        let (http, token) = (http.clone(), token.clone());
+        async move {
+            send(&http, &base, &token, reqwest::Method::POST, "/scim/v2/Users",
+                Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": name}))).await.0
+        }
+    };
+    for i in 0..10 {
+        assert_eq!(
+            create(cut_off.base.clone(), format!("before{i}@example.com")).await,
+            201
+        );
+    }
+    proxy.cut();
+    // The proxy drops the connections it carries within 20 ms.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    let status = create(cut_off.base.clone(), "during@example.com".into()).await;
+    assert_eq!(status, 503, "the cut-off node refuses writes");
+    assert!(t.elapsed() < Duration::from_secs(7), "{:?}", t.elapsed());
+    let ready = http
+        .get(format!("{}/readyz", cut_off.base))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    // The other node goes on, past the seats: the 31st user and on wait.
+    for i in 0..30 {
+        assert_eq!(
+            create(other.base.clone(), format!("other{i}@example.com")).await,
+            201
+        );
+    }
+    let ready = http
+        .get(format!("{}/readyz", other.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    proxy.heal();
+    let healed = Instant::now();
+    loop {
+        let status = create(
+            cut_off.base.clone(),
+            format!("after-{}@example.com", healed.elapsed().as_millis()),
+        )
+        .await;
+        if status == 201 {
+            break;
+        }
+        assert!(
+            healed.elapsed() < Duration::from_secs(10),
+            "the healed node still answers {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let usage = api.usage("scarce").await;
+    assert_eq!(usage["active"], 30, "never oversold: {usage}");
+    assert_eq!(usage["waitlisted"], 11, "the rest wait: {usage}");
+    drop((cut_off, other));
+    consistent(&db);
+}
