@@ -46,6 +46,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The same failure, for each job of a batch it failed (its kind kept where it matters:
+    /// an unavailable database stays unavailable).
+    fn for_each(&self) -> StoreError {
+        match self {
+            StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+            StoreError::Nul => StoreError::Nul,
+            other => StoreError::Sqlite(other.to_string()),
+        }
+    }
+
     /// Whether the database is out of reach rather than the request wrong: a connection
     /// refused, reset or timed out, a server shutting down or starting, a disk full.
     pub fn is_unavailable(&self) -> bool {
@@ -615,7 +625,7 @@ fn writer_loop(
         if let Err(e) = writer_exec(&conn, faults, "BEGIN IMMEDIATE") {
             // Nothing ran: every job is answered with the error.
             for job in batch {
-                job.answer(Err(StoreError::Sqlite(e.to_string())));
+                job.answer(Err(e.for_each()));
             }
             continue;
         }
@@ -653,16 +663,18 @@ fn writer_loop(
                 // Full: a wake-up is already pending.
                 let _ = kick.try_send(());
             }
-            Err(_) => {
+            // SQLite may have rolled the transaction back itself (an I/O error, a full disk).
+            Err(_) if !conn.is_autocommit() => {
                 if let Err(e) = conn.execute_batch("ROLLBACK") {
                     tracing::error!(error = %e, "rolling back a failed write batch failed");
                 }
             }
+            Err(_) => {}
         }
         for job in batch {
             job.answer(match &outcome {
                 Ok(()) => Ok(()),
-                Err(e) => Err(StoreError::Sqlite(e.to_string())),
+                Err(e) => Err(e.for_each()),
             });
         }
     }

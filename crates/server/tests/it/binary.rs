@@ -50,7 +50,12 @@ impl Server {
 
     /// A server with this admin token, or none (it then generates one).
     pub fn start_as(db: &str, admin: Option<&str>, extra: &[&str]) -> Server {
-        let mut cmd = Command::new(BIN);
+        Server::start_by(Command::new(BIN), db, admin, extra)
+    }
+
+    /// A server started by `cmd` (the binary, or a shell that sets limits and `exec`s it,
+    /// given the server's arguments after its own).
+    pub fn start_by(mut cmd: Command, db: &str, admin: Option<&str>, extra: &[&str]) -> Server {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--database", db])
             .args(["--rate-limit", "100000", "--rate-burst", "100000"])
             .args(extra)

@@ -490,3 +490,124 @@ async fn a_partitioned_node_fails_ready_and_the_other_goes_on() {
     drop((cut_off, other));
     consistent(&db);
 }
+
+/// SQLite out of disk (the server's files may grow no further: a file-size limit, its signal
+/// ignored, so a write fails as on a full disk): writes get 503 with nothing partial, reads
+/// go on, writes recover when space returns, and the audit chain still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_out_of_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::binary::database(crate::common::Backend::Sqlite, &dir);
+    let tenant = cli_ok(&db, &["tenant", "create", "Full"])
+        .trim()
+        .to_string();
+    let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    // The shell ignores SIGXFSZ (inherited through exec) and sets a soft limit of 3 MiB on
+    // every file the server writes; `$0 "$@"` is the server and its arguments.
+    let mut cmd = std::process::Command::new("bash");
+    cmd.args([
+        "-c",
+        "trap '' XFSZ; ulimit -S -f 3072; exec \"$0\" \"$@\"",
+        crate::binary::BIN,
+    ]);
+    let server = Server::start_by(
+        cmd,
+        &db,
+        Some(crate::binary::ADMIN),
+        &["--user-cache-mb", "0"],
+    );
+    let pid = server.child.id() as i32;
+    let http = reqwest::Client::new();
+    let padding = "p".repeat(20_000);
+    let mut created = Vec::new();
+    let mut refused = 0;
+    for i in 0..2000 {
+        let (status, v) = send(
+            &http,
+            &server.base,
+            &token,
+            reqwest::Method::POST,
+            "/scim/v2/Users",
+            Some(
+                json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": format!("u{i}@example.com"), "nickName": padding}),
+            ),
+        )
+        .await;
+        match status {
+            201 => created.push(v["id"].as_str().unwrap().to_string()),
+            503 => {
+                refused += 1;
+                if refused >= 5 {
+                    break;
+                }
+            }
+            other => panic!("a write on a full disk answered {other}: {v}"),
+        }
+    }
+    assert!(
+        refused >= 5,
+        "the limit was never reached ({} users)",
+        created.len()
+    );
+    assert!(created.len() > 10, "{}", created.len());
+    // Reads go on, and show exactly what was answered 201.
+    let (status, v) = send(
+        &http,
+        &server.base,
+        &token,
+        reqwest::Method::GET,
+        "/scim/v2/Users?count=0",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(v["totalResults"], created.len(), "nothing partial");
+    let (status, _) = send(
+        &http,
+        &server.base,
+        &token,
+        reqwest::Method::GET,
+        &format!("/scim/v2/Users/{}", created[0]),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Space returns: writes recover.
+    rlimit::prlimit(
+        pid,
+        rlimit::Resource::FSIZE,
+        Some((rlimit::INFINITY, rlimit::INFINITY)),
+        None,
+    )
+    .unwrap();
+    let back = Instant::now();
+    loop {
+        let (status, v) = send(&http, &server.base, &token, reqwest::Method::POST, "/scim/v2/Users",
+            Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "after@example.com"}))).await;
+        if status == 201 {
+            created.push(v["id"].as_str().unwrap().to_string());
+            break;
+        }
+        assert_eq!(status, 503, "{v}");
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "writes did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, v) = send(
+        &http,
+        &server.base,
+        &token,
+        reqwest::Method::GET,
+        "/scim/v2/Users?count=0",
+        None,
+    )
+    .await;
+    assert_eq!(v["totalResults"], created.len());
+    drop(server);
+    consistent(&db);
+}
