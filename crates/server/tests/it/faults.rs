@@ -611,3 +611,170 @@ async fn sqlite_out_of_disk() {
     drop(server);
     consistent(&db);
 }
+
+/// Users by the thousand through SCIM Bulk.
+async fn bulk_users(http: &reqwest::Client, base: &str, token: &str, prefix: &str, n: usize) {
+    for chunk in 0..n.div_ceil(1000) {
+        let ops: Vec<Value> = (chunk * 1000..((chunk + 1) * 1000).min(n))
+            .map(|i| {
+                json!({"method": "POST", "path": "/Users", "bulkId": format!("b{i}"),
+                    "data": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                        "userName": format!("{prefix}{i}@example.com")}})
+            })
+            .collect();
+        let (status, v) = send(
+            http,
+            base,
+            token,
+            reqwest::Method::POST,
+            "/scim/v2/Bulk",
+            Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops})),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+    }
+}
+
+/// SIGKILL in the middle of a plan change for 10,000 users, of a billing event and of an
+/// audit prune: after each restart the change applied whole or not at all, with one event
+/// per committed change, and the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_change_leaves_whole_or_nothing() {
+    const USERS: usize = 10_000;
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::binary::database(crate::common::Backend::Sqlite, &dir);
+    let tenant = cli_ok(&db, &["tenant", "create", "Killed"])
+        .trim()
+        .to_string();
+    let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    let args = ["--billing-secret", SECRET];
+    let mut server = Server::start(&db, &args);
+    let api = Api::new(&server.base, &token, &tenant);
+    let model = json!({
+        "products": [{"key": "kill", "name": "Kill", "plans": [
+            {"key": "pro", "rank": 1, "features": ["write"]},
+            {"key": "enterprise", "rank": 2, "features": ["write", "sso"]}]}],
+        "tenants": [{"id": tenant, "subscriptions": [{
+            "product": "kill", "plan": "enterprise", "seats": 20_000,
+            "starts_at": "2026-01-01T00:00:00Z", "ends_at": "2030-01-01T00:00:00Z", "enforcement": "hard"}],
+            "rules": [{"name": "everyone", "filter": "userName pr", "product": "kill", "plan": "pro", "priority": 1}]}],
+    });
+    api.admin("PUT", "/model", Some(model)).await;
+    let http = reqwest::Client::new();
+    bulk_users(&http, &server.base, &token, "k", USERS).await;
+    let changed = |events: &[Value]| {
+        events
+            .iter()
+            .filter(|e| e["type"] == "license.changed")
+            .count()
+    };
+    assert_eq!(changed(&api.feed().await), 0);
+
+    // 1. The rule's plan, pro → enterprise, for 10,000 users; killed while it runs.
+    let rule = format!("/api/v1/tenants/{tenant}/rules/everyone");
+    let (base, t) = (server.base.clone(), crate::binary::ADMIN.to_string());
+    let change = tokio::spawn(async move {
+        reqwest::Client::new()
+            .put(format!("{base}{rule}"))
+            .bearer_auth(t)
+            .json(&json!({"filter": "userName pr", "product": "kill", "plan": "enterprise", "priority": 1}))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .ok()
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    server.kill();
+    let answered = change.await.unwrap();
+    let server = Server::start(&db, &args);
+    let api = api.via(&server.base);
+    let events = api.feed().await;
+    let plan = api
+        .admin("GET", &format!("/tenants/{tenant}/rules"), None)
+        .await;
+    let enterprise = plan.to_string().contains("\"enterprise\"");
+    eprintln!(
+        "plan change: answered {answered:?}, committed {enterprise}, {} license.changed",
+        changed(&events)
+    );
+    if answered == Some(200) {
+        assert!(enterprise, "an answered change is kept");
+    }
+    assert_eq!(
+        changed(&events),
+        if enterprise { USERS } else { 0 },
+        "one event per committed change"
+    );
+    drop(server);
+    consistent(&db);
+
+    // 2. A billing event, killed just after it was sent; redelivered, it applies once.
+    let mut server = Server::start(&db, &args);
+    let ev = json!({"id": "evt_kill", "type": "subscription.updated", "created_at": "2026-11-20T00:00:00Z",
+        "tenant": tenant, "subscription": {"product": "kill", "seats": 19_000}});
+    let body = ev.to_string();
+    let deliver = |base: String| {
+        let body = body.clone();
+        async move {
+            let ts = seatkeeper::system_clock().now().unix_timestamp();
+            let sig = seatkeeper::standard_sign(SECRET, "evt_kill", ts, body.as_bytes());
+            reqwest::Client::new()
+                .post(format!("{base}/api/v1/billing/events"))
+                .header("content-type", "application/json")
+                .header("webhook-id", "evt_kill")
+                .header("webhook-timestamp", ts.to_string())
+                .header("webhook-signature", sig)
+                .body(body)
+                .send()
+                .await
+        }
+    };
+    let subscription_events = |events: &[Value]| {
+        events
+            .iter()
+            .filter(|e| e["type"] == "subscription.changed")
+            .count()
+    };
+    let before = subscription_events(&api.via(&server.base).feed().await);
+    let first = tokio::spawn(deliver(server.base.clone()));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    server.kill();
+    let _ = first.await.unwrap();
+    let server = Server::start(&db, &args);
+    let again = deliver(server.base.clone()).await.unwrap();
+    let v: Value = again.json().await.unwrap();
+    assert!(
+        v["outcome"] == "applied" || v["outcome"] == "duplicate",
+        "{v}"
+    );
+    let api = api.via(&server.base);
+    assert_eq!(api.usage("kill").await["seats"], 19_000);
+    assert_eq!(
+        subscription_events(&api.feed().await),
+        before + 1,
+        "the event applied once"
+    );
+    drop(server);
+    consistent(&db);
+
+    // 3. An audit prune, killed while it runs: the chain verifies either way.
+    let mut prune = std::process::Command::new(crate::binary::BIN)
+        .args([
+            "audit",
+            "prune",
+            "--older-than-days",
+            "0",
+            "--database",
+            &db,
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let _ = prune.kill();
+    let _ = prune.wait();
+    consistent(&db);
+}
