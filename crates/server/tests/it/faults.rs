@@ -778,3 +778,73 @@ async fn sigkill_mid_change_leaves_whole_or_nothing() {
     let _ = prune.wait();
     consistent(&db);
 }
+
+/// SIGKILL while a webhook delivery is in flight (the receiver holds the request): after the
+/// restart the delivery is made again under the same `webhook-id` with the same body
+/// (at least once), and once answered it is not made again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_webhook_delivery_delivers_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::binary::database(crate::common::Backend::Sqlite, &dir);
+    let tenant = cli_ok(&db, &["tenant", "create", "Hooked"])
+        .trim()
+        .to_string();
+    let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    // The receiver: the first delivery is held for 3 s (the server is killed meanwhile);
+    // every delivery is recorded as (webhook-id, body).
+    let seen: Arc<std::sync::Mutex<Vec<(String, String)>>> = Arc::default();
+    let held = Arc::new(AtomicBool::new(false));
+    let (s, h) = (seen.clone(), held.clone());
+    let app = axum::Router::new().route(
+        &format!("/hook/{tenant}"),
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let (s, h) = (s.clone(), h.clone());
+            async move {
+                let id = headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                s.lock().unwrap().push((id, body));
+                if !h.swap(true, Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let args = ["--webhook-retry-base-ms", "100", "--webhook-timeout", "10"];
+    let mut server = Server::start(&db, &args);
+    let api = Api::new(&server.base, &token, &tenant);
+    api.webhook(port, json!(["user.provisioned"])).await;
+    let (status, _) = api.create_user("hooked@example.com").await;
+    assert_eq!(status, 201);
+    let t = Instant::now();
+    while seen.lock().unwrap().is_empty() {
+        assert!(t.elapsed() < Duration::from_secs(10), "never delivered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill();
+    let server = Server::start(&db, &args);
+    let t = Instant::now();
+    while seen.lock().unwrap().len() < 2 {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "not delivered again after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Answered now: no further delivery.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0], seen[1], "the same webhook-id and body");
+    assert!(!seen[0].0.is_empty());
+    drop(server);
+    consistent(&db);
+}
