@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Soak: TENANTS tenants, each sending an Entra-like mix (lookups by filter, creates, PATCHes,
+# group member changes) at RATE requests/s, plus CHECKS entitlement checks/s, for SECONDS —
+# first on SQLite (one node), then on two nodes over one PostgreSQL (started here). Reports
+# p50/p99 per operation, errors, resident memory over time and the WAL's size
+# (crates/server/examples/soak.rs drives it).
+# Usage: bash bench/soak.sh [seconds] [tenants] [rate] [checks]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_RUN=${1:-600}
+TENANTS=${2:-100}
+RATE=${3:-25}
+CHECKS=${4:-5000}
+. bench/lib.sh
+cargo build --release --bin seatkeeper --example soak >/dev/null 2>&1 || cargo build --release --bin seatkeeper --example soak
+BIN=target/release/seatkeeper
+SOAK=target/release/examples/soak
+WORK=$(mktemp -d)
+PIDS=()
+PGPORT=55450
+PGDATA=/tmp/seatkeeper-soak-pg
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  SEATKEEPER_TEST_PGPORT=$PGPORT SEATKEEPER_TEST_PGDATA=$PGDATA bash .ci/postgres.sh stop >/dev/null 2>&1 || true
+  rm -rf "$PGDATA"
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+ADMIN=soak-admin-token
+LIFT=(--rate-limit 100000000 --rate-burst 100000000 --app-rate-limit 100000000 --app-rate-burst 100000000)
+
+start() { # start LOG DB: the server's pid is ${PIDS[-1]}, its URL $BASE
+  SEATKEEPER_ADMIN_TOKEN=$ADMIN SEATKEEPER_LOG=warn,seatkeeper=info $BIN serve --listen 127.0.0.1:0 --database "$2" "${LIFT[@]}" >"$1" 2>&1 &
+  PIDS+=("$!")
+  wait_listen "$1"
+}
+
+echo "== SQLite, one node: $TENANTS tenants × $RATE req/s + $CHECKS checks/s for $SECONDS_RUN s"
+DB="sqlite://$WORK/soak.db"
+start "$WORK/sqlite.log" "$DB"
+$SOAK --base "$BASE" --admin "$ADMIN" --tenants "$TENANTS" --rate "$RATE" --checks "$CHECKS" \
+  --seconds "$SECONDS_RUN" --pids "${PIDS[-1]}" --wal "$WORK/soak.db-wal"
+kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+
+echo
+echo "== PostgreSQL, two nodes: the same load, spread over both"
+PG=$(SEATKEEPER_TEST_PGPORT=$PGPORT SEATKEEPER_TEST_PGDATA=$PGDATA bash .ci/postgres.sh start | tail -n1)
+start "$WORK/pg1.log" "$PG"; P1=${PIDS[-1]}; B1=$BASE
+start "$WORK/pg2.log" "$PG"; P2=${PIDS[-1]}; B2=$BASE
+$SOAK --base "$B1,$B2" --admin "$ADMIN" --tenants "$TENANTS" --rate "$RATE" --checks "$CHECKS" \
+  --seconds "$SECONDS_RUN" --pids "$P1,$P2"

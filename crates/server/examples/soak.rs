@@ -1,0 +1,461 @@
+//! The soak driver (`bench/soak.sh`): many tenants, each sending an Entra-like mix of SCIM
+//! requests at a fixed rate — lookups by filter, creates, PATCHes, group member changes —
+//! plus entitlement checks at a fixed total rate, open loop (a late answer does not delay
+//! the next request, and its latency counts from when it was due). Every `--sample` seconds
+//! it records the servers' resident memory and the SQLite WAL's size. At the end it prints
+//! p50/p99 per operation, errors, and the memory series.
+//!
+//! `soak --base URL[,URL…] --admin TOKEN --tenants 100 --rate 25 --checks 5000
+//!  --seconds 600 [--pids PID,…] [--wal PATH] [--sample 30]`
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+const PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+struct Args {
+    bases: Vec<String>,
+    admin: String,
+    tenants: usize,
+    rate: u32,
+    checks: u32,
+    seconds: u64,
+    pids: Vec<u32>,
+    wal: Option<String>,
+    sample: u64,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        bases: Vec::new(),
+        admin: String::new(),
+        tenants: 100,
+        rate: 25,
+        checks: 5000,
+        seconds: 600,
+        pids: Vec::new(),
+        wal: None,
+        sample: 30,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let v = it.next().unwrap_or_default();
+        match flag.as_str() {
+            "--base" => a.bases = v.split(',').map(str::to_string).collect(),
+            "--admin" => a.admin = v,
+            "--tenants" => a.tenants = v.parse().expect("--tenants"),
+            "--rate" => a.rate = v.parse().expect("--rate"),
+            "--checks" => a.checks = v.parse().expect("--checks"),
+            "--seconds" => a.seconds = v.parse().expect("--seconds"),
+            "--pids" => a.pids = v.split(',').filter_map(|p| p.parse().ok()).collect(),
+            "--wal" => a.wal = Some(v),
+            "--sample" => a.sample = v.parse().expect("--sample"),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    assert!(
+        !a.bases.is_empty() && !a.admin.is_empty(),
+        "--base and --admin are required"
+    );
+    a
+}
+
+/// One tenant's credentials and what it has made.
+struct Tenant {
+    token: String,
+    app_key: String,
+    users: Mutex<Vec<(String, String)>>,
+    groups: Vec<String>,
+}
+
+#[derive(Default)]
+struct Stats {
+    latencies: BTreeMap<&'static str, Vec<u32>>,
+    errors: BTreeMap<(&'static str, u16), u64>,
+}
+
+impl Stats {
+    fn record(&mut self, op: &'static str, status: u16, took: Duration) {
+        self.latencies
+            .entry(op)
+            .or_default()
+            .push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
+        if status >= 400 || status == 0 {
+            *self.errors.entry((op, status)).or_default() += 1;
+        }
+    }
+}
+
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = http.request(method, url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/scim+json")
+            .body(b.to_string());
+    }
+    match req.send().await {
+        Ok(r) => {
+            let s = r.status().as_u16();
+            (s, r.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+async fn setup(http: &reqwest::Client, a: &Args, i: usize) -> Tenant {
+    let base = &a.bases[0];
+    let (_, t) = call(
+        http,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/tenants"),
+        &a.admin,
+        Some(json!({"name": format!("soak-{i}")})),
+    )
+    .await;
+    let id = t["id"].as_str().expect("tenant id").to_string();
+    let (_, tok) = call(
+        http,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/tenants/{id}/scim-tokens"),
+        &a.admin,
+        Some(json!({"name": "entra"})),
+    )
+    .await;
+    let (_, key) = call(
+        http,
+        reqwest::Method::POST,
+        format!("{base}/api/v1/tenants/{id}/app-keys"),
+        &a.admin,
+        Some(json!({"name": "app"})),
+    )
+    .await;
+    let product = format!("soak{i}");
+    let model = json!({
+        "products": [{"key": product, "name": "Soak", "plans": [{"key": "pro", "rank": 1, "features": ["write"]}]}],
+        "tenants": [{"id": id, "subscriptions": [{"product": product, "plan": "pro", "seats": 1_000_000,
+            "starts_at": "2026-01-01T00:00:00Z", "enforcement": "hard"}],
+            "rules": [{"name": "everyone", "filter": "active eq true", "product": product, "plan": "pro", "priority": 1}]}],
+    });
+    let (s, v) = call(
+        http,
+        reqwest::Method::PUT,
+        format!("{base}/api/v1/model"),
+        &a.admin,
+        Some(model),
+    )
+    .await;
+    assert!(s < 300, "model: {s} {v}");
+    let token = tok["token"].as_str().expect("token").to_string();
+    let app_key = key["key"]
+        .as_str()
+        .or(key["token"].as_str())
+        .expect("app key")
+        .to_string();
+    let mut users = Vec::new();
+    for u in 0..20 {
+        let name = format!("seed{u}@t{i}.example.com");
+        let (_, v) = call(
+            http,
+            reqwest::Method::POST,
+            format!("{base}/scim/v2/Users"),
+            &token,
+            Some(json!({"schemas": [USER], "userName": name})),
+        )
+        .await;
+        if let Some(id) = v["id"].as_str() {
+            users.push((id.to_string(), name));
+        }
+    }
+    let mut groups = Vec::new();
+    for g in 0..3 {
+        let (_, v) = call(
+            http,
+            reqwest::Method::POST,
+            format!("{base}/scim/v2/Groups"),
+            &token,
+            Some(json!({"schemas": [GROUP], "displayName": format!("g{g}")})),
+        )
+        .await;
+        if let Some(id) = v["id"].as_str() {
+            groups.push(id.to_string());
+        }
+    }
+    Tenant {
+        token,
+        app_key,
+        users: Mutex::new(users),
+        groups,
+    }
+}
+
+/// One request of the Entra-like mix.
+async fn entra_step(http: &reqwest::Client, base: &str, t: &Tenant, n: u64) -> (&'static str, u16) {
+    let pick = |k: u64| {
+        let users = t.users.lock().unwrap();
+        users[(k as usize * 7919) % users.len()].clone()
+    };
+    match n % 20 {
+        // 50 %: lookups by filter, as Entra does before every change.
+        0..=9 => {
+            let (_, name) = pick(n);
+            let q =
+                url::form_urlencoded::byte_serialize(format!("userName eq \"{name}\"").as_bytes())
+                    .collect::<String>();
+            let (s, _) = call(
+                http,
+                reqwest::Method::GET,
+                format!("{base}/scim/v2/Users?filter={q}"),
+                &t.token,
+                None,
+            )
+            .await;
+            ("lookup", s)
+        }
+        // 15 %: creates.
+        10..=12 => {
+            let name = format!("u{n}-{}@soak.example.com", uuid::Uuid::new_v4().simple());
+            let (s, v) = call(
+                http,
+                reqwest::Method::POST,
+                format!("{base}/scim/v2/Users"),
+                &t.token,
+                Some(json!({"schemas": [USER], "userName": name, "active": true})),
+            )
+            .await;
+            if let Some(id) = v["id"].as_str() {
+                t.users.lock().unwrap().push((id.to_string(), name));
+            }
+            ("create", s)
+        }
+        // 25 %: PATCHes (attributes, and now and then active).
+        13..=17 => {
+            let (id, _) = pick(n);
+            let ops = if n.is_multiple_of(97) {
+                json!([{"op": "replace", "path": "active", "value": n.is_multiple_of(2)}])
+            } else {
+                json!([{"op": "replace", "path": "displayName", "value": format!("User {n}")}])
+            };
+            let (s, _) = call(
+                http,
+                reqwest::Method::PATCH,
+                format!("{base}/scim/v2/Users/{id}"),
+                &t.token,
+                Some(json!({"schemas": [PATCH], "Operations": ops})),
+            )
+            .await;
+            ("patch", s)
+        }
+        // 10 %: group member changes.
+        _ => {
+            let (id, _) = pick(n + 1);
+            let group = &t.groups[n as usize % t.groups.len()];
+            let op = if n.is_multiple_of(3) { "remove" } else { "add" };
+            let body = if op == "add" {
+                json!({"schemas": [PATCH], "Operations": [{"op": "add", "path": "members", "value": [{"value": id}]}]})
+            } else {
+                json!({"schemas": [PATCH], "Operations": [{"op": "remove", "path": format!("members[value eq \"{id}\"]")}]})
+            };
+            let (s, _) = call(
+                http,
+                reqwest::Method::PATCH,
+                format!("{base}/scim/v2/Groups/{group}"),
+                &t.token,
+                Some(body),
+            )
+            .await;
+            ("members", s)
+        }
+    }
+}
+
+fn pct(v: &mut [u32], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_unstable();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    f64::from(v[i]) / 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let a = Arc::new(args());
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let mut tenants = Vec::new();
+    for i in 0..a.tenants {
+        tenants.push(Arc::new(setup(&http, &a, i).await));
+    }
+    eprintln!(
+        "{} tenants set up in {:.1} s; soaking for {} s",
+        tenants.len(),
+        started.elapsed().as_secs_f64(),
+        a.seconds
+    );
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let until = Instant::now() + Duration::from_secs(a.seconds);
+    let mut tasks = Vec::new();
+    for (i, t) in tenants.iter().enumerate() {
+        let (http, t, stats, a) = (http.clone(), t.clone(), stats.clone(), a.clone());
+        tasks.push(tokio::spawn(async move {
+            let period = Duration::from_secs_f64(1.0 / f64::from(a.rate));
+            let mut due = Instant::now() + period.mul_f64(i as f64 / a.tenants as f64);
+            let mut n = i as u64 * 1_000_003;
+            while due < until {
+                tokio::time::sleep_until(due.into()).await;
+                let (http, t, stats, base) = (
+                    http.clone(),
+                    t.clone(),
+                    stats.clone(),
+                    a.bases[n as usize % a.bases.len()].clone(),
+                );
+                let at = due;
+                tokio::spawn(async move {
+                    let (op, s) = entra_step(&http, &base, &t, n).await;
+                    stats.lock().unwrap().record(op, s, at.elapsed());
+                });
+                n += 1;
+                due += period;
+            }
+        }));
+    }
+    let check_tasks = 50u32;
+    for w in 0..check_tasks {
+        let (http, tenants, stats, a) = (http.clone(), tenants.clone(), stats.clone(), a.clone());
+        tasks.push(tokio::spawn(async move {
+            let rate = f64::from(a.checks.max(1)) / f64::from(check_tasks);
+            let period = Duration::from_secs_f64(1.0 / rate);
+            let mut due = Instant::now() + period.mul_f64(f64::from(w) / f64::from(check_tasks));
+            let mut n = u64::from(w);
+            while due < until {
+                tokio::time::sleep_until(due.into()).await;
+                let t = tenants[n as usize % tenants.len()].clone();
+                let (http, stats, base) = (
+                    http.clone(),
+                    stats.clone(),
+                    a.bases[n as usize % a.bases.len()].clone(),
+                );
+                let at = due;
+                tokio::spawn(async move {
+                    let user = {
+                        let users = t.users.lock().unwrap();
+                        users[(n as usize * 31) % users.len()].0.clone()
+                    };
+                    let (s, _) = call(
+                        &http,
+                        reqwest::Method::POST,
+                        format!("{base}/api/v1/check"),
+                        &t.app_key,
+                        Some(json!({"user": user, "feature": "write"})),
+                    )
+                    .await;
+                    stats.lock().unwrap().record("check", s, at.elapsed());
+                });
+                n += u64::from(check_tasks);
+                due += period;
+            }
+        }));
+    }
+    // Memory and WAL, sampled.
+    let sampler = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let mut series = Vec::new();
+            let t0 = Instant::now();
+            while Instant::now() < until {
+                let rss: Vec<u64> = a.pids.iter().map(|p| rss_kb(*p)).collect();
+                let wal = a
+                    .wal
+                    .as_ref()
+                    .and_then(|w| std::fs::metadata(w).ok())
+                    .map_or(0, |m| m.len());
+                series.push((t0.elapsed().as_secs(), rss, wal));
+                tokio::time::sleep(Duration::from_secs(a.sample)).await;
+            }
+            series
+        })
+    };
+    for t in tasks {
+        let _ = t.await;
+    }
+    // Let the last requests answer.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let series = sampler.await.unwrap();
+    let mut stats = stats.lock().unwrap();
+    let seconds = a.seconds as f64;
+    println!("| operation | requests | per second | p50 ms | p99 ms | errors |");
+    println!("|---|---|---|---|---|---|");
+    let errors = stats.errors.clone();
+    for (op, v) in stats.latencies.iter_mut() {
+        let n = v.len();
+        let e: u64 = errors
+            .iter()
+            .filter(|((o, _), _)| o == op)
+            .map(|(_, c)| c)
+            .sum();
+        println!(
+            "| {op} | {n} | {:.0} | {:.2} | {:.2} | {e} |",
+            n as f64 / seconds,
+            pct(v, 0.50),
+            pct(v, 0.99)
+        );
+    }
+    if !errors.is_empty() {
+        println!("\nerrors by status: {errors:?}");
+    }
+    println!("\n| t (s) | resident memory per node (MB) | WAL (MB) |");
+    println!("|---|---|---|");
+    for (t, rss, wal) in &series {
+        let rss: Vec<String> = rss
+            .iter()
+            .map(|k| format!("{:.0}", *k as f64 / 1024.0))
+            .collect();
+        println!(
+            "| {t} | {} | {:.1} |",
+            rss.join(" / "),
+            *wal as f64 / 1_048_576.0
+        );
+    }
+    // Growth after warm-up: the first sample a minute in against the last.
+    if let (Some(warm), Some(last)) = (series.iter().find(|(t, _, _)| *t >= 60), series.last()) {
+        for (i, (w, l)) in warm.1.iter().zip(&last.1).enumerate() {
+            let growth = if *w > 0 {
+                (*l as f64 - *w as f64) / *w as f64 * 100.0
+            } else {
+                0.0
+            };
+            println!(
+                "node {i}: resident memory {:.0} MB at {} s → {:.0} MB at {} s ({growth:+.1} %)",
+                *w as f64 / 1024.0,
+                warm.0,
+                *l as f64 / 1024.0,
+                last.0
+            );
+        }
+    }
+}
