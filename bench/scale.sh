@@ -58,6 +58,12 @@ PID=${PIDS[-1]}
 $SCALE seed --base "$BASE" --admin "$ADMIN" --tenants 1 --users "$BIG" --out "$WORK/bigkeys"
 read -r _ T TOKEN KEY <"$WORK/bigkeys"
 $SCALE lookups --base "$BASE" --token "$TOKEN" --users "$BIG" --requests 4000
+# A fresh process: its memory before and after the tenant's snapshot is built.
+kill "$PID"; wait "$PID" 2>/dev/null || true
+start "$WORK/big2.log" "$DB"
+PID=${PIDS[-1]}
+until curl -sf "$BASE/readyz" >/dev/null; do sleep 0.05; done
+sleep 2
 BEFORE=$(rss_mb "$PID")
 T0=$(ms)
 curl -sf -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
