@@ -96,12 +96,20 @@ fn normalize_single(def: &AttributeDef, value: &Value, source: Source) -> Result
                 }
                 Value::Object(out)
             }
+            // A bare value where a complex one is expected is its `value`, normalised as
+            // that sub-attribute is (found by the resource fuzz target: it skipped NFC).
             Value::String(s) if def.sub("value").is_some() => {
                 if s.is_empty() {
                     return Ok(None);
                 }
+                let Some(sub) = def.sub("value") else {
+                    return Ok(None);
+                };
+                let Some(v) = normalize_single(sub, value, source)? else {
+                    return Ok(None);
+                };
                 let mut out = Map::new();
-                out.insert("value".into(), Value::String(s.clone()));
+                out.insert("value".into(), v);
                 Value::Object(out)
             }
             _ => return Err(wrong("an object")),
@@ -578,6 +586,15 @@ mod tests {
                 "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"manager": {"value": "m-1"}}
             })
         );
+    }
+
+    #[test]
+    fn a_bare_value_is_normalised_as_its_value() {
+        let input = json!({"userName": "a", "phoneNumbers": "mi\u{301}mile"});
+        let once = normalize_resource(&USER_TYPE, &input, Source::Client).unwrap();
+        assert_eq!(once["phoneNumbers"][0]["value"], "m\u{ed}mile");
+        let twice = normalize_resource(&USER_TYPE, &once, Source::Patched).unwrap();
+        assert_eq!(once, twice);
     }
 
     #[test]
