@@ -17,7 +17,7 @@ BIN=target/release/seatkeeper
 SOAK=target/release/examples/soak
 WORK=$(mktemp -d)
 PIDS=()
-PGPORT=55450
+PGPORT=23450
 PGDATA=/tmp/seatkeeper-soak-pg
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done

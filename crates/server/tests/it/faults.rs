@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
-/// A PostgreSQL of a test's own (`.ci/postgres.sh` on another port and data directory).
+/// A PostgreSQL of a test's own (`.ci/postgres.sh` on another port and data directory). Its
+/// port lies below Linux's ephemeral range (32768–60999), so no client socket holds it.
 struct OwnPostgres {
     env: [(String, String); 2],
     url: String,
@@ -40,11 +41,15 @@ impl OwnPostgres {
         let _ = std::fs::remove_dir_all(&pg.env[1].1);
         let out = pg.run("start");
         let url = out.lines().last().unwrap_or_default().to_string();
-        assert!(url.starts_with("postgres://"), "{out}");
+        assert!(
+            url.starts_with("postgres://"),
+            "PostgreSQL on port {port} did not start: {out}"
+        );
         pg.url = url;
         pg
     }
 
+    /// Runs the script; its stdout, then its stderr.
     fn run(&self, action: &str) -> String {
         let out = std::process::Command::new("bash")
             .arg(script())
@@ -52,7 +57,11 @@ impl OwnPostgres {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        )
     }
 }
 
@@ -208,7 +217,7 @@ fn consistent(db: &str) {
 /// return, and the seat counts equal the license rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restarts_under_two_nodes() {
-    let pg = OwnPostgres::start(55441);
+    let pg = OwnPostgres::start(23441);
     let db = pg.url.clone();
     let tenant = cli_ok(&db, &["tenant", "create", "Restarts"])
         .trim()
@@ -402,7 +411,7 @@ impl Proxy {
 /// node goes on; no seat is oversold across the partition; healed, the node answers again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_partitioned_node_fails_ready_and_the_other_goes_on() {
-    let pg = OwnPostgres::start(55442);
+    let pg = OwnPostgres::start(23442);
     let db = pg.url.clone();
     let tenant = cli_ok(&db, &["tenant", "create", "Partition"])
         .trim()
