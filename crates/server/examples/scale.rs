@@ -14,6 +14,10 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+#[path = "support/http.rs"]
+mod http;
+use http::call;
+
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 
 fn flag(name: &str) -> Option<String> {
@@ -25,28 +29,6 @@ fn flag(name: &str) -> Option<String> {
 
 fn need(name: &str) -> String {
     flag(name).unwrap_or_else(|| panic!("{name} is required"))
-}
-
-async fn call(
-    http: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = http.request(method, url).bearer_auth(token);
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/scim+json")
-            .body(b.to_string());
-    }
-    match req.send().await {
-        Ok(r) => {
-            let s = r.status().as_u16();
-            (s, r.json().await.unwrap_or(Value::Null))
-        }
-        Err(e) => panic!("no answer: {e}"),
-    }
 }
 
 async fn seed() {

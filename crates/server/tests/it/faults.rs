@@ -72,6 +72,15 @@ impl Drop for OwnPostgres {
     }
 }
 
+/// A new tenant and a SCIM token for it, made with the CLI.
+fn tenant_with_token(db: &str, name: &str) -> (String, String) {
+    let tenant = cli_ok(db, &["tenant", "create", name]).trim().to_string();
+    let token = cli_ok(db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    (tenant, token)
+}
+
 /// A product of `seats` hard seats that every user is given.
 async fn licensed(api: &Api, product: &str, seats: u32) {
     let model = json!({
@@ -219,12 +228,7 @@ fn consistent(db: &str) {
 async fn postgres_restarts_under_two_nodes() {
     let pg = OwnPostgres::start(23441);
     let db = pg.url.clone();
-    let tenant = cli_ok(&db, &["tenant", "create", "Restarts"])
-        .trim()
-        .to_string();
-    let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
-        .trim()
-        .to_string();
+    let (tenant, token) = tenant_with_token(&db, "Restarts");
     let app_key = cli_ok(&db, &["app-key", "create", "--tenant", &tenant])
         .trim()
         .to_string();
@@ -413,12 +417,7 @@ impl Proxy {
 async fn a_partitioned_node_fails_ready_and_the_other_goes_on() {
     let pg = OwnPostgres::start(23442);
     let db = pg.url.clone();
-    let tenant = cli_ok(&db, &["tenant", "create", "Partition"])
-        .trim()
-        .to_string();
-    let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
-        .trim()
-        .to_string();
+    let (tenant, token) = tenant_with_token(&db, "Partition");
     let port: u16 = db
         .split(':')
         .nth(2)
@@ -507,12 +506,7 @@ async fn a_partitioned_node_fails_ready_and_the_other_goes_on() {
 async fn sqlite_out_of_disk() {
     let dir = tempfile::tempdir().unwrap();
     let db = crate::binary::database(crate::common::Backend::Sqlite, &dir);
-    let tenant = cli_ok(&db, &["tenant", "create", "Full"])
-        .trim()
-        .to_string();
-    let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
-        .trim()
-        .to_string();
+    let (_, token) = tenant_with_token(&db, "Full");
     // The shell ignores SIGXFSZ (inherited through exec) and sets a soft limit of 3 MiB on
     // every file the server writes; `$0 "$@"` is the server and its arguments.
     let mut cmd = std::process::Command::new("bash");
@@ -653,12 +647,7 @@ async fn sigkill_mid_change_leaves_whole_or_nothing() {
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let dir = tempfile::tempdir().unwrap();
     let db = crate::binary::database(crate::common::Backend::Sqlite, &dir);
-    let tenant = cli_ok(&db, &["tenant", "create", "Killed"])
-        .trim()
-        .to_string();
-    let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
-        .trim()
-        .to_string();
+    let (tenant, token) = tenant_with_token(&db, "Killed");
     let args = ["--billing-secret", SECRET];
     let mut server = Server::start(&db, &args);
     let api = Api::new(&server.base, &token, &tenant);
@@ -795,12 +784,7 @@ async fn sigkill_mid_change_leaves_whole_or_nothing() {
 async fn sigkill_mid_webhook_delivery_delivers_again() {
     let dir = tempfile::tempdir().unwrap();
     let db = crate::binary::database(crate::common::Backend::Sqlite, &dir);
-    let tenant = cli_ok(&db, &["tenant", "create", "Hooked"])
-        .trim()
-        .to_string();
-    let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
-        .trim()
-        .to_string();
+    let (tenant, token) = tenant_with_token(&db, "Hooked");
     // The receiver: the first delivery is held for 3 s (the server is killed meanwhile);
     // every delivery is recorded as (webhook-id, body).
     let seen: Arc<std::sync::Mutex<Vec<(String, String)>>> = Arc::default();

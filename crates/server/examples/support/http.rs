@@ -1,0 +1,27 @@
+//! The HTTP call the load drivers (`soak`, `scale`) share.
+
+use serde_json::Value;
+
+/// One request with a bearer token and an optional SCIM JSON body: `(status, body)`, or
+/// `(0, null)` when no answer came.
+pub async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = http.request(method, url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/scim+json")
+            .body(b.to_string());
+    }
+    match req.send().await {
+        Ok(r) => {
+            let s = r.status().as_u16();
+            (s, r.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
