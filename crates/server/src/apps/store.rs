@@ -170,25 +170,33 @@ impl Store {
 
     /// A tenant's model version (None: no such tenant) and its newest outbox id.
     pub(crate) async fn snapshot_marks(&self, tenant: &str) -> StoreResult<Option<(i64, i64)>> {
-        let Some(v) = self
-            .pool
-            .fetch_opt(
-                "SELECT model_version FROM audit_heads WHERE tenant_id = $1",
-                &params![tenant],
-            )
+        Ok(self
+            .snapshot_marks_of(&[tenant.to_string()])
             .await?
-        else {
-            return Ok(None);
-        };
-        let cursor = self
-            .pool
-            .fetch_opt(
-                "SELECT COALESCE(MAX(id), 0) FROM outbox WHERE tenant_id = $1",
-                &params![tenant],
-            )
-            .await?
-            .map_or(0, |r| r.int(0));
-        Ok(Some((v.int(0), cursor)))
+            .remove(tenant))
+    }
+
+    /// [`Store::snapshot_marks`] of many tenants in one query per 500: `(model version, newest
+    /// outbox id)` by tenant; a tenant that no longer exists is absent.
+    pub(crate) async fn snapshot_marks_of(
+        &self,
+        tenants: &[String],
+    ) -> StoreResult<std::collections::HashMap<String, (i64, i64)>> {
+        let mut out = std::collections::HashMap::with_capacity(tenants.len());
+        for chunk in tenants.chunks(500) {
+            let sql = format!(
+                "SELECT h.tenant_id, h.model_version, \
+                 (SELECT COALESCE(MAX(o.id), 0) FROM outbox o WHERE o.tenant_id = h.tenant_id) \
+                 FROM audit_heads h WHERE h.tenant_id IN ({})",
+                crate::kernel::db::placeholders(1, chunk.len())
+            );
+            let params: Vec<crate::kernel::db::P> =
+                chunk.iter().map(crate::kernel::db::P::from).collect();
+            for r in self.pool.fetch(&sql, &params).await? {
+                out.insert(r.text(0), (r.int(1), r.int(2)));
+            }
+        }
+        Ok(out)
     }
 
     /// What changed in a tenant after an outbox id: (id, resource type, resource id), oldest

@@ -311,7 +311,10 @@ impl Engine {
         if rows.is_empty() {
             return Ok(());
         }
-        let products = self.store.products().await?;
+        let mut held: Vec<&str> = rows.iter().map(|r| r.product.as_str()).collect();
+        held.sort_unstable();
+        held.dedup();
+        let products = self.store.products_named(&held).await?;
         let mut by_user: BTreeMap<&str, Vec<&LicenseRow>> = BTreeMap::new();
         for r in &rows {
             by_user.entry(r.user_id.as_str()).or_default().push(r);

@@ -44,6 +44,9 @@ pub struct Store {
     /// Counts (re)connections of the PostgreSQL listener: after one, notifications may have
     /// been missed.
     listens: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Counts other nodes' commits of events (PostgreSQL `LISTEN` only): what this node's own
+    /// commits changed, [`AfterCommit`] already saw.
+    others: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// Told, before a write returns, which tenants the commit changed.
     after_commit: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn AfterCommit>>>,
     /// Moved by every commit of this process, before the write returns.
@@ -181,6 +184,7 @@ impl Store {
                 pool: Pool::Sqlite(std::sync::Arc::new(sqlite)),
                 events: Default::default(),
                 listens: Default::default(),
+                others: Default::default(),
                 after_commit: Default::default(),
                 generations: Default::default(),
                 outside_version: Default::default(),
@@ -198,6 +202,7 @@ impl Store {
                 pool: Pool::Postgres(pg),
                 events: Default::default(),
                 listens: Default::default(),
+                others: Default::default(),
                 after_commit: Default::default(),
                 generations: Default::default(),
                 outside_version: Default::default(),
@@ -266,6 +271,12 @@ impl Store {
         self.listens.subscribe()
     }
 
+    /// A receiver that changes after another node's commit wrote events (PostgreSQL; never
+    /// on SQLite, where the tick and [`Store::look_for_outside_commits`] see other processes).
+    pub(crate) fn other_node_commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.others.subscribe()
+    }
+
     /// A receiver that changes after every commit that wrote events.
     pub(crate) fn event_commits(&self) -> tokio::sync::watch::Receiver<u64> {
         self.events.subscribe()
@@ -279,7 +290,12 @@ impl Store {
         let Pool::Postgres(pg) = &self.pool else {
             return None;
         };
-        let (pg, events, listens) = (pg.clone(), self.events.clone(), self.listens.clone());
+        let (pg, events, listens, others) = (
+            pg.clone(),
+            self.events.clone(),
+            self.listens.clone(),
+            self.others.clone(),
+        );
         Some(tokio::spawn(async move {
             loop {
                 match sqlx::postgres::PgListener::connect_with(&pg).await {
@@ -300,6 +316,7 @@ impl Store {
                                     Err(_) => break,
                                 }
                                 events.send_modify(|n| *n = n.wrapping_add(1));
+                                others.send_modify(|n| *n = n.wrapping_add(1));
                             }
                         }
                     }

@@ -965,6 +965,25 @@ impl Store {
             .collect()
     }
 
+    /// The named products of the catalogue (those that exist), in key order: what rendering a
+    /// user's licenses needs, at a cost that does not grow with the catalogue.
+    pub(crate) async fn products_named(&self, keys: &[&str]) -> StoreResult<Vec<Product>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT key, name, plans, roles FROM lic_products WHERE key IN ({}) ORDER BY key",
+            placeholders(1, keys.len())
+        );
+        let params: Vec<P> = keys.iter().map(|k| P::from(*k)).collect();
+        self.pool()
+            .fetch(&sql, &params)
+            .await?
+            .iter()
+            .map(product_from_row)
+            .collect()
+    }
+
     /// A tenant's subscriptions.
     pub(crate) async fn subscriptions(&self, tenant: &str) -> StoreResult<Vec<Subscription>> {
         self.pool()
