@@ -81,18 +81,51 @@ struct Tenant {
 struct Stats {
     latencies: BTreeMap<&'static str, Vec<u32>>,
     errors: BTreeMap<(&'static str, u16), u64>,
+    /// This sampling interval's latencies (all operations) and errors.
+    recent: Vec<u32>,
+    recent_errors: u64,
 }
 
 impl Stats {
     fn record(&mut self, op: &'static str, status: u16, took: Duration) {
-        self.latencies
-            .entry(op)
-            .or_default()
-            .push(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
+        let us = u32::try_from(took.as_micros()).unwrap_or(u32::MAX);
+        self.latencies.entry(op).or_default().push(us);
+        self.recent.push(us);
         if status >= 400 || status == 0 {
             *self.errors.entry((op, status)).or_default() += 1;
+            self.recent_errors += 1;
         }
     }
+}
+
+/// Requests sent and not yet answered.
+static IN_FLIGHT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Counts a request in flight while it runs.
+struct Flying;
+
+impl Flying {
+    fn start() -> Flying {
+        IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Flying
+    }
+}
+
+impl Drop for Flying {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// One sample of the run.
+struct Sample {
+    at: u64,
+    rss_kb: Vec<u64>,
+    wal: u64,
+    answered: usize,
+    p99_ms: f64,
+    errors: u64,
+    in_flight: i64,
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -318,6 +351,7 @@ async fn main() {
                 );
                 let at = due;
                 tokio::spawn(async move {
+                    let _f = Flying::start();
                     let (op, s) = entra_step(&http, &base, &t, n).await;
                     stats.lock().unwrap().record(op, s, at.elapsed());
                 });
@@ -344,6 +378,7 @@ async fn main() {
                 );
                 let at = due;
                 tokio::spawn(async move {
+                    let _f = Flying::start();
                     let user = {
                         let users = t.users.lock().unwrap();
                         users[(n as usize * 31) % users.len()].0.clone()
@@ -363,9 +398,9 @@ async fn main() {
             }
         }));
     }
-    // Memory and WAL, sampled.
+    // Memory, WAL and the interval's latency, sampled.
     let sampler = {
-        let a = a.clone();
+        let (a, stats) = (a.clone(), stats.clone());
         tokio::spawn(async move {
             let mut series = Vec::new();
             let t0 = Instant::now();
@@ -376,7 +411,33 @@ async fn main() {
                     .as_ref()
                     .and_then(|w| std::fs::metadata(w).ok())
                     .map_or(0, |m| m.len());
-                series.push((t0.elapsed().as_secs(), rss, wal));
+                let (mut recent, errors) = {
+                    let mut s = stats.lock().unwrap();
+                    (
+                        std::mem::take(&mut s.recent),
+                        std::mem::take(&mut s.recent_errors),
+                    )
+                };
+                let sample = Sample {
+                    at: t0.elapsed().as_secs(),
+                    rss_kb: rss,
+                    wal,
+                    answered: recent.len(),
+                    p99_ms: pct(&mut recent, 0.99),
+                    errors,
+                    in_flight: IN_FLIGHT.load(std::sync::atomic::Ordering::Relaxed),
+                };
+                eprintln!(
+                    "t={}s rss={:?} MB wal={:.1} MB answered={} p99={:.1} ms errors={} in flight={}",
+                    sample.at,
+                    sample.rss_kb.iter().map(|k| k / 1024).collect::<Vec<_>>(),
+                    sample.wal as f64 / 1_048_576.0,
+                    sample.answered,
+                    sample.p99_ms,
+                    sample.errors,
+                    sample.in_flight
+                );
+                series.push(sample);
                 tokio::time::sleep(Duration::from_secs(a.sample)).await;
             }
             series
@@ -410,22 +471,30 @@ async fn main() {
     if !errors.is_empty() {
         println!("\nerrors by status: {errors:?}");
     }
-    println!("\n| t (s) | resident memory per node (MB) | WAL (MB) |");
-    println!("|---|---|---|");
-    for (t, rss, wal) in &series {
-        let rss: Vec<String> = rss
+    println!(
+        "\n| t (s) | resident memory per node (MB) | WAL (MB) | answered in the interval | p99 ms | errors | in flight |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for x in &series {
+        let rss: Vec<String> = x
+            .rss_kb
             .iter()
             .map(|k| format!("{:.0}", *k as f64 / 1024.0))
             .collect();
         println!(
-            "| {t} | {} | {:.1} |",
+            "| {} | {} | {:.1} | {} | {:.1} | {} | {} |",
+            x.at,
             rss.join(" / "),
-            *wal as f64 / 1_048_576.0
+            x.wal as f64 / 1_048_576.0,
+            x.answered,
+            x.p99_ms,
+            x.errors,
+            x.in_flight
         );
     }
     // Growth after warm-up: the first sample a minute in against the last.
-    if let (Some(warm), Some(last)) = (series.iter().find(|(t, _, _)| *t >= 60), series.last()) {
-        for (i, (w, l)) in warm.1.iter().zip(&last.1).enumerate() {
+    if let (Some(warm), Some(last)) = (series.iter().find(|x| x.at >= 60), series.last()) {
+        for (i, (w, l)) in warm.rss_kb.iter().zip(&last.rss_kb).enumerate() {
             let growth = if *w > 0 {
                 (*l as f64 - *w as f64) / *w as f64 * 100.0
             } else {
@@ -434,9 +503,9 @@ async fn main() {
             println!(
                 "node {i}: resident memory {:.0} MB at {} s → {:.0} MB at {} s ({growth:+.1} %)",
                 *w as f64 / 1024.0,
-                warm.0,
+                warm.at,
                 *l as f64 / 1024.0,
-                last.0
+                last.at
             );
         }
     }

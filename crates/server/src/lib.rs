@@ -33,6 +33,18 @@ pub use kernel::db::P as __P;
 
 pub use audit::service::{Audit, Verified};
 pub use demo::load as load_demo;
+pub use events::destination::Destinations;
+
+/// The git commit this binary was built from ("unknown" outside a checkout).
+pub const BUILD_COMMIT: &str = env!("SEATKEEPER_COMMIT");
+
+/// `seatkeeper --version`: the version and the commit.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SEATKEEPER_COMMIT"),
+    ")"
+);
 pub use events::dispatcher::DispatchConfig;
 pub use jobs::{Jobs, Schedule, system_clock};
 pub use kernel::auth::{Credential, generate_token, hash_token};
@@ -42,6 +54,7 @@ pub use kernel::config::Config;
 pub use kernel::ids::Instant;
 pub use kernel::ids::Name;
 pub use kernel::scopes::{Scope, Scopes};
+pub use kernel::secret::{redact_url, scrub as scrub_secret};
 pub use kernel::signing::{standard_sign, standard_verify, stripe_sign};
 pub use kernel::store::{Actor, Store, StoreError, StoreOptions};
 pub use kernel::throttle::parse_trusted as parse_trusted_proxies;

@@ -17,7 +17,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(
     name = "seatkeeper",
-    version,
+    version = seatkeeper::LONG_VERSION,
     about = "SCIM 2.0 provisioning joined to licensing"
 )]
 struct Cli {
@@ -27,13 +27,52 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct DbArgs {
-    /// Database URL: sqlite://PATH (embedded) or postgres://USER:PASS@HOST/DB.
-    #[arg(
-        long,
-        env = "SEATKEEPER_DATABASE",
-        default_value = "sqlite://seatkeeper.db"
-    )]
-    database: String,
+    /// Database URL: sqlite://PATH (embedded) or postgres://USER:PASS@HOST/DB[?sslmode=…]
+    /// [default: sqlite://seatkeeper.db].
+    #[arg(long, env = "SEATKEEPER_DATABASE", hide_env_values = true)]
+    database: Option<String>,
+    /// A file holding the database URL, instead of --database (keeps its password out of
+    /// the environment and the process list).
+    #[arg(long, env = "SEATKEEPER_DATABASE_FILE", value_name = "PATH")]
+    database_file: Option<std::path::PathBuf>,
+}
+
+impl DbArgs {
+    /// The database URL, from the flag, the environment or the file.
+    fn url(&self) -> anyhow::Result<String> {
+        Ok(secret_setting(
+            "SEATKEEPER_DATABASE",
+            self.database.as_deref(),
+            self.database_file.as_deref(),
+        )?
+        .unwrap_or_else(|| "sqlite://seatkeeper.db".to_string()))
+    }
+}
+
+/// A secret setting given directly or as a file (the `*_FILE` variant, as container and
+/// systemd credentials provide them): the file's content without its final newline.
+fn secret_setting(
+    name: &str,
+    value: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<String>> {
+    let value = value.filter(|v| !v.is_empty());
+    match (value, file) {
+        (Some(_), Some(_)) => {
+            anyhow::bail!("{name} and {name}_FILE are both set; set one of them")
+        }
+        (Some(v), None) => Ok(Some(v.to_string())),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("{name}_FILE: reading {}", path.display()))?;
+            let text = text.trim_end_matches(['\n', '\r']);
+            if text.is_empty() {
+                anyhow::bail!("{name}_FILE: {} is empty", path.display());
+            }
+            Ok(Some(text.to_string()))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 #[derive(clap::Args, Clone)]
@@ -102,6 +141,11 @@ struct ServeArgs {
     /// client; from anyone else it is ignored.
     #[arg(long, env = "SEATKEEPER_TRUSTED_PROXIES", default_value = "", value_parser = trusted_proxies)]
     trusted_proxies: Proxies,
+    /// Let webhooks reach loopback, private, link-local and metadata addresses (receivers on
+    /// this host or network). Off by default: an endpoint there is refused at registration
+    /// and at delivery.
+    #[arg(long, env = "SEATKEEPER_ALLOW_PRIVATE_WEBHOOKS")]
+    allow_private_webhooks: bool,
     /// Database connections (read pool on SQLite; the whole pool on PostgreSQL).
     #[arg(long, env = "SEATKEEPER_MAX_CONNECTIONS", default_value_t = 8)]
     max_connections: u32,
@@ -115,9 +159,15 @@ struct ServeArgs {
     /// stored and rotated with `POST /api/v1/billing/secret`.
     #[arg(long, env = "SEATKEEPER_BILLING_SECRET", hide_env_values = true)]
     billing_secret: Option<String>,
+    /// A file holding the billing endpoint's secret, instead of --billing-secret.
+    #[arg(long, env = "SEATKEEPER_BILLING_SECRET_FILE", value_name = "PATH")]
+    billing_secret_file: Option<std::path::PathBuf>,
     /// Signing secret of the Stripe endpoint (`whsec_…` from Stripe's dashboard).
     #[arg(long, env = "SEATKEEPER_STRIPE_SECRET", hide_env_values = true)]
     stripe_secret: Option<String>,
+    /// A file holding the Stripe endpoint's secret, instead of --stripe-secret.
+    #[arg(long, env = "SEATKEEPER_STRIPE_SECRET_FILE", value_name = "PATH")]
+    stripe_secret_file: Option<std::path::PathBuf>,
     /// Seconds a signed billing event's timestamp may be away from now.
     #[arg(long, env = "SEATKEEPER_SIGNATURE_TOLERANCE", default_value_t = 300)]
     signature_tolerance: i64,
@@ -254,6 +304,20 @@ enum Command {
     Audit {
         #[command(subcommand)]
         action: AuditCmd,
+    },
+    /// Exits 0 when the server is ready (`GET /readyz` answers 200), 1 otherwise: for a
+    /// container's HEALTHCHECK and other probes.
+    Healthcheck {
+        /// The server's base URL [default: http:// and the --listen address, with 0.0.0.0 or
+        /// :: read as this host's loopback].
+        #[arg(long)]
+        url: Option<String>,
+        /// The address the server listens on (as given to `serve`).
+        #[arg(long, env = "SEATKEEPER_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
     },
 }
 
@@ -426,8 +490,8 @@ fn trusted_proxies(text: &str) -> Result<Proxies, String> {
     seatkeeper::parse_trusted_proxies(text).map(Proxies)
 }
 
-fn config_from(args: &ServeArgs) -> Config {
-    Config {
+fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
+    Ok(Config {
         public_url: args.public_url.clone(),
         max_body_bytes: args.max_body,
         bulk_max_payload: args.bulk_max_payload,
@@ -435,8 +499,16 @@ fn config_from(args: &ServeArgs) -> Config {
         rate_per_second: args.rate_limit,
         rate_burst: args.rate_burst,
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
-        billing_secret: args.billing_secret.clone().filter(|s| !s.is_empty()),
-        stripe_secret: args.stripe_secret.clone().filter(|s| !s.is_empty()),
+        billing_secret: secret_setting(
+            "SEATKEEPER_BILLING_SECRET",
+            args.billing_secret.as_deref(),
+            args.billing_secret_file.as_deref(),
+        )?,
+        stripe_secret: secret_setting(
+            "SEATKEEPER_STRIPE_SECRET",
+            args.stripe_secret.as_deref(),
+            args.stripe_secret_file.as_deref(),
+        )?,
         signature_tolerance: args.signature_tolerance.max(1),
         app_rate_per_second: args.app_rate_limit,
         app_rate_burst: args.app_rate_burst,
@@ -450,7 +522,8 @@ fn config_from(args: &ServeArgs) -> Config {
         max_page_bytes: args.max_page_bytes.max(1024),
         auth_failures_per_minute: args.auth_failure_limit,
         trusted_proxies: args.trusted_proxies.0.clone(),
-    }
+        allow_private_webhooks: args.allow_private_webhooks,
+    })
 }
 
 async fn open(url: &str, args: Option<&ServeArgs>) -> anyhow::Result<Store> {
@@ -459,9 +532,14 @@ async fn open(url: &str, args: Option<&ServeArgs>) -> anyhow::Result<Store> {
         opts.max_connections = a.max_connections;
         opts.sqlite_synchronous = a.sqlite_synchronous.clone();
     }
-    Store::connect(url, &opts)
-        .await
-        .with_context(|| format!("opening database {url}"))
+    Store::connect(url, &opts).await.map_err(|e| {
+        // A driver's message may quote the URL: its password never reaches the terminal.
+        anyhow::anyhow!(
+            "opening database {}: {}",
+            seatkeeper::redact_url(url),
+            seatkeeper::scrub_secret(&e.to_string(), url)
+        )
+    })
 }
 
 async fn serve(
@@ -473,8 +551,9 @@ async fn serve(
     let (admin_hash, generated) =
         seatkeeper::admin_token_hash(&store, admin_from_env.as_deref()).await?;
     if let Some(token) = generated {
-        tracing::warn!(
-            "generated admin token (shown once; set SEATKEEPER_ADMIN_TOKEN to choose your own): {token}"
+        // Printed once, on stdout and never as a log record: log pipelines keep records.
+        println!(
+            "generated admin token (shown once; set SEATKEEPER_ADMIN_TOKEN or SEATKEEPER_ADMIN_TOKEN_FILE to choose your own): {token}"
         );
     }
     let app = match &args.test_clock {
@@ -486,7 +565,7 @@ async fn serve(
             seatkeeper::app_on_test_clock(
                 store.clone(),
                 seatkeeper::ManualClock::at(start),
-                config_from(args),
+                config_from(args)?,
                 admin_hash,
                 seatkeeper::install_metrics(),
             )
@@ -494,7 +573,7 @@ async fn serve(
         None => seatkeeper::app(
             store.clone(),
             clock.clone(),
-            config_from(args),
+            config_from(args)?,
             admin_hash,
             seatkeeper::install_metrics(),
         ),
@@ -511,6 +590,11 @@ async fn serve(
             max_attempts: args.webhook_max_attempts.max(1),
             retry_base: Duration::from_millis(args.webhook_retry_base_ms.max(10)),
             timeout: Duration::from_secs(args.webhook_timeout.max(1)),
+            destinations: if args.allow_private_webhooks {
+                seatkeeper::Destinations::AnyAddress
+            } else {
+                seatkeeper::Destinations::PublicOnly
+            },
             ..Default::default()
         },
     });
@@ -557,7 +641,7 @@ async fn print_new_credential(
     name: &str,
 ) -> anyhow::Result<()> {
     init_logging(false);
-    let store = open(&db.database, None).await?;
+    let store = open(&db.url()?, None).await?;
     let name = seatkeeper::Name::parse(name).map_err(anyhow::Error::msg)?;
     let created = seatkeeper::Tenants::new(store.clone(), clock)
         .create_credential(&cli_actor(), kind, tenant, &name)
@@ -575,7 +659,7 @@ async fn admin_key(action: AdminKeyCmd, clock: SharedClock) -> anyhow::Result<()
         | AdminKeyCmd::List { db }
         | AdminKeyCmd::Revoke { db, .. } => db,
     };
-    let store = open(&db.database, None).await?;
+    let store = open(&db.url()?, None).await?;
     let tenants = seatkeeper::Tenants::new(store.clone(), clock);
     let done = async {
         match &action {
@@ -683,14 +767,63 @@ async fn shutdown() {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // The message and its causes, never a backtrace (RUST_BACKTRACE is for panics).
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Calls `/readyz` and succeeds only when the server answers ready.
+async fn healthcheck(url: Option<String>, listen: SocketAddr, timeout: u64) -> anyhow::Result<()> {
+    let base = url.unwrap_or_else(|| {
+        // A server listening on every address is reached on this host's loopback.
+        let mut at = listen;
+        if at.ip().is_unspecified() {
+            at.set_ip(match at {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        format!("http://{at}")
+    });
+    let target = format!("{}/readyz", base.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(timeout.max(1)))
+        .build()?;
+    let resp = client
+        .get(&target)
+        .send()
+        .await
+        .with_context(|| format!("{target}: no answer"))?;
+    let status = resp.status();
+    if status.is_success() {
+        println!("ready: {target}");
+        Ok(())
+    } else {
+        let body = resp.text().await.unwrap_or_default();
+        let body: String = body.chars().take(300).collect();
+        anyhow::bail!("{target} answered {status}: {body}")
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let clock: SharedClock = seatkeeper::system_clock();
-    let admin_env = std::env::var("SEATKEEPER_ADMIN_TOKEN").ok();
+    let admin_env = secret_setting(
+        "SEATKEEPER_ADMIN_TOKEN",
+        std::env::var("SEATKEEPER_ADMIN_TOKEN").ok().as_deref(),
+        std::env::var_os("SEATKEEPER_ADMIN_TOKEN_FILE")
+            .map(std::path::PathBuf::from)
+            .as_deref(),
+    )?;
     match cli.command {
         Command::Serve { db, serve: args } => {
             init_logging(true);
-            let store = open(&db.database, Some(&args)).await?;
+            let store = open(&db.url()?, Some(&args)).await?;
             serve(store, clock, &args, admin_env).await
         }
         Command::Demo { serve: args, users } => {
@@ -752,7 +885,7 @@ async fn main() -> anyhow::Result<()> {
             init_logging(false);
             match action {
                 TenantCmd::Create { name, db } => {
-                    let store = open(&db.database, None).await?;
+                    let store = open(&db.url()?, None).await?;
                     let t = seatkeeper::Tenants::new(store.clone(), clock.clone())
                         .create(
                             &cli_actor(),
@@ -763,7 +896,7 @@ async fn main() -> anyhow::Result<()> {
                     store.close().await;
                 }
                 TenantCmd::List { db } => {
-                    let store = open(&db.database, None).await?;
+                    let store = open(&db.url()?, None).await?;
                     for t in store.tenants().await? {
                         println!("{}\t{}", t.id, t.name);
                     }
@@ -788,7 +921,7 @@ async fn main() -> anyhow::Result<()> {
             init_logging(false);
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let store = open(&db.database, None).await?;
+            let store = open(&db.url()?, None).await?;
             let licenses = seatkeeper::Licenses::new(store.clone(), clock.clone());
             let known = licenses.products().await?;
             let spec = licensing::spec::Spec::from_toml_with(&text, &known)
@@ -817,7 +950,7 @@ async fn main() -> anyhow::Result<()> {
                 request_id: format!("reconcile-{}", uuid::Uuid::new_v4()),
             };
             if check {
-                let store = open(&db.database, None).await?;
+                let store = open(&db.url()?, None).await?;
                 let licenses = seatkeeper::Licenses::new(store.clone(), clock.clone());
                 let found = licenses
                     .self_check(actor, tenant.as_deref(), repair)
@@ -856,7 +989,7 @@ async fn main() -> anyhow::Result<()> {
             ) || bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
             let uses = seatkeeper::parse_uses(&bytes, json_lines)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-            let store = open(&db.database, None).await?;
+            let store = open(&db.url()?, None).await?;
             let report = seatkeeper::Licenses::new(store.clone(), clock.clone())
                 .reconcile_uses(&tenant, uses)
                 .await
@@ -904,7 +1037,7 @@ async fn main() -> anyhow::Result<()> {
                     .map(|i| i.at())
                     .ok()
             });
-            let store = open(&db.database, None).await?;
+            let store = open(&db.url()?, None).await?;
             let licenses = seatkeeper::Licenses::new(store.clone(), clock.clone());
             let total = rows.len();
             // A dry run reports on the whole file at once; an import applies it in parts of
@@ -962,7 +1095,7 @@ async fn main() -> anyhow::Result<()> {
                 Some(path) => read_heads(path)?,
                 None => Vec::new(),
             };
-            let store = open(&db.database, None).await?;
+            let store = open(&db.url()?, None).await?;
             let results = seatkeeper::Audit::new(store.clone(), clock.clone())
                 .verify(tenant.as_deref(), pinned.as_ref(), &witnesses)
                 .await?;
@@ -990,7 +1123,7 @@ async fn main() -> anyhow::Result<()> {
             action: AuditCmd::Head { tenant, db },
         } => {
             init_logging(false);
-            let store = open(&db.database, None).await?;
+            let store = open(&db.url()?, None).await?;
             let heads = seatkeeper::Audit::new(store.clone(), clock.clone())
                 .heads(tenant.as_deref())
                 .await;
@@ -1009,7 +1142,7 @@ async fn main() -> anyhow::Result<()> {
                 },
         } => {
             init_logging(false);
-            let store = open(&db.database, None).await?;
+            let store = open(&db.url()?, None).await?;
             let done = seatkeeper::Audit::new(store.clone(), clock.clone())
                 .prune(&cli_actor(), older_than_days, tenant.as_deref())
                 .await;
@@ -1055,7 +1188,7 @@ async fn main() -> anyhow::Result<()> {
             action: AuditCmd::PublicKey { db },
         } => {
             init_logging(false);
-            let store = open(&db.database, None).await?;
+            let store = open(&db.url()?, None).await?;
             let key = seatkeeper::Audit::new(store.clone(), clock.clone())
                 .public_key()
                 .await;
@@ -1063,5 +1196,10 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", key?);
             Ok(())
         }
+        Command::Healthcheck {
+            url,
+            listen,
+            timeout,
+        } => healthcheck(url, listen, timeout).await,
     }
 }

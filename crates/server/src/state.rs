@@ -79,6 +79,11 @@ impl AppState {
             store.clone(),
             engine.clock().clone(),
             tenants.clone(),
+            if config.allow_private_webhooks {
+                crate::events::destination::Destinations::AnyAddress
+            } else {
+                crate::events::destination::Destinations::PublicOnly
+            },
         );
         AppState {
             console: crate::console::service::Console::new(

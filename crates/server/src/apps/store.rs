@@ -48,7 +48,7 @@ pub struct SnapRole {
 pub type SnapRows = (Vec<SnapUser>, Vec<SnapLicense>, Vec<SnapRole>);
 
 /// A token signing key as stored.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SigningKeyRow {
     /// Key id (`kid`).
     pub kid: String,
@@ -58,6 +58,17 @@ pub struct SigningKeyRow {
     pub retired: Option<String>,
     /// Until when it stays published.
     pub published_until: Option<String>,
+}
+
+impl std::fmt::Debug for SigningKeyRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeyRow")
+            .field("kid", &self.kid)
+            .field("seed", &crate::kernel::secret::REDACTED)
+            .field("retired", &self.retired)
+            .field("published_until", &self.published_until)
+            .finish()
+    }
 }
 
 const USER_SQL: &str =

@@ -844,12 +844,21 @@ pub struct StandardHeaders<'a> {
 }
 
 /// A billing secret now in force, and until when the one it replaced keeps verifying.
-#[derive(Debug, serde::Serialize)]
+#[derive(serde::Serialize)]
 pub struct SecretSet {
     /// The secret (shown to the operator who set it, once).
     pub secret: String,
     /// Until when the previous secret is still accepted.
     pub previous_valid_until: String,
+}
+
+impl std::fmt::Debug for SecretSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretSet")
+            .field("secret", &crate::kernel::secret::REDACTED)
+            .field("previous_valid_until", &self.previous_valid_until)
+            .finish()
+    }
 }
 
 /// The billing service: signed events in, and the vendor's billing settings (secrets and

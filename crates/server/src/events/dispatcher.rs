@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::events::destination::{self, Destinations};
 use crate::events::store::{Attempt, Claimed};
 use crate::kernel::clock::{Clock, SharedClock};
 use crate::kernel::store::{OutboxRow, Store};
@@ -38,6 +39,8 @@ pub struct DispatchConfig {
     pub batch: i64,
     /// Requests in flight at once.
     pub concurrency: usize,
+    /// Which addresses deliveries may reach.
+    pub destinations: Destinations,
 }
 
 impl Default for DispatchConfig {
@@ -49,6 +52,7 @@ impl Default for DispatchConfig {
             timeout: Duration::from_secs(10),
             batch: 128,
             concurrency: 128,
+            destinations: Destinations::PublicOnly,
         }
     }
 }
@@ -90,12 +94,11 @@ fn now_ms(clock: &dyn Clock) -> i64 {
 /// Starts the dispatcher; it runs for the life of the process.
 pub fn spawn(store: Store, clock: SharedClock, cfg: DispatchConfig) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let client = match reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("seatkeeper-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()
-        {
+            .user_agent(concat!("seatkeeper-webhooks/", env!("CARGO_PKG_VERSION")));
+        let client = match destination::guard(builder, cfg.destinations).build() {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the webhook HTTP client; no deliveries");
@@ -198,6 +201,19 @@ async fn send(
     let msg_id = event_id(c.event.id);
     let ts = clock.now().unix_timestamp();
     let signature = crate::kernel::signing::standard_sign(&c.secret, &msg_id, ts, body.as_bytes());
+    let attempts = u32::try_from(c.attempts + 1).unwrap_or(u32::MAX);
+    let retry_at = (attempts < cfg.max_attempts)
+        .then(|| now_ms(clock) + backoff(cfg, attempts - 1).as_millis() as i64);
+    // An address in the URL itself never meets the resolver: it is checked here.
+    if let Some(why) = literal_refusal(&c.url, cfg.destinations) {
+        return Attempt {
+            id: c.id,
+            status: None,
+            error: Some(why),
+            ok: false,
+            retry_at,
+        };
+    }
     let sent = client
         .post(&c.url)
         .header("content-type", "application/json")
@@ -207,9 +223,6 @@ async fn send(
         .body(body)
         .send()
         .await;
-    let attempts = u32::try_from(c.attempts + 1).unwrap_or(u32::MAX);
-    let retry_at = (attempts < cfg.max_attempts)
-        .then(|| now_ms(clock) + backoff(cfg, attempts - 1).as_millis() as i64);
     let clean = |s: String| -> String { s.chars().filter(|c| !c.is_control()).take(300).collect() };
     match sent {
         Ok(resp) if resp.status().is_success() => Attempt {
@@ -232,7 +245,7 @@ async fn send(
             error: Some(clean(if e.is_timeout() {
                 format!("no answer within {:?}", cfg.timeout)
             } else if e.is_connect() {
-                "cannot connect to the endpoint".to_string()
+                format!("cannot connect to the endpoint: {}", root_cause(&e))
             } else {
                 format!("request failed: {e}")
             })),
@@ -240,6 +253,30 @@ async fn send(
             retry_at,
         },
     }
+}
+
+/// Why a URL whose host is an address literal may not be reached under `policy`.
+fn literal_refusal(url: &str, policy: Destinations) -> Option<String> {
+    if policy == Destinations::AnyAddress {
+        return None;
+    }
+    let ip = match url::Url::parse(url).ok()?.host()? {
+        url::Host::Ipv4(ip) => std::net::IpAddr::V4(ip),
+        url::Host::Ipv6(ip) => std::net::IpAddr::V6(ip),
+        url::Host::Domain(_) => return None,
+    };
+    destination::refusal(ip).map(|why| {
+        format!("refused: {ip} is {why} (the server allows it only with --allow-private-webhooks)")
+    })
+}
+
+/// The innermost error's message (a refused address, a refused connection).
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    inner.to_string()
 }
 
 #[cfg(test)]

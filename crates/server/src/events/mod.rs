@@ -1,5 +1,6 @@
 //! Events out: the outbox feed, the server-sent stream and outbound webhooks.
 
+pub mod destination;
 pub mod dispatcher;
 pub mod http;
 pub mod service;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::events::destination::{self, Destinations};
 use crate::events::dispatcher::{envelope, event_id};
 use crate::events::store::{DeliveryRow, WebhookRow};
 use crate::kernel::catalogue::{self, EventType};
@@ -69,6 +70,7 @@ pub struct Events {
     store: Store,
     clock: SharedClock,
     tenants: Tenants,
+    destinations: Destinations,
 }
 
 /// The public view of an endpoint (never its secret).
@@ -164,11 +166,17 @@ fn webhook_changed(
 
 impl Events {
     /// The service over a store.
-    pub fn new(store: Store, clock: SharedClock, tenants: Tenants) -> Events {
+    pub fn new(
+        store: Store,
+        clock: SharedClock,
+        tenants: Tenants,
+        destinations: Destinations,
+    ) -> Events {
         Events {
             store,
             clock,
             tenants,
+            destinations,
         }
     }
 
@@ -193,6 +201,17 @@ impl Events {
     ) -> ApiResult<WebhookRow> {
         self.require_scope(tenant).await?;
         let (url, events) = new.validate()?;
+        let parsed = url::Url::parse(&url)
+            .map_err(|_| invalid(format!("url '{url}' is not an absolute http(s) URL")))?;
+        destination::check_url(&parsed, self.destinations)
+            .await
+            .map_err(|why| {
+                invalid(format!(
+                    "url '{url}' may not receive webhooks: {why}. Loopback, private, link-local and \
+                     metadata addresses are refused unless the server runs with \
+                     --allow-private-webhooks"
+                ))
+            })?;
         let row = WebhookRow {
             tenant: tenant.to_string(),
             id: uuid::Uuid::now_v7().to_string(),

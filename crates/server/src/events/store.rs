@@ -8,11 +8,12 @@
 use serde_json::Value;
 
 use crate::kernel::db::{P, Row, placeholders};
+use crate::kernel::secret::REDACTED;
 use crate::kernel::store::{OutboxRow, Store, StoreResult, Tx, VENDOR};
 use crate::params;
 
 /// A webhook endpoint.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebhookRow {
     /// Tenant.
     pub tenant: String,
@@ -32,6 +33,34 @@ pub struct WebhookRow {
     pub cursor_tx: i64,
     /// When it was disabled, if it was.
     pub disabled: Option<String>,
+}
+
+impl std::fmt::Debug for WebhookRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookRow")
+            .field("tenant", &self.tenant)
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("secret", &REDACTED)
+            .field("created", &self.created)
+            .field("cursor", &self.cursor)
+            .field("cursor_tx", &self.cursor_tx)
+            .field("disabled", &self.disabled)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claimed")
+            .field("id", &self.id)
+            .field("attempts", &self.attempts)
+            .field("url", &self.url)
+            .field("secret", &REDACTED)
+            .field("event", &self.event)
+            .finish()
+    }
 }
 
 const WEBHOOK_COLUMNS: &str =
@@ -125,7 +154,7 @@ const DELIVERY_SELECT: &str = "SELECT d.id, d.webhook_id, d.event_id, o.event_ty
      FROM deliveries d JOIN outbox o ON o.id = d.event_id";
 
 /// A delivery claimed for sending, with what it needs to send.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Claimed {
     /// Delivery id.
     pub id: i64,

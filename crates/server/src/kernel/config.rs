@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Limits and knobs of a running server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// Public base URL (scheme://host[:port]) used in `meta.location`; derived from the
     /// `Host` header when unset.
@@ -53,6 +53,40 @@ pub struct Config {
     pub auth_failures_per_minute: u32,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Whether webhooks may be registered for and delivered to loopback, private,
+    /// link-local and metadata addresses (off: server-side request forgery).
+    pub allow_private_webhooks: bool,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| super::secret::REDACTED);
+        f.debug_struct("Config")
+            .field("public_url", &self.public_url)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("bulk_max_payload", &self.bulk_max_payload)
+            .field("bulk_max_operations", &self.bulk_max_operations)
+            .field("rate_per_second", &self.rate_per_second)
+            .field("rate_burst", &self.rate_burst)
+            .field("request_timeout", &self.request_timeout)
+            .field("billing_secret", &hidden(&self.billing_secret))
+            .field("stripe_secret", &hidden(&self.stripe_secret))
+            .field("signature_tolerance", &self.signature_tolerance)
+            .field("app_rate_per_second", &self.app_rate_per_second)
+            .field("app_rate_burst", &self.app_rate_burst)
+            .field("token_ttl", &self.token_ttl)
+            .field("activity_flush", &self.activity_flush)
+            .field("user_cache_bytes", &self.user_cache_bytes)
+            .field("usage_retention_days", &self.usage_retention_days)
+            .field("usage_sample_every", &self.usage_sample_every)
+            .field("max_attribute_bytes", &self.max_attribute_bytes)
+            .field("max_resource_bytes", &self.max_resource_bytes)
+            .field("max_page_bytes", &self.max_page_bytes)
+            .field("auth_failures_per_minute", &self.auth_failures_per_minute)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("allow_private_webhooks", &self.allow_private_webhooks)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -80,6 +114,7 @@ impl Default for Config {
             max_page_bytes: 4 * 1024 * 1024,
             auth_failures_per_minute: 20,
             trusted_proxies: Vec::new(),
+            allow_private_webhooks: false,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! What every domain uses and which imports no domain: the two database drivers and their
 //! migrations, the transaction (tenant lock, audit append, outbox write), the one error table,
-//! request extractors, the authentication-failure throttle, the clock, configuration, signatures and the audit hash chain.
+//! request extractors, the authentication-failure throttle, the clock, configuration, secrets' redaction, signatures and the audit hash chain.
 
 pub mod auth;
 pub mod catalogue;
@@ -14,6 +14,7 @@ pub mod extract;
 pub mod ids;
 pub(crate) mod migrate;
 pub mod scopes;
+pub mod secret;
 pub mod signing;
 pub mod store;
 pub mod throttle;

@@ -160,12 +160,41 @@ fn sqlite_path(url: &str) -> StoreResult<PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
-        .ok_or_else(|| StoreError::BadUrl(url.into()))?;
+        .ok_or_else(|| StoreError::BadUrl(super::secret::redact_url(url)))?;
     let path = rest.split('?').next().unwrap_or_default();
     if path.is_empty() {
-        return Err(StoreError::BadUrl(url.into()));
+        return Err(StoreError::BadUrl(super::secret::redact_url(url)));
     }
     Ok(PathBuf::from(path))
+}
+
+/// How long the first connection to PostgreSQL may take before start-up gives up.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Makes one connection before the pool does, so that a failure is reported with its cause
+/// (refused, no answer, TLS, authentication) within [`CONNECT_TIMEOUT`], not as a pool
+/// timeout half a minute later.
+async fn first_connection(options: &sqlx::postgres::PgConnectOptions) -> StoreResult<()> {
+    use sqlx::Connection;
+    let at = format!("{}:{}", options.get_host(), options.get_port());
+    let connecting = sqlx::postgres::PgConnection::connect_with(options);
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "no answer from PostgreSQL at {at} within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+        Ok(Err(sqlx::Error::Io(e))) => Err(StoreError::Unavailable(match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => format!("connection refused to {at}"),
+            _ => format!("cannot reach PostgreSQL at {at}: {e}"),
+        })),
+        Ok(Err(e)) => Err(StoreError::Unavailable(format!(
+            "cannot connect to PostgreSQL at {at}: {e}"
+        ))),
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+    }
 }
 
 impl Store {
@@ -192,10 +221,14 @@ impl Store {
                 following: Default::default(),
             }
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(|e| {
+                StoreError::BadUrl(format!("{}: {e}", super::secret::redact_url(url)))
+            })?;
+            first_connection(&options).await?;
             let pg = PgPoolOptions::new()
                 .max_connections(opts.max_connections.max(2))
                 .acquire_timeout(std::time::Duration::from_secs(30))
-                .connect(url)
+                .connect_with(options)
                 .await?;
             Store {
                 backend: Backend::Postgres,
@@ -210,7 +243,7 @@ impl Store {
                 following: Default::default(),
             }
         } else {
-            return Err(StoreError::BadUrl(url.to_string()));
+            return Err(StoreError::BadUrl(super::secret::redact_url(url)));
         };
         migrate::run(&store.pool, store.backend).await?;
         Ok(store)

@@ -32,7 +32,7 @@ pub struct NewLink {
 }
 
 /// A portal session as the pages read it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Session {
     /// The session's own secret (the cookie).
     pub token: String,
@@ -44,6 +44,18 @@ pub struct Session {
     pub csrf: String,
     /// When it ends.
     pub expires: String,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("token", &crate::kernel::secret::REDACTED)
+            .field("tenant", &self.tenant)
+            .field("capabilities", &self.capabilities)
+            .field("csrf", &crate::kernel::secret::REDACTED)
+            .field("expires", &self.expires)
+            .finish()
+    }
 }
 
 impl Session {

@@ -20,6 +20,8 @@ async fn app(b: Backend) -> TestApp {
             rate_burst: 100_000,
             billing_secret: Some(SECRET.into()),
             stripe_secret: Some(STRIPE_SECRET.into()),
+            // Endpoints here are named, not resolved (no DNS in tests).
+            allow_private_webhooks: true,
             ..Config::default()
         },
     )

@@ -56,8 +56,19 @@ impl Server {
     /// A server started by `cmd` (the binary, or a shell that sets limits and `exec`s it,
     /// given the server's arguments after its own).
     pub fn start_by(mut cmd: Command, db: &str, admin: Option<&str>, extra: &[&str]) -> Server {
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--database", db])
-            .args(["--rate-limit", "100000", "--rate-burst", "100000"])
+        // The tests' webhook receivers listen on 127.0.0.1: allowed unless a test says not.
+        if !cmd
+            .get_envs()
+            .any(|(k, _)| k == "SEATKEEPER_ALLOW_PRIVATE_WEBHOOKS")
+        {
+            cmd.env("SEATKEEPER_ALLOW_PRIVATE_WEBHOOKS", "true");
+        }
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        // An empty `db`: the command's environment names the database.
+        if !db.is_empty() {
+            cmd.args(["--database", db]);
+        }
+        cmd.args(["--rate-limit", "100000", "--rate-burst", "100000"])
             .args(extra)
             .env("SEATKEEPER_LOG_FORMAT", "text")
             .env_remove("SEATKEEPER_ADMIN_TOKEN")

@@ -72,6 +72,8 @@ pub async fn app(backend: Backend) -> TestApp {
         Config {
             rate_per_second: 100_000,
             rate_burst: 100_000,
+            // Webhook receivers in tests listen on 127.0.0.1.
+            allow_private_webhooks: true,
             ..Config::default()
         },
     )
