@@ -261,3 +261,18 @@ pub(crate) fn cli_actor() -> seatkeeper::Actor {
         request_id: format!("cli-{}", uuid::Uuid::new_v4()),
     }
 }
+
+/// How a command prints what it found (`--output`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Output {
+    /// For people: lines, tab-separated where there are columns.
+    Text,
+    /// For scripts: one JSON document.
+    Json,
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

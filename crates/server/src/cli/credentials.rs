@@ -3,34 +3,41 @@
 use clap::Subcommand;
 use seatkeeper::{Credential, SharedClock};
 
-use crate::args::{DbArgs, cli_actor, open};
+use crate::args::{DbArgs, Output, cli_actor, open, print_json};
 use crate::serve::init_logging;
 
+/// `token` and `app-key` share their commands: a tenant's credentials of one kind.
 #[derive(Subcommand)]
-pub(crate) enum TokenCmd {
-    /// Creates a SCIM token for a tenant and prints it alone on stdout.
+pub(crate) enum CredentialCmd {
+    /// Creates one for a tenant and prints its secret alone on stdout (shown once); with
+    /// `--output json`, `{"id", "token"}`.
     Create {
         /// The tenant's id.
         #[arg(long)]
         tenant: String,
-        /// A name for the token; it is the actor in the audit trail.
-        #[arg(long, default_value = "scim")]
-        name: String,
+        /// A name for it (the actor in the audit trail; which application holds a key).
+        #[arg(long)]
+        name: Option<String>,
         #[command(flatten)]
         db: DbArgs,
     },
-}
-
-#[derive(Subcommand)]
-pub(crate) enum AppKeyCmd {
-    /// Creates an app key for a tenant and prints it alone on stdout.
-    Create {
+    /// Lists a tenant's, oldest first: id, name, creation time and revocation time as
+    /// tab-separated lines (never a secret).
+    List {
         /// The tenant's id.
         #[arg(long)]
         tenant: String,
-        /// A name for the key (which application holds it).
-        #[arg(long, default_value = "app")]
-        name: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revokes one by id. A running server stops accepting it within 10 s (its
+    /// verification cache); one revoked through the admin API stops at once on that node.
+    Revoke {
+        /// The tenant's id.
+        #[arg(long)]
+        tenant: String,
+        /// Its id (from `list`).
+        id: String,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -67,27 +74,82 @@ pub(crate) enum AdminKeyCmd {
     },
 }
 
-/// Creates a SCIM token or app key and prints it alone on stdout.
-pub(crate) async fn print_new_credential(
-    db: &DbArgs,
-    clock: SharedClock,
+/// `seatkeeper token …` and `seatkeeper app-key …`.
+pub(crate) async fn credential(
     kind: Credential,
-    tenant: &str,
-    name: &str,
+    action: CredentialCmd,
+    clock: SharedClock,
+    output: Output,
 ) -> anyhow::Result<()> {
     init_logging(false);
+    let db = match &action {
+        CredentialCmd::Create { db, .. }
+        | CredentialCmd::List { db, .. }
+        | CredentialCmd::Revoke { db, .. } => db,
+    };
     let store = open(&db.url()?, None).await?;
-    let name = seatkeeper::Name::parse(name).map_err(anyhow::Error::msg)?;
-    let created = seatkeeper::Tenants::new(store.clone(), clock)
-        .create_credential(&cli_actor(), kind, tenant, &name)
-        .await?;
-    println!("{}", created.token);
+    let tenants = seatkeeper::Tenants::new(store.clone(), clock);
+    let done = async {
+        match &action {
+            CredentialCmd::Create { tenant, name, .. } => {
+                let name = name.clone().unwrap_or_else(|| match kind {
+                    Credential::App => "app".into(),
+                    _ => "scim".into(),
+                });
+                let name = seatkeeper::Name::parse(&name).map_err(anyhow::Error::msg)?;
+                let created = tenants
+                    .create_credential(&cli_actor(), kind, tenant, &name)
+                    .await?;
+                match output {
+                    Output::Text => println!("{}", created.token),
+                    Output::Json => print_json(&serde_json::json!({
+                        "id": created.row.id,
+                        "name": created.row.name,
+                        "created": created.row.created,
+                        "token": created.token,
+                    }))?,
+                }
+            }
+            CredentialCmd::List { tenant, .. } => {
+                let rows = tenants.credentials(kind, tenant).await?;
+                match output {
+                    Output::Text => {
+                        for r in rows {
+                            println!(
+                                "{}\t{}\t{}\t{}",
+                                r.id,
+                                r.name,
+                                r.created,
+                                r.revoked.as_deref().unwrap_or("-")
+                            );
+                        }
+                    }
+                    Output::Json => print_json(&rows)?,
+                }
+            }
+            CredentialCmd::Revoke { tenant, id, .. } => {
+                tenants
+                    .revoke_credential(&cli_actor(), kind, tenant, id)
+                    .await?;
+                match output {
+                    Output::Text => println!("revoked {id}"),
+                    Output::Json => print_json(&serde_json::json!({"id": id, "revoked": true}))?,
+                }
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
     store.close().await;
-    Ok(())
+    done
 }
 
 /// `seatkeeper admin-key …`.
-pub(crate) async fn admin_key(action: AdminKeyCmd, clock: SharedClock) -> anyhow::Result<()> {
+pub(crate) async fn admin_key(
+    action: AdminKeyCmd,
+    clock: SharedClock,
+    output: Output,
+) -> anyhow::Result<()> {
     init_logging(false);
     let db = match &action {
         AdminKeyCmd::Create { db, .. }
@@ -110,7 +172,19 @@ pub(crate) async fn admin_key(action: AdminKeyCmd, clock: SharedClock) -> anyhow
                 let created = tenants
                     .create_admin_key(&cli_actor(), &name, &scopes, tenant.as_deref())
                     .await?;
-                println!("{}", created.token);
+                match output {
+                    Output::Text => println!("{}", created.token),
+                    Output::Json => print_json(&serde_json::json!({
+                        "id": created.row.id,
+                        "name": created.row.name,
+                        "scopes": created.row.scopes,
+                        "tenant": created.row.tenant,
+                        "token": created.token,
+                    }))?,
+                }
+            }
+            AdminKeyCmd::List { .. } if output == Output::Json => {
+                print_json(&tenants.admin_keys().await?)?;
             }
             AdminKeyCmd::List { .. } => {
                 for k in tenants.admin_keys().await? {
@@ -124,7 +198,13 @@ pub(crate) async fn admin_key(action: AdminKeyCmd, clock: SharedClock) -> anyhow
                     );
                 }
             }
-            AdminKeyCmd::Revoke { id, .. } => tenants.revoke_admin_key(&cli_actor(), id).await?,
+            AdminKeyCmd::Revoke { id, .. } => {
+                tenants.revoke_admin_key(&cli_actor(), id).await?;
+                match output {
+                    Output::Text => println!("revoked {id}"),
+                    Output::Json => print_json(&serde_json::json!({"id": id, "revoked": true}))?,
+                }
+            }
         }
         Ok::<_, anyhow::Error>(())
     }

@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use clap::{Parser, Subcommand};
 use seatkeeper::{Credential, SharedClock};
 
-use crate::args::{DbArgs, ServeArgs};
+use crate::args::{DbArgs, Output, ServeArgs};
 use crate::audit::AuditCmd;
-use crate::credentials::{AdminKeyCmd, AppKeyCmd, TokenCmd};
+use crate::credentials::{AdminKeyCmd, CredentialCmd};
 use crate::tenants::TenantCmd;
 
 // mimalloc: malloc was a tenth of the request path's CPU in profiles (BENCHMARKS.md).
@@ -30,6 +30,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How commands print what they found: text for people, json for scripts.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "SEATKEEPER_OUTPUT"
+    )]
+    output: Output,
 }
 
 #[derive(Subcommand)]
@@ -57,12 +66,18 @@ enum Command {
     /// Manages SCIM bearer tokens.
     Token {
         #[command(subcommand)]
-        action: TokenCmd,
+        action: CredentialCmd,
     },
     /// Manages application keys (entitlement checks and tokens only).
     AppKey {
         #[command(subcommand)]
-        action: AppKeyCmd,
+        action: CredentialCmd,
+    },
+    /// Prints a shell completion script: `seatkeeper completions bash > /etc/bash_completion.d/seatkeeper`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Manages scoped admin keys (the admin API within scopes, optionally one tenant).
     AdminKey {
@@ -168,14 +183,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve::serve(store, clock, &args, admin_env).await
         }
         Command::Demo { serve: args, users } => serve::demo(args, users, clock, admin_env).await,
-        Command::Tenant { action } => tenants::run(action, clock).await,
-        Command::Token {
-            action: TokenCmd::Create { tenant, name, db },
-        } => credentials::print_new_credential(&db, clock, Credential::Scim, &tenant, &name).await,
-        Command::AppKey {
-            action: AppKeyCmd::Create { tenant, name, db },
-        } => credentials::print_new_credential(&db, clock, Credential::App, &tenant, &name).await,
-        Command::AdminKey { action } => credentials::admin_key(action, clock).await,
+        Command::Tenant { action } => tenants::run(action, clock, cli.output).await,
+        Command::Token { action } => {
+            credentials::credential(Credential::Scim, action, clock, cli.output).await
+        }
+        Command::AppKey { action } => {
+            credentials::credential(Credential::App, action, clock, cli.output).await
+        }
+        Command::AdminKey { action } => credentials::admin_key(action, clock, cli.output).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "seatkeeper",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::Apply {
             file,
             dry_run,

@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use seatkeeper::SharedClock;
 
-use crate::args::{DbArgs, cli_actor, open};
+use crate::args::{DbArgs, Output, cli_actor, open, print_json};
 use crate::serve::init_logging;
 
 #[derive(Subcommand)]
@@ -15,7 +15,7 @@ pub(crate) enum TenantCmd {
         #[command(flatten)]
         db: DbArgs,
     },
-    /// Lists tenants (id, name) as tab-separated lines.
+    /// Lists tenants (id, name, creation time) as tab-separated lines.
     List {
         #[command(flatten)]
         db: DbArgs,
@@ -23,7 +23,11 @@ pub(crate) enum TenantCmd {
 }
 
 /// `seatkeeper tenant …`.
-pub(crate) async fn run(action: TenantCmd, clock: SharedClock) -> anyhow::Result<()> {
+pub(crate) async fn run(
+    action: TenantCmd,
+    clock: SharedClock,
+    output: Output,
+) -> anyhow::Result<()> {
     init_logging(false);
     match action {
         TenantCmd::Create { name, db } => {
@@ -34,13 +38,22 @@ pub(crate) async fn run(action: TenantCmd, clock: SharedClock) -> anyhow::Result
                     &seatkeeper::Name::parse(&name).map_err(anyhow::Error::msg)?,
                 )
                 .await?;
-            println!("{}", t.id);
+            match output {
+                Output::Text => println!("{}", t.id),
+                Output::Json => print_json(&t)?,
+            }
             store.close().await;
         }
         TenantCmd::List { db } => {
             let store = open(&db.url()?, None).await?;
-            for t in store.tenants().await? {
-                println!("{}\t{}", t.id, t.name);
+            let all = store.tenants().await?;
+            match output {
+                Output::Text => {
+                    for t in all {
+                        println!("{}\t{}\t{}", t.id, t.name, t.created);
+                    }
+                }
+                Output::Json => print_json(&all)?,
             }
             store.close().await;
         }

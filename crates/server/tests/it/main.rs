@@ -24,6 +24,7 @@ mod browser;
 mod e2e;
 mod e2e_access;
 mod e2e_apps;
+mod e2e_cli;
 mod e2e_deploy;
 mod e2e_events;
 mod e2e_hardening;
