@@ -56,7 +56,7 @@ pub use kernel::ids::Name;
 pub use kernel::scopes::{Scope, Scopes};
 pub use kernel::secret::{redact_url, scrub as scrub_secret};
 pub use kernel::signing::{standard_sign, standard_verify, stripe_sign};
-pub use kernel::store::{Actor, Store, StoreError, StoreOptions};
+pub use kernel::store::{Actor, Open, Store, StoreError, StoreOptions};
 pub use kernel::throttle::parse_trusted as parse_trusted_proxies;
 pub use licenses::import::{
     Format as ImportFormat, ImportReport, ImportRow, import_text, parse as parse_import,

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use seatkeeper::{Config, Store, StoreOptions};
+use seatkeeper::{Config, Open, Store, StoreOptions};
 
 #[derive(clap::Args, Clone)]
 pub(crate) struct DbArgs {
@@ -238,8 +238,28 @@ pub(crate) fn config_from(args: &ServeArgs) -> anyhow::Result<Config> {
     })
 }
 
+/// Opens a database that exists and is at this binary's schema version: the commands that
+/// read or change what is there never create a file or migrate.
 pub(crate) async fn open(url: &str, args: Option<&ServeArgs>) -> anyhow::Result<Store> {
-    let mut opts = StoreOptions::default();
+    connect(url, args, Open::Existing).await
+}
+
+/// Opens a database, creating a missing SQLite file and applying pending migrations
+/// (`serve`, `demo`, `migrate`, `tenant create`).
+pub(crate) async fn open_creating(url: &str, args: Option<&ServeArgs>) -> anyhow::Result<Store> {
+    connect(url, args, Open::CreateAndMigrate).await
+}
+
+/// Opens a database for `migrate`: created if missing, its schema left to the caller.
+pub(crate) async fn open_for_migration(url: &str) -> anyhow::Result<Store> {
+    connect(url, None, Open::Create).await
+}
+
+async fn connect(url: &str, args: Option<&ServeArgs>, open: Open) -> anyhow::Result<Store> {
+    let mut opts = StoreOptions {
+        open,
+        ..Default::default()
+    };
     if let Some(a) = args {
         opts.max_connections = a.max_connections;
         opts.sqlite_synchronous = a.sqlite_synchronous.clone();

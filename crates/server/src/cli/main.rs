@@ -139,6 +139,12 @@ enum Command {
         #[command(subcommand)]
         action: AuditCmd,
     },
+    /// Creates the database if needed and applies pending schema migrations (`serve` does
+    /// too, at start). A database newer than this binary is refused.
+    Migrate {
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Exits 0 when the server is ready (`GET /readyz` answers 200), 1 otherwise: for a
     /// container's HEALTHCHECK and other probes.
     Healthcheck {
@@ -179,7 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { db, serve: args } => {
             serve::init_logging(true);
-            let store = args::open(&db.url()?, Some(&args)).await?;
+            let store = args::open_creating(&db.url()?, Some(&args)).await?;
             serve::serve(store, clock, &args, admin_env).await
         }
         Command::Demo { serve: args, users } => serve::demo(args, users, clock, admin_env).await,
@@ -222,6 +228,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             db,
         } => model::import(file, tenant, dry_run, db, clock).await,
         Command::Audit { action } => audit::run(action, clock).await,
+        Command::Migrate { db } => {
+            serve::init_logging(false);
+            let store = args::open_for_migration(&db.url()?).await?;
+            let applied = store.migrate().await;
+            store.close().await;
+            let applied = applied?;
+            let version = seatkeeper::Store::schema_version();
+            match cli.output {
+                Output::Text if applied.is_empty() => {
+                    println!("schema at version {version}: nothing to apply")
+                }
+                Output::Text => println!(
+                    "schema at version {version}: applied {}",
+                    applied
+                        .iter()
+                        .map(i64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Output::Json => {
+                    args::print_json(&serde_json::json!({"version": version, "applied": applied}))?
+                }
+            }
+            Ok(())
+        }
         Command::Healthcheck {
             url,
             listen,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use seatkeeper::{SharedClock, Store};
 
-use crate::args::{ServeArgs, config_from, open};
+use crate::args::{ServeArgs, config_from, open_creating};
 
 pub(crate) fn init_logging(to_stdout: bool) {
     use tracing_subscriber::EnvFilter;
@@ -187,7 +187,7 @@ pub(crate) async fn demo(
     init_logging(true);
     let dir = tempfile::tempdir()?;
     let url = format!("sqlite://{}", dir.path().join("demo.db").display());
-    let store = open(&url, Some(&args)).await?;
+    let store = open_creating(&url, Some(&args)).await?;
     let admin = admin_env.unwrap_or_else(|| seatkeeper::generate_token("ska_"));
     let demo = seatkeeper::load_demo(&store, clock.clone(), users).await?;
     let listener = std::net::TcpListener::bind(args.listen)

@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use seatkeeper::SharedClock;
 
-use crate::args::{DbArgs, Output, cli_actor, open, print_json};
+use crate::args::{DbArgs, Output, cli_actor, open, open_creating, print_json};
 use crate::serve::init_logging;
 
 #[derive(Subcommand)]
@@ -31,7 +31,8 @@ pub(crate) async fn run(
     init_logging(false);
     match action {
         TenantCmd::Create { name, db } => {
-            let store = open(&db.url()?, None).await?;
+            // The first command on a new database: it may create and migrate it.
+            let store = open_creating(&db.url()?, None).await?;
             let t = seatkeeper::Tenants::new(store.clone(), clock.clone())
                 .create(
                     &cli_actor(),

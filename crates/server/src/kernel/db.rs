@@ -39,6 +39,9 @@ pub enum StoreError {
     /// backends alike, before anything runs.
     #[error("text values must not contain the NUL character (U+0000)")]
     Nul,
+    /// The database's schema is not this binary's: not created yet, behind, or newer.
+    #[error("{0}")]
+    Schema(String),
     /// The database cannot be reached or written now (PostgreSQL down or restarting, the
     /// connection cut, SQLite's disk full): nothing was written; retrying later may work.
     #[error("the database is unavailable: {0}")]

@@ -1,7 +1,7 @@
 //! Versioned migrations, applied at start. The schema is written once and specialised per
 //! dialect; on PostgreSQL an advisory lock keeps several nodes from migrating at once.
 
-use super::db::{Backend, StoreResult, Tx};
+use super::db::{Backend, StoreError, StoreResult, Tx};
 use super::db::{P, Pool};
 
 /// A step of a migration that SQL alone does not say once for both dialects.
@@ -178,7 +178,75 @@ fn statements(sql: &str) -> Vec<String> {
         .collect()
 }
 
-pub(super) async fn run(pool: &Pool, backend: Backend) -> StoreResult<()> {
+/// The schema version this binary writes and reads.
+pub fn latest() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+/// A database at a version this binary does not know was migrated by a newer seatkeeper:
+/// reading or writing it could lose what the newer version keeps.
+fn refuse_newer(applied: &[i64]) -> StoreResult<()> {
+    let newest = applied.iter().copied().max().unwrap_or(0);
+    if newest > latest()
+        || applied
+            .iter()
+            .any(|v| !MIGRATIONS.iter().any(|m| m.0 == *v))
+    {
+        return Err(StoreError::Schema(format!(
+            "the database is at schema version {newest}, newer than this binary's {}: run the \
+             seatkeeper release that migrated it, or a newer one",
+            latest()
+        )));
+    }
+    Ok(())
+}
+
+/// The versions applied to the database (none on a new one).
+async fn applied(pool: &Pool, backend: Backend) -> StoreResult<Vec<i64>> {
+    let catalogue = match backend {
+        Backend::Sqlite => {
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        }
+        Backend::Postgres => {
+            "SELECT 1 FROM information_schema.tables \
+             WHERE table_name = 'schema_migrations' AND table_schema = current_schema()"
+        }
+    };
+    if pool.fetch(catalogue, &[]).await?.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(pool
+        .fetch("SELECT version FROM schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|r| r.int(0))
+        .collect())
+}
+
+/// Checks, without changing anything, that the database is at this binary's version.
+pub(super) async fn check(pool: &Pool, backend: Backend) -> StoreResult<()> {
+    let applied = applied(pool, backend).await?;
+    refuse_newer(&applied)?;
+    let at = applied.iter().copied().max().unwrap_or(0);
+    if at < latest() {
+        return Err(StoreError::Schema(if at == 0 {
+            "the database has no seatkeeper schema yet: run `seatkeeper migrate` (or start \
+             `seatkeeper serve`) first"
+                .to_string()
+        } else {
+            format!(
+                "the database is at schema version {at}; this binary needs {}: run \
+                 `seatkeeper migrate` (or start `seatkeeper serve`) first",
+                latest()
+            )
+        }));
+    }
+    Ok(())
+}
+
+/// Applies pending migrations (refusing a database newer than this binary); returns the
+/// versions it applied.
+pub(super) async fn run(pool: &Pool, backend: Backend) -> StoreResult<Vec<i64>> {
     pool.write(move |tx| {
         if backend == Backend::Postgres {
             // Held until this transaction ends: other nodes wait here, then see the new version.
@@ -186,6 +254,8 @@ pub(super) async fn run(pool: &Pool, backend: Backend) -> StoreResult<()> {
         }
         tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL)", &[])?;
         let applied: Vec<i64> = tx.fetch("SELECT version FROM schema_migrations", &[])?.iter().map(|r| r.int(0)).collect();
+        refuse_newer(&applied)?;
+        let mut done = Vec::new();
         for (version, description, sql, then) in MIGRATIONS {
             if applied.contains(version) {
                 continue;
@@ -197,8 +267,9 @@ pub(super) async fn run(pool: &Pool, backend: Backend) -> StoreResult<()> {
                 then(tx)?;
             }
             tx.execute("INSERT INTO schema_migrations (version, description) VALUES ($1, $2)", &[P::Int(*version), P::Text((*description).into())])?;
+            done.push(*version);
         }
-        Ok(())
+        Ok(done)
     })
     .await
 }

@@ -22,6 +22,21 @@ pub struct StoreOptions {
     /// SQLite `synchronous` mode: `NORMAL` (default: durable across process crashes) or
     /// `FULL` (also across power loss).
     pub sqlite_synchronous: String,
+    /// What opening may do to the database.
+    pub open: Open,
+}
+
+/// What opening a database may do to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Open {
+    /// Create a missing SQLite file and apply pending migrations (the server, `migrate`).
+    CreateAndMigrate,
+    /// Create a missing SQLite file but leave the schema as it is (`migrate`, which then
+    /// reports what it applies).
+    Create,
+    /// Use the database as it is: a missing SQLite file, or a schema behind or ahead of
+    /// this binary, is an error that says what to run (the other CLI commands).
+    Existing,
 }
 
 impl Default for StoreOptions {
@@ -29,6 +44,7 @@ impl Default for StoreOptions {
         StoreOptions {
             max_connections: 8,
             sqlite_synchronous: "NORMAL".into(),
+            open: Open::CreateAndMigrate,
         }
     }
 }
@@ -206,8 +222,15 @@ impl Store {
                 "EXTRA" => "EXTRA",
                 _ => "NORMAL",
             };
-            let sqlite =
-                super::db::Sqlite::open(sqlite_path(url)?, sync, opts.max_connections as usize)?;
+            let path = sqlite_path(url)?;
+            if opts.open == Open::Existing && !path.exists() {
+                return Err(StoreError::Schema(format!(
+                    "there is no database at {}: check the path, or create it with \
+                     `seatkeeper migrate` (or `seatkeeper serve`)",
+                    path.display()
+                )));
+            }
+            let sqlite = super::db::Sqlite::open(path, sync, opts.max_connections as usize)?;
             Store {
                 backend: Backend::Sqlite,
                 pool: Pool::Sqlite(std::sync::Arc::new(sqlite)),
@@ -245,8 +268,24 @@ impl Store {
         } else {
             return Err(StoreError::BadUrl(super::secret::redact_url(url)));
         };
-        migrate::run(&store.pool, store.backend).await?;
+        match opts.open {
+            Open::CreateAndMigrate => {
+                migrate::run(&store.pool, store.backend).await?;
+            }
+            Open::Create => {}
+            Open::Existing => migrate::check(&store.pool, store.backend).await?,
+        }
         Ok(store)
+    }
+
+    /// Applies pending migrations; returns the versions applied (none: already current).
+    pub async fn migrate(&self) -> StoreResult<Vec<i64>> {
+        migrate::run(&self.pool, self.backend).await
+    }
+
+    /// The schema version this binary writes.
+    pub fn schema_version() -> i64 {
+        migrate::latest()
     }
 
     /// Which backend this is.

@@ -106,3 +106,71 @@ fn completions_name_the_commands() {
         }
     }
 }
+
+fn run(db: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .env("SEATKEEPER_DATABASE", db)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Only `serve`, `demo`, `migrate` and `tenant create` create or migrate a database; a
+/// mistyped path is an error, and a database newer than the binary is refused.
+#[test]
+fn only_some_commands_create_or_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.db");
+    let db = format!("sqlite://{}", path.display());
+    let (ok, out) = run(&db, &["tenant", "list"]);
+    assert!(!ok && out.contains("there is no database at"), "{out}");
+    assert!(!path.exists(), "a read created the file");
+    let (ok, out) = run(&db, &["audit", "verify"]);
+    assert!(!ok && out.contains("no database"), "{out}");
+
+    let (ok, out) = run(&db, &["migrate"]);
+    assert!(ok && out.contains("applied 1, 2"), "{out}");
+    let (ok, out) = run(&db, &["migrate"]);
+    assert!(ok && out.contains("nothing to apply"), "{out}");
+    let (ok, _) = run(&db, &["tenant", "list"]);
+    assert!(ok);
+
+    // A newer seatkeeper migrated it: this one neither reads nor migrates it.
+    let marked = mark_schema_newer(&path);
+    assert!(marked, "marked the schema newer");
+    for args in [&["tenant", "list"][..], &["migrate"][..]] {
+        let (ok, out) = run(&db, args);
+        assert!(
+            !ok && out.contains("newer than this binary"),
+            "{args:?}: {out}"
+        );
+    }
+}
+
+/// Marks the database as migrated by a newer release (through the library's own store).
+fn mark_schema_newer(path: &std::path::Path) -> bool {
+    let url = format!("sqlite://{}", path.display());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = seatkeeper::Store::connect(&url, &Default::default())
+            .await
+            .unwrap();
+        let n = store
+            .execute_unchecked(
+                "INSERT INTO schema_migrations (version, description) VALUES (9999, 'from the future')",
+                vec![],
+            )
+            .await
+            .unwrap();
+        store.close().await;
+        n == 1
+    })
+}
