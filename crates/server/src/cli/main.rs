@@ -95,6 +95,10 @@ enum Command {
         /// Change subscriptions a billing system manages too (its next event still applies).
         #[arg(long)]
         force: bool,
+        /// With --dry-run: exit 2 when changes are pending, 0 when there are none (as
+        /// `terraform plan -detailed-exitcode`).
+        #[arg(long, requires = "dry_run")]
+        exit_code: bool,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -211,8 +215,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             file,
             dry_run,
             force,
+            exit_code,
             db,
-        } => model::apply(file, dry_run, force, db, clock).await,
+        } => {
+            let pending = model::apply(file, dry_run, force, db, clock, cli.output).await?;
+            if exit_code && pending {
+                std::process::exit(2);
+            }
+            Ok(())
+        }
         Command::Reconcile {
             file,
             tenant,

@@ -3,20 +3,21 @@
 use anyhow::Context;
 use seatkeeper::SharedClock;
 
-use crate::args::{DbArgs, open};
+use crate::args::{DbArgs, Output, open, print_json};
 use crate::serve::init_logging;
 
 /// Rows the CLI imports per transaction.
 const IMPORT_PART: usize = 20_000;
 
-/// `seatkeeper apply`.
+/// `seatkeeper apply`: returns whether anything changes (or, in a dry run, would).
 pub(crate) async fn apply(
     file: std::path::PathBuf,
     dry_run: bool,
     force: bool,
     db: DbArgs,
     clock: SharedClock,
-) -> anyhow::Result<()> {
+    output: Output,
+) -> anyhow::Result<bool> {
     init_logging(false);
     let text =
         std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -32,8 +33,14 @@ pub(crate) async fn apply(
     let applied = licenses.apply(actor, spec, dry_run, force).await;
     store.close().await;
     let applied = applied.map_err(|e| anyhow::anyhow!("{e}"))?;
-    print!("{}", seatkeeper::plan_text(&applied));
-    Ok(())
+    match output {
+        Output::Text => print!("{}", seatkeeper::plan_text(&applied)),
+        Output::Json => print_json(&applied)?,
+    }
+    let pending = !applied.changes.is_empty()
+        || !applied.conflicts.is_empty()
+        || applied.licenses.values().any(|o| o.total() > 0);
+    Ok(pending)
 }
 
 /// `seatkeeper reconcile`.

@@ -174,3 +174,46 @@ fn mark_schema_newer(path: &std::path::Path) -> bool {
         n == 1
     })
 }
+
+/// `apply --dry-run --exit-code` exits 2 while the file would change something and 0 once
+/// it is applied; `--output json` prints the plan as data.
+#[test]
+fn apply_exit_codes_tell_pending_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("apply.db").display());
+    let tenant = cli_ok(&db, &["tenant", "create", "Apply"])
+        .trim()
+        .to_string();
+    let model = format!(
+        "[[products]]\nkey = \"ap\"\n[[products.plans]]\nkey = \"pro\"\nrank = 1\nfeatures = [\"export\"]\n\
+         [[tenants]]\nid = \"{tenant}\"\n[[tenants.subscriptions]]\nproduct = \"ap\"\nplan = \"pro\"\nseats = 5\n\
+         starts_at = \"2026-01-01T00:00:00Z\"\n"
+    );
+    let file = dir.path().join("model.toml");
+    std::fs::write(&file, model).unwrap();
+    let file = file.to_str().unwrap();
+    let status = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .env("SEATKEEPER_DATABASE", &db)
+            .output()
+            .unwrap()
+    };
+    let pending = status(&["apply", file, "--dry-run", "--exit-code"]);
+    assert_eq!(pending.status.code(), Some(2), "changes are pending");
+    let plan = json(&db, &["apply", file, "--dry-run"]);
+    assert_eq!(plan["dry_run"], true, "{plan}");
+    assert!(!plan["changes"].as_array().unwrap().is_empty(), "{plan}");
+    assert_eq!(status(&["apply", file]).status.code(), Some(0));
+    let done = status(&["apply", file, "--dry-run", "--exit-code"]);
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&done.stdout)
+    );
+    // --exit-code means nothing without --dry-run: a usage error.
+    let alone = status(&["apply", file, "--exit-code"]);
+    assert!(!alone.status.success());
+    assert!(String::from_utf8_lossy(&alone.stderr).contains("--dry-run"));
+}
