@@ -43,7 +43,19 @@ impl Audit {
         pinned: Option<&ed25519_dalek::VerifyingKey>,
         witnesses: &[audit::SignedHead],
     ) -> Result<Vec<Verified>, store::StoreError> {
-        verify_audit(&self.store, chain, pinned, witnesses).await
+        verify_audit(&self.store, chain, pinned, witnesses, &|_, _| {}).await
+    }
+
+    /// [`Audit::verify`], telling `progress` (records verified, records in all) after every
+    /// batch it reads: the CLI's progress bar over millions of records.
+    pub async fn verify_reporting(
+        &self,
+        chain: Option<&str>,
+        pinned: Option<&ed25519_dalek::VerifyingKey>,
+        witnesses: &[audit::SignedHead],
+        progress: &(dyn Fn(u64, u64) + Send + Sync),
+    ) -> Result<Vec<Verified>, store::StoreError> {
+        verify_audit(&self.store, chain, pinned, witnesses, progress).await
     }
 
     /// Signs the head of every chain that moved since its last signed head (or of one
@@ -170,6 +182,7 @@ async fn verify_audit(
     tenant: Option<&str>,
     pinned: Option<&ed25519_dalek::VerifyingKey>,
     witnesses: &[audit::SignedHead],
+    progress: &(dyn Fn(u64, u64) + Send + Sync),
 ) -> Result<Vec<Verified>, store::StoreError> {
     let mut tenants = chains(store, tenant).await?;
     for w in witnesses {
@@ -177,6 +190,15 @@ async fn verify_audit(
             tenants.push(w.tenant_id.clone());
         }
     }
+    // What the tips say is there (less any pruned records): the measure of progress.
+    let mut total: u64 = 0;
+    for t in &tenants {
+        if let Some((seq, _)) = store.audit_head(t).await? {
+            total += u64::try_from(seq).unwrap_or(0);
+        }
+    }
+    let mut done: u64 = 0;
+    progress(done, total);
     let own = match pinned {
         Some(_) => None,
         None => Some(store.audit_key().await?.verifying_key()),
@@ -243,8 +265,10 @@ async fn verify_audit(
                 break;
             }
             if let Some(last) = rows.last() {
+                done += u64::try_from(last.seq - pos.0).unwrap_or(0);
                 pos = (last.seq, last.hash.clone());
             }
+            progress(done.min(total), total);
         }
         if result.is_ok()
             && let Some(w) = seen.iter().filter(|w| w.seq > pos.0).max_by_key(|w| w.seq)

@@ -90,9 +90,20 @@ pub(crate) async fn run(action: AuditCmd, clock: SharedClock) -> anyhow::Result<
                 None => Vec::new(),
             };
             let store = open(&db.url()?, None).await?;
+            let bar = crate::progress::bar(0, "records");
             let results = seatkeeper::Audit::new(store.clone(), clock.clone())
-                .verify(tenant.as_deref(), pinned.as_ref(), &witnesses)
-                .await?;
+                .verify_reporting(
+                    tenant.as_deref(),
+                    pinned.as_ref(),
+                    &witnesses,
+                    &|done, total| {
+                        bar.set_length(total);
+                        bar.set_position(done);
+                    },
+                )
+                .await;
+            bar.finish_and_clear();
+            let results = results?;
             store.close().await;
             let mut broken = false;
             for (t, n, r) in results {

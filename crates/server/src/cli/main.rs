@@ -4,6 +4,7 @@ mod args;
 mod audit;
 mod credentials;
 mod model;
+mod progress;
 mod serve;
 mod tenants;
 

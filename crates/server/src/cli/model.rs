@@ -30,7 +30,13 @@ pub(crate) async fn apply(
         name: "cli".into(),
         request_id: format!("apply-{}", uuid::Uuid::new_v4()),
     };
+    let working = crate::progress::spinner(if dry_run {
+        "planning: deciding every affected user's licenses again"
+    } else {
+        "applying: deciding every affected user's licenses again, in one transaction"
+    });
     let applied = licenses.apply(actor, spec, dry_run, force).await;
+    working.finish_and_clear();
     store.close().await;
     let applied = applied.map_err(|e| anyhow::anyhow!("{e}"))?;
     match output {
@@ -61,10 +67,12 @@ pub(crate) async fn reconcile(
     if check {
         let store = open(&db.url()?, None).await?;
         let licenses = seatkeeper::Licenses::new(store.clone(), clock.clone());
+        let working = crate::progress::spinner("deciding every license again and comparing");
         let found = licenses
             .self_check(actor, tenant.as_deref(), repair)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"));
+        working.finish_and_clear();
         store.close().await;
         let found = found?;
         print!("{}", seatkeeper::differences_text(&found));
@@ -96,10 +104,12 @@ pub(crate) async fn reconcile(
     let uses = seatkeeper::parse_uses(&bytes, json_lines)
         .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     let store = open(&db.url()?, None).await?;
+    let working = crate::progress::spinner("comparing the application's view with the licenses");
     let report = seatkeeper::Licenses::new(store.clone(), clock.clone())
         .reconcile_uses(&tenant, uses)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"));
+    working.finish_and_clear();
     store.close().await;
     let (at, findings) = report?;
     if csv {
@@ -157,6 +167,7 @@ pub(crate) async fn import(
     };
     let started = std::time::Instant::now();
     let mut done = 0;
+    let bar = crate::progress::bar(total as u64, "rows");
     for chunk in rows.chunks(part) {
         let actor = seatkeeper::Actor {
             name: "cli".into(),
@@ -171,13 +182,16 @@ pub(crate) async fn import(
         all.pending.extend(r.pending);
         all.refused.extend(r.refused);
         all.licenses.add(&r.licenses);
-        if !dry_run {
+        bar.set_position(done as u64);
+        // Without a terminal (a pipe, a log), progress is a line per part.
+        if !dry_run && !crate::progress::shown() {
             eprintln!(
                 "imported {done}/{total} rows ({:.1} s)",
                 started.elapsed().as_secs_f64()
             );
         }
     }
+    bar.finish_and_clear();
     store.close().await;
     print!("{}", seatkeeper::import_text(&all));
     Ok(())

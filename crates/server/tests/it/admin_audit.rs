@@ -290,7 +290,33 @@ async fn bad_fields_are_named_and_write_nothing(b: Backend) {
     assert!(actions(&r).is_empty());
 }
 
+/// Verifying reports its progress in records, ending with every record of the chains.
+async fn verification_reports_progress(b: Backend) {
+    let app = common::app(b).await;
+    for i in 0..7 {
+        app.user(&format!("progress{i}@example.com")).await;
+    }
+    let seen = std::sync::Mutex::new(Vec::new());
+    let results = seatkeeper::Audit::new(app.store.clone(), std::sync::Arc::new(app.clock.clone()))
+        .verify_reporting(Some(&app.tenant), None, &[], &|done, total| {
+            seen.lock().unwrap().push((done, total));
+        })
+        .await
+        .unwrap();
+    assert!(results.iter().all(|(_, _, r)| r.is_ok()));
+    let seen = seen.into_inner().unwrap();
+    let (first, last) = (seen[0], *seen.last().unwrap());
+    assert_eq!(first.0, 0, "{seen:?}");
+    assert!(last.1 >= 7, "every user's creation is a record: {seen:?}");
+    assert_eq!(last.0, last.1, "it ends at the total: {seen:?}");
+    assert_eq!(
+        last.1 as i64, results[0].1,
+        "the total is the chain's length"
+    );
+}
+
 both_backends!(
+    verification_reports_progress,
     credentials_are_audited,
     webhooks_are_audited,
     billing_settings_go_to_the_vendor_chain,
