@@ -75,6 +75,22 @@ const OPS: &[Op] = &[
         (200, "Tenant"),
     ),
     op(
+        "patch",
+        "/tenants/{id}",
+        Admin,
+        "Rename a tenant",
+        Some("Named"),
+        (200, "Tenant"),
+    ),
+    op(
+        "delete",
+        "/tenants/{id}",
+        Admin,
+        "Delete a tenant and everything it holds (?force=true while it holds licenses)",
+        None,
+        (200, ""),
+    ),
+    op(
         "post",
         "/tenants/{id}/scim-tokens",
         Admin,

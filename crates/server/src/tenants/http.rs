@@ -1,6 +1,7 @@
 //! `/api/v1/tenants`: tenants and their SCIM tokens (admin token).
 
 use crate::kernel::extract::Path;
+use crate::kernel::extract::Query;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -19,7 +20,10 @@ use crate::state::Shared;
 pub fn routes() -> Router<Shared> {
     Router::new()
         .route("/api/v1/tenants", post(create_tenant).get(list_tenants))
-        .route("/api/v1/tenants/{id}", get(get_tenant))
+        .route(
+            "/api/v1/tenants/{id}",
+            get(get_tenant).patch(rename_tenant).delete(delete_tenant),
+        )
         .route("/api/v1/tenants/{id}/scim-tokens", post(create_token))
         .route(
             "/api/v1/tenants/{id}/scim-tokens/{token_id}",
@@ -107,6 +111,44 @@ async fn get_tenant(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     Ok(ScimJson(json!(state.tenants.get(&id).await?)).into_response())
+}
+
+async fn rename_tenant(
+    State(state): State<Shared>,
+    auth: AdminAuth,
+    Path(id): Path<String>,
+    Json(body): Json<Named>,
+) -> ApiResult<Response> {
+    let t = state.tenants.rename(&auth.actor(), &id, &body.name).await?;
+    Ok(ScimJson(json!(t)).into_response())
+}
+
+/// `DELETE /api/v1/tenants/{id}?force=true`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn delete_tenant(
+    State(state): State<Shared>,
+    auth: AdminAuth,
+    Path(id): Path<String>,
+    Query(q): Query<DeleteQuery>,
+) -> ApiResult<Response> {
+    if auth.key.as_ref().is_some_and(|k| !k.tenant_id.is_empty()) {
+        return Err(ApiError::Forbidden(
+            "a key confined to a tenant cannot delete it".into(),
+        ));
+    }
+    let deleted = state.tenants.delete(&auth.actor(), &id, q.force).await?;
+    // Its credentials stop working on this node at once (other nodes: within their cache's
+    // lifetime, 10 s).
+    for kind in [Credential::Scim, Credential::App, Credential::Admin] {
+        state.gate.forget(kind);
+    }
+    Ok(ScimJson(json!(deleted)).into_response())
 }
 
 async fn create_token(

@@ -29,6 +29,17 @@ pub struct CreatedToken {
     pub token: String,
 }
 
+/// What deleting a tenant removed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeletedTenant {
+    /// The tenant as it was.
+    pub tenant: TenantRow,
+    /// The licenses it held.
+    pub licenses: i64,
+    /// Rows removed, per table.
+    pub removed: std::collections::BTreeMap<String, i64>,
+}
+
 /// The tenants service.
 #[derive(Clone)]
 pub struct Tenants {
@@ -73,6 +84,86 @@ impl Tenants {
             })
             .await?;
         Ok(out)
+    }
+
+    /// Renames a tenant, audited on its chain and the vendor's.
+    pub async fn rename(&self, actor: &Actor, id: &str, name: &Name) -> ApiResult<TenantRow> {
+        let now = stamp(self.clock.now());
+        let (actor, id, name) = (actor.clone(), id.to_string(), name.to_string());
+        self.store
+            .write(move |tx| {
+                if !tx.tenant_exists(&id)? {
+                    return Err(ApiError::NotFound(format!("tenant {id} not found")));
+                }
+                tx.lock_tenant(&id)?;
+                let Some(before) = tx.rename_tenant(&id, &name)? else {
+                    return Err(ApiError::NotFound(format!("tenant {id} not found")));
+                };
+                let after = TenantRow {
+                    name: name.clone(),
+                    ..before.clone()
+                };
+                // The names tenants are listed by change: every reader's cache with them.
+                tx.reaches_everything();
+                for chain in [id.as_str(), VENDOR] {
+                    tx.record_change(
+                        &actor,
+                        &now,
+                        Change {
+                            chain,
+                            action: "tenant.rename",
+                            resource_type: "Tenant",
+                            resource_id: &id,
+                            before: Some(json!(before)),
+                            after: Some(json!(after)),
+                        },
+                    )?;
+                }
+                Ok::<_, ApiError>(after)
+            })
+            .await
+    }
+
+    /// Deletes a tenant with everything it holds: users, groups, licenses, subscriptions,
+    /// credentials, webhooks and their deliveries, events, its audit chain. Refused while it
+    /// holds licenses unless `force`. The deletion is recorded on the vendor's chain (the
+    /// tenant's own chain goes with it), with what was removed.
+    pub async fn delete(&self, actor: &Actor, id: &str, force: bool) -> ApiResult<DeletedTenant> {
+        let now = stamp(self.clock.now());
+        let (actor, id) = (actor.clone(), id.to_string());
+        self.store
+            .write(move |tx| {
+                let Some(before) = tx.fetch_tenant(&id)? else {
+                    return Err(ApiError::NotFound(format!("tenant {id} not found")));
+                };
+                let licenses = tx.license_count(&id)?;
+                if licenses > 0 && !force {
+                    return Err(ApiError::Conflict(format!(
+                        "tenant {id} holds {licenses} licenses: free them first, or delete with \
+                         force (CLI --force, API ?force=true) to remove them with the tenant"
+                    )));
+                }
+                let removed = tx.delete_tenant_rows(&id)?;
+                tx.reaches_everything();
+                tx.record_change(
+                    &actor,
+                    &now,
+                    Change {
+                        chain: VENDOR,
+                        action: "tenant.delete",
+                        resource_type: "Tenant",
+                        resource_id: &id,
+                        before: Some(json!({"tenant": before, "licenses": licenses})),
+                        after: Some(json!({"removed": removed, "forced": force})),
+                    },
+                )?;
+                Ok::<_, ApiError>(DeletedTenant {
+                    tenant: before,
+                    licenses,
+                    removed,
+                })
+            })
+            .await
     }
 
     /// Every tenant.

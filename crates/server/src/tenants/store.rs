@@ -18,6 +18,85 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// A tenant, in the transaction.
+    pub(crate) fn fetch_tenant(&mut self, id: &str) -> StoreResult<Option<TenantRow>> {
+        Ok(self
+            .fetch_opt(
+                "SELECT id, name, created FROM tenants WHERE id = $1",
+                &params![id],
+            )?
+            .map(|r| TenantRow {
+                id: r.text(0),
+                name: r.text(1),
+                created: r.text(2),
+            }))
+    }
+
+    /// Renames a tenant; its row before, if it exists.
+    pub(crate) fn rename_tenant(&mut self, id: &str, name: &str) -> StoreResult<Option<TenantRow>> {
+        let Some(before) = self.fetch_tenant(id)? else {
+            return Ok(None);
+        };
+        self.execute(
+            "UPDATE tenants SET name = $2 WHERE id = $1",
+            &params![id, name],
+        )?;
+        Ok(Some(before))
+    }
+
+    /// How many licenses a tenant holds (active or waiting).
+    pub(crate) fn license_count(&mut self, id: &str) -> StoreResult<i64> {
+        Ok(self
+            .fetch_opt(
+                "SELECT COUNT(*) FROM licenses WHERE tenant_id = $1",
+                &params![id],
+            )?
+            .map_or(0, |r| r.int(0)))
+    }
+
+    /// Removes a tenant and every row of every table that has a `tenant_id` (found in the
+    /// database's catalogue, so a table added later is never forgotten), then the tenant
+    /// itself. Returns the rows removed per table (tables with none left out).
+    pub(crate) fn delete_tenant_rows(
+        &mut self,
+        id: &str,
+    ) -> StoreResult<std::collections::BTreeMap<String, i64>> {
+        let catalogue = match self.backend() {
+            crate::kernel::db::Backend::Sqlite => {
+                "SELECT m.name FROM sqlite_master m, pragma_table_info(m.name) c \
+                 WHERE m.type = 'table' AND c.name = 'tenant_id' ORDER BY m.name"
+            }
+            crate::kernel::db::Backend::Postgres => {
+                "SELECT c.table_name FROM information_schema.columns c \
+                 JOIN information_schema.tables t \
+                   ON t.table_name = c.table_name AND t.table_schema = c.table_schema \
+                 WHERE c.column_name = 'tenant_id' AND c.table_schema = current_schema() \
+                   AND t.table_type = 'BASE TABLE' ORDER BY c.table_name"
+            }
+        };
+        let tables: Vec<String> = self
+            .fetch(catalogue, &[])?
+            .iter()
+            .map(|r| r.text(0))
+            .collect();
+        let mut removed = std::collections::BTreeMap::new();
+        for table in tables {
+            // Names from the catalogue, checked before they reach SQL.
+            if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let n = self.execute(
+                &format!("DELETE FROM {table} WHERE tenant_id = $1"),
+                &params![id],
+            )?;
+            if n > 0 {
+                removed.insert(table, i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+        self.execute("DELETE FROM tenants WHERE id = $1", &params![id])?;
+        Ok(removed)
+    }
+
     /// Whether a tenant exists.
     pub(crate) fn tenant_exists(&mut self, id: &str) -> StoreResult<bool> {
         Ok(self

@@ -315,7 +315,120 @@ async fn verification_reports_progress(b: Backend) {
     );
 }
 
+/// A tenant is renamed, then deleted with everything it holds: refused while it holds
+/// licenses, done with force; its data, credentials and webhooks are gone, other tenants are
+/// untouched, and the vendor chain records the deletion and still verifies.
+async fn tenants_are_renamed_and_deleted(b: Backend) {
+    let app = common::app(b).await;
+    let product = format!("del-{}", &app.tenant[app.tenant.len() - 12..]);
+    let model = json!({
+        "products": [{"key": product, "name": "Del", "plans": [{"key": "pro", "rank": 1, "features": ["x"]}]}],
+        "tenants": [{"id": app.tenant, "subscriptions": [{"product": product, "plan": "pro", "seats": 10,
+            "starts_at": "2026-01-01T00:00:00Z"}],
+            "rules": [{"name": "all", "filter": "active eq true", "product": product, "plan": "pro", "priority": 1}]}],
+    });
+    let r = app.admin("PUT", "/api/v1/model", Some(model)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    for i in 0..3 {
+        app.user(&format!("del{i}@example.com")).await;
+    }
+    let hook = app
+        .admin(
+            "POST",
+            &format!("/api/v1/tenants/{}/webhooks", app.tenant),
+            Some(json!({"url": "http://127.0.0.1:9/hook"})),
+        )
+        .await;
+    assert_eq!(hook.status, StatusCode::CREATED, "{}", hook.raw);
+    // Another tenant, which must not be touched.
+    let other = app
+        .admin(
+            "POST",
+            "/api/v1/tenants",
+            Some(json!({"name": "Bystander"})),
+        )
+        .await;
+    let other = other.body["id"].as_str().unwrap().to_string();
+
+    let path = format!("/api/v1/tenants/{}", app.tenant);
+    let renamed = app
+        .admin("PATCH", &path, Some(json!({"name": "Renamed Co"})))
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.raw);
+    assert_eq!(
+        app.admin("GET", &path, None).await.body["name"],
+        "Renamed Co"
+    );
+    let bad = app.admin("PATCH", &path, Some(json!({"name": ""}))).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.raw);
+
+    let refused = app.admin("DELETE", &path, None).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.raw);
+    assert!(refused.raw.contains("3 licenses"), "{}", refused.raw);
+    assert_eq!(app.admin("GET", &path, None).await.status, StatusCode::OK);
+
+    let gone = app
+        .admin("DELETE", &format!("{path}?force=true"), None)
+        .await;
+    assert_eq!(gone.status, StatusCode::OK, "{}", gone.raw);
+    assert_eq!(gone.body["licenses"], 3);
+    let removed = &gone.body["removed"];
+    for table in [
+        "scim_users",
+        "licenses",
+        "webhooks",
+        "scim_tokens",
+        "audit_log",
+        "outbox",
+    ] {
+        assert!(
+            removed[table].as_i64().unwrap_or(0) > 0,
+            "{table}: {removed}"
+        );
+    }
+    assert_eq!(
+        app.admin("GET", &path, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.req("GET", "/scim/v2/Users", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(
+        !app.store
+            .tenants()
+            .await
+            .unwrap()
+            .iter()
+            .any(|t| t.id == app.tenant),
+        "the tenant row is gone"
+    );
+    let bystander = app
+        .admin("GET", &format!("/api/v1/tenants/{other}"), None)
+        .await;
+    assert_eq!(bystander.status, StatusCode::OK);
+    let again = app.admin("DELETE", &path, None).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+
+    let vendor = app
+        .admin("GET", "/api/v1/audit?action=tenant.delete", None)
+        .await;
+    assert_eq!(vendor.status, StatusCode::OK, "{}", vendor.raw);
+    let acts = actions(&vendor);
+    assert!(acts.iter().any(|a| a == "tenant.delete"), "{acts:?}");
+    let verified =
+        seatkeeper::Audit::new(app.store.clone(), std::sync::Arc::new(app.clock.clone()))
+            .verify(Some(seatkeeper::VENDOR), None, &[])
+            .await
+            .unwrap();
+    assert!(
+        verified.iter().all(|(_, _, r)| r.is_ok()),
+        "the vendor chain: {verified:?}"
+    );
+}
+
 both_backends!(
+    tenants_are_renamed_and_deleted,
     verification_reports_progress,
     credentials_are_audited,
     webhooks_are_audited,

@@ -217,3 +217,25 @@ fn apply_exit_codes_tell_pending_changes() {
     assert!(!alone.status.success());
     assert!(String::from_utf8_lossy(&alone.stderr).contains("--dry-run"));
 }
+
+/// `tenant rename` and `tenant delete` (refused while licenses are held, unless --force).
+#[test]
+fn tenants_are_renamed_and_deleted_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("tenants.db").display());
+    let tenant = cli_ok(&db, &["tenant", "create", "Old Name"])
+        .trim()
+        .to_string();
+    let renamed = json(&db, &["tenant", "rename", &tenant, "New Name"]);
+    assert_eq!(renamed["name"], "New Name");
+    assert!(cli_ok(&db, &["tenant", "list"]).contains("New Name"));
+    let (ok, out) = run(&db, &["tenant", "delete", "no-such-tenant"]);
+    assert!(!ok && out.contains("not found"), "{out}");
+    let gone = cli_ok(&db, &["tenant", "delete", &tenant]);
+    assert!(
+        gone.starts_with(&format!("deleted {tenant} (New Name)")),
+        "{gone}"
+    );
+    assert!(!cli_ok(&db, &["tenant", "list"]).contains(&tenant));
+    assert!(cli_ok(&db, &["audit", "verify"]).contains("ok      vendor chain"));
+}
