@@ -10,6 +10,7 @@
 //! | `dispatcher` | outbound webhooks: fan-out, claim, send, retry | the server |
 //! | `retention` | prunes audit records older than `--audit-retention-days`, hourly | the server, when set |
 //! | `heads` | signs the head of every audit chain that moved, every `--audit-head-seconds` | the server |
+//! | `metrics` | the seat, outbox and snapshot gauges, every `--metrics-interval` | the server |
 //!
 //! The SQLite writer and checkpoint threads belong to the store (`kernel::db`) and end with it.
 //! Time comes from the clock the app runs on (the test clock under `--test-clock`).
@@ -44,6 +45,10 @@ pub struct Schedule {
     pub audit_head_every: Duration,
     /// Outbound webhook delivery.
     pub dispatch: DispatchConfig,
+    /// Tenants with their own labels on the seat gauges (the rest are summed).
+    pub metrics_tenant_limit: usize,
+    /// How often the gauges are computed.
+    pub metrics_every: Duration,
 }
 
 /// The running background tasks of an app. Dropping it aborts them; [`Jobs::shutdown`] stops
@@ -107,6 +112,16 @@ impl Jobs {
         self.tasks.push((
             "heads",
             heads(store.clone(), clock.clone(), schedule.audit_head_every),
+        ));
+        self.tasks.push((
+            "metrics",
+            crate::ops::metrics::spawn(
+                store.clone(),
+                clock.clone(),
+                self.snapshots.clone(),
+                schedule.metrics_tenant_limit,
+                schedule.metrics_every,
+            ),
         ));
         if schedule.audit_retention_days > 0 {
             self.tasks.push((

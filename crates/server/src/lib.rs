@@ -189,9 +189,16 @@ pub fn install_metrics() -> Option<metrics_exporter_prometheus::PrometheusHandle
     let buckets = [
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
     ];
-    metrics_exporter_prometheus::PrometheusBuilder::new()
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&buckets)
         .ok()?
+        // A gauge no longer set (a tenant gone from the labelled top) leaves the exposition.
+        .idle_timeout(
+            metrics_util::MetricKindMask::GAUGE,
+            Some(ops::metrics::STALE_AFTER),
+        )
         .install_recorder()
-        .ok()
+        .ok()?;
+    ops::metrics::describe();
+    Some(handle)
 }

@@ -405,6 +405,30 @@ impl Snapshot {
         self.by_id.len()
     }
 
+    /// About how many bytes it holds: its users' slots and strings, the three indexes
+    /// (each a key copy and a slot, with the table's spare room), and its licenses and roles.
+    pub fn approx_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let strings: usize = self
+            .users
+            .iter()
+            .flatten()
+            .map(|u| {
+                u.id.len()
+                    + u.user_name.len()
+                    + u.external_id.as_ref().map_or(0, |e| e.len())
+                    + u.held.len() * size_of::<Held>()
+                    + u.roles.len() * size_of::<GivenRole>()
+            })
+            .sum();
+        let slots = self.users.capacity() * size_of::<Option<User>>();
+        let index = |i: &Index| {
+            i.capacity() * (size_of::<Box<str>>() + size_of::<u32>() + 1)
+                + i.keys().map(|k| k.len()).sum::<usize>()
+        };
+        slots + strings + index(&self.by_id) + index(&self.by_name) + index(&self.by_external)
+    }
+
     /// Whether it holds no users.
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
@@ -640,6 +664,23 @@ impl Snapshots {
         let snap = t.snap.read().ok()?.clone()?;
         let s = snap.read().ok()?;
         Some((s.model_version, s.cursor))
+    }
+
+    /// How many snapshots are loaded, and about how many bytes they hold.
+    pub fn loaded_stats(&self) -> (usize, usize) {
+        let mut count = 0;
+        let mut bytes = 0;
+        for id in self.tenant_ids() {
+            if let Some(t) = self.loaded(&id)
+                && let Ok(slot) = t.snap.read()
+                && let Some(snap) = slot.as_ref()
+                && let Ok(s) = snap.read()
+            {
+                count += 1;
+                bytes += s.approx_bytes();
+            }
+        }
+        (count, bytes)
     }
 
     /// Forgets every snapshot: each is rebuilt from the store on its next check.

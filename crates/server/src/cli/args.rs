@@ -127,6 +127,13 @@ pub(crate) struct ServeArgs {
     /// and at delivery.
     #[arg(long, env = "SEATKEEPER_ALLOW_PRIVATE_WEBHOOKS")]
     pub(crate) allow_private_webhooks: bool,
+    /// Tenants labelled on their own in the seat gauges of `/metrics` (the largest by seats;
+    /// the rest are summed under `tenant="_other"`).
+    #[arg(long, env = "SEATKEEPER_METRICS_TENANT_LIMIT", default_value_t = 100)]
+    pub(crate) metrics_tenant_limit: usize,
+    /// Seconds between refreshes of the seat, outbox and snapshot gauges.
+    #[arg(long, env = "SEATKEEPER_METRICS_INTERVAL", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) metrics_interval: u64,
     /// Database connections (read pool on SQLite; the whole pool on PostgreSQL).
     #[arg(long, env = "SEATKEEPER_MAX_CONNECTIONS", default_value_t = 8)]
     pub(crate) max_connections: u32,

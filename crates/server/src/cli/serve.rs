@@ -75,6 +75,8 @@ pub(crate) async fn serve(
         scheduler_every: Duration::from_secs(args.scheduler_interval.max(1)),
         audit_retention_days: args.audit_retention_days,
         audit_head_every: Duration::from_secs(args.audit_head_seconds),
+        metrics_tenant_limit: args.metrics_tenant_limit,
+        metrics_every: Duration::from_secs(args.metrics_interval),
         dispatch: seatkeeper::DispatchConfig {
             max_attempts: args.webhook_max_attempts.max(1),
             retry_base: Duration::from_millis(args.webhook_retry_base_ms.max(10)),

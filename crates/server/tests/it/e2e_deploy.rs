@@ -279,3 +279,101 @@ async fn webhooks_cannot_reach_private_addresses() {
 fn api_on(api: &Api, base: &str) -> Api {
     Api::new(base, &api.scim_token, &api.tenant)
 }
+
+/// `/metrics` gives every metric a HELP text and carries what on-call reads first: seats per
+/// tenant and product (the largest tenants labelled, the rest summed as `_other`), the
+/// webhook backlog, snapshots loaded, and the build.
+#[tokio::test]
+async fn metrics_show_seats_backlog_and_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("metrics.db").display());
+    let server = Server::start(
+        &db,
+        &["--metrics-interval", "1", "--metrics-tenant-limit", "1"],
+    );
+    let big = setup(&db, &server.base);
+    let small = setup(&db, &server.base);
+    let model = |t: &str, seats: u32| {
+        json!({"id": t, "subscriptions": [{"product": "mx", "plan": "pro", "seats": seats,
+            "starts_at": "2026-01-01T00:00:00Z"}],
+            "rules": [{"name": "all", "filter": "active eq true", "product": "mx", "plan": "pro", "priority": 1}]})
+    };
+    big.admin(
+        "PUT",
+        "/model",
+        Some(json!({
+            "products": [{"key": "mx", "name": "Metrics", "plans": [{"key": "pro", "rank": 1, "features": ["x"]}]}],
+            "tenants": [model(&big.tenant, 40), model(&small.tenant, 3)],
+        })),
+    )
+    .await;
+    for i in 0..3 {
+        assert_eq!(big.create_user(&format!("m{i}")).await.0, 201);
+    }
+    assert_eq!(small.create_user("s0").await.0, 201);
+    // A webhook to nowhere keeps deliveries pending.
+    big.admin(
+        "POST",
+        &format!("/tenants/{}/webhooks", big.tenant),
+        Some(json!({"url": "http://127.0.0.1:9/hook"})),
+    )
+    .await;
+    assert_eq!(big.create_user("m3").await.0, 201);
+    let mut text = String::new();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        text = reqwest::get(format!("{}/metrics", server.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("seatkeeper_seats_active{")
+            && text.contains("seatkeeper_webhook_deliveries_pending ")
+        {
+            break;
+        }
+    }
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    let big_labels = format!("{{tenant=\"{}\",product=\"mx\"}}", big.tenant);
+    assert_eq!(value(&format!("seatkeeper_seats{big_labels}")), 40.0);
+    assert_eq!(value(&format!("seatkeeper_seats_active{big_labels}")), 4.0);
+    // The smaller tenant is beyond the limit of 1: summed, not labelled.
+    assert!(!text.contains(&small.tenant), "{text}");
+    assert_eq!(
+        value("seatkeeper_seats{tenant=\"_other\",product=\"mx\"}"),
+        3.0
+    );
+    assert_eq!(
+        value("seatkeeper_seats_active{tenant=\"_other\",product=\"mx\"}"),
+        1.0
+    );
+    assert!(value("seatkeeper_webhook_deliveries_pending ") >= 1.0);
+    assert!(value("seatkeeper_tenants ") >= 2.0);
+    assert!(
+        text.contains(&format!("commit=\"{}\"", seatkeeper::BUILD_COMMIT)),
+        "{text}"
+    );
+    assert!(text.contains("seatkeeper_snapshot_bytes "), "{text}");
+    // Every metric exposed has its HELP.
+    for line in text.lines().filter(|l| l.starts_with("seatkeeper_")) {
+        let name: String = line
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let base = name
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count");
+        assert!(
+            text.contains(&format!("# HELP {base} ")) || text.contains(&format!("# HELP {name} ")),
+            "{name} has no HELP"
+        );
+    }
+}
