@@ -16,7 +16,7 @@ use serde_json::json;
 
 #[path = "support/http.rs"]
 mod http;
-use http::call;
+use http::{call, status_of};
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -238,7 +238,7 @@ async fn entra_step(http: &reqwest::Client, base: &str, t: &Tenant, n: u64) -> (
             let q =
                 url::form_urlencoded::byte_serialize(format!("userName eq \"{name}\"").as_bytes())
                     .collect::<String>();
-            let (s, _) = call(
+            let s = status_of(
                 http,
                 reqwest::Method::GET,
                 format!("{base}/scim/v2/Users?filter={q}"),
@@ -272,7 +272,7 @@ async fn entra_step(http: &reqwest::Client, base: &str, t: &Tenant, n: u64) -> (
             } else {
                 json!([{"op": "replace", "path": "displayName", "value": format!("User {n}")}])
             };
-            let (s, _) = call(
+            let s = status_of(
                 http,
                 reqwest::Method::PATCH,
                 format!("{base}/scim/v2/Users/{id}"),
@@ -292,7 +292,7 @@ async fn entra_step(http: &reqwest::Client, base: &str, t: &Tenant, n: u64) -> (
             } else {
                 json!({"schemas": [PATCH], "Operations": [{"op": "remove", "path": format!("members[value eq \"{id}\"]")}]})
             };
-            let (s, _) = call(
+            let s = status_of(
                 http,
                 reqwest::Method::PATCH,
                 format!("{base}/scim/v2/Groups/{group}"),
@@ -383,7 +383,7 @@ async fn main() {
                         let users = t.users.lock().unwrap();
                         users[(n as usize * 31) % users.len()].0.clone()
                     };
-                    let (s, _) = call(
+                    let s = status_of(
                         &http,
                         reqwest::Method::POST,
                         format!("{base}/api/v1/check"),
