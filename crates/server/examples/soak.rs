@@ -1,7 +1,9 @@
 //! The soak driver (`bench/soak.sh`): many tenants, each sending an Entra-like mix of SCIM
 //! requests at a fixed rate — lookups by filter, creates, PATCHes, group member changes —
 //! plus entitlement checks at a fixed total rate, open loop (a late answer does not delay
-//! the next request, and its latency counts from when it was due). Every `--sample` seconds
+//! the next request, and its latency counts from when it was due). Like an identity
+//! provider, each tenant has at most 8 requests in flight, and the checks 64 in all; the
+//! rest wait their turn, which counts in their latency. Every `--sample` seconds
 //! it records the servers' resident memory and the SQLite WAL's size. At the end it prints
 //! p50/p99 per operation, errors, and the memory series.
 //!
@@ -17,6 +19,12 @@ use serde_json::json;
 #[path = "support/http.rs"]
 mod http;
 use http::{call, status_of};
+
+/// Requests of one tenant in flight at once (Entra ID and Okta use a handful of connections).
+const PER_TENANT: usize = 8;
+
+/// Entitlement checks in flight at once, across tenants (applications' connection pools).
+const CHECK_LANES: usize = 64;
 
 const USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -337,6 +345,9 @@ async fn main() {
     let mut tasks = Vec::new();
     for (i, t) in tenants.iter().enumerate() {
         let (http, t, stats, a) = (http.clone(), t.clone(), stats.clone(), a.clone());
+        // An identity provider sends a tenant's requests over a few connections at once;
+        // the rest wait their turn (and their latency counts from when they were due).
+        let lanes = Arc::new(tokio::sync::Semaphore::new(PER_TENANT));
         tasks.push(tokio::spawn(async move {
             let period = Duration::from_secs_f64(1.0 / f64::from(a.rate));
             let mut due = Instant::now() + period.mul_f64(i as f64 / a.tenants as f64);
@@ -350,8 +361,12 @@ async fn main() {
                     a.bases[n as usize % a.bases.len()].clone(),
                 );
                 let at = due;
+                let lanes = lanes.clone();
                 tokio::spawn(async move {
                     let _f = Flying::start();
+                    let Ok(_lane) = lanes.acquire().await else {
+                        return;
+                    };
                     let (op, s) = entra_step(&http, &base, &t, n).await;
                     stats.lock().unwrap().record(op, s, at.elapsed());
                 });
@@ -361,8 +376,10 @@ async fn main() {
         }));
     }
     let check_tasks = 50u32;
+    let check_lanes = Arc::new(tokio::sync::Semaphore::new(CHECK_LANES));
     for w in 0..check_tasks {
         let (http, tenants, stats, a) = (http.clone(), tenants.clone(), stats.clone(), a.clone());
+        let check_lanes = check_lanes.clone();
         tasks.push(tokio::spawn(async move {
             let rate = f64::from(a.checks.max(1)) / f64::from(check_tasks);
             let period = Duration::from_secs_f64(1.0 / rate);
@@ -377,8 +394,12 @@ async fn main() {
                     a.bases[n as usize % a.bases.len()].clone(),
                 );
                 let at = due;
+                let lanes = check_lanes.clone();
                 tokio::spawn(async move {
                     let _f = Flying::start();
+                    let Ok(_lane) = lanes.acquire().await else {
+                        return;
+                    };
                     let user = {
                         let users = t.users.lock().unwrap();
                         users[(n as usize * 31) % users.len()].0.clone()
