@@ -11,13 +11,7 @@ pub async fn call(
     token: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut req = http.request(method, url).bearer_auth(token);
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/scim+json")
-            .body(b.to_string());
-    }
-    match req.send().await {
+    match request(http, method, url, token, body).send().await {
         Ok(r) => {
             let s = r.status().as_u16();
             (s, r.json().await.unwrap_or(Value::Null))
@@ -37,13 +31,7 @@ pub async fn status_of(
     token: &str,
     body: Option<Value>,
 ) -> u16 {
-    let mut req = http.request(method, url).bearer_auth(token);
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/scim+json")
-            .body(b.to_string());
-    }
-    match req.send().await {
+    match request(http, method, url, token, body).send().await {
         Ok(r) => {
             let s = r.status().as_u16();
             match r.bytes().await {
@@ -52,5 +40,22 @@ pub async fn status_of(
             }
         }
         Err(_) => 0,
+    }
+}
+
+/// A request with a bearer token and an optional SCIM JSON body.
+fn request(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> reqwest::RequestBuilder {
+    let req = http.request(method, url).bearer_auth(token);
+    match body {
+        Some(b) => req
+            .header("content-type", "application/scim+json")
+            .body(b.to_string()),
+        None => req,
     }
 }

@@ -131,10 +131,7 @@ pub(crate) async fn credential(
                 tenants
                     .revoke_credential(&cli_actor(), kind, tenant, id)
                     .await?;
-                match output {
-                    Output::Text => println!("revoked {id}"),
-                    Output::Json => print_json(&serde_json::json!({"id": id, "revoked": true}))?,
-                }
+                print_revoked(id, output)?;
             }
         }
         Ok::<_, anyhow::Error>(())
@@ -200,10 +197,7 @@ pub(crate) async fn admin_key(
             }
             AdminKeyCmd::Revoke { id, .. } => {
                 tenants.revoke_admin_key(&cli_actor(), id).await?;
-                match output {
-                    Output::Text => println!("revoked {id}"),
-                    Output::Json => print_json(&serde_json::json!({"id": id, "revoked": true}))?,
-                }
+                print_revoked(id, output)?;
             }
         }
         Ok::<_, anyhow::Error>(())
@@ -211,4 +205,13 @@ pub(crate) async fn admin_key(
     .await;
     store.close().await;
     done
+}
+
+/// What `revoke` prints.
+fn print_revoked(id: &str, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Text => println!("revoked {id}"),
+        Output::Json => print_json(&serde_json::json!({"id": id, "revoked": true}))?,
+    }
+    Ok(())
 }

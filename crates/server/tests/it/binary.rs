@@ -26,6 +26,16 @@ pub fn cli_ok(db: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A new tenant (named `name`) with a SCIM token, created through the CLI, and a client for
+/// the server at `base`.
+pub fn tenant_api(db: &str, base: &str, name: &str) -> Api {
+    let tenant = cli_ok(db, &["tenant", "create", name]).trim().to_string();
+    let token = cli_ok(db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    Api::new(base, &token, &tenant)
+}
+
 /// A database URL for an end-to-end test.
 pub fn database(b: Backend, dir: &tempfile::TempDir) -> String {
     match b {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::binary::{ADMIN, Api, BIN, Server, cli_ok};
+use crate::binary::{ADMIN, Api, BIN, Server};
 
 const PASSWORD: &str = "s3cret-Pw";
 
@@ -196,13 +196,7 @@ fn healthcheck_and_version() {
 }
 
 fn setup(db: &str, base: &str) -> Api {
-    let tenant = cli_ok(db, &["tenant", "create", "Deploy"])
-        .trim()
-        .to_string();
-    let token = cli_ok(db, &["token", "create", "--tenant", &tenant])
-        .trim()
-        .to_string();
-    Api::new(base, &token, &tenant)
+    crate::binary::tenant_api(db, base, "Deploy")
 }
 
 fn without_private_webhooks() -> Command {

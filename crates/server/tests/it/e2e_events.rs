@@ -77,13 +77,7 @@ fn free_port() -> u16 {
 }
 
 fn setup(db: &str, base: &str) -> Api {
-    let tenant = cli_ok(db, &["tenant", "create", "Events"])
-        .trim()
-        .to_string();
-    let token = cli_ok(db, &["token", "create", "--tenant", &tenant])
-        .trim()
-        .to_string();
-    Api::new(base, &token, &tenant)
+    crate::binary::tenant_api(db, base, "Events")
 }
 
 fn model(tenant: &str, product: &str, seats: u32, ends_at: &str) -> Value {
