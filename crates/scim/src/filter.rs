@@ -465,12 +465,38 @@ impl<'a> Parser<'a> {
             let inner = self.parse_or(true)?;
             self.expect(']')?;
             self.depth -= 1;
-            return Ok(Filter::ValuePath(path, Box::new(inner)));
+            if self.peek() != Some('.') {
+                return Ok(Filter::ValuePath(path, Box::new(inner)));
+            }
+            // Entra ID's `emails[type eq "work"].value eq "x"`: a test of one sub-attribute of
+            // the values the brackets select, the same as `emails[type eq "work" and value eq "x"]`.
+            self.pos += 1;
+            let sub_start = self.pos;
+            let sub = self.word();
+            if !valid_name(sub) {
+                self.pos = sub_start;
+                return Err(self.error("expected a sub-attribute name after ']."));
+            }
+            let sub = AttrPath {
+                urn: None,
+                name: sub.to_string(),
+                sub: None,
+            };
+            let test = self.parse_test(sub)?;
+            return Ok(Filter::ValuePath(
+                path,
+                Box::new(Filter::And(Box::new(inner), Box::new(test))),
+            ));
         }
         if in_value_path && (path.urn.is_some() || path.sub.is_some()) {
             self.pos = start;
             return Err(self.error("inside [] only sub-attribute names are allowed"));
         }
+        self.parse_test(path)
+    }
+
+    /// The operator and operand after an attribute path: `pr`, or `op value`.
+    fn parse_test(&mut self, path: AttrPath) -> Result<Filter> {
         let before = self.pos;
         self.skip_ws();
         if self.pos == before {
@@ -1086,6 +1112,33 @@ mod tests {
         assert!(eval(r#"userType ne "Intern""#));
         assert!(!eval(r#"userType ne "employee""#));
         assert!(eval(r#"userName gt "a" and userName lt "c""#));
+        // Entra ID's form: a test of a sub-attribute of the values the brackets select.
+        assert!(eval(
+            r#"emails[type eq "work"].value eq "BJENSEN@example.com""#
+        ));
+        assert!(!eval(
+            r#"emails[type eq "home"].value eq "bjensen@example.com""#
+        ));
+        assert!(eval(r#"emails[type eq "home"].value pr"#));
+    }
+
+    #[test]
+    fn a_sub_attribute_after_a_value_path_is_a_conjunction() {
+        let entra = p(r#"emails[type eq "work"].value eq "a@b.c""#);
+        assert_eq!(entra, p(r#"emails[type eq "work" and value eq "a@b.c"]"#));
+        assert_eq!(p(&entra.to_string()), entra);
+        let either =
+            p(r#"emails[type eq "work" or type eq "home"].value sw "a" and active eq true"#);
+        assert_eq!(p(&either.to_string()), either);
+        for bad in [
+            r#"emails[type eq "work"]."#,
+            r#"emails[type eq "work"].value"#,
+            r#"emails[type eq "work"].value.x eq "a""#,
+            r#"emails[type eq "work"].1value eq "a""#,
+            r#"emails[type eq "work"]value eq "a""#,
+        ] {
+            assert!(matches!(parse(bad), Err(Error::InvalidFilter(_))), "{bad}");
+        }
     }
 
     #[test]

@@ -171,6 +171,21 @@ impl Translator<'_> {
                         self.node(&Filter::Compare(as_sub(q), *op, v.clone()))
                     }
                     Filter::Present(q) => self.node(&Filter::Present(as_sub(q))),
+                    // One value with both properties implies some value with each: the
+                    // conjunction of the parts is a superset, which memory then narrows.
+                    // So `emails[type eq "work"].value eq "x"` is answered from the email index.
+                    Filter::And(l, r) => {
+                        let split = Filter::And(
+                            Box::new(Filter::ValuePath(p.clone(), l.clone())),
+                            Box::new(Filter::ValuePath(p.clone(), r.clone())),
+                        );
+                        self.node(&split).map(|(sql, _)| (sql, false))
+                    }
+                    // Some value matches either side exactly when some value matches one.
+                    Filter::Or(l, r) => self.node(&Filter::Or(
+                        Box::new(Filter::ValuePath(p.clone(), l.clone())),
+                        Box::new(Filter::ValuePath(p.clone(), r.clone())),
+                    )),
                     _ => None,
                 }
             }
@@ -367,5 +382,24 @@ mod tests {
         let w = tr(r#"not (userName eq "a" and title co "x")"#);
         assert_eq!(w.sql, "1=1");
         assert!(!w.exact);
+    }
+
+    #[test]
+    fn a_value_path_conjunction_narrows_by_its_indexed_part() {
+        // Entra ID's email lookup: the index finds the candidates, memory checks the type.
+        let w = tr(r#"emails[type eq "work"].value eq "A@b.c""#);
+        assert!(!w.exact);
+        assert!(w.sql.contains("EXISTS"), "{}", w.sql);
+        assert_eq!(w.params, vec![SqlParam::Text("a@b.c".into())]);
+        // Two parts that each translate still may hold on different values: not exact.
+        let w = tr(r#"emails[value sw "a" and value ew ".c"]"#);
+        assert!(!w.exact);
+        assert_eq!(w.params.len(), 2);
+        let w = tr(r#"emails[value eq "a@b.c" or value eq "d@e.f"]"#);
+        assert!(w.exact);
+        assert_eq!(w.params.len(), 2);
+        let w = tr(r#"emails[value eq "a@b.c" or type eq "work"]"#);
+        assert_eq!(w.sql, "1=1");
+        assert!(w.params.is_empty());
     }
 }

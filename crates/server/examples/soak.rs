@@ -128,7 +128,7 @@ impl Drop for Flying {
 /// One sample of the run.
 struct Sample {
     at: u64,
-    rss_kb: Vec<u64>,
+    rss_kb: Vec<(u64, u64)>,
     wal: u64,
     answered: usize,
     p99_ms: f64,
@@ -136,15 +136,19 @@ struct Sample {
     in_flight: i64,
 }
 
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+/// A process's resident memory: (anonymous, file-backed) kB. File-backed pages are the
+/// mapped database, the kernel's reclaimable file cache; anonymous pages are the heap, where a
+/// leak would show.
+fn rss_kb(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("RssAnon:"), field("RssFile:"))
 }
 
 async fn setup(http: &reqwest::Client, a: &Args, i: usize) -> Tenant {
@@ -426,7 +430,7 @@ async fn main() {
             let mut series = Vec::new();
             let t0 = Instant::now();
             while Instant::now() < until {
-                let rss: Vec<u64> = a.pids.iter().map(|p| rss_kb(*p)).collect();
+                let rss: Vec<(u64, u64)> = a.pids.iter().map(|p| rss_kb(*p)).collect();
                 let wal = a
                     .wal
                     .as_ref()
@@ -449,9 +453,13 @@ async fn main() {
                     in_flight: IN_FLIGHT.load(std::sync::atomic::Ordering::Relaxed),
                 };
                 eprintln!(
-                    "t={}s rss={:?} MB wal={:.1} MB answered={} p99={:.1} ms errors={} in flight={}",
+                    "t={}s rss (heap, file)={:?} MB wal={:.1} MB answered={} p99={:.1} ms errors={} in flight={}",
                     sample.at,
-                    sample.rss_kb.iter().map(|k| k / 1024).collect::<Vec<_>>(),
+                    sample
+                        .rss_kb
+                        .iter()
+                        .map(|(h, f)| (h / 1024, f / 1024))
+                        .collect::<Vec<_>>(),
                     sample.wal as f64 / 1_048_576.0,
                     sample.answered,
                     sample.p99_ms,
@@ -493,14 +501,14 @@ async fn main() {
         println!("\nerrors by status: {errors:?}");
     }
     println!(
-        "\n| t (s) | resident memory per node (MB) | WAL (MB) | answered in the interval | p99 ms | errors | in flight |"
+        "\n| t (s) | resident heap / mapped file per node (MB) | WAL (MB) | answered in the interval | p99 ms | errors | in flight |"
     );
     println!("|---|---|---|---|---|---|---|");
     for x in &series {
         let rss: Vec<String> = x
             .rss_kb
             .iter()
-            .map(|k| format!("{:.0}", *k as f64 / 1024.0))
+            .map(|(h, f)| format!("{:.0} / {:.0}", *h as f64 / 1024.0, *f as f64 / 1024.0))
             .collect();
         println!(
             "| {} | {} | {:.1} | {} | {:.1} | {} | {} |",
@@ -515,14 +523,14 @@ async fn main() {
     }
     // Growth after warm-up: the first sample a minute in against the last.
     if let (Some(warm), Some(last)) = (series.iter().find(|x| x.at >= 60), series.last()) {
-        for (i, (w, l)) in warm.rss_kb.iter().zip(&last.rss_kb).enumerate() {
+        for (i, ((w, _), (l, _))) in warm.rss_kb.iter().zip(&last.rss_kb).enumerate() {
             let growth = if *w > 0 {
                 (*l as f64 - *w as f64) / *w as f64 * 100.0
             } else {
                 0.0
             };
             println!(
-                "node {i}: resident memory {:.0} MB at {} s → {:.0} MB at {} s ({growth:+.1} %)",
+                "node {i}: resident heap {:.0} MB at {} s → {:.0} MB at {} s ({growth:+.1} %)",
                 *w as f64 / 1024.0,
                 warm.at,
                 *l as f64 / 1024.0,

@@ -612,7 +612,7 @@ impl Engine {
         if kind == Kind::User && doc.get("active").is_none() {
             doc["active"] = Value::Bool(true);
         }
-        self.write_existing(ctx, kind, id, if_match, move |_current| {
+        self.write_existing(ctx, kind, id, if_match, Members::All, move |_current| {
             Ok((doc.clone(), members.clone()))
         })
         .await
@@ -630,8 +630,12 @@ impl Engine {
         let rt = resource_type(kind);
         let ops = patch::parse_request(rt, body)?;
         let touches_members = kind == Kind::Group;
+        let members = match kind {
+            Kind::Group => Members::of_ops(&ops),
+            Kind::User => Members::All,
+        };
         let limits = self.limits;
-        self.write_existing(ctx, kind, id, if_match, move |current| {
+        self.write_existing(ctx, kind, id, if_match, members, move |current| {
             let mut doc = current.doc.clone();
             if touches_members {
                 doc["members"] = Value::Array(
@@ -662,6 +666,7 @@ impl Engine {
         kind: Kind,
         id: &str,
         if_match: Option<&str>,
+        members: Members,
         change: F,
     ) -> ApiResult<Rendered>
     where
@@ -686,10 +691,12 @@ impl Engine {
                 };
                 {
                     let stored = current_version(tx, &ctx, kind, &id, if_match.as_deref())?;
-                    let members = if kind == Kind::Group {
-                        tx.member_ids(&ctx.tenant, &id)?
-                    } else {
-                        Vec::new()
+                    let members = match (kind, &members) {
+                        (Kind::User, _) => Vec::new(),
+                        (Kind::Group, Members::All) => tx.member_ids(&ctx.tenant, &id)?,
+                        (Kind::Group, Members::Named(ids)) => {
+                            tx.members_among(&ctx.tenant, &id, ids)?
+                        }
                     };
                     let current = Current {
                         doc: stored.doc.clone(),
@@ -1418,6 +1425,85 @@ fn group_ref_json(ctx: &Ctx, g: crate::directory::store::GroupRef) -> Value {
 type Keyed = (Option<SortKey>, Rendered);
 
 /// What a change function sees of the current resource.
+/// Which of a group's members a change must see.
+enum Members {
+    /// All of them: the change may replace or clear the list.
+    All,
+    /// Only these ids: every operation adds or removes members it names by id, so the members
+    /// it does not name cannot change and need not be read.
+    Named(Vec<String>),
+}
+
+impl Members {
+    /// What a group PATCH must see. Identity providers send member changes as `add` with
+    /// values, `remove` with values (Entra ID) or `remove` with `members[value eq "id"]`;
+    /// any other operation on `members` sees the whole list.
+    fn of_ops(ops: &[patch::PatchOperation]) -> Members {
+        let mut ids = Vec::new();
+        for op in ops {
+            let Some(path) = &op.path else {
+                let names_members = op
+                    .value
+                    .as_ref()
+                    .and_then(Value::as_object)
+                    .is_none_or(|o| o.keys().any(|k| k.eq_ignore_ascii_case("members")));
+                if names_members {
+                    return Members::All;
+                }
+                continue;
+            };
+            if path.extension.is_some() || !path.attr.name.eq_ignore_ascii_case("members") {
+                continue;
+            }
+            if path.attr.sub.is_some() || path.sub.is_some() {
+                return Members::All;
+            }
+            let named = match (op.op, &path.filter, &op.value) {
+                (patch::OpKind::Add, None, Some(v))
+                | (patch::OpKind::Remove, None, Some(v @ (Value::Array(_) | Value::Object(_)))) => {
+                    values_named(v)
+                }
+                (patch::OpKind::Remove, Some(f), _) => id_named(f).map(|id| vec![id]),
+                _ => None,
+            };
+            match named {
+                Some(named) => ids.extend(named),
+                None => return Members::All,
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        Members::Named(ids)
+    }
+}
+
+/// The ids of member values (`[{"value": "id"}, …]` or one object), if each names one.
+fn values_named(v: &Value) -> Option<Vec<String>> {
+    let one = |item: &Value| {
+        let obj = item.as_object()?;
+        let (_, value) = obj.iter().find(|(k, _)| k.eq_ignore_ascii_case("value"))?;
+        value.as_str().map(str::to_string)
+    };
+    match v {
+        Value::Array(items) => items.iter().map(one).collect(),
+        other => one(other).map(|id| vec![id]),
+    }
+}
+
+/// The id of a `value eq "id"` member filter.
+fn id_named(f: &scim::filter::Filter) -> Option<String> {
+    match f {
+        scim::filter::Filter::Compare(
+            p,
+            scim::filter::CompareOp::Eq,
+            scim::filter::CompValue::Str(id),
+        ) if p.urn.is_none() && p.sub.is_none() && p.name.eq_ignore_ascii_case("value") => {
+            Some(id.clone())
+        }
+        _ => None,
+    }
+}
+
 pub struct Current {
     /// The stored document.
     pub doc: Value,
@@ -1513,5 +1599,47 @@ mod tests {
         assert!(etag_matches("*", 9));
         assert!(etag_matches("W/\"1\", W/\"3\"", 3));
         assert!(!etag_matches("W/\"2\"", 3));
+    }
+
+    fn members_of(ops: Value) -> Option<Vec<String>> {
+        let rt = resource_type(Kind::Group);
+        let ops = patch::parse_request(
+            rt,
+            &json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops}),
+        )
+        .unwrap();
+        match Members::of_ops(&ops) {
+            Members::All => None,
+            Members::Named(ids) => Some(ids),
+        }
+    }
+
+    #[test]
+    fn member_patches_name_the_members_they_read() {
+        let named = |ids: &[&str]| Some(ids.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            members_of(json!([
+                {"op": "add", "path": "members", "value": [{"value": "b"}, {"value": "a"}]},
+                {"op": "remove", "path": "members[value eq \"c\"]"},
+                {"op": "remove", "path": "members", "value": [{"value": "a"}]},
+                {"op": "replace", "path": "displayName", "value": "x"},
+            ])),
+            named(&["a", "b", "c"])
+        );
+        assert_eq!(
+            members_of(json!([{"op": "replace", "value": {"displayName": "x"}}])),
+            named(&[])
+        );
+        // Anything that may touch members it does not name reads them all.
+        for ops in [
+            json!([{"op": "remove", "path": "members"}]),
+            json!([{"op": "replace", "path": "members", "value": [{"value": "a"}]}]),
+            json!([{"op": "remove", "path": "members[type eq \"User\"]"}]),
+            json!([{"op": "remove", "path": "members[value eq \"a\" or value eq \"b\"]"}]),
+            json!([{"op": "replace", "value": {"members": [{"value": "a"}]}}]),
+            json!([{"op": "replace", "path": "members[value eq \"a\"].value", "value": "b"}]),
+        ] {
+            assert_eq!(members_of(ops.clone()), None, "{ops}");
+        }
     }
 }

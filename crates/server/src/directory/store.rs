@@ -770,6 +770,31 @@ impl Tx<'_> {
         Ok(rows.iter().map(|r| (r.text(0), r.text(1))).collect())
     }
 
+    /// Which of these ids are members of the group, as (id, type): a member PATCH reads only
+    /// the members it names, not the whole group.
+    pub(crate) fn members_among(
+        &mut self,
+        tenant: &str,
+        group: &str,
+        ids: &[String],
+    ) -> StoreResult<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT member_id, member_type FROM scim_group_members WHERE tenant_id = $1 AND group_id = $2 AND member_id IN ({}) ORDER BY member_id",
+                placeholders(3, chunk.len())
+            );
+            let mut params = vec![P::from(tenant), P::from(group)];
+            params.extend(chunk.iter().map(P::from));
+            out.extend(
+                self.fetch(&sql, &params)?
+                    .iter()
+                    .map(|r| (r.text(0), r.text(1))),
+            );
+        }
+        Ok(out)
+    }
+
     /// Which of these ids are users and which are groups of the tenant.
     pub(crate) fn classify_ids(
         &mut self,

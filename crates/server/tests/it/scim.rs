@@ -149,6 +149,20 @@ async fn entra_sequence(b: Backend) {
         )
         .await;
     assert_eq!(found.body["totalResults"], 1);
+    // Entra ID matching on the work email.
+    let by_email = app
+        .req(
+            "GET",
+            &format!(
+                "/scim/v2/Users?filter={}",
+                enc(r#"emails[type eq "work"].value eq "JDoe@Contoso.com""#)
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(by_email.status, StatusCode::OK, "{}", by_email.raw);
+    assert_eq!(by_email.body["totalResults"], 1, "{}", by_email.raw);
+    assert_eq!(by_email.body["Resources"][0]["id"], json!(id));
     let by_ext = app
         .req(
             "GET",
@@ -815,6 +829,10 @@ async fn sql_and_memory_filters_agree(b: Backend) {
         r#"active eq true and emails.value co "work""#,
         r#"emails[type eq "work" and value ew ".com"]"#,
         r#"emails[value eq "dana@work.com"]"#,
+        r#"emails[type eq "work"].value eq "ANN@work.com""#,
+        r#"emails[type eq "home"].value eq "ann@work.com""#,
+        r#"emails[type eq "work"].value co "work" and active eq true"#,
+        r#"emails[value eq "eve@home.org" or value eq "bob@work.com"]"#,
         r#"emails.value pr"#,
         r#"not (emails pr)"#,
         r#"department eq "engineering""#,
@@ -1075,6 +1093,114 @@ async fn bulk_and_large_membership(b: Backend) {
         .collect();
     let r = app.req("POST", "/scim/v2/Bulk", Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": too_many}))).await;
     assert_scim_error(&r, 413, None);
+}
+
+/// Member PATCHes that name their members read only those members; the result must be the
+/// same as applying the operations to the whole list.
+async fn member_patches_change_only_what_they_name(b: Backend) {
+    let app = app(b).await;
+    let mut ids = Vec::new();
+    for name in ["ma", "mb", "mc", "md"] {
+        let r = app
+            .req(
+                "POST",
+                "/scim/v2/Users",
+                Some(json!({"schemas": [USER], "userName": name})),
+            )
+            .await;
+        ids.push(r.body["id"].as_str().unwrap().to_string());
+    }
+    let (a, b2, c, d) = (&ids[0], &ids[1], &ids[2], &ids[3]);
+    let g = app
+        .req(
+            "POST",
+            "/scim/v2/Groups",
+            Some(json!({"schemas": [GROUP], "displayName": "Named",
+                "members": [{"value": a}, {"value": b2}, {"value": c}]})),
+        )
+        .await;
+    let gid = g.body["id"].as_str().unwrap().to_string();
+    let members = |r: &common::Resp| -> BTreeSet<String> {
+        r.body["members"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .map(|v| v["value"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let url = format!("/scim/v2/Groups/{gid}");
+    // An existing member added again, a new one added, one removed by filter, a non-member
+    // removed by value (Entra ID's form), and a rename, in one request.
+    let r = app
+        .req(
+            "PATCH",
+            &url,
+            Some(patch(json!([
+                {"op": "add", "path": "members", "value": [{"value": b2}, {"value": d}]},
+                {"op": "remove", "path": format!("members[value eq \"{c}\"]")},
+                {"op": "Remove", "path": "urn:ietf:params:scim:schemas:core:2.0:Group:members", "value": [{"value": "not-a-member"}]},
+                {"op": "replace", "path": "displayName", "value": "Named 2"},
+            ]))),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(
+        members(&r),
+        BTreeSet::from([a.clone(), b2.clone(), d.clone()])
+    );
+    assert_eq!(r.body["displayName"], "Named 2");
+    let version = r.headers["etag"].clone();
+    // Adding a member who is already there changes nothing: no new version.
+    let again = app
+        .req(
+            "PATCH",
+            &url,
+            Some(patch(
+                json!([{"op": "add", "path": "members", "value": [{"value": a}]}]),
+            )),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.raw);
+    assert_eq!(again.headers["etag"], version);
+    // Ids are case-exact: an upper-cased id names no member.
+    let upper = app
+        .req(
+            "PATCH",
+            &url,
+            Some(patch(json!([{"op": "remove", "path": format!("members[value eq \"{}\"]", a.to_uppercase())}]))),
+        )
+        .await;
+    assert_eq!(upper.status, StatusCode::OK, "{}", upper.raw);
+    assert_eq!(members(&upper).len(), 3);
+    // An unknown id added is refused, and nothing of the request is written.
+    let bad = app
+        .req(
+            "PATCH",
+            &url,
+            Some(patch(json!([
+                {"op": "remove", "path": format!("members[value eq \"{a}\"]")},
+                {"op": "add", "path": "members", "value": [{"value": "no-such-user"}]},
+            ]))),
+        )
+        .await;
+    assert_scim_error(&bad, 400, Some("invalidValue"));
+    let now = app.req("GET", &url, None).await;
+    assert_eq!(
+        members(&now),
+        BTreeSet::from([a.clone(), b2.clone(), d.clone()])
+    );
+    // A remove without a value or filter clears the list.
+    let clear = app
+        .req(
+            "PATCH",
+            &url,
+            Some(patch(json!([{"op": "remove", "path": "members"}]))),
+        )
+        .await;
+    assert_eq!(clear.status, StatusCode::OK, "{}", clear.raw);
+    assert!(members(&clear).is_empty());
 }
 
 async fn audit_and_outbox_are_atomic(b: Backend) {
@@ -1521,6 +1647,7 @@ both_backends!(
     sql_and_memory_filters_agree,
     nested_groups_and_cycles,
     bulk_and_large_membership,
+    member_patches_change_only_what_they_name,
     audit_and_outbox_are_atomic,
     concurrent_duplicate_creates,
     discovery_search_and_admin,
