@@ -85,7 +85,7 @@ async fn main() {
         }
     };
     std::thread::spawn(move || for _ in reader.lines() {});
-    let http = reqwest::Client::builder()
+    let http = seatkeeper::crypto::http_client()
         .pool_max_idle_per_host(64)
         .build()
         .unwrap();

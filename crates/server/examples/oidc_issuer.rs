@@ -9,52 +9,8 @@ use std::io::Write;
 
 use axum::Router;
 use axum::routing::get;
-use base64::Engine;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, Header};
 use serde_json::json;
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn key(alg: Algorithm) -> (EncodingKey, serde_json::Value) {
-    match alg {
-        Algorithm::RS256 => {
-            use rsa::pkcs1::EncodeRsaPrivateKey;
-            use rsa::traits::PublicKeyParts;
-            let k = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("an RSA key");
-            let der = k.to_pkcs1_der().expect("DER");
-            let p = k.to_public_key();
-            (
-                EncodingKey::from_rsa_der(der.as_bytes()),
-                json!({"kty": "RSA", "alg": "RS256", "use": "sig", "kid": "bench-1",
-                    "n": b64(&p.n().to_bytes_be()), "e": b64(&p.e().to_bytes_be())}),
-            )
-        }
-        Algorithm::ES256 => {
-            use p256::elliptic_curve::sec1::ToEncodedPoint;
-            use p256::pkcs8::EncodePrivateKey;
-            let k = p256::SecretKey::random(&mut rand::thread_rng());
-            let der = k.to_pkcs8_der().expect("DER");
-            let pt = k.public_key().to_encoded_point(false);
-            (
-                EncodingKey::from_ec_der(der.as_bytes()),
-                json!({"kty": "EC", "alg": "ES256", "use": "sig", "kid": "bench-1", "crv": "P-256",
-                    "x": b64(pt.x().expect("x")), "y": b64(pt.y().expect("y"))}),
-            )
-        }
-        _ => {
-            use ed25519_dalek::pkcs8::EncodePrivateKey;
-            let k = ed25519_dalek::SigningKey::generate(&mut rand::thread_rng());
-            let der = k.to_pkcs8_der().expect("DER");
-            (
-                EncodingKey::from_ed_der(der.as_bytes()),
-                json!({"kty": "OKP", "alg": "EdDSA", "use": "sig", "kid": "bench-1", "crv": "Ed25519",
-                    "x": b64(k.verifying_key().as_bytes())}),
-            )
-        }
-    }
-}
 
 #[tokio::main]
 async fn main() {
@@ -75,7 +31,9 @@ async fn main() {
         .await
         .expect("a port");
     let url = format!("http://{}", listener.local_addr().expect("an address"));
-    let (encoding, jwk) = key(alg);
+    seatkeeper::crypto::install();
+    let (encoding, mut jwk) = seatkeeper::testing::signing_key(alg);
+    jwk["kid"] = json!("bench-1");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&file).expect("the tokens file"));
     let mut header = Header::new(alg);
     header.kid = Some("bench-1".into());

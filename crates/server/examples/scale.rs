@@ -38,7 +38,9 @@ async fn seed() {
     let users: usize = need("--users").parse().unwrap();
     let out = need("--out");
     let product = flag("--product").unwrap_or_else(|| "scale".into());
-    let http = reqwest::Client::new();
+    let http = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client");
     let t0 = Instant::now();
     // The catalogue product once.
     let (s, v) = call(
@@ -121,7 +123,9 @@ async fn lookups() {
     let tenant_index = flag("--tenant-index").unwrap_or_else(|| "0".into());
     let users: usize = need("--users").parse().unwrap();
     let requests: usize = need("--requests").parse().unwrap();
-    let http = reqwest::Client::new();
+    let http = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client");
     let samples = Arc::new(std::sync::Mutex::new(Vec::with_capacity(requests)));
     let mut tasks = Vec::new();
     let per = requests / 8;
@@ -175,7 +179,9 @@ async fn first_check() {
     let lines: Vec<&str> = keys.lines().filter(|l| !l.is_empty()).collect();
     let pick = lines[(std::process::id() as usize * 7919) % lines.len()];
     let parts: Vec<&str> = pick.split(' ').collect();
-    let http = reqwest::Client::new();
+    let http = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client");
     let t = Instant::now();
     let (s, v) = call(
         &http,

@@ -329,7 +329,7 @@ fn pct(v: &mut [u32], p: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let a = Arc::new(args());
-    let http = reqwest::Client::builder()
+    let http = seatkeeper::crypto::http_client()
         .pool_max_idle_per_host(512)
         .build()
         .unwrap();

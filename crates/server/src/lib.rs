@@ -51,6 +51,7 @@ pub use kernel::auth::{Credential, generate_token, hash_token};
 pub use kernel::chain::{AuditRow, SignedHead, VENDOR, public_key, signature_holds};
 pub use kernel::clock::{Clock, ManualClock, SharedClock};
 pub use kernel::config::Config;
+pub use kernel::crypto;
 pub use kernel::ids::Instant;
 pub use kernel::ids::Name;
 pub use kernel::scopes::{Scope, Scopes};

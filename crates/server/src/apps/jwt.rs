@@ -117,6 +117,7 @@ impl Signer {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(kid);
         header.typ = Some("JWT".into());
+        crate::kernel::crypto::install();
         let token = jsonwebtoken::encode(&header, &claims, &key)
             .map_err(|e| StoreError::Corrupt(format!("signing a token: {e}")))?;
         Ok((token, exp))

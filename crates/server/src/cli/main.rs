@@ -168,6 +168,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    seatkeeper::crypto::install();
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // The message and its causes, never a backtrace (RUST_BACKTRACE is for panics).

@@ -160,7 +160,7 @@ pub(crate) async fn healthcheck(
         format!("http://{at}")
     });
     let target = format!("{}/readyz", base.trim_end_matches('/'));
-    let client = reqwest::Client::builder()
+    let client = seatkeeper::crypto::http_client()
         .timeout(Duration::from_secs(timeout.max(1)))
         .build()?;
     let resp = client

@@ -94,7 +94,7 @@ fn now_ms(clock: &dyn Clock) -> i64 {
 /// Starts the dispatcher; it runs for the life of the process.
 pub fn spawn(store: Store, clock: SharedClock, cfg: DispatchConfig) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let builder = reqwest::Client::builder()
+        let builder = crate::kernel::crypto::http_client()
             .timeout(cfg.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("seatkeeper-webhooks/", env!("CARGO_PKG_VERSION")));

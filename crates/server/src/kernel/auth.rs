@@ -6,7 +6,6 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -20,7 +19,7 @@ pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
 /// A new random token with a recognisable prefix (`skt_` SCIM, `skp_` app, `ska_` admin).
 pub fn generate_token(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
+    rand::fill(&mut bytes);
     format!(
         "{prefix}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)

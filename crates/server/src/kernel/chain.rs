@@ -265,8 +265,10 @@ pub fn signing_key(stored: &str) -> Option<ed25519_dalek::SigningKey> {
 /// A new audit signing key in its stored form.
 pub fn new_signing_key() -> String {
     use base64::Engine as _;
-    let key = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
-    base64::engine::general_purpose::STANDARD.encode(key.to_bytes())
+    // The key is its 32-byte seed (RFC 8032 §5.1.5), from a cryptographic generator.
+    let mut seed = [0u8; 32];
+    rand::fill(&mut seed);
+    base64::engine::general_purpose::STANDARD.encode(seed)
 }
 
 /// A public key as operators pin it: base64 of its 32 bytes.

@@ -45,9 +45,8 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
 
 /// A Standard Webhooks secret: `whsec_` and base64 of at least 24 random bytes.
 pub fn new_secret() -> String {
-    use rand::RngCore;
     let mut key = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut key);
+    rand::fill(&mut key);
     format!("whsec_{}", B64.encode(key))
 }
 

@@ -84,7 +84,7 @@ pub struct Keys {
 impl Default for Keys {
     fn default() -> Keys {
         Keys {
-            client: reqwest::Client::builder()
+            client: crate::kernel::crypto::http_client()
                 .timeout(Duration::from_secs(5))
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -259,6 +259,7 @@ impl Keys {
         audiences: &[String],
         now: i64,
     ) -> Result<Value, Refused> {
+        crate::kernel::crypto::install();
         let header = jsonwebtoken::decode_header(token).map_err(|e| {
             refuse(
                 Refusal::InvalidSignature,

@@ -821,6 +821,7 @@ async fn oidc_sign_in_provisions_just_in_time(b: Backend) {
         &sign_in(&app, &key, &parts.join("."), None).await,
         "invalid_signature",
     );
+    seatkeeper::crypto::install();
     let hs = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(Algorithm::HS256),
         &fine,

@@ -316,6 +316,7 @@ async fn jwks(app: &TestApp) -> Value {
 }
 
 fn verify(token: &str, jwks: &Value) -> Result<Value, String> {
+    seatkeeper::crypto::install();
     let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
     let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks.clone()).unwrap();
     let jwk = set

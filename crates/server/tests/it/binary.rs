@@ -145,7 +145,9 @@ pub struct Api {
 impl Api {
     pub fn new(base: &str, scim_token: &str, tenant: &str) -> Api {
         Api {
-            http: reqwest::Client::new(),
+            http: seatkeeper::crypto::http_client()
+                .build()
+                .expect("an HTTP client"),
             base: base.to_string(),
             scim_token: scim_token.to_string(),
             tenant: tenant.to_string(),
@@ -265,7 +267,9 @@ impl Api {
     /// The same tenant and token through another server.
     pub fn via(&self, base: &str) -> Api {
         Api {
-            http: reqwest::Client::new(),
+            http: seatkeeper::crypto::http_client()
+                .build()
+                .expect("an HTTP client"),
             base: base.to_string(),
             scim_token: self.scim_token.clone(),
             tenant: self.tenant.clone(),

@@ -183,7 +183,9 @@ async fn the_console_in_a_real_browser() {
     let active = figure(&c, &format!("{tenant}.workspace.active")).await;
     let waiting = figure(&c, &format!("{tenant}.workspace.waitlisted")).await;
     // The page says what the admin API says.
-    let usage: serde_json::Value = reqwest::Client::new()
+    let usage: serde_json::Value = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client")
         .get(format!("{base}/api/v1/tenants/{tenant}/usage"))
         .bearer_auth(ADMIN)
         .send()
@@ -229,7 +231,9 @@ async fn the_console_in_a_real_browser() {
         + figure(&c, &format!("{tenant}.workspace.waitlisted")).await;
     // Let the page's live stream connect.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let http = reqwest::Client::new();
+    let http = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client");
     let created = Instant::now();
     let r: serde_json::Value = http
         .post(format!("{base}/scim/v2/Users"))
@@ -479,7 +483,7 @@ async fn the_console_in_a_real_browser() {
 #[tokio::test]
 async fn console_forms_need_their_csrf_token() {
     let (_demo, base, _, _, _) = demo();
-    let http = reqwest::Client::builder()
+    let http = seatkeeper::crypto::http_client()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -582,7 +586,9 @@ async fn console_forms_need_their_csrf_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_portal_in_a_real_browser() {
     let (_demo, base, _scim_token, tenant, _db) = demo();
-    let http = reqwest::Client::new();
+    let http = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client");
     let link: serde_json::Value = http
         .post(format!("{base}/api/v1/tenants/{tenant}/portal-links"))
         .bearer_auth(ADMIN)

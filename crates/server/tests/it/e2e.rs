@@ -112,7 +112,9 @@ async fn provisioning_through_the_binary(b: Backend) {
         200
     );
     // The admin API creates tenants too.
-    let t = reqwest::Client::new()
+    let t = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client")
         .post(format!("{}/api/v1/tenants", server.base))
         .bearer_auth("e2e-admin")
         .json(&json!({"name": "Fabrikam"}))
@@ -174,7 +176,9 @@ async fn admin_token_is_generated_once() {
         .and_then(|rest| rest.split_whitespace().find(|w| w.starts_with("ska_")))
         .expect("the first start prints the admin token")
         .to_string();
-    let ok = reqwest::Client::new()
+    let ok = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client")
         .get(format!("{}/api/v1/tenants", first.base))
         .bearer_auth(&token)
         .send()
@@ -184,7 +188,9 @@ async fn admin_token_is_generated_once() {
     first.kill();
     let second = Server::start_as(&db, None, &[]);
     assert!(!second.stdout.join("").contains("generated admin token"));
-    let still = reqwest::Client::new()
+    let still = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client")
         .get(format!("{}/api/v1/tenants", second.base))
         .bearer_auth(&token)
         .send()
@@ -255,7 +261,9 @@ async fn two_nodes_on_postgres_keep_uniqueness_and_one_audit_chain() {
         Server::start_as(&db, Some("x"), &[]),
         Server::start_as(&db, Some("x"), &[]),
     );
-    let http = reqwest::Client::new();
+    let http = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client");
     let mut tasks = Vec::new();
     for i in 0..60 {
         let base = if i % 2 == 0 {

@@ -76,7 +76,7 @@ async fn access_through_the_binary(b: Backend) {
 
     let server = Server::start(&db, &["--test-clock", "2026-11-20T12:00:00Z"]);
     let base = server.base.clone();
-    let http = reqwest::Client::builder()
+    let http = seatkeeper::crypto::http_client()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();

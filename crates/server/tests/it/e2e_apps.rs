@@ -121,7 +121,9 @@ starts_at = "2026-01-01T00:00:00Z"
     cli_ok(&db, &["apply", model.to_str().unwrap()]);
     let one = Server::start(&db, &[]);
     let two = Server::start(&db, &[]);
-    let http = reqwest::Client::new();
+    let http = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client");
     let (n1, n2) = (
         Node {
             http: http.clone(),

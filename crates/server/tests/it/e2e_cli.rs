@@ -71,7 +71,9 @@ async fn credentials_are_listed_and_revoked() {
 
         if kind == "token" {
             let server = Server::start(&db, &[]);
-            let r = reqwest::Client::new()
+            let r = seatkeeper::crypto::http_client()
+                .build()
+                .expect("an HTTP client")
                 .get(format!("{}/scim/v2/Users", server.base))
                 .bearer_auth(&secret)
                 .send()

@@ -79,7 +79,9 @@ async fn secrets_come_from_files() {
         .env("SEATKEEPER_BILLING_SECRET_FILE", &billing_file);
     // No --database: the file names it.
     let mut server = Server::start_by(cmd, "", None, &[]);
-    let r = reqwest::Client::new()
+    let r = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client")
         .get(format!("{}/api/v1/tenants", server.base))
         .bearer_auth("file-admin-token-0123456789")
         .send()

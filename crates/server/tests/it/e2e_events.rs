@@ -615,7 +615,9 @@ async fn the_vendor_stream_carries_every_tenant(b: Backend) {
             .to_string();
         tenants.push((t, token));
     }
-    let http = reqwest::Client::new();
+    let http = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client");
     let open = |last: Option<String>| {
         let mut r = http
             .get(format!("{}/api/v1/events/stream", server.base))

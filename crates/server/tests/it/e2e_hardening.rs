@@ -173,7 +173,9 @@ async fn errors_are_in_our_format(b: Backend) {
     );
     assert!(r.closed, "a 413 closes the connection");
     // The same through a client that reuses connections: its next request works.
-    let http = reqwest::Client::new();
+    let http = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client");
     let resp = http
         .post(format!("{}/scim/v2/Users", server.base))
         .bearer_auth(&token)
@@ -224,7 +226,7 @@ async fn stalled_clients_cannot_hold_the_server() {
     let db = database(Backend::Sqlite, &dir);
     let server = Server::start(&db, &["--header-timeout", "3", "--idle-timeout", "2"]);
     let a = addr(&server);
-    let http = reqwest::Client::builder()
+    let http = seatkeeper::crypto::http_client()
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
@@ -334,7 +336,9 @@ async fn failed_authentication_is_throttled(b: Backend) {
     let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
         .trim()
         .to_string();
-    let http = reqwest::Client::new();
+    let http = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client");
 
     // Behind a trusted proxy (this test, on 127.0.0.1): each forwarded client on its own.
     let server = Server::start(&db, &["--trusted-proxies", "127.0.0.1/32"]);
@@ -653,51 +657,51 @@ const WORDS: &[&str] = &[
 
 impl Fuzzer {
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        use rand::Rng;
-        &items[self.rng.gen_range(0..items.len())]
+        use rand::RngExt;
+        &items[self.rng.random_range(0..items.len())]
     }
 
     fn chance(&mut self, p: f64) -> bool {
-        use rand::Rng;
-        self.rng.gen_bool(p)
+        use rand::RngExt;
+        self.rng.random_bool(p)
     }
 
     fn word(&mut self) -> String {
-        use rand::Rng;
-        match self.rng.gen_range(0..10) {
-            0 => "x".repeat(self.rng.gen_range(0..70_000)),
-            1 => (0..self.rng.gen_range(0..12))
-                .map(|_| char::from_u32(self.rng.gen_range(0..0x11_0000)).unwrap_or('?'))
+        use rand::RngExt;
+        match self.rng.random_range(0..10) {
+            0 => "x".repeat(self.rng.random_range(0..70_000)),
+            1 => (0..self.rng.random_range(0..12))
+                .map(|_| char::from_u32(self.rng.random_range(0..0x11_0000)).unwrap_or('?'))
                 .collect(),
             _ => self.pick(WORDS).to_string(),
         }
     }
 
     fn text(&mut self) -> String {
-        use rand::Rng;
-        (0..self.rng.gen_range(1..6))
+        use rand::RngExt;
+        (0..self.rng.random_range(1..6))
             .map(|_| self.word())
             .collect::<Vec<_>>()
             .join(if self.chance(0.5) { " " } else { "" })
     }
 
     fn json(&mut self, depth: u32) -> Value {
-        use rand::Rng;
-        match self.rng.gen_range(0..if depth > 3 { 5 } else { 8 }) {
+        use rand::RngExt;
+        match self.rng.random_range(0..if depth > 3 { 5 } else { 8 }) {
             0 => Value::Null,
             1 => Value::Bool(self.chance(0.5)),
-            2 => serde_json::json!(self.rng.gen_range(-5i64..100_000)),
+            2 => serde_json::json!(self.rng.random_range(-5i64..100_000)),
             3 | 4 => Value::String(self.text()),
             5 | 6 => {
                 let mut m = serde_json::Map::new();
-                for _ in 0..self.rng.gen_range(0..6) {
+                for _ in 0..self.rng.random_range(0..6) {
                     let k = self.word();
                     m.insert(k, self.json(depth + 1));
                 }
                 Value::Object(m)
             }
             _ => Value::Array(
-                (0..self.rng.gen_range(0..4))
+                (0..self.rng.random_range(0..4))
                     .map(|_| self.json(depth + 1))
                     .collect(),
             ),
@@ -705,14 +709,14 @@ impl Fuzzer {
     }
 
     fn body(&mut self) -> Option<Vec<u8>> {
-        use rand::Rng;
-        match self.rng.gen_range(0..10) {
+        use rand::RngExt;
+        match self.rng.random_range(0..10) {
             0 => None,
             1 => Some(self.text().into_bytes()),
             2 => Some(br#"{"userName": "a", "userName": "b", "schemas": []}"#.to_vec()),
             3 => {
                 let mut b = self.json(0).to_string().into_bytes();
-                let cut = self.rng.gen_range(0..=b.len());
+                let cut = self.rng.random_range(0..=b.len());
                 b.truncate(cut);
                 Some(b)
             }
@@ -844,7 +848,9 @@ async fn http_fuzzing_finds_no_5xx(b: Backend) {
         .trim()
         .to_string();
     let server = Server::start(&db, &["--auth-failure-limit", "0"]);
-    let http = reqwest::Client::new();
+    let http = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client");
     let mut ids = Vec::new();
     for i in 0..5 {
         let r = http

@@ -84,7 +84,9 @@ enforcement = "hard""#;
     let apis: Vec<Api> = servers
         .iter()
         .map(|s| Api {
-            http: reqwest::Client::new(),
+            http: seatkeeper::crypto::http_client()
+                .build()
+                .expect("an HTTP client"),
             base: s.base.clone(),
             scim_token: token.clone(),
             tenant: tenant.clone(),
@@ -227,7 +229,9 @@ priority = 1"#
 
     let server = Server::start(&db, &["--test-clock", "2026-11-22T10:00:00Z"]);
     let api = Api {
-        http: reqwest::Client::new(),
+        http: seatkeeper::crypto::http_client()
+            .build()
+            .expect("an HTTP client"),
         base: server.base.clone(),
         scim_token: token,
         tenant: tenant.clone(),

@@ -140,7 +140,9 @@ async fn load(
     worker: usize,
     stop: Arc<AtomicBool>,
 ) -> Vec<Answer> {
-    let http = reqwest::Client::new();
+    let http = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client");
     let mut out = Vec::new();
     let mut i = 0usize;
     while !stop.load(Ordering::Relaxed) {
@@ -314,7 +316,9 @@ async fn postgres_restarts_under_two_nodes() {
         );
     }
     // No answered write is lost: every user answered 201 is there, on either node.
-    let http = reqwest::Client::new();
+    let http = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client");
     let created: Vec<&String> = answers
         .iter()
         .filter(|a| a.status == 201)
@@ -434,7 +438,9 @@ async fn a_partitioned_node_fails_ready_and_the_other_goes_on() {
     let other = Server::start(&db, &args);
     let api = Api::new(&other.base, &token, &tenant);
     licensed(&api, "scarce", 30).await;
-    let http = reqwest::Client::new();
+    let http = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client");
     let create = |base: String, name: String| {
         let (http, token) = (http.clone(), token.clone());
         async move {
@@ -522,7 +528,9 @@ async fn sqlite_out_of_disk() {
         &["--user-cache-mb", "0"],
     );
     let pid = server.child.id() as i32;
-    let http = reqwest::Client::new();
+    let http = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client");
     let padding = "p".repeat(20_000);
     let mut created = Vec::new();
     let mut refused = 0;
@@ -661,7 +669,9 @@ async fn sigkill_mid_change_leaves_whole_or_nothing() {
             "rules": [{"name": "everyone", "filter": "userName pr", "product": "kill", "plan": "pro", "priority": 1}]}],
     });
     api.admin("PUT", "/model", Some(model)).await;
-    let http = reqwest::Client::new();
+    let http = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client");
     bulk_users(&http, &server.base, &token, "k", USERS).await;
     let changed = |events: &[Value]| {
         events
@@ -675,7 +685,7 @@ async fn sigkill_mid_change_leaves_whole_or_nothing() {
     let rule = format!("/api/v1/tenants/{tenant}/rules/everyone");
     let (base, t) = (server.base.clone(), crate::binary::ADMIN.to_string());
     let change = tokio::spawn(async move {
-        reqwest::Client::new()
+        seatkeeper::crypto::http_client().build().expect("an HTTP client")
             .put(format!("{base}{rule}"))
             .bearer_auth(t)
             .json(&json!({"filter": "userName pr", "product": "kill", "plan": "enterprise", "priority": 1}))
@@ -719,7 +729,9 @@ async fn sigkill_mid_change_leaves_whole_or_nothing() {
         async move {
             let ts = seatkeeper::system_clock().now().unix_timestamp();
             let sig = seatkeeper::standard_sign(SECRET, "evt_kill", ts, body.as_bytes());
-            reqwest::Client::new()
+            seatkeeper::crypto::http_client()
+                .build()
+                .expect("an HTTP client")
                 .post(format!("{base}/api/v1/billing/events"))
                 .header("content-type", "application/json")
                 .header("webhook-id", "evt_kill")

@@ -7,13 +7,8 @@ use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::routing::get;
-use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
 
 /// One signing key: its private half and its public JWK.
 pub struct KeyPair {
@@ -26,43 +21,9 @@ pub struct KeyPair {
 impl KeyPair {
     pub fn new(alg: Algorithm) -> KeyPair {
         let kid = format!("k-{}", uuid::Uuid::new_v4());
-        let (encoding, jwk) = match alg {
-            Algorithm::RS256 => {
-                use rsa::pkcs1::EncodeRsaPrivateKey;
-                use rsa::traits::PublicKeyParts;
-                let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
-                let der = key.to_pkcs1_der().unwrap();
-                let public = key.to_public_key();
-                (
-                    EncodingKey::from_rsa_der(der.as_bytes()),
-                    json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
-                        "n": b64(&public.n().to_bytes_be()), "e": b64(&public.e().to_bytes_be())}),
-                )
-            }
-            Algorithm::ES256 => {
-                use p256::elliptic_curve::sec1::ToEncodedPoint;
-                use p256::pkcs8::EncodePrivateKey;
-                let key = p256::SecretKey::random(&mut rand::thread_rng());
-                let der = key.to_pkcs8_der().unwrap();
-                let point = key.public_key().to_encoded_point(false);
-                (
-                    EncodingKey::from_ec_der(der.as_bytes()),
-                    json!({"kty": "EC", "use": "sig", "alg": "ES256", "kid": kid, "crv": "P-256",
-                        "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())}),
-                )
-            }
-            Algorithm::EdDSA => {
-                use ed25519_dalek::pkcs8::EncodePrivateKey;
-                let key = ed25519_dalek::SigningKey::generate(&mut rand::thread_rng());
-                let der = key.to_pkcs8_der().unwrap();
-                (
-                    EncodingKey::from_ed_der(der.as_bytes()),
-                    json!({"kty": "OKP", "use": "sig", "alg": "EdDSA", "kid": kid, "crv": "Ed25519",
-                        "x": b64(key.verifying_key().as_bytes())}),
-                )
-            }
-            other => panic!("no test keys for {other:?}"),
-        };
+        seatkeeper::crypto::install();
+        let (encoding, mut jwk) = seatkeeper::testing::signing_key(alg);
+        jwk["kid"] = json!(kid);
         KeyPair {
             kid,
             alg,
