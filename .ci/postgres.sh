@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Starts a throwaway PostgreSQL for the tests and prints its URL on the last line.
 # Installs PostgreSQL with apt-get when the machine has none. Usage: .ci/postgres.sh start|restart|stop
+# With SEATKEEPER_TEST_PG_TLS=1 the server has ssl = on, with a CA, a server certificate for
+# localhost and 127.0.0.1, and a client certificate for the role `certuser` (which must sign in
+# with it), all made here with openssl; the client's files are copied to $PGDATA-tls (ca.crt,
+# client.crt, client.key).
 set -euo pipefail
 
 PGPORT="${SEATKEEPER_TEST_PGPORT:-55432}"
@@ -41,7 +45,40 @@ case "${1:-start}" in
       mkdir -p "$PGDATA"
       [ "$(id -u)" = 0 ] && chown "$PGUSER_OS" "$PGDATA"
       as_pg "$BIN/initdb -D $PGDATA -U postgres -A trust --encoding=UTF8 --locale=C.UTF-8 >/dev/null"
-      as_pg "$BIN/pg_ctl -D $PGDATA -l $PGDATA/server.log -o '-p $PGPORT -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300' -w start >/dev/null"
+      TLS_OPTS=""
+      if [ "${SEATKEEPER_TEST_PG_TLS:-}" = 1 ]; then
+        command -v openssl >/dev/null 2>&1 || {
+          SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+          $SUDO apt-get update -qq >&2
+          DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssl >&2
+        }
+        T="$PGDATA/tls"
+        as_pg "mkdir -p $T && cd $T && umask 077 \
+          && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+               -subj '/CN=seatkeeper test CA' -keyout ca.key -out ca.crt 2>/dev/null \
+          && openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+               -subj '/CN=localhost' -keyout server.key -out server.csr 2>/dev/null \
+          && printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > server.ext \
+          && openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+               -extfile server.ext -out server.crt 2>/dev/null \
+          && openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+               -subj '/CN=certuser' -keyout client.key -out client.csr 2>/dev/null \
+          && printf 'extendedKeyUsage=clientAuth\n' > client.ext \
+          && openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+               -extfile client.ext -out client.crt 2>/dev/null \
+          && chmod 644 ca.crt client.crt"
+        rm -rf "$PGDATA-tls" && mkdir -p "$PGDATA-tls"
+        cp "$T/ca.crt" "$T/client.crt" "$T/client.key" "$PGDATA-tls/"
+        chmod 600 "$PGDATA-tls/client.key"
+        # certuser signs in only with its certificate; everyone else as before.
+        as_pg "printf 'hostssl all certuser 127.0.0.1/32 cert\nhost all certuser 127.0.0.1/32 reject\n' > $PGDATA/hba.tmp \
+          && cat $PGDATA/pg_hba.conf >> $PGDATA/hba.tmp && mv $PGDATA/hba.tmp $PGDATA/pg_hba.conf"
+        TLS_OPTS="-c ssl=on -c ssl_cert_file=$T/server.crt -c ssl_key_file=$T/server.key -c ssl_ca_file=$T/ca.crt"
+      fi
+      as_pg "$BIN/pg_ctl -D $PGDATA -l $PGDATA/server.log -o '-p $PGPORT -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300 $TLS_OPTS' -w start >/dev/null"
+      if [ "${SEATKEEPER_TEST_PG_TLS:-}" = 1 ]; then
+        "$BIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -qc "CREATE ROLE certuser LOGIN SUPERUSER" >/dev/null
+      fi
     fi
     for _ in $(seq 1 30); do
       if "$BIN/pg_isready" -h 127.0.0.1 -p "$PGPORT" >/dev/null 2>&1; then break; fi
@@ -59,5 +96,6 @@ case "${1:-start}" in
   stop)
     BIN=$(find_bin)
     as_pg "$BIN/pg_ctl -D $PGDATA -m fast stop" >/dev/null 2>&1 || true
+    rm -rf "$PGDATA-tls"
     ;;
 esac

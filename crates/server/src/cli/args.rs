@@ -137,6 +137,16 @@ pub(crate) struct ServeArgs {
     /// Database connections (read pool on SQLite; the whole pool on PostgreSQL).
     #[arg(long, env = "SEATKEEPER_MAX_CONNECTIONS", default_value_t = 8)]
     pub(crate) max_connections: u32,
+    /// PostgreSQL: a direct connection URL for LISTEN/NOTIFY, when --database goes through a
+    /// pooler in transaction mode (PgBouncer), which cannot hold a LISTEN. Same TLS settings
+    /// as --database.
+    #[arg(
+        long,
+        env = "SEATKEEPER_NOTIFY_DATABASE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub(crate) notify_database: Option<String>,
     /// SQLite synchronous mode: NORMAL (survives process crashes) or FULL (also power loss).
     #[arg(long, env = "SEATKEEPER_SQLITE_SYNCHRONOUS", default_value = "NORMAL")]
     pub(crate) sqlite_synchronous: String,
@@ -270,13 +280,16 @@ async fn connect(url: &str, args: Option<&ServeArgs>, open: Open) -> anyhow::Res
     if let Some(a) = args {
         opts.max_connections = a.max_connections;
         opts.sqlite_synchronous = a.sqlite_synchronous.clone();
+        opts.notify_url = a.notify_database.clone().filter(|u| !u.is_empty());
     }
+    let notify = opts.notify_url.clone().unwrap_or_default();
     Store::connect(url, &opts).await.map_err(|e| {
-        // A driver's message may quote the URL: its password never reaches the terminal.
+        // A driver's message may quote a URL: no password reaches the terminal.
+        let text = seatkeeper::scrub_secret(&e.to_string(), url);
         anyhow::anyhow!(
             "opening database {}: {}",
             seatkeeper::redact_url(url),
-            seatkeeper::scrub_secret(&e.to_string(), url)
+            seatkeeper::scrub_secret(&text, &notify)
         )
     })
 }

@@ -24,6 +24,9 @@ pub struct StoreOptions {
     pub sqlite_synchronous: String,
     /// What opening may do to the database.
     pub open: Open,
+    /// PostgreSQL: a direct connection for `LISTEN` (`--notify-database`), when the main URL
+    /// goes through a pooler in transaction mode (PgBouncer), which cannot hold a `LISTEN`.
+    pub notify_url: Option<String>,
 }
 
 /// What opening a database may do to it.
@@ -45,6 +48,7 @@ impl Default for StoreOptions {
             max_connections: 8,
             sqlite_synchronous: "NORMAL".into(),
             open: Open::CreateAndMigrate,
+            notify_url: None,
         }
     }
 }
@@ -54,6 +58,8 @@ impl Default for StoreOptions {
 pub struct Store {
     backend: Backend,
     pub(crate) pool: Pool,
+    /// PostgreSQL: where `LISTEN` connects, when not through the pool.
+    notify: Option<sqlx::PgPool>,
     /// Counts commits that wrote events (on this node, and on others via PostgreSQL
     /// `LISTEN`): the dispatcher and event streams wait on it instead of polling.
     events: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
@@ -199,18 +205,47 @@ async fn first_connection(options: &sqlx::postgres::PgConnectOptions) -> StoreRe
             "no answer from PostgreSQL at {at} within {} s",
             CONNECT_TIMEOUT.as_secs()
         ))),
-        Ok(Err(sqlx::Error::Io(e))) => Err(StoreError::Unavailable(match e.kind() {
-            std::io::ErrorKind::ConnectionRefused => format!("connection refused to {at}"),
-            _ => format!("cannot reach PostgreSQL at {at}: {e}"),
-        })),
+        Ok(Err(sqlx::Error::Io(e))) if e.kind() == std::io::ErrorKind::ConnectionRefused => Err(
+            StoreError::Unavailable(format!("connection refused to {at}")),
+        ),
         Ok(Err(e)) => Err(StoreError::Unavailable(format!(
-            "cannot connect to PostgreSQL at {at}: {e}"
+            "cannot connect to PostgreSQL at {at}: {}",
+            connect_failure(options, &e)
         ))),
         Ok(Ok(conn)) => {
             let _ = conn.close().await;
             Ok(())
         }
     }
+}
+
+/// A connection failure in an operator's words, with the TLS setting that explains it.
+fn connect_failure(options: &sqlx::postgres::PgConnectOptions, e: &sqlx::Error) -> String {
+    use sqlx::postgres::PgSslMode;
+    let mode = match options.get_ssl_mode() {
+        PgSslMode::Disable => "disable",
+        PgSslMode::Allow => "allow",
+        PgSslMode::Prefer => "prefer",
+        PgSslMode::Require => "require",
+        PgSslMode::VerifyCa => "verify-ca",
+        PgSslMode::VerifyFull => "verify-full",
+    };
+    let text = e.to_string();
+    if matches!(e, sqlx::Error::Database(_)) {
+        // The server's own refusal (authentication, a missing client certificate): as it is.
+        return text;
+    }
+    if text.contains("does not support TLS") || text.contains("does not support SSL") {
+        return format!("the server does not offer TLS, and sslmode={mode} requires it");
+    }
+    if matches!(e, sqlx::Error::Tls(_)) || text.contains("peer certificate") {
+        return format!(
+            "TLS failed with sslmode={mode}: {text}. Check that sslrootcert names the CA that \
+             signed the server's certificate and, with verify-full, that the host is one the \
+             certificate names"
+        );
+    }
+    text
 }
 
 impl Store {
@@ -234,6 +269,7 @@ impl Store {
             Store {
                 backend: Backend::Sqlite,
                 pool: Pool::Sqlite(std::sync::Arc::new(sqlite)),
+                notify: None,
                 events: Default::default(),
                 listens: Default::default(),
                 others: Default::default(),
@@ -253,9 +289,28 @@ impl Store {
                 .acquire_timeout(std::time::Duration::from_secs(30))
                 .connect_with(options)
                 .await?;
+            let notify = match &opts.notify_url {
+                Some(url) => {
+                    let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(|e| {
+                        StoreError::BadUrl(format!(
+                            "--notify-database {}: {e}",
+                            super::secret::redact_url(url)
+                        ))
+                    })?;
+                    first_connection(&options).await?;
+                    // One connection, held by the listener.
+                    Some(
+                        PgPoolOptions::new()
+                            .max_connections(1)
+                            .connect_lazy_with(options),
+                    )
+                }
+                None => None,
+            };
             Store {
                 backend: Backend::Postgres,
                 pool: Pool::Postgres(pg),
+                notify,
                 events: Default::default(),
                 listens: Default::default(),
                 others: Default::default(),
@@ -363,7 +418,7 @@ impl Store {
             return None;
         };
         let (pg, events, listens, others) = (
-            pg.clone(),
+            self.notify.clone().unwrap_or_else(|| pg.clone()),
             self.events.clone(),
             self.listens.clone(),
             self.others.clone(),

@@ -11,6 +11,20 @@ pub use seatkeeper::testing::OwnDatabase;
 pub const BIN: &str = env!("CARGO_BIN_EXE_seatkeeper");
 pub const ADMIN: &str = "e2e-admin";
 
+/// Runs a CLI command against `db`: its exit success, stdout and stderr.
+pub fn cli(db: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("SEATKEEPER_DATABASE", db)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Runs a CLI command against `db` and returns its stdout; panics if it fails.
 pub fn cli_ok(db: &str, args: &[&str]) -> String {
     let out = Command::new(BIN)
@@ -314,5 +328,79 @@ impl Api {
                 return out;
             }
         }
+    }
+}
+
+/// A PostgreSQL of a test's own (`.ci/postgres.sh` on another port and data directory). Its
+/// port lies below Linux's ephemeral range (32768–60999), so no client socket holds it.
+pub struct OwnPostgres {
+    pub env: Vec<(String, String)>,
+    pub url: String,
+}
+
+pub fn script() -> String {
+    format!("{}/../../.ci/postgres.sh", env!("CARGO_MANIFEST_DIR"))
+}
+
+impl OwnPostgres {
+    pub fn start(port: u16) -> OwnPostgres {
+        OwnPostgres::start_with(port, false)
+    }
+
+    /// With `tls`, the server requires nothing but offers TLS: a CA, a certificate for
+    /// localhost and 127.0.0.1, and a client certificate for the role `certuser`, whose
+    /// files lie in [`OwnPostgres::tls_dir`].
+    pub fn start_with(port: u16, tls: bool) -> OwnPostgres {
+        let mut env = vec![
+            ("SEATKEEPER_TEST_PGPORT".to_string(), port.to_string()),
+            (
+                "SEATKEEPER_TEST_PGDATA".to_string(),
+                format!("/tmp/seatkeeper-own-pg-{port}"),
+            ),
+        ];
+        if tls {
+            env.push(("SEATKEEPER_TEST_PG_TLS".to_string(), "1".to_string()));
+        }
+        let mut pg = OwnPostgres {
+            env,
+            url: String::new(),
+        };
+        pg.run("stop");
+        let _ = std::fs::remove_dir_all(&pg.env[1].1);
+        let out = pg.run("start");
+        let url = out.lines().last().unwrap_or_default().to_string();
+        assert!(
+            url.starts_with("postgres://"),
+            "PostgreSQL on port {port} did not start: {out}"
+        );
+        pg.url = url;
+        pg
+    }
+
+    /// Where the client's TLS files are (`ca.crt`, `client.crt`, `client.key`).
+    pub fn tls_dir(&self) -> String {
+        format!("{}-tls", self.env[1].1)
+    }
+
+    /// Runs the script; its stdout, then its stderr.
+    pub fn run(&self, action: &str) -> String {
+        let out = std::process::Command::new("bash")
+            .arg(script())
+            .arg(action)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        )
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.run("stop");
+        let _ = std::fs::remove_dir_all(&self.env[1].1);
     }
 }

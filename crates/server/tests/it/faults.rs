@@ -7,70 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::binary::{Api, Server, cli_ok};
+use crate::binary::{Api, OwnPostgres, Server, cli_ok, script};
 
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-
-/// A PostgreSQL of a test's own (`.ci/postgres.sh` on another port and data directory). Its
-/// port lies below Linux's ephemeral range (32768–60999), so no client socket holds it.
-struct OwnPostgres {
-    env: [(String, String); 2],
-    url: String,
-}
-
-fn script() -> String {
-    format!("{}/../../.ci/postgres.sh", env!("CARGO_MANIFEST_DIR"))
-}
-
-impl OwnPostgres {
-    fn start(port: u16) -> OwnPostgres {
-        let env = [
-            ("SEATKEEPER_TEST_PGPORT".to_string(), port.to_string()),
-            (
-                "SEATKEEPER_TEST_PGDATA".to_string(),
-                format!("/tmp/seatkeeper-fault-pg-{port}"),
-            ),
-        ];
-        let mut pg = OwnPostgres {
-            env,
-            url: String::new(),
-        };
-        pg.run("stop");
-        let _ = std::fs::remove_dir_all(&pg.env[1].1);
-        let out = pg.run("start");
-        let url = out.lines().last().unwrap_or_default().to_string();
-        assert!(
-            url.starts_with("postgres://"),
-            "PostgreSQL on port {port} did not start: {out}"
-        );
-        pg.url = url;
-        pg
-    }
-
-    /// Runs the script; its stdout, then its stderr.
-    fn run(&self, action: &str) -> String {
-        let out = std::process::Command::new("bash")
-            .arg(script())
-            .arg(action)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .output()
-            .unwrap();
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        )
-    }
-}
-
-impl Drop for OwnPostgres {
-    fn drop(&mut self) {
-        self.run("stop");
-        let _ = std::fs::remove_dir_all(&self.env[1].1);
-    }
-}
 
 /// A new tenant and a SCIM token for it, made with the CLI.
 fn tenant_with_token(db: &str, name: &str) -> (String, String) {

@@ -29,6 +29,7 @@ mod e2e_deploy;
 mod e2e_events;
 mod e2e_hardening;
 mod e2e_licensing;
+mod e2e_pg_tls;
 mod faults;
 mod licensing;
 mod reports;
