@@ -24,11 +24,13 @@ t0=$(date +%s)
 wait $S
 b=$(awk '{print $14 + $15}' "/proc/$P/stat")
 t1=$(date +%s)
-n=$(grep -E '^t=' "$W/err" | awk -F'[ =s]' '$2 >= 50' | sed 's/.*answered=\([0-9]*\).*/\1/' | paste -sd+ | bc)
+# Requests answered per second over the 10-s samples from 50 s on (the intervals after 40 s).
+read -r n k < <(grep -E '^t=' "$W/err" | awk -F'[ =s]' '$2 >= 50' | sed 's/.*answered=\([0-9]*\).*/\1/' \
+  | awk '{ n += $1; k++ } END { print n + 0, k + 0 }')
 hz=$(getconf CLK_TCK)
 echo "| server CPU (cores) | answered/s | CPU µs per request |"
 echo "|---|---|---|"
-awk -v t="$((b - a))" -v hz="$hz" -v s="$((t1 - t0))" -v n="$n" \
-  'BEGIN { printf "| %.2f | %.0f | %.0f |\n", t / hz / s, n / (s > 0 ? s : 1), t / hz * 1e6 / n }'
+awk -v t="$((b - a))" -v hz="$hz" -v s="$((t1 - t0))" -v n="$n" -v k="$k" \
+  'BEGIN { cores = t / hz / s; rate = n / (k * 10); printf "| %.2f | %.0f | %.0f |\n", cores, rate, cores * 1e6 / rate }'
 echo
 head -8 "$W/out"

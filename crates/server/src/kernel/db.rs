@@ -74,7 +74,10 @@ impl StoreError {
 /// the server shutting down or starting; 53xxx, out of resources), and the pool's own.
 fn pg_unavailable(e: &sqlx::Error) -> bool {
     match e {
+        // A protocol error is a connection that answered nonsense (a broken link or proxy,
+        // seen first as a bad reply to the TLS request): the database is not reachable.
         sqlx::Error::Io(_)
+        | sqlx::Error::Protocol(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
@@ -543,6 +546,14 @@ impl Sqlite {
     fn connect(path: &PathBuf, pragmas: &[String]) -> StoreResult<rusqlite::Connection> {
         let conn = rusqlite::Connection::open(path).map_err(map_sqlite)?;
         conn.set_prepared_statement_cache_capacity(256);
+        // The query planner stability guarantee: a plan never depends on bound values. Without
+        // it, SQLite 3.5x re-prepares a cached statement whenever a new value is bound to a
+        // parameter the plan looked at (`LIMIT $n`, for one), which is nearly every step here.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )
+        .map_err(map_sqlite)?;
         for p in pragmas {
             // journal_mode returns a row; the others return nothing.
             let mut stmt = conn.prepare(p).map_err(map_sqlite)?;
@@ -1020,6 +1031,29 @@ impl Tx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_keep_plans_independent_of_bound_values() {
+        // Without the QPSG, SQLite re-prepares a statement whenever a value bound to a
+        // parameter its plan looked at changes: `LIMIT $1` here, as in every page query.
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Sqlite::connect(&dir.path().join("q.db"), &[]).unwrap();
+        assert!(
+            conn.db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)
+                .unwrap()
+        );
+        conn.execute_batch("CREATE TABLE t (a INTEGER)").unwrap();
+        for n in 1..=20 {
+            let mut stmt = conn.prepare_cached("SELECT a FROM t LIMIT ?1").unwrap();
+            let _ = stmt.query_map([n], |r| r.get::<_, i64>(0)).unwrap().count();
+        }
+        let stmt = conn.prepare_cached("SELECT a FROM t LIMIT ?1").unwrap();
+        assert_eq!(
+            stmt.get_status(rusqlite::StatementStatus::RePrepare),
+            0,
+            "a cached page query was re-prepared"
+        );
+    }
 
     #[test]
     fn placeholders_become_positional_outside_quotes() {
