@@ -9,7 +9,7 @@ use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
 use jsonwebtoken::errors::{Error, ErrorKind, new_error};
 use jsonwebtoken::jwk::{EllipticCurve, ThumbprintHash};
 use jsonwebtoken::signature;
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind, EncodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind, EncodingKey};
 use ring::signature::{self as sig, KeyPair as _};
 
 /// Makes ring the process's provider for rustls and for jsonwebtoken (once; later calls do
@@ -48,10 +48,6 @@ fn rejected(kind: ErrorKind) -> impl FnOnce(ring::error::KeyRejected) -> Error {
     move |_| new_error(kind)
 }
 
-fn family_of(alg: Algorithm) -> AlgorithmFamily {
-    alg.family()
-}
-
 // ---- signing
 
 enum SigningKey {
@@ -67,7 +63,7 @@ struct Signer {
 }
 
 fn new_signer(alg: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>, Error> {
-    if key.family() != family_of(*alg) {
+    if key.family() != alg.family() {
         return Err(new_error(ErrorKind::InvalidAlgorithm));
     }
     let der = key.as_bytes();
@@ -138,7 +134,7 @@ struct Verifier {
 }
 
 fn new_verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>, Error> {
-    if key.family() != family_of(*alg) {
+    if key.family() != alg.family() {
         return Err(new_error(ErrorKind::InvalidAlgorithm));
     }
     Ok(Box::new(Verifier {

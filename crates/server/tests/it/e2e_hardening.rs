@@ -398,19 +398,6 @@ async fn failed_authentication_is_throttled(b: Backend) {
 
 both_backends!(failed_authentication_is_throttled);
 
-/// Runs the CLI; returns (success, stdout).
-fn cli(db: &str, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(crate::binary::BIN)
-        .args(args)
-        .env("SEATKEEPER_DATABASE", db)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-    )
-}
-
 /// A tenant whose chain holds a few records, a signed head kept in `file`, and a few records
 /// after it.
 fn witnessed_tenant(
@@ -488,7 +475,8 @@ async fn audit_tampering_is_caught_with_a_witness(b: Backend) {
             f = file.display().to_string();
             args.extend(["--head", f.as_str()]);
         }
-        cli(&db, &args)
+        let (ok, out, _) = crate::binary::cli(&db, &args);
+        (ok, out)
     };
     let cases = ["tail", "half", "whole", "rewrite"];
     let mut tenants = Vec::new();
