@@ -69,9 +69,7 @@ fn new_signer(alg: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSigner>, 
     let der = key.as_bytes();
     let rng = ring::rand::SystemRandom::new();
     let rsa = |encoding: &'static dyn sig::RsaEncoding| -> Result<SigningKey, Error> {
-        let pair = sig::RsaKeyPair::from_der(der)
-            .or_else(|_| sig::RsaKeyPair::from_pkcs8(der))
-            .map_err(|e| new_error(ErrorKind::InvalidRsaKey(e.to_string())))?;
+        let pair = rsa_key_pair(der)?;
         Ok(SigningKey::Rsa(pair, encoding))
     };
     let ecdsa = |alg: &'static sig::EcdsaSigningAlgorithm| -> Result<SigningKey, Error> {
@@ -152,9 +150,7 @@ impl signature::Verifier<Vec<u8>> for Verifier {
             DecodingKeyKind::RsaModulusExponent { .. } => Err(signature::Error::new()),
         };
         let rsa = |params: &'static sig::RsaParameters| match self.key.kind() {
-            DecodingKeyKind::SecretOrDer(bytes) => sig::UnparsedPublicKey::new(params, bytes)
-                .verify(msg, signature)
-                .map_err(|_| signature::Error::new()),
+            DecodingKeyKind::SecretOrDer(_) => public(params),
             DecodingKeyKind::RsaModulusExponent { n, e } => sig::RsaPublicKeyComponents { n, e }
                 .verify(params, msg, signature)
                 .map_err(|_| signature::Error::new()),
@@ -192,12 +188,17 @@ impl JwtVerifier for Verifier {
 
 // ---- key utilities (JWK building and thumbprints)
 
+/// An RSA private key in PKCS#1 or PKCS#8 DER.
+fn rsa_key_pair(der: &[u8]) -> Result<sig::RsaKeyPair, Error> {
+    sig::RsaKeyPair::from_der(der)
+        .or_else(|_| sig::RsaKeyPair::from_pkcs8(der))
+        .map_err(|e| new_error(ErrorKind::InvalidRsaKey(e.to_string())))
+}
+
 type Components = Result<(Vec<u8>, Vec<u8>), Error>;
 
 fn rsa_components_of_private_key(der: &[u8]) -> Components {
-    let pair = sig::RsaKeyPair::from_der(der)
-        .or_else(|_| sig::RsaKeyPair::from_pkcs8(der))
-        .map_err(|e| new_error(ErrorKind::InvalidRsaKey(e.to_string())))?;
+    let pair = rsa_key_pair(der)?;
     let c = sig::RsaPublicKeyComponents::<Vec<u8>>::from(pair.public());
     Ok((c.n, c.e))
 }
