@@ -5,7 +5,9 @@
 //!   [`Limits::header_timeout`]. The clock also runs while a kept-alive connection waits
 //!   for its next request, so it is the idle keep-alive timeout as well.
 //! - **Idle timeout.** A connection on which nothing moves (a body trickled, a response
-//!   not read) for [`Limits::idle_timeout`] is closed.
+//!   not read) for [`Limits::idle_timeout`] is closed. The server's own work is not the
+//!   client's idleness: from a request's whole body being read until its answer is ready,
+//!   the clock stops (the request timeout bounds that time instead).
 //! - **Connection cap.** Past [`Limits::max_connections`] open connections, a new one is
 //!   answered 503 at once and closed; it is never left waiting in the accept queue. The
 //!   process's open-file limit is raised to its hard limit, and the cap kept below it.
@@ -17,7 +19,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -141,9 +143,10 @@ pub async fn serve(
         let io = Guarded::new(stream, limits.max_header_bytes);
         let activity = io.activity.clone();
         let (app, max_header_bytes) = (router.clone(), limits.max_header_bytes);
+        let requests = activity.clone();
         let service = TowerToHyperService::new(tower::service_fn(
             move |mut req: axum::http::Request<Incoming>| {
-                let app = app.clone();
+                let (app, activity) = (app.clone(), requests.clone());
                 async move {
                     if header_bytes(&req) > max_header_bytes {
                         return Ok(ApiError::HeadersTooLarge(format!(
@@ -152,16 +155,20 @@ pub async fn serve(
                         .into_response());
                     }
                     req.extensions_mut().insert(ConnectInfo(peer));
-                    let read = Arc::new(AtomicBool::new(req.body().is_end_stream()));
+                    let work = Arc::new(Work::new(activity.clone()));
+                    if req.body().is_end_stream() {
+                        work.begin();
+                    }
                     let req = req.map(|inner| Tracked {
                         inner,
-                        read: read.clone(),
+                        work: work.clone(),
                     });
                     let mut resp = app.oneshot(req).await?;
+                    work.end();
                     // A body left unread cannot be skipped to reach the next request: hyper
                     // closes the connection, and the client is told so rather than finding
                     // out on its next request.
-                    if !read.load(Ordering::Relaxed) {
+                    if !work.body_read() {
                         resp.headers_mut().insert(
                             axum::http::header::CONNECTION,
                             axum::http::HeaderValue::from_static("close"),
@@ -201,10 +208,55 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
-/// A request body that records whether it was read to its end.
+/// One request's part in its connection's idle clock: once its body is read to the end
+/// the server is working, not the client idling, until the answer is ready (or the request
+/// is dropped).
+struct Work {
+    activity: Activity,
+    body_read: AtomicBool,
+    working: AtomicBool,
+}
+
+impl Work {
+    fn new(activity: Activity) -> Work {
+        Work {
+            activity,
+            body_read: AtomicBool::new(false),
+            working: AtomicBool::new(false),
+        }
+    }
+
+    /// The body is read: the server's turn.
+    fn begin(&self) {
+        self.body_read.store(true, Ordering::Relaxed);
+        if !self.working.swap(true, Ordering::Relaxed) {
+            self.activity.working.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The answer is ready (or the request gone): the client's turn again, from now.
+    fn end(&self) {
+        if self.working.swap(false, Ordering::Relaxed) {
+            self.activity.touch();
+            self.activity.working.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn body_read(&self) -> bool {
+        self.body_read.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Work {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// A request body that tells its [`Work`] when it has been read to its end.
 struct Tracked {
     inner: Incoming,
-    read: Arc<AtomicBool>,
+    work: Arc<Work>,
 }
 
 impl hyper::body::Body for Tracked {
@@ -217,7 +269,7 @@ impl hyper::body::Body for Tracked {
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
-            self.read.store(true, Ordering::Relaxed);
+            self.work.begin();
         }
         polled
     }
@@ -328,20 +380,36 @@ fn millis() -> u64 {
     u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// When a connection last moved a byte.
+/// When a connection last moved a byte, and how many of its requests the server is working
+/// on (with their bodies read).
 #[derive(Clone)]
-struct Activity(Arc<AtomicU64>);
+struct Activity {
+    last: Arc<AtomicU64>,
+    working: Arc<AtomicUsize>,
+}
 
 impl Activity {
-    fn touch(&self) {
-        self.0.store(millis(), Ordering::Relaxed);
+    fn new() -> Activity {
+        Activity {
+            last: Arc::new(AtomicU64::new(millis())),
+            working: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
-    /// Completes once nothing has moved for `limit`.
+    fn touch(&self) {
+        self.last.store(millis(), Ordering::Relaxed);
+    }
+
+    /// Completes once nothing has moved for `limit` while the server was not working on one
+    /// of the connection's requests.
     async fn stalled(&self, limit: Duration) {
         let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
         loop {
-            let quiet = millis().saturating_sub(self.0.load(Ordering::Relaxed));
+            let quiet = if self.working.load(Ordering::Relaxed) > 0 {
+                0
+            } else {
+                millis().saturating_sub(self.last.load(Ordering::Relaxed))
+            };
             if quiet >= limit_ms {
                 return;
             }
@@ -361,7 +429,7 @@ struct Guarded {
 
 impl Guarded {
     fn new(inner: TcpStream, max_header_bytes: usize) -> Guarded {
-        let activity = Activity(Arc::new(AtomicU64::new(millis())));
+        let activity = Activity::new();
         Guarded {
             inner,
             activity,
@@ -496,5 +564,56 @@ mod tests {
         ] {
             assert!(rewrite(ours, 1000).is_none());
         }
+    }
+
+    /// The server working on a request longer than the idle timeout (a plan change for a
+    /// million users) is not the client idling: the answer arrives on the same connection.
+    /// A body that stops arriving is still cut.
+    #[tokio::test]
+    async fn work_longer_than_the_idle_timeout_is_answered() {
+        use axum::routing::post;
+        let router = Router::new().route(
+            "/slow",
+            post(|body: String| async move {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                body
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            idle_timeout: Duration::from_secs(1),
+            ..Limits::default()
+        };
+        tokio::spawn(serve(listener, router, limits, std::future::pending()));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        for _ in 0..2 {
+            s.write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            let mut b = [0u8; 1024];
+            while !got.ends_with(b"hello") {
+                let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b))
+                    .await
+                    .expect("an answer")
+                    .unwrap();
+                assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&b[..n]);
+            }
+            assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+        }
+        // The client's turn: a body that stops half way is cut after the idle timeout.
+        s.write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhe")
+            .await
+            .unwrap();
+        let mut b = [0u8; 1024];
+        let t = Instant::now();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b))
+            .await
+            .expect("closed in time")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "{}", String::from_utf8_lossy(&b[..n]));
+        assert!(t.elapsed() < Duration::from_millis(1900), "{:?}", t.elapsed());
     }
 }
