@@ -8,33 +8,49 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::kernel::error::ApiError;
 use crate::kernel::extract::RequestId;
 use crate::kernel::throttle::{NotTheCallers, Throttle};
 pub use crate::state::{AppState, Shared};
 
-/// The whole application router.
-pub fn router(state: Shared) -> Router {
-    // Every domain router names its full paths: merged, not nested, a request is routed
-    // once (a nested router strips its prefix and routes again).
-    Router::new()
-        .merge(crate::directory::http::routes())
+/// The documented API: the admin and application operations, each with its OpenAPI
+/// operation (the SCIM endpoint, the console and the portal pages, and the probes are not
+/// part of it).
+fn api() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .merge(crate::tenants::http::routes())
         .merge(crate::licenses::http::routes())
         .merge(crate::reports::http::routes())
-        .merge(crate::console::http::routes())
-        .merge(crate::tenants::http::routes())
         .merge(crate::events::http::routes())
         .merge(crate::billing::http::routes())
         .merge(crate::audit::http::routes())
         .merge(crate::apps::http::routes())
-        .merge(crate::sso::http::routes())
-        .merge(crate::portal::http::routes())
-        .merge(crate::portal::http::api_routes())
-        .merge(crate::ops::openapi::routes())
-        .merge(crate::ops::http::api_routes())
-        .merge(crate::ops::http::routes())
         .merge(crate::apps::http::public_routes())
+        .merge(crate::sso::http::routes())
+        .merge(crate::portal::http::api_routes())
+        .merge(crate::ops::http::api_routes())
+        .merge(crate::ops::openapi::routes())
+}
+
+/// The OpenAPI document of the API, as `/api/v1/openapi.json` serves it.
+pub fn openapi() -> serde_json::Value {
+    crate::ops::openapi::finish(api().into_openapi())
+}
+
+/// The whole application router.
+pub fn router(state: Shared) -> Router {
+    let (api, doc) = api().split_for_parts();
+    crate::ops::openapi::publish(crate::ops::openapi::finish(doc));
+    // Every domain router names its full paths: merged, not nested, a request is routed
+    // once (a nested router strips its prefix and routes again).
+    Router::new()
+        .merge(crate::directory::http::routes())
+        .merge(crate::console::http::routes())
+        .merge(crate::portal::http::routes())
+        .merge(crate::ops::http::routes())
+        .merge(api)
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("method not allowed on this endpoint".into())

@@ -1,6 +1,7 @@
 //! seatkeeper: SCIM 2.0 provisioning joined to licensing. See `ARCHITECTURE.md` for the map.
 
 pub(crate) mod app;
+pub use app::openapi;
 pub(crate) mod apps;
 pub(crate) mod audit;
 

@@ -601,7 +601,11 @@ mod tests {
                 assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
                 got.extend_from_slice(&b[..n]);
             }
-            assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+            assert!(
+                got.starts_with(b"HTTP/1.1 200"),
+                "{}",
+                String::from_utf8_lossy(&got)
+            );
         }
         // The client's turn: a body that stops half way is cut after the idle timeout.
         s.write_all(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhe")
@@ -614,6 +618,10 @@ mod tests {
             .expect("closed in time")
             .unwrap_or(0);
         assert_eq!(n, 0, "{}", String::from_utf8_lossy(&b[..n]));
-        assert!(t.elapsed() < Duration::from_millis(1900), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_millis(1900),
+            "{:?}",
+            t.elapsed()
+        );
     }
 }

@@ -2,12 +2,10 @@
 //! app key management and token key rotation (admin token), and the public JWKS.
 
 use crate::kernel::extract::Path;
-use axum::Router;
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use licensing::entitlements::{Answer, Question};
 use serde_json::{Value, json};
 
@@ -18,6 +16,8 @@ use crate::kernel::extract::{
 };
 use crate::kernel::ids::Named;
 use crate::state::Shared;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Most checks in one batch call.
 pub const MAX_BATCH_CHECKS: usize = 1000;
@@ -25,23 +25,20 @@ pub const MAX_BATCH_CHECKS: usize = 1000;
 const MAX_NAME: usize = 256;
 
 /// The application routes (under `/api/v1`).
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/api/v1/check", post(check))
-        .route("/api/v1/activity", post(report_activity))
-        .route("/api/v1/users/{user}/entitlements", get(user_entitlements))
-        .route("/api/v1/tokens/entitlements", post(issue_token))
-        .route(
-            "/api/v1/tenants/{id}/app-keys",
-            post(create_key).get(list_keys),
-        )
-        .route("/api/v1/tenants/{id}/app-keys/{key_id}", delete(revoke_key))
-        .route("/api/v1/signing-keys/rotate", post(rotate_keys))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(check))
+        .routes(routes!(report_activity))
+        .routes(routes!(user_entitlements))
+        .routes(routes!(issue_token))
+        .routes(routes!(create_key, list_keys))
+        .routes(routes!(revoke_key))
+        .routes(routes!(rotate_keys))
 }
 
 /// Routes outside `/api/v1`.
-pub fn public_routes() -> Router<Shared> {
-    Router::new().route("/.well-known/jwks.json", get(jwks))
+pub fn public_routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new().routes(routes!(jwks))
 }
 
 /// An application, authenticated by its app key: the tenant it may ask about.
@@ -245,15 +242,27 @@ fn json_response<T: serde::Serialize>(v: &T) -> ApiResult<Response> {
 pub const MAX_ACTIVITY_USERS: usize = 10_000;
 
 /// `{"users": [id, userName or externalId, …], "at": RFC 3339?}`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ActivityBody {
+    /// 1 to 10,000 users: id, userName or externalId
     users: Vec<String>,
+    /// When they were active (RFC 3339; default now)
+    #[schema(value_type = Option<String>, format = DateTime)]
     at: Option<crate::kernel::ids::Instant>,
 }
 
 /// Applications report which users were active (in batches): their seats are not idle, and
 /// a reclaimed license of theirs comes back.
+#[utoipa::path(
+    post,
+    path = "/api/v1/activity",
+    summary = "Report users as active (1 to 10,000 a call): not idle, and reclaimed seats come back",
+    request_body = ActivityBody,
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/ActivityRecorded"), content_type = "application/scim+json")),
+    security(("app" = [])),
+    tag = "apps"
+)]
 async fn report_activity(
     State(state): State<Shared>,
     app: AppAuth,
@@ -283,6 +292,15 @@ async fn report_activity(
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/check",
+    summary = "May a user use a feature, or what is their limit? One check or a batch",
+    request_body = ref("#/components/schemas/CheckRequest"),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/CheckResponse"), content_type = "application/json")),
+    security(("app" = [])),
+    tag = "apps"
+)]
 async fn check(
     State(state): State<Shared>,
     app: AppAuth,
@@ -349,6 +367,15 @@ async fn check(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{user}/entitlements",
+    summary = "A user's whole effective set",
+    params(("user" = String, Path, description = "The user: id, userName or externalId")),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/Entitlements"), content_type = "application/json")),
+    security(("app" = [])),
+    tag = "apps"
+)]
 async fn user_entitlements(
     State(state): State<Shared>,
     app: AppAuth,
@@ -370,6 +397,15 @@ struct TokenRequest<'a> {
     user: Option<Text<'a>>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens/entitlements",
+    summary = "A signed entitlement token (JWT, EdDSA)",
+    request_body = ref("#/components/schemas/TokenRequest"),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/Token"), content_type = "application/json")),
+    security(("app" = [])),
+    tag = "apps"
+)]
 async fn issue_token(
     State(state): State<Shared>,
     app: AppAuth,
@@ -393,6 +429,14 @@ async fn issue_token(
     .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    summary = "The keys that verify entitlement tokens (JWK Set)",
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/Jwks"), content_type = "application/json")),
+    security(()),
+    tag = "apps"
+)]
 async fn jwks(State(state): State<Shared>) -> ApiResult<Response> {
     let set = state.signer.jwks().await?;
     Ok((
@@ -402,6 +446,16 @@ async fn jwks(State(state): State<Shared>) -> ApiResult<Response> {
         .into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants/{id}/app-keys",
+    summary = "Create an app key (shown once)",
+    params(("id" = String, Path, description = "The tenant's id")),
+    request_body = ref("#/components/schemas/Named"),
+    responses((status = 201, description = "Success", body = ref("#/components/schemas/CreatedCredential"), content_type = "application/json")),
+    security(("admin" = [])),
+    tag = "apps"
+)]
 async fn create_key(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -420,6 +474,15 @@ async fn create_key(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{id}/app-keys",
+    summary = "List app keys (no secrets)",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/AppKeyList"), content_type = "application/json")),
+    security(("admin" = [])),
+    tag = "apps"
+)]
 async fn list_keys(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -429,6 +492,15 @@ async fn list_keys(
     Ok(axum::Json(json!({ "tenant": id, "app_keys": keys })).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tenants/{id}/app-keys/{key_id}",
+    summary = "Revoke an app key",
+    params(("id" = String, Path, description = "The tenant's id"), ("key_id" = String, Path, description = "The key's id")),
+    responses((status = 204, description = "Success")),
+    security(("admin" = [])),
+    tag = "apps"
+)]
 async fn revoke_key(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -442,6 +514,14 @@ async fn revoke_key(
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/signing-keys/rotate",
+    summary = "Sign tokens with a new key (the old one stays published until its tokens expire)",
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/SigningKey"), content_type = "application/json")),
+    security(("admin" = [])),
+    tag = "apps"
+)]
 async fn rotate_keys(State(state): State<Shared>, auth: AdminAuth) -> ApiResult<Response> {
     let kid = state.signer.rotate(&auth.actor()).await?;
     Ok(axum::Json(json!({ "kid": kid })).into_response())

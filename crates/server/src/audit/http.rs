@@ -1,12 +1,10 @@
 //! `/api/v1/tenants/{id}/audit`: the audit trail, queried and exported.
 
 use crate::kernel::extract::{Path, Query};
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde_json::{Value, json};
 
 use crate::audit::service::{CSV_HEADER, audit_csv, audit_json};
@@ -14,15 +12,17 @@ use crate::kernel::chain::VENDOR;
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::extract::{AdminAuth, ScimJson};
 use crate::state::Shared;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Most events one feed page returns.
 const MAX_PAGE: i64 = 1000;
 
 /// The audit routes.
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/api/v1/tenants/{id}/audit", get(tenant_audit))
-        .route("/api/v1/audit", get(vendor_audit))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(tenant_audit))
+        .routes(routes!(vendor_audit))
 }
 
 #[derive(serde::Deserialize)]
@@ -32,6 +32,55 @@ struct AuditParams {
     after: Option<String>,
     limit: Option<i64>,
     format: Option<String>,
+}
+
+/// The audit filters as query parameters (written out: the filter set is flattened in).
+impl utoipa::IntoParams for AuditParams {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        [
+            ("from", Type::String, "At or after this instant (RFC 3339)"),
+            ("to", Type::String, "At or before this instant (RFC 3339)"),
+            ("actor", Type::String, "Who (at most 256 characters)"),
+            (
+                "action",
+                Type::String,
+                "What; `license.*` matches by prefix",
+            ),
+            (
+                "resource_type",
+                Type::String,
+                "User, Group, License, Subscription, Rule…",
+            ),
+            ("resource_id", Type::String, "Which resource"),
+            ("request_id", Type::String, "The request that did it"),
+            (
+                "user",
+                Type::String,
+                "Every record about this user: their own and their licenses'",
+            ),
+            ("after", Type::String, "The cursor of the previous page"),
+            ("limit", Type::Integer, "Records per page (JSON)"),
+            (
+                "format",
+                Type::String,
+                "json (a page), jsonl or csv (the whole selection, streamed); default from Accept",
+            ),
+        ]
+        .into_iter()
+        .map(|(name, kind, about)| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Query)
+                .description(Some(about))
+                .schema(Some(ObjectBuilder::new().schema_type(kind)))
+                .build()
+        })
+        .collect()
+    }
 }
 
 fn instant(name: &str, v: &Option<String>) -> ApiResult<Option<String>> {
@@ -52,6 +101,15 @@ fn instant(name: &str, v: &Option<String>) -> ApiResult<Option<String>> {
 /// `GET /api/v1/tenants/{id}/audit`: filtered by time range, actor, action, resource and
 /// request id; a page of JSON with a cursor, or the whole selection streamed as JSON Lines
 /// (`format=jsonl`) or CSV (`format=csv`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{id}/audit",
+    summary = "Audit records (filters; JSON, JSON Lines or CSV)",
+    params(("id" = String, Path, description = "The tenant's id"), AuditParams),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/AuditPage"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "audit"
+)]
 async fn tenant_audit(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -65,6 +123,15 @@ async fn tenant_audit(
 
 /// `GET /api/v1/audit`: the vendor chain (billing secrets, Stripe mappings, signing keys),
 /// queried like a tenant's.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    summary = "The vendor audit chain: billing secrets, Stripe mappings, signing keys (filters as for a tenant)",
+    params(AuditParams),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/AuditPage"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "audit"
+)]
 async fn vendor_audit(
     State(state): State<Shared>,
     _auth: AdminAuth,

@@ -1,11 +1,9 @@
 //! `/api/v1/billing`: the signed billing endpoints (generic and Stripe), their secrets and
 //! Stripe mappings, and a tenant's billing event log.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use serde_json::json;
 
 use crate::billing::service::StandardHeaders;
@@ -14,31 +12,32 @@ use crate::kernel::extract::{
     AdminAuth, Json, Path, Query, RawBody, RequestId, ScimJson, empty, header, with_status,
 };
 use crate::state::Shared;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Most events one feed page returns.
 const MAX_PAGE: i64 = 1000;
 
 /// The billing routes.
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/api/v1/billing/events", post(generic_event))
-        .route("/api/v1/billing/stripe", post(stripe_event))
-        .route(
-            "/api/v1/billing/secret",
-            post(rotate_secret).put(set_secret),
-        )
-        .route("/api/v1/billing/stripe/secret", put(set_stripe_secret))
-        .route(
-            "/api/v1/billing/stripe/prices/{price}",
-            put(map_price).delete(unmap_price),
-        )
-        .route(
-            "/api/v1/billing/stripe/customers/{customer}",
-            put(map_customer).delete(unmap_customer),
-        )
-        .route("/api/v1/tenants/{id}/billing/events", get(billing_log))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(generic_event))
+        .routes(routes!(stripe_event))
+        .routes(routes!(rotate_secret, set_secret))
+        .routes(routes!(set_stripe_secret))
+        .routes(routes!(map_price, unmap_price))
+        .routes(routes!(map_customer, unmap_customer))
+        .routes(routes!(billing_log))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/billing/events",
+    summary = "A billing event (Standard Webhooks signature)",
+    request_body = ref("#/components/schemas/BillingEvent"),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/BillingOutcome"), content_type = "application/scim+json")),
+    tag = "billing"
+)]
 async fn generic_event(
     State(state): State<Shared>,
     axum::Extension(rid): axum::Extension<RequestId>,
@@ -54,6 +53,14 @@ async fn generic_event(
     Ok(ScimJson(json!(applied)).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/billing/stripe",
+    summary = "A Stripe event (Stripe-Signature)",
+    request_body = ref("#/components/schemas/StripeEvent"),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/BillingOutcome"), content_type = "application/scim+json")),
+    tag = "billing"
+)]
 async fn stripe_event(
     State(state): State<Shared>,
     axum::Extension(rid): axum::Extension<RequestId>,
@@ -69,9 +76,11 @@ async fn stripe_event(
 }
 
 /// A secret to set.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SecretBody {
+    /// 16 to 256 characters (whsec_… base64, or any text)
+    #[schema(value_type = String, min_length = 16, max_length = 256)]
     secret: Secret,
 }
 
@@ -90,11 +99,28 @@ impl<'de> serde::Deserialize<'de> for Secret {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/billing/secret",
+    summary = "Rotate the billing secret (the old one stays valid 24 h)",
+    responses((status = 201, description = "The new secret, shown once", body = crate::billing::service::SecretSet, content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "billing"
+)]
 async fn rotate_secret(State(state): State<Shared>, auth: AdminAuth) -> ApiResult<Response> {
     let set = state.billing.set_secret(&auth.actor(), None).await?;
     Ok(with_status(StatusCode::CREATED, ScimJson(json!(set))))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/billing/secret",
+    summary = "Set the billing secret",
+    request_body = SecretBody,
+    responses((status = 201, description = "The secret set, and until when the previous one is accepted", body = crate::billing::service::SecretSet, content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "billing"
+)]
 async fn set_secret(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -113,6 +139,15 @@ async fn set_secret(
     Ok(with_status(StatusCode::CREATED, ScimJson(json!(set))))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/billing/stripe/secret",
+    summary = "Set the Stripe signing secret",
+    request_body = SecretBody,
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/Ok"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "billing"
+)]
 async fn set_stripe_secret(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -126,13 +161,23 @@ async fn set_stripe_secret(
 }
 
 /// `{"product", "plan"}` a Stripe price maps to.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PriceMap {
     product: String,
     plan: String,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/billing/stripe/prices/{price}",
+    summary = "Map a Stripe price or product to a catalogue plan",
+    params(("price" = String, Path, description = "A Stripe price id")),
+    request_body = PriceMap,
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/PriceMapping"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "billing"
+)]
 async fn map_price(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -149,6 +194,15 @@ async fn map_price(
     )
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/billing/stripe/prices/{price}",
+    summary = "Remove a Stripe price mapping",
+    params(("price" = String, Path, description = "A Stripe price id")),
+    responses((status = 204, description = "Success")),
+    security(("admin" = [])),
+    tag = "billing"
+)]
 async fn unmap_price(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -159,12 +213,22 @@ async fn unmap_price(
 }
 
 /// `{"tenant"}` a Stripe customer maps to.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CustomerMap {
     tenant: String,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/billing/stripe/customers/{customer}",
+    summary = "Map a Stripe customer to a tenant",
+    params(("customer" = String, Path, description = "A Stripe customer id")),
+    request_body = CustomerMap,
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/CustomerMapping"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "billing"
+)]
 async fn map_customer(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -178,6 +242,15 @@ async fn map_customer(
     Ok(ScimJson(json!({"customer": customer, "tenant": body.tenant})).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/billing/stripe/customers/{customer}",
+    summary = "Remove a Stripe customer mapping",
+    params(("customer" = String, Path, description = "A Stripe customer id")),
+    responses((status = 204, description = "Success")),
+    security(("admin" = [])),
+    tag = "billing"
+)]
 async fn unmap_customer(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -190,11 +263,22 @@ async fn unmap_customer(
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct LogQuery {
+    /// Events at most (newest first; default 100)
     limit: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{id}/billing/events",
+    summary = "The billing events received for a tenant",
+    params(("id" = String, Path, description = "The tenant's id"), LogQuery),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/BillingLog"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "billing"
+)]
 async fn billing_log(
     State(state): State<Shared>,
     _auth: AdminAuth,

@@ -844,7 +844,7 @@ pub struct StandardHeaders<'a> {
 }
 
 /// A billing secret now in force, and until when the one it replaced keeps verifying.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct SecretSet {
     /// The secret (shown to the operator who set it, once).
     pub secret: String,

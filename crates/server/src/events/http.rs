@@ -5,12 +5,10 @@
 use std::time::Duration;
 
 use crate::kernel::extract::{Path, Query};
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::events::dispatcher::{envelope, event_id};
@@ -21,55 +19,43 @@ use crate::kernel::extract::{AdminAuth, Json, ScimJson, empty, header, with_stat
 use crate::kernel::ids::Instant;
 use crate::state::Shared;
 use futures::StreamExt;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Most events one feed page returns.
 const MAX_PAGE: i64 = 1000;
 
 /// The routes.
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route(
-            "/api/v1/tenants/{id}/webhooks",
-            post(create_webhook).get(list_webhooks),
-        )
-        .route(
-            "/api/v1/tenants/{id}/webhooks/{wid}",
-            get(get_webhook).delete(delete_webhook),
-        )
-        .route(
-            "/api/v1/tenants/{id}/webhooks/{wid}/deliveries",
-            get(deliveries),
-        )
-        .route(
-            "/api/v1/tenants/{id}/webhooks/{wid}/deliveries/{did}/replay",
-            post(replay_one),
-        )
-        .route(
-            "/api/v1/tenants/{id}/webhooks/{wid}/replay",
-            post(replay_range),
-        )
-        .route(
-            "/api/v1/webhooks",
-            post(create_vendor_webhook).get(list_vendor_webhooks),
-        )
-        .route(
-            "/api/v1/webhooks/{wid}",
-            get(get_webhook).delete(delete_webhook),
-        )
-        .route("/api/v1/webhooks/{wid}/deliveries", get(deliveries))
-        .route(
-            "/api/v1/webhooks/{wid}/deliveries/{did}/replay",
-            post(replay_one),
-        )
-        .route("/api/v1/webhooks/{wid}/replay", post(replay_range))
-        .route("/api/v1/tenants/{id}/events", get(feed_of))
-        .route("/api/v1/events", get(feed))
-        .route("/api/v1/events/stream", get(stream))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(create_webhook, list_webhooks))
+        .routes(routes!(get_webhook, delete_webhook))
+        .routes(routes!(deliveries))
+        .routes(routes!(replay_one))
+        .routes(routes!(replay_range))
+        .routes(routes!(create_vendor_webhook, list_vendor_webhooks))
+        .routes(routes!(vendor_get_webhook, vendor_delete_webhook))
+        .routes(routes!(vendor_deliveries))
+        .routes(routes!(vendor_replay_one))
+        .routes(routes!(vendor_replay_range))
+        .routes(routes!(feed_of))
+        .routes(routes!(feed))
+        .routes(routes!(stream))
 }
 
 // Each endpoint route exists twice: under a tenant (its events) and at the top (every
 // tenant's events, scope VENDOR). The handlers below take the scope.
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants/{id}/webhooks",
+    summary = "Register a webhook endpoint (its secret is shown once)",
+    params(("id" = String, Path, description = "The tenant's id")),
+    request_body = ref("#/components/schemas/Webhook"),
+    responses((status = 201, description = "Success", body = ref("#/components/schemas/WebhookCreated"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "events"
+)]
 async fn create_webhook(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -79,6 +65,15 @@ async fn create_webhook(
     create(&state, &auth, &id, body).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhooks",
+    summary = "Register a vendor-wide webhook endpoint: every tenant's events (its secret is shown once)",
+    request_body = ref("#/components/schemas/Webhook"),
+    responses((status = 201, description = "Success", body = ref("#/components/schemas/WebhookCreated"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "events"
+)]
 async fn create_vendor_webhook(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -102,6 +97,15 @@ async fn create(
     Ok(with_status(StatusCode::CREATED, ScimJson(out)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{id}/webhooks",
+    summary = "List webhook endpoints",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/WebhookList"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "events"
+)]
 async fn list_webhooks(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -111,6 +115,14 @@ async fn list_webhooks(
     Ok(ScimJson(json!({"tenant": id, "webhooks": hooks})).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks",
+    summary = "List vendor-wide webhook endpoints",
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/WebhookList"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "events"
+)]
 async fn list_vendor_webhooks(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -155,6 +167,15 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Endpoint {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{id}/webhooks/{wid}",
+    summary = "Get a webhook endpoint",
+    params(("id" = String, Path, description = "The tenant's id"), ("wid" = String, Path, description = "The webhook's id")),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/WebhookWithCounts"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "events"
+)]
 async fn get_webhook(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -166,6 +187,15 @@ async fn get_webhook(
     Ok(ScimJson(out).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tenants/{id}/webhooks/{wid}",
+    summary = "Disable a webhook endpoint",
+    params(("id" = String, Path, description = "The tenant's id"), ("wid" = String, Path, description = "The webhook's id")),
+    responses((status = 204, description = "Success")),
+    security(("admin" = [])),
+    tag = "events"
+)]
 async fn delete_webhook(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -178,13 +208,26 @@ async fn delete_webhook(
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeliveryQuery {
+    /// Only deliveries in this state: pending, delivered, failed or dead
     state: Option<String>,
+    /// Only deliveries older than this id (the next page)
     before: Option<i64>,
+    /// Deliveries at most (default 100)
     limit: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{id}/webhooks/{wid}/deliveries",
+    summary = "The delivery log (?state=, paging)",
+    params(("id" = String, Path, description = "The tenant's id"), ("wid" = String, Path, description = "The webhook's id"), DeliveryQuery),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/DeliveryPage"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "events"
+)]
 async fn deliveries(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -210,6 +253,15 @@ async fn deliveries(
     Ok(ScimJson(json!({"deliveries": items, "next_before": next})).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants/{id}/webhooks/{wid}/deliveries/{did}/replay",
+    summary = "Send one delivery again",
+    params(("id" = String, Path, description = "The tenant's id"), ("wid" = String, Path, description = "The webhook's id"), ("did" = String, Path, description = "The delivery's id")),
+    responses((status = 202, description = "Queued again", body = ref("#/components/schemas/Replayed"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "events"
+)]
 async fn replay_one(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -231,13 +283,27 @@ async fn replay_one(
 }
 
 /// `{"from": RFC 3339, "to": RFC 3339}`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Range {
+    /// From this instant (RFC 3339)
+    #[schema(value_type = String, format = DateTime)]
     from: Instant,
+    /// To this instant (RFC 3339)
+    #[schema(value_type = String, format = DateTime)]
     to: Instant,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants/{id}/webhooks/{wid}/replay",
+    summary = "Send a time range of events again",
+    request_body = Range,
+    params(("id" = String, Path, description = "The tenant's id"), ("wid" = String, Path, description = "The webhook's id")),
+    responses((status = 202, description = "Success", body = ref("#/components/schemas/Replayed"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "events"
+)]
 async fn replay_range(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -255,10 +321,14 @@ async fn replay_range(
     ))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct FeedQuery {
+    /// Only this tenant's events (vendor feed)
     tenant: Option<String>,
+    /// Events after this id (a cursor: the last id seen)
     after: Option<String>,
+    /// Events at most (default 100)
     limit: Option<i64>,
 }
 
@@ -284,6 +354,15 @@ async fn page(state: &Shared, tenant: &str, after: i64, limit: i64) -> ApiResult
     Ok(ScimJson(json!(page)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    summary = "The event feed (?tenant=&after=&limit=)",
+    params(FeedQuery),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/EventPage"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "events"
+)]
 async fn feed(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -311,6 +390,15 @@ async fn feed(
     feed_page(&state, &tenant, &q).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{id}/events",
+    summary = "A tenant's event feed (?after=&limit=)",
+    params(("id" = String, Path, description = "The tenant's id"), FeedQuery),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/EventPage"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "events"
+)]
 async fn feed_of(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -331,6 +419,15 @@ async fn feed_page(state: &Shared, tenant: &str, q: &FeedQuery) -> ApiResult<Res
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/events/stream",
+    summary = "Events as server-sent events (Last-Event-ID resumes)",
+    params(FeedQuery),
+    responses((status = 200, description = "Server-sent events: `id:` is the event id, `event:` its type, `data:` the event (schema Event)", body = String, content_type = "text/event-stream")),
+    security(("admin" = [])),
+    tag = "events"
+)]
 async fn stream(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -379,4 +476,96 @@ async fn stream(
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
+}
+
+// The vendor-wide endpoints (`/api/v1/webhooks/…`) are the tenant routes' handlers under
+// their own paths, each documented as its own operation.
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks/{wid}",
+    summary = "Get a vendor-wide webhook endpoint",
+    params(("wid" = String, Path, description = "The webhook's id")),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/WebhookWithCounts"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "events"
+)]
+async fn vendor_get_webhook(
+    state: State<Shared>,
+    auth: AdminAuth,
+    e: Endpoint,
+) -> ApiResult<Response> {
+    get_webhook(state, auth, e).await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/v1/webhooks/{wid}",
+    summary = "Disable a vendor-wide webhook endpoint",
+    params(("wid" = String, Path, description = "The webhook's id")),
+    responses((status = 204, description = "Success")),
+    security(("admin" = [])),
+    tag = "events"
+)]
+async fn vendor_delete_webhook(
+    state: State<Shared>,
+    auth: AdminAuth,
+    e: Endpoint,
+) -> ApiResult<Response> {
+    delete_webhook(state, auth, e).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/webhooks/{wid}/deliveries",
+    summary = "A vendor-wide endpoint's delivery log (?state=, paging; each names its tenant)",
+    params(("wid" = String, Path, description = "The webhook's id"), DeliveryQuery),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/DeliveryPage"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "events"
+)]
+async fn vendor_deliveries(
+    state: State<Shared>,
+    auth: AdminAuth,
+    e: Endpoint,
+    q: Query<DeliveryQuery>,
+) -> ApiResult<Response> {
+    deliveries(state, auth, e, q).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhooks/{wid}/deliveries/{did}/replay",
+    summary = "Send one delivery of a vendor-wide endpoint again",
+    params(("wid" = String, Path, description = "The webhook's id"), ("did" = String, Path, description = "The delivery's id")),
+    responses((status = 202, description = "Queued again", body = ref("#/components/schemas/Replayed"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "events"
+)]
+async fn vendor_replay_one(
+    state: State<Shared>,
+    auth: AdminAuth,
+    e: Endpoint,
+    p: Path<std::collections::HashMap<String, String>>,
+) -> ApiResult<Response> {
+    replay_one(state, auth, e, p).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhooks/{wid}/replay",
+    summary = "Send a time range of a vendor-wide endpoint's events again",
+    request_body = Range,
+    params(("wid" = String, Path, description = "The webhook's id")),
+    responses((status = 202, description = "Success", body = ref("#/components/schemas/Replayed"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "events"
+)]
+async fn vendor_replay_range(
+    state: State<Shared>,
+    auth: AdminAuth,
+    e: Endpoint,
+    range: Json<Range>,
+) -> ApiResult<Response> {
+    replay_range(state, auth, e, range).await
 }

@@ -58,7 +58,7 @@ impl Point {
 }
 
 /// Bucket width of a history answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Step {
     /// One point per hour.

@@ -1,68 +1,51 @@
 //! `/api/v1`: the licensing model, subscriptions, rules, usage and explanations (admin token).
 
 use crate::kernel::extract::{Path, Query};
-use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use serde_json::{Value, json};
 
 use crate::kernel::error::ApiResult;
 use crate::kernel::extract::{AdminAuth, ScimJson, read_json};
 use crate::licenses::service::Write;
 use crate::state::Shared;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The admin routes.
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route(
-            "/api/v1/tenants/{id}/subscriptions",
-            get(list_subscriptions),
-        )
-        .route(
-            "/api/v1/tenants/{id}/subscriptions/{product}",
-            put(put_subscription)
-                .patch(patch_subscription)
-                .delete(delete_subscription),
-        )
-        .route("/api/v1/tenants/{id}/rules", get(list_rules))
-        .route(
-            "/api/v1/tenants/{id}/rules/{name}",
-            put(put_rule).delete(delete_rule),
-        )
-        .route("/api/v1/tenants/{id}/role-rules", get(list_role_rules))
-        .route(
-            "/api/v1/tenants/{id}/role-rules/{name}",
-            put(put_role_rule).delete(delete_role_rule),
-        )
-        .route("/api/v1/tenants/{id}/pins", get(list_pins))
-        .route("/api/v1/tenants/{id}/import", post(import))
-        .route("/api/v1/tenants/{id}/claims", get(list_claims))
-        .route("/api/v1/tenants/{id}/reconcile", post(reconcile))
-        .route(
-            "/api/v1/tenants/{id}/settings",
-            get(get_settings).put(put_settings),
-        )
-        .route("/api/v1/tenants/{id}/held", get(list_held))
-        .route("/api/v1/tenants/{id}/held/approve", post(approve_held))
-        .route("/api/v1/tenants/{id}/held/reject", post(reject_held))
-        .route(
-            "/api/v1/tenants/{id}/users/{user_id}/pins/{product}",
-            put(put_pin).delete(delete_pin),
-        )
-        .route("/api/v1/tenants/{id}/usage", get(usage))
-        .route("/api/v1/tenants/{id}/idle", get(idle))
-        .route("/api/v1/tenants/{id}/usage/history", get(history))
-        .route(
-            "/api/v1/tenants/{id}/users/{user_id}/licenses",
-            get(user_licenses),
-        )
-        .route("/api/v1/model", put(put_model).get(get_model))
-        .route("/api/v1/scheduler/run", post(run_scheduler))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(list_subscriptions))
+        .routes(routes!(
+            put_subscription,
+            patch_subscription,
+            delete_subscription
+        ))
+        .routes(routes!(list_rules))
+        .routes(routes!(put_rule, delete_rule))
+        .routes(routes!(list_role_rules))
+        .routes(routes!(put_role_rule, delete_role_rule))
+        .routes(routes!(list_pins))
+        .routes(routes!(import))
+        .routes(routes!(list_claims))
+        .routes(routes!(reconcile))
+        .routes(routes!(get_settings, put_settings))
+        .routes(routes!(list_held))
+        .routes(routes!(approve_held))
+        .routes(routes!(reject_held))
+        .routes(routes!(put_pin, delete_pin))
+        .routes(routes!(usage))
+        .routes(routes!(idle))
+        .routes(routes!(history))
+        .routes(routes!(user_licenses))
+        .routes(routes!(put_model, get_model))
+        .routes(routes!(run_scheduler))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DryRun {
+    /// `true`: decide and answer, then roll everything back
     dry_run: Option<String>,
 }
 
@@ -73,8 +56,10 @@ impl DryRun {
 }
 
 /// `?force=true`: change a subscription a billing system manages.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Force {
+    /// `true`: apply even when the change revokes licenses that are held
     force: Option<String>,
 }
 
@@ -95,6 +80,15 @@ fn flag(name: &str, value: Option<&str>) -> ApiResult<bool> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{id}/subscriptions",
+    summary = "List a tenant's subscriptions",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/SubscriptionList"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn list_subscriptions(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -111,6 +105,16 @@ async fn model_body(req: Request, limit: usize) -> ApiResult<Value> {
     read_json(req, limit).await
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/tenants/{id}/subscriptions/{product}",
+    summary = "Create or replace a subscription; re-decides every license (?force=true over billing)",
+    params(("id" = String, Path, description = "The tenant's id"), ("product" = String, Path, description = "A product key"), Force),
+    request_body = ref("#/components/schemas/Subscription"),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/SubscriptionChanged"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn put_subscription(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -126,6 +130,16 @@ async fn put_subscription(
 }
 
 /// `PATCH`: the fields given change, the others stay (as billing events merge).
+#[utoipa::path(
+    patch,
+    path = "/api/v1/tenants/{id}/subscriptions/{product}",
+    summary = "Change some fields of a subscription (merged like billing events; ?force=true over billing)",
+    params(("id" = String, Path, description = "The tenant's id"), ("product" = String, Path, description = "A product key"), Force),
+    request_body = ref("#/components/schemas/SubscriptionPatch"),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/SubscriptionChanged"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn patch_subscription(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -155,6 +169,15 @@ async fn write_subscription(
     Ok(ScimJson(json!({"subscription": sub, "licenses": outcome})).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tenants/{id}/subscriptions/{product}",
+    summary = "Remove a subscription; its licenses are revoked",
+    params(("id" = String, Path, description = "The tenant's id"), ("product" = String, Path, description = "A product key"), Force),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/LicenseChangesOnly"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn delete_subscription(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -193,6 +216,19 @@ async fn rows_body(req: Request) -> ApiResult<(axum::body::Bytes, bool)> {
     Ok((body, json_lines))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants/{id}/import",
+    summary = "Import seat holders (CSV or JSON lines: user, product, plan, assigned_at; ?dry_run=true)",
+    params(("id" = String, Path, description = "The tenant's id"), DryRun),
+    request_body(
+        description = "CSV with a header naming user, product, plan, assigned_at (any order), or one JSON object per line",
+        content((String = "text/csv"), (String = "application/x-ndjson"))
+    ),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/ImportReport"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn import(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -218,11 +254,28 @@ async fn import(
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ReconcileQuery {
+    /// json (default) or csv
+    #[param(inline)]
     format: Option<HistoryFormat>,
 }
 
 /// The application's view (CSV or JSON lines of user, product[, plan]) against the licenses.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants/{id}/reconcile",
+    summary = "The application's view (user, product[, plan]) against the licenses (?format=csv)",
+    params(("id" = String, Path, description = "The tenant's id"), ReconcileQuery),
+    request_body(
+        description = "Who uses the application: CSV with a header naming user, product and optionally plan, or one JSON object per line",
+        content((String = "text/csv"), (String = "application/x-ndjson"))
+    ),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/ReconcileReport"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn reconcile(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -245,6 +298,15 @@ async fn reconcile(
     Ok(ScimJson(crate::licenses::reconcile::uses_json(&at, &findings)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{id}/claims",
+    summary = "An import's pending claims (users not in the directory yet)",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/ClaimList"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn list_claims(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -255,6 +317,15 @@ async fn list_claims(
     Ok(ScimJson(json!({"tenant": id, "claims": claims})).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{id}/settings",
+    summary = "A tenant's settings (the deprovision brake)",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/Settings"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn get_settings(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -264,6 +335,16 @@ async fn get_settings(
     Ok(ScimJson(s).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/tenants/{id}/settings",
+    summary = "Change a tenant's settings: {\"deprovision_brake\": {percent, min_users, window_minutes} | null}",
+    params(("id" = String, Path, description = "The tenant's id")),
+    request_body = ref("#/components/schemas/SettingsRequest"),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/Settings"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn put_settings(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -275,6 +356,15 @@ async fn put_settings(
     Ok(ScimJson(s).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{id}/held",
+    summary = "Users whose seats the deprovision brake holds",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/HeldList"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn list_held(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -285,6 +375,15 @@ async fn list_held(
     Ok(ScimJson(json!({"tenant": id, "held": held})).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants/{id}/held/approve",
+    summary = "Release the held users' seats (waiters are promoted)",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/HeldDecision"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn approve_held(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -293,6 +392,15 @@ async fn approve_held(
     decide_held(&state, &auth, &id, true).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants/{id}/held/reject",
+    summary = "Keep the held users' seats reserved until the identity provider sends them back",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/HeldDecision"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn reject_held(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -319,6 +427,15 @@ async fn decide_held(
     .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{id}/pins",
+    summary = "A tenant's pins (direct assignments over the rules)",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/PinList"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn list_pins(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -329,6 +446,16 @@ async fn list_pins(
     Ok(ScimJson(json!({"tenant": id, "pins": pins})).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/tenants/{id}/users/{user_id}/pins/{product}",
+    summary = "Pin a user's plan of a product (plan null: exclude them), with a reason and an optional expiry",
+    params(("id" = String, Path, description = "The tenant's id"), ("user_id" = String, Path, description = "The user's id"), ("product" = String, Path, description = "A product key")),
+    request_body = ref("#/components/schemas/PinRequest"),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/PinSet"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn put_pin(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -343,6 +470,15 @@ async fn put_pin(
     Ok(ScimJson(json!({"pin": pin, "licenses": outcome})).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tenants/{id}/users/{user_id}/pins/{product}",
+    summary = "Remove a pin: the rules decide again",
+    params(("id" = String, Path, description = "The tenant's id"), ("user_id" = String, Path, description = "The user's id"), ("product" = String, Path, description = "A product key")),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/LicenseChangesOnly"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn delete_pin(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -355,6 +491,15 @@ async fn delete_pin(
     Ok(ScimJson(json!({"licenses": outcome})).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{id}/role-rules",
+    summary = "List a tenant's role rules",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/RoleRuleList"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn list_role_rules(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -364,6 +509,16 @@ async fn list_role_rules(
     Ok(ScimJson(json!({"tenant": id, "role_rules": rules})).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/tenants/{id}/role-rules/{name}",
+    summary = "Create or replace a role rule (a SCIM filter gives a role of a product); re-decides every user's roles",
+    params(("id" = String, Path, description = "The tenant's id"), ("name" = String, Path, description = "The rule's name")),
+    request_body = ref("#/components/schemas/RoleRule"),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/RoleRuleSet"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn put_role_rule(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -378,6 +533,15 @@ async fn put_role_rule(
     Ok(ScimJson(json!({"role_rule": rule})).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tenants/{id}/role-rules/{name}",
+    summary = "Remove a role rule; the roles it gave are taken back",
+    params(("id" = String, Path, description = "The tenant's id"), ("name" = String, Path, description = "The rule's name")),
+    responses((status = 204, description = "Success")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn delete_role_rule(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -392,6 +556,15 @@ async fn delete_role_rule(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{id}/rules",
+    summary = "List assignment rules",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/RuleList"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn list_rules(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -402,6 +575,16 @@ async fn list_rules(
     Ok(ScimJson(json!({"tenant": id, "rules": rules})).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/tenants/{id}/rules/{name}",
+    summary = "Create or change an assignment rule",
+    params(("id" = String, Path, description = "The tenant's id"), ("name" = String, Path, description = "The rule's name")),
+    request_body = ref("#/components/schemas/Rule"),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/RuleSet"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn put_rule(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -416,6 +599,15 @@ async fn put_rule(
     Ok(ScimJson(json!({"rule": rule, "licenses": outcome})).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tenants/{id}/rules/{name}",
+    summary = "Remove an assignment rule",
+    params(("id" = String, Path, description = "The tenant's id"), ("name" = String, Path, description = "The rule's name")),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/LicenseChangesOnly"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn delete_rule(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -425,6 +617,15 @@ async fn delete_rule(
     Ok(ScimJson(json!({"licenses": outcome})).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{id}/usage",
+    summary = "Seats, active, waitlisted, overage and status per subscription",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/TenantUsage"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn usage(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -435,19 +636,34 @@ async fn usage(
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct IdleQuery {
+    /// Only this product
     product: Option<String>,
+    /// Licenses at most
     limit: Option<i64>,
+    /// `reclaim`: who the next reclaim pass would take
+    #[param(inline)]
     preview: Option<Preview>,
 }
 
 /// `preview=reclaim`: who the next reclaim pass would take.
-#[derive(serde::Deserialize, PartialEq)]
+#[derive(serde::Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum Preview {
     Reclaim,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{id}/idle",
+    summary = "Idle licenses (?product=P&limit=N): held seats whose user has shown no activity for the subscription's idle_after_days — user, userName, product, plan, last_seen, held_since",
+    params(("id" = String, Path, description = "The tenant's id"), IdleQuery),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/IdleList"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn idle(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -471,21 +687,41 @@ async fn idle(
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
+    /// The subscription's product (may be left out when the tenant has one)
     product: Option<String>,
+    /// Start (RFC 3339; default 30 days before `to`)
+    #[param(value_type = Option<String>, format = DateTime)]
     from: Option<crate::kernel::ids::Instant>,
+    /// End (RFC 3339; default now)
+    #[param(value_type = Option<String>, format = DateTime)]
     to: Option<crate::kernel::ids::Instant>,
+    /// Bucket width (default: hour up to 7 days, else day)
+    #[param(inline)]
     step: Option<crate::licenses::history::Step>,
+    /// json (default) or csv
+    #[param(inline)]
     format: Option<HistoryFormat>,
 }
 
-#[derive(serde::Deserialize, PartialEq)]
+#[derive(serde::Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum HistoryFormat {
     Json,
     Csv,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{id}/usage/history",
+    summary = "A subscription's seat counts over time (?product=P&from=&to=&step=hour|day&format=json|csv): {points: [{at, seats, active, waitlisted, overage, idle}]}, each bucket the counts at its end",
+    params(("id" = String, Path, description = "The tenant's id"), HistoryQuery),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/UsageHistory"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn history(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -523,6 +759,15 @@ async fn history(
     Ok(ScimJson(serde_json::to_value(&h).unwrap_or_default()).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{id}/users/{user_id}/licenses",
+    summary = "A user's licenses with their explanation chains, history and last_seen",
+    params(("id" = String, Path, description = "The tenant's id"), ("user_id" = String, Path, description = "The user's id")),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/UserLicenses"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn user_licenses(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -533,6 +778,16 @@ async fn user_licenses(
     Ok(ScimJson(out).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/model",
+    summary = "Apply a licensing model (?dry_run=true prints the plan only)",
+    params(DryRun, Force),
+    request_body = ref("#/components/schemas/Model"),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/ModelApplied"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn put_model(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -552,6 +807,14 @@ async fn put_model(
     Ok(ScimJson(json!(applied)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/model",
+    summary = "The licensing model as stored",
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/ModelView"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn get_model(State(state): State<Shared>, _auth: AdminAuth) -> ApiResult<Response> {
     Ok(ScimJson(state.licenses.catalogue().await?).into_response())
 }
@@ -559,10 +822,22 @@ async fn get_model(State(state): State<Shared>, _auth: AdminAuth) -> ApiResult<R
 /// `?tenant=ID`: that tenant's due work only.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SchedulerQuery {
+    /// Only this tenant
     tenant: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/scheduler/run",
+    summary = "Run due term transitions now",
+    params(SchedulerQuery),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/SchedulerPass"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "licenses"
+)]
 async fn run_scheduler(
     State(state): State<Shared>,
     _auth: AdminAuth,

@@ -4,12 +4,14 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use serde_json::json;
 
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::extract::{AdminAuth, Json, ScimJson};
 use crate::state::Shared;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The operations routes.
 pub fn routes() -> Router<Shared> {
@@ -20,13 +22,21 @@ pub fn routes() -> Router<Shared> {
 }
 
 /// The operations routes under `/api/v1`.
-pub fn api_routes() -> Router<Shared> {
-    Router::new()
-        .route("/api/v1/clock", post(move_clock))
-        .route("/api/v1/limits", get(limits))
+pub fn api_routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(move_clock))
+        .routes(routes!(limits))
 }
 
 /// Every limit a client can run into, so none has to be found by trial.
+#[utoipa::path(
+    get,
+    path = "/api/v1/limits",
+    summary = "The limits this server enforces (body, attribute, resource and page sizes, rates)",
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/Limits"), content_type = "application/json")),
+    security(()),
+    tag = "ops"
+)]
 async fn limits(State(state): State<Shared>) -> Response {
     let c = &state.config;
     let r = state.engine.limits();
@@ -77,12 +87,22 @@ async fn metrics_text(State(state): State<Shared>) -> Response {
 /// Moves the test clock (only when the server runs on one: `--test-clock`), then runs the
 /// term transitions that became due, as the scheduler would.
 /// `{"advance_seconds": N}`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Advance {
+    /// Seconds to move forward (0 to 100 years)
     advance_seconds: i64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/clock",
+    summary = "Move the test clock (servers started with --test-clock only)",
+    request_body = Advance,
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/ClockMoved"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "ops"
+)]
 async fn move_clock(
     State(state): State<Shared>,
     _auth: AdminAuth,

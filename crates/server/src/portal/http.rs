@@ -22,6 +22,8 @@ use crate::kernel::ids::Name;
 use crate::portal::pages::{ErrorView, Home, UserView};
 use crate::portal::service::{PORTAL_TOKEN_NAME, SESSION_LIFETIME, Session, portal_actor};
 use crate::state::Shared;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 const COOKIE: &str = "sk_portal";
 
@@ -44,6 +46,16 @@ struct NewLink {
     capabilities: Option<Vec<String>>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants/{id}/portal-links",
+    summary = "A single-use link to the customer admin portal for the tenant's IT admin (its first visit starts an 8-hour session)",
+    params(("id" = String, Path, description = "The tenant's id")),
+    request_body = ref("#/components/schemas/PortalLinkRequest"),
+    responses((status = 201, description = "Success", body = ref("#/components/schemas/PortalLink"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "portal"
+)]
 async fn create_link(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -323,6 +335,6 @@ async fn logout(
 }
 
 /// The admin API's route (last in this file: the OpenAPI test reads routes from here on).
-pub fn api_routes() -> Router<Shared> {
-    Router::new().route("/api/v1/tenants/{id}/portal-links", post(create_link))
+pub fn api_routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new().routes(routes!(create_link))
 }

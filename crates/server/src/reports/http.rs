@@ -1,15 +1,15 @@
 //! `/api/v1/usage` and `/api/v1/reports/compliance` (admin token).
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 
 use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::extract::{AdminAuth, Query, ScimJson};
 use crate::reports::service::{self, Order, Sort};
 use crate::state::Shared;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The header carrying a report's Ed25519 signature (base64, over the body's bytes).
 pub const SIGNATURE_HEADER: &str = "seatkeeper-signature";
@@ -18,13 +18,13 @@ pub const SIGNATURE_HEADER: &str = "seatkeeper-signature";
 pub const SIGNATURE_KEY_HEADER: &str = "seatkeeper-signature-key";
 
 /// The routes.
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/api/v1/usage", get(usage))
-        .route("/api/v1/reports/compliance", get(compliance))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(usage))
+        .routes(routes!(compliance))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum Format {
     Json,
@@ -59,15 +59,35 @@ fn csv_response(body: Vec<u8>, name: &str) -> Response {
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct UsageQuery {
+    /// Sort key (default name)
+    #[param(inline)]
     sort: Option<Sort>,
+    /// asc or desc
+    #[param(inline)]
     order: Option<Order>,
+    /// Rows per page
     limit: Option<usize>,
+    /// The next page's cursor, from the previous answer
     cursor: Option<String>,
+    /// json or csv (default: from Accept)
+    #[param(inline)]
     format: Option<Format>,
+    /// Only tenants whose name contains this
     q: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/usage",
+    summary = "Every tenant's subscriptions with their usage, idle seats, utilisation and oldest waiter (?sort=name|utilisation|overage|waitlisted|idle|ends_at&order=asc|desc&limit&cursor&format=json|csv)",
+    params(UsageQuery),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/UsageReport"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "reports"
+)]
 async fn usage(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -106,11 +126,25 @@ async fn usage(
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ComplianceQuery {
+    /// Only this tenant
     tenant: Option<String>,
+    /// json or csv (default: from Accept)
+    #[param(inline)]
     format: Option<Format>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/reports/compliance",
+    summary = "Compliance findings (?tenant=ID&format=json|csv), signed: Seatkeeper-Signature is the Ed25519 signature of the body's bytes by the key `seatkeeper audit public-key` prints (also in Seatkeeper-Signature-Key)",
+    params(ComplianceQuery),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/ComplianceReport"), content_type = "application/json")),
+    security(("admin" = [])),
+    tag = "reports"
+)]
 async fn compliance(
     State(state): State<Shared>,
     _auth: AdminAuth,

@@ -14,7 +14,7 @@ use crate::licenses::usage::{Finding, UsageRow};
 use crate::tenants::service::Tenants;
 
 /// What `/api/v1/usage` sorts by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Sort {
     /// Tenant name, then product (the default).
@@ -32,7 +32,7 @@ pub enum Sort {
 }
 
 /// Ascending or descending.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Order {
     /// Smallest first.

@@ -1,11 +1,9 @@
 //! `/api/v1/tenants/{id}/sso` (admin) and `/api/v1/sso/login` (app key).
 
 use crate::kernel::extract::Path;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{post, put};
 use serde_json::{Value, json};
 
 use crate::apps::http::AppAuth;
@@ -13,19 +11,26 @@ use crate::kernel::error::{ApiError, ApiResult};
 use crate::kernel::extract::{AdminAuth, Json, RequestId, ScimJson, empty};
 use crate::sso::service::{LoginError, MAX_TOKEN};
 use crate::state::Shared;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The SSO routes.
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route(
-            "/api/v1/tenants/{id}/sso",
-            put(put_connection)
-                .get(get_connection)
-                .delete(delete_connection),
-        )
-        .route("/api/v1/sso/login", post(login))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(put_connection, get_connection, delete_connection))
+        .routes(routes!(login))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/tenants/{id}/sso",
+    summary = "Create or replace the tenant's OIDC connection",
+    params(("id" = String, Path, description = "The tenant's id")),
+    request_body = ref("#/components/schemas/SsoConnection"),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/SsoConnection"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "sso"
+)]
 async fn put_connection(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -36,6 +41,15 @@ async fn put_connection(
     Ok(ScimJson(json!(conn)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{id}/sso",
+    summary = "The tenant's OIDC connection",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/SsoConnection"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "sso"
+)]
 async fn get_connection(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -44,6 +58,15 @@ async fn get_connection(
     Ok(ScimJson(json!(state.sso.connection(&id).await?)).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tenants/{id}/sso",
+    summary = "Remove the tenant's OIDC connection",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 204, description = "Success")),
+    security(("admin" = [])),
+    tag = "sso"
+)]
 async fn delete_connection(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -61,6 +84,15 @@ struct Login {
     nonce: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/sso/login",
+    summary = "Sign a user in with an ID token from the tenant's identity provider: verified, the user found or created (jit), licensed, and answered with entitlements and a token; 401 with a reason when refused",
+    request_body = ref("#/components/schemas/SsoLogin"),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/SsoLoggedIn"))),
+    security(("app" = [])),
+    tag = "sso"
+)]
 async fn login(
     State(state): State<Shared>,
     app: AppAuth,

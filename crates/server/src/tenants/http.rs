@@ -2,11 +2,9 @@
 
 use crate::kernel::extract::Path;
 use crate::kernel::extract::Query;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use serde_json::json;
 
 use crate::kernel::auth::Credential;
@@ -15,25 +13,18 @@ use crate::kernel::extract::{AdminAuth, Json, OptionalJson, ScimJson, empty, wit
 use crate::kernel::ids::{Name, Named};
 use crate::kernel::scopes::Scopes;
 use crate::state::Shared;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The tenant routes.
-pub fn routes() -> Router<Shared> {
-    Router::new()
-        .route("/api/v1/tenants", post(create_tenant).get(list_tenants))
-        .route(
-            "/api/v1/tenants/{id}",
-            get(get_tenant).patch(rename_tenant).delete(delete_tenant),
-        )
-        .route("/api/v1/tenants/{id}/scim-tokens", post(create_token))
-        .route(
-            "/api/v1/tenants/{id}/scim-tokens/{token_id}",
-            delete(revoke_token),
-        )
-        .route(
-            "/api/v1/admin-keys",
-            post(create_admin_key).get(list_admin_keys),
-        )
-        .route("/api/v1/admin-keys/{key_id}", delete(revoke_admin_key))
+pub fn routes() -> OpenApiRouter<Shared> {
+    OpenApiRouter::new()
+        .routes(routes!(create_tenant, list_tenants))
+        .routes(routes!(get_tenant, rename_tenant, delete_tenant))
+        .routes(routes!(create_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(create_admin_key, list_admin_keys))
+        .routes(routes!(revoke_admin_key))
 }
 
 /// `POST /api/v1/admin-keys`.
@@ -45,6 +36,15 @@ struct NewAdminKey {
     tenant: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin-keys",
+    summary = "Create a scoped admin key (shown once), optionally confined to one tenant",
+    request_body = ref("#/components/schemas/NewAdminKey"),
+    responses((status = 201, description = "Success", body = ref("#/components/schemas/AdminKey"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "tenants"
+)]
 async fn create_admin_key(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -66,11 +66,28 @@ async fn create_admin_key(
     Ok(with_status(StatusCode::CREATED, ScimJson(out)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin-keys",
+    summary = "List admin keys (no secrets)",
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/AdminKeyList"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "tenants"
+)]
 async fn list_admin_keys(State(state): State<Shared>, _auth: AdminAuth) -> ApiResult<Response> {
     let keys = state.tenants.admin_keys().await?;
     Ok(ScimJson(json!({"admin_keys": keys})).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin-keys/{key_id}",
+    summary = "Revoke an admin key",
+    params(("key_id" = String, Path, description = "The key's id")),
+    responses((status = 204, description = "Success")),
+    security(("admin" = [])),
+    tag = "tenants"
+)]
 async fn revoke_admin_key(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -91,6 +108,15 @@ pub(crate) struct MaybeNamed {
     pub name: Option<Name>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants",
+    summary = "Create a tenant",
+    request_body = ref("#/components/schemas/Named"),
+    responses((status = 201, description = "Success", body = ref("#/components/schemas/Tenant"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "tenants"
+)]
 async fn create_tenant(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -100,11 +126,28 @@ async fn create_tenant(
     Ok(with_status(StatusCode::CREATED, ScimJson(json!(t))))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants",
+    summary = "List tenants",
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/TenantList"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "tenants"
+)]
 async fn list_tenants(State(state): State<Shared>, _auth: AdminAuth) -> ApiResult<Response> {
     let tenants = state.tenants.list().await?;
     Ok(ScimJson(json!({"tenants": tenants})).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tenants/{id}",
+    summary = "Get a tenant",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/Tenant"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "tenants"
+)]
 async fn get_tenant(
     State(state): State<Shared>,
     _auth: AdminAuth,
@@ -113,6 +156,16 @@ async fn get_tenant(
     Ok(ScimJson(json!(state.tenants.get(&id).await?)).into_response())
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/v1/tenants/{id}",
+    summary = "Rename a tenant",
+    params(("id" = String, Path, description = "The tenant's id")),
+    request_body = ref("#/components/schemas/Named"),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/Tenant"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "tenants"
+)]
 async fn rename_tenant(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -126,11 +179,23 @@ async fn rename_tenant(
 /// `DELETE /api/v1/tenants/{id}?force=true`.
 #[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeleteQuery {
+    /// Delete even when the tenant still holds licenses
     #[serde(default)]
     force: bool,
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tenants/{id}",
+    summary = "Delete a tenant and everything it holds (?force=true while it holds licenses)",
+    params(("id" = String, Path, description = "The tenant's id"), DeleteQuery),
+    responses((status = 200, description = "Success", body = ref("#/components/schemas/DeletedTenant"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "tenants"
+)]
 async fn delete_tenant(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -151,6 +216,16 @@ async fn delete_tenant(
     Ok(ScimJson(json!(deleted)).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tenants/{id}/scim-tokens",
+    summary = "Create a SCIM token (shown once)",
+    params(("id" = String, Path, description = "The tenant's id")),
+    request_body = ref("#/components/schemas/Named"),
+    responses((status = 201, description = "Success", body = ref("#/components/schemas/CreatedCredential"), content_type = "application/scim+json")),
+    security(("admin" = [])),
+    tag = "tenants"
+)]
 async fn create_token(
     State(state): State<Shared>,
     auth: AdminAuth,
@@ -171,6 +246,15 @@ async fn create_token(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tenants/{id}/scim-tokens/{token_id}",
+    summary = "Revoke a SCIM token",
+    params(("id" = String, Path, description = "The tenant's id"), ("token_id" = String, Path, description = "The SCIM token's id")),
+    responses((status = 204, description = "Success")),
+    security(("admin" = [])),
+    tag = "tenants"
+)]
 async fn revoke_token(
     State(state): State<Shared>,
     auth: AdminAuth,

@@ -12,6 +12,7 @@ mod binary;
 mod hardening;
 mod harness;
 mod oidc;
+mod openapi;
 
 pub(crate) use harness as common;
 
@@ -29,6 +30,7 @@ mod e2e_deploy;
 mod e2e_events;
 mod e2e_hardening;
 mod e2e_licensing;
+mod e2e_openapi;
 mod e2e_pg_tls;
 mod faults;
 mod licensing;
