@@ -4,7 +4,7 @@
 # first on SQLite (one node), then on two nodes over one PostgreSQL (started here). Reports
 # p50/p99 per operation, errors, resident memory over time and the WAL's size
 # (crates/server/examples/soak.rs drives it).
-# Usage: bash bench/soak.sh [seconds] [tenants] [rate] [checks]
+# Usage: bash bench/soak.sh [seconds] [tenants] [rate] [checks]   (SOAK_ONLY=sqlite or postgres: one phase)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_RUN=${1:-600}
@@ -35,12 +35,16 @@ start() { # start LOG DB: the server's pid is ${PIDS[-1]}, its URL $BASE
   wait_listen "$1"
 }
 
+if [ "${SOAK_ONLY:-}" != postgres ]; then
 echo "== SQLite, one node: $TENANTS tenants × $RATE req/s + $CHECKS checks/s for $SECONDS_RUN s"
 DB="sqlite://$WORK/soak.db"
 start "$WORK/sqlite.log" "$DB"
 $SOAK --base "$BASE" --admin "$ADMIN" --tenants "$TENANTS" --rate "$RATE" --checks "$CHECKS" \
   --seconds "$SECONDS_RUN" --pids "${PIDS[-1]}" --wal "$WORK/soak.db-wal"
 kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+
+fi
+[ "${SOAK_ONLY:-}" = sqlite ] && exit 0
 
 echo
 echo "== PostgreSQL, two nodes: the same load, spread over both"
