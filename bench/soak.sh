@@ -4,16 +4,23 @@
 # first on SQLite (one node), then on two nodes over one PostgreSQL (started here). Reports
 # p50/p99 per operation, errors, resident memory over time and the WAL's size
 # (crates/server/examples/soak.rs drives it).
-# Usage: bash bench/soak.sh [seconds] [tenants] [rate] [checks]   (SOAK_ONLY=sqlite or postgres: one phase)
+# Usage: bash bench/soak.sh [seconds] [tenants] [rate] [checks]   (SOAK_ONLY=sqlite or postgres: one phase;
+#   SOAK_STEADY=USERS: each tenant's population held near USERS, leavers deleted as joiners come)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_RUN=${1:-600}
 TENANTS=${2:-100}
 RATE=${3:-25}
 CHECKS=${4:-5000}
+STEADY=()
+[ -n "${SOAK_STEADY:-}" ] && STEADY=(--steady "$SOAK_STEADY")
 . bench/lib.sh
-cargo build --release --bin seatkeeper --example soak >/dev/null 2>&1 || cargo build --release --bin seatkeeper --example soak
-BIN=target/release/seatkeeper
+# BIN=path runs another build of the server (a profiling one, say); the driver is always built.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --bin seatkeeper >/dev/null 2>&1 || cargo build --release --bin seatkeeper
+fi
+cargo build --release --example soak >/dev/null 2>&1 || cargo build --release --example soak
+BIN=${BIN:-target/release/seatkeeper}
 SOAK=target/release/examples/soak
 WORK=$(mktemp -d)
 PIDS=()
@@ -40,7 +47,7 @@ echo "== SQLite, one node: $TENANTS tenants × $RATE req/s + $CHECKS checks/s fo
 DB="sqlite://$WORK/soak.db"
 start "$WORK/sqlite.log" "$DB"
 $SOAK --base "$BASE" --admin "$ADMIN" --tenants "$TENANTS" --rate "$RATE" --checks "$CHECKS" \
-  --seconds "$SECONDS_RUN" --pids "${PIDS[-1]}" --wal "$WORK/soak.db-wal"
+  --seconds "$SECONDS_RUN" --pids "${PIDS[-1]}" --wal "$WORK/soak.db-wal" "${STEADY[@]}"
 kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
 
 fi
@@ -52,4 +59,4 @@ PG=$(SEATKEEPER_TEST_PGPORT=$PGPORT SEATKEEPER_TEST_PGDATA=$PGDATA bash .ci/post
 start "$WORK/pg1.log" "$PG"; P1=${PIDS[-1]}; B1=$BASE
 start "$WORK/pg2.log" "$PG"; P2=${PIDS[-1]}; B2=$BASE
 $SOAK --base "$B1,$B2" --admin "$ADMIN" --tenants "$TENANTS" --rate "$RATE" --checks "$CHECKS" \
-  --seconds "$SECONDS_RUN" --pids "$P1,$P2"
+  --seconds "$SECONDS_RUN" --pids "$P1,$P2" "${STEADY[@]}"

@@ -8,7 +8,12 @@
 //! p50/p99 per operation, errors, and the memory series.
 //!
 //! `soak --base URL[,URL…] --admin TOKEN --tenants 100 --rate 25 --checks 5000
-//!  --seconds 600 [--pids PID,…] [--wal PATH] [--sample 30]`
+//!  --seconds 600 [--pids PID,…] [--wal PATH] [--sample 30] [--steady USERS]`
+//!
+//! `--steady USERS` keeps each tenant's population steady, as at a company whose joiners
+//! match its leavers: once a tenant holds USERS users, its create slots alternate between a
+//! create and a leaver's `DELETE` (a user taken out of the driver's picks two seconds
+//! before, so no request in flight still names it). Without it the tenants grow all along.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -40,6 +45,7 @@ struct Args {
     pids: Vec<u32>,
     wal: Option<String>,
     sample: u64,
+    steady: Option<usize>,
 }
 
 fn args() -> Args {
@@ -53,6 +59,7 @@ fn args() -> Args {
         pids: Vec::new(),
         wal: None,
         sample: 30,
+        steady: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -67,6 +74,7 @@ fn args() -> Args {
             "--pids" => a.pids = v.split(',').filter_map(|p| p.parse().ok()).collect(),
             "--wal" => a.wal = Some(v),
             "--sample" => a.sample = v.parse().expect("--sample"),
+            "--steady" => a.steady = Some(v.parse().expect("--steady")),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -83,6 +91,8 @@ struct Tenant {
     app_key: String,
     users: Mutex<Vec<(String, String)>>,
     groups: Vec<String>,
+    /// Leavers taken out of the picks, and when (`--steady`).
+    leaving: Mutex<std::collections::VecDeque<(Instant, String)>>,
 }
 
 #[derive(Default)]
@@ -194,6 +204,20 @@ async fn setup(http: &reqwest::Client, a: &Args, i: usize) -> Tenant {
     )
     .await;
     assert!(s < 300, "model: {s} {v}");
+    if a.steady.is_some() {
+        // Leavers at a steady soak's pace (about 2 a second in a tenant of a few hundred)
+        // are a mass deprovision by the brake's measure (25 % within an hour): it would hold
+        // them all. A company with this churn turns the brake off.
+        let (s, v) = call(
+            http,
+            reqwest::Method::PUT,
+            format!("{base}/api/v1/tenants/{id}/settings"),
+            &a.admin,
+            Some(json!({"deprovision_brake": null})),
+        )
+        .await;
+        assert!(s < 300, "settings: {s} {v}");
+    }
     let token = tok["token"].as_str().expect("token").to_string();
     let app_key = key["key"]
         .as_str()
@@ -233,12 +257,19 @@ async fn setup(http: &reqwest::Client, a: &Args, i: usize) -> Tenant {
         token,
         app_key,
         users: Mutex::new(users),
+        leaving: Mutex::default(),
         groups,
     }
 }
 
 /// One request of the Entra-like mix.
-async fn entra_step(http: &reqwest::Client, base: &str, t: &Tenant, n: u64) -> (&'static str, u16) {
+async fn entra_step(
+    http: &reqwest::Client,
+    base: &str,
+    t: &Tenant,
+    n: u64,
+    steady: Option<usize>,
+) -> (&'static str, u16) {
     let pick = |k: u64| {
         let users = t.users.lock().unwrap();
         users[(k as usize * 7919) % users.len()].clone()
@@ -260,22 +291,42 @@ async fn entra_step(http: &reqwest::Client, base: &str, t: &Tenant, n: u64) -> (
             .await;
             ("lookup", s)
         }
-        // 15 %: creates.
-        10..=12 => {
-            let name = format!("u{n}-{}@soak.example.com", uuid::Uuid::new_v4().simple());
-            let (s, v) = call(
+        // 15 %: creates (with --steady, half of them leavers' deletes once the tenant is full).
+        10..=12
+            if steady
+                .is_some_and(|cap| n.is_multiple_of(2) && t.users.lock().unwrap().len() >= cap) =>
+        {
+            // The first 20 users (the seed) stay; the oldest soak user leaves the picks now and
+            // is deleted once two seconds have passed.
+            {
+                let mut users = t.users.lock().unwrap();
+                let oldest = 20.min(users.len() - 1);
+                let (id, _) = users.remove(oldest);
+                t.leaving.lock().unwrap().push_back((Instant::now(), id));
+            }
+            let gone = {
+                let mut leaving = t.leaving.lock().unwrap();
+                match leaving.front() {
+                    Some((at, _)) if at.elapsed() >= Duration::from_secs(2) => {
+                        leaving.pop_front().map(|(_, id)| id)
+                    }
+                    _ => None,
+                }
+            };
+            let Some(id) = gone else {
+                return create_user(http, base, t, n).await;
+            };
+            let s = status_of(
                 http,
-                reqwest::Method::POST,
-                format!("{base}/scim/v2/Users"),
+                reqwest::Method::DELETE,
+                format!("{base}/scim/v2/Users/{id}"),
                 &t.token,
-                Some(json!({"schemas": [USER], "userName": name, "active": true})),
+                None,
             )
             .await;
-            if let Some(id) = v["id"].as_str() {
-                t.users.lock().unwrap().push((id.to_string(), name));
-            }
-            ("create", s)
+            ("delete", s)
         }
+        10..=12 => create_user(http, base, t, n).await,
         // 25 %: PATCHes (attributes, and now and then active).
         13..=17 => {
             let (id, _) = pick(n);
@@ -317,6 +368,28 @@ async fn entra_step(http: &reqwest::Client, base: &str, t: &Tenant, n: u64) -> (
     }
 }
 
+/// A create of the mix: a new user, added to the tenant's picks.
+async fn create_user(
+    http: &reqwest::Client,
+    base: &str,
+    t: &Tenant,
+    n: u64,
+) -> (&'static str, u16) {
+    let name = format!("u{n}-{}@soak.example.com", uuid::Uuid::new_v4().simple());
+    let (s, v) = call(
+        http,
+        reqwest::Method::POST,
+        format!("{base}/scim/v2/Users"),
+        &t.token,
+        Some(json!({"schemas": [USER], "userName": name, "active": true})),
+    )
+    .await;
+    if let Some(id) = v["id"].as_str() {
+        t.users.lock().unwrap().push((id.to_string(), name));
+    }
+    ("create", s)
+}
+
 fn pct(v: &mut [u32], p: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -329,8 +402,12 @@ fn pct(v: &mut [u32], p: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let a = Arc::new(args());
+    // Idle connections are dropped before the server's keep-alive timeout (10 s, the header
+    // timeout) closes them: a request sent on a connection the server is closing at that
+    // moment gets a reset, which an identity provider retries but this driver counts.
     let http = seatkeeper::crypto::http_client()
         .pool_max_idle_per_host(512)
+        .pool_idle_timeout(Duration::from_secs(5))
         .build()
         .unwrap();
     let started = Instant::now();
@@ -364,14 +441,14 @@ async fn main() {
                     stats.clone(),
                     a.bases[n as usize % a.bases.len()].clone(),
                 );
-                let at = due;
+                let (at, steady) = (due, a.steady);
                 let lanes = lanes.clone();
                 tokio::spawn(async move {
                     let _f = Flying::start();
                     let Ok(_lane) = lanes.acquire().await else {
                         return;
                     };
-                    let (op, s) = entra_step(&http, &base, &t, n).await;
+                    let (op, s) = entra_step(&http, &base, &t, n, steady).await;
                     stats.lock().unwrap().record(op, s, at.elapsed());
                 });
                 n += 1;

@@ -2,6 +2,23 @@
 
 use serde_json::Value;
 
+/// Transport errors reported so far (the first few are printed, to tell a timeout from a
+/// refused or reset connection).
+static REPORTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn report(e: &reqwest::Error) {
+    if REPORTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 10 {
+        use std::error::Error as _;
+        let mut why = e.to_string();
+        let mut src = e.source();
+        while let Some(s) = src {
+            why.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        eprintln!("no answer: {why}");
+    }
+}
+
 /// One request with a bearer token and an optional SCIM JSON body: `(status, body)`, or
 /// `(0, null)` when no answer came.
 pub async fn call(
@@ -16,7 +33,10 @@ pub async fn call(
             let s = r.status().as_u16();
             (s, r.json().await.unwrap_or(Value::Null))
         }
-        Err(_) => (0, Value::Null),
+        Err(e) => {
+            report(&e);
+            (0, Value::Null)
+        }
     }
 }
 
@@ -36,10 +56,16 @@ pub async fn status_of(
             let s = r.status().as_u16();
             match r.bytes().await {
                 Ok(_) => s,
-                Err(_) => 0,
+                Err(e) => {
+                    report(&e);
+                    0
+                }
             }
         }
-        Err(_) => 0,
+        Err(e) => {
+            report(&e);
+            0
+        }
     }
 }
 

@@ -277,6 +277,14 @@ async fn get_one<K: KindMarker>(
     Ok(resource_response(StatusCode::OK, K::KIND, &r, &proj))
 }
 
+/// Whether the query string asks for a representation (`attributes` or `excludedAttributes`).
+fn asks_for_attributes(raw: &Option<String>) -> bool {
+    raw.as_deref().is_some_and(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .any(|(k, _)| k == "attributes" || k == "excludedAttributes")
+    })
+}
+
 /// `304 Not Modified` when `If-None-Match` names this version.
 fn not_modified(headers: &HeaderMap, version: i64) -> Option<Response> {
     let inm = headers.get(header::IF_NONE_MATCH)?.to_str().ok()?;
@@ -320,6 +328,20 @@ async fn change<K: KindMarker>(
     let proj = projection(K::KIND, &raw)?;
     let im = if_match(req.headers());
     let body = read_json(req, state.config.max_body_bytes).await?;
+    if matches!(how, Change::Patch) && K::KIND == Kind::Group && !asks_for_attributes(&raw) {
+        // A group PATCH is answered 204 No Content (RFC 7644 §3.5.2), as Entra ID and Okta
+        // expect: the whole group would carry every member, however few the PATCH touched.
+        // Asking for `attributes` or `excludedAttributes` gets the group with 200.
+        let stored = state
+            .engine
+            .patch_unrendered(&ctx, K::KIND, &id, &body, im.as_deref())
+            .await?;
+        let mut resp = empty(StatusCode::NO_CONTENT);
+        if let Ok(v) = HeaderValue::from_str(&etag(stored.version)) {
+            resp.headers_mut().insert(header::ETAG, v);
+        }
+        return Ok(resp);
+    }
     let r = match how {
         Change::Replace => {
             state

@@ -502,7 +502,7 @@ impl Engine {
         };
         let (added, licensed) = self
             .store
-            .write(move |tx| -> ApiResult<CreateOutcome> {
+            .write_for(&ctx.tenant, move |tx| -> ApiResult<CreateOutcome> {
                 let (ctx, res) = (ctx2, res2);
                 tx.lock_tenant(&ctx.tenant)?;
                 tx.insert_resource(kind, &ctx.tenant, &res)
@@ -627,6 +627,20 @@ impl Engine {
         body: &Value,
         if_match: Option<&str>,
     ) -> ApiResult<Rendered> {
+        let stored = self.patch_unrendered(ctx, kind, id, body, if_match).await?;
+        self.render(ctx, kind, &stored, true).await
+    }
+
+    /// PATCH, answered without the resource (RFC 7644 §3.5.2 allows `204 No Content`):
+    /// returns the new version. A group's answer would otherwise carry every member.
+    pub async fn patch_unrendered(
+        &self,
+        ctx: &Ctx,
+        kind: Kind,
+        id: &str,
+        body: &Value,
+        if_match: Option<&str>,
+    ) -> ApiResult<StoredResource> {
         let rt = resource_type(kind);
         let ops = patch::parse_request(rt, body)?;
         let touches_members = kind == Kind::Group;
@@ -635,7 +649,7 @@ impl Engine {
             Kind::User => Members::All,
         };
         let limits = self.limits;
-        self.write_existing(ctx, kind, id, if_match, members, move |current| {
+        self.write_existing_unrendered(ctx, kind, id, if_match, members, move |current| {
             let mut doc = current.doc.clone();
             if touches_members {
                 doc["members"] = Value::Array(
@@ -659,7 +673,7 @@ impl Engine {
         .await
     }
 
-    /// Runs a read-modify-write on an existing resource in one transaction.
+    /// Runs a read-modify-write on an existing resource in one transaction, and renders it.
     async fn write_existing<F>(
         &self,
         ctx: &Ctx,
@@ -674,12 +688,33 @@ impl Engine {
             + Send
             + 'static,
     {
+        let stored = self
+            .write_existing_unrendered(ctx, kind, id, if_match, members, change)
+            .await?;
+        self.render(ctx, kind, &stored, true).await
+    }
+
+    /// Runs a read-modify-write on an existing resource in one transaction.
+    async fn write_existing_unrendered<F>(
+        &self,
+        ctx: &Ctx,
+        kind: Kind,
+        id: &str,
+        if_match: Option<&str>,
+        members: Members,
+        change: F,
+    ) -> ApiResult<StoredResource>
+    where
+        F: FnOnce(&Current) -> ApiResult<(Value, Option<Vec<(String, Option<String>)>>)>
+            + Send
+            + 'static,
+    {
         let (ctx2, id2, if_match) = (ctx.clone(), id.to_string(), if_match.map(str::to_string));
         let now = self.now();
         let cause = self.cause(ctx, &format!("{}.update", kind.name().to_ascii_lowercase()));
         let outcome = self
             .store
-            .write(move |tx| -> ApiResult<StoredResource> {
+            .write_for(&ctx.tenant, move |tx| -> ApiResult<StoredResource> {
                 let (ctx, id) = (ctx2, id2);
                 tx.lock_tenant(&ctx.tenant)?;
                 let groups_matter =
@@ -831,7 +866,7 @@ impl Engine {
                 }
             })
             .await?;
-        self.render(ctx, kind, &outcome, true).await
+        Ok(outcome)
     }
 
     /// DELETE.
@@ -845,8 +880,9 @@ impl Engine {
         let cause = self.cause(ctx, &format!("{}.delete", kind.name().to_ascii_lowercase()));
         let (ctx, id, if_match) = (ctx.clone(), id.to_string(), if_match.map(str::to_string));
         let now = self.now();
+        let tenant = ctx.tenant.clone();
         self.store
-            .write(move |tx| -> ApiResult<()> {
+            .write_for(&tenant, move |tx| -> ApiResult<()> {
                 tx.lock_tenant(&ctx.tenant)?;
                 let stored = current_version(tx, &ctx, kind, &id, if_match.as_deref())?;
                 let mut affected = match kind {

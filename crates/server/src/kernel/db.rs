@@ -408,8 +408,8 @@ fn sqlite_exec(conn: &rusqlite::Connection, sql: &str, params: &[P]) -> StoreRes
 /// transaction, keeps its own result, and is answered once the batch's fate is known: a job
 /// is told it succeeded only if it succeeded and the batch committed.
 trait Job: Send {
-    /// Runs the work on the writer connection; returns whether it succeeded.
-    fn run(&mut self, conn: &rusqlite::Connection) -> bool;
+    /// Runs the work in the batch's transaction; returns whether it succeeded.
+    fn run(&mut self, conn: TxRef<'_>) -> bool;
     /// Answers the caller. A job that never ran is answered with an error.
     fn answer(self: Box<Self>, batch: Result<(), StoreError>);
 }
@@ -426,11 +426,11 @@ where
     E: From<StoreError> + Send + 'static,
     F: FnOnce(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
 {
-    fn run(&mut self, conn: &rusqlite::Connection) -> bool {
+    fn run(&mut self, conn: TxRef<'_>) -> bool {
         let Some(work) = self.work.take() else {
             return false;
         };
-        let mut tx = Tx::new(TxRef::Sqlite(conn));
+        let mut tx = Tx::new(conn);
         let result = work(&mut tx).and_then(|v| tx.flush().map(|()| v).map_err(E::from));
         let ok = result.is_ok();
         self.result = Some(result);
@@ -512,6 +512,11 @@ impl Sqlite {
             // caseExact attributes must not match another case.
             "PRAGMA case_sensitive_like = ON".into(),
             "PRAGMA cache_size = -65536".into(),
+            // No memory-mapped reads: a reader in WAL mode drops its page cache whenever
+            // another connection has committed, so under steady writes it reads its pages
+            // again (a `pread` and a copy each), but with a map every growth of the file
+            // remapped it in every connection, which cost as much (page faults, unmaps, TLB
+            // shootdowns in the soak's profile).
             // temp_store stays FILE: see `statement_journals_spill_to_a_file`.
         ];
         let writer = Self::connect(&path, &pragmas)?;
@@ -655,7 +660,7 @@ fn writer_loop(
                 broken = Some(e);
                 break;
             }
-            if !job.run(&conn)
+            if !job.run(TxRef::Sqlite(&conn))
                 && let Err(e) = writer_exec(&conn, faults, "ROLLBACK TO job")
             {
                 broken = Some(e);
@@ -745,6 +750,180 @@ fn map_pg(e: sqlx::Error) -> StoreError {
     StoreError::Db(e)
 }
 
+/// Statements sent to PostgreSQL (each a round trip), by whether a write transaction sent it.
+fn pg_round_trip(kind: &'static str) {
+    metrics::counter!("seatkeeper_database_round_trips_total", "kind" => kind).increment(1);
+}
+
+/// How long a tenant's write lane waits for work before it ends (a new one starts with the
+/// tenant's next write).
+const LANE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The PostgreSQL side: a connection pool, and a write lane per tenant with work waiting.
+///
+/// A tenant's writes all take its row lock (`audit_heads`), so on PostgreSQL they run one
+/// after another however many connections carry them, and each used to hold the lock across
+/// its own `BEGIN`, statements and `COMMIT` with its flush. A lane does for a tenant what the
+/// SQLite writer thread does for the file: it takes every write of the tenant waiting on this
+/// node, runs each in its own savepoint in one transaction (a failing write rolls back
+/// alone), commits once, and only then answers them. Nodes still coordinate through the row
+/// lock: a lane's transaction waits for another node's as a single write did.
+pub struct Pg {
+    pub(crate) pool: PgPool,
+    lanes:
+        Mutex<std::collections::HashMap<String, tokio::sync::mpsc::UnboundedSender<Box<dyn Job>>>>,
+}
+
+impl Pg {
+    pub(crate) fn new(pool: PgPool) -> Pg {
+        Pg {
+            pool,
+            lanes: Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Queues a job on the tenant's lane, starting the lane if it is not running.
+    fn enqueue(self: &Arc<Self>, tenant: &str, job: Box<dyn Job>) {
+        let Ok(mut lanes) = self.lanes.lock() else {
+            job.answer(Err(StoreError::Sqlite(
+                "the write lanes are poisoned".into(),
+            )));
+            return;
+        };
+        // Sent under the map's lock: a lane removes itself under it too, and only when
+        // nothing is waiting, so no job is left in a lane that has ended.
+        let job = match lanes.get(tenant) {
+            Some(lane) => match lane.send(job) {
+                Ok(()) => return,
+                Err(tokio::sync::mpsc::error::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let (send, recv) = tokio::sync::mpsc::unbounded_channel();
+        let _ = send.send(job);
+        lanes.insert(tenant.to_string(), send);
+        tokio::spawn(self.clone().lane(tenant.to_string(), recv));
+    }
+
+    async fn lane(
+        self: Arc<Self>,
+        tenant: String,
+        mut jobs: tokio::sync::mpsc::UnboundedReceiver<Box<dyn Job>>,
+    ) {
+        loop {
+            let first = match tokio::time::timeout(LANE_IDLE, jobs.recv()).await {
+                Ok(Some(job)) => job,
+                Ok(None) => return,
+                Err(_) => {
+                    if let Ok(mut lanes) = self.lanes.lock()
+                        && jobs.is_empty()
+                    {
+                        lanes.remove(&tenant);
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            let (pool, handle) = (self.pool.clone(), tokio::runtime::Handle::current());
+            // A panicking job drops its batch's answers: their callers get an error.
+            let _ = tokio::task::spawn_blocking(move || pg_batch(&pool, &handle, batch)).await;
+        }
+    }
+}
+
+/// Runs a lane's batch in one transaction: each job in its own savepoint (none when it is
+/// alone), one commit, then every answer.
+fn pg_batch(pool: &PgPool, handle: &tokio::runtime::Handle, mut batch: Vec<Box<dyn Job>>) {
+    pg_round_trip("write");
+    let tx = match handle.block_on(pool.begin()) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let e = map_pg(e);
+            for job in batch {
+                job.answer(Err(e.for_each()));
+            }
+            return;
+        }
+    };
+    let mut pgtx = PgTx {
+        tx: Some(tx),
+        handle: handle.clone(),
+    };
+    let alone = batch.len() == 1;
+    let mut broken: Option<StoreError> = None;
+    let mut failed = false;
+    for (i, job) in batch.iter_mut().enumerate() {
+        if !alone {
+            // The previous job's savepoint is ended and the next one taken in one round trip.
+            let step = match (i, failed) {
+                (0, _) => "SAVEPOINT job",
+                (_, false) => "RELEASE SAVEPOINT job; SAVEPOINT job",
+                (_, true) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job; SAVEPOINT job",
+            };
+            if let Err(e) = pgtx.simple(step) {
+                broken = Some(e);
+                break;
+            }
+        }
+        failed = !job.run(TxRef::Postgres(&mut pgtx));
+        if alone && failed {
+            broken = Some(StoreError::Sqlite("the write failed".into()));
+        }
+    }
+    if !alone
+        && failed
+        && broken.is_none()
+        && let Err(e) = pgtx.simple("ROLLBACK TO SAVEPOINT job")
+    {
+        broken = Some(e);
+    }
+    let outcome = match (broken, pgtx.tx.take()) {
+        (None, Some(tx)) => {
+            pg_round_trip("write");
+            handle.block_on(tx.commit()).map_err(map_pg)
+        }
+        (None, None) => Err(finished()),
+        (Some(e), tx) => {
+            if let Some(tx) = tx {
+                pg_round_trip("write");
+                let _ = handle.block_on(tx.rollback());
+            }
+            Err(e)
+        }
+    };
+    if outcome.as_ref().is_err_and(|_| !alone) {
+        tracing::error!(
+            "a PostgreSQL write batch failed as a whole; every write in it is answered with the error"
+        );
+    }
+    for job in batch {
+        // A job that failed alone keeps its own error: the batch's is only what it caused.
+        job.answer(match &outcome {
+            Ok(()) => Ok(()),
+            Err(e) => Err(e.for_each()),
+        });
+    }
+}
+
+impl PgTx {
+    /// Runs SQL without parameters, possibly several statements, in one round trip.
+    fn simple(&mut self, sql: &'static str) -> StoreResult<()> {
+        let tx = self.tx.as_mut().ok_or_else(finished)?;
+        pg_round_trip("write");
+        self.handle
+            .block_on(sqlx::raw_sql(sql).execute(&mut **tx))
+            .map(|_| ())
+            .map_err(map_pg)
+    }
+}
+
 // ---------------------------------------------------------------- the pool
 
 /// A connection pool to either database.
@@ -753,7 +932,7 @@ pub enum Pool {
     /// Embedded SQLite.
     Sqlite(Arc<Sqlite>),
     /// PostgreSQL.
-    Postgres(PgPool),
+    Postgres(Arc<Pg>),
 }
 
 impl Pool {
@@ -761,13 +940,16 @@ impl Pool {
     pub(crate) async fn fetch(&self, sql: &str, params: &[P]) -> StoreResult<Vec<Row>> {
         match self {
             Pool::Sqlite(s) => s.with_reader(|c| sqlite_fetch(c, sql, params)),
-            Pool::Postgres(pg) => pg_bind(sql, no_nul(params).map(|_| params)?)
-                .fetch_all(pg)
-                .await
-                .map_err(map_pg)?
-                .iter()
-                .map(pg_row)
-                .collect(),
+            Pool::Postgres(pg) => {
+                pg_round_trip("read");
+                pg_bind(sql, no_nul(params).map(|_| params)?)
+                    .fetch_all(&pg.pool)
+                    .await
+                    .map_err(map_pg)?
+                    .iter()
+                    .map(pg_row)
+                    .collect()
+            }
         }
     }
 
@@ -804,12 +986,37 @@ impl Pool {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
     {
+        self.write_keyed(None, f).await
+    }
+
+    /// [`Pool::write`] for a unit of work that locks `tenant` and no other tenant: on
+    /// PostgreSQL it joins the tenant's write lane (see [`Pg`]) and may share its
+    /// transaction and commit with the tenant's other waiting writes. (On SQLite every write
+    /// already shares the writer's batches.)
+    pub(crate) async fn write_keyed<T, E, F>(&self, tenant: Option<&str>, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
+    {
         match self {
             Pool::Sqlite(s) => s.submit(f).await,
+            Pool::Postgres(pg) if tenant.is_some() => {
+                let (reply, recv) = tokio::sync::oneshot::channel::<Result<T, E>>();
+                let job: Box<dyn Job> = Box::new(Unit {
+                    work: Some(f),
+                    result: None,
+                    reply,
+                });
+                pg.enqueue(tenant.unwrap_or_default(), job);
+                recv.await
+                    .map_err(|_| E::from(StoreError::Sqlite("a write lane dropped a job".into())))?
+            }
             Pool::Postgres(pg) => {
-                let pg = pg.clone();
+                let pg = pg.pool.clone();
                 let handle = tokio::runtime::Handle::current();
                 tokio::task::spawn_blocking(move || {
+                    pg_round_trip("write");
                     let tx = handle
                         .block_on(pg.begin())
                         .map_err(|e| E::from(map_pg(e)))?;
@@ -823,6 +1030,7 @@ impl Pool {
                     let tx = pgtx.tx.take();
                     match (result, tx) {
                         (Ok(v), Some(tx)) => {
+                            pg_round_trip("write");
                             handle
                                 .block_on(tx.commit())
                                 .map_err(|e| E::from(map_pg(e)))?;
@@ -851,7 +1059,7 @@ impl Pool {
                     r.clear();
                 }
             }
-            Pool::Postgres(pg) => pg.close().await,
+            Pool::Postgres(pg) => pg.pool.close().await,
         }
     }
 }
@@ -996,6 +1204,7 @@ impl Tx<'_> {
             TxRef::Postgres(pg) => {
                 no_nul(params)?;
                 let tx = pg.tx.as_mut().ok_or_else(finished)?;
+                pg_round_trip("write");
                 pg.handle
                     .block_on(pg_bind(sql, params).fetch_all(&mut **tx))
                     .map_err(map_pg)?
@@ -1018,6 +1227,7 @@ impl Tx<'_> {
             TxRef::Postgres(pg) => {
                 no_nul(params)?;
                 let tx = pg.tx.as_mut().ok_or_else(finished)?;
+                pg_round_trip("write");
                 Ok(pg
                     .handle
                     .block_on(pg_bind(sql, params).execute(&mut **tx))

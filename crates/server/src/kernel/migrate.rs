@@ -90,7 +90,49 @@ const MIGRATIONS: &[(i64, &str, &str, Option<Then>)] = &[
         include_str!("sql/portal.sql"),
         None,
     ),
+    (
+        22,
+        "memberships read from their indexes; per-tenant indexes lead with the tenant",
+        "",
+        Some(memberships_clustered),
+    ),
 ];
+
+/// Migration 22: a group's members, and a user's groups, are read without visiting the
+/// table row of each membership (a group PATCH answers with every member; every user
+/// read finds the user's groups). On SQLite the table becomes clustered on its primary key
+/// (`WITHOUT ROWID`), so `member_type` sits beside the key and the member index carries the
+/// group. On PostgreSQL the member index carries the group; a group's members are still read
+/// from the table (a second index on the primary key's columns would cost every write).
+fn memberships_clustered(tx: &mut Tx<'_>) -> StoreResult<()> {
+    let steps: &[&str] = match tx.backend() {
+        Backend::Sqlite => &[
+            "CREATE TABLE scim_group_members_clustered (tenant_id TEXT NOT NULL, group_id TEXT NOT NULL, \
+             member_id TEXT NOT NULL, member_type TEXT NOT NULL, \
+             PRIMARY KEY (tenant_id, group_id, member_id)) WITHOUT ROWID",
+            "INSERT INTO scim_group_members_clustered (tenant_id, group_id, member_id, member_type) \
+             SELECT tenant_id, group_id, member_id, member_type FROM scim_group_members",
+            "DROP TABLE scim_group_members",
+            "ALTER TABLE scim_group_members_clustered RENAME TO scim_group_members",
+            "CREATE INDEX scim_group_members_member ON scim_group_members (tenant_id, member_id)",
+        ],
+        Backend::Postgres => &[
+            "DROP INDEX scim_group_members_member",
+            "CREATE INDEX scim_group_members_member ON scim_group_members (tenant_id, member_id) INCLUDE (group_id)",
+        ],
+    };
+    for sql in steps {
+        tx.execute(sql, &[])?;
+    }
+    // The one index of a per-tenant table that did not lead with the tenant (the dispatcher's
+    // ordering check, which names the tenant): see ARCHITECTURE.md, "Keyed by tenant".
+    tx.execute("DROP INDEX deliveries_order", &[])?;
+    tx.execute(
+        "CREATE INDEX deliveries_order ON deliveries (tenant_id, webhook_id, order_key, id)",
+        &[],
+    )?;
+    Ok(())
+}
 
 /// Migration 6: copies each tenant's seat counts from `lic_lines` into its head row
 /// (`{"product": {"active": …, "waiting": …, "next_queue": …}}`), then drops the table.

@@ -309,7 +309,7 @@ impl Store {
             };
             Store {
                 backend: Backend::Postgres,
-                pool: Pool::Postgres(pg),
+                pool: Pool::Postgres(std::sync::Arc::new(super::db::Pg::new(pg))),
                 notify,
                 events: Default::default(),
                 listens: Default::default(),
@@ -361,9 +361,30 @@ impl Store {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
     {
+        self.write_keyed(None, f).await
+    }
+
+    /// [`Store::write`] for a unit of work that locks `tenant` and no other tenant (a SCIM
+    /// write): on PostgreSQL it may share its transaction and commit with the tenant's other
+    /// waiting writes (a per-tenant group commit; see `kernel::db::Pg`).
+    pub async fn write_for<T, E, F>(&self, tenant: &str, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
+    {
+        self.write_keyed(Some(tenant), f).await
+    }
+
+    async fn write_keyed<T, E, F>(&self, tenant: Option<&str>, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
+    {
         let (out, wrote_events, tenants, reach) = self
             .pool
-            .write(move |tx| {
+            .write_keyed(tenant, move |tx| {
                 f(tx).map(|v| {
                     let tenants: Vec<String> = tx.tips.iter().map(|t| t.tenant.clone()).collect();
                     (v, !tx.pending.outbox.is_empty(), tenants, tx.reach)
@@ -418,7 +439,7 @@ impl Store {
             return None;
         };
         let (pg, events, listens, others) = (
-            self.notify.clone().unwrap_or_else(|| pg.clone()),
+            self.notify.clone().unwrap_or_else(|| pg.pool.clone()),
             self.events.clone(),
             self.listens.clone(),
             self.others.clone(),
@@ -725,6 +746,32 @@ fn multi_insert(m: &'static MultiInsert, rows: usize) -> &'static str {
     all[rows.clamp(1, FLUSH_ROWS) - 1].as_str()
 }
 
+/// `($first, …), (…)`: `rows` tuples of `columns` placeholders, numbered from `first`.
+fn tuples(first: usize, columns: usize, rows: usize) -> String {
+    (0..rows)
+        .map(|i| format!("({})", placeholders(first + i * columns, columns)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An audit record's values, in [`AUDIT_INSERT`]'s column order.
+fn audit_params(params: &mut Vec<P>, rec: &crate::kernel::chain::AuditRow) {
+    params.extend(params![
+        &rec.tenant_id,
+        rec.seq,
+        &rec.at,
+        &rec.actor,
+        &rec.action,
+        &rec.resource_type,
+        &rec.resource_id,
+        &rec.request_id,
+        &rec.before,
+        &rec.after,
+        &rec.prev_hash,
+        &rec.hash
+    ]);
+}
+
 impl Tx<'_> {
     /// Appends many records of one cause to the tenant's hash chain: the tip is advanced once
     /// and the links are computed in memory, so a change of 10,000 licenses costs one
@@ -797,36 +844,6 @@ impl Tx<'_> {
     /// inserts, then the chain tip once — just before it commits.
     pub(crate) fn flush(&mut self) -> StoreResult<()> {
         let pending = std::mem::take(&mut self.pending);
-        if !pending.outbox.is_empty() {
-            self.notify_other_nodes()?;
-        }
-        for chunk in pending.audit.chunks(FLUSH_ROWS) {
-            let mut params: Vec<P> = Vec::with_capacity(chunk.len() * 12);
-            for rec in chunk {
-                params.extend(params![
-                    &rec.tenant_id,
-                    rec.seq,
-                    &rec.at,
-                    &rec.actor,
-                    &rec.action,
-                    &rec.resource_type,
-                    &rec.resource_id,
-                    &rec.request_id,
-                    &rec.before,
-                    &rec.after,
-                    &rec.prev_hash,
-                    &rec.hash
-                ]);
-            }
-            self.execute(multi_insert(&AUDIT_INSERT, chunk.len()), &params)?;
-        }
-        for chunk in pending.outbox.chunks(FLUSH_ROWS) {
-            let mut params: Vec<P> = Vec::with_capacity(chunk.len() * 6);
-            for row in chunk {
-                params.extend(row.iter().map(P::from));
-            }
-            self.execute(multi_insert(&OUTBOX_INSERT, chunk.len()), &params)?;
-        }
         // Each tenant's head row once: the chain tip and, if licensing moved them, the seat
         // counts.
         let mut moved: Vec<(String, i64, String, Option<String>)> = Vec::new();
@@ -838,6 +855,30 @@ impl Tx<'_> {
             t.moved = false;
             t.lines_moved = false;
             moved.push((t.tenant.clone(), t.seq, t.hash.clone(), lines));
+        }
+        if self.backend() == Backend::Postgres
+            && pending.audit.len() <= FLUSH_ROWS
+            && pending.outbox.len() <= FLUSH_ROWS
+            && moved.len() <= 1
+        {
+            return self.flush_at_once(&pending, moved.pop());
+        }
+        if !pending.outbox.is_empty() {
+            self.notify_other_nodes()?;
+        }
+        for chunk in pending.audit.chunks(FLUSH_ROWS) {
+            let mut params: Vec<P> = Vec::with_capacity(chunk.len() * 12);
+            for rec in chunk {
+                audit_params(&mut params, rec);
+            }
+            self.execute(multi_insert(&AUDIT_INSERT, chunk.len()), &params)?;
+        }
+        for chunk in pending.outbox.chunks(FLUSH_ROWS) {
+            let mut params: Vec<P> = Vec::with_capacity(chunk.len() * 6);
+            for row in chunk {
+                params.extend(row.iter().map(P::from));
+            }
+            self.execute(multi_insert(&OUTBOX_INSERT, chunk.len()), &params)?;
         }
         for (tenant, seq, hash, lines) in moved {
             match lines {
@@ -851,6 +892,84 @@ impl Tx<'_> {
                 )?,
             };
         }
+        Ok(())
+    }
+
+    /// [`Tx::flush`] in one PostgreSQL round trip, for a unit of work of one tenant and at most
+    /// a page of rows (every SCIM write): the audit records and the events are inserted by
+    /// data-modifying `WITH` clauses of the statement that moves the tenant's head row, which
+    /// also sends the `NOTIFY` when there are events. Four round trips became one.
+    fn flush_at_once(
+        &mut self,
+        pending: &crate::kernel::db::Pending,
+        head: Option<(String, i64, String, Option<String>)>,
+    ) -> StoreResult<()> {
+        let notify = !pending.outbox.is_empty();
+        if pending.audit.is_empty() && !notify && head.is_none() {
+            return Ok(());
+        }
+        let mut params: Vec<P> = Vec::new();
+        let mut clauses: Vec<String> = Vec::new();
+        if !pending.audit.is_empty() {
+            let first = params.len() + 1;
+            for rec in &pending.audit {
+                audit_params(&mut params, rec);
+            }
+            clauses.push(format!(
+                "a AS ({}{})",
+                AUDIT_INSERT.head,
+                tuples(first, AUDIT_INSERT.columns, pending.audit.len())
+            ));
+        }
+        if notify {
+            let first = params.len() + 1;
+            for row in &pending.outbox {
+                params.extend(row.iter().map(P::from));
+            }
+            clauses.push(format!(
+                "o AS ({}{})",
+                OUTBOX_INSERT.head,
+                tuples(first, OUTBOX_INSERT.columns, pending.outbox.len())
+            ));
+        }
+        let returning = if notify {
+            " RETURNING pg_notify('seatkeeper_events', '')"
+        } else {
+            ""
+        };
+        let last = match head {
+            Some((tenant, seq, hash, lines)) => {
+                let n = params.len();
+                params.extend(params![&tenant, seq, &hash]);
+                match lines {
+                    Some(lines) => {
+                        params.push(P::Text(lines));
+                        format!(
+                            "UPDATE audit_heads SET seq = ${}, hash = ${}, seat_lines = ${} WHERE tenant_id = ${}{returning}",
+                            n + 2,
+                            n + 3,
+                            n + 4,
+                            n + 1
+                        )
+                    }
+                    None => format!(
+                        "UPDATE audit_heads SET seq = ${}, hash = ${} WHERE tenant_id = ${}{returning}",
+                        n + 2,
+                        n + 3,
+                        n + 1
+                    ),
+                }
+            }
+            None if notify => "SELECT pg_notify('seatkeeper_events', '')".to_string(),
+            None => "SELECT 1".to_string(),
+        };
+        let sql = if clauses.is_empty() {
+            last
+        } else {
+            format!("WITH {} {last}", clauses.join(", "))
+        };
+        // Executed, not fetched: `pg_notify` returns `void`, which no row decodes.
+        self.execute(&sql, &params)?;
         Ok(())
     }
 

@@ -92,6 +92,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Requests answered 503 because the database could not be reached or written.",
     ),
     (
+        "seatkeeper_database_round_trips_total",
+        Kind::Counter,
+        "Statements sent to PostgreSQL, each a round trip, by kind (read: outside a write transaction; write: in one, BEGIN and COMMIT included).",
+    ),
+    (
         "seatkeeper_license_changes_total",
         Kind::Counter,
         "License changes committed, by change (assigned, waitlisted, promoted, changed, revoked).",

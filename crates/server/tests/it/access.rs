@@ -381,7 +381,7 @@ async fn roles_cascade_into_permissions(b: Backend) {
             Some(json!({"schemas": [common::PATCH], "Operations": [{"op": "add", "path": "members", "value": [{"value": bob}]}]})),
         )
         .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.raw);
     let a = permit(&app, &key, &bob, "billing.manage").await;
     assert_eq!(a["allowed"], false, "{a}");
     assert_eq!(
@@ -488,7 +488,7 @@ async fn roles_cascade_into_permissions(b: Backend) {
             Some(json!({"schemas": [common::PATCH], "Operations": [{"op": "remove", "path": format!("members[value eq \"{alice}\"]")}]})),
         )
         .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.raw);
     let a = permit(&app, &key, &alice, "billing.manage").await;
     assert_eq!(a["allowed"], false, "{a}");
     let granted = events_of(&app, "role.granted").await;
@@ -519,7 +519,7 @@ async fn roles_cascade_into_permissions(b: Backend) {
             Some(json!({"schemas": [common::PATCH], "Operations": [{"op": "add", "path": "members", "value": [{"value": platform, "type": "Group"}]}]})),
         )
         .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.raw);
     // (She waits for a seat, so the role is given but not in force.)
     let a = permit(&app, &key, &dana, "billing.manage").await;
     assert!(

@@ -504,7 +504,7 @@ async fn rules_follow_nested_groups(b: Backend) {
             ),
         )
         .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.raw);
     assert_eq!(licenses(&app).await["alice"].1, "free");
     // A rule change re-decides everyone; removing the rule frees the seats it gave.
     let r = app

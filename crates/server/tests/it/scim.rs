@@ -238,8 +238,11 @@ async fn entra_sequence(b: Backend) {
             ]))),
         )
         .await;
-    assert_eq!(rm.status, StatusCode::OK, "{}", rm.raw);
-    assert_eq!(rm.body["members"].as_array().unwrap().len(), 1);
+    assert_eq!(rm.status, StatusCode::NO_CONTENT, "{}", rm.raw);
+    let after = app
+        .req("GET", &format!("/scim/v2/Groups/{gid}"), None)
+        .await;
+    assert_eq!(after.body["members"].as_array().unwrap().len(), 1);
     // Deprovisioning: active "False" as a string, a first-class transition.
     let off = app
         .req(
@@ -350,22 +353,32 @@ async fn okta_sequence(b: Backend) {
     let rename = app
         .req("PATCH", &format!("/scim/v2/Groups/{gid}"), Some(patch(json!([{"op": "replace", "value": {"id": gid, "displayName": "Test SCIMv2 renamed"}}]))))
         .await;
-    assert_eq!(rename.status, StatusCode::OK, "{}", rename.raw);
-    assert_eq!(rename.body["displayName"], "Test SCIMv2 renamed");
-    let add = app
-        .req("PATCH", &format!("/scim/v2/Groups/{gid}"), Some(patch(json!([{"op": "add", "path": "members", "value": [{"value": id, "display": "dade.murphy@example.com"}]}]))))
+    // A group PATCH answers 204 with the new ETag, as Okta and Entra ID expect.
+    assert_eq!(rename.status, StatusCode::NO_CONTENT, "{}", rename.raw);
+    assert!(rename.raw.is_empty(), "{}", rename.raw);
+    assert_eq!(rename.headers["etag"], "W/\"2\"");
+    let renamed = app
+        .req("GET", &format!("/scim/v2/Groups/{gid}"), None)
         .await;
+    assert_eq!(renamed.body["displayName"], "Test SCIMv2 renamed");
+    assert_eq!(renamed.body["meta"]["version"], "W/\"2\"");
+    // Asking for attributes gets the group back with 200.
+    let add = app
+        .req("PATCH", &format!("/scim/v2/Groups/{gid}?attributes=members"), Some(patch(json!([{"op": "add", "path": "members", "value": [{"value": id, "display": "dade.murphy@example.com"}]}]))))
+        .await;
+    assert_eq!(add.status, StatusCode::OK, "{}", add.raw);
     assert_eq!(add.body["members"][0]["value"], json!(id));
     let rm = app
         .req(
             "PATCH",
-            &format!("/scim/v2/Groups/{gid}"),
+            &format!("/scim/v2/Groups/{gid}?excludedAttributes=members"),
             Some(patch(
                 json!([{"op": "remove", "path": format!("members[value eq \"{id}\"]")}]),
             )),
         )
         .await;
     assert_eq!(rm.status, StatusCode::OK, "{}", rm.raw);
+    assert_eq!(rm.body["displayName"], "Test SCIMv2 renamed");
     assert!(rm.body.get("members").is_none());
     let put_group = app
         .req("PUT", &format!("/scim/v2/Groups/{gid}"), Some(json!({"schemas": [GROUP], "id": gid, "displayName": "Final", "members": [{"value": id}]})))
@@ -1054,8 +1067,11 @@ async fn bulk_and_large_membership(b: Backend) {
             )),
         )
         .await;
-    assert_eq!(rm.status, StatusCode::OK);
-    assert!(rm.body.get("members").is_none());
+    assert_eq!(rm.status, StatusCode::NO_CONTENT);
+    let emptied = app
+        .req("GET", &format!("/scim/v2/Groups/{gid}"), None)
+        .await;
+    assert!(emptied.body.get("members").is_none(), "{}", emptied.raw);
     // bulkId references, and failOnErrors.
     let r = app
         .req("POST", "/scim/v2/Bulk", Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": [
@@ -1130,7 +1146,8 @@ async fn member_patches_change_only_what_they_name(b: Backend) {
             })
             .unwrap_or_default()
     };
-    let url = format!("/scim/v2/Groups/{gid}");
+    // Asking for attributes (all but externalId): each PATCH answers with the group.
+    let url = format!("/scim/v2/Groups/{gid}?excludedAttributes=externalId");
     // An existing member added again, a new one added, one removed by filter, a non-member
     // removed by value (Entra ID's form), and a rename, in one request.
     let r = app
@@ -1560,7 +1577,7 @@ async fn a_cached_user_follows_every_change(b: Backend) {
             Some(json!({"schemas": [PATCH], "Operations": [{"op": "replace", "path": "displayName", "value": "Renamed"}]})),
         )
         .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.raw);
     assert_eq!(
         groups(&get(u.clone()).await),
         BTreeSet::from(["Inner".to_string(), "Renamed".to_string()])
