@@ -413,7 +413,7 @@ impl Engine {
     ) -> ApiResult<Rendered> {
         if kind == Kind::User && with_related {
             // One statement for the user and its groups: the hot path of IdP reads.
-            let (res, groups, licenses) = self
+            let (res, groups, licenses, products) = self
                 .store
                 .get_user_with_groups(&ctx.tenant, id)
                 .await?
@@ -421,7 +421,6 @@ impl Engine {
             let groups = groups.into_iter().map(|g| group_ref_json(ctx, g)).collect();
             let mut out = assemble(ctx, kind, &res, Some(groups));
             if !licenses.is_empty() {
-                let products = self.store.products().await?;
                 let mine: Vec<&LicenseRow> = licenses.iter().collect();
                 insert_extension(&mut out.body, licensing_extension(&mine, &products));
             }

@@ -8,6 +8,14 @@ use serde_json::Value;
 use crate::kernel::db::{P, Row, placeholders};
 use crate::kernel::store::{Store, StoreError, StoreResult, Tx};
 use crate::licenses::service::LicenseRow;
+
+/// A user with its groups, its licenses and the catalogue products they name.
+pub(crate) type UserWithRelated = (
+    StoredResource,
+    Vec<GroupRef>,
+    Vec<LicenseRow>,
+    Vec<licensing::model::Product>,
+);
 use crate::params;
 
 /// The two SCIM resource kinds the directory holds.
@@ -477,9 +485,10 @@ impl Store {
         &self,
         tenant: &str,
         id: &str,
-    ) -> StoreResult<Option<(StoredResource, Vec<GroupRef>, Vec<LicenseRow>)>> {
+    ) -> StoreResult<Option<UserWithRelated>> {
         // One statement, so one read transaction: on SQLite each transaction takes the file's
-        // shared lock and a WAL read mark, which cost more than the reads themselves.
+        // shared lock and a WAL read mark, which cost more than the reads themselves; on
+        // PostgreSQL, one round trip (the products of the user's licenses come with it).
         let rows = self
             .pool()
             .fetch(
@@ -493,7 +502,10 @@ impl Store {
                  JOIN scim_groups g ON g.tenant_id = $1 AND g.id = anc.group_id GROUP BY g.id, g.display_name \
                  UNION ALL \
                  SELECT 2, product, plan, state, changed, queue, reason, explain, audit_seq, user_id FROM licenses \
-                 WHERE tenant_id = $1 AND user_id = $2",
+                 WHERE tenant_id = $1 AND user_id = $2 \
+                 UNION ALL \
+                 SELECT 3, p.key, p.name, p.plans, p.roles, 0, CAST(NULL AS TEXT), CAST(NULL AS TEXT), CAST(NULL AS BIGINT), CAST(NULL AS TEXT) \
+                 FROM lic_products p WHERE p.key IN (SELECT product FROM licenses WHERE tenant_id = $1 AND user_id = $2)",
                 &params![tenant, id],
             )
             .await?;
@@ -539,7 +551,13 @@ impl Store {
             })
             .collect();
         licenses.sort_by(|a, b| a.product.cmp(&b.product));
-        Ok(Some((user, groups, licenses)))
+        let mut products = rows
+            .iter()
+            .filter(|r| r.int(0) == 3)
+            .map(|r| crate::licenses::store::product_from_row(&r.skip(1)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        products.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(Some((user, groups, licenses, products)))
     }
 
     /// The members of a group.
@@ -621,6 +639,36 @@ impl Tx<'_> {
     ) -> StoreResult<()> {
         let cols = IndexCols::of(kind, &res.doc);
         let doc = res.doc.to_string();
+        if kind == Kind::User && self.backend() == crate::kernel::db::Backend::Postgres {
+            // One round trip on PostgreSQL: the user, its emails and the count, as
+            // data-modifying `WITH` clauses of one statement.
+            let mut params = Vec::from(params![
+                tenant, &res.id, &cols.name, cols.name.to_lowercase(), &cols.external_id, &cols.display_name,
+                cols.display_name.as_ref().map(|d| d.to_lowercase()), i64::from(cols.active), &res.created,
+                &res.last_modified, res.version, doc, kind.name()
+            ]);
+            let emails = if cols.emails.is_empty() {
+                String::new()
+            } else {
+                let values = (0..cols.emails.len())
+                    .map(|i| format!("($1, $2, ${})", i + 14))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                params.extend(cols.emails.iter().map(P::from));
+                format!(", e AS (INSERT INTO scim_user_emails (tenant_id, user_id, value_lc) VALUES {values})")
+            };
+            self.execute(
+                &format!(
+                    "WITH u AS (INSERT INTO scim_users (tenant_id, id, user_name, user_name_lc, external_id, display_name, \
+                     display_name_lc, active, created, last_modified, version, doc) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)){emails} \
+                     INSERT INTO resource_counts (tenant_id, kind, n) VALUES ($1, $13, 1) \
+                     ON CONFLICT (tenant_id, kind) DO UPDATE SET n = resource_counts.n + 1"
+                ),
+                &params,
+            )?;
+            return Ok(());
+        }
         match kind {
             Kind::User => {
                 self

@@ -188,7 +188,8 @@ pub(crate) fn roles_from_text(text: &str) -> StoreResult<Vec<licensing::model::R
     Ok(out)
 }
 
-fn product_from_row(r: &Row) -> StoreResult<Product> {
+/// A catalogue product from its row (`key, name, plans, roles`).
+pub(crate) fn product_from_row(r: &Row) -> StoreResult<Product> {
     let plans: Value = serde_json::from_str(&r.text(2)).map_err(|e| corrupt("plans", e))?;
     let mut out = Vec::new();
     for p in plans.as_array().into_iter().flatten() {
