@@ -643,9 +643,19 @@ impl Tx<'_> {
             // One round trip on PostgreSQL: the user, its emails and the count, as
             // data-modifying `WITH` clauses of one statement.
             let mut params = Vec::from(params![
-                tenant, &res.id, &cols.name, cols.name.to_lowercase(), &cols.external_id, &cols.display_name,
-                cols.display_name.as_ref().map(|d| d.to_lowercase()), i64::from(cols.active), &res.created,
-                &res.last_modified, res.version, doc, kind.name()
+                tenant,
+                &res.id,
+                &cols.name,
+                cols.name.to_lowercase(),
+                &cols.external_id,
+                &cols.display_name,
+                cols.display_name.as_ref().map(|d| d.to_lowercase()),
+                i64::from(cols.active),
+                &res.created,
+                &res.last_modified,
+                res.version,
+                doc,
+                kind.name()
             ]);
             let emails = if cols.emails.is_empty() {
                 String::new()
@@ -655,7 +665,9 @@ impl Tx<'_> {
                     .collect::<Vec<_>>()
                     .join(", ");
                 params.extend(cols.emails.iter().map(P::from));
-                format!(", e AS (INSERT INTO scim_user_emails (tenant_id, user_id, value_lc) VALUES {values})")
+                format!(
+                    ", e AS (INSERT INTO scim_user_emails (tenant_id, user_id, value_lc) VALUES {values})"
+                )
             };
             self.execute(
                 &format!(

@@ -437,7 +437,12 @@ where
         let result = work(&mut tx).and_then(|v| tx.flush().map(|()| v).map_err(E::from));
         let ok = result.is_ok();
         if ok {
-            match tx.tips.iter().map(Carried::of).collect::<StoreResult<Vec<_>>>() {
+            match tx
+                .tips
+                .iter()
+                .map(Carried::of)
+                .collect::<StoreResult<Vec<_>>>()
+            {
                 Ok(next) => *carried = next,
                 // The next write reads the head rows again.
                 Err(_) => carried.clear(),
