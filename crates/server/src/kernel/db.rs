@@ -409,9 +409,9 @@ fn sqlite_exec(conn: &rusqlite::Connection, sql: &str, params: &[P]) -> StoreRes
 /// is told it succeeded only if it succeeded and the batch committed.
 trait Job: Send {
     /// Runs the work in the batch's transaction; returns whether it succeeded. `carried`
-    /// holds the chain tips the batch's earlier writes left (under locks this transaction
-    /// holds), and is replaced by this write's when it succeeds.
-    fn run(&mut self, conn: TxRef<'_>, carried: &mut Vec<Carried>) -> bool;
+    /// (PostgreSQL batches) holds the chain tips the batch's earlier writes left (under locks
+    /// this transaction holds), and is replaced by this write's when it succeeds.
+    fn run(&mut self, conn: TxRef<'_>, carried: Option<&mut Vec<Carried>>) -> bool;
     /// Answers the caller. A job that never ran is answered with an error.
     fn answer(self: Box<Self>, batch: Result<(), StoreError>);
 }
@@ -428,15 +428,17 @@ where
     E: From<StoreError> + Send + 'static,
     F: FnOnce(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
 {
-    fn run(&mut self, conn: TxRef<'_>, carried: &mut Vec<Carried>) -> bool {
+    fn run(&mut self, conn: TxRef<'_>, carried: Option<&mut Vec<Carried>>) -> bool {
         let Some(work) = self.work.take() else {
             return false;
         };
         let mut tx = Tx::new(conn);
-        tx.tips = carried.iter().map(Carried::tip).collect();
+        if let Some(carried) = &carried {
+            tx.tips = carried.iter().map(Carried::tip).collect();
+        }
         let result = work(&mut tx).and_then(|v| tx.flush().map(|()| v).map_err(E::from));
         let ok = result.is_ok();
-        if ok {
+        if ok && let Some(carried) = carried {
             match tx
                 .tips
                 .iter()
@@ -675,7 +677,7 @@ fn writer_loop(
                 broken = Some(e);
                 break;
             }
-            if !job.run(TxRef::Sqlite(&conn), &mut Vec::new())
+            if !job.run(TxRef::Sqlite(&conn), None)
                 && let Err(e) = writer_exec(&conn, faults, "ROLLBACK TO job")
             {
                 broken = Some(e);
@@ -890,7 +892,7 @@ fn pg_batch(pool: &PgPool, handle: &tokio::runtime::Handle, mut batch: Vec<Box<d
                 break;
             }
         }
-        failed = !job.run(TxRef::Postgres(&mut pgtx), &mut carried);
+        failed = !job.run(TxRef::Postgres(&mut pgtx), Some(&mut carried));
         if alone && failed {
             broken = Some(StoreError::Sqlite("the write failed".into()));
         }
