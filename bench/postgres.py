@@ -235,6 +235,15 @@ def backend(name, db, work, pg):
             print(f"  {name:10} {op:7} {label:9} {r['rps']:9.0f}/s p99 {r['p99']:7.2f} ms "
                   f"seatkeeper {r['sk_us']:6.0f} µs/req, postgres {r['pg_us']:6.0f} µs/req, "
                   f"round trips {r['trips']:.2f}/req, errors {r['errors']}", file=sys.stderr, flush=True)
+    uncached = None
+    if pg:
+        # Gets with the rendered-user cache off: every one a read of PostgreSQL.
+        bare = Node(db, work, f"{name}-uncached", [*extra, "--user-cache-mb", "0"])
+        uncached = measure([bare], scenario_runs(bare.base, tenants[:1], "get", 64, idfiles, "g"), pg)
+        bare.stop()
+        print(f"  {name:10} get, cache off: {uncached['rps']:.0f}/s p99 {uncached['p99']:.2f} ms "
+              f"seatkeeper {uncached['sk_us']:.0f} µs/req, postgres {uncached['pg_us']:.0f} µs/req, "
+              f"round trips {uncached['trips']:.2f}/req", file=sys.stderr, flush=True)
     # A plan change for every user of one tenant (the rule's plan moves pro → enterprise).
     t = spare
     t0 = time.monotonic()
@@ -251,22 +260,28 @@ def backend(name, db, work, pg):
             runs += [(n.base, "create.lua", 32, [tenants[1]["token"], f"two{i}"])]
         one = measure([node], [(node.base, "create.lua", 64, [tenants[1]["token"], "one"])], pg)
         two = measure(nodes, runs, pg)
+        # The same over the 4 tenants: each node takes all four, 8 connections each.
+        spread_one = measure([node], [(node.base, "create.lua", 16, [t["token"], f"s1-{t['index']}"])
+                                      for t in tenants], pg)
+        spread_two = measure(nodes, [(n.base, "create.lua", 8, [t["token"], f"s2-{i}-{t['index']}"])
+                                     for i, n in enumerate(nodes) for t in tenants], pg)
         users, problems = invariants(nodes, tenants[1], db)
         print(f"  two nodes: {two['rps']:.0f}/s p99 {two['p99']:.2f} ms (one node {one['rps']:.0f}/s); "
+              f"over 4 tenants {spread_two['rps']:.0f}/s (one node {spread_one['rps']:.0f}/s); "
               f"the tenant holds {users} users; problems: {problems or 'none'}", file=sys.stderr, flush=True)
-        two = dict(one=one, two=two, problems=problems)
+        two = dict(one=one, two=two, spread_one=spread_one, spread_two=spread_two, problems=problems)
         second.stop()
     node.stop()
-    return rows, change_ms, two
+    return rows, change_ms, two, uncached
 
 
 def main():
     pg_url = sys.argv[1]
     work = tempfile.mkdtemp(prefix="pg-bench-")
     print(f"== SQLite ({USERS} users × 4 tenants, {SECONDS} s per run)", file=sys.stderr)
-    sq_rows, sq_change, _ = backend("SQLite", f"sqlite://{work}/bench.db", work, False)
+    sq_rows, sq_change, _, _ = backend("SQLite", f"sqlite://{work}/bench.db", work, False)
     print(f"== PostgreSQL", file=sys.stderr)
-    pg_rows, pg_change, two = backend("PostgreSQL", pg_url, work, True)
+    pg_rows, pg_change, two, uncached = backend("PostgreSQL", pg_url, work, True)
     sq = {(op, label): r for _, op, label, r in sq_rows}
     print()
     print(f"SQLite and PostgreSQL — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
@@ -281,6 +296,10 @@ def main():
         print(f"| {op} | {label} | {s['rps']:,.0f} | {s['p99']:.2f} | {r['rps']:,.0f} | {r['p99']:.2f} | {ratio:.2f} "
               f"| {s['sk_us']:.0f} / {r['sk_us']:.0f} | {r['pg_us']:.0f} | {r['trips']:.2f} | {s['errors']} / {r['errors']} |")
     print()
+    if uncached:
+        print(f"\nPostgreSQL get by id with `--user-cache-mb 0` (every get reads PostgreSQL), 1 tenant, 64 connections: "
+              f"{uncached['rps']:,.0f}/s, p99 {uncached['p99']:.2f} ms, seatkeeper {uncached['sk_us']:.0f} µs/req, "
+              f"postgres {uncached['pg_us']:.0f} µs/req, {uncached['trips']:.2f} round trips/req.\n")
     print(f"| plan change for {USERS:,} users | SQLite {sq_change:.0f} ms | PostgreSQL {pg_change:.0f} ms |")
     print("|---|---|---|")
     if two:
@@ -289,6 +308,9 @@ def main():
               f"{two['two']['rps']:,.0f}/s in total, p99 {two['two']['p99']:.2f} ms, "
               f"seatkeeper {two['two']['sk_us']:.0f} µs/req, postgres {two['two']['pg_us']:.0f} µs/req; "
               f"one node alone with 64 connections: {two['one']['rps']:,.0f}/s, p99 {two['one']['p99']:.2f} ms. "
+              f"Creates over the 4 tenants (each node 8 connections per tenant): two nodes "
+              f"{two['spread_two']['rps']:,.0f}/s, p99 {two['spread_two']['p99']:.2f} ms; one node (16 per tenant) "
+              f"{two['spread_one']['rps']:,.0f}/s, p99 {two['spread_one']['p99']:.2f} ms. "
               f"Invariants: {'all hold' if not two['problems'] else '; '.join(two['problems'])}.")
     sys.exit(1 if two and two["problems"] else 0)
 

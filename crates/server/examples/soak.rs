@@ -139,11 +139,31 @@ impl Drop for Flying {
 struct Sample {
     at: u64,
     rss_kb: Vec<(u64, u64)>,
+    /// Per node, what its bounded caches held (bytes): SQLite's heap and the rendered users.
+    caches: Vec<(f64, f64)>,
     wal: u64,
     answered: usize,
     p99_ms: f64,
     errors: u64,
     in_flight: i64,
+}
+
+/// A node's bounded caches, from its metrics: (SQLite's heap, rendered users) in bytes.
+async fn caches(http: &reqwest::Client, base: &str) -> (f64, f64) {
+    let text = match http.get(format!("{base}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        value("seatkeeper_sqlite_memory_bytes "),
+        value("seatkeeper_user_cache_bytes "),
+    )
 }
 
 /// A process's resident memory: (anonymous, file-backed) kB. File-backed pages are the
@@ -502,12 +522,16 @@ async fn main() {
     }
     // Memory, WAL and the interval's latency, sampled.
     let sampler = {
-        let (a, stats) = (a.clone(), stats.clone());
+        let (a, stats, http) = (a.clone(), stats.clone(), http.clone());
         tokio::spawn(async move {
             let mut series = Vec::new();
             let t0 = Instant::now();
             while Instant::now() < until {
                 let rss: Vec<(u64, u64)> = a.pids.iter().map(|p| rss_kb(*p)).collect();
+                let mut held = Vec::new();
+                for b in &a.bases {
+                    held.push(caches(&http, b).await);
+                }
                 let wal = a
                     .wal
                     .as_ref()
@@ -523,6 +547,7 @@ async fn main() {
                 let sample = Sample {
                     at: t0.elapsed().as_secs(),
                     rss_kb: rss,
+                    caches: held,
                     wal,
                     answered: recent.len(),
                     p99_ms: pct(&mut recent, 0.99),
@@ -530,12 +555,17 @@ async fn main() {
                     in_flight: IN_FLIGHT.load(std::sync::atomic::Ordering::Relaxed),
                 };
                 eprintln!(
-                    "t={}s rss (heap, file)={:?} MB wal={:.1} MB answered={} p99={:.1} ms errors={} in flight={}",
+                    "t={}s rss (heap, file)={:?} MB caches (sqlite, users)={:?} MB wal={:.1} MB answered={} p99={:.1} ms errors={} in flight={}",
                     sample.at,
                     sample
                         .rss_kb
                         .iter()
                         .map(|(h, f)| (h / 1024, f / 1024))
+                        .collect::<Vec<_>>(),
+                    sample
+                        .caches
+                        .iter()
+                        .map(|(s, u)| ((s / 1_048_576.0) as u64, (u / 1_048_576.0) as u64))
                         .collect::<Vec<_>>(),
                     sample.wal as f64 / 1_048_576.0,
                     sample.answered,
@@ -578,19 +608,32 @@ async fn main() {
         println!("\nerrors by status: {errors:?}");
     }
     println!(
-        "\n| t (s) | resident heap / mapped file per node (MB) | WAL (MB) | answered in the interval | p99 ms | errors | in flight |"
+        "\n| t (s) | resident heap / mapped file per node (MB) | SQLite heap / rendered users per node (MB) | heap less those caches (MB) | WAL (MB) | answered in the interval | p99 ms | errors | in flight |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for x in &series {
         let rss: Vec<String> = x
             .rss_kb
             .iter()
             .map(|(h, f)| format!("{:.0} / {:.0}", *h as f64 / 1024.0, *f as f64 / 1024.0))
             .collect();
+        let held: Vec<String> = x
+            .caches
+            .iter()
+            .map(|(s, u)| format!("{:.0} / {:.0}", s / 1_048_576.0, u / 1_048_576.0))
+            .collect();
+        let rest: Vec<String> = x
+            .rss_kb
+            .iter()
+            .zip(&x.caches)
+            .map(|((h, _), (s, u))| format!("{:.0}", *h as f64 / 1024.0 - (s + u) / 1_048_576.0))
+            .collect();
         println!(
-            "| {} | {} | {:.1} | {} | {:.1} | {} | {} |",
+            "| {} | {} | {} | {} | {:.1} | {} | {:.1} | {} | {} |",
             x.at,
             rss.join(" / "),
+            held.join(" / "),
+            rest.join(" / "),
             x.wal as f64 / 1_048_576.0,
             x.answered,
             x.p99_ms,
@@ -612,6 +655,20 @@ async fn main() {
                 warm.at,
                 *l as f64 / 1024.0,
                 last.at
+            );
+        }
+        // The same without the bounded caches, which fill towards their caps as the
+        // database and the population of users read grow.
+        let rest = |x: &Sample, i: usize| {
+            x.rss_kb[i].0 as f64 / 1024.0 - (x.caches[i].0 + x.caches[i].1) / 1_048_576.0
+        };
+        for i in 0..warm.rss_kb.len().min(warm.caches.len()) {
+            let (w, l) = (rest(warm, i), rest(last, i));
+            println!(
+                "node {i}: resident heap less SQLite's heap and the rendered users {w:.0} MB at {} s → {l:.0} MB at {} s ({:+.1} %)",
+                warm.at,
+                last.at,
+                if w > 0.0 { (l - w) / w * 100.0 } else { 0.0 }
             );
         }
     }

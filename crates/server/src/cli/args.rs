@@ -202,7 +202,8 @@ pub(crate) struct ServeArgs {
     /// history (at most one point per subscription per minute is kept; 0 keeps no history).
     #[arg(long, env = "SEATKEEPER_USAGE_SAMPLE_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=60))]
     pub(crate) usage_sample_seconds: u64,
-    /// Megabytes of rendered users kept for `GET /Users/{id}` (SQLite only; 0 turns it off).
+    /// Megabytes of rendered users kept for `GET /Users/{id}` (0 turns it off; on
+    /// PostgreSQL, other nodes' commits reach it through LISTEN/NOTIFY).
     #[arg(long, env = "SEATKEEPER_USER_CACHE_MB", default_value_t = 64)]
     pub(crate) user_cache_mb: u64,
     /// For tests only: run on a clock that starts at this RFC 3339 instant and moves only

@@ -7,8 +7,11 @@
 //! answers only while its tenant's generation and the global one have not moved, and every
 //! commit moves them before its write returns: a client never reads, after its own write,
 //! what was rendered before it. Commits by another process on the same SQLite file (the
-//! CLI's `apply`) are seen within [`crate::jobs`]' look interval. On PostgreSQL, where other
-//! nodes commit unseen, nothing is cached.
+//! CLI's `apply`) are seen within [`crate::jobs`]' look interval. On PostgreSQL every commit
+//! sends a `NOTIFY` with the tenants it locked (`seatkeeper_commits`), and each node's
+//! listener moves those tenants' generations when it hears it: another node's write reaches
+//! this cache as fast as the notification (well under a millisecond on a local network), and
+//! while the listener is not connected no entry answers.
 //!
 //! The cache is bounded by the bytes it holds (`--user-cache-mb`); the least useful entries
 //! leave first (CLOCK-Pro, by `quick_cache`).
@@ -118,6 +121,7 @@ impl UserCache {
                 },
                 entry,
             );
+            metrics::gauge!("seatkeeper_user_cache_bytes").set(c.weight() as f64);
         }
     }
 

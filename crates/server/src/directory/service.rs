@@ -265,10 +265,9 @@ impl Engine {
         self.limits
     }
 
-    /// The same engine, keeping rendered users in at most `bytes` (0: none; PostgreSQL: none,
-    /// see [`crate::directory::cache`]).
+    /// The same engine, keeping rendered users in at most `bytes` (0: none; see
+    /// [`crate::directory::cache`]).
     pub fn with_user_cache(mut self, bytes: u64) -> Engine {
-        let bytes = if self.store.caches_reads() { bytes } else { 0 };
         self.users = std::sync::Arc::new(UserCache::new(bytes));
         self
     }

@@ -35,7 +35,7 @@ pub struct Config {
     pub token_ttl: Duration,
     /// How often users seen by applications are written (`last_seen`).
     pub activity_flush: Duration,
-    /// Most bytes of rendered users kept for `GET /Users/{id}` (0: none; SQLite only).
+    /// Most bytes of rendered users kept for `GET /Users/{id}` (0: none).
     pub user_cache_bytes: u64,
     /// Days of usage history kept (0: forever).
     pub usage_retention_days: u32,

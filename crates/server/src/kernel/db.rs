@@ -1109,6 +1109,19 @@ pub struct Tx<'a> {
     pub(crate) reach: Reach,
 }
 
+/// Bytes SQLite holds in this process (every connection's page cache, statements, and the
+/// rest of its heap), as `sqlite3_memory_used` counts them.
+pub fn sqlite_memory_bytes() -> i64 {
+    // SAFETY: a read of SQLite's own counter, which is thread-safe and takes no arguments.
+    unsafe { rusqlite::ffi::sqlite3_memory_used() }
+}
+
+/// The `NOTIFY` channel of commits that wrote events (the dispatcher and event streams wake).
+pub(crate) const EVENTS_CHANNEL: &str = "seatkeeper_events";
+/// The `NOTIFY` channel of every commit that changes what readers render: its payload is the
+/// tenants it locked, comma-separated, or `*` for everything.
+pub(crate) const COMMITS_CHANNEL: &str = "seatkeeper_commits";
+
 /// What a transaction's commit makes stale in what readers have rendered (see
 /// [`crate::kernel::store::Generations`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -1244,14 +1257,48 @@ impl Tx<'_> {
         }
     }
 
-    /// Tells other nodes, when this transaction commits, that it wrote events (PostgreSQL
-    /// `NOTIFY`, transactional; on SQLite there are no other nodes).
-    pub(crate) fn notify_other_nodes(&mut self) -> StoreResult<()> {
-        match self.conn {
-            TxRef::Sqlite(_) => Ok(()),
-            TxRef::Postgres(_) => self
-                .execute("SELECT pg_notify('seatkeeper_events', '')", &[])
-                .map(|_| ()),
+    /// Tells other nodes, when this transaction commits, that it wrote events and what it
+    /// changed for readers (PostgreSQL `NOTIFY`, transactional; see [`Tx::commit_notice`]; on
+    /// SQLite there are no other nodes).
+    pub(crate) fn notify_other_nodes(
+        &mut self,
+        events: bool,
+        notice: Option<String>,
+    ) -> StoreResult<()> {
+        if matches!(self.conn, TxRef::Sqlite(_)) {
+            return Ok(());
+        }
+        let mut calls = Vec::new();
+        if events {
+            calls.push(format!("pg_notify('{EVENTS_CHANNEL}', '')"));
+        }
+        let mut params = Vec::new();
+        if let Some(notice) = notice {
+            params.push(P::Text(notice));
+            calls.push(format!("pg_notify('{COMMITS_CHANNEL}', $1)"));
+        }
+        if calls.is_empty() {
+            return Ok(());
+        }
+        self.execute(&format!("SELECT {}", calls.join(", ")), &params)
+            .map(|_| ())
+    }
+
+    /// What this transaction's commit tells other nodes' readers (PostgreSQL): the tenants it
+    /// locked, or `*` when it reaches everything; nothing when it changes nothing rendered.
+    pub(crate) fn commit_notice(&self) -> Option<String> {
+        if matches!(self.conn, TxRef::Sqlite(_)) {
+            return None;
+        }
+        let tenants: Vec<&str> = self.tips.iter().map(|t| t.tenant.as_str()).collect();
+        match self.reach {
+            Reach::Everything => Some("*".into()),
+            Reach::Locked | Reach::Nothing if tenants.is_empty() => {
+                (self.reach == Reach::Locked).then(|| "*".into())
+            }
+            // A NOTIFY payload holds under 8,000 bytes.
+            _ if tenants.iter().map(|t| t.len() + 1).sum::<usize>() > 4_000 => Some("*".into()),
+            _ => Some(tenants.join(",")),
         }
     }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 pub use super::chain::VENDOR;
 pub use super::db::{Backend, StoreError, StoreResult, Tx};
-use super::db::{P, Pool, Reach, Row, placeholders};
+use super::db::{COMMITS_CHANNEL, EVENTS_CHANNEL, P, Pool, Reach, Row, placeholders};
 use super::migrate;
 use sqlx::postgres::PgPoolOptions;
 
@@ -79,6 +79,10 @@ pub struct Store {
     /// something follows them ([`Store::follow_touched`]).
     touched: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     following: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// PostgreSQL: the listener hears every node's commits (`seatkeeper_commits`), so what
+    /// readers rendered may be kept ([`Store::is_current`]); false until it first listens and
+    /// from a lost connection until it listens again.
+    hears_commits: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Commit generations, for caches of what readers render: a reader takes a [`Mark`] before
@@ -91,6 +95,16 @@ pub struct Store {
 pub(crate) struct Generations {
     global: std::sync::atomic::AtomicU64,
     slots: Box<[std::sync::atomic::AtomicU64]>,
+}
+
+/// Moves the generations a commit heard of on [`COMMITS_CHANNEL`] reached.
+fn heard_commit(generations: &Generations, payload: &str) {
+    if payload == "*" || payload.is_empty() {
+        generations.moved(&[], Reach::Everything);
+    } else {
+        let tenants: Vec<String> = payload.split(',').map(str::to_string).collect();
+        generations.moved(&tenants, Reach::Nothing);
+    }
 }
 
 /// What a reader saw of the generations before it read (see [`Generations`]).
@@ -278,6 +292,7 @@ impl Store {
                 outside_version: Default::default(),
                 touched: Default::default(),
                 following: Default::default(),
+                hears_commits: Default::default(),
             }
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(|e| {
@@ -319,6 +334,7 @@ impl Store {
                 outside_version: Default::default(),
                 touched: Default::default(),
                 following: Default::default(),
+                hears_commits: Default::default(),
             }
         } else {
             return Err(StoreError::BadUrl(super::secret::redact_url(url)));
@@ -430,42 +446,59 @@ impl Store {
         self.events.subscribe()
     }
 
-    /// On PostgreSQL, listens for other nodes' commits of events (`NOTIFY`) and passes them
-    /// on to [`Store::event_commits`]; reconnects after a lost connection (and then counts
-    /// one commit and one [`Store::listener_connects`], since notifications may have been
-    /// missed). Nothing to do on SQLite.
+    /// On PostgreSQL, listens for every node's commits (`NOTIFY`): those that wrote events
+    /// (`seatkeeper_events`) are passed on to [`Store::event_commits`]; every commit
+    /// (`seatkeeper_commits`, its payload the tenants it locked, or `*`) moves this node's
+    /// generations, so what readers rendered here follows other nodes' writes. After a lost
+    /// connection it listens again, moves every generation and counts one commit of events and
+    /// one [`Store::listener_connects`], since notifications may have been missed; while it is
+    /// not listening, nothing rendered is current. Nothing to do on SQLite.
     pub(crate) fn listen_other_nodes(&self) -> Option<tokio::task::JoinHandle<()>> {
+        use std::sync::atomic::Ordering::{Relaxed, Release};
         let Pool::Postgres(pg) = &self.pool else {
             return None;
         };
-        let (pg, events, listens, others) = (
+        let (pg, events, listens, others, generations, hears) = (
             self.notify.clone().unwrap_or_else(|| pg.pool.clone()),
             self.events.clone(),
             self.listens.clone(),
             self.others.clone(),
+            self.generations.clone(),
+            self.hears_commits.clone(),
         );
         Some(tokio::spawn(async move {
             loop {
                 match sqlx::postgres::PgListener::connect_with(&pg).await {
                     Ok(mut listener) => {
-                        if listener.listen("seatkeeper_events").await.is_ok() {
+                        if listener
+                            .listen_all([EVENTS_CHANNEL, COMMITS_CHANNEL])
+                            .await
+                            .is_ok()
+                        {
+                            // Anything rendered before now may have missed a commit.
+                            generations.moved(&[], Reach::Everything);
+                            hears.store(true, Release);
                             listens.send_modify(|n| *n = n.wrapping_add(1));
                             events.send_modify(|n| *n = n.wrapping_add(1));
-                            // `Ok(None)`: the connection was lost (the next call reconnects and
-                            // listens again); whatever was sent meanwhile is lost, so it counts
-                            // as a new connection.
+                            others.send_modify(|n| *n = n.wrapping_add(1));
                             loop {
                                 match listener.try_recv().await {
-                                    Ok(Some(_)) => {}
-                                    Ok(None) => {
-                                        tracing::warn!("LISTEN connection lost; reconnecting");
-                                        listens.send_modify(|n| *n = n.wrapping_add(1));
+                                    Ok(Some(n)) if n.channel() == COMMITS_CHANNEL => {
+                                        heard_commit(&generations, n.payload());
                                     }
-                                    Err(_) => break,
+                                    Ok(Some(_)) => {
+                                        events.send_modify(|n| *n = n.wrapping_add(1));
+                                        others.send_modify(|n| *n = n.wrapping_add(1));
+                                    }
+                                    // `Ok(None)`: the connection was lost; whatever was sent
+                                    // meanwhile is lost with it. Listen again from the top.
+                                    Ok(None) | Err(_) => break,
                                 }
-                                events.send_modify(|n| *n = n.wrapping_add(1));
-                                others.send_modify(|n| *n = n.wrapping_add(1));
                             }
+                            hears.store(false, Relaxed);
+                            generations.moved(&[], Reach::Everything);
+                            tracing::warn!("LISTEN connection lost; reconnecting");
+                            continue;
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "LISTEN failed; retrying"),
@@ -523,9 +556,14 @@ impl Store {
         Generations::slot_index(tenant)
     }
 
-    /// Whether what was rendered under `mark` is still current.
+    /// Whether what was rendered under `mark` is still current: no commit of this node
+    /// since, and (PostgreSQL) none of another node heard of since, with the listener hearing.
     pub(crate) fn is_current(&self, tenant: &str, mark: Mark) -> bool {
-        self.generations.mark(tenant) == mark
+        (self.backend == Backend::Sqlite
+            || self
+                .hears_commits
+                .load(std::sync::atomic::Ordering::Acquire))
+            && self.generations.mark(tenant) == mark
     }
 
     /// Looks whether another process committed to the SQLite file since the last look (the
@@ -747,7 +785,7 @@ fn multi_insert(m: &'static MultiInsert, rows: usize) -> &'static str {
 }
 
 /// `($first, …), (…)`: `rows` tuples of `columns` placeholders, numbered from `first`.
-fn tuples(first: usize, columns: usize, rows: usize) -> String {
+pub(crate) fn tuples(first: usize, columns: usize, rows: usize) -> String {
     (0..rows)
         .map(|i| format!("({})", placeholders(first + i * columns, columns)))
         .collect::<Vec<_>>()
@@ -844,6 +882,7 @@ impl Tx<'_> {
     /// inserts, then the chain tip once — just before it commits.
     pub(crate) fn flush(&mut self) -> StoreResult<()> {
         let pending = std::mem::take(&mut self.pending);
+        let notice = self.commit_notice();
         // Each tenant's head row once: the chain tip and, if licensing moved them, the seat
         // counts.
         let mut moved: Vec<(String, i64, String, Option<String>)> = Vec::new();
@@ -861,11 +900,9 @@ impl Tx<'_> {
             && pending.outbox.len() <= FLUSH_ROWS
             && moved.len() <= 1
         {
-            return self.flush_at_once(&pending, moved.pop());
+            return self.flush_at_once(&pending, moved.pop(), notice);
         }
-        if !pending.outbox.is_empty() {
-            self.notify_other_nodes()?;
-        }
+        self.notify_other_nodes(!pending.outbox.is_empty(), notice)?;
         for chunk in pending.audit.chunks(FLUSH_ROWS) {
             let mut params: Vec<P> = Vec::with_capacity(chunk.len() * 12);
             for rec in chunk {
@@ -903,10 +940,11 @@ impl Tx<'_> {
         &mut self,
         pending: &crate::kernel::db::Pending,
         head: Option<(String, i64, String, Option<String>)>,
+        notice: Option<String>,
     ) -> StoreResult<()> {
         let notify = !pending.outbox.is_empty();
         if pending.audit.is_empty() && !notify && head.is_none() {
-            return Ok(());
+            return self.notify_other_nodes(false, notice);
         }
         let mut params: Vec<P> = Vec::new();
         let mut clauses: Vec<String> = Vec::new();
@@ -932,10 +970,18 @@ impl Tx<'_> {
                 tuples(first, OUTBOX_INSERT.columns, pending.outbox.len())
             ));
         }
-        let returning = if notify {
-            " RETURNING pg_notify('seatkeeper_events', '')"
+        let mut notices: Vec<String> = Vec::new();
+        if notify {
+            notices.push(format!("pg_notify('{EVENTS_CHANNEL}', '')"));
+        }
+        if let Some(notice) = notice {
+            params.push(P::Text(notice));
+            notices.push(format!("pg_notify('{COMMITS_CHANNEL}', ${})", params.len()));
+        }
+        let returning = if notices.is_empty() {
+            String::new()
         } else {
-            ""
+            format!(" RETURNING {}", notices.join(", "))
         };
         let last = match head {
             Some((tenant, seq, hash, lines)) => {
@@ -960,7 +1006,7 @@ impl Tx<'_> {
                     ),
                 }
             }
-            None if notify => "SELECT pg_notify('seatkeeper_events', '')".to_string(),
+            None if !notices.is_empty() => format!("SELECT {}", notices.join(", ")),
             None => "SELECT 1".to_string(),
         };
         let sql = if clauses.is_empty() {

@@ -12,8 +12,9 @@ use licensing::model::{
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use crate::kernel::db::Backend;
 use crate::kernel::db::{P, Row, placeholders};
-use crate::kernel::store::{Store, StoreError, StoreResult, Tx, audit_from_row};
+use crate::kernel::store::{Store, StoreError, StoreResult, Tx, audit_from_row, tuples};
 use crate::params;
 
 /// One license row.
@@ -353,6 +354,29 @@ fn license_from_row(r: &Row) -> LicenseRow {
 
 const LICENSE_COLUMNS: &str =
     "user_id, product, plan, state, queue, changed, reason, explain, audit_seq";
+
+/// Licenses per multi-row statement on PostgreSQL: 9 parameters each, far below its 65,535.
+const LICENSE_ROWS: usize = 1000;
+
+/// The tenant, then each license's columns in [`LICENSE_COLUMNS`] order.
+fn license_params(tenant: &str, rows: &[LicenseRow]) -> Vec<P> {
+    let mut params = Vec::with_capacity(1 + rows.len() * 9);
+    params.push(P::from(tenant));
+    for l in rows {
+        params.extend(params![
+            &l.user_id,
+            &l.product,
+            &l.plan,
+            &l.state,
+            l.queue,
+            &l.changed,
+            &l.reason,
+            &l.explain,
+            audit_seq_param(l)
+        ]);
+    }
+    params
+}
 
 /// A license's audit pointer as a parameter: -1 for none (`NULLIF` turns it back into NULL;
 /// a NULL parameter would fix the prepared statement's type to text on PostgreSQL).
@@ -741,6 +765,53 @@ impl Tx<'_> {
              WHERE tenant_id = $1 AND user_id = $2 AND product = $3",
             &params![tenant, &l.user_id, &l.product, &l.plan, &l.state, l.queue, &l.changed, &l.reason, &l.explain, audit_seq_param(l)],
         )?;
+        Ok(())
+    }
+
+    /// Inserts many licenses (a rule or an import that reaches thousands of users): on
+    /// PostgreSQL as multi-row inserts, [`LICENSE_ROWS`] a statement, instead of a round trip
+    /// each; on SQLite, where a statement costs no round trip, one by one.
+    pub(crate) fn insert_licenses(&mut self, tenant: &str, rows: &[LicenseRow]) -> StoreResult<()> {
+        if self.backend() != Backend::Postgres || rows.len() == 1 {
+            for l in rows {
+                self.insert_license(tenant, l)?;
+            }
+            return Ok(());
+        }
+        for chunk in rows.chunks(LICENSE_ROWS) {
+            let sql = format!(
+                "INSERT INTO licenses (tenant_id, {LICENSE_COLUMNS}, held_since) \
+                 SELECT $1, v.user_id, v.product, v.plan, v.state, v.queue, v.changed, v.reason, v.explain, \
+                 NULLIF(v.audit_seq, -1), CASE WHEN v.state = 'active' THEN v.changed END \
+                 FROM (VALUES {}) AS v({LICENSE_COLUMNS})",
+                tuples(2, 9, chunk.len())
+            );
+            self.execute(&sql, &license_params(tenant, chunk))?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites many licenses (a plan change for every user of a rule): on PostgreSQL as
+    /// `UPDATE … FROM (VALUES …)`, [`LICENSE_ROWS`] a statement, instead of a round trip each;
+    /// on SQLite one by one. Each row's `held_since` follows [`Tx::update_license`]'s rule.
+    pub(crate) fn update_licenses(&mut self, tenant: &str, rows: &[LicenseRow]) -> StoreResult<()> {
+        if self.backend() != Backend::Postgres || rows.len() == 1 {
+            for l in rows {
+                self.update_license(tenant, l)?;
+            }
+            return Ok(());
+        }
+        for chunk in rows.chunks(LICENSE_ROWS) {
+            let sql = format!(
+                "UPDATE licenses AS l SET plan = v.plan, state = v.state, queue = v.queue, changed = v.changed, \
+                 reason = v.reason, explain = v.explain, audit_seq = NULLIF(v.audit_seq, -1), \
+                 held_since = CASE WHEN v.state <> 'active' THEN NULL WHEN l.state = 'active' THEN l.held_since ELSE v.changed END \
+                 FROM (VALUES {}) AS v({LICENSE_COLUMNS}) \
+                 WHERE l.tenant_id = $1 AND l.user_id = v.user_id AND l.product = v.product",
+                tuples(2, 9, chunk.len())
+            );
+            self.execute(&sql, &license_params(tenant, chunk))?;
+        }
         Ok(())
     }
 

@@ -187,6 +187,16 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Age of the oldest webhook delivery not yet delivered (0: none waits).",
     ),
     (
+        "seatkeeper_sqlite_memory_bytes",
+        Kind::Gauge,
+        "Bytes SQLite holds in this process: every connection's page cache (up to 64 MiB each), prepared statements and the rest of its heap (SQLite only).",
+    ),
+    (
+        "seatkeeper_user_cache_bytes",
+        Kind::Gauge,
+        "Bytes of rendered users kept for GET /Users/{id} (at most --user-cache-mb).",
+    ),
+    (
         "seatkeeper_snapshots_loaded",
         Kind::Gauge,
         "Tenants whose entitlement snapshot is in memory.",
@@ -311,6 +321,10 @@ async fn refresh(
     metrics::gauge!("seatkeeper_webhook_oldest_pending_seconds").set(oldest);
     // Touched each round, so the exporter's stale-gauge sweep never drops it.
     metrics::gauge!("seatkeeper_http_connections_open").increment(0.0);
+    if store.backend() == crate::kernel::db::Backend::Sqlite {
+        metrics::gauge!("seatkeeper_sqlite_memory_bytes")
+            .set(crate::kernel::db::sqlite_memory_bytes() as f64);
+    }
     let (loaded, bytes) = snapshots.loaded_stats();
     metrics::gauge!("seatkeeper_snapshots_loaded").set(loaded as f64);
     metrics::gauge!("seatkeeper_snapshot_bytes").set(bytes as f64);

@@ -169,3 +169,111 @@ starts_at = "2026-01-01T00:00:00Z"
     drop((one, two));
     own.drop_database().await;
 }
+
+/// `GET /Users/{id}` on `node`: its status and body.
+async fn get_user(node: &Node, token: &str, id: &str) -> (u16, Value) {
+    let r = node
+        .http
+        .get(format!("{}/scim/v2/Users/{id}", node.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// How long until `node` reads `user` as `want` says; panics past `limit`.
+async fn read_within(
+    node: &Node,
+    token: &str,
+    id: &str,
+    want: impl Fn(u16, &Value) -> bool,
+    limit: Duration,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (status, body) = get_user(node, token, id).await;
+        if want(status, &body) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "node still reads {status} {body} after {:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Each node keeps rendered users (`--user-cache-mb`); a write on another node reaches them
+/// through its commit's `NOTIFY`, also after every connection was cut, and a deletion too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_node_reaches_the_others_cached_reads_postgres() {
+    let own = binary::OwnDatabase::create("cache_two_nodes").await;
+    let db = own.url.clone();
+    let tenant = cli_ok(&db, &["tenant", "create", "cache-nodes"])
+        .trim()
+        .to_string();
+    let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    let one = Server::start(&db, &[]);
+    let two = Server::start(&db, &[]);
+    let http = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client");
+    let (n1, n2) = (
+        Node {
+            http: http.clone(),
+            base: one.base.clone(),
+        },
+        Node {
+            http,
+            base: two.base.clone(),
+        },
+    );
+    let alice = n1
+        .scim(
+            &token,
+            reqwest::Method::POST,
+            "/Users",
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let nick = |n: &str| {
+        json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+               "Operations": [{"op": "replace", "path": "nickName", "value": n}]})
+    };
+    let path = format!("/Users/{alice}");
+    // Node 2 renders alice and keeps her; the same bytes come back while nothing changes.
+    let (status, first) = get_user(&n2, &token, &alice).await;
+    assert_eq!(status, 200);
+    assert_eq!(get_user(&n2, &token, &alice).await.1, first);
+    for (round, name) in ["one", "two", "three"].into_iter().enumerate() {
+        if round == 1 {
+            // Every connection of both nodes cut, the listeners' too.
+            assert!(own.cut_connections().await >= 2);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        n1.scim(&token, reqwest::Method::PATCH, &path, nick(name))
+            .await;
+        // Node 1 reads its own write at once.
+        assert_eq!(get_user(&n1, &token, &alice).await.1["nickName"], name);
+        let took = read_within(&n2, &token, &alice, |_, b| b["nickName"] == name, BOUND).await;
+        eprintln!("node 2 read nickName {name} after {took:?}");
+        // And keeps reading it (nothing older comes back from its cache).
+        for _ in 0..20 {
+            assert_eq!(get_user(&n2, &token, &alice).await.1["nickName"], name);
+        }
+    }
+    n1.scim(&token, reqwest::Method::DELETE, &path, Value::Null)
+        .await;
+    read_within(&n2, &token, &alice, |s, _| s == 404, BOUND).await;
+
+    drop((one, two));
+    own.drop_database().await;
+}

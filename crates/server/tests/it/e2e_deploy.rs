@@ -357,6 +357,8 @@ async fn metrics_show_seats_backlog_and_build() {
         "{text}"
     );
     assert!(text.contains("seatkeeper_snapshot_bytes "), "{text}");
+    // SQLite's heap: at least the page caches of the connections used so far.
+    assert!(value("seatkeeper_sqlite_memory_bytes ") > 100_000.0);
     // Every metric exposed has its HELP.
     for line in text.lines().filter(|l| l.starts_with("seatkeeper_")) {
         let name: String = line
