@@ -90,8 +90,9 @@ async fn resources_round_trip_and_uniqueness(b: Backend) {
     let tt = t1.clone();
     let (stale, fresh) = s
         .write(move |tx| -> Result<(bool, bool), StoreError> {
-            let stale = tx.update_resource(Kind::User, &tt, &next, 5)?;
-            let fresh = tx.update_resource(Kind::User, &tt, &next, 1)?;
+            let before = json!({"userName": "alice"});
+            let stale = tx.update_resource_from(Kind::User, &tt, &before, &next, 5)?;
+            let fresh = tx.update_resource_from(Kind::User, &tt, &before, &next, 1)?;
             Ok((stale, fresh))
         })
         .await

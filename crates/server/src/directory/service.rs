@@ -768,7 +768,7 @@ impl Engine {
                         version: stored.version + 1,
                     };
                     let updated = tx
-                        .update_resource(kind, &ctx.tenant, &next, stored.version)
+                        .update_resource_from(kind, &ctx.tenant, &stored.doc, &next, stored.version)
                         .map_err(|e| match e {
                             crate::kernel::store::StoreError::Unique(_) => {
                                 unique_message(kind, &next.doc)

@@ -731,12 +731,15 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Replaces a resource's document if its version is still `expected`; returns whether it
-    /// was (optimistic concurrency: a lost race is retried by the engine).
-    pub(crate) fn update_resource(
+    /// Replaces a resource's document (`before`) if its version is still `expected`; returns
+    /// whether it was (optimistic concurrency: a lost race is retried by the engine). A user's
+    /// email index is rewritten only when its emails changed (a deprovisioning `PATCH active`
+    /// touches none).
+    pub(crate) fn update_resource_from(
         &mut self,
         kind: Kind,
         tenant: &str,
+        before: &Value,
         res: &StoredResource,
         expected: i64,
     ) -> StoreResult<bool> {
@@ -770,7 +773,8 @@ impl Tx<'_> {
         if n != 1 {
             return Ok(false);
         }
-        if kind == Kind::User {
+        let emails_kept = IndexCols::of(kind, before).emails == cols.emails;
+        if kind == Kind::User && !emails_kept {
             self.execute(
                 "DELETE FROM scim_user_emails WHERE tenant_id = $1 AND user_id = $2",
                 &params![tenant, &res.id],

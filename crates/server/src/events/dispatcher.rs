@@ -110,12 +110,20 @@ pub fn spawn(store: Store, clock: SharedClock, cfg: DispatchConfig) -> tokio::ta
             .retry_base
             .min(Duration::from_secs(1))
             .max(Duration::from_millis(20));
+        // When no endpoint was enabled at the last look, commits do not look again before
+        // `NO_WEBHOOKS_LOOK` has passed: a busy node without webhooks would otherwise ask the
+        // database after every commit.
+        let mut none_since: Option<std::time::Instant> = None;
         loop {
             commits.borrow_and_update();
-            match tick(&store, &clock, &client, &cfg).await {
-                Ok(n) if n > 0 => continue,
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "webhook dispatch failed; retrying"),
+            if none_since.is_none_or(|at| at.elapsed() >= NO_WEBHOOKS_LOOK) {
+                none_since = None;
+                match tick(&store, &clock, &client, &cfg).await {
+                    Ok(Some(n)) if n > 0 => continue,
+                    Ok(Some(_)) => {}
+                    Ok(None) => none_since = Some(std::time::Instant::now()),
+                    Err(e) => tracing::warn!(error = %e, "webhook dispatch failed; retrying"),
+                }
             }
             tokio::select! {
                 _ = commits.changed() => {}
@@ -125,15 +133,20 @@ pub fn spawn(store: Store, clock: SharedClock, cfg: DispatchConfig) -> tokio::ta
     })
 }
 
-/// One round: fan out, claim, send, record. Returns how many deliveries it handled.
-pub async fn tick(
+/// How long a dispatcher that found no enabled endpoint waits before it looks again, however
+/// many commits come: the first events after the first endpoint is added wait at most this.
+const NO_WEBHOOKS_LOOK: Duration = Duration::from_millis(100);
+
+/// One round: fan out, claim, send, record. Returns how many deliveries it handled, or `None`
+/// when no endpoint is enabled.
+async fn tick(
     store: &Store,
     clock: &SharedClock,
     client: &reqwest::Client,
     cfg: &DispatchConfig,
-) -> Result<usize, crate::kernel::store::StoreError> {
+) -> Result<Option<usize>, crate::kernel::store::StoreError> {
     if !store.any_webhook().await? {
-        return Ok(0);
+        return Ok(None);
     }
     let hooks = store.active_webhooks().await?;
     if !hooks.is_empty() {
@@ -158,7 +171,7 @@ pub async fn tick(
         .write(move |tx| tx.claim_deliveries(now, lease, batch))
         .await?;
     if claimed.is_empty() {
-        return Ok(0);
+        return Ok(Some(0));
     }
     let n = claimed.len();
     let sem = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency.max(1)));
@@ -188,7 +201,7 @@ pub async fn tick(
     store
         .write(move |tx| tx.record_attempts(&results, &now_text))
         .await?;
-    Ok(n)
+    Ok(Some(n))
 }
 
 async fn send(
