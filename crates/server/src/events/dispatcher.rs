@@ -111,31 +111,43 @@ pub fn spawn(store: Store, clock: SharedClock, cfg: DispatchConfig) -> tokio::ta
             .min(Duration::from_secs(1))
             .max(Duration::from_millis(20));
         // When no endpoint was enabled at the last look, commits do not look again before
-        // `NO_WEBHOOKS_LOOK` has passed: a busy node without webhooks would otherwise ask the
-        // database after every commit.
-        let mut none_since: Option<std::time::Instant> = None;
+        // `NO_WEBHOOKS_LOOK` has passed or this node added one: a busy node without webhooks
+        // would otherwise ask the database after every commit.
+        let mut none_since: Option<(std::time::Instant, u64)> = None;
         loop {
             commits.borrow_and_update();
-            if none_since.is_none_or(|at| at.elapsed() >= NO_WEBHOOKS_LOOK) {
-                none_since = None;
-                match tick(&store, &clock, &client, &cfg).await {
-                    Ok(Some(n)) if n > 0 => continue,
-                    Ok(Some(_)) => {}
-                    Ok(None) => none_since = Some(std::time::Instant::now()),
-                    Err(e) => tracing::warn!(error = %e, "webhook dispatch failed; retrying"),
+            let added = WEBHOOKS_ADDED.load(std::sync::atomic::Ordering::Acquire);
+            let mut wait = poll;
+            match none_since {
+                Some((at, seen)) if seen == added && at.elapsed() < NO_WEBHOOKS_LOOK => {
+                    wait = wait.min(NO_WEBHOOKS_LOOK - at.elapsed());
+                }
+                _ => {
+                    none_since = None;
+                    match tick(&store, &clock, &client, &cfg).await {
+                        Ok(Some(n)) if n > 0 => continue,
+                        Ok(Some(_)) => {}
+                        Ok(None) => none_since = Some((std::time::Instant::now(), added)),
+                        Err(e) => tracing::warn!(error = %e, "webhook dispatch failed; retrying"),
+                    }
                 }
             }
             tokio::select! {
                 _ = commits.changed() => {}
-                () = tokio::time::sleep(poll) => {}
+                () = tokio::time::sleep(wait) => {}
             }
         }
     })
 }
 
 /// How long a dispatcher that found no enabled endpoint waits before it looks again, however
-/// many commits come: the first events after the first endpoint is added wait at most this.
+/// many commits come (unless this node adds one): the first events after another node adds
+/// the first endpoint wait at most this.
 const NO_WEBHOOKS_LOOK: Duration = Duration::from_millis(100);
+
+/// Endpoints this process added (a count): its dispatcher looks again when it moves.
+pub(crate) static WEBHOOKS_ADDED: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
 
 /// One round: fan out, claim, send, record. Returns how many deliveries it handled, or `None`
 /// when no endpoint is enabled.

@@ -242,6 +242,11 @@ impl Events {
                 Ok::<_, ApiError>(())
             })
             .await?;
+        // This node's dispatcher looks for endpoints again at once (other nodes' within
+        // their look interval).
+        crate::events::dispatcher::WEBHOOKS_ADDED
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+        self.store.wake_event_readers();
         Ok(out)
     }
 

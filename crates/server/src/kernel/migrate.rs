@@ -96,6 +96,12 @@ const MIGRATIONS: &[(i64, &str, &str, Option<Then>)] = &[
         "",
         Some(memberships_clustered),
     ),
+    (
+        23,
+        "the brake's held users versioned apart from the licensing model",
+        include_str!("sql/held_version.sql"),
+        None,
+    ),
 ];
 
 /// Migration 22: a group's members, and a user's groups, are read without visiting the

@@ -107,6 +107,12 @@ fn heard_commit(generations: &Generations, payload: &str) {
     }
 }
 
+/// The version a tenant's cached licensing model is kept under: its `model_version` and the
+/// brake's `held_version` (both random), combined so that either moving changes it.
+pub(crate) fn model_key(model_version: i64, held_version: i64) -> i64 {
+    model_version ^ held_version
+}
+
 /// What a reader saw of the generations before it read (see [`Generations`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Mark {
@@ -439,6 +445,12 @@ impl Store {
     /// on SQLite, where the tick and [`Store::look_for_outside_commits`] see other processes).
     pub(crate) fn other_node_commits(&self) -> tokio::sync::watch::Receiver<u64> {
         self.others.subscribe()
+    }
+
+    /// Wakes whatever waits on [`Store::event_commits`] (the dispatcher, after this node added
+    /// an endpoint).
+    pub(crate) fn wake_event_readers(&self) {
+        self.events.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// A receiver that changes after every commit that wrote events.
@@ -1021,7 +1033,8 @@ impl Tx<'_> {
 
     /// Serialises every write of a tenant: takes the row lock of the tenant's
     /// audit chain tip (PostgreSQL; SQLite has one writer anyway) before anything is counted.
-    /// Returns the version of the tenant's licensing model. The lock is taken once per
+    /// Returns the version of the tenant's licensing model (its `model_version` and the brake's
+    /// `held_version` together: either moving gives a new one). The lock is taken once per
     /// transaction; the chain tip it returns is kept for the audit records that follow.
     pub(crate) fn lock_tenant(&mut self, tenant: &str) -> StoreResult<i64> {
         if let Some(tip) = self.tips.iter().find(|t| t.tenant == tenant) {
@@ -1029,7 +1042,7 @@ impl Tx<'_> {
         }
         let row = self
             .fetch_opt(
-                "UPDATE audit_heads SET seq = seq WHERE tenant_id = $1 RETURNING model_version, seq, hash, seat_lines",
+                "UPDATE audit_heads SET seq = seq WHERE tenant_id = $1 RETURNING model_version, seq, hash, seat_lines, held_version",
                 &params![tenant],
             )?
             .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant} has no audit chain")))?;
@@ -1037,13 +1050,13 @@ impl Tx<'_> {
             tenant: tenant.to_string(),
             seq: row.int(1),
             hash: row.text(2),
-            model_version: row.int(0),
+            model_version: model_key(row.int(0), row.int(4)),
             moved: false,
             seat_lines_text: row.text(3),
             seat_lines: None,
             lines_moved: false,
         });
-        Ok(row.int(0))
+        Ok(model_key(row.int(0), row.int(4)))
     }
 
     /// A setting, read in the transaction.

@@ -137,7 +137,7 @@ pub fn on_deprovision(
         since: now.clone(),
     };
     tx.insert_held(tenant, &row, external_id)?;
-    tx.bump_model(tenant)?;
+    tx.bump_held(tenant)?;
     let detail = json!({
         "users": [{"id": user, "userName": user_name, "gone": gone.name()}],
         "engaged": pending == 0,
@@ -172,7 +172,7 @@ pub fn on_return(tx: &mut Tx<'_>, c: &Cause, user: &str) -> ApiResult<bool> {
     if !tx.delete_held(tenant, user)? {
         return Ok(false);
     }
-    tx.bump_model(tenant)?;
+    tx.bump_held(tenant)?;
     c.audit(
         tx,
         "deprovision.restore",
@@ -212,7 +212,7 @@ pub fn decide(tx: &mut Tx<'_>, c: &Cause, approve: bool) -> ApiResult<(Vec<HeldR
         for h in &held {
             tx.delete_held(tenant, &h.user)?;
         }
-        tx.bump_model(tenant)?;
+        tx.bump_held(tenant)?;
         let users: Vec<String> = held.iter().map(|h| h.user.clone()).collect();
         let outcome = if users.is_empty() {
             Outcome::default()

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use crate::kernel::db::Backend;
 use crate::kernel::db::{P, Row, placeholders};
-use crate::kernel::store::{Store, StoreError, StoreResult, Tx, audit_from_row, tuples};
+use crate::kernel::store::{Store, StoreError, StoreResult, Tx, audit_from_row, model_key, tuples};
 use crate::params;
 
 /// One license row.
@@ -425,12 +425,34 @@ impl Tx<'_> {
     pub(crate) fn bump_model(&mut self, tenant: &str) -> StoreResult<()> {
         self.lock_tenant(tenant)?;
         let version = (uuid::Uuid::new_v4().as_u128() as i64) & i64::MAX;
-        self.execute(
-            "UPDATE audit_heads SET model_version = $2 WHERE tenant_id = $1",
-            &params![tenant, version],
-        )?;
+        let held = self
+            .fetch_opt(
+                "UPDATE audit_heads SET model_version = $2 WHERE tenant_id = $1 RETURNING held_version",
+                &params![tenant, version],
+            )?
+            .map_or(0, |r| r.int(0));
         if let Some(tip) = self.tips.iter_mut().find(|t| t.tenant == tenant) {
-            tip.model_version = version;
+            tip.model_version = model_key(version, held);
+        }
+        Ok(())
+    }
+
+    /// Marks the users the deprovision brake holds as changed: decisions reload the tenant's
+    /// model (which knows them), but entitlement snapshots, which follow `model_version`, stay
+    /// loaded. A hold, a return or a release changes no license, so a snapshot has nothing to
+    /// reload; a mass deprovision used to reload every node's snapshot of the tenant once per
+    /// held user.
+    pub(crate) fn bump_held(&mut self, tenant: &str) -> StoreResult<()> {
+        self.lock_tenant(tenant)?;
+        let version = (uuid::Uuid::new_v4().as_u128() as i64) & i64::MAX;
+        let model = self
+            .fetch_opt(
+                "UPDATE audit_heads SET held_version = $2 WHERE tenant_id = $1 RETURNING model_version",
+                &params![tenant, version],
+            )?
+            .map_or(0, |r| r.int(0));
+        if let Some(tip) = self.tips.iter_mut().find(|t| t.tenant == tenant) {
+            tip.model_version = model_key(model, version);
         }
         Ok(())
     }

@@ -277,3 +277,92 @@ async fn a_write_on_one_node_reaches_the_others_cached_reads_postgres() {
     drop((one, two));
     own.drop_database().await;
 }
+
+/// `seatkeeper_snapshot_loads_total` of the server at `base`.
+async fn snapshot_loads(base: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("seatkeeper_snapshot_loads_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A mass deprovision the brake holds changes no license, so the tenant's entitlement
+/// snapshot stays loaded through it (it used to be reloaded whole once per held user), and its
+/// answers still follow every user: the held ones are denied, one who comes back is allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brake_holds_keep_the_snapshot_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("brake.db").display());
+    let api = binary::tenant_api(&db, "http://unused", "brake");
+    let key = cli_ok(&db, &["app-key", "create", "--tenant", &api.tenant])
+        .trim()
+        .to_string();
+    let model = dir.path().join("model.toml");
+    std::fs::write(
+        &model,
+        format!(
+            r#"
+[[products]]
+key = "workspace"
+name = "Workspace"
+[[products.plans]]
+key = "pro"
+rank = 1
+features = ["export"]
+[[tenants]]
+id = "{}"
+[[tenants.subscriptions]]
+product = "workspace"
+plan = "pro"
+seats = 40
+starts_at = "2026-01-01T00:00:00Z"
+"#,
+            api.tenant
+        ),
+    )
+    .unwrap();
+    cli_ok(&db, &["apply", model.to_str().unwrap()]);
+    let server = Server::start(&db, &[]);
+    let api = api.via(&server.base);
+    let node = Node {
+        http: seatkeeper::crypto::http_client()
+            .build()
+            .expect("an HTTP client"),
+        base: server.base.clone(),
+    };
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(api.user(&format!("u{i:02}"), json!({})).await);
+    }
+    assert_eq!(node.check(&key, "u00").await["allowed"], true);
+    let loads = snapshot_loads(&server.base).await;
+    assert!(loads >= 1.0);
+    // The brake's defaults (25 %, at least 10, in 60 minutes): of 15 deprovisions, 10 are
+    // applied and 5 held.
+    for id in &ids[..15] {
+        api.set_active(id, false).await;
+    }
+    let held = api
+        .admin("GET", &format!("/tenants/{}/held", api.tenant), None)
+        .await;
+    assert_eq!(held["held"].as_array().map(Vec::len), Some(5), "{held}");
+    for i in [0, 12, 14] {
+        let a = node.check(&key, &format!("u{i:02}")).await;
+        assert_eq!(a["reason"], "user inactive", "{a}");
+    }
+    // One held user comes back: allowed again.
+    api.set_active(&ids[12], true).await;
+    assert_eq!(node.check(&key, "u12").await["allowed"], true);
+    assert_eq!(node.check(&key, "u19").await["allowed"], true);
+    assert_eq!(
+        snapshot_loads(&server.base).await,
+        loads,
+        "the holds reloaded the snapshot"
+    );
+}
