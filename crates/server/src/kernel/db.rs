@@ -299,6 +299,34 @@ fn sqlite_sql(sql: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// `sql` with each `$n` outside quotes renumbered `$(n + by)` (a statement placed after
+/// others' parameters).
+pub(crate) fn shift_placeholders(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut quote: Option<char> = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) => {
+                let mut n = 0usize;
+                while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+                    n = n * 10 + d as usize;
+                    chars.next();
+                }
+                out.push('$');
+                out.push_str(&(n + by).to_string());
+                continue;
+            }
+            None => {}
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn map_sqlite(e: rusqlite::Error) -> StoreError {
     if let rusqlite::Error::SqliteFailure(f, msg) = &e {
         // SQLITE_CONSTRAINT_UNIQUE (2067) and SQLITE_CONSTRAINT_PRIMARYKEY (1555).
@@ -1143,6 +1171,9 @@ pub(crate) enum Reach {
 pub(crate) struct Pending {
     pub audit: Vec<crate::kernel::chain::AuditRow>,
     pub outbox: Vec<[String; 6]>,
+    /// PostgreSQL: statements whose results nothing reads and whose rows nothing in the unit
+    /// of work reads back, sent with its end ([`Tx::defer`]).
+    pub deferred: Vec<(String, Vec<P>)>,
 }
 
 /// A chain tip as a write of a PostgreSQL batch left it, for the batch's next write.
@@ -1254,6 +1285,20 @@ impl Tx<'_> {
         match self.conn {
             TxRef::Sqlite(_) => String::new(),
             TxRef::Postgres(_) => format!(" FOR UPDATE OF {table} SKIP LOCKED"),
+        }
+    }
+
+    /// Runs a write whose result nothing reads, and whose rows nothing later in the unit of
+    /// work reads back: on SQLite at once; on PostgreSQL with the unit of work's end (a data-
+    /// modifying `WITH` clause of its last statement), one round trip less.
+    pub(crate) fn defer(&mut self, sql: String, params: Vec<P>) -> StoreResult<()> {
+        match self.conn {
+            TxRef::Sqlite(_) => self.execute(&sql, &params).map(|_| ()),
+            TxRef::Postgres(_) => {
+                no_nul(&params)?;
+                self.pending.deferred.push((sql, params));
+                Ok(())
+            }
         }
     }
 
@@ -1386,6 +1431,14 @@ mod tests {
         assert_ne!(
             mode, 2,
             "temp_store = MEMORY keeps statement journals in memory"
+        );
+    }
+
+    #[test]
+    fn placeholders_shift_outside_quotes() {
+        assert_eq!(
+            shift_placeholders("INSERT INTO t VALUES ($1, '$2', $10, $2)", 5),
+            "INSERT INTO t VALUES ($6, '$2', $15, $7)"
         );
     }
 

@@ -910,9 +910,13 @@ impl Tx<'_> {
         if self.backend() == Backend::Postgres
             && pending.audit.len() <= FLUSH_ROWS
             && pending.outbox.len() <= FLUSH_ROWS
+            && pending.deferred.iter().map(|d| d.1.len()).sum::<usize>() <= 10_000
             && moved.len() <= 1
         {
             return self.flush_at_once(&pending, moved.pop(), notice);
+        }
+        for (sql, params) in &pending.deferred {
+            self.execute(sql, params)?;
         }
         self.notify_other_nodes(!pending.outbox.is_empty(), notice)?;
         for chunk in pending.audit.chunks(FLUSH_ROWS) {
@@ -945,7 +949,8 @@ impl Tx<'_> {
     }
 
     /// [`Tx::flush`] in one PostgreSQL round trip, for a unit of work of one tenant and at most
-    /// a page of rows (every SCIM write): the audit records and the events are inserted by
+    /// a page of rows (every SCIM write): its deferred writes ([`Tx::defer`]), the audit
+    /// records and the events are inserted by
     /// data-modifying `WITH` clauses of the statement that moves the tenant's head row, which
     /// also sends the `NOTIFY` when there are events. Four round trips became one.
     fn flush_at_once(
@@ -955,11 +960,20 @@ impl Tx<'_> {
         notice: Option<String>,
     ) -> StoreResult<()> {
         let notify = !pending.outbox.is_empty();
-        if pending.audit.is_empty() && !notify && head.is_none() {
+        if pending.audit.is_empty() && pending.deferred.is_empty() && !notify && head.is_none() {
             return self.notify_other_nodes(false, notice);
         }
         let mut params: Vec<P> = Vec::new();
         let mut clauses: Vec<String> = Vec::new();
+        // Deferred writes first, each its own data-modifying clause (all run, referenced or
+        // not; none reads another's rows).
+        for (i, (sql, ps)) in pending.deferred.iter().enumerate() {
+            clauses.push(format!(
+                "d{i} AS ({})",
+                crate::kernel::db::shift_placeholders(sql, params.len())
+            ));
+            params.extend(ps.iter().cloned());
+        }
         if !pending.audit.is_empty() {
             let first = params.len() + 1;
             for rec in &pending.audit {

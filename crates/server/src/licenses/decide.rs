@@ -1035,7 +1035,13 @@ fn decide_and_write(
                 after: Some(row),
             });
         }
-        tx.insert_licenses(tenant, &fresh)?;
+        if created_id.is_some() {
+            // A new user's licenses: nothing after this reads them back (the seat line's
+            // holders and waiters read below exclude seat-free rows).
+            tx.insert_licenses_with_end(tenant, &fresh)?;
+        } else {
+            tx.insert_licenses(tenant, &fresh)?;
+        }
         inserted.append(&mut fresh);
         let moves = licensing::seats::rebalance(
             sub.seats,
@@ -1154,7 +1160,13 @@ fn decide_and_write(
                 });
             }
         }
-        tx.insert_licenses(tenant, &fresh)?;
+        if created_id.is_some() {
+            // A new user's licenses: nothing after this reads them back (the seat line's
+            // holders and waiters read below exclude seat-free rows).
+            tx.insert_licenses_with_end(tenant, &fresh)?;
+        } else {
+            tx.insert_licenses(tenant, &fresh)?;
+        }
         inserted.append(&mut fresh);
     }
 
