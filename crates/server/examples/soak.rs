@@ -8,7 +8,7 @@
 //! p50/p99 per operation, errors, and the memory series.
 //!
 //! `soak --base URL[,URL…] --admin TOKEN --tenants 100 --rate 25 --checks 5000
-//!  --seconds 600 [--pids PID,…] [--wal PATH] [--sample 30] [--steady USERS]`
+//!  --seconds 600 [--pids PID,…] [--wal PATH] [--sample 30] [--steady USERS] [--warm 60]`
 //!
 //! `--steady USERS` keeps each tenant's population steady, as at a company whose joiners
 //! match its leavers: once a tenant holds USERS users, its create slots alternate between a
@@ -46,6 +46,8 @@ struct Args {
     wal: Option<String>,
     sample: u64,
     steady: Option<usize>,
+    /// Seconds of warm-up before memory growth is measured.
+    warm: u64,
 }
 
 fn args() -> Args {
@@ -60,6 +62,7 @@ fn args() -> Args {
         wal: None,
         sample: 30,
         steady: None,
+        warm: 60,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -75,6 +78,7 @@ fn args() -> Args {
             "--wal" => a.wal = Some(v),
             "--sample" => a.sample = v.parse().expect("--sample"),
             "--steady" => a.steady = Some(v.parse().expect("--steady")),
+            "--warm" => a.warm = v.parse().expect("--warm"),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -641,8 +645,8 @@ async fn main() {
             x.in_flight
         );
     }
-    // Growth after warm-up: the first sample a minute in against the last.
-    if let (Some(warm), Some(last)) = (series.iter().find(|x| x.at >= 60), series.last()) {
+    // Growth after warm-up: the first sample `--warm` seconds in against the last.
+    if let (Some(warm), Some(last)) = (series.iter().find(|x| x.at >= a.warm), series.last()) {
         for (i, ((w, _), (l, _))) in warm.rss_kb.iter().zip(&last.rss_kb).enumerate() {
             let growth = if *w > 0 {
                 (*l as f64 - *w as f64) / *w as f64 * 100.0
