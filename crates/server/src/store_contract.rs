@@ -573,8 +573,8 @@ async fn tokens_and_settings(b: Backend) {
 }
 
 /// SQLite's WAL is copied back into the database file while writes go on, and comes back to
-/// its start: under a steady stream of commits it stays bounded (about 4,000 pages, a little
-/// more while a checkpoint is in progress) instead of growing with every write.
+/// its start: under a steady stream of commits it stays bounded (about 4,000 pages, more while
+/// a checkpoint is in progress) instead of growing with every write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sqlite_wal_stays_bounded_under_steady_writes() {
     let db = common::store(Backend::Sqlite).await;
@@ -584,12 +584,13 @@ async fn the_sqlite_wal_stays_bounded_under_steady_writes() {
     let path = db.url.trim_start_matches("sqlite://").to_string();
     let padding = "x".repeat(3000);
     // 32 writers at once keep the writer busy (a checkpoint beside it rarely finishes the
-    // log); ~30 MB of rows in all, several times the bound.
+    // log); ~60 MB of rows in all, with their indexes and the tenant's counts well over
+    // twice the bound.
     let mut writers = tokio::task::JoinSet::new();
     for w in 0..32 {
         let (s, t, padding) = (s.clone(), t.clone(), padding.clone());
         writers.spawn(async move {
-            for i in 0..250 {
+            for i in 0..500 {
                 let id = format!("u{w:02}-{i:03}");
                 let (tt, doc) = (t.clone(), json!({"userName": id, "title": padding}));
                 s.write(move |tx| tx.insert_resource(Kind::User, &tt, &res(&id, doc)))
@@ -604,11 +605,12 @@ async fn the_sqlite_wal_stays_bounded_under_steady_writes() {
     let wal = std::fs::metadata(format!("{path}-wal")).unwrap().len();
     let main = std::fs::metadata(&path).unwrap().len();
     // 4,000 pages are 16 MB; a checkpoint in progress when the writer's turn comes defers
-    // the restart a little (up to 30 MB seen on a loaded CI machine). Without the restart
-    // the WAL takes every write: 80 MB and more here.
-    assert!(wal < 48 * 1024 * 1024, "the WAL grew to {wal} bytes");
+    // the restart (up to 54 MB seen while the whole test suite loaded both cores of a CI
+    // machine). Without the restart the WAL takes every write: 160 MB and more here.
+    eprintln!("WAL {wal} bytes, database file {main} bytes");
+    assert!(wal < 80 * 1024 * 1024, "the WAL grew to {wal} bytes");
     assert!(
-        main > 20 * 1024 * 1024,
+        main > 40 * 1024 * 1024,
         "the database file holds only {main} bytes: nothing was checkpointed"
     );
 }
