@@ -280,28 +280,17 @@ fn sqlite_sql(sql: &str) -> std::borrow::Cow<'_, str> {
     if !sql.contains('$') {
         return std::borrow::Cow::Borrowed(sql);
     }
-    let mut out = String::with_capacity(sql.len());
-    let mut quote: Option<char> = None;
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        match quote {
-            Some(q) if c == q => quote = None,
-            Some(_) => {}
-            None if c == '\'' || c == '"' => quote = Some(c),
-            None if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) => {
-                out.push('?');
-                continue;
-            }
-            None => {}
-        }
-        out.push(c);
-    }
-    std::borrow::Cow::Owned(out)
+    std::borrow::Cow::Owned(renumber(sql, |n| format!("?{n}")))
 }
 
 /// `sql` with each `$n` outside quotes renumbered `$(n + by)` (a statement placed after
 /// others' parameters).
 pub(crate) fn shift_placeholders(sql: &str, by: usize) -> String {
+    renumber(sql, |n| format!("${}", n + by))
+}
+
+/// `sql` with each placeholder `$n` outside quoted text replaced by `to(n)`.
+fn renumber(sql: &str, to: impl Fn(usize) -> String) -> String {
     let mut out = String::with_capacity(sql.len() + 16);
     let mut quote: Option<char> = None;
     let mut chars = sql.chars().peekable();
@@ -316,8 +305,7 @@ pub(crate) fn shift_placeholders(sql: &str, by: usize) -> String {
                     n = n * 10 + d as usize;
                     chars.next();
                 }
-                out.push('$');
-                out.push_str(&(n + by).to_string());
+                out.push_str(&to(n));
                 continue;
             }
             None => {}

@@ -46,6 +46,20 @@ impl Node {
         r.json().await.unwrap_or(Value::Null)
     }
 
+    /// Creates a user through SCIM; returns its id.
+    async fn create_user(&self, token: &str, user_name: &str) -> String {
+        self.scim(
+            token,
+            reqwest::Method::POST,
+            "/Users",
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": user_name}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+    }
+
     async fn set_active(&self, token: &str, id: &str, active: bool) {
         self.scim(
             token,
@@ -56,6 +70,23 @@ impl Node {
         )
         .await;
     }
+}
+
+/// Two servers on `db`, and a client for each.
+fn two_nodes(db: &str) -> (Server, Server, Node, Node) {
+    let (one, two) = (Server::start(db, &[]), Server::start(db, &[]));
+    let http = seatkeeper::crypto::http_client()
+        .build()
+        .expect("an HTTP client");
+    let n1 = Node {
+        http: http.clone(),
+        base: one.base.clone(),
+    };
+    let n2 = Node {
+        http,
+        base: two.base.clone(),
+    };
+    (one, two, n1, n2)
 }
 
 /// How long until `node` answers `allowed` for `user`; panics past `limit`.
@@ -119,32 +150,8 @@ starts_at = "2026-01-01T00:00:00Z"
     )
     .unwrap();
     cli_ok(&db, &["apply", model.to_str().unwrap()]);
-    let one = Server::start(&db, &[]);
-    let two = Server::start(&db, &[]);
-    let http = seatkeeper::crypto::http_client()
-        .build()
-        .expect("an HTTP client");
-    let (n1, n2) = (
-        Node {
-            http: http.clone(),
-            base: one.base.clone(),
-        },
-        Node {
-            http,
-            base: two.base.clone(),
-        },
-    );
-    let alice = n1
-        .scim(
-            &token,
-            reqwest::Method::POST,
-            "/Users",
-            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice"}),
-        )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (one, two, n1, n2) = two_nodes(&db);
+    let alice = n1.create_user(&token, "alice").await;
     // Both nodes load the tenant's snapshot.
     assert_eq!(n1.check(&key, "alice").await["allowed"], true);
     assert_eq!(n2.check(&key, "alice").await["allowed"], true);
@@ -218,32 +225,8 @@ async fn a_write_on_one_node_reaches_the_others_cached_reads_postgres() {
     let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
         .trim()
         .to_string();
-    let one = Server::start(&db, &[]);
-    let two = Server::start(&db, &[]);
-    let http = seatkeeper::crypto::http_client()
-        .build()
-        .expect("an HTTP client");
-    let (n1, n2) = (
-        Node {
-            http: http.clone(),
-            base: one.base.clone(),
-        },
-        Node {
-            http,
-            base: two.base.clone(),
-        },
-    );
-    let alice = n1
-        .scim(
-            &token,
-            reqwest::Method::POST,
-            "/Users",
-            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice"}),
-        )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (one, two, n1, n2) = two_nodes(&db);
+    let alice = n1.create_user(&token, "alice").await;
     let nick = |n: &str| {
         json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
                "Operations": [{"op": "replace", "path": "nickName", "value": n}]})
