@@ -89,43 +89,9 @@ fn two_nodes(db: &str) -> (Server, Server, Node, Node) {
     (one, two, n1, n2)
 }
 
-/// How long until `node` answers `allowed` for `user`; panics past `limit`.
-async fn seen_within(
-    node: &Node,
-    key: &str,
-    user: &str,
-    allowed: bool,
-    limit: Duration,
-) -> Duration {
-    let start = Instant::now();
-    loop {
-        let a = node.check(key, user).await;
-        if a["allowed"] == allowed {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < limit,
-            "node still answers {a} after {:?}",
-            start.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_change_on_one_node_reaches_the_other_postgres() {
-    let own = binary::OwnDatabase::create("apps_two_nodes").await;
-    let db = own.url.clone();
-    let tenant = cli_ok(&db, &["tenant", "create", "two-nodes"])
-        .trim()
-        .to_string();
-    let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
-        .trim()
-        .to_string();
-    let key = cli_ok(&db, &["app-key", "create", "--tenant", &tenant])
-        .trim()
-        .to_string();
-    let dir = tempfile::tempdir().unwrap();
+/// Applies a model with one product (`workspace`, its plan `pro` granting `export`) and
+/// `seats` seats of it for `tenant`.
+fn apply_workspace(db: &str, dir: &tempfile::TempDir, tenant: &str, seats: u32) {
     let model = dir.path().join("model.toml");
     std::fs::write(
         &model,
@@ -143,13 +109,67 @@ id = "{tenant}"
 [[tenants.subscriptions]]
 product = "workspace"
 plan = "pro"
-seats = 10
+seats = {seats}
 starts_at = "2026-01-01T00:00:00Z"
 "#
         ),
     )
     .unwrap();
-    cli_ok(&db, &["apply", model.to_str().unwrap()]);
+    cli_ok(db, &["apply", model.to_str().unwrap()]);
+}
+
+/// Polls `probe` until it says done; returns how long that took, and panics (with what the
+/// probe last saw) past `limit`.
+async fn within<T: std::fmt::Debug>(
+    limit: Duration,
+    pause: Duration,
+    mut probe: impl AsyncFnMut() -> (bool, T),
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (done, seen) = probe().await;
+        if done {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "still {seen:?} after {:?}",
+            start.elapsed()
+        );
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// How long until `node` answers `allowed` for `user`; panics past `limit`.
+async fn seen_within(
+    node: &Node,
+    key: &str,
+    user: &str,
+    allowed: bool,
+    limit: Duration,
+) -> Duration {
+    within(limit, Duration::from_millis(10), async || {
+        let a = node.check(key, user).await;
+        (a["allowed"] == allowed, a)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_on_one_node_reaches_the_other_postgres() {
+    let own = binary::OwnDatabase::create("apps_two_nodes").await;
+    let db = own.url.clone();
+    let tenant = cli_ok(&db, &["tenant", "create", "two-nodes"])
+        .trim()
+        .to_string();
+    let token = cli_ok(&db, &["token", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    let key = cli_ok(&db, &["app-key", "create", "--tenant", &tenant])
+        .trim()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    apply_workspace(&db, &dir, &tenant, 10);
     let (one, two, n1, n2) = two_nodes(&db);
     let alice = n1.create_user(&token, "alice").await;
     // Both nodes load the tenant's snapshot.
@@ -198,19 +218,11 @@ async fn read_within(
     want: impl Fn(u16, &Value) -> bool,
     limit: Duration,
 ) -> Duration {
-    let start = Instant::now();
-    loop {
+    within(limit, Duration::from_millis(5), async || {
         let (status, body) = get_user(node, token, id).await;
-        if want(status, &body) {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < limit,
-            "node still reads {status} {body} after {:?}",
-            start.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        (want(status, &body), (status, body))
+    })
+    .await
 }
 
 /// Each node keeps rendered users (`--user-cache-mb`); a write on another node reaches them
@@ -286,31 +298,7 @@ async fn brake_holds_keep_the_snapshot_loaded() {
     let key = cli_ok(&db, &["app-key", "create", "--tenant", &api.tenant])
         .trim()
         .to_string();
-    let model = dir.path().join("model.toml");
-    std::fs::write(
-        &model,
-        format!(
-            r#"
-[[products]]
-key = "workspace"
-name = "Workspace"
-[[products.plans]]
-key = "pro"
-rank = 1
-features = ["export"]
-[[tenants]]
-id = "{}"
-[[tenants.subscriptions]]
-product = "workspace"
-plan = "pro"
-seats = 40
-starts_at = "2026-01-01T00:00:00Z"
-"#,
-            api.tenant
-        ),
-    )
-    .unwrap();
-    cli_ok(&db, &["apply", model.to_str().unwrap()]);
+    apply_workspace(&db, &dir, &api.tenant, 40);
     let server = Server::start(&db, &[]);
     let api = api.via(&server.base);
     let node = Node {
