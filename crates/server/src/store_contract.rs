@@ -221,6 +221,109 @@ async fn concurrent_writes_fail_alone(b: Backend) {
     );
 }
 
+/// Writes that may run again, many at once on one tenant (on PostgreSQL a lane's batch runs
+/// them without savepoints, and again with a savepoint each when one fails). Each failing
+/// write, by its own error or by a userName taken that only its end statement finds, changes
+/// nothing and is answered with its own error; every other lands exactly once, with one
+/// audit record each on one chain that verifies.
+async fn writes_that_run_again_fail_alone(b: Backend) {
+    let db = common::store(b).await;
+    let s = db.store.clone();
+    let t = unique_id("t");
+    tenant(&s, &t).await;
+    let tt = t.clone();
+    s.write_for_again(&t, move |tx| {
+        tx.insert_user_with_end(&tt, &res("taken", json!({"userName": "taken"})))
+    })
+    .await
+    .unwrap();
+    // A write that holds the tenant's lane while the others queue: on PostgreSQL they then
+    // share one batch, which a failing write makes run again.
+    let (s0, t0) = (s.clone(), t.clone());
+    let (held, hold) = tokio::sync::oneshot::channel();
+    let blocker = tokio::spawn(async move {
+        s0.write_for(&t0, move |_| -> Result<(), StoreError> {
+            let _ = held.send(());
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            Ok(())
+        })
+        .await
+    });
+    hold.await.unwrap();
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..90 {
+        let (s, t, runs) = (s.clone(), t.clone(), runs.clone());
+        tasks.push(tokio::spawn(async move {
+            let lane = t.clone();
+            let out = s
+                .write_for_again(&lane, move |tx| -> Result<(), StoreError> {
+                    runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tx.lock_tenant(&t)?;
+                    let name = if i % 5 == 0 {
+                        "TAKEN".to_string()
+                    } else {
+                        format!("n{i}")
+                    };
+                    tx.insert_user_with_end(&t, &res(&format!("u{i}"), json!({"userName": name})))?;
+                    tx.audit(NewAudit {
+                        tenant_id: &t,
+                        at: "2026-01-01T00:00:00.000000Z",
+                        actor: "idp",
+                        action: "user.create",
+                        resource_type: "User",
+                        resource_id: &format!("u{i}"),
+                        request_id: "r",
+                        before: None,
+                        after: Some(format!("{{\"i\":{i}}}")),
+                    })?;
+                    if i % 3 == 0 && i % 5 != 0 {
+                        return Err(StoreError::Corrupt("planned failure".into()));
+                    }
+                    Ok(())
+                })
+                .await;
+            (i, out)
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        let (i, out) = task.await.unwrap();
+        match out {
+            Ok(()) => ok += 1,
+            Err(StoreError::Unique(_)) => assert_eq!(i % 5, 0, "write {i} found its name taken"),
+            Err(StoreError::Corrupt(_)) => assert_eq!(i % 3, 0, "write {i} failed as planned"),
+            Err(e) => panic!("write {i}: {e}"),
+        }
+    }
+    assert_eq!(ok, 48);
+    blocker.await.unwrap().unwrap();
+    let runs = runs.load(std::sync::atomic::Ordering::Relaxed);
+    match b {
+        Backend::Sqlite => assert_eq!(runs, 90),
+        // The batch ran without savepoints until the first failure, then again with them.
+        Backend::Postgres => assert!(runs > 90, "{runs} runs"),
+    }
+    let (rows, total) = s
+        .list_resources(
+            Kind::User,
+            &t,
+            &all(),
+            &Order {
+                column: None,
+                descending: false,
+            },
+            &Page::All,
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!((rows.len(), total), (49, Some(49)));
+    let v = verify_audit(&s, Some(&t), None).await.unwrap();
+    assert_eq!(v[0].1, 48);
+    assert!(v[0].2.is_ok());
+}
+
 async fn listing_pages(b: Backend) {
     let db = common::store(b).await;
     let s = &db.store;
@@ -805,6 +908,7 @@ both_backends!(
     resources_round_trip_and_uniqueness,
     failed_work_leaves_nothing,
     concurrent_writes_fail_alone,
+    writes_that_run_again_fail_alone,
     listing_pages,
     memberships_and_nesting,
     audit_chain_detects_tampering,

@@ -492,7 +492,8 @@ impl Engine {
         };
         let (ctx2, res2) = (ctx.clone(), res.clone());
         let cause = self.cause(ctx, &format!("{}.create", kind.name().to_ascii_lowercase()));
-        let early = match kind {
+        // Taken by the first run (a run again decides under the lock).
+        let mut early = match kind {
             Kind::User => {
                 crate::licenses::decide::decide_early(&ctx.tenant, &res.id, &res.doc, cause.now)
             }
@@ -500,16 +501,28 @@ impl Engine {
         };
         let (added, licensed) = self
             .store
-            .write_for(&ctx.tenant, move |tx| -> ApiResult<CreateOutcome> {
-                let (ctx, res) = (ctx2, res2);
+            .write_for_again(&ctx.tenant, move |tx| -> ApiResult<CreateOutcome> {
+                let (ctx, res) = (&ctx2, &res2);
                 tx.lock_tenant(&ctx.tenant)?;
-                tx.insert_resource(kind, &ctx.tenant, &res)
-                    .map_err(|e| match e {
-                        crate::kernel::store::StoreError::Unique(_) => {
-                            unique_message(kind, &res.doc)
-                        }
-                        other => other.into(),
-                    })?;
+                let taken = |e: crate::kernel::store::StoreError| match e {
+                    crate::kernel::store::StoreError::Unique(_) => unique_message(kind, &res.doc),
+                    other => other.into(),
+                };
+                // A held deleted user may be coming back, or an import left claims: those
+                // read the new user back. Otherwise the user is written with the end.
+                let further = match kind {
+                    Kind::User => Some(crate::licenses::decide::create_looks_further(
+                        tx,
+                        &ctx.tenant,
+                    )?),
+                    Kind::Group => None,
+                };
+                let plain = further == Some((false, false));
+                if plain {
+                    tx.insert_user_with_end(&ctx.tenant, &res).map_err(taken)?;
+                } else {
+                    tx.insert_resource(kind, &ctx.tenant, &res).map_err(taken)?;
+                }
                 let mut added = Vec::new();
                 if !members.is_empty() {
                     added = check_members(tx, &ctx, &res.id, &members)?;
@@ -539,8 +552,7 @@ impl Engine {
                 let mut licensed = None;
                 match kind {
                     Kind::User => {
-                        let (held, claims) =
-                            crate::licenses::decide::create_looks_further(tx, &ctx.tenant)?;
+                        let (held, claims) = further.unwrap_or_default();
                         let back = held
                             && crate::licenses::brake::claim_held(
                                 tx,
@@ -558,7 +570,11 @@ impl Engine {
                             crate::licenses::decide::license_returned(tx, &cause, &res.id)?
                         } else {
                             crate::licenses::decide::license_created(
-                                tx, &cause, &res.id, &res.doc, early,
+                                tx,
+                                &cause,
+                                &res.id,
+                                &res.doc,
+                                early.take(),
                             )?
                         };
                         if !rows.is_empty() {
@@ -575,6 +591,15 @@ impl Engine {
                         }
                     }
                     Kind::Group => {}
+                }
+                if plain {
+                    // A taken userName shows here, with the user's rows.
+                    tx.flush().map_err(|e| match e {
+                        crate::kernel::store::StoreError::Unique(m) if m.contains("scim_users") => {
+                            unique_message(kind, &res.doc)
+                        }
+                        other => other.into(),
+                    })?;
                 }
                 Ok((added, licensed))
             })

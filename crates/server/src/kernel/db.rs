@@ -428,8 +428,64 @@ trait Job: Send {
     /// (PostgreSQL batches) holds the chain tips the batch's earlier writes left (under locks
     /// this transaction holds), and is replaced by this write's when it succeeds.
     fn run(&mut self, conn: TxRef<'_>, carried: Option<&mut Vec<Carried>>) -> bool;
+    /// Whether the work may run again after its transaction rolled back (see
+    /// [`Pool::write_keyed_again`]).
+    fn again(&self) -> bool {
+        false
+    }
     /// Answers the caller. A job that never ran is answered with an error.
     fn answer(self: Box<Self>, batch: Result<(), StoreError>);
+}
+
+/// Runs a unit of work and then its end ([`Tx::flush`]); on success, leaves its chain tips in
+/// `carried` for the batch's next write.
+fn run_unit<T, E>(
+    work: impl FnOnce(&mut Tx<'_>) -> Result<T, E>,
+    conn: TxRef<'_>,
+    carried: Option<&mut Vec<Carried>>,
+) -> Result<T, E>
+where
+    E: From<StoreError>,
+{
+    let mut tx = Tx::new(conn);
+    if let Some(carried) = &carried {
+        tx.tips = carried.iter().map(Carried::tip).collect();
+    }
+    let result = work(&mut tx).and_then(|v| tx.flush().map(|()| v).map_err(E::from));
+    if result.is_ok()
+        && let Some(carried) = carried
+    {
+        match tx
+            .tips
+            .iter()
+            .map(Carried::of)
+            .collect::<StoreResult<Vec<_>>>()
+        {
+            Ok(next) => *carried = next,
+            // The next write reads the head rows again.
+            Err(_) => carried.clear(),
+        }
+    }
+    result
+}
+
+/// Answers a job's caller from its own result and its batch's.
+fn answer_unit<T, E>(
+    result: Option<Result<T, E>>,
+    batch: Result<(), StoreError>,
+    reply: tokio::sync::oneshot::Sender<Result<T, E>>,
+) where
+    E: From<StoreError>,
+{
+    let out = match (result, batch) {
+        (Some(Ok(v)), Ok(())) => Ok(v),
+        (Some(Err(e)), _) => Err(e),
+        (Some(Ok(_)) | None, Err(e)) => Err(E::from(e)),
+        (None, Ok(())) => Err(E::from(StoreError::Sqlite(
+            "the write could not run".into(),
+        ))),
+    };
+    let _ = reply.send(out);
 }
 
 struct Unit<T, E, F> {
@@ -448,38 +504,43 @@ where
         let Some(work) = self.work.take() else {
             return false;
         };
-        let mut tx = Tx::new(conn);
-        if let Some(carried) = &carried {
-            tx.tips = carried.iter().map(Carried::tip).collect();
-        }
-        let result = work(&mut tx).and_then(|v| tx.flush().map(|()| v).map_err(E::from));
+        let result = run_unit(work, conn, carried);
         let ok = result.is_ok();
-        if ok && let Some(carried) = carried {
-            match tx
-                .tips
-                .iter()
-                .map(Carried::of)
-                .collect::<StoreResult<Vec<_>>>()
-            {
-                Ok(next) => *carried = next,
-                // The next write reads the head rows again.
-                Err(_) => carried.clear(),
-            }
-        }
         self.result = Some(result);
         ok
     }
 
     fn answer(self: Box<Self>, batch: Result<(), StoreError>) {
-        let out = match (self.result, batch) {
-            (Some(Ok(v)), Ok(())) => Ok(v),
-            (Some(Err(e)), _) => Err(e),
-            (Some(Ok(_)) | None, Err(e)) => Err(E::from(e)),
-            (None, Ok(())) => Err(E::from(StoreError::Sqlite(
-                "the write could not run".into(),
-            ))),
-        };
-        let _ = self.reply.send(out);
+        answer_unit(self.result, batch, self.reply);
+    }
+}
+
+/// A unit of work that may run again: its result is the last run's.
+struct Again<T, E, F> {
+    work: F,
+    result: Option<Result<T, E>>,
+    reply: tokio::sync::oneshot::Sender<Result<T, E>>,
+}
+
+impl<T, E, F> Job for Again<T, E, F>
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+    F: FnMut(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
+{
+    fn run(&mut self, conn: TxRef<'_>, carried: Option<&mut Vec<Carried>>) -> bool {
+        let result = run_unit(&mut self.work, conn, carried);
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn again(&self) -> bool {
+        true
+    }
+
+    fn answer(self: Box<Self>, batch: Result<(), StoreError>) {
+        answer_unit(self.result, batch, self.reply);
     }
 }
 
@@ -871,32 +932,63 @@ impl Pg {
     }
 }
 
-/// Runs a lane's batch in one transaction: each job in its own savepoint (none when it is
-/// alone), one commit, then every answer.
+/// Runs a lane's batch in one transaction, then answers every job. A batch of writes that
+/// may all run again is first tried without savepoints (a round trip less per write); if one
+/// of them fails, that transaction is rolled back and the batch runs again with a savepoint
+/// per write, so the failing write rolls back alone. Otherwise each write has its own
+/// savepoint (none when it is alone).
 fn pg_batch(pool: &PgPool, handle: &tokio::runtime::Handle, mut batch: Vec<Box<dyn Job>>) {
+    let outcome = if batch.len() > 1 && batch.iter().all(|j| j.again()) {
+        match pg_attempt(pool, handle, &mut batch, false) {
+            Some(outcome) => outcome,
+            None => {
+                metrics::counter!("seatkeeper_write_batches_run_again_total").increment(1);
+                pg_attempt(pool, handle, &mut batch, true).unwrap_or_else(|| Err(finished()))
+            }
+        }
+    } else {
+        let savepoints = batch.len() > 1;
+        pg_attempt(pool, handle, &mut batch, savepoints).unwrap_or_else(|| Err(finished()))
+    };
+    if outcome.as_ref().is_err_and(|_| batch.len() > 1) {
+        tracing::error!(
+            "a PostgreSQL write batch failed as a whole; every write in it is answered with the error"
+        );
+    }
+    for job in batch {
+        // A job that failed alone keeps its own error: the batch's is only what it caused.
+        job.answer(match &outcome {
+            Ok(()) => Ok(()),
+            Err(e) => Err(e.for_each()),
+        });
+    }
+}
+
+/// One transaction over a batch: each job in its own savepoint when `savepoints`, and then
+/// the commit. Without savepoints, a failing job rolls everything back and the answer is
+/// `None` (run it again with them).
+fn pg_attempt(
+    pool: &PgPool,
+    handle: &tokio::runtime::Handle,
+    batch: &mut [Box<dyn Job>],
+    savepoints: bool,
+) -> Option<Result<(), StoreError>> {
     pg_round_trip("write");
     let tx = match handle.block_on(pool.begin()) {
         Ok(tx) => tx,
-        Err(e) => {
-            let e = map_pg(e);
-            for job in batch {
-                job.answer(Err(e.for_each()));
-            }
-            return;
-        }
+        Err(e) => return Some(Err(map_pg(e))),
     };
     let mut pgtx = PgTx {
         tx: Some(tx),
         handle: handle.clone(),
     };
-    let alone = batch.len() == 1;
     let mut broken: Option<StoreError> = None;
     let mut failed = false;
     // Each write starts from the tips the previous one left, so only the first reads (and
     // locks) the tenant's head row: one round trip less per write after the first.
     let mut carried: Vec<Carried> = Vec::new();
     for (i, job) in batch.iter_mut().enumerate() {
-        if !alone {
+        if savepoints {
             // The previous job's savepoint is ended and the next one taken in one round trip.
             let step = match (i, failed) {
                 (0, _) => "SAVEPOINT job",
@@ -909,18 +1001,26 @@ fn pg_batch(pool: &PgPool, handle: &tokio::runtime::Handle, mut batch: Vec<Box<d
             }
         }
         failed = !job.run(TxRef::Postgres(&mut pgtx), Some(&mut carried));
-        if alone && failed {
+        if failed && !savepoints {
+            if batch.len() > 1 {
+                if let Some(tx) = pgtx.tx.take() {
+                    pg_round_trip("write");
+                    let _ = handle.block_on(tx.rollback());
+                }
+                return None;
+            }
             broken = Some(StoreError::Sqlite("the write failed".into()));
+            break;
         }
     }
-    if !alone
+    if savepoints
         && failed
         && broken.is_none()
         && let Err(e) = pgtx.simple("ROLLBACK TO SAVEPOINT job")
     {
         broken = Some(e);
     }
-    let outcome = match (broken, pgtx.tx.take()) {
+    Some(match (broken, pgtx.tx.take()) {
         (None, Some(tx)) => {
             pg_round_trip("write");
             handle.block_on(tx.commit()).map_err(map_pg)
@@ -933,19 +1033,7 @@ fn pg_batch(pool: &PgPool, handle: &tokio::runtime::Handle, mut batch: Vec<Box<d
             }
             Err(e)
         }
-    };
-    if outcome.as_ref().is_err_and(|_| !alone) {
-        tracing::error!(
-            "a PostgreSQL write batch failed as a whole; every write in it is answered with the error"
-        );
-    }
-    for job in batch {
-        // A job that failed alone keeps its own error: the batch's is only what it caused.
-        job.answer(match &outcome {
-            Ok(()) => Ok(()),
-            Err(e) => Err(e.for_each()),
-        });
-    }
+    })
 }
 
 impl PgTx {
@@ -1087,6 +1175,32 @@ impl Pool {
         }
     }
 
+    /// [`Pool::write_keyed`] for a unit of work that may run again, from the start, after its
+    /// transaction rolled back: it reads what it needs in the transaction and changes nothing
+    /// outside it. On PostgreSQL a lane's batch of such writes takes no savepoints unless one
+    /// of them fails (see [`pg_batch`]). On SQLite it is [`Pool::write_keyed`].
+    pub(crate) async fn write_keyed_again<T, E, F>(&self, tenant: &str, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnMut(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
+    {
+        match self {
+            Pool::Postgres(pg) => {
+                let (reply, recv) = tokio::sync::oneshot::channel::<Result<T, E>>();
+                let job: Box<dyn Job> = Box::new(Again {
+                    work: f,
+                    result: None,
+                    reply,
+                });
+                pg.enqueue(tenant, job);
+                recv.await
+                    .map_err(|_| E::from(StoreError::Sqlite("a write lane dropped a job".into())))?
+            }
+            Pool::Sqlite(_) => self.write_keyed(Some(tenant), f).await,
+        }
+    }
+
     /// Closes connections.
     pub(crate) async fn close(&self) {
         match self {
@@ -1123,6 +1237,11 @@ pub struct Tx<'a> {
     pub(crate) pending: Pending,
     /// What readers' caches must forget when this transaction commits.
     pub(crate) reach: Reach,
+    /// The commit notice an earlier [`Tx::flush`] of this unit of work already sent (a unit
+    /// of work may end itself, to answer what its end statement refused).
+    pub(crate) flushed: Option<Option<String>>,
+    /// An earlier [`Tx::flush`] of this unit of work wrote events.
+    pub(crate) wrote_events: bool,
 }
 
 /// Bytes SQLite holds in this process (every connection's page cache, statements, and the
@@ -1162,6 +1281,13 @@ pub(crate) struct Pending {
     /// PostgreSQL: statements whose results nothing reads and whose rows nothing in the unit
     /// of work reads back, sent with its end ([`Tx::defer`]).
     pub deferred: Vec<(String, Vec<P>)>,
+}
+
+impl Pending {
+    /// Nothing waits to be written.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.audit.is_empty() && self.outbox.is_empty() && self.deferred.is_empty()
+    }
 }
 
 /// A chain tip as a write of a PostgreSQL batch left it, for the batch's next write.
@@ -1241,6 +1367,8 @@ impl<'a> Tx<'a> {
             tips: Vec::new(),
             pending: Pending::default(),
             reach: Reach::Locked,
+            flushed: None,
+            wrote_events: false,
         }
     }
 }

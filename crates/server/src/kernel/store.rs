@@ -268,6 +268,25 @@ fn connect_failure(options: &sqlx::postgres::PgConnectOptions, e: &sqlx::Error) 
     text
 }
 
+/// A unit of work's result and what its commit changes on this node.
+struct Written<T> {
+    out: T,
+    wrote_events: bool,
+    tenants: Vec<String>,
+    reach: Reach,
+}
+
+impl<T> Written<T> {
+    fn of(tx: &Tx<'_>, out: T) -> Written<T> {
+        Written {
+            out,
+            wrote_events: tx.wrote_events || !tx.pending.outbox.is_empty(),
+            tenants: tx.tips.iter().map(|t| t.tenant.clone()).collect(),
+            reach: tx.reach,
+        }
+    }
+}
+
 impl Store {
     /// Connects, creating the SQLite file if needed, and applies pending migrations.
     pub async fn connect(url: &str, opts: &StoreOptions) -> StoreResult<Store> {
@@ -398,21 +417,45 @@ impl Store {
         self.write_keyed(Some(tenant), f).await
     }
 
+    /// [`Store::write_for`] for a unit of work that may run again from the start after its
+    /// transaction rolled back: it reads what it needs in the transaction and changes nothing
+    /// outside it. On PostgreSQL a batch of such writes takes no savepoints unless one of them
+    /// fails (a round trip less per write; see `kernel::db::Pool::write_keyed_again`).
+    pub async fn write_for_again<T, E, F>(&self, tenant: &str, mut f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnMut(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
+    {
+        let done = self
+            .pool
+            .write_keyed_again(tenant, move |tx| f(tx).map(|v| Written::of(tx, v)))
+            .await?;
+        Ok(self.committed(done).await)
+    }
+
     async fn write_keyed<T, E, F>(&self, tenant: Option<&str>, f: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T, E> + Send + 'static,
     {
-        let (out, wrote_events, tenants, reach) = self
+        let done = self
             .pool
-            .write_keyed(tenant, move |tx| {
-                f(tx).map(|v| {
-                    let tenants: Vec<String> = tx.tips.iter().map(|t| t.tenant.clone()).collect();
-                    (v, !tx.pending.outbox.is_empty(), tenants, tx.reach)
-                })
-            })
+            .write_keyed(tenant, move |tx| f(tx).map(|v| Written::of(tx, v)))
             .await?;
+        Ok(self.committed(done).await)
+    }
+
+    /// What follows a commit on this node: readers' caches move, the tenants are noted for the
+    /// followers, event readers wake, and the after-commit hook sees it.
+    async fn committed<T>(&self, done: Written<T>) -> T {
+        let Written {
+            out,
+            wrote_events,
+            tenants,
+            reach,
+        } = done;
         self.generations.moved(&tenants, reach);
         if !tenants.is_empty()
             && self.following.load(std::sync::atomic::Ordering::Relaxed)
@@ -428,7 +471,7 @@ impl Store {
         {
             hook.committed(tenants).await;
         }
-        Ok(out)
+        out
     }
 
     /// Sets what sees every commit before its write returns (once).
@@ -893,8 +936,17 @@ impl Tx<'_> {
     /// Writes what the unit of work appended to the audit log and the outbox — multi-row
     /// inserts, then the chain tip once — just before it commits.
     pub(crate) fn flush(&mut self) -> StoreResult<()> {
-        let pending = std::mem::take(&mut self.pending);
         let notice = self.commit_notice();
+        if self.pending.is_empty()
+            && !self.tips.iter().any(|t| t.moved || t.lines_moved)
+            && self.flushed.as_ref() == Some(&notice)
+        {
+            // Ended already, and nothing since.
+            return Ok(());
+        }
+        self.flushed = Some(notice.clone());
+        let pending = std::mem::take(&mut self.pending);
+        self.wrote_events |= !pending.outbox.is_empty();
         // Each tenant's head row once: the chain tip and, if licensing moved them, the seat
         // counts.
         let mut moved: Vec<(String, i64, String, Option<String>)> = Vec::new();
