@@ -519,13 +519,13 @@ impl Engine {
                 };
                 let plain = further == Some((false, false));
                 if plain {
-                    tx.insert_user_with_end(&ctx.tenant, &res).map_err(taken)?;
+                    tx.insert_user_with_end(&ctx.tenant, res).map_err(taken)?;
                 } else {
-                    tx.insert_resource(kind, &ctx.tenant, &res).map_err(taken)?;
+                    tx.insert_resource(kind, &ctx.tenant, res).map_err(taken)?;
                 }
                 let mut added = Vec::new();
                 if !members.is_empty() {
-                    added = check_members(tx, &ctx, &res.id, &members)?;
+                    added = check_members(tx, ctx, &res.id, &members)?;
                     tx.add_members(&ctx.tenant, &res.id, &added)?;
                 }
                 let mut after = res.doc.clone();
@@ -538,7 +538,7 @@ impl Engine {
                 };
                 record(
                     tx,
-                    &ctx,
+                    ctx,
                     kind,
                     &res.id,
                     action,
