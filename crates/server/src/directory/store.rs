@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use scim::sql::{Column, ColumnKind, ColumnMap, SqlWhere};
 use serde_json::Value;
 
-use crate::kernel::db::{P, Row, placeholders};
+use crate::kernel::db::{P, Row, RowsInsert, placeholders, tuples};
 use crate::kernel::store::{Store, StoreError, StoreResult, Tx};
 use crate::licenses::service::LicenseRow;
 
@@ -642,26 +642,43 @@ impl Tx<'_> {
         if kind == Kind::User && self.backend() == crate::kernel::db::Backend::Postgres {
             // One round trip on PostgreSQL: the user, its emails and the count, as
             // data-modifying `WITH` clauses of one statement.
-            let parts = user_insert_parts(tenant, res, &cols, doc);
-            let mut params = Vec::new();
-            let mut clauses = Vec::new();
-            let last = parts.len() - 1;
-            for (i, (sql, ps)) in parts.into_iter().enumerate() {
-                let sql = crate::kernel::db::shift_placeholders(&sql, params.len());
-                params.extend(ps);
-                clauses.push(if i == last {
-                    sql
-                } else {
-                    format!("w{i} AS ({sql})")
-                });
-            }
-            let last = clauses.pop().unwrap_or_default();
-            let sql = if clauses.is_empty() {
-                last
+            let mut params = Vec::from(params![
+                tenant,
+                &res.id,
+                &cols.name,
+                cols.name.to_lowercase(),
+                &cols.external_id,
+                &cols.display_name,
+                cols.display_name.as_ref().map(|d| d.to_lowercase()),
+                i64::from(cols.active),
+                &res.created,
+                &res.last_modified,
+                res.version,
+                doc,
+                kind.name()
+            ]);
+            let emails = if cols.emails.is_empty() {
+                String::new()
             } else {
-                format!("WITH {} {last}", clauses.join(", "))
+                let values = (0..cols.emails.len())
+                    .map(|i| format!("($1, $2, ${})", i + 14))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                params.extend(cols.emails.iter().map(P::from));
+                format!(
+                    ", e AS (INSERT INTO scim_user_emails (tenant_id, user_id, value_lc) VALUES {values})"
+                )
             };
-            self.execute(&sql, &params)?;
+            self.execute(
+                &format!(
+                    "WITH u AS (INSERT INTO scim_users (tenant_id, id, user_name, user_name_lc, external_id, display_name, \
+                     display_name_lc, active, created, last_modified, version, doc) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)){emails} \
+                     INSERT INTO resource_counts (tenant_id, kind, n) VALUES ($1, $13, 1) \
+                     ON CONFLICT (tenant_id, kind) DO UPDATE SET n = resource_counts.n + 1"
+                ),
+                &params,
+            )?;
             return Ok(());
         }
         match kind {
@@ -712,10 +729,30 @@ impl Tx<'_> {
             return self.insert_resource(Kind::User, tenant, res);
         }
         let cols = IndexCols::of(Kind::User, &res.doc);
-        for (sql, params) in user_insert_parts(tenant, res, &cols, res.doc.to_string()) {
-            self.defer(sql, params)?;
+        self.defer_rows(
+            &USERS_INSERT,
+            Vec::new(),
+            Vec::from(params![
+                tenant,
+                &res.id,
+                &cols.name,
+                cols.name.to_lowercase(),
+                &cols.external_id,
+                &cols.display_name,
+                cols.display_name.as_ref().map(|d| d.to_lowercase()),
+                i64::from(cols.active),
+                &res.created,
+                &res.last_modified,
+                res.version,
+                res.doc.to_string()
+            ]),
+        )?;
+        let mut emails = Vec::with_capacity(cols.emails.len() * 3);
+        for e in &cols.emails {
+            emails.extend(params![tenant, &res.id, e]);
         }
-        Ok(())
+        self.defer_rows(&EMAILS_INSERT, Vec::new(), emails)?;
+        self.defer_count(tenant, Kind::User.name(), 1)
     }
 
     fn write_emails(&mut self, tenant: &str, user: &str, emails: &[String]) -> StoreResult<()> {
@@ -951,51 +988,25 @@ impl Tx<'_> {
     }
 }
 
-/// A new user's rows on PostgreSQL as separate statements (each its own placeholders from
-/// `$1`): the user, its emails (when it has any) and its kind's count.
-fn user_insert_parts(
-    tenant: &str,
-    res: &StoredResource,
-    cols: &IndexCols,
-    doc: String,
-) -> Vec<(String, Vec<P>)> {
-    let mut parts = vec![(
-        "INSERT INTO scim_users (tenant_id, id, user_name, user_name_lc, external_id, display_name, \
-         display_name_lc, active, created, last_modified, version, doc) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-            .to_string(),
-        Vec::from(params![
-            tenant,
-            &res.id,
-            &cols.name,
-            cols.name.to_lowercase(),
-            &cols.external_id,
-            &cols.display_name,
-            cols.display_name.as_ref().map(|d| d.to_lowercase()),
-            i64::from(cols.active),
-            &res.created,
-            &res.last_modified,
-            res.version,
-            doc
-        ]),
-    )];
-    if !cols.emails.is_empty() {
-        let values = (0..cols.emails.len())
-            .map(|i| format!("($1, $2, ${})", i + 3))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut params = Vec::from(params![tenant, &res.id]);
-        params.extend(cols.emails.iter().map(P::from));
-        parts.push((
-            format!("INSERT INTO scim_user_emails (tenant_id, user_id, value_lc) VALUES {values}"),
-            params,
-        ));
-    }
-    parts.push((
-        "INSERT INTO resource_counts (tenant_id, kind, n) VALUES ($1, $2, 1) \
-         ON CONFLICT (tenant_id, kind) DO UPDATE SET n = resource_counts.n + 1"
-            .to_string(),
-        Vec::from(params![tenant, Kind::User.name()]),
-    ));
-    parts
-}
+/// New users' rows, written with a unit of work's end ([`Tx::insert_user_with_end`]).
+static USERS_INSERT: RowsInsert = RowsInsert {
+    sql: |n| {
+        format!(
+            "INSERT INTO scim_users (tenant_id, id, user_name, user_name_lc, external_id, display_name, \
+             display_name_lc, active, created, last_modified, version, doc) VALUES {}",
+            tuples(1, 12, n)
+        )
+    },
+    width: 12,
+};
+
+/// New users' email index rows, as [`USERS_INSERT`].
+static EMAILS_INSERT: RowsInsert = RowsInsert {
+    sql: |n| {
+        format!(
+            "INSERT INTO scim_user_emails (tenant_id, user_id, value_lc) VALUES {}",
+            tuples(1, 3, n)
+        )
+    },
+    width: 3,
+};

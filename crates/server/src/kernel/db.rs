@@ -978,9 +978,13 @@ fn pg_attempt(
         Ok(tx) => tx,
         Err(e) => return Some(Err(map_pg(e))),
     };
+    // Without savepoints, the writes' ends go as one statement before the commit.
+    let merging = !savepoints && batch.len() > 1;
     let mut pgtx = PgTx {
         tx: Some(tx),
         handle: handle.clone(),
+        merging,
+        merged: None,
     };
     let mut broken: Option<StoreError> = None;
     let mut failed = false;
@@ -1018,6 +1022,17 @@ fn pg_attempt(
         && broken.is_none()
         && let Err(e) = pgtx.simple("ROLLBACK TO SAVEPOINT job")
     {
+        broken = Some(e);
+    }
+    if merging && let Err(e) = pgtx.send_merged() {
+        // Which write it was is not known: they run again, each in its savepoint.
+        if !e.is_unavailable() {
+            if let Some(tx) = pgtx.tx.take() {
+                pg_round_trip("write");
+                let _ = handle.block_on(tx.rollback());
+            }
+            return None;
+        }
         broken = Some(e);
     }
     Some(match (broken, pgtx.tx.take()) {
@@ -1147,6 +1162,8 @@ impl Pool {
                     let mut pgtx = PgTx {
                         tx: Some(tx),
                         handle: handle.clone(),
+                        merging: false,
+                        merged: None,
                     };
                     let mut tx = Tx::new(TxRef::Postgres(&mut pgtx));
                     let result = f(&mut tx).and_then(|v| tx.flush().map(|()| v).map_err(E::from));
@@ -1218,6 +1235,9 @@ impl Pool {
 pub struct PgTx {
     tx: Option<sqlx::Transaction<'static, Postgres>>,
     handle: tokio::runtime::Handle,
+    /// Writes keep their ends for one statement of the batch ([`PgTx::merge`]).
+    merging: bool,
+    merged: Option<Merged>,
 }
 
 enum TxRef<'a> {
@@ -1273,20 +1293,88 @@ pub(crate) enum Reach {
     Nothing,
 }
 
-/// Rows a unit of work appends to the audit log and the outbox, written by [`Tx::flush`].
+/// Rows a unit of work appends, written by its end ([`Tx::flush`]).
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     pub audit: Vec<crate::kernel::chain::AuditRow>,
     pub outbox: Vec<[String; 6]>,
-    /// PostgreSQL: statements whose results nothing reads and whose rows nothing in the unit
-    /// of work reads back, sent with its end ([`Tx::defer`]).
-    pub deferred: Vec<(String, Vec<P>)>,
+    /// Rows nothing in the unit of work reads back ([`Tx::defer_rows`]; PostgreSQL).
+    pub rows: Vec<DeferredRows>,
+    /// Changes to `resource_counts` ([`Tx::defer_count`]; PostgreSQL), one per tenant and kind.
+    pub counts: Vec<(String, &'static str, i64)>,
+}
+
+/// A multi-row insert whose rows a unit of work's end writes: the rows of several writes of
+/// a batch join one statement.
+#[derive(Debug)]
+pub(crate) struct RowsInsert {
+    /// The statement for `n` rows: the leading parameters `$1..` first, then the rows'.
+    pub sql: fn(usize) -> String,
+    /// Parameters per row.
+    pub width: usize,
+}
+
+/// Rows waiting for a unit of work's end, under the leading parameters they share.
+#[derive(Debug)]
+pub(crate) struct DeferredRows {
+    insert: &'static RowsInsert,
+    lead: Vec<P>,
+    rows: Vec<P>,
 }
 
 impl Pending {
     /// Nothing waits to be written.
     pub(crate) fn is_empty(&self) -> bool {
-        self.audit.is_empty() && self.outbox.is_empty() && self.deferred.is_empty()
+        self.audit.is_empty()
+            && self.outbox.is_empty()
+            && self.rows.is_empty()
+            && self.counts.is_empty()
+    }
+
+    /// Parameters the rows bind.
+    fn params(&self) -> usize {
+        self.audit.len() * AUDIT_INSERT.columns
+            + self.outbox.len() * OUTBOX_INSERT.columns
+            + self
+                .rows
+                .iter()
+                .map(|d| d.lead.len() + d.rows.len())
+                .sum::<usize>()
+            + self.counts.len() * 3
+    }
+
+    fn add_rows(&mut self, insert: &'static RowsInsert, lead: Vec<P>, rows: Vec<P>) {
+        match self.rows.iter_mut().find(|d| {
+            std::ptr::eq(d.insert, insert)
+                && d.lead == lead
+                && d.rows.len() + rows.len() <= END_PARAMS
+        }) {
+            Some(d) => d.rows.extend(rows),
+            None => self.rows.push(DeferredRows { insert, lead, rows }),
+        }
+    }
+
+    fn add_count(&mut self, tenant: &str, kind: &'static str, by: i64) {
+        match self
+            .counts
+            .iter_mut()
+            .find(|(t, k, _)| t == tenant && *k == kind)
+        {
+            Some((_, _, n)) => *n += by,
+            None => self.counts.push((tenant.to_string(), kind, by)),
+        }
+    }
+
+    /// Takes another unit of work's rows after these.
+    fn append(&mut self, other: Pending) {
+        self.audit.extend(other.audit);
+        self.outbox.extend(other.outbox);
+        for d in other.rows {
+            self.add_rows(d.insert, d.lead, d.rows);
+        }
+        for (tenant, kind, by) in other.counts {
+            self.add_count(&tenant, kind, by);
+        }
     }
 }
 
@@ -1404,15 +1492,54 @@ impl Tx<'_> {
         }
     }
 
-    /// Runs a write whose result nothing reads, and whose rows nothing later in the unit of
-    /// work reads back: on SQLite at once; on PostgreSQL with the unit of work's end (a data-
-    /// modifying `WITH` clause of its last statement), one round trip less.
-    pub(crate) fn defer(&mut self, sql: String, params: Vec<P>) -> StoreResult<()> {
+    /// Inserts rows nothing later in the unit of work reads back, nor anything reads as a
+    /// result: on SQLite at once; on PostgreSQL with the unit of work's end (a data-modifying
+    /// `WITH` clause of its last statement, shared with the other writes of its batch when
+    /// they may run again), one round trip less. `lead` are the statement's leading
+    /// parameters, `rows` every row's, [`RowsInsert::width`] a row.
+    pub(crate) fn defer_rows(
+        &mut self,
+        insert: &'static RowsInsert,
+        lead: Vec<P>,
+        rows: Vec<P>,
+    ) -> StoreResult<()> {
+        let n = rows.len() / insert.width.max(1);
+        if n == 0 {
+            return Ok(());
+        }
         match self.conn {
-            TxRef::Sqlite(_) => self.execute(&sql, &params).map(|_| ()),
+            TxRef::Sqlite(_) => {
+                let mut params = lead;
+                params.extend(rows);
+                self.execute(&(insert.sql)(n), &params).map(|_| ())
+            }
             TxRef::Postgres(_) => {
-                no_nul(&params)?;
-                self.pending.deferred.push((sql, params));
+                no_nul(&lead)?;
+                no_nul(&rows)?;
+                self.pending.add_rows(insert, lead, rows);
+                Ok(())
+            }
+        }
+    }
+
+    /// Moves a tenant's count of resources of a kind by `by`: on SQLite at once; on
+    /// PostgreSQL with the unit of work's end, as [`Tx::defer_rows`].
+    pub(crate) fn defer_count(
+        &mut self,
+        tenant: &str,
+        kind: &'static str,
+        by: i64,
+    ) -> StoreResult<()> {
+        match self.conn {
+            TxRef::Sqlite(_) => self
+                .execute(
+                    COUNTS_UPSERT_ONE,
+                    &[P::from(tenant), P::from(kind), P::Int(by)],
+                )
+                .map(|_| ()),
+            TxRef::Postgres(_) => {
+                no_nul(&[P::from(tenant)])?;
+                self.pending.add_count(tenant, kind, by);
                 Ok(())
             }
         }
@@ -1469,6 +1596,7 @@ impl Tx<'_> {
             TxRef::Sqlite(c) => sqlite_fetch(c, sql, params),
             TxRef::Postgres(pg) => {
                 no_nul(params)?;
+                pg.send_merged()?;
                 let tx = pg.tx.as_mut().ok_or_else(finished)?;
                 pg_round_trip("write");
                 pg.handle
@@ -1492,6 +1620,7 @@ impl Tx<'_> {
             TxRef::Sqlite(c) => sqlite_exec(c, sql, params),
             TxRef::Postgres(pg) => {
                 no_nul(params)?;
+                pg.send_merged()?;
                 let tx = pg.tx.as_mut().ok_or_else(finished)?;
                 pg_round_trip("write");
                 Ok(pg
@@ -1501,6 +1630,366 @@ impl Tx<'_> {
                     .rows_affected())
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------- the end of a unit of work
+
+/// Rows per multi-row insert when a unit of work's end is written statement by statement.
+const FLUSH_ROWS: usize = 100;
+/// Parameters one end statement binds at most (PostgreSQL allows 65,535).
+const END_PARAMS: usize = 30_000;
+
+/// A multi-row insert: its table and columns, and its statements by row count (built once).
+struct MultiInsert {
+    head: &'static str,
+    columns: usize,
+    by_rows: std::sync::OnceLock<Vec<String>>,
+}
+
+static AUDIT_INSERT: MultiInsert = MultiInsert {
+    head: "INSERT INTO audit_log (tenant_id, seq, at, actor, action, resource_type, resource_id, \
+           request_id, before_doc, after_doc, prev_hash, hash) VALUES ",
+    columns: 12,
+    by_rows: std::sync::OnceLock::new(),
+};
+
+static OUTBOX_INSERT: MultiInsert = MultiInsert {
+    head: "INSERT INTO outbox (tenant_id, event_type, resource_type, resource_id, payload, created) VALUES ",
+    columns: 6,
+    by_rows: std::sync::OnceLock::new(),
+};
+
+/// A count moved by one write.
+const COUNTS_UPSERT_ONE: &str = "INSERT INTO resource_counts (tenant_id, kind, n) VALUES ($1, $2, $3) \
+     ON CONFLICT (tenant_id, kind) DO UPDATE SET n = resource_counts.n + excluded.n";
+
+/// The statement inserting `rows` rows (1 ..= FLUSH_ROWS).
+fn multi_insert(m: &'static MultiInsert, rows: usize) -> &'static str {
+    let all = m.by_rows.get_or_init(|| {
+        (1..=FLUSH_ROWS)
+            .map(|n| format!("{}{}", m.head, tuples(1, m.columns, n)))
+            .collect()
+    });
+    all[rows.clamp(1, FLUSH_ROWS) - 1].as_str()
+}
+
+/// `($first, …), (…)`: `rows` tuples of `columns` placeholders, numbered from `first`.
+pub(crate) fn tuples(first: usize, columns: usize, rows: usize) -> String {
+    (0..rows)
+        .map(|i| format!("({})", placeholders(first + i * columns, columns)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An audit record's values, in [`AUDIT_INSERT`]'s column order.
+fn audit_params(params: &mut Vec<P>, rec: &crate::kernel::chain::AuditRow) {
+    params.extend(params![
+        &rec.tenant_id,
+        rec.seq,
+        &rec.at,
+        &rec.actor,
+        &rec.action,
+        &rec.resource_type,
+        &rec.resource_id,
+        &rec.request_id,
+        &rec.before,
+        &rec.after,
+        &rec.prev_hash,
+        &rec.hash
+    ]);
+}
+
+/// A tenant's head row as a unit of work leaves it: the chain tip, and the seat counts when
+/// they moved.
+#[derive(Debug)]
+struct Head {
+    tenant: String,
+    seq: i64,
+    hash: String,
+    lines: Option<String>,
+}
+
+/// What the writes of a PostgreSQL batch that need no savepoints have ended with and not yet
+/// sent: one end statement carries them all (see [`PgTx::merge`]).
+#[derive(Debug, Default)]
+struct Merged {
+    pending: Pending,
+    head: Option<Head>,
+    /// Commit notices, each as [`Tx::commit_notice`] gives it.
+    notices: Vec<String>,
+}
+
+/// One commit notice for several: every tenant named once, or `*`.
+fn one_notice(notices: &[String]) -> Option<String> {
+    if notices.is_empty() {
+        return None;
+    }
+    if notices.iter().any(|n| n == "*") {
+        return Some("*".into());
+    }
+    let mut tenants: Vec<&str> = notices.iter().flat_map(|n| n.split(',')).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    let joined = tenants.join(",");
+    // A NOTIFY payload holds under 8,000 bytes.
+    Some(if joined.len() > 4_000 {
+        "*".into()
+    } else {
+        joined
+    })
+}
+
+/// The end of a unit of work (or of several) as one PostgreSQL statement: its deferred rows
+/// and counts, audit records and events are inserted by data-modifying `WITH` clauses of the
+/// statement that moves the tenant's head row, which also sends the `NOTIFY`s. `None` when
+/// there is nothing to send.
+fn end_statement(
+    pending: &Pending,
+    head: Option<&Head>,
+    notice: Option<&str>,
+) -> Option<(String, Vec<P>)> {
+    let events = !pending.outbox.is_empty();
+    if pending.is_empty() && head.is_none() && notice.is_none() {
+        return None;
+    }
+    let mut params: Vec<P> = Vec::with_capacity(pending.params() + 8);
+    let mut clauses: Vec<String> = Vec::new();
+    for (i, d) in pending.rows.iter().enumerate() {
+        let n = d.rows.len() / d.insert.width.max(1);
+        clauses.push(format!(
+            "r{i} AS ({})",
+            shift_placeholders(&(d.insert.sql)(n), params.len())
+        ));
+        params.extend(d.lead.iter().cloned());
+        params.extend(d.rows.iter().cloned());
+    }
+    if !pending.counts.is_empty() {
+        let first = params.len() + 1;
+        for (tenant, kind, by) in &pending.counts {
+            params.extend(params![tenant, *kind, *by]);
+        }
+        clauses.push(format!(
+            "c AS (INSERT INTO resource_counts (tenant_id, kind, n) VALUES {} \
+             ON CONFLICT (tenant_id, kind) DO UPDATE SET n = resource_counts.n + excluded.n)",
+            tuples(first, 3, pending.counts.len())
+        ));
+    }
+    if !pending.audit.is_empty() {
+        let first = params.len() + 1;
+        for rec in &pending.audit {
+            audit_params(&mut params, rec);
+        }
+        clauses.push(format!(
+            "a AS ({}{})",
+            AUDIT_INSERT.head,
+            tuples(first, AUDIT_INSERT.columns, pending.audit.len())
+        ));
+    }
+    if events {
+        let first = params.len() + 1;
+        for row in &pending.outbox {
+            params.extend(row.iter().map(P::from));
+        }
+        clauses.push(format!(
+            "o AS ({}{})",
+            OUTBOX_INSERT.head,
+            tuples(first, OUTBOX_INSERT.columns, pending.outbox.len())
+        ));
+    }
+    let mut notices: Vec<String> = Vec::new();
+    if events {
+        notices.push(format!("pg_notify('{EVENTS_CHANNEL}', '')"));
+    }
+    if let Some(notice) = notice {
+        params.push(P::from(notice));
+        notices.push(format!("pg_notify('{COMMITS_CHANNEL}', ${})", params.len()));
+    }
+    let returning = if notices.is_empty() {
+        String::new()
+    } else {
+        format!(" RETURNING {}", notices.join(", "))
+    };
+    let last = match head {
+        Some(h) => {
+            let n = params.len();
+            params.extend(params![&h.tenant, h.seq, &h.hash]);
+            match &h.lines {
+                Some(lines) => {
+                    params.push(P::from(lines));
+                    format!(
+                        "UPDATE audit_heads SET seq = ${}, hash = ${}, seat_lines = ${} WHERE tenant_id = ${}{returning}",
+                        n + 2,
+                        n + 3,
+                        n + 4,
+                        n + 1
+                    )
+                }
+                None => format!(
+                    "UPDATE audit_heads SET seq = ${}, hash = ${} WHERE tenant_id = ${}{returning}",
+                    n + 2,
+                    n + 3,
+                    n + 1
+                ),
+            }
+        }
+        None if !notices.is_empty() => format!("SELECT {}", notices.join(", ")),
+        None => "SELECT 1".to_string(),
+    };
+    let sql = if clauses.is_empty() {
+        last
+    } else {
+        format!("WITH {} {last}", clauses.join(", "))
+    };
+    Some((sql, params))
+}
+
+impl PgTx {
+    /// Keeps a write's end for the batch's one end statement (sent before anything else
+    /// reads or writes, and before the commit).
+    fn merge(
+        &mut self,
+        pending: Pending,
+        head: Option<Head>,
+        notice: Option<String>,
+    ) -> StoreResult<()> {
+        if let (
+            Some(h),
+            Some(Merged {
+                head: Some(old), ..
+            }),
+        ) = (&head, &self.merged)
+            && h.tenant != old.tenant
+        {
+            self.send_merged()?;
+        }
+        let m = self.merged.get_or_insert_with(Merged::default);
+        m.pending.append(pending);
+        if let Some(mut h) = head {
+            if h.lines.is_none()
+                && let Some(old) = &m.head
+            {
+                h.lines = old.lines.clone();
+            }
+            m.head = Some(h);
+        }
+        if let Some(n) = notice
+            && !m.notices.contains(&n)
+        {
+            m.notices.push(n);
+        }
+        if m.pending.params() > END_PARAMS {
+            self.send_merged()?;
+        }
+        Ok(())
+    }
+
+    /// Sends what [`PgTx::merge`] kept, if anything.
+    fn send_merged(&mut self) -> StoreResult<()> {
+        let Some(m) = self.merged.take() else {
+            return Ok(());
+        };
+        let notice = one_notice(&m.notices);
+        let Some((sql, params)) = end_statement(&m.pending, m.head.as_ref(), notice.as_deref())
+        else {
+            return Ok(());
+        };
+        let tx = self.tx.as_mut().ok_or_else(finished)?;
+        pg_round_trip("write");
+        // Its text changes with every batch's make-up: not kept as a prepared statement.
+        self.handle
+            .block_on(pg_bind(&sql, &params).persistent(false).execute(&mut **tx))
+            .map(|_| ())
+            .map_err(map_pg)
+    }
+}
+
+impl Tx<'_> {
+    /// Writes what the unit of work deferred and appended (rows, counts, audit records,
+    /// events) and moves each tenant's head row, just before it commits: on PostgreSQL in one
+    /// statement when it fits (four round trips became one), or kept for its batch's one end
+    /// statement; otherwise statement by statement. A unit of work may end itself to answer
+    /// what its end refused; a second end with nothing new does nothing.
+    pub(crate) fn flush(&mut self) -> StoreResult<()> {
+        let notice = self.commit_notice();
+        if self.pending.is_empty()
+            && !self.tips.iter().any(|t| t.moved || t.lines_moved)
+            && self.flushed.as_ref() == Some(&notice)
+        {
+            return Ok(());
+        }
+        self.flushed = Some(notice.clone());
+        let pending = std::mem::take(&mut self.pending);
+        self.wrote_events |= !pending.outbox.is_empty();
+        // Each tenant's head row once: the chain tip and, if licensing moved them, the seat
+        // counts.
+        let mut moved: Vec<Head> = Vec::new();
+        for t in self.tips.iter_mut().filter(|t| t.moved || t.lines_moved) {
+            let lines = match (t.lines_moved, &t.seat_lines) {
+                (true, Some(lines)) => Some(lines.stored()?),
+                _ => None,
+            };
+            t.moved = false;
+            t.lines_moved = false;
+            moved.push(Head {
+                tenant: t.tenant.clone(),
+                seq: t.seq,
+                hash: t.hash.clone(),
+                lines,
+            });
+        }
+        if let TxRef::Postgres(pg) = &mut self.conn
+            && moved.len() <= 1
+        {
+            if pg.merging {
+                return pg.merge(pending, moved.pop(), notice);
+            }
+            if pending.params() <= END_PARAMS {
+                return match end_statement(&pending, moved.first(), notice.as_deref()) {
+                    Some((sql, params)) => self.execute(&sql, &params).map(|_| ()),
+                    None => Ok(()),
+                };
+            }
+        }
+        for d in &pending.rows {
+            let mut params = d.lead.clone();
+            params.extend(d.rows.iter().cloned());
+            self.execute(
+                &(d.insert.sql)(d.rows.len() / d.insert.width.max(1)),
+                &params,
+            )?;
+        }
+        for (tenant, kind, by) in &pending.counts {
+            self.execute(COUNTS_UPSERT_ONE, &params![tenant, *kind, *by])?;
+        }
+        self.notify_other_nodes(!pending.outbox.is_empty(), notice)?;
+        for chunk in pending.audit.chunks(FLUSH_ROWS) {
+            let mut params: Vec<P> = Vec::with_capacity(chunk.len() * AUDIT_INSERT.columns);
+            for rec in chunk {
+                audit_params(&mut params, rec);
+            }
+            self.execute(multi_insert(&AUDIT_INSERT, chunk.len()), &params)?;
+        }
+        for chunk in pending.outbox.chunks(FLUSH_ROWS) {
+            let mut params: Vec<P> = Vec::with_capacity(chunk.len() * OUTBOX_INSERT.columns);
+            for row in chunk {
+                params.extend(row.iter().map(P::from));
+            }
+            self.execute(multi_insert(&OUTBOX_INSERT, chunk.len()), &params)?;
+        }
+        for h in moved {
+            match h.lines {
+                Some(lines) => self.execute(
+                    "UPDATE audit_heads SET seq = $2, hash = $3, seat_lines = $4 WHERE tenant_id = $1",
+                    &params![&h.tenant, h.seq, &h.hash, &lines],
+                )?,
+                None => self.execute(
+                    "UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1",
+                    &params![&h.tenant, h.seq, &h.hash],
+                )?,
+            };
+        }
+        Ok(())
     }
 }
 

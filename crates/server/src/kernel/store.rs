@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 pub use super::chain::VENDOR;
 pub use super::db::{Backend, StoreError, StoreResult, Tx};
-use super::db::{COMMITS_CHANNEL, EVENTS_CHANNEL, P, Pool, Reach, Row, placeholders};
+use super::db::{COMMITS_CHANNEL, EVENTS_CHANNEL, P, Pool, Reach, Row};
 use super::migrate;
 use sqlx::postgres::PgPoolOptions;
 
@@ -801,70 +801,6 @@ pub struct AuditEntry {
     pub after: Option<String>,
 }
 
-/// Rows per multi-row insert of [`Tx::flush`].
-const FLUSH_ROWS: usize = 100;
-
-/// A multi-row insert: its table and columns, and its statements by row count (built once).
-struct MultiInsert {
-    head: &'static str,
-    columns: usize,
-    by_rows: std::sync::OnceLock<Vec<String>>,
-}
-
-static AUDIT_INSERT: MultiInsert = MultiInsert {
-    head: "INSERT INTO audit_log (tenant_id, seq, at, actor, action, resource_type, resource_id, \
-           request_id, before_doc, after_doc, prev_hash, hash) VALUES ",
-    columns: 12,
-    by_rows: std::sync::OnceLock::new(),
-};
-
-static OUTBOX_INSERT: MultiInsert = MultiInsert {
-    head: "INSERT INTO outbox (tenant_id, event_type, resource_type, resource_id, payload, created) VALUES ",
-    columns: 6,
-    by_rows: std::sync::OnceLock::new(),
-};
-
-/// The statement inserting `rows` rows (1 ..= FLUSH_ROWS).
-fn multi_insert(m: &'static MultiInsert, rows: usize) -> &'static str {
-    let all = m.by_rows.get_or_init(|| {
-        (1..=FLUSH_ROWS)
-            .map(|n| {
-                let tuples: Vec<String> = (0..n)
-                    .map(|i| format!("({})", placeholders(i * m.columns + 1, m.columns)))
-                    .collect();
-                format!("{}{}", m.head, tuples.join(", "))
-            })
-            .collect()
-    });
-    all[rows.clamp(1, FLUSH_ROWS) - 1].as_str()
-}
-
-/// `($first, …), (…)`: `rows` tuples of `columns` placeholders, numbered from `first`.
-pub(crate) fn tuples(first: usize, columns: usize, rows: usize) -> String {
-    (0..rows)
-        .map(|i| format!("({})", placeholders(first + i * columns, columns)))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// An audit record's values, in [`AUDIT_INSERT`]'s column order.
-fn audit_params(params: &mut Vec<P>, rec: &crate::kernel::chain::AuditRow) {
-    params.extend(params![
-        &rec.tenant_id,
-        rec.seq,
-        &rec.at,
-        &rec.actor,
-        &rec.action,
-        &rec.resource_type,
-        &rec.resource_id,
-        &rec.request_id,
-        &rec.before,
-        &rec.after,
-        &rec.prev_hash,
-        &rec.hash
-    ]);
-}
-
 impl Tx<'_> {
     /// Appends many records of one cause to the tenant's hash chain: the tip is advanced once
     /// and the links are computed in memory, so a change of 10,000 licenses costs one
@@ -925,176 +861,12 @@ impl Tx<'_> {
     }
 
     /// Moves a tenant's chain tip in this transaction; [`Tx::flush`] stores it.
-    fn move_chain_tip(&mut self, tenant: &str, seq: i64, hash: String) {
+    pub(super) fn move_chain_tip(&mut self, tenant: &str, seq: i64, hash: String) {
         if let Some(tip) = self.tips.iter_mut().find(|t| t.tenant == tenant) {
             tip.seq = seq;
             tip.hash = hash;
             tip.moved = true;
         }
-    }
-
-    /// Writes what the unit of work appended to the audit log and the outbox — multi-row
-    /// inserts, then the chain tip once — just before it commits.
-    pub(crate) fn flush(&mut self) -> StoreResult<()> {
-        let notice = self.commit_notice();
-        if self.pending.is_empty()
-            && !self.tips.iter().any(|t| t.moved || t.lines_moved)
-            && self.flushed.as_ref() == Some(&notice)
-        {
-            // Ended already, and nothing since.
-            return Ok(());
-        }
-        self.flushed = Some(notice.clone());
-        let pending = std::mem::take(&mut self.pending);
-        self.wrote_events |= !pending.outbox.is_empty();
-        // Each tenant's head row once: the chain tip and, if licensing moved them, the seat
-        // counts.
-        let mut moved: Vec<(String, i64, String, Option<String>)> = Vec::new();
-        for t in self.tips.iter_mut().filter(|t| t.moved || t.lines_moved) {
-            let lines = match (t.lines_moved, &t.seat_lines) {
-                (true, Some(lines)) => Some(lines.stored()?),
-                _ => None,
-            };
-            t.moved = false;
-            t.lines_moved = false;
-            moved.push((t.tenant.clone(), t.seq, t.hash.clone(), lines));
-        }
-        if self.backend() == Backend::Postgres
-            && pending.audit.len() <= FLUSH_ROWS
-            && pending.outbox.len() <= FLUSH_ROWS
-            && pending.deferred.iter().map(|d| d.1.len()).sum::<usize>() <= 10_000
-            && moved.len() <= 1
-        {
-            return self.flush_at_once(&pending, moved.pop(), notice);
-        }
-        for (sql, params) in &pending.deferred {
-            self.execute(sql, params)?;
-        }
-        self.notify_other_nodes(!pending.outbox.is_empty(), notice)?;
-        for chunk in pending.audit.chunks(FLUSH_ROWS) {
-            let mut params: Vec<P> = Vec::with_capacity(chunk.len() * 12);
-            for rec in chunk {
-                audit_params(&mut params, rec);
-            }
-            self.execute(multi_insert(&AUDIT_INSERT, chunk.len()), &params)?;
-        }
-        for chunk in pending.outbox.chunks(FLUSH_ROWS) {
-            let mut params: Vec<P> = Vec::with_capacity(chunk.len() * 6);
-            for row in chunk {
-                params.extend(row.iter().map(P::from));
-            }
-            self.execute(multi_insert(&OUTBOX_INSERT, chunk.len()), &params)?;
-        }
-        for (tenant, seq, hash, lines) in moved {
-            match lines {
-                Some(lines) => self.execute(
-                    "UPDATE audit_heads SET seq = $2, hash = $3, seat_lines = $4 WHERE tenant_id = $1",
-                    &params![&tenant, seq, &hash, &lines],
-                )?,
-                None => self.execute(
-                    "UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1",
-                    &params![&tenant, seq, &hash],
-                )?,
-            };
-        }
-        Ok(())
-    }
-
-    /// [`Tx::flush`] in one PostgreSQL round trip, for a unit of work of one tenant and at most
-    /// a page of rows (every SCIM write): its deferred writes ([`Tx::defer`]), the audit
-    /// records and the events are inserted by
-    /// data-modifying `WITH` clauses of the statement that moves the tenant's head row, which
-    /// also sends the `NOTIFY` when there are events. Four round trips became one.
-    fn flush_at_once(
-        &mut self,
-        pending: &crate::kernel::db::Pending,
-        head: Option<(String, i64, String, Option<String>)>,
-        notice: Option<String>,
-    ) -> StoreResult<()> {
-        let notify = !pending.outbox.is_empty();
-        if pending.audit.is_empty() && pending.deferred.is_empty() && !notify && head.is_none() {
-            return self.notify_other_nodes(false, notice);
-        }
-        let mut params: Vec<P> = Vec::new();
-        let mut clauses: Vec<String> = Vec::new();
-        // Deferred writes first, each its own data-modifying clause (all run, referenced or
-        // not; none reads another's rows).
-        for (i, (sql, ps)) in pending.deferred.iter().enumerate() {
-            clauses.push(format!(
-                "d{i} AS ({})",
-                crate::kernel::db::shift_placeholders(sql, params.len())
-            ));
-            params.extend(ps.iter().cloned());
-        }
-        if !pending.audit.is_empty() {
-            let first = params.len() + 1;
-            for rec in &pending.audit {
-                audit_params(&mut params, rec);
-            }
-            clauses.push(format!(
-                "a AS ({}{})",
-                AUDIT_INSERT.head,
-                tuples(first, AUDIT_INSERT.columns, pending.audit.len())
-            ));
-        }
-        if notify {
-            let first = params.len() + 1;
-            for row in &pending.outbox {
-                params.extend(row.iter().map(P::from));
-            }
-            clauses.push(format!(
-                "o AS ({}{})",
-                OUTBOX_INSERT.head,
-                tuples(first, OUTBOX_INSERT.columns, pending.outbox.len())
-            ));
-        }
-        let mut notices: Vec<String> = Vec::new();
-        if notify {
-            notices.push(format!("pg_notify('{EVENTS_CHANNEL}', '')"));
-        }
-        if let Some(notice) = notice {
-            params.push(P::Text(notice));
-            notices.push(format!("pg_notify('{COMMITS_CHANNEL}', ${})", params.len()));
-        }
-        let returning = if notices.is_empty() {
-            String::new()
-        } else {
-            format!(" RETURNING {}", notices.join(", "))
-        };
-        let last = match head {
-            Some((tenant, seq, hash, lines)) => {
-                let n = params.len();
-                params.extend(params![&tenant, seq, &hash]);
-                match lines {
-                    Some(lines) => {
-                        params.push(P::Text(lines));
-                        format!(
-                            "UPDATE audit_heads SET seq = ${}, hash = ${}, seat_lines = ${} WHERE tenant_id = ${}{returning}",
-                            n + 2,
-                            n + 3,
-                            n + 4,
-                            n + 1
-                        )
-                    }
-                    None => format!(
-                        "UPDATE audit_heads SET seq = ${}, hash = ${} WHERE tenant_id = ${}{returning}",
-                        n + 2,
-                        n + 3,
-                        n + 1
-                    ),
-                }
-            }
-            None if !notices.is_empty() => format!("SELECT {}", notices.join(", ")),
-            None => "SELECT 1".to_string(),
-        };
-        let sql = if clauses.is_empty() {
-            last
-        } else {
-            format!("WITH {} {last}", clauses.join(", "))
-        };
-        // Executed, not fetched: `pg_notify` returns `void`, which no row decodes.
-        self.execute(&sql, &params)?;
-        Ok(())
     }
 
     /// Serialises every write of a tenant: takes the row lock of the tenant's

@@ -13,8 +13,9 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::kernel::db::Backend;
+use crate::kernel::db::tuples;
 use crate::kernel::db::{P, Row, placeholders};
-use crate::kernel::store::{Store, StoreError, StoreResult, Tx, audit_from_row, model_key, tuples};
+use crate::kernel::store::{Store, StoreError, StoreResult, Tx, audit_from_row, model_key};
 use crate::params;
 
 /// One license row.
@@ -359,6 +360,13 @@ const LICENSE_COLUMNS: &str =
 const LICENSE_ROWS: usize = 1000;
 
 /// PostgreSQL: inserts `rows` licenses given by [`license_params`].
+/// New licenses written with a unit of work's end ([`Tx::insert_licenses_with_end`]): the
+/// tenant leads, nine parameters a license.
+static LICENSES_INSERT: crate::kernel::db::RowsInsert = crate::kernel::db::RowsInsert {
+    sql: licenses_insert,
+    width: 9,
+};
+
 fn licenses_insert(rows: usize) -> String {
     format!(
         "INSERT INTO licenses (tenant_id, {LICENSE_COLUMNS}, held_since) \
@@ -832,7 +840,9 @@ impl Tx<'_> {
             return self.insert_licenses(tenant, rows);
         }
         for chunk in rows.chunks(LICENSE_ROWS) {
-            self.defer(licenses_insert(chunk.len()), license_params(tenant, chunk))?;
+            let mut params = license_params(tenant, chunk);
+            let rows = params.split_off(1);
+            self.defer_rows(&LICENSES_INSERT, params, rows)?;
         }
         Ok(())
     }
