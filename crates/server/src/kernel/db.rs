@@ -918,18 +918,52 @@ impl Pg {
                     continue;
                 }
             };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match jobs.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
+            let (pool, handle, t) = (
+                self.pool.clone(),
+                tokio::runtime::Handle::current(),
+                tenant.clone(),
+            );
+            let ran = tokio::task::spawn_blocking(move || {
+                pg_batch(&pool, &handle, &t, first, &mut jobs);
+                jobs
+            })
+            .await;
+            match ran {
+                Ok(back) => jobs = back,
+                // A panicking job drops its batch's answers (their callers get an error) and
+                // this lane's queue: the next write starts a new lane.
+                Err(_) => {
+                    if let Ok(mut lanes) = self.lanes.lock() {
+                        lanes.remove(&tenant);
+                    }
+                    return;
                 }
             }
-            let (pool, handle) = (self.pool.clone(), tokio::runtime::Handle::current());
-            // A panicking job drops its batch's answers: their callers get an error.
-            let _ = tokio::task::spawn_blocking(move || pg_batch(&pool, &handle, batch)).await;
         }
     }
+}
+
+/// A lane's transaction, begun with the tenant's lock held and its head row read (the
+/// chain tip, model version and seat counts its first write would read), or why not.
+fn pg_open(
+    pool: &PgPool,
+    handle: &tokio::runtime::Handle,
+    tenant: &str,
+) -> StoreResult<(PgTx, Vec<Carried>)> {
+    pg_round_trip("write");
+    let tx = handle.block_on(pool.begin()).map_err(map_pg)?;
+    let mut pgtx = PgTx {
+        tx: Some(tx),
+        handle: handle.clone(),
+        merging: false,
+        merged: None,
+    };
+    let mut carried = Vec::new();
+    let row = Tx::new(TxRef::Postgres(&mut pgtx)).fetch_opt(LOCK_TENANT, &params![tenant])?;
+    if let Some(row) = row {
+        carried.push(Carried::locked(tenant, &row));
+    }
+    Ok((pgtx, carried))
 }
 
 /// Runs a lane's batch in one transaction, then answers every job. A batch of writes that
@@ -937,18 +971,36 @@ impl Pg {
 /// of them fails, that transaction is rolled back and the batch runs again with a savepoint
 /// per write, so the failing write rolls back alone. Otherwise each write has its own
 /// savepoint (none when it is alone).
-fn pg_batch(pool: &PgPool, handle: &tokio::runtime::Handle, mut batch: Vec<Box<dyn Job>>) {
+///
+/// The lock is taken before the batch is gathered: writes that came while another node held
+/// it join this batch instead of waiting for the next.
+fn pg_batch(
+    pool: &PgPool,
+    handle: &tokio::runtime::Handle,
+    tenant: &str,
+    first: Box<dyn Job>,
+    jobs: &mut tokio::sync::mpsc::UnboundedReceiver<Box<dyn Job>>,
+) {
+    let opened = pg_open(pool, handle, tenant);
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
     let outcome = if batch.len() > 1 && batch.iter().all(|j| j.again()) {
-        match pg_attempt(pool, handle, &mut batch, false) {
+        match pg_attempt(opened, &mut batch, false) {
             Some(outcome) => outcome,
             None => {
                 metrics::counter!("seatkeeper_write_batches_run_again_total").increment(1);
-                pg_attempt(pool, handle, &mut batch, true).unwrap_or_else(|| Err(finished()))
+                pg_attempt(pg_open(pool, handle, tenant), &mut batch, true)
+                    .unwrap_or_else(|| Err(finished()))
             }
         }
     } else {
         let savepoints = batch.len() > 1;
-        pg_attempt(pool, handle, &mut batch, savepoints).unwrap_or_else(|| Err(finished()))
+        pg_attempt(opened, &mut batch, savepoints).unwrap_or_else(|| Err(finished()))
     };
     if outcome.as_ref().is_err_and(|_| batch.len() > 1) {
         tracing::error!(
@@ -968,29 +1020,22 @@ fn pg_batch(pool: &PgPool, handle: &tokio::runtime::Handle, mut batch: Vec<Box<d
 /// the commit. Without savepoints, a failing job rolls everything back and the answer is
 /// `None` (run it again with them).
 fn pg_attempt(
-    pool: &PgPool,
-    handle: &tokio::runtime::Handle,
+    opened: StoreResult<(PgTx, Vec<Carried>)>,
     batch: &mut [Box<dyn Job>],
     savepoints: bool,
 ) -> Option<Result<(), StoreError>> {
-    pg_round_trip("write");
-    let tx = match handle.block_on(pool.begin()) {
-        Ok(tx) => tx,
-        Err(e) => return Some(Err(map_pg(e))),
+    let (mut pgtx, mut carried) = match opened {
+        Ok(opened) => opened,
+        Err(e) => return Some(Err(e)),
     };
+    let handle = pgtx.handle.clone();
     // Without savepoints, the writes' ends go as one statement before the commit.
     let merging = !savepoints && batch.len() > 1;
-    let mut pgtx = PgTx {
-        tx: Some(tx),
-        handle: handle.clone(),
-        merging,
-        merged: None,
-    };
+    pgtx.merging = merging;
     let mut broken: Option<StoreError> = None;
     let mut failed = false;
-    // Each write starts from the tips the previous one left, so only the first reads (and
-    // locks) the tenant's head row: one round trip less per write after the first.
-    let mut carried: Vec<Carried> = Vec::new();
+    // Each write starts from the tips the previous one left (the first from those read with
+    // the lock), so none reads the tenant's head row again.
     for (i, job) in batch.iter_mut().enumerate() {
         if savepoints {
             // The previous job's savepoint is ended and the next one taken in one round trip.
@@ -1388,7 +1433,29 @@ pub(crate) struct Carried {
     seat_lines_text: String,
 }
 
+/// Takes a tenant's lock: its head row, read under the row lock every write of the tenant
+/// takes, with what [`Carried::locked`] and `Tx::lock_tenant` read from it.
+pub(crate) const LOCK_TENANT: &str = "UPDATE audit_heads SET seq = seq WHERE tenant_id = $1 \
+     RETURNING model_version, seq, hash, seat_lines, held_version";
+
+/// The version a tenant's cached licensing model is kept under: its `model_version` and the
+/// brake's `held_version` (both random), combined so that either moving changes it.
+pub(crate) fn model_key(model_version: i64, held_version: i64) -> i64 {
+    model_version ^ held_version
+}
+
 impl Carried {
+    /// The tip as [`LOCK_TENANT`] read it.
+    fn locked(tenant: &str, row: &Row) -> Carried {
+        Carried {
+            tenant: tenant.to_string(),
+            seq: row.int(1),
+            hash: row.text(2),
+            model_version: model_key(row.int(0), row.int(4)),
+            seat_lines_text: row.text(3),
+        }
+    }
+
     fn of(t: &ChainTip) -> StoreResult<Carried> {
         Ok(Carried {
             tenant: t.tenant.clone(),

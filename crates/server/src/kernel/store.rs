@@ -107,11 +107,7 @@ fn heard_commit(generations: &Generations, payload: &str) {
     }
 }
 
-/// The version a tenant's cached licensing model is kept under: its `model_version` and the
-/// brake's `held_version` (both random), combined so that either moving changes it.
-pub(crate) fn model_key(model_version: i64, held_version: i64) -> i64 {
-    model_version ^ held_version
-}
+pub(crate) use super::db::model_key;
 
 /// What a reader saw of the generations before it read (see [`Generations`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -879,10 +875,7 @@ impl Tx<'_> {
             return Ok(tip.model_version);
         }
         let row = self
-            .fetch_opt(
-                "UPDATE audit_heads SET seq = seq WHERE tenant_id = $1 RETURNING model_version, seq, hash, seat_lines, held_version",
-                &params![tenant],
-            )?
+            .fetch_opt(super::db::LOCK_TENANT, &params![tenant])?
             .ok_or_else(|| StoreError::Corrupt(format!("tenant {tenant} has no audit chain")))?;
         self.tips.push(crate::kernel::db::ChainTip {
             tenant: tenant.to_string(),

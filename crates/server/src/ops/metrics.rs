@@ -97,6 +97,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Statements sent to PostgreSQL, each a round trip, by kind (read: outside a write transaction; write: in one, BEGIN and COMMIT included).",
     ),
     (
+        "seatkeeper_write_batches_run_again_total",
+        Kind::Counter,
+        "PostgreSQL write batches run without savepoints in which a write failed, run again with a savepoint per write.",
+    ),
+    (
         "seatkeeper_license_changes_total",
         Kind::Counter,
         "License changes committed, by change (assigned, waitlisted, promoted, changed, revoked).",
