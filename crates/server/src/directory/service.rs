@@ -707,7 +707,7 @@ impl Engine {
         change: F,
     ) -> ApiResult<Rendered>
     where
-        F: FnOnce(&Current) -> ApiResult<(Value, Option<Vec<(String, Option<String>)>>)>
+        F: FnMut(&Current) -> ApiResult<(Value, Option<Vec<(String, Option<String>)>>)>
             + Send
             + 'static,
     {
@@ -717,7 +717,8 @@ impl Engine {
         self.render(ctx, kind, &stored, true).await
     }
 
-    /// Runs a read-modify-write on an existing resource in one transaction.
+    /// Runs a read-modify-write on an existing resource in one transaction (which may run
+    /// again from the start: `change` reads only what it is given).
     async fn write_existing_unrendered<F>(
         &self,
         ctx: &Ctx,
@@ -725,10 +726,10 @@ impl Engine {
         id: &str,
         if_match: Option<&str>,
         members: Members,
-        change: F,
+        mut change: F,
     ) -> ApiResult<StoredResource>
     where
-        F: FnOnce(&Current) -> ApiResult<(Value, Option<Vec<(String, Option<String>)>>)>
+        F: FnMut(&Current) -> ApiResult<(Value, Option<Vec<(String, Option<String>)>>)>
             + Send
             + 'static,
     {
@@ -737,23 +738,23 @@ impl Engine {
         let cause = self.cause(ctx, &format!("{}.update", kind.name().to_ascii_lowercase()));
         let outcome = self
             .store
-            .write_for(&ctx.tenant, move |tx| -> ApiResult<StoredResource> {
-                let (ctx, id) = (ctx2, id2);
+            .write_for_again(&ctx.tenant, move |tx| -> ApiResult<StoredResource> {
+                let (ctx, id) = (&ctx2, &id2);
                 tx.lock_tenant(&ctx.tenant)?;
                 let groups_matter =
                     kind == Kind::Group && crate::licenses::decide::groups_matter(tx, &ctx.tenant)?;
                 let before_under = if groups_matter {
-                    tx.users_under(&ctx.tenant, &id)?
+                    tx.users_under(&ctx.tenant, id)?
                 } else {
                     Vec::new()
                 };
                 {
-                    let stored = current_version(tx, &ctx, kind, &id, if_match.as_deref())?;
+                    let stored = current_version(tx, ctx, kind, id, if_match.as_deref())?;
                     let members = match (kind, &members) {
                         (Kind::User, _) => Vec::new(),
-                        (Kind::Group, Members::All) => tx.member_ids(&ctx.tenant, &id)?,
+                        (Kind::Group, Members::All) => tx.member_ids(&ctx.tenant, id)?,
                         (Kind::Group, Members::Named(ids)) => {
-                            tx.members_among(&ctx.tenant, &id, ids)?
+                            tx.members_among(&ctx.tenant, id, ids)?
                         }
                     };
                     let current = Current {
@@ -778,7 +779,7 @@ impl Engine {
                             .map(|s| (*s).clone())
                             .collect::<Vec<_>>();
                         if !to_add.is_empty() {
-                            added = check_members(tx, &ctx, &id, &to_add)?;
+                            added = check_members(tx, ctx, id, &to_add)?;
                         }
                     }
                     if new_doc == stored.doc && added.is_empty() && removed.is_empty() {
@@ -809,10 +810,10 @@ impl Engine {
                         .into());
                     }
                     if !added.is_empty() {
-                        tx.add_members(&ctx.tenant, &id, &added)?;
+                        tx.add_members(&ctx.tenant, id, &added)?;
                     }
                     if !removed.is_empty() {
-                        tx.remove_members(&ctx.tenant, &id, &removed)?;
+                        tx.remove_members(&ctx.tenant, id, &removed)?;
                     }
                     let (action, event, before, after) = match kind {
                         Kind::User => {
@@ -843,9 +844,9 @@ impl Engine {
                     };
                     record(
                         tx,
-                        &ctx,
+                        ctx,
                         kind,
-                        &id,
+                        id,
                         action,
                         Some(&before),
                         Some(&after),
@@ -871,19 +872,27 @@ impl Engine {
                         }
                         Kind::User => {
                             if action == "user.reactivate" {
-                                crate::licenses::brake::on_return(tx, &cause, &id)?;
+                                crate::licenses::brake::on_return(tx, &cause, id)?;
                             }
                             vec![id.clone()]
                         }
                         Kind::Group if groups_matter => {
                             let mut all: BTreeSet<String> = before_under.iter().cloned().collect();
-                            all.extend(tx.users_under(&ctx.tenant, &id)?);
+                            all.extend(tx.users_under(&ctx.tenant, id)?);
                             all.into_iter().collect()
                         }
                         Kind::Group => Vec::new(),
                     };
-                    if !affected.is_empty() {
-                        relicense(tx, &cause, Scope::Users(affected))?;
+                    match kind {
+                        // The user as just written: its licenses are re-decided without
+                        // reading it back.
+                        Kind::User if affected == [id.clone()] => {
+                            relicense(tx, &cause, Scope::Patched(id.clone(), next.doc.clone()))?;
+                        }
+                        _ if !affected.is_empty() => {
+                            relicense(tx, &cause, Scope::Users(affected))?;
+                        }
+                        _ => {}
                     }
                     Ok(next)
                 }

@@ -33,6 +33,9 @@ pub enum Scope {
     Created(String, BTreeMap<Key, Decided>),
     /// These users (missing ones count as gone: their licenses are freed).
     Users(Vec<String>),
+    /// A user changed in this transaction, with its document as written (not read back;
+    /// its groups are read only when rules look at groups).
+    Patched(String, Value),
     /// These users, arriving in this order (an import: earlier assignments take their place
     /// in line first), rather than by id.
     InOrder(Vec<String>),
@@ -808,7 +811,7 @@ fn decide_and_write(
     let shared = Model::current(tx, tenant, version)?;
     let model = &*shared;
     let ids: Option<Vec<String>> = match &scope {
-        Scope::Created(id, _) => Some(vec![id.clone()]),
+        Scope::Created(id, _) | Scope::Patched(id, _) => Some(vec![id.clone()]),
         Scope::Users(ids) | Scope::InOrder(ids) => Some(ids.clone()),
         Scope::All => None,
         Scope::Rebalance(_) => Some(Vec::new()),
@@ -844,6 +847,14 @@ fn decide_and_write(
         // A user created in this transaction is decided already, and holds nothing yet.
         Scope::Created(_, decided) => (BTreeMap::new(), Vec::new(), Some(decided)),
         Scope::Rebalance(_) => (BTreeMap::new(), Vec::new(), None),
+        Scope::Patched(id, mut doc) if !model.reads_groups() => {
+            doc["id"] = Value::String(id.clone());
+            (
+                BTreeMap::from([(id, doc)]),
+                tx.licenses(tenant, ids.as_deref())?,
+                None,
+            )
+        }
         _ => (
             tx.rule_subjects(tenant, ids.as_deref(), model.reads_groups())?,
             tx.licenses(tenant, ids.as_deref())?,

@@ -1342,6 +1342,58 @@ async fn concurrent_duplicate_creates(b: Backend) {
     assert_eq!(creates, 1);
 }
 
+/// PATCHes racing on one user with the same `If-Match`, and on others without one, in one
+/// batch of the tenant's writes: exactly one conditional PATCH wins, the rest get 412 and
+/// change nothing, and every unconditional one lands once (on PostgreSQL the batch runs
+/// again with a savepoint per write when one fails).
+async fn concurrent_conditional_patches(b: Backend) {
+    let app = std::sync::Arc::new(app(b).await);
+    let raced = app.user("raced@x").await;
+    let mut others = Vec::new();
+    for i in 0..10 {
+        others.push(app.user(&format!("other{i}@x")).await);
+    }
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let app = app.clone();
+        let (id, condition) = if i % 3 == 0 {
+            (others[i / 3].clone(), None)
+        } else {
+            (raced.clone(), Some("W/\"1\""))
+        };
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "displayName", "value": format!("patch {i}")}]});
+            let headers: Vec<(&str, &str)> = condition.iter().map(|c| ("if-match", *c)).collect();
+            let r = app
+                .req_h("PATCH", &format!("/scim/v2/Users/{id}"), Some(body), &headers)
+                .await;
+            (condition.is_some(), r.status)
+        }));
+    }
+    let (mut won, mut refused, mut plain) = (0, 0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            (true, StatusCode::OK) => won += 1,
+            (true, StatusCode::PRECONDITION_FAILED) => refused += 1,
+            (false, StatusCode::OK) => plain += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((won, refused, plain), (1, 19, 10));
+    let r = app
+        .req("GET", &format!("/scim/v2/Users/{raced}"), None)
+        .await;
+    assert_eq!(r.headers["etag"], "W/\"2\"");
+    let rows = app.store.audit_rows(&app.tenant, 0, 1000).await.unwrap();
+    let updates = rows.iter().filter(|r| r.action == "user.update").count();
+    assert_eq!(updates, 11);
+    let verified = common::verify_audit(&app.store, Some(&app.tenant), None)
+        .await
+        .unwrap();
+    assert!(verified[0].2.is_ok(), "{:?}", verified);
+}
+
 async fn discovery_search_and_admin(b: Backend) {
     let app = app(b).await;
     let spc = app
@@ -1667,6 +1719,7 @@ both_backends!(
     member_patches_change_only_what_they_name,
     audit_and_outbox_are_atomic,
     concurrent_duplicate_creates,
+    concurrent_conditional_patches,
     discovery_search_and_admin,
     rate_limit_answers_429,
 );
