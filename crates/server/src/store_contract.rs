@@ -168,6 +168,23 @@ async fn failed_work_leaves_nothing(b: Backend) {
     assert_eq!(s.audit_head(&t).await.unwrap().unwrap().0, 0);
 }
 
+/// Every user of a tenant, and the total the listing gives.
+async fn all_users(s: &crate::kernel::store::Store, t: &str) -> (Vec<StoredResource>, Option<i64>) {
+    s.list_resources(
+        Kind::User,
+        t,
+        &all(),
+        &Order {
+            column: None,
+            descending: false,
+        },
+        &Page::All,
+        true,
+    )
+    .await
+    .unwrap()
+}
+
 /// Many concurrent writes, some failing: the failures change nothing, the rest all land
 /// (on SQLite they share commits; a failing job must not take its batch down with it).
 async fn concurrent_writes_fail_alone(b: Backend) {
@@ -200,20 +217,7 @@ async fn concurrent_writes_fail_alone(b: Backend) {
         }
     }
     assert_eq!(ok, 40);
-    let (rows, total) = s
-        .list_resources(
-            Kind::User,
-            &t,
-            &all(),
-            &Order {
-                column: None,
-                descending: false,
-            },
-            &Page::All,
-            true,
-        )
-        .await
-        .unwrap();
+    let (rows, total) = all_users(&s, &t).await;
     assert_eq!((rows.len(), total), (40, Some(40)));
     assert!(
         rows.iter()
@@ -294,20 +298,7 @@ async fn writes_that_run_again_fail_alone(b: Backend) {
         // The batch ran without savepoints until the first failure, then again with them.
         Backend::Postgres => assert!(runs > 90, "{runs} runs"),
     }
-    let (rows, total) = s
-        .list_resources(
-            Kind::User,
-            &t,
-            &all(),
-            &Order {
-                column: None,
-                descending: false,
-            },
-            &Page::All,
-            true,
-        )
-        .await
-        .unwrap();
+    let (rows, total) = all_users(&s, &t).await;
     assert_eq!((rows.len(), total), (49, Some(49)));
     let v = verify_audit(&s, Some(&t), None).await.unwrap();
     assert_eq!(v[0].1, 48);
@@ -373,20 +364,7 @@ async fn writes_that_run_again_share_one_end(b: Backend) {
         task.await.unwrap().unwrap();
     }
     blocker.await.unwrap().unwrap();
-    let (rows, total) = s
-        .list_resources(
-            Kind::User,
-            &t,
-            &all(),
-            &Order {
-                column: None,
-                descending: false,
-            },
-            &Page::All,
-            true,
-        )
-        .await
-        .unwrap();
+    let (rows, total) = all_users(&s, &t).await;
     assert_eq!((rows.len(), total), (70, Some(70)));
     let by_email = s
         .list_resources(

@@ -642,21 +642,8 @@ impl Tx<'_> {
         if kind == Kind::User && self.backend() == crate::kernel::db::Backend::Postgres {
             // One round trip on PostgreSQL: the user, its emails and the count, as
             // data-modifying `WITH` clauses of one statement.
-            let mut params = Vec::from(params![
-                tenant,
-                &res.id,
-                &cols.name,
-                cols.name.to_lowercase(),
-                &cols.external_id,
-                &cols.display_name,
-                cols.display_name.as_ref().map(|d| d.to_lowercase()),
-                i64::from(cols.active),
-                &res.created,
-                &res.last_modified,
-                res.version,
-                doc,
-                kind.name()
-            ]);
+            let mut params = user_row(tenant, res, &cols, doc);
+            params.push(P::from(kind.name()));
             let emails = if cols.emails.is_empty() {
                 String::new()
             } else {
@@ -732,20 +719,7 @@ impl Tx<'_> {
         self.defer_rows(
             &USERS_INSERT,
             Vec::new(),
-            Vec::from(params![
-                tenant,
-                &res.id,
-                &cols.name,
-                cols.name.to_lowercase(),
-                &cols.external_id,
-                &cols.display_name,
-                cols.display_name.as_ref().map(|d| d.to_lowercase()),
-                i64::from(cols.active),
-                &res.created,
-                &res.last_modified,
-                res.version,
-                res.doc.to_string()
-            ]),
+            user_row(tenant, res, &cols, res.doc.to_string()),
         )?;
         let mut emails = Vec::with_capacity(cols.emails.len() * 3);
         for e in &cols.emails {
@@ -986,6 +960,24 @@ impl Tx<'_> {
         }
         Ok(())
     }
+}
+
+/// A user's `scim_users` values, in [`USERS_INSERT`]'s column order.
+fn user_row(tenant: &str, res: &StoredResource, cols: &IndexCols, doc: String) -> Vec<P> {
+    Vec::from(params![
+        tenant,
+        &res.id,
+        &cols.name,
+        cols.name.to_lowercase(),
+        &cols.external_id,
+        &cols.display_name,
+        cols.display_name.as_ref().map(|d| d.to_lowercase()),
+        i64::from(cols.active),
+        &res.created,
+        &res.last_modified,
+        res.version,
+        doc
+    ])
 }
 
 /// New users' rows, written with a unit of work's end ([`Tx::insert_user_with_end`]).
