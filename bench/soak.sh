@@ -5,7 +5,8 @@
 # p50/p99 per operation, errors, resident memory over time and the WAL's size
 # (crates/server/examples/soak.rs drives it).
 # Usage: bash bench/soak.sh [seconds] [tenants] [rate] [checks]   (SOAK_ONLY=sqlite or postgres: one phase;
-#   SOAK_STEADY=USERS: each tenant's population held near USERS, leavers deleted as joiners come)
+#   SOAK_STEADY=USERS: each tenant's population held near USERS, leavers deleted as joiners come;
+#   SOAK_NODE_THREADS=N: each server's request threads, TOKIO_WORKER_THREADS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_RUN=${1:-600}
@@ -39,7 +40,7 @@ ADMIN=soak-admin-token
 LIFT=(--rate-limit 100000000 --rate-burst 100000000 --app-rate-limit 100000000 --app-rate-burst 100000000)
 
 start() { # start LOG DB: the server's pid is ${PIDS[-1]}, its URL $BASE
-  SEATKEEPER_ADMIN_TOKEN=$ADMIN SEATKEEPER_LOG=warn,seatkeeper=info $BIN serve --listen 127.0.0.1:0 --database "$2" "${LIFT[@]}" >"$1" 2>&1 &
+  SEATKEEPER_ADMIN_TOKEN=$ADMIN SEATKEEPER_LOG=warn,seatkeeper=info env ${SOAK_NODE_THREADS:+TOKIO_WORKER_THREADS=$SOAK_NODE_THREADS} $BIN serve --listen 127.0.0.1:0 --database "$2" "${LIFT[@]}" >"$1" 2>&1 &
   PIDS+=("$!")
   wait_listen "$1"
 }
