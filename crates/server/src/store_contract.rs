@@ -260,17 +260,7 @@ async fn writes_that_run_again_fail_alone(b: Backend) {
                         format!("n{i}")
                     };
                     tx.insert_user_with_end(&t, &res(&format!("u{i}"), json!({"userName": name})))?;
-                    tx.audit(NewAudit {
-                        tenant_id: &t,
-                        at: "2026-01-01T00:00:00.000000Z",
-                        actor: "idp",
-                        action: "user.create",
-                        resource_type: "User",
-                        resource_id: &format!("u{i}"),
-                        request_id: "r",
-                        before: None,
-                        after: Some(format!("{{\"i\":{i}}}")),
-                    })?;
+                    audit_create(tx, &t, i)?;
                     if i % 3 == 0 && i % 5 != 0 {
                         return Err(StoreError::Corrupt("planned failure".into()));
                     }
@@ -344,17 +334,7 @@ async fn writes_that_run_again_share_one_end(b: Backend) {
                 tx.lock_tenant(&t)?;
                 let doc = json!({"userName": format!("n{i}"), "emails": [{"value": format!("n{i}@x.com")}]});
                 tx.insert_user_with_end(&t, &res(&format!("u{i}"), doc))?;
-                tx.audit(NewAudit {
-                    tenant_id: &t,
-                    at: "2026-01-01T00:00:00.000000Z",
-                    actor: "idp",
-                    action: "user.create",
-                    resource_type: "User",
-                    resource_id: &format!("u{i}"),
-                    request_id: "r",
-                    before: None,
-                    after: Some(format!("{{\"i\":{i}}}")),
-                })?;
+                audit_create(tx, &t, i)?;
                 Ok(())
             })
             .await
@@ -538,29 +518,32 @@ async fn memberships_and_nesting(b: Backend) {
     assert_eq!(s.group_members(&t, "g1").await.unwrap().len(), 1);
 }
 
+/// Audits the creation of user `u{i}`.
+fn audit_create(
+    tx: &mut crate::kernel::store::Tx<'_>,
+    t: &str,
+    i: usize,
+) -> Result<i64, StoreError> {
+    tx.audit(NewAudit {
+        tenant_id: t,
+        at: "2026-01-01T00:00:00.000000Z",
+        actor: "idp",
+        action: "user.create",
+        resource_type: "User",
+        resource_id: &format!("u{i}"),
+        request_id: "r",
+        before: None,
+        after: Some(format!("{{\"i\":{i}}}")),
+    })
+}
+
 fn audit_one(
     s: &crate::kernel::store::Store,
     t: &str,
     i: usize,
 ) -> impl std::future::Future<Output = Result<i64, StoreError>> + use<> {
     let (s, t) = (s.clone(), t.to_string());
-    async move {
-        s.write(move |tx| {
-            let id = format!("u{i}");
-            tx.audit(NewAudit {
-                tenant_id: &t,
-                at: "2026-01-01T00:00:00.000000Z",
-                actor: "idp",
-                action: "user.create",
-                resource_type: "User",
-                resource_id: &id,
-                request_id: "r",
-                before: None,
-                after: Some(format!("{{\"i\":{i}}}")),
-            })
-        })
-        .await
-    }
+    async move { s.write(move |tx| audit_create(tx, &t, i)).await }
 }
 
 async fn audit_chain_detects_tampering(b: Backend) {

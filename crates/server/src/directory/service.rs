@@ -504,8 +504,11 @@ impl Engine {
             .write_for_again(&ctx.tenant, move |tx| -> ApiResult<CreateOutcome> {
                 let (ctx, res) = (&ctx2, &res2);
                 tx.lock_tenant(&ctx.tenant)?;
+                // A taken name, found by the insert or (written with the end) by the end.
                 let taken = |e: crate::kernel::store::StoreError| match e {
-                    crate::kernel::store::StoreError::Unique(_) => unique_message(kind, &res.doc),
+                    crate::kernel::store::StoreError::Unique(m) if m.contains(kind.table()) => {
+                        unique_message(kind, &res.doc)
+                    }
                     other => other.into(),
                 };
                 // A held deleted user may be coming back, or an import left claims: those
@@ -594,12 +597,7 @@ impl Engine {
                 }
                 if plain {
                     // A taken userName shows here, with the user's rows.
-                    tx.flush().map_err(|e| match e {
-                        crate::kernel::store::StoreError::Unique(m) if m.contains("scim_users") => {
-                            unique_message(kind, &res.doc)
-                        }
-                        other => other.into(),
-                    })?;
+                    tx.flush().map_err(taken)?;
                 }
                 Ok((added, licensed))
             })
@@ -886,7 +884,7 @@ impl Engine {
                     match kind {
                         // The user as just written: its licenses are re-decided without
                         // reading it back.
-                        Kind::User if affected == [id.clone()] => {
+                        Kind::User if matches!(affected.as_slice(), [only] if only == id) => {
                             relicense(tx, &cause, Scope::Patched(id.clone(), next.doc.clone()))?;
                         }
                         _ if !affected.is_empty() => {

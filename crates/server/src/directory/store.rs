@@ -28,7 +28,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn table(self) -> &'static str {
+    pub(crate) fn table(self) -> &'static str {
         match self {
             Kind::User => "scim_users",
             Kind::Group => "scim_groups",
