@@ -314,19 +314,7 @@ impl Engine {
         held.sort_unstable();
         held.dedup();
         let products = self.store.products_named(&held).await?;
-        let mut by_user: BTreeMap<&str, Vec<&LicenseRow>> = BTreeMap::new();
-        for r in &rows {
-            by_user.entry(r.user_id.as_str()).or_default().push(r);
-        }
-        for user in users.iter_mut() {
-            let Some(id) = user.get("id").and_then(Value::as_str).map(str::to_string) else {
-                continue;
-            };
-            let Some(mine) = by_user.get(id.as_str()) else {
-                continue;
-            };
-            insert_extension(user, licensing_extension(mine, &products));
-        }
+        attach_known_licenses(users, &rows, &products);
         Ok(())
     }
 
@@ -1173,11 +1161,7 @@ impl Engine {
         order: &Order,
         page: &Page,
         wants_related: bool,
-    ) -> ApiResult<(
-        Vec<StoredResource>,
-        Option<i64>,
-        Option<BTreeMap<String, Vec<Value>>>,
-    )> {
+    ) -> ApiResult<(Vec<StoredResource>, Option<i64>, Option<Related>)> {
         if kind == Kind::User && wants_related {
             let listing = self
                 .store
@@ -1189,7 +1173,12 @@ impl Engine {
                     .or_default()
                     .push(group_ref_json(ctx, g));
             }
-            return Ok((listing.rows, listing.total, Some(map)));
+            let related = Related {
+                groups: map,
+                licenses: listing.licenses,
+                products: listing.products,
+            };
+            return Ok((listing.rows, listing.total, Some(related)));
         }
         let (rows, total) = self
             .store
@@ -1203,18 +1192,22 @@ impl Engine {
         ctx: &Ctx,
         kind: Kind,
         rows: &[StoredResource],
-        groups: Option<BTreeMap<String, Vec<Value>>>,
+        related: Option<Related>,
         wants_related: bool,
         q: &ListQuery,
     ) -> ApiResult<Vec<Value>> {
-        match groups {
-            Some(mut map) => {
+        match related {
+            Some(mut related) => {
                 let rt = resource_type(kind);
                 let mut full: Vec<Rendered> = rows
                     .iter()
-                    .map(|r| assemble(ctx, kind, r, Some(map.remove(&r.id).unwrap_or_default())))
+                    .map(|r| {
+                        let groups = related.groups.remove(&r.id).unwrap_or_default();
+                        assemble(ctx, kind, r, Some(groups))
+                    })
                     .collect();
-                self.attach_rendered(ctx, kind, &mut full).await?;
+                let mut bodies: Vec<&mut Value> = full.iter_mut().map(|r| &mut r.body).collect();
+                attach_known_licenses(&mut bodies, &related.licenses, &related.products);
                 Ok(full
                     .iter()
                     .map(|r| q.projection.apply(rt, &r.body))
@@ -1278,6 +1271,38 @@ impl Engine {
             .into_iter()
             .map(|r| q.projection.apply(rt, &r.body))
             .collect())
+    }
+}
+
+/// What a page of users shows beside the users, read with the page: their groups (as
+/// rendered references, by user), their licenses and those licenses' products.
+struct Related {
+    groups: BTreeMap<String, Vec<Value>>,
+    licenses: Vec<LicenseRow>,
+    products: Vec<licensing::model::Product>,
+}
+
+/// Puts each user's licensing extension into the rendered users, from licenses and products
+/// already read (users who hold no license get none).
+fn attach_known_licenses(
+    users: &mut [&mut Value],
+    licenses: &[LicenseRow],
+    products: &[licensing::model::Product],
+) {
+    let mut by_user: BTreeMap<&str, Vec<&LicenseRow>> = BTreeMap::new();
+    for r in licenses {
+        by_user.entry(r.user_id.as_str()).or_default().push(r);
+    }
+    for user in users.iter_mut() {
+        let Some(mine) = user
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|id| by_user.get(id))
+        else {
+            continue;
+        };
+        let ext = licensing_extension(mine, products);
+        insert_extension(user, ext);
     }
 }
 

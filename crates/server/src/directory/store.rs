@@ -184,6 +184,72 @@ impl ColumnMap for Columns {
     }
 }
 
+/// The tail of a branch of [`related_branches`]' statements that has no license columns.
+const NO_TAIL: &str =
+    "CAST(NULL AS TEXT), CAST(NULL AS BIGINT), CAST(NULL AS TEXT), CAST(NULL AS TEXT)";
+
+/// UNION ALL branches, tagged 2 and 3, of the licenses of the users `user_id {users}` names
+/// and of the products those licenses are of, in a statement of 11 columns: the tag, six the
+/// statement's own branches use (the seventh, a page's sort key, NULL here), then
+/// [`NO_TAIL`]'s four. [`related_of`] reads them back.
+fn related_branches(users: &str) -> String {
+    format!(
+        "SELECT 2, product, plan, state, changed, queue, NULL, reason, audit_seq, explain, user_id \
+         FROM licenses WHERE tenant_id = $1 AND user_id {users} \
+         UNION ALL \
+         SELECT 3, p.key, p.name, p.plans, p.roles, 0, NULL, {NO_TAIL} FROM lic_products p \
+         WHERE p.key IN (SELECT product FROM licenses WHERE tenant_id = $1 AND user_id {users})"
+    )
+}
+
+/// The licenses (by user, then product) and products (by key) of [`related_branches`]' rows.
+fn related_of(rows: &[Row]) -> StoreResult<(Vec<LicenseRow>, Vec<licensing::model::Product>)> {
+    let mut licenses: Vec<LicenseRow> = rows
+        .iter()
+        .filter(|r| r.int(0) == 2)
+        .map(|r| LicenseRow {
+            user_id: r.text(10),
+            product: r.text(1),
+            plan: r.text(2),
+            state: r.text(3),
+            queue: r.int(5),
+            changed: r.text(4),
+            reason: r.text(7),
+            explain: r.text(9),
+            audit_seq: r.opt_int(8),
+        })
+        .collect();
+    licenses.sort_by(|a, b| {
+        a.user_id
+            .cmp(&b.user_id)
+            .then_with(|| a.product.cmp(&b.product))
+    });
+    let mut products = rows
+        .iter()
+        .filter(|r| r.int(0) == 3)
+        .map(|r| crate::licenses::store::product_from_row(&r.skip(1)))
+        .collect::<StoreResult<Vec<_>>>()?;
+    products.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok((licenses, products))
+}
+
+/// A user, its groups (direct and nested), its licenses and their products, in one
+/// statement of [`related_branches`]' shape.
+static GET_USER_WITH_RELATED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH RECURSIVE anc(group_id, depth) AS ( \
+               SELECT group_id, 0 FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2 \
+               UNION \
+               SELECT m.group_id, 1 FROM scim_group_members m JOIN anc ON m.tenant_id = $1 AND m.member_id = anc.group_id) \
+             SELECT 0, id, doc, created, last_modified, version, NULL, {NO_TAIL} FROM scim_users WHERE tenant_id = $1 AND id = $2 \
+             UNION ALL \
+             SELECT 1, g.id, g.display_name, '', '', MIN(anc.depth), NULL, {NO_TAIL} FROM anc \
+             JOIN scim_groups g ON g.tenant_id = $1 AND g.id = anc.group_id GROUP BY g.id, g.display_name \
+             UNION ALL {}",
+        related_branches("= $2"),
+    )
+});
+
 /// A page of a list.
 #[derive(Debug, Clone)]
 pub struct Listing {
@@ -193,6 +259,9 @@ pub struct Listing {
     pub total: Option<i64>,
     /// Groups of the listed users, when asked.
     pub groups: Vec<GroupRef>,
+    /// Licenses of the listed users, and the products they are of (with the groups).
+    pub licenses: Vec<LicenseRow>,
+    pub products: Vec<licensing::model::Product>,
 }
 
 /// Which slice of a list to fetch.
@@ -323,6 +392,8 @@ impl Store {
                 rows: Vec::new(),
                 total,
                 groups: Vec::new(),
+                licenses: Vec::new(),
+                products: Vec::new(),
             });
         }
         let dir = if order.descending { "DESC" } else { "ASC" };
@@ -356,41 +427,47 @@ impl Store {
                 params.push(P::Int(*limit));
             }
         }
-        let (list, groups) = if with_groups {
-            // The page and its users' groups in one statement; the page is re-sorted here by
-            // the same key the SQL ordered it by, since UNION ALL promises no order.
+        let (list, groups, licenses, products) = if with_groups {
+            // The page, its users' groups, their licenses and those licenses' products in
+            // one statement (one round trip, one read transaction; the branches' columns as
+            // in [`RELATED_BRANCHES`]); the page is re-sorted here by the same key the SQL
+            // ordered it by, since UNION ALL promises no order.
             let sql = format!(
                 "WITH RECURSIVE page AS MATERIALIZED ({sql}), \
                  anc(user_id, group_id, depth) AS ( \
                    SELECT m.member_id, m.group_id, 0 FROM scim_group_members m WHERE m.tenant_id = $1 AND m.member_id IN (SELECT id FROM page) \
                    UNION \
                    SELECT anc.user_id, m.group_id, 1 FROM scim_group_members m JOIN anc ON m.tenant_id = $1 AND m.member_id = anc.group_id) \
-                 SELECT 0, id, doc, created, last_modified, version, sortkey FROM page \
+                 SELECT 0, id, doc, created, last_modified, version, sortkey, {NO_TAIL} FROM page \
                  UNION ALL \
-                 SELECT 1, anc.user_id, g.id, g.display_name, '', MIN(anc.depth), NULL FROM anc \
-                 JOIN scim_groups g ON g.tenant_id = $1 AND g.id = anc.group_id GROUP BY anc.user_id, g.id, g.display_name"
+                 SELECT 1, anc.user_id, g.id, g.display_name, '', MIN(anc.depth), NULL, {NO_TAIL} FROM anc \
+                 JOIN scim_groups g ON g.tenant_id = $1 AND g.id = anc.group_id GROUP BY anc.user_id, g.id, g.display_name \
+                 UNION ALL {}",
+                related_branches("IN (SELECT id FROM page)")
             );
             let rows = self.pool().fetch(&sql, &params).await?;
             let mut keyed = Vec::new();
             let mut groups = Vec::new();
             for r in &rows {
-                if r.int(0) == 0 {
-                    let res = StoredResource {
-                        id: r.text(1),
-                        doc: serde_json::from_str(&r.text(2))
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                        created: r.text(3),
-                        last_modified: r.text(4),
-                        version: r.int(5),
-                    };
-                    keyed.push((r.opt_text(6), res));
-                } else {
-                    groups.push(GroupRef {
+                match r.int(0) {
+                    0 => {
+                        let res = StoredResource {
+                            id: r.text(1),
+                            doc: serde_json::from_str(&r.text(2))
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                            created: r.text(3),
+                            last_modified: r.text(4),
+                            version: r.int(5),
+                        };
+                        keyed.push((r.opt_text(6), res));
+                    }
+                    1 => groups.push(GroupRef {
                         user_id: r.text(1),
                         group_id: r.text(2),
                         display: r.text(3),
                         direct: r.int(5) == 0,
-                    });
+                    }),
+                    _ => {}
                 }
             }
             keyed.sort_by(|(ka, a), (kb, b)| {
@@ -412,9 +489,12 @@ impl Store {
                     .cmp(&b.user_id)
                     .then_with(|| a.display.cmp(&b.display))
             });
+            let (licenses, products) = related_of(&rows)?;
             (
                 keyed.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
                 groups,
+                licenses,
+                products,
             )
         } else {
             let rows = self.pool().fetch(&sql, &params).await?;
@@ -422,6 +502,8 @@ impl Store {
                 rows.iter()
                     .map(resource_from_row)
                     .collect::<StoreResult<Vec<_>>>()?,
+                Vec::new(),
+                Vec::new(),
                 Vec::new(),
             )
         };
@@ -446,6 +528,8 @@ impl Store {
             rows: list,
             total,
             groups,
+            licenses,
+            products,
         })
     }
 
@@ -491,23 +575,7 @@ impl Store {
         // PostgreSQL, one round trip (the products of the user's licenses come with it).
         let rows = self
             .pool()
-            .fetch(
-                "WITH RECURSIVE anc(group_id, depth) AS ( \
-                   SELECT group_id, 0 FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2 \
-                   UNION \
-                   SELECT m.group_id, 1 FROM scim_group_members m JOIN anc ON m.tenant_id = $1 AND m.member_id = anc.group_id) \
-                 SELECT 0, id, doc, created, last_modified, version, CAST(NULL AS TEXT), CAST(NULL AS TEXT), CAST(NULL AS BIGINT), CAST(NULL AS TEXT) FROM scim_users WHERE tenant_id = $1 AND id = $2 \
-                 UNION ALL \
-                 SELECT 1, g.id, g.display_name, '', '', MIN(anc.depth), CAST(NULL AS TEXT), CAST(NULL AS TEXT), CAST(NULL AS BIGINT), CAST(NULL AS TEXT) FROM anc \
-                 JOIN scim_groups g ON g.tenant_id = $1 AND g.id = anc.group_id GROUP BY g.id, g.display_name \
-                 UNION ALL \
-                 SELECT 2, product, plan, state, changed, queue, reason, explain, audit_seq, user_id FROM licenses \
-                 WHERE tenant_id = $1 AND user_id = $2 \
-                 UNION ALL \
-                 SELECT 3, p.key, p.name, p.plans, p.roles, 0, CAST(NULL AS TEXT), CAST(NULL AS TEXT), CAST(NULL AS BIGINT), CAST(NULL AS TEXT) \
-                 FROM lic_products p WHERE p.key IN (SELECT product FROM licenses WHERE tenant_id = $1 AND user_id = $2)",
-                &params![tenant, id],
-            )
+            .fetch(&GET_USER_WITH_RELATED, &params![tenant, id])
             .await?;
         let Some(user_row) = rows.iter().find(|r| r.int(0) == 0) else {
             return Ok(None);
@@ -535,28 +603,7 @@ impl Store {
                 .cmp(&b.display)
                 .then_with(|| a.group_id.cmp(&b.group_id))
         });
-        let mut licenses: Vec<LicenseRow> = rows
-            .iter()
-            .filter(|r| r.int(0) == 2)
-            .map(|r| LicenseRow {
-                user_id: r.text(9),
-                product: r.text(1),
-                plan: r.text(2),
-                state: r.text(3),
-                queue: r.int(5),
-                changed: r.text(4),
-                reason: r.text(6),
-                explain: r.text(7),
-                audit_seq: r.opt_int(8),
-            })
-            .collect();
-        licenses.sort_by(|a, b| a.product.cmp(&b.product));
-        let mut products = rows
-            .iter()
-            .filter(|r| r.int(0) == 3)
-            .map(|r| crate::licenses::store::product_from_row(&r.skip(1)))
-            .collect::<StoreResult<Vec<_>>>()?;
-        products.sort_by(|a, b| a.key.cmp(&b.key));
+        let (licenses, products) = related_of(&rows)?;
         Ok(Some((user, groups, licenses, products)))
     }
 

@@ -67,6 +67,31 @@ async fn licenses(app: &TestApp) -> BTreeMap<String, (String, String)> {
     out
 }
 
+/// Every user of a page (the whole list, and each looked up by `userName`) is rendered as a
+/// GET of that user renders it: groups, licenses and features.
+async fn assert_pages_show_users_as_get(app: &TestApp, users: usize) {
+    let page = app.req("GET", "/scim/v2/Users?count=1000", None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.raw);
+    let listed = page.body["Resources"].as_array().unwrap();
+    assert_eq!(listed.len(), users, "{}", page.raw);
+    for u in listed {
+        let id = u["id"].as_str().unwrap();
+        let one = app.req("GET", &format!("/scim/v2/Users/{id}"), None).await;
+        assert_eq!(u, &one.body, "listed and read alike");
+        let name = u["userName"].as_str().unwrap();
+        let q = format!(
+            "/scim/v2/Users?filter={}",
+            urlencoding(&format!("userName eq \"{name}\""))
+        );
+        let found = app.req("GET", &q, None).await;
+        assert_eq!(
+            found.body["Resources"],
+            json!([one.body]),
+            "looked up and read alike"
+        );
+    }
+}
+
 /// The seat counts the engine keeps agree with the license rows.
 async fn assert_counts_agree(app: &TestApp) {
     let kept = app.store.lines(&app.tenant).await.unwrap();
@@ -506,6 +531,9 @@ async fn rules_follow_nested_groups(b: Backend) {
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.raw);
     assert_eq!(licenses(&app).await["alice"].1, "free");
+    // Users of different plans (and one without a license), listed and looked up by filter,
+    // show as a GET of each shows them: the licenses a page reads with it go to their users.
+    assert_pages_show_users_as_get(&app, 4).await;
     // A rule change re-decides everyone; removing the rule frees the seats it gave.
     let r = app
         .admin(
