@@ -340,6 +340,11 @@ impl Engine {
         res: &StoredResource,
         with_related: bool,
     ) -> ApiResult<Rendered> {
+        if kind == Kind::User && with_related {
+            // One statement for all a user shows beside its document.
+            let related = self.store.user_related(&ctx.tenant, &res.id).await?;
+            return Ok(assemble_user(ctx, res, related));
+        }
         let related = if with_related {
             match kind {
                 Kind::User => Some(
@@ -405,13 +410,7 @@ impl Engine {
                 .get_user_with_groups(&ctx.tenant, id)
                 .await?
                 .ok_or_else(|| not_found(kind, id))?;
-            let groups = groups.into_iter().map(|g| group_ref_json(ctx, g)).collect();
-            let mut out = assemble(ctx, kind, &res, Some(groups));
-            if !licenses.is_empty() {
-                let mine: Vec<&LicenseRow> = licenses.iter().collect();
-                insert_extension(&mut out.body, licensing_extension(&mine, &products));
-            }
-            return Ok(out);
+            return Ok(assemble_user(ctx, &res, (groups, licenses, products)));
         }
         let res = self
             .store
@@ -735,7 +734,20 @@ impl Engine {
                     Vec::new()
                 };
                 {
-                    let stored = current_version(tx, ctx, kind, id, if_match.as_deref())?;
+                    // A user comes with its licenses, for its re-decision.
+                    let (stored, held) = match kind {
+                        Kind::User => {
+                            let (stored, held) = tx
+                                .get_user_with_licenses(&ctx.tenant, id)?
+                                .ok_or_else(|| not_found(kind, id))?;
+                            check_if_match(&stored, if_match.as_deref())?;
+                            (stored, Some(held))
+                        }
+                        Kind::Group => (
+                            current_version(tx, ctx, kind, id, if_match.as_deref())?,
+                            None,
+                        ),
+                    };
                     let members = match (kind, &members) {
                         (Kind::User, _) => Vec::new(),
                         (Kind::Group, Members::All) => tx.member_ids(&ctx.tenant, id)?,
@@ -779,14 +791,27 @@ impl Engine {
                         last_modified: now.clone(),
                         version: stored.version + 1,
                     };
-                    let updated = tx
-                        .update_resource_from(kind, &ctx.tenant, &stored.doc, &next, stored.version)
-                        .map_err(|e| match e {
-                            crate::kernel::store::StoreError::Unique(_) => {
-                                unique_message(kind, &next.doc)
-                            }
-                            other => other.into(),
-                        })?;
+                    // A taken name, found by the update or (a user's, written with the end)
+                    // by the end.
+                    let taken = |e: crate::kernel::store::StoreError| match e {
+                        crate::kernel::store::StoreError::Unique(m) if m.contains(kind.table()) => {
+                            unique_message(kind, &next.doc)
+                        }
+                        other => other.into(),
+                    };
+                    let updated = match kind {
+                        Kind::User => tx
+                            .update_user_with_end(&ctx.tenant, &stored.doc, &next, stored.version)
+                            .map(|()| true),
+                        Kind::Group => tx.update_resource_from(
+                            kind,
+                            &ctx.tenant,
+                            &stored.doc,
+                            &next,
+                            stored.version,
+                        ),
+                    }
+                    .map_err(taken)?;
                     if !updated {
                         // The tenant's lock is held: no one can have written in between.
                         return Err(crate::kernel::store::StoreError::Corrupt(format!(
@@ -872,13 +897,22 @@ impl Engine {
                     match kind {
                         // The user as just written: its licenses are re-decided without
                         // reading it back.
+                        // Its licenses as read with it, unless the brake moved them since.
                         Kind::User if matches!(affected.as_slice(), [only] if only == id) => {
-                            relicense(tx, &cause, Scope::Patched(id.clone(), next.doc.clone()))?;
+                            let held = held.filter(|_| action == "user.update");
+                            relicense(
+                                tx,
+                                &cause,
+                                Scope::Patched(id.clone(), next.doc.clone(), held),
+                            )?;
                         }
                         _ if !affected.is_empty() => {
                             relicense(tx, &cause, Scope::Users(affected))?;
                         }
                         _ => {}
+                    }
+                    if kind == Kind::User {
+                        tx.flush().map_err(taken)?;
                     }
                     Ok(next)
                 }
@@ -1274,6 +1308,19 @@ impl Engine {
     }
 }
 
+/// A user rendered with what it shows beside its document.
+fn assemble_user(
+    ctx: &Ctx,
+    res: &StoredResource,
+    (groups, licenses, products): crate::directory::store::UserRelated,
+) -> Rendered {
+    let groups = groups.into_iter().map(|g| group_ref_json(ctx, g)).collect();
+    let mut out = assemble(ctx, Kind::User, res, Some(groups));
+    let mut body = [&mut out.body];
+    attach_known_licenses(&mut body, &licenses, &products);
+    out
+}
+
 /// What a page of users shows beside the users, read with the page: their groups (as
 /// rendered references, by user), their licenses and those licenses' products.
 struct Related {
@@ -1375,15 +1422,19 @@ fn current_version(
     let stored = tx
         .get_resource(kind, &ctx.tenant, id)?
         .ok_or_else(|| not_found(kind, id))?;
-    if let Some(h) = if_match
-        && !etag_matches(h, stored.version)
-    {
-        return Err(ApiError::PreconditionFailed(format!(
+    check_if_match(&stored, if_match)?;
+    Ok(stored)
+}
+
+/// Refuses a write whose `If-Match` names another version (RFC 7644 §3.14).
+fn check_if_match(stored: &StoredResource, if_match: Option<&str>) -> ApiResult<()> {
+    match if_match {
+        Some(h) if !etag_matches(h, stored.version) => Err(ApiError::PreconditionFailed(format!(
             "If-Match {h} does not match the current version {}",
             etag(stored.version)
-        )));
+        ))),
+        _ => Ok(()),
     }
-    Ok(stored)
 }
 
 /// Validates new members: each must be a user or group of this tenant, its declared type

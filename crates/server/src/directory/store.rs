@@ -16,6 +16,13 @@ pub(crate) type UserWithRelated = (
     Vec<LicenseRow>,
     Vec<licensing::model::Product>,
 );
+
+/// What a user shows beside its own document: its groups, its licenses and their products.
+pub(crate) type UserRelated = (
+    Vec<GroupRef>,
+    Vec<LicenseRow>,
+    Vec<licensing::model::Product>,
+);
 use crate::params;
 
 /// The two SCIM resource kinds the directory holds.
@@ -194,11 +201,19 @@ const NO_TAIL: &str =
 /// [`NO_TAIL`]'s four. [`related_of`] reads them back.
 fn related_branches(users: &str) -> String {
     format!(
-        "SELECT 2, product, plan, state, changed, queue, NULL, reason, audit_seq, explain, user_id \
-         FROM licenses WHERE tenant_id = $1 AND user_id {users} \
+        "{} \
          UNION ALL \
          SELECT 3, p.key, p.name, p.plans, p.roles, 0, NULL, {NO_TAIL} FROM lic_products p \
-         WHERE p.key IN (SELECT product FROM licenses WHERE tenant_id = $1 AND user_id {users})"
+         WHERE p.key IN (SELECT product FROM licenses WHERE tenant_id = $1 AND user_id {users})",
+        licenses_branch(users)
+    )
+}
+
+/// The licenses branch (tag 2) of [`related_branches`].
+fn licenses_branch(users: &str) -> String {
+    format!(
+        "SELECT 2, product, plan, state, changed, queue, NULL, reason, audit_seq, explain, user_id \
+         FROM licenses WHERE tenant_id = $1 AND user_id {users}"
     )
 }
 
@@ -233,20 +248,63 @@ fn related_of(rows: &[Row]) -> StoreResult<(Vec<LicenseRow>, Vec<licensing::mode
     Ok((licenses, products))
 }
 
-/// A user, its groups (direct and nested), its licenses and their products, in one
-/// statement of [`related_branches`]' shape.
+/// The groups (direct and nested) of user `$2`, tagged 1: a group's id, its name, and its
+/// depth (0: direct) in the sixth column.
+const USER_GROUPS_CTE: &str = "WITH RECURSIVE anc(group_id, depth) AS ( \
+       SELECT group_id, 0 FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2 \
+       UNION \
+       SELECT m.group_id, 1 FROM scim_group_members m JOIN anc ON m.tenant_id = $1 AND m.member_id = anc.group_id) ";
+
+/// A user, its groups, its licenses and their products, in one statement of
+/// [`related_branches`]' shape.
 static GET_USER_WITH_RELATED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "WITH RECURSIVE anc(group_id, depth) AS ( \
-               SELECT group_id, 0 FROM scim_group_members WHERE tenant_id = $1 AND member_id = $2 \
-               UNION \
-               SELECT m.group_id, 1 FROM scim_group_members m JOIN anc ON m.tenant_id = $1 AND m.member_id = anc.group_id) \
-             SELECT 0, id, doc, created, last_modified, version, NULL, {NO_TAIL} FROM scim_users WHERE tenant_id = $1 AND id = $2 \
-             UNION ALL \
-             SELECT 1, g.id, g.display_name, '', '', MIN(anc.depth), NULL, {NO_TAIL} FROM anc \
-             JOIN scim_groups g ON g.tenant_id = $1 AND g.id = anc.group_id GROUP BY g.id, g.display_name \
-             UNION ALL {}",
-        related_branches("= $2"),
+        "{USER_GROUPS_CTE} \
+         SELECT 0, id, doc, created, last_modified, version, NULL, {NO_TAIL} FROM scim_users WHERE tenant_id = $1 AND id = $2 \
+         UNION ALL {}",
+        user_related_branches()
+    )
+});
+
+/// What a user shows beside its own document, as [`GET_USER_WITH_RELATED`] reads it.
+static USER_RELATED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{USER_GROUPS_CTE} {}", user_related_branches()));
+
+fn user_related_branches() -> String {
+    format!(
+        "SELECT 1, g.id, g.display_name, '', '', MIN(anc.depth), NULL, {NO_TAIL} FROM anc \
+         JOIN scim_groups g ON g.tenant_id = $1 AND g.id = anc.group_id GROUP BY g.id, g.display_name \
+         UNION ALL {}",
+        related_branches("= $2")
+    )
+}
+
+/// The groups of user `id` in rows of [`user_related_branches`], by name.
+fn user_groups_of(rows: &[Row], id: &str) -> Vec<GroupRef> {
+    let mut groups: Vec<GroupRef> = rows
+        .iter()
+        .filter(|r| r.int(0) == 1)
+        .map(|r| GroupRef {
+            user_id: id.to_string(),
+            group_id: r.text(1),
+            display: r.text(2),
+            direct: r.int(5) == 0,
+        })
+        .collect();
+    groups.sort_by(|a, b| {
+        a.display
+            .cmp(&b.display)
+            .then_with(|| a.group_id.cmp(&b.group_id))
+    });
+    groups
+}
+
+/// A user (tagged 0) and its licenses, in [`related_branches`]' shape.
+static USER_WITH_LICENSES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT 0, id, doc, created, last_modified, version, NULL, {NO_TAIL} FROM scim_users WHERE tenant_id = $1 AND id = $2 \
+         UNION ALL {}",
+        licenses_branch("= $2")
     )
 });
 
@@ -588,23 +646,21 @@ impl Store {
             last_modified: user_row.text(4),
             version: user_row.int(5),
         };
-        let mut groups: Vec<GroupRef> = rows
-            .iter()
-            .filter(|r| r.int(0) == 1)
-            .map(|r| GroupRef {
-                user_id: id.to_string(),
-                group_id: r.text(1),
-                display: r.text(2),
-                direct: r.int(5) == 0,
-            })
-            .collect();
-        groups.sort_by(|a, b| {
-            a.display
-                .cmp(&b.display)
-                .then_with(|| a.group_id.cmp(&b.group_id))
-        });
+        let groups = user_groups_of(&rows, id);
         let (licenses, products) = related_of(&rows)?;
         Ok(Some((user, groups, licenses, products)))
+    }
+
+    /// What a user shows beside its own document, in one statement: its groups (direct and
+    /// nested), its licenses and their products.
+    pub(crate) async fn user_related(&self, tenant: &str, id: &str) -> StoreResult<UserRelated> {
+        let rows = self
+            .pool()
+            .fetch(&USER_RELATED, &params![tenant, id])
+            .await?;
+        let groups = user_groups_of(&rows, id);
+        let (licenses, products) = related_of(&rows)?;
+        Ok((groups, licenses, products))
     }
 
     /// The members of a group.
@@ -675,6 +731,69 @@ impl Tx<'_> {
             .as_ref()
             .map(resource_from_row)
             .transpose()
+    }
+
+    /// Reads a user and its licenses inside the transaction, in one statement.
+    pub(crate) fn get_user_with_licenses(
+        &mut self,
+        tenant: &str,
+        id: &str,
+    ) -> StoreResult<Option<(StoredResource, Vec<LicenseRow>)>> {
+        let rows = self.fetch(&USER_WITH_LICENSES, &params![tenant, id])?;
+        let Some(user) = rows.iter().find(|r| r.int(0) == 0) else {
+            return Ok(None);
+        };
+        let user = StoredResource {
+            id: user.text(1),
+            doc: serde_json::from_str(user.str(2))
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            created: user.text(3),
+            last_modified: user.text(4),
+            version: user.int(5),
+        };
+        Ok(Some((user, related_of(&rows)?.0)))
+    }
+
+    /// Replaces a user's document, as [`Tx::update_resource_from`] does, but on PostgreSQL
+    /// with the unit of work's end when its emails stay as they were (a taken `userName`
+    /// then shows there). The tenant's lock must be held: the version is checked in the
+    /// statement, but a lost race would go unreported.
+    pub(crate) fn update_user_with_end(
+        &mut self,
+        tenant: &str,
+        before: &Value,
+        res: &StoredResource,
+        expected: i64,
+    ) -> StoreResult<()> {
+        let cols = IndexCols::of(Kind::User, &res.doc);
+        let emails_kept = IndexCols::of(Kind::User, before).emails == cols.emails;
+        if self.backend() != crate::kernel::db::Backend::Postgres || !emails_kept {
+            return match self.update_resource_from(Kind::User, tenant, before, res, expected)? {
+                true => Ok(()),
+                false => Err(StoreError::Corrupt(format!(
+                    "user {} changed under the tenant's lock",
+                    res.id
+                ))),
+            };
+        }
+        self.defer_rows(
+            &USERS_UPDATE,
+            Vec::new(),
+            Vec::from(params![
+                tenant,
+                &res.id,
+                &cols.name,
+                cols.name.to_lowercase(),
+                &cols.external_id,
+                &cols.display_name,
+                cols.display_name.as_ref().map(|d| d.to_lowercase()),
+                i64::from(cols.active),
+                &res.last_modified,
+                res.version,
+                res.doc.to_string(),
+                expected
+            ]),
+        )
     }
 
     /// Inserts a new resource. A duplicate userName/displayName is [`StoreError::Unique`].
@@ -1026,6 +1145,23 @@ fn user_row(tenant: &str, res: &StoredResource, cols: &IndexCols, doc: String) -
         doc
     ])
 }
+
+/// Users' new documents, written with a unit of work's end ([`Tx::update_user_with_end`]):
+/// each row names the user, its index columns, its document and the version it replaces.
+static USERS_UPDATE: RowsInsert = RowsInsert {
+    sql: |n| {
+        format!(
+            "UPDATE scim_users u SET user_name = v.user_name, user_name_lc = v.user_name_lc, \
+             external_id = v.external_id, display_name = v.display_name, display_name_lc = v.display_name_lc, \
+             active = v.active, last_modified = v.last_modified, version = v.version, doc = v.doc \
+             FROM (VALUES {}) AS v(tenant_id, id, user_name, user_name_lc, external_id, display_name, \
+             display_name_lc, active, last_modified, version, doc, expected) \
+             WHERE u.tenant_id = v.tenant_id AND u.id = v.id AND u.version = v.expected",
+            tuples(1, 12, n)
+        )
+    },
+    width: 12,
+};
 
 /// New users' rows, written with a unit of work's end ([`Tx::insert_user_with_end`]).
 static USERS_INSERT: RowsInsert = RowsInsert {

@@ -1657,8 +1657,33 @@ impl Tx<'_> {
         }
     }
 
+    /// PostgreSQL: writes this unit of work's deferred rows and counts now, so that a
+    /// statement after them sees them (they are otherwise written with its end).
+    fn send_deferred(&mut self) -> StoreResult<()> {
+        if self.pending.rows.is_empty() && self.pending.counts.is_empty() {
+            return Ok(());
+        }
+        let rows = std::mem::take(&mut self.pending.rows);
+        let counts = std::mem::take(&mut self.pending.counts);
+        for d in &rows {
+            let mut params = d.lead.clone();
+            params.extend(d.rows.iter().cloned());
+            self.execute(
+                &(d.insert.sql)(d.rows.len() / d.insert.width.max(1)),
+                &params,
+            )?;
+        }
+        for (tenant, kind, by) in &counts {
+            self.execute(COUNTS_UPSERT_ONE, &params![tenant, *kind, *by])?;
+        }
+        Ok(())
+    }
+
     /// Runs a query in the transaction.
     pub(crate) fn fetch(&mut self, sql: &str, params: &[P]) -> StoreResult<Vec<Row>> {
+        if matches!(self.conn, TxRef::Postgres(_)) {
+            self.send_deferred()?;
+        }
         match &mut self.conn {
             TxRef::Sqlite(c) => sqlite_fetch(c, sql, params),
             TxRef::Postgres(pg) => {
@@ -1683,6 +1708,9 @@ impl Tx<'_> {
 
     /// Runs a statement in the transaction.
     pub(crate) fn execute(&mut self, sql: &str, params: &[P]) -> StoreResult<u64> {
+        if matches!(self.conn, TxRef::Postgres(_)) {
+            self.send_deferred()?;
+        }
         match &mut self.conn {
             TxRef::Sqlite(c) => sqlite_exec(c, sql, params),
             TxRef::Postgres(pg) => {

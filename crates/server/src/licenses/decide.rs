@@ -34,8 +34,9 @@ pub enum Scope {
     /// These users (missing ones count as gone: their licenses are freed).
     Users(Vec<String>),
     /// A user changed in this transaction, with its document as written (not read back;
-    /// its groups are read only when rules look at groups).
-    Patched(String, Value),
+    /// its groups are read only when rules look at groups), and its licenses when they were
+    /// read under the tenant's lock with the user and nothing has changed them since.
+    Patched(String, Value, Option<Vec<LicenseRow>>),
     /// These users, arriving in this order (an import: earlier assignments take their place
     /// in line first), rather than by id.
     InOrder(Vec<String>),
@@ -215,13 +216,8 @@ impl Model {
     /// Whether any rule (or role rule) reads the user's groups (only then are memberships
     /// loaded).
     pub fn reads_groups(&self) -> bool {
-        let reads = |f: &scim::filter::Filter| {
-            f.paths()
-                .iter()
-                .any(|p| p.name.eq_ignore_ascii_case("groups"))
-        };
-        self.rules.iter().any(|r| reads(&r.filter))
-            || self.role_rules.iter().any(|r| reads(&r.filter))
+        self.rules.iter().any(|r| reads_groups(&r.filter))
+            || self.role_rules.iter().any(|r| reads_groups(&r.filter))
     }
 
     fn subscription(&self, product: &str) -> Option<&Subscription> {
@@ -244,23 +240,21 @@ impl Model {
     }
 }
 
-/// Whether group changes of this tenant can change licenses: only when it subscribes to
-/// something and a rule reads `groups`.
+/// Whether a filter reads the user's `groups`.
+fn reads_groups(f: &scim::filter::Filter) -> bool {
+    f.paths()
+        .iter()
+        .any(|p| p.name.eq_ignore_ascii_case("groups"))
+}
+
+/// Whether group changes of this tenant can change licenses or roles: a role rule reads
+/// `groups`, or the tenant subscribes to something and a rule reads them. Decided from the
+/// tenant's cached model (read under its lock).
 pub fn groups_matter(tx: &mut Tx<'_>, tenant: &str) -> ApiResult<bool> {
-    let role_rules = tx.role_rule_rows(tenant)?;
-    if role_rules
-        .iter()
-        .any(|r| r.filter.to_ascii_lowercase().contains("groups"))
-    {
-        return Ok(true);
-    }
-    if tx.subscriptions(tenant)?.is_empty() {
-        return Ok(false);
-    }
-    let rows = tx.rule_rows(tenant)?;
-    Ok(rows
-        .iter()
-        .any(|r| r.filter.to_ascii_lowercase().contains("groups")))
+    let version = tx.lock_tenant(tenant)?;
+    let m = Model::current(tx, tenant, version)?;
+    Ok(m.role_rules.iter().any(|r| reads_groups(&r.filter))
+        || (!m.subscriptions.is_empty() && m.rules.iter().any(|r| reads_groups(&r.filter))))
 }
 
 /// Whether a stored user document is active (absent `active` means active).
@@ -811,7 +805,7 @@ fn decide_and_write(
     let shared = Model::current(tx, tenant, version)?;
     let model = &*shared;
     let ids: Option<Vec<String>> = match &scope {
-        Scope::Created(id, _) | Scope::Patched(id, _) => Some(vec![id.clone()]),
+        Scope::Created(id, _) | Scope::Patched(id, ..) => Some(vec![id.clone()]),
         Scope::Users(ids) | Scope::InOrder(ids) => Some(ids.clone()),
         Scope::All => None,
         Scope::Rebalance(_) => Some(Vec::new()),
@@ -847,13 +841,13 @@ fn decide_and_write(
         // A user created in this transaction is decided already, and holds nothing yet.
         Scope::Created(_, decided) => (BTreeMap::new(), Vec::new(), Some(decided)),
         Scope::Rebalance(_) => (BTreeMap::new(), Vec::new(), None),
-        Scope::Patched(id, mut doc) if !model.reads_groups() => {
+        Scope::Patched(id, mut doc, held) if !model.reads_groups() => {
             doc["id"] = Value::String(id.clone());
-            (
-                BTreeMap::from([(id, doc)]),
-                tx.licenses(tenant, ids.as_deref())?,
-                None,
-            )
+            let held = match held {
+                Some(held) => held,
+                None => tx.licenses(tenant, ids.as_deref())?,
+            };
+            (BTreeMap::from([(id, doc)]), held, None)
         }
         _ => (
             tx.rule_subjects(tenant, ids.as_deref(), model.reads_groups())?,

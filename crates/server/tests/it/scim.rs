@@ -84,6 +84,58 @@ async fn create_get_and_duplicate(b: Backend) {
         )
         .await;
     assert_scim_error(&dup, 409, Some("uniqueness"));
+    // A rename to a taken name, by PATCH and by PUT (on PostgreSQL the new document is
+    // written with the transaction's last statement): 409, and nothing of it is kept.
+    let bob = app.user("bob@example.com").await;
+    let bob_before = app.req("GET", &format!("/scim/v2/Users/{bob}"), None).await;
+    let audited = app.store.audit_head(&app.tenant).await.unwrap();
+    let rename = json!([{"op": "replace", "path": "userName", "value": "ALICE@example.com"}]);
+    for r in [
+        app.req(
+            "PATCH",
+            &format!("/scim/v2/Users/{bob}"),
+            Some(patch(rename)),
+        )
+        .await,
+        app.req(
+            "PUT",
+            &format!("/scim/v2/Users/{bob}"),
+            Some(json!({"schemas": [USER], "userName": "alice@example.COM", "displayName": "Bob"})),
+        )
+        .await,
+    ] {
+        assert_scim_error(&r, 409, Some("uniqueness"));
+        assert!(
+            r.body["detail"].as_str().unwrap().contains("already taken"),
+            "{}",
+            r.raw
+        );
+    }
+    let bob_after = app.req("GET", &format!("/scim/v2/Users/{bob}"), None).await;
+    assert_eq!(bob_after.body, bob_before.body);
+    assert_eq!(app.store.audit_head(&app.tenant).await.unwrap(), audited);
+    let r = app
+        .req(
+            "PATCH",
+            &format!("/scim/v2/Users/{bob}"),
+            Some(patch(
+                json!([{"op": "replace", "path": "userName", "value": "robert@example.com"}]),
+            )),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    assert_eq!(r.body["meta"]["version"], "W/\"2\"");
+    let r = app
+        .req(
+            "GET",
+            &format!(
+                "/scim/v2/Users?filter={}",
+                enc("userName eq \"robert@example.com\"")
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["Resources"][0]["id"], bob, "{}", r.raw);
     let gdup1 = app
         .req(
             "POST",
