@@ -1,7 +1,7 @@
 //! The engine: every SCIM write is one command run in one transaction — the change, its
 //! audit record and its outbox event commit together or not at all.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use scim::list::{self, CursorPos, ListQuery, Paging, SortKey};
 use scim::patch;
@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use crate::directory::cache::{Cached, UserCache};
 pub use crate::directory::store::Kind;
 use crate::directory::store::StoredResource;
-use crate::directory::store::{Columns, Order, Page};
+use crate::directory::store::{Columns, NAMED_AT_ONCE, Order, Page};
 use crate::kernel::catalogue::EventType;
 use crate::kernel::clock::{SharedClock, stamp};
 use crate::kernel::error::{ApiError, ApiResult};
@@ -515,7 +515,7 @@ impl Engine {
                 }
                 let mut added = Vec::new();
                 if !members.is_empty() {
-                    added = check_members(tx, ctx, &res.id, &members)?;
+                    added = check_members(tx, ctx, &res.id, &members, None)?;
                     tx.add_members(&ctx.tenant, &res.id, &added)?;
                 }
                 let mut after = res.doc.clone();
@@ -735,24 +735,32 @@ impl Engine {
                 };
                 {
                     // A user comes with its licenses, for its re-decision.
-                    let (stored, held) = match kind {
-                        Kind::User => {
+                    // A user comes with its licenses, for its re-decision; a group whose
+                    // change names its members with those of them it has, and what each is.
+                    let (stored, held, known) = match (kind, &members) {
+                        (Kind::User, _) => {
                             let (stored, held) = tx
                                 .get_user_with_licenses(&ctx.tenant, id)?
                                 .ok_or_else(|| not_found(kind, id))?;
-                            check_if_match(&stored, if_match.as_deref())?;
-                            (stored, Some(held))
+                            (stored, Some(held), None)
                         }
-                        Kind::Group => (
-                            current_version(tx, ctx, kind, id, if_match.as_deref())?,
-                            None,
-                        ),
+                        (Kind::Group, Members::Named(ids)) if ids.len() <= NAMED_AT_ONCE => {
+                            let (stored, among, kinds) = tx
+                                .get_group_for_members(&ctx.tenant, id, ids)?
+                                .ok_or_else(|| not_found(kind, id))?;
+                            (stored, None, Some((among, kinds)))
+                        }
+                        (Kind::Group, _) => (current_version(tx, ctx, kind, id, None)?, None, None),
                     };
-                    let members = match (kind, &members) {
-                        (Kind::User, _) => Vec::new(),
-                        (Kind::Group, Members::All) => tx.member_ids(&ctx.tenant, id)?,
-                        (Kind::Group, Members::Named(ids)) => {
-                            tx.members_among(&ctx.tenant, id, ids)?
+                    check_if_match(&stored, if_match.as_deref())?;
+                    let (members, kinds) = match (kind, &members, known) {
+                        (Kind::User, ..) => (Vec::new(), None),
+                        (Kind::Group, _, Some((among, kinds))) => (among, Some(kinds)),
+                        (Kind::Group, Members::All, None) => {
+                            (tx.member_ids(&ctx.tenant, id)?, None)
+                        }
+                        (Kind::Group, Members::Named(ids), None) => {
+                            (tx.members_among(&ctx.tenant, id, ids)?, None)
                         }
                     };
                     let current = Current {
@@ -777,7 +785,7 @@ impl Engine {
                             .map(|s| (*s).clone())
                             .collect::<Vec<_>>();
                         if !to_add.is_empty() {
-                            added = check_members(tx, ctx, id, &to_add)?;
+                            added = check_members(tx, ctx, id, &to_add, kinds.as_ref())?;
                         }
                     }
                     if new_doc == stored.doc && added.is_empty() && removed.is_empty() {
@@ -799,33 +807,17 @@ impl Engine {
                         }
                         other => other.into(),
                     };
-                    let updated = match kind {
-                        Kind::User => tx
-                            .update_user_with_end(&ctx.tenant, &stored.doc, &next, stored.version)
-                            .map(|()| true),
-                        Kind::Group => tx.update_resource_from(
-                            kind,
-                            &ctx.tenant,
-                            &stored.doc,
-                            &next,
-                            stored.version,
-                        ),
+                    match kind {
+                        Kind::User => {
+                            tx.update_user_with_end(&ctx.tenant, &stored.doc, &next, stored.version)
+                        }
+                        Kind::Group => tx
+                            .update_group_with_end(&ctx.tenant, &stored.doc, &next, stored.version)
+                            .and_then(|()| {
+                                tx.change_members_with_end(&ctx.tenant, id, &added, &removed)
+                            }),
                     }
                     .map_err(taken)?;
-                    if !updated {
-                        // The tenant's lock is held: no one can have written in between.
-                        return Err(crate::kernel::store::StoreError::Corrupt(format!(
-                            "{} {id} changed under the tenant's lock",
-                            kind.name()
-                        ))
-                        .into());
-                    }
-                    if !added.is_empty() {
-                        tx.add_members(&ctx.tenant, id, &added)?;
-                    }
-                    if !removed.is_empty() {
-                        tx.remove_members(&ctx.tenant, id, &removed)?;
-                    }
                     let (action, event, before, after) = match kind {
                         Kind::User => {
                             let t = UserTransition::between(
@@ -911,9 +903,7 @@ impl Engine {
                         }
                         _ => {}
                     }
-                    if kind == Kind::User {
-                        tx.flush().map_err(taken)?;
-                    }
+                    tx.flush().map_err(taken)?;
                     Ok(next)
                 }
             })
@@ -1444,6 +1434,7 @@ fn check_members(
     ctx: &Ctx,
     group: &str,
     members: &[(String, Option<String>)],
+    known: Option<&HashMap<String, &'static str>>,
 ) -> ApiResult<Vec<(String, String)>> {
     let ids: Vec<String> = members
         .iter()
@@ -1451,7 +1442,15 @@ fn check_members(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let found = tx.classify_ids(&ctx.tenant, &ids)?;
+    let classified;
+    let found = match known {
+        // What each id the change names is, read with the group.
+        Some(known) => known,
+        None => {
+            classified = tx.classify_ids(&ctx.tenant, &ids)?;
+            &classified
+        }
+    };
     let mut out: Vec<(String, String)> = Vec::with_capacity(ids.len());
     let mut seen = BTreeSet::new();
     let mut nested = Vec::new();

@@ -17,6 +17,17 @@ pub(crate) type UserWithRelated = (
     Vec<licensing::model::Product>,
 );
 
+/// A group, which of some ids are its members already (id and type, by id), and which of
+/// them are users or groups of the tenant.
+pub(crate) type GroupForMembers = (
+    StoredResource,
+    Vec<(String, String)>,
+    HashMap<String, &'static str>,
+);
+
+/// Ids a member change may name for [`Tx::get_group_for_members`] (more are read in chunks).
+pub(crate) const NAMED_AT_ONCE: usize = 100;
+
 /// What a user shows beside its own document: its groups, its licenses and their products.
 pub(crate) type UserRelated = (
     Vec<GroupRef>,
@@ -754,6 +765,115 @@ impl Tx<'_> {
         Ok(Some((user, related_of(&rows)?.0)))
     }
 
+    /// Reads a group, which of `ids` are its members already (with their types), and which
+    /// are users or groups of the tenant, in one statement (at most [`NAMED_AT_ONCE`] ids).
+    pub(crate) fn get_group_for_members(
+        &mut self,
+        tenant: &str,
+        id: &str,
+        ids: &[String],
+    ) -> StoreResult<Option<GroupForMembers>> {
+        let mut sql = String::from(
+            "SELECT 0, id, doc, created, last_modified, version FROM scim_groups WHERE tenant_id = $1 AND id = $2",
+        );
+        if !ids.is_empty() {
+            let named = placeholders(3, ids.len());
+            sql.push_str(&format!(
+                " UNION ALL SELECT 1, member_id, member_type, '', '', 0 FROM scim_group_members \
+                 WHERE tenant_id = $1 AND group_id = $2 AND member_id IN ({named}) \
+                 UNION ALL SELECT 2, id, 'User', '', '', 0 FROM scim_users WHERE tenant_id = $1 AND id IN ({named}) \
+                 UNION ALL SELECT 2, id, 'Group', '', '', 0 FROM scim_groups WHERE tenant_id = $1 AND id IN ({named})"
+            ));
+        }
+        let mut params = Vec::from(params![tenant, id]);
+        params.extend(ids.iter().map(P::from));
+        let rows = self.fetch(&sql, &params)?;
+        let Some(group) = rows.iter().find(|r| r.int(0) == 0) else {
+            return Ok(None);
+        };
+        let group = resource_from_row(&group.skip(1))?;
+        let mut members: Vec<(String, String)> = Vec::new();
+        let mut kinds: HashMap<String, &'static str> = HashMap::new();
+        for r in &rows {
+            match r.int(0) {
+                1 => members.push((r.text(1), r.text(2))),
+                2 => {
+                    let kind = if r.str(2) == "Group" { "Group" } else { "User" };
+                    kinds.insert(r.text(1), kind);
+                }
+                _ => {}
+            }
+        }
+        members.sort();
+        Ok(Some((group, members, kinds)))
+    }
+
+    /// Replaces a group's document as [`Tx::update_resource_from`] does, but on PostgreSQL
+    /// with the unit of work's end (a taken `displayName` then shows there). The tenant's
+    /// lock must be held.
+    pub(crate) fn update_group_with_end(
+        &mut self,
+        tenant: &str,
+        before: &Value,
+        res: &StoredResource,
+        expected: i64,
+    ) -> StoreResult<()> {
+        if self.backend() != crate::kernel::db::Backend::Postgres {
+            return match self.update_resource_from(Kind::Group, tenant, before, res, expected)? {
+                true => Ok(()),
+                false => Err(StoreError::Corrupt(format!(
+                    "group {} changed under the tenant's lock",
+                    res.id
+                ))),
+            };
+        }
+        let cols = IndexCols::of(Kind::Group, &res.doc);
+        self.defer_rows(
+            &GROUPS_UPDATE,
+            Vec::new(),
+            Vec::from(params![
+                tenant,
+                &res.id,
+                &cols.name,
+                cols.name.to_lowercase(),
+                &cols.external_id,
+                &res.last_modified,
+                res.version,
+                res.doc.to_string(),
+                expected
+            ]),
+        )
+    }
+
+    /// Adds and removes a group's members: on PostgreSQL with the unit of work's end.
+    pub(crate) fn change_members_with_end(
+        &mut self,
+        tenant: &str,
+        group: &str,
+        added: &[(String, String)],
+        removed: &[String],
+    ) -> StoreResult<()> {
+        if self.backend() != crate::kernel::db::Backend::Postgres {
+            if !added.is_empty() {
+                self.add_members(tenant, group, added)?;
+            }
+            if !removed.is_empty() {
+                self.remove_members(tenant, group, removed)?;
+            }
+            return Ok(());
+        }
+        let mut rows = Vec::with_capacity(added.len() * 4);
+        for (id, ty) in added {
+            rows.extend(params![tenant, group, id, ty]);
+        }
+        self.defer_rows(&MEMBERS_INSERT, Vec::new(), rows)?;
+        let mut rows = Vec::with_capacity(removed.len() * 3);
+        for id in removed {
+            rows.extend(params![tenant, group, id]);
+        }
+        self.defer_rows(&MEMBERS_DELETE, Vec::new(), rows)
+    }
+
     /// Replaces a user's document, as [`Tx::update_resource_from`] does, but on PostgreSQL
     /// with the unit of work's end when its emails stay as they were (a taken `userName`
     /// then shows there). The tenant's lock must be held: the version is checked in the
@@ -1161,6 +1281,45 @@ static USERS_UPDATE: RowsInsert = RowsInsert {
         )
     },
     width: 12,
+};
+
+/// Groups' new documents, written with a unit of work's end ([`Tx::update_group_with_end`]).
+static GROUPS_UPDATE: RowsInsert = RowsInsert {
+    sql: |n| {
+        format!(
+            "UPDATE scim_groups g SET display_name = v.display_name, display_name_lc = v.display_name_lc, \
+             external_id = v.external_id, last_modified = v.last_modified, version = v.version, doc = v.doc \
+             FROM (VALUES {}) AS v(tenant_id, id, display_name, display_name_lc, external_id, last_modified, \
+             version, doc, expected) \
+             WHERE g.tenant_id = v.tenant_id AND g.id = v.id AND g.version = v.expected",
+            tuples(1, 9, n)
+        )
+    },
+    width: 9,
+};
+
+/// Members added with a unit of work's end ([`Tx::change_members_with_end`]).
+static MEMBERS_INSERT: RowsInsert = RowsInsert {
+    sql: |n| {
+        format!(
+            "INSERT INTO scim_group_members (tenant_id, group_id, member_id, member_type) VALUES {} \
+             ON CONFLICT (tenant_id, group_id, member_id) DO NOTHING",
+            tuples(1, 4, n)
+        )
+    },
+    width: 4,
+};
+
+/// Members removed with a unit of work's end ([`Tx::change_members_with_end`]).
+static MEMBERS_DELETE: RowsInsert = RowsInsert {
+    sql: |n| {
+        format!(
+            "DELETE FROM scim_group_members m USING (VALUES {}) AS v(tenant_id, group_id, member_id) \
+             WHERE m.tenant_id = v.tenant_id AND m.group_id = v.group_id AND m.member_id = v.member_id",
+            tuples(1, 3, n)
+        )
+    },
+    width: 3,
 };
 
 /// New users' rows, written with a unit of work's end ([`Tx::insert_user_with_end`]).

@@ -1058,6 +1058,45 @@ async fn nested_groups_and_cycles(b: Backend) {
         )
         .await;
     assert_scim_error(&wrong_type, 400, Some("invalidValue"));
+    // A member that is no user or group of the tenant, beside one that is; a rename to a
+    // taken name (on PostgreSQL written with the transaction's last statement): refused
+    // whole.
+    let before = app
+        .req("GET", &format!("/scim/v2/Groups/{outer_id}"), None)
+        .await;
+    let unknown = app
+        .req(
+            "PATCH",
+            &format!("/scim/v2/Groups/{outer_id}"),
+            Some(patch(
+                json!([{"op": "add", "path": "members", "value": [{"value": u}, {"value": "no-such-id"}]}]),
+            )),
+        )
+        .await;
+    assert_scim_error(&unknown, 400, Some("invalidValue"));
+    let taken = app
+        .req(
+            "PATCH",
+            &format!("/scim/v2/Groups/{outer_id}"),
+            Some(patch(json!([
+                {"op": "add", "path": "members", "value": [{"value": u}]},
+                {"op": "replace", "path": "displayName", "value": "INNER"},
+            ]))),
+        )
+        .await;
+    assert_scim_error(&taken, 409, Some("uniqueness"));
+    assert!(
+        taken.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("already exists"),
+        "{}",
+        taken.raw
+    );
+    let after = app
+        .req("GET", &format!("/scim/v2/Groups/{outer_id}"), None)
+        .await;
+    assert_eq!(after.body, before.body, "nothing of either kept");
 }
 
 async fn bulk_and_large_membership(b: Backend) {
