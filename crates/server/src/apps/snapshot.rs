@@ -574,16 +574,19 @@ impl Snapshots {
             Ok(s) => (s.model_version, s.cursor),
             Err(_) => return Ok(()),
         };
-        let Some((now_version, _)) = self.store.snapshot_marks(tenant).await? else {
+        let with_roles = snap.read().is_ok_and(|s| s.has_roles());
+        // The model version, the changes and the users they name, in one statement.
+        let Some(caught) = self
+            .store
+            .catch_up_rows(tenant, cursor, MAX_CHANGES, with_roles)
+            .await?
+        else {
             // The tenant is gone.
             self.replace(tenant, &t, None);
             return Ok(());
         };
-        let changes = self
-            .store
-            .changes_after(tenant, cursor, MAX_CHANGES)
-            .await?;
-        if now_version != version || changes.len() as i64 >= MAX_CHANGES {
+        let changes = caught.changes;
+        if caught.model_version != version || changes.len() as i64 >= MAX_CHANGES {
             let fresh = self.load(tenant).await?;
             self.replace(tenant, &t, fresh);
             return Ok(());
@@ -603,12 +606,7 @@ impl Snapshots {
         }
         users.sort();
         users.dedup();
-        let with_roles = snap.read().is_ok_and(|s| s.has_roles());
-        let (rows, licenses, roles) = if users.is_empty() {
-            (Vec::new(), Vec::new(), Vec::new())
-        } else {
-            self.store.snapshot_rows(tenant, &users, with_roles).await?
-        };
+        let (rows, licenses, roles) = caught.rows;
         let subs = if subscriptions {
             Some(self.store.subscriptions(tenant).await?)
         } else {

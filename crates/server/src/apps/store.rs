@@ -1,7 +1,7 @@
 //! What the application API reads and writes: the rows an entitlement snapshot is built
 //! from, the changes it catches up with, user activity, and the keys that sign tokens.
 
-use crate::kernel::db::{P, Row, placeholders};
+use crate::kernel::db::Row;
 use crate::kernel::store::{Store, StoreResult};
 use crate::params;
 
@@ -104,31 +104,74 @@ fn snap_license(r: &Row) -> SnapLicense {
     }
 }
 
+/// What a snapshot catches up with, read in one statement ([`Store::catch_up_rows`]).
+#[derive(Debug)]
+pub struct CatchUp {
+    /// The tenant's model version now.
+    pub model_version: i64,
+    /// The changes after the snapshot's cursor: (outbox id, resource type, resource id),
+    /// oldest first.
+    pub changes: Vec<(i64, String, String)>,
+    /// The users those changes name (users and licenses), their licenses and roles.
+    pub rows: SnapRows,
+}
+
 impl Store {
-    /// Users of a tenant with these ids, their licenses and, `with_roles`, their roles.
-    pub(crate) async fn snapshot_rows(
+    /// A tenant's model version, its changes after the outbox id `after` (at most `limit`)
+    /// and the rows of the users they name, in one statement, so one round trip and one
+    /// consistent read (`None`: no such tenant).
+    pub(crate) async fn catch_up_rows(
         &self,
         tenant: &str,
-        ids: &[String],
+        after: i64,
+        limit: i64,
         with_roles: bool,
-    ) -> StoreResult<SnapRows> {
-        let mut users = Vec::new();
-        let mut licenses = Vec::new();
-        let mut roles = Vec::new();
-        for chunk in ids.chunks(500) {
-            let list = placeholders(2, chunk.len());
-            let mut ps = vec![P::from(tenant)];
-            ps.extend(chunk.iter().map(P::from));
-            let sql = format!("{USER_SQL} AND id IN ({list})");
-            users.extend(self.pool.fetch(&sql, &ps).await?.iter().map(snap_user));
-            let sql = format!("{LICENSE_SQL} AND user_id IN ({list})");
-            licenses.extend(self.pool.fetch(&sql, &ps).await?.iter().map(snap_license));
-            if with_roles {
-                let sql = format!("{ROLE_SQL} AND user_id IN ({list})");
-                roles.extend(self.pool.fetch(&sql, &ps).await?.iter().map(snap_role));
+    ) -> StoreResult<Option<CatchUp>> {
+        let roles = if with_roles {
+            " UNION ALL SELECT 4, user_id, product, role, source, 0 FROM user_roles \
+             WHERE tenant_id = $1 AND user_id IN (SELECT id FROM who)"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "WITH ch AS MATERIALIZED (SELECT id, CASE WHEN event_type = 'user.login' THEN 'Login' ELSE resource_type END AS kind, \
+             resource_id FROM outbox WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3), \
+             who AS MATERIALIZED (SELECT DISTINCT resource_id AS id FROM ch WHERE kind IN ('User', 'License')) \
+             SELECT 0, NULL, NULL, NULL, NULL, model_version FROM audit_heads WHERE tenant_id = $1 \
+             UNION ALL SELECT 1, kind, resource_id, NULL, NULL, id FROM ch \
+             UNION ALL SELECT 2, id, user_name, external_id, NULL, active FROM scim_users \
+             WHERE tenant_id = $1 AND id IN (SELECT id FROM who) \
+             UNION ALL SELECT 3, user_id, product, plan, state, 0 FROM licenses \
+             WHERE tenant_id = $1 AND user_id IN (SELECT id FROM who){roles}"
+        );
+        let rows = self
+            .pool
+            .fetch(&sql, &params![tenant, after, limit])
+            .await?;
+        let Some(version) = rows.iter().find(|r| r.int(0) == 0) else {
+            return Ok(None);
+        };
+        let mut out = CatchUp {
+            model_version: version.int(5),
+            changes: Vec::new(),
+            rows: Default::default(),
+        };
+        for r in &rows {
+            match r.int(0) {
+                1 => out.changes.push((r.int(5), r.text(1), r.text(2))),
+                2 => out.rows.0.push(SnapUser {
+                    id: r.text(1),
+                    user_name: r.text(2),
+                    external_id: r.opt_text(3),
+                    active: r.int(5) != 0,
+                }),
+                3 => out.rows.1.push(snap_license(&r.skip(1))),
+                4 => out.rows.2.push(snap_role(&r.skip(1))),
+                _ => {}
             }
         }
-        Ok((users, licenses, roles))
+        out.changes.sort_by_key(|c| c.0);
+        Ok(Some(out))
     }
 
     /// The next `limit` users of a tenant after the id `after` (in id order), their
@@ -208,27 +251,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// What changed in a tenant after an outbox id: (id, resource type, resource id), oldest
-    /// first, at most `limit`.
-    pub(crate) async fn changes_after(
-        &self,
-        tenant: &str,
-        after: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<(i64, String, String)>> {
-        Ok(self
-            .pool
-            .fetch(
-                "SELECT id, CASE WHEN event_type = 'user.login' THEN 'Login' ELSE resource_type END, resource_id \
-                 FROM outbox WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-                &params![tenant, after, limit],
-            )
-            .await?
-            .iter()
-            .map(|r| (r.int(0), r.text(1), r.text(2)))
-            .collect())
     }
 
     /// Records when users were last seen (one statement per 200 users, one transaction).
