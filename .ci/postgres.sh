@@ -2,6 +2,8 @@
 # Starts a throwaway PostgreSQL for the tests and prints its URL on the last line.
 # Installs PostgreSQL with apt-get when the machine has none. Usage: .ci/postgres.sh start|restart|stop
 # It runs with fsync off (tests need no durability) unless SEATKEEPER_TEST_PG_DURABLE=1.
+# SEATKEEPER_TEST_PG_OPTS adds server options (for a benchmark's look inside, say
+# "-c shared_preload_libraries=pg_stat_statements").
 # With SEATKEEPER_TEST_PG_TLS=1 the server has ssl = on, with a CA, a server certificate for
 # localhost and 127.0.0.1, and a client certificate for the role `certuser` (which must sign in
 # with it), all made here with openssl; the client's files are copied to $PGDATA-tls (ca.crt,
@@ -79,7 +81,7 @@ case "${1:-start}" in
           && cat $PGDATA/pg_hba.conf >> $PGDATA/hba.tmp && mv $PGDATA/hba.tmp $PGDATA/pg_hba.conf"
         TLS_OPTS="-c ssl=on -c ssl_cert_file=$T/server.crt -c ssl_key_file=$T/server.key -c ssl_ca_file=$T/ca.crt"
       fi
-      as_pg "$BIN/pg_ctl -D $PGDATA -l $PGDATA/server.log -o '-p $PGPORT -k /tmp -c listen_addresses=127.0.0.1 $FSYNC_OPT -c max_connections=300 $TLS_OPTS' -w start >/dev/null"
+      as_pg "$BIN/pg_ctl -D $PGDATA -l $PGDATA/server.log -o '-p $PGPORT -k /tmp -c listen_addresses=127.0.0.1 $FSYNC_OPT -c max_connections=300 $TLS_OPTS ${SEATKEEPER_TEST_PG_OPTS:-}' -w start >/dev/null"
       if [ "${SEATKEEPER_TEST_PG_TLS:-}" = 1 ]; then
         "$BIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -qc "CREATE ROLE certuser LOGIN SUPERUSER" >/dev/null
       fi

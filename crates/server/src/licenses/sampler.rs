@@ -19,6 +19,13 @@ pub struct Sampler {
     licenses: crate::licenses::service::Licenses,
     retention_days: u32,
     last_hour: i64,
+    /// Idle seats by tenant and product, as last counted, and the tenants counted in the
+    /// current minute (`idle_minute`): a tenant's idle seats are counted once a minute, not
+    /// at every tick (counting reads every seat holder of the tenant, and idle thresholds are
+    /// days).
+    idle: BTreeMap<(String, String), usize>,
+    idle_counted: std::collections::BTreeSet<String>,
+    idle_minute: i64,
 }
 
 fn unix(t: OffsetDateTime) -> i64 {
@@ -34,6 +41,9 @@ impl Sampler {
             clock,
             retention_days,
             last_hour: i64::MIN,
+            idle: BTreeMap::new(),
+            idle_counted: Default::default(),
+            idle_minute: i64::MIN,
         }
     }
 
@@ -68,14 +78,24 @@ impl Sampler {
         let now = unix(self.clock.now());
         let mut written = 0;
         let touched = self.store.take_touched();
+        let minute = now - now.rem_euclid(60);
+        if minute != self.idle_minute {
+            self.idle_counted.clear();
+            self.idle_minute = minute;
+        }
         if !touched.is_empty() {
-            let rows = self.licenses.usage_rows(Some(&touched)).await?;
-            written += self
-                .record(
-                    rows.into_iter().map(|(r, _)| r).collect(),
-                    now - now.rem_euclid(60),
-                )
+            // Idle seats are counted for the tenants not counted yet this minute.
+            let fresh: Vec<String> = touched
+                .iter()
+                .filter(|t| !self.idle_counted.contains(*t))
+                .cloned()
+                .collect();
+            let rows = self
+                .licenses
+                .usage_rows_idle_from(&touched, &fresh, &mut self.idle)
                 .await?;
+            self.idle_counted.extend(fresh);
+            written += self.record(rows, minute).await?;
         }
         let hour = now - now.rem_euclid(3600);
         if hour > self.last_hour {

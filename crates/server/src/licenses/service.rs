@@ -1959,6 +1959,34 @@ impl Licenses {
         usage_rows(&self.store, self.clock.now(), tenants).await
     }
 
+    /// Every subscription's usage for these tenants, with their idle seats counted only for
+    /// the tenants `count_idle` names; the others' are taken from `idle`, which keeps what
+    /// was counted (by tenant and product) for the next call.
+    pub async fn usage_rows_idle_from(
+        &self,
+        tenants: &[String],
+        count_idle: &[String],
+        idle: &mut BTreeMap<(String, String), usize>,
+    ) -> ApiResult<Vec<UsageRow>> {
+        let now = self.clock.now();
+        let inputs = self.store.usage_inputs(Some(tenants), false).await?;
+        if !count_idle.is_empty() {
+            let counted: BTreeSet<&String> = count_idle.iter().collect();
+            let cutoffs = usage::idle_cutoffs(
+                inputs
+                    .subscriptions
+                    .iter()
+                    .filter(|(t, _)| counted.contains(t))
+                    .map(|(_, s)| s),
+                now,
+            );
+            let fresh = self.store.idle_counts(Some(count_idle), &cutoffs).await?;
+            idle.retain(|(t, _), _| !counted.contains(t));
+            idle.extend(fresh);
+        }
+        Ok(usage::rows(&inputs, idle, now))
+    }
+
     /// The compliance findings of these tenants (`None`: all), most severe first.
     pub async fn findings(&self, tenants: Option<&[String]>) -> ApiResult<Vec<Finding>> {
         let now = self.clock.now();

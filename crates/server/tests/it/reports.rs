@@ -197,6 +197,13 @@ async fn idle_seats_follow_activity(b: Backend) {
         ),
         (1, json!(2))
     );
+    // Eleven days more: a was last seen before the cutoff, so a is idle again, with b and c
+    // (never seen): the counts and the list agree on all three.
+    app.clock.advance(time::Duration::days(11));
+    let u = usage(&get(&app, &format!("/api/v1/tenants/{t}/usage")).await);
+    assert_eq!(u["idle"], json!(3), "{u}");
+    let r = get(&app, &format!("/api/v1/tenants/{t}/idle")).await;
+    assert_eq!(r.body["total"], json!(3), "{}", r.raw);
 
     // Bad input: a clear 4xx, never a 500.
     for (uri, status) in [
@@ -560,6 +567,25 @@ async fn compliance_findings_are_signed(b: Backend) {
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.raw);
 }
 
+/// Waits until the last bucket of the history at `path?query` shows `value` for `field`.
+async fn history_shows(app: &TestApp, path: &str, query: &str, field: &str, value: i64) {
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let r = get(app, &format!("{path}?{query}")).await;
+        if r.body["points"]
+            .as_array()
+            .and_then(|p| p.last())
+            .map(|p| p[field].clone())
+            == Some(json!(value))
+        {
+            return;
+        }
+        last = r.body;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the history never showed {field} {value}: {last}");
+}
+
 /// Usage history: points follow changes (the minute's last counts), hours without change are
 /// carried forward, buckets hold the counts at their end; CSV; bad ranges refused.
 async fn usage_history_follows_changes(b: Backend) {
@@ -658,6 +684,44 @@ async fn usage_history_follows_changes(b: Backend) {
         Some("at,seats,active,waitlisted,overage,idle")
     );
     assert_eq!(csv.raw.lines().count(), 3, "{}", csv.raw);
+    // 100 days on, nobody seen: a change marks the tenant, and the minute's point counts
+    // all three seats idle. An application then sees b; a minute later, the next change's
+    // point counts idle seats again (they are counted once a minute): two.
+    app.clock.advance(time::Duration::days(100));
+    let later = "step=hour&from=2027-03-03T00:00:00Z&to=2027-03-03T23:00:00Z";
+    users(&app, &t, &["d@h.test"]).await;
+    history_shows(&app, &path, later, "idle", 3).await;
+    let key = app
+        .admin(
+            "POST",
+            &format!("/api/v1/tenants/{t}/app-keys"),
+            Some(json!({"name": "app"})),
+        )
+        .await
+        .body["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app
+        .req_as(
+            &key,
+            "POST",
+            "/api/v1/check",
+            Some(json!({"user": "b@h.test", "feature": "export"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    for _ in 0..100 {
+        let r = get(&app, &format!("/api/v1/tenants/{t}/idle")).await;
+        if r.body["total"] == json!(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.clock.advance(time::Duration::minutes(1));
+    users(&app, &t, &["e@h.test"]).await;
+    history_shows(&app, &path, later, "idle", 2).await;
     // The product by name; bad input.
     let r = get(&app, &format!("{path}?product={}", product(&app))).await;
     assert!(!r.body["points"].as_array().unwrap().is_empty());
