@@ -1322,6 +1322,12 @@ pub(crate) const EVENTS_CHANNEL: &str = "seatkeeper_events";
 /// tenants it locked, comma-separated, or `*` for everything.
 pub(crate) const COMMITS_CHANNEL: &str = "seatkeeper_commits";
 
+/// This process among the nodes that share a PostgreSQL database: its commit notices name it,
+/// so its own listener tells them from other nodes' (what its own commits changed, it saw
+/// before their writes returned).
+pub(crate) static NODE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| uuid::Uuid::new_v4().simple().to_string());
+
 /// What a transaction's commit makes stale in what readers have rendered (see
 /// [`crate::kernel::store::Generations`]).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -1639,14 +1645,15 @@ impl Tx<'_> {
             .map(|_| ())
     }
 
-    /// What this transaction's commit tells other nodes' readers (PostgreSQL): the tenants it
-    /// locked, or `*` when it reaches everything; nothing when it changes nothing rendered.
+    /// What this transaction's commit tells other nodes' readers (PostgreSQL): this node
+    /// ([`NODE`]) and, after a `|`, the tenants it locked, or `*` when it reaches everything;
+    /// nothing when it changes nothing rendered.
     pub(crate) fn commit_notice(&self) -> Option<String> {
         if matches!(self.conn, TxRef::Sqlite(_)) {
             return None;
         }
         let tenants: Vec<&str> = self.tips.iter().map(|t| t.tenant.as_str()).collect();
-        match self.reach {
+        let reached = match self.reach {
             Reach::Everything => Some("*".into()),
             Reach::Locked | Reach::Nothing if tenants.is_empty() => {
                 (self.reach == Reach::Locked).then(|| "*".into())
@@ -1654,7 +1661,8 @@ impl Tx<'_> {
             // A NOTIFY payload holds under 8,000 bytes.
             _ if tenants.iter().map(|t| t.len() + 1).sum::<usize>() > 4_000 => Some("*".into()),
             _ => Some(tenants.join(",")),
-        }
+        };
+        reached.map(|r| format!("{}|{r}", &*NODE))
     }
 
     /// PostgreSQL: writes this unit of work's deferred rows and counts now, so that a

@@ -66,8 +66,8 @@ pub struct Store {
     /// Counts (re)connections of the PostgreSQL listener: after one, notifications may have
     /// been missed.
     listens: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
-    /// Counts other nodes' commits of events (PostgreSQL `LISTEN` only): what this node's own
-    /// commits changed, [`AfterCommit`] already saw.
+    /// Counts other nodes' commits (PostgreSQL `LISTEN` only, by their notices): what this
+    /// node's own commits changed, [`AfterCommit`] already saw.
     others: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// Told, before a write returns, which tenants the commit changed.
     after_commit: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn AfterCommit>>>,
@@ -97,14 +97,21 @@ pub(crate) struct Generations {
     slots: Box<[std::sync::atomic::AtomicU64]>,
 }
 
-/// Moves the generations a commit heard of on [`COMMITS_CHANNEL`] reached.
-fn heard_commit(generations: &Generations, payload: &str) {
-    if payload == "*" || payload.is_empty() {
+/// Moves the generations another node's commit, heard of on [`COMMITS_CHANNEL`], reached;
+/// returns whether it was another node's (this node's own commits moved them before their
+/// writes returned).
+fn heard_commit(generations: &Generations, payload: &str) -> bool {
+    let (node, reached) = payload.split_once('|').unwrap_or(("", payload));
+    if node == super::db::NODE.as_str() {
+        return false;
+    }
+    if reached == "*" || reached.is_empty() {
         generations.moved(&[], Reach::Everything);
     } else {
-        let tenants: Vec<String> = payload.split(',').map(str::to_string).collect();
+        let tenants: Vec<String> = reached.split(',').map(str::to_string).collect();
         generations.moved(&tenants, Reach::Nothing);
     }
+    true
 }
 
 pub(crate) use super::db::model_key;
@@ -480,8 +487,8 @@ impl Store {
         self.listens.subscribe()
     }
 
-    /// A receiver that changes after another node's commit wrote events (PostgreSQL; never
-    /// on SQLite, where the tick and [`Store::look_for_outside_commits`] see other processes).
+    /// A receiver that changes after another node's commit (PostgreSQL; never on SQLite,
+    /// where the tick and [`Store::look_for_outside_commits`] see other processes).
     pub(crate) fn other_node_commits(&self) -> tokio::sync::watch::Receiver<u64> {
         self.others.subscribe()
     }
@@ -498,9 +505,10 @@ impl Store {
     }
 
     /// On PostgreSQL, listens for every node's commits (`NOTIFY`): those that wrote events
-    /// (`seatkeeper_events`) are passed on to [`Store::event_commits`]; every commit
-    /// (`seatkeeper_commits`, its payload the tenants it locked, or `*`) moves this node's
-    /// generations, so what readers rendered here follows other nodes' writes. After a lost
+    /// (`seatkeeper_events`) are passed on to [`Store::event_commits`]; every other node's
+    /// commit (`seatkeeper_commits`, its payload the node and the tenants it locked, or `*`)
+    /// moves this node's generations, so what readers rendered here follows other nodes'
+    /// writes, and is passed on to [`Store::other_node_commits`]. After a lost
     /// connection it listens again, moves every generation and counts one commit of events and
     /// one [`Store::listener_connects`], since notifications may have been missed; while it is
     /// not listening, nothing rendered is current. Nothing to do on SQLite.
@@ -535,11 +543,12 @@ impl Store {
                             loop {
                                 match listener.try_recv().await {
                                     Ok(Some(n)) if n.channel() == COMMITS_CHANNEL => {
-                                        heard_commit(&generations, n.payload());
+                                        if heard_commit(&generations, n.payload()) {
+                                            others.send_modify(|n| *n = n.wrapping_add(1));
+                                        }
                                     }
                                     Ok(Some(_)) => {
                                         events.send_modify(|n| *n = n.wrapping_add(1));
-                                        others.send_modify(|n| *n = n.wrapping_add(1));
                                     }
                                     // `Ok(None)`: the connection was lost; whatever was sent
                                     // meanwhile is lost with it. Listen again from the top.
