@@ -1673,7 +1673,16 @@ impl Tx<'_> {
         }
         let rows = std::mem::take(&mut self.pending.rows);
         let counts = std::mem::take(&mut self.pending.counts);
-        for d in &rows {
+        self.send_rows(&rows, &counts)
+    }
+
+    /// Writes deferred rows and counts, a statement each.
+    fn send_rows(
+        &mut self,
+        rows: &[DeferredRows],
+        counts: &[(String, &'static str, i64)],
+    ) -> StoreResult<()> {
+        for d in rows {
             let mut params = d.lead.clone();
             params.extend(d.rows.iter().cloned());
             self.execute(
@@ -1681,7 +1690,7 @@ impl Tx<'_> {
                 &params,
             )?;
         }
-        for (tenant, kind, by) in &counts {
+        for (tenant, kind, by) in counts {
             self.execute(COUNTS_UPSERT_ONE, &params![tenant, *kind, *by])?;
         }
         Ok(())
@@ -2054,17 +2063,7 @@ impl Tx<'_> {
                 };
             }
         }
-        for d in &pending.rows {
-            let mut params = d.lead.clone();
-            params.extend(d.rows.iter().cloned());
-            self.execute(
-                &(d.insert.sql)(d.rows.len() / d.insert.width.max(1)),
-                &params,
-            )?;
-        }
-        for (tenant, kind, by) in &pending.counts {
-            self.execute(COUNTS_UPSERT_ONE, &params![tenant, *kind, *by])?;
-        }
+        self.send_rows(&pending.rows, &pending.counts)?;
         self.notify_other_nodes(!pending.outbox.is_empty(), notice)?;
         for chunk in pending.audit.chunks(FLUSH_ROWS) {
             let mut params: Vec<P> = Vec::with_capacity(chunk.len() * AUDIT_INSERT.columns);

@@ -128,27 +128,7 @@ async fn idle_seats_follow_activity(b: Backend) {
     assert!(first["userName"].as_str().unwrap().ends_with("@x.test"));
 
     // An application asks about a: a is no longer idle once its activity is written.
-    let key = app
-        .admin(
-            "POST",
-            &format!("/api/v1/tenants/{t}/app-keys"),
-            Some(json!({"name": "app"})),
-        )
-        .await
-        .body["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let r = app
-        .req_as(
-            &key,
-            "POST",
-            "/api/v1/check",
-            Some(json!({"user": "a@x.test", "feature": "export"})),
-            &[],
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    seen_by_an_app(&app, &t, "a@x.test").await;
     let mut idle = Vec::new();
     for _ in 0..100 {
         let r = get(
@@ -567,6 +547,32 @@ async fn compliance_findings_are_signed(b: Backend) {
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.raw);
 }
 
+/// An application of the tenant (a new app key) checks a feature for `user`, which records
+/// the user's activity.
+async fn seen_by_an_app(app: &TestApp, tenant: &str, user: &str) {
+    let key = app
+        .admin(
+            "POST",
+            &format!("/api/v1/tenants/{tenant}/app-keys"),
+            Some(json!({"name": "app"})),
+        )
+        .await
+        .body["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = app
+        .req_as(
+            &key,
+            "POST",
+            "/api/v1/check",
+            Some(json!({"user": user, "feature": "export"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+}
+
 /// Waits until the last bucket of the history at `path?query` shows `value` for `field`.
 async fn history_shows(app: &TestApp, path: &str, query: &str, field: &str, value: i64) {
     let mut last = Value::Null;
@@ -691,27 +697,7 @@ async fn usage_history_follows_changes(b: Backend) {
     let later = "step=hour&from=2027-03-03T00:00:00Z&to=2027-03-03T23:00:00Z";
     users(&app, &t, &["d@h.test"]).await;
     history_shows(&app, &path, later, "idle", 3).await;
-    let key = app
-        .admin(
-            "POST",
-            &format!("/api/v1/tenants/{t}/app-keys"),
-            Some(json!({"name": "app"})),
-        )
-        .await
-        .body["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let r = app
-        .req_as(
-            &key,
-            "POST",
-            "/api/v1/check",
-            Some(json!({"user": "b@h.test", "feature": "export"})),
-            &[],
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
+    seen_by_an_app(&app, &t, "b@h.test").await;
     for _ in 0..100 {
         let r = get(&app, &format!("/api/v1/tenants/{t}/idle")).await;
         if r.body["total"] == json!(2) {
