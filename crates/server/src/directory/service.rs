@@ -243,6 +243,17 @@ fn unique_message(kind: Kind, doc: &Value) -> ApiError {
     }
 }
 
+/// A store error as answered to a write of `doc`: a uniqueness failure of the resource's own
+/// table names the taken name ([`unique_message`]); anything else as it is.
+fn taken_name(kind: Kind, doc: &Value, e: crate::kernel::store::StoreError) -> ApiError {
+    match e {
+        crate::kernel::store::StoreError::Unique(m) if m.contains(kind.table()) => {
+            unique_message(kind, doc)
+        }
+        other => other.into(),
+    }
+}
+
 impl Engine {
     /// An engine over a store and a clock.
     pub fn new(store: Store, clock: SharedClock) -> Engine {
@@ -492,12 +503,7 @@ impl Engine {
                 let (ctx, res) = (&ctx2, &res2);
                 tx.lock_tenant(&ctx.tenant)?;
                 // A taken name, found by the insert or (written with the end) by the end.
-                let taken = |e: crate::kernel::store::StoreError| match e {
-                    crate::kernel::store::StoreError::Unique(m) if m.contains(kind.table()) => {
-                        unique_message(kind, &res.doc)
-                    }
-                    other => other.into(),
-                };
+                let taken = |e| taken_name(kind, &res.doc, e);
                 // A held deleted user may be coming back, or an import left claims: those
                 // read the new user back. Otherwise the user is written with the end.
                 let further = match kind {
@@ -734,7 +740,6 @@ impl Engine {
                     Vec::new()
                 };
                 {
-                    // A user comes with its licenses, for its re-decision.
                     // A user comes with its licenses, for its re-decision; a group whose
                     // change names its members with those of them it has, and what each is.
                     let (stored, held, known) = match (kind, &members) {
@@ -801,12 +806,7 @@ impl Engine {
                     };
                     // A taken name, found by the update or (a user's, written with the end)
                     // by the end.
-                    let taken = |e: crate::kernel::store::StoreError| match e {
-                        crate::kernel::store::StoreError::Unique(m) if m.contains(kind.table()) => {
-                            unique_message(kind, &next.doc)
-                        }
-                        other => other.into(),
-                    };
+                    let taken = |e| taken_name(kind, &next.doc, e);
                     match kind {
                         Kind::User => {
                             tx.update_user_with_end(&ctx.tenant, &stored.doc, &next, stored.version)
