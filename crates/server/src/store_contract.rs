@@ -979,6 +979,43 @@ both_backends!(
     tokens_and_settings,
 );
 
+/// On PostgreSQL a statement keeps one plan whatever values it is bound to, from its first
+/// run (SQLite's connections ask the same of SQLite: the query planner stability guarantee).
+/// Left to choose, PostgreSQL plans each of a prepared statement's first five runs for its
+/// values, and may keep doing so for every run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_plans_never_follow_bound_values() {
+    use crate::kernel::db::P;
+    let db = common::store(Backend::Postgres).await;
+    let s = &db.store;
+    let t = unique_id("t");
+    tenant(s, &t).await;
+    let plans = s
+        .write(move |tx| {
+            for i in 0..8 {
+                tx.fetch(
+                    "SELECT id FROM scim_users WHERE tenant_id = $1 AND user_name_lc = $2 -- plan probe",
+                    &[P::from(t.as_str()), P::from(format!("user-{i}"))],
+                )?;
+            }
+            tx.fetch(
+                "SELECT custom_plans, generic_plans FROM pg_prepared_statements \
+                 WHERE statement LIKE '%-- plan probe'",
+                &[],
+            )
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        plans.len(),
+        1,
+        "the probe is one prepared statement: {plans:?}"
+    );
+    assert_eq!(plans[0].int(0), 0, "plans made for bound values");
+    assert_eq!(plans[0].int(1), 8, "runs of the one generic plan");
+    s.close().await;
+}
+
 async fn verify_audit(
     store: &crate::kernel::store::Store,
     chain: Option<&str>,

@@ -242,6 +242,22 @@ async fn first_connection(options: &sqlx::postgres::PgConnectOptions) -> StoreRe
     }
 }
 
+/// Every statement on this connection keeps one plan whatever values it is given
+/// (`plan_cache_mode = force_generic_plan`), as SQLite's query planner stability guarantee
+/// does there. Left to choose, PostgreSQL plans a prepared statement afresh for its values
+/// whenever its estimates favour that, and after an `ANALYZE` it did so for nearly every
+/// lookup by filter: planning took five times as long as running it, and the two-node soak
+/// fell behind (BENCHMARKS.md). The statements here are written so that one plan serves
+/// every value: they narrow by the tenant and an index's key, never by a value's rarity.
+async fn plans_never_follow_values(
+    conn: &mut sqlx::postgres::PgConnection,
+) -> Result<(), sqlx::Error> {
+    use sqlx::Executor;
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+        .await
+        .map(|_| ())
+}
+
 /// A connection failure in an operator's words, with the TLS setting that explains it.
 fn connect_failure(options: &sqlx::postgres::PgConnectOptions, e: &sqlx::Error) -> String {
     use sqlx::postgres::PgSslMode;
@@ -330,6 +346,7 @@ impl Store {
             let pg = PgPoolOptions::new()
                 .max_connections(opts.max_connections.max(2))
                 .acquire_timeout(std::time::Duration::from_secs(30))
+                .after_connect(|conn, _| Box::pin(plans_never_follow_values(conn)))
                 .connect_with(options)
                 .await?;
             let notify = match &opts.notify_url {
