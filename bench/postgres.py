@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.request
 
-BIN = "target/release/seatkeeper"
+BIN = os.environ.get("BIN", "target/release/seatkeeper")
 SCALE = "target/release/examples/scale"
 ADMIN = "pg-bench-admin-token"
 LIFT = ["--rate-limit", "100000000", "--rate-burst", "100000000",
@@ -280,6 +280,11 @@ def main():
     work = tempfile.mkdtemp(prefix="pg-bench-")
     print(f"== SQLite ({USERS} users × 4 tenants, {SECONDS} s per run)", file=sys.stderr)
     sq_rows, sq_change, _, _ = backend("SQLite", f"sqlite://{work}/bench.db", work, False)
+    if "--sqlite-only" in sys.argv:
+        for _, op, label, r in sq_rows:
+            print(f"| {op} | {label} | {r['rps']:,.0f} | {r['p99']:.2f} | {r['sk_us']:.0f} | {r['errors']} |")
+        print(f"| plan change for {USERS:,} users | {sq_change:.0f} ms |")
+        return
     print(f"== PostgreSQL", file=sys.stderr)
     pg_rows, pg_change, two, uncached = backend("PostgreSQL", pg_url, work, True)
     sq = {(op, label): r for _, op, label, r in sq_rows}

@@ -61,5 +61,12 @@ echo "== PostgreSQL, two nodes: the same load, spread over both"
 PG=$(SEATKEEPER_TEST_PGPORT=$PGPORT SEATKEEPER_TEST_PGDATA=$PGDATA bash .ci/postgres.sh start | tail -n1)
 start "$WORK/pg1.log" "$PG"; P1=${PIDS[-1]}; B1=$BASE
 start "$WORK/pg2.log" "$PG"; P2=${PIDS[-1]}; B2=$BASE
+# PostgreSQL's WAL: what the run wrote (from the WAL position before and after) and what
+# pg_wal holds at the end (checkpoints recycle it).
+PSQL=(psql -h 127.0.0.1 -p "$PGPORT" -U postgres -d seatkeeper_test -XtAq)
+command -v psql >/dev/null || PSQL[0]=$(ls /usr/lib/postgresql/*/bin/psql | tail -n1)
+LSN=$("${PSQL[@]}" -c "SELECT pg_current_wal_lsn()")
 $SOAK --base "$B1,$B2" --admin "$ADMIN" --tenants "$TENANTS" --rate "$RATE" --checks "$CHECKS" \
   --seconds "$SECONDS_RUN" --pids "$P1,$P2" "${STEADY[@]}"
+"${PSQL[@]}" -F ' ' -c "SELECT 'PostgreSQL WAL: ' || pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), '$LSN')) \
+  || ' written in the run, ' || (SELECT pg_size_pretty(sum(size)) FROM pg_ls_waldir()) || ' in pg_wal at the end'"

@@ -1199,8 +1199,9 @@ impl Engine {
             }
             let related = Related {
                 groups: map,
-                licenses: listing.licenses,
-                products: listing.products,
+                licenses: listing
+                    .licensed
+                    .then_some((listing.licenses, listing.products)),
             };
             return Ok((listing.rows, listing.total, Some(related)));
         }
@@ -1230,8 +1231,14 @@ impl Engine {
                         assemble(ctx, kind, r, Some(groups))
                     })
                     .collect();
-                let mut bodies: Vec<&mut Value> = full.iter_mut().map(|r| &mut r.body).collect();
-                attach_known_licenses(&mut bodies, &related.licenses, &related.products);
+                match &related.licenses {
+                    Some((licenses, products)) => {
+                        let mut bodies: Vec<&mut Value> =
+                            full.iter_mut().map(|r| &mut r.body).collect();
+                        attach_known_licenses(&mut bodies, licenses, products);
+                    }
+                    None => self.attach_rendered(ctx, kind, &mut full).await?,
+                }
                 Ok(full
                     .iter()
                     .map(|r| q.projection.apply(rt, &r.body))
@@ -1311,12 +1318,13 @@ fn assemble_user(
     out
 }
 
-/// What a page of users shows beside the users, read with the page: their groups (as
-/// rendered references, by user), their licenses and those licenses' products.
+/// What a page of users shows beside the users: their groups (as rendered references, by
+/// user), read with the page, and their licenses with those licenses' products.
 struct Related {
     groups: BTreeMap<String, Vec<Value>>,
-    licenses: Vec<LicenseRow>,
-    products: Vec<licensing::model::Product>,
+    /// The users' licenses and their products, when they were read with the page
+    /// (PostgreSQL); otherwise they are read when the page is rendered.
+    licenses: Option<(Vec<LicenseRow>, Vec<licensing::model::Product>)>,
 }
 
 /// Puts each user's licensing extension into the rendered users, from licenses and products
