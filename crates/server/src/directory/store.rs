@@ -504,8 +504,9 @@ impl Store {
         }
         let licensed = with_groups && self.backend() == crate::kernel::db::Backend::Postgres;
         let (list, groups, licenses, products) = if with_groups {
-            // The page, its users' groups, their licenses and those licenses' products in
-            // one statement (one round trip, one read transaction; the branches' columns as
+            // The page, its users' groups and, on PostgreSQL, their licenses and those
+            // licenses' products in one statement (one round trip, one read transaction; see
+            // `Listing::licensed`; the branches' columns as
             // in [`RELATED_BRANCHES`]); the page is re-sorted here by the same key the SQL
             // ordered it by, since UNION ALL promises no order.
             let sql = format!(
