@@ -1199,9 +1199,7 @@ impl Engine {
             }
             let related = Related {
                 groups: map,
-                licenses: listing
-                    .licensed
-                    .then_some((listing.licenses, listing.products)),
+                licenses: listing.licenses,
             };
             return Ok((listing.rows, listing.total, Some(related)));
         }

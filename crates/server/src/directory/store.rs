@@ -328,14 +328,11 @@ pub struct Listing {
     pub total: Option<i64>,
     /// Groups of the listed users, when asked.
     pub groups: Vec<GroupRef>,
-    /// Licenses of the listed users, and the products they are of (with the groups, on
-    /// PostgreSQL: see `licensed`).
-    pub licenses: Vec<LicenseRow>,
-    pub products: Vec<licensing::model::Product>,
-    /// Whether `licenses` and `products` were read with the page. On PostgreSQL they are
-    /// (one round trip for all); on SQLite they are read after it, which costs less there
-    /// than the one statement does (a lookup by filter took 2.5 times as long with them).
-    pub licensed: bool,
+    /// Licenses of the listed users and the products they are of, when read with the page
+    /// and its groups: on PostgreSQL (one round trip for all). On SQLite they are read after
+    /// it, which costs less there than the one statement does (a lookup by filter took 2.5
+    /// times as long with them).
+    pub licenses: Option<(Vec<LicenseRow>, Vec<licensing::model::Product>)>,
 }
 
 /// Which slice of a list to fetch.
@@ -466,9 +463,7 @@ impl Store {
                 rows: Vec::new(),
                 total,
                 groups: Vec::new(),
-                licenses: Vec::new(),
-                products: Vec::new(),
-                licensed: true,
+                licenses: Some((Vec::new(), Vec::new())),
             });
         }
         let dir = if order.descending { "DESC" } else { "ASC" };
@@ -506,7 +501,7 @@ impl Store {
         let (list, groups, licenses, products) = if with_groups {
             // The page, its users' groups and, on PostgreSQL, their licenses and those
             // licenses' products in one statement (one round trip, one read transaction; see
-            // `Listing::licensed`; the branches' columns as
+            // `Listing::licenses`; the branches' columns as
             // in [`RELATED_BRANCHES`]); the page is re-sorted here by the same key the SQL
             // ordered it by, since UNION ALL promises no order.
             let sql = format!(
@@ -611,9 +606,7 @@ impl Store {
             rows: list,
             total,
             groups,
-            licenses,
-            products,
-            licensed,
+            licenses: licensed.then_some((licenses, products)),
         })
     }
 

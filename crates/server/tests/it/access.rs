@@ -335,17 +335,7 @@ async fn roles_cascade_into_permissions(b: Backend) {
         r.raw
     );
 
-    let key = app
-        .admin(
-            "POST",
-            &format!("/api/v1/tenants/{t}/app-keys"),
-            Some(json!({"name": "app"})),
-        )
-        .await
-        .body["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = app.app_key(&t).await;
     let alice = app.user("alice@example.com").await;
     let bob = app.user("bob@example.com").await;
     let it = app
@@ -653,17 +643,7 @@ async fn oidc_sign_in_provisions_just_in_time(b: Backend) {
     });
     let r = app.admin("PUT", "/api/v1/model", Some(model)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
-    let key = app
-        .admin(
-            "POST",
-            &format!("/api/v1/tenants/{t}/app-keys"),
-            Some(json!({"name": "app"})),
-        )
-        .await
-        .body["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = app.app_key(&t).await;
     let sso = format!("/api/v1/tenants/{t}/sso");
 
     // Before a connection: no issuer is known.

@@ -167,6 +167,20 @@ impl TestApp {
         assert_eq!(r.status, StatusCode::OK, "{}", r.raw);
     }
 
+    /// Makes an application key named "app" for a tenant and returns its secret.
+    pub async fn app_key(&self, tenant: &str) -> String {
+        self.admin(
+            "POST",
+            &format!("/api/v1/tenants/{tenant}/app-keys"),
+            Some(serde_json::json!({"name": "app"})),
+        )
+        .await
+        .body["key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// Creates a user and returns its id.
     pub async fn user(&self, user_name: &str) -> String {
         let r = self

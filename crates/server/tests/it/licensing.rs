@@ -1342,14 +1342,7 @@ async fn the_deprovision_brake_holds_seats(b: Backend) {
         "{}",
         r.raw
     );
-    let r = app
-        .admin(
-            "POST",
-            &format!("/api/v1/tenants/{}/app-keys", app.tenant),
-            Some(json!({"name": "app"})),
-        )
-        .await;
-    let key = r.body["key"].as_str().unwrap().to_string();
+    let key = app.app_key(&app.tenant).await;
     let held_path = format!("/api/v1/tenants/{}/held", app.tenant);
     // 15 seat holders leave: 10 are applied (10 waiters promoted), 5 are held.
     for id in &ids[..15] {
@@ -1562,14 +1555,7 @@ async fn idle_seats_are_reclaimed_for_the_waitlist(b: Backend) {
         app.clock.advance(time::Duration::seconds(1));
     }
     assert_eq!(licenses(&app).await["u4"].0, "waitlisted");
-    let r = app
-        .admin(
-            "POST",
-            &format!("/api/v1/tenants/{}/app-keys", app.tenant),
-            Some(json!({"name": "app"})),
-        )
-        .await;
-    let key = r.body["key"].as_str().unwrap().to_string();
+    let key = app.app_key(&app.tenant).await;
     let report = |users: Value| {
         let (app, key) = (&app, key.clone());
         async move {

@@ -550,17 +550,7 @@ async fn compliance_findings_are_signed(b: Backend) {
 /// An application of the tenant (a new app key) checks a feature for `user`, which records
 /// the user's activity.
 async fn seen_by_an_app(app: &TestApp, tenant: &str, user: &str) {
-    let key = app
-        .admin(
-            "POST",
-            &format!("/api/v1/tenants/{tenant}/app-keys"),
-            Some(json!({"name": "app"})),
-        )
-        .await
-        .body["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let key = app.app_key(tenant).await;
     let r = app
         .req_as(
             &key,
