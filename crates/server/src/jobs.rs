@@ -163,7 +163,9 @@ fn outside(store: Store, snapshots: Arc<Snapshots>) -> tokio::task::JoinHandle<(
         loop {
             tick.tick().await;
             match store.look_for_outside_commits().await {
-                Ok(true) => snapshots.catch_up_all().await,
+                Ok(true) => {
+                    snapshots.catch_up_all().await;
+                }
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "looking for other processes' commits failed");

@@ -963,7 +963,125 @@ async fn a_replay_during_an_attempt_is_not_lost(b: Backend) {
     }
 }
 
+/// A catch-up read of several tenants in one statement reads, for each, what a read of that
+/// tenant alone reads: its model version, its changes after its own cursor (at most the
+/// limit), the users they name with their licenses and (when asked) roles; a tenant that
+/// does not exist is absent.
+async fn catch_up_reads_of_several_tenants_match_one_at_a_time(b: Backend) {
+    use crate::kernel::catalogue::EventType;
+    use crate::kernel::db::P;
+    let db = common::store(b).await;
+    let s = &db.store;
+    let (a, bb, c) = (unique_id("a"), unique_id("b"), unique_id("c"));
+    for t in [&a, &bb, &c] {
+        tenant(s, t).await;
+    }
+    let (ta, tb) = (a.clone(), bb.clone());
+    s.write(move |tx| {
+        for (t, user, name) in [(&ta, "u1", "ann"), (&ta, "u2", "bob"), (&tb, "u3", "cy")] {
+            tx.insert_resource(Kind::User, t, &res(user, json!({"userName": name})))?;
+        }
+        for (t, user, product) in [(&ta, "u1", "mail"), (&ta, "u1", "chat"), (&tb, "u3", "mail")] {
+            tx.execute(
+                "INSERT INTO licenses (tenant_id, user_id, product, plan, state, queue, changed, \
+                 reason, explain) VALUES ($1, $2, $3, 'pro', 'active', 1, 'now', 'rule', '{}')",
+                &[P::from(t.as_str()), P::from(user), P::from(product)],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO user_roles (tenant_id, user_id, product, role, source, granted) \
+             VALUES ($1, 'u3', 'mail', 'admin', 'scim', 'now'), ($2, 'u1', 'mail', 'admin', 'scim', 'now')",
+            &[P::from(tb.as_str()), P::from(ta.as_str())],
+        )?;
+        for (t, kind, id) in [
+            (&ta, "User", "u1"),
+            (&ta, "License", "u1"),
+            (&ta, "User", "u2"),
+            (&tb, "Subscription", "s1"),
+            (&tb, "License", "u3"),
+        ] {
+            let event = match kind {
+                "User" => EventType::UserUpdated,
+                "License" => EventType::LicenseChanged,
+                _ => EventType::SubscriptionChanged,
+            };
+            tx.outbox(t, event, kind, id, "{}", "now")?;
+        }
+        Ok::<_, StoreError>(())
+    })
+    .await
+    .unwrap();
+    // Rows in a stable order, to compare two reads.
+    let plain = |c: Option<crate::apps::store::CatchUp>| {
+        c.map(|mut c| {
+            c.rows.0.sort_by(|x, y| x.id.cmp(&y.id));
+            c.rows
+                .1
+                .sort_by(|x, y| (&x.user_id, &x.product).cmp(&(&y.user_id, &y.product)));
+            c.rows
+                .2
+                .sort_by(|x, y| (&x.user_id, &x.role).cmp(&(&y.user_id, &y.role)));
+            format!("{c:?}")
+        })
+    };
+    let first_of_a = s.outbox_after(&a, 0, 1).await.unwrap()[0].id;
+    for limit in [1, 2, 10] {
+        let asks = [
+            (a.clone(), 0, false),
+            (bb.clone(), 0, true),
+            (c.clone(), 0, false),
+            (unique_id("gone"), 0, false),
+            (a.clone(), first_of_a, true),
+        ];
+        let together = s.catch_up_rows_of(&asks[..4], limit).await.unwrap();
+        assert_eq!(
+            together.len(),
+            3,
+            "the tenant that does not exist is absent"
+        );
+        for (t, after, roles) in &asks[..4] {
+            let alone = s.catch_up_rows(t, *after, limit, *roles).await.unwrap();
+            assert_eq!(
+                plain(together.get(t).cloned()),
+                plain(alone),
+                "tenant {t}, limit {limit}"
+            );
+        }
+        // The same tenant from another cursor, with roles.
+        let later = s.catch_up_rows_of(&asks[4..], limit).await.unwrap();
+        let alone = s.catch_up_rows(&a, first_of_a, limit, true).await.unwrap();
+        assert_eq!(plain(later.get(&a).cloned()), plain(alone));
+    }
+    // What the reads hold, checked once by hand.
+    let read = s
+        .catch_up_rows_of(&[(a.clone(), 0, true), (bb.clone(), 0, true)], 10)
+        .await
+        .unwrap();
+    let ra = &read[&a];
+    assert_eq!(ra.changes.len(), 3);
+    assert!(
+        ra.changes.windows(2).all(|w| w[0].0 < w[1].0),
+        "oldest first"
+    );
+    let mut users: Vec<&str> = ra.rows.0.iter().map(|u| u.id.as_str()).collect();
+    users.sort();
+    assert_eq!(users, ["u1", "u2"]);
+    assert_eq!(ra.rows.1.len(), 2, "u1's two licenses");
+    assert_eq!(ra.rows.2.len(), 1, "u1's role");
+    let rb = &read[&bb];
+    assert_eq!(rb.changes.len(), 2);
+    assert_eq!(rb.rows.0.len(), 1);
+    assert!(!read.contains_key(&c), "not asked for");
+    let nothing = s
+        .catch_up_rows_of(&[(c.clone(), 0, false), (a.clone(), i64::MAX, false)], 10)
+        .await
+        .unwrap();
+    assert!(nothing[&c].changes.is_empty() && nothing[&a].changes.is_empty());
+    s.close().await;
+}
+
 both_backends!(
+    catch_up_reads_of_several_tenants_match_one_at_a_time,
     a_replay_during_an_attempt_is_not_lost,
     seat_counts_survive_the_upgrade,
     resources_round_trip_and_uniqueness,

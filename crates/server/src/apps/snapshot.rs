@@ -24,7 +24,7 @@ use licensing::model::{Product, Status, Subscription};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::apps::store::{SnapLicense, SnapRole, SnapUser};
+use crate::apps::store::{CatchUp, SnapLicense, SnapRole, SnapUser};
 use crate::kernel::clock::SharedClock;
 use crate::kernel::store::{Store, StoreResult};
 
@@ -435,11 +435,41 @@ impl Snapshot {
     }
 }
 
+/// How a catch-up read what it applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Another catch-up's read, begun after this one was asked for, had seen it all.
+    Covered,
+    /// With other tenants, in one statement.
+    Together,
+    /// On its own.
+    Alone,
+}
+
+impl Read {
+    /// Counts it (`seatkeeper_snapshot_catch_ups_total{read}`).
+    fn counted(self) -> Read {
+        let read = match self {
+            Read::Covered => "covered",
+            Read::Together => "together",
+            Read::Alone => "alone",
+        };
+        metrics::counter!("seatkeeper_snapshot_catch_ups_total", "read" => read).increment(1);
+        self
+    }
+}
+
 struct Tenant {
     /// Serialises loads and catch-ups of this tenant (reads happen inside it, so a later
     /// catch-up never applies older rows than an earlier one).
     update: tokio::sync::Mutex<()>,
     snap: RwLock<Option<Arc<RwLock<Snapshot>>>>,
+    /// Catch-ups asked for so far: each asks after the commits it must see.
+    asked: std::sync::atomic::AtomicU64,
+    /// The catch-ups asked for before the read of the last applied catch-up began: those
+    /// are answered by it, and need no read of their own (the writes of one batch, and
+    /// other nodes' commits heard meanwhile, cost one read).
+    covered: std::sync::atomic::AtomicU64,
 }
 
 /// Users read per query while a snapshot loads (bounds the rows held at once).
@@ -478,6 +508,8 @@ impl Snapshots {
                 Arc::new(Tenant {
                     update: tokio::sync::Mutex::new(()),
                     snap: RwLock::new(None),
+                    asked: Default::default(),
+                    covered: Default::default(),
                 })
             })
             .clone()
@@ -566,60 +598,137 @@ impl Snapshots {
         let Some(t) = self.loaded(tenant) else {
             return Ok(());
         };
+        let ticket = t.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        self.catch_up_from(tenant, &t, ticket, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Snapshots::catch_up`] of a tenant whose catch-up `ticket` was asked for, with what
+    /// a read of several tenants already read for it: `(model version, cursor, catch-ups
+    /// it covers, what it read)`, used only if the snapshot has not moved since.
+    async fn catch_up_from(
+        &self,
+        tenant: &str,
+        t: &Tenant,
+        ticket: u64,
+        read: Option<(i64, i64, u64, Option<CatchUp>)>,
+    ) -> StoreResult<Read> {
         let _guard = t.update.lock().await;
+        // A read that began after this catch-up was asked for has seen what it must see.
+        if t.covered.load(Ordering::SeqCst) >= ticket {
+            return Ok(Read::Covered.counted());
+        }
         let Some(snap) = t.snap.read().ok().and_then(|s| s.clone()) else {
-            return Ok(());
+            return Ok(Read::Covered);
         };
-        let (version, cursor) = match snap.read() {
-            Ok(s) => (s.model_version, s.cursor),
-            Err(_) => return Ok(()),
+        let (version, cursor, with_roles) = match snap.read() {
+            Ok(s) => (s.model_version, s.cursor, s.has_roles()),
+            Err(_) => return Ok(Read::Covered),
         };
-        let with_roles = snap.read().is_ok_and(|s| s.has_roles());
-        // The model version, the changes and the users they name, in one statement.
-        let Some(caught) = self
-            .store
-            .catch_up_rows(tenant, cursor, MAX_CHANGES, with_roles)
-            .await?
-        else {
+        let (how, covers, caught) = match read {
+            Some((v, c, covers, caught)) if v == version && c == cursor => {
+                (Read::Together, covers, caught)
+            }
+            _ => {
+                let covers = t.asked.load(Ordering::SeqCst);
+                // The model version, the changes and the users they name, in one statement.
+                let caught = self
+                    .store
+                    .catch_up_rows(tenant, cursor, MAX_CHANGES, with_roles)
+                    .await?;
+                (Read::Alone, covers, caught)
+            }
+        };
+        let Some(caught) = caught else {
             // The tenant is gone.
-            self.replace(tenant, &t, None);
-            return Ok(());
+            self.replace(tenant, t, None);
+            return Ok(how.counted());
         };
         let changes = caught.changes;
         if caught.model_version != version || changes.len() as i64 >= MAX_CHANGES {
+            let covers = t.asked.load(Ordering::SeqCst);
             let fresh = self.load(tenant).await?;
-            self.replace(tenant, &t, fresh);
-            return Ok(());
+            self.replace(tenant, t, fresh);
+            t.covered.fetch_max(covers, Ordering::SeqCst);
+            return Ok(how.counted());
         }
-        let Some(last) = changes.last().map(|c| c.0) else {
-            return Ok(());
-        };
-        let mut users: Vec<String> = Vec::new();
-        let mut subscriptions = false;
-        for (_, kind, id) in &changes {
-            // A sign-in (`Login`) changes nothing a check reads.
-            match kind.as_str() {
-                "User" | "License" => users.push(id.clone()),
-                "Subscription" => subscriptions = true,
-                _ => {}
+        if let Some(last) = changes.last().map(|c| c.0) {
+            let mut users: Vec<String> = Vec::new();
+            let mut subscriptions = false;
+            for (_, kind, id) in &changes {
+                // A sign-in (`Login`) changes nothing a check reads.
+                match kind.as_str() {
+                    "User" | "License" => users.push(id.clone()),
+                    "Subscription" => subscriptions = true,
+                    _ => {}
+                }
+            }
+            users.sort();
+            users.dedup();
+            let (rows, licenses, roles) = caught.rows;
+            let subs = if subscriptions {
+                Some(self.store.subscriptions(tenant).await?)
+            } else {
+                None
+            };
+            if let Ok(mut s) = snap.write() {
+                s.put_users(&users, rows, &licenses, &roles);
+                if let Some(subs) = subs {
+                    s.subscriptions = subs;
+                }
+                s.cursor = last;
             }
         }
-        users.sort();
-        users.dedup();
-        let (rows, licenses, roles) = caught.rows;
-        let subs = if subscriptions {
-            Some(self.store.subscriptions(tenant).await?)
+        t.covered.fetch_max(covers, Ordering::SeqCst);
+        Ok(how.counted())
+    }
+
+    /// Catches up several loaded snapshots, reading them together (one statement for up to
+    /// 32 tenants instead of one each); returns how many were caught up by that read.
+    async fn catch_up_many(&self, ids: Vec<String>) -> usize {
+        // Each tenant's ticket and marks, taken before the read.
+        let wants: Vec<(String, Arc<Tenant>, u64, i64, i64, bool)> = ids
+            .into_iter()
+            .filter_map(|id| {
+                let t = self.loaded(&id)?;
+                let ticket = t.asked.fetch_add(1, Ordering::SeqCst) + 1;
+                let snap = t.snap.read().ok()?.clone()?;
+                let (version, cursor, roles) = {
+                    let s = snap.read().ok()?;
+                    (s.model_version, s.cursor, s.has_roles())
+                };
+                Some((id, t, ticket, version, cursor, roles))
+            })
+            .collect();
+        let mut read = if wants.len() > 1 {
+            let asks: Vec<(String, i64, bool)> = wants
+                .iter()
+                .map(|(id, _, _, _, cursor, roles)| (id.clone(), *cursor, *roles))
+                .collect();
+            match self.store.catch_up_rows_of(&asks, MAX_CHANGES).await {
+                Ok(read) => Some(read),
+                Err(e) => {
+                    tracing::warn!(error = %e, "snapshot catch-up failed");
+                    return 0;
+                }
+            }
         } else {
             None
         };
-        if let Ok(mut s) = snap.write() {
-            s.put_users(&users, rows, &licenses, &roles);
-            if let Some(subs) = subs {
-                s.subscriptions = subs;
+        let mut together = 0;
+        for (id, t, ticket, version, cursor, _) in wants {
+            // Every ticket was asked for before the read began, so the read covers each.
+            let pre = read
+                .as_mut()
+                .map(|r| (version, cursor, ticket, r.remove(&id)));
+            match self.catch_up_from(&id, &t, ticket, pre).await {
+                Ok(Read::Together) => together += 1,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(tenant = %id, error = %e, "snapshot catch-up failed"),
             }
-            s.cursor = last;
         }
-        Ok(())
+        together
     }
 
     fn tenant_ids(&self) -> Vec<String> {
@@ -629,31 +738,46 @@ impl Snapshots {
             .unwrap_or_default()
     }
 
+    /// Catches up the loaded snapshots of the tenants other nodes' commits named since the
+    /// last call, or every loaded snapshot when a commit reached everything.
+    async fn catch_up_heard(&self) -> usize {
+        let heard = self.store.take_heard();
+        if heard.everything {
+            return self.catch_up_all().await;
+        }
+        let ids: Vec<String> = heard
+            .tenants
+            .into_iter()
+            .filter(|id| self.loaded(id).is_some())
+            .collect();
+        self.catch_up_many(ids).await
+    }
+
     /// Catches every loaded snapshot up. One query (per 500 tenants) tells which moved; only
     /// those are caught up, so a tick costs the same whether 1 or 10,000 snapshots sit idle.
-    pub async fn catch_up_all(&self) {
+    /// Returns how many were caught up by a read of several together.
+    pub async fn catch_up_all(&self) -> usize {
         let ids = self.tenant_ids();
         if ids.is_empty() {
-            return;
+            return 0;
         }
         let now = match self.store.snapshot_marks_of(&ids).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(error = %e, "snapshot catch-up failed");
-                return;
+                return 0;
             }
         };
-        for id in ids {
-            let moved = match (self.marks_of(&id), now.get(&id)) {
+        let moved: Vec<String> = ids
+            .into_iter()
+            .filter(|id| match (self.marks_of(id), now.get(id)) {
                 (None, _) => false,
                 (Some((version, cursor)), Some((v, newest))) => *v != version || *newest > cursor,
                 // The tenant is gone: catch_up drops its snapshot.
                 (Some(_), None) => true,
-            };
-            if moved && let Err(e) = self.catch_up(&id).await {
-                tracing::warn!(tenant = %id, error = %e, "snapshot catch-up failed");
-            }
-        }
+            })
+            .collect();
+        self.catch_up_many(moved).await
     }
 
     /// A loaded snapshot's model version and outbox cursor.
@@ -836,8 +960,12 @@ impl Snapshots {
             loop {
                 tokio::select! {
                     Ok(()) = connects.changed() => me.forget_all(),
-                    Ok(()) = commits.changed() => me.catch_up_all().await,
-                    _ = tick.tick() => me.catch_up_all().await,
+                    Ok(()) = commits.changed() => {
+                        me.catch_up_heard().await;
+                    }
+                    _ = tick.tick() => {
+                        me.catch_up_all().await;
+                    }
                     _ = activity.tick() => {
                         if let Err(e) = me.flush_activity().await {
                             tracing::warn!(error = %e, "writing user activity failed");
@@ -859,4 +987,143 @@ impl crate::kernel::store::AfterCommit for Snapshots {
             }
         })
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::directory::store::{Kind, StoredResource};
+    use crate::kernel::catalogue::EventType;
+    use crate::kernel::db::P;
+    use crate::kernel::store::StoreError;
+    use crate::testing::{self as common, Backend};
+
+    fn user(id: &str, name: &str) -> StoredResource {
+        StoredResource {
+            id: id.into(),
+            doc: serde_json::json!({"userName": name}),
+            created: "2026-01-01T00:00:00.000000Z".into(),
+            last_modified: "2026-01-01T00:00:00.000000Z".into(),
+            version: 1,
+        }
+    }
+
+    /// Writes as another node would: nothing tells `snapshots` (no after-commit hook).
+    /// `adds` are new users, `stops` users made inactive; each writes its outbox row.
+    async fn elsewhere(store: &Store, tenant: &str, adds: &[(&str, &str)], stops: &[&str]) {
+        let (t, adds, stops): (String, Vec<(String, String)>, Vec<String>) = (
+            tenant.into(),
+            adds.iter()
+                .map(|(i, n)| (i.to_string(), n.to_string()))
+                .collect(),
+            stops.iter().map(|s| s.to_string()).collect(),
+        );
+        store
+            .write(move |tx| {
+                for (id, name) in &adds {
+                    tx.insert_resource(Kind::User, &t, &user(id, name))?;
+                    tx.outbox(&t, EventType::UserProvisioned, "User", id, "{}", "now")?;
+                }
+                for id in &stops {
+                    tx.execute(
+                        "UPDATE scim_users SET active = 0 WHERE tenant_id = $1 AND id = $2",
+                        &[P::from(t.as_str()), P::from(id.as_str())],
+                    )?;
+                    tx.outbox(&t, EventType::UserDeprovisioned, "User", id, "{}", "now")?;
+                }
+                Ok::<_, StoreError>(())
+            })
+            .await
+            .unwrap();
+    }
+
+    fn knows(snapshots: &Snapshots, tenant: &str, user: &str) -> Option<bool> {
+        let t = snapshots.loaded(tenant)?;
+        let snap = t.snap.read().ok()?.clone()?;
+        let s = snap.read().ok()?;
+        s.find(user).map(|u| u.active)
+    }
+
+    /// Several tenants another node changed are caught up by one read: new users appear,
+    /// deactivated ones turn inactive, each cursor reaches its tenant's newest change, and a
+    /// snapshot that moved after the marks were taken reads again on its own.
+    async fn several_tenants_catch_up_in_one_read(b: Backend) {
+        let db = common::store(b).await;
+        let store = db.store.clone();
+        let ids: Vec<String> = (0..3)
+            .map(|i| format!("t{i}-{}", uuid::Uuid::new_v4()))
+            .collect();
+        for id in &ids {
+            let t = id.clone();
+            store
+                .write(move |tx| tx.insert_tenant(&t, &t, "2026-01-01T00:00:00.000000Z"))
+                .await
+                .unwrap();
+            elsewhere(&store, id, &[("u1", "ann")], &[]).await;
+        }
+        let clock: SharedClock = Arc::new(crate::kernel::clock::ManualClock::at(
+            time::macros::datetime!(2026-11-22 10:00:00 UTC),
+        ));
+        let snapshots = Snapshots::new(store.clone(), clock);
+        for id in &ids {
+            snapshots.get(id).await.unwrap().unwrap();
+            assert_eq!(knows(&snapshots, id, "ann"), Some(true));
+        }
+        assert_eq!(snapshots.catch_up_all().await, 0, "nothing moved");
+
+        for id in &ids {
+            elsewhere(&store, id, &[("u2", "bob")], &["u1"]).await;
+        }
+        assert_eq!(snapshots.catch_up_all().await, 3, "one read for the three");
+        let marks = store.snapshot_marks_of(&ids).await.unwrap();
+        for id in &ids {
+            assert_eq!(knows(&snapshots, id, "ann"), Some(false), "{id}");
+            assert_eq!(knows(&snapshots, id, "bob"), Some(true), "{id}");
+            assert_eq!(snapshots.marks_of(id), marks.get(id).copied(), "{id}");
+        }
+
+        // Marks taken, then one snapshot moves on its own before the shared read is applied:
+        // it does not take the older read, and still ends current.
+        elsewhere(&store, &ids[0], &[("u3", "cy")], &[]).await;
+        elsewhere(&store, &ids[1], &[("u3", "cy")], &[]).await;
+        let t0 = snapshots.loaded(&ids[0]).unwrap();
+        let ticket = t0.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        let (version, cursor) = snapshots.marks_of(&ids[0]).unwrap();
+        let stale = store
+            .catch_up_rows_of(&[(ids[0].clone(), cursor, false)], MAX_CHANGES)
+            .await
+            .unwrap()
+            .remove(&ids[0]);
+        elsewhere(&store, &ids[0], &[("u4", "dee")], &[]).await;
+        snapshots.catch_up(&ids[0]).await.unwrap();
+        let read = snapshots
+            .catch_up_from(
+                &ids[0],
+                &t0,
+                ticket,
+                Some((version, cursor, ticket, stale.clone())),
+            )
+            .await
+            .unwrap();
+        assert_eq!(read, Read::Covered, "the later catch-up had seen it");
+        // Had no later catch-up covered it, the moved snapshot reads again rather than take
+        // the older rows (which would move its cursor back).
+        let read = snapshots
+            .catch_up_from(&ids[0], &t0, u64::MAX, Some((version, cursor, 0, stale)))
+            .await
+            .unwrap();
+        assert_eq!(read, Read::Alone);
+        assert_eq!(knows(&snapshots, &ids[0], "dee"), Some(true));
+        let newest = store.snapshot_marks(&ids[0]).await.unwrap();
+        assert_eq!(snapshots.marks_of(&ids[0]), newest);
+        assert_eq!(
+            snapshots.catch_up_all().await,
+            0,
+            "one tenant moved: read alone"
+        );
+        assert_eq!(knows(&snapshots, &ids[1], "cy"), Some(true));
+        db.store.close().await;
+    }
+
+    crate::both_backends!(several_tenants_catch_up_in_one_read);
 }

@@ -105,7 +105,7 @@ fn snap_license(r: &Row) -> SnapLicense {
 }
 
 /// What a snapshot catches up with, read in one statement ([`Store::catch_up_rows`]).
-#[derive(Debug)]
+#[derive(Debug, Default, Clone)]
 pub struct CatchUp {
     /// The tenant's model version now.
     pub model_version: i64,
@@ -114,6 +114,46 @@ pub struct CatchUp {
     pub changes: Vec<(i64, String, String)>,
     /// The users those changes name (users and licenses), their licenses and roles.
     pub rows: SnapRows,
+}
+
+/// Tenants read per catch-up statement ([`Store::catch_up_rows_of`]).
+const CATCH_UP_BATCH: usize = 32;
+
+/// What one tenant's catch-up read holds so far; it is found once its model version row
+/// (kind 0) is read: without one, the tenant is gone.
+#[derive(Default)]
+struct Reading {
+    found: bool,
+    caught: CatchUp,
+}
+
+impl Reading {
+    /// Adds one row of a catch-up read: its kind, then five columns.
+    fn add(&mut self, r: &Row) {
+        let out = &mut self.caught;
+        match r.int(0) {
+            0 => {
+                self.found = true;
+                out.model_version = r.int(5);
+            }
+            1 => out.changes.push((r.int(5), r.text(1), r.text(2))),
+            2 => out.rows.0.push(SnapUser {
+                id: r.text(1),
+                user_name: r.text(2),
+                external_id: r.opt_text(3),
+                active: r.int(5) != 0,
+            }),
+            3 => out.rows.1.push(snap_license(&r.skip(1))),
+            4 => out.rows.2.push(snap_role(&r.skip(1))),
+            _ => {}
+        }
+    }
+
+    fn done(self) -> Option<CatchUp> {
+        let mut c = self.caught;
+        c.changes.sort_by_key(|c| c.0);
+        self.found.then_some(c)
+    }
 }
 
 impl Store {
@@ -148,30 +188,79 @@ impl Store {
             .pool
             .fetch(&sql, &params![tenant, after, limit])
             .await?;
-        let Some(version) = rows.iter().find(|r| r.int(0) == 0) else {
-            return Ok(None);
-        };
-        let mut out = CatchUp {
-            model_version: version.int(5),
-            changes: Vec::new(),
-            rows: Default::default(),
-        };
+        let mut read = Reading::default();
         for r in &rows {
-            match r.int(0) {
-                1 => out.changes.push((r.int(5), r.text(1), r.text(2))),
-                2 => out.rows.0.push(SnapUser {
-                    id: r.text(1),
-                    user_name: r.text(2),
-                    external_id: r.opt_text(3),
-                    active: r.int(5) != 0,
-                }),
-                3 => out.rows.1.push(snap_license(&r.skip(1))),
-                4 => out.rows.2.push(snap_role(&r.skip(1))),
-                _ => {}
+            read.add(r);
+        }
+        Ok(read.done())
+    }
+
+    /// [`Store::catch_up_rows`] of several tenants in one statement: each `(tenant, outbox
+    /// id after, with roles)` gets its own `limit`. A tenant that no longer exists is absent.
+    pub(crate) async fn catch_up_rows_of(
+        &self,
+        wants: &[(String, i64, bool)],
+        limit: i64,
+    ) -> StoreResult<std::collections::HashMap<String, CatchUp>> {
+        let mut out = std::collections::HashMap::with_capacity(wants.len());
+        for chunk in wants.chunks(CATCH_UP_BATCH) {
+            // A few statement shapes only (each is prepared once per connection): the list is
+            // padded to a power of two with a tenant id no tenant has.
+            let width = chunk.len().next_power_of_two();
+            let mut params = Vec::with_capacity(width * 4 + 1);
+            let mut values = Vec::with_capacity(width);
+            for i in 0..width {
+                let (tenant, after, roles) = chunk
+                    .get(i)
+                    .map(|(t, a, r)| (t.as_str(), *a, *r))
+                    .unwrap_or(("", 0, false));
+                let n = params.len();
+                values.push(format!(
+                    "(CAST(${} AS BIGINT), CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS BIGINT))",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4
+                ));
+                params.extend(params![i as i64, tenant, after, i64::from(roles)]);
+            }
+            params.push(crate::kernel::db::P::Int(limit));
+            let sql = format!(
+                "WITH w(i, tenant_id, after, roles) AS (VALUES {}), \
+                 ch AS MATERIALIZED (SELECT i, tenant_id, id, kind, resource_id FROM (\
+                 SELECT w.i, o.tenant_id, o.id, CASE WHEN o.event_type = 'user.login' THEN 'Login' \
+                 ELSE o.resource_type END AS kind, o.resource_id, \
+                 row_number() OVER (PARTITION BY w.i ORDER BY o.id) AS n \
+                 FROM w JOIN outbox o ON o.tenant_id = w.tenant_id AND o.id > w.after) x \
+                 WHERE n <= ${}), \
+                 who AS MATERIALIZED (SELECT DISTINCT i, tenant_id, resource_id AS id FROM ch \
+                 WHERE kind IN ('User', 'License')) \
+                 SELECT w.i, 0, NULL, NULL, NULL, NULL, h.model_version FROM w \
+                 JOIN audit_heads h ON h.tenant_id = w.tenant_id \
+                 UNION ALL SELECT i, 1, kind, resource_id, NULL, NULL, id FROM ch \
+                 UNION ALL SELECT who.i, 2, u.id, u.user_name, u.external_id, NULL, u.active FROM who \
+                 JOIN scim_users u ON u.tenant_id = who.tenant_id AND u.id = who.id \
+                 UNION ALL SELECT who.i, 3, l.user_id, l.product, l.plan, l.state, 0 FROM who \
+                 JOIN licenses l ON l.tenant_id = who.tenant_id AND l.user_id = who.id \
+                 UNION ALL SELECT who.i, 4, r.user_id, r.product, r.role, r.source, 0 FROM who \
+                 JOIN w ON w.i = who.i AND w.roles = 1 \
+                 JOIN user_roles r ON r.tenant_id = who.tenant_id AND r.user_id = who.id",
+                values.join(", "),
+                params.len()
+            );
+            let mut read: Vec<Reading> = (0..width).map(|_| Reading::default()).collect();
+            for r in self.pool.fetch(&sql, &params).await? {
+                if let Some(slot) = usize::try_from(r.int(0)).ok().and_then(|i| read.get_mut(i)) {
+                    slot.add(&r.skip(1));
+                }
+            }
+            for ((tenant, _, _), read) in chunk.iter().zip(read) {
+                if let Some(c) = read.done() {
+                    out.insert(tenant.clone(), c);
+                }
             }
         }
-        out.changes.sort_by_key(|c| c.0);
-        Ok(Some(out))
+        Ok(out)
     }
 
     /// The next `limit` users of a tenant after the id `after` (in id order), their

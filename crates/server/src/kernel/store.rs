@@ -69,6 +69,8 @@ pub struct Store {
     /// Counts other nodes' commits (PostgreSQL `LISTEN` only, by their notices): what this
     /// node's own commits changed, [`AfterCommit`] already saw.
     others: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// What the notices counted in `others` named, until [`Store::take_heard`] takes it.
+    heard: std::sync::Arc<std::sync::Mutex<Heard>>,
     /// Told, before a write returns, which tenants the commit changed.
     after_commit: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn AfterCommit>>>,
     /// Moved by every commit of this process, before the write returns.
@@ -97,19 +99,33 @@ pub(crate) struct Generations {
     slots: Box<[std::sync::atomic::AtomicU64]>,
 }
 
-/// Moves the generations another node's commit, heard of on [`COMMITS_CHANNEL`], reached;
-/// returns whether it was another node's (this node's own commits moved them before their
-/// writes returned).
-fn heard_commit(generations: &Generations, payload: &str) -> bool {
+/// The tenants other nodes' commits named since [`Store::take_heard`] last took them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Heard {
+    /// A commit reached everything, or notices may have been missed (the listener connected).
+    pub everything: bool,
+    /// The tenants the notices named.
+    pub tenants: std::collections::BTreeSet<String>,
+}
+
+/// Moves the generations another node's commit, heard of on [`COMMITS_CHANNEL`], reached,
+/// and keeps what it named in `heard`; returns whether it was another node's (this node's
+/// own commits moved them before their writes returned).
+fn heard_commit(generations: &Generations, heard: &std::sync::Mutex<Heard>, payload: &str) -> bool {
     let (node, reached) = payload.split_once('|').unwrap_or(("", payload));
     if node == super::db::NODE.as_str() {
         return false;
     }
+    let mut heard = heard.lock().unwrap_or_else(|e| e.into_inner());
     if reached == "*" || reached.is_empty() {
         generations.moved(&[], Reach::Everything);
+        heard.everything = true;
     } else {
         let tenants: Vec<String> = reached.split(',').map(str::to_string).collect();
         generations.moved(&tenants, Reach::Nothing);
+        if !heard.everything {
+            heard.tenants.extend(tenants);
+        }
     }
     true
 }
@@ -331,6 +347,7 @@ impl Store {
                 events: Default::default(),
                 listens: Default::default(),
                 others: Default::default(),
+                heard: Default::default(),
                 after_commit: Default::default(),
                 generations: Default::default(),
                 outside_version: Default::default(),
@@ -374,6 +391,7 @@ impl Store {
                 events: Default::default(),
                 listens: Default::default(),
                 others: Default::default(),
+                heard: Default::default(),
                 after_commit: Default::default(),
                 generations: Default::default(),
                 outside_version: Default::default(),
@@ -505,9 +523,16 @@ impl Store {
     }
 
     /// A receiver that changes after another node's commit (PostgreSQL; never on SQLite,
-    /// where the tick and [`Store::look_for_outside_commits`] see other processes).
+    /// where the tick and [`Store::look_for_outside_commits`] see other processes); what
+    /// those commits named, [`Store::take_heard`] tells.
     pub(crate) fn other_node_commits(&self) -> tokio::sync::watch::Receiver<u64> {
         self.others.subscribe()
+    }
+
+    /// What other nodes' commits named since the last call; `everything` after a commit that
+    /// reached everything, or after the listener (re)connected and may have missed some.
+    pub(crate) fn take_heard(&self) -> Heard {
+        std::mem::take(&mut *self.heard.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Wakes whatever waits on [`Store::event_commits`] (the dispatcher, after this node added
@@ -534,11 +559,12 @@ impl Store {
         let Pool::Postgres(pg) = &self.pool else {
             return None;
         };
-        let (pg, events, listens, others, generations, hears) = (
+        let (pg, events, listens, others, heard, generations, hears) = (
             self.notify.clone().unwrap_or_else(|| pg.pool.clone()),
             self.events.clone(),
             self.listens.clone(),
             self.others.clone(),
+            self.heard.clone(),
             self.generations.clone(),
             self.hears_commits.clone(),
         );
@@ -553,6 +579,7 @@ impl Store {
                         {
                             // Anything rendered before now may have missed a commit.
                             generations.moved(&[], Reach::Everything);
+                            heard.lock().unwrap_or_else(|e| e.into_inner()).everything = true;
                             hears.store(true, Release);
                             listens.send_modify(|n| *n = n.wrapping_add(1));
                             events.send_modify(|n| *n = n.wrapping_add(1));
@@ -560,7 +587,7 @@ impl Store {
                             loop {
                                 match listener.try_recv().await {
                                     Ok(Some(n)) if n.channel() == COMMITS_CHANNEL => {
-                                        if heard_commit(&generations, n.payload()) {
+                                        if heard_commit(&generations, &heard, n.payload()) {
                                             others.send_modify(|n| *n = n.wrapping_add(1));
                                         }
                                     }
@@ -1041,5 +1068,28 @@ mod tests {
             assert_ne!(g.mark(b), m.1);
         }
         assert_ne!((g.mark(a), g.mark(b)), before);
+    }
+
+    #[test]
+    fn another_nodes_notices_name_what_to_catch_up() {
+        let g = Generations::default();
+        let heard = std::sync::Mutex::new(Heard::default());
+        let own = format!("{}|a,b", &*super::super::db::NODE);
+        assert!(!heard_commit(&g, &heard, &own), "this node's own commit");
+        assert_eq!(*heard.lock().unwrap(), Heard::default());
+        let m = g.mark("a");
+        assert!(heard_commit(&g, &heard, "other|a,b"));
+        assert!(heard_commit(&g, &heard, "other|b,c"));
+        assert_ne!(g.mark("a"), m);
+        let took = std::mem::take(&mut *heard.lock().unwrap());
+        assert!(!took.everything);
+        assert_eq!(
+            took.tenants.into_iter().collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+        // A commit that reached everything catches everything up.
+        assert!(heard_commit(&g, &heard, "other|d"));
+        assert!(heard_commit(&g, &heard, "other|*"));
+        assert!(heard.lock().unwrap().everything);
     }
 }

@@ -122,6 +122,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Entitlement snapshots loaded whole from the database.",
     ),
     (
+        "seatkeeper_snapshot_catch_ups_total",
+        Kind::Counter,
+        "Entitlement snapshot catch-ups, by how they read (read=alone: one statement for the tenant; together: one statement with other tenants; covered: a read begun after it was asked for had seen it).",
+    ),
+    (
         "seatkeeper_sso_logins_total",
         Kind::Counter,
         "OIDC sign-ins completed.",
