@@ -225,14 +225,30 @@ impl Store {
                 params.extend(params![i as i64, tenant, after, i64::from(roles)]);
             }
             params.push(crate::kernel::db::P::Int(limit));
+            // Each tenant's changes after its own cursor, at most `limit`: on PostgreSQL a
+            // lateral read of the outbox index per tenant (a generic plan of the window form
+            // below scanned every change of the tenants); SQLite has no `LATERAL`.
+            let changes = match self.backend() {
+                crate::kernel::db::Backend::Postgres => format!(
+                    "SELECT w.i, w.tenant_id, c.id, c.kind, c.resource_id FROM w CROSS JOIN LATERAL (\
+                     SELECT o.id, CASE WHEN o.event_type = 'user.login' THEN 'Login' \
+                     ELSE o.resource_type END AS kind, o.resource_id FROM outbox o \
+                     WHERE o.tenant_id = w.tenant_id AND o.id > w.after ORDER BY o.id LIMIT ${}) c",
+                    params.len()
+                ),
+                crate::kernel::db::Backend::Sqlite => format!(
+                    "SELECT i, tenant_id, id, kind, resource_id FROM (\
+                     SELECT w.i, o.tenant_id, o.id, CASE WHEN o.event_type = 'user.login' THEN 'Login' \
+                     ELSE o.resource_type END AS kind, o.resource_id, \
+                     row_number() OVER (PARTITION BY w.i ORDER BY o.id) AS n \
+                     FROM w JOIN outbox o ON o.tenant_id = w.tenant_id AND o.id > w.after) x \
+                     WHERE n <= ${}",
+                    params.len()
+                ),
+            };
             let sql = format!(
                 "WITH w(i, tenant_id, after, roles) AS (VALUES {}), \
-                 ch AS MATERIALIZED (SELECT i, tenant_id, id, kind, resource_id FROM (\
-                 SELECT w.i, o.tenant_id, o.id, CASE WHEN o.event_type = 'user.login' THEN 'Login' \
-                 ELSE o.resource_type END AS kind, o.resource_id, \
-                 row_number() OVER (PARTITION BY w.i ORDER BY o.id) AS n \
-                 FROM w JOIN outbox o ON o.tenant_id = w.tenant_id AND o.id > w.after) x \
-                 WHERE n <= ${}), \
+                 ch AS MATERIALIZED ({changes}), \
                  who AS MATERIALIZED (SELECT DISTINCT i, tenant_id, resource_id AS id FROM ch \
                  WHERE kind IN ('User', 'License')) \
                  SELECT w.i, 0, NULL, NULL, NULL, NULL, h.model_version FROM w \
@@ -246,7 +262,6 @@ impl Store {
                  JOIN w ON w.i = who.i AND w.roles = 1 \
                  JOIN user_roles r ON r.tenant_id = who.tenant_id AND r.user_id = who.id",
                 values.join(", "),
-                params.len()
             );
             let mut read: Vec<Reading> = (0..width).map(|_| Reading::default()).collect();
             for r in self.pool.fetch(&sql, &params).await? {
