@@ -438,6 +438,8 @@ impl Snapshot {
 /// How a catch-up read what it applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Read {
+    /// The tenant's snapshot is not loaded: nothing to catch up.
+    Unloaded,
     /// Another catch-up's read, begun after this one was asked for, had seen it all.
     Covered,
     /// With other tenants, in one statement.
@@ -450,6 +452,7 @@ impl Read {
     /// Counts it (`seatkeeper_snapshot_catch_ups_total{read}`).
     fn counted(self) -> Read {
         let read = match self {
+            Read::Unloaded => return self,
             Read::Covered => "covered",
             Read::Together => "together",
             Read::Alone => "alone",
@@ -457,6 +460,24 @@ impl Read {
         metrics::counter!("seatkeeper_snapshot_catch_ups_total", "read" => read).increment(1);
         self
     }
+}
+
+/// A tenant's part in a catch-up of several: what its snapshot was when the read was asked
+/// for.
+struct Asked {
+    id: String,
+    tenant: Arc<Tenant>,
+    /// Its catch-up's ticket ([`Tenant::asked`]), taken before the read began.
+    ticket: u64,
+    version: i64,
+    cursor: i64,
+    roles: bool,
+}
+
+/// What a read of several tenants read for one of them (`None`: the tenant is gone).
+struct Shared {
+    asked: Asked,
+    caught: Option<CatchUp>,
 }
 
 struct Tenant {
@@ -605,14 +626,14 @@ impl Snapshots {
     }
 
     /// [`Snapshots::catch_up`] of a tenant whose catch-up `ticket` was asked for, with what
-    /// a read of several tenants already read for it: `(model version, cursor, catch-ups
-    /// it covers, what it read)`, used only if the snapshot has not moved since.
+    /// a read of several tenants already read for it, used only if the snapshot has not
+    /// moved since that read was asked for.
     async fn catch_up_from(
         &self,
         tenant: &str,
         t: &Tenant,
         ticket: u64,
-        read: Option<(i64, i64, u64, Option<CatchUp>)>,
+        shared: Option<Shared>,
     ) -> StoreResult<Read> {
         let _guard = t.update.lock().await;
         // A read that began after this catch-up was asked for has seen what it must see.
@@ -620,15 +641,17 @@ impl Snapshots {
             return Ok(Read::Covered.counted());
         }
         let Some(snap) = t.snap.read().ok().and_then(|s| s.clone()) else {
-            return Ok(Read::Covered);
+            return Ok(Read::Unloaded);
         };
         let (version, cursor, with_roles) = match snap.read() {
             Ok(s) => (s.model_version, s.cursor, s.has_roles()),
-            Err(_) => return Ok(Read::Covered),
+            Err(_) => return Ok(Read::Unloaded),
         };
-        let (how, covers, caught) = match read {
-            Some((v, c, covers, caught)) if v == version && c == cursor => {
-                (Read::Together, covers, caught)
+        let (how, covers, caught) = match shared {
+            Some(Shared { asked, caught })
+                if asked.version == version && asked.cursor == cursor =>
+            {
+                (Read::Together, asked.ticket, caught)
             }
             _ => {
                 let covers = t.asked.load(Ordering::SeqCst);
@@ -688,23 +711,27 @@ impl Snapshots {
     /// 32 tenants instead of one each); returns how many were caught up by that read.
     async fn catch_up_many(&self, ids: Vec<String>) -> usize {
         // Each tenant's ticket and marks, taken before the read.
-        let wants: Vec<(String, Arc<Tenant>, u64, i64, i64, bool)> = ids
+        let wants: Vec<Asked> = ids
             .into_iter()
             .filter_map(|id| {
-                let t = self.loaded(&id)?;
-                let ticket = t.asked.fetch_add(1, Ordering::SeqCst) + 1;
-                let snap = t.snap.read().ok()?.clone()?;
-                let (version, cursor, roles) = {
-                    let s = snap.read().ok()?;
-                    (s.model_version, s.cursor, s.has_roles())
-                };
-                Some((id, t, ticket, version, cursor, roles))
+                let tenant = self.loaded(&id)?;
+                let ticket = tenant.asked.fetch_add(1, Ordering::SeqCst) + 1;
+                let snap = tenant.snap.read().ok()?.clone()?;
+                let s = snap.read().ok()?;
+                Some(Asked {
+                    version: s.model_version,
+                    cursor: s.cursor,
+                    roles: s.has_roles(),
+                    id,
+                    tenant: tenant.clone(),
+                    ticket,
+                })
             })
             .collect();
         let mut read = if wants.len() > 1 {
             let asks: Vec<(String, i64, bool)> = wants
                 .iter()
-                .map(|(id, _, _, _, cursor, roles)| (id.clone(), *cursor, *roles))
+                .map(|a| (a.id.clone(), a.cursor, a.roles))
                 .collect();
             match self.store.catch_up_rows_of(&asks, MAX_CHANGES).await {
                 Ok(read) => Some(read),
@@ -717,12 +744,14 @@ impl Snapshots {
             None
         };
         let mut together = 0;
-        for (id, t, ticket, version, cursor, _) in wants {
+        for asked in wants {
             // Every ticket was asked for before the read began, so the read covers each.
-            let pre = read
-                .as_mut()
-                .map(|r| (version, cursor, ticket, r.remove(&id)));
-            match self.catch_up_from(&id, &t, ticket, pre).await {
+            let (id, tenant, ticket) = (asked.id.clone(), asked.tenant.clone(), asked.ticket);
+            let shared = read.as_mut().map(|r| Shared {
+                caught: r.remove(&id),
+                asked,
+            });
+            match self.catch_up_from(&id, &tenant, ticket, shared).await {
                 Ok(Read::Together) => together += 1,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(tenant = %id, error = %e, "snapshot catch-up failed"),
@@ -1089,6 +1118,17 @@ mod tests {
         let t0 = snapshots.loaded(&ids[0]).unwrap();
         let ticket = t0.asked.fetch_add(1, Ordering::SeqCst) + 1;
         let (version, cursor) = snapshots.marks_of(&ids[0]).unwrap();
+        let shared = |ticket, caught| Shared {
+            asked: Asked {
+                id: ids[0].clone(),
+                tenant: t0.clone(),
+                ticket,
+                version,
+                cursor,
+                roles: false,
+            },
+            caught,
+        };
         let stale = store
             .catch_up_rows_of(&[(ids[0].clone(), cursor, false)], MAX_CHANGES)
             .await
@@ -1097,19 +1137,14 @@ mod tests {
         elsewhere(&store, &ids[0], &[("u4", "dee")], &[]).await;
         snapshots.catch_up(&ids[0]).await.unwrap();
         let read = snapshots
-            .catch_up_from(
-                &ids[0],
-                &t0,
-                ticket,
-                Some((version, cursor, ticket, stale.clone())),
-            )
+            .catch_up_from(&ids[0], &t0, ticket, Some(shared(ticket, stale.clone())))
             .await
             .unwrap();
         assert_eq!(read, Read::Covered, "the later catch-up had seen it");
         // Had no later catch-up covered it, the moved snapshot reads again rather than take
         // the older rows (which would move its cursor back).
         let read = snapshots
-            .catch_up_from(&ids[0], &t0, u64::MAX, Some((version, cursor, 0, stale)))
+            .catch_up_from(&ids[0], &t0, u64::MAX, Some(shared(0, stale)))
             .await
             .unwrap();
         assert_eq!(read, Read::Alone);
