@@ -19,10 +19,11 @@ STEADY=()
 [ -n "${SOAK_STEADY:-}" ] && STEADY=(--steady "$SOAK_STEADY" --warm 180)
 . bench/lib.sh
 # BIN=path runs another build of the server (a profiling one, say); the driver is always built.
-if [ -z "${BIN:-}" ]; then
-  cargo build --release --bin seatkeeper >/dev/null 2>&1 || cargo build --release --bin seatkeeper
-fi
-cargo build --release --example soak >/dev/null 2>&1 || cargo build --release --example soak
+# Server and driver are built by one command: built apart, each build's features differ and
+# each rebuilds the server's library.
+BUILD=(--example soak)
+[ -z "${BIN:-}" ] && BUILD=(--bin seatkeeper --example soak)
+cargo build --release "${BUILD[@]}" >/dev/null 2>&1 || cargo build --release "${BUILD[@]}"
 BIN=${BIN:-target/release/seatkeeper}
 SOAK=target/release/examples/soak
 WORK=$(mktemp -d)
