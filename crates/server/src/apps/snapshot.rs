@@ -774,12 +774,9 @@ impl Snapshots {
         if heard.everything {
             return self.catch_up_all().await;
         }
-        let ids: Vec<String> = heard
-            .tenants
-            .into_iter()
-            .filter(|id| self.loaded(id).is_some())
-            .collect();
-        self.catch_up_many(ids).await
+        // Tenants without a loaded snapshot are skipped there.
+        self.catch_up_many(heard.tenants.into_iter().collect())
+            .await
     }
 
     /// Catches every loaded snapshot up. One query (per 500 tenants) tells which moved; only
