@@ -25,6 +25,11 @@ use serde_json::json;
 mod http;
 use http::{call, status_of};
 
+// The driver shares the machine with the servers it measures: glibc's malloc was a fifth of
+// its CPU (BENCHMARKS.md), mimalloc as in the server.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Requests of one tenant in flight at once (Entra ID and Okta use a handful of connections).
 const PER_TENANT: usize = 8;
 

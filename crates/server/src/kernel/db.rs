@@ -918,70 +918,70 @@ impl Pg {
                     continue;
                 }
             };
-            let (pool, handle, t) = (
-                self.pool.clone(),
-                tokio::runtime::Handle::current(),
-                tenant.clone(),
-            );
-            let ran = tokio::task::spawn_blocking(move || {
-                pg_batch(&pool, &handle, &t, first, &mut jobs);
-                jobs
-            })
-            .await;
-            match ran {
-                Ok(back) => jobs = back,
-                // A panicking job drops its batch's answers (their callers get an error) and
-                // this lane's queue: the next write starts a new lane.
-                Err(_) => {
-                    if let Ok(mut lanes) = self.lanes.lock() {
-                        lanes.remove(&tenant);
+            let (batch, outcome) = pg_batch(&self.pool, &tenant, first, &mut jobs).await;
+            match outcome {
+                Some(outcome) => {
+                    for job in batch {
+                        // A job that failed alone keeps its own error: the batch's is only
+                        // what it caused.
+                        job.answer(match &outcome {
+                            Ok(()) => Ok(()),
+                            Err(e) => Err(e.for_each()),
+                        });
                     }
-                    return;
                 }
+                // A panicking job dropped its batch (their callers get an error); the lane
+                // goes on with the writes still queued.
+                None => tracing::error!(
+                    "a PostgreSQL write batch panicked; its writes are answered with an error"
+                ),
             }
         }
     }
 }
 
 /// A lane's transaction, begun with the tenant's lock held and its head row read (the
-/// chain tip, model version and seat counts its first write would read), or why not.
-fn pg_open(
-    pool: &PgPool,
-    handle: &tokio::runtime::Handle,
-    tenant: &str,
-) -> StoreResult<(PgTx, Vec<Carried>)> {
+/// chain tip, model version and seat counts its first write would read), or why not. Both
+/// round trips run on the lane's task: only the units of work need a blocking thread.
+async fn pg_open(pool: &PgPool, tenant: &str) -> StoreResult<(PgTx, Vec<Carried>)> {
     pg_round_trip("write");
-    let tx = handle.block_on(pool.begin()).map_err(map_pg)?;
-    let mut pgtx = PgTx {
+    let mut tx = pool.begin().await.map_err(map_pg)?;
+    let params = params![tenant];
+    no_nul(&params)?;
+    pg_round_trip("write");
+    let row = pg_bind(LOCK_TENANT, &params)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_pg)?;
+    let mut carried = Vec::new();
+    if let Some(row) = row {
+        carried.push(Carried::locked(tenant, &pg_row(&row)?));
+    }
+    let pgtx = PgTx {
         tx: Some(tx),
-        handle: handle.clone(),
+        handle: tokio::runtime::Handle::current(),
         merging: false,
         merged: None,
     };
-    let mut carried = Vec::new();
-    let row = Tx::new(TxRef::Postgres(&mut pgtx)).fetch_opt(LOCK_TENANT, &params![tenant])?;
-    if let Some(row) = row {
-        carried.push(Carried::locked(tenant, &row));
-    }
     Ok((pgtx, carried))
 }
 
-/// Runs a lane's batch in one transaction, then answers every job. A batch of writes that
-/// may all run again is first tried without savepoints (a round trip less per write); if one
-/// of them fails, that transaction is rolled back and the batch runs again with a savepoint
-/// per write, so the failing write rolls back alone. Otherwise each write has its own
-/// savepoint (none when it is alone).
+/// Runs a lane's batch in one transaction and returns it with the outcome to answer it with
+/// (`None`: a job panicked and the batch is lost). A batch of writes that may all run again
+/// is first tried without savepoints (a round trip less per write); if one of them fails,
+/// that transaction is rolled back and the batch runs again with a savepoint per write, so
+/// the failing write rolls back alone. Otherwise each write has its own savepoint (none when
+/// it is alone).
 ///
 /// The lock is taken before the batch is gathered: writes that came while another node held
 /// it join this batch instead of waiting for the next.
-fn pg_batch(
+async fn pg_batch(
     pool: &PgPool,
-    handle: &tokio::runtime::Handle,
     tenant: &str,
     first: Box<dyn Job>,
     jobs: &mut tokio::sync::mpsc::UnboundedReceiver<Box<dyn Job>>,
-) {
-    let opened = pg_open(pool, handle, tenant);
+) -> (Vec<Box<dyn Job>>, Option<Result<(), StoreError>>) {
+    let opened = pg_open(pool, tenant).await;
     let mut batch = vec![first];
     while batch.len() < MAX_BATCH {
         match jobs.try_recv() {
@@ -989,50 +989,110 @@ fn pg_batch(
             Err(_) => break,
         }
     }
-    let outcome = if batch.len() > 1 && batch.iter().all(|j| j.again()) {
-        match pg_attempt(opened, &mut batch, false) {
-            Some(outcome) => outcome,
-            None => {
+    let (batch, outcome) = if batch.len() > 1 && batch.iter().all(|j| j.again()) {
+        match pg_attempt(opened, batch, false).await {
+            (batch, Attempt::Again) => {
                 metrics::counter!("seatkeeper_write_batches_run_again_total").increment(1);
-                pg_attempt(pg_open(pool, handle, tenant), &mut batch, true)
-                    .unwrap_or_else(|| Err(finished()))
+                match pg_attempt(pg_open(pool, tenant).await, batch, true).await {
+                    (batch, Attempt::Again) => (batch, Some(Err(finished()))),
+                    (batch, Attempt::Done(outcome)) => (batch, Some(outcome)),
+                    (batch, Attempt::Panicked) => (batch, None),
+                }
             }
+            (batch, Attempt::Done(outcome)) => (batch, Some(outcome)),
+            (batch, Attempt::Panicked) => (batch, None),
         }
     } else {
         let savepoints = batch.len() > 1;
-        pg_attempt(opened, &mut batch, savepoints).unwrap_or_else(|| Err(finished()))
+        match pg_attempt(opened, batch, savepoints).await {
+            (batch, Attempt::Again) => (batch, Some(Err(finished()))),
+            (batch, Attempt::Done(outcome)) => (batch, Some(outcome)),
+            (batch, Attempt::Panicked) => (batch, None),
+        }
     };
-    if outcome.as_ref().is_err_and(|_| batch.len() > 1) {
+    if outcome
+        .as_ref()
+        .is_some_and(|o| o.is_err() && batch.len() > 1)
+    {
         tracing::error!(
             "a PostgreSQL write batch failed as a whole; every write in it is answered with the error"
         );
     }
-    for job in batch {
-        // A job that failed alone keeps its own error: the batch's is only what it caused.
-        job.answer(match &outcome {
-            Ok(()) => Ok(()),
-            Err(e) => Err(e.for_each()),
-        });
-    }
+    (batch, outcome)
 }
 
-/// One transaction over a batch: each job in its own savepoint when `savepoints`, and then
-/// the commit. Without savepoints, a failing job rolls everything back and the answer is
-/// `None` (run it again with them).
-fn pg_attempt(
+/// How a batch's transaction ended.
+enum Attempt {
+    /// Committed, or failed with this error.
+    Done(Result<(), StoreError>),
+    /// Rolled back without savepoints after a write failed: run it again with them.
+    Again,
+    /// A job panicked; the batch is gone.
+    Panicked,
+}
+
+/// How the jobs left a batch's transaction, for the lane's task to end it.
+enum Ran {
+    Commit,
+    RollBack(StoreError),
+    Again,
+}
+
+/// One transaction over a batch: the jobs run on a blocking thread (each in its own
+/// savepoint when `savepoints`), then the lane's task commits or rolls back. Without
+/// savepoints, a failing job rolls everything back and the answer is [`Attempt::Again`].
+async fn pg_attempt(
     opened: StoreResult<(PgTx, Vec<Carried>)>,
+    batch: Vec<Box<dyn Job>>,
+    savepoints: bool,
+) -> (Vec<Box<dyn Job>>, Attempt) {
+    let (pgtx, carried) = match opened {
+        Ok(opened) => opened,
+        Err(e) => return (batch, Attempt::Done(Err(e))),
+    };
+    let ran = tokio::task::spawn_blocking(move || {
+        let (mut pgtx, mut carried, mut batch) = (pgtx, carried, batch);
+        let ran = pg_run(&mut pgtx, &mut carried, &mut batch, savepoints);
+        (batch, pgtx.tx.take(), ran)
+    })
+    .await;
+    let Ok((batch, tx, ran)) = ran else {
+        return (Vec::new(), Attempt::Panicked);
+    };
+    let attempt = match (ran, tx) {
+        (Ran::Commit, Some(tx)) => {
+            pg_round_trip("write");
+            Attempt::Done(tx.commit().await.map_err(map_pg))
+        }
+        (Ran::Commit, None) => Attempt::Done(Err(finished())),
+        (Ran::RollBack(e), tx) => {
+            if let Some(tx) = tx {
+                pg_round_trip("write");
+                let _ = tx.rollback().await;
+            }
+            Attempt::Done(Err(e))
+        }
+        (Ran::Again, tx) => {
+            if let Some(tx) = tx {
+                pg_round_trip("write");
+                let _ = tx.rollback().await;
+            }
+            Attempt::Again
+        }
+    };
+    (batch, attempt)
+}
+
+/// Runs a batch's jobs in its transaction (on a blocking thread), and their merged end.
+fn pg_run(
+    pgtx: &mut PgTx,
+    carried: &mut Vec<Carried>,
     batch: &mut [Box<dyn Job>],
     savepoints: bool,
-) -> Option<Result<(), StoreError>> {
-    let (mut pgtx, mut carried) = match opened {
-        Ok(opened) => opened,
-        Err(e) => return Some(Err(e)),
-    };
-    let handle = pgtx.handle.clone();
+) -> Ran {
     // Without savepoints, the writes' ends go as one statement before the commit.
     let merging = !savepoints && batch.len() > 1;
     pgtx.merging = merging;
-    let mut broken: Option<StoreError> = None;
     let mut failed = false;
     // Each write starts from the tips the previous one left (the first from those read with
     // the lock), so none reads the tenant's head row again.
@@ -1045,55 +1105,31 @@ fn pg_attempt(
                 (_, true) => "ROLLBACK TO SAVEPOINT job; RELEASE SAVEPOINT job; SAVEPOINT job",
             };
             if let Err(e) = pgtx.simple(step) {
-                broken = Some(e);
-                break;
+                return Ran::RollBack(e);
             }
         }
-        failed = !job.run(TxRef::Postgres(&mut pgtx), Some(&mut carried));
+        failed = !job.run(TxRef::Postgres(pgtx), Some(carried));
         if failed && !savepoints {
             if batch.len() > 1 {
-                if let Some(tx) = pgtx.tx.take() {
-                    pg_round_trip("write");
-                    let _ = handle.block_on(tx.rollback());
-                }
-                return None;
+                return Ran::Again;
             }
-            broken = Some(StoreError::Sqlite("the write failed".into()));
-            break;
+            return Ran::RollBack(StoreError::Sqlite("the write failed".into()));
         }
     }
     if savepoints
         && failed
-        && broken.is_none()
         && let Err(e) = pgtx.simple("ROLLBACK TO SAVEPOINT job")
     {
-        broken = Some(e);
+        return Ran::RollBack(e);
     }
     if merging && let Err(e) = pgtx.send_merged() {
         // Which write it was is not known: they run again, each in its savepoint.
         if !e.is_unavailable() {
-            if let Some(tx) = pgtx.tx.take() {
-                pg_round_trip("write");
-                let _ = handle.block_on(tx.rollback());
-            }
-            return None;
+            return Ran::Again;
         }
-        broken = Some(e);
+        return Ran::RollBack(e);
     }
-    Some(match (broken, pgtx.tx.take()) {
-        (None, Some(tx)) => {
-            pg_round_trip("write");
-            handle.block_on(tx.commit()).map_err(map_pg)
-        }
-        (None, None) => Err(finished()),
-        (Some(e), tx) => {
-            if let Some(tx) = tx {
-                pg_round_trip("write");
-                let _ = handle.block_on(tx.rollback());
-            }
-            Err(e)
-        }
-    })
+    Ran::Commit
 }
 
 impl PgTx {
