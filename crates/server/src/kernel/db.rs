@@ -89,6 +89,56 @@ fn pg_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether an error says the connection it came on is gone (closed, reset, or ended by the
+/// server): another connection may work.
+fn pg_connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
+}
+
+/// Until when (milliseconds from [`EPOCH`]) every pooled connection is tested before it is
+/// handed out, because one was found dead: those that died with it are replaced rather than
+/// failing a request each.
+static SUSPECT_UNTIL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static EPOCH: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+/// How long the pool's connections stay suspect after one was found dead.
+const SUSPECT_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn millis_since_epoch() -> u64 {
+    u64::try_from(EPOCH.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn suspect_connections() {
+    let until = millis_since_epoch() + SUSPECT_FOR.as_millis() as u64;
+    SUSPECT_UNTIL.fetch_max(until, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether a connection was found dead lately (see `kernel::store`'s pool test).
+pub(crate) fn connections_suspect() -> bool {
+    millis_since_epoch() < SUSPECT_UNTIL.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Begins a transaction. A pooled connection is not tested before it is handed out unless it
+/// sat idle (or one was found dead lately), so one that died in the pool fails its `BEGIN`:
+/// then the pool's connections are tested for a while and the `BEGIN` is sent once more.
+async fn pg_begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+    pg_round_trip("write");
+    match pool.begin().await {
+        Err(e) if pg_connection_lost(&e) => {
+            suspect_connections();
+            pg_round_trip("write");
+            pool.begin().await
+        }
+        begun => begun,
+    }
+}
+
 /// Refuses text parameters holding NUL (PostgreSQL's `text` cannot hold one; SQLite would
 /// truncate it in places): one answer on both backends.
 fn no_nul(params: &[P]) -> StoreResult<()> {
@@ -833,6 +883,9 @@ fn pg_row(r: &PgRow) -> StoreResult<Row> {
 }
 
 fn map_pg(e: sqlx::Error) -> StoreError {
+    if pg_connection_lost(&e) {
+        suspect_connections();
+    }
     if let sqlx::Error::Database(db) = &e
         && db.is_unique_violation()
     {
@@ -944,8 +997,7 @@ impl Pg {
 /// chain tip, model version and seat counts its first write would read), or why not. Both
 /// round trips run on the lane's task: only the units of work need a blocking thread.
 async fn pg_open(pool: &PgPool, tenant: &str) -> StoreResult<(PgTx, Vec<Carried>)> {
-    pg_round_trip("write");
-    let mut tx = pool.begin().await.map_err(map_pg)?;
+    let mut tx = pg_begin(pool).await.map_err(map_pg)?;
     let params = params![tenant];
     no_nul(&params)?;
     pg_round_trip("write");
@@ -1161,14 +1213,19 @@ impl Pool {
         match self {
             Pool::Sqlite(s) => s.with_reader(|c| sqlite_fetch(c, sql, params)),
             Pool::Postgres(pg) => {
+                no_nul(params)?;
                 pg_round_trip("read");
-                pg_bind(sql, no_nul(params).map(|_| params)?)
-                    .fetch_all(&pg.pool)
-                    .await
-                    .map_err(map_pg)?
-                    .iter()
-                    .map(pg_row)
-                    .collect()
+                let rows = match pg_bind(sql, params).fetch_all(&pg.pool).await {
+                    // A connection that died in the pool (see `pg_begin`): the read runs
+                    // once more, on a tested connection.
+                    Err(e) if pg_connection_lost(&e) => {
+                        suspect_connections();
+                        pg_round_trip("read");
+                        pg_bind(sql, params).fetch_all(&pg.pool).await
+                    }
+                    rows => rows,
+                };
+                rows.map_err(map_pg)?.iter().map(pg_row).collect()
             }
         }
     }
@@ -1236,9 +1293,8 @@ impl Pool {
                 let pg = pg.pool.clone();
                 let handle = tokio::runtime::Handle::current();
                 tokio::task::spawn_blocking(move || {
-                    pg_round_trip("write");
                     let tx = handle
-                        .block_on(pg.begin())
+                        .block_on(pg_begin(&pg))
                         .map_err(|e| E::from(map_pg(e)))?;
                     let mut pgtx = PgTx {
                         tx: Some(tx),
@@ -2134,6 +2190,21 @@ impl Tx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_connection_makes_the_pool_test_its_connections_for_a_while() {
+        let refused = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert!(pg_connection_lost(&refused));
+        assert!(!pg_connection_lost(&sqlx::Error::RowNotFound));
+        assert!(!pg_connection_lost(&sqlx::Error::PoolTimedOut));
+        SUSPECT_UNTIL.store(0, std::sync::atomic::Ordering::Relaxed);
+        let _ = map_pg(sqlx::Error::RowNotFound);
+        assert!(!connections_suspect());
+        assert!(map_pg(refused).is_unavailable());
+        assert!(connections_suspect());
+        SUSPECT_UNTIL.store(0, std::sync::atomic::Ordering::Relaxed);
+        assert!(!connections_suspect());
+    }
 
     #[test]
     fn connections_keep_plans_independent_of_bound_values() {

@@ -274,6 +274,26 @@ async fn plans_never_follow_values(
         .map(|_| ())
 }
 
+/// A pooled connection that sat idle is asked whether it is still alive before it is
+/// handed out (one round trip); one in steady use is not, unless a connection was found
+/// dead lately. sqlx's own test asks every time, which cost a round trip per read and per
+/// transaction. A connection that died in the pool fails the first statement sent on it;
+/// reads and `BEGIN` are then sent once more (`kernel::db`), and for a few seconds every
+/// connection is tested here, so those that died with it are replaced without failing a
+/// request each.
+const TEST_IF_IDLE_FOR: std::time::Duration = std::time::Duration::from_millis(500);
+
+async fn alive_if_idle(
+    conn: &mut sqlx::postgres::PgConnection,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    if meta.idle_for >= TEST_IF_IDLE_FOR || super::db::connections_suspect() {
+        conn.ping().await?;
+    }
+    Ok(true)
+}
+
 /// A connection failure in an operator's words, with the TLS setting that explains it.
 fn connect_failure(options: &sqlx::postgres::PgConnectOptions, e: &sqlx::Error) -> String {
     use sqlx::postgres::PgSslMode;
@@ -364,6 +384,8 @@ impl Store {
                 .max_connections(opts.max_connections.max(2))
                 .acquire_timeout(std::time::Duration::from_secs(30))
                 .after_connect(|conn, _| Box::pin(plans_never_follow_values(conn)))
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| Box::pin(alive_if_idle(conn, meta)))
                 .connect_with(options)
                 .await?;
             let notify = match &opts.notify_url {
