@@ -147,7 +147,11 @@ impl Drop for Flying {
 /// One sample of the run.
 struct Sample {
     at: u64,
+    /// Per node: the resident heap (the mean of the interval's one-second readings) and the
+    /// mapped file, kB.
     rss_kb: Vec<(u64, u64)>,
+    /// Per node, the highest one-second reading of the heap in the interval, kB.
+    peak_kb: Vec<u64>,
     /// Per node, what its bounded caches held (bytes): SQLite's heap and the rendered users.
     caches: Vec<(f64, f64)>,
     wal: u64,
@@ -529,6 +533,26 @@ async fn main() {
             }
         }));
     }
+    // The servers' resident heap, read every second: a reading catches the heap at one
+    // instant, and under this load it moves by a tenth within seconds (requests and their
+    // buffers come and go), so each interval reports the mean of its readings and the peak.
+    let readings: Arc<Mutex<Vec<(u64, u64, u64)>>> = Arc::default();
+    let reader = {
+        let (a, readings) = (a.clone(), readings.clone());
+        tokio::spawn(async move {
+            while Instant::now() < until {
+                let now: Vec<u64> = a.pids.iter().map(|p| rss_kb(*p).0).collect();
+                {
+                    let mut r = readings.lock().unwrap();
+                    r.resize(now.len(), (0, 0, 0));
+                    for ((sum, n, peak), kb) in r.iter_mut().zip(now) {
+                        (*sum, *n, *peak) = (*sum + kb, *n + 1, (*peak).max(kb));
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
     // Memory, WAL and the interval's latency, sampled.
     let sampler = {
         let (a, stats, http) = (a.clone(), stats.clone(), http.clone());
@@ -536,7 +560,15 @@ async fn main() {
             let mut series = Vec::new();
             let t0 = Instant::now();
             while Instant::now() < until {
-                let rss: Vec<(u64, u64)> = a.pids.iter().map(|p| rss_kb(*p)).collect();
+                let taken = std::mem::take(&mut *readings.lock().unwrap());
+                let mut rss: Vec<(u64, u64)> = a.pids.iter().map(|p| rss_kb(*p)).collect();
+                let mut peak_kb: Vec<u64> = rss.iter().map(|(h, _)| *h).collect();
+                for (i, (sum, n, peak)) in taken.into_iter().enumerate() {
+                    if n > 0 && i < rss.len() {
+                        rss[i].0 = sum / n;
+                        peak_kb[i] = peak;
+                    }
+                }
                 let mut held = Vec::new();
                 for b in &a.bases {
                     held.push(caches(&http, b).await);
@@ -556,6 +588,7 @@ async fn main() {
                 let sample = Sample {
                     at: t0.elapsed().as_secs(),
                     rss_kb: rss,
+                    peak_kb,
                     caches: held,
                     wal,
                     answered: recent.len(),
@@ -591,6 +624,7 @@ async fn main() {
     for t in tasks {
         let _ = t.await;
     }
+    let _ = reader.await;
     // Let the last requests answer.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let series = sampler.await.unwrap();
@@ -617,14 +651,22 @@ async fn main() {
         println!("\nerrors by status: {errors:?}");
     }
     println!(
-        "\n| t (s) | resident heap / mapped file per node (MB) | SQLite heap / rendered users per node (MB) | heap less those caches (MB) | WAL (MB) | answered in the interval | p99 ms | errors | in flight |"
+        "\nResident heap: the mean of the interval's one-second readings (its peak in brackets).\n\n| t (s) | resident heap / mapped file per node (MB) | SQLite heap / rendered users per node (MB) | heap less those caches (MB) | WAL (MB) | answered in the interval | p99 ms | errors | in flight |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for x in &series {
         let rss: Vec<String> = x
             .rss_kb
             .iter()
-            .map(|(h, f)| format!("{:.0} / {:.0}", *h as f64 / 1024.0, *f as f64 / 1024.0))
+            .zip(&x.peak_kb)
+            .map(|((h, f), p)| {
+                format!(
+                    "{:.0} ({:.0}) / {:.0}",
+                    *h as f64 / 1024.0,
+                    *p as f64 / 1024.0,
+                    *f as f64 / 1024.0
+                )
+            })
             .collect();
         let held: Vec<String> = x
             .caches
@@ -650,7 +692,37 @@ async fn main() {
             x.in_flight
         );
     }
-    // Growth after warm-up: the first sample `--warm` seconds in against the last.
+    // Growth after warm-up: the first interval `--warm` seconds in against the last, the
+    // mean of the first half of the intervals after warm-up against the second's, and the
+    // least-squares trend over them (its rise across the window, against its start).
+    let after: Vec<&Sample> = series.iter().filter(|x| x.at >= a.warm).collect();
+    if after.len() >= 4 {
+        for i in 0..after[0].rss_kb.len() {
+            let ys: Vec<f64> = after
+                .iter()
+                .map(|x| x.rss_kb[i].0 as f64 / 1024.0)
+                .collect();
+            let xs: Vec<f64> = after.iter().map(|x| x.at as f64).collect();
+            let half = ys.len() / 2;
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            let (early, late) = (mean(&ys[..half]), mean(&ys[ys.len() - half..]));
+            let (mx, my) = (mean(&xs), mean(&ys));
+            let slope = xs
+                .iter()
+                .zip(&ys)
+                .map(|(x, y)| (x - mx) * (y - my))
+                .sum::<f64>()
+                / xs.iter().map(|x| (x - mx) * (x - mx)).sum::<f64>();
+            let (x0, x1) = (xs[0], xs[xs.len() - 1]);
+            let start = my + slope * (x0 - mx);
+            println!(
+                "node {i}: resident heap after warm-up, halves {early:.1} → {late:.1} MB ({:+.1} %); trend {start:.1} MB at {x0} s → {:.1} MB at {x1} s ({:+.1} %)",
+                (late - early) / early * 100.0,
+                start + slope * (x1 - x0),
+                slope * (x1 - x0) / start * 100.0
+            );
+        }
+    }
     if let (Some(warm), Some(last)) = (series.iter().find(|x| x.at >= a.warm), series.last()) {
         for (i, ((w, _), (l, _))) in warm.rss_kb.iter().zip(&last.rss_kb).enumerate() {
             let growth = if *w > 0 {
