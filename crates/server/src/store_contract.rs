@@ -1097,6 +1097,49 @@ both_backends!(
     tokens_and_settings,
 );
 
+/// A unit of work that panics in a PostgreSQL write lane loses only its own batch: its
+/// caller is answered with an error, nothing of it is written (its transaction is rolled
+/// back), and the tenant's next write lands through the same lane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_panicking_write_leaves_its_lane_working() {
+    let db = common::store(Backend::Postgres).await;
+    let s = db.store.clone();
+    let t = unique_id("t");
+    tenant(&s, &t).await;
+    let tt = t.clone();
+    let out = s
+        .write_for_again(&t, move |tx| -> Result<(), StoreError> {
+            tx.lock_tenant(&tt)?;
+            tx.insert_user_with_end(&tt, &res("ghost", json!({"userName": "ghost"})))?;
+            panic!("a unit of work that panics");
+        })
+        .await;
+    assert!(
+        out.is_err(),
+        "the panicking write is answered with an error"
+    );
+    let tt = t.clone();
+    s.write_for_again(&t, move |tx| {
+        tx.lock_tenant(&tt)?;
+        tx.insert_user_with_end(&tt, &res("alive", json!({"userName": "alive"})))
+    })
+    .await
+    .unwrap();
+    assert!(
+        s.get_resource(Kind::User, &t, "ghost")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.get_resource(Kind::User, &t, "alive")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    s.close().await;
+}
+
 /// On PostgreSQL a statement keeps one plan whatever values it is bound to, from its first
 /// run (SQLite's connections ask the same of SQLite: the query planner stability guarantee).
 /// Left to choose, PostgreSQL plans each of a prepared statement's first five runs for its
