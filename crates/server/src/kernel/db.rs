@@ -73,24 +73,19 @@ impl StoreError {
 /// PostgreSQL errors that mean "not now" (SQLSTATE class 08, connection exceptions; 57P0x,
 /// the server shutting down or starting; 53xxx, out of resources), and the pool's own.
 fn pg_unavailable(e: &sqlx::Error) -> bool {
-    match e {
-        // A protocol error is a connection that answered nonsense (a broken link or proxy,
-        // seen first as a bad reply to the TLS request): the database is not reachable.
-        sqlx::Error::Io(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Tls(_) => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")),
-        _ => false,
-    }
+    pg_connection_lost(e)
+        || match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+                true
+            }
+            sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("53")),
+            _ => false,
+        }
 }
 
 /// Whether an error says the connection it came on is gone (closed, reset, or ended by the
-/// server): another connection may work.
+/// server): another connection may work. A protocol error is a connection that answered
+/// nonsense (a broken link or proxy, seen first as a bad reply to the TLS request).
 fn pg_connection_lost(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) => true,
@@ -124,19 +119,30 @@ pub(crate) fn connections_suspect() -> bool {
     millis_since_epoch() < SUSPECT_UNTIL.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Begins a transaction. A pooled connection is not tested before it is handed out unless it
-/// sat idle (or one was found dead lately), so one that died in the pool fails its `BEGIN`:
-/// then the pool's connections are tested for a while and the `BEGIN` is sent once more.
-async fn pg_begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
-    pg_round_trip("write");
-    match pool.begin().await {
+/// Sends what `send` sends (a read, or a `BEGIN`: nothing that changes anything) once more if
+/// it met a dead connection. A pooled connection is not tested before it is handed out unless
+/// it sat idle (or one was found dead lately), so one that died in the pool fails the first
+/// thing sent on it: then the pool's connections are tested for a while, and the second try
+/// gets a tested one.
+async fn once_more_if_lost<T, F, Fut>(kind: &'static str, send: F) -> Result<T, sqlx::Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    pg_round_trip(kind);
+    match send().await {
         Err(e) if pg_connection_lost(&e) => {
             suspect_connections();
-            pg_round_trip("write");
-            pool.begin().await
+            pg_round_trip(kind);
+            send().await
         }
-        begun => begun,
+        sent => sent,
     }
+}
+
+/// Begins a transaction (see [`once_more_if_lost`]).
+async fn pg_begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, Postgres>, sqlx::Error> {
+    once_more_if_lost("write", || pool.begin()).await
 }
 
 /// Refuses text parameters holding NUL (PostgreSQL's `text` cannot hold one; SQLite would
@@ -1041,26 +1047,18 @@ async fn pg_batch(
             Err(_) => break,
         }
     }
-    let (batch, outcome) = if batch.len() > 1 && batch.iter().all(|j| j.again()) {
-        match pg_attempt(opened, batch, false).await {
-            (batch, Attempt::Again) => {
-                metrics::counter!("seatkeeper_write_batches_run_again_total").increment(1);
-                match pg_attempt(pg_open(pool, tenant).await, batch, true).await {
-                    (batch, Attempt::Again) => (batch, Some(Err(finished()))),
-                    (batch, Attempt::Done(outcome)) => (batch, Some(outcome)),
-                    (batch, Attempt::Panicked) => (batch, None),
-                }
-            }
-            (batch, Attempt::Done(outcome)) => (batch, Some(outcome)),
-            (batch, Attempt::Panicked) => (batch, None),
-        }
-    } else {
-        let savepoints = batch.len() > 1;
-        match pg_attempt(opened, batch, savepoints).await {
-            (batch, Attempt::Again) => (batch, Some(Err(finished()))),
-            (batch, Attempt::Done(outcome)) => (batch, Some(outcome)),
-            (batch, Attempt::Panicked) => (batch, None),
-        }
+    let first_without_savepoints = batch.len() > 1 && batch.iter().all(|j| j.again());
+    let savepoints = batch.len() > 1 && !first_without_savepoints;
+    let (mut batch, mut attempt) = pg_attempt(opened, batch, savepoints).await;
+    if first_without_savepoints && matches!(attempt, Attempt::Again) {
+        metrics::counter!("seatkeeper_write_batches_run_again_total").increment(1);
+        (batch, attempt) = pg_attempt(pg_open(pool, tenant).await, batch, true).await;
+    }
+    let outcome = match attempt {
+        Attempt::Done(outcome) => Some(outcome),
+        // Only a batch without savepoints is run again, and only once.
+        Attempt::Again => Some(Err(finished())),
+        Attempt::Panicked => None,
     };
     if outcome
         .as_ref()
@@ -1117,19 +1115,15 @@ async fn pg_attempt(
             Attempt::Done(tx.commit().await.map_err(map_pg))
         }
         (Ran::Commit, None) => Attempt::Done(Err(finished())),
-        (Ran::RollBack(e), tx) => {
+        (rolled_back, tx) => {
             if let Some(tx) = tx {
                 pg_round_trip("write");
                 let _ = tx.rollback().await;
             }
-            Attempt::Done(Err(e))
-        }
-        (Ran::Again, tx) => {
-            if let Some(tx) = tx {
-                pg_round_trip("write");
-                let _ = tx.rollback().await;
+            match rolled_back {
+                Ran::RollBack(e) => Attempt::Done(Err(e)),
+                _ => Attempt::Again,
             }
-            Attempt::Again
         }
     };
     (batch, attempt)
@@ -1214,18 +1208,12 @@ impl Pool {
             Pool::Sqlite(s) => s.with_reader(|c| sqlite_fetch(c, sql, params)),
             Pool::Postgres(pg) => {
                 no_nul(params)?;
-                pg_round_trip("read");
-                let rows = match pg_bind(sql, params).fetch_all(&pg.pool).await {
-                    // A connection that died in the pool (see `pg_begin`): the read runs
-                    // once more, on a tested connection.
-                    Err(e) if pg_connection_lost(&e) => {
-                        suspect_connections();
-                        pg_round_trip("read");
-                        pg_bind(sql, params).fetch_all(&pg.pool).await
-                    }
-                    rows => rows,
-                };
-                rows.map_err(map_pg)?.iter().map(pg_row).collect()
+                once_more_if_lost("read", || pg_bind(sql, params).fetch_all(&pg.pool))
+                    .await
+                    .map_err(map_pg)?
+                    .iter()
+                    .map(pg_row)
+                    .collect()
             }
         }
     }
